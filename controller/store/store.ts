@@ -1,0 +1,113 @@
+import type { JobSpec } from "../../shared/manifest/job-spec.js";
+
+/** The state of an execution, as named in the CLI, the JSON output and the store. */
+export type ExecutionStateName =
+  | "pending"
+  | "running"
+  | "succeeded"
+  | "failed"
+  | "timed-out"
+  | "cancelled"
+  | "lost"
+  | "misfired";
+
+export const TERMINAL_STATES: ReadonlySet<ExecutionStateName> = new Set([
+  "succeeded",
+  "failed",
+  "timed-out",
+  "cancelled",
+  "lost",
+  "misfired",
+]);
+
+/** Why an execution exists. */
+export type ExecutionCause = "schedule" | "trigger" | "failover" | "misfire";
+
+/** A job as the controller keeps it. */
+export interface JobRecord {
+  name: string;
+  /** The manifest text as applied. */
+  manifest: string;
+  spec: JobSpec;
+  paused: boolean;
+  /** Grows by one on every change of the manifest. */
+  revision: number;
+}
+
+/** One run of one shard for one fire, as one attempt. Times are Unix milliseconds. */
+export interface ExecutionRecord {
+  /** `JOB/FIRE_UNIX_MS/SHARD/ATTEMPT`. */
+  id: string;
+  job: string;
+  shard: number;
+  fireTime: number;
+  attempt: number;
+  /** The agent it was dispatched to; "" while it has none. */
+  agent: string;
+  state: ExecutionStateName;
+  startedAt?: number;
+  finishedAt?: number;
+  error?: string;
+  result?: string;
+  cause: ExecutionCause;
+  /** The job parameter this execution runs with (a trigger may override the job's). */
+  parameter: string;
+}
+
+/** Everything one core step asks to make durable, written atomically. */
+export interface StoreBatch {
+  /** Jobs created or changed. */
+  jobs?: JobRecord[];
+  /** Jobs removed, with their fire cursors (their execution history stays until retention). */
+  deletedJobs?: string[];
+  /** The last fire made per job, so a restart never fires the same instant twice. */
+  cursors?: { job: string; fireTime: number }[];
+  /** Executions created or changed, upserted by id. */
+  executions?: ExecutionRecord[];
+}
+
+/** What the controller loads when it starts. */
+export interface StoreSnapshot {
+  /** The term this controller runs under: one more than any earlier controller of this store. */
+  term: number;
+  jobs: JobRecord[];
+  cursors: Map<string, number>;
+  /** Executions not yet in a terminal state. */
+  openExecutions: ExecutionRecord[];
+}
+
+/** A filter over the execution history; every field narrows. Results are newest fire first. */
+export interface ExecutionQuery {
+  job?: string;
+  shard?: number;
+  agent?: string;
+  state?: ExecutionStateName;
+  /** fireTime >= since. */
+  since?: number;
+  /** fireTime < until. */
+  until?: number;
+  /** At most this many. */
+  limit: number;
+}
+
+/** How much finished history to keep. Open executions are never pruned. */
+export interface RetentionPolicy {
+  /** Keep at most this many finished executions per job. */
+  maxPerJob: number;
+  /** Drop finished executions whose fire is older than this. */
+  maxAgeMs: number;
+}
+
+/**
+ * The controller's durable state. One interface, two backends (SQLite now, etcd later). A commit
+ * resolves only once the batch is durable: the shell dispatches nothing before that.
+ */
+export interface Store {
+  open(): Promise<StoreSnapshot>;
+  commit(batch: StoreBatch): Promise<void>;
+  listExecutions(query: ExecutionQuery): Promise<ExecutionRecord[]>;
+  getExecution(id: string): Promise<ExecutionRecord | undefined>;
+  /** Deletes finished executions beyond the policy; returns how many. */
+  prune(policy: RetentionPolicy, now: number): Promise<number>;
+  close(): Promise<void>;
+}
