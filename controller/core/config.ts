@@ -1,0 +1,21 @@
+/** Timing and bounds of the controller's decisions. */
+export interface CoreConfig {
+  /** How often agents heartbeat (DESIGN.md default 500 ms). */
+  heartbeatIntervalMs: number;
+  /**
+   * How long an ack keeps an agent's lease alive (default 2 s). A lost agent's shards move, and
+   * its in-flight executions re-run, only once this has passed since its last ack.
+   */
+  leaseTtlMs: number;
+  /**
+   * Missed fires recorded one by one after controller downtime, per job; older ones are counted
+   * in a single event instead, so a long outage cannot flood the history.
+   */
+  maxMissedFiresRecorded: number;
+}
+
+export const DEFAULT_CORE_CONFIG: CoreConfig = {
+  heartbeatIntervalMs: 500,
+  leaseTtlMs: 2000,
+  maxMissedFiresRecorded: 100,
+};

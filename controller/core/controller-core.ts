@@ -1,0 +1,1049 @@
+import { ShardlineError } from "../../shared/errors.js";
+import { specEquals } from "../../shared/manifest/index.js";
+import type { JobSpec } from "../../shared/manifest/job-spec.js";
+import { fireTimesBetween, nextFireAfter } from "../../shared/schedule.js";
+import type {
+  ExecutionCause,
+  ExecutionRecord,
+  ExecutionStateName,
+  JobRecord,
+  StoreSnapshot,
+} from "../store/store.js";
+import { TERMINAL_STATES } from "../store/store.js";
+import type { CoreConfig } from "./config.js";
+import { executionId, shardKey } from "./execution-id.js";
+import { validateHello } from "./hello-rules.js";
+import type { AgentHello, AssignmentRef, ExecutionContext, ExecutionReport } from "./messages.js";
+import { admitLateFire, planMissedFires } from "./misfire.js";
+import { type Effects, Outbox } from "./outbox.js";
+import { strategyFor } from "./sharding/index.js";
+import { TimerQueue, type TimerKind } from "./timer-queue.js";
+
+/** How an agent looks from the outside. */
+export type AgentStateName = "ready" | "draining" | "lost";
+
+export interface AgentView {
+  id: string;
+  labels: Record<string, string>;
+  capacity: number;
+  handlers: string[];
+  version: string;
+  state: AgentStateName;
+  cordoned: boolean;
+  shards: { job: string; shard: number }[];
+  leaseExpiresAt: number;
+  connectedAt: number;
+}
+
+export interface AssignmentView {
+  job: string;
+  shard: number;
+  agent: string;
+  term: number;
+  generation: number;
+  revoking: boolean;
+}
+
+export interface JobView {
+  record: JobRecord;
+  nextFire?: number;
+  lastFire?: number;
+}
+
+interface AgentEntry {
+  id: string;
+  /** Distinguishes this entry from an earlier one of the same id, for stale lease timers. */
+  incarnation: number;
+  session: string;
+  connected: boolean;
+  lost: boolean;
+  /** Said goodbye: leaving on purpose. */
+  leaving: boolean;
+  cordoned: boolean;
+  labels: Record<string, string>;
+  capacity: number;
+  handlers: Set<string>;
+  version: string;
+  /** The controller's view of the lease: never earlier than the agent's own. */
+  leaseExpiry: number;
+  connectedAt: number;
+  shards: Set<ShardEntry>;
+  /** Open executions dispatched to it. */
+  executions: Set<string>;
+}
+
+interface ShardEntry {
+  job: string;
+  shard: number;
+  owner?: string;
+  term: number;
+  generation: number;
+  /** A revoke was sent; the owner releases it once its runs are over. */
+  revoking: boolean;
+  /** Open executions dispatched to the owner. */
+  running: Set<string>;
+  /** Executions waiting for an owner able to start them, oldest first. */
+  queue: ExecutionRecord[];
+  /** Executions already asked to stop (overlap: replace). */
+  cancelling: Set<string>;
+  /** The (term, generation) an agent claimed when the shard was adopted after a restart. */
+  claim?: [number, number];
+}
+
+interface JobEntry {
+  record: JobRecord;
+  shards: ShardEntry[];
+  /** The last scheduled fire made (durable). */
+  cursor?: number;
+  nextFire?: number;
+  /** Bumped whenever the schedule changes, so armed fire timers of the old schedule are ignored. */
+  fireToken: number;
+  /** The latest fire instant issued, scheduled or manual, so ids never collide. */
+  lastIssuedFire: number;
+}
+
+/**
+ * The controller's decisions, with no I/O: events and the current time in, state and effects
+ * out (DESIGN.md "The controller is a deterministic core inside a thin shell"). Every public
+ * method first runs the timers due at `now`, then applies its event; the shell calls `take()`
+ * to collect what to persist, send, close and publish, and `nextDeadline()` to arm one timer.
+ */
+export class ControllerCore {
+  readonly term: number;
+  private now: number;
+  private generation = 0;
+  private incarnations = 0;
+  private readonly startupGraceUntil: number;
+  private readonly jobs = new Map<string, JobEntry>();
+  private readonly agents = new Map<string, AgentEntry>();
+  private readonly sessions = new Map<string, string>();
+  private readonly open = new Map<string, ExecutionRecord>();
+  private readonly timers = new TimerQueue();
+  private readonly outbox = new Outbox();
+
+  constructor(
+    private readonly config: CoreConfig,
+    snapshot: StoreSnapshot,
+    now: number,
+  ) {
+    this.term = snapshot.term;
+    this.now = now;
+    // Agents of a previous controller may hold valid leases for up to one lease TTL: until then
+    // no shard is given to anyone who does not claim it. The first term had no predecessor.
+    this.startupGraceUntil = snapshot.term <= 1 ? now : now + config.leaseTtlMs;
+    this.timers.push(this.startupGraceUntil, { kind: "startup-grace" });
+    for (const record of snapshot.jobs) {
+      const entry = this.addJobEntry(record);
+      entry.cursor = snapshot.cursors.get(record.name);
+      if (entry.cursor !== undefined) entry.lastIssuedFire = entry.cursor;
+    }
+    const restored = [...snapshot.openExecutions].sort((a, b) => a.fireTime - b.fireTime || a.attempt - b.attempt);
+    for (const execution of restored) this.restoreExecution(execution);
+    for (const job of this.jobs.values()) this.catchUpMissedFires(job);
+  }
+
+  // ---- queries -------------------------------------------------------------------------------
+
+  /** The earliest instant at which `tick` has work to do. */
+  nextDeadline(): number | undefined {
+    return this.timers.peek();
+  }
+
+  /** Collects what the steps since the last call decided. */
+  take(): Effects {
+    return this.outbox.take();
+  }
+
+  get hasEffects(): boolean {
+    return !this.outbox.empty;
+  }
+
+  listAgents(): AgentView[] {
+    return [...this.agents.values()]
+      .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+      .map((agent) => ({
+        id: agent.id,
+        labels: { ...agent.labels },
+        capacity: agent.capacity,
+        handlers: [...agent.handlers].sort(),
+        version: agent.version,
+        state: agent.lost ? "lost" : agent.leaving || agent.cordoned ? "draining" : "ready",
+        cordoned: agent.cordoned,
+        shards: [...agent.shards]
+          .map((s) => ({ job: s.job, shard: s.shard }))
+          .sort((a, b) => (a.job < b.job ? -1 : a.job > b.job ? 1 : a.shard - b.shard)),
+        leaseExpiresAt: agent.leaseExpiry,
+        connectedAt: agent.connectedAt,
+      }));
+  }
+
+  listAssignments(job?: string): AssignmentView[] {
+    const out: AssignmentView[] = [];
+    const names = [...this.jobs.keys()].sort();
+    for (const name of names) {
+      if (job !== undefined && job !== "" && name !== job) continue;
+      for (const shard of this.jobs.get(name)!.shards) {
+        if (shard.owner === undefined) continue;
+        out.push({
+          job: name,
+          shard: shard.shard,
+          agent: shard.owner,
+          term: shard.term,
+          generation: shard.generation,
+          revoking: shard.revoking,
+        });
+      }
+    }
+    return out;
+  }
+
+  getJob(name: string): JobView {
+    const job = this.jobs.get(name);
+    if (job === undefined) throw notFound("job", name);
+    return { record: job.record, nextFire: job.nextFire, lastFire: job.cursor };
+  }
+
+  listJobs(): JobView[] {
+    return [...this.jobs.keys()].sort().map((name) => this.getJob(name));
+  }
+
+  /** An execution not yet finished, if the core holds it. */
+  openExecution(id: string): ExecutionRecord | undefined {
+    const execution = this.open.get(id);
+    return execution === undefined ? undefined : { ...execution };
+  }
+
+  // ---- time ----------------------------------------------------------------------------------
+
+  /** Runs every timer due at or before `now`. */
+  tick(now: number): void {
+    this.advance(now);
+  }
+
+  private advance(now: number): void {
+    if (now > this.now) this.now = now;
+    for (;;) {
+      const timer = this.timers.popDue(this.now);
+      if (timer === undefined) return;
+      this.onTimer(timer);
+    }
+  }
+
+  private onTimer(timer: TimerKind): void {
+    switch (timer.kind) {
+      case "fire": {
+        const job = this.jobs.get(timer.job);
+        if (job === undefined || job.fireToken !== timer.token || job.nextFire !== timer.fireTime) return;
+        this.fire(job, timer.fireTime, "schedule");
+        this.scheduleNext(job, timer.fireTime);
+        return;
+      }
+      case "lease": {
+        const agent = this.agents.get(timer.agent);
+        if (agent === undefined || agent.incarnation !== timer.incarnation) return;
+        if (agent.leaseExpiry > this.now) {
+          this.timers.push(agent.leaseExpiry, timer);
+          return;
+        }
+        this.expireLease(agent);
+        return;
+      }
+      case "startup-grace":
+        this.reconcileAll();
+        return;
+    }
+  }
+
+  // ---- agent stream events -------------------------------------------------------------------
+
+  /**
+   * A new stream said Hello. Refuses a malformed one with a ShardlineError (the shell ends the
+   * stream with it); otherwise welcomes the agent, takes back what it still holds, and sends it
+   * its whole set of shards.
+   */
+  hello(session: string, hello: AgentHello, now: number): void {
+    this.advance(now);
+    validateHello(hello);
+    if (this.sessions.has(session)) {
+      throw new ShardlineError("failed-precondition", "hello: sent twice on one stream; send it once, first");
+    }
+    let agent = this.agents.get(hello.agentId);
+    const returning = agent !== undefined;
+    if (agent?.connected) {
+      // The agent opened a new stream before the old one was seen to die: the new one wins.
+      this.sessions.delete(agent.session);
+      this.outbox.close(agent.session, "replaced by a new stream of the same agent");
+    }
+    if (agent === undefined) {
+      agent = {
+        id: hello.agentId,
+        incarnation: ++this.incarnations,
+        session,
+        connected: true,
+        lost: false,
+        leaving: false,
+        cordoned: false,
+        labels: {},
+        capacity: 1,
+        handlers: new Set(),
+        version: "",
+        leaseExpiry: 0,
+        connectedAt: this.now,
+        shards: new Set(),
+        executions: new Set(),
+      };
+      this.agents.set(agent.id, agent);
+    }
+    agent.session = session;
+    agent.connected = true;
+    agent.lost = false;
+    agent.leaving = false;
+    agent.labels = { ...hello.labels };
+    agent.capacity = hello.capacity;
+    agent.handlers = new Set(hello.handlers);
+    agent.version = hello.version;
+    agent.connectedAt = this.now;
+    agent.leaseExpiry = this.now + this.config.leaseTtlMs;
+    this.sessions.set(session, agent.id);
+    this.timers.push(agent.leaseExpiry, { kind: "lease", agent: agent.id, incarnation: agent.incarnation });
+    this.outbox.send(session, {
+      kind: "welcome",
+      sessionId: session,
+      heartbeatIntervalMs: this.config.heartbeatIntervalMs,
+      leaseTtlMs: this.config.leaseTtlMs,
+    });
+    this.emit(returning ? "agent.reconnected" : "agent.joined", `agent ${agent.id} connected`, { agent: agent.id });
+
+    this.reattachExecutions(agent, hello.executions);
+    this.adoptHeld(agent, hello.held);
+    this.sendSnapshot(agent);
+    this.reconcileAll();
+    for (const shard of agent.shards) this.dispatchShard(shard);
+  }
+
+  heartbeat(session: string, seq: number, now: number): void {
+    this.advance(now);
+    const agent = this.agentOf(session);
+    agent.leaseExpiry = this.now + this.config.leaseTtlMs;
+    this.outbox.send(session, { kind: "heartbeat-ack", seq, leaseExpiresAt: agent.leaseExpiry });
+  }
+
+  executionUpdates(session: string, reports: readonly ExecutionReport[], now: number): void {
+    this.advance(now);
+    const agent = this.agentOf(session);
+    for (const report of reports) this.applyReport(agent, report);
+  }
+
+  /** The agent stopped running these shards after a revoke. */
+  release(session: string, released: readonly AssignmentRef[], now: number): void {
+    this.advance(now);
+    const agent = this.agentOf(session);
+    const touched = new Set<JobEntry>();
+    for (const ref of released) {
+      const job = this.jobs.get(ref.job);
+      const shard = job?.shards[ref.shard];
+      if (job === undefined || shard === undefined) continue;
+      if (shard.owner !== agent.id || shard.term !== ref.term || shard.generation !== ref.generation) continue;
+      this.loseRunning(shard, "its agent released the shard before the run finished");
+      this.unassign(shard);
+      this.emit("shard.released", `${agent.id} released ${ref.job}/${ref.shard}`, {
+        job: ref.job,
+        shard: ref.shard,
+        agent: agent.id,
+      });
+      touched.add(job);
+    }
+    if (touched.size > 0) this.reconcileAll();
+  }
+
+  /** The agent is leaving on purpose: move its shards away now. */
+  goodbye(session: string, reason: string, now: number): void {
+    this.advance(now);
+    const agent = this.agentOf(session);
+    agent.leaving = true;
+    this.emit("agent.draining", `agent ${agent.id} is leaving (${reason || "no reason given"})`, { agent: agent.id });
+    this.reconcileAll();
+  }
+
+  /** The stream ended, for whatever reason. Unknown sessions are ignored. */
+  streamClosed(session: string, now: number): void {
+    this.advance(now);
+    const id = this.sessions.get(session);
+    if (id === undefined) return;
+    this.sessions.delete(session);
+    const agent = this.agents.get(id)!;
+    agent.connected = false;
+    if (agent.shards.size === 0 && agent.executions.size === 0) {
+      this.agents.delete(agent.id);
+      this.emit("agent.left", `agent ${agent.id} left`, { agent: agent.id });
+      return;
+    }
+    agent.lost = true;
+    this.emit(
+      "agent.lost",
+      `agent ${agent.id} lost its stream; its shards are fenced until its lease expires at ${new Date(agent.leaseExpiry).toISOString()}`,
+      { agent: agent.id },
+    );
+    // failover: fast trades the no-duplicate guarantee for speed: move at once.
+    for (const shard of [...agent.shards]) {
+      if (this.jobs.get(shard.job)?.record.spec.failover !== "fast") continue;
+      this.loseRunning(shard, `agent ${agent.id} lost its stream (failover: fast)`);
+      this.unassign(shard);
+    }
+    if (agent.shards.size === 0 && agent.executions.size === 0) this.agents.delete(agent.id);
+    this.reconcileAll();
+  }
+
+  // ---- admin commands ------------------------------------------------------------------------
+
+  /** Creates or updates a job; `changed` is false when the spec equals the stored one. */
+  applyJob(name: string, spec: JobSpec, manifest: string, now: number): { record: JobRecord; changed: boolean } {
+    this.advance(now);
+    const existing = this.jobs.get(name);
+    if (existing !== undefined && specEquals(existing.record.spec, spec)) {
+      return { record: existing.record, changed: false };
+    }
+    const record: JobRecord = {
+      name,
+      manifest,
+      spec,
+      paused: existing?.record.paused ?? false,
+      revision: (existing?.record.revision ?? 0) + 1,
+    };
+    this.outbox.saveJob(record);
+    if (existing === undefined) {
+      const job = this.addJobEntry(record);
+      this.scheduleNext(job, this.now);
+      this.emit("job.created", `job ${name} created with ${spec.shards} shards`, { job: name });
+    } else {
+      const before = existing.record.spec;
+      existing.record = record;
+      this.resizeShards(existing, spec.shards);
+      if (before.schedule !== spec.schedule || before.timeZone !== spec.timeZone || before.suspend !== spec.suspend) {
+        this.scheduleNext(existing, Math.max(this.now, existing.cursor ?? this.now));
+      }
+      this.emit("job.updated", `job ${name} updated to revision ${record.revision}`, { job: name });
+    }
+    this.reconcileAll();
+    return { record, changed: true };
+  }
+
+  /**
+   * Deletes a job. Its waiting executions are cancelled here; running ones are asked to stop on
+   * their agents and are recorded as their agents report them.
+   */
+  deleteJob(name: string, now: number): void {
+    this.advance(now);
+    const job = this.requireJob(name);
+    for (const shard of job.shards) this.removeShard(job, shard, "job deleted");
+    this.jobs.delete(name);
+    this.outbox.deleteJob(name);
+    this.emit("job.deleted", `job ${name} deleted`, { job: name });
+    this.reconcileAll();
+  }
+
+  /** Fires a job now; returns the fire instant and the executions created. */
+  triggerJob(
+    name: string,
+    shards: readonly number[],
+    parameter: string | undefined,
+    now: number,
+  ): { fireTime: number; executionIds: string[] } {
+    this.advance(now);
+    const job = this.requireJob(name);
+    for (const shard of shards) {
+      if (!Number.isInteger(shard) || shard < 0 || shard >= job.shards.length) {
+        throw ShardlineError.invalid("shards", shard, `shard numbers from 0 to ${job.shards.length - 1}`);
+      }
+    }
+    const fireTime = Math.max(this.now, job.lastIssuedFire + 1);
+    const chosen = shards.length === 0 ? job.shards : [...new Set(shards)].map((s) => job.shards[s]!);
+    const ids = this.fire(job, fireTime, "trigger", chosen, parameter);
+    return { fireTime, executionIds: ids };
+  }
+
+  pauseJob(name: string, now: number): void {
+    this.advance(now);
+    const job = this.requireJob(name);
+    if (job.record.paused) return;
+    job.record = { ...job.record, paused: true };
+    this.outbox.saveJob(job.record);
+    this.scheduleNext(job, this.now);
+    this.emit("job.paused", `job ${name} paused`, { job: name });
+  }
+
+  resumeJob(name: string, now: number): void {
+    this.advance(now);
+    const job = this.requireJob(name);
+    if (!job.record.paused) return;
+    job.record = { ...job.record, paused: false };
+    this.outbox.saveJob(job.record);
+    // Fires missed while paused are not made: the schedule restarts from now.
+    this.scheduleNext(job, this.now);
+    this.emit("job.resumed", `job ${name} resumed`, { job: name });
+  }
+
+  drainAgent(id: string, now: number): void {
+    this.advance(now);
+    const agent = this.agents.get(id);
+    if (agent === undefined) throw notFound("agent", id);
+    agent.cordoned = true;
+    this.emit("agent.cordoned", `agent ${id} drained: its shards move away`, { agent: id });
+    this.reconcileAll();
+  }
+
+  uncordonAgent(id: string, now: number): void {
+    this.advance(now);
+    const agent = this.agents.get(id);
+    if (agent === undefined) throw notFound("agent", id);
+    agent.cordoned = false;
+    this.emit("agent.uncordoned", `agent ${id} may receive shards again`, { agent: id });
+    this.reconcileAll();
+  }
+
+  // ---- leases and failover -------------------------------------------------------------------
+
+  private expireLease(agent: AgentEntry): void {
+    if (agent.connected) {
+      this.sessions.delete(agent.session);
+      this.outbox.close(agent.session, "lease expired: no heartbeat within the lease");
+      agent.connected = false;
+    }
+    this.emit("agent.lease-expired", `agent ${agent.id}'s lease expired; its shards move`, { agent: agent.id });
+    for (const shard of [...agent.shards]) {
+      this.loseRunning(shard, `agent ${agent.id}'s lease expired before the run finished`);
+      this.unassign(shard);
+    }
+    for (const id of [...agent.executions]) {
+      const execution = this.open.get(id);
+      if (execution !== undefined) this.loseExecution(execution, `agent ${agent.id}'s lease expired before the run finished`);
+    }
+    this.agents.delete(agent.id);
+    this.reconcileAll();
+  }
+
+  /** Marks every run the shard's owner holds as lost (with failover per the job's spec). */
+  private loseRunning(shard: ShardEntry, reason: string): void {
+    for (const id of [...shard.running]) {
+      const execution = this.open.get(id);
+      if (execution !== undefined) this.loseExecution(execution, reason);
+    }
+  }
+
+  private loseExecution(execution: ExecutionRecord, reason: string): void {
+    this.closeExecution(execution, "lost", { error: reason });
+    this.emit("execution.lost", `${execution.id} lost: ${reason}`, {
+      job: execution.job,
+      shard: execution.shard,
+      agent: execution.agent,
+      executionId: execution.id,
+    });
+    const job = this.jobs.get(execution.job);
+    const shard = job?.shards[execution.shard];
+    if (job === undefined || shard === undefined || job.record.spec.failover === "off") return;
+    const retry = this.newExecution(job, shard, execution.fireTime, execution.attempt + 1, "failover", execution.parameter);
+    this.emit("execution.failover", `${execution.id} runs again as ${retry.id}`, {
+      job: job.record.name,
+      shard: shard.shard,
+      executionId: retry.id,
+    });
+    this.enqueue(job, shard, retry);
+  }
+
+  // ---- executions ----------------------------------------------------------------------------
+
+  private applyReport(agent: AgentEntry, report: ExecutionReport): void {
+    const execution = this.open.get(report.executionId);
+    if (execution === undefined || execution.agent !== agent.id) {
+      // A report of a run already closed (for example lost after a lease expiry) changes nothing.
+      this.emit("execution.stale-report", `ignored a report of ${report.executionId} from ${agent.id}`, {
+        agent: agent.id,
+        executionId: report.executionId,
+      });
+      return;
+    }
+    if (report.state === "running") {
+      if (execution.state !== "running") {
+        execution.state = "running";
+        execution.startedAt = report.startedAt ?? this.now;
+        this.outbox.saveExecution(execution);
+      }
+      return;
+    }
+    if (report.state === "lost") {
+      this.loseExecution(execution, report.error || `agent ${agent.id} could not finish it`);
+      return;
+    }
+    if (!TERMINAL_STATES.has(report.state) || report.state === "misfired") {
+      throw ShardlineError.invalid(
+        "execution_updates.state",
+        report.state,
+        "RUNNING, SUCCEEDED, FAILED, TIMED_OUT, CANCELLED or LOST",
+      );
+    }
+    const startedAt = execution.startedAt ?? report.startedAt;
+    this.closeExecution(execution, report.state, {
+      startedAt,
+      finishedAt: report.finishedAt,
+      error: report.error,
+      result: report.result,
+    });
+    this.emit("execution.finished", `${execution.id} ${report.state} on ${agent.id}`, {
+      job: execution.job,
+      shard: execution.shard,
+      agent: agent.id,
+      executionId: execution.id,
+    });
+    const shard = this.jobs.get(execution.job)?.shards[execution.shard];
+    if (shard !== undefined) this.dispatchShard(shard);
+  }
+
+  /** Moves an open execution to a terminal state and forgets it. */
+  private closeExecution(
+    execution: ExecutionRecord,
+    state: ExecutionStateName,
+    fields: { startedAt?: number; finishedAt?: number; error?: string; result?: string },
+  ): void {
+    execution.state = state;
+    if (fields.startedAt !== undefined) execution.startedAt = fields.startedAt;
+    execution.finishedAt = fields.finishedAt || this.now;
+    if (fields.error) execution.error = fields.error;
+    if (fields.result) execution.result = fields.result;
+    this.outbox.saveExecution(execution);
+    this.open.delete(execution.id);
+    this.agents.get(execution.agent)?.executions.delete(execution.id);
+    const shard = this.jobs.get(execution.job)?.shards[execution.shard];
+    if (shard !== undefined) {
+      shard.running.delete(execution.id);
+      shard.cancelling.delete(execution.id);
+    }
+  }
+
+  private newExecution(
+    job: JobEntry,
+    shard: ShardEntry,
+    fireTime: number,
+    attempt: number,
+    cause: ExecutionCause,
+    parameter: string,
+  ): ExecutionRecord {
+    return {
+      id: executionId(job.record.name, fireTime, shard.shard, attempt),
+      job: job.record.name,
+      shard: shard.shard,
+      fireTime,
+      attempt,
+      agent: "",
+      state: "pending",
+      cause,
+      parameter,
+    };
+  }
+
+  /** Makes one fire of a job: one execution per chosen shard. */
+  private fire(
+    job: JobEntry,
+    fireTime: number,
+    cause: ExecutionCause,
+    shards: readonly ShardEntry[] = job.shards,
+    parameter?: string,
+  ): string[] {
+    job.lastIssuedFire = Math.max(job.lastIssuedFire, fireTime);
+    if (cause === "schedule" || cause === "misfire") {
+      job.cursor = Math.max(job.cursor ?? fireTime, fireTime);
+      this.outbox.saveCursor(job.record.name, job.cursor);
+    }
+    const ids: string[] = [];
+    for (const shard of shards) {
+      const execution = this.newExecution(job, shard, fireTime, 1, cause, parameter ?? job.record.spec.parameter);
+      ids.push(execution.id);
+      this.enqueue(job, shard, execution);
+    }
+    return ids;
+  }
+
+  /** Starts an execution now if its shard can, else queues or misfires it per the job's spec. */
+  private enqueue(job: JobEntry, shard: ShardEntry, execution: ExecutionRecord): void {
+    if (!this.canStartNow(job, shard)) {
+      const waiting = shard.queue.filter((e) => e.cause === "schedule" || e.cause === "misfire").length;
+      const admission = admitLateFire(job.record.spec, execution.cause, waiting);
+      if (!admission.admit) {
+        this.misfire(execution, admission.reason);
+        return;
+      }
+    }
+    this.open.set(execution.id, execution);
+    shard.queue.push(execution);
+    this.outbox.saveExecution(execution);
+    this.dispatchShard(shard);
+  }
+
+  private misfire(execution: ExecutionRecord, reason: string): void {
+    execution.state = "misfired";
+    execution.error = reason;
+    execution.finishedAt = this.now;
+    this.outbox.saveExecution(execution);
+    this.emit("execution.misfired", `${execution.id} misfired: ${reason}`, {
+      job: execution.job,
+      shard: execution.shard,
+      executionId: execution.id,
+    });
+  }
+
+  private canStartNow(job: JobEntry, shard: ShardEntry): boolean {
+    if (shard.queue.length > 0 || this.dispatchTarget(shard) === undefined) return false;
+    return job.record.spec.overlap !== "forbid" || shard.running.size === 0;
+  }
+
+  /** The agent the shard's work can be sent to now, if any. */
+  private dispatchTarget(shard: ShardEntry): AgentEntry | undefined {
+    if (shard.owner === undefined || shard.revoking) return undefined;
+    const agent = this.agents.get(shard.owner);
+    if (agent === undefined || !agent.connected || agent.lost) return undefined;
+    return agent;
+  }
+
+  /** Sends the shard's waiting executions to its owner, as its overlap policy allows. */
+  private dispatchShard(shard: ShardEntry): void {
+    const agent = this.dispatchTarget(shard);
+    const job = this.jobs.get(shard.job);
+    if (agent === undefined || job === undefined || shard.queue.length === 0) return;
+    const spec = job.record.spec;
+    const contexts: ExecutionContext[] = [];
+    while (shard.queue.length > 0) {
+      if (shard.running.size > 0 && spec.overlap === "forbid") break;
+      if (shard.running.size > 0 && spec.overlap === "replace") {
+        const stale = [...shard.running].filter((id) => !shard.cancelling.has(id));
+        if (stale.length > 0) {
+          for (const id of stale) shard.cancelling.add(id);
+          this.outbox.send(agent.session, { kind: "cancel", executionIds: stale, reason: "replaced by a newer fire (overlap: replace)" });
+        }
+      }
+      const execution = shard.queue.shift()!;
+      execution.agent = agent.id;
+      shard.running.add(execution.id);
+      agent.executions.add(execution.id);
+      this.outbox.saveExecution(execution);
+      contexts.push({
+        executionId: execution.id,
+        job: execution.job,
+        shard: execution.shard,
+        shardCount: spec.shards,
+        shardParameter: spec.shardParameters[execution.shard] ?? "",
+        parameter: execution.parameter,
+        fireTime: execution.fireTime,
+        attempt: execution.attempt,
+        handler: spec.handler,
+        timeoutMs: spec.timeoutSeconds * 1000,
+        assignment: { job: shard.job, shard: shard.shard, term: shard.term, generation: shard.generation },
+        traceContext: {},
+      });
+    }
+    if (contexts.length > 0) this.outbox.send(agent.session, { kind: "dispatch", executions: contexts });
+  }
+
+  // ---- assignment ----------------------------------------------------------------------------
+
+  /**
+   * Level-based: computes the desired owner of every shard from the live agents and the jobs,
+   * and acts on the difference. A shard whose owner is alive is revoked and moves once released;
+   * one whose owner is lost stays fenced until that owner's lease expires.
+   */
+  private reconcileAll(): void {
+    if (this.now < this.startupGraceUntil) return;
+    const adds = new Map<string, AssignmentRef[]>();
+    const revokes = new Map<string, AssignmentRef[]>();
+    const assigned: ShardEntry[] = [];
+    const load = new Map<string, number>();
+    for (const agent of this.agents.values()) load.set(agent.id, agent.shards.size);
+    for (const name of [...this.jobs.keys()].sort()) {
+      const job = this.jobs.get(name)!;
+      const spec = job.record.spec;
+      const eligible = [...this.agents.values()].filter((a) => this.eligible(a, spec));
+      const mine = new Map<string, number>();
+      const previous = new Map<number, string>();
+      for (const shard of job.shards) {
+        if (shard.owner === undefined) continue;
+        previous.set(shard.shard, shard.owner);
+        mine.set(shard.owner, (mine.get(shard.owner) ?? 0) + 1);
+      }
+      const desired = strategyFor(spec.strategy)({
+        job: name,
+        shardCount: spec.shards,
+        agents: eligible.map((a) => ({ id: a.id, capacity: a.capacity, load: (load.get(a.id) ?? 0) - (mine.get(a.id) ?? 0) })),
+        previous,
+      });
+      for (const shard of job.shards) {
+        const want = desired.get(shard.shard);
+        if (shard.owner === want) continue;
+        if (shard.owner === undefined) {
+          const agent = this.agents.get(want!)!;
+          this.assign(shard, agent);
+          push(adds, agent.id, this.refOf(shard));
+          load.set(agent.id, (load.get(agent.id) ?? 0) + 1);
+          assigned.push(shard);
+          continue;
+        }
+        const owner = this.agents.get(shard.owner);
+        if (owner === undefined || owner.lost || shard.revoking) continue;
+        shard.revoking = true;
+        push(revokes, owner.id, this.refOf(shard));
+        this.emit("shard.revoking", `${name}/${shard.shard} is moving away from ${owner.id}`, {
+          job: name,
+          shard: shard.shard,
+          agent: owner.id,
+        });
+      }
+    }
+    for (const id of new Set([...adds.keys(), ...revokes.keys()])) {
+      const agent = this.agents.get(id)!;
+      this.outbox.send(agent.session, { kind: "assignments", snapshot: false, add: adds.get(id) ?? [], revoke: revokes.get(id) ?? [] });
+    }
+    for (const shard of assigned) this.dispatchShard(shard);
+  }
+
+  private eligible(agent: AgentEntry, spec: JobSpec): boolean {
+    if (!agent.connected || agent.lost || agent.leaving || agent.cordoned) return false;
+    if (!agent.handlers.has(spec.handler)) return false;
+    for (const [key, value] of Object.entries(spec.placement.selector)) {
+      if (agent.labels[key] !== value) return false;
+    }
+    return true;
+  }
+
+  private assign(shard: ShardEntry, agent: AgentEntry): void {
+    shard.owner = agent.id;
+    shard.term = this.term;
+    shard.generation = ++this.generation;
+    shard.revoking = false;
+    agent.shards.add(shard);
+    this.emit("shard.assigned", `${shard.job}/${shard.shard} assigned to ${agent.id}`, {
+      job: shard.job,
+      shard: shard.shard,
+      agent: agent.id,
+    });
+  }
+
+  private unassign(shard: ShardEntry): void {
+    if (shard.owner !== undefined) this.agents.get(shard.owner)?.shards.delete(shard);
+    shard.owner = undefined;
+    shard.revoking = false;
+    shard.claim = undefined;
+  }
+
+  private refOf(shard: ShardEntry): AssignmentRef {
+    return { job: shard.job, shard: shard.shard, term: shard.term, generation: shard.generation };
+  }
+
+  /** Re-attaches the runs a reconnecting agent still holds; the rest of its runs are lost. */
+  private reattachExecutions(agent: AgentEntry, reports: readonly ExecutionReport[]): void {
+    const reported = new Set<string>();
+    for (const report of reports) {
+      const execution = this.open.get(report.executionId);
+      if (execution === undefined || execution.agent !== agent.id) continue;
+      reported.add(execution.id);
+      if (report.state === "pending") continue;
+      this.applyReport(agent, report);
+    }
+    for (const id of [...agent.executions]) {
+      if (reported.has(id)) continue;
+      const execution = this.open.get(id);
+      if (execution !== undefined) this.loseExecution(execution, `agent ${agent.id} reconnected without it`);
+    }
+  }
+
+  /**
+   * Takes back shards a reconnecting agent says it holds, when nobody else owns them. After a
+   * controller restart, conflicting claims are settled by the higher (term, generation).
+   */
+  private adoptHeld(agent: AgentEntry, held: readonly AssignmentRef[]): void {
+    const inGrace = this.now < this.startupGraceUntil;
+    for (const ref of held) {
+      const shard = this.jobs.get(ref.job)?.shards[ref.shard];
+      if (shard === undefined || shard.owner === agent.id) continue;
+      if (shard.owner === undefined) {
+        this.assign(shard, agent);
+        if (inGrace) shard.claim = [ref.term, ref.generation];
+        continue;
+      }
+      const claim = shard.claim;
+      if (!inGrace || claim === undefined) continue;
+      if (ref.term > claim[0] || (ref.term === claim[0] && ref.generation > claim[1])) {
+        const other = this.agents.get(shard.owner);
+        this.unassign(shard);
+        this.assign(shard, agent);
+        shard.claim = [ref.term, ref.generation];
+        if (other !== undefined && other.connected) this.sendSnapshot(other);
+      }
+    }
+  }
+
+  /** Tells an agent its whole set of shards; revoking ones are revoked again after it. */
+  private sendSnapshot(agent: AgentEntry): void {
+    const owned = [...agent.shards];
+    this.outbox.send(agent.session, {
+      kind: "assignments",
+      snapshot: true,
+      add: owned.map((s) => this.refOf(s)),
+      revoke: owned.filter((s) => s.revoking).map((s) => this.refOf(s)),
+    });
+  }
+
+  // ---- jobs and schedules --------------------------------------------------------------------
+
+  private addJobEntry(record: JobRecord): JobEntry {
+    const job: JobEntry = { record, shards: [], fireToken: 0, lastIssuedFire: 0 };
+    this.jobs.set(record.name, job);
+    this.resizeShards(job, record.spec.shards);
+    return job;
+  }
+
+  private resizeShards(job: JobEntry, count: number): void {
+    while (job.shards.length > count) this.removeShard(job, job.shards.pop()!, "the job's shard count was reduced");
+    while (job.shards.length < count) {
+      job.shards.push({
+        job: job.record.name,
+        shard: job.shards.length,
+        term: 0,
+        generation: 0,
+        revoking: false,
+        running: new Set(),
+        queue: [],
+        cancelling: new Set(),
+      });
+    }
+  }
+
+  /** Cancels a shard's waiting runs, asks its running ones to stop, and takes it from its owner. */
+  private removeShard(job: JobEntry, shard: ShardEntry, reason: string): void {
+    for (const execution of shard.queue) this.closeExecution(execution, "cancelled", { error: reason });
+    shard.queue = [];
+    const owner = shard.owner === undefined ? undefined : this.agents.get(shard.owner);
+    if (owner !== undefined && owner.connected) {
+      if (shard.running.size > 0) {
+        this.outbox.send(owner.session, { kind: "cancel", executionIds: [...shard.running], reason });
+      }
+      this.outbox.send(owner.session, { kind: "assignments", snapshot: false, add: [], revoke: [this.refOf(shard)] });
+    }
+    this.unassign(shard);
+    void job;
+  }
+
+  /** Arms the job's next scheduled fire strictly after `after`, if it has a schedule and runs. */
+  private scheduleNext(job: JobEntry, after: number): void {
+    job.fireToken++;
+    job.nextFire = undefined;
+    const spec = job.record.spec;
+    if (spec.schedule === undefined || job.record.paused || spec.suspend) return;
+    const next = nextFireAfter(spec.schedule, spec.timeZone, after);
+    if (next === undefined) return;
+    job.nextFire = next;
+    this.timers.push(next, { kind: "fire", job: job.record.name, token: job.fireToken, fireTime: next });
+  }
+
+  /** Applies the misfire policy to the fires a job missed while no controller was running. */
+  private catchUpMissedFires(job: JobEntry): void {
+    const spec = job.record.spec;
+    if (spec.schedule !== undefined && job.cursor !== undefined && !job.record.paused && !spec.suspend) {
+      const limit = this.config.maxMissedFiresRecorded + spec.maxCatchUp;
+      const missed = fireTimesBetween(spec.schedule, spec.timeZone, job.cursor, this.now, limit);
+      if (missed.length > 0) {
+        const plan = planMissedFires(spec, missed);
+        const recorded = plan.misfire.slice(-this.config.maxMissedFiresRecorded);
+        if (missed.length >= limit || recorded.length < plan.misfire.length) {
+          this.emit("job.misfired", `job ${job.record.name} missed more fires than are recorded one by one`, {
+            job: job.record.name,
+          });
+        }
+        for (const fireTime of recorded) {
+          for (const shard of job.shards) {
+            this.misfire(
+              this.newExecution(job, shard, fireTime, 1, "schedule", spec.parameter),
+              `missed while no controller was running (spec.misfire: ${spec.misfire})`,
+            );
+          }
+        }
+        const last = missed[missed.length - 1]!;
+        if (plan.run.length === 0) {
+          job.cursor = last;
+          job.lastIssuedFire = Math.max(job.lastIssuedFire, last);
+          this.outbox.saveCursor(job.record.name, last);
+        }
+        for (const fireTime of plan.run) this.fire(job, fireTime, "misfire");
+      }
+    }
+    this.scheduleNext(job, Math.max(this.now, job.cursor ?? this.now));
+  }
+
+  /** Puts an execution that was open when the previous controller stopped back in its place. */
+  private restoreExecution(execution: ExecutionRecord): void {
+    const job = this.jobs.get(execution.job);
+    const shard = job?.shards[execution.shard];
+    if (job === undefined || shard === undefined) {
+      this.closeExecution(execution, "cancelled", { error: "its job no longer exists" });
+      return;
+    }
+    this.open.set(execution.id, execution);
+    if (execution.agent === "") {
+      shard.queue.push(execution);
+      return;
+    }
+    // It may still be running on an agent that has not reconnected yet: hold it on a stand-in
+    // for that agent, lost until it says hello, whose lease runs out like any lost agent's.
+    let agent = this.agents.get(execution.agent);
+    if (agent === undefined) {
+      agent = {
+        id: execution.agent,
+        incarnation: ++this.incarnations,
+        session: "",
+        connected: false,
+        lost: true,
+        leaving: false,
+        cordoned: false,
+        labels: {},
+        capacity: 1,
+        handlers: new Set(),
+        version: "",
+        leaseExpiry: this.startupGraceUntil,
+        connectedAt: 0,
+        shards: new Set(),
+        executions: new Set(),
+      };
+      this.agents.set(agent.id, agent);
+      this.timers.push(agent.leaseExpiry, { kind: "lease", agent: agent.id, incarnation: agent.incarnation });
+    }
+    agent.executions.add(execution.id);
+    shard.running.add(execution.id);
+  }
+
+  // ---- helpers -------------------------------------------------------------------------------
+
+  private agentOf(session: string): AgentEntry {
+    const id = this.sessions.get(session);
+    const agent = id === undefined ? undefined : this.agents.get(id);
+    if (agent === undefined) {
+      throw new ShardlineError("failed-precondition", "this stream has no agent: the first message must be a hello");
+    }
+    return agent;
+  }
+
+  private requireJob(name: string): JobEntry {
+    const job = this.jobs.get(name);
+    if (job === undefined) throw notFound("job", name);
+    return job;
+  }
+
+  private emit(type: string, message: string, about: { job?: string; shard?: number; agent?: string; executionId?: string } = {}): void {
+    this.outbox.emit({ time: this.now, type, message, ...about });
+  }
+}
+
+function notFound(kind: string, name: string): ShardlineError {
+  return new ShardlineError("not-found", `${kind} ${JSON.stringify(name)} not found`, { field: kind, value: name });
+}
+
+function push<K, V>(map: Map<K, V[]>, key: K, value: V): void {
+  const list = map.get(key);
+  if (list === undefined) map.set(key, [value]);
+  else list.push(value);
+}

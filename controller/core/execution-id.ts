@@ -1,0 +1,13 @@
+/**
+ * The deterministic id of an execution: the same job, fire instant, shard and attempt always
+ * give the same id, so a fire recorded once can never be dispatched as a second, different run.
+ * Job names are DNS-1123 labels, so "/" cannot occur inside a part.
+ */
+export function executionId(job: string, fireTime: number, shard: number, attempt: number): string {
+  return `${job}/${fireTime}/${shard}/${attempt}`;
+}
+
+/** The key of one shard of one job in maps. */
+export function shardKey(job: string, shard: number): string {
+  return `${job}/${shard}`;
+}

@@ -1,0 +1,41 @@
+import { ShardlineError } from "../../shared/errors.js";
+import type { AgentHello } from "./messages.js";
+
+const AGENT_ID = /^[a-z0-9]([a-z0-9._-]{0,251}[a-z0-9])?$/;
+const HANDLER = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+const MAX_HANDLERS = 1000;
+const MAX_LABELS = 64;
+
+/**
+ * Checks a Hello from an agent that may have been written by anyone, in any language. A bad
+ * Hello is refused whole, with the field named, before the agent is known to the controller.
+ */
+export function validateHello(hello: AgentHello): void {
+  if (!AGENT_ID.test(hello.agentId)) {
+    throw ShardlineError.invalid(
+      "hello.agent_id",
+      hello.agentId,
+      "1-253 characters of lowercase letters, digits, '.', '_' and '-', starting and ending with a letter or digit",
+    );
+  }
+  if (!Number.isInteger(hello.capacity) || hello.capacity < 1 || hello.capacity > 1000) {
+    throw ShardlineError.invalid("hello.capacity", hello.capacity, "an integer from 1 to 1000 (0 means 1)");
+  }
+  if (hello.handlers.length > MAX_HANDLERS) {
+    throw ShardlineError.invalid("hello.handlers", `${hello.handlers.length} handlers`, `at most ${MAX_HANDLERS}`);
+  }
+  for (const handler of hello.handlers) {
+    if (!HANDLER.test(handler)) {
+      throw ShardlineError.invalid("hello.handlers", handler, "names of 1-128 characters of letters, digits, '.', '_', ':' and '-'");
+    }
+  }
+  const labels = Object.entries(hello.labels);
+  if (labels.length > MAX_LABELS) {
+    throw ShardlineError.invalid("hello.labels", `${labels.length} labels`, `at most ${MAX_LABELS}`);
+  }
+  for (const [key, value] of labels) {
+    if (key.length === 0 || key.length > 253 || value.length > 253) {
+      throw ShardlineError.invalid(`hello.labels.${key}`, value, "a key of 1-253 characters and a value of at most 253");
+    }
+  }
+}

@@ -1,0 +1,67 @@
+import type { ExecutionStateName } from "../store/store.js";
+
+/** An assignment as the core speaks of it: shard of job, stamped (term, generation). */
+export interface AssignmentRef {
+  job: string;
+  shard: number;
+  term: number;
+  generation: number;
+}
+
+/** What an agent says when its stream opens (the proto's Hello, already decoded). */
+export interface AgentHello {
+  agentId: string;
+  labels: Record<string, string>;
+  capacity: number;
+  handlers: string[];
+  version: string;
+  /** Assignments it still holds from an earlier stream. */
+  held: AssignmentRef[];
+  /** Executions it still runs, or finished without a confirmed report. */
+  executions: ExecutionReport[];
+}
+
+/** An agent's report about one execution. Times are the agent's Unix milliseconds. */
+export interface ExecutionReport {
+  executionId: string;
+  state: ExecutionStateName;
+  startedAt?: number;
+  finishedAt?: number;
+  error?: string;
+  result?: string;
+}
+
+/** Everything an agent needs to run one execution. */
+export interface ExecutionContext {
+  executionId: string;
+  job: string;
+  shard: number;
+  shardCount: number;
+  shardParameter: string;
+  parameter: string;
+  fireTime: number;
+  attempt: number;
+  handler: string;
+  timeoutMs: number;
+  assignment: AssignmentRef;
+  traceContext: Record<string, string>;
+}
+
+/** A message the core asks the shell to send on one agent's stream. */
+export type AgentCommand =
+  | { kind: "welcome"; sessionId: string; heartbeatIntervalMs: number; leaseTtlMs: number }
+  | { kind: "heartbeat-ack"; seq: number; leaseExpiresAt: number }
+  | { kind: "assignments"; snapshot: boolean; add: AssignmentRef[]; revoke: AssignmentRef[] }
+  | { kind: "dispatch"; executions: ExecutionContext[] }
+  | { kind: "cancel"; executionIds: string[]; reason: string };
+
+/** Something that happened, for `shardline events`, logs and the web page. */
+export interface CoreEvent {
+  time: number;
+  type: string;
+  job?: string;
+  shard?: number;
+  agent?: string;
+  executionId?: string;
+  message: string;
+}

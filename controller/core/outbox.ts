@@ -1,0 +1,105 @@
+import type { ExecutionRecord, JobRecord, StoreBatch } from "../store/store.js";
+import type { AgentCommand, CoreEvent } from "./messages.js";
+
+/** A message for one agent session. */
+export interface Outbound {
+  session: string;
+  command: AgentCommand;
+}
+
+/** A stream the shell must end, with the reason sent to the agent. */
+export interface SessionClose {
+  session: string;
+  reason: string;
+}
+
+/**
+ * Everything one or more core steps decided, in the order the shell must carry it out: first
+ * make `persist` durable, then send `messages` in order, then close `closes`, then publish
+ * `events`. Persisting first is what makes a fire durable before any agent can run it.
+ */
+export interface Effects {
+  persist: StoreBatch;
+  messages: Outbound[];
+  closes: SessionClose[];
+  events: CoreEvent[];
+}
+
+/** Accumulates effects between two `take()` calls, keeping only the last write of each record. */
+export class Outbox {
+  private jobs = new Map<string, JobRecord>();
+  private deletedJobs = new Set<string>();
+  private cursors = new Map<string, number>();
+  private executions = new Map<string, ExecutionRecord>();
+  private messages: Outbound[] = [];
+  private closes: SessionClose[] = [];
+  private events: CoreEvent[] = [];
+
+  saveJob(job: JobRecord): void {
+    this.deletedJobs.delete(job.name);
+    this.jobs.set(job.name, job);
+  }
+
+  deleteJob(name: string): void {
+    this.jobs.delete(name);
+    this.cursors.delete(name);
+    this.deletedJobs.add(name);
+  }
+
+  saveCursor(job: string, fireTime: number): void {
+    this.cursors.set(job, fireTime);
+  }
+
+  /** Records the execution's current state; the record is copied so later changes need a new call. */
+  saveExecution(execution: ExecutionRecord): void {
+    this.executions.set(execution.id, { ...execution });
+  }
+
+  send(session: string, command: AgentCommand): void {
+    this.messages.push({ session, command });
+  }
+
+  close(session: string, reason: string): void {
+    this.closes.push({ session, reason });
+  }
+
+  emit(event: CoreEvent): void {
+    this.events.push(event);
+  }
+
+  get empty(): boolean {
+    return (
+      this.jobs.size === 0 &&
+      this.deletedJobs.size === 0 &&
+      this.cursors.size === 0 &&
+      this.executions.size === 0 &&
+      this.messages.length === 0 &&
+      this.closes.length === 0 &&
+      this.events.length === 0
+    );
+  }
+
+  take(): Effects {
+    const persist: StoreBatch = {};
+    if (this.jobs.size > 0) persist.jobs = [...this.jobs.values()];
+    if (this.deletedJobs.size > 0) persist.deletedJobs = [...this.deletedJobs];
+    if (this.cursors.size > 0) {
+      persist.cursors = [...this.cursors].map(([job, fireTime]) => ({ job, fireTime }));
+    }
+    if (this.executions.size > 0) persist.executions = [...this.executions.values()];
+    const effects: Effects = {
+      persist,
+      messages: this.messages,
+      closes: this.closes,
+      events: this.events,
+    };
+    this.jobs = new Map();
+    this.deletedJobs = new Set();
+    this.cursors = new Map();
+    this.executions = new Map();
+    this.messages = [];
+    this.closes = [];
+    this.events = [];
+    return effects;
+  }
+}

@@ -1,0 +1,107 @@
+import type { ShardingAgent, ShardingInput, ShardingStrategy } from "./strategy.js";
+
+interface QuotaRow {
+  agent: ShardingAgent;
+  /** floor(S * c / C): the shards this agent is owed before the remainder is handed out. */
+  floor: number;
+  /** S * c - floor * C: the fractional part of its exact share, scaled by C to stay an integer. */
+  remainder: number;
+  /** Shards of this job it holds now. */
+  held: number;
+}
+
+/**
+ * The default strategy: each agent's share of the job's shards is proportional to its capacity
+ * (largest-remainder method), every shard stays where it is while its agent is eligible and
+ * within its share, and only orphaned or excess shards move. With equal capacities an agent
+ * leaving moves only its own shards, and an agent joining takes at most ceil(S / (N + 1)).
+ * The result depends only on the input's content, not on the order of `agents`.
+ */
+export const sticky: ShardingStrategy = (input) => {
+  const { shardCount, agents, previous } = input;
+  const assignment = new Map<number, string>();
+  if (agents.length === 0 || shardCount <= 0) return assignment;
+
+  const eligible = new Map(agents.map((agent) => [agent.id, agent]));
+  const quota = quotas(input, heldShards(input, eligible));
+  const assigned = new Map<string, number>();
+  const orphans: number[] = [];
+
+  for (let shard = 0; shard < shardCount; shard++) {
+    const owner = previous.get(shard);
+    const count = owner === undefined ? 0 : (assigned.get(owner) ?? 0);
+    if (owner !== undefined && eligible.has(owner) && count < (quota.get(owner) ?? 0)) {
+      assignment.set(shard, owner);
+      assigned.set(owner, count + 1);
+    } else {
+      orphans.push(shard);
+    }
+  }
+
+  for (const shard of orphans) {
+    const target = mostUnderserved(agents, quota, assigned);
+    assignment.set(shard, target.id);
+    assigned.set(target.id, (assigned.get(target.id) ?? 0) + 1);
+  }
+  return assignment;
+};
+
+function heldShards(input: ShardingInput, eligible: ReadonlyMap<string, ShardingAgent>): Map<string, number> {
+  const held = new Map<string, number>();
+  for (const [shard, owner] of input.previous) {
+    // Shards beyond a lowered shard count, and owners no longer eligible, hold nothing.
+    if (shard < 0 || shard >= input.shardCount || !eligible.has(owner)) continue;
+    held.set(owner, (held.get(owner) ?? 0) + 1);
+  }
+  return held;
+}
+
+/** Each agent's share of the job's shards; the shares sum to the shard count. */
+function quotas(input: ShardingInput, held: ReadonlyMap<string, number>): Map<string, number> {
+  const { shardCount, agents } = input;
+  const totalCapacity = agents.reduce((sum, agent) => sum + agent.capacity, 0);
+  const rows: QuotaRow[] = agents.map((agent) => {
+    const scaled = shardCount * agent.capacity;
+    const floor = Math.floor(scaled / totalCapacity);
+    return { agent, floor, remainder: scaled - floor * totalCapacity, held: held.get(agent.id) ?? 0 };
+  });
+  const leftover = shardCount - rows.reduce((sum, row) => sum + row.floor, 0);
+  rows.sort(byClaimOnRemainder);
+
+  const quota = new Map<string, number>();
+  rows.forEach((row, rank) => quota.set(row.agent.id, row.floor + (rank < leftover ? 1 : 0)));
+  return quota;
+}
+
+/**
+ * Who gets one of the leftover shards first. Among equal fractional parts, an agent already
+ * holding more than its floor keeps that extra shard (giving the extra to anyone else would move
+ * it); comparing "holds more than its floor" before raw counts keeps the result a fixed point
+ * when capacities differ, since a big agent always holds more than a small one.
+ */
+function byClaimOnRemainder(a: QuotaRow, b: QuotaRow): number {
+  return (
+    b.remainder - a.remainder ||
+    Number(b.held > b.floor) - Number(a.held > a.floor) ||
+    b.held - a.held ||
+    a.agent.load - b.agent.load ||
+    compareIds(a.agent.id, b.agent.id)
+  );
+}
+
+function mostUnderserved(
+  agents: readonly ShardingAgent[],
+  quota: ReadonlyMap<string, number>,
+  assigned: ReadonlyMap<string, number>,
+): ShardingAgent {
+  const deficit = (agent: ShardingAgent) => (quota.get(agent.id) ?? 0) - (assigned.get(agent.id) ?? 0);
+  return agents.reduce((best, agent) => {
+    const order = deficit(agent) - deficit(best) || best.load - agent.load || compareIds(best.id, agent.id);
+    return order > 0 ? agent : best;
+  });
+}
+
+/** Orders ids by UTF-16 code units, so the result does not depend on the host's locale. */
+export function compareIds(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}

@@ -1,0 +1,270 @@
+import type { JobSpec } from "../../../shared/manifest/job-spec.js";
+import type { ExecutionRecord, JobRecord, StoreSnapshot } from "../../store/store.js";
+import { type CoreConfig, DEFAULT_CORE_CONFIG } from "../config.js";
+import { ControllerCore } from "../controller-core.js";
+import type { AgentCommand, AssignmentRef, CoreEvent, ExecutionContext } from "../messages.js";
+
+/** A job spec with DESIGN.md's defaults, for tests. */
+export function testSpec(name: string, overrides: Partial<JobSpec> = {}): JobSpec {
+  return {
+    name,
+    labels: {},
+    description: "",
+    schedule: "* * * * * *",
+    timeZone: "UTC",
+    shards: 4,
+    shardParameters: {},
+    parameter: "",
+    handler: "work",
+    strategy: "sticky",
+    failover: "fenced",
+    misfire: "fire-once",
+    maxCatchUp: 10,
+    overlap: "forbid",
+    timeoutSeconds: 0,
+    retries: { limit: 0, backoffSeconds: 10 },
+    placement: { selector: {} },
+    suspend: false,
+    ...overrides,
+  };
+}
+
+/**
+ * What the store would hold: every persisted batch applied in order, so a test can restart the
+ * core from exactly what it made durable.
+ */
+export class MemoryDurableState {
+  term = 0;
+  jobs = new Map<string, JobRecord>();
+  cursors = new Map<string, number>();
+  executions = new Map<string, ExecutionRecord>();
+
+  snapshot(): StoreSnapshot {
+    this.term += 1;
+    return {
+      term: this.term,
+      jobs: [...this.jobs.values()],
+      cursors: new Map(this.cursors),
+      openExecutions: [...this.executions.values()]
+        .filter((e) => e.state === "pending" || e.state === "running")
+        .map((e) => ({ ...e })),
+    };
+  }
+}
+
+/**
+ * A model of one agent seen through its stream: what the core told it. It runs nothing by
+ * itself; tests report outcomes explicitly, so every step is visible in the test.
+ */
+export class ModelAgent {
+  readonly held = new Map<string, AssignmentRef>();
+  readonly revoked = new Map<string, AssignmentRef>();
+  readonly dispatched: ExecutionContext[] = [];
+  readonly cancelled: string[] = [];
+  welcomed = false;
+  closedReason: string | undefined;
+
+  constructor(
+    readonly id: string,
+    readonly session: string,
+  ) {}
+
+  receive(command: AgentCommand): void {
+    switch (command.kind) {
+      case "welcome":
+        this.welcomed = true;
+        return;
+      case "heartbeat-ack":
+        return;
+      case "assignments":
+        if (command.snapshot) {
+          this.held.clear();
+          this.revoked.clear();
+        }
+        for (const ref of command.add) this.held.set(`${ref.job}/${ref.shard}`, ref);
+        for (const ref of command.revoke) this.revoked.set(`${ref.job}/${ref.shard}`, ref);
+        return;
+      case "dispatch":
+        this.dispatched.push(...command.executions);
+        return;
+      case "cancel":
+        this.cancelled.push(...command.executionIds);
+        return;
+    }
+  }
+
+  shardsOf(job: string): number[] {
+    return [...this.held.values()]
+      .filter((r) => r.job === job)
+      .map((r) => r.shard)
+      .sort((a, b) => a - b);
+  }
+
+  dispatchedIds(): string[] {
+    return this.dispatched.map((e) => e.executionId);
+  }
+}
+
+/** Drives a ControllerCore with a fake clock and model agents, applying effects as a shell would. */
+export class CoreHarness {
+  now = Date.UTC(2026, 0, 1, 0, 0, 0);
+  core!: ControllerCore;
+  readonly durable = new MemoryDurableState();
+  readonly agents = new Map<string, ModelAgent>();
+  /** Every model agent ever connected, including ones replaced by a newer stream. */
+  private readonly streams: ModelAgent[] = [];
+  readonly events: CoreEvent[] = [];
+  private sessions = 0;
+  /** Release revoked shards as soon as nothing of them runs, as the real agent does. */
+  autoRelease = true;
+
+  constructor(readonly config: CoreConfig = DEFAULT_CORE_CONFIG) {
+    this.start();
+  }
+
+  /** Starts (or restarts) the controller from what was made durable. */
+  start(): void {
+    this.core = new ControllerCore(this.config, this.durable.snapshot(), this.now);
+    this.flush();
+  }
+
+  /** Moves the clock forward, running every timer due on the way, one millisecond step per timer. */
+  advance(ms: number): void {
+    const until = this.now + ms;
+    for (;;) {
+      const next = this.core.nextDeadline();
+      if (next === undefined || next > until) break;
+      this.now = Math.max(this.now, next);
+      this.core.tick(this.now);
+      this.flush();
+    }
+    this.now = until;
+    this.core.tick(this.now);
+    this.flush();
+  }
+
+  /** Advances in heartbeat steps, with every connected agent except `silent` heartbeating. */
+  run(ms: number, silent: readonly string[] = []): void {
+    const step = this.config.heartbeatIntervalMs;
+    for (let t = 0; t < ms; t += step) {
+      this.advance(Math.min(step, ms - t));
+      for (const agent of this.agents.values()) {
+        if (agent.closedReason !== undefined || silent.includes(agent.id)) continue;
+        this.core.heartbeat(agent.session, 0, this.now);
+        this.flush();
+      }
+    }
+  }
+
+  apply(spec: JobSpec): void {
+    this.core.applyJob(spec.name, spec, `name: ${spec.name}`, this.now);
+    this.flush();
+  }
+
+  connect(id: string, options: { handlers?: string[]; capacity?: number; held?: AssignmentRef[]; executions?: { executionId: string; state: "running" }[] } = {}): ModelAgent {
+    const agent = new ModelAgent(id, `s${++this.sessions}`);
+    this.agents.set(id, agent);
+    this.streams.push(agent);
+    this.core.hello(
+      agent.session,
+      {
+        agentId: id,
+        labels: {},
+        capacity: options.capacity ?? 1,
+        handlers: options.handlers ?? ["work"],
+        version: "test",
+        held: options.held ?? [],
+        executions: options.executions ?? [],
+      },
+      this.now,
+    );
+    this.flush();
+    return agent;
+  }
+
+  /** The stream drops without a goodbye (crash or partition). */
+  crash(id: string): void {
+    const agent = this.agents.get(id)!;
+    agent.closedReason = "crashed";
+    this.core.streamClosed(agent.session, this.now);
+    this.flush();
+  }
+
+  /** The agent releases every shard it was asked to give back. */
+  releaseRevoked(id: string): void {
+    const agent = this.agents.get(id)!;
+    const refs = [...agent.revoked.values()];
+    agent.revoked.clear();
+    for (const ref of refs) agent.held.delete(`${ref.job}/${ref.shard}`);
+    this.core.release(agent.session, refs, this.now);
+    this.flush();
+  }
+
+  report(id: string, executionId: string, state: "running" | "succeeded" | "failed" | "cancelled" | "lost"): void {
+    const agent = this.agents.get(id)!;
+    this.core.executionUpdates(agent.session, [{ executionId, state, startedAt: this.now, finishedAt: this.now }], this.now);
+    this.flush();
+  }
+
+  /** Reports every dispatched execution of an agent that is still open as succeeded. */
+  succeedAll(id: string): void {
+    for (const context of this.agents.get(id)!.dispatched) {
+      if (this.core.openExecution(context.executionId) !== undefined) this.report(id, context.executionId, "succeeded");
+    }
+  }
+
+  execution(id: string): ExecutionRecord | undefined {
+    return this.durable.executions.get(id);
+  }
+
+  executionsOf(job: string): ExecutionRecord[] {
+    return [...this.durable.executions.values()].filter((e) => e.job === job);
+  }
+
+  /** Applies effects the way the shell does: persist first, then deliver, close, publish. */
+  flush(): void {
+    const effects = this.core.take();
+    for (const job of effects.persist.jobs ?? []) this.durable.jobs.set(job.name, job);
+    for (const name of effects.persist.deletedJobs ?? []) {
+      this.durable.jobs.delete(name);
+      this.durable.cursors.delete(name);
+    }
+    for (const { job, fireTime } of effects.persist.cursors ?? []) this.durable.cursors.set(job, fireTime);
+    for (const execution of effects.persist.executions ?? []) this.durable.executions.set(execution.id, { ...execution });
+    for (const { session, command } of effects.messages) {
+      for (const agent of this.streams) {
+        if (agent.session === session && agent.closedReason === undefined) agent.receive(command);
+      }
+    }
+    for (const { session, reason } of effects.closes) {
+      for (const agent of this.streams) {
+        if (agent.session === session && agent.closedReason === undefined) {
+          agent.closedReason = reason;
+          this.core.streamClosed(session, this.now);
+        }
+      }
+    }
+    this.events.push(...effects.events);
+    if (this.autoRelease) this.releaseIdleRevoked();
+    if (this.core.hasEffects) this.flush();
+  }
+
+  /** As a real agent does: a revoked shard with nothing running is released at once. */
+  private releaseIdleRevoked(): void {
+    for (const agent of this.agents.values()) {
+      if (agent.closedReason !== undefined || agent.revoked.size === 0) continue;
+      const idle = [...agent.revoked.values()].filter(
+        (ref) =>
+          !agent.dispatched.some(
+            (c) => c.job === ref.job && c.shard === ref.shard && this.core.openExecution(c.executionId) !== undefined,
+          ),
+      );
+      if (idle.length === 0) continue;
+      for (const ref of idle) {
+        agent.revoked.delete(`${ref.job}/${ref.shard}`);
+        agent.held.delete(`${ref.job}/${ref.shard}`);
+      }
+      this.core.release(agent.session, idle, this.now);
+    }
+  }
+}

@@ -1,0 +1,82 @@
+import type Database from "better-sqlite3";
+import { ShardlineError } from "../../../shared/errors.js";
+
+/**
+ * The schema as a list of migrations: migration i brings a file from `PRAGMA user_version` i to
+ * i + 1. A later change appends a step and never edits an earlier one, so any older file upgrades
+ * in place on the next open.
+ */
+const MIGRATIONS: readonly string[] = [
+  `
+  -- One row: the term of the latest controller to open this store.
+  CREATE TABLE meta (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    term INTEGER NOT NULL
+  );
+
+  CREATE TABLE jobs (
+    name      TEXT PRIMARY KEY,
+    manifest  TEXT NOT NULL,
+    spec_json TEXT NOT NULL,
+    paused    INTEGER NOT NULL,
+    revision  INTEGER NOT NULL
+  ) WITHOUT ROWID;
+
+  -- No foreign key to jobs: a cursor goes with its job in the same batch, by an explicit delete.
+  CREATE TABLE cursors (
+    job       TEXT PRIMARY KEY,
+    fire_time INTEGER NOT NULL
+  ) WITHOUT ROWID;
+
+  -- No foreign key to jobs either: history outlives a deleted job until retention drops it.
+  CREATE TABLE executions (
+    id          TEXT PRIMARY KEY,
+    job         TEXT NOT NULL,
+    shard       INTEGER NOT NULL,
+    fire_time   INTEGER NOT NULL,
+    attempt     INTEGER NOT NULL,
+    agent       TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    started_at  INTEGER,
+    finished_at INTEGER,
+    error       TEXT,
+    result      TEXT,
+    cause       TEXT NOT NULL,
+    parameter   TEXT NOT NULL
+  );
+
+  -- The key columns follow the listing order (fire_time DESC, shard, attempt DESC) so a filtered
+  -- listing with a limit walks the index instead of sorting the whole history.
+  CREATE INDEX executions_by_job   ON executions (job, fire_time DESC, shard, attempt DESC);
+  CREATE INDEX executions_by_fire  ON executions (fire_time DESC, shard, attempt DESC);
+  CREATE INDEX executions_by_state ON executions (state, fire_time DESC, shard, attempt DESC);
+  CREATE INDEX executions_by_agent ON executions (agent, fire_time DESC, shard, attempt DESC);
+  `,
+];
+
+/** The schema version this code writes. */
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/**
+ * Brings the file's schema up to SCHEMA_VERSION, one transaction per step, so a crash mid-way
+ * leaves the file at a whole version. A file from a newer Shardline is refused rather than guessed at.
+ */
+export function migrate(db: Database.Database, location: string): void {
+  const current = db.pragma("user_version", { simple: true }) as number;
+  if (current > SCHEMA_VERSION) {
+    throw new ShardlineError(
+      "failed-precondition",
+      `the SQLite store at ${location} has schema version ${current}, newer than this Shardline ` +
+        `supports (${SCHEMA_VERSION}); upgrade Shardline`,
+      { field: "--store", value: location },
+    );
+  }
+  for (let version = current; version < SCHEMA_VERSION; version++) {
+    const step = MIGRATIONS[version] as string;
+    db.transaction(() => {
+      db.exec(step);
+      // PRAGMA takes no bound parameters; the value is an integer we computed.
+      db.pragma(`user_version = ${version + 1}`);
+    }).immediate();
+  }
+}

@@ -1,0 +1,550 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { ShardlineError } from "../../../shared/errors.js";
+import type { JobSpec } from "../../../shared/manifest/job-spec.js";
+import { openStore, parseStoreUrl } from "../open-store.js";
+import type { ExecutionRecord, ExecutionStateName, JobRecord } from "../store.js";
+import { SCHEMA_VERSION } from "./schema.js";
+import { SqliteStore } from "./sqlite-store.js";
+
+let dir: string;
+let dbPath: string;
+const opened: SqliteStore[] = [];
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), "shardline-store-"));
+  dbPath = join(dir, "state", "shardline.db");
+});
+
+afterEach(async () => {
+  for (const store of opened.splice(0)) await store.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** A store on this test's file (or another path), closed after the test. */
+function store(path = dbPath): SqliteStore {
+  const s = new SqliteStore(path);
+  opened.push(s);
+  return s;
+}
+
+async function reopen(s: SqliteStore): Promise<{ store: SqliteStore; snapshot: Awaited<ReturnType<SqliteStore["open"]>> }> {
+  await s.close();
+  const next = store(s.path);
+  return { store: next, snapshot: await next.open() };
+}
+
+function spec(name: string): JobSpec {
+  return {
+    name,
+    labels: { team: "billing" },
+    description: "",
+    schedule: "*/5 * * * *",
+    timeZone: "UTC",
+    shards: 4,
+    shardParameters: { 0: "eu", 3: "us" },
+    parameter: "",
+    handler: "invoice",
+    strategy: "sticky",
+    failover: "fenced",
+    misfire: "fire-once",
+    maxCatchUp: 10,
+    overlap: "forbid",
+    timeoutSeconds: 0,
+    retries: { limit: 0, backoffSeconds: 10 },
+    placement: { selector: {} },
+    suspend: false,
+  };
+}
+
+function job(name: string, revision = 1): JobRecord {
+  return { name, manifest: `metadata:\n  name: ${name}\n`, spec: spec(name), paused: false, revision };
+}
+
+function execution(fields: Partial<ExecutionRecord> & { job: string; fireTime: number }): ExecutionRecord {
+  const shard = fields.shard ?? 0;
+  const attempt = fields.attempt ?? 1;
+  return {
+    id: `${fields.job}/${fields.fireTime}/${shard}/${attempt}`,
+    shard,
+    attempt,
+    agent: "agent-a",
+    state: "succeeded",
+    cause: "schedule",
+    parameter: "",
+    ...fields,
+  };
+}
+
+function ids(records: ExecutionRecord[]): string[] {
+  return records.map((r) => r.id);
+}
+
+async function rejection(promise: Promise<unknown>): Promise<ShardlineError> {
+  const err: unknown = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(ShardlineError);
+  return err as ShardlineError;
+}
+
+describe("SqliteStore.open", () => {
+  it("creates the file and its directory, and starts at term 1", async () => {
+    const snapshot = await store().open();
+    expect(snapshot).toEqual({ term: 1, jobs: [], cursors: new Map(), openExecutions: [] });
+  });
+
+  it("takes one more term on every reopen", async () => {
+    let s = store();
+    expect((await s.open()).term).toBe(1);
+    for (const expected of [2, 3, 4]) {
+      const next = await reopen(s);
+      expect(next.snapshot.term).toBe(expected);
+      s = next.store;
+    }
+  });
+
+  it("brings back jobs, cursors and open executions after close and reopen", async () => {
+    const s = store();
+    await s.open();
+    const running = execution({ job: "invoices", fireTime: 1000, shard: 2, state: "running", startedAt: 1001 });
+    await s.commit({
+      jobs: [job("invoices"), { ...job("reports", 3), paused: true }],
+      cursors: [
+        { job: "invoices", fireTime: 1000 },
+        { job: "reports", fireTime: 900 },
+      ],
+      executions: [running],
+    });
+
+    const { snapshot } = await reopen(s);
+    expect(snapshot.jobs).toEqual([job("invoices"), { ...job("reports", 3), paused: true }]);
+    expect(snapshot.cursors).toEqual(new Map([["invoices", 1000], ["reports", 900]]));
+    expect(snapshot.openExecutions).toEqual([running]);
+  });
+
+  it("loads only pending and running executions into the snapshot", async () => {
+    const s = store();
+    await s.open();
+    const states: ExecutionStateName[] = [
+      "pending", "running", "succeeded", "failed", "timed-out", "cancelled", "lost", "misfired",
+    ];
+    await s.commit({
+      executions: states.map((state, shard) => execution({ job: "invoices", fireTime: 1000, shard, state })),
+    });
+
+    const { snapshot } = await reopen(s);
+    expect(snapshot.openExecutions.map((e) => e.state)).toEqual(["pending", "running"]);
+  });
+
+  it("keeps a finished execution's optional fields and leaves absent ones absent", async () => {
+    const s = store();
+    await s.open();
+    const failed = execution({
+      job: "invoices", fireTime: 1000, state: "failed", startedAt: 1001, finishedAt: 1500,
+      error: "exit 3", result: "partial", cause: "trigger", parameter: "eu", agent: "agent-b",
+    });
+    const pending = execution({ job: "invoices", fireTime: 2000, state: "pending", agent: "" });
+    await s.commit({ executions: [failed, pending] });
+
+    const { store: again } = await reopen(s);
+    expect(await again.getExecution(failed.id)).toStrictEqual(failed);
+    expect(await again.getExecution(pending.id)).toStrictEqual(pending);
+    expect(await again.getExecution("invoices/1/0/1")).toBeUndefined();
+  });
+
+  it("writes the current schema version into a new file", async () => {
+    await store().open();
+    const raw = new Database(dbPath, { readonly: true });
+    expect(raw.pragma("user_version", { simple: true })).toBe(SCHEMA_VERSION);
+    expect(raw.pragma("journal_mode", { simple: true })).toBe("wal");
+    raw.close();
+  });
+
+  it("refuses a file written by a newer Shardline, naming the path", async () => {
+    await (async () => {
+      const s = store();
+      await s.open();
+      await s.close();
+    })();
+    const raw = new Database(dbPath);
+    raw.pragma(`user_version = ${SCHEMA_VERSION + 1}`);
+    raw.close();
+
+    const err = await rejection(store().open());
+    expect(err.code).toBe("failed-precondition");
+    expect(err.message).toContain(dbPath);
+    expect(err.message).toContain("newer");
+  });
+
+  it("refuses a file that is not a database, naming the path", async () => {
+    const path = join(dir, "garbage.db");
+    await writeFile(path, "this is not an SQLite file, it is a shopping list: eggs, milk, flour\n".repeat(100));
+
+    const err = await rejection(store(path).open());
+    expect(err.code).toBe("failed-precondition");
+    expect(err.message).toContain(path);
+    expect(err.details.field).toBe("--store");
+    expect(err.cause).toBeInstanceOf(Error);
+  });
+
+  it("refuses a path whose directory cannot be created, naming the path", async () => {
+    const blocker = join(dir, "a-file");
+    await writeFile(blocker, "");
+    const path = join(blocker, "shardline.db");
+
+    const err = await rejection(store(path).open());
+    expect(err.code).toBe("failed-precondition");
+    expect(err.message).toContain(path);
+  });
+
+  it("refuses to be opened twice", async () => {
+    const s = store();
+    await s.open();
+    expect((await rejection(s.open())).code).toBe("failed-precondition");
+  });
+
+  it("rejects every operation before open and after close", async () => {
+    const s = store();
+    expect((await rejection(s.commit({}))).code).toBe("failed-precondition");
+    await s.open();
+    await s.close();
+    await s.close();
+    expect((await rejection(s.listExecutions({ limit: 1 }))).code).toBe("failed-precondition");
+    expect((await rejection(s.getExecution("x"))).code).toBe("failed-precondition");
+  });
+
+  it("runs in memory for tests, starting afresh each time", async () => {
+    const s = store(":memory:");
+    await s.open();
+    await s.commit({ jobs: [job("invoices")] });
+    const { snapshot } = await reopen(s);
+    expect(snapshot).toEqual({ term: 1, jobs: [], cursors: new Map(), openExecutions: [] });
+  });
+});
+
+describe("SqliteStore.commit", () => {
+  it("replaces an execution with the same id", async () => {
+    const s = store();
+    await s.open();
+    const pending = execution({ job: "invoices", fireTime: 1000, state: "pending", agent: "" });
+    const done = { ...pending, state: "succeeded" as const, agent: "agent-a", startedAt: 1001, finishedAt: 1002, result: "ok" };
+    await s.commit({ executions: [pending] });
+    await s.commit({ executions: [done] });
+
+    expect(await s.listExecutions({ limit: 10 })).toStrictEqual([done]);
+  });
+
+  it("replaces a job and its cursor", async () => {
+    const s = store();
+    await s.open();
+    await s.commit({ jobs: [job("invoices", 1)], cursors: [{ job: "invoices", fireTime: 1000 }] });
+    const changed: JobRecord = { ...job("invoices", 2), manifest: "changed", paused: true };
+    await s.commit({ jobs: [changed], cursors: [{ job: "invoices", fireTime: 2000 }] });
+
+    const { snapshot } = await reopen(s);
+    expect(snapshot.jobs).toEqual([changed]);
+    expect(snapshot.cursors).toEqual(new Map([["invoices", 2000]]));
+  });
+
+  it("deletes a job and its cursor but keeps its execution history", async () => {
+    const s = store();
+    await s.open();
+    const history = [
+      execution({ job: "invoices", fireTime: 1000 }),
+      execution({ job: "invoices", fireTime: 2000, state: "running" }),
+    ];
+    await s.commit({
+      jobs: [job("invoices"), job("reports")],
+      cursors: [{ job: "invoices", fireTime: 2000 }, { job: "reports", fireTime: 500 }],
+      executions: history,
+    });
+    await s.commit({ deletedJobs: ["invoices"] });
+
+    const { store: again, snapshot } = await reopen(s);
+    expect(snapshot.jobs.map((j) => j.name)).toEqual(["reports"]);
+    expect(snapshot.cursors).toEqual(new Map([["reports", 500]]));
+    expect(ids(await again.listExecutions({ job: "invoices", limit: 10 }))).toEqual([
+      "invoices/2000/0/1",
+      "invoices/1000/0/1",
+    ]);
+  });
+
+  it("writes nothing of a batch that fails midway, and keeps what was there", async () => {
+    const s = store();
+    await s.open();
+    await s.commit({ jobs: [job("invoices", 1)], cursors: [{ job: "invoices", fireTime: 1000 }] });
+
+    const broken = { ...execution({ job: "reports", fireTime: 3000, shard: 1 }), cause: null } as unknown as ExecutionRecord;
+    const err = await rejection(
+      s.commit({
+        jobs: [job("invoices", 2), job("reports")],
+        deletedJobs: ["invoices"],
+        cursors: [{ job: "reports", fireTime: 3000 }],
+        executions: [execution({ job: "reports", fireTime: 3000, shard: 0 }), broken],
+      }),
+    );
+    expect(err.code).toBe("unavailable");
+    expect(err.message).toContain("NOT NULL");
+    expect(err.cause).toBeInstanceOf(Error);
+
+    const { store: again, snapshot } = await reopen(s);
+    expect(snapshot.jobs).toEqual([job("invoices", 1)]);
+    expect(snapshot.cursors).toEqual(new Map([["invoices", 1000]]));
+    expect(await again.listExecutions({ limit: 10 })).toEqual([]);
+  });
+
+  it("commits 10,000 executions in one batch quickly", async () => {
+    const s = store();
+    await s.open();
+    const batch = Array.from({ length: 10_000 }, (_, i) =>
+      execution({ job: `job-${i % 20}`, fireTime: 1_700_000_000_000 + Math.floor(i / 20) * 1000, shard: i % 7, state: "pending", agent: "" }),
+    );
+    const started = performance.now();
+    await s.commit({ executions: batch, cursors: [{ job: "job-0", fireTime: 1_700_000_000_000 }] });
+    const insertMs = performance.now() - started;
+
+    const updated = batch.map((e) => ({ ...e, state: "running" as const, agent: "agent-a", startedAt: e.fireTime + 5 }));
+    const again = performance.now();
+    await s.commit({ executions: updated });
+    const updateMs = performance.now() - again;
+
+    console.log(`10,000 executions in one batch: insert ${insertMs.toFixed(1)} ms, update ${updateMs.toFixed(1)} ms`);
+    expect((await reopen(s)).snapshot.openExecutions).toHaveLength(10_000);
+    // Generous bound for a loaded CI machine; the measured figure is logged above.
+    expect(insertMs).toBeLessThan(2_000);
+    expect(updateMs).toBeLessThan(2_000);
+  });
+});
+
+describe("SqliteStore.listExecutions", () => {
+  let s: SqliteStore;
+  const history = [
+    execution({ job: "invoices", fireTime: 1000, shard: 0, agent: "agent-a", state: "succeeded" }),
+    execution({ job: "invoices", fireTime: 1000, shard: 1, agent: "agent-b", state: "failed" }),
+    execution({ job: "invoices", fireTime: 1000, shard: 1, attempt: 2, agent: "agent-a", state: "succeeded" }),
+    execution({ job: "invoices", fireTime: 2000, shard: 0, agent: "agent-a", state: "running" }),
+    execution({ job: "invoices", fireTime: 2000, shard: 1, agent: "agent-b", state: "pending" }),
+    execution({ job: "reports", fireTime: 1500, shard: 0, agent: "agent-b", state: "succeeded" }),
+    execution({ job: "reports", fireTime: 3000, shard: 0, agent: "agent-c", state: "misfired" }),
+  ];
+
+  beforeEach(async () => {
+    s = store();
+    await s.open();
+    // Written out of order, so the order seen is the store's own.
+    await s.commit({ executions: [...history].reverse() });
+  });
+
+  it("lists newest fire first, then shard ascending, then latest attempt first", async () => {
+    expect(ids(await s.listExecutions({ limit: 100 }))).toEqual([
+      "reports/3000/0/1",
+      "invoices/2000/0/1",
+      "invoices/2000/1/1",
+      "reports/1500/0/1",
+      "invoices/1000/0/1",
+      "invoices/1000/1/2",
+      "invoices/1000/1/1",
+    ]);
+  });
+
+  it("applies the limit after ordering", async () => {
+    expect(ids(await s.listExecutions({ limit: 2 }))).toEqual(["reports/3000/0/1", "invoices/2000/0/1"]);
+    expect(await s.listExecutions({ limit: 0 })).toEqual([]);
+  });
+
+  it("filters by job", async () => {
+    expect(ids(await s.listExecutions({ job: "reports", limit: 100 }))).toEqual(["reports/3000/0/1", "reports/1500/0/1"]);
+  });
+
+  it("filters by shard", async () => {
+    expect(ids(await s.listExecutions({ shard: 1, limit: 100 }))).toEqual([
+      "invoices/2000/1/1",
+      "invoices/1000/1/2",
+      "invoices/1000/1/1",
+    ]);
+  });
+
+  it("filters by agent", async () => {
+    expect(ids(await s.listExecutions({ agent: "agent-b", limit: 100 }))).toEqual([
+      "invoices/2000/1/1",
+      "reports/1500/0/1",
+      "invoices/1000/1/1",
+    ]);
+  });
+
+  it("filters by state", async () => {
+    expect(ids(await s.listExecutions({ state: "succeeded", limit: 100 }))).toEqual([
+      "reports/1500/0/1",
+      "invoices/1000/0/1",
+      "invoices/1000/1/2",
+    ]);
+  });
+
+  it("filters by since, inclusive", async () => {
+    expect(ids(await s.listExecutions({ since: 2000, limit: 100 }))).toEqual([
+      "reports/3000/0/1",
+      "invoices/2000/0/1",
+      "invoices/2000/1/1",
+    ]);
+  });
+
+  it("filters by until, exclusive", async () => {
+    expect(ids(await s.listExecutions({ until: 1500, limit: 100 }))).toEqual([
+      "invoices/1000/0/1",
+      "invoices/1000/1/2",
+      "invoices/1000/1/1",
+    ]);
+  });
+
+  it("narrows by every filter given at once", async () => {
+    const query = { job: "invoices", shard: 1, agent: "agent-b", state: "failed" as const, since: 1000, until: 2000 };
+    expect(ids(await s.listExecutions({ ...query, limit: 100 }))).toEqual(["invoices/1000/1/1"]);
+    expect(await s.listExecutions({ ...query, agent: "agent-a", limit: 100 })).toEqual([]);
+  });
+
+  it("rejects a limit that is negative or not an integer, naming it", async () => {
+    for (const limit of [-1, 1.5, Number.NaN]) {
+      const err = await rejection(s.listExecutions({ limit }));
+      expect(err.code).toBe("invalid-argument");
+      expect(err.details.field).toBe("limit");
+    }
+  });
+});
+
+describe("SqliteStore.prune", () => {
+  const hour = 3_600_000;
+  const now = 100 * hour;
+
+  it("drops finished executions older than maxAgeMs and never open ones", async () => {
+    const s = store();
+    await s.open();
+    await s.commit({
+      executions: [
+        execution({ job: "invoices", fireTime: now - 3 * hour, state: "succeeded" }),
+        execution({ job: "invoices", fireTime: now - 3 * hour, shard: 1, state: "lost" }),
+        execution({ job: "invoices", fireTime: now - 3 * hour, shard: 2, state: "running" }),
+        execution({ job: "invoices", fireTime: now - 3 * hour, shard: 3, state: "pending" }),
+        execution({ job: "invoices", fireTime: now - 2 * hour, state: "failed" }),
+        execution({ job: "reports", fireTime: now - hour, state: "succeeded" }),
+      ],
+    });
+
+    expect(await s.prune({ maxAgeMs: 2 * hour, maxPerJob: 1000 }, now)).toBe(2);
+    expect(ids(await s.listExecutions({ limit: 100 }))).toEqual([
+      `reports/${now - hour}/0/1`,
+      `invoices/${now - 2 * hour}/0/1`,
+      `invoices/${now - 3 * hour}/2/1`,
+      `invoices/${now - 3 * hour}/3/1`,
+    ]);
+  });
+
+  it("keeps the maxPerJob newest finished executions of each job and every open one", async () => {
+    const s = store();
+    await s.open();
+    const fires = [1, 2, 3, 4, 5].map((n) => now - n * hour);
+    await s.commit({
+      executions: [
+        ...fires.map((fireTime) => execution({ job: "invoices", fireTime })),
+        execution({ job: "invoices", fireTime: fires[4] as number, shard: 1, state: "running" }),
+        execution({ job: "invoices", fireTime: fires[0] as number, shard: 1, state: "pending" }),
+        execution({ job: "reports", fireTime: fires[4] as number, state: "cancelled" }),
+      ],
+    });
+
+    expect(await s.prune({ maxAgeMs: 1000 * hour, maxPerJob: 2 }, now)).toBe(3);
+    expect(ids(await s.listExecutions({ limit: 100 }))).toEqual([
+      `invoices/${fires[0]}/0/1`,
+      `invoices/${fires[0]}/1/1`,
+      `invoices/${fires[1]}/0/1`,
+      `reports/${fires[4]}/0/1`,
+      `invoices/${fires[4]}/1/1`,
+    ]);
+  });
+
+  it("applies both rules in one call and counts every deletion", async () => {
+    const s = store();
+    await s.open();
+    await s.commit({
+      executions: [1, 2, 3, 4].map((n) => execution({ job: "invoices", fireTime: now - n * hour, state: "timed-out" })),
+    });
+
+    // Age drops the fire 4 hours back; count then drops the third newest of the rest.
+    expect(await s.prune({ maxAgeMs: 3.5 * hour, maxPerJob: 2 }, now)).toBe(2);
+    expect(ids(await s.listExecutions({ limit: 100 }))).toEqual([`invoices/${now - hour}/0/1`, `invoices/${now - 2 * hour}/0/1`]);
+  });
+
+  it("treats an infinite limit as no limit", async () => {
+    const s = store();
+    await s.open();
+    await s.commit({ executions: [execution({ job: "invoices", fireTime: 0 })] });
+    expect(await s.prune({ maxAgeMs: Infinity, maxPerJob: Infinity }, now)).toBe(0);
+  });
+
+  it("rejects a negative policy, naming the field", async () => {
+    const s = store();
+    await s.open();
+    expect((await rejection(s.prune({ maxAgeMs: -1, maxPerJob: 1 }, now))).details.field).toBe("maxAgeMs");
+    expect((await rejection(s.prune({ maxAgeMs: 1, maxPerJob: 0.5 }, now))).details.field).toBe("maxPerJob");
+  });
+});
+
+describe("openStore", () => {
+  it("reads sqlite:PATH as an SQLite file", () => {
+    expect(parseStoreUrl("sqlite:/var/lib/shardline/state.db")).toEqual({ kind: "sqlite", path: "/var/lib/shardline/state.db" });
+    expect(parseStoreUrl("sqlite:relative/state.db")).toEqual({ kind: "sqlite", path: "relative/state.db" });
+  });
+
+  it("reads etcd://HOST:PORT,... as etcd endpoints", () => {
+    expect(parseStoreUrl("etcd://etcd-0:2379,10.0.0.2:2379,[::1]:2379")).toEqual({
+      kind: "etcd",
+      endpoints: ["etcd-0:2379", "10.0.0.2:2379", "[::1]:2379"],
+    });
+  });
+
+  it("builds an unopened SQLite store that opens at the path", async () => {
+    const s = openStore(`sqlite:${dbPath}`);
+    expect(s).toBeInstanceOf(SqliteStore);
+    opened.push(s as SqliteStore);
+    expect((await s.open()).term).toBe(1);
+  });
+
+  it("builds an in-memory store from sqlite::memory:", async () => {
+    const s = openStore("sqlite::memory:");
+    opened.push(s as SqliteStore);
+    expect((s as SqliteStore).path).toBe(":memory:");
+    expect((await s.open()).term).toBe(1);
+  });
+
+  it("says the etcd store is not available yet, naming --store", () => {
+    const err = catching(() => openStore("etcd://localhost:2379"));
+    expect(err.code).toBe("invalid-argument");
+    expect(err.message).toContain("--store");
+    expect(err.message).toContain("etcd store not available yet");
+  });
+
+  it.each(["", "sqlite:", "postgres://db:5432", "/var/lib/state.db", "etcd://", "etcd://host", "etcd://host:0", "etcd://a:2379,"])(
+    "rejects %j, naming --store and what is allowed",
+    (value) => {
+      const err = catching(() => openStore(value));
+      expect(err.code).toBe("invalid-argument");
+      expect(err.details.field).toBe("--store");
+      expect(err.message).toContain("--store");
+      expect(err.message).toContain("sqlite:PATH or etcd://HOST:PORT[,HOST:PORT...]");
+    },
+  );
+});
+
+function catching(action: () => unknown): ShardlineError {
+  try {
+    action();
+  } catch (err) {
+    expect(err).toBeInstanceOf(ShardlineError);
+    return err as ShardlineError;
+  }
+  throw new Error("expected an error");
+}

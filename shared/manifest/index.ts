@@ -1,0 +1,9 @@
+/** Job manifests: the normalised job type and the parser that validates a user's YAML or JSON. */
+export * from "./job-spec.js";
+export {
+  MANIFEST_API_VERSION,
+  MANIFEST_KIND,
+  parseManifest,
+  specEquals,
+  type ParsedManifest,
+} from "./parse-manifest.js";

@@ -1,0 +1,290 @@
+import { parseAllDocuments } from "yaml";
+import { ShardlineError } from "../errors.js";
+import { validateSchedule, validateTimeZone } from "../schedule.js";
+import {
+  FAILOVER_MODES,
+  MISFIRE_POLICIES,
+  OVERLAP_POLICIES,
+  STRATEGIES,
+  type JobSpec,
+} from "./job-spec.js";
+
+/** The `apiVersion` and `kind` every job manifest carries, as a Kubernetes custom resource would. */
+export const MANIFEST_API_VERSION = "shardline.dev/v1";
+export const MANIFEST_KIND = "ShardedJob";
+
+/** A manifest that passed validation: the normalised job and the text it came from. */
+export interface ParsedManifest {
+  spec: JobSpec;
+  /** The original text, trimmed, kept so `get -o yaml` can show what the user applied. */
+  manifest: string;
+}
+
+/** A manifest is small; a handful of aliases is plenty, and a low cap stops expansion bombs. */
+const MAX_ALIAS_COUNT = 10;
+
+/** Executors a later release adds; named so their users get a clearer error than "unknown field". */
+const FUTURE_EXECUTORS = ["script", "http", "kubernetes"] as const;
+
+const FIELDS = {
+  root: ["apiVersion", "kind", "metadata", "spec"],
+  metadata: ["name", "labels"],
+  spec: [
+    "schedule",
+    "timeZone",
+    "shards",
+    "shardParameters",
+    "parameter",
+    "handler",
+    "strategy",
+    "failover",
+    "misfire",
+    "maxCatchUp",
+    "overlap",
+    "timeoutSeconds",
+    "retries",
+    "placement",
+    "suspend",
+    "description",
+  ],
+  retries: ["limit", "backoffSeconds"],
+  placement: ["selector"],
+} as const;
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const LABEL_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
+const HANDLER_NAME = /^[A-Za-z0-9][A-Za-z0-9._:-]*$/;
+const SHARD_NUMBER = /^(0|[1-9][0-9]*)$/;
+
+const NAME_ALLOWED = "a DNS-1123 label: 1 to 63 lowercase letters, digits and '-', starting and ending with a letter or digit";
+const LABEL_KEY_ALLOWED =
+  "label keys of 1 to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit, " +
+  "optionally after a DNS subdomain prefix and '/' (e.g. example.com/team)";
+const LABEL_VALUE_ALLOWED =
+  "a string of at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit, or empty";
+const HANDLER_ALLOWED = "a handler name of 1 to 128 characters: letters, digits, '.', '_', ':' or '-', starting with a letter or digit";
+
+type Fields = Record<string, unknown>;
+
+/**
+ * Reads one YAML or JSON job manifest (DESIGN.md "Job manifest") and returns the job with every
+ * default filled in. Throws `ShardlineError` (invalid-argument) naming the dotted field path, the
+ * value and what is allowed; unknown fields are errors too, so a typo never silently means a default.
+ */
+export function parseManifest(text: string): ParsedManifest {
+  const manifest = text.trim();
+  const root = mapping(readDocument(manifest), "", FIELDS.root);
+
+  const apiVersion = root.apiVersion;
+  if (apiVersion !== MANIFEST_API_VERSION) throw ShardlineError.invalid("apiVersion", apiVersion, JSON.stringify(MANIFEST_API_VERSION));
+  if (root.kind !== MANIFEST_KIND) throw ShardlineError.invalid("kind", root.kind, JSON.stringify(MANIFEST_KIND));
+
+  const metadata = mapping(root.metadata, "metadata", FIELDS.metadata);
+  const name = metadata.name;
+  if (typeof name !== "string" || name.length > 63 || !DNS_LABEL.test(name)) {
+    throw ShardlineError.invalid("metadata.name", name, NAME_ALLOWED);
+  }
+  const labels = labelMap(metadata.labels, "metadata.labels");
+
+  const spec = specFields(root.spec);
+  return { spec: { name, labels, ...spec }, manifest };
+}
+
+/**
+ * True when two jobs mean the same thing, ignoring the order of map entries: applying the same
+ * manifest twice changes nothing.
+ */
+export function specEquals(a: JobSpec, b: JobSpec): boolean {
+  return (
+    a.name === b.name &&
+    a.description === b.description &&
+    a.schedule === b.schedule &&
+    a.timeZone === b.timeZone &&
+    a.shards === b.shards &&
+    a.parameter === b.parameter &&
+    a.handler === b.handler &&
+    a.strategy === b.strategy &&
+    a.failover === b.failover &&
+    a.misfire === b.misfire &&
+    a.maxCatchUp === b.maxCatchUp &&
+    a.overlap === b.overlap &&
+    a.timeoutSeconds === b.timeoutSeconds &&
+    a.retries.limit === b.retries.limit &&
+    a.retries.backoffSeconds === b.retries.backoffSeconds &&
+    a.suspend === b.suspend &&
+    recordEquals(a.labels, b.labels) &&
+    recordEquals(a.shardParameters, b.shardParameters) &&
+    recordEquals(a.placement.selector, b.placement.selector)
+  );
+}
+
+function readDocument(text: string): unknown {
+  const documents = parseAllDocuments(text, { uniqueKeys: true });
+  const allowed = "one YAML or JSON document describing a ShardedJob";
+  if ("empty" in documents || documents.length === 0) throw ShardlineError.invalid("manifest", text, allowed);
+  if (documents.length > 1) throw ShardlineError.invalid("manifest", `${documents.length} documents`, allowed);
+  const [document] = documents;
+  // Warnings (e.g. an unknown !tag) would silently change a value's type; treat them as errors.
+  const problem = document?.errors[0] ?? document?.warnings[0];
+  if (problem !== undefined || document === undefined) {
+    throw ShardlineError.invalid("manifest", firstLine(problem?.message ?? ""), allowed);
+  }
+  try {
+    return document.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (err) {
+    throw ShardlineError.invalid("manifest", firstLine(err instanceof Error ? err.message : String(err)), allowed);
+  }
+}
+
+function specFields(value: unknown): Omit<JobSpec, "name" | "labels"> {
+  if (isMapping(value)) {
+    for (const executor of FUTURE_EXECUTORS) {
+      if (value[executor] !== undefined) {
+        throw ShardlineError.invalid(
+          `spec.${executor}`,
+          value[executor],
+          "spec.handler (the script, http and kubernetes executors are not supported yet)",
+        );
+      }
+    }
+  }
+  const spec = mapping(value, "spec", FIELDS.spec);
+
+  const handler = spec.handler;
+  if (typeof handler !== "string" || handler.length > 128 || !HANDLER_NAME.test(handler)) {
+    throw ShardlineError.invalid("spec.handler", handler, HANDLER_ALLOWED);
+  }
+
+  const timeZone = optionalString(spec, "timeZone", "spec.timeZone") ?? "UTC";
+  validateTimeZone(timeZone, "spec.timeZone");
+  const schedule = optionalString(spec, "schedule", "spec.schedule");
+  if (schedule !== undefined) validateSchedule(schedule, timeZone, "spec.schedule");
+
+  const shards = integer(spec.shards, "spec.shards", 1, 10_000) ?? 1;
+  const retries = mapping(spec.retries ?? {}, "spec.retries", FIELDS.retries);
+  const placement = mapping(spec.placement ?? {}, "spec.placement", FIELDS.placement);
+
+  return {
+    description: optionalString(spec, "description", "spec.description") ?? "",
+    ...(schedule === undefined ? {} : { schedule }),
+    timeZone,
+    shards,
+    shardParameters: shardParameters(spec.shardParameters, shards),
+    parameter: optionalString(spec, "parameter", "spec.parameter") ?? "",
+    handler,
+    strategy: oneOf(spec.strategy, "spec.strategy", STRATEGIES) ?? "sticky",
+    failover: oneOf(spec.failover, "spec.failover", FAILOVER_MODES) ?? "fenced",
+    misfire: oneOf(spec.misfire, "spec.misfire", MISFIRE_POLICIES) ?? "fire-once",
+    maxCatchUp: integer(spec.maxCatchUp, "spec.maxCatchUp", 1, 1000) ?? 10,
+    overlap: oneOf(spec.overlap, "spec.overlap", OVERLAP_POLICIES) ?? "forbid",
+    timeoutSeconds: integer(spec.timeoutSeconds, "spec.timeoutSeconds", 0, 604_800) ?? 0,
+    retries: {
+      limit: integer(retries.limit, "spec.retries.limit", 0, 100) ?? 0,
+      backoffSeconds: integer(retries.backoffSeconds, "spec.retries.backoffSeconds", 0, 86_400) ?? 10,
+    },
+    placement: { selector: labelMap(placement.selector, "spec.placement.selector") },
+    suspend: boolean(spec.suspend, "spec.suspend") ?? false,
+  };
+}
+
+function shardParameters(value: unknown, shards: number): Record<number, string> {
+  const result: Record<number, string> = {};
+  if (absent(value)) return result;
+  if (!isMapping(value)) {
+    throw ShardlineError.invalid("spec.shardParameters", value, 'a mapping from shard number to parameter, e.g. {"0": beijing}');
+  }
+  for (const [key, parameter] of Object.entries(value)) {
+    const field = `spec.shardParameters.${key}`;
+    if (!SHARD_NUMBER.test(key) || Number(key) >= shards) {
+      throw ShardlineError.invalid(field, key, `a shard number from 0 to ${shards - 1} (spec.shards is ${shards})`);
+    }
+    if (typeof parameter === "string") result[Number(key)] = parameter;
+    else if (typeof parameter === "number" && Number.isFinite(parameter)) result[Number(key)] = String(parameter);
+    else throw ShardlineError.invalid(field, parameter, "a string (a number is taken as its decimal text)");
+  }
+  return result;
+}
+
+function labelMap(value: unknown, path: string): Record<string, string> {
+  const result: Record<string, string> = {};
+  if (absent(value)) return result;
+  if (!isMapping(value)) throw ShardlineError.invalid(path, value, "a mapping of label keys to string values");
+  for (const [key, labelValue] of Object.entries(value)) {
+    if (!isLabelKey(key)) throw ShardlineError.invalid(path, key, LABEL_KEY_ALLOWED);
+    if (typeof labelValue !== "string" || (labelValue !== "" && (labelValue.length > 63 || !LABEL_NAME.test(labelValue)))) {
+      throw ShardlineError.invalid(`${path}.${key}`, labelValue, LABEL_VALUE_ALLOWED);
+    }
+    result[key] = labelValue;
+  }
+  return result;
+}
+
+function isLabelKey(key: string): boolean {
+  const slash = key.indexOf("/");
+  const prefix = slash < 0 ? undefined : key.slice(0, slash);
+  const name = slash < 0 ? key : key.slice(slash + 1);
+  if (prefix !== undefined && (prefix.length > 253 || !DNS_SUBDOMAIN.test(prefix))) return false;
+  return name.length <= 63 && LABEL_NAME.test(name);
+}
+
+/** A mapping whose keys are all in `allowed`; the path "" is the document itself. */
+function mapping(value: unknown, path: string, allowed: readonly string[]): Fields {
+  if (!isMapping(value)) {
+    throw ShardlineError.invalid(path || "manifest", value, `a mapping with the fields ${allowed.join(", ")}`);
+  }
+  for (const key of Object.keys(value)) {
+    if (!allowed.includes(key)) {
+      const field = path ? `${path}.${key}` : key;
+      throw ShardlineError.invalid(field, value[key], `a known field; ${path || "a manifest"} has only ${allowed.join(", ")}`);
+    }
+  }
+  return value;
+}
+
+function isMapping(value: unknown): value is Fields {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** YAML writes an empty `field:` as null; like kubectl, that means "not given". */
+function absent(value: unknown): value is undefined | null {
+  return value === undefined || value === null;
+}
+
+function optionalString(fields: Fields, key: string, path: string): string | undefined {
+  const value = fields[key];
+  if (absent(value)) return undefined;
+  if (typeof value !== "string") throw ShardlineError.invalid(path, value, "a string");
+  return value;
+}
+
+function integer(value: unknown, path: string, min: number, max: number): number | undefined {
+  if (absent(value)) return undefined;
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+    throw ShardlineError.invalid(path, value, `an integer from ${min} to ${max}`);
+  }
+  return value;
+}
+
+function oneOf<T extends string>(value: unknown, path: string, allowed: readonly T[]): T | undefined {
+  if (absent(value)) return undefined;
+  const match = allowed.find((candidate) => candidate === value);
+  if (match === undefined) throw ShardlineError.invalid(path, value, `one of ${allowed.join(", ")}`);
+  return match;
+}
+
+function boolean(value: unknown, path: string): boolean | undefined {
+  if (absent(value)) return undefined;
+  if (typeof value !== "boolean") throw ShardlineError.invalid(path, value, "true or false");
+  return value;
+}
+
+function recordEquals(a: Record<string | number, string>, b: Record<string | number, string>): boolean {
+  const keys = Object.keys(a);
+  if (keys.length !== Object.keys(b).length) return false;
+  return keys.every((key) => Object.hasOwn(b, key) && a[key] === b[key]);
+}
+
+function firstLine(message: string): string {
+  return message.split("\n", 1)[0]?.replace(/:$/, "") ?? message;
+}
