@@ -11,7 +11,7 @@ import type {
 } from "../store/store.js";
 import { TERMINAL_STATES } from "../store/store.js";
 import type { CoreConfig } from "./config.js";
-import { executionId, shardKey } from "./execution-id.js";
+import { executionId } from "./execution-id.js";
 import { validateHello } from "./hello-rules.js";
 import type { AgentHello, AssignmentRef, ExecutionContext, ExecutionReport } from "./messages.js";
 import { admitLateFire, planMissedFires } from "./misfire.js";

@@ -7,7 +7,3 @@ export function executionId(job: string, fireTime: number, shard: number, attemp
   return `${job}/${fireTime}/${shard}/${attempt}`;
 }
 
-/** The key of one shard of one job in maps. */
-export function shardKey(job: string, shard: number): string {
-  return `${job}/${shard}`;
-}
