@@ -1,0 +1,212 @@
+import { randomUUID } from "node:crypto";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { status } from "@grpc/grpc-js";
+import { ShardlineError } from "../../shared/errors.js";
+import type { ConnectRequestSchema, ConnectResponseSchema } from "../../shared/gen/shardline/v1/agent_service_pb.js";
+import { type CallContext, type MessageStream, toGrpcStatus } from "../../shared/grpc/index.js";
+import type { Logger } from "../../shared/logging.js";
+import { VERSION } from "../../shared/version.js";
+import type { ControllerCore } from "../core/controller-core.js";
+import type { AgentCommand } from "../core/messages.js";
+import type { Outbound, SessionClose } from "../core/outbox.js";
+import type { CoreDriver } from "./core-driver.js";
+import { assignmentFromProto, assignmentToProto, helloFromProto, reportFromProto, toNumber } from "./proto-mapping.js";
+
+/** The states an agent may report; PENDING and MISFIRED are the controller's to give. */
+const REPORTABLE = new Set(["running", "succeeded", "failed", "timed-out", "cancelled", "lost"]);
+
+type AgentStream = MessageStream<typeof ConnectRequestSchema, typeof ConnectResponseSchema>;
+type Response = MessageInitShape<typeof ConnectResponseSchema>;
+
+/**
+ * The controller's side of `AgentService.Connect`: decodes each agent's messages into core
+ * events, and encodes the core's commands into stream messages, coalescing consecutive commands
+ * of one kind for one agent into a single message (DESIGN.md: one gRPC message costs 10-15 us).
+ */
+export class AgentSessions {
+  private readonly streams = new Map<string, AgentStream>();
+
+  constructor(
+    private readonly core: ControllerCore,
+    private readonly driver: CoreDriver,
+    private readonly logger: Logger,
+  ) {}
+
+  /** The AgentService.Connect implementation. */
+  readonly connect = (stream: AgentStream, context: CallContext): void => {
+    const session = randomUUID();
+    let greeted = false;
+    this.streams.set(session, stream);
+    const refuse = (error: unknown): void => {
+      const { code, details } = toGrpcStatus(error);
+      this.logger.warn({ session, peer: context.peer, code, details }, "closing an agent stream after a bad message");
+      stream.close(code, details);
+    };
+    stream.onMessage((message) => {
+      try {
+        const kind = message.kind;
+        if (kind.case === "hello") {
+          if (greeted) throw new ShardlineError("failed-precondition", "hello: sent twice on one stream; send it once, first");
+          const hello = helloFromProto(kind.value);
+          this.driver.post((now) => this.core.hello(session, hello, now));
+          greeted = true;
+          return;
+        }
+        if (kind.case === undefined) {
+          throw ShardlineError.invalid("kind", "nothing", "one of hello, heartbeat, execution_updates, release, goodbye");
+        }
+        if (!greeted) throw new ShardlineError("failed-precondition", `${kind.case}: the first message must be a hello`);
+        switch (kind.case) {
+          case "heartbeat": {
+            const seq = toNumber(kind.value.seq, "heartbeat.seq");
+            this.driver.post((now) => this.core.heartbeat(session, seq, now));
+            return;
+          }
+          case "executionUpdates": {
+            const reports = kind.value.updates.map((u, i) => reportFromProto(u, `execution_updates.updates[${i}]`));
+            reports.forEach((r, i) => {
+              if (!REPORTABLE.has(r.state)) {
+                throw ShardlineError.invalid(`execution_updates.updates[${i}].state`, r.state, "RUNNING, SUCCEEDED, FAILED, TIMED_OUT, CANCELLED or LOST");
+              }
+            });
+            this.driver.post((now) => this.core.executionUpdates(session, reports, now));
+            return;
+          }
+          case "release": {
+            const refs = kind.value.assignments.map((a, i) => assignmentFromProto(a, `release.assignments[${i}]`));
+            this.driver.post((now) => this.core.release(session, refs, now));
+            return;
+          }
+          case "goodbye": {
+            const reason = kind.value.reason.slice(0, 256);
+            this.driver.post((now) => this.core.goodbye(session, reason, now));
+            return;
+          }
+        }
+      } catch (error) {
+        refuse(error);
+      }
+    });
+    stream.onClose(() => {
+      this.streams.delete(session);
+      this.driver.post((now) => this.core.streamClosed(session, now));
+    });
+  };
+
+  /** Sends the core's messages and closes the streams it asked to close. */
+  readonly deliver = (messages: Outbound[], closes: SessionClose[]): void => {
+    let i = 0;
+    while (i < messages.length) {
+      const { session } = messages[i]!;
+      let merged = messages[i]!.command;
+      let j = i + 1;
+      while (j < messages.length && messages[j]!.session === session) {
+        const next = coalesce(merged, messages[j]!.command);
+        if (next === undefined) break;
+        merged = next;
+        j++;
+      }
+      this.send(session, merged);
+      i = j;
+    }
+    for (const { session, reason } of closes) {
+      const stream = this.streams.get(session);
+      if (stream === undefined) continue;
+      this.streams.delete(session);
+      stream.close(status.ABORTED, reason);
+    }
+  };
+
+  /** Ends every agent stream, for a controller shutdown. */
+  closeAll(reason: string): void {
+    for (const [session, stream] of this.streams) {
+      this.streams.delete(session);
+      stream.close(status.UNAVAILABLE, reason);
+    }
+  }
+
+  get size(): number {
+    return this.streams.size;
+  }
+
+  private send(session: string, command: AgentCommand): void {
+    const stream = this.streams.get(session);
+    if (stream === undefined) return;
+    if (!stream.send(toResponse(this.core.term, command))) {
+      // The agent stopped reading: it must not slow the controller or the other agents.
+      this.streams.delete(session);
+      stream.close(status.RESOURCE_EXHAUSTED, "the agent is not reading its stream; its send queue is full");
+      this.driver.post((now) => this.core.streamClosed(session, now));
+    }
+  }
+}
+
+/** Merges two consecutive commands to one agent when one message can say both, in order. */
+function coalesce(first: AgentCommand, second: AgentCommand): AgentCommand | undefined {
+  if (first.kind === "dispatch" && second.kind === "dispatch") {
+    return { kind: "dispatch", executions: [...first.executions, ...second.executions] };
+  }
+  // An agent applies snapshot, then adds, then revokes, and ignores an older (term, generation):
+  // so two updates merge safely unless the second replaces the whole set.
+  if (first.kind === "assignments" && second.kind === "assignments" && !second.snapshot) {
+    return { kind: "assignments", snapshot: first.snapshot, add: [...first.add, ...second.add], revoke: [...first.revoke, ...second.revoke] };
+  }
+  if (first.kind === "cancel" && second.kind === "cancel" && first.reason === second.reason) {
+    return { kind: "cancel", executionIds: [...first.executionIds, ...second.executionIds], reason: first.reason };
+  }
+  return undefined;
+}
+
+function toResponse(term: number, command: AgentCommand): Response {
+  const base = { term: BigInt(term) };
+  switch (command.kind) {
+    case "welcome":
+      return {
+        ...base,
+        kind: {
+          case: "welcome",
+          value: {
+            sessionId: command.sessionId,
+            heartbeatIntervalMs: command.heartbeatIntervalMs,
+            leaseTtlMs: command.leaseTtlMs,
+            controllerVersion: VERSION,
+          },
+        },
+      };
+    case "heartbeat-ack":
+      return { ...base, kind: { case: "heartbeatAck", value: { seq: BigInt(command.seq), leaseExpiresUnixMs: BigInt(command.leaseExpiresAt) } } };
+    case "assignments":
+      return {
+        ...base,
+        kind: {
+          case: "assignmentUpdate",
+          value: { snapshot: command.snapshot, add: command.add.map(assignmentToProto), revoke: command.revoke.map(assignmentToProto) },
+        },
+      };
+    case "dispatch":
+      return {
+        ...base,
+        kind: {
+          case: "dispatch",
+          value: {
+            executions: command.executions.map((e) => ({
+              executionId: e.executionId,
+              job: e.job,
+              shard: e.shard,
+              shardCount: e.shardCount,
+              shardParameter: e.shardParameter,
+              parameter: e.parameter,
+              fireTimeUnixMs: BigInt(e.fireTime),
+              attempt: e.attempt,
+              handler: e.handler,
+              timeoutMs: e.timeoutMs,
+              assignment: assignmentToProto(e.assignment),
+              traceContext: e.traceContext,
+            })),
+          },
+        },
+      };
+    case "cancel":
+      return { ...base, kind: { case: "cancel", value: { executionIds: command.executionIds, reason: command.reason } } };
+  }
+}

@@ -1,0 +1,145 @@
+import { EventEmitter } from "node:events";
+import type { Logger } from "../../shared/logging.js";
+import type { ControllerCore } from "../core/controller-core.js";
+import type { CoreEvent } from "../core/messages.js";
+import type { Effects, Outbound, SessionClose } from "../core/outbox.js";
+import type { Store, StoreBatch } from "../store/store.js";
+
+/** Where the driver hands messages for agents once they are durable. */
+export type Deliver = (messages: Outbound[], closes: SessionClose[]) => void;
+
+/**
+ * Runs the core against the real clock and carries out its effects. Steps made in one event-loop
+ * turn are flushed together: one store transaction, then their messages in order. A batch is
+ * never sent before it is durable, and batches are committed in the order they were made, which
+ * is what keeps a fire from being dispatched before its cursor is stored.
+ */
+export class CoreDriver {
+  deliver: Deliver = () => {};
+  private pipeline: Promise<void> = Promise.resolve();
+  private pendingFlush: Promise<void> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt: number | undefined;
+  private stopped = false;
+  private readonly emitter = new EventEmitter();
+
+  constructor(
+    private readonly core: ControllerCore,
+    private readonly store: Store,
+    private readonly logger: Logger,
+    private readonly onFatal: (error: unknown) => void,
+    private readonly clock: () => number = Date.now,
+  ) {
+    this.emitter.setMaxListeners(0);
+  }
+
+  /** Flushes what the core decided at construction (missed fires) and arms its first timer. */
+  start(): Promise<void> {
+    return this.schedule();
+  }
+
+  /**
+   * Applies a step now and resolves with its result once its effects are durable and sent.
+   * A step that throws changes nothing the caller relies on and rejects with its error.
+   */
+  async run<T>(step: (now: number) => T): Promise<T> {
+    const result = step(this.clock());
+    await this.schedule();
+    return result;
+  }
+
+  /** Applies a step now; its effects go out with the turn's batch. Throws what the step throws. */
+  post(step: (now: number) => void): void {
+    step(this.clock());
+    void this.schedule();
+  }
+
+  /** Resolves once everything decided so far is durable and sent. */
+  idle(): Promise<void> {
+    return this.pendingFlush ?? this.pipeline;
+  }
+
+  onEvent(listener: (event: CoreEvent) => void): () => void {
+    this.emitter.on("event", listener);
+    return () => this.emitter.off("event", listener);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private schedule(): Promise<void> {
+    if (this.pendingFlush === undefined) {
+      this.pendingFlush = new Promise<void>((resolve) => {
+        setImmediate(() => {
+          this.pendingFlush = undefined;
+          resolve(this.flush());
+        });
+      });
+    }
+    return this.pendingFlush;
+  }
+
+  private flush(): Promise<void> {
+    const effects = this.core.take();
+    this.pipeline = this.pipeline.then(() => this.apply(effects));
+    this.armTimer();
+    return this.pipeline;
+  }
+
+  private async apply(effects: Effects): Promise<void> {
+    if (hasWrites(effects.persist)) {
+      try {
+        await this.store.commit(effects.persist);
+      } catch (error) {
+        // Sending what is not durable would break the guarantees the store exists for.
+        this.stopped = true;
+        this.onFatal(error);
+        return;
+      }
+    }
+    if (effects.messages.length > 0 || effects.closes.length > 0) this.deliver(effects.messages, effects.closes);
+    for (const event of effects.events) {
+      this.log(event);
+      this.emitter.emit("event", event);
+    }
+  }
+
+  private log(event: CoreEvent): void {
+    const fields = { event: event.type, job: event.job, shard: event.shard, agent: event.agent, execution: event.executionId };
+    if (event.type.startsWith("execution.") && event.type !== "execution.lost" && event.type !== "execution.failover") {
+      this.logger.debug(fields, event.message);
+    } else {
+      this.logger.info(fields, event.message);
+    }
+  }
+
+  private armTimer(): void {
+    if (this.stopped) return;
+    const deadline = this.core.nextDeadline();
+    if (deadline === this.timerAt) return;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerAt = deadline;
+    if (deadline === undefined) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.timerAt = undefined;
+      if (this.stopped) return;
+      this.post((now) => this.core.tick(now));
+      // setTimeout may wake a millisecond early; re-arm for whatever is still ahead.
+      this.armTimer();
+    }, Math.max(0, deadline - this.clock()));
+  }
+}
+
+function hasWrites(batch: StoreBatch): boolean {
+  return (
+    (batch.jobs?.length ?? 0) > 0 ||
+    (batch.deletedJobs?.length ?? 0) > 0 ||
+    (batch.cursors?.length ?? 0) > 0 ||
+    (batch.executions?.length ?? 0) > 0
+  );
+}
