@@ -1,0 +1,18 @@
+/**
+ * The demo's handler module: each shard of `sweep` "processes its region" for a few hundred
+ * milliseconds and returns how many records it saw. Loaded by the demo's agent processes.
+ */
+const regions = ["eu-north", "eu-west", "us-east", "us-west", "ap-south", "ap-east"];
+
+export default {
+  async sweep(ctx: { shard: number; signal: AbortSignal }): Promise<{ region: string; records: number }> {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(resolve, 150 + Math.floor(Math.random() * 200));
+      ctx.signal.addEventListener("abort", () => {
+        clearTimeout(timer);
+        reject(new Error("aborted"));
+      });
+    });
+    return { region: regions[ctx.shard % regions.length]!, records: 1000 + Math.floor(Math.random() * 9000) };
+  },
+};

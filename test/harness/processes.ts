@@ -1,0 +1,134 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { createServer } from "node:net";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { AdminService } from "../../shared/gen/shardline/v1/admin_service_pb.js";
+import { type Client, createClient } from "../../shared/grpc/index.js";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+/** The built CLI: `npm test` builds it before running the suite. */
+export const CLI = join(ROOT, "dist", "cli", "main.js");
+
+export function requireBuiltCli(): void {
+  if (!existsSync(CLI)) {
+    throw new Error(`${CLI} is missing: these tests run the real binary; run \`npm run build\` first (npm test does)`);
+  }
+}
+
+/** A free loopback port, so a restarted controller can come back on the same address. */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (address === null || typeof address === "string") throw new Error("no port");
+  return address.port;
+}
+
+/** A child process of the CLI, with its output kept for failure messages. */
+export class CliProcess {
+  readonly child: ChildProcess;
+  output = "";
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+
+  constructor(
+    readonly name: string,
+    args: string[],
+    env: Record<string, string> = {},
+  ) {
+    this.child = spawn(process.execPath, [CLI, ...args], {
+      env: { ...process.env, SHARDLINE_LOG_LEVEL: "info", ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const keep = (chunk: Buffer): void => {
+      this.output += chunk.toString();
+      if (this.output.length > 200_000) this.output = this.output.slice(-100_000);
+    };
+    this.child.stdout!.on("data", keep);
+    this.child.stderr!.on("data", keep);
+    this.exited = new Promise((resolve) => this.child.once("exit", (code, signal) => resolve({ code, signal })));
+  }
+
+  get running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  kill(signal: NodeJS.Signals): void {
+    if (this.running) this.child.kill(signal);
+  }
+
+  /** Stops the process (SIGTERM, then SIGKILL after `graceMs`). */
+  async stop(graceMs = 5000): Promise<void> {
+    if (!this.running) return;
+    this.child.kill("SIGTERM");
+    const timer = setTimeout(() => this.kill("SIGKILL"), graceMs);
+    await this.exited;
+    clearTimeout(timer);
+  }
+}
+
+/** Polls `check` until it returns a value other than undefined, or fails after `timeoutMs` saying what was awaited. */
+export async function waitFor<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 20_000, intervalMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value !== undefined) return value;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last === undefined ? "" : ` (last error: ${String(last)})`}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
+
+export type AdminClient = Client<typeof AdminService>;
+
+export function adminClient(address: string): AdminClient {
+  return createClient(AdminService, address, { deadlineMs: 5000 });
+}
+
+/** A controller process on a fixed port and store, restartable on the same address. */
+export class ControllerProcess {
+  process: CliProcess | undefined;
+  constructor(
+    readonly port: number,
+    readonly storePath: string,
+  ) {}
+
+  get address(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<void> {
+    const http = await freePort();
+    this.process = new CliProcess("controller", [
+      "controller",
+      "--listen",
+      this.address,
+      "--http",
+      `127.0.0.1:${http}`,
+      "--store",
+      `sqlite:${this.storePath}`,
+    ]);
+    const admin = adminClient(this.address);
+    try {
+      await waitFor("the controller to answer", async () => {
+        if (!this.process!.running) throw new Error(`controller exited:\n${this.process!.output}`);
+        await admin.listJobs({});
+        return true;
+      });
+    } finally {
+      admin.close();
+    }
+  }
+}
+
+/** Starts an agent process of the CLI. */
+export function startAgent(controller: string, id: string, handlers: string, env: Record<string, string> = {}, extra: string[] = []): CliProcess {
+  return new CliProcess(id, ["agent", "--controller", controller, "--id", id, "--handlers", handlers, ...extra], env);
+}
