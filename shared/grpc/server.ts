@@ -1,0 +1,354 @@
+import {
+  Server,
+  ServerCredentials,
+  status,
+  type Metadata,
+  type ServerDuplexStream,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+  type UntypedHandleCall,
+  type sendUnaryData,
+} from "@grpc/grpc-js";
+import type { DescMessage, DescMethod, DescService, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
+import { ShardlineError } from "../errors.js";
+import { serverKeepaliveOptions, type KeepaliveOptions } from "./keepalive.js";
+import { DEFAULT_MAX_QUEUED, OutboundQueue, serverMessageStream, type MessageStream } from "./message-stream.js";
+import { MalformedMessage, encodeMessage, methodPath, serviceDefinition } from "./service-definition.js";
+import { isInternalFailure, toGrpcStatus } from "./status.js";
+
+/** Options of createServer. */
+export interface ServerOptions {
+  /** Keepalive; see KeepaliveOptions for the defaults. */
+  keepalive?: KeepaliveOptions;
+  /** Largest request accepted, in bytes (`grpc.max_receive_message_length`). Default 4 MiB. */
+  maxReceiveMessageBytes?: number;
+}
+
+/** What a handler knows about the call it serves. */
+export interface CallContext {
+  /** The client's address, e.g. `127.0.0.1:53412`. */
+  readonly peer: string;
+  /** The request headers. */
+  readonly metadata: Metadata;
+  /** The method's path, e.g. `/shardline.v1.AdminService/ListJobs`. */
+  readonly method: string;
+  /**
+   * Aborts when the call ends before the handler has: the client cancelled, its deadline passed,
+   * the connection dropped, or (for a bidi stream) the stream closed.
+   */
+  readonly signal: AbortSignal;
+}
+
+/**
+ * The sending side of a server-streaming call. Backpressure works as on MessageStream: send()
+ * queues while the transport pushes back, and returns false once maxQueued messages wait.
+ */
+export interface ServerStreamWriter<Out extends DescMessage> {
+  /** Sends or queues a message; false, and nothing sent, when full or the call is over. */
+  send(message: MessageInitShape<Out>): boolean;
+  /** Messages waiting for the transport. */
+  readonly queued: number;
+  /** Resolves once the queue is empty, or the call is over. */
+  drained(): Promise<void>;
+  /** True once the call is over; the handler should return. */
+  readonly closed: boolean;
+}
+
+/** A unary method: resolve with the response, throw a ShardlineError to fail with its status. */
+export type UnaryImpl<I extends DescMessage, O extends DescMessage> = (
+  request: MessageShape<I>,
+  context: CallContext,
+) => Promise<MessageInitShape<O>>;
+
+/**
+ * A server-streaming method: send through the writer; resolving ends the call with OK after the
+ * queued messages, throwing ends it with the error's status.
+ */
+export type ServerStreamingImpl<I extends DescMessage, O extends DescMessage> = (
+  request: MessageShape<I>,
+  stream: ServerStreamWriter<O>,
+  context: CallContext,
+) => Promise<void>;
+
+/** A bidi method: set up listeners on the stream and return; the stream lives on its own. */
+export type BidiStreamingImpl<I extends DescMessage, O extends DescMessage> = (
+  stream: MessageStream<I, O>,
+  context: CallContext,
+) => void;
+
+/** The implementation of one method, by its kind. Client-streaming methods are not supported. */
+export type MethodImpl<M> = M extends { methodKind: "unary"; input: infer I extends DescMessage; output: infer O extends DescMessage }
+  ? UnaryImpl<I, O>
+  : M extends { methodKind: "server_streaming"; input: infer I extends DescMessage; output: infer O extends DescMessage }
+    ? ServerStreamingImpl<I, O>
+    : M extends { methodKind: "bidi_streaming"; input: infer I extends DescMessage; output: infer O extends DescMessage }
+      ? BidiStreamingImpl<I, O>
+      : never;
+
+/** The implementation of a service, typed from its generated descriptor, keyed by localName. */
+export type ServiceImpl<S extends DescService> = {
+  [K in keyof S["method"]]: MethodImpl<S["method"][K]>;
+};
+
+/** Options of addService. */
+export interface AddServiceOptions {
+  /** Bound of each stream's send queue; default 10,000 messages. */
+  maxQueued?: number;
+  /**
+   * Called with every failure the client only sees as INTERNAL (a non-ShardlineError thrown by a
+   * handler, a response that cannot be encoded, a throwing stream listener), so it can be logged.
+   * Default: process.emitWarning.
+   */
+  onError?: (error: unknown, method: string) => void;
+}
+
+/** A grpc-js server with Shardline's keepalive and message size settings. */
+export function createServer(options: ServerOptions = {}): Server {
+  return new Server({
+    ...serverKeepaliveOptions(options.keepalive),
+    ...(options.maxReceiveMessageBytes === undefined
+      ? {}
+      : { "grpc.max_receive_message_length": options.maxReceiveMessageBytes }),
+  });
+}
+
+/**
+ * Registers a service implementation. Methods left out answer UNIMPLEMENTED. A request whose
+ * bytes do not decode is answered with INVALID_ARGUMENT without reaching the implementation.
+ */
+export function addService<S extends DescService>(
+  server: Server,
+  service: S,
+  impl: Partial<ServiceImpl<S>>,
+  options: AddServiceOptions = {},
+): void {
+  const handlers: Record<string, UntypedHandleCall> = {};
+  const onError = options.onError ?? defaultOnError;
+  const implementations = impl as Record<string, unknown>;
+  for (const method of service.methods) {
+    const fn = implementations[method.localName];
+    if (typeof fn !== "function") continue;
+    const report = (error: unknown): void => onError(error, method.name);
+    switch (method.methodKind) {
+      case "unary":
+        handlers[method.localName] = unaryHandler(method, fn as UnaryImpl<DescMessage, DescMessage>, report);
+        break;
+      case "server_streaming":
+        handlers[method.localName] = serverStreamingHandler(
+          method,
+          fn as ServerStreamingImpl<DescMessage, DescMessage>,
+          options.maxQueued ?? DEFAULT_MAX_QUEUED,
+          report,
+        );
+        break;
+      case "bidi_streaming":
+        handlers[method.localName] = bidiHandler(method, fn as BidiStreamingImpl<DescMessage, DescMessage>, options.maxQueued, report);
+        break;
+      default:
+        throw new ShardlineError("internal", `${method.toString()}: client-streaming methods are not supported`);
+    }
+  }
+  server.addService(serviceDefinition(service), handlers);
+}
+
+/**
+ * Binds an insecure listener and resolves the bound port (useful with port 0). Rejects with an
+ * "unavailable" ShardlineError when the address cannot be bound.
+ */
+export function listen(server: Server, hostPort: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.bindAsync(hostPort, ServerCredentials.createInsecure(), (error, port) => {
+      if (error) {
+        reject(new ShardlineError("unavailable", `cannot listen on ${hostPort}: ${error.message}`, {}, { cause: error }));
+      } else {
+        resolve(port);
+      }
+    });
+  });
+}
+
+/**
+ * Stops accepting calls and waits up to graceMs for the open ones to finish, then cuts them.
+ * Long-lived streams do not finish on their own: close them first for a clean goodbye.
+ */
+export function shutdown(server: Server, graceMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      server.forceShutdown();
+      resolve();
+    }, graceMs);
+    server.tryShutdown(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+function unaryHandler(
+  method: DescMethod,
+  impl: UnaryImpl<DescMessage, DescMessage>,
+  report: (error: unknown) => void,
+): UntypedHandleCall {
+  return (call: ServerUnaryCall<unknown, unknown>, callback: sendUnaryData<unknown>) => {
+    const request = call.request;
+    if (request instanceof MalformedMessage) {
+      callback({ code: status.INVALID_ARGUMENT, details: request.details });
+      return;
+    }
+    const { context, done } = callContext(call, method);
+    const run = async (): Promise<Buffer> => encodeMessage(method.output, await impl(request as MessageShape<DescMessage>, context));
+    run().then(
+      (response) => {
+        done();
+        callback(null, response);
+      },
+      (error: unknown) => {
+        done();
+        if (isInternalFailure(error)) report(error);
+        callback(toGrpcStatus(error));
+      },
+    );
+  };
+}
+
+function serverStreamingHandler(
+  method: DescMethod,
+  impl: ServerStreamingImpl<DescMessage, DescMessage>,
+  maxQueued: number,
+  report: (error: unknown) => void,
+): UntypedHandleCall {
+  return (call: ServerWritableStream<unknown, unknown>) => {
+    const request = call.request;
+    if (request instanceof MalformedMessage) {
+      call.emit("error", { code: status.INVALID_ARGUMENT, details: request.details });
+      return;
+    }
+    const { context, done } = callContext(call, method);
+    const writer = new QueueWriter(call, method.output, maxQueued);
+    const run = async (): Promise<void> => impl(request as MessageShape<DescMessage>, writer, context);
+    run().then(
+      () => {
+        done();
+        writer.finish(() => call.end());
+      },
+      (error: unknown) => {
+        done();
+        if (isInternalFailure(error)) report(error);
+        writer.finish(() => call.emit("error", toGrpcStatus(error)));
+      },
+    );
+  };
+}
+
+function bidiHandler(
+  method: DescMethod,
+  impl: BidiStreamingImpl<DescMessage, DescMessage>,
+  maxQueued: number | undefined,
+  report: (error: unknown) => void,
+): UntypedHandleCall {
+  return (call: ServerDuplexStream<unknown, unknown>) => {
+    const stream = serverMessageStream(call, method.output, { maxQueued, onError: report });
+    const { context, abort } = callContext(call, method);
+    // The signal follows the stream, not the handler, which returns right after setting up.
+    stream.onClose((closed) => abort(new ShardlineError("unavailable", `the stream closed: ${closed.details}`)));
+    try {
+      impl(stream, context);
+    } catch (error) {
+      report(error);
+      const failed = toGrpcStatus(error);
+      stream.close(failed.code, failed.details);
+    }
+  };
+}
+
+/** The writer handed to a server-streaming handler. */
+class QueueWriter<Out extends DescMessage> implements ServerStreamWriter<Out> {
+  readonly #queue: OutboundQueue;
+  #waiters: (() => void)[] = [];
+  #closed = false;
+
+  constructor(
+    private readonly call: ServerWritableStream<unknown, unknown>,
+    private readonly output: Out,
+    maxQueued: number,
+  ) {
+    this.#queue = new OutboundQueue(call, maxQueued, () => this.#wake());
+    call.once("cancelled", () => this.#stop());
+  }
+
+  get queued(): number {
+    return this.#queue.length;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  send(message: MessageInitShape<Out>): boolean {
+    if (!this.#queue.open) return false;
+    return this.#queue.push(encodeMessage(this.output, message));
+  }
+
+  drained(): Promise<void> {
+    if (this.#closed || this.#queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  /** The handler is done: end the call once the queue is out. */
+  finish(end: () => void): void {
+    if (this.#closed) return;
+    this.#queue.end(end);
+  }
+
+  #stop(): void {
+    this.#closed = true;
+    this.#queue.stop();
+    this.#wake();
+  }
+
+  #wake(): void {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const resolve of waiters) resolve();
+  }
+}
+
+interface LiveContext {
+  context: CallContext;
+  /** The handler finished: a later end of the call is no longer news to it. */
+  done: () => void;
+  /** Aborts the signal, unless the handler finished. */
+  abort: (reason: ShardlineError) => void;
+}
+
+/** The parts of any grpc-js server call that a CallContext needs. */
+type SurfaceCall = Pick<ServerUnaryCall<unknown, unknown>, "getPeer" | "metadata"> & {
+  once(event: "cancelled", listener: () => void): unknown;
+};
+
+function callContext(call: SurfaceCall, method: DescMethod): LiveContext {
+  const controller = new AbortController();
+  let finished = false;
+  const abort = (reason: ShardlineError): void => {
+    if (!finished && !controller.signal.aborted) controller.abort(reason);
+  };
+  // grpc-js also emits 'cancelled' after a normal status; by then the handler has finished.
+  call.once("cancelled", () => abort(new ShardlineError("unavailable", "the call was cancelled")));
+  return {
+    context: {
+      peer: call.getPeer(),
+      metadata: call.metadata,
+      method: methodPath(method),
+      signal: controller.signal,
+    },
+    done: () => {
+      finished = true;
+    },
+    abort,
+  };
+}
+
+function defaultOnError(error: unknown, method: string): void {
+  const warning = error instanceof Error ? error : new Error(String(error));
+  process.emitWarning(warning, { code: "SHARDLINE_GRPC_HANDLER", detail: `in ${method}` });
+}

@@ -1,0 +1,92 @@
+import { status } from "@grpc/grpc-js";
+import { ShardlineError, type ErrorCode } from "../errors.js";
+
+/** A gRPC status as it travels in trailers: a code and a human-readable text. */
+export interface GrpcStatus {
+  code: status;
+  details: string;
+}
+
+/** What a client sees when the server failed in a way it must not describe. */
+export const INTERNAL_DETAILS = "internal error";
+
+const toGrpcCode: Record<ErrorCode, status> = {
+  "invalid-argument": status.INVALID_ARGUMENT,
+  "not-found": status.NOT_FOUND,
+  "already-exists": status.ALREADY_EXISTS,
+  "failed-precondition": status.FAILED_PRECONDITION,
+  unavailable: status.UNAVAILABLE,
+  internal: status.INTERNAL,
+};
+
+/**
+ * The status a server sends for a failure. A ShardlineError keeps its message, which was written
+ * for the caller. Anything else (and ShardlineError "internal") is a bug or an outage on our side:
+ * the client gets a generic INTERNAL, never a stack or a message that may carry paths or secrets.
+ */
+export function toGrpcStatus(err: unknown): GrpcStatus {
+  if (err instanceof ShardlineError && err.code !== "internal") {
+    return { code: toGrpcCode[err.code], details: err.message };
+  }
+  return { code: status.INTERNAL, details: INTERNAL_DETAILS };
+}
+
+/** True when the failure is one toGrpcStatus hides from the client, so the server should log it. */
+export function isInternalFailure(err: unknown): boolean {
+  return !(err instanceof ShardlineError) || err.code === "internal";
+}
+
+/**
+ * The ShardlineError for a failed call, seen from the client. The server's details text becomes
+ * the message, so a ShardlineError thrown in a handler arrives with the same code and message.
+ * Accepts a grpc-js ServiceError, a status object, or a ShardlineError (returned as is).
+ */
+export function fromGrpcError(err: unknown): ShardlineError {
+  if (err instanceof ShardlineError) return err;
+  const code = codeOf(err);
+  if (code === undefined) {
+    return new ShardlineError("internal", err instanceof Error ? err.message : String(err), {}, { cause: err });
+  }
+  const details = detailsOf(err) || status[code] || `gRPC status ${code}`;
+  return new ShardlineError(fromGrpcCode(code), details, {}, { cause: err });
+}
+
+/** The ShardlineError code for a gRPC status code. */
+export function fromGrpcCode(code: status): ErrorCode {
+  switch (code) {
+    case status.INVALID_ARGUMENT:
+    case status.OUT_OF_RANGE:
+      return "invalid-argument";
+    case status.NOT_FOUND:
+      return "not-found";
+    case status.ALREADY_EXISTS:
+      return "already-exists";
+    // ABORTED is a lost race on state (a concurrent change): the request was valid but the state
+    // it assumed is gone. UNIMPLEMENTED means a controller of another version. Retrying the same
+    // request will not help with either, which is what failed-precondition tells a caller.
+    case status.FAILED_PRECONDITION:
+    case status.ABORTED:
+    case status.UNIMPLEMENTED:
+      return "failed-precondition";
+    // Everything a caller should retry: the controller is down, restarting, overloaded, too slow,
+    // or the stream was cut. The DESIGN's CLI maps "unavailable" to "try again".
+    case status.UNAVAILABLE:
+    case status.DEADLINE_EXCEEDED:
+    case status.CANCELLED:
+    case status.RESOURCE_EXHAUSTED:
+      return "unavailable";
+    default:
+      return "internal";
+  }
+}
+
+function codeOf(err: unknown): status | undefined {
+  if (typeof err !== "object" || err === null || !("code" in err)) return undefined;
+  const code = (err as { code: unknown }).code;
+  return typeof code === "number" && Number.isInteger(code) ? (code as status) : undefined;
+}
+
+function detailsOf(err: unknown): string {
+  const details = (err as { details?: unknown }).details;
+  return typeof details === "string" ? details : "";
+}
