@@ -1,0 +1,198 @@
+import { create } from "@bufbuild/protobuf";
+import { pino } from "pino";
+import { describe, expect, it } from "vitest";
+import { ExecutionContextSchema, type ExecutionUpdate } from "../../../shared/gen/shardline/v1/agent_service_pb.js";
+import { ExecutionState } from "../../../shared/gen/shardline/v1/types_pb.js";
+import type { HandlerContext, HandlerMap } from "../../sdk.js";
+import { HandlerExecutor, renderResult, truncateUtf8 } from "./handler-executor.js";
+
+const FIRE = 1_700_000_000_000n;
+
+/** Runs one execution and collects its reports; `terminal` resolves with the terminal one. */
+function run(handlers: HandlerMap, init: { handler?: string; timeoutMs?: number } = {}, maxResultBytes = 4096) {
+  const reports: ExecutionUpdate[] = [];
+  let onTerminal!: (update: ExecutionUpdate) => void;
+  const terminal = new Promise<ExecutionUpdate>((resolve) => (onTerminal = resolve));
+  const warnings: string[] = [];
+  const logger = pino({ level: "warn" }, { write: (line: string) => warnings.push(JSON.parse(line).msg as string) });
+  const executor = new HandlerExecutor({
+    agentId: "agent-1",
+    handlers,
+    logger,
+    maxResultBytes,
+    wallClock: () => 42,
+    report: (update) => {
+      reports.push(update);
+      if (update.state !== ExecutionState.RUNNING) onTerminal(update);
+    },
+  });
+  const context = create(ExecutionContextSchema, {
+    executionId: `billing/${FIRE}/3/1`,
+    job: "billing",
+    shard: 3,
+    shardCount: 8,
+    shardParameter: "shanghai",
+    parameter: "month=current",
+    fireTimeUnixMs: FIRE,
+    attempt: 1,
+    handler: init.handler ?? "work",
+    timeoutMs: init.timeoutMs ?? 0,
+    traceContext: { traceparent: "00-abc-def-01" },
+  });
+  const execution = executor.create(context);
+  execution.start();
+  return { execution, reports, terminal, warnings };
+}
+
+/** A promise and its resolver. */
+function deferred<T = void>() {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+describe("HandlerExecutor", () => {
+  it("reports RUNNING, then SUCCEEDED with the result, and passes the whole context", async () => {
+    let seen: HandlerContext | undefined;
+    const { reports, terminal } = run({
+      work: (ctx) => {
+        seen = ctx;
+        return { rows: 12 };
+      },
+    });
+    const done = await terminal;
+    expect(reports.map((r) => r.state)).toEqual([ExecutionState.RUNNING, ExecutionState.SUCCEEDED]);
+    expect(done.result).toBe('{"rows":12}');
+    expect(done.startedAtUnixMs).toBe(42n);
+    expect(done.finishedAtUnixMs).toBe(42n);
+    expect(seen).toMatchObject({
+      job: "billing",
+      shard: 3,
+      shardCount: 8,
+      shardParameter: "shanghai",
+      parameter: "month=current",
+      executionId: `billing/${FIRE}/3/1`,
+      attempt: 1,
+      agentId: "agent-1",
+      traceContext: { traceparent: "00-abc-def-01" },
+    });
+    expect(seen?.fireTime).toEqual(new Date(Number(FIRE)));
+    expect(seen?.signal.aborted).toBe(false);
+  });
+
+  it("reports a string result as it is", async () => {
+    expect((await run({ work: async () => "done: 3 rows" }).terminal).result).toBe("done: 3 rows");
+  });
+
+  it("reports a thrown error as FAILED with its message", async () => {
+    const sync = await run({
+      work: () => {
+        throw new Error("database is down");
+      },
+    }).terminal;
+    expect(sync.state).toBe(ExecutionState.FAILED);
+    expect(sync.error).toBe("database is down");
+    const rejected = await run({ work: async () => Promise.reject(new Error("quota exceeded")) }).terminal;
+    expect(rejected).toMatchObject({ state: ExecutionState.FAILED, error: "quota exceeded" });
+  });
+
+  it("fails an execution whose handler this agent does not have, without reporting RUNNING", async () => {
+    const { reports, terminal } = run({ work: () => 1 }, { handler: "missing" });
+    expect(await terminal).toMatchObject({ state: ExecutionState.FAILED, error: 'no handler named "missing" on this agent' });
+    expect(reports).toHaveLength(1);
+  });
+
+  it("aborts the signal and reports TIMED_OUT after timeoutMs", async () => {
+    const aborted = deferred<unknown>();
+    const { terminal } = run(
+      {
+        work: (ctx) =>
+          new Promise((_, reject) =>
+            ctx.signal.addEventListener("abort", () => {
+              aborted.resolve(ctx.signal.reason);
+              reject(ctx.signal.reason);
+            }),
+          ),
+      },
+      { timeoutMs: 20 },
+    );
+    const done = await terminal;
+    expect(done).toMatchObject({ state: ExecutionState.TIMED_OUT, error: "timed out after 20 ms" });
+    expect(String(await aborted.promise)).toMatch(/timed out after 20 ms/);
+  });
+
+  it("cancels: aborts the signal and reports CANCELLED with the reason", async () => {
+    const started = deferred<AbortSignal>();
+    const { execution, terminal } = run({
+      work: (ctx) => {
+        started.resolve(ctx.signal);
+        return new Promise((resolve) => ctx.signal.addEventListener("abort", () => resolve("stopped early")));
+      },
+    });
+    const signal = await started.promise;
+    execution.stop(ExecutionState.CANCELLED, "cancelled by an operator");
+    expect(signal.aborted).toBe(true);
+    // The handler resolved on abort; that must not turn the run into a success.
+    expect(await terminal).toMatchObject({ state: ExecutionState.CANCELLED, error: "cancelled by an operator", result: "" });
+    expect(execution.finished).toBe(true);
+  });
+
+  it("reports LOST when fenced", async () => {
+    const { execution, terminal } = run({ work: (ctx) => new Promise((resolve) => ctx.signal.addEventListener("abort", resolve)) });
+    execution.stop(ExecutionState.LOST, "fenced: no heartbeat ack within the lease");
+    expect(await terminal).toMatchObject({ state: ExecutionState.LOST, error: "fenced: no heartbeat ack within the lease" });
+  });
+
+  it("reports TIMED_OUT at the deadline for a handler that ignores its signal, and logs when it settles later", async () => {
+    const release = deferred();
+    const settled = deferred();
+    const { reports, terminal, warnings } = run(
+      {
+        work: async () => {
+          await release.promise;
+          settled.resolve();
+          return "too late";
+        },
+      },
+      { timeoutMs: 10 },
+    );
+    expect(await terminal).toMatchObject({ state: ExecutionState.TIMED_OUT });
+    release.resolve();
+    await settled.promise;
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(reports.map((r) => r.state)).toEqual([ExecutionState.RUNNING, ExecutionState.TIMED_OUT]);
+    expect(warnings.some((w) => /after it was aborted/.test(w))).toBe(true);
+  });
+
+  it("truncates results to maxResultBytes", async () => {
+    const done = await run({ work: () => "x".repeat(10_000) }, {}, 4096).terminal;
+    expect(done.result).toHaveLength(4096);
+  });
+});
+
+describe("truncateUtf8", () => {
+  it("never cuts a multi-byte character", () => {
+    expect(truncateUtf8("héllo", 2)).toBe("h");
+    expect(truncateUtf8("😀😀", 5)).toBe("😀");
+    expect(Buffer.byteLength(truncateUtf8("日本語".repeat(2_000), 4096))).toBeLessThanOrEqual(4096);
+  });
+
+  it("keeps short text whole", () => {
+    expect(truncateUtf8("ok", 4096)).toBe("ok");
+  });
+});
+
+describe("renderResult", () => {
+  it("renders nothing as empty, strings as is, other values as JSON", () => {
+    expect(renderResult(undefined)).toBe("");
+    expect(renderResult("plain")).toBe("plain");
+    expect(renderResult([1, 2])).toBe("[1,2]");
+    expect(renderResult({ n: 5n })).toBe('{"n":"5"}');
+  });
+
+  it("falls back to String() for values JSON cannot hold", () => {
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    expect(renderResult(cyclic)).toBe("[object Object]");
+  });
+});

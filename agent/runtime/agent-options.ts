@@ -1,0 +1,94 @@
+import { pino, type Logger } from "pino";
+import { ShardlineError } from "../../shared/errors.js";
+import { VERSION } from "../../shared/version.js";
+import type { HandlerMap } from "../sdk.js";
+
+/** A monotonic clock in milliseconds; only differences between readings mean anything. */
+export interface Clock {
+  now(): number;
+}
+
+/** How an Agent is configured. Only `controller`, `id` and `handlers` are required. */
+export interface AgentOptions {
+  /** The controller's gRPC address, `host:port`. A Redirect replaces it with the leader's. */
+  controller: string;
+  /** This agent's id, unique among connected agents (the controller checks its spelling). */
+  id: string;
+  /** The handlers this agent runs; their names are declared in Hello. */
+  handlers: HandlerMap;
+  /** Labels for placement (zone, cluster, node...). Default none. */
+  labels?: Record<string, string>;
+  /** Relative sharding weight, 1-1000. Default 1. */
+  capacity?: number;
+  /** Software version reported in Hello. Default Shardline's own. */
+  version?: string;
+  /** How long drain() lets running executions finish before aborting them. Default 30 s. */
+  drainGraceMs?: number;
+  /** Bounds of the jittered exponential wait between reconnects. Default 100 ms to 5 s. */
+  reconnect?: { initialMs?: number; maxMs?: number };
+  /** Longest result text reported, in UTF-8 bytes. Default 4096, the contract's limit. */
+  maxResultBytes?: number;
+  /** Where the agent logs. Default a silent logger. */
+  logger?: Logger;
+  /** The monotonic clock leases are measured on. Default performance.now. */
+  clock?: Clock;
+  /** A number in [0, 1) for the reconnect jitter. Default Math.random. */
+  random?: () => number;
+}
+
+/** AgentOptions with every default filled in. */
+export interface ResolvedAgentOptions {
+  controller: string;
+  id: string;
+  handlers: HandlerMap;
+  labels: Record<string, string>;
+  capacity: number;
+  version: string;
+  drainGraceMs: number;
+  reconnect: { initialMs: number; maxMs: number };
+  maxResultBytes: number;
+  logger: Logger;
+  clock: Clock;
+  random: () => number;
+}
+
+/** The contract's limit on a result's size (ExecutionUpdate.result). */
+export const MAX_RESULT_BYTES = 4096;
+
+/**
+ * Fills in defaults and rejects values no controller would accept. Spelling rules of ids and
+ * handler names belong to the controller, which answers INVALID_ARGUMENT naming the field.
+ */
+export function resolveAgentOptions(options: AgentOptions): ResolvedAgentOptions {
+  if (!options.controller) throw ShardlineError.invalid("controller", options.controller, "a host:port address");
+  if (!options.id) throw ShardlineError.invalid("id", options.id, "a non-empty agent id");
+  const capacity = options.capacity ?? 1;
+  if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1000) {
+    throw ShardlineError.invalid("capacity", capacity, "an integer from 1 to 1000");
+  }
+  const drainGraceMs = options.drainGraceMs ?? 30_000;
+  if (!(drainGraceMs >= 0)) throw ShardlineError.invalid("drainGraceMs", drainGraceMs, "a number of milliseconds >= 0");
+  const maxResultBytes = options.maxResultBytes ?? MAX_RESULT_BYTES;
+  if (!Number.isInteger(maxResultBytes) || maxResultBytes < 0 || maxResultBytes > MAX_RESULT_BYTES) {
+    throw ShardlineError.invalid("maxResultBytes", maxResultBytes, `an integer from 0 to ${MAX_RESULT_BYTES}`);
+  }
+  const initialMs = options.reconnect?.initialMs ?? 100;
+  const maxMs = options.reconnect?.maxMs ?? 5_000;
+  if (!(initialMs > 0) || !(maxMs >= initialMs)) {
+    throw ShardlineError.invalid("reconnect", options.reconnect, "initialMs > 0 and maxMs >= initialMs");
+  }
+  return {
+    controller: options.controller,
+    id: options.id,
+    handlers: options.handlers,
+    labels: { ...(options.labels ?? {}) },
+    capacity,
+    version: options.version ?? VERSION,
+    drainGraceMs,
+    reconnect: { initialMs, maxMs },
+    maxResultBytes,
+    logger: options.logger ?? pino({ level: "silent" }),
+    clock: options.clock ?? { now: () => performance.now() },
+    random: options.random ?? Math.random,
+  };
+}

@@ -1,0 +1,523 @@
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { status, type Server } from "@grpc/grpc-js";
+import { afterEach, describe, expect, it } from "vitest";
+import {
+  AgentService,
+  ConnectResponseSchema,
+  ExecutionContextSchema,
+  type ConnectRequest,
+  type ConnectRequestSchema,
+  type ExecutionUpdate,
+  type Hello,
+} from "../../shared/gen/shardline/v1/agent_service_pb.js";
+import { AssignmentSchema, ExecutionState, type Assignment } from "../../shared/gen/shardline/v1/types_pb.js";
+import { addService, createServer, listen, shutdown, type GrpcStatus, type MessageStream } from "../../shared/grpc/index.js";
+import type { HandlerContext, HandlerMap } from "../sdk.js";
+import { Agent, type AgentEvents } from "./agent.js";
+import type { AgentOptions } from "./agent-options.js";
+
+type Kind = NonNullable<ConnectRequest["kind"]["case"]>;
+type ValueOf<K extends Kind> = Extract<ConnectRequest["kind"], { case: K }>["value"];
+type ResponseKind = NonNullable<MessageInitShape<typeof ConnectResponseSchema>["kind"]>;
+
+const HEARTBEAT_MS = 50;
+const LEASE_MS = 300;
+const FIRE = 1_700_000_000_000n;
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+/** A promise and its resolver. */
+function deferred<T = void>() {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+interface Waiter {
+  kind: Kind;
+  match: (value: never, index: never) => boolean;
+  resolve: (value: never) => void;
+}
+
+/**
+ * One agent stream as the scripted controller sees it: every message recorded, heartbeats
+ * answered while autoAck is on, and take() to await the next message of a kind.
+ */
+class ScriptedSession {
+  readonly received: ConnectRequest[] = [];
+  readonly closed: Promise<GrpcStatus>;
+  autoAck = true;
+  term: bigint;
+  #consumed = new Set<number>();
+  #waiters: Waiter[] = [];
+
+  constructor(
+    readonly stream: MessageStream<typeof ConnectRequestSchema, typeof ConnectResponseSchema>,
+    readonly hello: Hello,
+    term: bigint,
+  ) {
+    this.term = term;
+    this.closed = new Promise((resolve) => stream.onClose(resolve));
+  }
+
+  /** Records a message and wakes whoever waits for it. */
+  receive(message: ConnectRequest): void {
+    const index = this.received.push(message) - 1;
+    if (message.kind.case === "heartbeat" && this.autoAck) {
+      this.send({ case: "heartbeatAck", value: { seq: message.kind.value.seq } });
+    }
+    for (const waiter of [...this.#waiters]) {
+      if (this.#tryTake(index, waiter)) {
+        this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
+        return;
+      }
+    }
+  }
+
+  /** The first message of `kind` not taken yet that matches, now or when it arrives. */
+  take<K extends Kind>(kind: K, match: (value: ValueOf<K>, index: number) => boolean = () => true): Promise<ValueOf<K>> {
+    return new Promise((resolve) => {
+      const waiter = { kind, match, resolve } as unknown as Waiter;
+      for (let index = 0; index < this.received.length; index++) {
+        if (this.#tryTake(index, waiter)) return;
+      }
+      this.#waiters.push(waiter);
+    });
+  }
+
+  /** Every execution update received so far, in order. */
+  updates(): ExecutionUpdate[] {
+    return this.received.flatMap((m) => (m.kind.case === "executionUpdates" ? m.kind.value.updates : []));
+  }
+
+  /** Waits until the updates received include one of `id` in `state`. */
+  async update(id: string, state: ExecutionState): Promise<ExecutionUpdate> {
+    for (;;) {
+      const found = this.updates().find((u) => u.executionId === id && u.state === state);
+      if (found) return found;
+      await this.take("executionUpdates");
+    }
+  }
+
+  /** Index in `received` of the first message matching. */
+  indexOf(match: (message: ConnectRequest) => boolean): number {
+    return this.received.findIndex(match);
+  }
+
+  send(kind: ResponseKind, term = this.term): void {
+    this.stream.send(create(ConnectResponseSchema, { term, kind }));
+  }
+
+  welcome(): void {
+    this.send({ case: "welcome", value: { sessionId: `s-${Math.random()}`, heartbeatIntervalMs: HEARTBEAT_MS, leaseTtlMs: LEASE_MS } });
+  }
+
+  snapshot(...add: Assignment[]): void {
+    this.send({ case: "assignmentUpdate", value: { snapshot: true, add } });
+  }
+
+  #tryTake(index: number, waiter: Waiter): boolean {
+    if (this.#consumed.has(index)) return false;
+    const message = this.received[index]!;
+    if (message.kind.case !== waiter.kind || !waiter.match(message.kind.value as never, index as never)) return false;
+    this.#consumed.add(index);
+    waiter.resolve(message.kind.value as never);
+    return true;
+  }
+}
+
+/** A controller played by the test over real gRPC on 127.0.0.1: it only records and obeys the script. */
+class ScriptedController {
+  readonly sessions: ScriptedSession[] = [];
+  #waiters: ((session: ScriptedSession) => void)[] = [];
+  #taken = 0;
+  term = 1n;
+
+  private constructor(
+    readonly server: Server,
+    readonly port: number,
+  ) {}
+
+  static async start(port = 0): Promise<ScriptedController> {
+    const server = createServer();
+    const arrived = (session: ScriptedSession): void => controller.#arrived(session);
+    const currentTerm = (): bigint => controller.term;
+    addService(server, AgentService, {
+      connect: (stream) => {
+        let session: ScriptedSession | undefined;
+        stream.onMessage((message) => {
+          if (session) {
+            session.receive(message);
+          } else if (message.kind.case === "hello") {
+            session = new ScriptedSession(stream, message.kind.value, currentTerm());
+            arrived(session);
+          } else {
+            stream.close(status.FAILED_PRECONDITION, "hello first");
+          }
+        });
+      },
+    });
+    const bound = await listen(server, `127.0.0.1:${port}`);
+    const controller = new ScriptedController(server, bound);
+    cleanups.push(() => controller.close());
+    return controller;
+  }
+
+  get address(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  /** The next stream that said Hello, in arrival order. */
+  nextSession(): Promise<ScriptedSession> {
+    const ready = this.sessions[this.#taken];
+    if (ready) {
+      this.#taken++;
+      return Promise.resolve(ready);
+    }
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  /** Cuts every stream and stops listening. */
+  close(): Promise<void> {
+    for (const session of this.sessions) session.stream.close(status.UNAVAILABLE, "controller going away");
+    return shutdown(this.server, 0);
+  }
+
+  #arrived(session: ScriptedSession): void {
+    this.sessions.push(session);
+    const waiter = this.#waiters.shift();
+    if (waiter) {
+      this.#taken++;
+      waiter(session);
+    }
+  }
+}
+
+function startAgent(controller: ScriptedController, handlers: HandlerMap, options: Partial<AgentOptions> = {}): Agent {
+  const agent = new Agent({
+    controller: controller.address,
+    id: "agent-1",
+    handlers,
+    labels: { zone: "eu-1" },
+    capacity: 2,
+    version: "9.9.9-test",
+    reconnect: { initialMs: 10, maxMs: 100 },
+    ...options,
+  });
+  cleanups.push(() => agent.stop());
+  agent.start();
+  return agent;
+}
+
+/** The next occurrence of an agent event whose arguments match. */
+function nextEvent<E extends keyof AgentEvents>(agent: Agent, event: E, match: (...args: AgentEvents[E]) => boolean = () => true): Promise<AgentEvents[E]> {
+  return new Promise((resolve) => {
+    const listener = (...args: AgentEvents[E]): void => {
+      if (!match(...args)) return;
+      agent.off(event, listener);
+      resolve(args);
+    };
+    agent.on(event, listener);
+  });
+}
+
+function assignment(job: string, shard: number, term: bigint, generation: bigint): Assignment {
+  return create(AssignmentSchema, { shard: { job, shard }, term, generation });
+}
+
+function dispatch(session: ScriptedSession, id: string, on: Assignment, init: { handler?: string; timeoutMs?: number } = {}): void {
+  const shard = on.shard!;
+  session.send({
+    case: "dispatch",
+    value: {
+      executions: [
+        create(ExecutionContextSchema, {
+          executionId: id,
+          job: shard.job,
+          shard: shard.shard,
+          shardCount: 4,
+          shardParameter: `param-${shard.shard}`,
+          parameter: "month=current",
+          fireTimeUnixMs: FIRE,
+          attempt: 1,
+          handler: init.handler ?? "work",
+          timeoutMs: init.timeoutMs ?? 0,
+          assignment: on,
+        }),
+      ],
+    },
+  });
+}
+
+/** Connects an agent to a fresh scripted controller, welcomes it and hands it `held`. */
+async function connected(handlers: HandlerMap, held: Assignment[] = [], options: Partial<AgentOptions> = {}) {
+  const controller = await ScriptedController.start();
+  const agent = startAgent(controller, handlers, options);
+  const session = await controller.nextSession();
+  const ready = nextEvent(agent, "assignments");
+  session.welcome();
+  session.snapshot(...held);
+  await ready;
+  return { controller, agent, session };
+}
+
+describe("Agent", () => {
+  it("says Hello with its id, labels, capacity, handlers and version, and holds nothing at first", async () => {
+    const controller = await ScriptedController.start();
+    const agent = startAgent(controller, { zeta: () => 1, alpha: () => 2 });
+    expect(agent.state).toBe("connecting");
+    const session = await controller.nextSession();
+    expect(session.hello).toMatchObject({
+      agentId: "agent-1",
+      labels: { zone: "eu-1" },
+      capacity: 2,
+      handlers: ["alpha", "zeta"],
+      version: "9.9.9-test",
+      held: [],
+      executions: [],
+    });
+    const [info] = await Promise.all([nextEvent(agent, "connected").then(([s]) => s), Promise.resolve(session.welcome())]);
+    expect(info).toMatchObject({ heartbeatIntervalMs: HEARTBEAT_MS, leaseTtlMs: LEASE_MS, term: 1n });
+    expect(agent.state).toBe("connected");
+  });
+
+  it("heartbeats with growing sequence numbers and stays connected while acked", async () => {
+    const { agent, session } = await connected({ work: () => 1 });
+    const seqs = [];
+    for (let i = 0; i < 4; i++) seqs.push((await session.take("heartbeat")).seq);
+    expect(seqs).toEqual([1n, 2n, 3n, 4n]);
+    expect(agent.state).toBe("connected");
+  });
+
+  it("runs a dispatched execution and reports RUNNING then SUCCEEDED, batched in one message", async () => {
+    const held = assignment("billing", 2, 1n, 1n);
+    let seen: HandlerContext | undefined;
+    const { session, agent } = await connected(
+      {
+        work: (ctx) => {
+          seen = ctx;
+          return { rows: 3 };
+        },
+      },
+      [held],
+    );
+    expect(agent.shards()).toEqual([{ job: "billing", shard: 2, term: 1n, generation: 1n, revoking: false }]);
+    dispatch(session, "billing/1/2/1", held);
+    const batch = await session.take("executionUpdates");
+    expect(batch.updates.map((u) => [u.executionId, u.state])).toEqual([
+      ["billing/1/2/1", ExecutionState.RUNNING],
+      ["billing/1/2/1", ExecutionState.SUCCEEDED],
+    ]);
+    expect(batch.updates[1]?.result).toBe('{"rows":3}');
+    expect(seen).toMatchObject({
+      job: "billing",
+      shard: 2,
+      shardCount: 4,
+      shardParameter: "param-2",
+      parameter: "month=current",
+      executionId: "billing/1/2/1",
+      attempt: 1,
+      agentId: "agent-1",
+    });
+    expect(seen?.fireTime).toBeInstanceOf(Date);
+    expect(seen?.fireTime.getTime()).toBe(Number(FIRE));
+    expect(agent.running()).toEqual([]);
+  });
+
+  it("reports LOST, and never runs the handler, for a dispatch naming a stale generation", async () => {
+    let ran = false;
+    const { session } = await connected({ work: () => (ran = true) }, [assignment("billing", 0, 1n, 2n)]);
+    dispatch(session, "billing/1/0/1", assignment("billing", 0, 1n, 1n));
+    const lost = await session.update("billing/1/0/1", ExecutionState.LOST);
+    expect(lost.error).toMatch(/holds billing\/0 at \(1, 2\), not billing\/0 at \(1, 1\)/);
+    expect(ran).toBe(false);
+    expect(session.updates()).toHaveLength(1);
+  });
+
+  it("ignores messages of a term lower than the highest seen", async () => {
+    const { session, agent } = await connected({ work: () => 1 });
+    session.term = 3n;
+    const first = nextEvent(agent, "assignments");
+    session.snapshot(assignment("new", 0, 3n, 1n));
+    await first;
+    const changed = nextEvent(agent, "assignments");
+    session.send({ case: "assignmentUpdate", value: { snapshot: true, add: [assignment("old", 0, 1n, 9n)] } }, 1n);
+    session.send({ case: "assignmentUpdate", value: { add: [assignment("new", 1, 3n, 1n)] } });
+    const [shards] = await changed;
+    expect(shards.map((s) => `${s.job}/${s.shard}`)).toEqual(["new/0", "new/1"]);
+  });
+
+  it("cancels a running execution and reports CANCELLED", async () => {
+    const held = assignment("billing", 0, 1n, 1n);
+    const { session } = await connected({ work: (ctx) => new Promise((resolve) => ctx.signal.addEventListener("abort", resolve)) }, [held]);
+    dispatch(session, "e1", held);
+    await session.update("e1", ExecutionState.RUNNING);
+    session.send({ case: "cancel", value: { executionIds: ["e1"], reason: "operator said so" } });
+    expect((await session.update("e1", ExecutionState.CANCELLED)).error).toBe("operator said so");
+  });
+
+  it("releases a revoked shard only after its running execution finishes", async () => {
+    const held = assignment("billing", 1, 1n, 1n);
+    const finish = deferred();
+    const { session, agent } = await connected({ work: () => finish.promise.then(() => "done") }, [held]);
+    dispatch(session, "e1", held);
+    await session.update("e1", ExecutionState.RUNNING);
+
+    const revoking = nextEvent(agent, "assignments");
+    session.send({ case: "assignmentUpdate", value: { revoke: [assignment("billing", 1, 1n, 2n)] } });
+    expect((await revoking)[0]).toEqual([{ job: "billing", shard: 1, term: 1n, generation: 2n, revoking: true }]);
+    // Two heartbeats after the revoke was handled (one may have been in flight): a Release
+    // sent on handling it would have come before the second.
+    const seenRevoke = session.received.length;
+    await session.take("heartbeat", (_, index) => index >= seenRevoke);
+    await session.take("heartbeat", (_, index) => index >= seenRevoke);
+    expect(session.indexOf((m) => m.kind.case === "release")).toBe(-1);
+
+    finish.resolve();
+    const release = await session.take("release");
+    expect(release.assignments).toEqual([assignment("billing", 1, 1n, 2n)]);
+    const succeeded = session.indexOf((m) => m.kind.case === "executionUpdates" && m.kind.value.updates.some((u) => u.state === ExecutionState.SUCCEEDED));
+    expect(succeeded).toBeGreaterThanOrEqual(0);
+    expect(succeeded).toBeLessThan(session.indexOf((m) => m.kind.case === "release"));
+    expect(agent.shards()).toEqual([]);
+  });
+
+  it("fences itself when heartbeats go unacked: aborts the handler, and reports it LOST after reconnecting", async () => {
+    const held = assignment("billing", 0, 1n, 1n);
+    const aborted = deferred<unknown>();
+    const { controller, session, agent } = await connected(
+      {
+        work: (ctx) =>
+          new Promise((resolve) =>
+            ctx.signal.addEventListener("abort", () => {
+              aborted.resolve(ctx.signal.reason);
+              resolve("stopped");
+            }),
+          ),
+      },
+      [held],
+    );
+    dispatch(session, "e1", held);
+    await session.update("e1", ExecutionState.RUNNING);
+
+    const fenced = nextEvent(agent, "fenced");
+    session.autoAck = false;
+    const [reason] = await fenced;
+    expect(reason).toMatch(/no heartbeat ack within the lease/);
+    expect(String(await aborted.promise)).toMatch(/fenced/);
+    expect(agent.running()).toEqual([]);
+
+    const again = await controller.nextSession();
+    expect(again.hello.held).toEqual([held]);
+    expect(again.hello.executions.map((u) => [u.executionId, u.state])).toEqual([["e1", ExecutionState.LOST]]);
+    expect(again.hello.executions[0]?.error).toMatch(/fenced/);
+    expect(agent.state).toBe("fenced");
+
+    // A fenced agent starts nothing until a controller renews its lease.
+    const back = nextEvent(agent, "connected");
+    again.welcome();
+    await back;
+    expect(agent.state).toBe("connected");
+  });
+
+  it("reconnects after the controller restarts and lists its held assignments in Hello", async () => {
+    const held = [assignment("billing", 0, 1n, 1n), assignment("billing", 3, 1n, 4n)];
+    const { controller, session, agent } = await connected({ work: () => "ok" }, held);
+    dispatch(session, "e1", held[0]!);
+    await session.update("e1", ExecutionState.SUCCEEDED);
+    // The ack of a heartbeat sent after the report confirms it, so no Hello needs to repeat it.
+    const reported = session.indexOf((m) => m.kind.case === "executionUpdates");
+    await session.take("heartbeat", (_, index) => index > reported);
+    // One more round trip, so that the ack of that heartbeat has reached the agent.
+    const acked = session.received.length;
+    await session.take("heartbeat", (_, index) => index >= acked);
+    const disconnected = nextEvent(agent, "disconnected");
+
+    const port = controller.port;
+    await controller.close();
+    await disconnected;
+    const restarted = await ScriptedController.start(port);
+    restarted.term = 2n;
+    const again = await restarted.nextSession();
+    expect(again.hello.held).toEqual(held);
+    expect(again.hello.executions).toEqual([]);
+    const back = nextEvent(agent, "connected");
+    again.welcome();
+    expect((await back)[0].term).toBe(2n);
+  });
+
+  it("retries with backoff after the controller refuses its Hello", async () => {
+    const controller = await ScriptedController.start();
+    const agent = startAgent(controller, { work: () => 1 });
+    const first = await controller.nextSession();
+    const refused = nextEvent(agent, "disconnected");
+    first.stream.close(status.INVALID_ARGUMENT, "hello.labels.zone: bad value");
+    expect((await refused)[0].code).toBe(status.INVALID_ARGUMENT);
+    const second = await controller.nextSession();
+    const welcomed = nextEvent(agent, "connected");
+    second.welcome();
+    await welcomed;
+    expect(agent.state).toBe("connected");
+  });
+
+  it("follows a Redirect to the leader", async () => {
+    const follower = await ScriptedController.start();
+    const leader = await ScriptedController.start();
+    const agent = startAgent(follower, { work: () => 1 });
+    const first = await follower.nextSession();
+    first.send({ case: "redirect", value: { leaderAddress: leader.address } });
+    const session = await leader.nextSession();
+    expect(session.hello.agentId).toBe("agent-1");
+    expect(agent.controller).toBe(leader.address);
+  });
+
+  it("drains: says Goodbye, releases each shard as its run finishes, and ends the stream", async () => {
+    const busy = assignment("billing", 0, 1n, 1n);
+    const idle = assignment("billing", 1, 1n, 1n);
+    const finish = deferred();
+    const { session, agent } = await connected({ work: () => finish.promise }, [busy, idle]);
+    dispatch(session, "e1", busy);
+    await session.update("e1", ExecutionState.RUNNING);
+
+    const drained = agent.drain("SIGTERM");
+    expect(agent.state).toBe("draining");
+    expect((await session.take("goodbye")).reason).toBe("SIGTERM");
+    expect((await session.take("release")).assignments).toEqual([idle]);
+
+    // New work is refused while leaving.
+    dispatch(session, "e2", busy);
+    expect((await session.update("e2", ExecutionState.LOST)).error).toMatch(/shutting down/);
+
+    finish.resolve();
+    expect((await session.take("release")).assignments).toEqual([busy]);
+    expect((await session.closed).code).toBe(status.OK);
+    await drained;
+    expect(agent.state).toBe("stopped");
+    expect((await session.update("e1", ExecutionState.SUCCEEDED)).executionId).toBe("e1");
+  });
+
+  it("drains: after the grace, aborts what still runs, reports it LOST and releases", async () => {
+    const held = assignment("billing", 0, 1n, 1n);
+    const { session, agent } = await connected({ work: () => new Promise(() => {}) }, [held], { drainGraceMs: 100 });
+    dispatch(session, "e1", held);
+    await session.update("e1", ExecutionState.RUNNING);
+    const drainedEvent = nextEvent(agent, "drained");
+    await agent.drain();
+    await drainedEvent;
+    expect((await session.update("e1", ExecutionState.LOST)).error).toMatch(/drain grace of 100 ms/);
+    expect((await session.take("release")).assignments).toEqual([held]);
+    expect((await session.closed).code).toBe(status.OK);
+  });
+
+  it("drain resolves when no controller can be reached within the grace", async () => {
+    const controller = await ScriptedController.start();
+    const agent = startAgent(controller, { work: () => 1 }, { drainGraceMs: 100 });
+    await controller.nextSession();
+    await controller.close();
+    await agent.drain();
+    expect(agent.state).toBe("stopped");
+  });
+});

@@ -1,0 +1,727 @@
+import { EventEmitter } from "node:events";
+import { create } from "@bufbuild/protobuf";
+import { status } from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { ShardlineError } from "../../shared/errors.js";
+import {
+  AgentService,
+  ExecutionUpdateSchema,
+  type AssignmentUpdate,
+  type Cancel,
+  type ConnectRequestSchema,
+  type ConnectResponse,
+  type ConnectResponseSchema,
+  type Dispatch,
+  type ExecutionContext,
+  type ExecutionUpdate,
+  type HeartbeatAck,
+  type Hello,
+  type Redirect,
+  type Welcome,
+} from "../../shared/gen/shardline/v1/agent_service_pb.js";
+import { ExecutionState, type Assignment } from "../../shared/gen/shardline/v1/types_pb.js";
+import { createClient, type Client, type GrpcStatus, type MessageStream } from "../../shared/grpc/index.js";
+import { HandlerExecutor, type ExecutionRun } from "../executors/handler/handler-executor.js";
+import { resolveAgentOptions, type AgentOptions, type ResolvedAgentOptions } from "./agent-options.js";
+import { AssignmentTable, refOf, shardKey, type AssignmentRef, type HeldAssignment } from "./assignment-table.js";
+import { Backoff } from "./backoff.js";
+import { Lease } from "./lease.js";
+
+/**
+ * Where the agent stands. `connecting`: no session yet (or between sessions) and no lapsed
+ * lease; `connected`: welcomed by a controller; `fenced`: its lease lapsed, it runs nothing
+ * until a controller renews it; `draining`: drain() was called; `stopped`: done for good.
+ */
+export type AgentState = "connecting" | "connected" | "fenced" | "draining" | "stopped";
+
+/** One held shard, as shown to tests and operators. */
+export interface ShardView {
+  job: string;
+  shard: number;
+  term: bigint;
+  generation: bigint;
+  /** Revoked and not yet released. */
+  revoking: boolean;
+}
+
+/** What a Welcome told the agent, with the controller that sent it. */
+export interface SessionInfo {
+  controller: string;
+  sessionId: string;
+  term: bigint;
+  heartbeatIntervalMs: number;
+  leaseTtlMs: number;
+}
+
+/** Events of an Agent and their arguments. */
+export interface AgentEvents {
+  /** A controller welcomed the agent. */
+  connected: [session: SessionInfo];
+  /** The stream ended, with the status that ended it; a reconnect follows unless stopped. */
+  disconnected: [status: GrpcStatus];
+  /** The lease lapsed: every run was aborted and is reported LOST. */
+  fenced: [reason: string];
+  /** The set of held shards changed. */
+  assignments: [shards: ShardView[]];
+  /** An execution update was produced (RUNNING or terminal), before it is sent. */
+  execution: [update: ExecutionUpdate];
+  /** drain() finished. */
+  drained: [];
+}
+
+/** Defaults the controller would send; used only when a Welcome leaves a field at 0. */
+const DEFAULT_HEARTBEAT_INTERVAL_MS = 500;
+const DEFAULT_LEASE_TTL_MS = 2_000;
+/** How long a drained agent waits for the controller to close the stream after its half-close. */
+const HALF_CLOSE_WAIT_MS = 2_000;
+
+/**
+ * The sequence number that stands for the Hello. The Welcome answers it the way an ack answers
+ * a heartbeat: the controller grants a lease when it accepts a Hello, and processes the Hello's
+ * execution reports before it welcomes, so the Welcome both starts the lease (from the Hello's
+ * send time) and confirms those reports. Heartbeats count from 1.
+ */
+const HELLO_SEQ = 0n;
+
+interface RunEntry {
+  run: ExecutionRun;
+  job: string;
+  shard: number;
+  /** The RUNNING update, listed in the next Hello while the run lasts. */
+  running?: ExecutionUpdate;
+}
+
+interface Unconfirmed {
+  update: ExecutionUpdate;
+  /** Confirmed by the ack of this seq on the current stream; undefined while not sent on it. */
+  confirmSeq: bigint | undefined;
+}
+
+interface Drain {
+  promise: Promise<void>;
+  resolve: () => void;
+  reason: string;
+  graceTimer: NodeJS.Timeout | undefined;
+  /** The stream was half-closed; the drain ends when it closes. */
+  ending: boolean;
+  endTimer: NodeJS.Timeout | undefined;
+}
+
+type AgentStream = MessageStream<typeof ConnectResponseSchema, typeof ConnectRequestSchema>;
+
+/**
+ * A Shardline agent: one stream to the controller, the shards it was given, and the executions
+ * it runs on them, following docs/protocol.md. start() connects and keeps reconnecting;
+ * drain() leaves gracefully; stop() leaves at once.
+ */
+export class Agent {
+  readonly #options: ResolvedAgentOptions;
+  readonly #log: Logger;
+  readonly #events = new EventEmitter();
+  readonly #table = new AssignmentTable();
+  readonly #lease = new Lease();
+  readonly #backoff: Backoff;
+  readonly #executor: HandlerExecutor;
+  readonly #runs = new Map<string, RunEntry>();
+  readonly #unconfirmed = new Map<string, Unconfirmed>();
+  #outbox: ExecutionUpdate[] = [];
+  #flushScheduled: NodeJS.Immediate | undefined;
+
+  #address: string;
+  #client: Client<typeof AgentService> | undefined;
+  #stream: AgentStream | undefined;
+  #welcomed = false;
+  #seq = 0n;
+  #leaseTtlMs = DEFAULT_LEASE_TTL_MS;
+  #lastAckAt = 0;
+  #fenced = false;
+  #started = false;
+  #stopped = false;
+  #drain: Drain | undefined;
+
+  #heartbeatTimer: NodeJS.Timeout | undefined;
+  #fenceTimer: NodeJS.Timeout | undefined;
+  #reconnectTimer: NodeJS.Timeout | undefined;
+
+  constructor(options: AgentOptions) {
+    this.#options = resolveAgentOptions(options);
+    this.#log = this.#options.logger.child({ agent: this.#options.id });
+    this.#address = this.#options.controller;
+    this.#backoff = new Backoff({ ...this.#options.reconnect, random: this.#options.random });
+    this.#executor = new HandlerExecutor({
+      agentId: this.#options.id,
+      handlers: this.#options.handlers,
+      logger: this.#log,
+      maxResultBytes: this.#options.maxResultBytes,
+      report: (update) => this.#onReport(update),
+    });
+  }
+
+  /** The agent's id. */
+  get id(): string {
+    return this.#options.id;
+  }
+
+  /** Where it stands; see AgentState. */
+  get state(): AgentState {
+    if (this.#stopped) return "stopped";
+    if (this.#drain) return "draining";
+    if (this.#fenced) return "fenced";
+    return this.#welcomed ? "connected" : "connecting";
+  }
+
+  /** The controller address in use (a Redirect changes it). */
+  get controller(): string {
+    return this.#address;
+  }
+
+  /** The shards held, by job then shard. */
+  shards(): ShardView[] {
+    return this.#table.list().map((held) => ({ ...held }));
+  }
+
+  /** Ids of the executions running now. */
+  running(): string[] {
+    return [...this.#runs.keys()];
+  }
+
+  /** Listens to an event; see AgentEvents. */
+  on<E extends keyof AgentEvents>(event: E, listener: (...args: AgentEvents[E]) => void): this {
+    this.#events.on(event, listener as (...args: unknown[]) => void);
+    return this;
+  }
+
+  /** Listens to the next occurrence of an event. */
+  once<E extends keyof AgentEvents>(event: E, listener: (...args: AgentEvents[E]) => void): this {
+    this.#events.once(event, listener as (...args: unknown[]) => void);
+    return this;
+  }
+
+  /** Stops listening. */
+  off<E extends keyof AgentEvents>(event: E, listener: (...args: AgentEvents[E]) => void): this {
+    this.#events.off(event, listener as (...args: unknown[]) => void);
+    return this;
+  }
+
+  /** Connects, and keeps reconnecting with backoff until drain() or stop(). Calling it again does nothing. */
+  start(): void {
+    if (this.#stopped) throw new ShardlineError("failed-precondition", `agent ${this.id} was stopped; create a new Agent to start again`);
+    if (this.#started) return;
+    this.#started = true;
+    this.#connect();
+  }
+
+  /**
+   * Leaves gracefully (the SIGTERM path): sends Goodbye, releases each shard once its runs are
+   * over, and after drainGraceMs aborts what still runs (reported LOST) and releases the rest;
+   * then half-closes the stream. Resolves when that is done, or when no controller could be
+   * reached within the grace. Calling it again returns the same promise.
+   */
+  drain(reason = "drain"): Promise<void> {
+    if (this.#drain) return this.#drain.promise;
+    if (this.#stopped || !this.#started) {
+      this.#stopped = true;
+      return Promise.resolve();
+    }
+    let resolve!: () => void;
+    const promise = new Promise<void>((r) => (resolve = r));
+    const drain: Drain = { promise, resolve, reason, graceTimer: undefined, ending: false, endTimer: undefined };
+    this.#drain = drain;
+    this.#log.info({ reason, graceMs: this.#options.drainGraceMs, running: this.#runs.size }, "draining");
+    drain.graceTimer = setTimeout(() => this.#drainGraceOver(), this.#options.drainGraceMs);
+    this.#table.revokeAll();
+    this.#emitAssignments();
+    if (this.#welcomed) this.#sayGoodbye();
+    this.#maybeEndDrain();
+    return promise;
+  }
+
+  /**
+   * Stops at once, without a goodbye: aborts every run (LOST, reported to nobody) and cuts the
+   * stream. The controller then treats the agent as lost. Meant for tests and fatal errors.
+   */
+  stop(): Promise<void> {
+    if (this.#stopped) return Promise.resolve();
+    this.#stopped = true;
+    this.#abortAll(ExecutionState.LOST, "the agent stopped");
+    this.#shutDown("the agent stopped");
+    this.#drain?.resolve();
+    return Promise.resolve();
+  }
+
+  // ---- the stream ----------------------------------------------------------------------------
+
+  #connect(): void {
+    this.#reconnectTimer = undefined;
+    if (this.#stopped) return;
+    this.#client ??= createClient(AgentService, this.#address, { maxReconnectBackoffMs: this.#options.reconnect.maxMs });
+    const stream = this.#client.connect({ onError: (error) => this.#log.error({ err: error }, "agent stream listener failed") });
+    this.#stream = stream;
+    this.#welcomed = false;
+    this.#seq = 0n;
+    this.#lease.forgetPending();
+    stream.onMessage((message) => {
+      if (stream === this.#stream) this.#onMessage(message);
+    });
+    stream.onClose((closed) => {
+      if (stream === this.#stream) this.#onClose(closed);
+    });
+    this.#log.debug({ controller: this.#address }, "connecting");
+    const hello = this.#hello();
+    this.#lease.sent(HELLO_SEQ, this.#options.clock.now());
+    stream.send({ kind: { case: "hello", value: hello } });
+  }
+
+  /** The Hello: identity, plus what the agent still holds and the reports not yet confirmed. */
+  #hello(): Hello {
+    const executions: ExecutionUpdate[] = [];
+    for (const entry of this.#runs.values()) {
+      if (entry.running) executions.push(entry.running);
+    }
+    for (const pending of this.#unconfirmed.values()) {
+      executions.push(pending.update);
+      pending.confirmSeq = HELLO_SEQ;
+    }
+    // Everything waiting in the outbox is covered by the lists above.
+    this.#outbox = [];
+    return {
+      $typeName: "shardline.v1.Hello",
+      agentId: this.#options.id,
+      labels: this.#options.labels,
+      capacity: this.#options.capacity,
+      handlers: Object.keys(this.#options.handlers).sort(),
+      version: this.#options.version,
+      held: this.#table.list().map(toAssignment),
+      executions,
+    };
+  }
+
+  #onMessage(message: ConnectResponse): void {
+    if (!this.#table.acceptTerm(message.term)) {
+      this.#log.warn(
+        { term: message.term, highestTerm: this.#table.highestTerm, kind: message.kind.case },
+        "ignored a message from an older controller term",
+      );
+      // A Welcome from a deposed leader means this whole stream talks to the wrong controller.
+      if (message.kind.case === "welcome") this.#closeStream(status.FAILED_PRECONDITION, "the controller's term is older than one already seen");
+      return;
+    }
+    switch (message.kind.case) {
+      case "welcome":
+        this.#onWelcome(message.kind.value, message.term);
+        break;
+      case "heartbeatAck":
+        this.#onAck(message.kind.value);
+        break;
+      case "assignmentUpdate":
+        this.#onAssignments(message.kind.value);
+        break;
+      case "dispatch":
+        this.#onDispatch(message.kind.value);
+        break;
+      case "cancel":
+        this.#onCancel(message.kind.value);
+        break;
+      case "redirect":
+        this.#onRedirect(message.kind.value);
+        break;
+      default:
+        // A newer controller may say things this agent does not know; they are not for it.
+        this.#log.warn("ignored a controller message of an unknown kind");
+    }
+  }
+
+  #onWelcome(welcome: Welcome, term: bigint): void {
+    if (this.#welcomed) {
+      this.#log.warn("ignored a second Welcome on one stream");
+      return;
+    }
+    const heartbeatIntervalMs = welcome.heartbeatIntervalMs || DEFAULT_HEARTBEAT_INTERVAL_MS;
+    this.#leaseTtlMs = welcome.leaseTtlMs || DEFAULT_LEASE_TTL_MS;
+    this.#welcomed = true;
+    this.#backoff.reset();
+    this.#lastAckAt = this.#options.clock.now();
+    if (this.#lease.ack(HELLO_SEQ, this.#leaseTtlMs)) this.#leaseRenewed();
+    this.#confirm(HELLO_SEQ);
+    this.#heartbeatTimer = setInterval(() => this.#heartbeat(), heartbeatIntervalMs);
+    const session: SessionInfo = {
+      controller: this.#address,
+      sessionId: welcome.sessionId,
+      term,
+      heartbeatIntervalMs,
+      leaseTtlMs: this.#leaseTtlMs,
+    };
+    this.#log.info({ ...session, term: String(term), controllerVersion: welcome.controllerVersion }, "connected");
+    this.#events.emit("connected", session);
+    this.#flush();
+    if (this.#drain) {
+      this.#sayGoodbye();
+      this.#maybeEndDrain();
+    }
+  }
+
+  #heartbeat(): void {
+    const stream = this.#stream;
+    if (!stream || !this.#welcomed) return;
+    const now = this.#options.clock.now();
+    // A late fence timer must not let the stall check below reconnect first: a Hello sent
+    // before the fence would still list the runs the fence is about to abort.
+    if (!this.#fenced && this.#lease.expiresAt !== Number.NEGATIVE_INFINITY && !this.#lease.valid(now)) {
+      this.#fence(`no heartbeat ack within the lease of ${this.#leaseTtlMs} ms`);
+      return;
+    }
+    if (now - this.#lastAckAt > this.#leaseTtlMs) {
+      // Nothing came back for a whole lease: the stream is stuck even if it looks open.
+      this.#closeStream(status.UNAVAILABLE, `no heartbeat ack for ${this.#leaseTtlMs} ms`);
+      return;
+    }
+    this.#seq++;
+    this.#lease.sent(this.#seq, now);
+    this.#send({ kind: { case: "heartbeat", value: { seq: this.#seq } } });
+  }
+
+  #onAck(ack: HeartbeatAck): void {
+    if (!this.#lease.ack(ack.seq, this.#leaseTtlMs)) return;
+    this.#lastAckAt = this.#options.clock.now();
+    this.#confirm(ack.seq);
+    this.#leaseRenewed();
+  }
+
+  #onRedirect(redirect: Redirect): void {
+    if (!redirect.leaderAddress) {
+      this.#log.warn("ignored a Redirect without an address");
+      return;
+    }
+    this.#log.info({ from: this.#address, to: redirect.leaderAddress }, "redirected to the leader");
+    this.#address = redirect.leaderAddress;
+    const client = this.#client;
+    this.#client = undefined;
+    this.#closeStream(status.CANCELLED, `redirected to ${redirect.leaderAddress}`);
+    client?.close();
+  }
+
+  #onClose(closed: GrpcStatus): void {
+    this.#stream = undefined;
+    this.#welcomed = false;
+    clearInterval(this.#heartbeatTimer);
+    this.#heartbeatTimer = undefined;
+    // What was not sent goes into the next Hello; what was sent but not confirmed too.
+    this.#outbox = [];
+    for (const pending of this.#unconfirmed.values()) pending.confirmSeq = undefined;
+    if (closed.code === status.INVALID_ARGUMENT) {
+      this.#log.error(
+        { code: closed.code, details: closed.details, controller: this.#address },
+        `the controller refused this agent: ${closed.details}; fix the agent's settings or the controller, retrying meanwhile`,
+      );
+    } else if (!this.#stopped) {
+      this.#log.warn({ code: closed.code, details: closed.details, controller: this.#address }, "the stream to the controller closed");
+    }
+    this.#events.emit("disconnected", closed);
+    if (this.#drain?.ending) {
+      this.#finishDrain();
+      return;
+    }
+    if (this.#stopped) return;
+    const delay = this.#backoff.next();
+    this.#reconnectTimer = setTimeout(() => this.#connect(), delay);
+  }
+
+  /** Ends the current stream from this side; onClose follows synchronously. */
+  #closeStream(code: status, details: string): void {
+    this.#stream?.close(code, details);
+  }
+
+  #send(message: Parameters<AgentStream["send"]>[0]): void {
+    const stream = this.#stream;
+    // After the drain's half-close the stream takes nothing more; a late Release is moot.
+    if (!stream || this.#drain?.ending) return;
+    if (!stream.send(message) && !stream.closed) {
+      // The controller does not read: treat the stream as dead rather than queue without bound.
+      this.#closeStream(status.RESOURCE_EXHAUSTED, "the controller is not reading this agent's stream");
+    }
+  }
+
+  // ---- the lease -----------------------------------------------------------------------------
+
+  #leaseRenewed(): void {
+    if (this.#fenced) {
+      this.#fenced = false;
+      this.#log.info("lease renewed; no longer fenced");
+    }
+    this.#armFenceTimer();
+  }
+
+  #armFenceTimer(): void {
+    clearTimeout(this.#fenceTimer);
+    const delay = this.#lease.expiresAt - this.#options.clock.now();
+    this.#fenceTimer = setTimeout(() => this.#checkLease(), Math.max(0, Math.ceil(delay)));
+  }
+
+  #checkLease(): void {
+    this.#fenceTimer = undefined;
+    if (this.#stopped || this.#fenced) return;
+    if (this.#lease.valid(this.#options.clock.now())) {
+      this.#armFenceTimer();
+      return;
+    }
+    this.#fence(`no heartbeat ack within the lease of ${this.#leaseTtlMs} ms`);
+  }
+
+  /** The lease lapsed: the shard may already belong to someone else, so stop everything now. */
+  #fence(reason: string): void {
+    this.#fenced = true;
+    this.#log.warn({ reason, running: this.#runs.size }, "fenced: aborting every run and starting nothing new");
+    this.#abortAll(ExecutionState.LOST, `fenced: ${reason}`);
+    this.#events.emit("fenced", reason);
+    // An open stream that let the lease lapse is stuck or partitioned; a fresh one is the cure.
+    this.#closeStream(status.UNAVAILABLE, `fenced: ${reason}`);
+  }
+
+  // ---- assignments ---------------------------------------------------------------------------
+
+  #onAssignments(update: AssignmentUpdate): void {
+    const changes = this.#table.apply(update);
+    for (const ref of changes.ignored) {
+      this.#log.debug({ job: ref.job, shard: ref.shard, term: String(ref.term), generation: String(ref.generation) }, "ignored an older assignment");
+    }
+    for (const dropped of changes.dropped) {
+      this.#stopRunsOn(dropped, ExecutionState.LOST, `shard ${shardKey(dropped.job, dropped.shard)} is no longer assigned to this agent`);
+    }
+    // A leaving agent gives back whatever it is handed.
+    const revoked = this.#drain ? this.#table.revokeAll() : changes.revoked;
+    const releases: AssignmentRef[] = [...changes.unknownRevokes];
+    for (const held of revoked) {
+      if (this.#runsOn(held) === 0) {
+        this.#table.remove(held.job, held.shard);
+        releases.push(held);
+      }
+    }
+    this.#release(releases);
+    this.#emitAssignments();
+    this.#maybeEndDrain();
+  }
+
+  /** Releases every revoking shard with nothing running, if any. */
+  #releaseIdle(): void {
+    const releases: AssignmentRef[] = [];
+    for (const held of this.#table.list()) {
+      if (held.revoking && this.#runsOn(held) === 0) {
+        this.#table.remove(held.job, held.shard);
+        releases.push(held);
+      }
+    }
+    if (releases.length === 0) return;
+    this.#release(releases);
+    this.#emitAssignments();
+  }
+
+  /**
+   * Sends a Release, after the reports of the runs that just ended: the controller must see a
+   * run finish before its shard is released, or it would count the run as lost. Without a
+   * session nothing is sent; the shards are simply left out of the next Hello, which says the
+   * same.
+   */
+  #release(refs: AssignmentRef[]): void {
+    if (refs.length === 0 || !this.#welcomed) return;
+    this.#flush();
+    this.#log.info({ shards: refs.map((ref) => shardKey(ref.job, ref.shard)) }, "releasing shards");
+    this.#send({ kind: { case: "release", value: { assignments: refs.map(toAssignment) } } });
+  }
+
+  #emitAssignments(): void {
+    this.#events.emit("assignments", this.shards());
+  }
+
+  // ---- executions ----------------------------------------------------------------------------
+
+  #onDispatch(dispatch: Dispatch): void {
+    for (const context of dispatch.executions) {
+      if (this.#runs.has(context.executionId)) {
+        this.#log.debug({ executionId: context.executionId }, "ignored a dispatch of an execution already running");
+        continue;
+      }
+      const refusal = this.#refusal(context);
+      if (refusal !== undefined) {
+        this.#log.warn({ executionId: context.executionId, reason: refusal }, "refused a dispatch");
+        this.#onReport(
+          create(ExecutionUpdateSchema, {
+            executionId: context.executionId,
+            state: ExecutionState.LOST,
+            finishedAtUnixMs: BigInt(Date.now()),
+            error: refusal,
+          }),
+        );
+        continue;
+      }
+      const assignment = refOf(context.assignment!);
+      const run = this.#executor.create(context);
+      this.#runs.set(context.executionId, { run, job: assignment.job, shard: assignment.shard });
+      run.start();
+    }
+  }
+
+  /** Why a dispatched execution may not run here, or undefined when it may. */
+  #refusal(context: ExecutionContext): string | undefined {
+    if (this.#drain || this.#stopped) return "the agent is shutting down";
+    if (this.#fenced || !this.#lease.valid(this.#options.clock.now())) return "the agent holds no valid lease";
+    if (!context.assignment?.shard) return "the dispatch names no assignment";
+    const wanted = refOf(context.assignment);
+    if (this.#table.holds(wanted)) return undefined;
+    const held = this.#table.get(wanted.job, wanted.shard);
+    const named = `${shardKey(wanted.job, wanted.shard)} at (${wanted.term}, ${wanted.generation})`;
+    if (held === undefined) return `the agent does not hold ${named}`;
+    return held.revoking
+      ? `the agent is releasing ${named}`
+      : `the agent holds ${shardKey(held.job, held.shard)} at (${held.term}, ${held.generation}), not ${named}`;
+  }
+
+  #onCancel(cancel: Cancel): void {
+    for (const id of cancel.executionIds) {
+      this.#runs.get(id)?.run.stop(ExecutionState.CANCELLED, cancel.reason || "cancelled");
+    }
+  }
+
+  /** Every update an executor (or a refused dispatch) produces comes through here. */
+  #onReport(update: ExecutionUpdate): void {
+    const entry = this.#runs.get(update.executionId);
+    if (update.state === ExecutionState.RUNNING) {
+      if (entry) entry.running = update;
+    } else {
+      this.#runs.delete(update.executionId);
+      this.#unconfirmed.set(update.executionId, { update, confirmSeq: undefined });
+    }
+    this.#outbox.push(update);
+    this.#flushScheduled ??= setImmediate(() => this.#flush());
+    this.#events.emit("execution", update);
+    if (entry && update.state !== ExecutionState.RUNNING) this.#runEnded(entry);
+  }
+
+  #runEnded(entry: RunEntry): void {
+    const held = this.#table.get(entry.job, entry.shard);
+    if (held?.revoking && this.#runsOn(held) === 0) {
+      this.#table.remove(held.job, held.shard);
+      this.#release([held]);
+      this.#emitAssignments();
+    }
+    this.#maybeEndDrain();
+  }
+
+  /**
+   * Sends the updates of this event-loop turn as one ExecutionUpdates. Before the Welcome they
+   * wait for it; without a stream they are dropped, because the next Hello lists both the runs
+   * still going and every terminal report not yet confirmed.
+   */
+  #flush(): void {
+    if (this.#flushScheduled) clearImmediate(this.#flushScheduled);
+    this.#flushScheduled = undefined;
+    if (this.#outbox.length === 0) return;
+    if (!this.#stream) {
+      this.#outbox = [];
+      return;
+    }
+    if (!this.#welcomed) return;
+    const updates = this.#outbox;
+    this.#outbox = [];
+    // Confirmed by the ack of the next heartbeat, which the stream delivers after this batch.
+    const confirmSeq = this.#seq + 1n;
+    for (const update of updates) {
+      const pending = this.#unconfirmed.get(update.executionId);
+      if (pending && pending.update === update) pending.confirmSeq = confirmSeq;
+    }
+    this.#send({ kind: { case: "executionUpdates", value: { updates } } });
+  }
+
+  #confirm(seq: bigint): void {
+    for (const [id, pending] of this.#unconfirmed) {
+      if (pending.confirmSeq !== undefined && pending.confirmSeq <= seq) this.#unconfirmed.delete(id);
+    }
+  }
+
+  #runsOn(shard: { job: string; shard: number }): number {
+    let count = 0;
+    for (const entry of this.#runs.values()) {
+      if (entry.job === shard.job && entry.shard === shard.shard) count++;
+    }
+    return count;
+  }
+
+  #stopRunsOn(shard: HeldAssignment, state: ExecutionState.LOST | ExecutionState.CANCELLED, reason: string): void {
+    for (const entry of [...this.#runs.values()]) {
+      if (entry.job === shard.job && entry.shard === shard.shard) entry.run.stop(state, reason);
+    }
+  }
+
+  #abortAll(state: ExecutionState.LOST | ExecutionState.CANCELLED, reason: string): void {
+    for (const entry of [...this.#runs.values()]) entry.run.stop(state, reason);
+  }
+
+  // ---- leaving -------------------------------------------------------------------------------
+
+  #sayGoodbye(): void {
+    const drain = this.#drain;
+    if (!drain) return;
+    this.#flush();
+    this.#send({ kind: { case: "goodbye", value: { reason: drain.reason } } });
+    this.#releaseIdle();
+  }
+
+  /** Once nothing runs and a controller is listening, release the rest and half-close. */
+  #maybeEndDrain(): void {
+    const drain = this.#drain;
+    if (!drain || drain.ending || this.#stopped || this.#runs.size > 0 || !this.#welcomed) return;
+    this.#releaseIdle();
+    this.#flush();
+    drain.ending = true;
+    clearTimeout(drain.graceTimer);
+    clearInterval(this.#heartbeatTimer);
+    this.#log.info("drained; closing the stream");
+    this.#stream?.end();
+    drain.endTimer = setTimeout(() => this.#finishDrain(), HALF_CLOSE_WAIT_MS);
+  }
+
+  #drainGraceOver(): void {
+    const drain = this.#drain;
+    if (!drain || drain.ending || this.#stopped) return;
+    drain.graceTimer = undefined;
+    this.#log.warn({ running: this.#runs.size }, "drain grace over: aborting what still runs");
+    this.#abortAll(ExecutionState.LOST, `the agent is shutting down; the drain grace of ${this.#options.drainGraceMs} ms passed`);
+    if (this.#welcomed) {
+      this.#maybeEndDrain();
+    } else {
+      this.#log.warn("no controller reachable within the drain grace; leaving without a goodbye");
+      this.#finishDrain();
+    }
+  }
+
+  #finishDrain(): void {
+    const drain = this.#drain;
+    if (!drain || this.#stopped) return;
+    this.#stopped = true;
+    clearTimeout(drain.graceTimer);
+    clearTimeout(drain.endTimer);
+    this.#shutDown("drained");
+    this.#events.emit("drained");
+    drain.resolve();
+  }
+
+  /** Clears every timer and closes the stream and the channel. */
+  #shutDown(reason: string): void {
+    clearTimeout(this.#reconnectTimer);
+    clearTimeout(this.#fenceTimer);
+    clearInterval(this.#heartbeatTimer);
+    if (this.#flushScheduled) clearImmediate(this.#flushScheduled);
+    this.#flushScheduled = undefined;
+    this.#closeStream(status.CANCELLED, reason);
+    this.#client?.close();
+    this.#client = undefined;
+  }
+}
+
+function toAssignment(ref: AssignmentRef): Assignment {
+  return {
+    $typeName: "shardline.v1.Assignment",
+    shard: { $typeName: "shardline.v1.ShardRef", job: ref.job, shard: ref.shard },
+    term: ref.term,
+    generation: ref.generation,
+  };
+}

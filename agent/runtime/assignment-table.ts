@@ -1,0 +1,176 @@
+import type { AssignmentUpdate } from "../../shared/gen/shardline/v1/agent_service_pb.js";
+import type { Assignment } from "../../shared/gen/shardline/v1/types_pb.js";
+
+/** One shard this agent holds, as the agent sees it. */
+export interface HeldAssignment {
+  readonly job: string;
+  readonly shard: number;
+  /** Controller term of the assignment. */
+  readonly term: bigint;
+  /** Generation within the term. */
+  readonly generation: bigint;
+  /** A revoke arrived: start nothing new on it, release it once its runs are over. */
+  readonly revoking: boolean;
+}
+
+/** A (job, shard) with a (term, generation), as carried in Assignment messages. */
+export interface AssignmentRef {
+  readonly job: string;
+  readonly shard: number;
+  readonly term: bigint;
+  readonly generation: bigint;
+}
+
+/** What applying an AssignmentUpdate changed, for the agent to act on. */
+export interface AssignmentChanges {
+  /** Newly held, or held under a newer pair. */
+  added: HeldAssignment[];
+  /** No longer this agent's (left out of a snapshot): stop their runs, send no release. */
+  dropped: HeldAssignment[];
+  /** Now revoking: release each once nothing of it runs. */
+  revoked: HeldAssignment[];
+  /**
+   * Revokes of shards this agent does not hold (already released, or never known). Nothing runs
+   * on them, so the agent answers with a release at once rather than let the controller wait.
+   */
+  unknownRevokes: AssignmentRef[];
+  /** Adds and revokes ignored because their pair was older than the one held. */
+  ignored: AssignmentRef[];
+}
+
+/** The key of a shard in maps: `job/shard`. */
+export function shardKey(job: string, shard: number): string {
+  return `${job}/${shard}`;
+}
+
+/** Lexicographic (term, generation) comparison: negative when a is older than b. */
+export function comparePairs(a: { term: bigint; generation: bigint }, b: { term: bigint; generation: bigint }): number {
+  if (a.term !== b.term) return a.term < b.term ? -1 : 1;
+  if (a.generation !== b.generation) return a.generation < b.generation ? -1 : 1;
+  return 0;
+}
+
+/**
+ * The shards this agent holds, keyed by (job, shard), with the rules of docs/protocol.md:
+ * a snapshot replaces the whole set; an add or revoke older than the pair held is ignored; a
+ * message whose term is below the highest seen is ignored as a whole (see acceptTerm).
+ * Pure bookkeeping: it starts, stops and sends nothing.
+ */
+export class AssignmentTable {
+  #held = new Map<string, HeldAssignment>();
+  #highestTerm = 0n;
+
+  /** The highest controller term seen on any message. */
+  get highestTerm(): bigint {
+    return this.#highestTerm;
+  }
+
+  /**
+   * Records the term of a controller message. Returns false when it is lower than the highest
+   * seen: the message comes from a deposed leader and must be ignored.
+   */
+  acceptTerm(term: bigint): boolean {
+    if (term < this.#highestTerm) return false;
+    this.#highestTerm = term;
+    return true;
+  }
+
+  /** Applies an AssignmentUpdate whose term was accepted. */
+  apply(update: Pick<AssignmentUpdate, "snapshot" | "add" | "revoke">): AssignmentChanges {
+    const changes: AssignmentChanges = { added: [], dropped: [], revoked: [], unknownRevokes: [], ignored: [] };
+    if (update.snapshot) {
+      const next = new Map<string, HeldAssignment>();
+      for (const assignment of update.add) {
+        const ref = refOf(assignment);
+        const key = shardKey(ref.job, ref.shard);
+        const held: HeldAssignment = { ...ref, revoking: false };
+        const before = this.#held.get(key);
+        if (before === undefined || comparePairs(before, ref) !== 0) changes.added.push(held);
+        next.set(key, held);
+      }
+      for (const [key, before] of this.#held) {
+        if (!next.has(key)) changes.dropped.push(before);
+      }
+      this.#held = next;
+    } else {
+      for (const assignment of update.add) {
+        const ref = refOf(assignment);
+        const key = shardKey(ref.job, ref.shard);
+        const before = this.#held.get(key);
+        const order = before === undefined ? 1 : comparePairs(ref, before);
+        if (order < 0) {
+          changes.ignored.push(ref);
+        } else if (order > 0) {
+          const held: HeldAssignment = { ...ref, revoking: false };
+          this.#held.set(key, held);
+          changes.added.push(held);
+        }
+      }
+    }
+    for (const assignment of update.revoke) {
+      const ref = refOf(assignment);
+      const key = shardKey(ref.job, ref.shard);
+      const before = this.#held.get(key);
+      if (before === undefined) {
+        changes.unknownRevokes.push(ref);
+        continue;
+      }
+      if (comparePairs(ref, before) < 0) {
+        changes.ignored.push(ref);
+        continue;
+      }
+      // The release must carry the revoke's pair, which may be newer than the one held.
+      const revoking: HeldAssignment = { ...ref, revoking: true };
+      this.#held.set(key, revoking);
+      changes.revoked.push(revoking);
+    }
+    return changes;
+  }
+
+  /** The assignment held for a shard, if any. */
+  get(job: string, shard: number): HeldAssignment | undefined {
+    return this.#held.get(shardKey(job, shard));
+  }
+
+  /** True when exactly this (job, shard, term, generation) is held and not being revoked. */
+  holds(ref: AssignmentRef): boolean {
+    const held = this.#held.get(shardKey(ref.job, ref.shard));
+    return held !== undefined && !held.revoking && comparePairs(held, ref) === 0;
+  }
+
+  /** Marks every held shard revoking (the agent is leaving) and returns them. */
+  revokeAll(): HeldAssignment[] {
+    const revoked: HeldAssignment[] = [];
+    for (const [key, held] of this.#held) {
+      const revoking = held.revoking ? held : { ...held, revoking: true };
+      this.#held.set(key, revoking);
+      revoked.push(revoking);
+    }
+    return revoked;
+  }
+
+  /** Forgets a shard (released, or dropped). */
+  remove(job: string, shard: number): void {
+    this.#held.delete(shardKey(job, shard));
+  }
+
+  /** Every held shard, ordered by job then shard. */
+  list(): HeldAssignment[] {
+    return [...this.#held.values()].sort((a, b) => (a.job === b.job ? a.shard - b.shard : a.job < b.job ? -1 : 1));
+  }
+
+  /** How many shards are held. */
+  get size(): number {
+    return this.#held.size;
+  }
+}
+
+/** The plain ref of an Assignment message; a missing shard ref reads as job "" shard 0. */
+export function refOf(assignment: Assignment): AssignmentRef {
+  return {
+    job: assignment.shard?.job ?? "",
+    shard: assignment.shard?.shard ?? 0,
+    term: assignment.term,
+    generation: assignment.generation,
+  };
+}
