@@ -1,0 +1,582 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import type { Server } from "@grpc/grpc-js";
+import { ShardlineError } from "../shared/errors.js";
+import { AdminService, ShardAssignmentSchema, type ListExecutionsRequest } from "../shared/gen/shardline/v1/admin_service_pb.js";
+import { AgentSchema, AgentState, ExecutionSchema, ExecutionState, JobSchema, type Job } from "../shared/gen/shardline/v1/types_pb.js";
+import { addService, createServer, listen, shutdown } from "../shared/grpc/index.js";
+import { runAgent, type AgentModule, type AgentStartOptions } from "./commands/agent.js";
+import { runController, type ControllerStartOptions } from "./commands/controller.js";
+import { runCli } from "./commands/program.js";
+import type { CliIo } from "./output.js";
+
+/** An in-memory CliIo: what a command wrote, plus a way to send it SIGINT or SIGTERM. */
+function captureIo(options: { env?: Record<string, string>; stdin?: string } = {}) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const listeners = new Set<(signal: NodeJS.Signals) => void>();
+  const io: CliIo = {
+    stdout: (text) => void out.push(text),
+    stderr: (text) => void err.push(text),
+    readStdin: () => Promise.resolve(options.stdin ?? ""),
+    env: options.env ?? {},
+    onSignal(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+  };
+  return {
+    io,
+    stdout: () => out.join(""),
+    stderr: () => err.join(""),
+    signal: (name: NodeJS.Signals) => [...listeners].forEach((listener) => listener(name)),
+    listening: () => listeners.size,
+  };
+}
+
+/** Runs `shardline ARGS` in-process against the scripted controller. */
+async function shardline(args: string[], options: { stdin?: string } = {}) {
+  const capture = captureIo({ env: { SHARDLINE_CONTROLLER: address }, ...options });
+  const code = await runCli(args, capture.io);
+  return { code, stdout: capture.stdout(), stderr: capture.stderr() };
+}
+
+const T0 = 1_767_225_600_000n; // 2026-01-01T00:00:00Z
+
+function job(name: string, spec: Record<string, unknown>, fields: Omit<MessageInitShape<typeof JobSchema>, "$typeName"> = {}): Job {
+  return create(JobSchema, { name, manifest: `metadata: {name: ${name}}`, specJson: JSON.stringify({ name, ...spec }), revision: 1n, ...fields });
+}
+
+const JOBS = [
+  job("billing-rollup", { schedule: "*/5 * * * * *", timeZone: "Asia/Shanghai", shards: 3, handler: "billing", strategy: "sticky", failover: "fenced" }, {
+    nextFireUnixMs: T0 + 5000n,
+    lastFireUnixMs: T0,
+    revision: 3n,
+  }),
+  job("reindex", { timeZone: "UTC", shards: 1, handler: "reindex", strategy: "balanced", failover: "off" }, { paused: true }),
+];
+
+const AGENTS = [
+  create(AgentSchema, {
+    id: "agent-a",
+    labels: { zone: "eu-1" },
+    capacity: 2,
+    handlers: ["billing", "reindex"],
+    version: "0.1.0",
+    state: AgentState.READY,
+    shards: [
+      { job: "billing-rollup", shard: 0 },
+      { job: "billing-rollup", shard: 2 },
+    ],
+    leaseExpiresUnixMs: T0 + 2000n,
+    connectedAtUnixMs: T0 - 60_000n,
+  }),
+  create(AgentSchema, { id: "agent-b", capacity: 1, handlers: ["billing"], version: "0.1.0", state: AgentState.DRAINING, cordoned: true, shards: [{ job: "billing-rollup", shard: 1 }] }),
+];
+
+const ASSIGNMENTS = [
+  create(ShardAssignmentSchema, { job: "billing-rollup", shard: 0, agent: "agent-a", term: 1n, generation: 4n }),
+  create(ShardAssignmentSchema, { job: "billing-rollup", shard: 1, agent: "agent-b", term: 1n, generation: 5n, revoking: true }),
+  create(ShardAssignmentSchema, { job: "billing-rollup", shard: 2, agent: "agent-a", term: 1n, generation: 4n }),
+];
+
+const EXECUTIONS = [
+  create(ExecutionSchema, {
+    id: `billing-rollup/${T0}/0/1`,
+    job: "billing-rollup",
+    shard: 0,
+    fireTimeUnixMs: T0,
+    attempt: 1,
+    agent: "agent-a",
+    state: ExecutionState.SUCCEEDED,
+    startedAtUnixMs: T0 + 2n,
+    finishedAtUnixMs: T0 + 1502n,
+    result: '{"rows":12}',
+    cause: "schedule",
+  }),
+  create(ExecutionSchema, {
+    id: `billing-rollup/${T0}/1/2`,
+    job: "billing-rollup",
+    shard: 1,
+    fireTimeUnixMs: T0,
+    attempt: 2,
+    agent: "agent-b",
+    state: ExecutionState.TIMED_OUT,
+    startedAtUnixMs: T0 + 3n,
+    finishedAtUnixMs: T0 + 300_003n,
+    error: "timed out after 300 s",
+    cause: "failover",
+  }),
+  create(ExecutionSchema, { id: `billing-rollup/${T0}/2/1`, job: "billing-rollup", shard: 2, fireTimeUnixMs: T0, attempt: 1, state: ExecutionState.PENDING, cause: "schedule" }),
+];
+
+/** What the scripted controller was asked, for checking how flags become requests. */
+const asked: { listExecutions: ListExecutionsRequest[]; trigger: { name: string; shards: number[]; parameter: string }[]; drained: string[] } = {
+  listExecutions: [],
+  trigger: [],
+  drained: [],
+};
+
+let server: Server;
+let address: string;
+
+/**
+ * A scripted AdminService: fixed jobs, agents, assignments and executions, NOT_FOUND for unknown
+ * names, and an apply that answers by the manifest's name (new-job created, billing-rollup
+ * configured, reindex unchanged).
+ */
+beforeAll(async () => {
+  server = createServer();
+  const known = (name: string): Job => {
+    const found = JOBS.find((candidate) => candidate.name === name);
+    if (!found) throw new ShardlineError("not-found", `job "${name}" not found`);
+    return found;
+  };
+  addService(server, AdminService, {
+    applyJob: async ({ manifest }) => {
+      const name = /name: ([a-z-]+)/.exec(manifest)?.[1] ?? "";
+      if (name === "new-job") return { job: job("new-job", {}, { revision: 1n }), changed: true };
+      if (name === "billing-rollup") return { job: { ...known(name), revision: 4n }, changed: true };
+      if (name === "reindex") return { job: known(name), changed: false };
+      throw ShardlineError.invalid("metadata.name", name, "a DNS-1123 label");
+    },
+    getJob: async ({ name }) => ({ job: known(name) }),
+    listJobs: async () => ({ jobs: JOBS }),
+    deleteJob: async ({ name }) => (known(name), {}),
+    triggerJob: async (request) => {
+      known(request.name);
+      asked.trigger.push({ name: request.name, shards: [...request.shards], parameter: request.parameter });
+      return { fireTimeUnixMs: T0, executionIds: [`${request.name}/${T0}/0/1`, `${request.name}/${T0}/2/1`] };
+    },
+    pauseJob: async ({ name }) => (known(name), {}),
+    resumeJob: async ({ name }) => (known(name), {}),
+    listAgents: async () => ({ agents: AGENTS }),
+    drainAgent: async ({ id }) => {
+      if (!AGENTS.some((agent) => agent.id === id)) throw new ShardlineError("not-found", `agent "${id}" not found`);
+      asked.drained.push(id);
+      return {};
+    },
+    uncordonAgent: async ({ id }) => {
+      if (id === "agent-a") throw new ShardlineError("failed-precondition", `agent "${id}" is not cordoned`);
+      return {};
+    },
+    listAssignments: async ({ job: only }) => ({ assignments: ASSIGNMENTS.filter((assignment) => only === "" || assignment.job === only) }),
+    listExecutions: async (request) => {
+      asked.listExecutions.push(request);
+      return { executions: EXECUTIONS };
+    },
+    getExecution: async ({ id }) => {
+      const execution = EXECUTIONS.find((candidate) => candidate.id === id);
+      if (!execution) throw new ShardlineError("not-found", `execution "${id}" not found`);
+      return { execution };
+    },
+    watchEvents: async ({ job: only }, stream) => {
+      const events = [
+        { timeUnixMs: T0, type: "agent.joined", agent: "agent-a", message: "agent agent-a joined" },
+        { timeUnixMs: T0 + 1n, type: "shard.moved", job: "billing-rollup", shard: 1, agent: "agent-b", message: "" },
+      ];
+      for (const event of events) if (only === "" || event.job === only) stream.send(event);
+      await stream.drained();
+    },
+  });
+  address = `127.0.0.1:${await listen(server, "127.0.0.1:0")}`;
+});
+
+afterAll(async () => {
+  await shutdown(server, 100);
+});
+
+describe("shardline get, against a controller on loopback", () => {
+  it("prints agents as the JSON contract: id, labels, state, shards and the extra fields", async () => {
+    const { code, stdout, stderr } = await shardline(["get", "agents", "-o", "json"]);
+    expect(stderr).toBe("");
+    expect(code).toBe(0);
+    expect(JSON.parse(stdout)).toEqual([
+      {
+        id: "agent-a",
+        labels: { zone: "eu-1" },
+        state: "ready",
+        shards: [
+          { job: "billing-rollup", shard: 0 },
+          { job: "billing-rollup", shard: 2 },
+        ],
+        capacity: 2,
+        handlers: ["billing", "reindex"],
+        version: "0.1.0",
+        cordoned: false,
+        leaseExpiresAt: "2026-01-01T00:00:02.000Z",
+        connectedAt: "2025-12-31T23:59:00.000Z",
+      },
+      {
+        id: "agent-b",
+        labels: {},
+        state: "draining",
+        shards: [{ job: "billing-rollup", shard: 1 }],
+        capacity: 1,
+        handlers: ["billing"],
+        version: "0.1.0",
+        cordoned: true,
+        leaseExpiresAt: null,
+        connectedAt: null,
+      },
+    ]);
+  });
+
+  it("prints assignments as [{job, shard, agent, generation, term, revoking}]", async () => {
+    const { code, stdout } = await shardline(["get", "assignments", "-o", "json"]);
+    expect(code).toBe(0);
+    expect(JSON.parse(stdout)).toEqual([
+      { job: "billing-rollup", shard: 0, agent: "agent-a", generation: 4, term: 1, revoking: false },
+      { job: "billing-rollup", shard: 1, agent: "agent-b", generation: 5, term: 1, revoking: true },
+      { job: "billing-rollup", shard: 2, agent: "agent-a", generation: 4, term: 1, revoking: false },
+    ]);
+  });
+
+  it("prints executions as the JSON contract, with hyphenated states and ISO times", async () => {
+    const { code, stdout } = await shardline(["get", "executions", "-o", "json"]);
+    expect(code).toBe(0);
+    expect(JSON.parse(stdout)).toEqual([
+      {
+        id: `billing-rollup/${T0}/0/1`,
+        job: "billing-rollup",
+        shard: 0,
+        fireTime: "2026-01-01T00:00:00.000Z",
+        agent: "agent-a",
+        attempt: 1,
+        state: "succeeded",
+        startedAt: "2026-01-01T00:00:00.002Z",
+        finishedAt: "2026-01-01T00:00:01.502Z",
+        error: null,
+        result: '{"rows":12}',
+        cause: "schedule",
+      },
+      {
+        id: `billing-rollup/${T0}/1/2`,
+        job: "billing-rollup",
+        shard: 1,
+        fireTime: "2026-01-01T00:00:00.000Z",
+        agent: "agent-b",
+        attempt: 2,
+        state: "timed-out",
+        startedAt: "2026-01-01T00:00:00.003Z",
+        finishedAt: "2026-01-01T00:05:00.003Z",
+        error: "timed out after 300 s",
+        result: null,
+        cause: "failover",
+      },
+      {
+        id: `billing-rollup/${T0}/2/1`,
+        job: "billing-rollup",
+        shard: 2,
+        fireTime: "2026-01-01T00:00:00.000Z",
+        agent: null,
+        attempt: 1,
+        state: "pending",
+        startedAt: null,
+        finishedAt: null,
+        error: null,
+        result: null,
+        cause: "schedule",
+      },
+    ]);
+  });
+
+  it("prints jobs as an array, and one job as a single object when named", async () => {
+    const list = await shardline(["get", "jobs", "-o", "json"]);
+    const jobs = JSON.parse(list.stdout) as unknown[];
+    expect(jobs).toHaveLength(2);
+    const expected = {
+      name: "billing-rollup",
+      schedule: "*/5 * * * * *",
+      timeZone: "Asia/Shanghai",
+      shards: 3,
+      handler: "billing",
+      paused: false,
+      nextFire: "2026-01-01T00:00:05.000Z",
+      lastFire: "2026-01-01T00:00:00.000Z",
+      revision: 3,
+      spec: { name: "billing-rollup", schedule: "*/5 * * * * *", timeZone: "Asia/Shanghai", shards: 3, handler: "billing", strategy: "sticky", failover: "fenced" },
+    };
+    expect(jobs[0]).toEqual(expected);
+    expect(jobs[1]).toMatchObject({ name: "reindex", schedule: null, paused: true, nextFire: null, lastFire: null, revision: 1 });
+
+    const one = await shardline(["get", "job", "billing-rollup", "-o", "json"]);
+    expect(one.code).toBe(0);
+    expect(JSON.parse(one.stdout)).toEqual(expected);
+  });
+
+  it("prints YAML with the same shape", async () => {
+    const { stdout } = await shardline(["get", "agents", "agent-b", "-o", "yaml"]);
+    expect(stdout).toContain("id: agent-b\n");
+    expect(stdout).toContain("state: draining\n");
+    expect(stdout).toContain("leaseExpiresAt: null\n");
+  });
+
+  it("prints readable aligned tables, with more columns for -o wide", async () => {
+    expect((await shardline(["get", "jobs"])).stdout).toBe(
+      [
+        "NAME             SCHEDULE        SHARDS   HANDLER   PAUSED   NEXT FIRE              LAST FIRE",
+        "billing-rollup   */5 * * * * *   3        billing   false    2026-01-01T00:00:05Z   2026-01-01T00:00:00Z",
+        "reindex          <none>          1        reindex   true     <none>                 <none>",
+        "",
+      ].join("\n"),
+    );
+    expect((await shardline(["get", "agents"])).stdout).toBe(
+      [
+        "ID        STATE               SHARDS   CAPACITY   HANDLERS",
+        "agent-a   ready               2        2          billing,reindex",
+        "agent-b   draining,cordoned   1        1          billing",
+        "",
+      ].join("\n"),
+    );
+    expect((await shardline(["get", "assignments", "-o", "wide"])).stdout).toBe(
+      [
+        "JOB              SHARD   AGENT     GENERATION   TERM   REVOKING",
+        "billing-rollup   0       agent-a   4            1      false",
+        "billing-rollup   1       agent-b   5            1      true",
+        "billing-rollup   2       agent-a   4            1      false",
+        "",
+      ].join("\n"),
+    );
+    const executions = (await shardline(["get", "executions"])).stdout.split("\n");
+    expect(executions[0]).toBe("ID                                 JOB              SHARD   ATTEMPT   AGENT     STATE       FIRE TIME              DURATION");
+    expect(executions[1]).toBe(`billing-rollup/${T0}/0/1   billing-rollup   0       1         agent-a   succeeded   2026-01-01T00:00:00Z   1.5s`);
+    expect(executions[3]).toBe(`billing-rollup/${T0}/2/1   billing-rollup   2       1         <none>    pending     2026-01-01T00:00:00Z   -`);
+  });
+
+  it("turns --job, --agent, --state and --limit into the ListExecutions request, limit 100 by default", async () => {
+    asked.listExecutions.length = 0;
+    await shardline(["get", "executions", "--job", "billing-rollup", "--agent", "agent-b", "--state", "timed-out", "--limit", "5"]);
+    await shardline(["get", "executions"]);
+    expect(asked.listExecutions.map(({ job, agent, state, limit }) => ({ job, agent, state, limit }))).toEqual([
+      { job: "billing-rollup", agent: "agent-b", state: ExecutionState.TIMED_OUT, limit: 5 },
+      { job: "", agent: "", state: ExecutionState.UNSPECIFIED, limit: 100 },
+    ]);
+  });
+
+  it("filters assignments by job and by agent", async () => {
+    const { stdout } = await shardline(["get", "assignments", "billing-rollup", "--agent", "agent-b", "-o", "json"]);
+    expect((JSON.parse(stdout) as { shard: number }[]).map((assignment) => assignment.shard)).toEqual([1]);
+  });
+
+  it("exits 3 with one line on stderr when the job, agent or execution does not exist", async () => {
+    for (const args of [
+      ["get", "jobs", "nope"],
+      ["get", "agents", "nope"],
+      ["get", "executions", "nope/1/0/1"],
+      ["pause", "nope"],
+      ["drain", "nope"],
+    ]) {
+      const { code, stdout, stderr } = await shardline(args);
+      expect(code, args.join(" ")).toBe(3);
+      expect(stdout).toBe("");
+      expect(stderr).toMatch(/^shardline: [a-z]+ "nope[^"]*" not found; run "shardline get [a-z]+" to list .*\n$/);
+    }
+  });
+
+  it("exits 4 when the state forbids the request", async () => {
+    const { code, stderr } = await shardline(["uncordon", "agent-a"]);
+    expect(code).toBe(4);
+    expect(stderr).toBe('shardline: agent "agent-a" is not cordoned\n');
+  });
+
+  it("rejects filters that do not apply to the resource", async () => {
+    const { code, stderr } = await shardline(["get", "jobs", "--state", "failed"]);
+    expect(code).toBe(2);
+    expect(stderr).toBe('shardline: --state does not apply to "get jobs"; it takes no filters\n');
+  });
+});
+
+describe("shardline apply, trigger, pause, resume, delete, drain, uncordon", () => {
+  it("says created, configured or unchanged for each manifest, reading - from stdin", async () => {
+    const stdin = ["metadata: {name: new-job}", "metadata: {name: billing-rollup}", "metadata: {name: reindex}"].join("\n---\n");
+    const { code, stdout } = await shardline(["apply", "-f", "-"], { stdin });
+    expect(code).toBe(0);
+    expect(stdout).toBe("job/new-job created\njob/billing-rollup configured\njob/reindex unchanged\n");
+  });
+
+  it("exits 2 with the controller's explanation for a manifest it rejects", async () => {
+    const { code, stderr } = await shardline(["apply", "-f", "-"], { stdin: "metadata: {name: x}" });
+    expect(code).toBe(2);
+    expect(stderr).toBe('shardline: metadata.name: "x" is not allowed; expected a DNS-1123 label\n');
+  });
+
+  it("exits 2 for a manifest file that cannot be read, or is empty", async () => {
+    const missing = await shardline(["apply", "-f", "/nonexistent/job.yaml"]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toBe('shardline: --file: cannot read "/nonexistent/job.yaml" (no such file); expected a readable manifest file, or - for standard input\n');
+    expect((await shardline(["apply", "-f", "-"], { stdin: "\n" })).code).toBe(2);
+  });
+
+  it("triggers the chosen shards with a parameter and says what fired", async () => {
+    asked.trigger.length = 0;
+    const { code, stdout } = await shardline(["trigger", "billing-rollup", "--shards", "0,2", "--parameter", "month=2026-01"]);
+    expect(code).toBe(0);
+    expect(stdout).toBe("job/billing-rollup triggered: fire 2026-01-01T00:00:00Z, 2 executions\n");
+    expect(asked.trigger).toEqual([{ name: "billing-rollup", shards: [0, 2], parameter: "month=2026-01" }]);
+  });
+
+  it("prints one line per action", async () => {
+    expect((await shardline(["pause", "reindex"])).stdout).toBe("job/reindex paused\n");
+    expect((await shardline(["resume", "reindex"])).stdout).toBe("job/reindex resumed\n");
+    expect((await shardline(["delete", "reindex"])).stdout).toBe("job/reindex deleted\n");
+    expect((await shardline(["drain", "agent-b"])).stdout).toBe("agent/agent-b draining\n");
+    expect((await shardline(["uncordon", "agent-b"])).stdout).toBe("agent/agent-b uncordoned\n");
+    expect(asked.drained).toContain("agent-b");
+  });
+});
+
+describe("shardline events", () => {
+  it("prints one line per event, TIME TYPE MESSAGE, until the stream ends", async () => {
+    const { code, stdout } = await shardline(["events", "--follow"]);
+    expect(code).toBe(0);
+    expect(stdout).toBe(
+      "2026-01-01T00:00:00Z agent.joined agent agent-a joined\n2026-01-01T00:00:00.001Z shard.moved job=billing-rollup shard=1 agent=agent-b\n",
+    );
+  });
+
+  it("prints one JSON object per line with -o json, filtered by --job", async () => {
+    const { stdout } = await shardline(["events", "--job", "billing-rollup", "-o", "json"]);
+    expect(stdout.trimEnd().split("\n").map((line) => JSON.parse(line) as unknown)).toEqual([
+      { time: "2026-01-01T00:00:00.001Z", type: "shard.moved", job: "billing-rollup", shard: 1, agent: "agent-b", executionId: null, message: "" },
+    ]);
+  });
+
+  it("ends with success when interrupted", async () => {
+    // A stream that never ends, so only the signal can stop the command.
+    const endless = createServer();
+    addService(endless, AdminService, { watchEvents: (_request, _stream, context) => new Promise((resolve) => context.signal.addEventListener("abort", () => resolve())) });
+    const endlessAddress = `127.0.0.1:${await listen(endless, "127.0.0.1:0")}`;
+    try {
+      const capture = captureIo({ env: { SHARDLINE_CONTROLLER: endlessAddress } });
+      const running = runCli(["events"], capture.io);
+      await expect.poll(() => capture.listening()).toBe(1);
+      capture.signal("SIGINT");
+      expect(await running).toBe(0);
+    } finally {
+      await shutdown(endless, 100);
+    }
+  });
+});
+
+describe("usage errors and exit codes", () => {
+  it.each([
+    [["frobnicate"], /^shardline: unknown command 'frobnicate'; expected one of: controller, agent, apply, get, .*\n$/],
+    [[], /^shardline: no command given; expected one of: controller, agent, apply, get, .*\n$/],
+    [["get", "jobs", "-o", "xml"], /^shardline: -o: "xml" is not allowed; expected json, yaml, wide\n$/],
+    [["get", "jobs", "--bogus"], /^shardline: unknown option '--bogus'; "shardline get" accepts --controller, --output, .*\n$/],
+    [["get", "jobs", "--controller", "nocolon"], /^shardline: --controller: "nocolon" is not allowed; expected HOST:PORT.*\n$/],
+    [["get", "jobs", "--controller", "127.0.0.1:99999"], /^shardline: --controller: "127.0.0.1:99999" is not allowed; expected HOST:PORT.*\n$/],
+    [["get", "widgets"], /^shardline: RESOURCE: "widgets" is not allowed; expected jobs, agents, assignments, executions\n$/],
+    [["get", "executions", "--state", "exploded"], /^shardline: --state: "exploded" is not allowed; expected pending, running, .*\n$/],
+    [["get", "executions", "--limit", "0"], /^shardline: --limit: "0" is not allowed; expected an integer from 1 to 10000\n$/],
+    [["get"], /^shardline: missing required argument 'RESOURCE'; usage: shardline get \[options\] <RESOURCE> \[NAME\]\n$/],
+    [["apply"], /^shardline: required option '-f, --file <FILE>' not specified; usage: shardline apply \[options\]\n$/],
+    [["trigger", "j", "--shards", "x"], /^shardline: --shards: "x" is not allowed; expected shard numbers .*\n$/],
+    [["agent", "--handlers", "h.js", "--capacity", "abc"], /^shardline: --capacity: "abc" is not allowed; expected an integer from 1 to 10000\n$/],
+    [["agent", "--handlers", "h.js", "--label", "novalue"], /^shardline: --label: "novalue" is not allowed; expected KEY=VALUE.*\n$/],
+    [["agent", "--capacity", "2"], /^shardline: required option '--handlers <MODULE>' not specified; usage: .*\n$/],
+    [["controller", "--http", "localhost"], /^shardline: --http: "localhost" is not allowed; expected HOST:PORT.*\n$/],
+    [["controller", "--store", "mysql://x"], /^shardline: --store: "mysql:\/\/x" is not allowed; expected sqlite:PATH .*\n$/],
+    [["demo", "--duration", "forever"], /^shardline: --duration: "forever" is not allowed; expected a number of seconds .*\n$/],
+    [["--log-level", "loud", "get", "jobs"], /^shardline: --log-level: "loud" is not allowed; expected fatal, error, warn, info, debug, trace, silent\n$/],
+    [["get", "jobs", "a", "b"], /^shardline: too many arguments for 'get'. Expected 2 arguments but got 3; usage: .*\n$/],
+  ])("shardline %j exits 2 with one line on stderr", async (args, message) => {
+    const capture = captureIo();
+    expect(await runCli(args, capture.io)).toBe(2);
+    expect(capture.stderr()).toMatch(message);
+    expect(capture.stdout()).toBe("");
+  });
+
+  it("exits 5 and names the address when the controller cannot be reached", async () => {
+    const closed = createServer();
+    const port = await listen(closed, "127.0.0.1:0");
+    await shutdown(closed, 0);
+    const capture = captureIo({ env: { SHARDLINE_CONTROLLER: `127.0.0.1:${port}` } });
+    expect(await runCli(["get", "jobs"], capture.io)).toBe(5);
+    expect(capture.stderr()).toMatch(new RegExp(`^shardline: cannot reach the controller at 127\\.0\\.0\\.1:${port} \\(.*\\); check --controller or SHARDLINE_CONTROLLER \\(default 127\\.0\\.0\\.1:7070\\)\\n$`));
+  });
+
+  it("prints the version and the help, with the exit codes, and exits 0", async () => {
+    const version = captureIo();
+    expect(await runCli(["--version"], version.io)).toBe(0);
+    expect(version.stdout()).toMatch(/^\d+\.\d+\.\d+\n$/);
+    const help = captureIo();
+    expect(await runCli(["--help"], help.io)).toBe(0);
+    expect(help.stdout()).toContain("Exit codes:");
+    expect(help.stdout()).toContain("5  unavailable");
+    expect(help.stdout()).toContain("SHARDLINE_CONTROLLER");
+    const getHelp = captureIo();
+    expect(await runCli(["get", "--help"], getHelp.io)).toBe(0);
+    expect(getHelp.stdout()).toContain("single object");
+  });
+});
+
+describe("long-running commands", () => {
+  it("controller: starts, prints its addresses, and stops on SIGTERM", async () => {
+    const capture = captureIo();
+    const calls: string[] = [];
+    // A fake startController: the real one needs a store and ports, and is tested on its own.
+    const fakeStart = async (options: ControllerStartOptions) => {
+      calls.push(`start ${options.listen} ${options.store}`);
+      return { grpcAddress: "127.0.0.1:7070", httpAddress: "127.0.0.1:7071", stop: async () => void calls.push("stop") };
+    };
+    const running = runController({ listen: "127.0.0.1:7070", http: "127.0.0.1:7071", store: "sqlite:./x.db" }, capture.io, fakeStart);
+    await expect.poll(() => capture.stdout()).toBe("controller listening on 127.0.0.1:7070 (gRPC) and 127.0.0.1:7071 (HTTP)\n");
+    capture.signal("SIGTERM");
+    await running;
+    expect(calls).toEqual(["start 127.0.0.1:7070 sqlite:./x.db", "stop"]);
+  });
+
+  /** A fake agent module recording what the CLI asks of it; the drain finishes when told to. */
+  function fakeAgentModule() {
+    const calls: string[] = [];
+    let finishDrain = (): void => {};
+    let options: AgentStartOptions | undefined;
+    const module: AgentModule = {
+      loadHandlers: async (path) => (calls.push(`load ${path}`), { billing: () => "ok" }),
+      Agent: class {
+        constructor(given: AgentStartOptions) {
+          options = given;
+        }
+        start(): void {
+          calls.push("start");
+        }
+        drain(): Promise<void> {
+          calls.push("drain");
+          return new Promise((resolve) => (finishDrain = resolve));
+        }
+        async stop(): Promise<void> {
+          calls.push("stop");
+        }
+      },
+    };
+    return { module, calls, finishDrain: () => finishDrain(), options: () => options };
+  }
+
+  it("agent: drains on the first signal and ends with success when the drain is done", async () => {
+    const capture = captureIo();
+    const fake = fakeAgentModule();
+    const running = runAgent({ controller: "127.0.0.1:7070", id: "a1", labels: { zone: "eu-1" }, capacity: 2 }, "./handlers.js", fake.module, capture.io);
+    await expect.poll(() => fake.calls).toEqual(["load ./handlers.js", "start"]);
+    expect(fake.options()).toMatchObject({ controller: "127.0.0.1:7070", id: "a1", labels: { zone: "eu-1" }, capacity: 2 });
+    capture.signal("SIGTERM");
+    await expect.poll(() => fake.calls).toContain("drain");
+    fake.finishDrain();
+    await expect(running).resolves.toBeUndefined();
+  });
+
+  it("agent: a second signal during the drain exits at once with 1", async () => {
+    const capture = captureIo();
+    const fake = fakeAgentModule();
+    const running = runAgent({ controller: "127.0.0.1:7070", id: "a1" }, "./handlers.js", fake.module, capture.io);
+    await expect.poll(() => fake.calls).toContain("start");
+    capture.signal("SIGINT");
+    await expect.poll(() => fake.calls).toContain("drain");
+    capture.signal("SIGINT");
+    const error = await running.catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(ShardlineError);
+    expect((error as ShardlineError).code).toBe("internal");
+    expect(capture.listening()).toBe(0);
+  });
+});

@@ -1,0 +1,116 @@
+import { hostname } from "node:os";
+import type { Command } from "commander";
+import { ShardlineError } from "../../shared/errors.js";
+import { createLogger, type Logger } from "../../shared/logging.js";
+import { CONTROLLER_ENV, DEFAULT_CONTROLLER_ADDRESS, parseHostPort, resolveControllerAddress } from "../controller-address.js";
+import type { CliIo } from "../output.js";
+import { importPart, nextSignal } from "./lifecycle.js";
+import { defaultAgentId, parseAgentId, parseInteger, parseLabel, parseSeconds } from "./options.js";
+
+/** A handler function, as the agent SDK loads it; the CLI only passes them through. */
+type HandlerFunction = (...args: never[]) => unknown;
+
+/** What agent/index.ts's Agent takes; kept here so the CLI builds without it. */
+export interface AgentStartOptions {
+  controller: string;
+  id: string;
+  handlers: Record<string, HandlerFunction>;
+  labels?: Record<string, string>;
+  capacity?: number;
+  drainGraceMs?: number;
+  logger?: unknown;
+}
+
+/** The part of agent/index.ts the CLI uses. */
+export interface AgentModule {
+  loadHandlers(path: string): Promise<Record<string, HandlerFunction>>;
+  Agent: new (options: AgentStartOptions) => RunningAgent;
+}
+
+/** A started agent. */
+export interface RunningAgent {
+  start(): void;
+  drain(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** The flags of `shardline agent`, parsed. */
+export interface AgentOptions {
+  controller?: string;
+  id?: string;
+  handlers: string;
+  label?: Record<string, string>;
+  capacity?: number;
+  drainGrace?: number;
+}
+
+export function registerAgent(program: Command, io: CliIo): void {
+  program
+    .command("agent")
+    .summary("run an agent that executes shards")
+    .description(
+      [
+        "Run an agent: connect to the controller, receive shards and execute them with the handlers exported by --handlers.",
+        "The first SIGTERM or SIGINT drains (running executions finish or are handed back, shards move at once) and exits 0; a second one exits at once with 1.",
+      ].join("\n\n"),
+    )
+    .option("--controller <HOST:PORT>", `the controller's gRPC address (default: $${CONTROLLER_ENV}, else ${DEFAULT_CONTROLLER_ADDRESS})`, (value: string) =>
+      parseHostPort(value, "--controller"),
+    )
+    .option("--id <ID>", "the agent's id, unique among connected agents (default: the hostname, lowercased)", parseAgentId)
+    .requiredOption("--handlers <MODULE>", "a JavaScript module whose default export maps handler names to functions")
+    .option("--label <KEY=VALUE>", "a label for placement, e.g. zone=eu-1; repeatable", parseLabel)
+    .option("--capacity <N>", "relative weight for sharding, 1 to 10000 (default: 1)", (value: string) => parseInteger(value, "--capacity", 1, 10_000))
+    .option("--drain-grace <SECONDS>", "how long a drain waits for running executions before handing them back", (value: string) =>
+      parseSeconds(value, "--drain-grace", 0, 86_400),
+    )
+    .action(async (options: AgentOptions, command: Command) => {
+      const logger = createLogger({ name: "agent", level: command.optsWithGlobals<{ logLevel?: string }>().logLevel });
+      const module = await importPart<AgentModule>(new URL("../../agent/index.js", import.meta.url), "the agent");
+      await runAgent(agentStartOptions(options, io, hostname()), options.handlers, module, io, logger);
+    });
+}
+
+/** The agent's options from the flags, without its handlers. */
+export function agentStartOptions(options: AgentOptions, io: CliIo, host: string): Omit<AgentStartOptions, "handlers"> {
+  return {
+    controller: resolveControllerAddress(options.controller, io.env),
+    id: options.id ?? defaultAgentId(host),
+    labels: options.label ?? {},
+    ...(options.capacity === undefined ? {} : { capacity: options.capacity }),
+    ...(options.drainGrace === undefined ? {} : { drainGraceMs: Math.round(options.drainGrace * 1000) }),
+  };
+}
+
+/**
+ * Loads the handlers, starts the agent, and on the first SIGINT or SIGTERM drains it. A second
+ * signal during the drain gives up on it: the command fails at once, and the controller treats the
+ * agent as lost, so its shards move once its lease expires.
+ */
+export async function runAgent(
+  options: Omit<AgentStartOptions, "handlers">,
+  handlersModule: string,
+  module: AgentModule,
+  io: CliIo,
+  logger?: Logger,
+): Promise<void> {
+  const handlers = await module.loadHandlers(handlersModule);
+  const agent = new module.Agent({ ...options, handlers, ...(logger === undefined ? {} : { logger }) });
+  const first = nextSignal(io);
+  agent.start();
+  const signal = await first;
+  logger?.info({ signal }, "draining before exit; send the signal again to exit at once");
+  let unsubscribe = (): void => {};
+  const second = new Promise<never>((_, reject) => {
+    unsubscribe = io.onSignal((again) => reject(new ShardlineError("internal", `${again} during the drain; exited without finishing it`)));
+  });
+  const draining = agent.drain();
+  // When a second signal wins the race, the drain is abandoned; its outcome no longer matters.
+  draining.catch(() => {});
+  try {
+    await Promise.race([draining, second]);
+  } finally {
+    unsubscribe();
+    logger?.flush();
+  }
+}

@@ -1,0 +1,94 @@
+import type { Command } from "commander";
+import { ShardlineError } from "../../shared/errors.js";
+import { DEFAULT_CONTROLLER_ADDRESS, DEFAULT_HTTP_ADDRESS, parseHostPort } from "../controller-address.js";
+import type { CliIo } from "../output.js";
+import { importPart, nextSignal } from "./lifecycle.js";
+import { parseInteger, parseStore } from "./options.js";
+
+/** What controller/shell/controller.ts's startController takes; kept here so the CLI builds without it. */
+export interface ControllerStartOptions {
+  listen: string;
+  http: string;
+  store: string;
+  heartbeatIntervalMs?: number;
+  leaseTtlMs?: number;
+  logLevel?: string;
+}
+
+/** A started controller, as startController resolves it. */
+export interface RunningController {
+  grpcAddress: string;
+  httpAddress: string;
+  stop(): Promise<void>;
+}
+
+/** controller/shell/controller.ts's entry point. */
+export type StartController = (options: ControllerStartOptions) => Promise<RunningController>;
+
+/** The flags of `shardline controller`, parsed. */
+export interface ControllerOptions {
+  listen: string;
+  http: string;
+  store: string;
+  heartbeatInterval?: number;
+  leaseTtl?: number;
+}
+
+export const DEFAULT_STORE = "sqlite:./shardline.db";
+/** DESIGN.md "Leases": the defaults the controller applies when the flags are absent. */
+const DEFAULT_HEARTBEAT_INTERVAL_MS = 500;
+const DEFAULT_LEASE_TTL_MS = 2_000;
+
+export function registerController(program: Command, io: CliIo): void {
+  program
+    .command("controller")
+    .summary("run the controller")
+    .description("Run the controller: the AdminService and AgentService on --listen, health, readiness and metrics on --http. Stops cleanly on SIGTERM or SIGINT.")
+    .option("--listen <HOST:PORT>", "gRPC address to listen on (port 0: any free port)", (value: string) => parseHostPort(value, "--listen", { listen: true }), DEFAULT_CONTROLLER_ADDRESS)
+    .option("--http <HOST:PORT>", "HTTP address for /healthz, /readyz, /metrics and the web page", (value: string) => parseHostPort(value, "--http", { listen: true }), DEFAULT_HTTP_ADDRESS)
+    .option("--store <STORE>", "sqlite:PATH, or etcd://HOST:PORT[,HOST:PORT...] for several replicas", parseStore, DEFAULT_STORE)
+    .option("--heartbeat-interval <MS>", `how often agents heartbeat, in ms (default: ${DEFAULT_HEARTBEAT_INTERVAL_MS})`, (value: string) =>
+      parseInteger(value, "--heartbeat-interval", 10, 60_000),
+    )
+    .option("--lease-ttl <MS>", `how long an agent's lease lasts after an ack, in ms; more than the heartbeat interval (default: ${DEFAULT_LEASE_TTL_MS})`, (value: string) =>
+      parseInteger(value, "--lease-ttl", 20, 600_000),
+    )
+    .action(async (options: ControllerOptions, command: Command) => {
+      const start = async (startOptions: ControllerStartOptions): Promise<RunningController> => {
+        const module = await importPart<{ startController: StartController }>(new URL("../../controller/shell/controller.js", import.meta.url), "the controller");
+        return module.startController(startOptions);
+      };
+      await runController(controllerStartOptions(options, command.optsWithGlobals<{ logLevel?: string }>().logLevel), io, start);
+    });
+}
+
+/** The controller's options from the flags; rejects a lease no longer than the heartbeat interval. */
+export function controllerStartOptions(options: ControllerOptions, logLevel: string | undefined): ControllerStartOptions {
+  const heartbeat = options.heartbeatInterval ?? DEFAULT_HEARTBEAT_INTERVAL_MS;
+  const lease = options.leaseTtl ?? DEFAULT_LEASE_TTL_MS;
+  // An agent whose lease lapses between two heartbeats would fence itself while healthy.
+  if (lease <= heartbeat) {
+    throw new ShardlineError(
+      "invalid-argument",
+      `--lease-ttl ${lease} is not more than --heartbeat-interval ${heartbeat}; expected a lease longer than the heartbeat interval, ideally 3 or 4 times it`,
+      { field: "--lease-ttl", value: String(lease) },
+    );
+  }
+  return {
+    listen: options.listen,
+    http: options.http,
+    store: options.store,
+    ...(options.heartbeatInterval === undefined ? {} : { heartbeatIntervalMs: options.heartbeatInterval }),
+    ...(options.leaseTtl === undefined ? {} : { leaseTtlMs: options.leaseTtl }),
+    ...(logLevel === undefined ? {} : { logLevel }),
+  };
+}
+
+/** Starts the controller, prints where it listens, and stops it on the first SIGINT or SIGTERM. */
+export async function runController(options: ControllerStartOptions, io: CliIo, start: StartController): Promise<void> {
+  const stopping = nextSignal(io);
+  const controller = await start(options);
+  io.stdout(`controller listening on ${controller.grpcAddress} (gRPC) and ${controller.httpAddress} (HTTP)\n`);
+  await stopping;
+  await controller.stop();
+}

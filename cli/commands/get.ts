@@ -1,0 +1,177 @@
+import type { Command } from "commander";
+import { ShardlineError } from "../../shared/errors.js";
+import type { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
+import { parseOutputFormat, renderDocument, renderTable, type CliIo, type Column, type OutputFormat } from "../output.js";
+import { addControllerOption, withAdminClient, withNotFoundHint, type AdminClient } from "./admin.js";
+import { parseInteger } from "./options.js";
+import {
+  AGENT_COLUMNS,
+  ASSIGNMENT_COLUMNS,
+  EXECUTION_COLUMNS,
+  JOB_COLUMNS,
+  agentView,
+  assignmentView,
+  executionView,
+  jobView,
+  parseExecutionState,
+} from "./resources.js";
+
+/** What `shardline get` lists. */
+export type Resource = "jobs" | "agents" | "assignments" | "executions";
+
+const RESOURCES: readonly Resource[] = ["jobs", "agents", "assignments", "executions"];
+
+/** The flags of `shardline get`, parsed. */
+export interface GetOptions {
+  output?: OutputFormat;
+  controller?: string;
+  job?: string;
+  agent?: string;
+  state?: ExecutionState;
+  limit?: number;
+}
+
+/** Executions listed when --limit is not given, as the API does for 0. */
+export const DEFAULT_EXECUTION_LIMIT = 100;
+/** The most executions the API returns in one call. */
+export const MAX_EXECUTION_LIMIT = 10_000;
+
+/** The RESOURCE argument: the plural, or its singular as kubectl accepts. */
+export function parseResource(value: string): Resource {
+  const plural = value.endsWith("s") ? value : `${value}s`;
+  if ((RESOURCES as readonly string[]).includes(plural)) return plural as Resource;
+  throw ShardlineError.invalid("RESOURCE", value, RESOURCES.join(", "));
+}
+
+export function registerGet(program: Command, io: CliIo): void {
+  const command = program
+    .command("get")
+    .summary("list jobs, agents, assignments or executions")
+    .description(
+      [
+        "List jobs, agents, assignments or executions, as an aligned table by default.",
+        "With NAME, shows one job (by name), one agent (by id) or one execution (by id); -o json and -o yaml then print a single object instead of an array, as kubectl does. For assignments, NAME is a job name and the output stays a list.",
+        "Times in JSON and YAML are ISO-8601 strings, or null when there is none.",
+      ].join("\n\n"),
+    )
+    .argument("<RESOURCE>", `one of ${RESOURCES.join(", ")}`)
+    .argument("[NAME]", "the job name, agent id or execution id to show");
+  addControllerOption(command)
+    .option("-o, --output <FORMAT>", "json, yaml or wide (default: a table)", (value: string) => parseOutputFormat(value))
+    .option("--job <JOB>", "executions and assignments: only this job's")
+    .option("--agent <AGENT>", "executions and assignments: only those on this agent")
+    .option("--state <STATE>", "executions: only those in this state (pending, running, succeeded, failed, timed-out, cancelled, lost, misfired)", parseExecutionState)
+    .option("--limit <N>", `executions: at most N, newest first (default: ${DEFAULT_EXECUTION_LIMIT}, at most ${MAX_EXECUTION_LIMIT})`, (value: string) =>
+      parseInteger(value, "--limit", 1, MAX_EXECUTION_LIMIT),
+    )
+    .action(async (resource: string, name: string | undefined, options: GetOptions) => {
+      await runGet(parseResource(resource), name, options, io);
+    });
+}
+
+/** `shardline get RESOURCE [NAME]`: fetches and prints in the requested format. */
+export async function runGet(resource: Resource, name: string | undefined, options: GetOptions, io: CliIo): Promise<void> {
+  checkFlags(resource, name, options);
+  await withAdminClient(options.controller, io, async (client) => {
+    switch (resource) {
+      case "jobs":
+        return name === undefined ? getJobs(client, options, io) : getJob(client, name, options, io);
+      case "agents":
+        return getAgents(client, name, options, io);
+      case "assignments":
+        return getAssignments(client, name ?? options.job, options, io);
+      case "executions":
+        return name === undefined ? getExecutions(client, options, io) : getExecution(client, name, options, io);
+    }
+  });
+}
+
+async function getJobs(client: AdminClient, options: GetOptions, io: CliIo): Promise<void> {
+  const { jobs } = await client.listJobs({});
+  const views = jobs.map(jobView);
+  print(io, options.output, views, views, JOB_COLUMNS, "jobs");
+}
+
+async function getJob(client: AdminClient, name: string, options: GetOptions, io: CliIo): Promise<void> {
+  const response = await client.getJob({ name }).catch((error: unknown) => {
+    throw withNotFoundHint(error, 'run "shardline get jobs" to list the jobs');
+  });
+  if (!response.job) throw new ShardlineError("internal", `the controller answered GetJob for "${name}" without a job`);
+  const view = jobView(response.job);
+  printOne(io, options.output, view, view, JOB_COLUMNS);
+}
+
+async function getAgents(client: AdminClient, id: string | undefined, options: GetOptions, io: CliIo): Promise<void> {
+  const { agents } = await client.listAgents({});
+  if (id === undefined) {
+    print(io, options.output, agents.map(agentView), agents, AGENT_COLUMNS, "agents");
+    return;
+  }
+  // The API has no GetAgent: the list is small, so pick the one asked for here.
+  const agent = agents.find((candidate) => candidate.id === id);
+  if (!agent) throw new ShardlineError("not-found", `agent "${id}" not found; run "shardline get agents" to list the agents`);
+  printOne(io, options.output, agentView(agent), agent, AGENT_COLUMNS);
+}
+
+async function getAssignments(client: AdminClient, job: string | undefined, options: GetOptions, io: CliIo): Promise<void> {
+  const { assignments } = await client.listAssignments({ job: job ?? "" });
+  const shown = options.agent === undefined ? assignments : assignments.filter((assignment) => assignment.agent === options.agent);
+  print(io, options.output, shown.map(assignmentView), shown, ASSIGNMENT_COLUMNS, "assignments");
+}
+
+async function getExecutions(client: AdminClient, options: GetOptions, io: CliIo): Promise<void> {
+  const { executions } = await client.listExecutions({
+    job: options.job ?? "",
+    agent: options.agent ?? "",
+    state: options.state,
+    limit: options.limit ?? DEFAULT_EXECUTION_LIMIT,
+  });
+  print(io, options.output, executions.map(executionView), executions, EXECUTION_COLUMNS, "executions");
+}
+
+async function getExecution(client: AdminClient, id: string, options: GetOptions, io: CliIo): Promise<void> {
+  const response = await client.getExecution({ id }).catch((error: unknown) => {
+    throw withNotFoundHint(error, 'run "shardline get executions" to list recent executions');
+  });
+  if (!response.execution) throw new ShardlineError("internal", `the controller answered GetExecution for "${id}" without an execution`);
+  printOne(io, options.output, executionView(response.execution), response.execution, EXECUTION_COLUMNS);
+}
+
+/** Prints a list: an array in JSON/YAML, rows in a table, or a note on stderr when it is empty. */
+function print<V, R>(io: CliIo, format: OutputFormat | undefined, views: V[], rows: readonly R[], columns: readonly Column<R>[], noun: string): void {
+  if (format === "json" || format === "yaml") {
+    io.stdout(renderDocument(views, format));
+    return;
+  }
+  if (rows.length === 0) {
+    io.stderr(`No ${noun} found.\n`);
+    return;
+  }
+  io.stdout(renderTable(rows, columns, format === "wide"));
+}
+
+/** Prints one resource: a single object in JSON/YAML, a one-row table otherwise. */
+function printOne<V, R>(io: CliIo, format: OutputFormat | undefined, view: V, row: R, columns: readonly Column<R>[]): void {
+  if (format === "json" || format === "yaml") io.stdout(renderDocument(view, format));
+  else io.stdout(renderTable([row], columns, format === "wide"));
+}
+
+/** Rejects filters that do not apply to the resource, rather than silently ignoring them. */
+function checkFlags(resource: Resource, name: string | undefined, options: GetOptions): void {
+  const given = (["job", "agent", "state", "limit"] as const).filter((flag) => options[flag] !== undefined);
+  const accepted: Record<Resource, readonly string[]> = {
+    jobs: [],
+    agents: [],
+    assignments: ["job", "agent"],
+    executions: name === undefined ? ["job", "agent", "state", "limit"] : [],
+  };
+  for (const flag of given) {
+    if (accepted[resource].includes(flag)) continue;
+    const target = name === undefined ? `"get ${resource}"` : `"get ${resource} NAME"`;
+    const allowed = accepted[resource].length === 0 ? "it takes no filters" : `it accepts ${accepted[resource].map((f) => `--${f}`).join(", ")}`;
+    throw new ShardlineError("invalid-argument", `--${flag} does not apply to ${target}; ${allowed}`, { field: `--${flag}` });
+  }
+  if (resource === "assignments" && name !== undefined && options.job !== undefined && options.job !== name) {
+    throw new ShardlineError("invalid-argument", `"get assignments ${name}" and --job ${options.job} name different jobs; give the job once`, { field: "--job" });
+  }
+}

@@ -1,0 +1,98 @@
+import { ShardlineError } from "../../shared/errors.js";
+
+/**
+ * Parsers of flag values. Each throws ShardlineError "invalid-argument" naming the flag, the
+ * value and what is accepted, which the CLI prints as its one-line usage error (exit code 2).
+ */
+
+/** An integer flag within [min, max]. */
+export function parseInteger(value: string, field: string, min: number, max: number): number {
+  const allowed = `an integer from ${min} to ${max}`;
+  if (!/^[+-]?\d+$/.test(value.trim())) throw ShardlineError.invalid(field, value, allowed);
+  const number = Number(value);
+  if (!Number.isSafeInteger(number) || number < min || number > max) throw ShardlineError.invalid(field, value, allowed);
+  return number;
+}
+
+/** A decimal number of seconds within [min, max]. */
+export function parseSeconds(value: string, field: string, min: number, max: number): number {
+  const allowed = `a number of seconds from ${min} to ${max}`;
+  if (!/^\+?(\d+(\.\d*)?|\.\d+)$/.test(value.trim())) throw ShardlineError.invalid(field, value, allowed);
+  const number = Number(value);
+  if (!Number.isFinite(number) || number < min || number > max) throw ShardlineError.invalid(field, value, allowed);
+  return number;
+}
+
+/** Kubernetes-style label keys (an optional DNS prefix and a name) and values. */
+const LABEL_KEY = /^(?:[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?\/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const LABEL_VALUE = /^(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
+const LABEL_ALLOWED =
+  "KEY=VALUE, where KEY is letters, digits, '-', '_', '.' (optionally prefixed by DNS-NAME/) and VALUE is up to 63 such characters or empty";
+
+/** One `--label KEY=VALUE`, added to the labels gathered from earlier ones (a repeated key is an error). */
+export function parseLabel(value: string, previous: Record<string, string> = {}): Record<string, string> {
+  const equals = value.indexOf("=");
+  if (equals <= 0) throw ShardlineError.invalid("--label", value, LABEL_ALLOWED);
+  const key = value.slice(0, equals);
+  const labelValue = value.slice(equals + 1);
+  if (!LABEL_KEY.test(key) || !LABEL_VALUE.test(labelValue)) throw ShardlineError.invalid("--label", value, LABEL_ALLOWED);
+  if (Object.hasOwn(previous, key)) {
+    throw ShardlineError.invalid("--label", value, `each label key once; "${key}" was already given`);
+  }
+  return { ...previous, [key]: labelValue };
+}
+
+const SHARDS_ALLOWED = "shard numbers and ranges separated by commas, e.g. 0,2 or 0-3,7";
+
+/** `--shards 0,2,5-7`: the distinct shard numbers, ascending. */
+export function parseShardList(value: string): number[] {
+  const shards = new Set<number>();
+  for (const part of value.split(",")) {
+    const range = /^\s*(\d{1,5})\s*(?:-\s*(\d{1,5})\s*)?$/.exec(part);
+    if (!range) throw ShardlineError.invalid("--shards", value, SHARDS_ALLOWED);
+    const first = Number(range[1]);
+    const last = range[2] === undefined ? first : Number(range[2]);
+    if (last < first || first > 9999 || last > 9999) throw ShardlineError.invalid("--shards", value, `${SHARDS_ALLOWED}, within 0..9999`);
+    for (let shard = first; shard <= last; shard++) shards.add(shard);
+  }
+  return [...shards].sort((a, b) => a - b);
+}
+
+const STORE_ALLOWED = "sqlite:PATH (e.g. sqlite:./shardline.db) or etcd://HOST:PORT[,HOST:PORT...]";
+
+/** `--store`: `sqlite:PATH` or `etcd://host:port[,host:port]`, checked for shape only. */
+export function parseStore(value: string): string {
+  if (value.startsWith("sqlite:")) {
+    if (value.length === "sqlite:".length) throw ShardlineError.invalid("--store", value, STORE_ALLOWED);
+    return value;
+  }
+  if (value.startsWith("etcd://")) {
+    const endpoints = value.slice("etcd://".length).split(",");
+    if (endpoints.every((endpoint) => /^[A-Za-z0-9.[\]:-]+:\d{1,5}$/.test(endpoint))) return value;
+  }
+  throw ShardlineError.invalid("--store", value, STORE_ALLOWED);
+}
+
+const AGENT_ID = /^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$/;
+
+/** `--id`: letters, digits, '.', '_', '-', starting and ending with a letter or digit. */
+export function parseAgentId(value: string): string {
+  if (!AGENT_ID.test(value)) {
+    throw ShardlineError.invalid("--id", value, "1 to 253 letters, digits, '.', '_' or '-', starting and ending with a letter or digit");
+  }
+  return value;
+}
+
+/**
+ * The default agent id: the hostname, lowercased, with anything an id cannot hold replaced by
+ * '-', so `My_Host.local` becomes `my_host.local` and a pod name stays as it is.
+ */
+export function defaultAgentId(hostname: string): string {
+  const cleaned = hostname
+    .toLowerCase()
+    .replace(/[^a-z0-9._-]+/g, "-")
+    .replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, "")
+    .slice(0, 253)
+    .replace(/[^a-z0-9]+$/, "");
+  return cleaned === "" ? "agent" : cleaned;
+}

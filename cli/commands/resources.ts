@@ -1,0 +1,262 @@
+import type { ShardAssignment } from "../../shared/gen/shardline/v1/admin_service_pb.js";
+import { AgentState, ExecutionState, type Agent, type Execution, type Job } from "../../shared/gen/shardline/v1/types_pb.js";
+import { ShardlineError } from "../../shared/errors.js";
+import { NONE, formatDuration, isoTime, tableTime, type Column } from "../output.js";
+
+/**
+ * What `shardline get` shows of each resource. The JSON views are a contract that scripts and
+ * other checks rely on: fields may be added, never renamed or removed. Times are ISO-8601 strings
+ * or null, 64-bit numbers are JSON numbers, and an empty string from the API is null.
+ */
+
+/** Execution states as the CLI names them, in the proto's order. */
+export const EXECUTION_STATE_NAMES: Readonly<Record<ExecutionState, string>> = {
+  [ExecutionState.UNSPECIFIED]: "unknown",
+  [ExecutionState.PENDING]: "pending",
+  [ExecutionState.RUNNING]: "running",
+  [ExecutionState.SUCCEEDED]: "succeeded",
+  [ExecutionState.FAILED]: "failed",
+  [ExecutionState.TIMED_OUT]: "timed-out",
+  [ExecutionState.CANCELLED]: "cancelled",
+  [ExecutionState.LOST]: "lost",
+  [ExecutionState.MISFIRED]: "misfired",
+};
+
+/** Agent states as the CLI names them. */
+export const AGENT_STATE_NAMES: Readonly<Record<AgentState, string>> = {
+  [AgentState.UNSPECIFIED]: "unknown",
+  [AgentState.READY]: "ready",
+  [AgentState.DRAINING]: "draining",
+  [AgentState.LOST]: "lost",
+};
+
+/** The name of an execution state; a value newer than this CLI shows as "unknown". */
+export function executionStateName(state: ExecutionState): string {
+  return EXECUTION_STATE_NAMES[state] ?? "unknown";
+}
+
+/** The name of an agent state; a value newer than this CLI shows as "unknown". */
+export function agentStateName(state: AgentState): string {
+  return AGENT_STATE_NAMES[state] ?? "unknown";
+}
+
+/** `--state`: one of the execution state names (never "unknown"). */
+export function parseExecutionState(value: string): ExecutionState {
+  const entry = Object.entries(EXECUTION_STATE_NAMES).find(([state, name]) => name === value && Number(state) !== ExecutionState.UNSPECIFIED);
+  if (!entry) {
+    const accepted = Object.values(EXECUTION_STATE_NAMES).filter((name) => name !== "unknown");
+    throw ShardlineError.invalid("--state", value, accepted.join(", "));
+  }
+  return Number(entry[0]) as ExecutionState;
+}
+
+/** `shardline get jobs -o json`: one job. */
+export interface JobView {
+  name: string;
+  schedule: string | null;
+  timeZone: string | null;
+  shards: number | null;
+  handler: string | null;
+  paused: boolean;
+  nextFire: string | null;
+  lastFire: string | null;
+  revision: number;
+  /** The normalised manifest (the API's spec_json), or null when the controller sent none. */
+  spec: Record<string, unknown> | null;
+}
+
+/** `shardline get agents -o json`: one agent. */
+export interface AgentView {
+  id: string;
+  labels: Record<string, string>;
+  state: string;
+  shards: { job: string; shard: number }[];
+  capacity: number;
+  handlers: string[];
+  version: string | null;
+  cordoned: boolean;
+  leaseExpiresAt: string | null;
+  connectedAt: string | null;
+}
+
+/** `shardline get assignments -o json`: one shard's owner. */
+export interface AssignmentView {
+  job: string;
+  shard: number;
+  agent: string;
+  generation: number;
+  term: number;
+  revoking: boolean;
+}
+
+/** `shardline get executions -o json`: one execution. */
+export interface ExecutionView {
+  id: string;
+  job: string;
+  shard: number;
+  fireTime: string | null;
+  agent: string | null;
+  attempt: number;
+  state: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  error: string | null;
+  result: string | null;
+  cause: string | null;
+}
+
+export function jobView(job: Job): JobView {
+  const spec = parseSpec(job.specJson);
+  return {
+    name: job.name,
+    schedule: stringField(spec, "schedule"),
+    timeZone: stringField(spec, "timeZone"),
+    shards: typeof spec?.shards === "number" ? spec.shards : null,
+    handler: handlerOf(spec),
+    paused: job.paused,
+    nextFire: isoTime(job.nextFireUnixMs),
+    lastFire: isoTime(job.lastFireUnixMs),
+    revision: Number(job.revision),
+    spec,
+  };
+}
+
+export function agentView(agent: Agent): AgentView {
+  return {
+    id: agent.id,
+    labels: { ...agent.labels },
+    state: agentStateName(agent.state),
+    shards: agent.shards.map((ref) => ({ job: ref.job, shard: ref.shard })),
+    capacity: agent.capacity,
+    handlers: [...agent.handlers],
+    version: emptyToNull(agent.version),
+    cordoned: agent.cordoned,
+    leaseExpiresAt: isoTime(agent.leaseExpiresUnixMs),
+    connectedAt: isoTime(agent.connectedAtUnixMs),
+  };
+}
+
+export function assignmentView(assignment: ShardAssignment): AssignmentView {
+  return {
+    job: assignment.job,
+    shard: assignment.shard,
+    agent: assignment.agent,
+    generation: Number(assignment.generation),
+    term: Number(assignment.term),
+    revoking: assignment.revoking,
+  };
+}
+
+export function executionView(execution: Execution): ExecutionView {
+  return {
+    id: execution.id,
+    job: execution.job,
+    shard: execution.shard,
+    fireTime: isoTime(execution.fireTimeUnixMs),
+    agent: emptyToNull(execution.agent),
+    attempt: execution.attempt,
+    state: executionStateName(execution.state),
+    startedAt: isoTime(execution.startedAtUnixMs),
+    finishedAt: isoTime(execution.finishedAtUnixMs),
+    error: emptyToNull(execution.error),
+    result: emptyToNull(execution.result),
+    cause: emptyToNull(execution.cause),
+  };
+}
+
+export const JOB_COLUMNS: readonly Column<JobView>[] = [
+  { header: "NAME", value: (job) => job.name },
+  { header: "SCHEDULE", value: (job) => job.schedule ?? NONE },
+  { header: "TIMEZONE", value: (job) => job.timeZone ?? NONE, wide: true },
+  { header: "SHARDS", value: (job) => (job.shards === null ? NONE : String(job.shards)) },
+  { header: "HANDLER", value: (job) => job.handler ?? NONE },
+  { header: "PAUSED", value: (job) => String(job.paused) },
+  { header: "NEXT FIRE", value: (job) => job.nextFire?.replace(/\.000Z$/, "Z") ?? NONE },
+  { header: "LAST FIRE", value: (job) => job.lastFire?.replace(/\.000Z$/, "Z") ?? NONE },
+  { header: "STRATEGY", value: (job) => stringField(job.spec, "strategy") ?? NONE, wide: true },
+  { header: "FAILOVER", value: (job) => stringField(job.spec, "failover") ?? NONE, wide: true },
+  { header: "REVISION", value: (job) => String(job.revision), wide: true },
+];
+
+export const AGENT_COLUMNS: readonly Column<Agent>[] = [
+  { header: "ID", value: (agent) => agent.id },
+  { header: "STATE", value: (agent) => agentStateName(agent.state) + (agent.cordoned ? ",cordoned" : "") },
+  { header: "SHARDS", value: (agent) => String(agent.shards.length) },
+  { header: "CAPACITY", value: (agent) => String(agent.capacity) },
+  { header: "HANDLERS", value: (agent) => listOrNone(agent.handlers) },
+  { header: "LABELS", value: (agent) => listOrNone(Object.entries(agent.labels).map(([key, value]) => `${key}=${value}`)), wide: true },
+  { header: "VERSION", value: (agent) => agent.version || NONE, wide: true },
+  { header: "LEASE EXPIRES", value: (agent) => tableTime(agent.leaseExpiresUnixMs), wide: true },
+  { header: "CONNECTED", value: (agent) => tableTime(agent.connectedAtUnixMs), wide: true },
+];
+
+export const ASSIGNMENT_COLUMNS: readonly Column<ShardAssignment>[] = [
+  { header: "JOB", value: (assignment) => assignment.job },
+  { header: "SHARD", value: (assignment) => String(assignment.shard) },
+  { header: "AGENT", value: (assignment) => assignment.agent },
+  { header: "GENERATION", value: (assignment) => String(assignment.generation) },
+  { header: "TERM", value: (assignment) => String(assignment.term), wide: true },
+  { header: "REVOKING", value: (assignment) => String(assignment.revoking), wide: true },
+];
+
+/** Longest error shown in a wide table; the whole text is in -o json. */
+const ERROR_CELL_CHARS = 60;
+
+export const EXECUTION_COLUMNS: readonly Column<Execution>[] = [
+  { header: "ID", value: (execution) => execution.id },
+  { header: "JOB", value: (execution) => execution.job },
+  { header: "SHARD", value: (execution) => String(execution.shard) },
+  { header: "ATTEMPT", value: (execution) => String(execution.attempt) },
+  { header: "AGENT", value: (execution) => execution.agent || NONE },
+  { header: "STATE", value: (execution) => executionStateName(execution.state) },
+  { header: "FIRE TIME", value: (execution) => tableTime(execution.fireTimeUnixMs) },
+  { header: "DURATION", value: durationCell },
+  { header: "CAUSE", value: (execution) => execution.cause || NONE, wide: true },
+  { header: "STARTED", value: (execution) => tableTime(execution.startedAtUnixMs), wide: true },
+  { header: "FINISHED", value: (execution) => tableTime(execution.finishedAtUnixMs), wide: true },
+  { header: "ERROR", value: (execution) => truncate(execution.error, ERROR_CELL_CHARS) || NONE, wide: true },
+];
+
+/** Finished minus started; "-" until both are known, since the table does not read the clock. */
+function durationCell(execution: Execution): string {
+  if (execution.startedAtUnixMs === 0n || execution.finishedAtUnixMs === 0n) return "-";
+  return formatDuration(Number(execution.finishedAtUnixMs - execution.startedAtUnixMs));
+}
+
+function parseSpec(specJson: string): Record<string, unknown> | null {
+  if (specJson === "") return null;
+  try {
+    const parsed: unknown = JSON.parse(specJson);
+    return typeof parsed === "object" && parsed !== null && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : null;
+  } catch {
+    // A controller bug must not hide the rest of the job; the manifest is still in `spec` = null.
+    return null;
+  }
+}
+
+function stringField(spec: Record<string, unknown> | null, field: string): string | null {
+  const value = spec?.[field];
+  return typeof value === "string" && value !== "" ? value : null;
+}
+
+/** The handler name, or the executor kind (script, http, kubernetes) for jobs that declare one. */
+function handlerOf(spec: Record<string, unknown> | null): string | null {
+  const handler = stringField(spec, "handler");
+  if (handler !== null) return handler;
+  for (const kind of ["script", "http", "kubernetes"]) {
+    if (spec?.[kind] !== undefined && spec[kind] !== null) return kind;
+  }
+  return null;
+}
+
+function emptyToNull(value: string): string | null {
+  return value === "" ? null : value;
+}
+
+function listOrNone(values: readonly string[]): string {
+  return values.length === 0 ? NONE : values.join(",");
+}
+
+function truncate(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max - 3)}...` : text;
+}

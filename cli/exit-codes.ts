@@ -1,0 +1,48 @@
+import { ShardlineError, type ErrorCode } from "../shared/errors.js";
+
+/**
+ * The process exit codes of `shardline`, so a script can tell "you asked for something wrong"
+ * from "it does not exist" from "try again later".
+ */
+export const ExitCode = {
+  /** The command did what was asked. */
+  ok: 0,
+  /** Something unexpected failed: a bug, or an internal error on the controller. */
+  internal: 1,
+  /** Bad input: unknown command or flag, a bad flag value, a manifest the controller rejected. */
+  usage: 2,
+  /** The job, agent or execution named does not exist. */
+  notFound: 3,
+  /** The request was valid but the current state forbids it, or the thing already exists. */
+  precondition: 4,
+  /** The controller could not be reached or did not answer in time; retrying may help. */
+  unavailable: 5,
+} as const;
+
+/** One of the values of ExitCode. */
+export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
+
+const byErrorCode: Record<ErrorCode, ExitCode> = {
+  "invalid-argument": ExitCode.usage,
+  "not-found": ExitCode.notFound,
+  "already-exists": ExitCode.precondition,
+  "failed-precondition": ExitCode.precondition,
+  unavailable: ExitCode.unavailable,
+  internal: ExitCode.internal,
+};
+
+/** The exit code for a failure; anything that is not a ShardlineError is unexpected (1). */
+export function exitCodeOf(error: unknown): ExitCode {
+  return error instanceof ShardlineError ? byErrorCode[error.code] : ExitCode.internal;
+}
+
+/** The exit-code table shown at the end of `shardline --help`. */
+export const EXIT_CODES_HELP = [
+  "Exit codes:",
+  "  0  ok",
+  "  1  internal or unexpected error",
+  "  2  usage error or invalid argument (bad command, flag, value or manifest)",
+  "  3  not found (no such job, agent or execution)",
+  "  4  failed precondition or already exists",
+  "  5  unavailable (the controller cannot be reached; check --controller or SHARDLINE_CONTROLLER)",
+].join("\n");
