@@ -473,7 +473,7 @@ describe("usage errors and exit codes", () => {
     [["get"], /^shardline: missing required argument 'RESOURCE'; usage: shardline get \[options\] <RESOURCE> \[NAME\]\n$/],
     [["apply"], /^shardline: required option '-f, --file <FILE>' not specified; usage: shardline apply \[options\]\n$/],
     [["trigger", "j", "--shards", "x"], /^shardline: --shards: "x" is not allowed; expected shard numbers .*\n$/],
-    [["agent", "--handlers", "h.js", "--capacity", "abc"], /^shardline: --capacity: "abc" is not allowed; expected an integer from 1 to 10000\n$/],
+    [["agent", "--handlers", "h.js", "--capacity", "abc"], /^shardline: --capacity: "abc" is not allowed; expected an integer from 1 to 1000\n$/],
     [["agent", "--handlers", "h.js", "--label", "novalue"], /^shardline: --label: "novalue" is not allowed; expected KEY=VALUE.*\n$/],
     [["agent", "--capacity", "2"], /^shardline: required option '--handlers <MODULE>' not specified; usage: .*\n$/],
     [["controller", "--http", "localhost"], /^shardline: --http: "localhost" is not allowed; expected HOST:PORT.*\n$/],

@@ -60,7 +60,7 @@ export function registerAgent(program: Command, io: CliIo): void {
     .option("--id <ID>", "the agent's id, unique among connected agents (default: the hostname, lowercased)", parseAgentId)
     .requiredOption("--handlers <MODULE>", "a JavaScript module whose default export maps handler names to functions")
     .option("--label <KEY=VALUE>", "a label for placement, e.g. zone=eu-1; repeatable", parseLabel)
-    .option("--capacity <N>", "relative weight for sharding, 1 to 10000 (default: 1)", (value: string) => parseInteger(value, "--capacity", 1, 10_000))
+    .option("--capacity <N>", "relative weight for sharding, 1 to 1000 (default: 1)", (value: string) => parseInteger(value, "--capacity", 1, 1000))
     .option("--drain-grace <SECONDS>", "how long a drain waits for running executions before handing them back", (value: string) =>
       parseSeconds(value, "--drain-grace", 0, 86_400),
     )
