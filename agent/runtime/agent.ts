@@ -232,6 +232,7 @@ export class Agent {
     this.#table.revokeAll();
     this.#emitAssignments();
     if (this.#welcomed) this.#sayGoodbye();
+    else if (this.#nothingToHandBack()) this.#finishDrain();
     this.#maybeEndDrain();
     return promise;
   }
@@ -417,7 +418,7 @@ export class Agent {
       this.#log.warn({ code: closed.code, details: closed.details, controller: this.#address }, "the stream to the controller closed");
     }
     this.#events.emit("disconnected", closed);
-    if (this.#drain?.ending) {
+    if (this.#drain?.ending || this.#nothingToHandBack()) {
       this.#finishDrain();
       return;
     }
@@ -677,6 +678,14 @@ export class Agent {
     this.#log.info("drained; closing the stream");
     this.#stream?.end();
     drain.endTimer = setTimeout(() => this.#finishDrain(), HALF_CLOSE_WAIT_MS);
+  }
+
+  /**
+   * A draining agent with no controller to talk to, nothing running and no report to deliver
+   * has nothing to wait for: its lease moves its shards without it.
+   */
+  #nothingToHandBack(): boolean {
+    return this.#drain !== undefined && !this.#welcomed && this.#runs.size === 0 && this.#unconfirmed.size === 0;
   }
 
   #drainGraceOver(): void {
