@@ -99,6 +99,18 @@ describe("leases and failover", () => {
     expect(h.core.listAgents().map((x) => x.id)).toEqual(["b"]);
   });
 
+  it("keeps one lease timer per agent however often it reconnects", () => {
+    const { h, a } = twoAgents();
+    const before = h.core.pendingTimers;
+    for (let i = 0; i < 20; i++) {
+      h.crash("a");
+      h.advance(100);
+      h.connect("a", { held: [...a.held.values()] });
+      h.run(500);
+    }
+    expect(h.core.pendingTimers).toBe(before);
+  });
+
   it("lets an agent that reconnects within its lease keep its shards and running executions", () => {
     const { h, a } = twoAgents();
     h.core.triggerJob("job", [], undefined, h.now);

@@ -66,6 +66,8 @@ interface AgentEntry {
   version: string;
   /** The controller's view of the lease: never earlier than the agent's own. */
   leaseExpiry: number;
+  /** A lease timer is queued for this entry (one at most: it re-arms itself while renewed). */
+  leaseTimerArmed: boolean;
   connectedAt: number;
   shards: Set<ShardEntry>;
   /** Open executions dispatched to it. */
@@ -152,6 +154,11 @@ export class ControllerCore {
   /** Collects what the steps since the last call decided. */
   take(): Effects {
     return this.outbox.take();
+  }
+
+  /** Timers queued in the core (fires, leases), for diagnostics and metrics. */
+  get pendingTimers(): number {
+    return this.timers.size;
   }
 
   get hasEffects(): boolean {
@@ -241,8 +248,9 @@ export class ControllerCore {
       case "lease": {
         const agent = this.agents.get(timer.agent);
         if (agent === undefined || agent.incarnation !== timer.incarnation) return;
+        agent.leaseTimerArmed = false;
         if (agent.leaseExpiry > this.now) {
-          this.timers.push(agent.leaseExpiry, timer);
+          this.armLeaseTimer(agent);
           return;
         }
         this.expireLease(agent);
@@ -288,6 +296,7 @@ export class ControllerCore {
         handlers: new Set(),
         version: "",
         leaseExpiry: 0,
+        leaseTimerArmed: false,
         connectedAt: this.now,
         shards: new Set(),
         executions: new Set(),
@@ -305,7 +314,7 @@ export class ControllerCore {
     agent.connectedAt = this.now;
     agent.leaseExpiry = this.now + this.config.leaseTtlMs;
     this.sessions.set(session, agent.id);
-    this.timers.push(agent.leaseExpiry, { kind: "lease", agent: agent.id, incarnation: agent.incarnation });
+    this.armLeaseTimer(agent);
     this.outbox.send(session, {
       kind: "welcome",
       sessionId: session,
@@ -502,6 +511,12 @@ export class ControllerCore {
   }
 
   // ---- leases and failover -------------------------------------------------------------------
+
+  private armLeaseTimer(agent: AgentEntry): void {
+    if (agent.leaseTimerArmed) return;
+    agent.leaseTimerArmed = true;
+    this.timers.push(agent.leaseExpiry, { kind: "lease", agent: agent.id, incarnation: agent.incarnation });
+  }
 
   private expireLease(agent: AgentEntry): void {
     if (agent.connected) {
@@ -1005,12 +1020,13 @@ export class ControllerCore {
         handlers: new Set(),
         version: "",
         leaseExpiry: this.startupGraceUntil,
+        leaseTimerArmed: false,
         connectedAt: 0,
         shards: new Set(),
         executions: new Set(),
       };
       this.agents.set(agent.id, agent);
-      this.timers.push(agent.leaseExpiry, { kind: "lease", agent: agent.id, incarnation: agent.incarnation });
+      this.armLeaseTimer(agent);
     }
     agent.executions.add(execution.id);
     shard.running.add(execution.id);
