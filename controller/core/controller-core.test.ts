@@ -255,6 +255,34 @@ describe("overlap and misfire", () => {
   });
 });
 
+describe("schedules in a named time zone", () => {
+  function fireTimes(schedule: string, timeZone: string, from: string, days: number): string[] {
+    const h = new CoreHarness();
+    h.now = Date.parse(from);
+    h.apply(testSpec("job", { shards: 1, schedule, timeZone, misfire: "catch-up", maxCatchUp: 10 }));
+    h.advance(days * 24 * 3600 * 1000);
+    return [...new Set(h.executionsOf("job").map((e) => e.fireTime))].sort().map((t) => new Date(t).toISOString());
+  }
+
+  it("fires 01:30 New York time once on the day the clocks fall back", () => {
+    // 01:30 EDT is 05:30Z; the repeated 01:30 EST (06:30Z) on 1 November must not fire again.
+    expect(fireTimes("0 30 1 * * *", "America/New_York", "2026-10-31T00:00:00Z", 3)).toEqual([
+      "2026-10-31T05:30:00.000Z",
+      "2026-11-01T05:30:00.000Z",
+      "2026-11-02T06:30:00.000Z",
+    ]);
+  });
+
+  it("follows Berlin's switch to summer time", () => {
+    // 09:00 CET is 08:00Z; from 29 March, 09:00 CEST is 07:00Z.
+    expect(fireTimes("0 0 9 * * *", "Europe/Berlin", "2026-03-28T00:00:00Z", 3)).toEqual([
+      "2026-03-28T08:00:00.000Z",
+      "2026-03-29T07:00:00.000Z",
+      "2026-03-30T07:00:00.000Z",
+    ]);
+  });
+});
+
 describe("controller restart", () => {
   it("keeps jobs and lets reconnecting agents keep their shards and running executions", () => {
     const { h, a, b } = twoAgents();
