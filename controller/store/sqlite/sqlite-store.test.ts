@@ -298,26 +298,18 @@ describe("SqliteStore.commit", () => {
     expect(await again.listExecutions({ limit: 10 })).toEqual([]);
   });
 
-  it("commits 10,000 executions in one batch quickly", async () => {
+  it("commits 10,000 executions, then their updates, each in one batch", async () => {
     const s = store();
     await s.open();
     const batch = Array.from({ length: 10_000 }, (_, i) =>
       execution({ job: `job-${i % 20}`, fireTime: 1_700_000_000_000 + Math.floor(i / 20) * 1000, shard: i % 7, state: "pending", agent: "" }),
     );
-    const started = performance.now();
     await s.commit({ executions: batch, cursors: [{ job: "job-0", fireTime: 1_700_000_000_000 }] });
-    const insertMs = performance.now() - started;
-
     const updated = batch.map((e) => ({ ...e, state: "running" as const, agent: "agent-a", startedAt: e.fireTime + 5 }));
-    const again = performance.now();
     await s.commit({ executions: updated });
-    const updateMs = performance.now() - again;
-
-    console.log(`10,000 executions in one batch: insert ${insertMs.toFixed(1)} ms, update ${updateMs.toFixed(1)} ms`);
-    expect((await reopen(s)).snapshot.openExecutions).toHaveLength(10_000);
-    // Generous bound for a loaded CI machine; the measured figure is logged above.
-    expect(insertMs).toBeLessThan(2_000);
-    expect(updateMs).toBeLessThan(2_000);
+    const open = (await reopen(s)).snapshot.openExecutions;
+    expect(open).toHaveLength(10_000);
+    expect(open.every((e) => e.state === "running" && e.agent === "agent-a")).toBe(true);
   });
 });
 
