@@ -294,6 +294,7 @@ export class Agent {
       version: this.#options.version,
       held: this.#table.list().map(toAssignment),
       executions,
+      executors: [],
     };
   }
 

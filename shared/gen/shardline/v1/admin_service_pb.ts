@@ -15,7 +15,143 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shardline/v1/admin_service.proto.
  */
 export const file_shardline_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBzaGFyZGxpbmUvdjEvYWRtaW5fc2VydmljZS5wcm90bxIMc2hhcmRsaW5lLnYxIiMKD0FwcGx5Sm9iUmVxdWVzdBIQCghtYW5pZmVzdBgBIAEoCSJDChBBcHBseUpvYlJlc3BvbnNlEh4KA2pvYhgBIAEoCzIRLnNoYXJkbGluZS52MS5Kb2ISDwoHY2hhbmdlZBgCIAEoCCIdCg1HZXRKb2JSZXF1ZXN0EgwKBG5hbWUYASABKAkiMAoOR2V0Sm9iUmVzcG9uc2USHgoDam9iGAEgASgLMhEuc2hhcmRsaW5lLnYxLkpvYiIRCg9MaXN0Sm9ic1JlcXVlc3QiMwoQTGlzdEpvYnNSZXNwb25zZRIfCgRqb2JzGAEgAygLMhEuc2hhcmRsaW5lLnYxLkpvYiIgChBEZWxldGVKb2JSZXF1ZXN0EgwKBG5hbWUYASABKAkiEwoRRGVsZXRlSm9iUmVzcG9uc2UiRAoRVHJpZ2dlckpvYlJlcXVlc3QSDAoEbmFtZRgBIAEoCRIOCgZzaGFyZHMYAiADKA0SEQoJcGFyYW1ldGVyGAMgASgJIkYKElRyaWdnZXJKb2JSZXNwb25zZRIZChFmaXJlX3RpbWVfdW5peF9tcxgBIAEoAxIVCg1leGVjdXRpb25faWRzGAIgAygJIh8KD1BhdXNlSm9iUmVxdWVzdBIMCgRuYW1lGAEgASgJIhIKEFBhdXNlSm9iUmVzcG9uc2UiIAoQUmVzdW1lSm9iUmVxdWVzdBIMCgRuYW1lGAEgASgJIhMKEVJlc3VtZUpvYlJlc3BvbnNlIhMKEUxpc3RBZ2VudHNSZXF1ZXN0IjkKEkxpc3RBZ2VudHNSZXNwb25zZRIjCgZhZ2VudHMYASADKAsyEy5zaGFyZGxpbmUudjEuQWdlbnQiHwoRRHJhaW5BZ2VudFJlcXVlc3QSCgoCaWQYASABKAkiFAoSRHJhaW5BZ2VudFJlc3BvbnNlIiIKFFVuY29yZG9uQWdlbnRSZXF1ZXN0EgoKAmlkGAEgASgJIhcKFVVuY29yZG9uQWdlbnRSZXNwb25zZSIlChZMaXN0QXNzaWdubWVudHNSZXF1ZXN0EgsKA2pvYhgBIAEoCSJwCg9TaGFyZEFzc2lnbm1lbnQSCwoDam9iGAEgASgJEg0KBXNoYXJkGAIgASgNEg0KBWFnZW50GAMgASgJEgwKBHRlcm0YBCABKAQSEgoKZ2VuZXJhdGlvbhgFIAEoBBIQCghyZXZva2luZxgGIAEoCCJNChdMaXN0QXNzaWdubWVudHNSZXNwb25zZRIyCgthc3NpZ25tZW50cxgBIAMoCzIdLnNoYXJkbGluZS52MS5TaGFyZEFzc2lnbm1lbnQibwoVTGlzdEV4ZWN1dGlvbnNSZXF1ZXN0EgsKA2pvYhgBIAEoCRINCgVsaW1pdBgCIAEoDRINCgVhZ2VudBgDIAEoCRIrCgVzdGF0ZRgEIAEoDjIcLnNoYXJkbGluZS52MS5FeGVjdXRpb25TdGF0ZSJFChZMaXN0RXhlY3V0aW9uc1Jlc3BvbnNlEisKCmV4ZWN1dGlvbnMYASADKAsyFy5zaGFyZGxpbmUudjEuRXhlY3V0aW9uIiEKE0dldEV4ZWN1dGlvblJlcXVlc3QSCgoCaWQYASABKAkiQgoUR2V0RXhlY3V0aW9uUmVzcG9uc2USKgoJZXhlY3V0aW9uGAEgASgLMhcuc2hhcmRsaW5lLnYxLkV4ZWN1dGlvbiIhChJXYXRjaEV2ZW50c1JlcXVlc3QSCwoDam9iGAEgASgJIosBChNXYXRjaEV2ZW50c1Jlc3BvbnNlEhQKDHRpbWVfdW5peF9tcxgBIAEoAxIMCgR0eXBlGAIgASgJEgsKA2pvYhgDIAEoCRINCgVzaGFyZBgEIAEoDRINCgVhZ2VudBgFIAEoCRIUCgxleGVjdXRpb25faWQYBiABKAkSDwoHbWVzc2FnZRgHIAEoCTKHCQoMQWRtaW5TZXJ2aWNlEkkKCEFwcGx5Sm9iEh0uc2hhcmRsaW5lLnYxLkFwcGx5Sm9iUmVxdWVzdBoeLnNoYXJkbGluZS52MS5BcHBseUpvYlJlc3BvbnNlEkMKBkdldEpvYhIbLnNoYXJkbGluZS52MS5HZXRKb2JSZXF1ZXN0Ghwuc2hhcmRsaW5lLnYxLkdldEpvYlJlc3BvbnNlEkkKCExpc3RKb2JzEh0uc2hhcmRsaW5lLnYxLkxpc3RKb2JzUmVxdWVzdBoeLnNoYXJkbGluZS52MS5MaXN0Sm9ic1Jlc3BvbnNlEkwKCURlbGV0ZUpvYhIeLnNoYXJkbGluZS52MS5EZWxldGVKb2JSZXF1ZXN0Gh8uc2hhcmRsaW5lLnYxLkRlbGV0ZUpvYlJlc3BvbnNlEk8KClRyaWdnZXJKb2ISHy5zaGFyZGxpbmUudjEuVHJpZ2dlckpvYlJlcXVlc3QaIC5zaGFyZGxpbmUudjEuVHJpZ2dlckpvYlJlc3BvbnNlEkkKCFBhdXNlSm9iEh0uc2hhcmRsaW5lLnYxLlBhdXNlSm9iUmVxdWVzdBoeLnNoYXJkbGluZS52MS5QYXVzZUpvYlJlc3BvbnNlEkwKCVJlc3VtZUpvYhIeLnNoYXJkbGluZS52MS5SZXN1bWVKb2JSZXF1ZXN0Gh8uc2hhcmRsaW5lLnYxLlJlc3VtZUpvYlJlc3BvbnNlEk8KCkxpc3RBZ2VudHMSHy5zaGFyZGxpbmUudjEuTGlzdEFnZW50c1JlcXVlc3QaIC5zaGFyZGxpbmUudjEuTGlzdEFnZW50c1Jlc3BvbnNlEk8KCkRyYWluQWdlbnQSHy5zaGFyZGxpbmUudjEuRHJhaW5BZ2VudFJlcXVlc3QaIC5zaGFyZGxpbmUudjEuRHJhaW5BZ2VudFJlc3BvbnNlElgKDVVuY29yZG9uQWdlbnQSIi5zaGFyZGxpbmUudjEuVW5jb3Jkb25BZ2VudFJlcXVlc3QaIy5zaGFyZGxpbmUudjEuVW5jb3Jkb25BZ2VudFJlc3BvbnNlEl4KD0xpc3RBc3NpZ25tZW50cxIkLnNoYXJkbGluZS52MS5MaXN0QXNzaWdubWVudHNSZXF1ZXN0GiUuc2hhcmRsaW5lLnYxLkxpc3RBc3NpZ25tZW50c1Jlc3BvbnNlElsKDkxpc3RFeGVjdXRpb25zEiMuc2hhcmRsaW5lLnYxLkxpc3RFeGVjdXRpb25zUmVxdWVzdBokLnNoYXJkbGluZS52MS5MaXN0RXhlY3V0aW9uc1Jlc3BvbnNlElUKDEdldEV4ZWN1dGlvbhIhLnNoYXJkbGluZS52MS5HZXRFeGVjdXRpb25SZXF1ZXN0GiIuc2hhcmRsaW5lLnYxLkdldEV4ZWN1dGlvblJlc3BvbnNlElQKC1dhdGNoRXZlbnRzEiAuc2hhcmRsaW5lLnYxLldhdGNoRXZlbnRzUmVxdWVzdBohLnNoYXJkbGluZS52MS5XYXRjaEV2ZW50c1Jlc3BvbnNlMAFiBnByb3RvMw", [file_shardline_v1_types]);
+  fileDesc("CiBzaGFyZGxpbmUvdjEvYWRtaW5fc2VydmljZS5wcm90bxIMc2hhcmRsaW5lLnYxIjQKFkNhbmNlbEV4ZWN1dGlvblJlcXVlc3QSCgoCaWQYASABKAkSDgoGcmVhc29uGAIgASgJIkYKF0NhbmNlbEV4ZWN1dGlvblJlc3BvbnNlEisKBXN0YXRlGAEgASgOMhwuc2hhcmRsaW5lLnYxLkV4ZWN1dGlvblN0YXRlIjEKE0Rpc2FibGVTaGFyZFJlcXVlc3QSCwoDam9iGAEgASgJEg0KBXNoYXJkGAIgASgNIhYKFERpc2FibGVTaGFyZFJlc3BvbnNlIjAKEkVuYWJsZVNoYXJkUmVxdWVzdBILCgNqb2IYASABKAkSDQoFc2hhcmQYAiABKA0iFQoTRW5hYmxlU2hhcmRSZXNwb25zZSIjCg9BcHBseUpvYlJlcXVlc3QSEAoIbWFuaWZlc3QYASABKAkiQwoQQXBwbHlKb2JSZXNwb25zZRIeCgNqb2IYASABKAsyES5zaGFyZGxpbmUudjEuSm9iEg8KB2NoYW5nZWQYAiABKAgiHQoNR2V0Sm9iUmVxdWVzdBIMCgRuYW1lGAEgASgJIjAKDkdldEpvYlJlc3BvbnNlEh4KA2pvYhgBIAEoCzIRLnNoYXJkbGluZS52MS5Kb2IiEQoPTGlzdEpvYnNSZXF1ZXN0IjMKEExpc3RKb2JzUmVzcG9uc2USHwoEam9icxgBIAMoCzIRLnNoYXJkbGluZS52MS5Kb2IiIAoQRGVsZXRlSm9iUmVxdWVzdBIMCgRuYW1lGAEgASgJIhMKEURlbGV0ZUpvYlJlc3BvbnNlIkQKEVRyaWdnZXJKb2JSZXF1ZXN0EgwKBG5hbWUYASABKAkSDgoGc2hhcmRzGAIgAygNEhEKCXBhcmFtZXRlchgDIAEoCSJGChJUcmlnZ2VySm9iUmVzcG9uc2USGQoRZmlyZV90aW1lX3VuaXhfbXMYASABKAMSFQoNZXhlY3V0aW9uX2lkcxgCIAMoCSIfCg9QYXVzZUpvYlJlcXVlc3QSDAoEbmFtZRgBIAEoCSISChBQYXVzZUpvYlJlc3BvbnNlIiAKEFJlc3VtZUpvYlJlcXVlc3QSDAoEbmFtZRgBIAEoCSITChFSZXN1bWVKb2JSZXNwb25zZSITChFMaXN0QWdlbnRzUmVxdWVzdCI5ChJMaXN0QWdlbnRzUmVzcG9uc2USIwoGYWdlbnRzGAEgAygLMhMuc2hhcmRsaW5lLnYxLkFnZW50Ih8KEURyYWluQWdlbnRSZXF1ZXN0EgoKAmlkGAEgASgJIhQKEkRyYWluQWdlbnRSZXNwb25zZSIiChRVbmNvcmRvbkFnZW50UmVxdWVzdBIKCgJpZBgBIAEoCSIXChVVbmNvcmRvbkFnZW50UmVzcG9uc2UiJQoWTGlzdEFzc2lnbm1lbnRzUmVxdWVzdBILCgNqb2IYASABKAkicAoPU2hhcmRBc3NpZ25tZW50EgsKA2pvYhgBIAEoCRINCgVzaGFyZBgCIAEoDRINCgVhZ2VudBgDIAEoCRIMCgR0ZXJtGAQgASgEEhIKCmdlbmVyYXRpb24YBSABKAQSEAoIcmV2b2tpbmcYBiABKAgiTQoXTGlzdEFzc2lnbm1lbnRzUmVzcG9uc2USMgoLYXNzaWdubWVudHMYASADKAsyHS5zaGFyZGxpbmUudjEuU2hhcmRBc3NpZ25tZW50IrsBChVMaXN0RXhlY3V0aW9uc1JlcXVlc3QSCwoDam9iGAEgASgJEg0KBWxpbWl0GAIgASgNEg0KBWFnZW50GAMgASgJEisKBXN0YXRlGAQgASgOMhwuc2hhcmRsaW5lLnYxLkV4ZWN1dGlvblN0YXRlEhIKBXNoYXJkGAUgASgNSACIAQESFQoNc2luY2VfdW5peF9tcxgGIAEoAxIVCg11bnRpbF91bml4X21zGAcgASgDQggKBl9zaGFyZCJFChZMaXN0RXhlY3V0aW9uc1Jlc3BvbnNlEisKCmV4ZWN1dGlvbnMYASADKAsyFy5zaGFyZGxpbmUudjEuRXhlY3V0aW9uIiEKE0dldEV4ZWN1dGlvblJlcXVlc3QSCgoCaWQYASABKAkiQgoUR2V0RXhlY3V0aW9uUmVzcG9uc2USKgoJZXhlY3V0aW9uGAEgASgLMhcuc2hhcmRsaW5lLnYxLkV4ZWN1dGlvbiIhChJXYXRjaEV2ZW50c1JlcXVlc3QSCwoDam9iGAEgASgJIosBChNXYXRjaEV2ZW50c1Jlc3BvbnNlEhQKDHRpbWVfdW5peF9tcxgBIAEoAxIMCgR0eXBlGAIgASgJEgsKA2pvYhgDIAEoCRINCgVzaGFyZBgEIAEoDRINCgVhZ2VudBgFIAEoCRIUCgxleGVjdXRpb25faWQYBiABKAkSDwoHbWVzc2FnZRgHIAEoCTKSCwoMQWRtaW5TZXJ2aWNlEkkKCEFwcGx5Sm9iEh0uc2hhcmRsaW5lLnYxLkFwcGx5Sm9iUmVxdWVzdBoeLnNoYXJkbGluZS52MS5BcHBseUpvYlJlc3BvbnNlEkMKBkdldEpvYhIbLnNoYXJkbGluZS52MS5HZXRKb2JSZXF1ZXN0Ghwuc2hhcmRsaW5lLnYxLkdldEpvYlJlc3BvbnNlEkkKCExpc3RKb2JzEh0uc2hhcmRsaW5lLnYxLkxpc3RKb2JzUmVxdWVzdBoeLnNoYXJkbGluZS52MS5MaXN0Sm9ic1Jlc3BvbnNlEkwKCURlbGV0ZUpvYhIeLnNoYXJkbGluZS52MS5EZWxldGVKb2JSZXF1ZXN0Gh8uc2hhcmRsaW5lLnYxLkRlbGV0ZUpvYlJlc3BvbnNlEk8KClRyaWdnZXJKb2ISHy5zaGFyZGxpbmUudjEuVHJpZ2dlckpvYlJlcXVlc3QaIC5zaGFyZGxpbmUudjEuVHJpZ2dlckpvYlJlc3BvbnNlEkkKCFBhdXNlSm9iEh0uc2hhcmRsaW5lLnYxLlBhdXNlSm9iUmVxdWVzdBoeLnNoYXJkbGluZS52MS5QYXVzZUpvYlJlc3BvbnNlEkwKCVJlc3VtZUpvYhIeLnNoYXJkbGluZS52MS5SZXN1bWVKb2JSZXF1ZXN0Gh8uc2hhcmRsaW5lLnYxLlJlc3VtZUpvYlJlc3BvbnNlEk8KCkxpc3RBZ2VudHMSHy5zaGFyZGxpbmUudjEuTGlzdEFnZW50c1JlcXVlc3QaIC5zaGFyZGxpbmUudjEuTGlzdEFnZW50c1Jlc3BvbnNlEk8KCkRyYWluQWdlbnQSHy5zaGFyZGxpbmUudjEuRHJhaW5BZ2VudFJlcXVlc3QaIC5zaGFyZGxpbmUudjEuRHJhaW5BZ2VudFJlc3BvbnNlElgKDVVuY29yZG9uQWdlbnQSIi5zaGFyZGxpbmUudjEuVW5jb3Jkb25BZ2VudFJlcXVlc3QaIy5zaGFyZGxpbmUudjEuVW5jb3Jkb25BZ2VudFJlc3BvbnNlEl4KD0xpc3RBc3NpZ25tZW50cxIkLnNoYXJkbGluZS52MS5MaXN0QXNzaWdubWVudHNSZXF1ZXN0GiUuc2hhcmRsaW5lLnYxLkxpc3RBc3NpZ25tZW50c1Jlc3BvbnNlElsKDkxpc3RFeGVjdXRpb25zEiMuc2hhcmRsaW5lLnYxLkxpc3RFeGVjdXRpb25zUmVxdWVzdBokLnNoYXJkbGluZS52MS5MaXN0RXhlY3V0aW9uc1Jlc3BvbnNlElUKDEdldEV4ZWN1dGlvbhIhLnNoYXJkbGluZS52MS5HZXRFeGVjdXRpb25SZXF1ZXN0GiIuc2hhcmRsaW5lLnYxLkdldEV4ZWN1dGlvblJlc3BvbnNlElQKC1dhdGNoRXZlbnRzEiAuc2hhcmRsaW5lLnYxLldhdGNoRXZlbnRzUmVxdWVzdBohLnNoYXJkbGluZS52MS5XYXRjaEV2ZW50c1Jlc3BvbnNlMAESXgoPQ2FuY2VsRXhlY3V0aW9uEiQuc2hhcmRsaW5lLnYxLkNhbmNlbEV4ZWN1dGlvblJlcXVlc3QaJS5zaGFyZGxpbmUudjEuQ2FuY2VsRXhlY3V0aW9uUmVzcG9uc2USVQoMRGlzYWJsZVNoYXJkEiEuc2hhcmRsaW5lLnYxLkRpc2FibGVTaGFyZFJlcXVlc3QaIi5zaGFyZGxpbmUudjEuRGlzYWJsZVNoYXJkUmVzcG9uc2USUgoLRW5hYmxlU2hhcmQSIC5zaGFyZGxpbmUudjEuRW5hYmxlU2hhcmRSZXF1ZXN0GiEuc2hhcmRsaW5lLnYxLkVuYWJsZVNoYXJkUmVzcG9uc2ViBnByb3RvMw", [file_shardline_v1_types]);
+
+/**
+ * Asks to cancel an execution.
+ *
+ * @generated from message shardline.v1.CancelExecutionRequest
+ */
+export type CancelExecutionRequest = Message<"shardline.v1.CancelExecutionRequest"> & {
+  /**
+   * The execution's id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Why, recorded in the execution's error; empty means "cancelled by an operator".
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message shardline.v1.CancelExecutionRequest.
+ * Use `create(CancelExecutionRequestSchema)` to create a new message.
+ */
+export const CancelExecutionRequestSchema: GenMessage<CancelExecutionRequest> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 0);
+
+/**
+ * The cancel was accepted.
+ *
+ * @generated from message shardline.v1.CancelExecutionResponse
+ */
+export type CancelExecutionResponse = Message<"shardline.v1.CancelExecutionResponse"> & {
+  /**
+   * The execution's state after the request: CANCELLED when it was pending, RUNNING (or
+   * PENDING, dispatched) while its agent is aborting it.
+   *
+   * @generated from field: shardline.v1.ExecutionState state = 1;
+   */
+  state: ExecutionState;
+};
+
+/**
+ * Describes the message shardline.v1.CancelExecutionResponse.
+ * Use `create(CancelExecutionResponseSchema)` to create a new message.
+ */
+export const CancelExecutionResponseSchema: GenMessage<CancelExecutionResponse> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 1);
+
+/**
+ * Asks to disable one shard of a job.
+ *
+ * @generated from message shardline.v1.DisableShardRequest
+ */
+export type DisableShardRequest = Message<"shardline.v1.DisableShardRequest"> & {
+  /**
+   * The job's name.
+   *
+   * @generated from field: string job = 1;
+   */
+  job: string;
+
+  /**
+   * The shard.
+   *
+   * @generated from field: uint32 shard = 2;
+   */
+  shard: number;
+};
+
+/**
+ * Describes the message shardline.v1.DisableShardRequest.
+ * Use `create(DisableShardRequestSchema)` to create a new message.
+ */
+export const DisableShardRequestSchema: GenMessage<DisableShardRequest> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 2);
+
+/**
+ * The shard is disabled.
+ *
+ * @generated from message shardline.v1.DisableShardResponse
+ */
+export type DisableShardResponse = Message<"shardline.v1.DisableShardResponse"> & {
+};
+
+/**
+ * Describes the message shardline.v1.DisableShardResponse.
+ * Use `create(DisableShardResponseSchema)` to create a new message.
+ */
+export const DisableShardResponseSchema: GenMessage<DisableShardResponse> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 3);
+
+/**
+ * Asks to enable one shard of a job.
+ *
+ * @generated from message shardline.v1.EnableShardRequest
+ */
+export type EnableShardRequest = Message<"shardline.v1.EnableShardRequest"> & {
+  /**
+   * The job's name.
+   *
+   * @generated from field: string job = 1;
+   */
+  job: string;
+
+  /**
+   * The shard.
+   *
+   * @generated from field: uint32 shard = 2;
+   */
+  shard: number;
+};
+
+/**
+ * Describes the message shardline.v1.EnableShardRequest.
+ * Use `create(EnableShardRequestSchema)` to create a new message.
+ */
+export const EnableShardRequestSchema: GenMessage<EnableShardRequest> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 4);
+
+/**
+ * The shard is enabled.
+ *
+ * @generated from message shardline.v1.EnableShardResponse
+ */
+export type EnableShardResponse = Message<"shardline.v1.EnableShardResponse"> & {
+};
+
+/**
+ * Describes the message shardline.v1.EnableShardResponse.
+ * Use `create(EnableShardResponseSchema)` to create a new message.
+ */
+export const EnableShardResponseSchema: GenMessage<EnableShardResponse> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 5);
 
 /**
  * Asks to apply a manifest.
@@ -36,7 +172,7 @@ export type ApplyJobRequest = Message<"shardline.v1.ApplyJobRequest"> & {
  * Use `create(ApplyJobRequestSchema)` to create a new message.
  */
 export const ApplyJobRequestSchema: GenMessage<ApplyJobRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 0);
+  messageDesc(file_shardline_v1_admin_service, 6);
 
 /**
  * The applied job.
@@ -64,7 +200,7 @@ export type ApplyJobResponse = Message<"shardline.v1.ApplyJobResponse"> & {
  * Use `create(ApplyJobResponseSchema)` to create a new message.
  */
 export const ApplyJobResponseSchema: GenMessage<ApplyJobResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 1);
+  messageDesc(file_shardline_v1_admin_service, 7);
 
 /**
  * Asks for one job.
@@ -85,7 +221,7 @@ export type GetJobRequest = Message<"shardline.v1.GetJobRequest"> & {
  * Use `create(GetJobRequestSchema)` to create a new message.
  */
 export const GetJobRequestSchema: GenMessage<GetJobRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 2);
+  messageDesc(file_shardline_v1_admin_service, 8);
 
 /**
  * One job.
@@ -106,7 +242,7 @@ export type GetJobResponse = Message<"shardline.v1.GetJobResponse"> & {
  * Use `create(GetJobResponseSchema)` to create a new message.
  */
 export const GetJobResponseSchema: GenMessage<GetJobResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 3);
+  messageDesc(file_shardline_v1_admin_service, 9);
 
 /**
  * Asks for every job.
@@ -121,7 +257,7 @@ export type ListJobsRequest = Message<"shardline.v1.ListJobsRequest"> & {
  * Use `create(ListJobsRequestSchema)` to create a new message.
  */
 export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 4);
+  messageDesc(file_shardline_v1_admin_service, 10);
 
 /**
  * Every job, by name.
@@ -142,7 +278,7 @@ export type ListJobsResponse = Message<"shardline.v1.ListJobsResponse"> & {
  * Use `create(ListJobsResponseSchema)` to create a new message.
  */
 export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 5);
+  messageDesc(file_shardline_v1_admin_service, 11);
 
 /**
  * Asks to delete a job.
@@ -163,7 +299,7 @@ export type DeleteJobRequest = Message<"shardline.v1.DeleteJobRequest"> & {
  * Use `create(DeleteJobRequestSchema)` to create a new message.
  */
 export const DeleteJobRequestSchema: GenMessage<DeleteJobRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 6);
+  messageDesc(file_shardline_v1_admin_service, 12);
 
 /**
  * The job was deleted.
@@ -178,7 +314,7 @@ export type DeleteJobResponse = Message<"shardline.v1.DeleteJobResponse"> & {
  * Use `create(DeleteJobResponseSchema)` to create a new message.
  */
 export const DeleteJobResponseSchema: GenMessage<DeleteJobResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 7);
+  messageDesc(file_shardline_v1_admin_service, 13);
 
 /**
  * Asks to fire a job now.
@@ -213,7 +349,7 @@ export type TriggerJobRequest = Message<"shardline.v1.TriggerJobRequest"> & {
  * Use `create(TriggerJobRequestSchema)` to create a new message.
  */
 export const TriggerJobRequestSchema: GenMessage<TriggerJobRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 8);
+  messageDesc(file_shardline_v1_admin_service, 14);
 
 /**
  * The fire made.
@@ -241,7 +377,7 @@ export type TriggerJobResponse = Message<"shardline.v1.TriggerJobResponse"> & {
  * Use `create(TriggerJobResponseSchema)` to create a new message.
  */
 export const TriggerJobResponseSchema: GenMessage<TriggerJobResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 9);
+  messageDesc(file_shardline_v1_admin_service, 15);
 
 /**
  * Asks to pause a job.
@@ -262,7 +398,7 @@ export type PauseJobRequest = Message<"shardline.v1.PauseJobRequest"> & {
  * Use `create(PauseJobRequestSchema)` to create a new message.
  */
 export const PauseJobRequestSchema: GenMessage<PauseJobRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 10);
+  messageDesc(file_shardline_v1_admin_service, 16);
 
 /**
  * The job is paused.
@@ -277,7 +413,7 @@ export type PauseJobResponse = Message<"shardline.v1.PauseJobResponse"> & {
  * Use `create(PauseJobResponseSchema)` to create a new message.
  */
 export const PauseJobResponseSchema: GenMessage<PauseJobResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 11);
+  messageDesc(file_shardline_v1_admin_service, 17);
 
 /**
  * Asks to resume a job.
@@ -298,7 +434,7 @@ export type ResumeJobRequest = Message<"shardline.v1.ResumeJobRequest"> & {
  * Use `create(ResumeJobRequestSchema)` to create a new message.
  */
 export const ResumeJobRequestSchema: GenMessage<ResumeJobRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 12);
+  messageDesc(file_shardline_v1_admin_service, 18);
 
 /**
  * The job is resumed.
@@ -313,7 +449,7 @@ export type ResumeJobResponse = Message<"shardline.v1.ResumeJobResponse"> & {
  * Use `create(ResumeJobResponseSchema)` to create a new message.
  */
 export const ResumeJobResponseSchema: GenMessage<ResumeJobResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 13);
+  messageDesc(file_shardline_v1_admin_service, 19);
 
 /**
  * Asks for every agent.
@@ -328,7 +464,7 @@ export type ListAgentsRequest = Message<"shardline.v1.ListAgentsRequest"> & {
  * Use `create(ListAgentsRequestSchema)` to create a new message.
  */
 export const ListAgentsRequestSchema: GenMessage<ListAgentsRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 14);
+  messageDesc(file_shardline_v1_admin_service, 20);
 
 /**
  * Every agent.
@@ -349,7 +485,7 @@ export type ListAgentsResponse = Message<"shardline.v1.ListAgentsResponse"> & {
  * Use `create(ListAgentsResponseSchema)` to create a new message.
  */
 export const ListAgentsResponseSchema: GenMessage<ListAgentsResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 15);
+  messageDesc(file_shardline_v1_admin_service, 21);
 
 /**
  * Asks to drain an agent.
@@ -370,7 +506,7 @@ export type DrainAgentRequest = Message<"shardline.v1.DrainAgentRequest"> & {
  * Use `create(DrainAgentRequestSchema)` to create a new message.
  */
 export const DrainAgentRequestSchema: GenMessage<DrainAgentRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 16);
+  messageDesc(file_shardline_v1_admin_service, 22);
 
 /**
  * The agent is draining.
@@ -385,7 +521,7 @@ export type DrainAgentResponse = Message<"shardline.v1.DrainAgentResponse"> & {
  * Use `create(DrainAgentResponseSchema)` to create a new message.
  */
 export const DrainAgentResponseSchema: GenMessage<DrainAgentResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 17);
+  messageDesc(file_shardline_v1_admin_service, 23);
 
 /**
  * Asks to uncordon an agent.
@@ -406,7 +542,7 @@ export type UncordonAgentRequest = Message<"shardline.v1.UncordonAgentRequest"> 
  * Use `create(UncordonAgentRequestSchema)` to create a new message.
  */
 export const UncordonAgentRequestSchema: GenMessage<UncordonAgentRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 18);
+  messageDesc(file_shardline_v1_admin_service, 24);
 
 /**
  * The agent may receive shards again.
@@ -421,7 +557,7 @@ export type UncordonAgentResponse = Message<"shardline.v1.UncordonAgentResponse"
  * Use `create(UncordonAgentResponseSchema)` to create a new message.
  */
 export const UncordonAgentResponseSchema: GenMessage<UncordonAgentResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 19);
+  messageDesc(file_shardline_v1_admin_service, 25);
 
 /**
  * Asks for assignments.
@@ -442,7 +578,7 @@ export type ListAssignmentsRequest = Message<"shardline.v1.ListAssignmentsReques
  * Use `create(ListAssignmentsRequestSchema)` to create a new message.
  */
 export const ListAssignmentsRequestSchema: GenMessage<ListAssignmentsRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 20);
+  messageDesc(file_shardline_v1_admin_service, 26);
 
 /**
  * One shard's owner.
@@ -498,7 +634,7 @@ export type ShardAssignment = Message<"shardline.v1.ShardAssignment"> & {
  * Use `create(ShardAssignmentSchema)` to create a new message.
  */
 export const ShardAssignmentSchema: GenMessage<ShardAssignment> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 21);
+  messageDesc(file_shardline_v1_admin_service, 27);
 
 /**
  * Assignments, by job and shard.
@@ -519,7 +655,7 @@ export type ListAssignmentsResponse = Message<"shardline.v1.ListAssignmentsRespo
  * Use `create(ListAssignmentsResponseSchema)` to create a new message.
  */
 export const ListAssignmentsResponseSchema: GenMessage<ListAssignmentsResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 22);
+  messageDesc(file_shardline_v1_admin_service, 28);
 
 /**
  * Asks for executions.
@@ -554,6 +690,27 @@ export type ListExecutionsRequest = Message<"shardline.v1.ListExecutionsRequest"
    * @generated from field: shardline.v1.ExecutionState state = 4;
    */
   state: ExecutionState;
+
+  /**
+   * Only this shard's; unset means any.
+   *
+   * @generated from field: optional uint32 shard = 5;
+   */
+  shard?: number | undefined;
+
+  /**
+   * Only fires at or after this instant, in Unix milliseconds; 0 means no lower bound.
+   *
+   * @generated from field: int64 since_unix_ms = 6;
+   */
+  sinceUnixMs: bigint;
+
+  /**
+   * Only fires before this instant, in Unix milliseconds; 0 means no upper bound.
+   *
+   * @generated from field: int64 until_unix_ms = 7;
+   */
+  untilUnixMs: bigint;
 };
 
 /**
@@ -561,7 +718,7 @@ export type ListExecutionsRequest = Message<"shardline.v1.ListExecutionsRequest"
  * Use `create(ListExecutionsRequestSchema)` to create a new message.
  */
 export const ListExecutionsRequestSchema: GenMessage<ListExecutionsRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 23);
+  messageDesc(file_shardline_v1_admin_service, 29);
 
 /**
  * Executions, newest fire first.
@@ -582,7 +739,7 @@ export type ListExecutionsResponse = Message<"shardline.v1.ListExecutionsRespons
  * Use `create(ListExecutionsResponseSchema)` to create a new message.
  */
 export const ListExecutionsResponseSchema: GenMessage<ListExecutionsResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 24);
+  messageDesc(file_shardline_v1_admin_service, 30);
 
 /**
  * Asks for one execution.
@@ -603,7 +760,7 @@ export type GetExecutionRequest = Message<"shardline.v1.GetExecutionRequest"> & 
  * Use `create(GetExecutionRequestSchema)` to create a new message.
  */
 export const GetExecutionRequestSchema: GenMessage<GetExecutionRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 25);
+  messageDesc(file_shardline_v1_admin_service, 31);
 
 /**
  * One execution.
@@ -624,7 +781,7 @@ export type GetExecutionResponse = Message<"shardline.v1.GetExecutionResponse"> 
  * Use `create(GetExecutionResponseSchema)` to create a new message.
  */
 export const GetExecutionResponseSchema: GenMessage<GetExecutionResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 26);
+  messageDesc(file_shardline_v1_admin_service, 32);
 
 /**
  * Asks to stream events.
@@ -645,7 +802,7 @@ export type WatchEventsRequest = Message<"shardline.v1.WatchEventsRequest"> & {
  * Use `create(WatchEventsRequestSchema)` to create a new message.
  */
 export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 27);
+  messageDesc(file_shardline_v1_admin_service, 33);
 
 /**
  * One event.
@@ -708,7 +865,7 @@ export type WatchEventsResponse = Message<"shardline.v1.WatchEventsResponse"> & 
  * Use `create(WatchEventsResponseSchema)` to create a new message.
  */
 export const WatchEventsResponseSchema: GenMessage<WatchEventsResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 28);
+  messageDesc(file_shardline_v1_admin_service, 34);
 
 /**
  * Administration of a controller. Errors are gRPC statuses: INVALID_ARGUMENT for bad input
@@ -857,6 +1014,37 @@ export const AdminService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchEventsRequestSchema;
     output: typeof WatchEventsResponseSchema;
+  },
+  /**
+   * Cancels a pending or running execution. A running one is aborted on its agent and recorded
+   * as CANCELLED when the agent confirms; a pending one is cancelled at once.
+   *
+   * @generated from rpc shardline.v1.AdminService.CancelExecution
+   */
+  cancelExecution: {
+    methodKind: "unary";
+    input: typeof CancelExecutionRequestSchema;
+    output: typeof CancelExecutionResponseSchema;
+  },
+  /**
+   * Stops a shard from being fired until it is enabled again; its assignment stays.
+   *
+   * @generated from rpc shardline.v1.AdminService.DisableShard
+   */
+  disableShard: {
+    methodKind: "unary";
+    input: typeof DisableShardRequestSchema;
+    output: typeof DisableShardResponseSchema;
+  },
+  /**
+   * Lets a disabled shard be fired again.
+   *
+   * @generated from rpc shardline.v1.AdminService.EnableShard
+   */
+  enableShard: {
+    methodKind: "unary";
+    input: typeof EnableShardRequestSchema;
+    output: typeof EnableShardResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_shardline_v1_admin_service, 0);

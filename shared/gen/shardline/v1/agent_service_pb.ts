@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shardline/v1/agent_service.proto.
  */
 export const file_shardline_v1_agent_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBzaGFyZGxpbmUvdjEvYWdlbnRfc2VydmljZS5wcm90bxIMc2hhcmRsaW5lLnYxIv0BCg5Db25uZWN0UmVxdWVzdBIkCgVoZWxsbxgBIAEoCzITLnNoYXJkbGluZS52MS5IZWxsb0gAEiwKCWhlYXJ0YmVhdBgCIAEoCzIXLnNoYXJkbGluZS52MS5IZWFydGJlYXRIABI7ChFleGVjdXRpb25fdXBkYXRlcxgDIAEoCzIeLnNoYXJkbGluZS52MS5FeGVjdXRpb25VcGRhdGVzSAASKAoHcmVsZWFzZRgEIAEoCzIVLnNoYXJkbGluZS52MS5SZWxlYXNlSAASKAoHZ29vZGJ5ZRgFIAEoCzIVLnNoYXJkbGluZS52MS5Hb29kYnllSABCBgoEa2luZCKJAgoFSGVsbG8SEAoIYWdlbnRfaWQYASABKAkSLwoGbGFiZWxzGAIgAygLMh8uc2hhcmRsaW5lLnYxLkhlbGxvLkxhYmVsc0VudHJ5EhAKCGNhcGFjaXR5GAMgASgNEhAKCGhhbmRsZXJzGAQgAygJEg8KB3ZlcnNpb24YBSABKAkSJgoEaGVsZBgGIAMoCzIYLnNoYXJkbGluZS52MS5Bc3NpZ25tZW50EjEKCmV4ZWN1dGlvbnMYByADKAsyHS5zaGFyZGxpbmUudjEuRXhlY3V0aW9uVXBkYXRlGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiGAoJSGVhcnRiZWF0EgsKA3NlcRgBIAEoBCJCChBFeGVjdXRpb25VcGRhdGVzEi4KB3VwZGF0ZXMYASADKAsyHS5zaGFyZGxpbmUudjEuRXhlY3V0aW9uVXBkYXRlIqwBCg9FeGVjdXRpb25VcGRhdGUSFAoMZXhlY3V0aW9uX2lkGAEgASgJEisKBXN0YXRlGAIgASgOMhwuc2hhcmRsaW5lLnYxLkV4ZWN1dGlvblN0YXRlEhoKEnN0YXJ0ZWRfYXRfdW5peF9tcxgDIAEoAxIbChNmaW5pc2hlZF9hdF91bml4X21zGAQgASgDEg0KBWVycm9yGAUgASgJEg4KBnJlc3VsdBgGIAEoCSI4CgdSZWxlYXNlEi0KC2Fzc2lnbm1lbnRzGAEgAygLMhguc2hhcmRsaW5lLnYxLkFzc2lnbm1lbnQiGQoHR29vZGJ5ZRIOCgZyZWFzb24YASABKAkiwwIKD0Nvbm5lY3RSZXNwb25zZRIMCgR0ZXJtGAEgASgEEigKB3dlbGNvbWUYAiABKAsyFS5zaGFyZGxpbmUudjEuV2VsY29tZUgAEjMKDWhlYXJ0YmVhdF9hY2sYAyABKAsyGi5zaGFyZGxpbmUudjEuSGVhcnRiZWF0QWNrSAASOwoRYXNzaWdubWVudF91cGRhdGUYBCABKAsyHi5zaGFyZGxpbmUudjEuQXNzaWdubWVudFVwZGF0ZUgAEioKCGRpc3BhdGNoGAUgASgLMhYuc2hhcmRsaW5lLnYxLkRpc3BhdGNoSAASJgoGY2FuY2VsGAYgASgLMhQuc2hhcmRsaW5lLnYxLkNhbmNlbEgAEioKCHJlZGlyZWN0GAcgASgLMhYuc2hhcmRsaW5lLnYxLlJlZGlyZWN0SABCBgoEa2luZCJuCgdXZWxjb21lEhIKCnNlc3Npb25faWQYASABKAkSHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAIgASgNEhQKDGxlYXNlX3R0bF9tcxgDIAEoDRIaChJjb250cm9sbGVyX3ZlcnNpb24YBCABKAkiOgoMSGVhcnRiZWF0QWNrEgsKA3NlcRgBIAEoBBIdChVsZWFzZV9leHBpcmVzX3VuaXhfbXMYAiABKAMidQoQQXNzaWdubWVudFVwZGF0ZRIQCghzbmFwc2hvdBgBIAEoCBIlCgNhZGQYAiADKAsyGC5zaGFyZGxpbmUudjEuQXNzaWdubWVudBIoCgZyZXZva2UYAyADKAsyGC5zaGFyZGxpbmUudjEuQXNzaWdubWVudCI+CghEaXNwYXRjaBIyCgpleGVjdXRpb25zGAEgAygLMh4uc2hhcmRsaW5lLnYxLkV4ZWN1dGlvbkNvbnRleHQiggMKEEV4ZWN1dGlvbkNvbnRleHQSFAoMZXhlY3V0aW9uX2lkGAEgASgJEgsKA2pvYhgCIAEoCRINCgVzaGFyZBgDIAEoDRITCgtzaGFyZF9jb3VudBgEIAEoDRIXCg9zaGFyZF9wYXJhbWV0ZXIYBSABKAkSEQoJcGFyYW1ldGVyGAYgASgJEhkKEWZpcmVfdGltZV91bml4X21zGAcgASgDEg8KB2F0dGVtcHQYCCABKA0SDwoHaGFuZGxlchgJIAEoCRISCgp0aW1lb3V0X21zGAogASgNEiwKCmFzc2lnbm1lbnQYCyABKAsyGC5zaGFyZGxpbmUudjEuQXNzaWdubWVudBJHCg10cmFjZV9jb250ZXh0GAwgAygLMjAuc2hhcmRsaW5lLnYxLkV4ZWN1dGlvbkNvbnRleHQuVHJhY2VDb250ZXh0RW50cnkaMwoRVHJhY2VDb250ZXh0RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIvCgZDYW5jZWwSFQoNZXhlY3V0aW9uX2lkcxgBIAMoCRIOCgZyZWFzb24YAiABKAkiIgoIUmVkaXJlY3QSFgoObGVhZGVyX2FkZHJlc3MYASABKAkyWgoMQWdlbnRTZXJ2aWNlEkoKB0Nvbm5lY3QSHC5zaGFyZGxpbmUudjEuQ29ubmVjdFJlcXVlc3QaHS5zaGFyZGxpbmUudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_shardline_v1_types]);
+  fileDesc("CiBzaGFyZGxpbmUvdjEvYWdlbnRfc2VydmljZS5wcm90bxIMc2hhcmRsaW5lLnYxIv0BCg5Db25uZWN0UmVxdWVzdBIkCgVoZWxsbxgBIAEoCzITLnNoYXJkbGluZS52MS5IZWxsb0gAEiwKCWhlYXJ0YmVhdBgCIAEoCzIXLnNoYXJkbGluZS52MS5IZWFydGJlYXRIABI7ChFleGVjdXRpb25fdXBkYXRlcxgDIAEoCzIeLnNoYXJkbGluZS52MS5FeGVjdXRpb25VcGRhdGVzSAASKAoHcmVsZWFzZRgEIAEoCzIVLnNoYXJkbGluZS52MS5SZWxlYXNlSAASKAoHZ29vZGJ5ZRgFIAEoCzIVLnNoYXJkbGluZS52MS5Hb29kYnllSABCBgoEa2luZCKcAgoFSGVsbG8SEAoIYWdlbnRfaWQYASABKAkSLwoGbGFiZWxzGAIgAygLMh8uc2hhcmRsaW5lLnYxLkhlbGxvLkxhYmVsc0VudHJ5EhAKCGNhcGFjaXR5GAMgASgNEhAKCGhhbmRsZXJzGAQgAygJEg8KB3ZlcnNpb24YBSABKAkSJgoEaGVsZBgGIAMoCzIYLnNoYXJkbGluZS52MS5Bc3NpZ25tZW50EjEKCmV4ZWN1dGlvbnMYByADKAsyHS5zaGFyZGxpbmUudjEuRXhlY3V0aW9uVXBkYXRlEhEKCWV4ZWN1dG9ycxgIIAMoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIhgKCUhlYXJ0YmVhdBILCgNzZXEYASABKAQiQgoQRXhlY3V0aW9uVXBkYXRlcxIuCgd1cGRhdGVzGAEgAygLMh0uc2hhcmRsaW5lLnYxLkV4ZWN1dGlvblVwZGF0ZSKsAQoPRXhlY3V0aW9uVXBkYXRlEhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIrCgVzdGF0ZRgCIAEoDjIcLnNoYXJkbGluZS52MS5FeGVjdXRpb25TdGF0ZRIaChJzdGFydGVkX2F0X3VuaXhfbXMYAyABKAMSGwoTZmluaXNoZWRfYXRfdW5peF9tcxgEIAEoAxINCgVlcnJvchgFIAEoCRIOCgZyZXN1bHQYBiABKAkiOAoHUmVsZWFzZRItCgthc3NpZ25tZW50cxgBIAMoCzIYLnNoYXJkbGluZS52MS5Bc3NpZ25tZW50IhkKB0dvb2RieWUSDgoGcmVhc29uGAEgASgJIsMCCg9Db25uZWN0UmVzcG9uc2USDAoEdGVybRgBIAEoBBIoCgd3ZWxjb21lGAIgASgLMhUuc2hhcmRsaW5lLnYxLldlbGNvbWVIABIzCg1oZWFydGJlYXRfYWNrGAMgASgLMhouc2hhcmRsaW5lLnYxLkhlYXJ0YmVhdEFja0gAEjsKEWFzc2lnbm1lbnRfdXBkYXRlGAQgASgLMh4uc2hhcmRsaW5lLnYxLkFzc2lnbm1lbnRVcGRhdGVIABIqCghkaXNwYXRjaBgFIAEoCzIWLnNoYXJkbGluZS52MS5EaXNwYXRjaEgAEiYKBmNhbmNlbBgGIAEoCzIULnNoYXJkbGluZS52MS5DYW5jZWxIABIqCghyZWRpcmVjdBgHIAEoCzIWLnNoYXJkbGluZS52MS5SZWRpcmVjdEgAQgYKBGtpbmQibgoHV2VsY29tZRISCgpzZXNzaW9uX2lkGAEgASgJEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgCIAEoDRIUCgxsZWFzZV90dGxfbXMYAyABKA0SGgoSY29udHJvbGxlcl92ZXJzaW9uGAQgASgJIjoKDEhlYXJ0YmVhdEFjaxILCgNzZXEYASABKAQSHQoVbGVhc2VfZXhwaXJlc191bml4X21zGAIgASgDInUKEEFzc2lnbm1lbnRVcGRhdGUSEAoIc25hcHNob3QYASABKAgSJQoDYWRkGAIgAygLMhguc2hhcmRsaW5lLnYxLkFzc2lnbm1lbnQSKAoGcmV2b2tlGAMgAygLMhguc2hhcmRsaW5lLnYxLkFzc2lnbm1lbnQiPgoIRGlzcGF0Y2gSMgoKZXhlY3V0aW9ucxgBIAMoCzIeLnNoYXJkbGluZS52MS5FeGVjdXRpb25Db250ZXh0ItoDChBFeGVjdXRpb25Db250ZXh0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRILCgNqb2IYAiABKAkSDQoFc2hhcmQYAyABKA0SEwoLc2hhcmRfY291bnQYBCABKA0SFwoPc2hhcmRfcGFyYW1ldGVyGAUgASgJEhEKCXBhcmFtZXRlchgGIAEoCRIZChFmaXJlX3RpbWVfdW5peF9tcxgHIAEoAxIPCgdhdHRlbXB0GAggASgNEg8KB2hhbmRsZXIYCSABKAkSEgoKdGltZW91dF9tcxgKIAEoDRIsCgphc3NpZ25tZW50GAsgASgLMhguc2hhcmRsaW5lLnYxLkFzc2lnbm1lbnQSRwoNdHJhY2VfY29udGV4dBgMIAMoCzIwLnNoYXJkbGluZS52MS5FeGVjdXRpb25Db250ZXh0LlRyYWNlQ29udGV4dEVudHJ5EiwKBnNjcmlwdBgNIAEoCzIcLnNoYXJkbGluZS52MS5TY3JpcHRFeGVjdXRvchIoCgRodHRwGA4gASgLMhouc2hhcmRsaW5lLnYxLkh0dHBFeGVjdXRvchozChFUcmFjZUNvbnRleHRFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqYBCg5TY3JpcHRFeGVjdXRvchIPCgdjb21tYW5kGAEgASgJEgwKBGFyZ3MYAiADKAkSMgoDZW52GAMgAygLMiUuc2hhcmRsaW5lLnYxLlNjcmlwdEV4ZWN1dG9yLkVudkVudHJ5EhUKDWtpbGxfZ3JhY2VfbXMYBCABKA0aKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLYAQoMSHR0cEV4ZWN1dG9yEg4KBm1ldGhvZBgBIAEoCRILCgN1cmwYAiABKAkSOAoHaGVhZGVycxgDIAMoCzInLnNoYXJkbGluZS52MS5IdHRwRXhlY3V0b3IuSGVhZGVyc0VudHJ5EgwKBGJvZHkYBCABKAkSGgoSY29ubmVjdF90aW1lb3V0X21zGAUgASgNEhcKD3JlYWRfdGltZW91dF9tcxgGIAEoDRouCgxIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIvCgZDYW5jZWwSFQoNZXhlY3V0aW9uX2lkcxgBIAMoCRIOCgZyZWFzb24YAiABKAkiIgoIUmVkaXJlY3QSFgoObGVhZGVyX2FkZHJlc3MYASABKAkyWgoMQWdlbnRTZXJ2aWNlEkoKB0Nvbm5lY3QSHC5zaGFyZGxpbmUudjEuQ29ubmVjdFJlcXVlc3QaHS5zaGFyZGxpbmUudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_shardline_v1_types]);
 
 /**
  * One message from an agent. Each carries exactly one kind.
@@ -133,6 +133,14 @@ export type Hello = Message<"shardline.v1.Hello"> & {
    * @generated from field: repeated shardline.v1.ExecutionUpdate executions = 7;
    */
   executions: ExecutionUpdate[];
+
+  /**
+   * Executors beyond in-process handlers that this agent runs: "script", "http". It receives
+   * shards of jobs with spec.script or spec.http only when it lists the executor.
+   *
+   * @generated from field: repeated string executors = 8;
+   */
+  executors: string[];
 };
 
 /**
@@ -581,6 +589,20 @@ export type ExecutionContext = Message<"shardline.v1.ExecutionContext"> & {
    * @generated from field: map<string, string> trace_context = 12;
    */
   traceContext: { [key: string]: string };
+
+  /**
+   * Set for a job with spec.script: run this command instead of a handler.
+   *
+   * @generated from field: shardline.v1.ScriptExecutor script = 13;
+   */
+  script?: ScriptExecutor | undefined;
+
+  /**
+   * Set for a job with spec.http: make this request instead of running a handler.
+   *
+   * @generated from field: shardline.v1.HttpExecutor http = 14;
+   */
+  http?: HttpExecutor | undefined;
 };
 
 /**
@@ -589,6 +611,106 @@ export type ExecutionContext = Message<"shardline.v1.ExecutionContext"> & {
  */
 export const ExecutionContextSchema: GenMessage<ExecutionContext> = /*@__PURE__*/
   messageDesc(file_shardline_v1_agent_service, 12);
+
+/**
+ * Runs a command as a child process. The execution context is written to its stdin as JSON and
+ * given as SHARDLINE_* environment variables; exit code 0 is success.
+ *
+ * @generated from message shardline.v1.ScriptExecutor
+ */
+export type ScriptExecutor = Message<"shardline.v1.ScriptExecutor"> & {
+  /**
+   * The program, as found on the agent's PATH or as an absolute path. The agent runs only
+   * commands on its allow-list.
+   *
+   * @generated from field: string command = 1;
+   */
+  command: string;
+
+  /**
+   * Its arguments.
+   *
+   * @generated from field: repeated string args = 2;
+   */
+  args: string[];
+
+  /**
+   * Extra environment variables.
+   *
+   * @generated from field: map<string, string> env = 3;
+   */
+  env: { [key: string]: string };
+
+  /**
+   * After a timeout or cancel, SIGTERM; then SIGKILL after this many milliseconds.
+   *
+   * @generated from field: uint32 kill_grace_ms = 4;
+   */
+  killGraceMs: number;
+};
+
+/**
+ * Describes the message shardline.v1.ScriptExecutor.
+ * Use `create(ScriptExecutorSchema)` to create a new message.
+ */
+export const ScriptExecutorSchema: GenMessage<ScriptExecutor> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_agent_service, 13);
+
+/**
+ * Makes an HTTP request. A 2xx status is success; anything else fails the execution.
+ *
+ * @generated from message shardline.v1.HttpExecutor
+ */
+export type HttpExecutor = Message<"shardline.v1.HttpExecutor"> & {
+  /**
+   * GET, POST, PUT, PATCH or DELETE.
+   *
+   * @generated from field: string method = 1;
+   */
+  method: string;
+
+  /**
+   * An http or https URL.
+   *
+   * @generated from field: string url = 2;
+   */
+  url: string;
+
+  /**
+   * Request headers.
+   *
+   * @generated from field: map<string, string> headers = 3;
+   */
+  headers: { [key: string]: string };
+
+  /**
+   * The request body; empty sends the execution context as JSON.
+   *
+   * @generated from field: string body = 4;
+   */
+  body: string;
+
+  /**
+   * Give up connecting after this many milliseconds.
+   *
+   * @generated from field: uint32 connect_timeout_ms = 5;
+   */
+  connectTimeoutMs: number;
+
+  /**
+   * Give up waiting for the response after this many milliseconds.
+   *
+   * @generated from field: uint32 read_timeout_ms = 6;
+   */
+  readTimeoutMs: number;
+};
+
+/**
+ * Describes the message shardline.v1.HttpExecutor.
+ * Use `create(HttpExecutorSchema)` to create a new message.
+ */
+export const HttpExecutorSchema: GenMessage<HttpExecutor> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_agent_service, 14);
 
 /**
  * Executions to stop.
@@ -616,7 +738,7 @@ export type Cancel = Message<"shardline.v1.Cancel"> & {
  * Use `create(CancelSchema)` to create a new message.
  */
 export const CancelSchema: GenMessage<Cancel> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_agent_service, 13);
+  messageDesc(file_shardline_v1_agent_service, 15);
 
 /**
  * Points an agent at the leader.
@@ -637,7 +759,7 @@ export type Redirect = Message<"shardline.v1.Redirect"> & {
  * Use `create(RedirectSchema)` to create a new message.
  */
 export const RedirectSchema: GenMessage<Redirect> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_agent_service, 14);
+  messageDesc(file_shardline_v1_agent_service, 16);
 
 /**
  * The service agents connect to.
