@@ -34,6 +34,19 @@ describe("assignment", () => {
     expect(b.shardsOf("job")).toEqual([0, 1, 2, 3]);
   });
 
+  it("gives a script job only to agents that run scripts, and sends the command with each execution", () => {
+    const h = new CoreHarness();
+    const plain = h.connect("plain");
+    const runner = h.connect("runner", { handlers: [], executors: ["script"] });
+    const script = { command: "report", args: ["--daily"], env: { MODE: "full" }, killGraceSeconds: 5 };
+    h.apply(testSpec("job", { schedule: undefined, shards: 2, handler: "", script }));
+    expect(plain.shardsOf("job")).toEqual([]);
+    expect(runner.shardsOf("job")).toEqual([0, 1]);
+    h.core.triggerJob("job", [0], undefined, h.now);
+    h.flush();
+    expect(runner.dispatched[0]!.script).toEqual({ command: "report", args: ["--daily"], env: { MODE: "full" }, killGraceMs: 5000 });
+  });
+
   it("moves at most its fair share to an agent that joins", () => {
     const { h, a, b } = twoAgents(testSpec("job", { schedule: undefined, shards: 6 }));
     const c = h.connect("c");
@@ -357,7 +370,7 @@ describe("hello", () => {
   it("refuses a hello with a bad agent id, naming the field and what is allowed", () => {
     const h = new CoreHarness();
     expect(() =>
-      h.core.hello("s1", { agentId: "Bad Id!", labels: {}, capacity: 1, handlers: [], version: "", held: [], executions: [] }, h.now),
+      h.core.hello("s1", { agentId: "Bad Id!", labels: {}, capacity: 1, handlers: [], executors: [], version: "", held: [], executions: [] }, h.now),
     ).toThrowError(/hello\.agent_id: "Bad Id!" is not allowed; expected 1-253 characters/);
   });
 

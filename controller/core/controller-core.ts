@@ -63,6 +63,7 @@ interface AgentEntry {
   labels: Record<string, string>;
   capacity: number;
   handlers: Set<string>;
+  executors: Set<string>;
   version: string;
   /** The controller's view of the lease: never earlier than the agent's own. */
   leaseExpiry: number;
@@ -294,6 +295,7 @@ export class ControllerCore {
         labels: {},
         capacity: 1,
         handlers: new Set(),
+        executors: new Set(),
         version: "",
         leaseExpiry: 0,
         leaseTimerArmed: false,
@@ -310,6 +312,7 @@ export class ControllerCore {
     agent.labels = { ...hello.labels };
     agent.capacity = hello.capacity;
     agent.handlers = new Set(hello.handlers);
+    agent.executors = new Set(hello.executors);
     agent.version = hello.version;
     agent.connectedAt = this.now;
     agent.leaseExpiry = this.now + this.config.leaseTtlMs;
@@ -752,6 +755,7 @@ export class ControllerCore {
         timeoutMs: spec.timeoutSeconds * 1000,
         assignment: { job: shard.job, shard: shard.shard, term: shard.term, generation: shard.generation },
         traceContext: {},
+        ...executorOf(spec),
       });
     }
     if (contexts.length > 0) this.outbox.send(agent.session, { kind: "dispatch", executions: contexts });
@@ -819,7 +823,9 @@ export class ControllerCore {
 
   private eligible(agent: AgentEntry, spec: JobSpec): boolean {
     if (!agent.connected || agent.lost || agent.leaving || agent.cordoned) return false;
-    if (!agent.handlers.has(spec.handler)) return false;
+    if (spec.script !== undefined ? !agent.executors.has("script") : spec.http !== undefined ? !agent.executors.has("http") : !agent.handlers.has(spec.handler)) {
+      return false;
+    }
     for (const [key, value] of Object.entries(spec.placement.selector)) {
       if (agent.labels[key] !== value) return false;
     }
@@ -1018,6 +1024,7 @@ export class ControllerCore {
         labels: {},
         capacity: 1,
         handlers: new Set(),
+        executors: new Set(),
         version: "",
         leaseExpiry: this.startupGraceUntil,
         leaseTimerArmed: false,
@@ -1052,6 +1059,19 @@ export class ControllerCore {
   private emit(type: string, message: string, about: { job?: string; shard?: number; agent?: string; executionId?: string } = {}): void {
     this.outbox.emit({ time: this.now, type, message, ...about });
   }
+}
+
+/** The executor part of an execution's context, from the job's spec. */
+function executorOf(spec: JobSpec): Pick<ExecutionContext, "script" | "http"> {
+  if (spec.script !== undefined) {
+    const { command, args, env, killGraceSeconds } = spec.script;
+    return { script: { command, args, env, killGraceMs: killGraceSeconds * 1000 } };
+  }
+  if (spec.http !== undefined) {
+    const { method, url, headers, body, connectTimeoutSeconds, readTimeoutSeconds } = spec.http;
+    return { http: { method, url, headers, body, connectTimeoutMs: connectTimeoutSeconds * 1000, readTimeoutMs: readTimeoutSeconds * 1000 } };
+  }
+  return {};
 }
 
 function notFound(kind: string, name: string): ShardlineError {

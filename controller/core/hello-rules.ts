@@ -5,6 +5,7 @@ const AGENT_ID = /^[a-z0-9]([a-z0-9._-]{0,251}[a-z0-9])?$/;
 const HANDLER = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 const MAX_HANDLERS = 1000;
 const MAX_LABELS = 64;
+const KNOWN_EXECUTORS = new Set(["script", "http"]);
 
 /**
  * Checks a Hello from an agent that may have been written by anyone, in any language. A bad
@@ -28,6 +29,9 @@ export function validateHello(hello: AgentHello): void {
     if (!HANDLER.test(handler)) {
       throw ShardlineError.invalid("hello.handlers", handler, "names of 1-128 characters of letters, digits, '.', '_', ':' and '-'");
     }
+  }
+  for (const executor of hello.executors) {
+    if (!KNOWN_EXECUTORS.has(executor)) throw ShardlineError.invalid("hello.executors", executor, "script or http");
   }
   const labels = Object.entries(hello.labels);
   if (labels.length > MAX_LABELS) {

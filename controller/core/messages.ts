@@ -14,6 +14,8 @@ export interface AgentHello {
   labels: Record<string, string>;
   capacity: number;
   handlers: string[];
+  /** Executors beyond handlers that it runs: "script", "http". */
+  executors: string[];
   version: string;
   /** Assignments it still holds from an earlier stream. */
   held: AssignmentRef[];
@@ -45,6 +47,10 @@ export interface ExecutionContext {
   timeoutMs: number;
   assignment: AssignmentRef;
   traceContext: Record<string, string>;
+  /** The command to run, for a job with spec.script. */
+  script?: { command: string; args: string[]; env: Record<string, string>; killGraceMs: number };
+  /** The request to make, for a job with spec.http. */
+  http?: { method: string; url: string; headers: Record<string, string>; body: string; connectTimeoutMs: number; readTimeoutMs: number };
 }
 
 /** A message the core asks the shell to send on one agent's stream. */

@@ -202,6 +202,8 @@ function toResponse(term: number, command: AgentCommand): Response {
               timeoutMs: e.timeoutMs,
               assignment: assignmentToProto(e.assignment),
               traceContext: e.traceContext,
+              ...(e.script === undefined ? {} : { script: e.script }),
+              ...(e.http === undefined ? {} : { http: e.http }),
             })),
           },
         },

@@ -88,6 +88,7 @@ export function helloFromProto(hello: Hello): AgentHello {
     labels: { ...hello.labels },
     capacity: hello.capacity === 0 ? 1 : hello.capacity,
     handlers: [...hello.handlers],
+    executors: [...hello.executors],
     version: hello.version,
     held: hello.held.map((a, i) => assignmentFromProto(a, `hello.held[${i}]`)),
     executions: hello.executions.map((u, i) => reportFromProto(u, `hello.executions[${i}]`)),

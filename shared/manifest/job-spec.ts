@@ -18,6 +18,38 @@ export const MISFIRE_POLICIES: readonly MisfirePolicy[] = ["fire-once", "skip", 
 export type OverlapPolicy = "forbid" | "allow" | "replace";
 export const OVERLAP_POLICIES: readonly OverlapPolicy[] = ["forbid", "allow", "replace"];
 
+/** spec.script: run a command as a child process (agents must allow-list the command). */
+export interface ScriptSpec {
+  /** A program name on the agent's PATH, or an absolute path. */
+  command: string;
+  /** Its arguments; default []. */
+  args: string[];
+  /** Extra environment variables; default {}. */
+  env: Record<string, string>;
+  /** After a timeout or cancel: SIGTERM, then SIGKILL after this many seconds; 0..3600, default 10. */
+  killGraceSeconds: number;
+}
+
+/** HTTP methods the http executor sends. */
+export type HttpMethod = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
+export const HTTP_METHODS: readonly HttpMethod[] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+/** spec.http: make an HTTP request; a non-2xx status fails the execution. */
+export interface HttpSpec {
+  /** Default POST. */
+  method: HttpMethod;
+  /** An absolute http:// or https:// URL. */
+  url: string;
+  /** Request headers; default {}. */
+  headers: Record<string, string>;
+  /** The body; "" (default) sends the execution context as JSON. */
+  body: string;
+  /** 1..300, default 10. */
+  connectTimeoutSeconds: number;
+  /** 1..86400, default 60. */
+  readTimeoutSeconds: number;
+}
+
 /** A job's manifest after validation, with every default filled in. */
 export interface JobSpec {
   /** metadata.name: a DNS-1123 label (lowercase letters, digits, '-', at most 63). */
@@ -36,8 +68,15 @@ export interface JobSpec {
   shardParameters: Record<number, string>;
   /** spec.parameter: passed to every shard; default "". */
   parameter: string;
-  /** spec.handler: the handler name agents declare. */
+  /**
+   * spec.handler: the handler name agents declare. Exactly one of handler, script and http is
+   * given; handler is "" when script or http is.
+   */
   handler: string;
+  /** spec.script, when the job runs a command instead of a handler. */
+  script?: ScriptSpec;
+  /** spec.http, when the job makes a request instead of running a handler. */
+  http?: HttpSpec;
   /** spec.strategy, default "sticky". */
   strategy: StrategyName;
   /** spec.failover, default "fenced". */
