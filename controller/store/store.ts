@@ -21,7 +21,7 @@ export const TERMINAL_STATES: ReadonlySet<ExecutionStateName> = new Set([
 ]);
 
 /** Why an execution exists. */
-export type ExecutionCause = "schedule" | "trigger" | "failover" | "misfire";
+export type ExecutionCause = "schedule" | "trigger" | "failover" | "misfire" | "retry";
 
 /** A job as the controller keeps it. */
 export interface JobRecord {
@@ -32,6 +32,8 @@ export interface JobRecord {
   paused: boolean;
   /** Grows by one on every change of the manifest. */
   revision: number;
+  /** Shards an operator disabled: they are not fired. */
+  disabledShards: number[];
 }
 
 /** One run of one shard for one fire, as one attempt. Times are Unix milliseconds. */
@@ -52,6 +54,8 @@ export interface ExecutionRecord {
   cause: ExecutionCause;
   /** The job parameter this execution runs with (a trigger may override the job's). */
   parameter: string;
+  /** A retry is not dispatched before this instant. */
+  notBefore?: number;
 }
 
 /** Everything one core step asks to make durable, written atomically. */

@@ -6,7 +6,7 @@ import { ShardlineError } from "../../../shared/errors.js";
  * i + 1. A later change appends a step and never edits an earlier one, so any older file upgrades
  * in place on the next open.
  */
-const MIGRATIONS: readonly string[] = [
+export const MIGRATIONS: readonly string[] = [
   `
   -- One row: the term of the latest controller to open this store.
   CREATE TABLE meta (
@@ -51,6 +51,12 @@ const MIGRATIONS: readonly string[] = [
   CREATE INDEX executions_by_fire  ON executions (fire_time DESC, shard, attempt DESC);
   CREATE INDEX executions_by_state ON executions (state, fire_time DESC, shard, attempt DESC);
   CREATE INDEX executions_by_agent ON executions (agent, fire_time DESC, shard, attempt DESC);
+  `,
+  `
+  -- Shards an operator disabled, as a JSON array of shard numbers.
+  ALTER TABLE jobs ADD COLUMN disabled_shards TEXT NOT NULL DEFAULT '[]';
+  -- A retry waits until this instant before it may be dispatched.
+  ALTER TABLE executions ADD COLUMN not_before INTEGER;
   `,
 ];
 

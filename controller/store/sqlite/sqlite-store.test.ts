@@ -1,13 +1,13 @@
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ShardlineError } from "../../../shared/errors.js";
 import type { JobSpec } from "../../../shared/manifest/job-spec.js";
 import { openStore, parseStoreUrl } from "../open-store.js";
 import type { ExecutionRecord, ExecutionStateName, JobRecord } from "../store.js";
-import { SCHEMA_VERSION } from "./schema.js";
+import { MIGRATIONS, SCHEMA_VERSION } from "./schema.js";
 import { SqliteStore } from "./sqlite-store.js";
 
 let dir: string;
@@ -61,7 +61,7 @@ function spec(name: string): JobSpec {
 }
 
 function job(name: string, revision = 1): JobRecord {
-  return { name, manifest: `metadata:\n  name: ${name}\n`, spec: spec(name), paused: false, revision };
+  return { name, manifest: `metadata:\n  name: ${name}\n`, spec: spec(name), paused: false, revision, disabledShards: [] };
 }
 
 function execution(fields: Partial<ExecutionRecord> & { job: string; fireTime: number }): ExecutionRecord {
@@ -224,6 +224,33 @@ describe("SqliteStore.open", () => {
     await s.commit({ jobs: [job("invoices")] });
     const { snapshot } = await reopen(s);
     expect(snapshot).toEqual({ term: 1, jobs: [], cursors: new Map(), openExecutions: [] });
+  });
+});
+
+describe("schema upgrades", () => {
+  it("keeps disabled shards and a retry's not-before time", async () => {
+    const s = store();
+    await s.open();
+    const retry = { ...execution({ job: "a", fireTime: 1000, attempt: 2, state: "pending", agent: "" }), cause: "retry" as const, notBefore: 5000 };
+    await s.commit({ jobs: [{ ...job("a"), disabledShards: [1, 3] }], executions: [retry] });
+    const { snapshot } = await reopen(s);
+    expect(snapshot.jobs[0]!.disabledShards).toEqual([1, 3]);
+    expect(snapshot.openExecutions).toEqual([retry]);
+  });
+
+  it("upgrades a file written by the first schema in place, keeping its rows", async () => {
+    await mkdir(dirname(dbPath), { recursive: true });
+    const old = new Database(dbPath);
+    old.exec(MIGRATIONS[0]!);
+    old.pragma("user_version = 1");
+    old.prepare("INSERT INTO jobs (name, manifest, spec_json, paused, revision) VALUES (?, ?, ?, 0, 1)").run("a", "m", JSON.stringify(spec("a")));
+    old.close();
+    const s = store();
+    const snapshot = await s.open();
+    expect(snapshot.jobs.map((j) => [j.name, j.disabledShards])).toEqual([["a", []]]);
+    const check = new Database(dbPath, { readonly: true });
+    expect(check.pragma("user_version", { simple: true })).toBe(SCHEMA_VERSION);
+    check.close();
   });
 });
 

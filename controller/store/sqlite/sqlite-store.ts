@@ -26,7 +26,7 @@ const BUSY_TIMEOUT_MS = 5_000;
 const OPEN_STATES_SQL = "('pending', 'running')";
 
 const EXECUTION_COLUMNS =
-  "id, job, shard, fire_time, attempt, agent, state, started_at, finished_at, error, result, cause, parameter";
+  "id, job, shard, fire_time, attempt, agent, state, started_at, finished_at, error, result, cause, parameter, not_before";
 
 /** Newest fire first; within a fire, shards in order and the latest attempt first. */
 const EXECUTION_ORDER = "fire_time DESC, shard ASC, attempt DESC";
@@ -45,6 +45,7 @@ interface ExecutionRow {
   result: string | null;
   cause: string;
   parameter: string;
+  not_before: number | null;
 }
 
 interface JobRow {
@@ -53,6 +54,7 @@ interface JobRow {
   spec_json: string;
   paused: number;
   revision: number;
+  disabled_shards: string;
 }
 
 type ExecutionParams = [
@@ -69,6 +71,7 @@ type ExecutionParams = [
   string | null,
   string,
   string,
+  number | null,
 ];
 
 /** The statements prepared once per open file. */
@@ -77,7 +80,7 @@ interface Statements {
   allJobs: Database.Statement<[], JobRow>;
   allCursors: Database.Statement<[], { job: string; fire_time: number }>;
   openExecutions: Database.Statement<[], ExecutionRow>;
-  upsertJob: Database.Statement<[string, string, string, number, number]>;
+  upsertJob: Database.Statement<[string, string, string, number, number, string]>;
   deleteJob: Database.Statement<[string]>;
   deleteCursor: Database.Statement<[string]>;
   upsertCursor: Database.Statement<[string, number]>;
@@ -137,7 +140,14 @@ export class SqliteStore implements Store {
       db
         .transaction(() => {
           for (const job of batch.jobs ?? []) {
-            s.upsertJob.run(job.name, job.manifest, JSON.stringify(job.spec), job.paused ? 1 : 0, job.revision);
+            s.upsertJob.run(
+              job.name,
+              job.manifest,
+              JSON.stringify(job.spec),
+              job.paused ? 1 : 0,
+              job.revision,
+              JSON.stringify(job.disabledShards ?? []),
+            );
           }
           for (const name of batch.deletedJobs ?? []) {
             s.deleteJob.run(name);
@@ -161,6 +171,7 @@ export class SqliteStore implements Store {
               e.result ?? null,
               e.cause,
               e.parameter,
+              e.notBefore ?? null,
             );
           }
         })
@@ -276,16 +287,16 @@ function prepareStatements(db: Database.Database): Statements {
     bumpTerm: db.prepare(
       "INSERT INTO meta (id, term) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET term = term + 1 RETURNING term",
     ),
-    allJobs: db.prepare("SELECT name, manifest, spec_json, paused, revision FROM jobs ORDER BY name"),
+    allJobs: db.prepare("SELECT name, manifest, spec_json, paused, revision, disabled_shards FROM jobs ORDER BY name"),
     allCursors: db.prepare("SELECT job, fire_time FROM cursors"),
     openExecutions: db.prepare(
       `SELECT ${EXECUTION_COLUMNS} FROM executions WHERE state IN ${OPEN_STATES_SQL}
        ORDER BY fire_time, shard, attempt`,
     ),
     upsertJob: db.prepare(
-      `INSERT INTO jobs (name, manifest, spec_json, paused, revision) VALUES (?, ?, ?, ?, ?)
+      `INSERT INTO jobs (name, manifest, spec_json, paused, revision, disabled_shards) VALUES (?, ?, ?, ?, ?, ?)
        ON CONFLICT (name) DO UPDATE SET manifest = excluded.manifest, spec_json = excluded.spec_json,
-         paused = excluded.paused, revision = excluded.revision`,
+         paused = excluded.paused, revision = excluded.revision, disabled_shards = excluded.disabled_shards`,
     ),
     deleteJob: db.prepare("DELETE FROM jobs WHERE name = ?"),
     deleteCursor: db.prepare("DELETE FROM cursors WHERE job = ?"),
@@ -293,12 +304,12 @@ function prepareStatements(db: Database.Database): Statements {
       "INSERT INTO cursors (job, fire_time) VALUES (?, ?) ON CONFLICT (job) DO UPDATE SET fire_time = excluded.fire_time",
     ),
     upsertExecution: db.prepare(
-      `INSERT INTO executions (${EXECUTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+      `INSERT INTO executions (${EXECUTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (id) DO UPDATE SET job = excluded.job, shard = excluded.shard,
          fire_time = excluded.fire_time, attempt = excluded.attempt, agent = excluded.agent,
          state = excluded.state, started_at = excluded.started_at, finished_at = excluded.finished_at,
          error = excluded.error, result = excluded.result, cause = excluded.cause,
-         parameter = excluded.parameter`,
+         parameter = excluded.parameter, not_before = excluded.not_before`,
     ),
     getExecution: db.prepare(`SELECT ${EXECUTION_COLUMNS} FROM executions WHERE id = ?`),
     pruneByAge: db.prepare(
@@ -323,6 +334,7 @@ function toJobRecord(row: JobRow): JobRecord {
     spec: JSON.parse(row.spec_json) as JobSpec,
     paused: row.paused !== 0,
     revision: row.revision,
+    disabledShards: JSON.parse(row.disabled_shards) as number[],
   };
 }
 
@@ -343,6 +355,7 @@ function toExecutionRecord(row: ExecutionRow): ExecutionRecord {
   if (row.finished_at !== null) record.finishedAt = row.finished_at;
   if (row.error !== null) record.error = row.error;
   if (row.result !== null) record.result = row.result;
+  if (row.not_before !== null) record.notBefore = row.not_before;
   return record;
 }
 
