@@ -14,7 +14,7 @@ import type { CoreConfig } from "./config.js";
 import { executionId } from "./execution-id.js";
 import { validateHello } from "./hello-rules.js";
 import type { AgentHello, AssignmentRef, ExecutionContext, ExecutionReport } from "./messages.js";
-import { admitLateFire, planMissedFires } from "./misfire.js";
+import { admitLateFire, planMissedFires, retryDelayMs } from "./misfire.js";
 import { type Effects, Outbox } from "./outbox.js";
 import { strategyFor } from "./sharding/index.js";
 import { TimerQueue, type TimerKind } from "./timer-queue.js";
@@ -48,6 +48,8 @@ export interface JobView {
   record: JobRecord;
   nextFire?: number;
   lastFire?: number;
+  /** The next scheduled fires, up to five. */
+  upcoming: number[];
 }
 
 interface AgentEntry {
@@ -208,7 +210,12 @@ export class ControllerCore {
   getJob(name: string): JobView {
     const job = this.jobs.get(name);
     if (job === undefined) throw notFound("job", name);
-    return { record: job.record, nextFire: job.nextFire, lastFire: job.cursor };
+    const upcoming: number[] = [];
+    const spec = job.record.spec;
+    for (let next = job.nextFire; next !== undefined && upcoming.length < 5; next = nextFireAfter(spec.schedule!, spec.timeZone, next)) {
+      upcoming.push(next);
+    }
+    return { record: job.record, nextFire: job.nextFire, lastFire: job.cursor, upcoming };
   }
 
   listJobs(): JobView[] {
@@ -255,6 +262,11 @@ export class ControllerCore {
           return;
         }
         this.expireLease(agent);
+        return;
+      }
+      case "retry": {
+        const shard = this.jobs.get(timer.job)?.shards[timer.shard];
+        if (shard !== undefined) this.dispatchShard(shard);
         return;
       }
       case "startup-grace":
@@ -421,6 +433,7 @@ export class ControllerCore {
       spec,
       paused: existing?.record.paused ?? false,
       revision: (existing?.record.revision ?? 0) + 1,
+      disabledShards: (existing?.record.disabledShards ?? []).filter((s) => s < spec.shards),
     };
     this.outbox.saveJob(record);
     if (existing === undefined) {
@@ -468,6 +481,14 @@ export class ControllerCore {
         throw ShardlineError.invalid("shards", shard, `shard numbers from 0 to ${job.shards.length - 1}`);
       }
     }
+    for (const shard of shards) {
+      if (job.record.disabledShards.includes(shard)) {
+        throw new ShardlineError("failed-precondition", `shard ${shard} of job ${name} is disabled; enable it first`, {
+          field: "shards",
+          value: String(shard),
+        });
+      }
+    }
     const fireTime = Math.max(this.now, job.lastIssuedFire + 1);
     const chosen = shards.length === 0 ? job.shards : [...new Set(shards)].map((s) => job.shards[s]!);
     const ids = this.fire(job, fireTime, "trigger", chosen, parameter);
@@ -493,6 +514,62 @@ export class ControllerCore {
     // Fires missed while paused are not made: the schedule restarts from now.
     this.scheduleNext(job, this.now);
     this.emit("job.resumed", `job ${name} resumed`, { job: name });
+  }
+
+  /**
+   * Cancels an open execution: a waiting one at once, a dispatched one by asking its agent to
+   * abort it (it is recorded when the agent confirms, and never re-run by failover). Returns
+   * the execution's state after the request.
+   */
+  cancelExecution(id: string, reason: string, now: number): ExecutionStateName {
+    this.advance(now);
+    const execution = this.open.get(id);
+    if (execution === undefined) {
+      throw new ShardlineError("failed-precondition", `execution ${JSON.stringify(id)} is not pending or running`, { field: "id", value: id });
+    }
+    const shard = this.jobs.get(execution.job)?.shards[execution.shard];
+    const why = reason || "cancelled by an operator";
+    if (execution.agent === "" || shard === undefined) {
+      if (shard !== undefined) shard.queue = shard.queue.filter((e) => e.id !== id);
+      this.closeExecution(execution, "cancelled", { error: why });
+      this.emit("execution.cancelled", `${id} cancelled: ${why}`, { job: execution.job, shard: execution.shard, executionId: id });
+      if (shard !== undefined) this.dispatchShard(shard);
+      return "cancelled";
+    }
+    shard.cancelling.add(id);
+    const agent = this.agents.get(execution.agent);
+    if (agent !== undefined && agent.connected) this.outbox.send(agent.session, { kind: "cancel", executionIds: [id], reason: why });
+    this.emit("execution.cancelling", `${id} is being cancelled on ${execution.agent}: ${why}`, {
+      job: execution.job,
+      shard: execution.shard,
+      agent: execution.agent,
+      executionId: id,
+    });
+    return execution.state;
+  }
+
+  /** Stops firing one shard of a job; its assignment and running executions stay. */
+  disableShard(name: string, shard: number, now: number): void {
+    this.setShardDisabled(name, shard, true, now);
+  }
+
+  enableShard(name: string, shard: number, now: number): void {
+    this.setShardDisabled(name, shard, false, now);
+  }
+
+  private setShardDisabled(name: string, shard: number, disabled: boolean, now: number): void {
+    this.advance(now);
+    const job = this.requireJob(name);
+    if (!Number.isInteger(shard) || shard < 0 || shard >= job.shards.length) {
+      throw ShardlineError.invalid("shard", shard, `a shard number from 0 to ${job.shards.length - 1}`);
+    }
+    const set = new Set(job.record.disabledShards);
+    if (set.has(shard) === disabled) return;
+    if (disabled) set.add(shard);
+    else set.delete(shard);
+    job.record = { ...job.record, disabledShards: [...set].sort((a, b) => a - b) };
+    this.outbox.saveJob(job.record);
+    this.emit(disabled ? "shard.disabled" : "shard.enabled", `${name}/${shard} ${disabled ? "disabled" : "enabled"}`, { job: name, shard });
   }
 
   drainAgent(id: string, now: number): void {
@@ -549,6 +626,12 @@ export class ControllerCore {
   }
 
   private loseExecution(execution: ExecutionRecord, reason: string): void {
+    const shardOfIt = this.jobs.get(execution.job)?.shards[execution.shard];
+    if (shardOfIt?.cancelling.has(execution.id)) {
+      // It was being cancelled: a lost agent does not bring it back.
+      this.closeExecution(execution, "cancelled", { error: `cancelled; its agent could not confirm (${reason})` });
+      return;
+    }
     this.closeExecution(execution, "lost", { error: reason });
     this.emit("execution.lost", `${execution.id} lost: ${reason}`, {
       job: execution.job,
@@ -612,8 +695,28 @@ export class ControllerCore {
       agent: agent.id,
       executionId: execution.id,
     });
-    const shard = this.jobs.get(execution.job)?.shards[execution.shard];
-    if (shard !== undefined) this.dispatchShard(shard);
+    const job = this.jobs.get(execution.job);
+    const shard = job?.shards[execution.shard];
+    if (job === undefined || shard === undefined) return;
+    if ((report.state === "failed" || report.state === "timed-out") && execution.attempt <= job.record.spec.retries.limit) {
+      this.scheduleRetry(job, shard, execution);
+    }
+    this.dispatchShard(shard);
+  }
+
+  /** Queues the next attempt of a failed execution, ahead of later fires, after its backoff. */
+  private scheduleRetry(job: JobEntry, shard: ShardEntry, failed: ExecutionRecord): void {
+    const retry = this.newExecution(job, shard, failed.fireTime, failed.attempt + 1, "retry", failed.parameter);
+    retry.notBefore = this.now + retryDelayMs(job.record.spec.retries.backoffSeconds, failed.attempt);
+    this.open.set(retry.id, retry);
+    shard.queue.unshift(retry);
+    this.outbox.saveExecution(retry);
+    this.timers.push(retry.notBefore, { kind: "retry", job: job.record.name, shard: shard.shard });
+    this.emit("execution.retry", `${failed.id} ${failed.state}; retrying as ${retry.id} at ${new Date(retry.notBefore).toISOString()}`, {
+      job: job.record.name,
+      shard: shard.shard,
+      executionId: retry.id,
+    });
   }
 
   /** Moves an open execution to a terminal state and forgets it. */
@@ -672,7 +775,9 @@ export class ControllerCore {
       this.outbox.saveCursor(job.record.name, job.cursor);
     }
     const ids: string[] = [];
+    const disabled = new Set(job.record.disabledShards);
     for (const shard of shards) {
+      if (disabled.has(shard.shard)) continue;
       const execution = this.newExecution(job, shard, fireTime, 1, cause, parameter ?? job.record.spec.parameter);
       ids.push(execution.id);
       this.enqueue(job, shard, execution);
@@ -729,6 +834,7 @@ export class ControllerCore {
     const spec = job.record.spec;
     const contexts: ExecutionContext[] = [];
     while (shard.queue.length > 0) {
+      if ((shard.queue[0]!.notBefore ?? 0) > this.now) break;
       if (shard.running.size > 0 && spec.overlap === "forbid") break;
       if (shard.running.size > 0 && spec.overlap === "replace") {
         const stale = [...shard.running].filter((id) => !shard.cancelling.has(id));
@@ -1007,6 +1113,7 @@ export class ControllerCore {
     this.open.set(execution.id, execution);
     if (execution.agent === "") {
       shard.queue.push(execution);
+      if (execution.notBefore !== undefined) this.timers.push(execution.notBefore, { kind: "retry", job: job.record.name, shard: shard.shard });
       return;
     }
     // It may still be running on an agent that has not reconnected yet: hold it on a stand-in

@@ -12,11 +12,11 @@ export type Admission = { admit: true } | { admit: false; reason: string };
 /**
  * Decides whether a fire that cannot start at once (its shard is busy with an earlier run under
  * `overlap: forbid`, or has no owner able to start it) waits for the shard, or is recorded as
- * misfired. `waiting` counts the scheduled fires of this shard already waiting. Manual triggers
- * and failover re-runs always wait: a person or a lost run asked for them explicitly.
+ * misfired. `waiting` counts the scheduled fires of this shard already waiting. Manual triggers,
+ * failover re-runs and retries always wait: a person, a lost run or a failed one asked for them.
  */
 export function admitLateFire(spec: MisfireSpec, cause: ExecutionCause, waiting: number): Admission {
-  if (cause === "trigger" || cause === "failover") return { admit: true };
+  if (cause === "trigger" || cause === "failover" || cause === "retry") return { admit: true };
   switch (spec.misfire) {
     case "skip":
       return { admit: false, reason: "the shard could not start it on time and spec.misfire is skip" };
@@ -40,4 +40,15 @@ export function planMissedFires(spec: MisfireSpec, missed: readonly number[]): {
   const keep = spec.misfire === "skip" ? 0 : spec.misfire === "fire-once" ? 1 : spec.maxCatchUp;
   const cut = Math.max(0, missed.length - keep);
   return { run: missed.slice(cut), misfire: missed.slice(0, cut) };
+}
+
+/** The longest a retry waits, however many attempts came before. */
+export const MAX_RETRY_DELAY_MS = 24 * 3600 * 1000;
+
+/**
+ * How long to wait before retrying a failed execution: the job's backoff, doubled for each
+ * attempt already made (attempt 1 failed: one backoff; attempt 2 failed: two; then four...).
+ */
+export function retryDelayMs(backoffSeconds: number, failedAttempt: number): number {
+  return Math.min(MAX_RETRY_DELAY_MS, backoffSeconds * 1000 * 2 ** Math.max(0, failedAttempt - 1));
 }

@@ -2,6 +2,7 @@
 export type TimerKind =
   | { kind: "fire"; job: string; token: number; fireTime: number }
   | { kind: "lease"; agent: string; incarnation: number }
+  | { kind: "retry"; job: string; shard: number }
   | { kind: "startup-grace" };
 
 interface Entry {

@@ -7,7 +7,7 @@ import type { ControllerCore } from "../core/controller-core.js";
 import type { CoreEvent } from "../core/messages.js";
 import type { ExecutionQuery, Store } from "../store/store.js";
 import type { CoreDriver } from "./core-driver.js";
-import { agentToProto, executionToProto, jobToProto, stateFromProto } from "./proto-mapping.js";
+import { agentToProto, executionToProto, jobToProto, stateFromProto, stateToProto, toNumber } from "./proto-mapping.js";
 
 const MAX_LIMIT = 10_000;
 const MAX_MANIFEST_BYTES = 256 * 1024;
@@ -88,6 +88,9 @@ export function adminService(core: ControllerCore, driver: CoreDriver, store: St
       if (request.job !== "") query.job = request.job;
       if (request.agent !== "") query.agent = request.agent;
       if (request.state !== ExecutionState.UNSPECIFIED) query.state = stateFromProto(request.state, "state");
+      if (request.shard !== undefined) query.shard = request.shard;
+      if (request.sinceUnixMs !== 0n) query.since = toNumber(request.sinceUnixMs, "since_unix_ms");
+      if (request.untilUnixMs !== 0n) query.until = toNumber(request.untilUnixMs, "until_unix_ms");
       await driver.idle();
       const executions = await store.listExecutions(query);
       return { executions: executions.map(executionToProto) };
@@ -100,6 +103,32 @@ export function adminService(core: ControllerCore, driver: CoreDriver, store: St
         throw new ShardlineError("not-found", `execution ${JSON.stringify(request.id)} not found`, { field: "id", value: request.id });
       }
       return { execution: executionToProto(execution) };
+    },
+
+    async cancelExecution(request) {
+      if (core.openExecution(request.id) === undefined) {
+        await driver.idle();
+        const finished = await store.getExecution(request.id);
+        if (finished === undefined) {
+          throw new ShardlineError("not-found", `execution ${JSON.stringify(request.id)} not found`, { field: "id", value: request.id });
+        }
+        throw new ShardlineError("failed-precondition", `execution ${request.id} already finished: ${finished.state}`, {
+          field: "id",
+          value: request.id,
+        });
+      }
+      const state = await driver.run((now) => core.cancelExecution(request.id, request.reason.slice(0, 1024), now));
+      return { state: stateToProto(state) };
+    },
+
+    async disableShard(request) {
+      await driver.run((now) => core.disableShard(request.job, request.shard, now));
+      return {};
+    },
+
+    async enableShard(request) {
+      await driver.run((now) => core.enableShard(request.job, request.shard, now));
+      return {};
     },
 
     async watchEvents(request, stream, context) {

@@ -136,5 +136,7 @@ export function jobToProto(view: JobView): JobMessage {
     nextFireUnixMs: BigInt(view.nextFire ?? 0),
     lastFireUnixMs: BigInt(view.lastFire ?? 0),
     revision: BigInt(view.record.revision),
+    disabledShards: view.record.disabledShards,
+    upcomingFiresUnixMs: view.upcoming.map((t) => BigInt(t)),
   });
 }

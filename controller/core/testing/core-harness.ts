@@ -201,7 +201,7 @@ export class CoreHarness {
     this.flush();
   }
 
-  report(id: string, executionId: string, state: "running" | "succeeded" | "failed" | "cancelled" | "lost"): void {
+  report(id: string, executionId: string, state: "running" | "succeeded" | "failed" | "timed-out" | "cancelled" | "lost"): void {
     const agent = this.agents.get(id)!;
     this.core.executionUpdates(agent.session, [{ executionId, state, startedAt: this.now, finishedAt: this.now }], this.now);
     this.flush();
