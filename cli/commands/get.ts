@@ -3,7 +3,7 @@ import { ShardlineError } from "../../shared/errors.js";
 import type { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
 import { parseOutputFormat, renderDocument, renderTable, type CliIo, type Column, type OutputFormat } from "../output.js";
 import { addControllerOption, withAdminClient, withNotFoundHint, type AdminClient } from "./admin.js";
-import { parseInteger } from "./options.js";
+import { parseInstant, parseInteger } from "./options.js";
 import {
   AGENT_COLUMNS,
   ASSIGNMENT_COLUMNS,
@@ -28,6 +28,9 @@ export interface GetOptions {
   job?: string;
   agent?: string;
   state?: ExecutionState;
+  shard?: number;
+  since?: number;
+  until?: number;
   limit?: number;
 }
 
@@ -61,6 +64,9 @@ export function registerGet(program: Command, io: CliIo): void {
     .option("--job <JOB>", "executions and assignments: only this job's")
     .option("--agent <AGENT>", "executions and assignments: only those on this agent")
     .option("--state <STATE>", "executions: only those in this state (pending, running, succeeded, failed, timed-out, cancelled, lost, misfired)", parseExecutionState)
+    .option("--shard <N>", "executions: only this shard's", (value: string) => parseInteger(value, "--shard", 0, 9_999))
+    .option("--since <TIME>", "executions: fired at or after TIME (ISO-8601, or ago: 90s, 15m, 2h, 7d)", (value: string) => parseInstant(value, "--since"))
+    .option("--until <TIME>", "executions: fired before TIME (ISO-8601, or ago: 90s, 15m, 2h, 7d)", (value: string) => parseInstant(value, "--until"))
     .option("--limit <N>", `executions: at most N, newest first (default: ${DEFAULT_EXECUTION_LIMIT}, at most ${MAX_EXECUTION_LIMIT})`, (value: string) =>
       parseInteger(value, "--limit", 1, MAX_EXECUTION_LIMIT),
     )
@@ -125,6 +131,9 @@ async function getExecutions(client: AdminClient, options: GetOptions, io: CliIo
     agent: options.agent ?? "",
     state: options.state,
     limit: options.limit ?? DEFAULT_EXECUTION_LIMIT,
+    ...(options.shard === undefined ? {} : { shard: options.shard }),
+    sinceUnixMs: BigInt(options.since ?? 0),
+    untilUnixMs: BigInt(options.until ?? 0),
   });
   print(io, options.output, executions.map(executionView), executions, EXECUTION_COLUMNS, "executions");
 }
@@ -158,12 +167,12 @@ function printOne<V, R>(io: CliIo, format: OutputFormat | undefined, view: V, ro
 
 /** Rejects filters that do not apply to the resource, rather than silently ignoring them. */
 function checkFlags(resource: Resource, name: string | undefined, options: GetOptions): void {
-  const given = (["job", "agent", "state", "limit"] as const).filter((flag) => options[flag] !== undefined);
+  const given = (["job", "agent", "state", "limit", "shard", "since", "until"] as const).filter((flag) => options[flag] !== undefined);
   const accepted: Record<Resource, readonly string[]> = {
     jobs: [],
     agents: [],
     assignments: ["job", "agent"],
-    executions: name === undefined ? ["job", "agent", "state", "limit"] : [],
+    executions: name === undefined ? ["job", "agent", "state", "limit", "shard", "since", "until"] : [],
   };
   for (const flag of given) {
     if (accepted[resource].includes(flag)) continue;

@@ -96,3 +96,20 @@ export function defaultAgentId(hostname: string): string {
     .replace(/[^a-z0-9]+$/, "");
   return cleaned === "" ? "agent" : cleaned;
 }
+
+/**
+ * A point in time for --since/--until: an ISO-8601 instant (`2026-05-01T10:00:00Z`), or a
+ * duration back from `now` (`90s`, `15m`, `2h`, `7d`). Returns Unix milliseconds.
+ */
+export function parseInstant(value: string, field: string, now: number = Date.now()): number {
+  const relative = /^(\d+)(s|m|h|d)$/.exec(value.trim());
+  if (relative !== null) {
+    const unit = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[relative[2] as "s" | "m" | "h" | "d"];
+    return now - Number(relative[1]) * unit;
+  }
+  const parsed = /^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(value.trim()) ? Date.parse(value) : NaN;
+  if (Number.isNaN(parsed) || parsed < 0) {
+    throw ShardlineError.invalid(field, value, "an ISO-8601 time such as 2026-05-01T10:00:00Z, or a duration ago such as 90s, 15m, 2h, 7d");
+  }
+  return parsed;
+}

@@ -13,6 +13,9 @@ import { registerDemo } from "./demo.js";
 import { registerEvents } from "./events.js";
 import { registerGet } from "./get.js";
 import { registerJobActions } from "./job-actions.js";
+import { registerDescribe } from "./describe.js";
+import { registerExecutionActions } from "./execution-actions.js";
+import { registerShardActions } from "./shard-actions.js";
 
 /** Code of the usage error for `shardline` with no command (commander would print the whole help). */
 const NO_COMMAND = "shardline.noCommand";
@@ -64,6 +67,9 @@ export function buildProgram(io: CliIo): Command {
   registerApply(program, io);
   registerGet(program, io);
   registerJobActions(program, io);
+  registerShardActions(program, io);
+  registerExecutionActions(program, io);
+  registerDescribe(program, io);
   registerAgentActions(program, io);
   registerEvents(program, io);
   registerDemo(program);

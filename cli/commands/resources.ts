@@ -61,6 +61,10 @@ export interface JobView {
   nextFire: string | null;
   lastFire: string | null;
   revision: number;
+  /** Shards an operator disabled. */
+  disabledShards: number[];
+  /** The next scheduled fires, up to five, as ISO-8601 times. */
+  upcomingFires: string[];
   /** The normalised manifest (the API's spec_json), or null when the controller sent none. */
   spec: Record<string, unknown> | null;
 }
@@ -117,6 +121,8 @@ export function jobView(job: Job): JobView {
     nextFire: isoTime(job.nextFireUnixMs),
     lastFire: isoTime(job.lastFireUnixMs),
     revision: Number(job.revision),
+    disabledShards: [...job.disabledShards],
+    upcomingFires: job.upcomingFiresUnixMs.map((t) => isoTime(t)!),
     spec,
   };
 }

@@ -1,0 +1,117 @@
+import { spawn } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CLI, ControllerProcess, type CliProcess, freePort, requireBuiltCli, startAgent, waitFor } from "./harness/processes.js";
+
+const HANDLERS = join(dirname(fileURLToPath(import.meta.url)), "fixtures", "recording-handlers.mjs");
+
+function shardline(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on("exit", (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+function manifest(name: string, spec: string): string {
+  return `apiVersion: shardline.dev/v1\nkind: ShardedJob\nmetadata: {name: ${name}}\nspec:\n${spec}`;
+}
+
+describe("job lifecycle through the shardline binary", () => {
+  let dir: string;
+  let controller: ControllerProcess;
+  let agent: CliProcess;
+  let env: Record<string, string>;
+  const json = async (args: string[]) => JSON.parse((await shardline([...args, "-o", "json"], env)).stdout) as Record<string, unknown>[];
+
+  beforeAll(async () => {
+    requireBuiltCli();
+    dir = await mkdtemp(join(tmpdir(), "shardline-lifecycle-"));
+    controller = new ControllerProcess(await freePort(), join(dir, "state.db"));
+    await controller.start();
+    env = { SHARDLINE_CONTROLLER: controller.address };
+    agent = startAgent(controller.address, "worker-1", HANDLERS, { SHARDLINE_TEST_RECORD: join(dir, "runs.jsonl") });
+    await writeFile(join(dir, "flaky.yaml"), manifest("flaky", "  shards: 1\n  handler: flaky\n  retries: {limit: 2, backoffSeconds: 1}\n"));
+    await writeFile(join(dir, "orphan.yaml"), manifest("orphan", "  shards: 2\n  handler: nobody-runs-this\n"));
+    await writeFile(join(dir, "sweep.yaml"), manifest("sweep", '  schedule: "* * * * * *"\n  shards: 3\n  handler: work\n'));
+    for (const file of ["flaky.yaml", "orphan.yaml", "sweep.yaml"]) expect((await shardline(["apply", "-f", join(dir, file)], env)).code).toBe(0);
+  });
+
+  afterAll(async () => {
+    await agent?.stop();
+    await controller?.process?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("retries a failed execution after its backoff and records both attempts", async () => {
+    expect((await shardline(["trigger", "flaky"], env)).code).toBe(0);
+    const runs = await waitFor("the retry to succeed", async () => {
+      const list = await json(["get", "executions", "--job", "flaky"]);
+      return list.some((e) => e.state === "succeeded") ? list : undefined;
+    });
+    expect(runs.map((e) => [e.attempt, e.state, e.cause])).toEqual([
+      [2, "succeeded", "retry"],
+      [1, "failed", "trigger"],
+    ]);
+    expect(runs[1]!.error).toMatch(/attempt 1 .* failed on purpose/);
+  });
+
+  it("cancels a pending execution, and refuses to cancel it twice", async () => {
+    const triggered = await shardline(["trigger", "orphan", "--shards", "1"], env);
+    expect(triggered.code).toBe(0);
+    const [pending] = await json(["get", "executions", "--job", "orphan", "--state", "pending"]);
+    const id = pending!.id as string;
+    expect(await shardline(["cancel", id, "--reason", "not needed"], env)).toMatchObject({ code: 0, stdout: `execution/${id} cancelled\n` });
+    const cancelled = JSON.parse((await shardline(["get", "executions", id, "-o", "json"], env)).stdout) as Record<string, unknown>;
+    expect(cancelled).toMatchObject({ state: "cancelled", error: "not needed" });
+    const again = await shardline(["cancel", id], env);
+    expect(again.code).toBe(4);
+    expect(again.stderr).toMatch(/already finished: cancelled/);
+  });
+
+  it("stops firing a disabled shard and fires it again once enabled", async () => {
+    expect(await shardline(["disable", "sweep", "2"], env)).toMatchObject({ code: 0, stdout: "shard/sweep/2 disabled\n" });
+    const disabledAt = Date.now();
+    await waitFor("two fires after disabling", async () => {
+      const fires = new Set((await json(["get", "executions", "--job", "sweep", "--since", new Date(disabledAt + 1000).toISOString()])).map((e) => e.fireTime));
+      return fires.size >= 2 ? true : undefined;
+    });
+    const shard2 = await json(["get", "executions", "--job", "sweep", "--shard", "2", "--since", new Date(disabledAt + 1000).toISOString()]);
+    expect(shard2).toEqual([]);
+    expect((await shardline(["enable", "sweep", "2"], env)).code).toBe(0);
+    const enabledAt = Date.now();
+    await waitFor("shard 2 to fire again", async () => {
+      const runs = await json(["get", "executions", "--job", "sweep", "--shard", "2", "--since", new Date(enabledAt).toISOString()]);
+      return runs.length > 0 ? true : undefined;
+    });
+  });
+
+  it("describes a job with its next fires, assignment and recent executions", async () => {
+    const text = await shardline(["describe", "job", "sweep"], env);
+    expect(text.code).toBe(0);
+    expect(text.stdout).toMatch(/^Name: +sweep$/m);
+    expect(text.stdout).toMatch(/^Next fires: +\S+/m);
+    expect(text.stdout).toMatch(/^Assignments:\n +JOB +SHARD +AGENT/m);
+    const described = JSON.parse((await shardline(["describe", "job", "sweep", "-o", "json"], env)).stdout) as {
+      job: { upcomingFires: string[]; disabledShards: number[] };
+      assignments: unknown[];
+      executions: unknown[];
+    };
+    expect(described.job.upcomingFires).toHaveLength(5);
+    expect(described.job.disabledShards).toEqual([]);
+    expect(described.assignments).toHaveLength(3);
+    expect(described.executions.length).toBeGreaterThan(0);
+  });
+
+  it("names the flag when --since is not a time", async () => {
+    const result = await shardline(["get", "executions", "--since", "yesterday"], env);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/^shardline: --since: "yesterday" is not allowed/);
+  });
+});
