@@ -128,6 +128,23 @@ describe("disabled shards", () => {
   });
 });
 
+describe("applying a manifest", () => {
+  it("takes a changed schedule at once, and changes nothing when the spec is the same", () => {
+    const h = new CoreHarness();
+    h.apply(testSpec("job", { schedule: "0 0 * * * *" }));
+    const base = Date.UTC(2026, 0, 1, 0, 0, 0);
+    expect(h.core.getJob("job").nextFire).toBe(base + 3_600_000);
+    h.apply(testSpec("job", { schedule: "*/10 * * * * *" }));
+    expect(h.core.getJob("job").nextFire).toBe(base + 10_000);
+    expect(h.core.getJob("job").record.revision).toBe(2);
+    const same = h.core.applyJob("job", testSpec("job", { schedule: "*/10 * * * * *" }), "other text", h.now);
+    expect(same.changed).toBe(false);
+    expect(h.core.getJob("job").record.revision).toBe(2);
+    h.advance(10_000);
+    expect(h.executionsOf("job").map((e) => e.fireTime)).toContain(base + 10_000);
+  });
+});
+
 describe("job view", () => {
   it("lists the next five scheduled fires", () => {
     const h = new CoreHarness();
