@@ -370,7 +370,7 @@ describe("hello", () => {
   it("refuses a hello with a bad agent id, naming the field and what is allowed", () => {
     const h = new CoreHarness();
     expect(() =>
-      h.core.hello("s1", { agentId: "Bad Id!", labels: {}, capacity: 1, handlers: [], executors: [], version: "", held: [], executions: [] }, h.now),
+      h.core.hello("s1", { agentId: "Bad Id!", labels: {}, capacity: 1, handlers: [], executors: [], maxConcurrent: 0, version: "", held: [], executions: [] }, h.now),
     ).toThrowError(/hello\.agent_id: "Bad Id!" is not allowed; expected 1-253 characters/);
   });
 

@@ -1,6 +1,6 @@
 import { ShardlineError } from "../../shared/errors.js";
 import { specEquals } from "../../shared/manifest/index.js";
-import type { JobSpec } from "../../shared/manifest/job-spec.js";
+import { type JobSpec, priorityOf } from "../../shared/manifest/job-spec.js";
 import { fireTimesBetween, nextFireAfter } from "../../shared/schedule.js";
 import type {
   ExecutionCause,
@@ -33,6 +33,10 @@ export interface AgentView {
   shards: { job: string; shard: number }[];
   leaseExpiresAt: number;
   connectedAt: number;
+  /** Executions it runs at once; 0 is no limit. */
+  maxConcurrent: number;
+  /** Executions dispatched to it and not finished. */
+  running: number;
 }
 
 export interface AssignmentView {
@@ -66,6 +70,8 @@ interface AgentEntry {
   capacity: number;
   handlers: Set<string>;
   executors: Set<string>;
+  /** Executions it runs at once; 0 is no limit. */
+  maxConcurrent: number;
   version: string;
   /** The controller's view of the lease: never earlier than the agent's own. */
   leaseExpiry: number;
@@ -123,6 +129,9 @@ export class ControllerCore {
   private readonly agents = new Map<string, AgentEntry>();
   private readonly sessions = new Map<string, string>();
   private readonly open = new Map<string, ExecutionRecord>();
+  /** When each waiting execution joined its queue: first in, first out within a priority. */
+  private readonly queuedAt = new Map<string, number>();
+  private queueSeq = 0;
   private readonly timers = new TimerQueue();
   private readonly outbox = new Outbox();
 
@@ -184,6 +193,8 @@ export class ControllerCore {
           .sort((a, b) => (a.job < b.job ? -1 : a.job > b.job ? 1 : a.shard - b.shard)),
         leaseExpiresAt: agent.leaseExpiry,
         connectedAt: agent.connectedAt,
+        maxConcurrent: agent.maxConcurrent,
+        running: agent.executions.size,
       }));
   }
 
@@ -220,6 +231,22 @@ export class ControllerCore {
 
   listJobs(): JobView[] {
     return [...this.jobs.keys()].sort().map((name) => this.getJob(name));
+  }
+
+  /**
+   * The place in line of every waiting execution (1 is next): highest job priority first, then
+   * first in, first out.
+   */
+  queuePositions(): Map<string, number> {
+    const waiting: { id: string; priority: number; seq: number }[] = [];
+    for (const [id, seq] of this.queuedAt) {
+      const execution = this.open.get(id);
+      const spec = execution === undefined ? undefined : this.jobs.get(execution.job)?.record.spec;
+      const priority = spec === undefined ? 0 : priorityOf(spec);
+      waiting.push({ id, priority, seq });
+    }
+    waiting.sort((a, b) => b.priority - a.priority || a.seq - b.seq);
+    return new Map(waiting.map((w, i) => [w.id, i + 1]));
   }
 
   /** An execution not yet finished, if the core holds it. */
@@ -308,6 +335,7 @@ export class ControllerCore {
         capacity: 1,
         handlers: new Set(),
         executors: new Set(),
+        maxConcurrent: 0,
         version: "",
         leaseExpiry: 0,
         leaseTimerArmed: false,
@@ -325,6 +353,7 @@ export class ControllerCore {
     agent.capacity = hello.capacity;
     agent.handlers = new Set(hello.handlers);
     agent.executors = new Set(hello.executors);
+    agent.maxConcurrent = hello.maxConcurrent;
     agent.version = hello.version;
     agent.connectedAt = this.now;
     agent.leaseExpiry = this.now + this.config.leaseTtlMs;
@@ -710,6 +739,7 @@ export class ControllerCore {
     retry.notBefore = this.now + retryDelayMs(job.record.spec.retries.backoffSeconds, failed.attempt);
     this.open.set(retry.id, retry);
     shard.queue.unshift(retry);
+    this.queuedAt.set(retry.id, ++this.queueSeq);
     this.outbox.saveExecution(retry);
     this.timers.push(retry.notBefore, { kind: "retry", job: job.record.name, shard: shard.shard });
     this.emit("execution.retry", `${failed.id} ${failed.state}; retrying as ${retry.id} at ${new Date(retry.notBefore).toISOString()}`, {
@@ -732,12 +762,52 @@ export class ControllerCore {
     if (fields.result) execution.result = fields.result;
     this.outbox.saveExecution(execution);
     this.open.delete(execution.id);
-    this.agents.get(execution.agent)?.executions.delete(execution.id);
+    this.queuedAt.delete(execution.id);
+    const agent = this.agents.get(execution.agent);
+    const freed = agent !== undefined && agent.executions.delete(execution.id);
     const shard = this.jobs.get(execution.job)?.shards[execution.shard];
     if (shard !== undefined) {
       shard.running.delete(execution.id);
       shard.cancelling.delete(execution.id);
     }
+    if (freed && agent.maxConcurrent > 0) this.fillSlots(agent);
+  }
+
+  /** True when the agent may start one more execution. */
+  private hasSlot(agent: AgentEntry): boolean {
+    return agent.maxConcurrent === 0 || agent.executions.size < agent.maxConcurrent;
+  }
+
+  /**
+   * Gives an agent's free slots to its waiting executions: highest job priority first, then
+   * first in, first out.
+   */
+  private fillSlots(agent: AgentEntry): void {
+    while (agent.connected && !agent.lost && this.hasSlot(agent)) {
+      let best: ShardEntry | undefined;
+      let bestPriority = -Infinity;
+      let bestSeq = Infinity;
+      for (const shard of agent.shards) {
+        const head = shard.queue[0];
+        if (head === undefined || !this.headCanStart(shard)) continue;
+        const priority = priorityOf(this.jobs.get(shard.job)!.record.spec);
+        const seq = this.queuedAt.get(head.id) ?? 0;
+        if (priority > bestPriority || (priority === bestPriority && seq < bestSeq)) {
+          best = shard;
+          bestPriority = priority;
+          bestSeq = seq;
+        }
+      }
+      if (best === undefined) return;
+      this.dispatchShard(best, 1);
+    }
+  }
+
+  /** True when the shard's first waiting execution may go to its owner now (slots aside). */
+  private headCanStart(shard: ShardEntry): boolean {
+    const head = shard.queue[0];
+    if (head === undefined || (head.notBefore ?? 0) > this.now || this.dispatchTarget(shard) === undefined) return false;
+    return shard.running.size === 0 || this.jobs.get(shard.job)!.record.spec.overlap !== "forbid";
   }
 
   private newExecution(
@@ -797,6 +867,7 @@ export class ControllerCore {
     }
     this.open.set(execution.id, execution);
     shard.queue.push(execution);
+    this.queuedAt.set(execution.id, ++this.queueSeq);
     this.outbox.saveExecution(execution);
     this.dispatchShard(shard);
   }
@@ -814,7 +885,8 @@ export class ControllerCore {
   }
 
   private canStartNow(job: JobEntry, shard: ShardEntry): boolean {
-    if (shard.queue.length > 0 || this.dispatchTarget(shard) === undefined) return false;
+    const target = this.dispatchTarget(shard);
+    if (shard.queue.length > 0 || target === undefined || !this.hasSlot(target)) return false;
     return job.record.spec.overlap !== "forbid" || shard.running.size === 0;
   }
 
@@ -827,13 +899,13 @@ export class ControllerCore {
   }
 
   /** Sends the shard's waiting executions to its owner, as its overlap policy allows. */
-  private dispatchShard(shard: ShardEntry): void {
+  private dispatchShard(shard: ShardEntry, max = Infinity): void {
     const agent = this.dispatchTarget(shard);
     const job = this.jobs.get(shard.job);
     if (agent === undefined || job === undefined || shard.queue.length === 0) return;
     const spec = job.record.spec;
     const contexts: ExecutionContext[] = [];
-    while (shard.queue.length > 0) {
+    while (shard.queue.length > 0 && contexts.length < max && this.hasSlot(agent)) {
       if ((shard.queue[0]!.notBefore ?? 0) > this.now) break;
       if (shard.running.size > 0 && spec.overlap === "forbid") break;
       if (shard.running.size > 0 && spec.overlap === "replace") {
@@ -844,6 +916,7 @@ export class ControllerCore {
         }
       }
       const execution = shard.queue.shift()!;
+      this.queuedAt.delete(execution.id);
       execution.agent = agent.id;
       shard.running.add(execution.id);
       agent.executions.add(execution.id);
@@ -881,8 +954,12 @@ export class ControllerCore {
     const assigned: ShardEntry[] = [];
     const load = new Map<string, number>();
     for (const agent of this.agents.values()) load.set(agent.id, agent.shards.size);
-    for (const name of [...this.jobs.keys()].sort()) {
-      const job = this.jobs.get(name)!;
+    // Higher-priority jobs are placed first, so they get the least loaded agents.
+    const order = [...this.jobs.values()].sort(
+      (a, b) => priorityOf(b.record.spec) - priorityOf(a.record.spec) || (a.record.name < b.record.name ? -1 : 1),
+    );
+    for (const job of order) {
+      const name = job.record.name;
       const spec = job.record.spec;
       const eligible = [...this.agents.values()].filter((a) => this.eligible(a, spec));
       const mine = new Map<string, number>();
@@ -1113,6 +1190,7 @@ export class ControllerCore {
     this.open.set(execution.id, execution);
     if (execution.agent === "") {
       shard.queue.push(execution);
+      this.queuedAt.set(execution.id, ++this.queueSeq);
       if (execution.notBefore !== undefined) this.timers.push(execution.notBefore, { kind: "retry", job: job.record.name, shard: shard.shard });
       return;
     }
@@ -1132,6 +1210,7 @@ export class ControllerCore {
         capacity: 1,
         handlers: new Set(),
         executors: new Set(),
+        maxConcurrent: 0,
         version: "",
         leaseExpiry: this.startupGraceUntil,
         leaseTimerArmed: false,

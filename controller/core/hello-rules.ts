@@ -22,6 +22,9 @@ export function validateHello(hello: AgentHello): void {
   if (!Number.isInteger(hello.capacity) || hello.capacity < 1 || hello.capacity > 1000) {
     throw ShardlineError.invalid("hello.capacity", hello.capacity, "an integer from 1 to 1000 (0 means 1)");
   }
+  if (!Number.isInteger(hello.maxConcurrent) || hello.maxConcurrent < 0 || hello.maxConcurrent > 100_000) {
+    throw ShardlineError.invalid("hello.max_concurrent", hello.maxConcurrent, "an integer from 0 (no limit) to 100000");
+  }
   if (hello.handlers.length > MAX_HANDLERS) {
     throw ShardlineError.invalid("hello.handlers", `${hello.handlers.length} handlers`, `at most ${MAX_HANDLERS}`);
   }

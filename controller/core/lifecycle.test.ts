@@ -153,3 +153,47 @@ describe("job view", () => {
     expect(h.core.getJob("job").upcoming).toEqual([1, 2, 3, 4, 5].map((i) => base + i * 15 * 60_000));
   });
 });
+
+describe("slots and priority", () => {
+  it("starts no more executions on an agent than its slots, and the next when one frees", () => {
+    const h = new CoreHarness();
+    const a = h.connect("a", { maxConcurrent: 1 });
+    h.apply(testSpec("job", { schedule: undefined, shards: 2 }));
+    const ids = h.core.triggerJob("job", [], undefined, h.now).executionIds;
+    h.flush();
+    expect(a.dispatchedIds()).toEqual([ids[0]]);
+    expect(h.core.queuePositions()).toEqual(new Map([[ids[1], 1]]));
+    h.report("a", ids[0]!, "succeeded");
+    expect(a.dispatchedIds()).toEqual(ids);
+    expect(h.core.queuePositions().size).toBe(0);
+  });
+
+  it("gives a freed slot to the highest-priority waiting execution, then first in, first out", () => {
+    const h = new CoreHarness();
+    const a = h.connect("a", { maxConcurrent: 1 });
+    h.apply(testSpec("busy", { schedule: undefined, shards: 1 }));
+    h.apply(testSpec("low", { schedule: undefined, shards: 1, priority: 0 }));
+    h.apply(testSpec("high", { schedule: undefined, shards: 1, priority: 10 }));
+    const [busy] = h.core.triggerJob("busy", [], undefined, h.now).executionIds;
+    h.flush();
+    h.advance(1);
+    const [low1] = h.core.triggerJob("low", [], undefined, h.now).executionIds;
+    h.advance(1);
+    const [high] = h.core.triggerJob("high", [], undefined, h.now).executionIds;
+    h.flush();
+    expect(h.core.queuePositions()).toEqual(new Map([[high, 1], [low1, 2]]));
+    h.report("a", busy!, "succeeded");
+    expect(a.dispatchedIds()).toEqual([busy, high]);
+    h.report("a", high!, "succeeded");
+    expect(a.dispatchedIds()).toEqual([busy, high, low1]);
+  });
+
+  it("shows each agent's slots and how many run on it", () => {
+    const h = new CoreHarness();
+    h.connect("a", { maxConcurrent: 3 });
+    h.apply(testSpec("job", { schedule: undefined, shards: 2 }));
+    h.core.triggerJob("job", [], undefined, h.now);
+    h.flush();
+    expect(h.core.listAgents().map((x) => [x.id, x.maxConcurrent, x.running])).toEqual([["a", 3, 2]]);
+  });
+});

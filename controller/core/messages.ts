@@ -16,6 +16,8 @@ export interface AgentHello {
   handlers: string[];
   /** Executors beyond handlers that it runs: "script", "http". */
   executors: string[];
+  /** Executions it runs at once; 0 is no limit. */
+  maxConcurrent: number;
   version: string;
   /** Assignments it still holds from an earlier stream. */
   held: AssignmentRef[];

@@ -93,7 +93,8 @@ export function adminService(core: ControllerCore, driver: CoreDriver, store: St
       if (request.untilUnixMs !== 0n) query.until = toNumber(request.untilUnixMs, "until_unix_ms");
       await driver.idle();
       const executions = await store.listExecutions(query);
-      return { executions: executions.map(executionToProto) };
+      const positions = core.queuePositions();
+      return { executions: executions.map((e) => executionToProto(e, positions.get(e.id))) };
     },
 
     async getExecution(request) {
@@ -102,7 +103,7 @@ export function adminService(core: ControllerCore, driver: CoreDriver, store: St
       if (execution === undefined) {
         throw new ShardlineError("not-found", `execution ${JSON.stringify(request.id)} not found`, { field: "id", value: request.id });
       }
-      return { execution: executionToProto(execution) };
+      return { execution: executionToProto(execution, core.queuePositions().get(execution.id)) };
     },
 
     async cancelExecution(request) {

@@ -89,13 +89,15 @@ export function helloFromProto(hello: Hello): AgentHello {
     capacity: hello.capacity === 0 ? 1 : hello.capacity,
     handlers: [...hello.handlers],
     executors: [...hello.executors],
+    maxConcurrent: hello.maxConcurrent,
     version: hello.version,
     held: hello.held.map((a, i) => assignmentFromProto(a, `hello.held[${i}]`)),
     executions: hello.executions.map((u, i) => reportFromProto(u, `hello.executions[${i}]`)),
   };
 }
 
-export function executionToProto(record: ExecutionRecord): ExecutionMessage {
+/** An execution as the API shows it; `queuePosition` is its place in line while it waits. */
+export function executionToProto(record: ExecutionRecord, queuePosition = 0): ExecutionMessage {
   return create(ExecutionSchema, {
     id: record.id,
     job: record.job,
@@ -109,6 +111,7 @@ export function executionToProto(record: ExecutionRecord): ExecutionMessage {
     error: record.error ?? "",
     result: record.result ?? "",
     cause: record.cause,
+    queuePosition,
   });
 }
 
@@ -124,6 +127,8 @@ export function agentToProto(view: AgentView): AgentMessage {
     leaseExpiresUnixMs: BigInt(view.leaseExpiresAt),
     cordoned: view.cordoned,
     connectedAtUnixMs: BigInt(view.connectedAt),
+    maxConcurrent: view.maxConcurrent,
+    running: view.running,
   });
 }
 

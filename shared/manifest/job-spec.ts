@@ -95,4 +95,15 @@ export interface JobSpec {
   placement: { selector: Record<string, string> };
   /** spec.suspend: when true, the job makes no scheduled fires; default false. */
   suspend: boolean;
+  /**
+   * spec.priority: -1000..1000, default 0. When agents' slots are short, waiting executions of
+   * higher-priority jobs start first, and their shards are placed first. Absent in specs stored
+   * before it existed: read it with `priorityOf`.
+   */
+  priority?: number;
+}
+
+/** A job's priority, 0 when its spec predates the field. */
+export function priorityOf(spec: JobSpec): number {
+  return spec.priority ?? 0;
 }

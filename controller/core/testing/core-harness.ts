@@ -161,7 +161,7 @@ export class CoreHarness {
     this.flush();
   }
 
-  connect(id: string, options: { handlers?: string[]; executors?: string[]; capacity?: number; held?: AssignmentRef[]; executions?: { executionId: string; state: "running" }[] } = {}): ModelAgent {
+  connect(id: string, options: { handlers?: string[]; executors?: string[]; maxConcurrent?: number; capacity?: number; held?: AssignmentRef[]; executions?: { executionId: string; state: "running" }[] } = {}): ModelAgent {
     const agent = new ModelAgent(id, `s${++this.sessions}`);
     this.agents.set(id, agent);
     this.streams.push(agent);
@@ -173,6 +173,7 @@ export class CoreHarness {
         capacity: options.capacity ?? 1,
         handlers: options.handlers ?? ["work"],
         executors: options.executors ?? [],
+        maxConcurrent: options.maxConcurrent ?? 0,
         version: "test",
         held: options.held ?? [],
         executions: options.executions ?? [],
