@@ -17,7 +17,14 @@ export const ExitCode = {
   precondition: 4,
   /** The controller could not be reached or did not answer in time; retrying may help. */
   unavailable: 5,
+  /** `run --wait`: the run finished, but not every execution succeeded. */
+  runFailed: 6,
 } as const;
+
+/** `run --wait` finished with executions that did not succeed: exit 6, with this one line. */
+export class RunFailedError extends Error {
+  override readonly name = "RunFailedError";
+}
 
 /** One of the values of ExitCode. */
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
@@ -33,6 +40,7 @@ const byErrorCode: Record<ErrorCode, ExitCode> = {
 
 /** The exit code for a failure; anything that is not a ShardlineError is unexpected (1). */
 export function exitCodeOf(error: unknown): ExitCode {
+  if (error instanceof RunFailedError) return ExitCode.runFailed;
   return error instanceof ShardlineError ? byErrorCode[error.code] : ExitCode.internal;
 }
 
@@ -45,4 +53,5 @@ export const EXIT_CODES_HELP = [
   "  3  not found (no such job, agent or execution)",
   "  4  failed precondition or already exists",
   "  5  unavailable (the controller cannot be reached; check --controller or SHARDLINE_CONTROLLER)",
+  "  6  run --wait: the run finished but not every execution succeeded",
 ].join("\n");

@@ -40,7 +40,8 @@ describe("job lifecycle through the shardline binary", () => {
     await writeFile(join(dir, "flaky.yaml"), manifest("flaky", "  shards: 1\n  handler: flaky\n  retries: {limit: 2, backoffSeconds: 1}\n"));
     await writeFile(join(dir, "orphan.yaml"), manifest("orphan", "  shards: 2\n  handler: nobody-runs-this\n"));
     await writeFile(join(dir, "sweep.yaml"), manifest("sweep", '  schedule: "* * * * * *"\n  shards: 3\n  handler: work\n'));
-    for (const file of ["flaky.yaml", "orphan.yaml", "sweep.yaml"]) expect((await shardline(["apply", "-f", join(dir, file)], env)).code).toBe(0);
+    await writeFile(join(dir, "broken.yaml"), manifest("broken", "  shards: 2\n  handler: broken\n"));
+    for (const file of ["flaky.yaml", "orphan.yaml", "sweep.yaml", "broken.yaml"]) expect((await shardline(["apply", "-f", join(dir, file)], env)).code).toBe(0);
   });
 
   afterAll(async () => {
@@ -107,6 +108,29 @@ describe("job lifecycle through the shardline binary", () => {
     expect(described.job.disabledShards).toEqual([]);
     expect(described.assignments).toHaveLength(3);
     expect(described.executions.length).toBeGreaterThan(0);
+  });
+
+  it("runs a job once and waits for it: exit 0 when every shard succeeds (after its retry)", async () => {
+    const result = await shardline(["run", "flaky", "--wait", "-o", "json"], env);
+    expect(result.code).toBe(0);
+    const final = JSON.parse(result.stdout) as Record<string, unknown>[];
+    expect(final.map((e) => [e.shard, e.attempt, e.state])).toEqual([[0, 2, "succeeded"]]);
+  });
+
+  it("exits 6 naming the shards that did not succeed", async () => {
+    const result = await shardline(["run", "broken", "--wait"], env);
+    expect(result.code).toBe(6);
+    expect(result.stderr).toBe("shardline: job/broken run finished: 2 of 2 executions did not succeed (shard 0 failed, shard 1 failed)\n");
+  });
+
+  it("shows a run waiting for an agent as pending with its place in line, and gives up waiting at --timeout", async () => {
+    const result = await shardline(["run", "orphan", "--shards", "0", "--wait", "--timeout", "0.5"], env);
+    expect(result.code).toBe(6);
+    expect(result.stderr).toMatch(/did not finish within --timeout 0.5 s/);
+    const waiting = await json(["get", "executions", "--job", "orphan", "--state", "pending"]);
+    expect(waiting.map((e) => e.queuePosition)).toEqual([1]);
+    const table = await shardline(["get", "executions", "--job", "orphan", "--state", "pending"], env);
+    expect(table.stdout).toMatch(/pending #1/);
   });
 
   it("names the flag when --since is not a time", async () => {

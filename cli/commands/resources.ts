@@ -107,6 +107,8 @@ export interface ExecutionView {
   error: string | null;
   result: string | null;
   cause: string | null;
+  /** Place in line while it waits for its shard or a free slot (1 is next); null otherwise. */
+  queuePosition: number | null;
 }
 
 export function jobView(job: Job): JobView {
@@ -167,6 +169,7 @@ export function executionView(execution: Execution): ExecutionView {
     error: emptyToNull(execution.error),
     result: emptyToNull(execution.result),
     cause: emptyToNull(execution.cause),
+    queuePosition: execution.queuePosition === 0 ? null : execution.queuePosition,
   };
 }
 
@@ -214,7 +217,10 @@ export const EXECUTION_COLUMNS: readonly Column<Execution>[] = [
   { header: "SHARD", value: (execution) => String(execution.shard) },
   { header: "ATTEMPT", value: (execution) => String(execution.attempt) },
   { header: "AGENT", value: (execution) => execution.agent || NONE },
-  { header: "STATE", value: (execution) => executionStateName(execution.state) },
+  {
+    header: "STATE",
+    value: (execution) => executionStateName(execution.state) + (execution.queuePosition > 0 ? ` #${execution.queuePosition}` : ""),
+  },
   { header: "FIRE TIME", value: (execution) => tableTime(execution.fireTimeUnixMs) },
   { header: "DURATION", value: durationCell },
   { header: "CAUSE", value: (execution) => execution.cause || NONE, wide: true },
