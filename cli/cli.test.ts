@@ -249,6 +249,7 @@ describe("shardline get, against a controller on loopback", () => {
         error: null,
         result: '{"rows":12}',
         cause: "schedule",
+        queuePosition: null,
       },
       {
         id: `billing-rollup/${T0}/1/2`,
@@ -263,6 +264,7 @@ describe("shardline get, against a controller on loopback", () => {
         error: "timed out after 300 s",
         result: null,
         cause: "failover",
+        queuePosition: null,
       },
       {
         id: `billing-rollup/${T0}/2/1`,
@@ -277,6 +279,7 @@ describe("shardline get, against a controller on loopback", () => {
         error: null,
         result: null,
         cause: "schedule",
+        queuePosition: null,
       },
     ]);
   });
@@ -295,6 +298,8 @@ describe("shardline get, against a controller on loopback", () => {
       nextFire: "2026-01-01T00:00:05.000Z",
       lastFire: "2026-01-01T00:00:00.000Z",
       revision: 3,
+      disabledShards: [],
+      upcomingFires: [],
       spec: { name: "billing-rollup", schedule: "*/5 * * * * *", timeZone: "Asia/Shanghai", shards: 3, handler: "billing", strategy: "sticky", failover: "fenced" },
     };
     expect(jobs[0]).toEqual(expected);
@@ -475,7 +480,9 @@ describe("usage errors and exit codes", () => {
     [["trigger", "j", "--shards", "x"], /^shardline: --shards: "x" is not allowed; expected shard numbers .*\n$/],
     [["agent", "--handlers", "h.js", "--capacity", "abc"], /^shardline: --capacity: "abc" is not allowed; expected an integer from 1 to 1000\n$/],
     [["agent", "--handlers", "h.js", "--label", "novalue"], /^shardline: --label: "novalue" is not allowed; expected KEY=VALUE.*\n$/],
-    [["agent", "--capacity", "2"], /^shardline: required option '--handlers <MODULE>' not specified; usage: .*\n$/],
+    [["agent", "--capacity", "2"], /^shardline: the agent has nothing to run: give --handlers MODULE, --allow-script COMMAND \(repeatable\) or --allow-http; usage: shardline agent .*\n$/],
+    [["agent", "--allow-script", ""], /^shardline: --allow-script: "" is not allowed; expected a command name on PATH or an absolute path.*\n$/],
+    [["agent", "--allow-script"], /^shardline: option '--allow-script <COMMAND>' argument missing; usage: .*\n$/],
     [["controller", "--http", "localhost"], /^shardline: --http: "localhost" is not allowed; expected HOST:PORT.*\n$/],
     [["controller", "--store", "mysql://x"], /^shardline: --store: "mysql:\/\/x" is not allowed; expected sqlite:PATH .*\n$/],
     [["demo", "--duration", "forever"], /^shardline: --duration: "forever" is not allowed; expected a number of seconds .*\n$/],
@@ -560,6 +567,18 @@ describe("long-running commands", () => {
     const running = runAgent({ controller: "127.0.0.1:7070", id: "a1", labels: { zone: "eu-1" }, capacity: 2 }, "./handlers.js", fake.module, capture.io);
     await expect.poll(() => fake.calls).toEqual(["load ./handlers.js", "start"]);
     expect(fake.options()).toMatchObject({ controller: "127.0.0.1:7070", id: "a1", labels: { zone: "eu-1" }, capacity: 2 });
+    capture.signal("SIGTERM");
+    await expect.poll(() => fake.calls).toContain("drain");
+    fake.finishDrain();
+    await expect(running).resolves.toBeUndefined();
+  });
+
+  it("agent: a script- or HTTP-only agent loads no handlers module", async () => {
+    const capture = captureIo();
+    const fake = fakeAgentModule();
+    const running = runAgent({ controller: "127.0.0.1:7070", id: "a1", allowScripts: ["python3"], allowHttp: true }, undefined, fake.module, capture.io);
+    await expect.poll(() => fake.calls).toEqual(["start"]);
+    expect(fake.options()).toMatchObject({ handlers: {}, allowScripts: ["python3"], allowHttp: true });
     capture.signal("SIGTERM");
     await expect.poll(() => fake.calls).toContain("drain");
     fake.finishDrain();

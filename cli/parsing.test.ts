@@ -2,11 +2,12 @@ import { describe, expect, it } from "vitest";
 import { create } from "@bufbuild/protobuf";
 import { ShardlineError } from "../shared/errors.js";
 import { AgentSchema, AgentState, ExecutionSchema, ExecutionState, JobSchema } from "../shared/gen/shardline/v1/types_pb.js";
+import { agentStartOptions } from "./commands/agent.js";
 import { applyOutcome, splitManifests } from "./commands/apply.js";
 import { controllerStartOptions } from "./commands/controller.js";
 import { parseResource } from "./commands/get.js";
 import { triggerOutcome } from "./commands/job-actions.js";
-import { defaultAgentId, parseAgentId, parseInteger, parseLabel, parseSeconds, parseShardList, parseStore } from "./commands/options.js";
+import { defaultAgentId, parseAgentId, parseAllowScript, parseInteger, parseLabel, parseSeconds, parseShardList, parseStore } from "./commands/options.js";
 import { agentView, executionView, jobView, parseExecutionState } from "./commands/resources.js";
 import { parseHostPort, resolveControllerAddress } from "./controller-address.js";
 import { ExitCode, exitCodeOf } from "./exit-codes.js";
@@ -121,6 +122,25 @@ describe("flag values", () => {
     expectUsageError(() => parseAgentId("-bad"), "--id");
   });
 
+  it("gathers repeated --allow-script commands, once each, and rejects an empty one", () => {
+    expect(parseAllowScript("python3")).toEqual(["python3"]);
+    expect(parseAllowScript("/opt/jobs/rollup.sh", parseAllowScript("python3"))).toEqual(["python3", "/opt/jobs/rollup.sh"]);
+    expect(parseAllowScript("python3", ["python3"])).toEqual(["python3"]);
+    expectUsageError(() => parseAllowScript(""), "--allow-script");
+  });
+
+  it("passes --allow-script and --allow-http to the agent, and leaves them out when not given", () => {
+    const io = { stdout: () => {}, stderr: () => {}, readStdin: async () => "", env: {}, onSignal: () => () => {} };
+    expect(agentStartOptions({ allowScript: ["python3", "/bin/sh"], allowHttp: true, id: "a1" }, io, "host")).toEqual({
+      controller: "127.0.0.1:7070",
+      id: "a1",
+      labels: {},
+      allowScripts: ["python3", "/bin/sh"],
+      allowHttp: true,
+    });
+    expect(agentStartOptions({ handlers: "./h.js" }, io, "Host")).toEqual({ controller: "127.0.0.1:7070", id: "host", labels: {} });
+  });
+
   it("names --state values as the API's states, and rejects others", () => {
     expect(parseExecutionState("timed-out")).toBe(ExecutionState.TIMED_OUT);
     expect(parseExecutionState("misfired")).toBe(ExecutionState.MISFIRED);
@@ -142,15 +162,18 @@ describe("flag values", () => {
 
   it("rejects a lease no longer than the heartbeat interval, counting the defaults", () => {
     const base = { listen: "127.0.0.1:0", http: "127.0.0.1:0", store: "sqlite::memory:" };
-    expect(controllerStartOptions({ ...base, heartbeatInterval: 100, leaseTtl: 400 }, "debug")).toEqual({
+    const flags = { ...base, historyPerJob: 50, historyDays: 2 };
+    const retention = { maxPerJob: 50, maxAgeMs: 2 * 86_400_000 };
+    expect(controllerStartOptions({ ...flags, heartbeatInterval: 100, leaseTtl: 400 }, "debug")).toEqual({
       ...base,
       heartbeatIntervalMs: 100,
       leaseTtlMs: 400,
       logLevel: "debug",
+      retention,
     });
-    expect(controllerStartOptions(base, undefined)).toEqual(base);
-    expect(failure(() => controllerStartOptions({ ...base, heartbeatInterval: 3000 }, undefined)).code).toBe("invalid-argument");
-    expect(failure(() => controllerStartOptions({ ...base, leaseTtl: 500 }, undefined)).message).toMatch(/^--lease-ttl 500 .*; expected /);
+    expect(controllerStartOptions(flags, undefined)).toEqual({ ...base, retention });
+    expect(failure(() => controllerStartOptions({ ...flags, heartbeatInterval: 3000 }, undefined)).code).toBe("invalid-argument");
+    expect(failure(() => controllerStartOptions({ ...flags, leaseTtl: 500 }, undefined)).message).toMatch(/^--lease-ttl 500 .*; expected /);
   });
 });
 
@@ -226,6 +249,7 @@ describe("resource views", () => {
       error: null,
       result: null,
       cause: null,
+      queuePosition: null,
     });
   });
 

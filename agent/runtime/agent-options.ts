@@ -8,18 +8,30 @@ export interface Clock {
   now(): number;
 }
 
-/** How an Agent is configured. Only `controller`, `id` and `handlers` are required. */
+/** How an Agent is configured. Only `controller` and `id` are required. */
 export interface AgentOptions {
   /** The controller's gRPC address, `host:port`. A Redirect replaces it with the leader's. */
   controller: string;
   /** This agent's id, unique among connected agents (the controller checks its spelling). */
   id: string;
-  /** The handlers this agent runs; their names are declared in Hello. */
-  handlers: HandlerMap;
+  /** The handlers this agent runs; their names are declared in Hello. Default none (a script- or HTTP-only agent). */
+  handlers?: HandlerMap;
+  /**
+   * The commands this agent runs for jobs with spec.script, compared exactly with
+   * spec.script.command. Empty or absent: the script executor is off, and Hello does not list it.
+   */
+  allowScripts?: string[];
+  /** Whether this agent makes the requests of jobs with spec.http. Default false. */
+  allowHttp?: boolean;
   /** Labels for placement (zone, cluster, node...). Default none. */
   labels?: Record<string, string>;
   /** Relative sharding weight, 1-1000. Default 1. */
   capacity?: number;
+  /**
+   * How many executions run at once, 0..100000; 0 (the default) is no limit. Past it the
+   * controller holds executions back, highest job priority first.
+   */
+  maxConcurrent?: number;
   /** Software version reported in Hello. Default Shardline's own. */
   version?: string;
   /** How long drain() lets running executions finish before aborting them. Default 30 s. */
@@ -41,8 +53,11 @@ export interface ResolvedAgentOptions {
   controller: string;
   id: string;
   handlers: HandlerMap;
+  allowScripts: string[];
+  allowHttp: boolean;
   labels: Record<string, string>;
   capacity: number;
+  maxConcurrent: number;
   version: string;
   drainGraceMs: number;
   reconnect: { initialMs: number; maxMs: number };
@@ -62,6 +77,10 @@ export const MAX_RESULT_BYTES = 4096;
 export function resolveAgentOptions(options: AgentOptions): ResolvedAgentOptions {
   if (!options.controller) throw ShardlineError.invalid("controller", options.controller, "a host:port address");
   if (!options.id) throw ShardlineError.invalid("id", options.id, "a non-empty agent id");
+  const maxConcurrent = options.maxConcurrent ?? 0;
+  if (!Number.isInteger(maxConcurrent) || maxConcurrent < 0 || maxConcurrent > 100_000) {
+    throw ShardlineError.invalid("maxConcurrent", maxConcurrent, "an integer from 0 (no limit) to 100000");
+  }
   const capacity = options.capacity ?? 1;
   if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1000) {
     throw ShardlineError.invalid("capacity", capacity, "an integer from 1 to 1000");
@@ -77,12 +96,21 @@ export function resolveAgentOptions(options: AgentOptions): ResolvedAgentOptions
   if (!(initialMs > 0) || !(maxMs >= initialMs)) {
     throw ShardlineError.invalid("reconnect", options.reconnect, "initialMs > 0 and maxMs >= initialMs");
   }
+  const allowScripts = [...new Set(options.allowScripts ?? [])];
+  for (const command of allowScripts) {
+    if (typeof command !== "string" || command === "" || command.includes("\0")) {
+      throw ShardlineError.invalid("allowScripts", command, "command names or paths, each non-empty and without NUL");
+    }
+  }
   return {
     controller: options.controller,
     id: options.id,
-    handlers: options.handlers,
+    handlers: options.handlers ?? {},
+    allowScripts,
+    allowHttp: options.allowHttp ?? false,
     labels: { ...(options.labels ?? {}) },
     capacity,
+    maxConcurrent,
     version: options.version ?? VERSION,
     drainGraceMs,
     reconnect: { initialMs, maxMs },

@@ -228,7 +228,9 @@ function assignment(job: string, shard: number, term: bigint, generation: bigint
   return create(AssignmentSchema, { shard: { job, shard }, term, generation });
 }
 
-function dispatch(session: ScriptedSession, id: string, on: Assignment, init: { handler?: string; timeoutMs?: number } = {}): void {
+type DispatchInit = Pick<MessageInitShape<typeof ExecutionContextSchema>, "handler" | "timeoutMs" | "script" | "http">;
+
+function dispatch(session: ScriptedSession, id: string, on: Assignment, init: DispatchInit = {}): void {
   const shard = on.shard!;
   session.send({
     case: "dispatch",
@@ -243,9 +245,11 @@ function dispatch(session: ScriptedSession, id: string, on: Assignment, init: { 
           parameter: "month=current",
           fireTimeUnixMs: FIRE,
           attempt: 1,
-          handler: init.handler ?? "work",
+          handler: init.handler ?? (init.script || init.http ? "" : "work"),
           timeoutMs: init.timeoutMs ?? 0,
           assignment: on,
+          ...(init.script ? { script: init.script } : {}),
+          ...(init.http ? { http: init.http } : {}),
         }),
       ],
     },
@@ -278,10 +282,51 @@ describe("Agent", () => {
       version: "9.9.9-test",
       held: [],
       executions: [],
+      executors: [],
     });
     const [info] = await Promise.all([nextEvent(agent, "connected").then(([s]) => s), Promise.resolve(session.welcome())]);
     expect(info).toMatchObject({ heartbeatIntervalMs: HEARTBEAT_MS, leaseTtlMs: LEASE_MS, term: 1n });
     expect(agent.state).toBe("connected");
+  });
+
+  it("declares the script and http executors in Hello only when allowed", async () => {
+    const controller = await ScriptedController.start();
+    startAgent(controller, {}, { id: "agent-scripts", allowScripts: [process.execPath], allowHttp: true });
+    expect((await controller.nextSession()).hello).toMatchObject({ agentId: "agent-scripts", handlers: [], executors: ["script", "http"] });
+    startAgent(controller, { work: () => 1 }, { id: "agent-plain", allowScripts: [] });
+    expect((await controller.nextSession()).hello).toMatchObject({ agentId: "agent-plain", handlers: ["work"], executors: [] });
+  });
+
+  it("runs a dispatched script job and reports SUCCEEDED with the tail of its stdout", async () => {
+    const held = assignment("rollup", 1, 1n, 1n);
+    const { session, agent } = await connected({}, [held], { allowScripts: [process.execPath] });
+    expect(session.hello.executors).toEqual(["script"]);
+    const script = "process.stdout.write(`shard ${process.env.SHARDLINE_SHARD} of ${process.env.SHARDLINE_SHARD_COUNT}: ${process.env.SHARDLINE_SHARD_PARAMETER}\\n`)";
+    dispatch(session, "rollup/1/1/1", held, { script: { command: process.execPath, args: ["-e", script], killGraceMs: 1000 } });
+    expect((await session.update("rollup/1/1/1", ExecutionState.SUCCEEDED)).result).toBe("shard 1 of 4: param-1");
+    expect(session.updates().map((u) => u.state)).toEqual([ExecutionState.RUNNING, ExecutionState.SUCCEEDED]);
+    expect(agent.running()).toEqual([]);
+  });
+
+  it("stop() resolves only once a running script's process has exited, reporting it LOST", async () => {
+    const held = assignment("rollup", 2, 1n, 1n);
+    const { session, agent } = await connected({}, [held], { allowScripts: [process.execPath] });
+    dispatch(session, "rollup/1/2/1", held, { script: { command: process.execPath, args: ["-e", "setInterval(() => {}, 1000)"], killGraceMs: 60_000 } });
+    await session.update("rollup/1/2/1", ExecutionState.RUNNING);
+    const lost: ExecutionUpdate[] = [];
+    agent.on("execution", (update) => lost.push(update));
+    await agent.stop();
+    expect(lost.map((u) => [u.state, u.error])).toEqual([[ExecutionState.LOST, "the agent stopped; the process ended with killed by SIGTERM"]]);
+    expect(agent.running()).toEqual([]);
+  });
+
+  it("fails a script job whose command it does not allow, and an http job when it makes no HTTP calls", async () => {
+    const held = assignment("rollup", 0, 1n, 1n);
+    const { session } = await connected({ work: () => 1 }, [held]);
+    dispatch(session, "s1", held, { script: { command: "rm", args: ["-rf", "/"] } });
+    expect((await session.update("s1", ExecutionState.FAILED)).error).toMatch(/^command "rm" is not allowed on this agent; allowed: none/);
+    dispatch(session, "h1", held, { http: { method: "POST", url: "http://127.0.0.1:1/" } });
+    expect((await session.update("h1", ExecutionState.FAILED)).error).toMatch(/makes no HTTP calls; start it with --allow-http/);
   });
 
   it("heartbeats with growing sequence numbers and stays connected while acked", async () => {

@@ -21,7 +21,10 @@ import {
 } from "../../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState, type Assignment } from "../../shared/gen/shardline/v1/types_pb.js";
 import { createClient, type Client, type GrpcStatus, type MessageStream } from "../../shared/grpc/index.js";
-import { HandlerExecutor, type ExecutionRun } from "../executors/handler/handler-executor.js";
+import type { ExecutionRun, Executor } from "../executors/execution-run.js";
+import { HandlerExecutor } from "../executors/handler/handler-executor.js";
+import { HttpExecutor } from "../executors/http/http-executor.js";
+import { ScriptExecutor } from "../executors/script/script-executor.js";
 import { resolveAgentOptions, type AgentOptions, type ResolvedAgentOptions } from "./agent-options.js";
 import { AssignmentTable, refOf, shardKey, type AssignmentRef, type HeldAssignment } from "./assignment-table.js";
 import { Backoff } from "./backoff.js";
@@ -121,9 +124,14 @@ export class Agent {
   readonly #table = new AssignmentTable();
   readonly #lease = new Lease();
   readonly #backoff: Backoff;
-  readonly #executor: HandlerExecutor;
+  readonly #handlers: HandlerExecutor;
+  readonly #scripts: ScriptExecutor;
+  /** Absent unless allowHttp: an agent makes no requests it was not told it may. */
+  readonly #http: HttpExecutor | undefined;
   readonly #runs = new Map<string, RunEntry>();
   readonly #unconfirmed = new Map<string, Unconfirmed>();
+  /** Resolved when the last run ends. */
+  #idleWaiters: (() => void)[] = [];
   #outbox: ExecutionUpdate[] = [];
   #flushScheduled: NodeJS.Immediate | undefined;
 
@@ -148,13 +156,11 @@ export class Agent {
     this.#log = this.#options.logger.child({ agent: this.#options.id });
     this.#address = this.#options.controller;
     this.#backoff = new Backoff({ ...this.#options.reconnect, random: this.#options.random });
-    this.#executor = new HandlerExecutor({
-      agentId: this.#options.id,
-      handlers: this.#options.handlers,
-      logger: this.#log,
-      maxResultBytes: this.#options.maxResultBytes,
-      report: (update) => this.#onReport(update),
-    });
+    const reporting = { maxResultBytes: this.#options.maxResultBytes, report: (update: ExecutionUpdate) => this.#onReport(update) };
+    this.#handlers = new HandlerExecutor({ ...reporting, agentId: this.#options.id, handlers: this.#options.handlers, logger: this.#log });
+    // Built even with an empty allow-list, so a stray script job fails naming what is allowed.
+    this.#scripts = new ScriptExecutor({ ...reporting, agentId: this.#options.id, allowed: this.#options.allowScripts, logger: this.#log });
+    this.#http = this.#options.allowHttp ? new HttpExecutor({ ...reporting, agentId: this.#options.id }) : undefined;
   }
 
   /** The agent's id. */
@@ -240,14 +246,16 @@ export class Agent {
   /**
    * Stops at once, without a goodbye: aborts every run (LOST, reported to nobody) and cuts the
    * stream. The controller then treats the agent as lost. Meant for tests and fatal errors.
+   * Resolves once no run is left, which for a script means its processes are gone (at most its
+   * kill grace later).
    */
   stop(): Promise<void> {
-    if (this.#stopped) return Promise.resolve();
+    if (this.#stopped) return this.#idle();
     this.#stopped = true;
     this.#abortAll(ExecutionState.LOST, "the agent stopped");
     this.#shutDown("the agent stopped");
     this.#drain?.resolve();
-    return Promise.resolve();
+    return this.#idle();
   }
 
   // ---- the stream ----------------------------------------------------------------------------
@@ -294,8 +302,17 @@ export class Agent {
       version: this.#options.version,
       held: this.#table.list().map(toAssignment),
       executions,
-      executors: [],
+      executors: this.#executorNames(),
+      maxConcurrent: this.#options.maxConcurrent,
     };
+  }
+
+  /** The executors beyond handlers that Hello declares; the controller sends their jobs only here. */
+  #executorNames(): string[] {
+    const names: string[] = [];
+    if (this.#options.allowScripts.length > 0) names.push("script");
+    if (this.#http) names.push("http");
+    return names;
   }
 
   #onMessage(message: ConnectResponse): void {
@@ -555,11 +572,30 @@ export class Agent {
         );
         continue;
       }
+      const executor = this.#executorFor(context);
+      if (typeof executor === "string") {
+        this.#onReport(
+          create(ExecutionUpdateSchema, {
+            executionId: context.executionId,
+            state: ExecutionState.FAILED,
+            finishedAtUnixMs: BigInt(Date.now()),
+            error: executor,
+          }),
+        );
+        continue;
+      }
       const assignment = refOf(context.assignment!);
-      const run = this.#executor.create(context);
+      const run = executor.create(context);
       this.#runs.set(context.executionId, { run, job: assignment.job, shard: assignment.shard });
       run.start();
     }
+  }
+
+  /** The executor the context asks for, or why this agent has none for it. */
+  #executorFor(context: ExecutionContext): Executor | string {
+    if (context.script) return this.#scripts;
+    if (context.http) return this.#http ?? "this agent makes no HTTP calls; start it with --allow-http (allowHttp)";
+    return this.#handlers;
   }
 
   /** Why a dispatched execution may not run here, or undefined when it may. */
@@ -596,6 +632,13 @@ export class Agent {
     this.#flushScheduled ??= setImmediate(() => this.#flush());
     this.#events.emit("execution", update);
     if (entry && update.state !== ExecutionState.RUNNING) this.#runEnded(entry);
+    if (this.#runs.size === 0) for (const resolve of this.#idleWaiters.splice(0)) resolve();
+  }
+
+  /** Resolves once no run is left. */
+  #idle(): Promise<void> {
+    if (this.#runs.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
   #runEnded(entry: RunEntry): void {
@@ -711,7 +754,8 @@ export class Agent {
     clearTimeout(drain.endTimer);
     this.#shutDown("drained");
     this.#events.emit("drained");
-    drain.resolve();
+    // Runs aborted by the grace may still be ending: a script's processes take their kill grace.
+    void this.#idle().then(drain.resolve);
   }
 
   /** Clears every timer and closes the stream and the channel. */

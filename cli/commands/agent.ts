@@ -5,7 +5,7 @@ import { createLogger, type Logger } from "../../shared/logging.js";
 import { CONTROLLER_ENV, DEFAULT_CONTROLLER_ADDRESS, parseHostPort, resolveControllerAddress } from "../controller-address.js";
 import type { CliIo } from "../output.js";
 import { importPart, nextSignal } from "./lifecycle.js";
-import { defaultAgentId, parseAgentId, parseInteger, parseLabel, parseSeconds } from "./options.js";
+import { defaultAgentId, parseAgentId, parseAllowScript, parseInteger, parseLabel, parseSeconds } from "./options.js";
 
 /** A handler function, as the agent SDK loads it; the CLI only passes them through. */
 type HandlerFunction = (...args: never[]) => unknown;
@@ -15,8 +15,11 @@ export interface AgentStartOptions {
   controller: string;
   id: string;
   handlers: Record<string, HandlerFunction>;
+  allowScripts?: string[];
+  allowHttp?: boolean;
   labels?: Record<string, string>;
   capacity?: number;
+  maxConcurrent?: number;
   drainGraceMs?: number;
   logger?: unknown;
 }
@@ -38,9 +41,12 @@ export interface RunningAgent {
 export interface AgentOptions {
   controller?: string;
   id?: string;
-  handlers: string;
+  handlers?: string;
+  allowScript?: string[];
+  allowHttp?: boolean;
   label?: Record<string, string>;
   capacity?: number;
+  maxConcurrent?: number;
   drainGrace?: number;
 }
 
@@ -50,7 +56,8 @@ export function registerAgent(program: Command, io: CliIo): void {
     .summary("run an agent that executes shards")
     .description(
       [
-        "Run an agent: connect to the controller, receive shards and execute them with the handlers exported by --handlers.",
+        "Run an agent: connect to the controller, receive shards and execute them with the handlers exported by --handlers, " +
+          "the commands allowed by --allow-script, and (with --allow-http) HTTP calls. It needs at least one of the three.",
         "The first SIGTERM or SIGINT drains (running executions finish or are handed back, shards move at once) and exits 0; a second one exits at once with 1.",
       ].join("\n\n"),
     )
@@ -58,13 +65,25 @@ export function registerAgent(program: Command, io: CliIo): void {
       parseHostPort(value, "--controller"),
     )
     .option("--id <ID>", "the agent's id, unique among connected agents (default: the hostname, lowercased)", parseAgentId)
-    .requiredOption("--handlers <MODULE>", "a JavaScript module whose default export maps handler names to functions")
+    .option("--handlers <MODULE>", "a JavaScript module whose default export maps handler names to functions")
+    .option(
+      "--allow-script <COMMAND>",
+      "run jobs with spec.script whose command is exactly COMMAND (a name on PATH or an absolute path); repeatable",
+      parseAllowScript,
+    )
+    .option("--allow-http", "run jobs with spec.http: make their HTTP requests from this agent")
     .option("--label <KEY=VALUE>", "a label for placement, e.g. zone=eu-1; repeatable", parseLabel)
     .option("--capacity <N>", "relative weight for sharding, 1 to 1000 (default: 1)", (value: string) => parseInteger(value, "--capacity", 1, 1000))
+    .option("--max-concurrent <N>", "executions run at once; past it they wait on the controller, highest priority first (default: 0, no limit)", (value: string) =>
+      parseInteger(value, "--max-concurrent", 0, 100_000),
+    )
     .option("--drain-grace <SECONDS>", "how long a drain waits for running executions before handing them back", (value: string) =>
       parseSeconds(value, "--drain-grace", 0, 86_400),
     )
     .action(async (options: AgentOptions, command: Command) => {
+      if (options.handlers === undefined && options.allowScript === undefined && !options.allowHttp) {
+        command.error("the agent has nothing to run: give --handlers MODULE, --allow-script COMMAND (repeatable) or --allow-http");
+      }
       const logger = createLogger({ name: "agent", level: command.optsWithGlobals<{ logLevel?: string }>().logLevel });
       const module = await importPart<AgentModule>(new URL("../../agent/index.js", import.meta.url), "the agent");
       await runAgent(agentStartOptions(options, io, hostname()), options.handlers, module, io, logger);
@@ -77,24 +96,27 @@ export function agentStartOptions(options: AgentOptions, io: CliIo, host: string
     controller: resolveControllerAddress(options.controller, io.env),
     id: options.id ?? defaultAgentId(host),
     labels: options.label ?? {},
+    ...(options.allowScript === undefined ? {} : { allowScripts: options.allowScript }),
+    ...(options.allowHttp ? { allowHttp: true } : {}),
     ...(options.capacity === undefined ? {} : { capacity: options.capacity }),
+    ...(options.maxConcurrent === undefined ? {} : { maxConcurrent: options.maxConcurrent }),
     ...(options.drainGrace === undefined ? {} : { drainGraceMs: Math.round(options.drainGrace * 1000) }),
   };
 }
 
 /**
- * Loads the handlers, starts the agent, and on the first SIGINT or SIGTERM drains it. A second
+ * Loads the handlers (none without a module: a script- or HTTP-only agent), starts the agent, and on the first SIGINT or SIGTERM drains it. A second
  * signal during the drain gives up on it: the command fails at once, and the controller treats the
  * agent as lost, so its shards move once its lease expires.
  */
 export async function runAgent(
   options: Omit<AgentStartOptions, "handlers">,
-  handlersModule: string,
+  handlersModule: string | undefined,
   module: AgentModule,
   io: CliIo,
   logger?: Logger,
 ): Promise<void> {
-  const handlers = await module.loadHandlers(handlersModule);
+  const handlers = handlersModule === undefined ? {} : await module.loadHandlers(handlersModule);
   const agent = new module.Agent({ ...options, handlers, ...(logger === undefined ? {} : { logger }) });
   const first = nextSignal(io);
   agent.start();

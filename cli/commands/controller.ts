@@ -3,7 +3,7 @@ import { ShardlineError } from "../../shared/errors.js";
 import { DEFAULT_CONTROLLER_ADDRESS, DEFAULT_HTTP_ADDRESS, parseHostPort } from "../controller-address.js";
 import type { CliIo } from "../output.js";
 import { importPart, nextSignal } from "./lifecycle.js";
-import { parseInteger, parseStore } from "./options.js";
+import { parseInteger, parseSeconds, parseStore } from "./options.js";
 
 /** What controller/shell/controller.ts's startController takes; kept here so the CLI builds without it. */
 export interface ControllerStartOptions {
@@ -13,6 +13,8 @@ export interface ControllerStartOptions {
   heartbeatIntervalMs?: number;
   leaseTtlMs?: number;
   logLevel?: string;
+  /** Finished executions kept: at most maxPerJob per job, none older than maxAgeMs. */
+  retention?: { maxPerJob: number; maxAgeMs: number };
 }
 
 /** A started controller, as startController resolves it. */
@@ -32,6 +34,8 @@ export interface ControllerOptions {
   store: string;
   heartbeatInterval?: number;
   leaseTtl?: number;
+  historyPerJob: number;
+  historyDays: number;
 }
 
 export const DEFAULT_STORE = "sqlite:./shardline.db";
@@ -50,6 +54,8 @@ export function registerController(program: Command, io: CliIo): void {
     .option("--heartbeat-interval <MS>", `how often agents heartbeat, in ms (default: ${DEFAULT_HEARTBEAT_INTERVAL_MS})`, (value: string) =>
       parseInteger(value, "--heartbeat-interval", 10, 60_000),
     )
+    .option("--history-per-job <N>", "finished executions kept per job", (value: string) => parseInteger(value, "--history-per-job", 1, 10_000_000), 1000)
+    .option("--history-days <DAYS>", "finished executions older than this are deleted", (value: string) => parseSeconds(value, "--history-days", 0.001, 3650), 7)
     .option("--lease-ttl <MS>", `how long an agent's lease lasts after an ack, in ms; more than the heartbeat interval (default: ${DEFAULT_LEASE_TTL_MS})`, (value: string) =>
       parseInteger(value, "--lease-ttl", 20, 600_000),
     )
@@ -81,6 +87,7 @@ export function controllerStartOptions(options: ControllerOptions, logLevel: str
     ...(options.heartbeatInterval === undefined ? {} : { heartbeatIntervalMs: options.heartbeatInterval }),
     ...(options.leaseTtl === undefined ? {} : { leaseTtlMs: options.leaseTtl }),
     ...(logLevel === undefined ? {} : { logLevel }),
+    retention: { maxPerJob: options.historyPerJob, maxAgeMs: Math.round(options.historyDays * 86_400_000) },
   };
 }
 

@@ -42,6 +42,14 @@ export function parseLabel(value: string, previous: Record<string, string> = {})
   return { ...previous, [key]: labelValue };
 }
 
+/** One `--allow-script COMMAND`, added to the commands gathered from earlier ones. */
+export function parseAllowScript(value: string, previous: string[] = []): string[] {
+  if (value === "" || value.includes("\0")) {
+    throw ShardlineError.invalid("--allow-script", value, "a command name on PATH or an absolute path, as jobs name it in spec.script.command");
+  }
+  return previous.includes(value) ? previous : [...previous, value];
+}
+
 const SHARDS_ALLOWED = "shard numbers and ranges separated by commas, e.g. 0,2 or 0-3,7";
 
 /** `--shards 0,2,5-7`: the distinct shard numbers, ascending. */

@@ -78,6 +78,7 @@ describe("parseManifest", () => {
       retries: { limit: 3, backoffSeconds: 10 },
       placement: { selector: { zone: "eu-1" } },
       suspend: false,
+      priority: 0,
     });
     expect(manifest).toBe(EXAMPLE.trim());
   });
@@ -102,6 +103,7 @@ describe("parseManifest", () => {
       retries: { limit: 0, backoffSeconds: 10 },
       placement: { selector: {} },
       suspend: false,
+      priority: 0,
     });
     expect("schedule" in spec).toBe(false);
   });
@@ -162,11 +164,53 @@ describe("parseManifest", () => {
     expect(error.message).toContain("spec has only schedule, timeZone, shards");
   });
 
-  it("points users of a later executor at spec.handler", () => {
-    const error = errorFrom(withSpec({ script: { command: ["echo"] } }));
-    expect(error.details.field).toBe("spec.script");
-    expect(error.message).toContain("spec.handler");
+  it("points users of a later executor at spec.handler, spec.script and spec.http", () => {
+    const error = errorFrom(withSpec({ handler: undefined, kubernetes: { image: "busybox" } }));
+    expect(error.details.field).toBe("spec.kubernetes");
+    expect(error.message).toContain("spec.handler, spec.script or spec.http");
     expect(error.message).toContain("not supported yet");
+  });
+
+  it("reads spec.script, filling its defaults, with handler left empty", () => {
+    const { spec } = parseManifest(withSpec({ handler: undefined, script: { command: "/usr/local/bin/rollup" } }));
+    expect(spec.handler).toBe("");
+    expect(spec.script).toEqual({ command: "/usr/local/bin/rollup", args: [], env: {}, killGraceSeconds: 10 });
+    expect("http" in spec).toBe(false);
+  });
+
+  it("reads a complete spec.script", () => {
+    const script = { command: "python3", args: ["rollup.py", "--month", "10"], env: { REGION: "eu-1", _DEBUG: "" }, killGraceSeconds: 3600 };
+    expect(parseManifest(withSpec({ handler: undefined, script })).spec.script).toEqual(script);
+  });
+
+  it("reads spec.http, filling its defaults, with handler left empty", () => {
+    const { spec } = parseManifest(withSpec({ handler: undefined, http: { url: "https://billing.internal/rollup" } }));
+    expect(spec.handler).toBe("");
+    expect(spec.http).toEqual({
+      method: "POST",
+      url: "https://billing.internal/rollup",
+      headers: {},
+      body: "",
+      connectTimeoutSeconds: 10,
+      readTimeoutSeconds: 60,
+    });
+    expect("script" in spec).toBe(false);
+  });
+
+  it("reads a complete spec.http", () => {
+    const http = {
+      method: "PUT",
+      url: "http://127.0.0.1:8080/hooks/rollup?month=current",
+      headers: { Authorization: "Bearer abc", "X-Team": "finance" },
+      body: '{"month": "current"}',
+      connectTimeoutSeconds: 300,
+      readTimeoutSeconds: 86_400,
+    };
+    expect(parseManifest(withSpec({ handler: undefined, http })).spec.http).toEqual(http);
+  });
+
+  it("takes an empty handler beside a script as no handler", () => {
+    expect(parseManifest(withSpec({ handler: "", script: { command: "true" } })).spec.script?.command).toBe("true");
   });
 
   const long = (n: number) => "a".repeat(n);
@@ -203,9 +247,35 @@ describe("parseManifest", () => {
     ["a numeric label value", withMetadata({ labels: { team: 1 } }), "metadata.labels.team", "a string"],
     ["spec as a list", stringify({ ...minimal(), spec: ["handler"] }), "spec", "a mapping with the fields schedule"],
     ["a misspelt spec field", withSpec({ shardz: 8 }), "spec.shardz", "spec has only"],
-    ["an http executor", withSpec({ http: { url: "http://x" } }), "spec.http", "expected spec.handler"],
+    ["a handler and an http call", withSpec({ http: { url: "http://x" } }), "spec.http", "exactly one of spec.handler, spec.script and spec.http; spec.handler is given too"],
+    ["a script and an http call", withSpec({ handler: undefined, script: { command: "x" }, http: { url: "http://x" } }), "spec.http", "spec.script is given too"],
     ["a kubernetes executor", withSpec({ handler: undefined, kubernetes: {} }), "spec.kubernetes", "not supported yet"],
     ["no handler", withSpec({ handler: undefined }), "spec.handler", "a handler name of 1 to 128"],
+    ["no executor at all", withSpec({ handler: undefined }), "spec.handler", "exactly one of spec.handler (a handler name"],
+    ["script as a string", withSpec({ handler: undefined, script: "echo hi" }), "spec.script", "a mapping with the fields command, args, env, killGraceSeconds"],
+    ["a script without a command", withSpec({ handler: undefined, script: { args: ["x"] } }), "spec.script.command", "a non-empty string without NUL"],
+    ["an empty script command", withSpec({ handler: undefined, script: { command: "" } }), "spec.script.command", "a program name"],
+    ["a script command with NUL", withSpec({ handler: undefined, script: { command: "rm\0x" } }), "spec.script.command", "without NUL"],
+    ["a script command as a list", withSpec({ handler: undefined, script: { command: ["echo", "hi"] } }), "spec.script.command", "a program name"],
+    ["an unknown script field", withSpec({ handler: undefined, script: { command: "x", shell: true } }), "spec.script.shell", "command, args, env, killGraceSeconds"],
+    ["script args as a string", withSpec({ handler: undefined, script: { command: "x", args: "-v" } }), "spec.script.args", "a list of strings"],
+    ["a numeric script arg", withSpec({ handler: undefined, script: { command: "x", args: ["--limit", 10] } }), "spec.script.args.1", "quote numbers"],
+    ["a script env name with a dash", withSpec({ handler: undefined, script: { command: "x", env: { "MY-VAR": "1" } } }), "spec.script.env", "variable names"],
+    ["a script env name starting with a digit", withSpec({ handler: undefined, script: { command: "x", env: { "1X": "1" } } }), "spec.script.env", "not starting with a digit"],
+    ["a numeric script env value", withSpec({ handler: undefined, script: { command: "x", env: { N: 1 } } }), "spec.script.env.N", "a string"],
+    ["a kill grace over an hour", withSpec({ handler: undefined, script: { command: "x", killGraceSeconds: 3601 } }), "spec.script.killGraceSeconds", "an integer from 0 to 3600"],
+    ["an http call without a URL", withSpec({ handler: undefined, http: { method: "GET" } }), "spec.http.url", "an absolute http:// or https:// URL"],
+    ["a relative URL", withSpec({ handler: undefined, http: { url: "/hooks/rollup" } }), "spec.http.url", "an absolute http:// or https:// URL"],
+    ["an ftp URL", withSpec({ handler: undefined, http: { url: "ftp://files.internal/x" } }), "spec.http.url", "http:// or https://"],
+    ["an unknown method", withSpec({ handler: undefined, http: { url: "http://x", method: "FETCH" } }), "spec.http.method", "one of GET, POST, PUT, PATCH, DELETE"],
+    ["a lowercase method", withSpec({ handler: undefined, http: { url: "http://x", method: "post" } }), "spec.http.method", "one of GET, POST"],
+    ["a header name with a space", withSpec({ handler: undefined, http: { url: "http://x", headers: { "X Team": "a" } } }), "spec.http.headers", "header names"],
+    ["a header value with a line break", withSpec({ handler: undefined, http: { url: "http://x", headers: { "X-Team": "a\r\nX-Admin: 1" } } }), "spec.http.headers.X-Team", "without line breaks"],
+    ["a header given twice", withSpec({ handler: undefined, http: { url: "http://x", headers: { "X-Team": "a", "x-team": "b" } } }), "spec.http.headers", "each header name once"],
+    ["a numeric body", withSpec({ handler: undefined, http: { url: "http://x", body: 5 } }), "spec.http.body", "a string"],
+    ["a connect timeout of 0", withSpec({ handler: undefined, http: { url: "http://x", connectTimeoutSeconds: 0 } }), "spec.http.connectTimeoutSeconds", "an integer from 1 to 300"],
+    ["a read timeout over a day", withSpec({ handler: undefined, http: { url: "http://x", readTimeoutSeconds: 86_401 } }), "spec.http.readTimeoutSeconds", "an integer from 1 to 86400"],
+    ["an unknown http field", withSpec({ handler: undefined, http: { url: "http://x", retries: 3 } }), "spec.http.retries", "method, url, headers, body"],
     ["a handler with a space", withSpec({ handler: "billing rollup" }), "spec.handler", "letters, digits"],
     ["a handler of 129 characters", withSpec({ handler: long(129) }), "spec.handler", "1 to 128"],
     ["a numeric handler", withSpec({ handler: 42 }), "spec.handler", "a handler name"],
@@ -233,6 +303,8 @@ describe("parseManifest", () => {
     ["an unknown misfire policy", withSpec({ misfire: "retry" }), "spec.misfire", "one of fire-once, skip, catch-up"],
     ["an unknown overlap policy", withSpec({ overlap: "queue" }), "spec.overlap", "one of forbid, allow, replace"],
     ["a maxCatchUp of 0", withSpec({ maxCatchUp: 0 }), "spec.maxCatchUp", "an integer from 1 to 1000"],
+    ["a priority beyond 1000", withSpec({ priority: 1001 }), "spec.priority", "an integer from -1000 to 1000"],
+    ["a fractional priority", withSpec({ priority: 1.5 }), "spec.priority", "an integer from -1000 to 1000"],
     ["a maxCatchUp of 1001", withSpec({ maxCatchUp: 1001 }), "spec.maxCatchUp", "an integer from 1 to 1000"],
     ["a negative timeout", withSpec({ timeoutSeconds: -1 }), "spec.timeoutSeconds", "an integer from 0 to 604800"],
     ["a timeout over a week", withSpec({ timeoutSeconds: 604_801 }), "spec.timeoutSeconds", "an integer from 0 to 604800"],
@@ -299,8 +371,42 @@ spec: {handler: h, shards: 4, shardParameters: {"0": a, "3": c}, placement: {sel
     ["a selector", { placement: { selector: { zone: "eu-1" } } }],
     ["suspend", { suspend: true }],
     ["a time zone", { timeZone: "Europe/Berlin" }],
+    ["a script instead of the handler", { handler: undefined, script: { command: "x" } }],
+    ["an http call instead of the handler", { handler: undefined, http: { url: "http://x" } }],
   ])("fails when %s differs", (_what, fields) => {
     expect(specEquals(parse(withSpec({})), parse(withSpec(fields)))).toBe(false);
+  });
+
+  const script = { command: "python3", args: ["a.py", "b"], env: { A: "1", B: "2" }, killGraceSeconds: 5 };
+  const http = { method: "PUT", url: "http://x/y", headers: { A: "1", B: "2" }, body: "b", connectTimeoutSeconds: 2, readTimeoutSeconds: 3 };
+  const scriptJob = (fields: Doc) => parse(withSpec({ handler: undefined, script: { ...script, ...fields } }));
+  const httpJob = (fields: Doc) => parse(withSpec({ handler: undefined, http: { ...http, ...fields } }));
+
+  it("compares scripts and http calls, ignoring the order of env and headers", () => {
+    expect(specEquals(scriptJob({}), scriptJob({ env: { B: "2", A: "1" } }))).toBe(true);
+    expect(specEquals(httpJob({}), httpJob({ headers: { B: "2", A: "1" } }))).toBe(true);
+    expect(specEquals(scriptJob({ killGraceSeconds: 10 }), parse(withSpec({ handler: undefined, script: { ...script, killGraceSeconds: undefined } })))).toBe(true);
+  });
+
+  it.each<[string, Doc]>([
+    ["command", { command: "python" }],
+    ["args", { args: ["b", "a.py"] }],
+    ["an extra arg", { args: ["a.py", "b", "c"] }],
+    ["env", { env: { A: "1", B: "3" } }],
+    ["killGraceSeconds", { killGraceSeconds: 6 }],
+  ])("fails when the script's %s differs", (_what, fields) => {
+    expect(specEquals(scriptJob({}), scriptJob(fields))).toBe(false);
+  });
+
+  it.each<[string, Doc]>([
+    ["method", { method: "POST" }],
+    ["url", { url: "http://x/z" }],
+    ["headers", { headers: { A: "1" } }],
+    ["body", { body: "" }],
+    ["connectTimeoutSeconds", { connectTimeoutSeconds: 1 }],
+    ["readTimeoutSeconds", { readTimeoutSeconds: 4 }],
+  ])("fails when the http call's %s differs", (_what, fields) => {
+    expect(specEquals(httpJob({}), httpJob(fields))).toBe(false);
   });
 
   it("fails when a label value differs", () => {

@@ -3,10 +3,13 @@ import { ShardlineError } from "../errors.js";
 import { validateSchedule, validateTimeZone } from "../schedule.js";
 import {
   FAILOVER_MODES,
+  HTTP_METHODS,
   MISFIRE_POLICIES,
   OVERLAP_POLICIES,
   STRATEGIES,
+  type HttpSpec,
   type JobSpec,
+  type ScriptSpec,
 } from "./job-spec.js";
 
 /** The `apiVersion` and `kind` every job manifest carries, as a Kubernetes custom resource would. */
@@ -24,7 +27,10 @@ export interface ParsedManifest {
 const MAX_ALIAS_COUNT = 10;
 
 /** Executors a later release adds; named so their users get a clearer error than "unknown field". */
-const FUTURE_EXECUTORS = ["script", "http", "kubernetes"] as const;
+const FUTURE_EXECUTORS = ["kubernetes"] as const;
+
+/** The fields that say what a job runs; a job names exactly one. */
+const EXECUTOR_FIELDS = ["handler", "script", "http"] as const;
 
 const FIELDS = {
   root: ["apiVersion", "kind", "metadata", "spec"],
@@ -36,6 +42,8 @@ const FIELDS = {
     "shardParameters",
     "parameter",
     "handler",
+    "script",
+    "http",
     "strategy",
     "failover",
     "misfire",
@@ -45,8 +53,11 @@ const FIELDS = {
     "retries",
     "placement",
     "suspend",
+    "priority",
     "description",
   ],
+  script: ["command", "args", "env", "killGraceSeconds"],
+  http: ["method", "url", "headers", "body", "connectTimeoutSeconds", "readTimeoutSeconds"],
   retries: ["limit", "backoffSeconds"],
   placement: ["selector"],
 } as const;
@@ -56,6 +67,9 @@ const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0
 const LABEL_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
 const HANDLER_NAME = /^[A-Za-z0-9][A-Za-z0-9._:-]*$/;
 const SHARD_NUMBER = /^(0|[1-9][0-9]*)$/;
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** An HTTP header name: an RFC 9110 token. */
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
 const NAME_ALLOWED = "a DNS-1123 label: 1 to 63 lowercase letters, digits and '-', starting and ending with a letter or digit";
 const LABEL_KEY_ALLOWED =
@@ -64,6 +78,8 @@ const LABEL_KEY_ALLOWED =
 const LABEL_VALUE_ALLOWED =
   "a string of at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit, or empty";
 const HANDLER_ALLOWED = "a handler name of 1 to 128 characters: letters, digits, '.', '_', ':' or '-', starting with a letter or digit";
+const COMMAND_ALLOWED = "a program name on the agent's PATH or an absolute path: a non-empty string without NUL";
+const URL_ALLOWED = "an absolute http:// or https:// URL, e.g. https://billing.internal/rollup";
 
 type Fields = Record<string, unknown>;
 
@@ -104,6 +120,8 @@ export function specEquals(a: JobSpec, b: JobSpec): boolean {
     a.shards === b.shards &&
     a.parameter === b.parameter &&
     a.handler === b.handler &&
+    scriptEquals(a.script, b.script) &&
+    httpEquals(a.http, b.http) &&
     a.strategy === b.strategy &&
     a.failover === b.failover &&
     a.misfire === b.misfire &&
@@ -113,6 +131,7 @@ export function specEquals(a: JobSpec, b: JobSpec): boolean {
     a.retries.limit === b.retries.limit &&
     a.retries.backoffSeconds === b.retries.backoffSeconds &&
     a.suspend === b.suspend &&
+    (a.priority ?? 0) === (b.priority ?? 0) &&
     recordEquals(a.labels, b.labels) &&
     recordEquals(a.shardParameters, b.shardParameters) &&
     recordEquals(a.placement.selector, b.placement.selector)
@@ -144,17 +163,13 @@ function specFields(value: unknown): Omit<JobSpec, "name" | "labels"> {
         throw ShardlineError.invalid(
           `spec.${executor}`,
           value[executor],
-          "spec.handler (the script, http and kubernetes executors are not supported yet)",
+          "spec.handler, spec.script or spec.http (the kubernetes executor is not supported yet)",
         );
       }
     }
   }
   const spec = mapping(value, "spec", FIELDS.spec);
-
-  const handler = spec.handler;
-  if (typeof handler !== "string" || handler.length > 128 || !HANDLER_NAME.test(handler)) {
-    throw ShardlineError.invalid("spec.handler", handler, HANDLER_ALLOWED);
-  }
+  const executor = executorFields(spec);
 
   const timeZone = optionalString(spec, "timeZone", "spec.timeZone") ?? "UTC";
   validateTimeZone(timeZone, "spec.timeZone");
@@ -172,7 +187,7 @@ function specFields(value: unknown): Omit<JobSpec, "name" | "labels"> {
     shards,
     shardParameters: shardParameters(spec.shardParameters, shards),
     parameter: optionalString(spec, "parameter", "spec.parameter") ?? "",
-    handler,
+    ...executor,
     strategy: oneOf(spec.strategy, "spec.strategy", STRATEGIES) ?? "sticky",
     failover: oneOf(spec.failover, "spec.failover", FAILOVER_MODES) ?? "fenced",
     misfire: oneOf(spec.misfire, "spec.misfire", MISFIRE_POLICIES) ?? "fire-once",
@@ -185,7 +200,115 @@ function specFields(value: unknown): Omit<JobSpec, "name" | "labels"> {
     },
     placement: { selector: labelMap(placement.selector, "spec.placement.selector") },
     suspend: boolean(spec.suspend, "spec.suspend") ?? false,
+    priority: integer(spec.priority, "spec.priority", -1000, 1000) ?? 0,
   };
+}
+
+/** spec.handler, spec.script or spec.http: exactly one is given; handler is "" for the others. */
+function executorFields(spec: Fields): Pick<JobSpec, "handler" | "script" | "http"> {
+  // An empty handler counts as none given: it is what a script or http job's spec holds.
+  const given = EXECUTOR_FIELDS.filter((field) => !absent(spec[field]) && spec[field] !== "");
+  if (given.length === 0) {
+    throw ShardlineError.invalid("spec.handler", spec.handler, `exactly one of spec.handler (${HANDLER_ALLOWED}), spec.script or spec.http`);
+  }
+  if (given.length > 1) {
+    const [first, second] = given as [string, string];
+    throw ShardlineError.invalid(
+      `spec.${second}`,
+      spec[second],
+      `exactly one of spec.handler, spec.script and spec.http; spec.${first} is given too`,
+    );
+  }
+  if (given[0] === "script") return { handler: "", script: scriptSpec(spec.script) };
+  if (given[0] === "http") return { handler: "", http: httpSpec(spec.http) };
+  const handler = spec.handler;
+  if (typeof handler !== "string" || handler.length > 128 || !HANDLER_NAME.test(handler)) {
+    throw ShardlineError.invalid("spec.handler", handler, HANDLER_ALLOWED);
+  }
+  return { handler };
+}
+
+function scriptSpec(value: unknown): ScriptSpec {
+  const script = mapping(value, "spec.script", FIELDS.script);
+  const command = script.command;
+  if (typeof command !== "string" || command === "" || command.includes("\0")) {
+    throw ShardlineError.invalid("spec.script.command", command, COMMAND_ALLOWED);
+  }
+  return {
+    command,
+    args: stringList(script.args, "spec.script.args"),
+    env: environment(script.env, "spec.script.env"),
+    killGraceSeconds: integer(script.killGraceSeconds, "spec.script.killGraceSeconds", 0, 3600) ?? 10,
+  };
+}
+
+function httpSpec(value: unknown): HttpSpec {
+  const http = mapping(value, "spec.http", FIELDS.http);
+  return {
+    method: oneOf(http.method, "spec.http.method", HTTP_METHODS) ?? "POST",
+    url: httpUrl(http.url, "spec.http.url"),
+    headers: headers(http.headers, "spec.http.headers"),
+    body: optionalString(http, "body", "spec.http.body") ?? "",
+    connectTimeoutSeconds: integer(http.connectTimeoutSeconds, "spec.http.connectTimeoutSeconds", 1, 300) ?? 10,
+    readTimeoutSeconds: integer(http.readTimeoutSeconds, "spec.http.readTimeoutSeconds", 1, 86_400) ?? 60,
+  };
+}
+
+function httpUrl(value: unknown, path: string): string {
+  if (typeof value !== "string") throw ShardlineError.invalid(path, value, URL_ALLOWED);
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw ShardlineError.invalid(path, value, URL_ALLOWED);
+  }
+  if ((url.protocol !== "http:" && url.protocol !== "https:") || url.hostname === "") throw ShardlineError.invalid(path, value, URL_ALLOWED);
+  return value;
+}
+
+/** A list of strings; like Kubernetes' args, numbers must be quoted so nothing is reformatted. */
+function stringList(value: unknown, path: string): string[] {
+  if (absent(value)) return [];
+  if (!Array.isArray(value)) throw ShardlineError.invalid(path, value, "a list of strings");
+  return value.map((item: unknown, index) => {
+    if (typeof item !== "string" || item.includes("\0")) {
+      throw ShardlineError.invalid(`${path}.${index}`, item, "a string without NUL (quote numbers and booleans)");
+    }
+    return item;
+  });
+}
+
+function environment(value: unknown, path: string): Record<string, string> {
+  const result: Record<string, string> = {};
+  if (absent(value)) return result;
+  if (!isMapping(value)) throw ShardlineError.invalid(path, value, "a mapping of variable names to string values");
+  for (const [name, text] of Object.entries(value)) {
+    if (!ENV_NAME.test(name)) throw ShardlineError.invalid(path, name, "variable names of letters, digits and '_', not starting with a digit");
+    if (typeof text !== "string" || text.includes("\0")) {
+      throw ShardlineError.invalid(`${path}.${name}`, text, "a string without NUL (quote numbers and booleans)");
+    }
+    result[name] = text;
+  }
+  return result;
+}
+
+function headers(value: unknown, path: string): Record<string, string> {
+  const result: Record<string, string> = {};
+  if (absent(value)) return result;
+  if (!isMapping(value)) throw ShardlineError.invalid(path, value, "a mapping of header names to string values");
+  const seen = new Set<string>();
+  for (const [name, text] of Object.entries(value)) {
+    if (!HEADER_NAME.test(name)) throw ShardlineError.invalid(path, name, "header names of letters, digits and !#$%&'*+.^_`|~-");
+    // Header names are case-insensitive: two spellings of one would leave which one is sent to chance.
+    if (seen.has(name.toLowerCase())) throw ShardlineError.invalid(path, name, "each header name once, in any letter case");
+    seen.add(name.toLowerCase());
+    // A line break in a value would let it smuggle in headers of its own.
+    if (typeof text !== "string" || /[\r\n\0]/.test(text)) {
+      throw ShardlineError.invalid(`${path}.${name}`, text, "a string without line breaks or NUL (quote numbers and booleans)");
+    }
+    result[name] = text;
+  }
+  return result;
 }
 
 function shardParameters(value: unknown, shards: number): Record<number, string> {
@@ -277,6 +400,29 @@ function boolean(value: unknown, path: string): boolean | undefined {
   if (absent(value)) return undefined;
   if (typeof value !== "boolean") throw ShardlineError.invalid(path, value, "true or false");
   return value;
+}
+
+function scriptEquals(a: ScriptSpec | undefined, b: ScriptSpec | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  return (
+    a.command === b.command &&
+    a.killGraceSeconds === b.killGraceSeconds &&
+    a.args.length === b.args.length &&
+    a.args.every((arg, index) => arg === b.args[index]) &&
+    recordEquals(a.env, b.env)
+  );
+}
+
+function httpEquals(a: HttpSpec | undefined, b: HttpSpec | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  return (
+    a.method === b.method &&
+    a.url === b.url &&
+    a.body === b.body &&
+    a.connectTimeoutSeconds === b.connectTimeoutSeconds &&
+    a.readTimeoutSeconds === b.readTimeoutSeconds &&
+    recordEquals(a.headers, b.headers)
+  );
 }
 
 function recordEquals(a: Record<string | number, string>, b: Record<string | number, string>): boolean {

@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import { ExecutionContextSchema, type ExecutionUpdate } from "../../../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState } from "../../../shared/gen/shardline/v1/types_pb.js";
 import type { HandlerContext, HandlerMap } from "../../sdk.js";
-import { HandlerExecutor, renderResult, truncateUtf8 } from "./handler-executor.js";
+import { HandlerExecutor, renderResult } from "./handler-executor.js";
 
 const FIRE = 1_700_000_000_000n;
 
@@ -167,18 +167,6 @@ describe("HandlerExecutor", () => {
   it("truncates results to maxResultBytes", async () => {
     const done = await run({ work: () => "x".repeat(10_000) }, {}, 4096).terminal;
     expect(done.result).toHaveLength(4096);
-  });
-});
-
-describe("truncateUtf8", () => {
-  it("never cuts a multi-byte character", () => {
-    expect(truncateUtf8("héllo", 2)).toBe("h");
-    expect(truncateUtf8("😀😀", 5)).toBe("😀");
-    expect(Buffer.byteLength(truncateUtf8("日本語".repeat(2_000), 4096))).toBeLessThanOrEqual(4096);
-  });
-
-  it("keeps short text whole", () => {
-    expect(truncateUtf8("ok", 4096)).toBe("ok");
   });
 });
 

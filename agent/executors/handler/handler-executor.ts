@@ -1,49 +1,18 @@
-import { create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
 import { ShardlineError } from "../../../shared/errors.js";
-import {
-  ExecutionUpdateSchema,
-  type ExecutionContext,
-  type ExecutionUpdate,
-} from "../../../shared/gen/shardline/v1/agent_service_pb.js";
+import type { ExecutionContext } from "../../../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState } from "../../../shared/gen/shardline/v1/types_pb.js";
 import type { HandlerContext, HandlerMap } from "../../sdk.js";
-
-/** The states an execution can be stopped with from outside. */
-export type StopState = ExecutionState.CANCELLED | ExecutionState.LOST;
-
-/**
- * One execution on its way. Every executor (handler, script, HTTP, Kubernetes) hands the agent
- * one of these; the agent only starts and stops it and listens to its reports.
- */
-export interface ExecutionRun {
-  /** The context it was dispatched with. */
-  readonly context: ExecutionContext;
-  /** True once its terminal state was reported. */
-  readonly finished: boolean;
-  /** Reports RUNNING and starts the work. */
-  start(): void;
-  /**
-   * Aborts it and reports `state` with `reason` at once, unless it already finished. What the
-   * work does afterwards is no longer reported.
-   */
-  stop(state: StopState, reason: string): void;
-}
+import { RunReports, type AbortState, type ExecutionRun, type Executor, type ReportOptions, type StopState } from "../execution-run.js";
 
 /** What a HandlerExecutor needs from the agent. */
-export interface HandlerExecutorOptions {
+export interface HandlerExecutorOptions extends ReportOptions {
   /** The agent's id, for HandlerContext.agentId. */
   agentId: string;
   /** The handlers by name. */
   handlers: HandlerMap;
   /** Parent of each execution's logger. */
   logger: Logger;
-  /** Longest result (and error) text reported, in UTF-8 bytes. */
-  maxResultBytes: number;
-  /** Receives RUNNING, then exactly one terminal update, synchronously as they happen. */
-  report: (update: ExecutionUpdate) => void;
-  /** Wall clock in Unix ms, for started/finished stamps. Default Date.now. */
-  wallClock?: () => number;
 }
 
 /**
@@ -57,50 +26,46 @@ export interface HandlerExecutorOptions {
  * the cost is that such a handler may still be doing work after its shard moved, which only a
  * process boundary (the script executor) can prevent.
  */
-export class HandlerExecutor {
+export class HandlerExecutor implements Executor {
   readonly #options: HandlerExecutorOptions;
-  readonly #wallClock: () => number;
 
   constructor(options: HandlerExecutorOptions) {
     this.#options = options;
-    this.#wallClock = options.wallClock ?? Date.now;
   }
 
   /** Prepares one execution; call start() on the result to run it. */
   create(context: ExecutionContext): ExecutionRun {
-    return new HandlerRun(context, this.#options, this.#wallClock);
+    return new HandlerRun(context, this.#options);
   }
 }
 
 class HandlerRun implements ExecutionRun {
   readonly #controller = new AbortController();
   readonly #log: Logger;
-  #finished = false;
-  #startedAt = 0;
+  readonly #reports: RunReports;
   #timer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly context: ExecutionContext,
     private readonly options: HandlerExecutorOptions,
-    private readonly wallClock: () => number,
   ) {
     this.#log = options.logger.child({ executionId: context.executionId, job: context.job, shard: context.shard });
+    this.#reports = new RunReports(context, options);
   }
 
   get finished(): boolean {
-    return this.#finished;
+    return this.#reports.finished;
   }
 
   start(): void {
-    if (this.#startedAt !== 0 || this.#finished) return;
+    if (this.#reports.started || this.#reports.finished) return;
     const { context } = this;
     const handler = Object.hasOwn(this.options.handlers, context.handler) ? this.options.handlers[context.handler] : undefined;
     if (handler === undefined) {
       this.#finish(ExecutionState.FAILED, { error: `no handler named ${JSON.stringify(context.handler)} on this agent` });
       return;
     }
-    this.#startedAt = this.wallClock();
-    this.options.report(this.#update(ExecutionState.RUNNING, {}));
+    this.#reports.running();
     if (context.timeoutMs > 0) {
       this.#timer = setTimeout(() => this.#abort(ExecutionState.TIMED_OUT, `timed out after ${context.timeoutMs} ms`), context.timeoutMs);
     }
@@ -121,8 +86,8 @@ class HandlerRun implements ExecutionRun {
     this.#abort(state, reason);
   }
 
-  #abort(state: ExecutionState.TIMED_OUT | StopState, reason: string): void {
-    if (this.#finished) return;
+  #abort(state: AbortState, reason: string): void {
+    if (this.#reports.finished) return;
     // Report first: an abort listener in the handler must not be able to run before the
     // terminal state is settled, or a handler that returns on abort would read as SUCCEEDED.
     this.#finish(state, { error: reason });
@@ -131,7 +96,7 @@ class HandlerRun implements ExecutionRun {
 
   /** The handler's promise settled: report it, or log it when the execution was already over. */
   #settled(report: () => void, how: string): void {
-    if (!this.#finished) {
+    if (!this.#reports.finished) {
       report();
       return;
     }
@@ -141,23 +106,8 @@ class HandlerRun implements ExecutionRun {
   }
 
   #finish(state: ExecutionState, fields: { error?: string; result?: string }): void {
-    if (this.#finished) return;
-    this.#finished = true;
     clearTimeout(this.#timer);
-    const update = this.#update(state, fields);
-    update.finishedAtUnixMs = BigInt(Math.trunc(this.wallClock()));
-    this.options.report(update);
-  }
-
-  #update(state: ExecutionState, fields: { error?: string; result?: string }): ExecutionUpdate {
-    const limit = this.options.maxResultBytes;
-    return create(ExecutionUpdateSchema, {
-      executionId: this.context.executionId,
-      state,
-      startedAtUnixMs: BigInt(Math.trunc(this.#startedAt)),
-      error: truncateUtf8(fields.error ?? "", limit),
-      result: truncateUtf8(fields.result ?? "", limit),
-    });
+    this.#reports.finish(state, fields);
   }
 
   #handlerContext(): HandlerContext {
@@ -191,16 +141,6 @@ export function renderResult(value: unknown): string {
     return String(value);
   }
 }
-
-/** The longest prefix of `text` that fits in `maxBytes` of UTF-8, never cutting a character. */
-export function truncateUtf8(text: string, maxBytes: number): string {
-  // A UTF-16 unit never takes more than 3 UTF-8 bytes, so short strings need no encoding.
-  if (text.length * 3 <= maxBytes) return text;
-  const { read } = encoder.encodeInto(text, new Uint8Array(maxBytes));
-  return text.slice(0, read);
-}
-
-const encoder = new TextEncoder();
 
 function errorText(error: unknown): string {
   if (error instanceof Error) return error.message || error.name;

@@ -1,0 +1,139 @@
+import { create } from "@bufbuild/protobuf";
+import {
+  ExecutionUpdateSchema,
+  type ExecutionContext,
+  type ExecutionUpdate,
+} from "../../shared/gen/shardline/v1/agent_service_pb.js";
+import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
+import { truncateUtf8 } from "./output-tail.js";
+
+/** The states an execution can be stopped with from outside. */
+export type StopState = ExecutionState.CANCELLED | ExecutionState.LOST;
+
+/** The states a run ends in when it is aborted: from outside, or by its own timeout. */
+export type AbortState = StopState | ExecutionState.TIMED_OUT;
+
+/**
+ * One execution on its way. Every executor (handler, script, HTTP, Kubernetes) hands the agent
+ * one of these; the agent only starts and stops it and listens to its reports.
+ */
+export interface ExecutionRun {
+  /** The context it was dispatched with. */
+  readonly context: ExecutionContext;
+  /** True once its terminal state was reported. */
+  readonly finished: boolean;
+  /** Reports RUNNING and starts the work. */
+  start(): void;
+  /**
+   * Aborts it and reports `state` with `reason`, unless it already finished. A handler's run
+   * reports at once; a script's once its processes are gone (after SIGTERM, then SIGKILL after
+   * the kill grace), since until then the work is still going. What the work does after the
+   * report is no longer reported.
+   */
+  stop(state: StopState, reason: string): void;
+}
+
+/** Turns execution contexts into runs: one executor per kind of work. */
+export interface Executor {
+  /** Prepares one execution; call start() on the result to run it. */
+  create(context: ExecutionContext): ExecutionRun;
+}
+
+/** Receives RUNNING, then exactly one terminal update, synchronously as they happen. */
+export type ReportSink = (update: ExecutionUpdate) => void;
+
+/** What every run needs in order to report. */
+export interface ReportOptions {
+  /** Longest result (and error) text reported, in UTF-8 bytes. */
+  maxResultBytes: number;
+  /** Receives RUNNING, then exactly one terminal update. */
+  report: ReportSink;
+  /** Wall clock in Unix ms, for started/finished stamps. Default Date.now. */
+  wallClock?: () => number;
+}
+
+/**
+ * The reporting half of a run, the same for every executor: RUNNING at most once, then exactly
+ * one terminal update, stamped with the wall clock and cut to the contract's size limit.
+ */
+export class RunReports {
+  readonly #context: ExecutionContext;
+  readonly #options: ReportOptions;
+  readonly #wallClock: () => number;
+  #startedAt = 0;
+  #running = false;
+  #finished = false;
+
+  constructor(context: ExecutionContext, options: ReportOptions) {
+    this.#context = context;
+    this.#options = options;
+    this.#wallClock = options.wallClock ?? Date.now;
+  }
+
+  /** True once RUNNING was reported. */
+  get started(): boolean {
+    return this.#running;
+  }
+
+  /** True once the terminal state was reported. */
+  get finished(): boolean {
+    return this.#finished;
+  }
+
+  /** The longest text a report carries, in UTF-8 bytes. */
+  get maxBytes(): number {
+    return this.#options.maxResultBytes;
+  }
+
+  /** Reports RUNNING, stamped now. */
+  running(): void {
+    if (this.#finished || this.#running) return;
+    this.#running = true;
+    this.#startedAt = this.#wallClock();
+    this.#options.report(this.#update(ExecutionState.RUNNING, {}));
+  }
+
+  /** Reports the terminal state; false when one was reported already. */
+  finish(state: ExecutionState, fields: { error?: string; result?: string }): boolean {
+    if (this.#finished) return false;
+    this.#finished = true;
+    const update = this.#update(state, fields);
+    update.finishedAtUnixMs = BigInt(Math.trunc(this.#wallClock()));
+    this.#options.report(update);
+    return true;
+  }
+
+  #update(state: ExecutionState, fields: { error?: string; result?: string }): ExecutionUpdate {
+    const limit = this.#options.maxResultBytes;
+    return create(ExecutionUpdateSchema, {
+      executionId: this.#context.executionId,
+      state,
+      startedAtUnixMs: BigInt(Math.trunc(this.#startedAt)),
+      error: truncateUtf8(fields.error ?? "", limit),
+      result: truncateUtf8(fields.result ?? "", limit),
+    });
+  }
+}
+
+/**
+ * The execution context as scripts (on stdin) and HTTP endpoints (as the default body) receive
+ * it: the same fields a handler's HandlerContext has, in JSON.
+ */
+export function executionPayload(context: ExecutionContext, agentId: string): string {
+  return JSON.stringify({
+    executionId: context.executionId,
+    job: context.job,
+    shard: context.shard,
+    shardCount: context.shardCount,
+    shardParameter: context.shardParameter,
+    parameter: context.parameter,
+    fireTime: fireTimeIso(context),
+    attempt: context.attempt,
+    agentId,
+  });
+}
+
+/** The fire time as ISO 8601 text, e.g. 2023-11-14T22:13:20.000Z. */
+export function fireTimeIso(context: ExecutionContext): string {
+  return new Date(Number(context.fireTimeUnixMs)).toISOString();
+}
