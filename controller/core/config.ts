@@ -1,3 +1,5 @@
+import type { ShardingStrategy } from "./sharding/strategy.js";
+
 /** Timing and bounds of the controller's decisions. */
 export interface CoreConfig {
   /** How often agents heartbeat (DESIGN.md default 500 ms). */
@@ -12,6 +14,8 @@ export interface CoreConfig {
    * in a single event instead, so a long outage cannot flood the history.
    */
   maxMissedFiresRecorded: number;
+  /** Strategies loaded from user modules, by the NAME in `spec.strategy: custom:NAME`. */
+  customStrategies?: ReadonlyMap<string, ShardingStrategy>;
 }
 
 export const DEFAULT_CORE_CONFIG: CoreConfig = {

@@ -1,6 +1,6 @@
 import { ShardlineError } from "../../shared/errors.js";
 import { specEquals } from "../../shared/manifest/index.js";
-import { type JobSpec, priorityOf } from "../../shared/manifest/job-spec.js";
+import { type JobSpec, priorityOf, type StrategyName } from "../../shared/manifest/job-spec.js";
 import { fireTimesBetween, nextFireAfter } from "../../shared/schedule.js";
 import type {
   ExecutionCause,
@@ -17,6 +17,7 @@ import type { AgentHello, AssignmentRef, ExecutionContext, ExecutionReport } fro
 import { admitLateFire, planMissedFires, retryDelayMs } from "./misfire.js";
 import { type Effects, Outbox } from "./outbox.js";
 import { strategyFor } from "./sharding/index.js";
+import type { ShardingInput } from "./sharding/strategy.js";
 import { TimerQueue, type TimerKind } from "./timer-queue.js";
 
 /** How an agent looks from the outside. */
@@ -969,7 +970,7 @@ export class ControllerCore {
         previous.set(shard.shard, shard.owner);
         mine.set(shard.owner, (mine.get(shard.owner) ?? 0) + 1);
       }
-      const desired = strategyFor(spec.strategy)({
+      const desired = this.placeShards(spec, {
         job: name,
         shardCount: spec.shards,
         agents: eligible.map((a) => ({ id: a.id, capacity: a.capacity, load: (load.get(a.id) ?? 0) - (mine.get(a.id) ?? 0) })),
@@ -1002,6 +1003,30 @@ export class ControllerCore {
       this.outbox.send(agent.session, { kind: "assignments", snapshot: false, add: adds.get(id) ?? [], revoke: revokes.get(id) ?? [] });
     }
     for (const shard of assigned) this.dispatchShard(shard);
+  }
+
+  /**
+   * Runs the job's strategy. A custom one (user code) that throws, or maps a shard to an agent
+   * that is not eligible, is not trusted: the job falls back to sticky and an event says why.
+   */
+  private placeShards(spec: JobSpec, input: ShardingInput): Map<number, string> {
+    if (!spec.strategy.startsWith("custom:")) return strategyFor(spec.strategy as StrategyName)(input);
+    const name = spec.strategy.slice("custom:".length);
+    const custom = this.config.customStrategies?.get(name);
+    let problem: string;
+    if (custom === undefined) {
+      problem = `strategy ${spec.strategy} is not loaded on this controller`;
+    } else {
+      try {
+        const result = custom(input);
+        problem = invalidPlacement(result, input) ?? "";
+        if (problem === "") return result;
+      } catch (error) {
+        problem = `strategy ${spec.strategy} threw: ${error instanceof Error ? error.message : String(error)}`;
+      }
+    }
+    this.emit("job.strategy-failed", `${input.job}: ${problem}; placing its shards with sticky instead`, { job: input.job });
+    return strategyFor("sticky")(input);
   }
 
   private eligible(agent: AgentEntry, spec: JobSpec): boolean {
@@ -1258,6 +1283,18 @@ function executorOf(spec: JobSpec): Pick<ExecutionContext, "script" | "http"> {
     return { http: { method, url, headers, body, connectTimeoutMs: connectTimeoutSeconds * 1000, readTimeoutMs: readTimeoutSeconds * 1000 } };
   }
   return {};
+}
+
+/** Why a strategy's answer cannot be used, or undefined when every shard has an eligible agent. */
+function invalidPlacement(result: unknown, input: ShardingInput): string | undefined {
+  if (!(result instanceof Map)) return "the strategy did not return a Map of shard to agent id";
+  if (input.agents.length === 0) return undefined;
+  const ids = new Set(input.agents.map((a) => a.id));
+  for (let shard = 0; shard < input.shardCount; shard++) {
+    const agent: unknown = result.get(shard);
+    if (typeof agent !== "string" || !ids.has(agent)) return `the strategy put shard ${shard} on ${JSON.stringify(agent)}, not an eligible agent`;
+  }
+  return undefined;
 }
 
 function notFound(kind: string, name: string): ShardlineError {

@@ -2,6 +2,9 @@
 export type StrategyName = "sticky" | "balanced" | "odd-even" | "round-robin";
 export const STRATEGIES: readonly StrategyName[] = ["sticky", "balanced", "odd-even", "round-robin"];
 
+/** A strategy from a module the controller loaded with --strategy NAME=MODULE. */
+export type CustomStrategyName = `custom:${string}`;
+
 /**
  * What happens to a lost agent's work. `fenced` waits for its lease to expire, then moves its
  * shards and re-runs its in-flight executions; `fast` does so as soon as the stream closes
@@ -50,6 +53,12 @@ export interface HttpSpec {
   readTimeoutSeconds: number;
 }
 
+/** spec.onFailure: what to do when an execution fails, times out or is lost. */
+export interface FailureSpec {
+  /** POST the execution as JSON to this http(s) URL, retrying with backoff; absent: only log. */
+  webhook?: { url: string; headers: Record<string, string> };
+}
+
 /** A job's manifest after validation, with every default filled in. */
 export interface JobSpec {
   /** metadata.name: a DNS-1123 label (lowercase letters, digits, '-', at most 63). */
@@ -77,8 +86,8 @@ export interface JobSpec {
   script?: ScriptSpec;
   /** spec.http, when the job makes a request instead of running a handler. */
   http?: HttpSpec;
-  /** spec.strategy, default "sticky". */
-  strategy: StrategyName;
+  /** spec.strategy, default "sticky"; `custom:NAME` names a strategy the controller loaded. */
+  strategy: StrategyName | CustomStrategyName;
   /** spec.failover, default "fenced". */
   failover: FailoverMode;
   /** spec.misfire, default "fire-once". */
@@ -95,6 +104,13 @@ export interface JobSpec {
   placement: { selector: Record<string, string> };
   /** spec.suspend: when true, the job makes no scheduled fires; default false. */
   suspend: boolean;
+  /**
+   * spec.daemon: each shard runs for as long as an agent owns it (a consumer per partition);
+   * excludes spec.schedule. Absent in specs stored before it existed: read it as false.
+   */
+  daemon?: boolean;
+  /** spec.onFailure; absent means log only. */
+  onFailure?: FailureSpec;
   /**
    * spec.priority: -1000..1000, default 0. When agents' slots are short, waiting executions of
    * higher-priority jobs start first, and their shards are placed first. Absent in specs stored

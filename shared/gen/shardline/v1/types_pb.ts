@@ -167,7 +167,7 @@ export type Execution = Message<"shardline.v1.Execution"> & {
   result: string;
 
   /**
-   * What created it: "schedule", "trigger", "failover", "misfire" or "retry".
+   * What created it: "schedule", "trigger", "failover", "misfire", "retry" or "daemon".
    *
    * @generated from field: string cause = 12;
    */
