@@ -100,6 +100,8 @@ interface ShardEntry {
   cancelling: Set<string>;
   /** The (term, generation) an agent claimed when the shard was adopted after a restart. */
   claim?: [number, number];
+  /** When the shard's last daemon run ended under its current owner; the next one waits a backoff. */
+  daemonEndedAt?: number;
 }
 
 interface JobEntry {
@@ -506,6 +508,9 @@ export class ControllerCore {
   ): { fireTime: number; executionIds: string[] } {
     this.advance(now);
     const job = this.requireJob(name);
+    if (job.record.spec.daemon === true) {
+      throw new ShardlineError("failed-precondition", `job ${name} is a daemon job: its shards run continuously, so there is nothing to trigger`);
+    }
     for (const shard of shards) {
       if (!Number.isInteger(shard) || shard < 0 || shard >= job.shards.length) {
         throw ShardlineError.invalid("shards", shard, `shard numbers from 0 to ${job.shards.length - 1}`);
@@ -532,6 +537,7 @@ export class ControllerCore {
     job.record = { ...job.record, paused: true };
     this.outbox.saveJob(job.record);
     this.scheduleNext(job, this.now);
+    for (const shard of job.shards) this.stopDaemonRun(job, shard, "the job was paused");
     this.emit("job.paused", `job ${name} paused`, { job: name });
   }
 
@@ -543,6 +549,7 @@ export class ControllerCore {
     this.outbox.saveJob(job.record);
     // Fires missed while paused are not made: the schedule restarts from now.
     this.scheduleNext(job, this.now);
+    for (const shard of job.shards) this.dispatchShard(shard);
     this.emit("job.resumed", `job ${name} resumed`, { job: name });
   }
 
@@ -599,6 +606,9 @@ export class ControllerCore {
     else set.delete(shard);
     job.record = { ...job.record, disabledShards: [...set].sort((a, b) => a - b) };
     this.outbox.saveJob(job.record);
+    const entry = job.shards[shard]!;
+    if (disabled) this.stopDaemonRun(job, entry, "the shard was disabled");
+    else this.dispatchShard(entry);
     this.emit(disabled ? "shard.disabled" : "shard.enabled", `${name}/${shard} ${disabled ? "disabled" : "enabled"}`, { job: name, shard });
   }
 
@@ -671,7 +681,8 @@ export class ControllerCore {
     });
     const job = this.jobs.get(execution.job);
     const shard = job?.shards[execution.shard];
-    if (job === undefined || shard === undefined || job.record.spec.failover === "off") return;
+    // A daemon run is not re-run: the shard's next owner starts its own.
+    if (job === undefined || shard === undefined || job.record.spec.failover === "off" || execution.cause === "daemon") return;
     const retry = this.newExecution(job, shard, execution.fireTime, execution.attempt + 1, "failover", execution.parameter);
     this.emit("execution.failover", `${execution.id} runs again as ${retry.id}`, {
       job: job.record.name,
@@ -770,8 +781,42 @@ export class ControllerCore {
     if (shard !== undefined) {
       shard.running.delete(execution.id);
       shard.cancelling.delete(execution.id);
+      if (execution.cause === "daemon" && execution.agent !== "" && execution.agent === shard.owner) shard.daemonEndedAt = this.now;
     }
     if (freed && agent.maxConcurrent > 0) this.fillSlots(agent);
+  }
+
+  /**
+   * A daemon job's shard runs one execution for as long as its owner keeps it: queue one when
+   * none runs or waits. After a run ends under the same owner, the next waits the job's backoff.
+   */
+  private ensureDaemonRun(job: JobEntry, shard: ShardEntry): void {
+    const spec = job.record.spec;
+    if (spec.daemon !== true || job.record.paused || spec.suspend || job.record.disabledShards.includes(shard.shard)) return;
+    if (shard.running.size > 0 || shard.queue.length > 0) return;
+    const fireTime = Math.max(this.now, job.lastIssuedFire + 1);
+    job.lastIssuedFire = fireTime;
+    const run = this.newExecution(job, shard, fireTime, 1, "daemon", spec.parameter);
+    if (shard.daemonEndedAt !== undefined) {
+      run.notBefore = shard.daemonEndedAt + Math.max(1, spec.retries.backoffSeconds) * 1000;
+      this.timers.push(run.notBefore, { kind: "retry", job: job.record.name, shard: shard.shard });
+    }
+    this.open.set(run.id, run);
+    shard.queue.push(run);
+    this.queuedAt.set(run.id, ++this.queueSeq);
+    this.outbox.saveExecution(run);
+  }
+
+  /** Asks the owner to stop the shard's daemon run (a revoke, a pause, a disable). */
+  private stopDaemonRun(job: JobEntry, shard: ShardEntry, reason: string): void {
+    if (job.record.spec.daemon !== true) return;
+    for (const execution of shard.queue) this.closeExecution(execution, "cancelled", { error: reason });
+    shard.queue = [];
+    const owner = shard.owner === undefined ? undefined : this.agents.get(shard.owner);
+    const running = [...shard.running].filter((id) => !shard.cancelling.has(id));
+    if (owner === undefined || !owner.connected || running.length === 0) return;
+    for (const id of running) shard.cancelling.add(id);
+    this.outbox.send(owner.session, { kind: "cancel", executionIds: running, reason });
   }
 
   /** True when the agent may start one more execution. */
@@ -903,6 +948,7 @@ export class ControllerCore {
   private dispatchShard(shard: ShardEntry, max = Infinity): void {
     const agent = this.dispatchTarget(shard);
     const job = this.jobs.get(shard.job);
+    if (agent !== undefined && job !== undefined) this.ensureDaemonRun(job, shard);
     if (agent === undefined || job === undefined || shard.queue.length === 0) return;
     const spec = job.record.spec;
     const contexts: ExecutionContext[] = [];
@@ -936,6 +982,7 @@ export class ControllerCore {
         assignment: { job: shard.job, shard: shard.shard, term: shard.term, generation: shard.generation },
         traceContext: {},
         ...executorOf(spec),
+        ...(execution.cause === "daemon" ? { daemon: true } : {}),
       });
     }
     if (contexts.length > 0) this.outbox.send(agent.session, { kind: "dispatch", executions: contexts });
@@ -991,6 +1038,7 @@ export class ControllerCore {
         if (owner === undefined || owner.lost || shard.revoking) continue;
         shard.revoking = true;
         push(revokes, owner.id, this.refOf(shard));
+        this.stopDaemonRun(job, shard, "the shard is moving to another agent");
         this.emit("shard.revoking", `${name}/${shard.shard} is moving away from ${owner.id}`, {
           job: name,
           shard: shard.shard,
@@ -1041,6 +1089,7 @@ export class ControllerCore {
   }
 
   private assign(shard: ShardEntry, agent: AgentEntry): void {
+    shard.daemonEndedAt = undefined;
     shard.owner = agent.id;
     shard.term = this.term;
     shard.generation = ++this.generation;

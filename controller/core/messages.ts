@@ -51,6 +51,8 @@ export interface ExecutionContext {
   traceContext: Record<string, string>;
   /** The command to run, for a job with spec.script. */
   script?: { command: string; args: string[]; env: Record<string, string>; killGraceMs: number };
+  /** True for a daemon job's run, which lasts as long as the agent owns the shard. */
+  daemon?: boolean;
   /** The request to make, for a job with spec.http. */
   http?: { method: string; url: string; headers: Record<string, string>; body: string; connectTimeoutMs: number; readTimeoutMs: number };
 }

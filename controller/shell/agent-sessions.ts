@@ -204,6 +204,7 @@ function toResponse(term: number, command: AgentCommand): Response {
               traceContext: e.traceContext,
               ...(e.script === undefined ? {} : { script: e.script }),
               ...(e.http === undefined ? {} : { http: e.http }),
+              daemon: e.daemon === true,
             })),
           },
         },

@@ -21,7 +21,7 @@ export const TERMINAL_STATES: ReadonlySet<ExecutionStateName> = new Set([
 ]);
 
 /** Why an execution exists. */
-export type ExecutionCause = "schedule" | "trigger" | "failover" | "misfire" | "retry";
+export type ExecutionCause = "schedule" | "trigger" | "failover" | "misfire" | "retry" | "daemon";
 
 /** A job as the controller keeps it. */
 export interface JobRecord {
