@@ -1,26 +1,13 @@
-import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CLI, ControllerProcess, type CliProcess, freePort, requireBuiltCli, startAgent, waitFor } from "./harness/processes.js";
+import { ControllerProcess, type CliProcess, freePort, requireBuiltCli, shardline, startAgent, waitFor } from "./harness/processes.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const MANIFEST = join(ROOT, "examples", "billing-rollup.yaml");
 const HANDLERS = join(ROOT, "examples", "handlers.mjs");
-
-/** Runs the built `shardline` binary to completion. */
-function shardline(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on("exit", (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 describe("the shardline binary against a real controller", () => {
   let dir: string;

@@ -325,29 +325,7 @@ export class ControllerCore {
       this.sessions.delete(agent.session);
       this.outbox.close(agent.session, "replaced by a new stream of the same agent");
     }
-    if (agent === undefined) {
-      agent = {
-        id: hello.agentId,
-        incarnation: ++this.incarnations,
-        session,
-        connected: true,
-        lost: false,
-        leaving: false,
-        cordoned: false,
-        labels: {},
-        capacity: 1,
-        handlers: new Set(),
-        executors: new Set(),
-        maxConcurrent: 0,
-        version: "",
-        leaseExpiry: 0,
-        leaseTimerArmed: false,
-        connectedAt: this.now,
-        shards: new Set(),
-        executions: new Set(),
-      };
-      this.agents.set(agent.id, agent);
-    }
+    agent ??= this.addAgentEntry(hello.agentId, { lost: false });
     agent.session = session;
     agent.connected = true;
     agent.lost = false;
@@ -1272,27 +1250,7 @@ export class ControllerCore {
     // for that agent, lost until it says hello, whose lease runs out like any lost agent's.
     let agent = this.agents.get(execution.agent);
     if (agent === undefined) {
-      agent = {
-        id: execution.agent,
-        incarnation: ++this.incarnations,
-        session: "",
-        connected: false,
-        lost: true,
-        leaving: false,
-        cordoned: false,
-        labels: {},
-        capacity: 1,
-        handlers: new Set(),
-        executors: new Set(),
-        maxConcurrent: 0,
-        version: "",
-        leaseExpiry: this.startupGraceUntil,
-        leaseTimerArmed: false,
-        connectedAt: 0,
-        shards: new Set(),
-        executions: new Set(),
-      };
-      this.agents.set(agent.id, agent);
+      agent = this.addAgentEntry(execution.agent, { lost: true, leaseExpiry: this.startupGraceUntil });
       this.armLeaseTimer(agent);
     }
     agent.executions.add(execution.id);
@@ -1300,6 +1258,32 @@ export class ControllerCore {
   }
 
   // ---- helpers -------------------------------------------------------------------------------
+
+  /** Registers an agent that has no stream yet; hello() fills in what it declares. */
+  private addAgentEntry(id: string, state: { lost: boolean; leaseExpiry?: number }): AgentEntry {
+    const agent: AgentEntry = {
+      id,
+      incarnation: ++this.incarnations,
+      session: "",
+      connected: false,
+      lost: state.lost,
+      leaving: false,
+      cordoned: false,
+      labels: {},
+      capacity: 1,
+      handlers: new Set(),
+      executors: new Set(),
+      maxConcurrent: 0,
+      version: "",
+      leaseExpiry: state.leaseExpiry ?? 0,
+      leaseTimerArmed: false,
+      connectedAt: 0,
+      shards: new Set(),
+      executions: new Set(),
+    };
+    this.agents.set(id, agent);
+    return agent;
+  }
 
   private agentOf(session: string): AgentEntry {
     const id = this.sessions.get(session);

@@ -16,6 +16,18 @@ export function requireBuiltCli(): void {
   }
 }
 
+/** Runs the built `shardline` binary to completion, with `env` added to this process's. */
+export function shardline(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on("exit", (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
 /** A free loopback port, so a restarted controller can come back on the same address. */
 export async function freePort(): Promise<number> {
   const server = createServer();
