@@ -161,7 +161,7 @@ async function render(admin: ReturnType<typeof createClient<typeof AdminService>
   for (const agent of agents) {
     lines.push(`${agent.id.padEnd(10)} ${(states[agent.state] ?? "?").padEnd(10)} ${agent.shards.map((s) => s.shard).join(" ")}`);
   }
-  lines.push("", "FIRE       " + [0, 1, 2, 3, 4, 5].map((s) => `shard ${s}`.padEnd(11)).join(""));
+  lines.push("", "FIRE".padEnd(14) + [0, 1, 2, 3, 4, 5].map((s) => `shard ${s}`.padEnd(11)).join(""));
   const fires = [...new Set(executions.map((e) => Number(e.fireTimeUnixMs)))].sort((a, b) => b - a).slice(0, 8);
   for (const fire of fires) {
     const cells = [0, 1, 2, 3, 4, 5].map((shard) => {
