@@ -2,6 +2,18 @@
  * The Shardline agent: connects to a controller, holds the shards it is given, and runs their
  * executions with the handlers it declares. See docs/protocol.md for the stream it speaks.
  */
-export { defineHandlers, loadHandlers, type Handler, type HandlerContext, type HandlerMap } from "./sdk.js";
+export {
+  defineHandlers,
+  defineListeners,
+  loadHandlerModule,
+  loadHandlers,
+  type ExecutionListeners,
+  type ExecutionOutcome,
+  type ExecutionOutcomeState,
+  type Handler,
+  type HandlerContext,
+  type HandlerMap,
+  type HandlerModule,
+} from "./sdk.js";
 export { Agent, type AgentEvents, type AgentState, type SessionInfo, type ShardView } from "./runtime/agent.js";
 export { type AgentOptions, type Clock } from "./runtime/agent-options.js";

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { ShardlineError } from "../shared/errors.js";
-import { defineHandlers, loadHandlers } from "./sdk.js";
+import { defineHandlers, defineListeners, loadHandlerModule, loadHandlers } from "./sdk.js";
 
 const dir = mkdtempSync(join(tmpdir(), "shardline-handlers-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -50,6 +50,60 @@ describe("loadHandlers", () => {
   it("names --handlers when the module cannot be imported", async () => {
     const error = await loadError(moduleFile("syntax.mjs", "export default {"));
     expect(error.message).toMatch(/^--handlers: cannot import/);
+  });
+});
+
+describe("loadHandlerModule", () => {
+  async function moduleError(path: string): Promise<ShardlineError> {
+    const error = await loadHandlerModule(path).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(ShardlineError);
+    return error as ShardlineError;
+  }
+
+  it("returns the handlers and the named listeners export", async () => {
+    const file = moduleFile(
+      "with-listeners.mjs",
+      "export default { hello: () => 'hi' }; export const listeners = { beforeExecution() {}, afterExecution() {} };",
+    );
+    const loaded = await loadHandlerModule(file);
+    expect(Object.keys(loaded.handlers)).toEqual(["hello"]);
+    expect(Object.keys(loaded.listeners ?? {})).toEqual(["beforeExecution", "afterExecution"]);
+  });
+
+  it("returns no listeners for a module without them, as loadHandlers did", async () => {
+    const loaded = await loadHandlerModule(moduleFile("plain.mjs", "export default { hello: () => 'hi' };"));
+    expect(Object.keys(loaded.handlers)).toEqual(["hello"]);
+    expect(loaded.listeners).toBeUndefined();
+  });
+
+  it("accepts a module with listeners and no default export, for a script- or HTTP-only agent", async () => {
+    const loaded = await loadHandlerModule(moduleFile("only-listeners.mjs", "export const listeners = { afterExecution() {} };"));
+    expect(loaded.handlers).toEqual({});
+    expect(Object.keys(loaded.listeners ?? {})).toEqual(["afterExecution"]);
+  });
+
+  it.each([
+    ["a misspelt hook", "export const listeners = { beforeExecute() {} };", /"listeners" export has "beforeExecute"; it may only have beforeExecution and afterExecution/],
+    ["a hook that is not a function", "export const listeners = { afterExecution: 1 };", /"listeners" export's "afterExecution" is a number, not a function/],
+    ["listeners that are a function", "export function listeners() {}", /"listeners" export is a function, not an object/],
+  ])("names --handlers for %s", async (_what, source, message) => {
+    const error = await moduleError(moduleFile(`bad-listeners-${Math.random()}.mjs`, `export default {}; ${source}`));
+    expect(error.details.field).toBe("--handlers");
+    expect(error.message).toMatch(message);
+  });
+
+  it("still wants a default export when there are no listeners either", async () => {
+    expect((await moduleError(moduleFile("neither.mjs", "export const x = 1;"))).message).toMatch(/has no default export/);
+  });
+});
+
+describe("defineListeners", () => {
+  it("returns the listeners as given", () => {
+    const listeners = { afterExecution: () => {} };
+    expect(defineListeners(listeners)).toBe(listeners);
   });
 });
 

@@ -54,6 +54,59 @@ export function defineHandlers<M extends HandlerMap>(handlers: M): M {
   return handlers;
 }
 
+/** How an execution ended, as afterExecution sees it. */
+export type ExecutionOutcomeState = "succeeded" | "failed" | "timed-out" | "cancelled" | "lost";
+
+/** What afterExecution is told about an execution that ended. */
+export interface ExecutionOutcome {
+  /** The terminal state reported to the controller. */
+  readonly state: ExecutionOutcomeState;
+  /** Why it did not succeed, as reported; absent when it succeeded. */
+  readonly error?: string;
+  /**
+   * What it produced when it succeeded: a handler's return value itself (not its JSON), the
+   * result text of a script or HTTP call; absent when there is none.
+   */
+  readonly result?: unknown;
+  /** Milliseconds from the start of the execution (beforeExecution included) to its outcome. */
+  readonly durationMs: number;
+}
+
+/**
+ * Hooks an agent runs around every execution it starts: handler, script and HTTP alike. Both
+ * get the execution's HandlerContext; its signal aborts when the execution is timed out,
+ * cancelled or lost, in whichever phase.
+ */
+export interface ExecutionListeners {
+  /**
+   * Runs before the work starts; the work waits for a returned promise. A throw or rejection
+   * fails the execution with "beforeExecution: <message>", and the work never runs. The job's
+   * timeout bounds it on its own; the work then gets the whole timeout.
+   */
+  beforeExecution?(ctx: HandlerContext): Promise<void> | void;
+  /**
+   * Runs once the outcome is reported (also after a failing beforeExecution). It cannot change
+   * the outcome: a throw or rejection is logged, and nothing waits for a returned promise.
+   */
+  afterExecution?(ctx: HandlerContext, outcome: ExecutionOutcome): Promise<void> | void;
+}
+
+/**
+ * Declares a handler module's `listeners` export with its types checked:
+ * `export const listeners = defineListeners({ afterExecution: (ctx, outcome) => { ... } })`.
+ */
+export function defineListeners<L extends ExecutionListeners>(listeners: L): L {
+  return listeners;
+}
+
+/** What a handler module exports: handlers by name, and optionally listeners. */
+export interface HandlerModule {
+  /** The default export; {} when a module only exports listeners. */
+  handlers: HandlerMap;
+  /** The named export `listeners`, when there is one. */
+  listeners?: ExecutionListeners;
+}
+
 /**
  * Imports the ES module at `modulePath` (absolute, or relative to the working directory) and
  * returns its default export, which must map handler names to functions. Fails with an
@@ -61,18 +114,36 @@ export function defineHandlers<M extends HandlerMap>(handlers: M): M {
  * imported, has no default export, or has an entry that is not a function.
  */
 export async function loadHandlers(modulePath: string): Promise<HandlerMap> {
+  return (await importHandlerModule(modulePath, true)).handlers;
+}
+
+/**
+ * Like loadHandlers, and also returns the module's named `listeners` export (see
+ * ExecutionListeners). A module that exports listeners may leave out the default export (an
+ * agent that only runs scripts or HTTP calls). Fails like loadHandlers, and when `listeners` is
+ * not an object of the two hook functions.
+ */
+export async function loadHandlerModule(modulePath: string): Promise<HandlerModule> {
+  return importHandlerModule(modulePath, false);
+}
+
+const LISTENER_HOOKS = ["beforeExecution", "afterExecution"] as const;
+
+async function importHandlerModule(modulePath: string, requireDefault: boolean): Promise<HandlerModule> {
   const absolute = resolve(process.cwd(), modulePath);
   if (!existsSync(absolute)) {
     throw invalidHandlers(modulePath, `no file at ${absolute}`);
   }
-  let module: { default?: unknown };
+  let module: { default?: unknown; listeners?: unknown };
   try {
-    module = (await import(pathToFileURL(absolute).href)) as { default?: unknown };
+    module = (await import(pathToFileURL(absolute).href)) as { default?: unknown; listeners?: unknown };
   } catch (cause) {
     const reason = cause instanceof Error ? cause.message : String(cause);
     throw invalidHandlers(modulePath, `cannot import ${absolute}: ${reason}`, cause);
   }
+  const listeners = requireDefault ? undefined : listenersOf(modulePath, module.listeners);
   const map = module.default;
+  if (map === undefined && listeners !== undefined) return { handlers: {}, listeners };
   if (map === undefined || map === null || typeof map !== "object" || Array.isArray(map)) {
     throw invalidHandlers(modulePath, `${absolute} has no default export mapping handler names to functions`);
   }
@@ -83,10 +154,28 @@ export async function loadHandlers(modulePath: string): Promise<HandlerMap> {
     }
     handlers[name] = handler as Handler;
   }
-  return handlers;
+  return listeners === undefined ? { handlers } : { handlers, listeners };
 }
 
-const ALLOWED = "an ES module whose default export maps handler names to functions";
+/** The module's `listeners` export, checked: unknown keys are errors, so a misspelt hook never silently does nothing. */
+function listenersOf(modulePath: string, value: unknown): ExecutionListeners | undefined {
+  if (value === undefined) return undefined;
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw invalidHandlers(modulePath, `the "listeners" export is a ${describe(value)}, not an object of ${LISTENER_HOOKS.join(" and ")}`);
+  }
+  for (const [name, hook] of Object.entries(value)) {
+    if (!(LISTENER_HOOKS as readonly string[]).includes(name)) {
+      throw invalidHandlers(modulePath, `the "listeners" export has "${name}"; it may only have ${LISTENER_HOOKS.join(" and ")}`);
+    }
+    if (typeof hook !== "function") {
+      throw invalidHandlers(modulePath, `the "listeners" export's "${name}" is a ${describe(hook)}, not a function`);
+    }
+  }
+  return value as ExecutionListeners;
+}
+
+const ALLOWED =
+  "an ES module whose default export maps handler names to functions, and which may export listeners {beforeExecution, afterExecution}";
 
 function invalidHandlers(modulePath: string, reason: string, cause?: unknown): ShardlineError {
   return new ShardlineError(

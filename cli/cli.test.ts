@@ -485,6 +485,8 @@ describe("usage errors and exit codes", () => {
     [["agent", "--allow-script"], /^shardline: option '--allow-script <COMMAND>' argument missing; usage: .*\n$/],
     [["controller", "--http", "localhost"], /^shardline: --http: "localhost" is not allowed; expected HOST:PORT.*\n$/],
     [["controller", "--store", "mysql://x"], /^shardline: --store: "mysql:\/\/x" is not allowed; expected sqlite:PATH .*\n$/],
+    [["controller", "--strategy", "Region=./r.mjs"], /^shardline: --strategy: "Region=\.\/r\.mjs" is not allowed; expected NAME=MODULE, where NAME is a DNS-1123 label .*\n$/],
+    [["controller", "--strategy", "r=./a.mjs", "--strategy", "r=./b.mjs"], /^shardline: --strategy: "r=\.\/b\.mjs" is not allowed; expected each NAME once; "r" was already given\n$/],
     [["demo", "--duration", "forever"], /^shardline: --duration: "forever" is not allowed; expected a number of seconds .*\n$/],
     [["--log-level", "loud", "get", "jobs"], /^shardline: --log-level: "loud" is not allowed; expected fatal, error, warn, info, debug, trace, silent\n$/],
     [["get", "jobs", "a", "b"], /^shardline: too many arguments for 'get'. Expected 2 arguments but got 3; usage: .*\n$/],
@@ -541,7 +543,7 @@ describe("long-running commands", () => {
     let finishDrain = (): void => {};
     let options: AgentStartOptions | undefined;
     const module: AgentModule = {
-      loadHandlers: async (path) => (calls.push(`load ${path}`), { billing: () => "ok" }),
+      loadHandlerModule: async (path) => (calls.push(`load ${path}`), { handlers: { billing: () => "ok" } }),
       Agent: class {
         constructor(given: AgentStartOptions) {
           options = given;

@@ -4,7 +4,7 @@ import { ShardlineError } from "../shared/errors.js";
 import { AgentSchema, AgentState, ExecutionSchema, ExecutionState, JobSchema } from "../shared/gen/shardline/v1/types_pb.js";
 import { agentStartOptions } from "./commands/agent.js";
 import { applyOutcome, splitManifests } from "./commands/apply.js";
-import { controllerStartOptions } from "./commands/controller.js";
+import { collectStrategy, controllerStartOptions } from "./commands/controller.js";
 import { parseResource } from "./commands/get.js";
 import { triggerOutcome } from "./commands/job-actions.js";
 import { defaultAgentId, parseAgentId, parseAllowScript, parseInteger, parseLabel, parseSeconds, parseShardList, parseStore } from "./commands/options.js";
@@ -174,6 +174,24 @@ describe("flag values", () => {
     expect(controllerStartOptions(flags, undefined)).toEqual({ ...base, retention });
     expect(failure(() => controllerStartOptions({ ...flags, heartbeatInterval: 3000 }, undefined)).code).toBe("invalid-argument");
     expect(failure(() => controllerStartOptions({ ...flags, leaseTtl: 500 }, undefined)).message).toMatch(/^--lease-ttl 500 .*; expected /);
+  });
+
+  it("passes every --strategy NAME=MODULE through to the controller, in order", () => {
+    const flags = { listen: "127.0.0.1:0", http: "127.0.0.1:0", store: "sqlite::memory:", historyPerJob: 50, historyDays: 2 };
+    const strategy = collectStrategy("zeta=/opt/zeta.mjs", collectStrategy("by-region=./examples/strategies/by-region.mjs"));
+    expect(controllerStartOptions({ ...flags, strategy }, undefined).strategies).toEqual([
+      { name: "by-region", modulePath: "./examples/strategies/by-region.mjs" },
+      { name: "zeta", modulePath: "/opt/zeta.mjs" },
+    ]);
+    expect(controllerStartOptions(flags, undefined)).not.toHaveProperty("strategies");
+  });
+
+  it("refuses a --strategy without NAME=MODULE, with a built-in NAME, or with a NAME given twice", () => {
+    expectUsageError(() => collectStrategy("by-region"), "--strategy");
+    expectUsageError(() => collectStrategy("balanced=./b.mjs"), "--strategy");
+    expect(expectUsageError(() => collectStrategy("a=./two.mjs", collectStrategy("a=./one.mjs")), "--strategy").message).toBe(
+      '--strategy: "a=./two.mjs" is not allowed; expected each NAME once; "a" was already given',
+    );
   });
 });
 

@@ -1,10 +1,12 @@
 import { create } from "@bufbuild/protobuf";
+import type { Logger } from "pino";
 import {
   ExecutionUpdateSchema,
   type ExecutionContext,
   type ExecutionUpdate,
 } from "../../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
+import type { HandlerContext } from "../sdk.js";
 import { truncateUtf8 } from "./output-tail.js";
 
 /** The states an execution can be stopped with from outside. */
@@ -22,6 +24,11 @@ export interface ExecutionRun {
   readonly context: ExecutionContext;
   /** True once its terminal state was reported. */
   readonly finished: boolean;
+  /**
+   * What the work produced, richer than the reported result text, once it succeeded: a
+   * handler's return value. Undefined for executors whose result is text anyway.
+   */
+  readonly value?: unknown;
   /** Reports RUNNING and starts the work. */
   start(): void;
   /**
@@ -131,6 +138,24 @@ export function executionPayload(context: ExecutionContext, agentId: string): st
     attempt: context.attempt,
     agentId,
   });
+}
+
+/** The HandlerContext of an execution: what its handler and the agent's listeners receive. */
+export function handlerContextOf(context: ExecutionContext, agentId: string, signal: AbortSignal, log: Logger): HandlerContext {
+  return {
+    job: context.job,
+    shard: context.shard,
+    shardCount: context.shardCount,
+    shardParameter: context.shardParameter,
+    parameter: context.parameter,
+    fireTime: new Date(Number(context.fireTimeUnixMs)),
+    executionId: context.executionId,
+    attempt: context.attempt,
+    signal,
+    agentId,
+    traceContext: { ...context.traceContext },
+    log,
+  };
 }
 
 /** The fire time as ISO 8601 text, e.g. 2023-11-14T22:13:20.000Z. */

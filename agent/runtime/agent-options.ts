@@ -1,7 +1,7 @@
 import { pino, type Logger } from "pino";
 import { ShardlineError } from "../../shared/errors.js";
 import { VERSION } from "../../shared/version.js";
-import type { HandlerMap } from "../sdk.js";
+import type { ExecutionListeners, HandlerMap } from "../sdk.js";
 
 /** A monotonic clock in milliseconds; only differences between readings mean anything. */
 export interface Clock {
@@ -16,6 +16,11 @@ export interface AgentOptions {
   id: string;
   /** The handlers this agent runs; their names are declared in Hello. Default none (a script- or HTTP-only agent). */
   handlers?: HandlerMap;
+  /**
+   * Hooks run around every execution this agent starts (handler, script and HTTP alike): see
+   * ExecutionListeners. Default none.
+   */
+  listeners?: ExecutionListeners;
   /**
    * The commands this agent runs for jobs with spec.script, compared exactly with
    * spec.script.command. Empty or absent: the script executor is off, and Hello does not list it.
@@ -53,6 +58,7 @@ export interface ResolvedAgentOptions {
   controller: string;
   id: string;
   handlers: HandlerMap;
+  listeners: ExecutionListeners | undefined;
   allowScripts: string[];
   allowHttp: boolean;
   labels: Record<string, string>;
@@ -102,10 +108,15 @@ export function resolveAgentOptions(options: AgentOptions): ResolvedAgentOptions
       throw ShardlineError.invalid("allowScripts", command, "command names or paths, each non-empty and without NUL");
     }
   }
+  for (const hook of ["beforeExecution", "afterExecution"] as const) {
+    const given: unknown = options.listeners?.[hook];
+    if (given !== undefined && typeof given !== "function") throw ShardlineError.invalid(`listeners.${hook}`, given, "a function, or nothing");
+  }
   return {
     controller: options.controller,
     id: options.id,
     handlers: options.handlers ?? {},
+    listeners: options.listeners,
     allowScripts,
     allowHttp: options.allowHttp ?? false,
     labels: { ...(options.labels ?? {}) },

@@ -12,7 +12,7 @@ import {
 } from "../../shared/gen/shardline/v1/agent_service_pb.js";
 import { AssignmentSchema, ExecutionState, type Assignment } from "../../shared/gen/shardline/v1/types_pb.js";
 import { addService, createServer, listen, shutdown, type GrpcStatus, type MessageStream } from "../../shared/grpc/index.js";
-import type { HandlerContext, HandlerMap } from "../sdk.js";
+import type { ExecutionListeners, ExecutionOutcome, HandlerContext, HandlerMap } from "../sdk.js";
 import { Agent, type AgentEvents } from "./agent.js";
 import type { AgentOptions } from "./agent-options.js";
 
@@ -555,6 +555,25 @@ describe("Agent", () => {
     expect((await session.update("e1", ExecutionState.LOST)).error).toMatch(/drain grace of 100 ms/);
     expect((await session.take("release")).assignments).toEqual([held]);
     expect((await session.closed).code).toBe(status.OK);
+  });
+
+  it("runs its listeners around each execution: beforeExecution, the handler, afterExecution with the outcome", async () => {
+    const held = assignment("billing", 1, 1n, 1n);
+    const order: string[] = [];
+    const after = deferred<ExecutionOutcome>();
+    const listeners: ExecutionListeners = {
+      beforeExecution: async (ctx) => void order.push(`before ${ctx.executionId}`),
+      afterExecution: (ctx, outcome) => {
+        order.push(`after ${ctx.executionId} ${outcome.state}`);
+        after.resolve(outcome);
+      },
+    };
+    const { session } = await connected({ work: () => (order.push("handler"), 7) }, [held], { listeners });
+    dispatch(session, "billing/1/1/1", held);
+    expect(await after.promise).toMatchObject({ state: "succeeded", result: 7 });
+    expect(order).toEqual(["before billing/1/1/1", "handler", "after billing/1/1/1 succeeded"]);
+    await session.update("billing/1/1/1", ExecutionState.SUCCEEDED);
+    expect(session.updates().map((u) => u.state)).toEqual([ExecutionState.RUNNING, ExecutionState.SUCCEEDED]);
   });
 
   it("drain leaves at once when no controller can be reached and nothing runs or waits to be reported", async () => {

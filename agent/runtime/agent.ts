@@ -21,6 +21,7 @@ import {
 } from "../../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState, type Assignment } from "../../shared/gen/shardline/v1/types_pb.js";
 import { createClient, type Client, type GrpcStatus, type MessageStream } from "../../shared/grpc/index.js";
+import { ExecutionListening } from "../executors/execution-listeners.js";
 import type { ExecutionRun, Executor } from "../executors/execution-run.js";
 import { HandlerExecutor } from "../executors/handler/handler-executor.js";
 import { HttpExecutor } from "../executors/http/http-executor.js";
@@ -124,10 +125,10 @@ export class Agent {
   readonly #table = new AssignmentTable();
   readonly #lease = new Lease();
   readonly #backoff: Backoff;
-  readonly #handlers: HandlerExecutor;
-  readonly #scripts: ScriptExecutor;
+  readonly #handlers: Executor;
+  readonly #scripts: Executor;
   /** Absent unless allowHttp: an agent makes no requests it was not told it may. */
-  readonly #http: HttpExecutor | undefined;
+  readonly #http: Executor | undefined;
   readonly #runs = new Map<string, RunEntry>();
   readonly #unconfirmed = new Map<string, Unconfirmed>();
   /** Resolved when the last run ends. */
@@ -156,11 +157,16 @@ export class Agent {
     this.#log = this.#options.logger.child({ agent: this.#options.id });
     this.#address = this.#options.controller;
     this.#backoff = new Backoff({ ...this.#options.reconnect, random: this.#options.random });
-    const reporting = { maxResultBytes: this.#options.maxResultBytes, report: (update: ExecutionUpdate) => this.#onReport(update) };
-    this.#handlers = new HandlerExecutor({ ...reporting, agentId: this.#options.id, handlers: this.#options.handlers, logger: this.#log });
+    const report = (update: ExecutionUpdate): void => this.#onReport(update);
+    const { listeners, maxResultBytes, id: agentId } = this.#options;
+    // Without listeners the executors report straight to the agent: nothing in between.
+    const listening = listeners && new ExecutionListening({ listeners, report, agentId, maxResultBytes, logger: this.#log });
+    const listened = (executor: Executor): Executor => listening?.wrap(executor) ?? executor;
+    const reporting = { maxResultBytes, report: listening?.report ?? report };
+    this.#handlers = listened(new HandlerExecutor({ ...reporting, agentId, handlers: this.#options.handlers, logger: this.#log }));
     // Built even with an empty allow-list, so a stray script job fails naming what is allowed.
-    this.#scripts = new ScriptExecutor({ ...reporting, agentId: this.#options.id, allowed: this.#options.allowScripts, logger: this.#log });
-    this.#http = this.#options.allowHttp ? new HttpExecutor({ ...reporting, agentId: this.#options.id }) : undefined;
+    this.#scripts = listened(new ScriptExecutor({ ...reporting, agentId, allowed: this.#options.allowScripts, logger: this.#log }));
+    this.#http = this.#options.allowHttp ? listened(new HttpExecutor({ ...reporting, agentId })) : undefined;
   }
 
   /** The agent's id. */

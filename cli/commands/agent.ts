@@ -10,11 +10,15 @@ import { defaultAgentId, parseAgentId, parseAllowScript, parseInteger, parseLabe
 /** A handler function, as the agent SDK loads it; the CLI only passes them through. */
 type HandlerFunction = (...args: never[]) => unknown;
 
+/** A handler module's `listeners` export, as the agent SDK loads it; passed through too. */
+type Listeners = Partial<Record<"beforeExecution" | "afterExecution", HandlerFunction>>;
+
 /** What agent/index.ts's Agent takes; kept here so the CLI builds without it. */
 export interface AgentStartOptions {
   controller: string;
   id: string;
   handlers: Record<string, HandlerFunction>;
+  listeners?: Listeners;
   allowScripts?: string[];
   allowHttp?: boolean;
   labels?: Record<string, string>;
@@ -26,7 +30,7 @@ export interface AgentStartOptions {
 
 /** The part of agent/index.ts the CLI uses. */
 export interface AgentModule {
-  loadHandlers(path: string): Promise<Record<string, HandlerFunction>>;
+  loadHandlerModule(path: string): Promise<{ handlers: Record<string, HandlerFunction>; listeners?: Listeners }>;
   Agent: new (options: AgentStartOptions) => RunningAgent;
 }
 
@@ -65,7 +69,10 @@ export function registerAgent(program: Command, io: CliIo): void {
       parseHostPort(value, "--controller"),
     )
     .option("--id <ID>", "the agent's id, unique among connected agents (default: the hostname, lowercased)", parseAgentId)
-    .option("--handlers <MODULE>", "a JavaScript module whose default export maps handler names to functions")
+    .option(
+      "--handlers <MODULE>",
+      "a JavaScript module whose default export maps handler names to functions; its named export `listeners` ({beforeExecution, afterExecution}) runs around every execution",
+    )
     .option(
       "--allow-script <COMMAND>",
       "run jobs with spec.script whose command is exactly COMMAND (a name on PATH or an absolute path); repeatable",
@@ -90,8 +97,8 @@ export function registerAgent(program: Command, io: CliIo): void {
     });
 }
 
-/** The agent's options from the flags, without its handlers. */
-export function agentStartOptions(options: AgentOptions, io: CliIo, host: string): Omit<AgentStartOptions, "handlers"> {
+/** The agent's options from the flags, without its handlers and listeners. */
+export function agentStartOptions(options: AgentOptions, io: CliIo, host: string): Omit<AgentStartOptions, "handlers" | "listeners"> {
   return {
     controller: resolveControllerAddress(options.controller, io.env),
     id: options.id ?? defaultAgentId(host),
@@ -105,19 +112,24 @@ export function agentStartOptions(options: AgentOptions, io: CliIo, host: string
 }
 
 /**
- * Loads the handlers (none without a module: a script- or HTTP-only agent), starts the agent, and on the first SIGINT or SIGTERM drains it. A second
+ * Loads the handlers and listeners (none without a module: a script- or HTTP-only agent), starts the agent, and on the first SIGINT or SIGTERM drains it. A second
  * signal during the drain gives up on it: the command fails at once, and the controller treats the
  * agent as lost, so its shards move once its lease expires.
  */
 export async function runAgent(
-  options: Omit<AgentStartOptions, "handlers">,
+  options: Omit<AgentStartOptions, "handlers" | "listeners">,
   handlersModule: string | undefined,
   module: AgentModule,
   io: CliIo,
   logger?: Logger,
 ): Promise<void> {
-  const handlers = handlersModule === undefined ? {} : await module.loadHandlers(handlersModule);
-  const agent = new module.Agent({ ...options, handlers, ...(logger === undefined ? {} : { logger }) });
+  const { handlers, listeners } = handlersModule === undefined ? { handlers: {}, listeners: undefined } : await module.loadHandlerModule(handlersModule);
+  const agent = new module.Agent({
+    ...options,
+    handlers,
+    ...(listeners === undefined ? {} : { listeners }),
+    ...(logger === undefined ? {} : { logger }),
+  });
   const first = nextSignal(io);
   agent.start();
   const signal = await first;

@@ -1,4 +1,5 @@
 import type { Command } from "commander";
+import { parseStrategyFlag } from "../../controller/core/sharding/custom-strategy.js";
 import { ShardlineError } from "../../shared/errors.js";
 import { DEFAULT_CONTROLLER_ADDRESS, DEFAULT_HTTP_ADDRESS, parseHostPort } from "../controller-address.js";
 import type { CliIo } from "../output.js";
@@ -15,6 +16,8 @@ export interface ControllerStartOptions {
   logLevel?: string;
   /** Finished executions kept: at most maxPerJob per job, none older than maxAgeMs. */
   retention?: { maxPerJob: number; maxAgeMs: number };
+  /** `--strategy NAME=MODULE` flags, loaded and validated by the controller before it serves. */
+  strategies?: { name: string; modulePath: string }[];
 }
 
 /** A started controller, as startController resolves it. */
@@ -36,6 +39,7 @@ export interface ControllerOptions {
   leaseTtl?: number;
   historyPerJob: number;
   historyDays: number;
+  strategy?: { name: string; modulePath: string }[];
 }
 
 export const DEFAULT_STORE = "sqlite:./shardline.db";
@@ -58,6 +62,11 @@ export function registerController(program: Command, io: CliIo): void {
     .option("--history-days <DAYS>", "finished executions older than this are deleted", (value: string) => parseSeconds(value, "--history-days", 0.001, 3650), 7)
     .option("--lease-ttl <MS>", `how long an agent's lease lasts after an ack, in ms; more than the heartbeat interval (default: ${DEFAULT_LEASE_TTL_MS})`, (value: string) =>
       parseInteger(value, "--lease-ttl", 20, 600_000),
+    )
+    .option(
+      "--strategy <NAME=MODULE>",
+      "load a custom sharding strategy from an ES module (its default export), for jobs with spec.strategy: custom:NAME; repeatable",
+      collectStrategy,
     )
     .action(async (options: ControllerOptions, command: Command) => {
       const start = async (startOptions: ControllerStartOptions): Promise<RunningController> => {
@@ -88,7 +97,17 @@ export function controllerStartOptions(options: ControllerOptions, logLevel: str
     ...(options.leaseTtl === undefined ? {} : { leaseTtlMs: options.leaseTtl }),
     ...(logLevel === undefined ? {} : { logLevel }),
     retention: { maxPerJob: options.historyPerJob, maxAgeMs: Math.round(options.historyDays * 86_400_000) },
+    ...(options.strategy === undefined ? {} : { strategies: options.strategy }),
   };
+}
+
+/** One `--strategy NAME=MODULE`, added to the earlier ones (a repeated NAME is an error). */
+export function collectStrategy(value: string, previous: { name: string; modulePath: string }[] = []): { name: string; modulePath: string }[] {
+  const strategy = parseStrategyFlag(value);
+  if (previous.some((earlier) => earlier.name === strategy.name)) {
+    throw ShardlineError.invalid("--strategy", value, `each NAME once; "${strategy.name}" was already given`);
+  }
+  return [...previous, strategy];
 }
 
 /** Starts the controller, prints where it listens, and stops it on the first SIGINT or SIGTERM. */

@@ -713,6 +713,7 @@ export class ControllerCore {
       shard: execution.shard,
       agent: agent.id,
       executionId: execution.id,
+      state: report.state,
     });
     const job = this.jobs.get(execution.job);
     const shard = job?.shards[execution.shard];
@@ -1300,7 +1301,11 @@ export class ControllerCore {
     return job;
   }
 
-  private emit(type: string, message: string, about: { job?: string; shard?: number; agent?: string; executionId?: string } = {}): void {
+  private emit(
+    type: string,
+    message: string,
+    about: { job?: string; shard?: number; agent?: string; executionId?: string; state?: ExecutionStateName } = {},
+  ): void {
     this.outbox.emit({ time: this.now, type, message, ...about });
   }
 }

@@ -73,5 +73,7 @@ export interface CoreEvent {
   shard?: number;
   agent?: string;
   executionId?: string;
+  /** For execution events: the execution's state after the event. */
+  state?: ExecutionStateName;
   message: string;
 }

@@ -4,6 +4,7 @@ import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
 import type { ServiceImpl } from "../../shared/grpc/index.js";
 import { parseManifest } from "../../shared/manifest/index.js";
 import type { ControllerCore } from "../core/controller-core.js";
+import { checkStrategyLoaded } from "../core/sharding/custom-strategy.js";
 import type { CoreEvent } from "../core/messages.js";
 import type { ExecutionQuery, Store } from "../store/store.js";
 import type { CoreDriver } from "./core-driver.js";
@@ -14,14 +15,23 @@ const MAX_MANIFEST_BYTES = 256 * 1024;
 /** A watcher that falls this far behind is cut off rather than buffering without bound. */
 const MAX_EVENTS_QUEUED = 10_000;
 
-/** AdminService: reads come from the core's state and the store; writes go through the core. */
-export function adminService(core: ControllerCore, driver: CoreDriver, store: Store): Partial<ServiceImpl<typeof AdminService>> {
+/**
+ * AdminService: reads come from the core's state and the store; writes go through the core.
+ * `customStrategies` are the names loaded with --strategy, which a job's `custom:NAME` must be.
+ */
+export function adminService(
+  core: ControllerCore,
+  driver: CoreDriver,
+  store: Store,
+  customStrategies: ReadonlyMap<string, unknown> = new Map(),
+): Partial<ServiceImpl<typeof AdminService>> {
   return {
     async applyJob(request) {
       if (Buffer.byteLength(request.manifest) > MAX_MANIFEST_BYTES) {
         throw ShardlineError.invalid("manifest", `${Buffer.byteLength(request.manifest)} bytes`, `at most ${MAX_MANIFEST_BYTES} bytes`);
       }
       const { spec, manifest } = parseManifest(request.manifest);
+      checkStrategyLoaded(spec.strategy, customStrategies);
       const { changed } = await driver.run((now) => core.applyJob(spec.name, spec, manifest, now));
       return { job: jobToProto(core.getJob(spec.name)), changed };
     },

@@ -7,11 +7,13 @@ import { createLogger, type Logger } from "../../shared/logging.js";
 import { VERSION } from "../../shared/version.js";
 import { DEFAULT_CORE_CONFIG } from "../core/config.js";
 import { ControllerCore } from "../core/controller-core.js";
+import { loadCustomStrategies, type StrategyModule } from "../core/sharding/custom-strategy.js";
 import { openStore } from "../store/open-store.js";
 import type { RetentionPolicy } from "../store/store.js";
 import { adminService } from "./admin-service.js";
 import { AgentSessions } from "./agent-sessions.js";
 import { CoreDriver } from "./core-driver.js";
+import { FailureNotifier, type FailureNotifierSettings } from "./failure-notifier.js";
 import { splitHostPort, startHttpServer } from "./http-server.js";
 
 /** How to run a controller. */
@@ -27,7 +29,14 @@ export interface ControllerOptions {
   logLevel?: string;
   /** Finished executions kept; default 1,000 per job and 7 days. */
   retention?: RetentionPolicy;
+  /**
+   * `--strategy NAME=MODULE`: user modules loaded and validated before anything starts, for jobs
+   * with `spec.strategy: custom:NAME`. A module that fails validation fails the start.
+   */
+  strategies?: readonly StrategyModule[];
   logger?: Logger;
+  /** How failure webhooks (spec.onFailure.webhook) are retried; tests shorten the waits. */
+  failureWebhooks?: FailureNotifierSettings;
 }
 
 /** A controller that is serving. */
@@ -48,8 +57,10 @@ const PRUNE_EVERY_MS = 60_000;
 export async function startController(options: ControllerOptions): Promise<RunningController> {
   const logger = options.logger ?? createLogger({ name: "controller", level: options.logLevel });
   splitHostPort(options.listen, "--listen");
+  const customStrategies = await loadCustomStrategies(options.strategies ?? []);
   const config = {
     ...DEFAULT_CORE_CONFIG,
+    customStrategies,
     ...(options.heartbeatIntervalMs === undefined ? {} : { heartbeatIntervalMs: options.heartbeatIntervalMs }),
     ...(options.leaseTtlMs === undefined ? {} : { leaseTtlMs: options.leaseTtlMs }),
   };
@@ -65,6 +76,8 @@ export async function startController(options: ControllerOptions): Promise<Runni
   });
   const sessions = new AgentSessions(core, driver, logger);
   driver.deliver = sessions.deliver;
+  const notifier = new FailureNotifier({ ...options.failureWebhooks, core, store, logger });
+  const unsubscribeNotifier = driver.onEvent(notifier.onEvent);
 
   let grpcServer: Server | undefined;
   let httpServer: HttpServer | undefined;
@@ -77,6 +90,9 @@ export async function startController(options: ControllerOptions): Promise<Runni
       if (grpcServer !== undefined) await shutdown(grpcServer, 1000);
       if (httpServer !== undefined) await new Promise<void>((resolve) => httpServer!.close(() => resolve()));
       await driver.idle();
+      unsubscribeNotifier();
+      // Before the store closes: the notifier reads failed executions from it.
+      await notifier.stop();
       await store.close();
       logger.info("controller stopped");
     })();
@@ -87,7 +103,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
     grpcServer = createServer();
     const onError = (error: unknown, method: string): void => logger.error({ err: error, method }, "internal error in a call");
     addService(grpcServer, AgentService, { connect: sessions.connect }, { onError });
-    addService(grpcServer, AdminService, adminService(core, driver, store), { onError });
+    addService(grpcServer, AdminService, adminService(core, driver, store, customStrategies), { onError });
     const port = await listen(grpcServer, options.listen);
     const host = splitHostPort(options.listen, "--listen").host;
     const grpcAddress = `${host.includes(":") ? `[${host}]` : host}:${port}`;
@@ -102,7 +118,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
     }, PRUNE_EVERY_MS);
     pruneTimer.unref();
     logger.info(
-      { grpc: grpcAddress, http: http.address, store: options.store, term: core.term, version: VERSION },
+      { grpc: grpcAddress, http: http.address, store: options.store, term: core.term, version: VERSION, strategies: [...customStrategies.keys()] },
       `controller serving on ${grpcAddress} (term ${core.term})`,
     );
     return { grpcAddress, httpAddress: http.address, term: core.term, stop, failed };

@@ -79,6 +79,7 @@ describe("parseManifest", () => {
       placement: { selector: { zone: "eu-1" } },
       suspend: false,
       priority: 0,
+      daemon: false,
     });
     expect(manifest).toBe(EXAMPLE.trim());
   });
@@ -104,8 +105,10 @@ describe("parseManifest", () => {
       placement: { selector: {} },
       suspend: false,
       priority: 0,
+      daemon: false,
     });
     expect("schedule" in spec).toBe(false);
+    expect("onFailure" in spec).toBe(false);
   });
 
   it("reads JSON as well as YAML", () => {
@@ -209,6 +212,28 @@ describe("parseManifest", () => {
     expect(parseManifest(withSpec({ handler: undefined, http })).spec.http).toEqual(http);
   });
 
+  it("reads spec.daemon for a job without a schedule", () => {
+    expect(parseManifest(withSpec({ daemon: true, shards: 4 })).spec).toMatchObject({ daemon: true, shards: 4 });
+    expect(parseManifest(withSpec({ daemon: false, schedule: "0 9 * * *" })).spec.daemon).toBe(false);
+  });
+
+  it("reads spec.onFailure.webhook, headers defaulting to none", () => {
+    expect(parseManifest(withSpec({ onFailure: { webhook: { url: "https://alerts.internal/shardline" } } })).spec.onFailure).toEqual({
+      webhook: { url: "https://alerts.internal/shardline", headers: {} },
+    });
+    const webhook = { url: "http://127.0.0.1:9000/hook?team=finance", headers: { Authorization: "Bearer abc", "X-Team": "finance" } };
+    expect(parseManifest(withSpec({ onFailure: { webhook } })).spec.onFailure).toEqual({ webhook });
+  });
+
+  it("takes an onFailure without a webhook as the default, logging", () => {
+    expect("onFailure" in parseManifest(withSpec({ onFailure: {} })).spec).toBe(false);
+    expect("onFailure" in parseManifest(withSpec({ onFailure: { webhook: null } })).spec).toBe(false);
+  });
+
+  it.each(["custom:geo", "custom:a", `custom:${"a".repeat(63)}`, "custom:zone-aware-2"])("accepts the custom strategy %s", (strategy) => {
+    expect(parseManifest(withSpec({ strategy })).spec.strategy).toBe(strategy);
+  });
+
   it("takes an empty handler beside a script as no handler", () => {
     expect(parseManifest(withSpec({ handler: "", script: { command: "true" } })).spec.script?.command).toBe("true");
   });
@@ -298,7 +323,27 @@ describe("parseManifest", () => {
     ["shard parameters as a list", withSpec({ shardParameters: ["x"] }), "spec.shardParameters", "a mapping from shard number"],
     ["a numeric parameter", withSpec({ parameter: 3 }), "spec.parameter", "a string"],
     ["a numeric description", withSpec({ description: 3 }), "spec.description", "a string"],
-    ["an unknown strategy", withSpec({ strategy: "random" }), "spec.strategy", "one of sticky, balanced, odd-even, round-robin"],
+    ["an unknown strategy", withSpec({ strategy: "random" }), "spec.strategy", "one of sticky, balanced, odd-even, round-robin, or custom:NAME"],
+    ["a custom strategy without a name", withSpec({ strategy: "custom:" }), "spec.strategy", "custom:NAME where NAME is a DNS-1123 label"],
+    ["an uppercase custom strategy", withSpec({ strategy: "custom:Geo" }), "spec.strategy", "one of sticky, balanced, odd-even, round-robin, or custom:NAME"],
+    ["a custom strategy of 64 characters", withSpec({ strategy: `custom:${long(64)}` }), "spec.strategy", "DNS-1123 label"],
+    ["a custom strategy ending in '-'", withSpec({ strategy: "custom:geo-" }), "spec.strategy", "DNS-1123 label"],
+    ["a custom strategy with a dot", withSpec({ strategy: "custom:geo.v2" }), "spec.strategy", "DNS-1123 label"],
+    ["a custom prefix in capitals", withSpec({ strategy: "Custom:geo" }), "spec.strategy", "custom:NAME"],
+    ["a numeric strategy", withSpec({ strategy: 3 }), "spec.strategy", "one of sticky"],
+    ["daemon as a string", withSpec({ daemon: "true" }), "spec.daemon", "true or false"],
+    ["a daemon with a schedule", withSpec({ daemon: true, schedule: "0 9 * * *" }), "spec.schedule", "no spec.schedule when spec.daemon is true: a daemon job runs continuously"],
+    ["onFailure as a string", withSpec({ onFailure: "log" }), "spec.onFailure", "a mapping with the fields webhook"],
+    ["an unknown onFailure field", withSpec({ onFailure: { email: "ops@example.com" } }), "spec.onFailure.email", "spec.onFailure has only webhook"],
+    ["a webhook as a URL string", withSpec({ onFailure: { webhook: "https://x" } }), "spec.onFailure.webhook", "a mapping with the fields url, headers"],
+    ["a webhook without a URL", withSpec({ onFailure: { webhook: { headers: {} } } }), "spec.onFailure.webhook.url", "an absolute http:// or https:// URL"],
+    ["a relative webhook URL", withSpec({ onFailure: { webhook: { url: "/hook" } } }), "spec.onFailure.webhook.url", "an absolute http:// or https:// URL"],
+    ["a mailto webhook URL", withSpec({ onFailure: { webhook: { url: "mailto:ops@example.com" } } }), "spec.onFailure.webhook.url", "http:// or https://"],
+    ["an unknown webhook field", withSpec({ onFailure: { webhook: { url: "http://x", retries: 3 } } }), "spec.onFailure.webhook.retries", "url, headers"],
+    ["webhook headers as a list", withSpec({ onFailure: { webhook: { url: "http://x", headers: ["a"] } } }), "spec.onFailure.webhook.headers", "a mapping of header names"],
+    ["a webhook header name with a colon", withSpec({ onFailure: { webhook: { url: "http://x", headers: { "X:Y": "a" } } } }), "spec.onFailure.webhook.headers", "header names"],
+    ["a numeric webhook header value", withSpec({ onFailure: { webhook: { url: "http://x", headers: { "X-Team": 1 } } } }), "spec.onFailure.webhook.headers.X-Team", "a string"],
+    ["a webhook header value with a line break", withSpec({ onFailure: { webhook: { url: "http://x", headers: { A: "a\nB: b" } } } }), "spec.onFailure.webhook.headers.A", "without line breaks"],
     ["an unknown failover", withSpec({ failover: "slow" }), "spec.failover", "one of fenced, fast, off"],
     ["an unknown misfire policy", withSpec({ misfire: "retry" }), "spec.misfire", "one of fire-once, skip, catch-up"],
     ["an unknown overlap policy", withSpec({ overlap: "queue" }), "spec.overlap", "one of forbid, allow, replace"],
@@ -373,6 +418,9 @@ spec: {handler: h, shards: 4, shardParameters: {"0": a, "3": c}, placement: {sel
     ["a time zone", { timeZone: "Europe/Berlin" }],
     ["a script instead of the handler", { handler: undefined, script: { command: "x" } }],
     ["an http call instead of the handler", { handler: undefined, http: { url: "http://x" } }],
+    ["daemon", { daemon: true }],
+    ["a custom strategy", { strategy: "custom:geo" }],
+    ["a failure webhook added", { onFailure: { webhook: { url: "http://x" } } }],
   ])("fails when %s differs", (_what, fields) => {
     expect(specEquals(parse(withSpec({})), parse(withSpec(fields)))).toBe(false);
   });
@@ -407,6 +455,28 @@ spec: {handler: h, shards: 4, shardParameters: {"0": a, "3": c}, placement: {sel
     ["readTimeoutSeconds", { readTimeoutSeconds: 4 }],
   ])("fails when the http call's %s differs", (_what, fields) => {
     expect(specEquals(httpJob({}), httpJob(fields))).toBe(false);
+  });
+
+  it("reads daemon left out of a stored spec as false, and an onFailure without a webhook as none", () => {
+    const plain = parse(withSpec({}));
+    const { daemon: _daemon, ...stored } = plain;
+    expect(specEquals(stored, plain)).toBe(true);
+    expect(specEquals({ ...plain, onFailure: {} }, plain)).toBe(true);
+  });
+
+  const webhook = { url: "https://alerts.internal/x", headers: { A: "1", B: "2" } };
+  const hookJob = (fields: Doc) => parse(withSpec({ onFailure: { webhook: { ...webhook, ...fields } } }));
+
+  it("compares failure webhooks, ignoring the order of their headers", () => {
+    expect(specEquals(hookJob({}), hookJob({ headers: { B: "2", A: "1" } }))).toBe(true);
+  });
+
+  it.each<[string, Doc]>([
+    ["url", { url: "https://alerts.internal/y" }],
+    ["headers", { headers: { A: "1" } }],
+    ["header value", { headers: { A: "1", B: "3" } }],
+  ])("fails when the webhook's %s differs", (_what, fields) => {
+    expect(specEquals(hookJob({}), hookJob(fields))).toBe(false);
   });
 
   it("fails when a label value differs", () => {

@@ -7,9 +7,12 @@ import {
   MISFIRE_POLICIES,
   OVERLAP_POLICIES,
   STRATEGIES,
+  type CustomStrategyName,
+  type FailureSpec,
   type HttpSpec,
   type JobSpec,
   type ScriptSpec,
+  type StrategyName,
 } from "./job-spec.js";
 
 /** The `apiVersion` and `kind` every job manifest carries, as a Kubernetes custom resource would. */
@@ -54,10 +57,14 @@ const FIELDS = {
     "placement",
     "suspend",
     "priority",
+    "daemon",
+    "onFailure",
     "description",
   ],
   script: ["command", "args", "env", "killGraceSeconds"],
   http: ["method", "url", "headers", "body", "connectTimeoutSeconds", "readTimeoutSeconds"],
+  onFailure: ["webhook"],
+  webhook: ["url", "headers"],
   retries: ["limit", "backoffSeconds"],
   placement: ["selector"],
 } as const;
@@ -79,6 +86,9 @@ const LABEL_VALUE_ALLOWED =
   "a string of at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit, or empty";
 const HANDLER_ALLOWED = "a handler name of 1 to 128 characters: letters, digits, '.', '_', ':' or '-', starting with a letter or digit";
 const COMMAND_ALLOWED = "a program name on the agent's PATH or an absolute path: a non-empty string without NUL";
+const STRATEGY_ALLOWED =
+  `one of ${STRATEGIES.join(", ")}, or custom:NAME where NAME is a DNS-1123 label naming a strategy ` +
+  "the controller loaded with --strategy NAME=MODULE";
 const URL_ALLOWED = "an absolute http:// or https:// URL, e.g. https://billing.internal/rollup";
 
 type Fields = Record<string, unknown>;
@@ -131,6 +141,8 @@ export function specEquals(a: JobSpec, b: JobSpec): boolean {
     a.retries.limit === b.retries.limit &&
     a.retries.backoffSeconds === b.retries.backoffSeconds &&
     a.suspend === b.suspend &&
+    (a.daemon ?? false) === (b.daemon ?? false) &&
+    failureEquals(a.onFailure, b.onFailure) &&
     (a.priority ?? 0) === (b.priority ?? 0) &&
     recordEquals(a.labels, b.labels) &&
     recordEquals(a.shardParameters, b.shardParameters) &&
@@ -175,6 +187,15 @@ function specFields(value: unknown): Omit<JobSpec, "name" | "labels"> {
   validateTimeZone(timeZone, "spec.timeZone");
   const schedule = optionalString(spec, "schedule", "spec.schedule");
   if (schedule !== undefined) validateSchedule(schedule, timeZone, "spec.schedule");
+  const daemon = boolean(spec.daemon, "spec.daemon") ?? false;
+  if (daemon && schedule !== undefined) {
+    throw ShardlineError.invalid(
+      "spec.schedule",
+      schedule,
+      "no spec.schedule when spec.daemon is true: a daemon job runs continuously and has no schedule",
+    );
+  }
+  const onFailure = failureSpec(spec.onFailure);
 
   const shards = integer(spec.shards, "spec.shards", 1, 10_000) ?? 1;
   const retries = mapping(spec.retries ?? {}, "spec.retries", FIELDS.retries);
@@ -188,7 +209,7 @@ function specFields(value: unknown): Omit<JobSpec, "name" | "labels"> {
     shardParameters: shardParameters(spec.shardParameters, shards),
     parameter: optionalString(spec, "parameter", "spec.parameter") ?? "",
     ...executor,
-    strategy: oneOf(spec.strategy, "spec.strategy", STRATEGIES) ?? "sticky",
+    strategy: strategy(spec.strategy) ?? "sticky",
     failover: oneOf(spec.failover, "spec.failover", FAILOVER_MODES) ?? "fenced",
     misfire: oneOf(spec.misfire, "spec.misfire", MISFIRE_POLICIES) ?? "fire-once",
     maxCatchUp: integer(spec.maxCatchUp, "spec.maxCatchUp", 1, 1000) ?? 10,
@@ -201,6 +222,34 @@ function specFields(value: unknown): Omit<JobSpec, "name" | "labels"> {
     placement: { selector: labelMap(placement.selector, "spec.placement.selector") },
     suspend: boolean(spec.suspend, "spec.suspend") ?? false,
     priority: integer(spec.priority, "spec.priority", -1000, 1000) ?? 0,
+    daemon,
+    ...(onFailure === undefined ? {} : { onFailure }),
+  };
+}
+
+/** spec.strategy: a built-in name, or `custom:NAME` for a strategy the controller loads. */
+function strategy(value: unknown): StrategyName | CustomStrategyName | undefined {
+  if (absent(value)) return undefined;
+  const builtIn = STRATEGIES.find((candidate) => candidate === value);
+  if (builtIn !== undefined) return builtIn;
+  if (typeof value === "string" && value.startsWith("custom:")) {
+    const name = value.slice("custom:".length);
+    if (name.length <= 63 && DNS_LABEL.test(name)) return `custom:${name}`;
+  }
+  throw ShardlineError.invalid("spec.strategy", value, STRATEGY_ALLOWED);
+}
+
+/** spec.onFailure; one without a webhook means the default, logging, and is left out. */
+function failureSpec(value: unknown): FailureSpec | undefined {
+  if (absent(value)) return undefined;
+  const onFailure = mapping(value, "spec.onFailure", FIELDS.onFailure);
+  if (absent(onFailure.webhook)) return undefined;
+  const webhook = mapping(onFailure.webhook, "spec.onFailure.webhook", FIELDS.webhook);
+  return {
+    webhook: {
+      url: httpUrl(webhook.url, "spec.onFailure.webhook.url"),
+      headers: headers(webhook.headers, "spec.onFailure.webhook.headers"),
+    },
   };
 }
 
@@ -423,6 +472,13 @@ function httpEquals(a: HttpSpec | undefined, b: HttpSpec | undefined): boolean {
     a.readTimeoutSeconds === b.readTimeoutSeconds &&
     recordEquals(a.headers, b.headers)
   );
+}
+
+function failureEquals(a: FailureSpec | undefined, b: FailureSpec | undefined): boolean {
+  const hookA = a?.webhook;
+  const hookB = b?.webhook;
+  if (hookA === undefined || hookB === undefined) return hookA === hookB;
+  return hookA.url === hookB.url && recordEquals(hookA.headers, hookB.headers);
 }
 
 function recordEquals(a: Record<string | number, string>, b: Record<string | number, string>): boolean {

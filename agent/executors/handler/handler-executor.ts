@@ -2,8 +2,8 @@ import type { Logger } from "pino";
 import { ShardlineError } from "../../../shared/errors.js";
 import type { ExecutionContext } from "../../../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState } from "../../../shared/gen/shardline/v1/types_pb.js";
-import type { HandlerContext, HandlerMap } from "../../sdk.js";
-import { RunReports, type AbortState, type ExecutionRun, type Executor, type ReportOptions, type StopState } from "../execution-run.js";
+import type { HandlerMap } from "../../sdk.js";
+import { RunReports, handlerContextOf, type AbortState, type ExecutionRun, type Executor, type ReportOptions, type StopState } from "../execution-run.js";
 
 /** What a HandlerExecutor needs from the agent. */
 export interface HandlerExecutorOptions extends ReportOptions {
@@ -44,6 +44,7 @@ class HandlerRun implements ExecutionRun {
   readonly #log: Logger;
   readonly #reports: RunReports;
   #timer: NodeJS.Timeout | undefined;
+  #value: unknown;
 
   constructor(
     readonly context: ExecutionContext,
@@ -55,6 +56,10 @@ class HandlerRun implements ExecutionRun {
 
   get finished(): boolean {
     return this.#reports.finished;
+  }
+
+  get value(): unknown {
+    return this.#value;
   }
 
   start(): void {
@@ -72,12 +77,17 @@ class HandlerRun implements ExecutionRun {
     let outcome: Promise<unknown>;
     try {
       // Called synchronously, not in a .then(): every microtask before the handler is fire lag.
-      outcome = Promise.resolve(handler(this.#handlerContext()));
+      outcome = Promise.resolve(handler(handlerContextOf(context, this.options.agentId, this.#controller.signal, this.#log)));
     } catch (error) {
       outcome = Promise.reject(error);
     }
     outcome.then(
-      (value) => this.#settled(() => this.#finish(ExecutionState.SUCCEEDED, { result: renderResult(value) }), "returned"),
+      (value) =>
+        this.#settled(() => {
+          // Kept before the report, which listeners hear synchronously.
+          this.#value = value;
+          this.#finish(ExecutionState.SUCCEEDED, { result: renderResult(value) });
+        }, "returned"),
       (error: unknown) => this.#settled(() => this.#finish(ExecutionState.FAILED, { error: errorText(error) }), `threw: ${errorText(error)}`),
     );
   }
@@ -108,24 +118,6 @@ class HandlerRun implements ExecutionRun {
   #finish(state: ExecutionState, fields: { error?: string; result?: string }): void {
     clearTimeout(this.#timer);
     this.#reports.finish(state, fields);
-  }
-
-  #handlerContext(): HandlerContext {
-    const { context } = this;
-    return {
-      job: context.job,
-      shard: context.shard,
-      shardCount: context.shardCount,
-      shardParameter: context.shardParameter,
-      parameter: context.parameter,
-      fireTime: new Date(Number(context.fireTimeUnixMs)),
-      executionId: context.executionId,
-      attempt: context.attempt,
-      signal: this.#controller.signal,
-      agentId: this.options.agentId,
-      traceContext: { ...context.traceContext },
-      log: this.#log,
-    };
   }
 }
 

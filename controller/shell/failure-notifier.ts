@@ -1,0 +1,288 @@
+import http, { type OutgoingHttpHeaders } from "node:http";
+import https from "node:https";
+import { setTimeout as sleep } from "node:timers/promises";
+import { ShardlineError } from "../../shared/errors.js";
+import type { Logger } from "../../shared/logging.js";
+import type { JobSpec } from "../../shared/manifest/job-spec.js";
+import type { CoreEvent } from "../core/messages.js";
+import type { ExecutionRecord, Store } from "../store/store.js";
+
+/** Delivery settings; the defaults are what a controller uses, tests shrink them. */
+export interface FailureNotifierSettings {
+  /** Attempts per delivery, the first included. Default 5. */
+  maxAttempts?: number;
+  /** The wait before the second attempt; it doubles before each next one. Default 1,000 ms. */
+  initialBackoffMs?: number;
+  /** How long one attempt may take, connection to the end of the response. Default 10,000 ms. */
+  attemptTimeoutMs?: number;
+  /** Webhook deliveries under way at once (waits between attempts included); past it the oldest is dropped. Default 100. */
+  maxInFlight?: number;
+}
+
+/** What a FailureNotifier reads and where it logs. */
+export interface FailureNotifierOptions extends FailureNotifierSettings {
+  /** The jobs; getJob throws a not-found ShardlineError for a deleted one. */
+  core: { getJob(name: string): { record: { spec: JobSpec } } };
+  /** Where the failed execution is read from; events are published after its commit. */
+  store: Pick<Store, "getExecution">;
+  logger: Logger;
+}
+
+/**
+ * The body a webhook receives: an execution as `shardline get executions -o json` shows it,
+ * times as ISO 8601, absent values as null.
+ */
+export interface ExecutionJson {
+  id: string;
+  job: string;
+  shard: number;
+  fireTime: string | null;
+  agent: string | null;
+  attempt: number;
+  state: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  error: string | null;
+  result: string | null;
+  cause: string | null;
+}
+
+/** The core events that may be a failure, and the states that make them one. */
+const FAILURE_STATES: Readonly<Record<string, readonly string[]>> = {
+  "execution.finished": ["failed", "timed-out"],
+  "execution.lost": ["lost"],
+  "execution.misfired": ["misfired"],
+};
+
+/** States an execution.finished event carries that are never a failure: no store read for them. */
+const NOT_FAILURES = new Set(["succeeded", "cancelled"]);
+
+/** One webhook delivery under way. */
+interface Delivery {
+  job: string;
+  executionId: string;
+  controller: AbortController;
+  /** Why it was abandoned, once it was. */
+  abandoned?: "dropped" | "stopping";
+}
+
+/**
+ * Acts on failed executions (spec.onFailure): failed or timed out, lost, or misfired. A job with
+ * `onFailure.webhook` gets the execution POSTed to it as JSON, retried with exponential backoff
+ * until a 2xx answer or the last attempt; any other job gets a warn line. Deliveries live only in
+ * this process: a controller that stops or restarts abandons those under way, and they are not
+ * resumed.
+ */
+export class FailureNotifier {
+  readonly #options: FailureNotifierOptions;
+  readonly #log: Logger;
+  readonly #maxAttempts: number;
+  readonly #initialBackoffMs: number;
+  readonly #attemptTimeoutMs: number;
+  readonly #maxInFlight: number;
+  /** Webhook deliveries in the order they began, so the oldest is the first. */
+  readonly #deliveries = new Set<Delivery>();
+  /** Every piece of work started (store reads included), so stop() can wait for all of it. */
+  readonly #tasks = new Set<Promise<void>>();
+  readonly #idleWaiters: (() => void)[] = [];
+  #stopped = false;
+
+  constructor(options: FailureNotifierOptions) {
+    this.#options = options;
+    this.#log = options.logger.child({ component: "failure-notifier" });
+    this.#maxAttempts = options.maxAttempts ?? 5;
+    this.#initialBackoffMs = options.initialBackoffMs ?? 1_000;
+    this.#attemptTimeoutMs = options.attemptTimeoutMs ?? 10_000;
+    this.#maxInFlight = options.maxInFlight ?? 100;
+  }
+
+  /** Give this to CoreDriver.onEvent. */
+  readonly onEvent = (event: CoreEvent): void => {
+    if (this.#stopped) return;
+    const failures = FAILURE_STATES[event.type];
+    const { job, executionId } = event;
+    if (failures === undefined || job === undefined || executionId === undefined) return;
+    if (event.type === "execution.finished" && event.state !== undefined && NOT_FAILURES.has(event.state)) return;
+    // The spec as it is now: the job may be deleted or changed by the time the store answers.
+    let spec: JobSpec | undefined;
+    try {
+      spec = this.#spec(job);
+    } catch (error) {
+      // Thrown here it would reach the driver that publishes the event, and stop its pipeline.
+      this.#log.error({ err: error, job, execution: executionId }, "could not read the job of a failed execution");
+      return;
+    }
+    const task = this.#handle(job, executionId, failures, spec).catch((error: unknown) =>
+      this.#log.error({ err: error, job, execution: executionId }, "could not act on a failed execution"),
+    );
+    this.#track(task);
+  };
+
+  /** Resolves once nothing is under way. */
+  idle(): Promise<void> {
+    if (this.#tasks.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /** Abandons every delivery under way (each logged) and resolves once nothing is left running. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    for (const delivery of this.#deliveries) this.#abandon(delivery, "stopping");
+    await this.idle();
+  }
+
+  async #handle(job: string, executionId: string, failures: readonly string[], spec: JobSpec | undefined): Promise<void> {
+    const execution = await this.#options.store.getExecution(executionId);
+    if (execution === undefined || !failures.includes(execution.state)) return;
+    const webhook = spec?.onFailure?.webhook;
+    if (webhook === undefined || this.#stopped) {
+      this.#log.warn(
+        { job, execution: executionId, shard: execution.shard, agent: execution.agent, state: execution.state, error: execution.error },
+        `execution ${executionId} of job ${job} ${execution.state}${execution.error ? `: ${execution.error}` : ""}`,
+      );
+      return;
+    }
+    const delivery: Delivery = { job, executionId, controller: new AbortController() };
+    this.#deliveries.add(delivery);
+    if (this.#deliveries.size > this.#maxInFlight) {
+      const oldest = this.#deliveries.values().next().value;
+      if (oldest !== undefined) this.#abandon(oldest, "dropped");
+    }
+    try {
+      await this.#deliver(delivery, webhook, JSON.stringify(executionJson(execution)));
+    } finally {
+      this.#deliveries.delete(delivery);
+    }
+  }
+
+  /** POSTs until a 2xx answer, the last attempt, or the delivery is abandoned. */
+  async #deliver(delivery: Delivery, webhook: { url: string; headers: Record<string, string> }, body: string): Promise<void> {
+    const { signal } = delivery.controller;
+    const fields = { job: delivery.job, execution: delivery.executionId, url: redacted(webhook.url) };
+    let last = "";
+    for (let attempt = 1; attempt <= this.#maxAttempts; attempt++) {
+      if (attempt > 1) {
+        try {
+          await sleep(this.#initialBackoffMs * 2 ** (attempt - 2), undefined, { signal });
+        } catch {
+          return this.#abandoned(delivery, last);
+        }
+      }
+      try {
+        const status = await post(webhook.url, webhook.headers, body, this.#attemptTimeoutMs, signal);
+        if (status >= 200 && status < 300) {
+          this.#log.debug({ ...fields, attempt, status }, "failure webhook delivered");
+          return;
+        }
+        last = `HTTP ${status}`;
+      } catch (error) {
+        if (signal.aborted) return this.#abandoned(delivery, last);
+        last = error instanceof Error ? error.message : String(error);
+      }
+      this.#log.debug({ ...fields, attempt, last }, "failure webhook attempt failed");
+    }
+    this.#log.error(
+      { ...fields, attempts: this.#maxAttempts, lastStatus: last },
+      `failure webhook for job ${delivery.job}, execution ${delivery.executionId} gave up after ${this.#maxAttempts} attempts; last: ${last}`,
+    );
+  }
+
+  #abandon(delivery: Delivery, why: "dropped" | "stopping"): void {
+    delivery.abandoned ??= why;
+    delivery.controller.abort(new ShardlineError("unavailable", why));
+    // A dropped delivery frees its place at once; its task only has to notice.
+    this.#deliveries.delete(delivery);
+  }
+
+  #abandoned(delivery: Delivery, last: string): void {
+    const fields = { job: delivery.job, execution: delivery.executionId, lastStatus: last || undefined };
+    if (delivery.abandoned === "dropped") {
+      this.#log.error(fields, `failure webhook for job ${delivery.job}, execution ${delivery.executionId} dropped: more than ${this.#maxInFlight} deliveries under way`);
+    } else {
+      this.#log.warn(fields, `failure webhook for job ${delivery.job}, execution ${delivery.executionId} abandoned: the controller is stopping`);
+    }
+  }
+
+  #spec(job: string): JobSpec | undefined {
+    try {
+      return this.#options.core.getJob(job).record.spec;
+    } catch (error) {
+      if (error instanceof ShardlineError && error.code === "not-found") return undefined;
+      throw error;
+    }
+  }
+
+  #track(task: Promise<void>): void {
+    this.#tasks.add(task);
+    void task.finally(() => {
+      this.#tasks.delete(task);
+      if (this.#tasks.size === 0) for (const resolve of this.#idleWaiters.splice(0)) resolve();
+    });
+  }
+}
+
+/** An execution as `shardline get executions -o json` shows it. */
+export function executionJson(execution: ExecutionRecord): ExecutionJson {
+  return {
+    id: execution.id,
+    job: execution.job,
+    shard: execution.shard,
+    fireTime: isoTime(execution.fireTime),
+    agent: execution.agent || null,
+    attempt: execution.attempt,
+    state: execution.state,
+    startedAt: isoTime(execution.startedAt),
+    finishedAt: isoTime(execution.finishedAt),
+    error: execution.error || null,
+    result: execution.result || null,
+    cause: execution.cause || null,
+  };
+}
+
+function isoTime(unixMs: number | undefined): string | null {
+  return unixMs === undefined || unixMs === 0 || !Number.isFinite(unixMs) ? null : new Date(unixMs).toISOString();
+}
+
+/**
+ * One POST on a connection of its own (nothing is left open between deliveries); resolves with
+ * the status once the response has been read, rejects on a network error, the timeout or an abort.
+ */
+function post(url: string, headers: Record<string, string>, body: string, timeoutMs: number, signal: AbortSignal): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const outgoing: OutgoingHttpHeaders = {};
+    for (const [name, value] of Object.entries(headers)) outgoing[name.toLowerCase()] = value;
+    // The body is always JSON of a known length, whatever the job's headers say.
+    outgoing["content-type"] = "application/json";
+    outgoing["content-length"] = String(Buffer.byteLength(body));
+    const send = url.startsWith("https:") ? https.request : http.request;
+    const request = send(url, { method: "POST", headers: outgoing, agent: false, signal });
+    let timer: NodeJS.Timeout | undefined;
+    const settle = (outcome: () => void): void => {
+      if (timer === undefined) return;
+      clearTimeout(timer);
+      timer = undefined;
+      outcome();
+    };
+    const fail = (error: Error): void => settle(() => reject(error));
+    timer = setTimeout(() => {
+      fail(new Error(`no complete answer within ${timeoutMs} ms`));
+      request.destroy();
+    }, timeoutMs);
+    request.on("error", fail);
+    request.on("response", (response) => {
+      response.resume();
+      response.on("end", () => settle(() => resolve(response.statusCode ?? 0)));
+      response.on("error", fail);
+      response.on("close", () => {
+        if (!response.complete) fail(new Error("the connection closed before the answer ended"));
+      });
+    });
+    request.end(body);
+  });
+}
+
+/** The URL without its query or credentials, which may hold secrets, for the logs. */
+function redacted(url: string): string {
+  const parsed = new URL(url);
+  return `${parsed.origin}${parsed.pathname}`;
+}
