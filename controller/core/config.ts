@@ -14,6 +14,12 @@ export interface CoreConfig {
    * in a single event instead, so a long outage cannot flood the history.
    */
   maxMissedFiresRecorded: number;
+  /**
+   * After a restart, how long beyond one lease the controller waits for agents to reconnect and
+   * claim their shards before it gives unclaimed shards to others: the agents' longest reconnect
+   * backoff (agent/runtime/agent-options.ts, 5 s), so a live agent always gets back in time.
+   */
+  reconnectGraceMs: number;
   /** Strategies loaded from user modules, by the NAME in `spec.strategy: custom:NAME`. */
   customStrategies?: ReadonlyMap<string, ShardingStrategy>;
 }
@@ -22,4 +28,5 @@ export const DEFAULT_CORE_CONFIG: CoreConfig = {
   heartbeatIntervalMs: 500,
   leaseTtlMs: 2000,
   maxMissedFiresRecorded: 100,
+  reconnectGraceMs: 5000,
 };

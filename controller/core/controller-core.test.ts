@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { ShardlineError } from "../../shared/errors.js";
+import { DEFAULT_CORE_CONFIG } from "./config.js";
 import { CoreHarness, testSpec } from "./testing/core-harness.js";
 
 const LEASE = 2000;
@@ -319,6 +320,20 @@ describe("controller restart", () => {
     expect(a2.dispatched.length + b2.dispatched.length).toBe(0);
   });
 
+  it("lets an agent that comes back after its lease, but within its reconnect backoff, keep its shards", () => {
+    const { h, a, b } = twoAgents();
+    const heldA = [...a.held.values()];
+    const heldB = [...b.held.values()];
+    h.start();
+    const b2 = h.connect("b", { held: heldB });
+    h.run(LEASE + 3000, ["a"]);
+    expect(h.core.listAssignments("job").map((x) => x.agent).sort()).toEqual(["b", "b"]);
+    const a2 = h.connect("a", { held: heldA });
+    h.run(DEFAULT_CORE_CONFIG.reconnectGraceMs);
+    expect(a2.shardsOf("job")).toEqual(heldA.map((r) => r.shard).sort());
+    expect(b2.shardsOf("job")).toEqual(heldB.map((r) => r.shard).sort());
+  });
+
   it("re-runs the executions of an agent that does not come back after the restart", () => {
     const { h, a } = twoAgents();
     h.core.triggerJob("job", [], undefined, h.now);
@@ -326,7 +341,7 @@ describe("controller restart", () => {
     const onA = a.dispatchedIds();
     h.start();
     const b2 = h.connect("b", { held: [] });
-    h.run(LEASE + 500, ["a"]);
+    h.run(LEASE + DEFAULT_CORE_CONFIG.reconnectGraceMs + 500, ["a"]);
     for (const id of onA) {
       expect(h.execution(id)?.state).toBe("lost");
       expect(b2.dispatchedIds()).toContain(id.replace(/\/1$/, "/2"));

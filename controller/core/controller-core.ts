@@ -145,9 +145,10 @@ export class ControllerCore {
   ) {
     this.term = snapshot.term;
     this.now = now;
-    // Agents of a previous controller may hold valid leases for up to one lease TTL: until then
-    // no shard is given to anyone who does not claim it. The first term had no predecessor.
-    this.startupGraceUntil = snapshot.term <= 1 ? now : now + config.leaseTtlMs;
+    // Agents of a previous controller may hold valid leases for up to one lease TTL, and come
+    // back within their reconnect backoff: until then no shard is given to anyone who does not
+    // claim it. The first term had no predecessor.
+    this.startupGraceUntil = snapshot.term <= 1 ? now : now + config.leaseTtlMs + config.reconnectGraceMs;
     this.timers.push(this.startupGraceUntil, { kind: "startup-grace" });
     for (const record of snapshot.jobs) {
       const entry = this.addJobEntry(record);
