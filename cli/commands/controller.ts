@@ -1,24 +1,14 @@
 import type { Command } from "commander";
 import { parseStrategyFlag } from "../../controller/core/sharding/custom-strategy.js";
+import type { ControllerOptions as ControllerModuleOptions } from "../../controller/shell/controller.js";
 import { ShardlineError } from "../../shared/errors.js";
 import { DEFAULT_CONTROLLER_ADDRESS, DEFAULT_HTTP_ADDRESS, parseHostPort } from "../controller-address.js";
 import type { CliIo } from "../output.js";
 import { importPart, nextSignal } from "./lifecycle.js";
 import { parseInteger, parseSeconds, parseStore } from "./options.js";
 
-/** What controller/shell/controller.ts's startController takes; kept here so the CLI builds without it. */
-export interface ControllerStartOptions {
-  listen: string;
-  http: string;
-  store: string;
-  heartbeatIntervalMs?: number;
-  leaseTtlMs?: number;
-  logLevel?: string;
-  /** Finished executions kept: at most maxPerJob per job, none older than maxAgeMs. */
-  retention?: { maxPerJob: number; maxAgeMs: number };
-  /** `--strategy NAME=MODULE` flags, loaded and validated by the controller before it serves. */
-  strategies?: { name: string; modulePath: string }[];
-}
+/** What the CLI passes to startController: its options less what only code (tests) sets. */
+export type ControllerStartOptions = Omit<ControllerModuleOptions, "logger" | "failureWebhooks">;
 
 /** A started controller, as startController resolves it. */
 export interface RunningController {
