@@ -1,5 +1,8 @@
 import { stringify as toYaml } from "yaml";
 import { ShardlineError } from "../shared/errors.js";
+import { isoTime } from "../shared/execution-view.js";
+
+export { isoTime };
 
 /**
  * What a command reads and writes besides the network, injected so that commands run in-process
@@ -65,15 +68,6 @@ export function renderDocument(value: unknown, format: "json" | "yaml"): string 
   return format === "json" ? `${JSON.stringify(value, null, 2)}\n` : toYaml(value);
 }
 
-/**
- * An instant from the API (Unix milliseconds, 0 meaning "none") as ISO-8601, or null. Every time
- * in JSON and YAML output goes through here.
- */
-export function isoTime(unixMs: bigint | number): string | null {
-  const ms = Number(unixMs);
-  if (ms === 0 || !Number.isFinite(ms)) return null;
-  return new Date(ms).toISOString();
-}
 
 /** An instant for a table cell: ISO-8601 without zero milliseconds, or `<none>`. */
 export function tableTime(unixMs: bigint | number): string {

@@ -2,25 +2,15 @@ import type { ShardAssignment } from "../../shared/gen/shardline/v1/admin_servic
 import { AgentState, ExecutionState, type Agent, type Execution, type Job } from "../../shared/gen/shardline/v1/types_pb.js";
 import { ShardlineError } from "../../shared/errors.js";
 import { NONE, formatDuration, isoTime, tableTime, type Column } from "../output.js";
+import { EXECUTION_STATE_NAMES, executionStateName } from "../../shared/execution-view.js";
+
+export { EXECUTION_STATE_NAMES, executionStateName, executionView, type ExecutionView } from "../../shared/execution-view.js";
 
 /**
  * What `shardline get` shows of each resource. The JSON views are a contract that scripts and
  * other checks rely on: fields may be added, never renamed or removed. Times are ISO-8601 strings
  * or null, 64-bit numbers are JSON numbers, and an empty string from the API is null.
  */
-
-/** Execution states as the CLI names them, in the proto's order. */
-export const EXECUTION_STATE_NAMES: Readonly<Record<ExecutionState, string>> = {
-  [ExecutionState.UNSPECIFIED]: "unknown",
-  [ExecutionState.PENDING]: "pending",
-  [ExecutionState.RUNNING]: "running",
-  [ExecutionState.SUCCEEDED]: "succeeded",
-  [ExecutionState.FAILED]: "failed",
-  [ExecutionState.TIMED_OUT]: "timed-out",
-  [ExecutionState.CANCELLED]: "cancelled",
-  [ExecutionState.LOST]: "lost",
-  [ExecutionState.MISFIRED]: "misfired",
-};
 
 /** Agent states as the CLI names them. */
 export const AGENT_STATE_NAMES: Readonly<Record<AgentState, string>> = {
@@ -29,11 +19,6 @@ export const AGENT_STATE_NAMES: Readonly<Record<AgentState, string>> = {
   [AgentState.DRAINING]: "draining",
   [AgentState.LOST]: "lost",
 };
-
-/** The name of an execution state; a value newer than this CLI shows as "unknown". */
-export function executionStateName(state: ExecutionState): string {
-  return EXECUTION_STATE_NAMES[state] ?? "unknown";
-}
 
 /** The name of an agent state; a value newer than this CLI shows as "unknown". */
 export function agentStateName(state: AgentState): string {
@@ -93,23 +78,6 @@ export interface AssignmentView {
   revoking: boolean;
 }
 
-/** `shardline get executions -o json`: one execution. */
-export interface ExecutionView {
-  id: string;
-  job: string;
-  shard: number;
-  fireTime: string | null;
-  agent: string | null;
-  attempt: number;
-  state: string;
-  startedAt: string | null;
-  finishedAt: string | null;
-  error: string | null;
-  result: string | null;
-  cause: string | null;
-  /** Place in line while it waits for its shard or a free slot (1 is next); null otherwise. */
-  queuePosition: number | null;
-}
 
 export function jobView(job: Job): JobView {
   const spec = parseSpec(job.specJson);
@@ -155,23 +123,6 @@ export function assignmentView(assignment: ShardAssignment): AssignmentView {
   };
 }
 
-export function executionView(execution: Execution): ExecutionView {
-  return {
-    id: execution.id,
-    job: execution.job,
-    shard: execution.shard,
-    fireTime: isoTime(execution.fireTimeUnixMs),
-    agent: emptyToNull(execution.agent),
-    attempt: execution.attempt,
-    state: executionStateName(execution.state),
-    startedAt: isoTime(execution.startedAtUnixMs),
-    finishedAt: isoTime(execution.finishedAtUnixMs),
-    error: emptyToNull(execution.error),
-    result: emptyToNull(execution.result),
-    cause: emptyToNull(execution.cause),
-    queuePosition: execution.queuePosition === 0 ? null : execution.queuePosition,
-  };
-}
 
 export const JOB_COLUMNS: readonly Column<JobView>[] = [
   { header: "NAME", value: (job) => job.name },

@@ -10,7 +10,7 @@ import { AgentService, type ConnectResponse } from "../../shared/gen/shardline/v
 import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
 import { createClient } from "../../shared/grpc/index.js";
 import { type RunningController, startController } from "./controller.js";
-import type { ExecutionJson } from "./failure-notifier.js";
+import type { ExecutionView } from "../../shared/execution-view.js";
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -19,7 +19,7 @@ afterEach(async () => {
 
 interface Received {
   headers: IncomingHttpHeaders;
-  body: ExecutionJson;
+  body: ExecutionView;
 }
 
 /** A webhook receiver on 127.0.0.1 answering with `statuses` in turn, then 200; a status of 0 never answers. */
@@ -30,7 +30,7 @@ async function receiver(statuses: number[] = []) {
     const chunks: Buffer[] = [];
     request.on("data", (chunk: Buffer) => chunks.push(chunk));
     request.on("end", () => {
-      received.push({ headers: request.headers, body: JSON.parse(Buffer.concat(chunks).toString("utf8")) as ExecutionJson });
+      received.push({ headers: request.headers, body: JSON.parse(Buffer.concat(chunks).toString("utf8")) as ExecutionView });
       const status = statuses.shift() ?? 200;
       if (status !== 0) {
         response.statusCode = status;
@@ -144,7 +144,7 @@ describe("failure webhooks", () => {
 
     const [delivery] = await hook.count(1);
     expect(delivery!.headers).toMatchObject({ authorization: "Bearer abc", "content-type": "application/json" });
-    expect(delivery!.body).toEqual<ExecutionJson>({
+    expect(delivery!.body).toEqual<ExecutionView>({
       id,
       job: "rollup",
       shard: 0,
@@ -157,6 +157,7 @@ describe("failure webhooks", () => {
       error: "ledger locked",
       result: null,
       cause: "trigger",
+      queuePosition: null,
     });
   });
 

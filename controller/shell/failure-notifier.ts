@@ -5,7 +5,9 @@ import { ShardlineError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logging.js";
 import type { JobSpec } from "../../shared/manifest/job-spec.js";
 import type { CoreEvent } from "../core/messages.js";
-import type { ExecutionRecord, Store } from "../store/store.js";
+import { executionView } from "../../shared/execution-view.js";
+import { executionToProto } from "./proto-mapping.js";
+import type { Store } from "../store/store.js";
 
 /** Delivery settings; the defaults are what a controller uses, tests shrink them. */
 export interface FailureNotifierSettings {
@@ -28,24 +30,6 @@ export interface FailureNotifierOptions extends FailureNotifierSettings {
   logger: Logger;
 }
 
-/**
- * The body a webhook receives: an execution as `shardline get executions -o json` shows it,
- * times as ISO 8601, absent values as null.
- */
-export interface ExecutionJson {
-  id: string;
-  job: string;
-  shard: number;
-  fireTime: string | null;
-  agent: string | null;
-  attempt: number;
-  state: string;
-  startedAt: string | null;
-  finishedAt: string | null;
-  error: string | null;
-  result: string | null;
-  cause: string | null;
-}
 
 /** The core events that may be a failure, and the states that make them one. */
 const FAILURE_STATES: Readonly<Record<string, readonly string[]>> = {
@@ -149,7 +133,7 @@ export class FailureNotifier {
       if (oldest !== undefined) this.#abandon(oldest, "dropped");
     }
     try {
-      await this.#deliver(delivery, webhook, JSON.stringify(executionJson(execution)));
+      await this.#deliver(delivery, webhook, JSON.stringify(executionView(executionToProto(execution))));
     } finally {
       this.#deliveries.delete(delivery);
     }
@@ -221,27 +205,6 @@ export class FailureNotifier {
   }
 }
 
-/** An execution as `shardline get executions -o json` shows it. */
-export function executionJson(execution: ExecutionRecord): ExecutionJson {
-  return {
-    id: execution.id,
-    job: execution.job,
-    shard: execution.shard,
-    fireTime: isoTime(execution.fireTime),
-    agent: execution.agent || null,
-    attempt: execution.attempt,
-    state: execution.state,
-    startedAt: isoTime(execution.startedAt),
-    finishedAt: isoTime(execution.finishedAt),
-    error: execution.error || null,
-    result: execution.result || null,
-    cause: execution.cause || null,
-  };
-}
-
-function isoTime(unixMs: number | undefined): string | null {
-  return unixMs === undefined || unixMs === 0 || !Number.isFinite(unixMs) ? null : new Date(unixMs).toISOString();
-}
 
 /**
  * One POST on a connection of its own (nothing is left open between deliveries); resolves with

@@ -1,0 +1,76 @@
+import { ExecutionState, type Execution } from "./gen/shardline/v1/types_pb.js";
+
+/**
+ * An execution as JSON: what `shardline get executions -o json` prints and what a failure
+ * webhook receives. A contract scripts rely on: fields may be added, never renamed or removed.
+ * Times are ISO-8601 strings or null; an empty string from the API is null.
+ */
+
+/** Execution states as the JSON, the CLI and the store name them, in the proto's order. */
+export const EXECUTION_STATE_NAMES: Readonly<Record<ExecutionState, string>> = {
+  [ExecutionState.UNSPECIFIED]: "unknown",
+  [ExecutionState.PENDING]: "pending",
+  [ExecutionState.RUNNING]: "running",
+  [ExecutionState.SUCCEEDED]: "succeeded",
+  [ExecutionState.FAILED]: "failed",
+  [ExecutionState.TIMED_OUT]: "timed-out",
+  [ExecutionState.CANCELLED]: "cancelled",
+  [ExecutionState.LOST]: "lost",
+  [ExecutionState.MISFIRED]: "misfired",
+};
+
+/** The name of an execution state; a value newer than this code shows as "unknown". */
+export function executionStateName(state: ExecutionState): string {
+  return EXECUTION_STATE_NAMES[state] ?? "unknown";
+}
+
+/**
+ * An instant from the API (Unix milliseconds, 0 meaning "none") as ISO-8601, or null. Every time
+ * in JSON and YAML output goes through here.
+ */
+export function isoTime(unixMs: bigint | number): string | null {
+  const ms = Number(unixMs);
+  if (ms === 0 || !Number.isFinite(ms)) return null;
+  return new Date(ms).toISOString();
+}
+
+/** One execution as JSON. */
+export interface ExecutionView {
+  id: string;
+  job: string;
+  shard: number;
+  fireTime: string | null;
+  agent: string | null;
+  attempt: number;
+  state: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  error: string | null;
+  result: string | null;
+  cause: string | null;
+  /** Place in line while it waits for its shard or a free slot (1 is next); null otherwise. */
+  queuePosition: number | null;
+}
+
+/** Converts an API execution into its JSON view. */
+export function executionView(execution: Execution): ExecutionView {
+  return {
+    id: execution.id,
+    job: execution.job,
+    shard: execution.shard,
+    fireTime: isoTime(execution.fireTimeUnixMs),
+    agent: emptyToNull(execution.agent),
+    attempt: execution.attempt,
+    state: executionStateName(execution.state),
+    startedAt: isoTime(execution.startedAtUnixMs),
+    finishedAt: isoTime(execution.finishedAtUnixMs),
+    error: emptyToNull(execution.error),
+    result: emptyToNull(execution.result),
+    cause: emptyToNull(execution.cause),
+    queuePosition: execution.queuePosition === 0 ? null : execution.queuePosition,
+  };
+}
+
+function emptyToNull(value: string): string | null {
+  return value === "" ? null : value;
+}
