@@ -264,7 +264,6 @@ export class Agent {
     return this.#idle();
   }
 
-  // ---- the stream ----------------------------------------------------------------------------
 
   #connect(): void {
     this.#reconnectTimer = undefined;
@@ -466,7 +465,6 @@ export class Agent {
     }
   }
 
-  // ---- the lease -----------------------------------------------------------------------------
 
   #leaseRenewed(): void {
     if (this.#fenced) {
@@ -502,7 +500,6 @@ export class Agent {
     this.#closeStream(status.UNAVAILABLE, `fenced: ${reason}`);
   }
 
-  // ---- assignments ---------------------------------------------------------------------------
 
   #onAssignments(update: AssignmentUpdate): void {
     const changes = this.#table.apply(update);
@@ -557,7 +554,6 @@ export class Agent {
     this.#events.emit("assignments", this.shards());
   }
 
-  // ---- executions ----------------------------------------------------------------------------
 
   #onDispatch(dispatch: Dispatch): void {
     for (const context of dispatch.executions) {
@@ -706,7 +702,6 @@ export class Agent {
     for (const entry of [...this.#runs.values()]) entry.run.stop(state, reason);
   }
 
-  // ---- leaving -------------------------------------------------------------------------------
 
   #sayGoodbye(): void {
     const drain = this.#drain;

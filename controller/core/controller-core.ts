@@ -160,7 +160,6 @@ export class ControllerCore {
     for (const job of this.jobs.values()) this.catchUpMissedFires(job);
   }
 
-  // ---- queries -------------------------------------------------------------------------------
 
   /** The earliest instant at which `tick` has work to do. */
   nextDeadline(): number | undefined {
@@ -259,7 +258,6 @@ export class ControllerCore {
     return execution === undefined ? undefined : { ...execution };
   }
 
-  // ---- time ----------------------------------------------------------------------------------
 
   /** Runs every timer due at or before `now`. */
   tick(now: number): void {
@@ -306,7 +304,6 @@ export class ControllerCore {
     }
   }
 
-  // ---- agent stream events -------------------------------------------------------------------
 
   /**
    * A new stream said Hello. Refuses a malformed one with a ShardlineError (the shell ends the
@@ -429,7 +426,6 @@ export class ControllerCore {
     this.reconcileAll();
   }
 
-  // ---- admin commands ------------------------------------------------------------------------
 
   /** Creates or updates a job; `changed` is false when the spec equals the stored one. */
   applyJob(name: string, spec: JobSpec, manifest: string, now: number): { record: JobRecord; changed: boolean } {
@@ -471,7 +467,7 @@ export class ControllerCore {
   deleteJob(name: string, now: number): void {
     this.advance(now);
     const job = this.requireJob(name);
-    for (const shard of job.shards) this.removeShard(job, shard, "job deleted");
+    for (const shard of job.shards) this.removeShard(shard, "job deleted");
     this.jobs.delete(name);
     this.outbox.deleteJob(name);
     this.emit("job.deleted", `job ${name} deleted`, { job: name });
@@ -609,7 +605,6 @@ export class ControllerCore {
     this.reconcileAll();
   }
 
-  // ---- leases and failover -------------------------------------------------------------------
 
   private armLeaseTimer(agent: AgentEntry): void {
     if (agent.leaseTimerArmed) return;
@@ -671,7 +666,6 @@ export class ControllerCore {
     this.enqueue(job, shard, retry);
   }
 
-  // ---- executions ----------------------------------------------------------------------------
 
   private applyReport(agent: AgentEntry, report: ExecutionReport): void {
     const execution = this.open.get(report.executionId);
@@ -968,7 +962,6 @@ export class ControllerCore {
     if (contexts.length > 0) this.outbox.send(agent.session, { kind: "dispatch", executions: contexts });
   }
 
-  // ---- assignment ----------------------------------------------------------------------------
 
   /**
    * Level-based: computes the desired owner of every shard from the live agents and the jobs,
@@ -1147,7 +1140,6 @@ export class ControllerCore {
     });
   }
 
-  // ---- jobs and schedules --------------------------------------------------------------------
 
   private addJobEntry(record: JobRecord): JobEntry {
     const job: JobEntry = { record, shards: [], fireToken: 0, lastIssuedFire: 0 };
@@ -1157,7 +1149,7 @@ export class ControllerCore {
   }
 
   private resizeShards(job: JobEntry, count: number): void {
-    while (job.shards.length > count) this.removeShard(job, job.shards.pop()!, "the job's shard count was reduced");
+    while (job.shards.length > count) this.removeShard(job.shards.pop()!, "the job's shard count was reduced");
     while (job.shards.length < count) {
       job.shards.push({
         job: job.record.name,
@@ -1173,7 +1165,7 @@ export class ControllerCore {
   }
 
   /** Cancels a shard's waiting runs, asks its running ones to stop, and takes it from its owner. */
-  private removeShard(job: JobEntry, shard: ShardEntry, reason: string): void {
+  private removeShard(shard: ShardEntry, reason: string): void {
     for (const execution of shard.queue) this.closeExecution(execution, "cancelled", { error: reason });
     shard.queue = [];
     const owner = shard.owner === undefined ? undefined : this.agents.get(shard.owner);
@@ -1184,7 +1176,6 @@ export class ControllerCore {
       this.outbox.send(owner.session, { kind: "assignments", snapshot: false, add: [], revoke: [this.refOf(shard)] });
     }
     this.unassign(shard);
-    void job;
   }
 
   /** Arms the job's next scheduled fire strictly after `after`, if it has a schedule and runs. */
@@ -1259,7 +1250,6 @@ export class ControllerCore {
     shard.running.add(execution.id);
   }
 
-  // ---- helpers -------------------------------------------------------------------------------
 
   /** Registers an agent that has no stream yet; hello() fills in what it declares. */
   private addAgentEntry(id: string, state: { lost: boolean; leaseExpiry?: number }): AgentEntry {
