@@ -10,6 +10,7 @@ export {
   type ExecutionListeners,
   type ExecutionOutcome,
   type ExecutionOutcomeState,
+  type FireShardOutcome,
   type Handler,
   type HandlerContext,
   type HandlerMap,

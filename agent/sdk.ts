@@ -34,6 +34,24 @@ export interface HandlerContext {
   readonly traceContext: Readonly<Record<string, string>>;
   /** A logger bound to this execution (executionId, job, shard). */
   readonly log: Logger;
+  /**
+   * Set only when this run is the job's spec.onFireComplete hook: how every shard of the fire
+   * ended, by shard number. The hook runs once per fire, after each shard's final attempt
+   * (retries and failover runs included); `shard` is then 0 and `executionId` ends in
+   * "/complete/ATTEMPT".
+   */
+  readonly fireOutcome?: readonly FireShardOutcome[];
+}
+
+/** How one shard of a fire ended, as a spec.onFireComplete hook is told. */
+export interface FireShardOutcome {
+  readonly shard: number;
+  /** "succeeded", "failed", "timed-out", "cancelled", "lost" or "misfired". */
+  readonly state: string;
+  /** The id of the shard's final attempt. */
+  readonly executionId: string;
+  /** Why it did not succeed; absent when it did. */
+  readonly error?: string;
 }
 
 /**

@@ -250,6 +250,7 @@ describe("shardline get, against a controller on loopback", () => {
         result: '{"rows":12}',
         cause: "schedule",
         queuePosition: null,
+        fireComplete: false,
       },
       {
         id: `billing-rollup/${T0}/1/2`,
@@ -265,6 +266,7 @@ describe("shardline get, against a controller on loopback", () => {
         result: null,
         cause: "failover",
         queuePosition: null,
+        fireComplete: false,
       },
       {
         id: `billing-rollup/${T0}/2/1`,
@@ -280,6 +282,7 @@ describe("shardline get, against a controller on loopback", () => {
         result: null,
         cause: "schedule",
         queuePosition: null,
+        fireComplete: false,
       },
     ]);
   });

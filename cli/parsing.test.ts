@@ -268,6 +268,7 @@ describe("resource views", () => {
       result: null,
       cause: null,
       queuePosition: null,
+      fireComplete: false,
     });
   });
 

@@ -38,7 +38,8 @@ export function isoTime(unixMs: bigint | number): string | null {
 export interface ExecutionView {
   id: string;
   job: string;
-  shard: number;
+  /** null for a run of spec.onFireComplete, which belongs to the whole fire. */
+  shard: number | null;
   fireTime: string | null;
   agent: string | null;
   attempt: number;
@@ -50,6 +51,8 @@ export interface ExecutionView {
   cause: string | null;
   /** Place in line while it waits for its shard or a free slot (1 is next); null otherwise. */
   queuePosition: number | null;
+  /** True for a run of the job's spec.onFireComplete hook. */
+  fireComplete: boolean;
 }
 
 /** Converts an API execution into its JSON view. */
@@ -57,7 +60,7 @@ export function executionView(execution: Execution): ExecutionView {
   return {
     id: execution.id,
     job: execution.job,
-    shard: execution.shard,
+    shard: execution.fireComplete ? null : execution.shard,
     fireTime: isoTime(execution.fireTimeUnixMs),
     agent: emptyToNull(execution.agent),
     attempt: execution.attempt,
@@ -68,6 +71,7 @@ export function executionView(execution: Execution): ExecutionView {
     result: emptyToNull(execution.result),
     cause: emptyToNull(execution.cause),
     queuePosition: execution.queuePosition === 0 ? null : execution.queuePosition,
+    fireComplete: execution.fireComplete,
   };
 }
 

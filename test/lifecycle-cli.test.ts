@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -29,7 +29,8 @@ describe("job lifecycle through the shardline binary", () => {
     await writeFile(join(dir, "orphan.yaml"), manifest("orphan", "  shards: 2\n  handler: nobody-runs-this\n"));
     await writeFile(join(dir, "sweep.yaml"), manifest("sweep", '  schedule: "* * * * * *"\n  shards: 3\n  handler: work\n'));
     await writeFile(join(dir, "broken.yaml"), manifest("broken", "  shards: 2\n  handler: broken\n"));
-    for (const file of ["flaky.yaml", "orphan.yaml", "sweep.yaml", "broken.yaml"]) expect((await shardline(["apply", "-f", join(dir, file)], env)).code).toBe(0);
+    await writeFile(join(dir, "rollup.yaml"), manifest("rollup", "  shards: 3\n  handler: work\n  onFireComplete: {handler: done}\n"));
+    for (const file of ["flaky.yaml", "orphan.yaml", "sweep.yaml", "broken.yaml", "rollup.yaml"]) expect((await shardline(["apply", "-f", join(dir, file)], env)).code).toBe(0);
   });
 
   afterAll(async () => {
@@ -49,6 +50,29 @@ describe("job lifecycle through the shardline binary", () => {
       [1, "failed", "trigger"],
     ]);
     expect(runs[1]!.error).toMatch(/attempt 1 .* failed on purpose/);
+  });
+
+  it("runs spec.onFireComplete once, after every shard of the fire finished, with their outcomes", async () => {
+    expect((await shardline(["run", "rollup", "--wait"], env)).code).toBe(0);
+    const hook = await waitFor("the completion hook to succeed", async () => {
+      const list = await json(["get", "executions", "--job", "rollup"]);
+      return list.find((e) => e.fireComplete === true && e.state === "succeeded");
+    });
+    expect(hook).toMatchObject({ shard: null, attempt: 1, cause: "fire-complete", agent: "worker-1", result: "3 of 3 shards succeeded" });
+    expect(hook.id).toMatch(/^rollup\/\d+\/complete\/1$/);
+
+    const runs = (await readFile(join(dir, "runs.jsonl"), "utf8"))
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as { event: string; job: string; shard?: number; at: number; fireOutcome?: unknown[] })
+      .filter((run) => run.job === "rollup");
+    const completions = runs.filter((run) => run.event === "complete");
+    expect(completions).toHaveLength(1);
+    expect(completions[0]!.fireOutcome).toEqual([0, 1, 2].map((shard) => expect.objectContaining({ shard, state: "succeeded" }) as unknown));
+    const ends = runs.filter((run) => run.event === "end");
+    expect(ends).toHaveLength(3);
+    for (const end of ends) expect(end.at).toBeLessThanOrEqual(completions[0]!.at);
+    expect((await shardline(["get", "executions", "--job", "rollup"], env)).stdout).toMatch(/ complete +1 +worker-1 +succeeded /);
   });
 
   it("cancels a pending execution, and refuses to cancel it twice", async () => {

@@ -5,6 +5,7 @@ import {
   type ExecutionContext,
   type ExecutionUpdate,
 } from "../../shared/gen/shardline/v1/agent_service_pb.js";
+import { executionStateName } from "../../shared/execution-view.js";
 import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
 import type { HandlerContext } from "../sdk.js";
 import { truncateUtf8 } from "./output-tail.js";
@@ -155,6 +156,16 @@ export function handlerContextOf(context: ExecutionContext, agentId: string, sig
     agentId,
     traceContext: { ...context.traceContext },
     log,
+    ...(context.fireOutcome === undefined
+      ? {}
+      : {
+          fireOutcome: context.fireOutcome.shards.map((o) => ({
+            shard: o.shard,
+            state: executionStateName(o.state),
+            executionId: o.executionId,
+            ...(o.error === "" ? {} : { error: o.error }),
+          })),
+        }),
   };
 }
 

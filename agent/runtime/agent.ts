@@ -87,9 +87,13 @@ const HALF_CLOSE_WAIT_MS = 2_000;
  */
 const HELLO_SEQ = 0n;
 
+/** The shard of a run that belongs to none: a spec.onFireComplete hook's. */
+const NO_SHARD = -1;
+
 interface RunEntry {
   run: ExecutionRun;
   job: string;
+  /** NO_SHARD for a completion hook run. */
   shard: number;
   /** The RUNNING update, listed in the next Hello while the run lasts. */
   running?: ExecutionUpdate;
@@ -586,9 +590,10 @@ export class Agent {
         );
         continue;
       }
-      const assignment = refOf(context.assignment!);
       const run = executor.create(context);
-      this.#runs.set(context.executionId, { run, job: assignment.job, shard: assignment.shard });
+      // A completion hook run belongs to no shard: no revoke waits for it.
+      const shard = context.fireOutcome === undefined ? refOf(context.assignment!).shard : NO_SHARD;
+      this.#runs.set(context.executionId, { run, job: context.job, shard });
       run.start();
     }
   }
@@ -604,6 +609,8 @@ export class Agent {
   #refusal(context: ExecutionContext): string | undefined {
     if (this.#drain || this.#stopped) return "the agent is shutting down";
     if (this.#fenced || !this.#lease.valid(this.#options.clock.now())) return "the agent holds no valid lease";
+    // A completion hook run is fenced by the lease alone, checked above.
+    if (context.fireOutcome !== undefined) return undefined;
     if (!context.assignment?.shard) return "the dispatch names no assignment";
     const wanted = refOf(context.assignment);
     if (this.#table.holds(wanted)) return undefined;

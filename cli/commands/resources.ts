@@ -165,7 +165,7 @@ const ERROR_CELL_CHARS = 60;
 export const EXECUTION_COLUMNS: readonly Column<Execution>[] = [
   { header: "ID", value: (execution) => execution.id },
   { header: "JOB", value: (execution) => execution.job },
-  { header: "SHARD", value: (execution) => String(execution.shard) },
+  { header: "SHARD", value: (execution) => (execution.fireComplete ? "complete" : String(execution.shard)) },
   { header: "ATTEMPT", value: (execution) => String(execution.attempt) },
   { header: "AGENT", value: (execution) => execution.agent || NONE },
   {

@@ -84,7 +84,7 @@ async function waitForRun(client: AdminClient, job: string, fireTime: bigint, sh
     const { executions } = await client.listExecutions({ job, sinceUnixMs: fireTime, untilUnixMs: fireTime + 1n, limit: 10_000 });
     const latest = new Map<number, Execution>();
     for (const execution of executions) {
-      if (!shards.has(execution.shard)) continue;
+      if (execution.fireComplete || !shards.has(execution.shard)) continue;
       const seen = latest.get(execution.shard);
       if (seen === undefined || execution.attempt > seen.attempt) latest.set(execution.shard, execution);
     }

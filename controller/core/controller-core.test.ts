@@ -150,8 +150,8 @@ describe("fencing by term and generation", () => {
     h.core.triggerJob("job", [], undefined, h.now);
     h.flush();
     for (const context of [...a.dispatched, ...b.dispatched]) {
-      expect(context.assignment.generation).toBe(before.get(context.shard));
-      expect(context.assignment.term).toBe(h.core.term);
+      expect(context.assignment?.generation).toBe(before.get(context.shard));
+      expect(context.assignment?.term).toBe(h.core.term);
     }
     h.core.drainAgent("a", h.now);
     h.flush();

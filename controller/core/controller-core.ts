@@ -7,9 +7,10 @@ import type {
   ExecutionRecord,
   ExecutionStateName,
   JobRecord,
+  ShardOutcome,
   StoreSnapshot,
 } from "../store/store.js";
-import { TERMINAL_STATES } from "../store/store.js";
+import { FIRE_COMPLETE_SHARD, TERMINAL_STATES } from "../store/store.js";
 import type { CoreConfig } from "./config.js";
 import { executionId } from "./execution-id.js";
 import { validateHello } from "./hello-rules.js";
@@ -96,8 +97,6 @@ interface ShardEntry {
   running: Set<string>;
   /** Executions waiting for an owner able to start them, oldest first. */
   queue: ExecutionRecord[];
-  /** Executions already asked to stop (overlap: replace). */
-  cancelling: Set<string>;
   /** The (term, generation) an agent claimed when the shard was adopted after a restart. */
   claim?: [number, number];
   /** When the shard's last daemon run ended under its current owner; the next one waits a backoff. */
@@ -117,6 +116,17 @@ interface JobEntry {
 }
 
 /**
+ * A fire of a job with spec.onFireComplete, from the fire until every shard of it has finished
+ * (its final attempt, after retries and failover runs).
+ */
+interface FireProgress {
+  /** Shards whose final attempt has not finished. */
+  pending: Set<number>;
+  /** How the others ended, by shard. */
+  outcomes: Map<number, ShardOutcome>;
+}
+
+/**
  * The controller's decisions, with no I/O: events and the current time in, state and effects
  * out (DESIGN.md "The controller is a deterministic core inside a thin shell"). Every public
  * method first runs the timers due at `now`, then applies its event; the shell calls `take()`
@@ -132,6 +142,12 @@ export class ControllerCore {
   private readonly agents = new Map<string, AgentEntry>();
   private readonly sessions = new Map<string, string>();
   private readonly open = new Map<string, ExecutionRecord>();
+  /** Open executions already asked to stop (cancel, overlap: replace, a daemon's revoke). */
+  private readonly cancelling = new Set<string>();
+  /** Fires on their way to their spec.onFireComplete run, by fireKey. */
+  private readonly fires = new Map<string, FireProgress>();
+  /** Completion hook runs waiting for an agent with a free slot, oldest first. */
+  private waitingFireCompletes: ExecutionRecord[] = [];
   /** When each waiting execution joined its queue: first in, first out within a priority. */
   private readonly queuedAt = new Map<string, number>();
   private queueSeq = 0;
@@ -157,6 +173,7 @@ export class ControllerCore {
     }
     const restored = [...snapshot.openExecutions].sort((a, b) => a.fireTime - b.fireTime || a.attempt - b.attempt);
     for (const execution of restored) this.restoreExecution(execution);
+    this.restoreFireProgress(restored, snapshot.settledOfOpenFires);
     for (const job of this.jobs.values()) this.catchUpMissedFires(job);
   }
 
@@ -294,6 +311,10 @@ export class ControllerCore {
         return;
       }
       case "retry": {
+        if (timer.shard === FIRE_COMPLETE_SHARD) {
+          this.dispatchFireCompletes();
+          return;
+        }
         const shard = this.jobs.get(timer.job)?.shards[timer.shard];
         if (shard !== undefined) this.dispatchShard(shard);
         return;
@@ -351,6 +372,7 @@ export class ControllerCore {
     this.sendSnapshot(agent);
     this.reconcileAll();
     for (const shard of agent.shards) this.dispatchShard(shard);
+    this.dispatchFireCompletes();
   }
 
   heartbeat(session: string, seq: number, now: number): void {
@@ -450,6 +472,7 @@ export class ControllerCore {
     } else {
       const before = existing.record.spec;
       existing.record = record;
+      if (spec.onFireComplete === undefined) this.stopFireCompletes(name, "the job no longer has spec.onFireComplete");
       this.resizeShards(existing, spec.shards);
       if (before.schedule !== spec.schedule || before.timeZone !== spec.timeZone || before.suspend !== spec.suspend) {
         this.scheduleNext(existing, Math.max(this.now, existing.cursor ?? this.now));
@@ -467,6 +490,8 @@ export class ControllerCore {
   deleteJob(name: string, now: number): void {
     this.advance(now);
     const job = this.requireJob(name);
+    // First: cancelling the shards' runs below must not count as their fires completing.
+    this.stopFireCompletes(name, "job deleted");
     for (const shard of job.shards) this.removeShard(shard, "job deleted");
     this.jobs.delete(name);
     this.outbox.deleteJob(name);
@@ -541,14 +566,15 @@ export class ControllerCore {
     }
     const shard = this.jobs.get(execution.job)?.shards[execution.shard];
     const why = reason || "cancelled by an operator";
-    if (execution.agent === "" || shard === undefined) {
+    if (execution.agent === "") {
       if (shard !== undefined) shard.queue = shard.queue.filter((e) => e.id !== id);
+      this.waitingFireCompletes = this.waitingFireCompletes.filter((e) => e.id !== id);
       this.closeExecution(execution, "cancelled", { error: why });
       this.emit("execution.cancelled", `${id} cancelled: ${why}`, { job: execution.job, shard: execution.shard, executionId: id });
       if (shard !== undefined) this.dispatchShard(shard);
       return "cancelled";
     }
-    shard.cancelling.add(id);
+    this.cancelling.add(id);
     const agent = this.agents.get(execution.agent);
     if (agent !== undefined && agent.connected) this.outbox.send(agent.session, { kind: "cancel", executionIds: [id], reason: why });
     this.emit("execution.cancelling", `${id} is being cancelled on ${execution.agent}: ${why}`, {
@@ -640,30 +666,37 @@ export class ControllerCore {
   }
 
   private loseExecution(execution: ExecutionRecord, reason: string): void {
-    const shardOfIt = this.jobs.get(execution.job)?.shards[execution.shard];
-    if (shardOfIt?.cancelling.has(execution.id)) {
+    if (this.cancelling.has(execution.id)) {
       // It was being cancelled: a lost agent does not bring it back.
       this.closeExecution(execution, "cancelled", { error: `cancelled; its agent could not confirm (${reason})` });
       return;
     }
-    this.closeExecution(execution, "lost", { error: reason });
+    const job = this.jobs.get(execution.job);
+    const shard = job?.shards[execution.shard];
+    const fireComplete = execution.shard === FIRE_COMPLETE_SHARD;
+    // A daemon run is not re-run: the shard's next owner starts its own.
+    const rerun =
+      job !== undefined && (shard !== undefined || fireComplete) && job.record.spec.failover !== "off" && execution.cause !== "daemon";
+    this.closeExecution(execution, "lost", { error: reason }, rerun);
     this.emit("execution.lost", `${execution.id} lost: ${reason}`, {
       job: execution.job,
       shard: execution.shard,
       agent: execution.agent,
       executionId: execution.id,
     });
-    const job = this.jobs.get(execution.job);
-    const shard = job?.shards[execution.shard];
-    // A daemon run is not re-run: the shard's next owner starts its own.
-    if (job === undefined || shard === undefined || job.record.spec.failover === "off" || execution.cause === "daemon") return;
-    const retry = this.newExecution(job, shard, execution.fireTime, execution.attempt + 1, "failover", execution.parameter);
+    if (!rerun) return;
+    const retry = this.newExecution(job, execution.shard, execution.fireTime, execution.attempt + 1, "failover", execution.parameter);
     this.emit("execution.failover", `${execution.id} runs again as ${retry.id}`, {
       job: job.record.name,
-      shard: shard.shard,
+      shard: execution.shard,
       executionId: retry.id,
     });
-    this.enqueue(job, shard, retry);
+    if (shard !== undefined) {
+      this.enqueue(job, shard, retry);
+    } else {
+      retry.fireOutcome = execution.fireOutcome;
+      this.queueFireComplete(retry);
+    }
   }
 
 
@@ -697,12 +730,19 @@ export class ControllerCore {
       );
     }
     const startedAt = execution.startedAt ?? report.startedAt;
-    this.closeExecution(execution, report.state, {
-      startedAt,
-      finishedAt: report.finishedAt,
-      error: report.error,
-      result: report.result,
-    });
+    const job = this.jobs.get(execution.job);
+    const shard = job?.shards[execution.shard];
+    const retrying =
+      job !== undefined &&
+      (shard !== undefined || execution.shard === FIRE_COMPLETE_SHARD) &&
+      (report.state === "failed" || report.state === "timed-out") &&
+      execution.attempt <= job.record.spec.retries.limit;
+    this.closeExecution(
+      execution,
+      report.state,
+      { startedAt, finishedAt: report.finishedAt, error: report.error, result: report.result },
+      retrying,
+    );
     this.emit("execution.finished", `${execution.id} ${report.state} on ${agent.id}`, {
       job: execution.job,
       shard: execution.shard,
@@ -710,36 +750,44 @@ export class ControllerCore {
       executionId: execution.id,
       state: report.state,
     });
-    const job = this.jobs.get(execution.job);
-    const shard = job?.shards[execution.shard];
-    if (job === undefined || shard === undefined) return;
-    if ((report.state === "failed" || report.state === "timed-out") && execution.attempt <= job.record.spec.retries.limit) {
-      this.scheduleRetry(job, shard, execution);
-    }
-    this.dispatchShard(shard);
+    if (retrying) this.scheduleRetry(job, shard, execution);
+    if (shard !== undefined) this.dispatchShard(shard);
   }
 
-  /** Queues the next attempt of a failed execution, ahead of later fires, after its backoff. */
-  private scheduleRetry(job: JobEntry, shard: ShardEntry, failed: ExecutionRecord): void {
-    const retry = this.newExecution(job, shard, failed.fireTime, failed.attempt + 1, "retry", failed.parameter);
+  /**
+   * Queues the next attempt of a failed execution after its backoff: a shard's ahead of later
+   * fires, a completion hook's among the waiting hooks (`shard` undefined).
+   */
+  private scheduleRetry(job: JobEntry, shard: ShardEntry | undefined, failed: ExecutionRecord): void {
+    const retry = this.newExecution(job, failed.shard, failed.fireTime, failed.attempt + 1, "retry", failed.parameter);
     retry.notBefore = this.now + retryDelayMs(job.record.spec.retries.backoffSeconds, failed.attempt);
-    this.open.set(retry.id, retry);
-    shard.queue.unshift(retry);
-    this.queuedAt.set(retry.id, ++this.queueSeq);
-    this.outbox.saveExecution(retry);
-    this.timers.push(retry.notBefore, { kind: "retry", job: job.record.name, shard: shard.shard });
+    if (shard === undefined) {
+      retry.fireOutcome = failed.fireOutcome;
+      this.queueFireComplete(retry);
+    } else {
+      this.open.set(retry.id, retry);
+      shard.queue.unshift(retry);
+      this.queuedAt.set(retry.id, ++this.queueSeq);
+      this.outbox.saveExecution(retry);
+      this.timers.push(retry.notBefore, { kind: "retry", job: job.record.name, shard: shard.shard });
+    }
     this.emit("execution.retry", `${failed.id} ${failed.state}; retrying as ${retry.id} at ${new Date(retry.notBefore).toISOString()}`, {
       job: job.record.name,
-      shard: shard.shard,
+      shard: failed.shard,
       executionId: retry.id,
     });
   }
 
-  /** Moves an open execution to a terminal state and forgets it. */
+  /**
+   * Moves an open execution to a terminal state and forgets it. `followedUp`: another attempt
+   * of the same fire and shard comes next (a retry or a failover run), so the shard's part of
+   * the fire is not over yet.
+   */
   private closeExecution(
     execution: ExecutionRecord,
     state: ExecutionStateName,
     fields: { startedAt?: number; finishedAt?: number; error?: string; result?: string },
+    followedUp = false,
   ): void {
     execution.state = state;
     if (fields.startedAt !== undefined) execution.startedAt = fields.startedAt;
@@ -749,15 +797,123 @@ export class ControllerCore {
     this.outbox.saveExecution(execution);
     this.open.delete(execution.id);
     this.queuedAt.delete(execution.id);
+    this.cancelling.delete(execution.id);
     const agent = this.agents.get(execution.agent);
     const freed = agent !== undefined && agent.executions.delete(execution.id);
     const shard = this.jobs.get(execution.job)?.shards[execution.shard];
     if (shard !== undefined) {
       shard.running.delete(execution.id);
-      shard.cancelling.delete(execution.id);
       if (execution.cause === "daemon" && execution.agent !== "" && execution.agent === shard.owner) shard.daemonEndedAt = this.now;
     }
+    if (!followedUp) this.settleFire(execution);
     if (freed && agent.maxConcurrent > 0) this.fillSlots(agent);
+    if (freed) this.dispatchFireCompletes();
+  }
+
+  /**
+   * Counts the execution's shard as finished in its fire; when it was the last one, queues the
+   * fire's spec.onFireComplete run, unless nothing ran (every shard misfired).
+   */
+  private settleFire(execution: ExecutionRecord): void {
+    if (execution.shard === FIRE_COMPLETE_SHARD) return;
+    const key = fireKey(execution.job, execution.fireTime);
+    const progress = this.fires.get(key);
+    if (progress === undefined || !progress.pending.delete(execution.shard)) return;
+    progress.outcomes.set(execution.shard, outcomeOf(execution));
+    if (progress.pending.size > 0) return;
+    this.fires.delete(key);
+    const job = this.jobs.get(execution.job);
+    if (job?.record.spec.onFireComplete === undefined) return;
+    const outcomes = [...progress.outcomes.values()].sort((a, b) => a.shard - b.shard);
+    if (outcomes.every((o) => o.state === "misfired")) return;
+    const run = this.newExecution(job, FIRE_COMPLETE_SHARD, execution.fireTime, 1, "fire-complete", execution.parameter);
+    run.fireOutcome = outcomes;
+    const succeeded = outcomes.filter((o) => o.state === "succeeded").length;
+    this.emit(
+      "fire.completed",
+      `every shard of ${job.record.name}'s fire at ${new Date(execution.fireTime).toISOString()} finished ` +
+        `(${succeeded} of ${outcomes.length} succeeded); its completion hook runs as ${run.id}`,
+      { job: job.record.name, executionId: run.id },
+    );
+    this.queueFireComplete(run);
+  }
+
+  /** Makes a completion hook run open and waiting, and sends it out if an agent can take it. */
+  private queueFireComplete(run: ExecutionRecord): void {
+    this.open.set(run.id, run);
+    this.waitingFireCompletes.push(run);
+    this.queuedAt.set(run.id, ++this.queueSeq);
+    this.outbox.saveExecution(run);
+    if (run.notBefore !== undefined) this.timers.push(run.notBefore, { kind: "retry", job: run.job, shard: FIRE_COMPLETE_SHARD });
+    this.dispatchFireCompletes();
+  }
+
+  /**
+   * Sends each waiting completion hook run whose time has come to the agent, among those that
+   * declare its handler and match the job's placement, that runs the fewest executions and has
+   * a free slot. It belongs to no shard, so it runs under that agent's lease alone: if the agent
+   * is lost it runs again elsewhere only once its lease has expired, like a fenced shard's run.
+   */
+  private dispatchFireCompletes(): void {
+    if (this.waitingFireCompletes.length === 0) return;
+    const waiting: ExecutionRecord[] = [];
+    const sends = new Map<AgentEntry, ExecutionContext[]>();
+    for (const run of this.waitingFireCompletes) {
+      const spec = this.jobs.get(run.job)?.record.spec;
+      const hook = spec?.onFireComplete;
+      const agent = spec === undefined || hook === undefined || (run.notBefore ?? 0) > this.now ? undefined : this.fireCompleteTarget(spec, hook.handler);
+      if (agent === undefined) {
+        waiting.push(run);
+        continue;
+      }
+      this.queuedAt.delete(run.id);
+      run.agent = agent.id;
+      agent.executions.add(run.id);
+      this.outbox.saveExecution(run);
+      push(sends, agent, {
+        executionId: run.id,
+        job: run.job,
+        shard: 0,
+        shardCount: spec!.shards,
+        shardParameter: "",
+        parameter: run.parameter,
+        fireTime: run.fireTime,
+        attempt: run.attempt,
+        handler: hook!.handler,
+        timeoutMs: spec!.timeoutSeconds * 1000,
+        traceContext: {},
+        fireOutcome: run.fireOutcome ?? [],
+      });
+    }
+    this.waitingFireCompletes = waiting;
+    for (const [agent, executions] of sends) this.outbox.send(agent.session, { kind: "dispatch", executions });
+  }
+
+  private fireCompleteTarget(spec: JobSpec, handler: string): AgentEntry | undefined {
+    let best: AgentEntry | undefined;
+    for (const agent of this.agents.values()) {
+      if (!this.placeable(agent, spec) || !agent.handlers.has(handler) || !this.hasSlot(agent)) continue;
+      if (best === undefined || agent.executions.size < best.executions.size || (agent.executions.size === best.executions.size && agent.id < best.id)) {
+        best = agent;
+      }
+    }
+    return best;
+  }
+
+  /** Cancels a job's completion hook runs, waiting or running, and forgets its fires' progress. */
+  private stopFireCompletes(job: string, reason: string): void {
+    for (const key of [...this.fires.keys()]) {
+      if (key.startsWith(`${job}\n`)) this.fires.delete(key);
+    }
+    const mine = this.waitingFireCompletes.filter((run) => run.job === job);
+    this.waitingFireCompletes = this.waitingFireCompletes.filter((run) => run.job !== job);
+    for (const run of mine) this.closeExecution(run, "cancelled", { error: reason });
+    for (const run of this.open.values()) {
+      if (run.job !== job || run.shard !== FIRE_COMPLETE_SHARD || run.agent === "" || this.cancelling.has(run.id)) continue;
+      const agent = this.agents.get(run.agent);
+      this.cancelling.add(run.id);
+      if (agent !== undefined && agent.connected) this.outbox.send(agent.session, { kind: "cancel", executionIds: [run.id], reason });
+    }
   }
 
   /**
@@ -770,7 +926,7 @@ export class ControllerCore {
     if (shard.running.size > 0 || shard.queue.length > 0) return;
     const fireTime = Math.max(this.now, job.lastIssuedFire + 1);
     job.lastIssuedFire = fireTime;
-    const run = this.newExecution(job, shard, fireTime, 1, "daemon", spec.parameter);
+    const run = this.newExecution(job, shard.shard, fireTime, 1, "daemon", spec.parameter);
     if (shard.daemonEndedAt !== undefined) {
       run.notBefore = shard.daemonEndedAt + Math.max(1, spec.retries.backoffSeconds) * 1000;
       this.timers.push(run.notBefore, { kind: "retry", job: job.record.name, shard: shard.shard });
@@ -787,9 +943,9 @@ export class ControllerCore {
     for (const execution of shard.queue) this.closeExecution(execution, "cancelled", { error: reason });
     shard.queue = [];
     const owner = shard.owner === undefined ? undefined : this.agents.get(shard.owner);
-    const running = [...shard.running].filter((id) => !shard.cancelling.has(id));
+    const running = [...shard.running].filter((id) => !this.cancelling.has(id));
     if (owner === undefined || !owner.connected || running.length === 0) return;
-    for (const id of running) shard.cancelling.add(id);
+    for (const id of running) this.cancelling.add(id);
     this.outbox.send(owner.session, { kind: "cancel", executionIds: running, reason });
   }
 
@@ -832,16 +988,16 @@ export class ControllerCore {
 
   private newExecution(
     job: JobEntry,
-    shard: ShardEntry,
+    shard: number,
     fireTime: number,
     attempt: number,
     cause: ExecutionCause,
     parameter: string,
   ): ExecutionRecord {
     return {
-      id: executionId(job.record.name, fireTime, shard.shard, attempt),
+      id: executionId(job.record.name, fireTime, shard, attempt),
       job: job.record.name,
-      shard: shard.shard,
+      shard,
       fireTime,
       attempt,
       agent: "",
@@ -866,9 +1022,13 @@ export class ControllerCore {
     }
     const ids: string[] = [];
     const disabled = new Set(job.record.disabledShards);
-    for (const shard of shards) {
-      if (disabled.has(shard.shard)) continue;
-      const execution = this.newExecution(job, shard, fireTime, 1, cause, parameter ?? job.record.spec.parameter);
+    const firing = shards.filter((shard) => !disabled.has(shard.shard));
+    // Registered before any shard is queued: one that misfires at once must not look like the last.
+    if (job.record.spec.onFireComplete !== undefined && firing.length > 0) {
+      this.fires.set(fireKey(job.record.name, fireTime), { pending: new Set(firing.map((s) => s.shard)), outcomes: new Map() });
+    }
+    for (const shard of firing) {
+      const execution = this.newExecution(job, shard.shard, fireTime, 1, cause, parameter ?? job.record.spec.parameter);
       ids.push(execution.id);
       this.enqueue(job, shard, execution);
     }
@@ -897,6 +1057,7 @@ export class ControllerCore {
     execution.error = reason;
     execution.finishedAt = this.now;
     this.outbox.saveExecution(execution);
+    this.settleFire(execution);
     this.emit("execution.misfired", `${execution.id} misfired: ${reason}`, {
       job: execution.job,
       shard: execution.shard,
@@ -930,9 +1091,9 @@ export class ControllerCore {
       if ((shard.queue[0]!.notBefore ?? 0) > this.now) break;
       if (shard.running.size > 0 && spec.overlap === "forbid") break;
       if (shard.running.size > 0 && spec.overlap === "replace") {
-        const stale = [...shard.running].filter((id) => !shard.cancelling.has(id));
+        const stale = [...shard.running].filter((id) => !this.cancelling.has(id));
         if (stale.length > 0) {
-          for (const id of stale) shard.cancelling.add(id);
+          for (const id of stale) this.cancelling.add(id);
           this.outbox.send(agent.session, { kind: "cancel", executionIds: stale, reason: "replaced by a newer fire (overlap: replace)" });
         }
       }
@@ -1024,6 +1185,7 @@ export class ControllerCore {
       this.outbox.send(agent.session, { kind: "assignments", snapshot: false, add: adds.get(id) ?? [], revoke: revokes.get(id) ?? [] });
     }
     for (const shard of assigned) this.dispatchShard(shard);
+    this.dispatchFireCompletes();
   }
 
   /**
@@ -1050,11 +1212,17 @@ export class ControllerCore {
     return strategyFor("sticky")(input);
   }
 
+  /** True when the agent may take the job's shards. */
   private eligible(agent: AgentEntry, spec: JobSpec): boolean {
+    if (!this.placeable(agent, spec)) return false;
+    if (spec.script !== undefined) return agent.executors.has("script");
+    if (spec.http !== undefined) return agent.executors.has("http");
+    return agent.handlers.has(spec.handler);
+  }
+
+  /** True when the agent takes new work and matches the job's placement, whatever it runs. */
+  private placeable(agent: AgentEntry, spec: JobSpec): boolean {
     if (!agent.connected || agent.lost || agent.leaving || agent.cordoned) return false;
-    if (spec.script !== undefined ? !agent.executors.has("script") : spec.http !== undefined ? !agent.executors.has("http") : !agent.handlers.has(spec.handler)) {
-      return false;
-    }
     for (const [key, value] of Object.entries(spec.placement.selector)) {
       if (agent.labels[key] !== value) return false;
     }
@@ -1159,7 +1327,6 @@ export class ControllerCore {
         revoking: false,
         running: new Set(),
         queue: [],
-        cancelling: new Set(),
       });
     }
   }
@@ -1207,7 +1374,7 @@ export class ControllerCore {
         for (const fireTime of recorded) {
           for (const shard of job.shards) {
             this.misfire(
-              this.newExecution(job, shard, fireTime, 1, "schedule", spec.parameter),
+              this.newExecution(job, shard.shard, fireTime, 1, "schedule", spec.parameter),
               `missed while no controller was running (spec.misfire: ${spec.misfire})`,
             );
           }
@@ -1228,12 +1395,16 @@ export class ControllerCore {
   private restoreExecution(execution: ExecutionRecord): void {
     const job = this.jobs.get(execution.job);
     const shard = job?.shards[execution.shard];
-    if (job === undefined || shard === undefined) {
+    if (job === undefined || (shard === undefined && execution.shard !== FIRE_COMPLETE_SHARD)) {
       this.closeExecution(execution, "cancelled", { error: "its job no longer exists" });
       return;
     }
+    if (execution.agent === "" && shard === undefined) {
+      this.queueFireComplete(execution);
+      return;
+    }
     this.open.set(execution.id, execution);
-    if (execution.agent === "") {
+    if (execution.agent === "" && shard !== undefined) {
       shard.queue.push(execution);
       this.queuedAt.set(execution.id, ++this.queueSeq);
       if (execution.notBefore !== undefined) this.timers.push(execution.notBefore, { kind: "retry", job: job.record.name, shard: shard.shard });
@@ -1247,7 +1418,31 @@ export class ControllerCore {
       this.armLeaseTimer(agent);
     }
     agent.executions.add(execution.id);
-    shard.running.add(execution.id);
+    shard?.running.add(execution.id);
+  }
+
+  /**
+   * Rebuilds how far each fire of a job with spec.onFireComplete is from its completion run:
+   * shards with an open execution are pending, the others ended as their latest attempt did.
+   */
+  private restoreFireProgress(open: readonly ExecutionRecord[], settled: readonly ExecutionRecord[]): void {
+    for (const execution of open) {
+      if (execution.shard === FIRE_COMPLETE_SHARD || execution.cause === "daemon") continue;
+      if (this.jobs.get(execution.job)?.record.spec.onFireComplete === undefined || !this.open.has(execution.id)) continue;
+      const key = fireKey(execution.job, execution.fireTime);
+      let progress = this.fires.get(key);
+      if (progress === undefined) {
+        progress = { pending: new Set(), outcomes: new Map() };
+        this.fires.set(key, progress);
+      }
+      progress.pending.add(execution.shard);
+    }
+    const byAttempt = [...settled].sort((a, b) => a.attempt - b.attempt);
+    for (const execution of byAttempt) {
+      const progress = this.fires.get(fireKey(execution.job, execution.fireTime));
+      if (progress === undefined || execution.shard === FIRE_COMPLETE_SHARD || progress.pending.has(execution.shard)) continue;
+      progress.outcomes.set(execution.shard, outcomeOf(execution));
+    }
   }
 
 
@@ -1299,6 +1494,17 @@ export class ControllerCore {
   ): void {
     this.outbox.emit({ time: this.now, type, message, ...about });
   }
+}
+
+/** Identifies one fire of one job. */
+function fireKey(job: string, fireTime: number): string {
+  return `${job}\n${fireTime}`;
+}
+
+function outcomeOf(execution: ExecutionRecord): ShardOutcome {
+  const outcome: ShardOutcome = { shard: execution.shard, state: execution.state, executionId: execution.id };
+  if (execution.error) outcome.error = execution.error;
+  return outcome;
 }
 
 /** The executor part of an execution's context, from the job's spec. */

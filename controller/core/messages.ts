@@ -1,4 +1,4 @@
-import type { ExecutionStateName } from "../store/store.js";
+import type { ExecutionStateName, ShardOutcome } from "../store/store.js";
 
 /** An assignment as the core speaks of it: shard of job, stamped (term, generation). */
 export interface AssignmentRef {
@@ -47,8 +47,11 @@ export interface ExecutionContext {
   attempt: number;
   handler: string;
   timeoutMs: number;
-  assignment: AssignmentRef;
+  /** The assignment it runs under; absent for a completion hook run, which has none. */
+  assignment?: AssignmentRef;
   traceContext: Record<string, string>;
+  /** For a run of spec.onFireComplete: how each shard of the fire ended. */
+  fireOutcome?: ShardOutcome[];
   /** The command to run, for a job with spec.script. */
   script?: { command: string; args: string[]; env: Record<string, string>; killGraceMs: number };
   /** True for a daemon job's run, which lasts as long as the agent owns the shard. */

@@ -10,7 +10,7 @@ import type { ControllerCore } from "../core/controller-core.js";
 import type { AgentCommand } from "../core/messages.js";
 import type { Outbound, SessionClose } from "../core/outbox.js";
 import type { CoreDriver } from "./core-driver.js";
-import { assignmentFromProto, assignmentToProto, helloFromProto, reportFromProto, toNumber } from "./proto-mapping.js";
+import { assignmentFromProto, assignmentToProto, helloFromProto, reportFromProto, stateToProto, toNumber } from "./proto-mapping.js";
 
 /** The states an agent may report; PENDING and MISFIRED are the controller's to give. */
 const REPORTABLE = new Set(["running", "succeeded", "failed", "timed-out", "cancelled", "lost"]);
@@ -200,11 +200,23 @@ function toResponse(term: number, command: AgentCommand): Response {
               attempt: e.attempt,
               handler: e.handler,
               timeoutMs: e.timeoutMs,
-              assignment: assignmentToProto(e.assignment),
+              ...(e.assignment === undefined ? {} : { assignment: assignmentToProto(e.assignment) }),
               traceContext: e.traceContext,
               ...(e.script === undefined ? {} : { script: e.script }),
               ...(e.http === undefined ? {} : { http: e.http }),
               daemon: e.daemon === true,
+              ...(e.fireOutcome === undefined
+                ? {}
+                : {
+                    fireOutcome: {
+                      shards: e.fireOutcome.map((o) => ({
+                        shard: o.shard,
+                        state: stateToProto(o.state),
+                        executionId: o.executionId,
+                        error: o.error ?? "",
+                      })),
+                    },
+                  }),
             })),
           },
         },

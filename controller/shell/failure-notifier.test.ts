@@ -158,6 +158,7 @@ describe("failure webhooks", () => {
       result: null,
       cause: "trigger",
       queuePosition: null,
+      fireComplete: false,
     });
   });
 

@@ -12,7 +12,7 @@ import {
   JobSchema,
 } from "../../shared/gen/shardline/v1/types_pb.js";
 import type { ExecutionUpdate, Hello } from "../../shared/gen/shardline/v1/agent_service_pb.js";
-import type { ExecutionRecord, ExecutionStateName } from "../store/store.js";
+import { type ExecutionRecord, type ExecutionStateName, FIRE_COMPLETE_SHARD } from "../store/store.js";
 import type { AgentView, JobView } from "../core/controller-core.js";
 import type { AgentHello, AssignmentRef, ExecutionReport } from "../core/messages.js";
 
@@ -101,7 +101,7 @@ export function executionToProto(record: ExecutionRecord, queuePosition = 0): Ex
   return create(ExecutionSchema, {
     id: record.id,
     job: record.job,
-    shard: record.shard,
+    shard: record.shard === FIRE_COMPLETE_SHARD ? 0 : record.shard,
     fireTimeUnixMs: BigInt(record.fireTime),
     attempt: record.attempt,
     agent: record.agent,
@@ -112,6 +112,7 @@ export function executionToProto(record: ExecutionRecord, queuePosition = 0): Ex
     result: record.result ?? "",
     cause: record.cause,
     queuePosition,
+    fireComplete: record.shard === FIRE_COMPLETE_SHARD,
   });
 }
 

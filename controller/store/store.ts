@@ -20,8 +20,23 @@ export const TERMINAL_STATES: ReadonlySet<ExecutionStateName> = new Set([
   "misfired",
 ]);
 
-/** Why an execution exists. */
-export type ExecutionCause = "schedule" | "trigger" | "failover" | "misfire" | "retry" | "daemon";
+/** Why an execution exists. "fire-complete" is the first run of a job's spec.onFireComplete hook. */
+export type ExecutionCause = "schedule" | "trigger" | "failover" | "misfire" | "retry" | "daemon" | "fire-complete";
+
+/**
+ * The shard number of a run of spec.onFireComplete, which belongs to the whole fire rather than
+ * to a shard; the proto shows it as shard 0 with `fire_complete` set.
+ */
+export const FIRE_COMPLETE_SHARD = -1;
+
+/** How one shard of a fire ended, as a completion hook is told. */
+export interface ShardOutcome {
+  shard: number;
+  state: ExecutionStateName;
+  /** The shard's final attempt. */
+  executionId: string;
+  error?: string;
+}
 
 /** A job as the controller keeps it. */
 export interface JobRecord {
@@ -38,7 +53,7 @@ export interface JobRecord {
 
 /** One run of one shard for one fire, as one attempt. Times are Unix milliseconds. */
 export interface ExecutionRecord {
-  /** `JOB/FIRE_UNIX_MS/SHARD/ATTEMPT`. */
+  /** `JOB/FIRE_UNIX_MS/SHARD/ATTEMPT`, or `JOB/FIRE_UNIX_MS/complete/ATTEMPT` for a completion hook run. */
   id: string;
   job: string;
   shard: number;
@@ -56,6 +71,8 @@ export interface ExecutionRecord {
   parameter: string;
   /** A retry is not dispatched before this instant. */
   notBefore?: number;
+  /** For a run of spec.onFireComplete (shard FIRE_COMPLETE_SHARD): how each shard of the fire ended. */
+  fireOutcome?: ShardOutcome[];
 }
 
 /** Everything one core step asks to make durable, written atomically. */
@@ -78,6 +95,11 @@ export interface StoreSnapshot {
   cursors: Map<string, number>;
   /** Executions not yet in a terminal state. */
   openExecutions: ExecutionRecord[];
+  /**
+   * The finished executions of fires that still have open ones: the core rebuilds from them how
+   * far each fire is from running its spec.onFireComplete hook.
+   */
+  settledOfOpenFires: ExecutionRecord[];
 }
 
 /** A filter over the execution history; every field narrows. Results are newest fire first. */

@@ -59,6 +59,17 @@ export interface FailureSpec {
   webhook?: { url: string; headers: Record<string, string> };
 }
 
+/**
+ * spec.onFireComplete: once every shard of a fire has finished (succeeded, failed, timed out,
+ * cancelled or lost, after its retries and failover runs), one agent that declares `handler`
+ * runs it once, with each shard's outcome. ElasticJob's distributed-once listener, fenced by
+ * the lease so it never runs twice.
+ */
+export interface FireCompleteSpec {
+  /** An in-process handler name, as in spec.handler. */
+  handler: string;
+}
+
 /** A job's manifest after validation, with every default filled in. */
 export interface JobSpec {
   /** metadata.name: a DNS-1123 label (lowercase letters, digits, '-', at most 63). */
@@ -111,6 +122,8 @@ export interface JobSpec {
   daemon?: boolean;
   /** spec.onFailure; absent means log only. */
   onFailure?: FailureSpec;
+  /** spec.onFireComplete; absent means no completion hook. */
+  onFireComplete?: FireCompleteSpec;
   /**
    * spec.priority: -1000..1000, default 0. When agents' slots are short, waiting executions of
    * higher-priority jobs start first, and their shards are placed first. Absent in specs stored

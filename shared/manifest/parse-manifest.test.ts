@@ -225,6 +225,11 @@ describe("parseManifest", () => {
     expect(parseManifest(withSpec({ onFailure: { webhook } })).spec.onFailure).toEqual({ webhook });
   });
 
+  it("reads spec.onFireComplete.handler", () => {
+    expect(parseManifest(withSpec({ onFireComplete: { handler: "rollup-done" } })).spec.onFireComplete).toEqual({ handler: "rollup-done" });
+    expect("onFireComplete" in parseManifest(withSpec({})).spec).toBe(false);
+  });
+
   it("takes an onFailure without a webhook as the default, logging", () => {
     expect("onFailure" in parseManifest(withSpec({ onFailure: {} })).spec).toBe(false);
     expect("onFailure" in parseManifest(withSpec({ onFailure: { webhook: null } })).spec).toBe(false);
@@ -334,6 +339,11 @@ describe("parseManifest", () => {
     ["daemon as a string", withSpec({ daemon: "true" }), "spec.daemon", "true or false"],
     ["a daemon with a schedule", withSpec({ daemon: true, schedule: "0 9 * * *" }), "spec.schedule", "no spec.schedule when spec.daemon is true: a daemon job runs continuously"],
     ["onFailure as a string", withSpec({ onFailure: "log" }), "spec.onFailure", "a mapping with the fields webhook"],
+    ["onFireComplete as a handler name", withSpec({ onFireComplete: "done" }), "spec.onFireComplete", "a mapping with the fields handler"],
+    ["onFireComplete without a handler", withSpec({ onFireComplete: {} }), "spec.onFireComplete.handler", "a handler name of 1 to 128 characters"],
+    ["onFireComplete with a bad handler name", withSpec({ onFireComplete: { handler: "-done" } }), "spec.onFireComplete.handler", "starting with a letter or digit"],
+    ["an unknown onFireComplete field", withSpec({ onFireComplete: { handler: "done", script: {} } }), "spec.onFireComplete.script", "spec.onFireComplete has only handler"],
+    ["onFireComplete on a daemon job", withSpec({ daemon: true, onFireComplete: { handler: "done" } }), "spec.onFireComplete", "a daemon job has no fires that complete"],
     ["an unknown onFailure field", withSpec({ onFailure: { email: "ops@example.com" } }), "spec.onFailure.email", "spec.onFailure has only webhook"],
     ["a webhook as a URL string", withSpec({ onFailure: { webhook: "https://x" } }), "spec.onFailure.webhook", "a mapping with the fields url, headers"],
     ["a webhook without a URL", withSpec({ onFailure: { webhook: { headers: {} } } }), "spec.onFailure.webhook.url", "an absolute http:// or https:// URL"],
@@ -421,6 +431,7 @@ spec: {handler: h, shards: 4, shardParameters: {"0": a, "3": c}, placement: {sel
     ["daemon", { daemon: true }],
     ["a custom strategy", { strategy: "custom:geo" }],
     ["a failure webhook added", { onFailure: { webhook: { url: "http://x" } } }],
+    ["a completion hook added", { onFireComplete: { handler: "done" } }],
   ])("fails when %s differs", (_what, fields) => {
     expect(specEquals(parse(withSpec({})), parse(withSpec(fields)))).toBe(false);
   });

@@ -9,6 +9,7 @@ import {
   STRATEGIES,
   type CustomStrategyName,
   type FailureSpec,
+  type FireCompleteSpec,
   type HttpSpec,
   type JobSpec,
   type ScriptSpec,
@@ -59,11 +60,13 @@ const FIELDS = {
     "priority",
     "daemon",
     "onFailure",
+    "onFireComplete",
     "description",
   ],
   script: ["command", "args", "env", "killGraceSeconds"],
   http: ["method", "url", "headers", "body", "connectTimeoutSeconds", "readTimeoutSeconds"],
   onFailure: ["webhook"],
+  onFireComplete: ["handler"],
   webhook: ["url", "headers"],
   retries: ["limit", "backoffSeconds"],
   placement: ["selector"],
@@ -143,6 +146,7 @@ export function specEquals(a: JobSpec, b: JobSpec): boolean {
     a.suspend === b.suspend &&
     (a.daemon ?? false) === (b.daemon ?? false) &&
     failureEquals(a.onFailure, b.onFailure) &&
+    a.onFireComplete?.handler === b.onFireComplete?.handler &&
     (a.priority ?? 0) === (b.priority ?? 0) &&
     recordEquals(a.labels, b.labels) &&
     recordEquals(a.shardParameters, b.shardParameters) &&
@@ -196,6 +200,14 @@ function specFields(value: unknown): Omit<JobSpec, "name" | "labels"> {
     );
   }
   const onFailure = failureSpec(spec.onFailure);
+  const onFireComplete = fireCompleteSpec(spec.onFireComplete);
+  if (daemon && onFireComplete !== undefined) {
+    throw ShardlineError.invalid(
+      "spec.onFireComplete",
+      spec.onFireComplete,
+      "no spec.onFireComplete when spec.daemon is true: a daemon job has no fires that complete",
+    );
+  }
 
   const shards = integer(spec.shards, "spec.shards", 1, 10_000) ?? 1;
   const retries = mapping(spec.retries ?? {}, "spec.retries", FIELDS.retries);
@@ -224,6 +236,7 @@ function specFields(value: unknown): Omit<JobSpec, "name" | "labels"> {
     priority: integer(spec.priority, "spec.priority", -1000, 1000) ?? 0,
     daemon,
     ...(onFailure === undefined ? {} : { onFailure }),
+    ...(onFireComplete === undefined ? {} : { onFireComplete }),
   };
 }
 
@@ -251,6 +264,17 @@ function failureSpec(value: unknown): FailureSpec | undefined {
       headers: headers(webhook.headers, "spec.onFailure.webhook.headers"),
     },
   };
+}
+
+/** spec.onFireComplete: the in-process handler run once when every shard of a fire has finished. */
+function fireCompleteSpec(value: unknown): FireCompleteSpec | undefined {
+  if (absent(value)) return undefined;
+  const onFireComplete = mapping(value, "spec.onFireComplete", FIELDS.onFireComplete);
+  const handler = onFireComplete.handler;
+  if (typeof handler !== "string" || handler.length > 128 || !HANDLER_NAME.test(handler)) {
+    throw ShardlineError.invalid("spec.onFireComplete.handler", handler, HANDLER_ALLOWED);
+  }
+  return { handler };
 }
 
 /** spec.handler, spec.script or spec.http: exactly one is given; handler is "" for the others. */

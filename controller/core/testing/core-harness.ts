@@ -48,6 +48,10 @@ export class MemoryDurableState {
       openExecutions: [...this.executions.values()]
         .filter((e) => e.state === "pending" || e.state === "running")
         .map((e) => ({ ...e })),
+      settledOfOpenFires: [...this.executions.values()]
+        .filter((e) => e.state !== "pending" && e.state !== "running")
+        .filter((e) => [...this.executions.values()].some((o) => o.job === e.job && o.fireTime === e.fireTime && (o.state === "pending" || o.state === "running")))
+        .map((e) => ({ ...e })),
     };
   }
 }

@@ -58,6 +58,10 @@ export const MIGRATIONS: readonly string[] = [
   -- A retry waits until this instant before it may be dispatched.
   ALTER TABLE executions ADD COLUMN not_before INTEGER;
   `,
+  `
+  -- For a run of spec.onFireComplete: how each shard of its fire ended, as a JSON array.
+  ALTER TABLE executions ADD COLUMN fire_outcome TEXT;
+  `,
 ];
 
 /** The schema version this code writes. */

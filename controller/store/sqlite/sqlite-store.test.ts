@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ShardlineError } from "../../../shared/errors.js";
 import type { JobSpec } from "../../../shared/manifest/job-spec.js";
 import { openStore, parseStoreUrl } from "../open-store.js";
-import type { ExecutionRecord, ExecutionStateName, JobRecord } from "../store.js";
+import { type ExecutionRecord, type ExecutionStateName, FIRE_COMPLETE_SHARD, type JobRecord } from "../store.js";
 import { MIGRATIONS, SCHEMA_VERSION } from "./schema.js";
 import { SqliteStore } from "./sqlite-store.js";
 
@@ -95,7 +95,7 @@ async function rejection(promise: Promise<unknown>): Promise<ShardlineError> {
 describe("SqliteStore.open", () => {
   it("creates the file and its directory, and starts at term 1", async () => {
     const snapshot = await store().open();
-    expect(snapshot).toEqual({ term: 1, jobs: [], cursors: new Map(), openExecutions: [] });
+    expect(snapshot).toEqual({ term: 1, jobs: [], cursors: new Map(), openExecutions: [], settledOfOpenFires: [] });
   });
 
   it("takes one more term on every reopen", async () => {
@@ -139,6 +139,46 @@ describe("SqliteStore.open", () => {
 
     const { snapshot } = await reopen(s);
     expect(snapshot.openExecutions.map((e) => e.state)).toEqual(["pending", "running"]);
+  });
+
+  it("loads the finished executions of fires that still have open ones, and no others", async () => {
+    const s = store();
+    await s.open();
+    const settled = execution({ job: "invoices", fireTime: 1000, shard: 0, state: "succeeded" });
+    const failedThenRetrying = execution({ job: "invoices", fireTime: 1000, shard: 1, state: "failed" });
+    await s.commit({
+      executions: [
+        settled,
+        failedThenRetrying,
+        execution({ job: "invoices", fireTime: 1000, shard: 1, attempt: 2, state: "pending", cause: "retry" }),
+        execution({ job: "invoices", fireTime: 2000, shard: 0, state: "succeeded" }),
+        execution({ job: "reports", fireTime: 1000, shard: 0, state: "succeeded" }),
+      ],
+    });
+
+    const { snapshot } = await reopen(s);
+    expect(ids(snapshot.settledOfOpenFires)).toEqual(ids([settled, failedThenRetrying]));
+  });
+
+  it("keeps a completion hook run's fire outcome", async () => {
+    const s = store();
+    await s.open();
+    const run = execution({
+      job: "invoices",
+      fireTime: 1000,
+      shard: FIRE_COMPLETE_SHARD,
+      id: "invoices/1000/complete/1",
+      state: "pending",
+      cause: "fire-complete",
+      fireOutcome: [
+        { shard: 0, state: "succeeded", executionId: "invoices/1000/0/1" },
+        { shard: 1, state: "failed", executionId: "invoices/1000/1/2", error: "boom" },
+      ],
+    });
+    await s.commit({ executions: [run] });
+
+    const { snapshot } = await reopen(s);
+    expect(snapshot.openExecutions).toEqual([run]);
   });
 
   it("keeps a finished execution's optional fields and leaves absent ones absent", async () => {
@@ -223,7 +263,7 @@ describe("SqliteStore.open", () => {
     await s.open();
     await s.commit({ jobs: [job("invoices")] });
     const { snapshot } = await reopen(s);
-    expect(snapshot).toEqual({ term: 1, jobs: [], cursors: new Map(), openExecutions: [] });
+    expect(snapshot).toEqual({ term: 1, jobs: [], cursors: new Map(), openExecutions: [], settledOfOpenFires: [] });
   });
 });
 

@@ -10,6 +10,7 @@ import type {
   ExecutionStateName,
   JobRecord,
   RetentionPolicy,
+  ShardOutcome,
   Store,
   StoreBatch,
   StoreSnapshot,
@@ -26,7 +27,7 @@ const BUSY_TIMEOUT_MS = 5_000;
 const OPEN_STATES_SQL = "('pending', 'running')";
 
 const EXECUTION_COLUMNS =
-  "id, job, shard, fire_time, attempt, agent, state, started_at, finished_at, error, result, cause, parameter, not_before";
+  "id, job, shard, fire_time, attempt, agent, state, started_at, finished_at, error, result, cause, parameter, not_before, fire_outcome";
 
 /** Newest fire first; within a fire, shards in order and the latest attempt first. */
 const EXECUTION_ORDER = "fire_time DESC, shard ASC, attempt DESC";
@@ -46,6 +47,7 @@ interface ExecutionRow {
   cause: string;
   parameter: string;
   not_before: number | null;
+  fire_outcome: string | null;
 }
 
 interface JobRow {
@@ -72,6 +74,7 @@ type ExecutionParams = [
   string,
   string,
   number | null,
+  string | null,
 ];
 
 /** The statements prepared once per open file. */
@@ -80,6 +83,7 @@ interface Statements {
   allJobs: Database.Statement<[], JobRow>;
   allCursors: Database.Statement<[], { job: string; fire_time: number }>;
   openExecutions: Database.Statement<[], ExecutionRow>;
+  settledOfOpenFires: Database.Statement<[], ExecutionRow>;
   upsertJob: Database.Statement<[string, string, string, number, number, string]>;
   deleteJob: Database.Statement<[string]>;
   deleteCursor: Database.Statement<[string]>;
@@ -121,6 +125,7 @@ export class SqliteStore implements Store {
             jobs: s.allJobs.all().map(toJobRecord),
             cursors: new Map(s.allCursors.all().map((c) => [c.job, c.fire_time])),
             openExecutions: s.openExecutions.all().map(toExecutionRecord),
+            settledOfOpenFires: s.settledOfOpenFires.all().map(toExecutionRecord),
           };
         })
         .immediate();
@@ -172,6 +177,7 @@ export class SqliteStore implements Store {
               e.cause,
               e.parameter,
               e.notBefore ?? null,
+              e.fireOutcome === undefined ? null : JSON.stringify(e.fireOutcome),
             );
           }
         })
@@ -293,6 +299,14 @@ function prepareStatements(db: Database.Database): Statements {
       `SELECT ${EXECUTION_COLUMNS} FROM executions WHERE state IN ${OPEN_STATES_SQL}
        ORDER BY fire_time, shard, attempt`,
     ),
+    // Walks from the open executions (few) to their fires' other rows through executions_by_job.
+    settledOfOpenFires: db.prepare(
+      `SELECT ${EXECUTION_COLUMNS.split(", ").map((c) => `e.${c}`).join(", ")}
+       FROM (SELECT DISTINCT job, fire_time FROM executions WHERE state IN ${OPEN_STATES_SQL}) AS f
+       JOIN executions AS e ON e.job = f.job AND e.fire_time = f.fire_time
+       WHERE e.state NOT IN ${OPEN_STATES_SQL}
+       ORDER BY e.fire_time, e.shard, e.attempt`,
+    ),
     upsertJob: db.prepare(
       `INSERT INTO jobs (name, manifest, spec_json, paused, revision, disabled_shards) VALUES (?, ?, ?, ?, ?, ?)
        ON CONFLICT (name) DO UPDATE SET manifest = excluded.manifest, spec_json = excluded.spec_json,
@@ -304,12 +318,12 @@ function prepareStatements(db: Database.Database): Statements {
       "INSERT INTO cursors (job, fire_time) VALUES (?, ?) ON CONFLICT (job) DO UPDATE SET fire_time = excluded.fire_time",
     ),
     upsertExecution: db.prepare(
-      `INSERT INTO executions (${EXECUTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+      `INSERT INTO executions (${EXECUTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (id) DO UPDATE SET job = excluded.job, shard = excluded.shard,
          fire_time = excluded.fire_time, attempt = excluded.attempt, agent = excluded.agent,
          state = excluded.state, started_at = excluded.started_at, finished_at = excluded.finished_at,
          error = excluded.error, result = excluded.result, cause = excluded.cause,
-         parameter = excluded.parameter, not_before = excluded.not_before`,
+         parameter = excluded.parameter, not_before = excluded.not_before, fire_outcome = excluded.fire_outcome`,
     ),
     getExecution: db.prepare(`SELECT ${EXECUTION_COLUMNS} FROM executions WHERE id = ?`),
     pruneByAge: db.prepare(
@@ -356,6 +370,7 @@ function toExecutionRecord(row: ExecutionRow): ExecutionRecord {
   if (row.error !== null) record.error = row.error;
   if (row.result !== null) record.result = row.result;
   if (row.not_before !== null) record.notBefore = row.not_before;
+  if (row.fire_outcome !== null) record.fireOutcome = JSON.parse(row.fire_outcome) as ShardOutcome[];
   return record;
 }
 

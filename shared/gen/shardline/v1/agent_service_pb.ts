@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shardline/v1/agent_service.proto.
  */
 export const file_shardline_v1_agent_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBzaGFyZGxpbmUvdjEvYWdlbnRfc2VydmljZS5wcm90bxIMc2hhcmRsaW5lLnYxIv0BCg5Db25uZWN0UmVxdWVzdBIkCgVoZWxsbxgBIAEoCzITLnNoYXJkbGluZS52MS5IZWxsb0gAEiwKCWhlYXJ0YmVhdBgCIAEoCzIXLnNoYXJkbGluZS52MS5IZWFydGJlYXRIABI7ChFleGVjdXRpb25fdXBkYXRlcxgDIAEoCzIeLnNoYXJkbGluZS52MS5FeGVjdXRpb25VcGRhdGVzSAASKAoHcmVsZWFzZRgEIAEoCzIVLnNoYXJkbGluZS52MS5SZWxlYXNlSAASKAoHZ29vZGJ5ZRgFIAEoCzIVLnNoYXJkbGluZS52MS5Hb29kYnllSABCBgoEa2luZCK0AgoFSGVsbG8SEAoIYWdlbnRfaWQYASABKAkSLwoGbGFiZWxzGAIgAygLMh8uc2hhcmRsaW5lLnYxLkhlbGxvLkxhYmVsc0VudHJ5EhAKCGNhcGFjaXR5GAMgASgNEhAKCGhhbmRsZXJzGAQgAygJEg8KB3ZlcnNpb24YBSABKAkSJgoEaGVsZBgGIAMoCzIYLnNoYXJkbGluZS52MS5Bc3NpZ25tZW50EjEKCmV4ZWN1dGlvbnMYByADKAsyHS5zaGFyZGxpbmUudjEuRXhlY3V0aW9uVXBkYXRlEhEKCWV4ZWN1dG9ycxgIIAMoCRIWCg5tYXhfY29uY3VycmVudBgJIAEoDRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIhgKCUhlYXJ0YmVhdBILCgNzZXEYASABKAQiQgoQRXhlY3V0aW9uVXBkYXRlcxIuCgd1cGRhdGVzGAEgAygLMh0uc2hhcmRsaW5lLnYxLkV4ZWN1dGlvblVwZGF0ZSKsAQoPRXhlY3V0aW9uVXBkYXRlEhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIrCgVzdGF0ZRgCIAEoDjIcLnNoYXJkbGluZS52MS5FeGVjdXRpb25TdGF0ZRIaChJzdGFydGVkX2F0X3VuaXhfbXMYAyABKAMSGwoTZmluaXNoZWRfYXRfdW5peF9tcxgEIAEoAxINCgVlcnJvchgFIAEoCRIOCgZyZXN1bHQYBiABKAkiOAoHUmVsZWFzZRItCgthc3NpZ25tZW50cxgBIAMoCzIYLnNoYXJkbGluZS52MS5Bc3NpZ25tZW50IhkKB0dvb2RieWUSDgoGcmVhc29uGAEgASgJIsMCCg9Db25uZWN0UmVzcG9uc2USDAoEdGVybRgBIAEoBBIoCgd3ZWxjb21lGAIgASgLMhUuc2hhcmRsaW5lLnYxLldlbGNvbWVIABIzCg1oZWFydGJlYXRfYWNrGAMgASgLMhouc2hhcmRsaW5lLnYxLkhlYXJ0YmVhdEFja0gAEjsKEWFzc2lnbm1lbnRfdXBkYXRlGAQgASgLMh4uc2hhcmRsaW5lLnYxLkFzc2lnbm1lbnRVcGRhdGVIABIqCghkaXNwYXRjaBgFIAEoCzIWLnNoYXJkbGluZS52MS5EaXNwYXRjaEgAEiYKBmNhbmNlbBgGIAEoCzIULnNoYXJkbGluZS52MS5DYW5jZWxIABIqCghyZWRpcmVjdBgHIAEoCzIWLnNoYXJkbGluZS52MS5SZWRpcmVjdEgAQgYKBGtpbmQibgoHV2VsY29tZRISCgpzZXNzaW9uX2lkGAEgASgJEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgCIAEoDRIUCgxsZWFzZV90dGxfbXMYAyABKA0SGgoSY29udHJvbGxlcl92ZXJzaW9uGAQgASgJIjoKDEhlYXJ0YmVhdEFjaxILCgNzZXEYASABKAQSHQoVbGVhc2VfZXhwaXJlc191bml4X21zGAIgASgDInUKEEFzc2lnbm1lbnRVcGRhdGUSEAoIc25hcHNob3QYASABKAgSJQoDYWRkGAIgAygLMhguc2hhcmRsaW5lLnYxLkFzc2lnbm1lbnQSKAoGcmV2b2tlGAMgAygLMhguc2hhcmRsaW5lLnYxLkFzc2lnbm1lbnQiPgoIRGlzcGF0Y2gSMgoKZXhlY3V0aW9ucxgBIAMoCzIeLnNoYXJkbGluZS52MS5FeGVjdXRpb25Db250ZXh0IuoDChBFeGVjdXRpb25Db250ZXh0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRILCgNqb2IYAiABKAkSDQoFc2hhcmQYAyABKA0SEwoLc2hhcmRfY291bnQYBCABKA0SFwoPc2hhcmRfcGFyYW1ldGVyGAUgASgJEhEKCXBhcmFtZXRlchgGIAEoCRIZChFmaXJlX3RpbWVfdW5peF9tcxgHIAEoAxIPCgdhdHRlbXB0GAggASgNEg8KB2hhbmRsZXIYCSABKAkSEgoKdGltZW91dF9tcxgKIAEoDRIsCgphc3NpZ25tZW50GAsgASgLMhguc2hhcmRsaW5lLnYxLkFzc2lnbm1lbnQSRwoNdHJhY2VfY29udGV4dBgMIAMoCzIwLnNoYXJkbGluZS52MS5FeGVjdXRpb25Db250ZXh0LlRyYWNlQ29udGV4dEVudHJ5EiwKBnNjcmlwdBgNIAEoCzIcLnNoYXJkbGluZS52MS5TY3JpcHRFeGVjdXRvchIoCgRodHRwGA4gASgLMhouc2hhcmRsaW5lLnYxLkh0dHBFeGVjdXRvchIOCgZkYWVtb24YDyABKAgaMwoRVHJhY2VDb250ZXh0RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKmAQoOU2NyaXB0RXhlY3V0b3ISDwoHY29tbWFuZBgBIAEoCRIMCgRhcmdzGAIgAygJEjIKA2VudhgDIAMoCzIlLnNoYXJkbGluZS52MS5TY3JpcHRFeGVjdXRvci5FbnZFbnRyeRIVCg1raWxsX2dyYWNlX21zGAQgASgNGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi2AEKDEh0dHBFeGVjdXRvchIOCgZtZXRob2QYASABKAkSCwoDdXJsGAIgASgJEjgKB2hlYWRlcnMYAyADKAsyJy5zaGFyZGxpbmUudjEuSHR0cEV4ZWN1dG9yLkhlYWRlcnNFbnRyeRIMCgRib2R5GAQgASgJEhoKEmNvbm5lY3RfdGltZW91dF9tcxgFIAEoDRIXCg9yZWFkX3RpbWVvdXRfbXMYBiABKA0aLgoMSGVhZGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiLwoGQ2FuY2VsEhUKDWV4ZWN1dGlvbl9pZHMYASADKAkSDgoGcmVhc29uGAIgASgJIiIKCFJlZGlyZWN0EhYKDmxlYWRlcl9hZGRyZXNzGAEgASgJMloKDEFnZW50U2VydmljZRJKCgdDb25uZWN0Ehwuc2hhcmRsaW5lLnYxLkNvbm5lY3RSZXF1ZXN0Gh0uc2hhcmRsaW5lLnYxLkNvbm5lY3RSZXNwb25zZSgBMAFiBnByb3RvMw", [file_shardline_v1_types]);
+  fileDesc("CiBzaGFyZGxpbmUvdjEvYWdlbnRfc2VydmljZS5wcm90bxIMc2hhcmRsaW5lLnYxIv0BCg5Db25uZWN0UmVxdWVzdBIkCgVoZWxsbxgBIAEoCzITLnNoYXJkbGluZS52MS5IZWxsb0gAEiwKCWhlYXJ0YmVhdBgCIAEoCzIXLnNoYXJkbGluZS52MS5IZWFydGJlYXRIABI7ChFleGVjdXRpb25fdXBkYXRlcxgDIAEoCzIeLnNoYXJkbGluZS52MS5FeGVjdXRpb25VcGRhdGVzSAASKAoHcmVsZWFzZRgEIAEoCzIVLnNoYXJkbGluZS52MS5SZWxlYXNlSAASKAoHZ29vZGJ5ZRgFIAEoCzIVLnNoYXJkbGluZS52MS5Hb29kYnllSABCBgoEa2luZCK0AgoFSGVsbG8SEAoIYWdlbnRfaWQYASABKAkSLwoGbGFiZWxzGAIgAygLMh8uc2hhcmRsaW5lLnYxLkhlbGxvLkxhYmVsc0VudHJ5EhAKCGNhcGFjaXR5GAMgASgNEhAKCGhhbmRsZXJzGAQgAygJEg8KB3ZlcnNpb24YBSABKAkSJgoEaGVsZBgGIAMoCzIYLnNoYXJkbGluZS52MS5Bc3NpZ25tZW50EjEKCmV4ZWN1dGlvbnMYByADKAsyHS5zaGFyZGxpbmUudjEuRXhlY3V0aW9uVXBkYXRlEhEKCWV4ZWN1dG9ycxgIIAMoCRIWCg5tYXhfY29uY3VycmVudBgJIAEoDRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIhgKCUhlYXJ0YmVhdBILCgNzZXEYASABKAQiQgoQRXhlY3V0aW9uVXBkYXRlcxIuCgd1cGRhdGVzGAEgAygLMh0uc2hhcmRsaW5lLnYxLkV4ZWN1dGlvblVwZGF0ZSKsAQoPRXhlY3V0aW9uVXBkYXRlEhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIrCgVzdGF0ZRgCIAEoDjIcLnNoYXJkbGluZS52MS5FeGVjdXRpb25TdGF0ZRIaChJzdGFydGVkX2F0X3VuaXhfbXMYAyABKAMSGwoTZmluaXNoZWRfYXRfdW5peF9tcxgEIAEoAxINCgVlcnJvchgFIAEoCRIOCgZyZXN1bHQYBiABKAkiOAoHUmVsZWFzZRItCgthc3NpZ25tZW50cxgBIAMoCzIYLnNoYXJkbGluZS52MS5Bc3NpZ25tZW50IhkKB0dvb2RieWUSDgoGcmVhc29uGAEgASgJIsMCCg9Db25uZWN0UmVzcG9uc2USDAoEdGVybRgBIAEoBBIoCgd3ZWxjb21lGAIgASgLMhUuc2hhcmRsaW5lLnYxLldlbGNvbWVIABIzCg1oZWFydGJlYXRfYWNrGAMgASgLMhouc2hhcmRsaW5lLnYxLkhlYXJ0YmVhdEFja0gAEjsKEWFzc2lnbm1lbnRfdXBkYXRlGAQgASgLMh4uc2hhcmRsaW5lLnYxLkFzc2lnbm1lbnRVcGRhdGVIABIqCghkaXNwYXRjaBgFIAEoCzIWLnNoYXJkbGluZS52MS5EaXNwYXRjaEgAEiYKBmNhbmNlbBgGIAEoCzIULnNoYXJkbGluZS52MS5DYW5jZWxIABIqCghyZWRpcmVjdBgHIAEoCzIWLnNoYXJkbGluZS52MS5SZWRpcmVjdEgAQgYKBGtpbmQibgoHV2VsY29tZRISCgpzZXNzaW9uX2lkGAEgASgJEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgCIAEoDRIUCgxsZWFzZV90dGxfbXMYAyABKA0SGgoSY29udHJvbGxlcl92ZXJzaW9uGAQgASgJIjoKDEhlYXJ0YmVhdEFjaxILCgNzZXEYASABKAQSHQoVbGVhc2VfZXhwaXJlc191bml4X21zGAIgASgDInUKEEFzc2lnbm1lbnRVcGRhdGUSEAoIc25hcHNob3QYASABKAgSJQoDYWRkGAIgAygLMhguc2hhcmRsaW5lLnYxLkFzc2lnbm1lbnQSKAoGcmV2b2tlGAMgAygLMhguc2hhcmRsaW5lLnYxLkFzc2lnbm1lbnQiPgoIRGlzcGF0Y2gSMgoKZXhlY3V0aW9ucxgBIAMoCzIeLnNoYXJkbGluZS52MS5FeGVjdXRpb25Db250ZXh0IpsEChBFeGVjdXRpb25Db250ZXh0EhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRILCgNqb2IYAiABKAkSDQoFc2hhcmQYAyABKA0SEwoLc2hhcmRfY291bnQYBCABKA0SFwoPc2hhcmRfcGFyYW1ldGVyGAUgASgJEhEKCXBhcmFtZXRlchgGIAEoCRIZChFmaXJlX3RpbWVfdW5peF9tcxgHIAEoAxIPCgdhdHRlbXB0GAggASgNEg8KB2hhbmRsZXIYCSABKAkSEgoKdGltZW91dF9tcxgKIAEoDRIsCgphc3NpZ25tZW50GAsgASgLMhguc2hhcmRsaW5lLnYxLkFzc2lnbm1lbnQSRwoNdHJhY2VfY29udGV4dBgMIAMoCzIwLnNoYXJkbGluZS52MS5FeGVjdXRpb25Db250ZXh0LlRyYWNlQ29udGV4dEVudHJ5EiwKBnNjcmlwdBgNIAEoCzIcLnNoYXJkbGluZS52MS5TY3JpcHRFeGVjdXRvchIoCgRodHRwGA4gASgLMhouc2hhcmRsaW5lLnYxLkh0dHBFeGVjdXRvchIOCgZkYWVtb24YDyABKAgSLwoMZmlyZV9vdXRjb21lGBAgASgLMhkuc2hhcmRsaW5lLnYxLkZpcmVPdXRjb21lGjMKEVRyYWNlQ29udGV4dEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiOQoLRmlyZU91dGNvbWUSKgoGc2hhcmRzGAEgAygLMhouc2hhcmRsaW5lLnYxLlNoYXJkT3V0Y29tZSJvCgxTaGFyZE91dGNvbWUSDQoFc2hhcmQYASABKA0SKwoFc3RhdGUYAiABKA4yHC5zaGFyZGxpbmUudjEuRXhlY3V0aW9uU3RhdGUSFAoMZXhlY3V0aW9uX2lkGAMgASgJEg0KBWVycm9yGAQgASgJIqYBCg5TY3JpcHRFeGVjdXRvchIPCgdjb21tYW5kGAEgASgJEgwKBGFyZ3MYAiADKAkSMgoDZW52GAMgAygLMiUuc2hhcmRsaW5lLnYxLlNjcmlwdEV4ZWN1dG9yLkVudkVudHJ5EhUKDWtpbGxfZ3JhY2VfbXMYBCABKA0aKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLYAQoMSHR0cEV4ZWN1dG9yEg4KBm1ldGhvZBgBIAEoCRILCgN1cmwYAiABKAkSOAoHaGVhZGVycxgDIAMoCzInLnNoYXJkbGluZS52MS5IdHRwRXhlY3V0b3IuSGVhZGVyc0VudHJ5EgwKBGJvZHkYBCABKAkSGgoSY29ubmVjdF90aW1lb3V0X21zGAUgASgNEhcKD3JlYWRfdGltZW91dF9tcxgGIAEoDRouCgxIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIvCgZDYW5jZWwSFQoNZXhlY3V0aW9uX2lkcxgBIAMoCRIOCgZyZWFzb24YAiABKAkiIgoIUmVkaXJlY3QSFgoObGVhZGVyX2FkZHJlc3MYASABKAkyWgoMQWdlbnRTZXJ2aWNlEkoKB0Nvbm5lY3QSHC5zaGFyZGxpbmUudjEuQ29ubmVjdFJlcXVlc3QaHS5zaGFyZGxpbmUudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_shardline_v1_types]);
 
 /**
  * One message from an agent. Each carries exactly one kind.
@@ -585,7 +585,8 @@ export type ExecutionContext = Message<"shardline.v1.ExecutionContext"> & {
 
   /**
    * The assignment this execution runs under; the agent refuses it unless it holds exactly this
-   * assignment.
+   * assignment. Absent only for a completion hook run (fire_outcome is set), which belongs to no
+   * shard and runs under the agent's lease alone.
    *
    * @generated from field: shardline.v1.Assignment assignment = 11;
    */
@@ -619,6 +620,15 @@ export type ExecutionContext = Message<"shardline.v1.ExecutionContext"> & {
    * @generated from field: bool daemon = 15;
    */
   daemon: boolean;
+
+  /**
+   * Set for a run of the job's spec.onFireComplete hook: every shard of the fire has finished,
+   * and this says how. `handler` names the hook; `shard` is 0. The controller makes one such run
+   * per fire, and re-runs it elsewhere (next attempt) only once this agent's lease has expired.
+   *
+   * @generated from field: shardline.v1.FireOutcome fire_outcome = 16;
+   */
+  fireOutcome?: FireOutcome | undefined;
 };
 
 /**
@@ -627,6 +637,69 @@ export type ExecutionContext = Message<"shardline.v1.ExecutionContext"> & {
  */
 export const ExecutionContextSchema: GenMessage<ExecutionContext> = /*@__PURE__*/
   messageDesc(file_shardline_v1_agent_service, 12);
+
+/**
+ * How every shard of one fire ended.
+ *
+ * @generated from message shardline.v1.FireOutcome
+ */
+export type FireOutcome = Message<"shardline.v1.FireOutcome"> & {
+  /**
+   * One per shard of the fire, by shard number: the final attempt's outcome.
+   *
+   * @generated from field: repeated shardline.v1.ShardOutcome shards = 1;
+   */
+  shards: ShardOutcome[];
+};
+
+/**
+ * Describes the message shardline.v1.FireOutcome.
+ * Use `create(FireOutcomeSchema)` to create a new message.
+ */
+export const FireOutcomeSchema: GenMessage<FireOutcome> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_agent_service, 13);
+
+/**
+ * How one shard of a fire ended.
+ *
+ * @generated from message shardline.v1.ShardOutcome
+ */
+export type ShardOutcome = Message<"shardline.v1.ShardOutcome"> & {
+  /**
+   * The shard.
+   *
+   * @generated from field: uint32 shard = 1;
+   */
+  shard: number;
+
+  /**
+   * Its final state: SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, LOST or MISFIRED.
+   *
+   * @generated from field: shardline.v1.ExecutionState state = 2;
+   */
+  state: ExecutionState;
+
+  /**
+   * The id of the shard's final attempt.
+   *
+   * @generated from field: string execution_id = 3;
+   */
+  executionId: string;
+
+  /**
+   * Why it did not succeed; empty when it did.
+   *
+   * @generated from field: string error = 4;
+   */
+  error: string;
+};
+
+/**
+ * Describes the message shardline.v1.ShardOutcome.
+ * Use `create(ShardOutcomeSchema)` to create a new message.
+ */
+export const ShardOutcomeSchema: GenMessage<ShardOutcome> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_agent_service, 14);
 
 /**
  * Runs a command as a child process. The execution context is written to its stdin as JSON and
@@ -670,7 +743,7 @@ export type ScriptExecutor = Message<"shardline.v1.ScriptExecutor"> & {
  * Use `create(ScriptExecutorSchema)` to create a new message.
  */
 export const ScriptExecutorSchema: GenMessage<ScriptExecutor> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_agent_service, 13);
+  messageDesc(file_shardline_v1_agent_service, 15);
 
 /**
  * Makes an HTTP request. A 2xx status is success; anything else fails the execution.
@@ -726,7 +799,7 @@ export type HttpExecutor = Message<"shardline.v1.HttpExecutor"> & {
  * Use `create(HttpExecutorSchema)` to create a new message.
  */
 export const HttpExecutorSchema: GenMessage<HttpExecutor> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_agent_service, 14);
+  messageDesc(file_shardline_v1_agent_service, 16);
 
 /**
  * Executions to stop.
@@ -754,7 +827,7 @@ export type Cancel = Message<"shardline.v1.Cancel"> & {
  * Use `create(CancelSchema)` to create a new message.
  */
 export const CancelSchema: GenMessage<Cancel> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_agent_service, 15);
+  messageDesc(file_shardline_v1_agent_service, 17);
 
 /**
  * Points an agent at the leader.
@@ -775,7 +848,7 @@ export type Redirect = Message<"shardline.v1.Redirect"> & {
  * Use `create(RedirectSchema)` to create a new message.
  */
 export const RedirectSchema: GenMessage<Redirect> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_agent_service, 16);
+  messageDesc(file_shardline_v1_agent_service, 18);
 
 /**
  * The service agents connect to.
