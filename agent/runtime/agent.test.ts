@@ -111,8 +111,8 @@ class ScriptedSession {
     this.stream.send(create(ConnectResponseSchema, { term, kind }));
   }
 
-  welcome(): void {
-    this.send({ case: "welcome", value: { sessionId: `s-${Math.random()}`, heartbeatIntervalMs: HEARTBEAT_MS, leaseTtlMs: LEASE_MS } });
+  welcome(dispatchAheadMs = 0): void {
+    this.send({ case: "welcome", value: { sessionId: `s-${Math.random()}`, heartbeatIntervalMs: HEARTBEAT_MS, leaseTtlMs: LEASE_MS, dispatchAheadMs } });
   }
 
   snapshot(...add: Assignment[]): void {
@@ -228,7 +228,7 @@ function assignment(job: string, shard: number, term: bigint, generation: bigint
   return create(AssignmentSchema, { shard: { job, shard }, term, generation });
 }
 
-type DispatchInit = Pick<MessageInitShape<typeof ExecutionContextSchema>, "handler" | "timeoutMs" | "script" | "http">;
+type DispatchInit = Pick<MessageInitShape<typeof ExecutionContextSchema>, "handler" | "timeoutMs" | "script" | "http" | "fireTimeUnixMs">;
 
 function dispatch(session: ScriptedSession, id: string, on: Assignment, init: DispatchInit = {}): void {
   const shard = on.shard!;
@@ -243,7 +243,7 @@ function dispatch(session: ScriptedSession, id: string, on: Assignment, init: Di
           shardCount: 4,
           shardParameter: `param-${shard.shard}`,
           parameter: "month=current",
-          fireTimeUnixMs: FIRE,
+          fireTimeUnixMs: init.fireTimeUnixMs ?? FIRE,
           attempt: 1,
           handler: init.handler ?? (init.script || init.http ? "" : "work"),
           timeoutMs: init.timeoutMs ?? 0,
@@ -257,12 +257,12 @@ function dispatch(session: ScriptedSession, id: string, on: Assignment, init: Di
 }
 
 /** Connects an agent to a fresh scripted controller, welcomes it and hands it `held`. */
-async function connected(handlers: HandlerMap, held: Assignment[] = [], options: Partial<AgentOptions> = {}) {
+async function connected(handlers: HandlerMap, held: Assignment[] = [], options: Partial<AgentOptions> = {}, dispatchAheadMs = 0) {
   const controller = await ScriptedController.start();
   const agent = startAgent(controller, handlers, options);
   const session = await controller.nextSession();
   const ready = nextEvent(agent, "assignments");
-  session.welcome();
+  session.welcome(dispatchAheadMs);
   session.snapshot(...held);
   await ready;
   return { controller, agent, session };
@@ -370,6 +370,33 @@ describe("Agent", () => {
     expect(seen?.fireTime).toBeInstanceOf(Date);
     expect(seen?.fireTime.getTime()).toBe(Number(FIRE));
     expect(agent.running()).toEqual([]);
+  });
+
+  it("starts an execution dispatched ahead at its fire instant, not before", async () => {
+    const held = assignment("billing", 0, 1n, 1n);
+    let startedAt = 0;
+    const { session } = await connected({ work: () => (startedAt = Date.now()) }, [held], {}, 1_000);
+    const fireTime = Date.now() + 150;
+    dispatch(session, "billing/1/0/1", held, { fireTimeUnixMs: BigInt(fireTime) });
+    await session.update("billing/1/0/1", ExecutionState.SUCCEEDED);
+    expect(startedAt).toBeGreaterThanOrEqual(fireTime);
+  });
+
+  it("waits for a fire instant no longer than the controller dispatches ahead, whatever its clock says", async () => {
+    const held = assignment("billing", 0, 1n, 1n);
+    const { session } = await connected({ work: () => "ran" }, [held], {}, 50);
+    dispatch(session, "billing/1/0/1", held, { fireTimeUnixMs: BigInt(Date.now() + 3_600_000) });
+    expect((await session.update("billing/1/0/1", ExecutionState.SUCCEEDED)).result).toBe("ran");
+  });
+
+  it("cancels an execution still waiting for its fire instant, and never runs it", async () => {
+    const held = assignment("billing", 0, 1n, 1n);
+    let ran = false;
+    const { session } = await connected({ work: () => (ran = true) }, [held], {}, 60_000);
+    dispatch(session, "e1", held, { fireTimeUnixMs: BigInt(Date.now() + 30_000) });
+    session.send({ case: "cancel", value: { executionIds: ["e1"], reason: "paused" } });
+    expect((await session.update("e1", ExecutionState.CANCELLED)).error).toBe("paused");
+    expect(ran).toBe(false);
   });
 
   it("reports LOST, and never runs the handler, for a dispatch naming a stale generation", async () => {

@@ -95,6 +95,8 @@ interface RunEntry {
   job: string;
   /** NO_SHARD for a completion hook run. */
   shard: number;
+  /** Armed while the run waits for its fire instant (dispatched ahead). */
+  startTimer?: NodeJS.Timeout;
   /** The RUNNING update, listed in the next Hello while the run lasts. */
   running?: ExecutionUpdate;
 }
@@ -146,6 +148,8 @@ export class Agent {
   #welcomed = false;
   #seq = 0n;
   #leaseTtlMs = DEFAULT_LEASE_TTL_MS;
+  /** The longest the controller dispatches ahead of a fire instant (Welcome.dispatch_ahead_ms). */
+  #dispatchAheadMs = 0;
   #lastAckAt = 0;
   #fenced = false;
   #started = false;
@@ -366,6 +370,7 @@ export class Agent {
     }
     const heartbeatIntervalMs = welcome.heartbeatIntervalMs || DEFAULT_HEARTBEAT_INTERVAL_MS;
     this.#leaseTtlMs = welcome.leaseTtlMs || DEFAULT_LEASE_TTL_MS;
+    this.#dispatchAheadMs = welcome.dispatchAheadMs;
     this.#welcomed = true;
     this.#backoff.reset();
     this.#lastAckAt = this.#options.clock.now();
@@ -593,8 +598,20 @@ export class Agent {
       const run = executor.create(context);
       // A completion hook run belongs to no shard: no revoke waits for it.
       const shard = context.fireOutcome === undefined ? refOf(context.assignment!).shard : NO_SHARD;
-      this.#runs.set(context.executionId, { run, job: context.job, shard });
-      run.start();
+      const entry: RunEntry = { run, job: context.job, shard };
+      this.#runs.set(context.executionId, entry);
+      // Dispatched ahead of its fire instant: start on time by this agent's clock, waiting no
+      // longer than the controller said it dispatches ahead, so a skewed clock cannot stall it.
+      // Fire instants are wall-clock time; the agent's clock option is monotonic, for leases.
+      const wait = Math.min(Math.ceil(Number(context.fireTimeUnixMs) - (performance.timeOrigin + performance.now())), this.#dispatchAheadMs);
+      if (wait >= 1) {
+        entry.startTimer = setTimeout(() => {
+          entry.startTimer = undefined;
+          run.start();
+        }, wait);
+      } else {
+        run.start();
+      }
     }
   }
 
@@ -651,6 +668,7 @@ export class Agent {
   }
 
   #runEnded(entry: RunEntry): void {
+    clearTimeout(entry.startTimer);
     const held = this.#table.get(entry.job, entry.shard);
     if (held?.revoking && this.#runsOn(held) === 0) {
       this.#table.remove(held.job, held.shard);

@@ -20,6 +20,13 @@ export interface CoreConfig {
    * backoff (agent/runtime/agent-options.ts, 5 s), so a live agent always gets back in time.
    */
   reconnectGraceMs: number;
+  /**
+   * How long before a scheduled fire instant the controller makes the fire and dispatches it.
+   * The agent starts each execution at its fire instant by its own clock, so the work of
+   * recording and sending a burst of fires happens ahead of time instead of as fire lag. The
+   * agent is told this in Welcome and never waits longer. 0: make each fire at its instant.
+   */
+  dispatchAheadMs: number;
   /** Strategies loaded from user modules, by the NAME in `spec.strategy: custom:NAME`. */
   customStrategies?: ReadonlyMap<string, ShardingStrategy>;
 }
@@ -29,4 +36,5 @@ export const DEFAULT_CORE_CONFIG: CoreConfig = {
   leaseTtlMs: 2000,
   maxMissedFiresRecorded: 100,
   reconnectGraceMs: 5000,
+  dispatchAheadMs: 250,
 };

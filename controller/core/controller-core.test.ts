@@ -269,6 +269,26 @@ describe("overlap and misfire", () => {
   });
 });
 
+describe("dispatch ahead of the fire instant", () => {
+  it("makes a scheduled fire dispatchAheadMs before its instant, which stays its fire time", () => {
+    const h = new CoreHarness();
+    const a = h.connect("a");
+    h.apply(testSpec("job", { schedule: "*/10 * * * * *", shards: 1 }));
+    const instant = h.now + 10_000;
+    h.run(10_000 - DEFAULT_CORE_CONFIG.dispatchAheadMs - 1);
+    expect(a.dispatched).toEqual([]);
+    h.run(1);
+    expect(a.dispatched.map((c) => [c.executionId, c.fireTime])).toEqual([[`job/${instant}/0/1`, instant]]);
+    expect(h.core.getJob("job").lastFire).toBe(instant);
+  });
+
+  it("tells each agent in its Welcome how far ahead it dispatches", () => {
+    const h = new CoreHarness({ ...DEFAULT_CORE_CONFIG, dispatchAheadMs: 123 });
+    const a = h.connect("a");
+    expect(a.welcome?.dispatchAheadMs).toBe(123);
+  });
+});
+
 describe("schedules in a named time zone", () => {
   function fireTimes(schedule: string, timeZone: string, from: string, days: number): string[] {
     const h = new CoreHarness();

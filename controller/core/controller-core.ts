@@ -364,6 +364,7 @@ export class ControllerCore {
       sessionId: session,
       heartbeatIntervalMs: this.config.heartbeatIntervalMs,
       leaseTtlMs: this.config.leaseTtlMs,
+      dispatchAheadMs: this.config.dispatchAheadMs,
     });
     this.emit(returning ? "agent.reconnected" : "agent.joined", `agent ${agent.id} connected`, { agent: agent.id });
 
@@ -1354,7 +1355,7 @@ export class ControllerCore {
     const next = nextFireAfter(spec.schedule, spec.timeZone, after);
     if (next === undefined) return;
     job.nextFire = next;
-    this.timers.push(next, { kind: "fire", job: job.record.name, token: job.fireToken, fireTime: next });
+    this.timers.push(next - this.config.dispatchAheadMs, { kind: "fire", job: job.record.name, token: job.fireToken, fireTime: next });
   }
 
   /** Applies the misfire policy to the fires a job missed while no controller was running. */

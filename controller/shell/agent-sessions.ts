@@ -170,6 +170,7 @@ function toResponse(term: number, command: AgentCommand): Response {
             heartbeatIntervalMs: command.heartbeatIntervalMs,
             leaseTtlMs: command.leaseTtlMs,
             controllerVersion: VERSION,
+            dispatchAheadMs: command.dispatchAheadMs,
           },
         },
       };

@@ -66,6 +66,8 @@ export class ModelAgent {
   readonly dispatched: ExecutionContext[] = [];
   readonly cancelled: string[] = [];
   welcomed = false;
+  /** The Welcome it received. */
+  welcome: Extract<AgentCommand, { kind: "welcome" }> | undefined;
   closedReason: string | undefined;
 
   constructor(
@@ -77,6 +79,7 @@ export class ModelAgent {
     switch (command.kind) {
       case "welcome":
         this.welcomed = true;
+        this.welcome = command;
         return;
       case "heartbeat-ack":
         return;
