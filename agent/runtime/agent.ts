@@ -692,7 +692,11 @@ export class Agent {
       return;
     }
     if (!this.#welcomed) return;
-    const updates = this.#outbox;
+    // A run that started and ended within this turn needs only its terminal report, which
+    // carries its start time too.
+    const ended = new Set<string>();
+    for (const update of this.#outbox) if (update.state !== ExecutionState.RUNNING) ended.add(update.executionId);
+    const updates = ended.size === 0 ? this.#outbox : this.#outbox.filter((u) => u.state !== ExecutionState.RUNNING || !ended.has(u.executionId));
     this.#outbox = [];
     // Confirmed by the ack of the next heartbeat, which the stream delivers after this batch.
     const confirmSeq = this.#seq + 1n;

@@ -100,6 +100,7 @@ export class AgentSessions {
       const { session } = messages[i]!;
       let merged = messages[i]!.command;
       let j = i + 1;
+      if (j < messages.length && messages[j]!.session === session) merged = mergeable(merged);
       while (j < messages.length && messages[j]!.session === session) {
         const next = coalesce(merged, messages[j]!.command);
         if (next === undefined) break;
@@ -141,20 +142,42 @@ export class AgentSessions {
   }
 }
 
-/** Merges two consecutive commands to one agent when one message can say both, in order. */
+/**
+ * Merges two consecutive commands to one agent when one message can say both, in order. The
+ * first is a merge of this function's own making (or a fresh copy), so it is extended in place:
+ * a turn that dispatches a thousand executions to one agent merges in linear time.
+ */
 function coalesce(first: AgentCommand, second: AgentCommand): AgentCommand | undefined {
   if (first.kind === "dispatch" && second.kind === "dispatch") {
-    return { kind: "dispatch", executions: [...first.executions, ...second.executions] };
+    for (const execution of second.executions) first.executions.push(execution);
+    return first;
   }
   // An agent applies snapshot, then adds, then revokes, and ignores an older (term, generation):
   // so two updates merge safely unless the second replaces the whole set.
   if (first.kind === "assignments" && second.kind === "assignments" && !second.snapshot) {
-    return { kind: "assignments", snapshot: first.snapshot, add: [...first.add, ...second.add], revoke: [...first.revoke, ...second.revoke] };
+    for (const ref of second.add) first.add.push(ref);
+    for (const ref of second.revoke) first.revoke.push(ref);
+    return first;
   }
   if (first.kind === "cancel" && second.kind === "cancel" && first.reason === second.reason) {
-    return { kind: "cancel", executionIds: [...first.executionIds, ...second.executionIds], reason: first.reason };
+    for (const id of second.executionIds) first.executionIds.push(id);
+    return first;
   }
   return undefined;
+}
+
+/** A copy of a command that coalesce may extend without touching the core's own arrays. */
+function mergeable(command: AgentCommand): AgentCommand {
+  switch (command.kind) {
+    case "dispatch":
+      return { ...command, executions: [...command.executions] };
+    case "assignments":
+      return { ...command, add: [...command.add], revoke: [...command.revoke] };
+    case "cancel":
+      return { ...command, executionIds: [...command.executionIds] };
+    default:
+      return command;
+  }
 }
 
 function toResponse(term: number, command: AgentCommand): Response {

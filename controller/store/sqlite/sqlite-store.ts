@@ -317,13 +317,13 @@ function prepareStatements(db: Database.Database): Statements {
     upsertCursor: db.prepare(
       "INSERT INTO cursors (job, fire_time) VALUES (?, ?) ON CONFLICT (job) DO UPDATE SET fire_time = excluded.fire_time",
     ),
+    // The id fixes job, fire time, shard and attempt (and with them cause and parameter), so an
+    // update sets only what changes: SQLite then leaves the indexes on the fixed columns alone.
     upsertExecution: db.prepare(
       `INSERT INTO executions (${EXECUTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (id) DO UPDATE SET job = excluded.job, shard = excluded.shard,
-         fire_time = excluded.fire_time, attempt = excluded.attempt, agent = excluded.agent,
-         state = excluded.state, started_at = excluded.started_at, finished_at = excluded.finished_at,
-         error = excluded.error, result = excluded.result, cause = excluded.cause,
-         parameter = excluded.parameter, not_before = excluded.not_before, fire_outcome = excluded.fire_outcome`,
+       ON CONFLICT (id) DO UPDATE SET agent = excluded.agent, state = excluded.state,
+         started_at = excluded.started_at, finished_at = excluded.finished_at, error = excluded.error,
+         result = excluded.result, not_before = excluded.not_before, fire_outcome = excluded.fire_outcome`,
     ),
     getExecution: db.prepare(`SELECT ${EXECUTION_COLUMNS} FROM executions WHERE id = ?`),
     pruneByAge: db.prepare(
