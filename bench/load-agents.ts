@@ -1,0 +1,117 @@
+/**
+ * A load-generator process for the benchmark: runs many real agents (the Agent class, each with
+ * its own gRPC stream) in one process, and reports to its parent over the IPC channel. Started
+ * with child_process.fork; the parent sends one `start` message, then asks for what it needs.
+ *
+ * Handlers:
+ * - `noop` returns at once and records its lag: handler start minus the fire instant.
+ * - `hold` runs until its signal aborts (a daemon shard) and reports each start at once, so the
+ *   parent can time a failover from the kill to the shard running elsewhere.
+ */
+import { Agent } from "../agent/runtime/agent.js";
+import { silentLogger } from "../shared/logging.js";
+import type { HandlerContext } from "../agent/sdk.js";
+
+/** What the parent sends. */
+export type LoadCommand =
+  | { type: "start"; controller: string; ids: string[]; maxConcurrent?: number }
+  | { type: "lags" }
+  | { type: "count" }
+  | { type: "reset" }
+  | { type: "holdings" }
+  | { type: "drain" }
+  | { type: "stop" };
+
+/** What this process sends back. */
+export type LoadReport =
+  | { type: "started"; agents: number }
+  | { type: "lags"; lagsMs: number[]; finished: number }
+  | { type: "run-start"; job: string; shard: number; agent: string; at: number }
+  | { type: "holdings"; total: number; perAgent: Record<string, number>; lastChangeAt: number }
+  | { type: "count"; finished: number; lastFinishedAt: number }
+  | { type: "drained" }
+  | { type: "stopped" };
+
+/** Wall-clock milliseconds with a fraction: lags are often below one millisecond. */
+function nowMs(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+let lags: number[] = [];
+let finished = 0;
+let lastFinishedAt = 0;
+const agents: Agent[] = [];
+const held = new Map<string, number>();
+let lastChangeAt = 0;
+
+function send(report: LoadReport): void {
+  process.send?.(report);
+}
+
+const handlers = {
+  noop(ctx: HandlerContext): void {
+    lags.push(nowMs() - ctx.fireTime.getTime());
+    finished++;
+    lastFinishedAt = nowMs();
+  },
+  async hold(ctx: HandlerContext): Promise<void> {
+    send({ type: "run-start", job: ctx.job, shard: ctx.shard, agent: ctx.agentId, at: nowMs() });
+    await new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve()));
+  },
+};
+
+process.on("message", (command: LoadCommand) => {
+  void handle(command);
+});
+
+async function handle(command: LoadCommand): Promise<void> {
+  switch (command.type) {
+    case "start":
+      for (const id of command.ids) {
+        const agent = new Agent({
+          controller: command.controller,
+          id,
+          handlers,
+          logger: silentLogger(),
+          drainGraceMs: 5_000,
+          ...(command.maxConcurrent === undefined ? {} : { maxConcurrent: command.maxConcurrent }),
+        });
+        agent.on("assignments", (shards) => {
+          held.set(id, shards.length);
+          lastChangeAt = nowMs();
+        });
+        agents.push(agent);
+        agent.start();
+      }
+      send({ type: "started", agents: agents.length });
+      return;
+    case "lags":
+      send({ type: "lags", lagsMs: lags, finished });
+      return;
+    case "count":
+      send({ type: "count", finished, lastFinishedAt });
+      return;
+    case "reset":
+      lags = [];
+      finished = 0;
+      lastFinishedAt = 0;
+      return;
+    case "holdings": {
+      let total = 0;
+      for (const count of held.values()) total += count;
+      send({ type: "holdings", total, perAgent: Object.fromEntries(held), lastChangeAt });
+      return;
+    }
+    case "drain":
+      await Promise.all(agents.map((agent) => agent.drain("benchmark")));
+      send({ type: "drained" });
+      return;
+    case "stop":
+      await Promise.all(agents.map((agent) => agent.stop()));
+      send({ type: "stopped" });
+      process.exit(0);
+  }
+}
+
+// The parent going away ends this process too: a benchmark never leaves load behind.
+process.on("disconnect", () => process.exit(0));

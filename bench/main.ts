@@ -1,0 +1,149 @@
+#!/usr/bin/env node
+/**
+ * `npm run bench [-- --quick]`: measures DESIGN.md's performance table on this machine, with
+ * BullMQ on a real Redis as the peer in the same run, and writes bench/results/latest.{json,md,svg}.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { cpus, tmpdir } from "node:os";
+import { join } from "node:path";
+import { Command, Option } from "commander";
+import { bullmqRepeatLag, bullmqStallRecovery, bullmqThroughput } from "./peer/bullmq-peer.js";
+import { startRedis } from "./peer/redis-server.js";
+import { percentile } from "./harness.js";
+import type { ChartPanel } from "./chart.js";
+import { type BenchRow, row, writeResults } from "./report.js";
+import { shardlineDrainMisses } from "./scenarios/drain.js";
+import { shardlineFailover } from "./scenarios/failover.js";
+import { shardlineFireLag } from "./scenarios/fire-lag.js";
+import { shardMovement } from "./scenarios/movement.js";
+import { shardlineScale } from "./scenarios/scale.js";
+import { shardlineThroughput } from "./scenarios/throughput.js";
+import { BENCH_SIZES, type BenchMode } from "./sizes.js";
+
+const BULLMQ = "BullMQ 5.81 on Redis";
+const ELASTICJOB_LAYOUT = "balanced (ElasticJob AVG_ALLOCATION)";
+
+const program = new Command("bench")
+  .description("measure Shardline beside BullMQ on a local Redis; writes latest.json, latest.md and latest.svg")
+  .option("--quick", "a reduced run, under three minutes")
+  .addOption(new Option("--smoke", "the smallest run that exercises every scenario (for the test suite)").hideHelp())
+  .option("--out <DIR>", "where to write the results", "bench/results")
+  .action(async (options: { quick?: boolean; smoke?: boolean; out: string }) => {
+    const mode: BenchMode = options.smoke ? "smoke" : options.quick ? "quick" : "full";
+    await runBench(mode, options.out);
+  });
+
+async function runBench(mode: BenchMode, out: string): Promise<void> {
+  const size = BENCH_SIZES[mode];
+  const startedAt = new Date();
+  const dir = mkdtempSync(join(tmpdir(), "shardline-bench-"));
+  const rows: BenchRow[] = [];
+  const panels: ChartPanel[] = [];
+  const log = (line: string): void => void process.stderr.write(`bench: ${line}\n`);
+  const redis = await startRedis();
+  try {
+    log("shard movement");
+    for (const [shards, agents] of size.movement) {
+      const sticky = shardMovement("sticky", shards, agents);
+      const balanced = shardMovement("balanced", shards, agents);
+      rows.push(row(`shards moved, 1 of ${agents} agents leaves (${shards} shards)`, sticky.leave, "shards", "lower", { name: ELASTICJOB_LAYOUT, value: balanced.leave }));
+      rows.push(row(`shards moved, 1 agent joins ${agents} (${shards} shards)`, sticky.join, "shards", "lower", { name: ELASTICJOB_LAYOUT, value: balanced.join }));
+    }
+
+    const lagBars: ChartPanel = { title: "Fire lag, scheduled instant to handler start", unit: "ms", bars: [] };
+    for (const rate of size.fireLag.rates) {
+      log(`fire lag at ${rate} fires/s`);
+      const result = await shardlineFireLag(dir, { firesPerSecond: rate, ...size.fireLag });
+      const p50 = percentile(result.lagsMs, 50);
+      const p99 = percentile(result.lagsMs, 99);
+      rows.push(row(`fire lag p50 at ${rate} fires/s`, p50, "ms", "lower"));
+      rows.push(row(`fire lag p99 at ${rate} fires/s`, p99, "ms", "lower"));
+      rows.push(row(`fire lag max at ${rate} fires/s`, Math.max(...result.lagsMs), "ms", "lower"));
+      rows.push(row(`misfired at ${rate} fires/s`, result.misfired, "executions", "lower"));
+      lagBars.bars.push({ label: `${rate}/s p50`, value: p50 }, { label: `${rate}/s p99`, value: p99 });
+    }
+
+    const { schedules, workers, seconds, warmupSeconds } = size.repeat;
+    log(`repeat lag: ${schedules} schedules every second on ${workers} workers`);
+    const ours = await shardlineFireLag(dir, { firesPerSecond: schedules, shardsPerJob: 1, agents: workers, processes: Math.min(workers, 2), seconds, warmupSeconds });
+    const theirs = await bullmqRepeatLag(redis, { schedules, workers, seconds, warmupSeconds });
+    for (const p of [50, 99]) {
+      const name = `repeat lag p${p}, ${schedules} schedules every 1 s on ${workers} workers`;
+      rows.push(row(name, percentile(ours.lagsMs, p), "ms", "lower", { name: BULLMQ, value: percentile(theirs.lagsMs, p) }));
+      lagBars.bars.push({ label: `repeat p${p}`, value: percentile(ours.lagsMs, p) }, { label: `BullMQ repeat p${p}`, value: percentile(theirs.lagsMs, p), peer: true });
+    }
+    panels.push(lagBars);
+
+    const bullThroughput = await bullmqThroughput(redis, { jobs: size.throughput.executions, concurrency: 100 });
+    log(`BullMQ throughput: ${Math.round(bullThroughput.perSecond)}/s`);
+    for (const agents of size.throughput.agents) {
+      log(`throughput with ${agents} agents`);
+      const result = await shardlineThroughput(dir, { agents, processes: Math.min(agents, 2), executions: size.throughput.executions, shardsPerTrigger: size.throughput.shardsPerTrigger });
+      rows.push(
+        row(`executions per second, ${agents} agent${agents === 1 ? "" : "s"}`, result.perSecond, "executions/s", "higher", {
+          name: `${BULLMQ}, 1 worker, concurrency 100`,
+          value: bullThroughput.perSecond,
+        }),
+      );
+    }
+
+    log("failover after SIGKILL");
+    const failover = await shardlineFailover(dir, size.failover);
+    const stall = await bullmqStallRecovery(redis, { ...size.stall, timeoutMs: 120_000 });
+    const median = percentile(failover.failoverMs, 50);
+    const worst = Math.max(...failover.failoverMs);
+    const peer = { name: `${BULLMQ}, stalled-job recovery${size.stall.lockDurationMs === undefined ? " (defaults)" : " (shortened)"}`, value: stall.recoveryMs };
+    rows.push(row(`failover after SIGKILL, median (lease ${failover.leaseTtlMs} ms)`, median, "ms", "lower", peer));
+    rows.push(row(`failover after SIGKILL, max (lease ${failover.leaseTtlMs} ms)`, worst, "ms", "lower", peer));
+    panels.push({
+      title: "SIGKILL of a worker to its work running elsewhere",
+      unit: "ms",
+      bars: [
+        { label: "Shardline median", value: median },
+        { label: "Shardline max", value: worst },
+        { label: "BullMQ stalled-job recovery", value: stall.recoveryMs, peer: true },
+      ],
+    });
+
+    log("graceful drain");
+    const drain = await shardlineDrainMisses(dir, size.drain);
+    rows.push(row(`fires missed during a graceful drain (of ${drain.expected})`, drain.missed, "executions", "lower"));
+
+    const { agents, jobs, shardsPerJob, processes } = size.scale;
+    log(`scale: ${agents} agents, ${jobs * shardsPerJob} shards`);
+    const scale = await shardlineScale(dir, size.scale);
+    const scaleName = `${agents} agents, ${jobs * shardsPerJob} shards (${processes} load processes)`;
+    rows.push(row(`controller RSS, ${scaleName}`, scale.rssBytes / 2 ** 20, "MiB", "lower"));
+    rows.push(row(`connect every agent, ${scaleName}`, scale.connectMs, "ms", "lower"));
+    rows.push(row(`place every shard, ${scaleName}`, scale.assignMs, "ms", "lower"));
+    rows.push(row(`re-place a drained agent's shards, ${scaleName}`, scale.reassignMs, "ms", "lower"));
+  } finally {
+    await redis.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const seconds = (Date.now() - startedAt.getTime()) / 1000;
+  const command = `npm run bench${mode === "full" ? "" : ` -- --${mode}`}`;
+  const cpu = cpus();
+  const targets = Object.fromEntries(rows.flatMap((r) => (targetOf(r.name) === undefined ? [] : [[r.name, targetOf(r.name)!]])));
+  const info = { command, startedAt, seconds, node: process.version, cpus: cpu.length, cpuModel: cpu[0]?.model ?? "unknown", targets };
+  const written = writeResults(out, rows, info, panels);
+  log(`done in ${Math.round(seconds)} s: ${written.join(", ")}`);
+}
+
+/** DESIGN.md's target for a figure, where it sets one. */
+function targetOf(name: string): string | undefined {
+  if (name.startsWith("fire lag p99 at 1000 fires/s")) return "<= 5 ms";
+  if (name.startsWith("executions per second")) return ">= 50,000";
+  if (name.startsWith("failover after SIGKILL")) return "<= lease + 100 ms";
+  if (name.startsWith("fires missed during a graceful drain")) return "0";
+  if (name.startsWith("shards moved, 1 of")) return "only the leaver's";
+  const join = /^shards moved, 1 agent joins (\d+) \((\d+) shards\)/.exec(name);
+  if (join !== null) return `<= ${Math.ceil(Number(join[2]) / (Number(join[1]) + 1))}`;
+  if (name.startsWith("controller RSS")) return "< 1024 MiB at 5,000 agents, 100,000 shards";
+  return undefined;
+}
+
+program.parseAsync().catch((error: unknown) => {
+  process.stderr.write(`bench: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exit(1);
+});

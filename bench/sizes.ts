@@ -1,0 +1,48 @@
+/** How big each scenario is in each mode of `npm run bench`. */
+export type BenchMode = "full" | "quick" | "smoke";
+
+export interface BenchSizes {
+  /** [shards, agents] pairs for the movement figures. */
+  movement: [number, number][];
+  fireLag: { rates: number[]; agents: number; processes: number; seconds: number; warmupSeconds: number };
+  repeat: { schedules: number; workers: number; seconds: number; warmupSeconds: number };
+  throughput: { agents: number[]; executions: number; shardsPerTrigger: number };
+  failover: { rounds: number; agents: number; shards: number };
+  /** BullMQ's stall detection; undefined fields keep BullMQ's defaults (lock 30 s, check every 30 s). */
+  stall: { lockDurationMs?: number; stalledIntervalMs?: number };
+  drain: { agents: number; shards: number; seconds: number };
+  scale: { agents: number; processes: number; jobs: number; shardsPerJob: number };
+}
+
+export const BENCH_SIZES: Record<BenchMode, BenchSizes> = {
+  full: {
+    movement: [[9, 4], [100, 10], [1000, 30]],
+    fireLag: { rates: [100, 1000, 5000], agents: 10, processes: 2, seconds: 20, warmupSeconds: 3 },
+    repeat: { schedules: 10, workers: 10, seconds: 20, warmupSeconds: 3 },
+    throughput: { agents: [1, 10, 100], executions: 50_000, shardsPerTrigger: 1000 },
+    failover: { rounds: 6, agents: 4, shards: 12 },
+    stall: {},
+    drain: { agents: 4, shards: 8, seconds: 8 },
+    scale: { agents: 5000, processes: 4, jobs: 100, shardsPerJob: 1000 },
+  },
+  quick: {
+    movement: [[9, 4], [100, 10]],
+    fireLag: { rates: [100, 1000, 5000], agents: 10, processes: 2, seconds: 5, warmupSeconds: 2 },
+    repeat: { schedules: 10, workers: 10, seconds: 6, warmupSeconds: 2 },
+    throughput: { agents: [1, 10, 100], executions: 10_000, shardsPerTrigger: 1000 },
+    failover: { rounds: 2, agents: 4, shards: 12 },
+    stall: {},
+    drain: { agents: 4, shards: 8, seconds: 4 },
+    scale: { agents: 500, processes: 2, jobs: 10, shardsPerJob: 1000 },
+  },
+  smoke: {
+    movement: [[9, 4]],
+    fireLag: { rates: [20], agents: 2, processes: 1, seconds: 2, warmupSeconds: 1 },
+    repeat: { schedules: 2, workers: 2, seconds: 2, warmupSeconds: 1 },
+    throughput: { agents: [1], executions: 200, shardsPerTrigger: 100 },
+    failover: { rounds: 1, agents: 2, shards: 4 },
+    stall: { lockDurationMs: 1000, stalledIntervalMs: 500 },
+    drain: { agents: 2, shards: 2, seconds: 2 },
+    scale: { agents: 10, processes: 2, jobs: 2, shardsPerJob: 50 },
+  },
+};
