@@ -38,11 +38,9 @@ export const sticky: ShardingStrategy = (input) => {
     }
   }
 
-  for (const shard of orphans) {
-    const target = mostUnderserved(agents, quota, assigned);
-    assignment.set(shard, target.id);
-    assigned.set(target.id, (assigned.get(target.id) ?? 0) + 1);
-  }
+  if (orphans.length === 0) return assignment;
+  const underserved = new UnderservedQueue(agents.map((agent) => ({ agent, deficit: (quota.get(agent.id) ?? 0) - (assigned.get(agent.id) ?? 0) })));
+  for (const shard of orphans) assignment.set(shard, underserved.take().id);
   return assignment;
 };
 
@@ -89,16 +87,50 @@ function byClaimOnRemainder(a: QuotaRow, b: QuotaRow): number {
   );
 }
 
-function mostUnderserved(
-  agents: readonly ShardingAgent[],
-  quota: ReadonlyMap<string, number>,
-  assigned: ReadonlyMap<string, number>,
-): ShardingAgent {
-  const deficit = (agent: ShardingAgent) => (quota.get(agent.id) ?? 0) - (assigned.get(agent.id) ?? 0);
-  return agents.reduce((best, agent) => {
-    const order = deficit(agent) - deficit(best) || best.load - agent.load || compareIds(best.id, agent.id);
-    return order > 0 ? agent : best;
-  });
+interface Deficit {
+  agent: ShardingAgent;
+  /** Shards it is owed beyond what it was given. */
+  deficit: number;
+}
+
+/** True when `a` gets the next orphan before `b`: most owed, then least loaded, then lowest id. */
+function before(a: Deficit, b: Deficit): boolean {
+  return (b.deficit - a.deficit || a.agent.load - b.agent.load || compareIds(a.agent.id, b.agent.id)) < 0;
+}
+
+/**
+ * The agents by who gets the next orphaned shard, as a binary heap: placing a job's shards on
+ * thousands of agents costs log(agents) per shard instead of a scan of every agent.
+ */
+class UnderservedQueue {
+  private readonly heap: Deficit[];
+
+  constructor(rows: Deficit[]) {
+    this.heap = rows;
+    for (let i = (rows.length >> 1) - 1; i >= 0; i--) this.down(i);
+  }
+
+  /** The agent owed the most; it is then owed one shard less. */
+  take(): ShardingAgent {
+    const top = this.heap[0]!;
+    top.deficit--;
+    this.down(0);
+    return top.agent;
+  }
+
+  private down(index: number): void {
+    const heap = this.heap;
+    for (let i = index; ; ) {
+      const left = 2 * i + 1;
+      const right = left + 1;
+      let first = i;
+      if (left < heap.length && before(heap[left]!, heap[first]!)) first = left;
+      if (right < heap.length && before(heap[right]!, heap[first]!)) first = right;
+      if (first === i) return;
+      [heap[i], heap[first]] = [heap[first]!, heap[i]!];
+      i = first;
+    }
+  }
 }
 
 /** Orders ids by UTF-16 code units, so the result does not depend on the host's locale. */
