@@ -109,10 +109,10 @@ async function runBench(mode: BenchMode, out: string): Promise<void> {
     const drain = await shardlineDrainMisses(dir, size.drain);
     rows.push(row(`fires missed during a graceful drain (of ${drain.expected})`, drain.missed, "executions", "lower"));
 
-    const { agents, jobs, shardsPerJob, processes } = size.scale;
+    const { agents, jobs, shardsPerJob, processes, heartbeatIntervalMs } = size.scale;
     log(`scale: ${agents} agents, ${jobs * shardsPerJob} shards`);
     const scale = await shardlineScale(dir, size.scale);
-    const scaleName = `${agents} agents, ${jobs * shardsPerJob} shards (${processes} load processes)`;
+    const scaleName = `${agents} agents, ${jobs * shardsPerJob} shards (heartbeat ${heartbeatIntervalMs} ms, ${processes} load processes)`;
     rows.push(row(`controller RSS, ${scaleName}`, scale.rssBytes / 2 ** 20, "MiB", "lower"));
     rows.push(row(`connect every agent, ${scaleName}`, scale.connectMs, "ms", "lower"));
     rows.push(row(`place every shard, ${scaleName}`, scale.assignMs, "ms", "lower"));

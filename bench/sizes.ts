@@ -11,7 +11,7 @@ export interface BenchSizes {
   /** BullMQ's stall detection; undefined fields keep BullMQ's defaults (lock 30 s, check every 30 s). */
   stall: { lockDurationMs?: number; stalledIntervalMs?: number };
   drain: { agents: number; shards: number; seconds: number };
-  scale: { agents: number; processes: number; jobs: number; shardsPerJob: number };
+  scale: { agents: number; processes: number; jobs: number; shardsPerJob: number; heartbeatIntervalMs: number; leaseTtlMs: number };
 }
 
 export const BENCH_SIZES: Record<BenchMode, BenchSizes> = {
@@ -23,7 +23,7 @@ export const BENCH_SIZES: Record<BenchMode, BenchSizes> = {
     failover: { rounds: 6, agents: 4, shards: 12 },
     stall: {},
     drain: { agents: 4, shards: 8, seconds: 8 },
-    scale: { agents: 5000, processes: 4, jobs: 100, shardsPerJob: 1000 },
+    scale: { agents: 5000, processes: 4, jobs: 100, shardsPerJob: 1000, heartbeatIntervalMs: 2000, leaseTtlMs: 8000 },
   },
   quick: {
     movement: [[9, 4], [100, 10]],
@@ -33,7 +33,7 @@ export const BENCH_SIZES: Record<BenchMode, BenchSizes> = {
     failover: { rounds: 2, agents: 4, shards: 12 },
     stall: {},
     drain: { agents: 4, shards: 8, seconds: 4 },
-    scale: { agents: 500, processes: 2, jobs: 10, shardsPerJob: 1000 },
+    scale: { agents: 500, processes: 2, jobs: 10, shardsPerJob: 1000, heartbeatIntervalMs: 500, leaseTtlMs: 2000 },
   },
   smoke: {
     movement: [[9, 4]],
@@ -43,6 +43,6 @@ export const BENCH_SIZES: Record<BenchMode, BenchSizes> = {
     failover: { rounds: 1, agents: 2, shards: 4 },
     stall: { lockDurationMs: 1000, stalledIntervalMs: 500 },
     drain: { agents: 2, shards: 2, seconds: 2 },
-    scale: { agents: 10, processes: 2, jobs: 2, shardsPerJob: 50 },
+    scale: { agents: 10, processes: 2, jobs: 2, shardsPerJob: 50, heartbeatIntervalMs: 500, leaseTtlMs: 2000 },
   },
 };

@@ -3,6 +3,9 @@ import { agentsReady, ControllerProcess, manifest, rssBytes, startLoad, until } 
 import { sleep } from "./fire-lag.js";
 
 export interface ScaleOptions {
+  /** Heartbeat interval and lease: a fleet this size heartbeats less often than the default. */
+  heartbeatIntervalMs: number;
+  leaseTtlMs: number;
   agents: number;
   processes: number;
   jobs: number;
@@ -25,7 +28,12 @@ export interface ScaleResult {
  * and how long placing and re-placing shards takes.
  */
 export async function shardlineScale(dir: string, options: ScaleOptions): Promise<ScaleResult> {
-  const controller = await ControllerProcess.start(join(dir, "scale.db"));
+  const controller = await ControllerProcess.start(join(dir, "scale.db"), [
+    "--heartbeat-interval",
+    String(options.heartbeatIntervalMs),
+    "--lease-ttl",
+    String(options.leaseTtlMs),
+  ]);
   const started = Date.now();
   const loads = await startLoad(controller.address, "sc", options.agents, options.processes);
   const total = options.jobs * options.shardsPerJob;
