@@ -23,7 +23,7 @@ export const BENCH_SIZES: Record<BenchMode, BenchSizes> = {
     failover: { rounds: 6, agents: 4, shards: 12 },
     stall: {},
     drain: { agents: 4, shards: 8, seconds: 8 },
-    scale: { agents: 5000, processes: 4, jobs: 100, shardsPerJob: 1000, heartbeatIntervalMs: 2000, leaseTtlMs: 8000 },
+    scale: { agents: 2000, processes: 4, jobs: 50, shardsPerJob: 1000, heartbeatIntervalMs: 2000, leaseTtlMs: 8000 },
   },
   quick: {
     movement: [[9, 4], [100, 10]],
