@@ -1,6 +1,9 @@
 import { join } from "node:path";
 import { agentsReady, ControllerProcess, manifest, startLoad, until } from "../harness.js";
 
+/** Triggers whose executions may be outstanding at once. */
+const IN_FLIGHT = 5;
+
 export interface ThroughputOptions {
   agents: number;
   processes: number;
@@ -16,8 +19,9 @@ export interface ThroughputResult {
 }
 
 /**
- * Dispatch throughput: one job of many shards with no-op handlers, triggered back to back; time
- * from the first trigger until the agents have run every execution.
+ * Dispatch throughput: one job of many shards with no-op handlers, triggered again as soon as
+ * fewer than IN_FLIGHT triggers' executions are outstanding; time from the first trigger until
+ * the agents have run every execution.
  */
 export async function shardlineThroughput(dir: string, options: ThroughputOptions): Promise<ThroughputResult> {
   const controller = await ControllerProcess.start(join(dir, `throughput-${options.agents}.db`));
@@ -34,7 +38,17 @@ export async function shardlineThroughput(dir: string, options: ThroughputOption
     const triggers = Math.ceil(options.executions / options.shardsPerTrigger);
     const executions = triggers * options.shardsPerTrigger;
     const started = performance.timeOrigin + performance.now();
-    for (let i = 0; i < triggers; i++) await controller.admin.triggerJob({ name: "throughput" });
+    const finished = async (): Promise<number> =>
+      (await Promise.all(loads.map((load) => load.ask({ type: "count" }, "count")))).reduce((sum, r) => sum + r.finished, 0);
+    // A closed loop: at most IN_FLIGHT triggers' executions outstanding, as a steady producer
+    // would keep it, rather than tens of thousands queued at once.
+    for (let i = 0; i < triggers; i++) {
+      if (i >= IN_FLIGHT) {
+        const needed = (i - IN_FLIGHT + 1) * options.shardsPerTrigger;
+        await until(`${needed} executions to finish`, async () => ((await finished()) >= needed ? true : undefined), 300_000, 2);
+      }
+      await controller.admin.triggerJob({ name: "throughput" });
+    }
     const counts = await until(
       `${executions} executions to finish`,
       async () => {
