@@ -10,9 +10,11 @@ export type Deliver = (messages: Outbound[], closes: SessionClose[]) => void;
 
 /**
  * Runs the core against the real clock and carries out its effects. Steps made in one event-loop
- * turn are flushed together: one store transaction, then their messages in order. A batch is
- * never sent before it is durable, and batches are committed in the order they were made, which
- * is what keeps a fire from being dispatched before its cursor is stored.
+ * turn are flushed together as one batch: its writes go to the store at once, and its messages
+ * go out once those writes are durable, after the messages of every earlier batch. The store
+ * commits batches in the order they were made, so later batches are written while earlier ones
+ * sync (the store may group them), yet nothing is sent before it is durable: that is what keeps
+ * a fire from being dispatched before its cursor is stored.
  */
 export class CoreDriver {
   deliver: Deliver = () => {};
@@ -21,6 +23,8 @@ export class CoreDriver {
   private timer: NodeJS.Timeout | undefined;
   private timerAt: number | undefined;
   private stopped = false;
+  /** A commit failed: nothing more is sent. */
+  private failed = false;
   private readonly emitter = new EventEmitter();
 
   constructor(
@@ -84,17 +88,23 @@ export class CoreDriver {
 
   private flush(): Promise<void> {
     const effects = this.core.take();
-    this.pipeline = this.pipeline.then(() => this.apply(effects));
+    const durable = hasWrites(effects.persist) ? this.store.commit(effects.persist) : undefined;
+    // Awaited in turn below; this only keeps a failure from counting as unhandled meanwhile.
+    durable?.catch(() => {});
+    this.pipeline = this.pipeline.then(() => this.apply(effects, durable));
     this.armTimer();
     return this.pipeline;
   }
 
-  private async apply(effects: Effects): Promise<void> {
-    if (hasWrites(effects.persist)) {
+  private async apply(effects: Effects, durable: Promise<void> | undefined): Promise<void> {
+    if (this.failed) return;
+    if (durable !== undefined) {
       try {
-        await this.store.commit(effects.persist);
+        await durable;
       } catch (error) {
-        // Sending what is not durable would break the guarantees the store exists for.
+        // Sending what is not durable would break the guarantees the store exists for; nor may
+        // any later batch go out, since its decisions rest on this one.
+        this.failed = true;
         this.stopped = true;
         this.onFatal(error);
         return;

@@ -378,6 +378,34 @@ describe("SqliteStore.commit", () => {
     expect(open).toHaveLength(10_000);
     expect(open.every((e) => e.state === "running" && e.agent === "agent-a")).toBe(true);
   });
+
+  it("writes commits made back to back, without waiting, in the order they were made", async () => {
+    const s = store();
+    await s.open();
+    const commits: Promise<void>[] = [];
+    for (let i = 1; i <= 200; i++) {
+      const e = execution({ job: "tick", fireTime: 1000, state: i % 2 === 0 ? "running" : "pending", agent: `agent-${i}` });
+      commits.push(s.commit({ executions: [e], cursors: [{ job: "tick", fireTime: i }] }));
+    }
+    await Promise.all(commits);
+    const { snapshot } = await reopen(s);
+    expect(snapshot.cursors).toEqual(new Map([["tick", 200]]));
+    expect(snapshot.openExecutions).toEqual([execution({ job: "tick", fireTime: 1000, state: "running", agent: "agent-200" })]);
+  });
+
+  it("after a failed commit, fails every later one and writes none of them", async () => {
+    const s = store();
+    await s.open();
+    await s.commit({ cursors: [{ job: "tick", fireTime: 1 }] });
+    const broken = { ...execution({ job: "tick", fireTime: 2000 }), cause: null } as unknown as ExecutionRecord;
+    const failing = s.commit({ executions: [broken], cursors: [{ job: "tick", fireTime: 2 }] });
+    const later = s.commit({ cursors: [{ job: "tick", fireTime: 3 }] });
+    expect((await rejection(failing)).message).toContain("NOT NULL");
+    expect((await rejection(later)).message).toContain("NOT NULL");
+    expect((await rejection(s.commit({ cursors: [{ job: "tick", fireTime: 4 }] }))).code).toBe("unavailable");
+    const { snapshot } = await reopen(s);
+    expect(snapshot.cursors).toEqual(new Map([["tick", 1]]));
+  });
 });
 
 describe("SqliteStore.listExecutions", () => {

@@ -1,231 +1,57 @@
-import { mkdirSync } from "node:fs";
-import { dirname } from "node:path";
-import Database from "better-sqlite3";
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
 import { ShardlineError } from "../../../shared/errors.js";
-import type { JobSpec } from "../../../shared/manifest/job-spec.js";
-import type {
-  ExecutionCause,
-  ExecutionQuery,
-  ExecutionRecord,
-  ExecutionStateName,
-  JobRecord,
-  RetentionPolicy,
-  ShardOutcome,
-  Store,
-  StoreBatch,
-  StoreSnapshot,
-} from "../store.js";
-import { migrate } from "./schema.js";
+import type { ExecutionQuery, ExecutionRecord, RetentionPolicy, Store, StoreBatch, StoreSnapshot } from "../store.js";
+import type { WriterReply, WriterRequest, WriterResults } from "./writer-protocol.js";
 
-/** The path better-sqlite3 reads as a private in-memory database (for tests). */
-export const IN_MEMORY = ":memory:";
-
-/** How long a statement waits on a lock held by another connection before failing. */
-const BUSY_TIMEOUT_MS = 5_000;
-
-/** The states the store treats as open; everything else is terminal and may be pruned. */
-const OPEN_STATES_SQL = "('pending', 'running')";
-
-const EXECUTION_COLUMNS =
-  "id, job, shard, fire_time, attempt, agent, state, started_at, finished_at, error, result, cause, parameter, not_before, fire_outcome";
-
-/** Newest fire first; within a fire, shards in order and the latest attempt first. */
-const EXECUTION_ORDER = "fire_time DESC, shard ASC, attempt DESC";
-
-interface ExecutionRow {
-  id: string;
-  job: string;
-  shard: number;
-  fire_time: number;
-  attempt: number;
-  agent: string;
-  state: string;
-  started_at: number | null;
-  finished_at: number | null;
-  error: string | null;
-  result: string | null;
-  cause: string;
-  parameter: string;
-  not_before: number | null;
-  fire_outcome: string | null;
-}
-
-interface JobRow {
-  name: string;
-  manifest: string;
-  spec_json: string;
-  paused: number;
-  revision: number;
-  disabled_shards: string;
-}
-
-type ExecutionParams = [
-  string,
-  string,
-  number,
-  number,
-  number,
-  string,
-  string,
-  number | null,
-  number | null,
-  string | null,
-  string | null,
-  string,
-  string,
-  number | null,
-  string | null,
-];
-
-/** The statements prepared once per open file. */
-interface Statements {
-  bumpTerm: Database.Statement<[], { term: number }>;
-  allJobs: Database.Statement<[], JobRow>;
-  allCursors: Database.Statement<[], { job: string; fire_time: number }>;
-  openExecutions: Database.Statement<[], ExecutionRow>;
-  settledOfOpenFires: Database.Statement<[], ExecutionRow>;
-  upsertJob: Database.Statement<[string, string, string, number, number, string]>;
-  deleteJob: Database.Statement<[string]>;
-  deleteCursor: Database.Statement<[string]>;
-  upsertCursor: Database.Statement<[string, number]>;
-  upsertExecution: Database.Statement<ExecutionParams>;
-  getExecution: Database.Statement<[string], ExecutionRow>;
-  pruneByAge: Database.Statement<[number]>;
-  pruneByCount: Database.Statement<[number]>;
-}
+type Pending = { resolve: (value: unknown) => void; reject: (error: Error) => void };
 
 /**
- * The embedded store: one SQLite file in WAL mode, for a single controller. Every commit is one
- * transaction synced to disk before it resolves, so the shell may dispatch what it wrote.
+ * The embedded store: one SQLite file in WAL mode, for a single controller. The file lives on a
+ * thread of its own (writer-thread.ts), so statements and syncs to disk never block the event
+ * loop, and commits queued during a sync share the next one. A commit resolves once its batch is
+ * on disk, so the shell may dispatch what it wrote; batches reach the disk in the order they
+ * were committed, and after a failed commit every later one fails too.
  */
 export class SqliteStore implements Store {
-  private db: Database.Database | undefined;
-  private statements: Statements | undefined;
-  /** Listing statements by the set of filters used, so each shape is prepared once. */
-  private readonly listings = new Map<string, Database.Statement<unknown[], ExecutionRow>>();
+  private worker: Worker | undefined;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 0;
+  private state: "new" | "open" | "closed" = "new";
 
   /** @param path a file path (its directory is created on open), or `:memory:`. */
   constructor(readonly path: string) {}
 
   /** Opens the file, upgrades its schema, takes the next term and loads what a controller needs. */
   async open(): Promise<StoreSnapshot> {
-    if (this.db !== undefined) {
+    if (this.state !== "new") {
       throw new ShardlineError("failed-precondition", `the SQLite store at ${this.path} is already open`);
     }
-    const db = this.openFile();
+    this.state = "open";
+    this.worker = this.startWorker();
     try {
-      const s = prepareStatements(db);
-      // IMMEDIATE takes the write lock first, so the term and the snapshot belong together.
-      const snapshot = db
-        .transaction((): StoreSnapshot => {
-          const row = s.bumpTerm.get();
-          if (row === undefined) throw new Error("the term was not written");
-          return {
-            term: row.term,
-            jobs: s.allJobs.all().map(toJobRecord),
-            cursors: new Map(s.allCursors.all().map((c) => [c.job, c.fire_time])),
-            openExecutions: s.openExecutions.all().map(toExecutionRecord),
-            settledOfOpenFires: s.settledOfOpenFires.all().map(toExecutionRecord),
-          };
-        })
-        .immediate();
-      this.db = db;
-      this.statements = s;
-      return snapshot;
-    } catch (err) {
-      db.close();
-      throw openError(this.path, err);
+      return await this.ask("open", { path: this.path });
+    } catch (error) {
+      await this.stopWorker();
+      this.state = "new";
+      throw error;
     }
   }
 
   /** Writes the whole batch in one transaction; resolves once it is on disk, rejects having written nothing. */
-  async commit(batch: StoreBatch): Promise<void> {
-    const { db, s } = this.opened();
-    guard("commit a batch", () =>
-      db
-        .transaction(() => {
-          for (const job of batch.jobs ?? []) {
-            s.upsertJob.run(
-              job.name,
-              job.manifest,
-              JSON.stringify(job.spec),
-              job.paused ? 1 : 0,
-              job.revision,
-              JSON.stringify(job.disabledShards ?? []),
-            );
-          }
-          for (const name of batch.deletedJobs ?? []) {
-            s.deleteJob.run(name);
-            s.deleteCursor.run(name);
-          }
-          for (const cursor of batch.cursors ?? []) {
-            s.upsertCursor.run(cursor.job, cursor.fireTime);
-          }
-          for (const e of batch.executions ?? []) {
-            s.upsertExecution.run(
-              e.id,
-              e.job,
-              e.shard,
-              e.fireTime,
-              e.attempt,
-              e.agent,
-              e.state,
-              e.startedAt ?? null,
-              e.finishedAt ?? null,
-              e.error ?? null,
-              e.result ?? null,
-              e.cause,
-              e.parameter,
-              e.notBefore ?? null,
-              e.fireOutcome === undefined ? null : JSON.stringify(e.fireOutcome),
-            );
-          }
-        })
-        .immediate(),
-    );
+  commit(batch: StoreBatch): Promise<void> {
+    return this.ask("commit", { batch });
   }
 
   /** The execution history matching every given filter, newest fire first, at most `limit`. */
-  async listExecutions(query: ExecutionQuery): Promise<ExecutionRecord[]> {
-    if (!Number.isSafeInteger(query.limit) || query.limit < 0) {
-      throw ShardlineError.invalid("limit", query.limit, "an integer of at least 0");
-    }
-    const { db } = this.opened();
-    const clauses: string[] = [];
-    const params: unknown[] = [];
-    const filter = (value: unknown, clause: string): void => {
-      if (value === undefined) return;
-      clauses.push(clause);
-      params.push(value);
-    };
-    filter(query.job, "job = ?");
-    filter(query.shard, "shard = ?");
-    filter(query.agent, "agent = ?");
-    filter(query.state, "state = ?");
-    filter(query.since, "fire_time >= ?");
-    filter(query.until, "fire_time < ?");
-    params.push(query.limit);
-    const key = clauses.join(" AND ");
-    return guard("list executions", () => {
-      let statement = this.listings.get(key);
-      if (statement === undefined) {
-        const where = key === "" ? "" : `WHERE ${key}`;
-        statement = db.prepare<unknown[], ExecutionRow>(
-          `SELECT ${EXECUTION_COLUMNS} FROM executions ${where} ORDER BY ${EXECUTION_ORDER} LIMIT ?`,
-        );
-        this.listings.set(key, statement);
-      }
-      return statement.all(...params).map(toExecutionRecord);
-    });
+  listExecutions(query: ExecutionQuery): Promise<ExecutionRecord[]> {
+    return this.ask("list", { query });
   }
 
   /** One execution by its id (`JOB/FIRE_UNIX_MS/SHARD/ATTEMPT`), if the store still holds it. */
-  async getExecution(id: string): Promise<ExecutionRecord | undefined> {
-    const { s } = this.opened();
-    return guard("read an execution", () => {
-      const row = s.getExecution.get(id);
-      return row === undefined ? undefined : toExecutionRecord(row);
-    });
+  getExecution(id: string): Promise<ExecutionRecord | undefined> {
+    return this.ask("get", { executionId: id });
   }
 
   /**
@@ -233,174 +59,85 @@ export class SqliteStore implements Store {
    * `maxPerJob` newest finished ones of each job, in one transaction. Pending and running
    * executions are never touched. An infinite limit disables that rule.
    */
-  async prune(policy: RetentionPolicy, now: number): Promise<number> {
-    if (!(policy.maxAgeMs >= 0)) {
-      throw ShardlineError.invalid("maxAgeMs", policy.maxAgeMs, "a number of milliseconds of at least 0");
-    }
-    if (!(policy.maxPerJob >= 0) || !(Number.isInteger(policy.maxPerJob) || policy.maxPerJob === Infinity)) {
-      throw ShardlineError.invalid("maxPerJob", policy.maxPerJob, "an integer of at least 0");
-    }
-    const { db, s } = this.opened();
-    return guard("prune executions", () =>
-      db
-        .transaction((): number => {
-          let deleted = 0;
-          if (Number.isFinite(policy.maxAgeMs)) deleted += s.pruneByAge.run(now - policy.maxAgeMs).changes;
-          if (Number.isFinite(policy.maxPerJob)) deleted += s.pruneByCount.run(policy.maxPerJob).changes;
-          return deleted;
-        })
-        .immediate(),
-    );
+  prune(policy: RetentionPolicy, now: number): Promise<number> {
+    return this.ask("prune", { policy, now });
   }
 
-  /** Closes the file; a second close does nothing. */
+  /** Closes the file once everything asked before is done; a second close does nothing. */
   async close(): Promise<void> {
-    const db = this.db;
-    this.db = undefined;
-    this.statements = undefined;
-    this.listings.clear();
-    if (db !== undefined) guard("close the store", () => db.close());
-  }
-
-  private openFile(): Database.Database {
-    let db: Database.Database | undefined;
+    if (this.state !== "open") return;
     try {
-      if (this.path !== IN_MEMORY) mkdirSync(dirname(this.path), { recursive: true });
-      db = new Database(this.path);
-      // WAL lets readers run beside the writer; FULL syncs the WAL on every commit, because a
-      // commit must survive power loss before the controller dispatches what it recorded.
-      db.pragma("journal_mode = WAL");
-      db.pragma("synchronous = FULL");
-      db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
-      migrate(db, this.path);
-      return db;
-    } catch (err) {
-      db?.close();
-      throw openError(this.path, err);
+      await this.ask("close", {});
+    } finally {
+      this.state = "closed";
+      await this.stopWorker();
     }
   }
 
-  private opened(): { db: Database.Database; s: Statements } {
-    if (this.db === undefined || this.statements === undefined) {
-      throw new ShardlineError("failed-precondition", `the SQLite store at ${this.path} is not open`);
+  private ask<K extends WriterRequest["op"]>(
+    op: K,
+    fields: Omit<Extract<WriterRequest, { op: K }>, "id" | "op">,
+  ): Promise<WriterResults[K]> {
+    const worker = this.worker;
+    if (this.state !== "open" || worker === undefined) {
+      return Promise.reject(new ShardlineError("failed-precondition", `the SQLite store at ${this.path} is not open`));
     }
-    return { db: this.db, s: this.statements };
+    const id = ++this.nextId;
+    return new Promise<WriterResults[K]>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (value: unknown) => void, reject });
+      // The thread keeps the process alive only while it owes an answer.
+      if (this.pending.size === 1) worker.ref();
+      worker.postMessage({ id, op, ...fields });
+    });
   }
-}
 
-function prepareStatements(db: Database.Database): Statements {
-  return {
-    bumpTerm: db.prepare(
-      "INSERT INTO meta (id, term) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET term = term + 1 RETURNING term",
-    ),
-    allJobs: db.prepare("SELECT name, manifest, spec_json, paused, revision, disabled_shards FROM jobs ORDER BY name"),
-    allCursors: db.prepare("SELECT job, fire_time FROM cursors"),
-    openExecutions: db.prepare(
-      `SELECT ${EXECUTION_COLUMNS} FROM executions WHERE state IN ${OPEN_STATES_SQL}
-       ORDER BY fire_time, shard, attempt`,
-    ),
-    // Walks from the open executions (few) to their fires' other rows through executions_by_job.
-    settledOfOpenFires: db.prepare(
-      `SELECT ${EXECUTION_COLUMNS.split(", ").map((c) => `e.${c}`).join(", ")}
-       FROM (SELECT DISTINCT job, fire_time FROM executions WHERE state IN ${OPEN_STATES_SQL}) AS f
-       JOIN executions AS e ON e.job = f.job AND e.fire_time = f.fire_time
-       WHERE e.state NOT IN ${OPEN_STATES_SQL}
-       ORDER BY e.fire_time, e.shard, e.attempt`,
-    ),
-    upsertJob: db.prepare(
-      `INSERT INTO jobs (name, manifest, spec_json, paused, revision, disabled_shards) VALUES (?, ?, ?, ?, ?, ?)
-       ON CONFLICT (name) DO UPDATE SET manifest = excluded.manifest, spec_json = excluded.spec_json,
-         paused = excluded.paused, revision = excluded.revision, disabled_shards = excluded.disabled_shards`,
-    ),
-    deleteJob: db.prepare("DELETE FROM jobs WHERE name = ?"),
-    deleteCursor: db.prepare("DELETE FROM cursors WHERE job = ?"),
-    upsertCursor: db.prepare(
-      "INSERT INTO cursors (job, fire_time) VALUES (?, ?) ON CONFLICT (job) DO UPDATE SET fire_time = excluded.fire_time",
-    ),
-    // The id fixes job, fire time, shard and attempt (and with them cause and parameter), so an
-    // update sets only what changes: SQLite then leaves the indexes on the fixed columns alone.
-    upsertExecution: db.prepare(
-      `INSERT INTO executions (${EXECUTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (id) DO UPDATE SET agent = excluded.agent, state = excluded.state,
-         started_at = excluded.started_at, finished_at = excluded.finished_at, error = excluded.error,
-         result = excluded.result, not_before = excluded.not_before, fire_outcome = excluded.fire_outcome`,
-    ),
-    getExecution: db.prepare(`SELECT ${EXECUTION_COLUMNS} FROM executions WHERE id = ?`),
-    pruneByAge: db.prepare(
-      `DELETE FROM executions WHERE state NOT IN ${OPEN_STATES_SQL} AND fire_time < ?`,
-    ),
-    // Ranks each job's finished executions in listing order and drops those past the limit.
-    pruneByCount: db.prepare(
-      `DELETE FROM executions WHERE id IN (
-         SELECT id FROM (
-           SELECT id, ROW_NUMBER() OVER (PARTITION BY job ORDER BY ${EXECUTION_ORDER}) AS rank
-           FROM executions WHERE state NOT IN ${OPEN_STATES_SQL}
-         ) WHERE rank > ?
-       )`,
-    ),
-  };
-}
+  private startWorker(): Worker {
+    const worker = new Worker(writerThreadScript());
+    worker.unref();
+    worker.on("message", (reply: WriterReply) => {
+      const waiting = this.pending.get(reply.id);
+      if (waiting === undefined) return;
+      this.pending.delete(reply.id);
+      if (this.pending.size === 0) worker.unref();
+      if (reply.ok) {
+        waiting.resolve(reply.value);
+      } else {
+        const { code, message, details, cause } = reply.error;
+        waiting.reject(new ShardlineError(code, message, details, cause === undefined ? undefined : { cause: new Error(cause) }));
+      }
+    });
+    const failAll = (error: Error): void => {
+      for (const waiting of this.pending.values()) waiting.reject(error);
+      this.pending.clear();
+    };
+    worker.on("error", (error) => {
+      failAll(new ShardlineError("unavailable", `SQLite store at ${this.path}: its thread failed: ${error.message}`, {}, { cause: error }));
+    });
+    worker.on("exit", (code) => {
+      if (this.worker === worker) this.worker = undefined;
+      failAll(new ShardlineError("unavailable", `SQLite store at ${this.path}: its thread exited (${code})`));
+    });
+    return worker;
+  }
 
-function toJobRecord(row: JobRow): JobRecord {
-  return {
-    name: row.name,
-    manifest: row.manifest,
-    spec: JSON.parse(row.spec_json) as JobSpec,
-    paused: row.paused !== 0,
-    revision: row.revision,
-    disabledShards: JSON.parse(row.disabled_shards) as number[],
-  };
-}
-
-function toExecutionRecord(row: ExecutionRow): ExecutionRecord {
-  const record: ExecutionRecord = {
-    id: row.id,
-    job: row.job,
-    shard: row.shard,
-    fireTime: row.fire_time,
-    attempt: row.attempt,
-    agent: row.agent,
-    state: row.state as ExecutionStateName,
-    cause: row.cause as ExecutionCause,
-    parameter: row.parameter,
-  };
-  // Absent rather than undefined, so a record reads back exactly as it was written.
-  if (row.started_at !== null) record.startedAt = row.started_at;
-  if (row.finished_at !== null) record.finishedAt = row.finished_at;
-  if (row.error !== null) record.error = row.error;
-  if (row.result !== null) record.result = row.result;
-  if (row.not_before !== null) record.notBefore = row.not_before;
-  if (row.fire_outcome !== null) record.fireOutcome = JSON.parse(row.fire_outcome) as ShardOutcome[];
-  return record;
-}
-
-/** Runs one store operation, turning a driver error into `unavailable` with the cause kept. */
-function guard<T>(action: string, operation: () => T): T {
-  try {
-    return operation();
-  } catch (err) {
-    if (err instanceof ShardlineError) throw err;
-    throw new ShardlineError("unavailable", `SQLite store: could not ${action}: ${messageOf(err)}`, {}, { cause: err });
+  private async stopWorker(): Promise<void> {
+    const worker = this.worker;
+    this.worker = undefined;
+    if (worker !== undefined) await worker.terminate();
   }
 }
 
 /**
- * A file that cannot be opened, is not a database, or cannot be written will not get better by
- * retrying, so it is `failed-precondition`; a lock held by another process may clear, so that one
- * is `unavailable`. Both name the path for the operator.
+ * The thread's script. Built, it sits beside this module. Under vitest this module runs from its
+ * TypeScript source, which Node 20 cannot start as a thread, so the build's copy is used: `npm
+ * test` builds first.
  */
-function openError(path: string, err: unknown): ShardlineError {
-  if (err instanceof ShardlineError) return err;
-  const code = (err as { code?: unknown } | null)?.code;
-  const locked = typeof code === "string" && (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED"));
-  return new ShardlineError(
-    locked ? "unavailable" : "failed-precondition",
-    `cannot open the SQLite store at ${path}: ${messageOf(err)}`,
-    { field: "--store", value: path },
-    { cause: err },
-  );
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+function writerThreadScript(): URL {
+  const own = import.meta.url;
+  if (!own.endsWith(".ts")) return new URL("./writer-thread.js", own);
+  const built = new URL("../../../dist/controller/store/sqlite/writer-thread.js", own);
+  if (!existsSync(fileURLToPath(built))) {
+    throw new ShardlineError("failed-precondition", `the SQLite store's thread is not built (${fileURLToPath(built)}): run npm run build`);
+  }
+  return built;
 }

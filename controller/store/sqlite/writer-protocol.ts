@@ -1,0 +1,32 @@
+import type { ErrorCode, ErrorDetails } from "../../../shared/errors.js";
+import type { ExecutionQuery, ExecutionRecord, RetentionPolicy, StoreBatch, StoreSnapshot } from "../store.js";
+
+/** What SqliteStore asks its writer thread, each with an id its reply carries back. */
+export type WriterRequest =
+  | { id: number; op: "open"; path: string }
+  | { id: number; op: "commit"; batch: StoreBatch }
+  | { id: number; op: "list"; query: ExecutionQuery }
+  | { id: number; op: "get"; executionId: string }
+  | { id: number; op: "prune"; policy: RetentionPolicy; now: number }
+  | { id: number; op: "close" };
+
+/** What each request resolves with. */
+export interface WriterResults {
+  open: StoreSnapshot;
+  commit: undefined;
+  list: ExecutionRecord[];
+  get: ExecutionRecord | undefined;
+  prune: number;
+  close: undefined;
+}
+
+/** A ShardlineError as it crosses the thread boundary (a structured clone drops its class). */
+export interface WriterError {
+  code: ErrorCode;
+  message: string;
+  details: ErrorDetails;
+  /** The message of the error's cause (the SQLite driver's), when it had one. */
+  cause?: string;
+}
+
+export type WriterReply = { id: number; ok: true; value: unknown } | { id: number; ok: false; error: WriterError };
