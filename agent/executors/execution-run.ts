@@ -88,11 +88,16 @@ export class RunReports {
     return this.#options.maxResultBytes;
   }
 
-  /** Reports RUNNING, stamped now. */
-  running(): void {
+  /** The wall clock now, for a RUNNING report made just after the work started. */
+  stampStart(): number {
+    return this.#wallClock();
+  }
+
+  /** Reports RUNNING, stamped `startedAt` (default now). */
+  running(startedAt = this.#wallClock()): void {
     if (this.#finished || this.#running) return;
     this.#running = true;
-    this.#startedAt = this.#wallClock();
+    this.#startedAt = startedAt;
     this.#options.report(this.#update(ExecutionState.RUNNING, {}));
   }
 

@@ -27,6 +27,7 @@ import { HandlerExecutor } from "../executors/handler/handler-executor.js";
 import { HttpExecutor } from "../executors/http/http-executor.js";
 import { ScriptExecutor } from "../executors/script/script-executor.js";
 import { resolveAgentOptions, type AgentOptions, type ResolvedAgentOptions } from "./agent-options.js";
+import { processStarts } from "./on-time-starts.js";
 import { AssignmentTable, refOf, shardKey, type AssignmentRef, type HeldAssignment } from "./assignment-table.js";
 import { Backoff } from "./backoff.js";
 import { Lease } from "./lease.js";
@@ -95,8 +96,6 @@ interface RunEntry {
   job: string;
   /** NO_SHARD for a completion hook run. */
   shard: number;
-  /** Armed while the run waits for its fire instant (dispatched ahead). */
-  startTimer?: NodeJS.Timeout;
   /** The RUNNING update, listed in the next Hello while the run lasts. */
   running?: ExecutionUpdate;
 }
@@ -139,6 +138,7 @@ export class Agent {
   readonly #unconfirmed = new Map<string, Unconfirmed>();
   /** Resolved when the last run ends. */
   #idleWaiters: (() => void)[] = [];
+
   #outbox: ExecutionUpdate[] = [];
   #flushScheduled: NodeJS.Immediate | undefined;
 
@@ -600,18 +600,8 @@ export class Agent {
       const shard = context.fireOutcome === undefined ? refOf(context.assignment!).shard : NO_SHARD;
       const entry: RunEntry = { run, job: context.job, shard };
       this.#runs.set(context.executionId, entry);
-      // Dispatched ahead of its fire instant: start on time by this agent's clock, waiting no
-      // longer than the controller said it dispatches ahead, so a skewed clock cannot stall it.
-      // Fire instants are wall-clock time; the agent's clock option is monotonic, for leases.
-      const wait = Math.min(Math.ceil(Number(context.fireTimeUnixMs) - (performance.timeOrigin + performance.now())), this.#dispatchAheadMs);
-      if (wait >= 1) {
-        entry.startTimer = setTimeout(() => {
-          entry.startTimer = undefined;
-          run.start();
-        }, wait);
-      } else {
-        run.start();
-      }
+      // Dispatched ahead of its fire instant: started at it, by this agent's clock.
+      processStarts.add(Number(context.fireTimeUnixMs), this.#dispatchAheadMs, run);
     }
   }
 
@@ -668,7 +658,6 @@ export class Agent {
   }
 
   #runEnded(entry: RunEntry): void {
-    clearTimeout(entry.startTimer);
     const held = this.#table.get(entry.job, entry.shard);
     if (held?.revoking && this.#runsOn(held) === 0) {
       this.#table.remove(held.job, held.shard);
@@ -809,3 +798,4 @@ function toAssignment(ref: AssignmentRef): Assignment {
     generation: ref.generation,
   };
 }
+

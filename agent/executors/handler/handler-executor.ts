@@ -45,6 +45,7 @@ class HandlerRun implements ExecutionRun {
   readonly #reports: RunReports;
   #timer: NodeJS.Timeout | undefined;
   #value: unknown;
+  #begun = false;
 
   constructor(
     readonly context: ExecutionContext,
@@ -63,24 +64,29 @@ class HandlerRun implements ExecutionRun {
   }
 
   start(): void {
-    if (this.#reports.started || this.#reports.finished) return;
+    if (this.#begun || this.#reports.finished) return;
+    this.#begun = true;
     const { context } = this;
     const handler = Object.hasOwn(this.options.handlers, context.handler) ? this.options.handlers[context.handler] : undefined;
     if (handler === undefined) {
       this.#finish(ExecutionState.FAILED, { error: `no handler named ${JSON.stringify(context.handler)} on this agent` });
       return;
     }
-    this.#reports.running();
+    const startedAt = this.#reports.stampStart();
     if (context.timeoutMs > 0) {
       this.#timer = setTimeout(() => this.#abort(ExecutionState.TIMED_OUT, `timed out after ${context.timeoutMs} ms`), context.timeoutMs);
     }
     let outcome: Promise<unknown>;
     try {
-      // Called synchronously, not in a .then(): every microtask before the handler is fire lag.
+      // Called synchronously, not in a .then(), and before RUNNING is reported: everything
+      // before the handler is fire lag, for this run and for every run starting after it.
       outcome = Promise.resolve(handler(handlerContextOf(context, this.options.agentId, this.#controller.signal, this.#log)));
     } catch (error) {
       outcome = Promise.reject(error);
     }
+    // Whatever the handler did synchronously, its outcome is reported no sooner than a microtask
+    // from now, so RUNNING still comes first.
+    this.#reports.running(startedAt);
     outcome.then(
       (value) =>
         this.#settled(() => {
