@@ -15,7 +15,8 @@ import type { HandlerContext } from "../agent/sdk.js";
 /** What the parent sends. */
 export type LoadCommand =
   | { type: "start"; controller: string; ids: string[]; maxConcurrent?: number }
-  | { type: "lags" }
+  /** The lags recorded so far; with `reset`, forgotten in the same step. */
+  | { type: "lags"; reset?: boolean }
   | { type: "count" }
   | { type: "reset" }
   | { type: "holdings" }
@@ -87,6 +88,7 @@ async function handle(command: LoadCommand): Promise<void> {
       return;
     case "lags":
       send({ type: "lags", lagsMs: lags, finished });
+      if (command.reset === true) lags = [];
       return;
     case "count":
       send({ type: "count", finished, lastFinishedAt });

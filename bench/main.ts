@@ -63,6 +63,22 @@ async function runBench(mode: BenchMode, out: string): Promise<void> {
       lagBars.bars.push({ label: `${rate}/s p50`, value: p50 }, { label: `${rate}/s p99`, value: p99 });
     }
 
+    const soak = size.soak;
+    const soakName = `a ${formatDuration(soak.seconds)} soak at ${soak.firesPerSecond} fires/s`;
+    log(soakName);
+    const soaked = await shardlineFireLag(dir, soak);
+    const first = soaked.rss[0]!;
+    const last = soaked.rss[soaked.rss.length - 1]!;
+    const mib = (bytes: number): number => bytes / 2 ** 20;
+    rows.push(row(`controller RSS at the start of ${soakName}`, mib(first.controllerBytes), "MiB", "lower"));
+    rows.push(row(`controller RSS at the end of ${soakName}`, mib(last.controllerBytes), "MiB", "lower"));
+    rows.push(row(`controller RSS, largest sample of ${soakName}`, mib(Math.max(...soaked.rss.map((r) => r.controllerBytes))), "MiB", "lower"));
+    rows.push(row(`agent processes' RSS at the start of ${soakName}`, mib(first.agentsBytes), "MiB", "lower"));
+    rows.push(row(`agent processes' RSS at the end of ${soakName}`, mib(last.agentsBytes), "MiB", "lower"));
+    rows.push(row(`fire lag p99 over ${soakName}`, percentile(soaked.lagsMs, 99), "ms", "lower"));
+    rows.push(row(`executions run in ${soakName}`, soaked.lagsMs.length, "executions", "higher"));
+    rows.push(row(`misfired in ${soakName}`, soaked.misfired, "executions", "lower"));
+
     const { schedules, workers, seconds, warmupSeconds } = size.repeat;
     log(`repeat lag: ${schedules} schedules every second on ${workers} workers`);
     const ours = await shardlineFireLag(dir, { firesPerSecond: schedules, shardsPerJob: 1, agents: workers, processes: Math.min(workers, 2), seconds, warmupSeconds });
@@ -130,6 +146,10 @@ async function runBench(mode: BenchMode, out: string): Promise<void> {
   log(`done in ${Math.round(seconds)} s: ${written.join(", ")}`);
 }
 
+function formatDuration(seconds: number): string {
+  return seconds >= 60 && seconds % 60 === 0 ? `${seconds / 60}-minute` : `${seconds}-second`;
+}
+
 /** DESIGN.md's target for a figure, where it sets one. */
 function targetOf(name: string): string | undefined {
   if (name.startsWith("fire lag p99 at 1000 fires/s")) return "<= 5 ms";
@@ -139,7 +159,8 @@ function targetOf(name: string): string | undefined {
   if (name.startsWith("shards moved, 1 of")) return "only the leaver's";
   const join = /^shards moved, 1 agent joins (\d+) \((\d+) shards\)/.exec(name);
   if (join !== null) return `<= ${Math.ceil(Number(join[2]) / (Number(join[1]) + 1))}`;
-  if (name.startsWith("controller RSS")) return "< 1024 MiB at 5,000 agents, 100,000 shards";
+  if (name.startsWith("controller RSS at the end of")) return "flat: about the start's";
+  if (/^controller RSS, \d+ agents/.test(name)) return "< 1024 MiB at 5,000 agents, 100,000 shards";
   return undefined;
 }
 

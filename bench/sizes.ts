@@ -6,6 +6,8 @@ export interface BenchSizes {
   movement: [number, number][];
   fireLag: { rates: number[]; agents: number; processes: number; seconds: number; warmupSeconds: number };
   repeat: { schedules: number; workers: number; seconds: number; warmupSeconds: number };
+  /** A long run at a steady rate, for memory: RSS sampled every `sampleEverySeconds`. */
+  soak: { firesPerSecond: number; agents: number; processes: number; seconds: number; warmupSeconds: number; sampleEverySeconds: number };
   throughput: { agents: number[]; executions: number; shardsPerTrigger: number };
   failover: { rounds: number; agents: number; shards: number };
   /** BullMQ's stall detection; undefined fields keep BullMQ's defaults (lock 30 s, check every 30 s). */
@@ -19,6 +21,7 @@ export const BENCH_SIZES: Record<BenchMode, BenchSizes> = {
     movement: [[9, 4], [100, 10], [1000, 30]],
     fireLag: { rates: [100, 1000, 5000], agents: 10, processes: 2, seconds: 20, warmupSeconds: 3 },
     repeat: { schedules: 10, workers: 10, seconds: 20, warmupSeconds: 3 },
+    soak: { firesPerSecond: 1000, agents: 10, processes: 2, seconds: 600, warmupSeconds: 10, sampleEverySeconds: 30 },
     throughput: { agents: [1, 10, 100], executions: 50_000, shardsPerTrigger: 1000 },
     failover: { rounds: 6, agents: 4, shards: 12 },
     stall: {},
@@ -29,6 +32,7 @@ export const BENCH_SIZES: Record<BenchMode, BenchSizes> = {
     movement: [[9, 4], [100, 10]],
     fireLag: { rates: [100, 1000, 5000], agents: 10, processes: 2, seconds: 5, warmupSeconds: 2 },
     repeat: { schedules: 10, workers: 10, seconds: 6, warmupSeconds: 2 },
+    soak: { firesPerSecond: 1000, agents: 10, processes: 2, seconds: 15, warmupSeconds: 2, sampleEverySeconds: 5 },
     throughput: { agents: [1, 10, 100], executions: 10_000, shardsPerTrigger: 1000 },
     failover: { rounds: 2, agents: 4, shards: 12 },
     stall: {},
@@ -39,6 +43,7 @@ export const BENCH_SIZES: Record<BenchMode, BenchSizes> = {
     movement: [[9, 4]],
     fireLag: { rates: [20], agents: 2, processes: 1, seconds: 2, warmupSeconds: 1 },
     repeat: { schedules: 2, workers: 2, seconds: 2, warmupSeconds: 1 },
+    soak: { firesPerSecond: 20, agents: 2, processes: 1, seconds: 2, warmupSeconds: 1, sampleEverySeconds: 1 },
     throughput: { agents: [1], executions: 200, shardsPerTrigger: 100 },
     failover: { rounds: 1, agents: 2, shards: 4 },
     stall: { lockDurationMs: 1000, stalledIntervalMs: 500 },

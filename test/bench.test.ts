@@ -53,6 +53,9 @@ describe("npm run bench (its smallest run)", () => {
       }
     }
     expect(new Set(rows.map((r) => r.name)).size).toBe(rows.length);
+    expect(rows.map((r) => r.name)).toEqual(
+      expect.arrayContaining([expect.stringMatching(/^controller RSS at the start of a .* soak/), expect.stringMatching(/^controller RSS at the end of a .* soak/)]),
+    );
     const peers = rows.filter((r) => r.peer?.startsWith("BullMQ"));
     expect(peers.map((r) => r.name)).toEqual(
       expect.arrayContaining([expect.stringMatching(/^repeat lag p99/), expect.stringMatching(/^executions per second/), expect.stringMatching(/^failover after SIGKILL/)]),

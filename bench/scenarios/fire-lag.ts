@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
-import { agentsReady, ControllerProcess, manifest, startLoad, until } from "../harness.js";
+import { agentsReady, ControllerProcess, manifest, rssBytes, startLoad, until } from "../harness.js";
 
 export interface FireLagOptions {
   /** Shard fires per second: jobs of up to 100 shards, each firing every second. */
@@ -11,6 +11,20 @@ export interface FireLagOptions {
   processes: number;
   seconds: number;
   warmupSeconds: number;
+  /**
+   * For a soak: collect lags and sample memory this often, rather than once at the end, so the
+   * load processes do not hold every lag of a long run.
+   */
+  sampleEverySeconds?: number;
+}
+
+/** Resident set sizes at one instant of a run. */
+export interface RssSample {
+  /** Seconds since measuring began. */
+  atSeconds: number;
+  controllerBytes: number;
+  /** Every load process together. */
+  agentsBytes: number;
 }
 
 export interface FireLagResult {
@@ -18,6 +32,8 @@ export interface FireLagResult {
   lagsMs: number[];
   /** Executions recorded as misfired while measuring (fires the controller could not start). */
   misfired: number;
+  /** Memory when measuring began, at every sample, and at the end. */
+  rss: RssSample[];
 }
 
 /**
@@ -41,12 +57,28 @@ export async function shardlineFireLag(dir: string, options: FireLagOptions): Pr
     await sleep(options.warmupSeconds * 1000);
     for (const load of loads) load.send({ type: "reset" });
     const since = Date.now();
-    await sleep(options.seconds * 1000);
-    const lagsMs = (await Promise.all(loads.map((load) => load.ask({ type: "lags" }, "lags")))).flatMap((r) => r.lagsMs);
-    const misfired = (
-      await controller.admin.listExecutions({ state: ExecutionState.MISFIRED, sinceUnixMs: BigInt(since), limit: 10_000 })
-    ).executions.length;
-    return { lagsMs, misfired };
+    const rss: RssSample[] = [];
+    const sampleRss = (): void => {
+      const agentsBytes = loads.reduce((sum, load) => sum + rssBytes(load.pid), 0);
+      rss.push({ atSeconds: (Date.now() - since) / 1000, controllerBytes: rssBytes(controller.pid), agentsBytes });
+    };
+    sampleRss();
+    const lagsMs: number[] = [];
+    let misfired = 0;
+    const every = Math.min(options.seconds, options.sampleEverySeconds ?? options.seconds) * 1000;
+    for (let from = since; from < since + options.seconds * 1000; ) {
+      const to = Math.min(from + every, since + options.seconds * 1000);
+      await sleep(to - Date.now());
+      for (const reply of await Promise.all(loads.map((load) => load.ask({ type: "lags", reset: true }, "lags")))) {
+        for (const lag of reply.lagsMs) lagsMs.push(lag);
+      }
+      // Counted per period: retention prunes old history during a long soak.
+      const query = { state: ExecutionState.MISFIRED, sinceUnixMs: BigInt(from), untilUnixMs: BigInt(to), limit: 10_000 };
+      misfired += (await controller.admin.listExecutions(query)).executions.length;
+      sampleRss();
+      from = to;
+    }
+    return { lagsMs, misfired, rss };
   } finally {
     await Promise.all(loads.map((load) => load.stop()));
     await controller.stop();
