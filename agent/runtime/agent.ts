@@ -504,6 +504,11 @@ export class Agent {
     this.#fenced = true;
     this.#log.warn({ reason, running: this.#runs.size }, "fenced: aborting every run and starting nothing new");
     this.#abortAll(ExecutionState.LOST, `fenced: ${reason}`);
+    // Its shards may belong to another agent by now: it claims none of them in its next Hello,
+    // where a restarted controller would take a stale claim for a live one. The controller's
+    // snapshot on the next stream says which are still its own.
+    for (const held of this.#table.list()) this.#table.remove(held.job, held.shard);
+    this.#emitAssignments();
     this.#events.emit("fenced", reason);
     // An open stream that let the lease lapse is stuck or partitioned; a fresh one is the cure.
     this.#closeStream(status.UNAVAILABLE, `fenced: ${reason}`);

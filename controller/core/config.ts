@@ -10,6 +10,13 @@ export interface CoreConfig {
    */
   leaseTtlMs: number;
   /**
+   * How much longer than the lease the controller waits before it treats an agent's lease as
+   * expired. The agent's lease runs from when it sent the acked heartbeat, by its own clock;
+   * this covers that clock running slow (the simulator allows 1,000 ppm) and the agent's fence
+   * timer waking late, so a lost agent has fenced itself before its shards move.
+   */
+  leaseMarginMs: number;
+  /**
    * Missed fires recorded one by one after controller downtime, per job; older ones are counted
    * in a single event instead, so a long outage cannot flood the history.
    */
@@ -34,6 +41,7 @@ export interface CoreConfig {
 export const DEFAULT_CORE_CONFIG: CoreConfig = {
   heartbeatIntervalMs: 500,
   leaseTtlMs: 2000,
+  leaseMarginMs: 50,
   maxMissedFiresRecorded: 100,
   reconnectGraceMs: 5000,
   dispatchAheadMs: 250,

@@ -101,6 +101,8 @@ interface ShardEntry {
   claim?: [number, number];
   /** When the shard's last daemon run ended under its current owner; the next one waits a backoff. */
   daemonEndedAt?: number;
+  /** Cut off by a smaller shard count while its owner still held it: see JobEntry.retired. */
+  retired?: boolean;
 }
 
 interface JobEntry {
@@ -113,6 +115,13 @@ interface JobEntry {
   fireToken: number;
   /** The latest fire instant issued, scheduled or manual, so ids never collide. */
   lastIssuedFire: number;
+  /**
+   * Shards a smaller shard count removed whose owner has not yet given them back (released, or
+   * lost and its lease expired). They stay owned, and revoked, meanwhile: should the count grow
+   * again, the shard returns still fenced for that owner, and no second agent can take it while
+   * the first may still be running it.
+   */
+  retired: Map<number, ShardEntry>;
 }
 
 /**
@@ -356,7 +365,7 @@ export class ControllerCore {
     agent.maxConcurrent = hello.maxConcurrent;
     agent.version = hello.version;
     agent.connectedAt = this.now;
-    agent.leaseExpiry = this.now + this.config.leaseTtlMs;
+    agent.leaseExpiry = this.leaseFromNow();
     this.sessions.set(session, agent.id);
     this.armLeaseTimer(agent);
     this.outbox.send(session, {
@@ -368,18 +377,28 @@ export class ControllerCore {
     });
     this.emit(returning ? "agent.reconnected" : "agent.joined", `agent ${agent.id} connected`, { agent: agent.id });
 
-    this.reattachExecutions(agent, hello.executions);
+    const finished = this.reattachExecutions(agent, hello.executions);
     this.adoptHeld(agent, hello.held);
     this.sendSnapshot(agent);
     this.reconcileAll();
+    for (const report of finished) this.applyReport(agent, report);
     for (const shard of agent.shards) this.dispatchShard(shard);
     this.dispatchFireCompletes();
+  }
+
+  /**
+   * When an agent's lease ends in the controller's view, renewed now: one lease, plus a margin
+   * for the agent's clock running slow and its fence timer firing late, so that the agent has
+   * always fenced itself before its shards move.
+   */
+  private leaseFromNow(): number {
+    return this.now + this.config.leaseTtlMs + this.config.leaseMarginMs;
   }
 
   heartbeat(session: string, seq: number, now: number): void {
     this.advance(now);
     const agent = this.agentOf(session);
-    agent.leaseExpiry = this.now + this.config.leaseTtlMs;
+    agent.leaseExpiry = this.leaseFromNow();
     this.outbox.send(session, { kind: "heartbeat-ack", seq, leaseExpiresAt: agent.leaseExpiry });
   }
 
@@ -396,7 +415,7 @@ export class ControllerCore {
     const touched = new Set<JobEntry>();
     for (const ref of released) {
       const job = this.jobs.get(ref.job);
-      const shard = job?.shards[ref.shard];
+      const shard = job?.shards[ref.shard] ?? job?.retired.get(ref.shard);
       if (job === undefined || shard === undefined) continue;
       if (shard.owner !== agent.id || shard.term !== ref.term || shard.generation !== ref.generation) continue;
       this.loseRunning(shard, "its agent released the shard before the run finished");
@@ -675,6 +694,11 @@ export class ControllerCore {
     const job = this.jobs.get(execution.job);
     const shard = job?.shards[execution.shard];
     const fireComplete = execution.shard === FIRE_COMPLETE_SHARD;
+    if (job === undefined || (shard === undefined && !fireComplete)) {
+      // Its job or shard was removed while it ran: removal cancels runs, this one included.
+      this.closeExecution(execution, "cancelled", { error: `cancelled: its ${job === undefined ? "job was deleted" : "shard was removed"}; ${reason}` });
+      return;
+    }
     // A daemon run is not re-run: the shard's next owner starts its own.
     const rerun =
       job !== undefined && (shard !== undefined || fireComplete) && job.record.spec.failover !== "off" && execution.cause !== "daemon";
@@ -1245,6 +1269,7 @@ export class ControllerCore {
   }
 
   private unassign(shard: ShardEntry): void {
+    if (shard.retired === true) this.jobs.get(shard.job)?.retired.delete(shard.shard);
     if (shard.owner !== undefined) this.agents.get(shard.owner)?.shards.delete(shard);
     shard.owner = undefined;
     shard.revoking = false;
@@ -1255,21 +1280,29 @@ export class ControllerCore {
     return { job: shard.job, shard: shard.shard, term: shard.term, generation: shard.generation };
   }
 
-  /** Re-attaches the runs a reconnecting agent still holds; the rest of its runs are lost. */
-  private reattachExecutions(agent: AgentEntry, reports: readonly ExecutionReport[]): void {
+  /**
+   * Re-attaches the runs a reconnecting agent still holds; the rest of its runs are lost. Returns
+   * its reports of runs that finished meanwhile, for the caller to apply once the agent has its
+   * assignments again: a finish frees the shard for its next execution, which is dispatched at
+   * once and must be neither taken for a run missing from the Hello nor sent before the snapshot.
+   */
+  private reattachExecutions(agent: AgentEntry, reports: readonly ExecutionReport[]): ExecutionReport[] {
     const reported = new Set<string>();
+    const finished: ExecutionReport[] = [];
     for (const report of reports) {
       const execution = this.open.get(report.executionId);
       if (execution === undefined || execution.agent !== agent.id) continue;
       reported.add(execution.id);
       if (report.state === "pending") continue;
-      this.applyReport(agent, report);
+      if (report.state === "running") this.applyReport(agent, report);
+      else finished.push(report);
     }
     for (const id of [...agent.executions]) {
       if (reported.has(id)) continue;
       const execution = this.open.get(id);
       if (execution !== undefined) this.loseExecution(execution, `agent ${agent.id} reconnected without it`);
     }
+    return finished;
   }
 
   /**
@@ -1311,15 +1344,22 @@ export class ControllerCore {
 
 
   private addJobEntry(record: JobRecord): JobEntry {
-    const job: JobEntry = { record, shards: [], fireToken: 0, lastIssuedFire: 0 };
+    const job: JobEntry = { record, shards: [], fireToken: 0, lastIssuedFire: 0, retired: new Map() };
     this.jobs.set(record.name, job);
     this.resizeShards(job, record.spec.shards);
     return job;
   }
 
   private resizeShards(job: JobEntry, count: number): void {
-    while (job.shards.length > count) this.removeShard(job.shards.pop()!, "the job's shard count was reduced");
+    while (job.shards.length > count) this.removeShard(job.shards.pop()!, "the job's shard count was reduced", job);
     while (job.shards.length < count) {
+      const retired = job.retired.get(job.shards.length);
+      if (retired !== undefined) {
+        job.retired.delete(retired.shard);
+        retired.retired = false;
+        job.shards.push(retired);
+        continue;
+      }
       job.shards.push({
         job: job.record.name,
         shard: job.shards.length,
@@ -1332,8 +1372,12 @@ export class ControllerCore {
     }
   }
 
-  /** Cancels a shard's waiting runs, asks its running ones to stop, and takes it from its owner. */
-  private removeShard(shard: ShardEntry, reason: string): void {
+  /**
+   * Cancels a shard's waiting runs, asks its running ones to stop, and takes it from its owner.
+   * With `retireIn` (a smaller shard count), a shard whose owner still holds it is kept in that
+   * job's retired shards until the owner gives it back.
+   */
+  private removeShard(shard: ShardEntry, reason: string, retireIn?: JobEntry): void {
     for (const execution of shard.queue) this.closeExecution(execution, "cancelled", { error: reason });
     shard.queue = [];
     const owner = shard.owner === undefined ? undefined : this.agents.get(shard.owner);
@@ -1342,6 +1386,12 @@ export class ControllerCore {
         this.outbox.send(owner.session, { kind: "cancel", executionIds: [...shard.running], reason });
       }
       this.outbox.send(owner.session, { kind: "assignments", snapshot: false, add: [], revoke: [this.refOf(shard)] });
+    }
+    if (owner !== undefined && retireIn !== undefined) {
+      shard.revoking = true;
+      shard.retired = true;
+      retireIn.retired.set(shard.shard, shard);
+      return;
     }
     this.unassign(shard);
   }

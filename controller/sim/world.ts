@@ -1,0 +1,665 @@
+/**
+ * The deterministic simulator's world: the real ControllerCore, a model of its store and shell,
+ * model agents that follow docs/protocol.md (the real agent's AssignmentTable and Lease inside),
+ * and a network of one link per agent. Time is simulated; every source of chance is the
+ * scenario's seed. The invariants of DESIGN.md are checked after every event.
+ */
+import type { Assignment } from "../../shared/gen/shardline/v1/types_pb.js";
+import type { JobSpec } from "../../shared/manifest/job-spec.js";
+import { AssignmentTable, shardKey } from "../../agent/runtime/assignment-table.js";
+import { Lease } from "../../agent/runtime/lease.js";
+import { type CoreConfig, DEFAULT_CORE_CONFIG } from "../core/config.js";
+import { ControllerCore } from "../core/controller-core.js";
+import type { AgentCommand, AssignmentRef, ExecutionContext, ExecutionReport } from "../core/messages.js";
+import { MemoryDurableState, testSpec } from "../core/testing/core-harness.js";
+import { TERMINAL_STATES, type ExecutionRecord } from "../store/store.js";
+
+/** One thing that happens to the world, chosen by the scenario. */
+export type Step =
+  | { kind: "advance"; ms: number }
+  /** The agent's process dies: its runs stop, its stream resets. */
+  | { kind: "crash"; agent: number }
+  /** A crashed agent's process starts again, with nothing held. */
+  | { kind: "restart"; agent: number }
+  /** The agent's stream drops; both ends see it; the agent reconnects after a backoff. */
+  | { kind: "drop"; agent: number }
+  /** The agent's link goes down: both ends stay alive, messages wait (TCP), until heal. */
+  | { kind: "partition"; agent: number }
+  | { kind: "heal"; agent: number }
+  /** The agent heartbeats four times slower than it should, until `fast`. */
+  | { kind: "slow"; agent: number }
+  | { kind: "fast"; agent: number }
+  /** The controller dies and a new one starts from the store, under a higher term. */
+  | { kind: "failover" }
+  /** A job is applied again with another shard count. */
+  | { kind: "edit"; job: number; shards: number };
+
+export interface Scenario {
+  /** Seeds what the steps leave to chance: run durations, reconnect backoffs. */
+  seed: number;
+  /** Each agent's clock rate error (0.001 runs 0.1% fast); bounded by MAX_DRIFT. */
+  drifts: number[];
+  steps: Step[];
+}
+
+/** The largest clock rate error the simulator gives an agent: 1,000 ppm, 20x a poor crystal. */
+export const MAX_DRIFT = 0.001;
+
+/** A broken invariant, with the simulated instant and what was seen. */
+export class InvariantViolation extends Error {
+  constructor(
+    readonly invariant: string,
+    readonly at: number,
+    detail: string,
+  ) {
+    super(`invariant ${invariant} broken at t=${at} ms: ${detail}`);
+  }
+}
+
+const T0 = Date.UTC(2026, 0, 1, 0, 0, 0);
+/** How long after a partition a controller notices a dead stream by keepalive (10 s ping + 5 s). */
+const KEEPALIVE_DETECT_MS = 15_000;
+const MAX_BACKOFF_MS = 5_000;
+/** At the end, faults stop and the world runs this long so every fire can settle. */
+const SETTLE_MS = 20_000;
+
+/** The jobs every scenario runs: fenced failover, catch-up misfire, so every fire is recorded. */
+export function simJobs(): JobSpec[] {
+  return [
+    testSpec("every-second", { shards: 3, overlap: "forbid", misfire: "catch-up", maxCatchUp: 10 }),
+    testSpec("every-2s", { shards: 2, schedule: "*/2 * * * * *", overlap: "allow", misfire: "catch-up", maxCatchUp: 10 }),
+  ];
+}
+
+interface Run {
+  context: ExecutionContext;
+  /** Real instants; startAt undefined until it starts. */
+  startAt?: number;
+  endAt?: number;
+  durationMs: number;
+}
+
+/** A message on the wire of one stream. */
+interface Wire {
+  session: string;
+  toController: boolean;
+  deliver: () => void;
+}
+
+class SimAgent {
+  alive = true;
+  table = new AssignmentTable();
+  lease = new Lease();
+  seq = 0n;
+  /** The stream this agent has open, from its side. */
+  session: string | undefined;
+  welcomed = false;
+  lastAckAt = 0;
+  fenced = false;
+  runs = new Map<string, Run>();
+  /** Finished reports not yet carried by an open stream. */
+  unsent: ExecutionReport[] = [];
+  nextHeartbeatAt: number | undefined;
+  reconnectAt: number | undefined;
+  slow = false;
+  linkUp = true;
+
+  constructor(
+    readonly id: string,
+    readonly drift: number,
+  ) {}
+
+  /** The agent's own monotonic clock at a real instant. */
+  clock(real: number): number {
+    return (real - T0) * (1 + this.drift);
+  }
+
+  /** The first whole real millisecond at which its clock reads `local` or later. */
+  realAt(local: number): number {
+    let real = T0 + Math.ceil(local / (1 + this.drift));
+    while (this.clock(real) < local) real++;
+    return real;
+  }
+}
+
+/** A tiny deterministic PRNG (mulberry32): the world's only source of chance besides the steps. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export class World {
+  now = T0;
+  readonly durable = new MemoryDurableState();
+  core: ControllerCore;
+  readonly agents: SimAgent[];
+  private readonly random: () => number;
+  private sessionCount = 0;
+  /** Sessions the controller has open, by agent id. */
+  private readonly controllerSessions = new Map<string, string>();
+  /** Messages on their way, first in first out: each is delivered as an event of its own. */
+  private readonly inFlight: Wire[] = [];
+  /** Messages held by a partitioned link, by agent. */
+  private readonly held = new Map<string, Wire[]>();
+  /** Streams one end closed while the link was down: the other end learns at heal or keepalive. */
+  private readonly closeNotices: { session: string; agent: string; at: number; toController: boolean }[] = [];
+  /** Every execution id that ever started, with its agent: none may start twice. */
+  private readonly started = new Map<string, string>();
+  /** Finished executions as first seen finished: the store may never lose or change them. */
+  private readonly finished = new Map<string, string>();
+  private readonly cursors = new Map<string, number>();
+  private readonly jobs: JobSpec[];
+  /** When each job's shard count changed, for the final accounting. */
+  private readonly edits: number[] = [];
+  readonly log: string[] = [];
+
+  constructor(
+    readonly scenario: Scenario,
+    readonly config: CoreConfig = DEFAULT_CORE_CONFIG,
+  ) {
+    this.random = prng(scenario.seed);
+    this.agents = scenario.drifts.map((drift, i) => new SimAgent(`agent-${i}`, drift));
+    this.core = new ControllerCore(this.config, this.durable.snapshot(), this.now);
+    this.jobs = simJobs();
+    for (const spec of this.jobs) this.core.applyJob(spec.name, spec, `name: ${spec.name}`, this.now);
+    this.flushController();
+    for (const agent of this.agents) this.connect(agent);
+  }
+
+  /** Runs the scenario, then settles; throws InvariantViolation at the first broken invariant. */
+  run(): void {
+    for (const step of this.scenario.steps) this.apply(step);
+    this.settle();
+  }
+
+  apply(step: Step): void {
+    this.log.push(`t=${this.now - T0} ${JSON.stringify(step)}`);
+    const agent = "agent" in step ? this.agents[step.agent % this.agents.length]! : undefined;
+    switch (step.kind) {
+      case "advance":
+        this.advanceTo(this.now + step.ms);
+        return;
+      case "crash":
+        if (agent!.alive) this.crash(agent!);
+        return;
+      case "restart":
+        if (!agent!.alive) {
+          const fresh = new SimAgent(agent!.id, agent!.drift);
+          fresh.linkUp = agent!.linkUp;
+          this.agents[this.agents.indexOf(agent!)] = fresh;
+          this.connect(fresh);
+        }
+        return;
+      case "drop":
+        if (agent!.alive && agent!.session !== undefined && agent!.linkUp) {
+          const session = agent!.session;
+          this.agentStreamClosed(agent!);
+          this.controllerStreamClosed(agent!.id, session);
+        }
+        return;
+      case "partition":
+        agent!.linkUp = false;
+        return;
+      case "heal":
+        this.heal(agent!);
+        return;
+      case "slow":
+        agent!.slow = true;
+        return;
+      case "fast":
+        agent!.slow = false;
+        return;
+      case "failover":
+        this.failover();
+        return;
+      case "edit": {
+        const spec = this.jobs[step.job % this.jobs.length]!;
+        const changed = { ...spec, shards: step.shards };
+        this.jobs[step.job % this.jobs.length] = changed;
+        this.edits.push(this.now);
+        this.core.applyJob(changed.name, changed, `name: ${changed.name}`, this.now);
+        this.flushController();
+        this.check();
+        return;
+      }
+    }
+  }
+
+  /** Ends every fault, runs a while, and checks that every fire was accounted for. */
+  settle(): void {
+    for (const [i, agent] of this.agents.entries()) {
+      this.heal(agent);
+      agent.slow = false;
+      if (!agent.alive) this.apply({ kind: "restart", agent: i });
+    }
+    const faultsEnd = this.now;
+    this.advanceTo(this.now + SETTLE_MS);
+    this.accountForFires(faultsEnd);
+  }
+
+  // The event loop of the world.
+
+  private advanceTo(until: number): void {
+    let sameInstant = 0;
+    for (;;) {
+      const next = this.nextEvent();
+      if (next === undefined || next.at > until) break;
+      sameInstant = next.at <= this.now ? sameInstant + 1 : 0;
+      // A world that makes no progress is a bug of the simulator or of the core: say so.
+      if (sameInstant > 10_000) this.violation("progress", "10,000 events at one instant without time moving on");
+      this.now = Math.max(this.now, next.at);
+      next.run();
+      this.check();
+    }
+    this.now = until;
+  }
+
+  private nextEvent(): { at: number; run: () => void } | undefined {
+    let best: { at: number; run: () => void } | undefined;
+    const consider = (at: number | undefined, run: () => void): void => {
+      if (at !== undefined && (best === undefined || at < best.at)) best = { at, run };
+    };
+    // The network first: what was sent arrives before time moves on, in the order it was sent.
+    if (this.inFlight.length > 0) return { at: this.now, run: () => this.inFlight.shift()!.deliver() };
+    const deadline = this.core.nextDeadline();
+    consider(deadline, () => {
+      this.core.tick(this.now);
+      this.flushController();
+    });
+    for (const agent of this.agents) {
+      if (!agent.alive) continue;
+      consider(agent.nextHeartbeatAt, () => this.heartbeat(agent));
+      consider(agent.reconnectAt, () => {
+        agent.reconnectAt = undefined;
+        this.connect(agent);
+      });
+      if (agent.lease.expiresAt !== Number.NEGATIVE_INFINITY && !agent.fenced) {
+        consider(agent.realAt(agent.lease.expiresAt), () => {
+          if (!agent.fenced && !agent.lease.valid(agent.clock(this.now))) this.fence(agent);
+        });
+      }
+      for (const run of agent.runs.values()) {
+        if (run.startAt === undefined) {
+          consider(this.startInstant(agent, run), () => this.startRun(agent, run));
+        } else {
+          consider(run.startAt + run.durationMs, () => this.finishRun(agent, run, "succeeded"));
+        }
+      }
+    }
+    for (const notice of this.closeNotices) {
+      consider(notice.at, () => {
+        this.closeNotices.splice(this.closeNotices.indexOf(notice), 1);
+        if (notice.toController) this.controllerStreamClosed(notice.agent, notice.session);
+        else {
+          const agent = this.agents.find((a) => a.id === notice.agent);
+          if (agent !== undefined && agent.session === notice.session) this.agentStreamClosed(agent);
+        }
+      });
+    }
+    return best;
+  }
+
+  // The controller and its shell.
+
+  private flushController(): void {
+    for (;;) {
+      const effects = this.core.take();
+      const persist = effects.persist;
+      for (const job of persist.jobs ?? []) this.durable.jobs.set(job.name, job);
+      for (const name of persist.deletedJobs ?? []) {
+        this.durable.jobs.delete(name);
+        this.durable.cursors.delete(name);
+      }
+      for (const { job, fireTime } of persist.cursors ?? []) this.durable.cursors.set(job, fireTime);
+      for (const execution of persist.executions ?? []) this.durable.executions.set(execution.id, { ...execution });
+      for (const { session, command } of effects.messages) this.toAgent(session, command);
+      for (const { session } of effects.closes) {
+        const agentId = [...this.controllerSessions.entries()].find(([, s]) => s === session)?.[0];
+        if (agentId === undefined) continue;
+        this.controllerSessions.delete(agentId);
+        this.core.streamClosed(session, this.now);
+        this.notifyAgentOfClose(agentId, session);
+      }
+      if (!this.core.hasEffects) return;
+    }
+  }
+
+  private failover(): void {
+    for (const [agentId, session] of [...this.controllerSessions]) {
+      this.controllerSessions.delete(agentId);
+      this.notifyAgentOfClose(agentId, session);
+    }
+    for (const [agent, wires] of this.held) this.held.set(agent, wires.filter((w) => !w.toController));
+    this.core = new ControllerCore(this.config, this.durable.snapshot(), this.now);
+    this.flushController();
+    this.check();
+  }
+
+  private controllerStreamClosed(agentId: string, session: string): void {
+    if (this.controllerSessions.get(agentId) !== session) return;
+    this.controllerSessions.delete(agentId);
+    this.core.streamClosed(session, this.now);
+    this.flushController();
+  }
+
+  private notifyAgentOfClose(agentId: string, session: string): void {
+    const agent = this.agents.find((a) => a.id === agentId);
+    if (agent === undefined || agent.session !== session) return;
+    if (agent.linkUp) this.agentStreamClosed(agent);
+    // Partitioned: the agent finds out by its own stall check, or at heal.
+    else this.closeNotices.push({ session, agent: agentId, at: Number.POSITIVE_INFINITY, toController: false });
+  }
+
+  private toAgent(session: string, command: AgentCommand): void {
+    const agent = this.agents.find((a) => a.session === session && a.alive);
+    if (agent === undefined) return;
+    const deliver = (): void => {
+      if (agent.session === session && agent.alive) this.receive(agent, command);
+    };
+    this.send(agent, { session, toController: false, deliver });
+  }
+
+  private toController(agent: SimAgent, call: (session: string) => void): void {
+    const session = agent.session;
+    if (session === undefined) return;
+    const deliver = (): void => {
+      if (this.controllerSessions.get(agent.id) !== session) return;
+      call(session);
+      this.flushController();
+    };
+    this.send(agent, { session, toController: true, deliver });
+  }
+
+  private send(agent: SimAgent, wire: Wire): void {
+    if (agent.linkUp) {
+      this.inFlight.push(wire);
+      return;
+    }
+    const wires = this.held.get(agent.id) ?? [];
+    wires.push(wire);
+    this.held.set(agent.id, wires);
+  }
+
+  private heal(agent: SimAgent): void {
+    if (agent.linkUp) return;
+    agent.linkUp = true;
+    const wires = this.held.get(agent.id) ?? [];
+    this.held.delete(agent.id);
+    // Streams closed at one end during the partition are reset now; the rest flows again.
+    for (const notice of [...this.closeNotices]) {
+      if (notice.agent === agent.id) notice.at = this.now;
+    }
+    this.inFlight.push(...wires);
+  }
+
+  // The model agent, per docs/protocol.md.
+
+  private connect(agent: SimAgent): void {
+    if (!agent.alive) return;
+    if (!agent.linkUp) {
+      agent.reconnectAt = this.now + this.backoff();
+      return;
+    }
+    const session = `s${++this.sessionCount}`;
+    agent.session = session;
+    agent.welcomed = false;
+    agent.seq = 0n;
+    agent.lease.forgetPending();
+    // The Hello counts as heartbeat 0, and the Welcome as its ack, as in the real agent.
+    agent.lease.sent(0n, agent.clock(this.now));
+    const previous = this.controllerSessions.get(agent.id);
+    if (previous !== undefined) this.controllerStreamClosed(agent.id, previous);
+    this.controllerSessions.set(agent.id, session);
+    const executions: ExecutionReport[] = [
+      ...[...agent.runs.values()].map((run) => ({ executionId: run.context.executionId, state: run.startAt === undefined ? ("pending" as const) : ("running" as const) })),
+      ...agent.unsent,
+    ];
+    agent.unsent = [];
+    this.core.hello(
+      session,
+      {
+        agentId: agent.id,
+        labels: {},
+        capacity: 1,
+        handlers: ["work"],
+        executors: [],
+        maxConcurrent: 0,
+        version: "sim",
+        held: agent.table.list().map((h) => ({ job: h.job, shard: h.shard, term: Number(h.term), generation: Number(h.generation) })),
+        executions,
+      },
+      this.now,
+    );
+    this.flushController();
+  }
+
+  private receive(agent: SimAgent, command: AgentCommand): void {
+    switch (command.kind) {
+      case "welcome":
+        agent.welcomed = true;
+        agent.lastAckAt = agent.clock(this.now);
+        if (agent.lease.ack(0n, this.config.leaseTtlMs)) agent.fenced = false;
+        agent.nextHeartbeatAt = agent.realAt(agent.clock(this.now) + this.config.heartbeatIntervalMs);
+        return;
+      case "heartbeat-ack":
+        if (agent.lease.ack(BigInt(command.seq), this.config.leaseTtlMs)) {
+          agent.lastAckAt = agent.clock(this.now);
+          agent.fenced = false;
+        }
+        return;
+      case "assignments": {
+        const message = (ref: AssignmentRef): Assignment =>
+          ({ shard: { job: ref.job, shard: ref.shard }, term: BigInt(ref.term), generation: BigInt(ref.generation) }) as unknown as Assignment;
+        const changes = agent.table.apply({ snapshot: command.snapshot, add: command.add.map(message), revoke: command.revoke.map(message) });
+        for (const dropped of changes.dropped) {
+          for (const run of [...agent.runs.values()]) {
+            if (run.context.job === dropped.job && run.context.shard === dropped.shard) this.finishRun(agent, run, "lost");
+          }
+        }
+        const release = [
+          ...changes.unknownRevokes,
+          ...changes.revoked.filter((held) => ![...agent.runs.values()].some((r) => r.context.job === held.job && r.context.shard === held.shard)),
+        ];
+        for (const ref of changes.revoked) {
+          if (release.includes(ref)) agent.table.remove(ref.job, ref.shard);
+        }
+        this.release(agent, release);
+        return;
+      }
+      case "dispatch":
+        for (const context of command.executions) this.dispatched(agent, context);
+        return;
+      case "cancel":
+        for (const id of command.executionIds) {
+          const run = agent.runs.get(id);
+          if (run !== undefined) this.finishRun(agent, run, "cancelled");
+        }
+        return;
+    }
+  }
+
+  private dispatched(agent: SimAgent, context: ExecutionContext): void {
+    if (agent.runs.has(context.executionId)) return;
+    const local = agent.clock(this.now);
+    const refused =
+      agent.fenced ||
+      !agent.lease.valid(local) ||
+      context.assignment === undefined ||
+      !agent.table.holds({ ...context.assignment, term: BigInt(context.assignment.term), generation: BigInt(context.assignment.generation) });
+    if (refused) {
+      this.report(agent, { executionId: context.executionId, state: "lost", finishedAt: this.now, error: "refused" });
+      return;
+    }
+    agent.runs.set(context.executionId, { context, durationMs: 20 + Math.floor(this.random() * 1500) });
+  }
+
+  /** When a waiting run starts: its fire instant by the agent's clock, waiting no longer than dispatch-ahead. */
+  private startInstant(agent: SimAgent, run: Run): number {
+    const fireLocal = agent.clock(run.context.fireTime);
+    return Math.max(this.now, Math.min(agent.realAt(fireLocal), this.now + this.config.dispatchAheadMs));
+  }
+
+  private startRun(agent: SimAgent, run: Run): void {
+    run.startAt = this.now;
+    const id = run.context.executionId;
+    const before = this.started.get(id);
+    if (before !== undefined) this.violation("3", `${id} started a second time, on ${agent.id}, after ${before}`);
+    this.started.set(id, agent.id);
+  }
+
+  private finishRun(agent: SimAgent, run: Run, state: "succeeded" | "lost" | "cancelled"): void {
+    agent.runs.delete(run.context.executionId);
+    run.endAt = this.now;
+    this.report(agent, { executionId: run.context.executionId, state, startedAt: run.startAt, finishedAt: this.now });
+    const held = agent.table.get(run.context.job, run.context.shard);
+    if (held?.revoking && ![...agent.runs.values()].some((r) => r.context.job === held.job && r.context.shard === held.shard)) {
+      agent.table.remove(held.job, held.shard);
+      this.release(agent, [held]);
+    }
+  }
+
+  private report(agent: SimAgent, report: ExecutionReport): void {
+    if (agent.session === undefined || !agent.welcomed) {
+      agent.unsent.push(report);
+      return;
+    }
+    this.toController(agent, (session) => this.core.executionUpdates(session, [report], this.now));
+  }
+
+  private release(agent: SimAgent, refs: readonly { job: string; shard: number; term: bigint; generation: bigint }[]): void {
+    if (refs.length === 0) return;
+    const released = refs.map((r) => ({ job: r.job, shard: r.shard, term: Number(r.term), generation: Number(r.generation) }));
+    this.toController(agent, (session) => this.core.release(session, released, this.now));
+  }
+
+  private heartbeat(agent: SimAgent): void {
+    const interval = this.config.heartbeatIntervalMs * (agent.slow ? 4 : 1);
+    agent.nextHeartbeatAt = agent.realAt(agent.clock(this.now) + interval);
+    if (agent.session === undefined || !agent.welcomed) return;
+    const local = agent.clock(this.now);
+    if (local - agent.lastAckAt > this.config.leaseTtlMs) {
+      // No ack for a whole lease: the agent gives up on the stream, as the real one does.
+      const session = agent.session;
+      this.agentStreamClosed(agent);
+      if (agent.linkUp) this.controllerStreamClosed(agent.id, session);
+      else this.closeNotices.push({ session, agent: agent.id, at: this.now + KEEPALIVE_DETECT_MS, toController: true });
+      return;
+    }
+    agent.seq += 1n;
+    agent.lease.sent(agent.seq, local);
+    const seq = Number(agent.seq);
+    this.toController(agent, (session) => this.core.heartbeat(session, seq, this.now));
+  }
+
+  private fence(agent: SimAgent): void {
+    agent.fenced = true;
+    // As the real agent does: a fenced agent claims nothing in its next Hello.
+    for (const held of agent.table.list()) agent.table.remove(held.job, held.shard);
+    for (const run of [...agent.runs.values()]) this.finishRun(agent, run, "lost");
+    if (agent.session !== undefined) {
+      const session = agent.session;
+      this.agentStreamClosed(agent);
+      if (agent.linkUp) this.controllerStreamClosed(agent.id, session);
+      else this.closeNotices.push({ session, agent: agent.id, at: this.now + KEEPALIVE_DETECT_MS, toController: true });
+    }
+  }
+
+  private agentStreamClosed(agent: SimAgent): void {
+    agent.session = undefined;
+    agent.welcomed = false;
+    agent.nextHeartbeatAt = undefined;
+    agent.reconnectAt = this.now + this.backoff();
+  }
+
+  private crash(agent: SimAgent): void {
+    agent.alive = false;
+    for (const run of agent.runs.values()) run.endAt = this.now;
+    agent.runs.clear();
+    agent.nextHeartbeatAt = undefined;
+    agent.reconnectAt = undefined;
+    const session = agent.session;
+    agent.session = undefined;
+    if (session === undefined) return;
+    if (agent.linkUp) this.controllerStreamClosed(agent.id, session);
+    else this.closeNotices.push({ session, agent: agent.id, at: this.now + KEEPALIVE_DETECT_MS, toController: true });
+  }
+
+  private backoff(): number {
+    return Math.floor(this.random() * MAX_BACKOFF_MS);
+  }
+
+  // Invariants.
+
+  private violation(invariant: string, detail: string): never {
+    throw new InvariantViolation(invariant, this.now - T0, detail);
+  }
+
+  /**
+   * DESIGN.md's invariants 1, 2 and 4, at this instant: one acting owner per shard, one agent
+   * running each fire of a shard, and nothing finished or recorded ever lost.
+   */
+  check(): void {
+    const owners = new Map<string, string[]>();
+    const running = new Map<string, string[]>();
+    for (const agent of this.agents) {
+      if (!agent.alive) continue;
+      // An owner acts on its shards: alive, not fenced, with a lease valid by its own clock.
+      if (!agent.fenced && agent.lease.valid(agent.clock(this.now))) {
+        for (const held of agent.table.list()) {
+          const key = shardKey(held.job, held.shard);
+          owners.set(key, [...(owners.get(key) ?? []), agent.id]);
+        }
+      }
+      for (const run of agent.runs.values()) {
+        if (run.startAt === undefined) continue;
+        const key = `${run.context.job}/${run.context.fireTime}/${run.context.shard}`;
+        running.set(key, [...(running.get(key) ?? []), agent.id]);
+      }
+    }
+    for (const [key, ids] of owners) if (ids.length > 1) this.violation("1", `${key} is held with a valid lease by ${ids.join(" and ")}`);
+    for (const [key, ids] of running) if (ids.length > 1) this.violation("2", `fire ${key} runs on ${ids.join(" and ")} at once`);
+    for (const [id, state] of this.finished) {
+      const now = this.durable.executions.get(id);
+      if (now === undefined || now.state !== state) this.violation("4", `finished execution ${id} (${state}) is now ${now?.state ?? "gone"} in the store`);
+    }
+    for (const [id, execution] of this.durable.executions) {
+      if (TERMINAL_STATES.has(execution.state) && !this.finished.has(id)) this.finished.set(id, execution.state);
+    }
+    for (const [job, cursor] of this.durable.cursors) {
+      if (cursor < (this.cursors.get(job) ?? -Infinity)) this.violation("4", `the cursor of ${job} went back to ${cursor}`);
+      this.cursors.set(job, cursor);
+    }
+  }
+
+  /**
+   * Invariant 3: every fire made before the faults ended is accounted for. Each of its shards'
+   * last attempt is terminal, and none ended lost (a fenced job re-runs what was lost); and
+   * every instant of every-second has a record, away from shard-count edits.
+   */
+  private accountForFires(faultsEnd: number): void {
+    const latest = new Map<string, ExecutionRecord>();
+    for (const execution of this.durable.executions.values()) {
+      if (execution.fireTime > faultsEnd) continue;
+      const key = `${execution.job}/${execution.fireTime}/${execution.shard}`;
+      const before = latest.get(key);
+      if (before === undefined || before.attempt < execution.attempt) latest.set(key, execution);
+    }
+    for (const [key, execution] of latest) {
+      if (!TERMINAL_STATES.has(execution.state)) this.violation("3", `fire ${key} is still ${execution.state} ${SETTLE_MS} ms after the faults ended`);
+      if (execution.state === "lost") this.violation("3", `fire ${key} ended lost, with no re-run`);
+      if (execution.state === "misfired" && !execution.error) this.violation("3", `fire ${key} misfired without a reason`);
+    }
+    const fired = new Set([...latest.values()].filter((e) => e.job === "every-second").map((e) => e.fireTime));
+    const first = Math.min(...fired);
+    for (let t = first; t <= faultsEnd - 2000; t += 1000) {
+      if (this.edits.some((at) => Math.abs(at - t) < 2000)) continue;
+      if (!fired.has(t)) this.violation("3", `every-second has no record of its fire at t=${t - T0}`);
+    }
+  }
+}
