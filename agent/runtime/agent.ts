@@ -138,7 +138,6 @@ export class Agent {
   readonly #unconfirmed = new Map<string, Unconfirmed>();
   /** Resolved when the last run ends. */
   #idleWaiters: (() => void)[] = [];
-
   #outbox: ExecutionUpdate[] = [];
   #flushScheduled: NodeJS.Immediate | undefined;
 
@@ -803,4 +802,3 @@ function toAssignment(ref: AssignmentRef): Assignment {
     generation: ref.generation,
   };
 }
-

@@ -700,8 +700,7 @@ export class ControllerCore {
       return;
     }
     // A daemon run is not re-run: the shard's next owner starts its own.
-    const rerun =
-      job !== undefined && (shard !== undefined || fireComplete) && job.record.spec.failover !== "off" && execution.cause !== "daemon";
+    const rerun = job.record.spec.failover !== "off" && execution.cause !== "daemon";
     this.closeExecution(execution, "lost", { error: reason }, rerun);
     this.emit("execution.lost", `${execution.id} lost: ${reason}`, {
       job: execution.job,

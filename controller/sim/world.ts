@@ -73,9 +73,8 @@ export function simJobs(): JobSpec[] {
 
 interface Run {
   context: ExecutionContext;
-  /** Real instants; startAt undefined until it starts. */
+  /** The real instant it started; undefined while it waits for its fire instant. */
   startAt?: number;
-  endAt?: number;
   durationMs: number;
 }
 
@@ -157,7 +156,6 @@ export class World {
   private readonly jobs: JobSpec[];
   /** When each job's shard count changed, for the final accounting. */
   private readonly edits: number[] = [];
-  readonly log: string[] = [];
 
   constructor(
     readonly scenario: Scenario,
@@ -179,7 +177,6 @@ export class World {
   }
 
   apply(step: Step): void {
-    this.log.push(`t=${this.now - T0} ${JSON.stringify(step)}`);
     const agent = "agent" in step ? this.agents[step.agent % this.agents.length]! : undefined;
     switch (step.kind) {
       case "advance":
@@ -515,7 +512,6 @@ export class World {
 
   private finishRun(agent: SimAgent, run: Run, state: "succeeded" | "lost" | "cancelled"): void {
     agent.runs.delete(run.context.executionId);
-    run.endAt = this.now;
     this.report(agent, { executionId: run.context.executionId, state, startedAt: run.startAt, finishedAt: this.now });
     const held = agent.table.get(run.context.job, run.context.shard);
     if (held?.revoking && ![...agent.runs.values()].some((r) => r.context.job === held.job && r.context.shard === held.shard)) {
@@ -579,7 +575,6 @@ export class World {
 
   private crash(agent: SimAgent): void {
     agent.alive = false;
-    for (const run of agent.runs.values()) run.endAt = this.now;
     agent.runs.clear();
     agent.nextHeartbeatAt = undefined;
     agent.reconnectAt = undefined;
