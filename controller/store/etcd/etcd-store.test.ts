@@ -1,0 +1,213 @@
+import type { Etcd3, Namespace } from "etcd3";
+import { pino } from "pino";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { EtcdServer } from "../../../test/harness/etcd.js";
+import { FIRE_COMPLETE_SHARD } from "../store.js";
+import { describeStoreContract, execution, job, rejection } from "../testing/store-contract.js";
+import { EtcdLeadership } from "./etcd-leadership.js";
+import { EtcdStore } from "./etcd-store.js";
+
+// A real etcd (Debian's etcd-server) on loopback ports; each test works under its own key prefix.
+
+let etcd: EtcdServer;
+let client: Etcd3;
+const cleanup: (() => Promise<void>)[] = [];
+let prefixes = 0;
+
+beforeAll(async () => {
+  etcd = await EtcdServer.start();
+  client = etcd.client();
+}, 30_000);
+
+afterAll(async () => {
+  client?.close();
+  await etcd?.stop();
+});
+
+afterEach(async () => {
+  for (const step of cleanup.splice(0).reverse()) await step();
+});
+
+const logger = pino({ level: "silent" });
+
+function freshNamespace(): Namespace {
+  return client.namespace(`test-${process.pid}-${++prefixes}/`);
+}
+
+/** A candidate that observes the election, closed after the test. */
+async function candidate(ns: Namespace, address: string): Promise<EtcdLeadership> {
+  const leadership = new EtcdLeadership(ns, { address, ttlSeconds: 2, logger });
+  cleanup.push(() => leadership.close());
+  await leadership.observe();
+  return leadership;
+}
+
+/** Wins the election on `ns` and opens the store under the term won. */
+async function lead(ns: Namespace, address = "10.0.0.1:7070") {
+  const leadership = await candidate(ns, address);
+  const term = await leadership.campaign();
+  const store = new EtcdStore(ns, term);
+  cleanup.push(() => store.close());
+  const snapshot = await store.open();
+  return { leadership, store, snapshot, term };
+}
+
+describe("EtcdLeadership", () => {
+  it("elects one leader at a time, counts terms, and hands over when the leader resigns", async () => {
+    const ns = freshNamespace();
+    const first = await lead(ns, "10.0.0.1:7070");
+    expect(first.term).toBe(1);
+    expect(first.leadership.isLeader()).toBe(true);
+
+    const second = await candidate(ns, "10.0.0.2:7070");
+    expect(second.leader).toBe("10.0.0.1:7070");
+    let won = false;
+    const since = Date.now();
+    const campaign = second.campaign().then((term) => ((won = true), term));
+    // The first leader keeps its lease alive past the TTL it had when the second began: the
+    // second had that whole time to win wrongly, and did not.
+    await expect.poll(() => first.leadership.validUntil > since + 2500, { timeout: 10_000 }).toBe(true);
+    expect(won).toBe(false);
+    expect(first.leadership.isLeader()).toBe(true);
+
+    const changes: (string | undefined)[] = [];
+    second.onLeaderChange((address) => changes.push(address));
+    await first.leadership.resign();
+    expect(await campaign).toBe(2);
+    expect(second.isLeader()).toBe(true);
+    expect(second.leader).toBe("10.0.0.2:7070");
+    expect(changes).toContain("10.0.0.2:7070");
+  });
+
+  it("tells a leader it lost when another controller takes the leader key", async () => {
+    const ns = freshNamespace();
+    const { leadership } = await lead(ns);
+    const lost = new Promise<string>((resolve) => leadership.onLost(resolve));
+    // What a new leader would do once this one's lease were gone: an operator's etcdctl del and
+    // a quick winner, made here by hand.
+    await ns.delete().key("leader");
+    expect(await lost).toBe("the leader key was deleted");
+    expect(leadership.isLeader()).toBe(false);
+  });
+
+  it("rejects a lease TTL below etcd's minimum, naming the flag", () => {
+    expect(() => new EtcdLeadership(freshNamespace(), { address: "a:1", ttlSeconds: 1, logger })).toThrow(/--leader-ttl: 1 is not allowed/);
+  });
+});
+
+describe("EtcdStore", () => {
+  it("brings back jobs, cursors, open executions and the settled ones of open fires under the next leader", async () => {
+    const ns = freshNamespace();
+    const first = await lead(ns);
+    expect(first.snapshot).toEqual({ term: 1, jobs: [], cursors: new Map(), openExecutions: [], settledOfOpenFires: [] });
+    const running = execution({ job: "invoices", fireTime: 2000, shard: 0, state: "running", startedAt: 2001 });
+    const settled = execution({ job: "invoices", fireTime: 2000, shard: 1, state: "failed", error: "boom", finishedAt: 2005 });
+    const hook = execution({ job: "invoices", fireTime: 1000, shard: FIRE_COMPLETE_SHARD, state: "pending", fireOutcome: [{ shard: 0, state: "succeeded", executionId: "invoices/1000/0/1" }] });
+    hook.id = "invoices/1000/complete/1";
+    await first.store.commit({
+      jobs: [job("invoices"), job("reports")],
+      cursors: [{ job: "invoices", fireTime: 2000 }],
+      executions: [
+        execution({ job: "invoices", fireTime: 1000, shard: 0, state: "succeeded" }),
+        hook,
+        running,
+        settled,
+        execution({ job: "reports", fireTime: 500, state: "pending" }),
+      ],
+    });
+    await first.store.commit({ deletedJobs: ["reports"] });
+    await first.leadership.resign();
+
+    const second = await lead(ns);
+    expect(second.snapshot.term).toBe(2);
+    expect(second.snapshot.jobs).toEqual([job("invoices")]);
+    expect(second.snapshot.cursors).toEqual(new Map([["invoices", 2000]]));
+    expect(second.snapshot.openExecutions.map((e) => e.id)).toEqual(["reports/500/0/1", "invoices/1000/complete/1", "invoices/2000/0/1"]);
+    expect(second.snapshot.openExecutions[1]).toEqual(hook);
+    expect(second.snapshot.settledOfOpenFires).toEqual([execution({ job: "invoices", fireTime: 1000, shard: 0, state: "succeeded" }), settled]);
+  });
+
+  it("moves an execution from open to done when it finishes", async () => {
+    const ns = freshNamespace();
+    const { store } = await lead(ns);
+    await store.commit({ executions: [execution({ job: "a", fireTime: 1, state: "running" })] });
+    await store.commit({ executions: [execution({ job: "a", fireTime: 1, state: "succeeded" })] });
+    expect((await store.getExecution("a/1/0/1"))?.state).toBe("succeeded");
+    expect(await store.listExecutions({ limit: 10 })).toHaveLength(1);
+    expect(await ns.getAll().prefix("open/").keys()).toEqual([]);
+  });
+
+  it("fences a deposed leader: its commit fails, writes nothing, and every later commit fails", async () => {
+    const ns = freshNamespace();
+    const old = await lead(ns, "10.0.0.1:7070");
+    await old.store.commit({ cursors: [{ job: "tick", fireTime: 1 }] });
+    // The old leader's lease lapses (a pause, a partition) and another controller wins.
+    await ns.delete().key("leader");
+    const next = await lead(ns, "10.0.0.2:7070");
+    expect(next.term).toBe(2);
+
+    const err = await rejection(old.store.commit({ cursors: [{ job: "tick", fireTime: 2 }] }));
+    expect(err.code).toBe("failed-precondition");
+    expect(err.message).toContain("term 1 is over (etcd holds term 2)");
+    expect((await rejection(old.store.commit({ cursors: [{ job: "tick", fireTime: 3 }] }))).code).toBe("unavailable");
+    expect(await ns.get("cursors/tick").string()).toBe("1");
+  });
+
+  it("commits 10,000 executions in one batch through a WAL entry in parts, and a new leader reads them back", async () => {
+    const ns = freshNamespace();
+    const { store, leadership } = await lead(ns);
+    const batch = Array.from({ length: 10_000 }, (_, i) => execution({ job: "wide", fireTime: 1_700_000_000_000, shard: i, state: "pending", parameter: "é".repeat(40) }));
+    await store.commit({ executions: batch, cursors: [{ job: "wide", fireTime: 1_700_000_000_000 }] });
+    expect(await store.listExecutions({ job: "wide", limit: 20_000 })).toHaveLength(10_000);
+    expect(await ns.getAll().prefix("wal").keys()).toEqual([]);
+    await leadership.resign();
+
+    const next = await lead(ns);
+    expect(next.snapshot.openExecutions).toEqual(batch);
+  });
+
+  it("writes commits made back to back, without waiting, in the order they were made", async () => {
+    const ns = freshNamespace();
+    const { store, leadership } = await lead(ns);
+    const commits = [];
+    for (let i = 1; i <= 200; i++) {
+      commits.push(store.commit({ executions: [execution({ job: "tick", fireTime: 5, state: i < 200 ? "running" : "succeeded", result: String(i) })], cursors: [{ job: "tick", fireTime: i }] }));
+    }
+    await Promise.all(commits);
+    expect((await store.getExecution("tick/5/0/1"))?.result).toBe("200");
+    await leadership.resign();
+    expect((await lead(ns)).snapshot.cursors).toEqual(new Map([["tick", 200]]));
+  });
+
+  it("applies the WAL entries a crashed leader left, in order, and drops parts that never got their manifest", async () => {
+    const ns = freshNamespace();
+    const { leadership } = await lead(ns);
+    // What a leader that crashed after making two commits durable, and midway through a third
+    // written in parts, leaves behind.
+    const first = [{ jobs: [job("a")], executions: [execution({ job: "a", fireTime: 1, state: "running" })] }];
+    const second = [{ executions: [execution({ job: "a", fireTime: 1, state: "succeeded" })], cursors: [{ job: "a", fireTime: 1 }] }];
+    await ns.put("wal/000000000001-000000000001").value(JSON.stringify(first));
+    await ns.put("wal/000000000001-000000000002").value(JSON.stringify(second));
+    await ns.put("wal-part/wal/000000000001-000000000003/000000000000").value('[{"deletedJobs":["a"]');
+    await leadership.resign();
+
+    const next = await lead(ns);
+    expect(next.snapshot.jobs).toEqual([job("a")]);
+    expect(next.snapshot.cursors).toEqual(new Map([["a", 1]]));
+    expect(next.snapshot.openExecutions).toEqual([]);
+    expect((await next.store.getExecution("a/1/0/1"))?.state).toBe("succeeded");
+    expect(await ns.getAll().prefix("wal").keys()).toEqual([]);
+  });
+
+  it("rejects every operation before open and after close", async () => {
+    const ns = freshNamespace();
+    const store = new EtcdStore(ns, 1);
+    expect((await rejection(store.commit({}))).code).toBe("failed-precondition");
+    await expect(store.listExecutions({ limit: 1 })).rejects.toThrow("not open");
+    const { store: opened } = await lead(ns);
+    await opened.close();
+    expect((await rejection(opened.commit({}))).code).toBe("failed-precondition");
+  });
+});
+
+describeStoreContract("EtcdStore", async () => (await lead(freshNamespace())).store);

@@ -1,0 +1,389 @@
+import { type Namespace, Range } from "etcd3";
+import { ShardlineError } from "../../../shared/errors.js";
+import {
+  type ExecutionQuery,
+  type ExecutionRecord,
+  type JobRecord,
+  type RetentionPolicy,
+  type Store,
+  type StoreBatch,
+  type StoreSnapshot,
+  TERMINAL_STATES,
+} from "../store.js";
+import { TERM_KEY } from "./etcd-leadership.js";
+
+/**
+ * Keys, relative to the store's namespace:
+ * - `jobs/NAME`: a JobRecord as JSON; `cursors/NAME`: the last fire made, in Unix ms.
+ * - `open/ID` and `done/ID`: an execution as JSON, under `open/` until it reaches a terminal state
+ *   and under `done/` after. The id starts with `JOB/FIRE/`, so a job's or a fire's executions
+ *   are one prefix, and a restart reads only `open/`.
+ * - `wal/TERM-SEQ`: a group of committed batches not yet applied to the keys above (see commit).
+ * - `term`, `leader`: the election's (etcd-leadership.ts).
+ */
+const WAL = "wal/";
+const WAL_PART = "wal-part/";
+
+/** etcd refuses requests over 1.5 MiB by default: a WAL entry larger than this is written in parts. */
+const MAX_VALUE_BYTES = 1024 * 1024;
+/** etcd refuses transactions of more than 128 operations by default. */
+const MAX_TXN_OPS = 100;
+/** Keys read per range request, so a large history never makes one oversized response. */
+const PAGE = 1000;
+/** How long a write is retried through etcd being briefly unreachable before the store gives up. */
+const RETRY_FOR_MS = 3000;
+
+/** One key's new value, or null to delete it. */
+type Writes = Map<string, string | null>;
+
+interface PendingCommit {
+  batch: StoreBatch;
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
+
+/**
+ * The controller's durable state in etcd, written under the term this controller won.
+ *
+ * A commit must be atomic, yet one batch may hold thousands of executions and etcd bounds a
+ * transaction's operations and size. So a commit is first one write of the whole group of
+ * batches as a WAL entry (in parts with a final manifest if large), fenced by the term: once that
+ * write succeeds the commit is durable and resolves. The entry is then applied to the keys above
+ * in small fenced transactions and deleted. A controller that takes over applies whatever WAL
+ * entries are left, in order, before it reads anything; applying is idempotent (whole values put
+ * or deleted), so applying twice is harmless. Every write compares the term, so writes of a
+ * deposed leader fail, and after one failed write every later commit fails too.
+ */
+export class EtcdStore implements Store {
+  readonly #ns: Namespace;
+  readonly #term: number;
+  readonly #termValue: string;
+  #opened = false;
+  #closed = false;
+  #failure: ShardlineError | undefined;
+  #queue: PendingCommit[] = [];
+  #writing = false;
+  #seq = 0;
+  /** The tail of the apply chain: reads wait for it, so they see every resolved commit. */
+  #applied: Promise<void> = Promise.resolve();
+  #writerIdle: Promise<void> = Promise.resolve();
+
+  constructor(ns: Namespace, term: number) {
+    this.#ns = ns;
+    this.#term = term;
+    this.#termValue = String(term);
+  }
+
+  async open(): Promise<StoreSnapshot> {
+    if (this.#opened) throw new ShardlineError("failed-precondition", "the etcd store is already open");
+    this.#opened = true;
+    await this.#fenced(() => this.#recover());
+    const jobs = (await this.#readAll("jobs/")).map(([, value]) => JSON.parse(value) as JobRecord);
+    jobs.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const cursors = new Map((await this.#readAll("cursors/")).map(([key, value]) => [key.slice("cursors/".length), Number(value)]));
+    const openExecutions = (await this.#readAll("open/")).map(([, value]) => JSON.parse(value) as ExecutionRecord);
+    openExecutions.sort(byFireShardAttempt);
+    const openFires = new Set(openExecutions.map((e) => `${e.job}/${e.fireTime}/`));
+    const settled = await Promise.all([...openFires].map((fire) => this.#readAll(`done/${fire}`)));
+    const settledOfOpenFires = settled.flat().map(([, value]) => JSON.parse(value) as ExecutionRecord);
+    settledOfOpenFires.sort(byFireShardAttempt);
+    return { term: this.#term, jobs, cursors, openExecutions, settledOfOpenFires };
+  }
+
+  commit(batch: StoreBatch): Promise<void> {
+    const refused = this.#refusal();
+    if (refused !== undefined) return Promise.reject(refused);
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ batch, resolve, reject });
+      if (!this.#writing) this.#writerIdle = this.#writeQueued();
+    });
+  }
+
+  async listExecutions(query: ExecutionQuery): Promise<ExecutionRecord[]> {
+    if (!Number.isSafeInteger(query.limit) || query.limit < 0) {
+      throw ShardlineError.invalid("limit", query.limit, "an integer of at least 0");
+    }
+    this.#readable();
+    await this.#applied;
+    const scope = query.job === undefined ? "" : `${query.job}/`;
+    const rows = [...(await this.#readAll(`open/${scope}`)), ...(await this.#readAll(`done/${scope}`))];
+    const matching: ExecutionRecord[] = [];
+    for (const [, value] of rows) {
+      const e = JSON.parse(value) as ExecutionRecord;
+      if (query.shard !== undefined && e.shard !== query.shard) continue;
+      if (query.agent !== undefined && e.agent !== query.agent) continue;
+      if (query.state !== undefined && e.state !== query.state) continue;
+      if (query.since !== undefined && e.fireTime < query.since) continue;
+      if (query.until !== undefined && e.fireTime >= query.until) continue;
+      matching.push(e);
+    }
+    return matching.sort(listingOrder).slice(0, query.limit);
+  }
+
+  async getExecution(id: string): Promise<ExecutionRecord | undefined> {
+    this.#readable();
+    await this.#applied;
+    for (const place of ["done/", "open/"]) {
+      const value = await this.#guard("read an execution", () => this.#ns.get(place + id).string());
+      if (value !== null) return JSON.parse(value) as ExecutionRecord;
+    }
+    return undefined;
+  }
+
+  prune(policy: RetentionPolicy, now: number): Promise<number> {
+    if (!(policy.maxAgeMs >= 0)) {
+      return Promise.reject(ShardlineError.invalid("maxAgeMs", policy.maxAgeMs, "a number of milliseconds of at least 0"));
+    }
+    if (!(policy.maxPerJob >= 0) || !(Number.isInteger(policy.maxPerJob) || policy.maxPerJob === Infinity)) {
+      return Promise.reject(ShardlineError.invalid("maxPerJob", policy.maxPerJob, "an integer of at least 0"));
+    }
+    const refused = this.#refusal();
+    if (refused !== undefined) return Promise.reject(refused);
+    // In the apply chain, so it never interleaves with an entry being applied.
+    return this.#chainApply(async () => {
+      const byJob = new Map<string, { key: string; fireTime: number; shard: number; attempt: number }[]>();
+      for (const key of await this.#readKeys("done/")) {
+        const [job = "", fire = "", shard = "", attempt = ""] = key.slice("done/".length).split("/");
+        const list = byJob.get(job) ?? [];
+        list.push({ key, fireTime: Number(fire), shard: shard === "complete" ? -1 : Number(shard), attempt: Number(attempt) });
+        byJob.set(job, list);
+      }
+      const doomed: Writes = new Map();
+      for (const list of byJob.values()) {
+        list.sort(listingOrder);
+        list.forEach((e, rank) => {
+          if (rank >= policy.maxPerJob || e.fireTime < now - policy.maxAgeMs) doomed.set(e.key, null);
+        });
+      }
+      await this.#write(doomed);
+      return doomed.size;
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#writerIdle;
+    await this.#applied.catch(() => undefined);
+  }
+
+  #refusal(): ShardlineError | undefined {
+    if (!this.#opened || this.#closed) return new ShardlineError("failed-precondition", "the etcd store is not open");
+    return this.#failure;
+  }
+
+  #readable(): void {
+    if (!this.#opened || this.#closed) throw new ShardlineError("failed-precondition", "the etcd store is not open");
+  }
+
+  /** Writes every queued commit as one WAL entry, group after group, until the queue is empty. */
+  async #writeQueued(): Promise<void> {
+    this.#writing = true;
+    while (this.#queue.length > 0) {
+      const group = this.#queue;
+      this.#queue = [];
+      if (this.#failure !== undefined) {
+        for (const pending of group) pending.reject(this.#failure);
+        continue;
+      }
+      const batches = group.map((pending) => pending.batch);
+      const entry = `${WAL}${pad(this.#term)}-${pad(++this.#seq)}`;
+      try {
+        await this.#fenced(() => this.#writeEntry(entry, JSON.stringify(batches)));
+      } catch (error) {
+        this.#fail(error);
+        for (const pending of group) pending.reject(asStoreError("write", error));
+        continue;
+      }
+      for (const pending of group) pending.resolve();
+      void this.#chainApply(() => this.#fenced(() => this.#applyEntry(entry, batches))).catch((error: unknown) => this.#fail(error));
+    }
+    this.#writing = false;
+  }
+
+  #chainApply<T>(step: () => Promise<T>): Promise<T> {
+    const result = this.#applied.then(step);
+    this.#applied = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    return result;
+  }
+
+  async #writeEntry(entry: string, text: string): Promise<void> {
+    if (Buffer.byteLength(text) <= MAX_VALUE_BYTES) {
+      await this.#txn([[entry, text]]);
+      return;
+    }
+    // Parts first, then the manifest that makes them count: a crash in between leaves parts
+    // without a manifest, which the next leader deletes unapplied.
+    const parts: string[] = [];
+    // A UTF-16 unit is at most 3 bytes of UTF-8; a cut never splits a surrogate pair.
+    const step = Math.floor(MAX_VALUE_BYTES / 3);
+    for (let at = 0; at < text.length; ) {
+      let end = Math.min(at + step, text.length);
+      const last = text.charCodeAt(end - 1);
+      if (end < text.length && last >= 0xd800 && last <= 0xdbff) end--;
+      parts.push(text.slice(at, end));
+      at = end;
+    }
+    for (let i = 0; i < parts.length; i++) await this.#txn([[`${WAL_PART}${entry}/${pad(i)}`, parts[i]!]]);
+    await this.#txn([[entry, JSON.stringify({ parts: parts.length })]]);
+  }
+
+  async #applyEntry(entry: string, batches: readonly StoreBatch[]): Promise<void> {
+    await this.#write(writesOf(batches));
+    const cleanup: Writes = new Map([[entry, null]]);
+    for (const key of await this.#readKeys(`${WAL_PART}${entry}/`)) cleanup.set(key, null);
+    await this.#write(cleanup);
+  }
+
+  /** Applies the WAL entries a previous leader left, in order, and drops parts without a manifest. */
+  async #recover(): Promise<void> {
+    const entries = await this.#readAll(WAL);
+    for (const [entry, value] of entries) {
+      const head = JSON.parse(value) as StoreBatch[] | { parts: number };
+      let batches: StoreBatch[];
+      if (Array.isArray(head)) {
+        batches = head;
+      } else {
+        const parts = await this.#readAll(`${WAL_PART}${entry}/`);
+        if (parts.length !== head.parts) {
+          throw new ShardlineError("internal", `etcd store: WAL entry ${entry} has ${parts.length} of its ${head.parts} parts`);
+        }
+        batches = JSON.parse(parts.map(([, text]) => text).join("")) as StoreBatch[];
+      }
+      await this.#applyEntry(entry, batches);
+    }
+    const orphans: Writes = new Map();
+    for (const key of await this.#readKeys(WAL_PART)) orphans.set(key, null);
+    await this.#write(orphans);
+  }
+
+  /** Puts and deletes in fenced transactions of at most MAX_TXN_OPS operations and about MAX_VALUE_BYTES. */
+  async #write(writes: Writes): Promise<void> {
+    let chunk: [string, string | null][] = [];
+    let bytes = 0;
+    for (const write of writes) {
+      const size = write[0].length + (write[1] === null ? 0 : Buffer.byteLength(write[1]));
+      if (chunk.length > 0 && (chunk.length >= MAX_TXN_OPS || bytes + size > MAX_VALUE_BYTES)) {
+        await this.#txn(chunk);
+        chunk = [];
+        bytes = 0;
+      }
+      chunk.push(write);
+      bytes += size;
+    }
+    if (chunk.length > 0) await this.#txn(chunk);
+  }
+
+  /** One transaction of puts and deletes that applies only while the term is still this store's. */
+  async #txn(writes: readonly [string, string | null][]): Promise<void> {
+    const ops = writes.map(([key, value]) => (value === null ? this.#ns.delete().key(key) : this.#ns.put(key).value(value)));
+    const result = await this.#ns.if(TERM_KEY, "Value", "==", this.#termValue).then(...ops).commit();
+    if (!result.succeeded) {
+      const current = await this.#ns.get(TERM_KEY).string();
+      throw new ShardlineError(
+        "failed-precondition",
+        `etcd store: this controller's term ${this.#term} is over (etcd holds term ${current ?? "none"}): another controller leads; nothing more is written`,
+      );
+    }
+  }
+
+  /** All keys and values under a prefix, in key order, a page at a time. */
+  async #readAll(prefix: string): Promise<[string, string][]> {
+    const rows: [string, string][] = [];
+    const range = Range.prefix(prefix);
+    let start: Buffer = range.start;
+    for (;;) {
+      const page = await this.#guard("read", () => this.#ns.getAll().inRange(new Range(start, range.end)).limit(PAGE).exec());
+      for (const kv of page.kvs) rows.push([kv.key.toString(), kv.value.toString()]);
+      if (!page.more || page.kvs.length === 0) return rows;
+      start = Buffer.concat([page.kvs[page.kvs.length - 1]!.key, Buffer.from([0])]);
+    }
+  }
+
+  async #readKeys(prefix: string): Promise<string[]> {
+    const keys: string[] = [];
+    const range = Range.prefix(prefix);
+    let start: Buffer = range.start;
+    for (;;) {
+      const page = await this.#guard("read", () => this.#ns.getAll().inRange(new Range(start, range.end)).limit(PAGE).keys());
+      keys.push(...page);
+      if (page.length < PAGE) return keys;
+      start = Buffer.concat([Buffer.from(page[page.length - 1]!), Buffer.from([0])]);
+    }
+  }
+
+  /** Runs a fenced write, retrying while etcd is briefly unreachable; a lost term is never retried. */
+  async #fenced<T>(write: () => Promise<T>): Promise<T> {
+    const deadline = Date.now() + RETRY_FOR_MS;
+    for (let delay = 50; ; delay = Math.min(delay * 2, 500)) {
+      try {
+        return await write();
+      } catch (error) {
+        if (error instanceof ShardlineError || Date.now() + delay > deadline) throw asStoreError("write", error);
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  }
+
+  async #guard<T>(action: string, operation: () => Promise<T>): Promise<T> {
+    try {
+      return await operation();
+    } catch (error) {
+      throw asStoreError(action, error);
+    }
+  }
+
+  #fail(error: unknown): void {
+    this.#failure ??= new ShardlineError(
+      "unavailable",
+      `etcd store: a write failed, so no later commit is accepted: ${error instanceof Error ? error.message : String(error)}`,
+      {},
+      { cause: error },
+    );
+  }
+}
+
+/** The key writes of a group of batches, in order: the last write of a key wins. */
+function writesOf(batches: readonly StoreBatch[]): Writes {
+  const writes: Writes = new Map();
+  for (const batch of batches) {
+    for (const job of batch.jobs ?? []) writes.set(`jobs/${job.name}`, JSON.stringify(job));
+    for (const name of batch.deletedJobs ?? []) {
+      writes.set(`jobs/${name}`, null);
+      writes.set(`cursors/${name}`, null);
+    }
+    for (const cursor of batch.cursors ?? []) writes.set(`cursors/${cursor.job}`, String(cursor.fireTime));
+    for (const e of batch.executions ?? []) {
+      if (TERMINAL_STATES.has(e.state)) {
+        writes.set(`open/${e.id}`, null);
+        writes.set(`done/${e.id}`, JSON.stringify(e));
+      } else {
+        writes.set(`open/${e.id}`, JSON.stringify(e));
+      }
+    }
+  }
+  return writes;
+}
+
+function asStoreError(action: string, error: unknown): ShardlineError {
+  if (error instanceof ShardlineError) return error;
+  return new ShardlineError("unavailable", `etcd store: could not ${action}: ${error instanceof Error ? error.message : String(error)}`, {}, { cause: error });
+}
+
+/** Fixed width, so keys sort in number order. */
+function pad(n: number): string {
+  return String(n).padStart(12, "0");
+}
+
+/** Oldest fire first, then shard, then attempt: the order a restart replays in. */
+function byFireShardAttempt(a: ExecutionRecord, b: ExecutionRecord): number {
+  return a.fireTime - b.fireTime || a.shard - b.shard || a.attempt - b.attempt;
+}
+
+/** The listing order: newest fire first; within a fire, shards in order and the latest attempt first. */
+function listingOrder(a: { fireTime: number; shard: number; attempt: number }, b: { fireTime: number; shard: number; attempt: number }): number {
+  return b.fireTime - a.fireTime || a.shard - b.shard || b.attempt - a.attempt;
+}
