@@ -531,13 +531,28 @@ describe("long-running commands", () => {
     // A fake startController: the real one needs a store and ports, and is tested on its own.
     const fakeStart = async (options: ControllerStartOptions) => {
       calls.push(`start ${options.listen} ${options.store}`);
-      return { grpcAddress: "127.0.0.1:7070", httpAddress: "127.0.0.1:7071", stop: async () => void calls.push("stop") };
+      return { grpcAddress: "127.0.0.1:7070", httpAddress: "127.0.0.1:7071", stop: async () => void calls.push("stop"), failed: new Promise<Error>(() => {}) };
     };
     const running = runController({ listen: "127.0.0.1:7070", http: "127.0.0.1:7071", store: "sqlite:./x.db" }, capture.io, fakeStart);
     await expect.poll(() => capture.stdout()).toBe("controller listening on 127.0.0.1:7070 (gRPC) and 127.0.0.1:7071 (HTTP)\n");
     capture.signal("SIGTERM");
     await running;
     expect(calls).toEqual(["start 127.0.0.1:7070 sqlite:./x.db", "stop"]);
+  });
+
+  it("controller: fails with the reason when the controller stops by itself (a lost leadership)", async () => {
+    const capture = captureIo();
+    let lose: (error: Error) => void = () => {};
+    const fakeStart = async () => ({
+      grpcAddress: "127.0.0.1:7070",
+      httpAddress: "127.0.0.1:7071",
+      stop: async () => {},
+      failed: new Promise<Error>((resolve) => (lose = resolve)),
+    });
+    const running = runController({ listen: "127.0.0.1:7070", http: "127.0.0.1:7071", store: "etcd://127.0.0.1:2379" }, capture.io, fakeStart);
+    await expect.poll(() => capture.stdout()).toContain("controller listening");
+    lose(new ShardlineError("unavailable", "lost the leadership: the leader key was deleted"));
+    await expect(running).rejects.toThrow("lost the leadership: the leader key was deleted");
   });
 
   /** A fake agent module recording what the CLI asks of it; the drain finishes when told to. */

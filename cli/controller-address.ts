@@ -34,12 +34,27 @@ export function parseHostPort(value: string, field: string, options: { listen?: 
 }
 
 /**
- * The controller address a command talks to: --controller, else SHARDLINE_CONTROLLER, else
- * 127.0.0.1:7070. A bad value is reported under the name it came from.
+ * Checks `HOST:PORT[,HOST:PORT...]`, the controller replicas to try in order (a follower names
+ * the leader, so any one of them is enough), and returns it unchanged.
+ */
+export function parseControllerAddresses(value: string, field: string): string {
+  for (const address of value.split(",")) {
+    try {
+      parseHostPort(address, field);
+    } catch {
+      throw ShardlineError.invalid(field, value, `${HOST_PORT_ALLOWED}, or several separated by commas`);
+    }
+  }
+  return value;
+}
+
+/**
+ * The controller addresses a command talks to (`HOST:PORT[,HOST:PORT...]`): --controller, else
+ * SHARDLINE_CONTROLLER, else 127.0.0.1:7070. A bad value is reported under the name it came from.
  */
 export function resolveControllerAddress(flag: string | undefined, env: Readonly<Record<string, string | undefined>>): string {
-  if (flag !== undefined) return parseHostPort(flag, "--controller");
+  if (flag !== undefined) return parseControllerAddresses(flag, "--controller");
   const fromEnv = env[CONTROLLER_ENV];
-  if (fromEnv !== undefined && fromEnv !== "") return parseHostPort(fromEnv, CONTROLLER_ENV);
+  if (fromEnv !== undefined && fromEnv !== "") return parseControllerAddresses(fromEnv, CONTROLLER_ENV);
   return DEFAULT_CONTROLLER_ADDRESS;
 }

@@ -18,6 +18,11 @@ export interface ErrorDetails {
   value?: string;
   /** What is accepted, e.g. `an integer from 1 to 10000`. */
   allowed?: string;
+  /**
+   * The leader's gRPC address, when a follower controller refused the call: ask it there. It
+   * travels in the `shardline-leader` trailer (see shared/grpc/status.ts).
+   */
+  leader?: string;
 }
 
 /** The one error type that crosses Shardline's boundaries (admin API, agent stream, CLI, store). */

@@ -10,7 +10,10 @@ export interface Clock {
 
 /** How an Agent is configured. Only `controller` and `id` are required. */
 export interface AgentOptions {
-  /** The controller's gRPC address, `host:port`. A Redirect replaces it with the leader's. */
+  /**
+   * The controller's gRPC address, `host:port`, or several replicas' separated by commas: while
+   * one cannot be reached the next is tried, and a Redirect from a follower leads to the leader.
+   */
   controller: string;
   /** This agent's id, unique among connected agents (the controller checks its spelling). */
   id: string;

@@ -15,6 +15,7 @@ import { addService, createServer, listen, shutdown, type GrpcStatus, type Messa
 import type { ExecutionListeners, ExecutionOutcome, HandlerContext, HandlerMap } from "../sdk.js";
 import { Agent, type AgentEvents } from "./agent.js";
 import type { AgentOptions } from "./agent-options.js";
+import { freePort } from "../../test/harness/processes.js";
 
 type Kind = NonNullable<ConnectRequest["kind"]["case"]>;
 type ValueOf<K extends Kind> = Extract<ConnectRequest["kind"], { case: K }>["value"];
@@ -388,6 +389,24 @@ describe("Agent", () => {
     expect((await session.update("billing/1/0/1", ExecutionState.SUCCEEDED)).result).toBe("ran");
   });
 
+  it("lists an execution dispatched ahead and not started yet as PENDING in the Hello after a reconnect, and still starts it", async () => {
+    const held = assignment("billing", 0, 1n, 1n);
+    let startedAt = 0;
+    const { controller, session, agent } = await connected({ work: () => (startedAt = Date.now()) }, [held], {}, 60_000);
+    const fireTime = Date.now() + 1_500;
+    dispatch(session, "billing/1/0/1", held, { fireTimeUnixMs: BigInt(fireTime) });
+    await expect.poll(() => agent.running().length).toBe(1);
+    const disconnected = nextEvent(agent, "disconnected");
+    session.stream.close(status.UNAVAILABLE, "blip");
+    await disconnected;
+
+    const again = await controller.nextSession();
+    expect(again.hello.executions.map((u) => [u.executionId, u.state])).toEqual([["billing/1/0/1", ExecutionState.PENDING]]);
+    again.welcome(60_000);
+    expect((await again.update("billing/1/0/1", ExecutionState.SUCCEEDED)).executionId).toBe("billing/1/0/1");
+    expect(startedAt).toBeGreaterThanOrEqual(fireTime);
+  });
+
   it("cancels an execution still waiting for its fire instant, and never runs it", async () => {
     const held = assignment("billing", 0, 1n, 1n);
     let ran = false;
@@ -545,6 +564,25 @@ describe("Agent", () => {
     const session = await leader.nextSession();
     expect(session.hello.agentId).toBe("agent-1");
     expect(agent.controller).toBe(leader.address);
+  });
+
+  it("tries the next controller replica given while one cannot be reached, and goes back to them when the leader it was sent to is gone", async () => {
+    const unreachable = `127.0.0.1:${await freePort()}`;
+    const follower = await ScriptedController.start();
+    const leader = await ScriptedController.start();
+    const agent = startAgent(follower, { work: () => 1 }, { controller: `${unreachable},${follower.address}` });
+    const first = await follower.nextSession();
+    first.send({ case: "redirect", value: { leaderAddress: leader.address } });
+    const onLeader = await leader.nextSession();
+    onLeader.welcome();
+    await nextEvent(agent, "connected");
+    expect(agent.controller).toBe(leader.address);
+
+    // The leader goes away for good: the agent comes back through the replicas it was given.
+    await leader.close();
+    const again = await follower.nextSession();
+    expect(again.hello.agentId).toBe("agent-1");
+    expect(agent.controller).toBe(follower.address);
   });
 
   it("drains: says Goodbye, releases each shard as its run finishes, and ends the stream", async () => {

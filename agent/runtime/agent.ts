@@ -141,6 +141,12 @@ export class Agent {
   #outbox: ExecutionUpdate[] = [];
   #flushScheduled: NodeJS.Immediate | undefined;
 
+  /** The controller replicas given, tried in turn while none answers. */
+  readonly #addresses: string[];
+  /** The next of #addresses to try after the current address fails. */
+  #nextAddress = 1;
+  /** Set by a Redirect: the stream it closes is not a failure of the leader's address. */
+  #redirected = false;
   #address: string;
   #client: Client<typeof AgentService> | undefined;
   #stream: AgentStream | undefined;
@@ -162,7 +168,8 @@ export class Agent {
   constructor(options: AgentOptions) {
     this.#options = resolveAgentOptions(options);
     this.#log = this.#options.logger.child({ agent: this.#options.id });
-    this.#address = this.#options.controller;
+    this.#addresses = this.#options.controller.split(",");
+    this.#address = this.#addresses[0]!;
     this.#backoff = new Backoff({ ...this.#options.reconnect, random: this.#options.random });
     const report = (update: ExecutionUpdate): void => this.#onReport(update);
     const { listeners, maxResultBytes, id: agentId } = this.#options;
@@ -296,8 +303,10 @@ export class Agent {
   /** The Hello: identity, plus what the agent still holds and the reports not yet confirmed. */
   #hello(): Hello {
     const executions: ExecutionUpdate[] = [];
-    for (const entry of this.#runs.values()) {
-      if (entry.running) executions.push(entry.running);
+    // A run dispatched ahead and not started yet is listed as PENDING: the controller must know
+    // it is still held, or it would take it for lost and run it again beside it.
+    for (const [executionId, entry] of this.#runs) {
+      executions.push(entry.running ?? create(ExecutionUpdateSchema, { executionId, state: ExecutionState.PENDING }));
     }
     for (const pending of this.#unconfirmed.values()) {
       executions.push(pending.update);
@@ -413,7 +422,8 @@ export class Agent {
   }
 
   #onAck(ack: HeartbeatAck): void {
-    if (!this.#lease.ack(ack.seq, this.#leaseTtlMs)) return;
+    // A leader may grant less than the Welcome's TTL, to stay within its own leadership lease.
+    if (!this.#lease.ack(ack.seq, ack.leaseTtlMs || this.#leaseTtlMs)) return;
     this.#lastAckAt = this.#options.clock.now();
     this.#confirm(ack.seq);
     this.#leaseRenewed();
@@ -425,15 +435,40 @@ export class Agent {
       return;
     }
     this.#log.info({ from: this.#address, to: redirect.leaderAddress }, "redirected to the leader");
-    this.#address = redirect.leaderAddress;
+    this.#redirected = true;
+    // Progress, not a failure: the leader is tried next without waiting out a grown backoff.
+    this.#backoff.reset();
+    this.#useAddress(redirect.leaderAddress);
+    this.#closeStream(status.CANCELLED, `redirected to ${redirect.leaderAddress}`);
+  }
+
+  /**
+   * After a stream that never got a Welcome: the next controller replica given is tried (a
+   * leader named by a Redirect that cannot be reached is dropped for them too). One address, or
+   * a stream that was welcomed, keeps the same address: its controller may be restarting.
+   */
+  #rotateAddress(welcomed: boolean): void {
+    const redirected = this.#redirected;
+    this.#redirected = false;
+    if (redirected || welcomed) return;
+    if (this.#addresses.length === 1 && this.#address === this.#addresses[0]) return;
+    const next = this.#addresses[this.#nextAddress % this.#addresses.length]!;
+    this.#nextAddress++;
+    this.#useAddress(next);
+  }
+
+  #useAddress(address: string): void {
+    if (address === this.#address) return;
+    this.#address = address;
+    // Closed after the current stream ends: closing a channel cancels its calls.
     const client = this.#client;
     this.#client = undefined;
-    this.#closeStream(status.CANCELLED, `redirected to ${redirect.leaderAddress}`);
-    client?.close();
+    if (client !== undefined) setImmediate(() => client.close());
   }
 
   #onClose(closed: GrpcStatus): void {
     this.#stream = undefined;
+    this.#rotateAddress(this.#welcomed);
     this.#welcomed = false;
     clearInterval(this.#heartbeatTimer);
     this.#heartbeatTimer = undefined;

@@ -1,8 +1,9 @@
+import { status } from "@grpc/grpc-js";
 import type { Command } from "commander";
 import { ShardlineError } from "../../shared/errors.js";
 import { AdminService } from "../../shared/gen/shardline/v1/admin_service_pb.js";
 import { createClient, type Client } from "../../shared/grpc/index.js";
-import { CONTROLLER_ENV, DEFAULT_CONTROLLER_ADDRESS, parseHostPort, resolveControllerAddress } from "../controller-address.js";
+import { CONTROLLER_ENV, DEFAULT_CONTROLLER_ADDRESS, parseControllerAddresses, resolveControllerAddress } from "../controller-address.js";
 import type { CliIo } from "../output.js";
 
 /** A typed AdminService client. */
@@ -11,42 +12,68 @@ export type AdminClient = Client<typeof AdminService>;
 /** Deadline of each admin call: long enough for a busy controller, short enough for a script. */
 const ADMIN_DEADLINE_MS = 15_000;
 
-/** Adds `--controller HOST:PORT` to an admin command. */
+/** Adds `--controller HOST:PORT[,HOST:PORT...]` to an admin command. */
 export function addControllerOption(command: Command): Command {
   return command.option(
     "--controller <HOST:PORT>",
-    `the controller's gRPC address (default: $${CONTROLLER_ENV}, else ${DEFAULT_CONTROLLER_ADDRESS})`,
-    (value: string) => parseHostPort(value, "--controller"),
+    `the controller's gRPC address, or several replicas' separated by commas (default: $${CONTROLLER_ENV}, else ${DEFAULT_CONTROLLER_ADDRESS})`,
+    (value: string) => parseControllerAddresses(value, "--controller"),
   );
 }
 
+/** How many times a call follows a follower's answer naming the leader before giving up. */
+const MAX_LEADER_HOPS = 3;
+
 /**
  * Runs `call` with a client of the controller named by --controller, SHARDLINE_CONTROLLER or the
- * default, and closes it afterwards. "unavailable" failures are reworded to say which address was
- * tried and how to change it, since a wrong address is the usual cause.
+ * default, and closes it afterwards. With several addresses, one that cannot be reached is
+ * skipped for the next; a follower's refusal naming the leader sends the call there. When none
+ * answers, the error says which addresses were tried and how to change them.
  */
 export async function withAdminClient<T>(
   flag: string | undefined,
   io: CliIo,
   call: (client: AdminClient, address: string) => Promise<T>,
 ): Promise<T> {
-  const address = resolveControllerAddress(flag, io.env);
-  const client = createClient(AdminService, address, { deadlineMs: ADMIN_DEADLINE_MS });
-  try {
-    return await call(client, address);
-  } catch (error) {
-    if (error instanceof ShardlineError && error.code === "unavailable") throw unreachable(address, error);
-    throw error;
-  } finally {
-    client.close();
+  const addresses = resolveControllerAddress(flag, io.env).split(",");
+  const tried: string[] = [];
+  let next = 0;
+  let address = addresses[next++]!;
+  for (let hops = 0; ; ) {
+    tried.push(address);
+    const client = createClient(AdminService, address, { deadlineMs: ADMIN_DEADLINE_MS });
+    try {
+      return await call(client, address);
+    } catch (error) {
+      if (!(error instanceof ShardlineError) || error.code !== "unavailable") throw error;
+      if (error.details.leader !== undefined && hops < MAX_LEADER_HOPS) {
+        hops++;
+        address = error.details.leader;
+        continue;
+      }
+      // Only a call that never reached a controller goes to the next one: after a deadline it may
+      // have been done, and must not be done twice.
+      if (refusedOrUnreachable(error) && next < addresses.length) {
+        address = addresses[next++]!;
+        continue;
+      }
+      throw unreachable(tried, error);
+    } finally {
+      client.close();
+    }
   }
 }
 
-function unreachable(address: string, error: ShardlineError): ShardlineError {
+function refusedOrUnreachable(error: ShardlineError): boolean {
+  return (error.cause as { code?: unknown } | undefined)?.code === status.UNAVAILABLE;
+}
+
+function unreachable(tried: string[], error: ShardlineError): ShardlineError {
+  const where = tried.length === 1 ? `the controller at ${tried[0]}` : `any controller (tried ${tried.join(", ")})`;
   return new ShardlineError(
     "unavailable",
-    `cannot reach the controller at ${address} (${error.message.replace(/[\s.]*Resolution note:\s*$/, "")}); check --controller or ${CONTROLLER_ENV} (default ${DEFAULT_CONTROLLER_ADDRESS})`,
-    { field: "--controller", value: address },
+    `cannot reach ${where} (${error.message.replace(/[\s.]*Resolution note:\s*$/, "")}); check --controller or ${CONTROLLER_ENV} (default ${DEFAULT_CONTROLLER_ADDRESS})`,
+    { field: "--controller", value: tried.join(",") },
     { cause: error },
   );
 }

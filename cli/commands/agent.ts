@@ -2,7 +2,7 @@ import { hostname } from "node:os";
 import type { Command } from "commander";
 import { ShardlineError } from "../../shared/errors.js";
 import { createLogger, type Logger } from "../../shared/logging.js";
-import { CONTROLLER_ENV, DEFAULT_CONTROLLER_ADDRESS, parseHostPort, resolveControllerAddress } from "../controller-address.js";
+import { CONTROLLER_ENV, DEFAULT_CONTROLLER_ADDRESS, parseControllerAddresses, resolveControllerAddress } from "../controller-address.js";
 import type { CliIo } from "../output.js";
 import { importPart, nextSignal } from "./lifecycle.js";
 import { defaultAgentId, parseAgentId, parseAllowScript, parseInteger, parseLabel, parseSeconds } from "./options.js";
@@ -65,8 +65,8 @@ export function registerAgent(program: Command, io: CliIo): void {
         "The first SIGTERM or SIGINT drains (running executions finish or are handed back, shards move at once) and exits 0; a second one exits at once with 1.",
       ].join("\n\n"),
     )
-    .option("--controller <HOST:PORT>", `the controller's gRPC address (default: $${CONTROLLER_ENV}, else ${DEFAULT_CONTROLLER_ADDRESS})`, (value: string) =>
-      parseHostPort(value, "--controller"),
+    .option("--controller <HOST:PORT>", `the controller's gRPC address, or several replicas' separated by commas (default: $${CONTROLLER_ENV}, else ${DEFAULT_CONTROLLER_ADDRESS})`, (value: string) =>
+      parseControllerAddresses(value, "--controller"),
     )
     .option("--id <ID>", "the agent's id, unique among connected agents (default: the hostname, lowercased)", parseAgentId)
     .option(

@@ -15,6 +15,8 @@ export interface RunningController {
   grpcAddress: string;
   httpAddress: string;
   stop(): Promise<void>;
+  /** Resolves when the controller stopped for a reason of its own (a store failure, a lost leadership). */
+  readonly failed: Promise<Error>;
 }
 
 /** controller/shell/controller.ts's entry point. */
@@ -27,6 +29,8 @@ export interface ControllerOptions {
   store: string;
   heartbeatInterval?: number;
   leaseTtl?: number;
+  advertise?: string;
+  leaderTtl?: number;
   historyPerJob: number;
   historyDays: number;
   strategy?: { name: string; modulePath: string }[];
@@ -44,7 +48,13 @@ export function registerController(program: Command, io: CliIo): void {
     .description("Run the controller: the AdminService and AgentService on --listen, health, readiness and metrics on --http. Stops cleanly on SIGTERM or SIGINT.")
     .option("--listen <HOST:PORT>", "gRPC address to listen on (port 0: any free port)", (value: string) => parseHostPort(value, "--listen", { listen: true }), DEFAULT_CONTROLLER_ADDRESS)
     .option("--http <HOST:PORT>", "HTTP address for /healthz, /readyz, /metrics and the web page", (value: string) => parseHostPort(value, "--http", { listen: true }), DEFAULT_HTTP_ADDRESS)
-    .option("--store <STORE>", "sqlite:PATH, or etcd://HOST:PORT[,HOST:PORT...] for several replicas", parseStore, DEFAULT_STORE)
+    .option("--store <STORE>", "sqlite:PATH, or etcd://HOST:PORT[,HOST:PORT...][/PREFIX] for several replicas with one leader", parseStore, DEFAULT_STORE)
+    .option("--advertise <HOST:PORT>", "with etcd: the gRPC address other replicas send agents and clients to while this one leads (default: the --listen address)", (value: string) =>
+      parseHostPort(value, "--advertise"),
+    )
+    .option("--leader-ttl <SECONDS>", "with etcd: TTL of the leader's etcd lease; a dead leader is replaced after at most this long (default: 2)", (value: string) =>
+      parseInteger(value, "--leader-ttl", 2, 60),
+    )
     .option("--heartbeat-interval <MS>", `how often agents heartbeat, in ms (default: ${DEFAULT_HEARTBEAT_INTERVAL_MS})`, (value: string) =>
       parseInteger(value, "--heartbeat-interval", 10, 60_000),
     )
@@ -83,6 +93,8 @@ export function controllerStartOptions(options: ControllerOptions, logLevel: str
     listen: options.listen,
     http: options.http,
     store: options.store,
+    ...(options.advertise === undefined ? {} : { advertise: options.advertise }),
+    ...(options.leaderTtl === undefined ? {} : { leaderTtlSeconds: options.leaderTtl }),
     ...(options.heartbeatInterval === undefined ? {} : { heartbeatIntervalMs: options.heartbeatInterval }),
     ...(options.leaseTtl === undefined ? {} : { leaseTtlMs: options.leaseTtl }),
     ...(logLevel === undefined ? {} : { logLevel }),
@@ -105,6 +117,9 @@ export async function runController(options: ControllerStartOptions, io: CliIo, 
   const stopping = nextSignal(io);
   const controller = await start(options);
   io.stdout(`controller listening on ${controller.grpcAddress} (gRPC) and ${controller.httpAddress} (HTTP)\n`);
-  await stopping;
+  const failure = await Promise.race([stopping.then(() => undefined), controller.failed]);
   await controller.stop();
+  // It stopped by itself (its store failed, or it lost the leadership): exit non-zero, so that a
+  // supervisor (Kubernetes) restarts it.
+  if (failure !== undefined) throw failure;
 }

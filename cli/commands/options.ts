@@ -1,3 +1,4 @@
+import { parseStoreUrl } from "../../controller/store/store-url.js";
 import { ShardlineError } from "../../shared/errors.js";
 
 /**
@@ -66,19 +67,10 @@ export function parseShardList(value: string): number[] {
   return [...shards].sort((a, b) => a - b);
 }
 
-const STORE_ALLOWED = "sqlite:PATH (e.g. sqlite:./shardline.db) or etcd://HOST:PORT[,HOST:PORT...]";
-
-/** `--store`: `sqlite:PATH` or `etcd://host:port[,host:port]`, checked for shape only. */
+/** `--store`: `sqlite:PATH` or `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`, checked for shape only. */
 export function parseStore(value: string): string {
-  if (value.startsWith("sqlite:")) {
-    if (value.length === "sqlite:".length) throw ShardlineError.invalid("--store", value, STORE_ALLOWED);
-    return value;
-  }
-  if (value.startsWith("etcd://")) {
-    const endpoints = value.slice("etcd://".length).split(",");
-    if (endpoints.every((endpoint) => /^[A-Za-z0-9.[\]:-]+:\d{1,5}$/.test(endpoint))) return value;
-  }
-  throw ShardlineError.invalid("--store", value, STORE_ALLOWED);
+  parseStoreUrl(value);
+  return value;
 }
 
 const AGENT_ID = /^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$/;

@@ -22,12 +22,6 @@ export interface CoreConfig {
    */
   maxMissedFiresRecorded: number;
   /**
-   * After a restart, how long beyond one lease the controller waits for agents to reconnect and
-   * claim their shards before it gives unclaimed shards to others: the agents' longest reconnect
-   * backoff (agent/runtime/agent-options.ts, 5 s), so a live agent always gets back in time.
-   */
-  reconnectGraceMs: number;
-  /**
    * How long before a scheduled fire instant the controller makes the fire and dispatches it.
    * The agent starts each execution at its fire instant by its own clock, so the work of
    * recording and sending a burst of fires happens ahead of time instead of as fire lag. The
@@ -43,6 +37,5 @@ export const DEFAULT_CORE_CONFIG: CoreConfig = {
   leaseTtlMs: 2000,
   leaseMarginMs: 50,
   maxMissedFiresRecorded: 100,
-  reconnectGraceMs: 5000,
   dispatchAheadMs: 250,
 };

@@ -340,18 +340,44 @@ describe("controller restart", () => {
     expect(a2.dispatched.length + b2.dispatched.length).toBe(0);
   });
 
-  it("lets an agent that comes back after its lease, but within its reconnect backoff, keep its shards", () => {
-    const { h, a, b } = twoAgents();
-    const heldA = [...a.held.values()];
+  it("gives the shards of an agent not back within one lease to the others, and places shards on it again when it returns fenced", () => {
+    const { h, b } = twoAgents();
     const heldB = [...b.held.values()];
     h.start();
     const b2 = h.connect("b", { held: heldB });
-    h.run(LEASE + 3000, ["a"]);
-    expect(h.core.listAssignments("job").map((x) => x.agent).sort()).toEqual(["b", "b"]);
-    const a2 = h.connect("a", { held: heldA });
-    h.run(DEFAULT_CORE_CONFIG.reconnectGraceMs);
-    expect(a2.shardsOf("job")).toEqual(heldA.map((r) => r.shard).sort());
-    expect(b2.shardsOf("job")).toEqual(heldB.map((r) => r.shard).sort());
+    h.run(LEASE + DEFAULT_CORE_CONFIG.leaseMarginMs + 1, ["a"]);
+    expect(h.core.listAssignments("job").map((x) => x.agent)).toEqual(["b", "b", "b", "b"]);
+    // Its lease lapsed: a real agent fenced itself, forgot its shards, and claims none.
+    const a2 = h.connect("a", { held: [] });
+    h.run(LEASE);
+    expect(a2.shardsOf("job")).toHaveLength(2);
+    expect([...a2.shardsOf("job"), ...b2.shardsOf("job")].sort()).toEqual([0, 1, 2, 3]);
+  });
+
+  it("bounds the leases it grants by limitLeases, in the Welcome and in every ack", () => {
+    const h = new CoreHarness();
+    const a = h.connect("a");
+    expect(a.welcome?.leaseTtlMs).toBe(LEASE);
+    h.core.limitLeases(h.now + 700, h.now);
+    const b = h.connect("b");
+    expect(b.welcome?.leaseTtlMs).toBe(700);
+    h.run(500);
+    expect(a.ackTtls.at(-1)).toBe(200);
+    // Past the bound an ack grants the least lease there is, never the Welcome's default.
+    h.run(500);
+    expect(b.ackTtls.at(-1)).toBe(1);
+    h.core.limitLeases(undefined, h.now);
+    h.run(500);
+    expect(b.ackTtls.at(-1)).toBe(LEASE);
+  });
+
+  it("after a leader whose leases were bounded by its leadership, gives unclaimed shards at once", () => {
+    const { h } = twoAgents();
+    h.durable.leasesBoundedByLeadership = true;
+    h.start();
+    const b2 = h.connect("b", { held: [] });
+    h.run(DEFAULT_CORE_CONFIG.leaseMarginMs + 1, ["a"]);
+    expect(b2.shardsOf("job")).toEqual([0, 1, 2, 3]);
   });
 
   it("re-runs the executions of an agent that does not come back after the restart", () => {
@@ -361,7 +387,7 @@ describe("controller restart", () => {
     const onA = a.dispatchedIds();
     h.start();
     const b2 = h.connect("b", { held: [] });
-    h.run(LEASE + DEFAULT_CORE_CONFIG.reconnectGraceMs + 500, ["a"]);
+    h.run(LEASE + DEFAULT_CORE_CONFIG.leaseMarginMs + 500, ["a"]);
     for (const id of onA) {
       expect(h.execution(id)?.state).toBe("lost");
       expect(b2.dispatchedIds()).toContain(id.replace(/\/1$/, "/2"));

@@ -147,6 +147,8 @@ export class ControllerCore {
   private generation = 0;
   private incarnations = 0;
   private readonly startupGraceUntil: number;
+  /** No lease granted lasts past this instant (limitLeases); undefined: no bound. */
+  private leaseCap: number | undefined;
   private readonly jobs = new Map<string, JobEntry>();
   private readonly agents = new Map<string, AgentEntry>();
   private readonly sessions = new Map<string, string>();
@@ -170,10 +172,14 @@ export class ControllerCore {
   ) {
     this.term = snapshot.term;
     this.now = now;
-    // Agents of a previous controller may hold valid leases for up to one lease TTL, and come
-    // back within their reconnect backoff: until then no shard is given to anyone who does not
-    // claim it. The first term had no predecessor.
-    this.startupGraceUntil = snapshot.term <= 1 ? now : now + config.leaseTtlMs + config.reconnectGraceMs;
+    // Agents of a previous controller may hold valid leases for up to one lease TTL (it renewed
+    // none after this one started: it was dead): until then no shard is given to anyone who does
+    // not claim it. An agent not back by then has fenced itself and claims nothing when it
+    // returns, so waiting longer would only delay the fires. When every earlier controller bound
+    // its leases by its leadership, which ended before this one's began, only the margin for
+    // clock rates is left. The first term had no predecessor.
+    const predecessorLeases = snapshot.leasesBoundedByLeadership === true ? 0 : config.leaseTtlMs;
+    this.startupGraceUntil = snapshot.term <= 1 ? now : now + predecessorLeases + config.leaseMarginMs;
     this.timers.push(this.startupGraceUntil, { kind: "startup-grace" });
     for (const record of snapshot.jobs) {
       const entry = this.addJobEntry(record);
@@ -372,7 +378,7 @@ export class ControllerCore {
       kind: "welcome",
       sessionId: session,
       heartbeatIntervalMs: this.config.heartbeatIntervalMs,
-      leaseTtlMs: this.config.leaseTtlMs,
+      leaseTtlMs: this.grantedTtl(),
       dispatchAheadMs: this.config.dispatchAheadMs,
     });
     this.emit(returning ? "agent.reconnected" : "agent.joined", `agent ${agent.id} connected`, { agent: agent.id });
@@ -399,7 +405,25 @@ export class ControllerCore {
     this.advance(now);
     const agent = this.agentOf(session);
     agent.leaseExpiry = this.leaseFromNow();
-    this.outbox.send(session, { kind: "heartbeat-ack", seq, leaseExpiresAt: agent.leaseExpiry });
+    this.outbox.send(session, { kind: "heartbeat-ack", seq, leaseExpiresAt: agent.leaseExpiry, leaseTtlMs: this.grantedTtl() });
+  }
+
+  /**
+   * Bounds the leases granted from now on: none lasts past `until` (Unix ms), this controller's
+   * own leadership lease when several replicas share an etcd store; undefined lifts the bound.
+   * A new leader is elected only after that lease ended, so it finds no agent lease of this
+   * controller still valid.
+   */
+  limitLeases(until: number | undefined, now: number): void {
+    this.advance(now);
+    this.leaseCap = until;
+  }
+
+  /** The lease an ack grants now, in ms from the agent's heartbeat: one TTL, or less under limitLeases. */
+  private grantedTtl(): number {
+    if (this.leaseCap === undefined) return this.config.leaseTtlMs;
+    // At least 1 ms: 0 would mean "the Welcome's TTL" on the wire.
+    return Math.max(1, Math.min(this.config.leaseTtlMs, this.leaseCap - this.now));
   }
 
   executionUpdates(session: string, reports: readonly ExecutionReport[], now: number): void {
@@ -1460,11 +1484,13 @@ export class ControllerCore {
       if (execution.notBefore !== undefined) this.timers.push(execution.notBefore, { kind: "retry", job: job.record.name, shard: shard.shard });
       return;
     }
-    // It may still be running on an agent that has not reconnected yet: hold it on a stand-in
-    // for that agent, lost until it says hello, whose lease runs out like any lost agent's.
+    // It may still be running on an agent that has not reconnected yet, or have ended there with
+    // the report not yet made: hold it on a stand-in for that agent, lost until it says hello.
+    // The agent gets one lease to come back before its runs are taken for lost and run again,
+    // even when its shards may move sooner (leases bounded by leadership): a live agent reports.
     let agent = this.agents.get(execution.agent);
     if (agent === undefined) {
-      agent = this.addAgentEntry(execution.agent, { lost: true, leaseExpiry: this.startupGraceUntil });
+      agent = this.addAgentEntry(execution.agent, { lost: true, leaseExpiry: Math.max(this.startupGraceUntil, this.leaseFromNow()) });
       this.armLeaseTimer(agent);
     }
     agent.executions.add(execution.id);

@@ -63,7 +63,7 @@ export interface ExecutionContext {
 /** A message the core asks the shell to send on one agent's stream. */
 export type AgentCommand =
   | { kind: "welcome"; sessionId: string; heartbeatIntervalMs: number; leaseTtlMs: number; dispatchAheadMs: number }
-  | { kind: "heartbeat-ack"; seq: number; leaseExpiresAt: number }
+  | { kind: "heartbeat-ack"; seq: number; leaseExpiresAt: number; leaseTtlMs: number }
   | { kind: "assignments"; snapshot: boolean; add: AssignmentRef[]; revoke: AssignmentRef[] }
   | { kind: "dispatch"; executions: ExecutionContext[] }
   | { kind: "cancel"; executionIds: string[]; reason: string };

@@ -198,7 +198,7 @@ function toResponse(term: number, command: AgentCommand): Response {
         },
       };
     case "heartbeat-ack":
-      return { ...base, kind: { case: "heartbeatAck", value: { seq: BigInt(command.seq), leaseExpiresUnixMs: BigInt(command.leaseExpiresAt) } } };
+      return { ...base, kind: { case: "heartbeatAck", value: { seq: BigInt(command.seq), leaseExpiresUnixMs: BigInt(command.leaseExpiresAt), leaseTtlMs: command.leaseTtlMs } } };
     case "assignments":
       return {
         ...base,

@@ -1,15 +1,20 @@
 import type { Server as HttpServer } from "node:http";
-import type { Server } from "@grpc/grpc-js";
+import { type Server, status } from "@grpc/grpc-js";
+import { Etcd3 } from "etcd3";
+import { ShardlineError } from "../../shared/errors.js";
 import { AdminService } from "../../shared/gen/shardline/v1/admin_service_pb.js";
-import { AgentService } from "../../shared/gen/shardline/v1/agent_service_pb.js";
-import { addService, createServer, listen, shutdown } from "../../shared/grpc/index.js";
+import { AgentService, type ConnectRequestSchema, type ConnectResponseSchema } from "../../shared/gen/shardline/v1/agent_service_pb.js";
+import { addService, type CallContext, createServer, listen, type MessageStream, shutdown } from "../../shared/grpc/index.js";
 import { createLogger, type Logger } from "../../shared/logging.js";
 import { VERSION } from "../../shared/version.js";
-import { DEFAULT_CORE_CONFIG } from "../core/config.js";
+import { type CoreConfig, DEFAULT_CORE_CONFIG } from "../core/config.js";
 import { ControllerCore } from "../core/controller-core.js";
 import { loadCustomStrategies, type StrategyModule } from "../core/sharding/custom-strategy.js";
-import { openStore } from "../store/open-store.js";
-import type { RetentionPolicy } from "../store/store.js";
+import { EtcdLeadership } from "../store/etcd/etcd-leadership.js";
+import { EtcdStore } from "../store/etcd/etcd-store.js";
+import { parseStoreUrl } from "../store/store-url.js";
+import { SqliteStore } from "../store/sqlite/sqlite-store.js";
+import type { RetentionPolicy, Store } from "../store/store.js";
 import { adminService } from "./admin-service.js";
 import { AgentSessions } from "./agent-sessions.js";
 import { CoreDriver } from "./core-driver.js";
@@ -22,8 +27,15 @@ export interface ControllerOptions {
   listen: string;
   /** HTTP address for /healthz and /readyz; default 127.0.0.1:7071. */
   http: string;
-  /** `sqlite:PATH` (default `sqlite:./shardline.db`). */
+  /** `sqlite:PATH` (default `sqlite:./shardline.db`), or `etcd://HOST:PORT[,...][/PREFIX]` for several replicas. */
   store: string;
+  /**
+   * With etcd: the gRPC address followers send agents and clients to while this controller leads.
+   * Default: the address it listens on (set it when that is not reachable from them, e.g. 0.0.0.0).
+   */
+  advertise?: string;
+  /** With etcd: the TTL of the leader's etcd lease, in whole seconds (at least 2; default 2). */
+  leaderTtlSeconds?: number;
   heartbeatIntervalMs?: number;
   leaseTtlMs?: number;
   logLevel?: string;
@@ -43,87 +55,293 @@ export interface ControllerOptions {
 export interface RunningController {
   grpcAddress: string;
   httpAddress: string;
-  term: number;
+  /** The term this controller leads in; 0 while it follows (etcd) and has not been elected. */
+  readonly term: number;
+  /** Resolves with the term once this controller leads (at once on SQLite). */
+  readonly elected: Promise<number>;
   /** Resolves once the controller has stopped serving and closed its store. */
   stop(): Promise<void>;
-  /** Resolves when the controller stops for a reason of its own (a store failure). */
+  /** Resolves when the controller stops for a reason of its own (a store failure, a lost leadership). */
   readonly failed: Promise<Error>;
 }
 
 const RETENTION_DEFAULT: RetentionPolicy = { maxPerJob: 1000, maxAgeMs: 7 * 24 * 3600 * 1000 };
 const PRUNE_EVERY_MS = 60_000;
+const DEFAULT_LEADER_TTL_SECONDS = 2;
+/** How long a follower holds an agent's stream or an admin call while no controller leads. */
+const HOLD_WITHOUT_LEADER_MS = 10_000;
 
-/** Opens the store, starts the core and serves gRPC and HTTP until stopped. */
+type AgentStream = MessageStream<typeof ConnectRequestSchema, typeof ConnectResponseSchema>;
+
+/** What runs only while this controller leads: the core and everything around it. */
+interface Leading {
+  core: ControllerCore;
+  sessions: AgentSessions;
+  admin: Record<string, unknown>;
+  store: Store;
+  /** Stops the core, closes the agents' streams and the store. */
+  stop(reason: string): Promise<void>;
+}
+
+/**
+ * Serves gRPC and HTTP, and leads: at once on SQLite; on etcd once elected, following the leader
+ * meanwhile (agents get a Redirect, admin calls an UNAVAILABLE naming the leader).
+ */
 export async function startController(options: ControllerOptions): Promise<RunningController> {
   const logger = options.logger ?? createLogger({ name: "controller", level: options.logLevel });
   splitHostPort(options.listen, "--listen");
+  if (options.advertise !== undefined) splitHostPort(options.advertise, "--advertise");
+  const location = parseStoreUrl(options.store);
   const customStrategies = await loadCustomStrategies(options.strategies ?? []);
-  const config = {
+  const config: CoreConfig = {
     ...DEFAULT_CORE_CONFIG,
     customStrategies,
     ...(options.heartbeatIntervalMs === undefined ? {} : { heartbeatIntervalMs: options.heartbeatIntervalMs }),
     ...(options.leaseTtlMs === undefined ? {} : { leaseTtlMs: options.leaseTtlMs }),
   };
-  const store = openStore(options.store);
-  const snapshot = await store.open();
+  const retention = options.retention ?? RETENTION_DEFAULT;
+
   let failWith: (error: Error) => void = () => {};
   const failed = new Promise<Error>((resolve) => (failWith = resolve));
-  const core = new ControllerCore(config, snapshot, Date.now());
-  let stopping: Promise<void> | undefined;
-  const driver = new CoreDriver(core, store, logger, (error) => {
-    logger.fatal({ err: error }, "the store failed; stopping so that nothing is sent that is not durable");
-    void stop().then(() => failWith(error instanceof Error ? error : new Error(String(error))));
-  });
-  const sessions = new AgentSessions(core, driver, logger);
-  driver.deliver = sessions.deliver;
-  const notifier = new FailureNotifier({ ...options.failureWebhooks, core, store, logger });
-  const unsubscribeNotifier = driver.onEvent(notifier.onEvent);
-
+  let electedWith: (term: number) => void = () => {};
+  const elected = new Promise<number>((resolve) => (electedWith = resolve));
+  let leading: Leading | undefined;
+  let leadership: EtcdLeadership | undefined;
+  let etcd: Etcd3 | undefined;
   let grpcServer: Server | undefined;
   let httpServer: HttpServer | undefined;
-  let pruneTimer: NodeJS.Timeout | undefined;
+  let stopping: Promise<void> | undefined;
+  /** The address this controller gives as the leader's while it leads (etcd). */
+  let advertised: string | undefined;
+
+  /** Ends everything because of `error`; `failed` resolves with it. */
+  const fail = (error: Error): void => {
+    void stop().then(() => failWith(error));
+  };
+
+  const lead = async (store: Store): Promise<Leading> => {
+    const snapshot = await store.open();
+    const core = new ControllerCore(config, snapshot, Date.now());
+    const driver = new CoreDriver(core, store, logger, (error) => {
+      logger.fatal({ err: error }, "the store failed; stopping so that nothing is sent that is not durable");
+      fail(error instanceof Error ? error : new Error(String(error)));
+    });
+    const sessions = new AgentSessions(core, driver, logger);
+    // On etcd no agent lease may outlive this controller's own leadership lease: the next leader
+    // is elected only once that lease ended, and then owes no agent of this one a wait. And
+    // nothing is sent once this controller cannot be sure it still leads.
+    let unsubscribeRenewed = (): void => {};
+    if (leadership !== undefined) {
+      const elected = leadership;
+      core.limitLeases(elected.actUntil, Date.now());
+      unsubscribeRenewed = elected.onRenewed((actUntil) => driver.post((now) => core.limitLeases(actUntil, now)));
+      driver.deliver = (messages, closes) => {
+        if (elected.isLeader()) sessions.deliver(messages, closes);
+      };
+    } else {
+      driver.deliver = sessions.deliver;
+    }
+    const notifier = new FailureNotifier({ ...options.failureWebhooks, core, store, logger });
+    const unsubscribeNotifier = driver.onEvent(notifier.onEvent);
+    const admin = adminService(core, driver, store, customStrategies) as Record<string, unknown>;
+    const pruneTimer = setInterval(() => {
+      store.prune(retention, Date.now()).catch((error: unknown) => logger.warn({ err: error }, "pruning execution history failed"));
+    }, PRUNE_EVERY_MS);
+    pruneTimer.unref();
+    await driver.start();
+    return {
+      core,
+      sessions,
+      admin,
+      store,
+      stop: async (reason) => {
+        clearInterval(pruneTimer);
+        unsubscribeRenewed();
+        driver.stop();
+        sessions.closeAll(reason);
+        await driver.idle();
+        unsubscribeNotifier();
+        // Before the store closes: the notifier reads failed executions from it.
+        await notifier.stop();
+        await store.close();
+      },
+    };
+  };
+
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
-      if (pruneTimer !== undefined) clearInterval(pruneTimer);
-      driver.stop();
-      sessions.closeAll("the controller is shutting down");
+      const wasLeading = leading;
+      leading = undefined;
+      await wasLeading?.stop("the controller is shutting down");
+      // Resigning lets another replica lead at once instead of after the lease's TTL.
+      await leadership?.close().catch((error: unknown) => logger.warn({ err: error }, "resigning the leadership failed"));
+      etcd?.close();
       if (grpcServer !== undefined) await shutdown(grpcServer, 1000);
       if (httpServer !== undefined) await new Promise<void>((resolve) => httpServer!.close(() => resolve()));
-      await driver.idle();
-      unsubscribeNotifier();
-      // Before the store closes: the notifier reads failed executions from it.
-      await notifier.stop();
-      await store.close();
       logger.info("controller stopped");
     })();
     return stopping;
   };
 
+  /**
+   * Resolves once there is somewhere to send a caller: another controller leads, or this one
+   * does and serves; or after `ms`, or when stopping.
+   */
+  const leaderKnown = (ms: number): Promise<void> =>
+    new Promise((resolve) => {
+      const settled = (): boolean => stopping !== undefined || leading !== undefined || (leadership?.leader ?? advertised) !== advertised;
+      if (settled()) {
+        resolve();
+        return;
+      }
+      const check = (): void => {
+        if (!settled()) return;
+        clearInterval(poll);
+        clearTimeout(timer);
+        unsubscribe?.();
+        resolve();
+      };
+      const unsubscribe = leadership?.onLeaderChange(check);
+      void elected.then(check);
+      // The leader key names this controller a little before it serves: checked again shortly.
+      const poll = setInterval(check, 50);
+      const timer = setTimeout(() => {
+        clearInterval(poll);
+        unsubscribe?.();
+        resolve();
+      }, ms);
+    });
+
+  /**
+   * A follower's answer to an agent: a Redirect to the leader. While no controller leads (the
+   * leader just died), the stream is held until one does, so agents reach the new leader as soon
+   * as it is elected instead of after their reconnect backoff.
+   */
+  const follow = (stream: AgentStream, context: CallContext): void => {
+    let open = true;
+    stream.onClose(() => (open = false));
+    void leaderKnown(HOLD_WITHOUT_LEADER_MS).then(() => {
+      if (!open) return;
+      const leader = leadership?.leader;
+      if (stopping !== undefined) stream.close(status.UNAVAILABLE, "the controller is shutting down");
+      else if (leading !== undefined) leading.sessions.connect(stream, context);
+      else if (leader === undefined || leader === advertised) stream.close(status.UNAVAILABLE, "no controller leads yet; retry shortly");
+      else {
+        stream.send({ term: BigInt(leadership!.currentTerm), kind: { case: "redirect", value: { leaderAddress: leader } } });
+        stream.end();
+      }
+    });
+  };
+
+  const notLeading = (): ShardlineError => {
+    const leader = leadership?.leader;
+    if (stopping !== undefined) return new ShardlineError("unavailable", "the controller is shutting down");
+    if (leader === undefined || leader === advertised) return new ShardlineError("unavailable", "no controller leads yet; retry shortly");
+    return new ShardlineError("unavailable", `this controller is a follower; the leader is at ${leader}`, { leader });
+  };
+
   try {
     grpcServer = createServer();
     const onError = (error: unknown, method: string): void => logger.error({ err: error, method }, "internal error in a call");
-    addService(grpcServer, AgentService, { connect: sessions.connect }, { onError });
-    addService(grpcServer, AdminService, adminService(core, driver, store, customStrategies), { onError });
+    addService(
+      grpcServer,
+      AgentService,
+      {
+        connect: (stream: AgentStream, context: CallContext) => {
+          if (leading !== undefined) leading.sessions.connect(stream, context);
+          else follow(stream, context);
+        },
+      },
+      { onError },
+    );
+    addService(grpcServer, AdminService, followingAdmin(() => leading?.admin, notLeading, leaderKnown), { onError });
     const port = await listen(grpcServer, options.listen);
     const host = splitHostPort(options.listen, "--listen").host;
     const grpcAddress = `${host.includes(":") ? `[${host}]` : host}:${port}`;
     const http = await startHttpServer(options.http, {
-      ready: async () => stopping === undefined && (await store.listExecutions({ limit: 1 }), true),
+      ready: async () => {
+        if (stopping !== undefined) return false;
+        if (leading !== undefined) return (await leading.store.listExecutions({ limit: 1 }), true);
+        return leadership?.leader !== undefined;
+      },
     });
     httpServer = http.server;
-    await driver.start();
-    const retention = options.retention ?? RETENTION_DEFAULT;
-    pruneTimer = setInterval(() => {
-      store.prune(retention, Date.now()).catch((error: unknown) => logger.warn({ err: error }, "pruning execution history failed"));
-    }, PRUNE_EVERY_MS);
-    pruneTimer.unref();
+
+    if (location.kind === "sqlite") {
+      leading = await lead(new SqliteStore(location.path));
+      electedWith(leading.core.term);
+    } else {
+      etcd = new Etcd3({ hosts: location.endpoints.map((endpoint) => `http://${endpoint}`), dialTimeout: 5000 });
+      const ns = etcd.namespace(location.prefix);
+      advertised = options.advertise ?? grpcAddress;
+      leadership = new EtcdLeadership(ns, {
+        address: advertised,
+        ttlSeconds: options.leaderTtlSeconds ?? DEFAULT_LEADER_TTL_SECONDS,
+        logger,
+      });
+      await leadership.observe();
+      leadership.onLost((reason) => fail(new ShardlineError("unavailable", `lost the leadership: ${reason}`)));
+      const campaign = leadership;
+      void (async () => {
+        const term = await campaign.campaign();
+        if (stopping !== undefined) return;
+        leading = await lead(new EtcdStore(ns, term));
+        electedWith(term);
+        logger.info({ term, grpc: grpcAddress }, `leading (term ${term})`);
+      })().catch((error: unknown) => {
+        if (stopping !== undefined) return;
+        logger.fatal({ err: error }, "could not take the leadership");
+        fail(error instanceof Error ? error : new Error(String(error)));
+      });
+    }
     logger.info(
-      { grpc: grpcAddress, http: http.address, store: options.store, term: core.term, version: VERSION, strategies: [...customStrategies.keys()] },
-      `controller serving on ${grpcAddress} (term ${core.term})`,
+      {
+        grpc: grpcAddress,
+        http: http.address,
+        store: location.kind === "etcd" ? `etcd://${location.endpoints.join(",")}/${location.prefix}` : options.store,
+        term: leading?.core.term ?? 0,
+        version: VERSION,
+        strategies: [...customStrategies.keys()],
+      },
+      leading === undefined
+        ? `controller serving on ${grpcAddress}, following until elected (leader: ${leadership?.leader ?? "none yet"})`
+        : `controller serving on ${grpcAddress} (term ${leading.core.term})`,
     );
-    return { grpcAddress, httpAddress: http.address, term: core.term, stop, failed };
+    return {
+      grpcAddress,
+      httpAddress: http.address,
+      get term() {
+        return leading?.core.term ?? 0;
+      },
+      elected,
+      stop,
+      failed,
+    };
   } catch (error) {
     await stop();
     throw error;
   }
+}
+
+/**
+ * The AdminService as served: each method runs the leader's implementation while this controller
+ * leads, and answers `notLeading()` otherwise (after waiting a while for a leader when there is none).
+ */
+function followingAdmin(
+  current: () => Record<string, unknown> | undefined,
+  notLeading: () => ShardlineError,
+  leaderKnown: (ms: number) => Promise<void>,
+): Record<string, unknown> {
+  const impl: Record<string, unknown> = {};
+  for (const method of AdminService.methods) {
+    impl[method.localName] = async (...args: unknown[]): Promise<unknown> => {
+      if (current() === undefined) await leaderKnown(HOLD_WITHOUT_LEADER_MS);
+      const admin = current();
+      if (admin === undefined) throw notLeading();
+      const fn = admin[method.localName];
+      if (typeof fn !== "function") throw new ShardlineError("failed-precondition", `${method.name} is not implemented by this controller`);
+      return (fn as (...a: unknown[]) => unknown)(...args);
+    };
+  }
+  return impl;
 }

@@ -441,11 +441,11 @@ export class World {
       case "welcome":
         agent.welcomed = true;
         agent.lastAckAt = agent.clock(this.now);
-        if (agent.lease.ack(0n, this.config.leaseTtlMs)) agent.fenced = false;
+        if (agent.lease.ack(0n, command.leaseTtlMs)) agent.fenced = false;
         agent.nextHeartbeatAt = agent.realAt(agent.clock(this.now) + this.config.heartbeatIntervalMs);
         return;
       case "heartbeat-ack":
-        if (agent.lease.ack(BigInt(command.seq), this.config.leaseTtlMs)) {
+        if (agent.lease.ack(BigInt(command.seq), command.leaseTtlMs)) {
           agent.lastAckAt = agent.clock(this.now);
           agent.fenced = false;
         }

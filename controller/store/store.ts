@@ -100,6 +100,12 @@ export interface StoreSnapshot {
    * far each fire is from running its spec.onFireComplete hook.
    */
   settledOfOpenFires: ExecutionRecord[];
+  /**
+   * True when every earlier controller of this store granted agent leases only within its own
+   * leadership lease, and that lease ended before this controller's term began (etcd): no agent
+   * lease of theirs can still be valid, so the new leader need not wait one out.
+   */
+  leasesBoundedByLeadership?: boolean;
 }
 
 /** A filter over the execution history; every field narrows. Results are newest fire first. */

@@ -1,11 +1,16 @@
-import { status } from "@grpc/grpc-js";
+import { Metadata, status } from "@grpc/grpc-js";
 import { ShardlineError, type ErrorCode } from "../errors.js";
 
 /** A gRPC status as it travels in trailers: a code and a human-readable text. */
 export interface GrpcStatus {
   code: status;
   details: string;
+  /** Trailers sent with it: `shardline-leader` when a follower names the leader. */
+  metadata?: Metadata;
 }
+
+/** The trailer in which a follower controller names the leader's gRPC address. */
+export const LEADER_TRAILER = "shardline-leader";
 
 /** What a client sees when the server failed in a way it must not describe. */
 export const INTERNAL_DETAILS = "internal error";
@@ -26,7 +31,10 @@ const toGrpcCode: Record<ErrorCode, status> = {
  */
 export function toGrpcStatus(err: unknown): GrpcStatus {
   if (err instanceof ShardlineError && err.code !== "internal") {
-    return { code: toGrpcCode[err.code], details: err.message };
+    if (err.details.leader === undefined) return { code: toGrpcCode[err.code], details: err.message };
+    const metadata = new Metadata();
+    metadata.set(LEADER_TRAILER, err.details.leader);
+    return { code: toGrpcCode[err.code], details: err.message, metadata };
   }
   return { code: status.INTERNAL, details: INTERNAL_DETAILS };
 }
@@ -48,7 +56,8 @@ export function fromGrpcError(err: unknown): ShardlineError {
     return new ShardlineError("internal", err instanceof Error ? err.message : String(err), {}, { cause: err });
   }
   const details = detailsOf(err) || status[code] || `gRPC status ${code}`;
-  return new ShardlineError(fromGrpcCode(code), details, {}, { cause: err });
+  const leader = leaderOf(err);
+  return new ShardlineError(fromGrpcCode(code), details, leader === undefined ? {} : { leader }, { cause: err });
 }
 
 /** The ShardlineError code for a gRPC status code. */
@@ -89,4 +98,11 @@ function codeOf(err: unknown): status | undefined {
 function detailsOf(err: unknown): string {
   const details = (err as { details?: unknown }).details;
   return typeof details === "string" ? details : "";
+}
+
+function leaderOf(err: unknown): string | undefined {
+  const metadata = (err as { metadata?: unknown }).metadata;
+  if (!(metadata instanceof Metadata)) return undefined;
+  const value = metadata.get(LEADER_TRAILER)[0];
+  return typeof value === "string" && value !== "" ? value : undefined;
 }

@@ -35,6 +35,8 @@ export function testSpec(name: string, overrides: Partial<JobSpec> = {}): JobSpe
  */
 export class MemoryDurableState {
   term = 0;
+  /** What the snapshot says of earlier controllers' leases (true: etcd's leaders bounded them). */
+  leasesBoundedByLeadership = false;
   jobs = new Map<string, JobRecord>();
   cursors = new Map<string, number>();
   executions = new Map<string, ExecutionRecord>();
@@ -43,6 +45,7 @@ export class MemoryDurableState {
     this.term += 1;
     return {
       term: this.term,
+      leasesBoundedByLeadership: this.leasesBoundedByLeadership,
       jobs: [...this.jobs.values()],
       cursors: new Map(this.cursors),
       openExecutions: [...this.executions.values()]
@@ -65,6 +68,8 @@ export class ModelAgent {
   readonly revoked = new Map<string, AssignmentRef>();
   readonly dispatched: ExecutionContext[] = [];
   readonly cancelled: string[] = [];
+  /** The lease each heartbeat ack granted, in ms from the heartbeat. */
+  readonly ackTtls: number[] = [];
   welcomed = false;
   /** The Welcome it received. */
   welcome: Extract<AgentCommand, { kind: "welcome" }> | undefined;
@@ -82,6 +87,7 @@ export class ModelAgent {
         this.welcome = command;
         return;
       case "heartbeat-ack":
+        this.ackTtls.push(command.leaseTtlMs);
         return;
       case "assignments":
         if (command.snapshot) {

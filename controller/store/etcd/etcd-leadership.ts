@@ -40,7 +40,8 @@ export class EtcdLeadership {
   readonly #ns: Namespace;
   readonly #options: Required<Omit<LeadershipOptions, "logger">> & { logger: Logger };
   #lease: Lease | undefined;
-  #watcher: Watcher | undefined;
+  #watchers: Watcher[] = [];
+  #currentTerm = 0;
   #leader: string | undefined;
   #term: number | undefined;
   #validUntil = 0;
@@ -51,6 +52,7 @@ export class EtcdLeadership {
   #checkTimer: NodeJS.Timeout | undefined;
   readonly #leaderListeners = new Set<(address: string | undefined) => void>();
   readonly #lostListeners = new Set<(reason: string) => void>();
+  readonly #renewedListeners = new Set<(actUntil: number) => void>();
   /** Wakes a campaign waiting for the leader key to go. */
   #wake: (() => void) | undefined;
 
@@ -77,9 +79,20 @@ export class EtcdLeadership {
     return this.#validUntil;
   }
 
+  /** The instant until which this controller acts as leader: validUntil less the safety margin. */
+  get actUntil(): number {
+    return this.#validUntil - this.#options.safetyMs;
+  }
+
+  /** Called with actUntil each time etcd confirms the lease (about three times per TTL). */
+  onRenewed(listener: (actUntil: number) => void): () => void {
+    this.#renewedListeners.add(listener);
+    return () => this.#renewedListeners.delete(listener);
+  }
+
   /** True while this controller won and etcd surely still holds its lease. */
   isLeader(): boolean {
-    return this.#term !== undefined && this.#lost === undefined && this.#options.now() < this.#validUntil - this.#options.safetyMs;
+    return this.#term !== undefined && this.#lost === undefined && this.#options.now() < this.actUntil;
   }
 
   /** Called with the leader's address whenever it changes (undefined: none right now). */
@@ -94,23 +107,33 @@ export class EtcdLeadership {
     return () => this.#lostListeners.delete(listener);
   }
 
-  /** Starts following the leader key, so `leader` is known before and without winning. */
+  /** The highest term seen in etcd (the current leader's, once elected); 0 before any. */
+  get currentTerm(): number {
+    return this.#currentTerm;
+  }
+
+  /** Starts following the leader and term keys, so `leader` and `currentTerm` are known without winning. */
   async observe(): Promise<void> {
-    const current = await this.#ns.get(LEADER_KEY).exec();
-    this.#setLeader(current.kvs[0]?.value.toString());
-    const watcher = await this.#ns
-      .watch()
-      .key(LEADER_KEY)
-      .startRevision(String(Number(current.header.revision) + 1))
-      .create();
+    const [leader, term] = await Promise.all([this.#ns.get(LEADER_KEY).exec(), this.#ns.get(TERM_KEY).exec()]);
+    this.#setLeader(leader.kvs[0]?.value.toString());
+    this.#setTerm(term.kvs[0]?.value.toString());
+    const from = String(Math.min(Number(leader.header.revision), Number(term.header.revision)) + 1);
+    const watchers = await Promise.all([
+      this.#ns.watch().key(LEADER_KEY).startRevision(from).create(),
+      this.#ns.watch().key(TERM_KEY).startRevision(from).create(),
+    ]);
+    this.#watchers = watchers;
     if (this.#closed) {
-      await watcher.cancel();
+      await Promise.all(watchers.map((watcher) => watcher.cancel()));
       return;
     }
-    this.#watcher = watcher;
-    watcher.on("put", (kv) => this.#setLeader(kv.value.toString()));
-    watcher.on("delete", () => this.#setLeader(undefined));
-    watcher.on("error", (error) => this.#options.logger.warn({ err: error }, "watching the etcd leader key failed; retrying"));
+    const [leaderWatcher, termWatcher] = watchers;
+    leaderWatcher.on("put", (kv) => this.#setLeader(kv.value.toString()));
+    leaderWatcher.on("delete", () => this.#setLeader(undefined));
+    termWatcher.on("put", (kv) => this.#setTerm(kv.value.toString()));
+    for (const watcher of watchers) {
+      watcher.on("error", (error) => this.#options.logger.warn({ err: error }, "watching the etcd election keys failed; retrying"));
+    }
   }
 
   /**
@@ -124,7 +147,9 @@ export class EtcdLeadership {
     lease.on("keepaliveFired", () => this.#keepalivesSent.push(this.#options.now()));
     lease.on("keepaliveSucceeded", () => {
       const sent = this.#keepalivesSent.shift();
-      if (sent !== undefined) this.#validUntil = Math.max(this.#validUntil, sent + this.#options.ttlSeconds * 1000);
+      if (sent === undefined) return;
+      this.#validUntil = Math.max(this.#validUntil, sent + this.#options.ttlSeconds * 1000);
+      if (this.#term !== undefined) for (const listener of [...this.#renewedListeners]) listener(this.actUntil);
     });
     lease.on("lost", (error) => this.#lose(`the etcd lease was lost (${error.message})`));
     const grantSent = this.#options.now();
@@ -144,6 +169,7 @@ export class EtcdLeadership {
       if (won.succeeded) {
         if (this.#lost !== undefined) throw new ShardlineError("unavailable", `the election was lost: ${this.#lost}`);
         this.#term = term;
+        this.#setTerm(String(term));
         this.#setLeader(this.#options.address);
         this.#checkTimer = setInterval(() => this.#check(), 50);
         this.#checkTimer.unref();
@@ -168,7 +194,7 @@ export class EtcdLeadership {
     this.#closed = true;
     this.#wake?.();
     await this.resign();
-    await this.#watcher?.cancel();
+    await Promise.all(this.#watchers.map((watcher) => watcher.cancel()));
   }
 
   /** Resolves once the leader key is absent (watched by observe()), or close() is called. */
@@ -194,6 +220,13 @@ export class EtcdLeadership {
       this.#lose(address === undefined ? "the leader key was deleted" : `another controller (${address}) holds the leader key`);
     }
     for (const listener of [...this.#leaderListeners]) listener(address);
+  }
+
+  #setTerm(value: string | undefined): void {
+    const term = Number(value ?? 0);
+    if (term <= this.#currentTerm) return;
+    this.#currentTerm = term;
+    if (this.#term !== undefined && term !== this.#term) this.#lose(`another controller took term ${term}`);
   }
 
   #check(): void {

@@ -99,7 +99,7 @@ describe("EtcdStore", () => {
   it("brings back jobs, cursors, open executions and the settled ones of open fires under the next leader", async () => {
     const ns = freshNamespace();
     const first = await lead(ns);
-    expect(first.snapshot).toEqual({ term: 1, jobs: [], cursors: new Map(), openExecutions: [], settledOfOpenFires: [] });
+    expect(first.snapshot).toEqual({ term: 1, jobs: [], cursors: new Map(), openExecutions: [], settledOfOpenFires: [], leasesBoundedByLeadership: true });
     const running = execution({ job: "invoices", fireTime: 2000, shard: 0, state: "running", startedAt: 2001 });
     const settled = execution({ job: "invoices", fireTime: 2000, shard: 1, state: "failed", error: "boom", finishedAt: 2005 });
     const hook = execution({ job: "invoices", fireTime: 1000, shard: FIRE_COMPLETE_SHARD, state: "pending", fireOutcome: [{ shard: 0, state: "succeeded", executionId: "invoices/1000/0/1" }] });

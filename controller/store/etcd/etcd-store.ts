@@ -87,7 +87,7 @@ export class EtcdStore implements Store {
     const settled = await Promise.all([...openFires].map((fire) => this.#readAll(`done/${fire}`)));
     const settledOfOpenFires = settled.flat().map(([, value]) => JSON.parse(value) as ExecutionRecord);
     settledOfOpenFires.sort(byFireShardAttempt);
-    return { term: this.#term, jobs, cursors, openExecutions, settledOfOpenFires };
+    return { term: this.#term, jobs, cursors, openExecutions, settledOfOpenFires, leasesBoundedByLeadership: true };
   }
 
   commit(batch: StoreBatch): Promise<void> {

@@ -3,8 +3,6 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { ShardlineError } from "../../../shared/errors.js";
-import { openStore, parseStoreUrl } from "../open-store.js";
 import { type ExecutionRecord, type ExecutionStateName, FIRE_COMPLETE_SHARD, type JobRecord } from "../store.js";
 import { describeStoreContract, execution, ids, job, rejection, spec } from "../testing/store-contract.js";
 import { MIGRATIONS, SCHEMA_VERSION } from "./schema.js";
@@ -360,59 +358,3 @@ describeStoreContract("SqliteStore", async () => {
   await s.open();
   return s;
 });
-
-describe("openStore", () => {
-  it("reads sqlite:PATH as an SQLite file", () => {
-    expect(parseStoreUrl("sqlite:/var/lib/shardline/state.db")).toEqual({ kind: "sqlite", path: "/var/lib/shardline/state.db" });
-    expect(parseStoreUrl("sqlite:relative/state.db")).toEqual({ kind: "sqlite", path: "relative/state.db" });
-  });
-
-  it("reads etcd://HOST:PORT,... as etcd endpoints", () => {
-    expect(parseStoreUrl("etcd://etcd-0:2379,10.0.0.2:2379,[::1]:2379")).toEqual({
-      kind: "etcd",
-      endpoints: ["etcd-0:2379", "10.0.0.2:2379", "[::1]:2379"],
-    });
-  });
-
-  it("builds an unopened SQLite store that opens at the path", async () => {
-    const s = openStore(`sqlite:${dbPath}`);
-    expect(s).toBeInstanceOf(SqliteStore);
-    opened.push(s as SqliteStore);
-    expect((await s.open()).term).toBe(1);
-  });
-
-  it("builds an in-memory store from sqlite::memory:", async () => {
-    const s = openStore("sqlite::memory:");
-    opened.push(s as SqliteStore);
-    expect((s as SqliteStore).path).toBe(":memory:");
-    expect((await s.open()).term).toBe(1);
-  });
-
-  it("says the etcd store is not available yet, naming --store", () => {
-    const err = catching(() => openStore("etcd://localhost:2379"));
-    expect(err.code).toBe("invalid-argument");
-    expect(err.message).toContain("--store");
-    expect(err.message).toContain("etcd store not available yet");
-  });
-
-  it.each(["", "sqlite:", "postgres://db:5432", "/var/lib/state.db", "etcd://", "etcd://host", "etcd://host:0", "etcd://a:2379,"])(
-    "rejects %j, naming --store and what is allowed",
-    (value) => {
-      const err = catching(() => openStore(value));
-      expect(err.code).toBe("invalid-argument");
-      expect(err.details.field).toBe("--store");
-      expect(err.message).toContain("--store");
-      expect(err.message).toContain("sqlite:PATH or etcd://HOST:PORT[,HOST:PORT...]");
-    },
-  );
-});
-
-function catching(action: () => unknown): ShardlineError {
-  try {
-    action();
-  } catch (err) {
-    expect(err).toBeInstanceOf(ShardlineError);
-    return err as ShardlineError;
-  }
-  throw new Error("expected an error");
-}
