@@ -654,7 +654,10 @@ export class Agent {
   /** Why a dispatched execution may not run here, or undefined when it may. */
   #refusal(context: ExecutionContext): string | undefined {
     if (this.#drain || this.#stopped) return "the agent is shutting down";
-    if (this.#fenced || !this.#lease.valid(this.#options.clock.now())) return "the agent holds no valid lease";
+    // The lease lapsed and the fence timer has not fired yet: fence now, which closes the stream,
+    // rather than refuse dispatch after dispatch on a stream the controller still trusts.
+    if (!this.#fenced && !this.#lease.valid(this.#options.clock.now())) this.#fence(`no heartbeat ack within the lease of ${this.#leaseTtlMs} ms`);
+    if (this.#fenced) return "the agent holds no valid lease";
     // A completion hook run is fenced by the lease alone, checked above.
     if (context.fireOutcome !== undefined) return undefined;
     if (!context.assignment?.shard) return "the dispatch names no assignment";

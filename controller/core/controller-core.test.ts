@@ -3,6 +3,7 @@ import { ShardlineError } from "../../shared/errors.js";
 import { DEFAULT_CORE_CONFIG } from "./config.js";
 import { CoreHarness, testSpec } from "./testing/core-harness.js";
 
+const MARGIN = DEFAULT_CORE_CONFIG.leaseMarginMs;
 const LEASE = 2000;
 
 /** Two agents sharing a manual-only 4-shard job, past the startup grace. */
@@ -363,12 +364,14 @@ describe("controller restart", () => {
     expect(b.welcome?.leaseTtlMs).toBe(700);
     h.run(500);
     expect(a.ackTtls.at(-1)).toBe(200);
-    // Past the bound an ack grants the least lease there is, never the Welcome's default.
-    h.run(500);
-    expect(b.ackTtls.at(-1)).toBe(1);
+    expect(b.ackTtls.at(-1)).toBe(200);
+    // The controller's view of each lease ends with the lease granted, plus the margin.
+    expect(h.core.listAgents().map((agent) => agent.leaseExpiresAt)).toEqual([h.now + 200 + MARGIN, h.now + 200 + MARGIN]);
     h.core.limitLeases(undefined, h.now);
+    const c = h.connect("c");
     h.run(500);
-    expect(b.ackTtls.at(-1)).toBe(LEASE);
+    expect(c.welcome?.leaseTtlMs).toBe(LEASE);
+    expect(c.ackTtls.at(-1)).toBe(LEASE);
   });
 
   it("after a leader whose leases were bounded by its leadership, gives unclaimed shards at once", () => {

@@ -393,12 +393,12 @@ export class ControllerCore {
   }
 
   /**
-   * When an agent's lease ends in the controller's view, renewed now: one lease, plus a margin
-   * for the agent's clock running slow and its fence timer firing late, so that the agent has
-   * always fenced itself before its shards move.
+   * When an agent's lease ends in the controller's view, renewed now: the lease granted (one
+   * TTL, or less under limitLeases), plus a margin for the agent's clock running slow and its
+   * fence timer firing late, so that the agent has always fenced itself before its shards move.
    */
   private leaseFromNow(): number {
-    return this.now + this.config.leaseTtlMs + this.config.leaseMarginMs;
+    return this.now + this.grantedTtl() + this.config.leaseMarginMs;
   }
 
   heartbeat(session: string, seq: number, now: number): void {

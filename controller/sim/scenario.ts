@@ -23,6 +23,7 @@ export const scenarioArbitrary: fc.Arbitrary<Scenario> = fc.record({
   seed: fc.integer({ min: 0, max: 2 ** 31 - 1 }),
   drifts: fc.array(fc.double({ min: -MAX_DRIFT, max: MAX_DRIFT, noNaN: true }), { minLength: AGENTS, maxLength: AGENTS }),
   steps: fc.array(stepArbitrary, { maxLength: 30 }),
+  leaderLeases: fc.boolean(),
 });
 
 /** Runs one scenario; throws the first broken invariant with the steps that led to it. */

@@ -46,6 +46,10 @@ describe("the deterministic simulator", () => {
       "an agent whose clock runs slow has fenced itself before its shards move",
       { seed: 7, drifts: [0, 0, -5.551115123125784e-17], steps: [{ kind: "advance", ms: 1750 }, { kind: "drop", agent: 2 }] },
     ],
+    [
+      "under a leader's bounded leases, a slow agent's lease ends in the controller's view when it ends on the agent, which fences instead of refusing dispatches forever",
+      { seed: 0, drifts: [0, 0, 0], steps: [{ kind: "slow", agent: 0 }, { kind: "advance", ms: 289 }, { kind: "advance", ms: 211 }], leaderLeases: true },
+    ],
   ];
   for (const [name, scenario] of regressions) {
     it(name, () => {

@@ -29,7 +29,10 @@ export type Step =
   /** The agent heartbeats four times slower than it should, until `fast`. */
   | { kind: "slow"; agent: number }
   | { kind: "fast"; agent: number }
-  /** The controller dies and a new one starts from the store, under a higher term. */
+  /**
+   * The controller dies and a new one starts from the store, under a higher term: at once
+   * (SQLite), or, with `leaderLeases`, once the dead leader's etcd lease has run out.
+   */
   | { kind: "failover" }
   /** A job is applied again with another shard count. */
   | { kind: "edit"; job: number; shards: number };
@@ -40,6 +43,12 @@ export interface Scenario {
   /** Each agent's clock rate error (0.001 runs 0.1% fast); bounded by MAX_DRIFT. */
   drifts: number[];
   steps: Step[];
+  /**
+   * Controllers as replicas on etcd: the leader bounds agent leases by its own leadership lease
+   * (renewed every third of its TTL), and a new leader starts only after that lease ran out,
+   * without waiting out the agents' leases. Absent: one controller restarted on its store.
+   */
+  leaderLeases?: boolean;
 }
 
 /** The largest clock rate error the simulator gives an agent: 1,000 ppm, 20x a poor crystal. */
@@ -62,6 +71,10 @@ const KEEPALIVE_DETECT_MS = 15_000;
 const MAX_BACKOFF_MS = 5_000;
 /** At the end, faults stop and the world runs this long so every fire can settle. */
 const SETTLE_MS = 20_000;
+/** With leaderLeases: the leader's etcd lease TTL, its renewal period, and how early it stops acting. */
+const LEADER_TTL_MS = 2_000;
+const LEADER_RENEW_MS = 667;
+const LEADER_SAFETY_MS = 250;
 
 /** The jobs every scenario runs: fenced failover, catch-up misfire, so every fire is recorded. */
 export function simJobs(): JobSpec[] {
@@ -136,6 +149,11 @@ function prng(seed: number): () => number {
 export class World {
   now = T0;
   readonly durable = new MemoryDurableState();
+  /** With leaderLeases: when etcd last renewed the leader's lease, and when it renews it next. */
+  private leaderRenewedAt = 0;
+  private nextRenewalAt: number | undefined;
+  /** With leaderLeases, after a failover: no controller runs until this instant. */
+  private controllerDownUntil: number | undefined;
   core: ControllerCore;
   readonly agents: SimAgent[];
   private readonly random: () => number;
@@ -163,7 +181,9 @@ export class World {
   ) {
     this.random = prng(scenario.seed);
     this.agents = scenario.drifts.map((drift, i) => new SimAgent(`agent-${i}`, drift));
+    this.durable.leasesBoundedByLeadership = scenario.leaderLeases === true;
     this.core = new ControllerCore(this.config, this.durable.snapshot(), this.now);
+    if (scenario.leaderLeases === true) this.renewLeadership();
     this.jobs = simJobs();
     for (const spec of this.jobs) this.core.applyJob(spec.name, spec, `name: ${spec.name}`, this.now);
     this.flushController();
@@ -264,11 +284,15 @@ export class World {
     };
     // The network first: what was sent arrives before time moves on, in the order it was sent.
     if (this.inFlight.length > 0) return { at: this.now, run: () => this.inFlight.shift()!.deliver() };
-    const deadline = this.core.nextDeadline();
-    consider(deadline, () => {
-      this.core.tick(this.now);
-      this.flushController();
-    });
+    if (this.controllerDownUntil !== undefined) {
+      consider(this.controllerDownUntil, () => this.startLeader());
+    } else {
+      consider(this.core.nextDeadline(), () => {
+        this.core.tick(this.now);
+        this.flushController();
+      });
+      consider(this.nextRenewalAt, () => this.renewLeadership());
+    }
     for (const agent of this.agents) {
       if (!agent.alive) continue;
       consider(agent.nextHeartbeatAt, () => this.heartbeat(agent));
@@ -328,14 +352,35 @@ export class World {
   }
 
   private failover(): void {
+    if (this.controllerDownUntil !== undefined) return;
     for (const [agentId, session] of [...this.controllerSessions]) {
       this.controllerSessions.delete(agentId);
       this.notifyAgentOfClose(agentId, session);
     }
     for (const [agent, wires] of this.held) this.held.set(agent, wires.filter((w) => !w.toController));
+    if (this.scenario.leaderLeases === true) {
+      // The next leader wins once etcd expires the dead one's lease.
+      this.nextRenewalAt = undefined;
+      this.controllerDownUntil = this.leaderRenewedAt + LEADER_TTL_MS + 1;
+      return;
+    }
+    this.startLeader();
+  }
+
+  private startLeader(): void {
+    this.controllerDownUntil = undefined;
     this.core = new ControllerCore(this.config, this.durable.snapshot(), this.now);
+    if (this.scenario.leaderLeases === true) this.renewLeadership();
     this.flushController();
     this.check();
+  }
+
+  /** etcd renewed the leader's lease now: no agent lease it grants may outlast it. */
+  private renewLeadership(): void {
+    this.leaderRenewedAt = this.now;
+    this.nextRenewalAt = this.now + LEADER_RENEW_MS;
+    this.core.limitLeases(this.now + LEADER_TTL_MS - LEADER_SAFETY_MS, this.now);
+    this.flushController();
   }
 
   private controllerStreamClosed(agentId: string, session: string): void {
@@ -399,7 +444,8 @@ export class World {
 
   private connect(agent: SimAgent): void {
     if (!agent.alive) return;
-    if (!agent.linkUp) {
+    // No controller leads (or the link is down): the attempt fails, another follows a backoff.
+    if (!agent.linkUp || this.controllerDownUntil !== undefined) {
       agent.reconnectAt = this.now + this.backoff();
       return;
     }
@@ -484,9 +530,10 @@ export class World {
   private dispatched(agent: SimAgent, context: ExecutionContext): void {
     if (agent.runs.has(context.executionId)) return;
     const local = agent.clock(this.now);
+    // As the real agent does: a lapsed lease whose fence timer is late fences now.
+    if (!agent.fenced && !agent.lease.valid(local)) this.fence(agent);
     const refused =
       agent.fenced ||
-      !agent.lease.valid(local) ||
       context.assignment === undefined ||
       !agent.table.holds({ ...context.assignment, term: BigInt(context.assignment.term), generation: BigInt(context.assignment.generation) });
     if (refused) {
