@@ -188,4 +188,27 @@ describe("HA controllers on etcd", () => {
     }
     passed = true;
   }, 120_000);
+
+  // Continues with the replicas and agents of the test above.
+  it("fences a leader paused past its etcd lease: another leads, and the paused one exits when it wakes without acting as leader", async () => {
+    passed = false;
+    const paused = replicas.find((r) => r.process?.running && r.leadingTerm() !== undefined);
+    expect(paused).toBeDefined();
+    const term = paused!.leadingTerm()!;
+    const recordedBefore = runs().length;
+    paused!.process!.kill("SIGSTOP");
+    const next = await leader(term + 1);
+    const resumedAt = await everyShardRanAfter(Date.now(), "every shard to run under the leader that replaced the paused one");
+    paused!.process!.kill("SIGCONT");
+    const exit = await paused!.process!.exited;
+    expect(exit.code).not.toBe(0);
+    expect(paused!.process!.output).toContain("lost the leadership");
+    expect(next.process!.running).toBe(true);
+    await everyShardRanAfter(resumedAt + 2000, "fires to go on after the paused leader woke");
+
+    const recorded = runs().slice(recordedBefore);
+    const ends = recorded.filter((r) => r.event === "end").map((r) => `${r.fireTime}/${r.shard}`);
+    expect(ends.filter((key, i) => ends.indexOf(key) !== i)).toEqual([]);
+    passed = true;
+  }, 60_000);
 });

@@ -460,7 +460,11 @@ export class Agent {
   #useAddress(address: string): void {
     if (address === this.#address) return;
     this.#address = address;
-    // Closed after the current stream ends: closing a channel cancels its calls.
+    this.#dropClient();
+  }
+
+  /** The next stream goes on a new channel. The old one closes after the current stream ends: closing a channel cancels its calls. */
+  #dropClient(): void {
     const client = this.#client;
     this.#client = undefined;
     if (client !== undefined) setImmediate(() => client.close());
@@ -544,8 +548,10 @@ export class Agent {
     for (const held of this.#table.list()) this.#table.remove(held.job, held.shard);
     this.#emitAssignments();
     this.#events.emit("fenced", reason);
-    // An open stream that let the lease lapse is stuck or partitioned; a fresh one is the cure.
+    // An open stream that let the lease lapse is stuck or partitioned; a fresh one is the cure,
+    // on a fresh connection: a new stream on the old one would wait behind its stuck TCP.
     this.#closeStream(status.UNAVAILABLE, `fenced: ${reason}`);
+    this.#dropClient();
   }
 
 
@@ -639,9 +645,21 @@ export class Agent {
       const shard = context.fireOutcome === undefined ? refOf(context.assignment!).shard : NO_SHARD;
       const entry: RunEntry = { run, job: context.job, shard };
       this.#runs.set(context.executionId, entry);
-      // Dispatched ahead of its fire instant: started at it, by this agent's clock.
-      processStarts.add(Number(context.fireTimeUnixMs), this.#dispatchAheadMs, run);
+      // Dispatched ahead of its fire instant: started at it, by this agent's clock, if the lease
+      // still holds then.
+      processStarts.add(Number(context.fireTimeUnixMs), this.#dispatchAheadMs, { start: () => this.#startLeased(run) });
     }
+  }
+
+  /**
+   * Starts a run at its instant only under a valid lease. A process paused past its lease (SIGSTOP,
+   * a long GC, a handler blocking the event loop) runs its overdue timers oldest first: the start
+   * may come before the fence timer, and must fence instead. The fence aborts the run.
+   */
+  #startLeased(run: ExecutionRun): void {
+    if (!this.#fenced && !this.#lease.valid(this.#options.clock.now())) this.#fence(`no heartbeat ack within the lease of ${this.#leaseTtlMs} ms`);
+    if (this.#fenced) return;
+    run.start();
   }
 
   /** The executor the context asks for, or why this agent has none for it. */

@@ -1,9 +1,13 @@
-import type { ExecutionRun } from "../executors/execution-run.js";
+
+/** What waits for its instant: a run, or the agent's check of its lease around one. */
+export interface Startable {
+  start(): void;
+}
 
 interface Group {
   /** Wall-clock Unix ms at which the group starts: its fire instant, or sooner on a skewed clock. */
   startAt: number;
-  runs: ExecutionRun[];
+  runs: Startable[];
 }
 
 /**
@@ -23,7 +27,7 @@ export class OnTimeStarts {
    * `maxWaitMs` from now: the longest the controller dispatches ahead, so that a skewed clock
    * cannot hold work back. A run stopped meanwhile ignores its start.
    */
-  add(fireTime: number, maxWaitMs: number, run: ExecutionRun): void {
+  add(fireTime: number, maxWaitMs: number, run: Startable): void {
     const now = this.wallClock();
     const group = this.#groups.get(fireTime);
     if (group !== undefined) {
