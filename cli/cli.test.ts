@@ -509,6 +509,44 @@ describe("usage errors and exit codes", () => {
     expect(capture.stderr()).toMatch(new RegExp(`^shardline: cannot reach the controller at 127\\.0\\.0\\.1:${port} \\(.*\\); check --controller or SHARDLINE_CONTROLLER \\(default 127\\.0\\.0\\.1:7070\\)\\n$`));
   });
 
+  it("tries the next controller given when one cannot be reached, and names every address tried when none can", async () => {
+    const closed = createServer();
+    const port = await listen(closed, "127.0.0.1:0");
+    await shutdown(closed, 0);
+    const dead = `127.0.0.1:${port}`;
+    const capture = captureIo({ env: { SHARDLINE_CONTROLLER: `${dead},${address}` } });
+    expect(await runCli(["get", "jobs", "-o", "json"], capture.io)).toBe(0);
+    expect(JSON.parse(capture.stdout()).map((j: { name: string }) => j.name)).toEqual(["billing-rollup", "reindex"]);
+
+    const none = captureIo({ env: { SHARDLINE_CONTROLLER: `${dead},${dead}` } });
+    expect(await runCli(["get", "jobs"], none.io)).toBe(5);
+    expect(none.stderr()).toContain(`cannot reach any controller (tried ${dead}, ${dead})`);
+  });
+
+  it("follows a follower's answer to the leader it names", async () => {
+    const follower = createServer();
+    addService(follower, AdminService, {
+      listJobs: async () => {
+        throw new ShardlineError("unavailable", `this controller is a follower; the leader is at ${address}`, { leader: address });
+      },
+    });
+    const followerAddress = `127.0.0.1:${await listen(follower, "127.0.0.1:0")}`;
+    try {
+      const capture = captureIo({ env: { SHARDLINE_CONTROLLER: followerAddress } });
+      expect(await runCli(["get", "jobs", "-o", "json"], capture.io)).toBe(0);
+      expect(JSON.parse(capture.stdout())).toHaveLength(2);
+    } finally {
+      await shutdown(follower, 0);
+    }
+  });
+
+  it("rejects a malformed address list, naming where it came from", async () => {
+    const capture = captureIo({ env: { SHARDLINE_CONTROLLER: "127.0.0.1:7070,nocolon" } });
+    expect(await runCli(["get", "jobs"], capture.io)).toBe(2);
+    expect(capture.stderr()).toContain('SHARDLINE_CONTROLLER: "127.0.0.1:7070,nocolon" is not allowed');
+    expect(capture.stderr()).toContain("or several separated by commas");
+  });
+
   it("prints the version and the help, with the exit codes, and exits 0", async () => {
     const version = captureIo();
     expect(await runCli(["--version"], version.io)).toBe(0);
