@@ -49,8 +49,7 @@ class Replica {
   }
 
   async start(): Promise<void> {
-    const http = await freePort();
-    this.process = new CliProcess(this.name, ["controller", "--listen", this.address, "--http", `127.0.0.1:${http}`, "--store", this.store]);
+    this.process = new CliProcess(this.name, ["controller", "--listen", this.address, "--http", "127.0.0.1:0", "--store", this.store]);
     await waitFor(`${this.name} to serve`, async () => {
       if (!this.process!.running) throw new Error(`${this.name} exited:\n${this.process!.output}`);
       return this.process!.output.includes("controller serving on") ? true : undefined;

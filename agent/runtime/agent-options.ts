@@ -44,8 +44,12 @@ export interface AgentOptions {
   version?: string;
   /** How long drain() lets running executions finish before aborting them. Default 30 s. */
   drainGraceMs?: number;
-  /** Bounds of the jittered exponential wait between reconnects. Default 100 ms to 5 s. */
-  reconnect?: { initialMs?: number; maxMs?: number };
+  /**
+   * Bounds of the jittered exponential wait between reconnects (default 100 ms to 5 s), and how
+   * long a connection waits for the controller's Welcome before the next controller is tried
+   * (default 5 s: a frozen controller accepts connections and answers nothing).
+   */
+  reconnect?: { initialMs?: number; maxMs?: number; welcomeTimeoutMs?: number };
   /** Longest result text reported, in UTF-8 bytes. Default 4096, the contract's limit. */
   maxResultBytes?: number;
   /** Where the agent logs. Default a silent logger. */
@@ -69,7 +73,7 @@ export interface ResolvedAgentOptions {
   maxConcurrent: number;
   version: string;
   drainGraceMs: number;
-  reconnect: { initialMs: number; maxMs: number };
+  reconnect: { initialMs: number; maxMs: number; welcomeTimeoutMs: number };
   maxResultBytes: number;
   logger: Logger;
   clock: Clock;
@@ -102,8 +106,9 @@ export function resolveAgentOptions(options: AgentOptions): ResolvedAgentOptions
   }
   const initialMs = options.reconnect?.initialMs ?? 100;
   const maxMs = options.reconnect?.maxMs ?? 5_000;
-  if (!(initialMs > 0) || !(maxMs >= initialMs)) {
-    throw ShardlineError.invalid("reconnect", options.reconnect, "initialMs > 0 and maxMs >= initialMs");
+  const welcomeTimeoutMs = options.reconnect?.welcomeTimeoutMs ?? 5_000;
+  if (!(initialMs > 0) || !(maxMs >= initialMs) || !(welcomeTimeoutMs > 0)) {
+    throw ShardlineError.invalid("reconnect", options.reconnect, "initialMs > 0, maxMs >= initialMs and welcomeTimeoutMs > 0");
   }
   const allowScripts = [...new Set(options.allowScripts ?? [])];
   for (const command of allowScripts) {
@@ -127,7 +132,7 @@ export function resolveAgentOptions(options: AgentOptions): ResolvedAgentOptions
     maxConcurrent,
     version: options.version ?? VERSION,
     drainGraceMs,
-    reconnect: { initialMs, maxMs },
+    reconnect: { initialMs, maxMs, welcomeTimeoutMs },
     maxResultBytes,
     logger: options.logger ?? pino({ level: "silent" }),
     clock: options.clock ?? { now: () => performance.now() },

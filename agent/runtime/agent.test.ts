@@ -566,6 +566,18 @@ describe("Agent", () => {
     expect(agent.controller).toBe(leader.address);
   });
 
+  it("gives up on a controller that accepts the stream and never welcomes it, for the next replica", async () => {
+    const frozen = await ScriptedController.start();
+    const live = await ScriptedController.start();
+    const agent = startAgent(frozen, { work: () => 1 }, { controller: `${frozen.address},${live.address}`, reconnect: { initialMs: 10, maxMs: 100, welcomeTimeoutMs: 200 } });
+    await frozen.nextSession();
+    const session = await live.nextSession();
+    expect(session.hello.agentId).toBe("agent-1");
+    session.welcome();
+    await nextEvent(agent, "connected");
+    expect(agent.controller).toBe(live.address);
+  });
+
   it("tries the next controller replica given while one cannot be reached, and goes back to them when the leader it was sent to is gone", async () => {
     const unreachable = `127.0.0.1:${await freePort()}`;
     const follower = await ScriptedController.start();

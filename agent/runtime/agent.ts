@@ -147,6 +147,9 @@ export class Agent {
   #nextAddress = 1;
   /** Set by a Redirect: the stream it closes is not a failure of the leader's address. */
   #redirected = false;
+  /** Set when this side closed a stream because the controller stopped answering: try another. */
+  #unresponsive = false;
+  #welcomeTimer: NodeJS.Timeout | undefined;
   #address: string;
   #client: Client<typeof AgentService> | undefined;
   #stream: AgentStream | undefined;
@@ -298,6 +301,12 @@ export class Agent {
     const hello = this.#hello();
     this.#lease.sent(HELLO_SEQ, this.#options.clock.now());
     stream.send({ kind: { case: "hello", value: hello } });
+    const { welcomeTimeoutMs } = this.#options.reconnect;
+    this.#welcomeTimer = setTimeout(() => {
+      if (stream !== this.#stream || this.#welcomed) return;
+      this.#unresponsive = true;
+      this.#closeStream(status.UNAVAILABLE, `no Welcome within ${welcomeTimeoutMs} ms`);
+    }, welcomeTimeoutMs);
   }
 
   /** The Hello: identity, plus what the agent still holds and the reports not yet confirmed. */
@@ -380,6 +389,7 @@ export class Agent {
     this.#leaseTtlMs = welcome.leaseTtlMs || DEFAULT_LEASE_TTL_MS;
     this.#dispatchAheadMs = welcome.dispatchAheadMs;
     this.#welcomed = true;
+    clearTimeout(this.#welcomeTimer);
     this.#backoff.reset();
     this.#lastAckAt = this.#options.clock.now();
     if (this.#lease.ack(HELLO_SEQ, this.#leaseTtlMs)) this.#leaseRenewed();
@@ -413,6 +423,7 @@ export class Agent {
     }
     if (now - this.#lastAckAt > this.#leaseTtlMs) {
       // Nothing came back for a whole lease: the stream is stuck even if it looks open.
+      this.#unresponsive = true;
       this.#closeStream(status.UNAVAILABLE, `no heartbeat ack for ${this.#leaseTtlMs} ms`);
       return;
     }
@@ -443,14 +454,17 @@ export class Agent {
   }
 
   /**
-   * After a stream that never got a Welcome: the next controller replica given is tried (a
-   * leader named by a Redirect that cannot be reached is dropped for them too). One address, or
-   * a stream that was welcomed, keeps the same address: its controller may be restarting.
+   * After a stream that never got a Welcome, or that this side closed because the controller
+   * stopped answering: the next controller replica given is tried (a leader named by a Redirect
+   * that cannot be reached is dropped for them too). One address, or a welcomed stream that the
+   * controller ended, keeps the same address: its controller may be restarting.
    */
   #rotateAddress(welcomed: boolean): void {
     const redirected = this.#redirected;
+    const unresponsive = this.#unresponsive;
     this.#redirected = false;
-    if (redirected || welcomed) return;
+    this.#unresponsive = false;
+    if (redirected || (welcomed && !unresponsive)) return;
     if (this.#addresses.length === 1 && this.#address === this.#addresses[0]) return;
     const next = this.#addresses[this.#nextAddress % this.#addresses.length]!;
     this.#nextAddress++;
@@ -472,6 +486,7 @@ export class Agent {
 
   #onClose(closed: GrpcStatus): void {
     this.#stream = undefined;
+    clearTimeout(this.#welcomeTimer);
     this.#rotateAddress(this.#welcomed);
     this.#welcomed = false;
     clearInterval(this.#heartbeatTimer);
@@ -549,7 +564,9 @@ export class Agent {
     this.#emitAssignments();
     this.#events.emit("fenced", reason);
     // An open stream that let the lease lapse is stuck or partitioned; a fresh one is the cure,
-    // on a fresh connection: a new stream on the old one would wait behind its stuck TCP.
+    // on a fresh connection (a new stream on the old one would wait behind its stuck TCP), to
+    // another controller replica first if there are several.
+    this.#unresponsive = true;
     this.#closeStream(status.UNAVAILABLE, `fenced: ${reason}`);
     this.#dropClient();
   }
@@ -840,6 +857,7 @@ export class Agent {
   /** Clears every timer and closes the stream and the channel. */
   #shutDown(reason: string): void {
     clearTimeout(this.#reconnectTimer);
+    clearTimeout(this.#welcomeTimer);
     clearTimeout(this.#fenceTimer);
     clearInterval(this.#heartbeatTimer);
     if (this.#flushScheduled) clearImmediate(this.#flushScheduled);

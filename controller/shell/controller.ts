@@ -68,8 +68,15 @@ export interface RunningController {
 const RETENTION_DEFAULT: RetentionPolicy = { maxPerJob: 1000, maxAgeMs: 7 * 24 * 3600 * 1000 };
 const PRUNE_EVERY_MS = 60_000;
 const DEFAULT_LEADER_TTL_SECONDS = 2;
-/** How long a follower holds an agent's stream or an admin call while no controller leads. */
-const HOLD_WITHOUT_LEADER_MS = 10_000;
+/** The longest a single etcd request may take. */
+const ETCD_CALL_DEADLINE_MS = 5_000;
+/**
+ * How long a follower holds an agent's stream while no controller leads: long enough to see a
+ * dead leader's etcd lease run out and another win, shorter than an agent waits for a Welcome.
+ */
+const HOLD_AGENT_WITHOUT_LEADER_MS = 3_000;
+/** How long a follower holds an admin call while no controller leads. */
+const HOLD_ADMIN_WITHOUT_LEADER_MS = 5_000;
 
 type AgentStream = MessageStream<typeof ConnectRequestSchema, typeof ConnectResponseSchema>;
 
@@ -220,7 +227,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
   const follow = (stream: AgentStream, context: CallContext): void => {
     let open = true;
     stream.onClose(() => (open = false));
-    void leaderKnown(HOLD_WITHOUT_LEADER_MS).then(() => {
+    void leaderKnown(HOLD_AGENT_WITHOUT_LEADER_MS).then(() => {
       if (!open) return;
       const leader = leadership?.leader;
       if (stopping !== undefined) stream.close(status.UNAVAILABLE, "the controller is shutting down");
@@ -271,7 +278,13 @@ export async function startController(options: ControllerOptions): Promise<Runni
       leading = await lead(new SqliteStore(location.path));
       electedWith(leading.core.term);
     } else {
-      etcd = new Etcd3({ hosts: location.endpoints.map((endpoint) => `http://${endpoint}`), dialTimeout: 5000 });
+      etcd = new Etcd3({
+        hosts: location.endpoints.map((endpoint) => `http://${endpoint}`),
+        dialTimeout: 5000,
+        // A call to an etcd that hangs (paused, overloaded) fails in time instead of holding a
+        // commit, and with it the controller's shutdown, forever. Watches and keepalives are streams.
+        defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + ETCD_CALL_DEADLINE_MS }),
+      });
       const ns = etcd.namespace(location.prefix);
       advertised = options.advertise ?? grpcAddress;
       leadership = new EtcdLeadership(ns, {
@@ -335,7 +348,7 @@ function followingAdmin(
   const impl: Record<string, unknown> = {};
   for (const method of AdminService.methods) {
     impl[method.localName] = async (...args: unknown[]): Promise<unknown> => {
-      if (current() === undefined) await leaderKnown(HOLD_WITHOUT_LEADER_MS);
+      if (current() === undefined) await leaderKnown(HOLD_ADMIN_WITHOUT_LEADER_MS);
       const admin = current();
       if (admin === undefined) throw notLeading();
       const fn = admin[method.localName];

@@ -87,9 +87,25 @@ export class EtcdServer {
     return `etcd://${this.endpoint}`;
   }
 
-  /** A client of this server, for a test to look at or change what the controller wrote. */
-  client(): Etcd3 {
-    return new Etcd3({ hosts: `http://${this.endpoint}` });
+  /**
+   * A client of this server, for a test to look at or change what the controller wrote. With
+   * `deadlineMs`, each request (not watches and keepalives) fails after that long, as the
+   * controller's do.
+   */
+  client(deadlineMs?: number): Etcd3 {
+    return new Etcd3({
+      hosts: `http://${this.endpoint}`,
+      ...(deadlineMs === undefined ? {} : { defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + deadlineMs }) }),
+    });
+  }
+
+  /** Freezes etcd (SIGSTOP): connections stay open and nothing answers, as in a long pause. */
+  pause(): void {
+    this.child.kill("SIGSTOP");
+  }
+
+  resume(): void {
+    this.child.kill("SIGCONT");
   }
 
   /** What etcd printed, for failure messages. */

@@ -138,11 +138,35 @@ export class EtcdLeadership {
 
   /**
    * Campaigns until this controller is the leader, and resolves its term. Call observe() first.
-   * Rejects if close() is called meanwhile.
+   * Rides out etcd being unreachable (retrying with a new lease); rejects only if close() is
+   * called meanwhile.
    */
   async campaign(): Promise<number> {
+    for (let delay = 250; ; delay = Math.min(delay * 2, 2000)) {
+      try {
+        return await this.#campaignOnce();
+      } catch (error) {
+        if (this.#closed) throw new ShardlineError("unavailable", "the election was stopped");
+        this.#options.logger.warn({ err: error }, "campaigning for the leadership failed; retrying");
+        const lease = this.#lease;
+        this.#lease = undefined;
+        lease?.release();
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, delay);
+          this.#wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
+    }
+  }
+
+  /** One candidacy on one lease: resolves the term won, or throws when etcd failed or the lease was lost. */
+  async #campaignOnce(): Promise<number> {
     const lease = this.#ns.lease(this.#options.ttlSeconds, { autoKeepAlive: true });
     this.#lease = lease;
+    let candidacyLost: Error | undefined;
     lease.on("keepaliveEstablished", () => (this.#keepalivesSent = []));
     lease.on("keepaliveFired", () => this.#keepalivesSent.push(this.#options.now()));
     lease.on("keepaliveSucceeded", () => {
@@ -151,12 +175,20 @@ export class EtcdLeadership {
       this.#validUntil = Math.max(this.#validUntil, sent + this.#options.ttlSeconds * 1000);
       if (this.#term !== undefined) for (const listener of [...this.#renewedListeners]) listener(this.actUntil);
     });
-    lease.on("lost", (error) => this.#lose(`the etcd lease was lost (${error.message})`));
+    lease.on("lost", (error) => {
+      if (this.#term !== undefined) {
+        this.#lose(`the etcd lease was lost (${error.message})`);
+      } else {
+        candidacyLost = error;
+        this.#wake?.();
+      }
+    });
     const grantSent = this.#options.now();
     const leaseId = await lease.grant();
     this.#validUntil = grantSent + this.#options.ttlSeconds * 1000;
     for (;;) {
       if (this.#closed) throw new ShardlineError("unavailable", "the election was stopped");
+      if (candidacyLost !== undefined) throw candidacyLost;
       const read = await this.#ns.get(TERM_KEY).exec();
       const termKv = read.kvs[0];
       const previous = termKv === undefined ? 0 : Number(termKv.value.toString());
@@ -167,7 +199,8 @@ export class EtcdLeadership {
         .then(this.#ns.put(LEADER_KEY).value(this.#options.address).lease(leaseId), this.#ns.put(TERM_KEY).value(String(term)))
         .commit();
       if (won.succeeded) {
-        if (this.#lost !== undefined) throw new ShardlineError("unavailable", `the election was lost: ${this.#lost}`);
+        // The lease may have lapsed between the last keepalive and this write: etcd would have
+        // refused a put on a dead lease, so the win stands; validUntil says how long it lasts.
         this.#term = term;
         this.#setTerm(String(term));
         this.#setLeader(this.#options.address);
