@@ -1,7 +1,7 @@
 import { ShardlineError } from "../../shared/errors.js";
-import type { AdminService } from "../../shared/gen/shardline/v1/admin_service_pb.js";
-import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
-import type { ServiceImpl } from "../../shared/grpc/index.js";
+import { type AdminService, ListExecutionsResponseSchema } from "../../shared/gen/shardline/v1/admin_service_pb.js";
+import { ExecutionSchema, ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
+import { encodeRepeatedInSlices, type ServiceImpl } from "../../shared/grpc/index.js";
 import { parseManifest } from "../../shared/manifest/index.js";
 import type { ControllerCore } from "../core/controller-core.js";
 import { checkStrategyLoaded } from "../core/sharding/custom-strategy.js";
@@ -15,16 +15,38 @@ const MAX_MANIFEST_BYTES = 256 * 1024;
 /** A watcher that falls this far behind is cut off rather than buffering without bound. */
 const MAX_EVENTS_QUEUED = 10_000;
 
+/** Default of AdminServiceOptions.maxHistoryReads. */
+export const DEFAULT_MAX_HISTORY_READS = 2;
+
+/** Options of adminService. */
+export interface AdminServiceOptions {
+  /**
+   * Reads of the execution history (ListExecutions, GetExecution, CancelExecution of a finished
+   * one) served at once, from the store query to the encoded answer; the others wait their turn,
+   * in order. Without a bound, a flood of 10,000-row listings starves firing twice over: the
+   * store's one thread serves commits and reads in the order they come, and a fire is dispatched
+   * only once its commit is done; and each listing costs the event loop about 150 ms of decoding,
+   * converting, encoding and garbage collection. Default 2: a commit waits behind two reads at
+   * most, and the event loop runs at most two listings' slices between its other work, while one
+   * listing is encoded as the next is read.
+   */
+  maxHistoryReads?: number;
+}
+
 /**
  * AdminService: reads come from the core's state and the store; writes go through the core.
  * `customStrategies` are the names loaded with --strategy, which a job's `custom:NAME` must be.
+ * How many calls are served at once is bounded where the service is added (addService's
+ * maxConcurrentCalls); past it a call is answered RESOURCE_EXHAUSTED.
  */
 export function adminService(
   core: ControllerCore,
   driver: CoreDriver,
   store: Store,
   customStrategies: ReadonlyMap<string, unknown> = new Map(),
+  options: AdminServiceOptions = {},
 ): Partial<ServiceImpl<typeof AdminService>> {
+  const historyReads = new TurnTaking(options.maxHistoryReads ?? DEFAULT_MAX_HISTORY_READS, "maxHistoryReads");
   return {
     async applyJob(request) {
       if (Buffer.byteLength(request.manifest) > MAX_MANIFEST_BYTES) {
@@ -92,7 +114,7 @@ export function adminService(
       };
     },
 
-    async listExecutions(request) {
+    async listExecutions(request, context) {
       if (request.limit > MAX_LIMIT) throw ShardlineError.invalid("limit", request.limit, `0 (meaning 100) to ${MAX_LIMIT}`);
       const query: ExecutionQuery = { limit: request.limit === 0 ? 100 : request.limit };
       if (request.job !== "") query.job = request.job;
@@ -102,24 +124,29 @@ export function adminService(
       if (request.sinceUnixMs !== 0n) query.since = toNumber(request.sinceUnixMs, "since_unix_ms");
       if (request.untilUnixMs !== 0n) query.until = toNumber(request.untilUnixMs, "until_unix_ms");
       await driver.idle();
-      const executions = await store.listExecutions(query);
-      const positions = core.queuePositions();
-      return { executions: executions.map((e) => executionToProto(e, positions.get(e.id))) };
+      return historyReads.run(context.signal, async () => {
+        const executions = await store.listExecutions(query);
+        const positions = core.queuePositions();
+        // Up to 10,000 of them: encoded in slices, so that the event loop keeps firing meanwhile.
+        return encodeRepeatedInSlices(ListExecutionsResponseSchema, "executions", ExecutionSchema, executions, (e) =>
+          executionToProto(e, positions.get(e.id)),
+        );
+      });
     },
 
-    async getExecution(request) {
+    async getExecution(request, context) {
       await driver.idle();
-      const execution = await store.getExecution(request.id);
+      const execution = await historyReads.run(context.signal, () => store.getExecution(request.id));
       if (execution === undefined) {
         throw new ShardlineError("not-found", `execution ${JSON.stringify(request.id)} not found`, { field: "id", value: request.id });
       }
       return { execution: executionToProto(execution, core.queuePositions().get(execution.id)) };
     },
 
-    async cancelExecution(request) {
+    async cancelExecution(request, context) {
       if (core.openExecution(request.id) === undefined) {
         await driver.idle();
-        const finished = await store.getExecution(request.id);
+        const finished = await historyReads.run(context.signal, () => store.getExecution(request.id));
         if (finished === undefined) {
           throw new ShardlineError("not-found", `execution ${JSON.stringify(request.id)} not found`, { field: "id", value: request.id });
         }
@@ -166,4 +193,49 @@ export function adminService(
       });
     },
   };
+}
+
+/**
+ * Lets at most `limit` tasks run at once; the others wait their turn, first come first served. A
+ * waiter whose call ends (its signal aborts: cancelled, deadline passed) leaves the line.
+ */
+class TurnTaking {
+  #running = 0;
+  readonly #waiting: (() => void)[] = [];
+
+  constructor(
+    readonly limit: number,
+    name: string,
+  ) {
+    if (!Number.isSafeInteger(limit) || limit < 1) throw ShardlineError.invalid(name, limit, "an integer of at least 1");
+  }
+
+  async run<T>(signal: AbortSignal, task: () => Promise<T>): Promise<T> {
+    if (this.#running >= this.limit) await this.#turn(signal);
+    else this.#running++;
+    try {
+      return await task();
+    } finally {
+      const next = this.#waiting.shift();
+      // The place passes straight to the next waiter, so no newcomer can jump the line.
+      if (next === undefined) this.#running--;
+      else next();
+    }
+  }
+
+  #turn(signal: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => {
+        this.#waiting.splice(this.#waiting.indexOf(go), 1);
+        reject(signal.reason);
+      };
+      const go = (): void => {
+        signal.removeEventListener("abort", onAbort);
+        resolve();
+      };
+      signal.throwIfAborted();
+      this.#waiting.push(go);
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
+  }
 }

@@ -25,6 +25,8 @@ type Response = MessageInitShape<typeof ConnectResponseSchema>;
  */
 export class AgentSessions {
   private readonly streams = new Map<string, AgentStream>();
+  /** Who is on each session, by agent id once its Hello is accepted and by address: for log lines. */
+  private readonly names = new Map<string, { peer: string; agent?: string }>();
 
   constructor(
     private readonly core: ControllerCore,
@@ -37,6 +39,8 @@ export class AgentSessions {
     const session = randomUUID();
     let greeted = false;
     this.streams.set(session, stream);
+    const name: { peer: string; agent?: string } = { peer: context.peer };
+    this.names.set(session, name);
     const refuse = (error: unknown): void => {
       const { code, details } = toGrpcStatus(error);
       this.logger.warn({ session, peer: context.peer, code, details }, "closing an agent stream after a bad message");
@@ -50,6 +54,7 @@ export class AgentSessions {
           const hello = helloFromProto(kind.value);
           this.driver.post((now) => this.core.hello(session, hello, now));
           greeted = true;
+          name.agent = hello.agentId;
           return;
         }
         if (kind.case === undefined) {
@@ -89,6 +94,7 @@ export class AgentSessions {
     });
     stream.onClose(() => {
       this.streams.delete(session);
+      this.names.delete(session);
       this.driver.post((now) => this.core.streamClosed(session, now));
     });
   };
@@ -133,12 +139,29 @@ export class AgentSessions {
   private send(session: string, command: AgentCommand): void {
     const stream = this.streams.get(session);
     if (stream === undefined) return;
-    if (!stream.send(toResponse(this.core.term, command))) {
-      // The agent stopped reading: it must not slow the controller or the other agents.
-      this.streams.delete(session);
-      stream.close(status.RESOURCE_EXHAUSTED, "the agent is not reading its stream; its send queue is full");
-      this.driver.post((now) => this.core.streamClosed(session, now));
-    }
+    if (stream.send(toResponse(this.core.term, command))) return;
+    // Not full: the agent half-closed (it said goodbye) and the stream ends once what is queued
+    // is out; its onClose tells the core. Nothing is lost that the agent still wanted.
+    if (stream.queued < stream.maxQueued) return;
+    this.disconnectStuck(session, stream);
+  }
+
+  /**
+   * The agent stopped reading its stream: what it has not read fills its bounded send queue. It
+   * must not slow the controller or the other agents, nor hold the memory of an ever-growing
+   * backlog, so it is disconnected and handled as any agent that lost its stream: its shards stay
+   * fenced until its lease expires, then move. The stream's onClose tells the core.
+   */
+  private disconnectStuck(session: string, stream: AgentStream): void {
+    const { agent, peer } = this.names.get(session) ?? {};
+    // Only a greeted agent is sent anything, so it has a name; the session id is a fallback.
+    const who = agent === undefined ? `the agent on session ${session}` : `agent ${agent}`;
+    const reason =
+      `${who} is not reading its stream: ${stream.maxQueued} messages wait in its send queue, the controller's limit; ` +
+      "disconnected, its shards move once its lease expires";
+    this.logger.warn({ agent, session, peer, queued: stream.queued, maxQueued: stream.maxQueued }, reason);
+    this.streams.delete(session);
+    stream.close(status.RESOURCE_EXHAUSTED, reason);
   }
 }
 

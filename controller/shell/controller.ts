@@ -86,8 +86,10 @@ interface Leading {
   sessions: AgentSessions;
   admin: Record<string, unknown>;
   store: Store;
-  /** Stops the core, closes the agents' streams and the store. */
-  stop(reason: string): Promise<void>;
+  /** Stops the core and closes the agents' streams: nothing more is decided or sent. */
+  halt(reason: string): void;
+  /** Then waits for what is under way (commits, failure webhooks) and closes the store. */
+  close(): Promise<void>;
 }
 
 /**
@@ -161,11 +163,13 @@ export async function startController(options: ControllerOptions): Promise<Runni
       sessions,
       admin,
       store,
-      stop: async (reason) => {
+      halt: (reason) => {
         clearInterval(pruneTimer);
         unsubscribeRenewed();
         driver.stop();
         sessions.closeAll(reason);
+      },
+      close: async () => {
         await driver.idle();
         unsubscribeNotifier();
         // Before the store closes: the notifier reads failed executions from it.
@@ -179,12 +183,14 @@ export async function startController(options: ControllerOptions): Promise<Runni
     stopping ??= (async () => {
       const wasLeading = leading;
       leading = undefined;
-      await wasLeading?.stop("the controller is shutting down");
-      // Resigning lets another replica lead at once instead of after the lease's TTL.
-      await leadership?.close().catch((error: unknown) => logger.warn({ err: error }, "resigning the leadership failed"));
-      etcd?.close();
+      wasLeading?.halt("the controller is shutting down");
       if (grpcServer !== undefined) await shutdown(grpcServer, 1000);
       if (httpServer !== undefined) await new Promise<void>((resolve) => httpServer!.close(() => resolve()));
+      await wasLeading?.close();
+      // Once nothing more is written: resigning lets another replica lead at once instead of
+      // after the lease's TTL.
+      await leadership?.close().catch((error: unknown) => logger.warn({ err: error }, "resigning the leadership failed"));
+      etcd?.close();
       logger.info("controller stopped");
     })();
     return stopping;

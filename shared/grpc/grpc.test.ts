@@ -2,8 +2,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import { Client as GrpcClient, credentials, Metadata, status, type Server, type StatusObject } from "@grpc/grpc-js";
 import { create } from "@bufbuild/protobuf";
 import { ShardlineError } from "../errors.js";
-import { AdminService } from "../gen/shardline/v1/admin_service_pb.js";
-import { JobSchema, type Job } from "../gen/shardline/v1/types_pb.js";
+import { AdminService, ListExecutionsResponseSchema } from "../gen/shardline/v1/admin_service_pb.js";
+import { ExecutionSchema, JobSchema, type Job } from "../gen/shardline/v1/types_pb.js";
 import { AgentService, ConnectRequestSchema, ConnectResponseSchema } from "../gen/shardline/v1/agent_service_pb.js";
 import {
   addService,
@@ -19,6 +19,7 @@ import {
   type MessageStream,
   type ServiceImpl,
 } from "./index.js";
+import { encodeRepeatedInSlices } from "./server.js";
 
 const cleanups: (() => Promise<void> | void)[] = [];
 
@@ -232,6 +233,86 @@ describe("unary calls", () => {
     const response = await adminClient(address).getJob({ name: "x" }, { metadata: { traceparent: "00-abc-def-01" } });
     expect(response.job?.name).toBe("00-abc-def-01");
   });
+
+  it("answers calls past maxConcurrentCalls with RESOURCE_EXHAUSTED naming the limit, without running them", async () => {
+    const entered: (() => void)[] = [];
+    const twoIn = deferred();
+    let ran = 0;
+    const address = await startServer((server) =>
+      addService(
+        server,
+        AdminService,
+        {
+          async listJobs() {
+            // The first two calls wait until the test lets them go.
+            if (++ran <= 2) {
+              await new Promise<void>((resolve) => {
+                entered.push(resolve);
+                if (entered.length === 2) twoIn.resolve();
+              });
+            }
+            return { jobs };
+          },
+        },
+        { maxConcurrentCalls: 2 },
+      ),
+    );
+    const client = adminClient(address);
+
+    const held = [client.listJobs({}), client.listJobs({})];
+    await twoIn.promise;
+    const refused = (await client.listJobs({}).catch((e: unknown) => e)) as ShardlineError;
+    expect(refused).toBeInstanceOf(ShardlineError);
+    // RESOURCE_EXHAUSTED reaches a TypeScript caller as "unavailable": retry after a backoff.
+    expect(refused.code).toBe("unavailable");
+    expect((refused.cause as StatusObject).code).toBe(status.RESOURCE_EXHAUSTED);
+    expect(refused.message).toBe("shardline.v1.AdminService is already serving 2 calls, its limit of calls at once; retry after a backoff");
+    expect(ran).toBe(2);
+
+    for (const release of entered) release();
+    expect((await Promise.all(held)).map((r) => r.jobs.length)).toEqual([2, 2]);
+    // The places are free again.
+    expect((await client.listJobs({})).jobs.length).toBe(2);
+    expect(ran).toBe(3);
+  });
+
+  it("frees a place when a call fails, and refuses a limit below 1", async () => {
+    const address = await startServer((server) => addService(server, AdminService, fakeAdmin, { maxConcurrentCalls: 1 }));
+    const client = adminClient(address);
+    for (let i = 0; i < 3; i++) expect(((await client.getJob({ name: "nope" }).catch((e: unknown) => e)) as ShardlineError).code).toBe("not-found");
+    expect((await client.getJob({ name: "billing-rollup" })).job?.name).toBe("billing-rollup");
+    expect(() => addService(createServer(), AdminService, fakeAdmin, { maxConcurrentCalls: 0 })).toThrow(/maxConcurrentCalls: 0 is not allowed/);
+  });
+
+  it("sends a response encoded in slices, which the client decodes whole and in order", async () => {
+    const ids = Array.from({ length: 1234 }, (_, i) => `sweep/1700000000000/${i}/1`);
+    let turnsBetweenSlices = 0;
+    const address = await startServer((server) =>
+      addService(server, AdminService, {
+        async listExecutions() {
+          // Counts event-loop turns taken while the response is encoded.
+          let encoding = true;
+          const count = (): void => {
+            if (!encoding) return;
+            turnsBetweenSlices++;
+            setImmediate(count);
+          };
+          setImmediate(count);
+          const response = await encodeRepeatedInSlices(ListExecutionsResponseSchema, "executions", ExecutionSchema, ids, (id) => ({ id, shard: 1 }));
+          encoding = false;
+          return response;
+        },
+      }),
+    );
+
+    const listed = await adminClient(address).listExecutions({});
+    expect(listed.executions.map((e) => e.id)).toEqual(ids);
+    expect(listed.executions.every((e) => e.shard === 1)).toBe(true);
+    expect(turnsBetweenSlices).toBeGreaterThanOrEqual(2);
+    await expect(encodeRepeatedInSlices(ListExecutionsResponseSchema, "nope", ExecutionSchema, ids, (id) => ({ id }))).rejects.toThrow(
+      /shardline\.v1\.ListExecutionsResponse\.nope is not a repeated shardline\.v1\.Execution field/,
+    );
+  });
 });
 
 describe("malformed requests", () => {
@@ -420,6 +501,7 @@ describe("AgentService.Connect streams", () => {
     // The client opens the stream but adds no message listener, so it reads nothing.
     const client = agentClient(address).connect();
     const { stream, accepted } = await bound.promise;
+    expect(stream.maxQueued).toBe(maxQueued);
     expect(stream.queued).toBe(maxQueued);
     // The rest sits in bounded buffers (grpc-js's and HTTP/2's windows), not in the client.
     expect(accepted - maxQueued).toBeLessThan(1_000);

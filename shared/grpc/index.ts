@@ -16,6 +16,9 @@ export { DEFAULT_MAX_QUEUED, type MessageStream, type MessageStreamOptions } fro
 export {
   createServer,
   addService,
+  encodeRepeatedInSlices,
+  EncodedResponse,
+  DEFAULT_MAX_CONCURRENT_CALLS,
   listen,
   shutdown,
   type ServerOptions,

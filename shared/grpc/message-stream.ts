@@ -59,6 +59,8 @@ export interface MessageStream<In extends DescMessage, Out extends DescMessage> 
   close(code: status, details: string): void;
   /** Messages waiting in the send queue (not counting what grpc-js already buffered). */
   readonly queued: number;
+  /** The bound of the send queue: once `queued` reaches it, send() refuses, for the peer is not reading. */
+  readonly maxQueued: number;
   /** True once onClose has fired. */
   readonly closed: boolean;
 }
@@ -169,6 +171,10 @@ abstract class DuplexMessageStream<In extends DescMessage, Out extends DescMessa
 
   get queued(): number {
     return this.queue.length;
+  }
+
+  get maxQueued(): number {
+    return this.queue.maxQueued;
   }
 
   get closed(): boolean {

@@ -9,7 +9,8 @@ import {
   type UntypedHandleCall,
   type sendUnaryData,
 } from "@grpc/grpc-js";
-import type { DescMessage, DescMethod, DescService, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
+import { create, toBinary, type DescMessage, type DescMethod, type DescService, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { ShardlineError } from "../errors.js";
 import { serverKeepaliveOptions, type KeepaliveOptions } from "./keepalive.js";
 import { DEFAULT_MAX_QUEUED, OutboundQueue, serverMessageStream, type MessageStream } from "./message-stream.js";
@@ -54,11 +55,53 @@ export interface ServerStreamWriter<Out extends DescMessage> {
   readonly closed: boolean;
 }
 
-/** A unary method: resolve with the response, throw a ShardlineError to fail with its status. */
+/**
+ * A unary response the handler encoded itself, sent as it is. encodeRepeatedInSlices makes one
+ * for a response too large to encode in one go without holding up the event loop.
+ */
+export class EncodedResponse<O extends DescMessage = DescMessage> {
+  /** Only for the type: an EncodedResponse of one message type does not stand for another. */
+  declare readonly schema: O;
+  constructor(readonly bytes: Buffer) {}
+}
+
+/** Messages encoded between two turns of the event loop by encodeRepeatedInSlices. */
+const ENCODE_SLICE = 500;
+
+/**
+ * Encodes a response of type `output` whose bulk is the repeated message field `field`, made from
+ * `items` a slice at a time with the event loop let run in between: protobuf-es takes about
+ * 10 us a message here, so ten thousand executions encoded at once would hold up timers, streams
+ * and other calls for a tenth of a second. The response's other fields are left unset.
+ */
+export async function encodeRepeatedInSlices<O extends DescMessage, E extends DescMessage, T>(
+  output: O,
+  field: string,
+  element: E,
+  items: readonly T[],
+  toElement: (item: T) => MessageInitShape<E>,
+): Promise<EncodedResponse<O>> {
+  const desc = output.fields.find((f) => f.localName === field);
+  if (desc?.fieldKind !== "list" || desc.listKind !== "message" || desc.message.typeName !== element.typeName) {
+    throw new ShardlineError("internal", `${output.typeName}.${field} is not a repeated ${element.typeName} field`);
+  }
+  const writer = new BinaryWriter();
+  for (let i = 0; i < items.length; i++) {
+    if (i > 0 && i % ENCODE_SLICE === 0) await new Promise((resolve) => setImmediate(resolve));
+    writer.tag(desc.number, WireType.LengthDelimited).bytes(toBinary(element, create(element, toElement(items[i]!))));
+  }
+  const bytes = writer.finish();
+  return new EncodedResponse<O>(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+}
+
+/**
+ * A unary method: resolve with the response (or an EncodedResponse), throw a ShardlineError to
+ * fail with its status.
+ */
 export type UnaryImpl<I extends DescMessage, O extends DescMessage> = (
   request: MessageShape<I>,
   context: CallContext,
-) => Promise<MessageInitShape<O>>;
+) => Promise<MessageInitShape<O> | EncodedResponse<O>>;
 
 /**
  * A server-streaming method: send through the writer; resolving ends the call with OK after the
@@ -90,10 +133,20 @@ export type ServiceImpl<S extends DescService> = {
   [K in keyof S["method"]]: MethodImpl<S["method"][K]>;
 };
 
+/** Default of AddServiceOptions.maxConcurrentCalls. */
+export const DEFAULT_MAX_CONCURRENT_CALLS = 64;
+
 /** Options of addService. */
 export interface AddServiceOptions {
   /** Bound of each stream's send queue; default 10,000 messages. */
   maxQueued?: number;
+  /**
+   * How many unary calls of the service are served at once. A call past it is answered at once
+   * with RESOURCE_EXHAUSTED and a message naming the limit, without reaching the implementation:
+   * a flood of calls then costs one status each rather than a backlog of work that starves
+   * everything else the process does. Streaming calls are not counted. Default 64.
+   */
+  maxConcurrentCalls?: number;
   /**
    * Called with every failure the client only sees as INTERNAL (a non-ShardlineError thrown by a
    * handler, a response that cannot be encoded, a throwing stream listener), so it can be logged.
@@ -125,13 +178,14 @@ export function addService<S extends DescService>(
   const handlers: Record<string, UntypedHandleCall> = {};
   const onError = options.onError ?? defaultOnError;
   const implementations = impl as Record<string, unknown>;
+  const admission = new CallAdmission(service.typeName, options.maxConcurrentCalls ?? DEFAULT_MAX_CONCURRENT_CALLS);
   for (const method of service.methods) {
     const fn = implementations[method.localName];
     if (typeof fn !== "function") continue;
     const report = (error: unknown): void => onError(error, method.name);
     switch (method.methodKind) {
       case "unary":
-        handlers[method.localName] = unaryHandler(method, fn as UnaryImpl<DescMessage, DescMessage>, report);
+        handlers[method.localName] = unaryHandler(method, fn as UnaryImpl<DescMessage, DescMessage>, admission, report);
         break;
       case "server_streaming":
         handlers[method.localName] = serverStreamingHandler(
@@ -184,9 +238,38 @@ export function shutdown(server: Server, graceMs: number): Promise<void> {
   });
 }
 
+/** Counts the unary calls of one service being served, and turns away those past its limit. */
+class CallAdmission {
+  #serving = 0;
+
+  constructor(
+    private readonly service: string,
+    readonly limit: number,
+  ) {
+    if (!Number.isSafeInteger(limit) || limit < 1) throw ShardlineError.invalid("maxConcurrentCalls", limit, "an integer of at least 1");
+  }
+
+  /** Takes a place, or says why there is none. */
+  enter(): { code: status; details: string } | undefined {
+    if (this.#serving >= this.limit) {
+      return {
+        code: status.RESOURCE_EXHAUSTED,
+        details: `${this.service} is already serving ${this.limit} calls, its limit of calls at once; retry after a backoff`,
+      };
+    }
+    this.#serving++;
+    return undefined;
+  }
+
+  leave(): void {
+    this.#serving--;
+  }
+}
+
 function unaryHandler(
   method: DescMethod,
   impl: UnaryImpl<DescMessage, DescMessage>,
+  admission: CallAdmission,
   report: (error: unknown) => void,
 ): UntypedHandleCall {
   return (call: ServerUnaryCall<unknown, unknown>, callback: sendUnaryData<unknown>) => {
@@ -195,14 +278,24 @@ function unaryHandler(
       callback({ code: status.INVALID_ARGUMENT, details: request.details });
       return;
     }
+    const refused = admission.enter();
+    if (refused !== undefined) {
+      callback(refused);
+      return;
+    }
     const { context, done } = callContext(call, method);
-    const run = async (): Promise<Buffer> => encodeMessage(method.output, await impl(request as MessageShape<DescMessage>, context));
+    const run = async (): Promise<Buffer> => {
+      const response = await impl(request as MessageShape<DescMessage>, context);
+      return response instanceof EncodedResponse ? response.bytes : encodeMessage(method.output, response);
+    };
     run().then(
       (response) => {
+        admission.leave();
         done();
         callback(null, response);
       },
       (error: unknown) => {
+        admission.leave();
         done();
         if (isInternalFailure(error)) report(error);
         callback(toGrpcStatus(error));
