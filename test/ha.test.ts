@@ -3,7 +3,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ExecutionState } from "../shared/gen/shardline/v1/types_pb.js";
 import { EtcdServer } from "./harness/etcd.js";
 import { adminClient, CliProcess, freePort, requireBuiltCli, shardline, startAgent, waitFor } from "./harness/processes.js";
@@ -78,9 +78,12 @@ describe("HA controllers on etcd", () => {
     writeFileSync(record, "");
   }, 30_000);
 
-  let passed = false;
+  let failed = false;
+  afterEach(({ task }) => {
+    if (task.result?.state === "fail") failed = true;
+  });
   afterAll(async () => {
-    if (!passed) {
+    if (failed) {
       for (const process of [...replicas.map((r) => r.process), ...agents]) if (process) console.error(`--- ${process.name}\n${process.output}`);
     }
     await Promise.all(agents.map((agent) => agent.stop()));
@@ -185,12 +188,10 @@ describe("HA controllers on etcd", () => {
         expect(ended, `attempt ${earlier.attempt} of ${earlier.fireTime}/${earlier.shard} ran to its end and was started again`).toBe(false);
       }
     }
-    passed = true;
   }, 120_000);
 
   // Continues with the replicas and agents of the test above.
   it("fences a leader paused past its etcd lease: another leads, and the paused one exits when it wakes without acting as leader", async () => {
-    passed = false;
     const paused = replicas.find((r) => r.process?.running && r.leadingTerm() !== undefined);
     expect(paused).toBeDefined();
     const term = paused!.leadingTerm()!;
@@ -208,6 +209,5 @@ describe("HA controllers on etcd", () => {
     const recorded = runs().slice(recordedBefore);
     const ends = recorded.filter((r) => r.event === "end").map((r) => `${r.fireTime}/${r.shard}`);
     expect(ends.filter((key, i) => ends.indexOf(key) !== i)).toEqual([]);
-    passed = true;
   }, 60_000);
 });

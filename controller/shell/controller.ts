@@ -299,6 +299,9 @@ export async function startController(options: ControllerOptions): Promise<Runni
         logger,
       });
       await leadership.observe();
+      leadership.onLeaderChange((leader) => {
+        if (leader !== advertised) logger.info({ leader }, leader === undefined ? "no controller leads" : `the leader is ${leader}`);
+      });
       leadership.onLost((reason) => fail(new ShardlineError("unavailable", `lost the leadership: ${reason}`)));
       const campaign = leadership;
       void (async () => {

@@ -50,6 +50,7 @@ export class EtcdLeadership {
   #lost: string | undefined;
   #closed = false;
   #checkTimer: NodeJS.Timeout | undefined;
+  #refreshTimer: NodeJS.Timeout | undefined;
   readonly #leaderListeners = new Set<(address: string | undefined) => void>();
   readonly #lostListeners = new Set<(reason: string) => void>();
   readonly #renewedListeners = new Set<(actUntil: number) => void>();
@@ -134,6 +135,14 @@ export class EtcdLeadership {
     for (const watcher of watchers) {
       watcher.on("error", (error) => this.#options.logger.warn({ err: error }, "watching the etcd election keys failed; retrying"));
     }
+    // The watch says at once who leads; a read every second makes sure a lost watch event cannot
+    // leave a follower sending agents to a leader that is gone, or to none.
+    this.#refreshTimer = setInterval(() => {
+      if (this.#term === undefined && !this.#closed) {
+        this.#readElection().catch((error: unknown) => this.#options.logger.debug({ err: error }, "reading the etcd election keys failed"));
+      }
+    }, 1000);
+    this.#refreshTimer.unref();
   }
 
   /**
@@ -225,25 +234,41 @@ export class EtcdLeadership {
   /** Stops observing and campaigning; the lease, if any, is revoked. */
   async close(): Promise<void> {
     this.#closed = true;
+    clearInterval(this.#refreshTimer);
     this.#wake?.();
     await this.resign();
     await Promise.all(this.#watchers.map((watcher) => watcher.cancel()));
   }
 
   /** Resolves once the leader key is absent (watched by observe()), or close() is called. */
-  #leaderGone(): Promise<void> {
-    if (this.#leader === undefined || this.#closed) return Promise.resolve();
-    return new Promise((resolve) => {
+  /**
+   * Resolves once the leader key is absent (as the watch reports it), close() is called, or a
+   * TTL has passed; the campaign then tries again. The key is read first: a lost transaction
+   * means someone holds it even if the watch has not said so.
+   */
+  async #leaderGone(): Promise<void> {
+    await this.#readElection();
+    if (this.#leader === undefined || this.#closed) return;
+    await new Promise<void>((resolve) => {
       const done = (): void => {
         this.#wake = undefined;
+        clearTimeout(timer);
         unsubscribe();
         resolve();
       };
+      const timer = setTimeout(done, this.#options.ttlSeconds * 1000);
       const unsubscribe = this.onLeaderChange((address) => {
         if (address === undefined) done();
       });
       this.#wake = done;
     });
+  }
+
+  /** Reads the leader and term keys: what the watch says, without relying on it alone. */
+  async #readElection(): Promise<void> {
+    const [leader, term] = await Promise.all([this.#ns.get(LEADER_KEY).string(), this.#ns.get(TERM_KEY).string()]);
+    this.#setLeader(leader ?? undefined);
+    this.#setTerm(term ?? undefined);
   }
 
   #setLeader(address: string | undefined): void {
