@@ -374,9 +374,19 @@ describe("controller restart", () => {
     expect(c.ackTtls.at(-1)).toBe(LEASE);
   });
 
-  it("after a leader whose leases were bounded by its leadership, gives unclaimed shards at once", () => {
+  it("says how long its agents' leases, and its predecessor's, still run", () => {
     const { h } = twoAgents();
-    h.durable.leasesBoundedByLeadership = true;
+    expect(h.core.leasesEndWithin(h.now)).toBe(LEASE + MARGIN);
+    h.advance(300);
+    expect(h.core.leasesEndWithin(h.now)).toBe(LEASE + MARGIN - 300);
+    h.durable.predecessorLeasesEndWithinMs = 1500;
+    h.start();
+    expect(h.core.leasesEndWithin(h.now)).toBe(1500 + MARGIN);
+  });
+
+  it("after a leader whose leases all ended (bounded by its leadership), gives unclaimed shards at once", () => {
+    const { h } = twoAgents();
+    h.durable.predecessorLeasesEndWithinMs = 0;
     h.start();
     const b2 = h.connect("b", { held: [] });
     h.run(DEFAULT_CORE_CONFIG.leaseMarginMs + 1, ["a"]);

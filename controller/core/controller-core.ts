@@ -175,10 +175,11 @@ export class ControllerCore {
     // Agents of a previous controller may hold valid leases for up to one lease TTL (it renewed
     // none after this one started: it was dead): until then no shard is given to anyone who does
     // not claim it. An agent not back by then has fenced itself and claims nothing when it
-    // returns, so waiting longer would only delay the fires. When every earlier controller bound
-    // its leases by its leadership, which ended before this one's began, only the margin for
-    // clock rates is left. The first term had no predecessor.
-    const predecessorLeases = snapshot.leasesBoundedByLeadership === true ? 0 : config.leaseTtlMs;
+    // returns, so waiting longer would only delay the fires. When the store knows sooner (etcd:
+    // the predecessor's leases ended with its leadership, or within what it recorded when it
+    // handed over), only that and the margin for clock rates are left. The first term had no
+    // predecessor.
+    const predecessorLeases = snapshot.predecessorLeasesEndWithinMs ?? config.leaseTtlMs;
     this.startupGraceUntil = snapshot.term <= 1 ? now : now + predecessorLeases + config.leaseMarginMs;
     this.timers.push(this.startupGraceUntil, { kind: "startup-grace" });
     for (const record of snapshot.jobs) {
@@ -417,6 +418,18 @@ export class ControllerCore {
   limitLeases(until: number | undefined, now: number): void {
     this.advance(now);
     this.leaseCap = until;
+  }
+
+  /**
+   * How long, from now, until every agent lease this controller granted has ended in its view
+   * (lease plus margin), and every lease of its predecessors too (its startup grace): what a
+   * leader stepping down records for the next one.
+   */
+  leasesEndWithin(now: number): number {
+    this.advance(now);
+    let latest = Math.max(this.now, this.startupGraceUntil);
+    for (const agent of this.agents.values()) latest = Math.max(latest, agent.leaseExpiry);
+    return latest - this.now;
   }
 
   /** The lease an ack grants now, in ms from the agent's heartbeat: one TTL, or less under limitLeases. */

@@ -88,8 +88,13 @@ interface Leading {
   store: Store;
   /** Stops the core and closes the agents' streams: nothing more is decided or sent. */
   halt(reason: string): void;
-  /** Then waits for what is under way (commits, failure webhooks) and closes the store. */
-  close(): Promise<void>;
+  /**
+   * Then waits for what is under way (commits, failure webhooks) and closes the store. On etcd
+   * it first records how long the agent leases it granted still run, measured at halt: the next
+   * leader waits that long before giving their shards to others. Resolves false when that could
+   * not be recorded: the leadership must then run out rather than be resigned.
+   */
+  close(): Promise<boolean>;
 }
 
 /**
@@ -153,6 +158,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
     const notifier = new FailureNotifier({ ...options.failureWebhooks, core, store, logger });
     const unsubscribeNotifier = driver.onEvent(notifier.onEvent);
     const admin = adminService(core, driver, store, customStrategies) as Record<string, unknown>;
+    let leasesEndWithin: number | undefined;
     const pruneTimer = setInterval(() => {
       store.prune(retention, Date.now()).catch((error: unknown) => logger.warn({ err: error }, "pruning execution history failed"));
     }, PRUNE_EVERY_MS);
@@ -164,6 +170,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
       admin,
       store,
       halt: (reason) => {
+        leasesEndWithin = core.leasesEndWithin(Date.now());
         clearInterval(pruneTimer);
         unsubscribeRenewed();
         driver.stop();
@@ -174,7 +181,18 @@ export async function startController(options: ControllerOptions): Promise<Runni
         unsubscribeNotifier();
         // Before the store closes: the notifier reads failed executions from it.
         await notifier.stop();
+        let handedOver = true;
+        if (leasesEndWithin !== undefined && store.handOver !== undefined) {
+          handedOver = await store.handOver(leasesEndWithin).then(
+            () => true,
+            (error: unknown) => {
+              logger.warn({ err: error }, "could not record the agents' leases for the next leader; not resigning, the leadership runs out instead");
+              return false;
+            },
+          );
+        }
         await store.close();
+        return handedOver;
       },
     };
   };
@@ -186,10 +204,11 @@ export async function startController(options: ControllerOptions): Promise<Runni
       wasLeading?.halt("the controller is shutting down");
       if (grpcServer !== undefined) await shutdown(grpcServer, 1000);
       if (httpServer !== undefined) await new Promise<void>((resolve) => httpServer!.close(() => resolve()));
-      await wasLeading?.close();
-      // Once nothing more is written: resigning lets another replica lead at once instead of
-      // after the lease's TTL.
-      await leadership?.close().catch((error: unknown) => logger.warn({ err: error }, "resigning the leadership failed"));
+      const handedOver = (await wasLeading?.close()) ?? true;
+      // Once nothing more is written and the next leader knows how long this one's agent leases
+      // still run: resigning lets another replica lead at once instead of after the lease's TTL.
+      if (handedOver) await leadership?.close().catch((error: unknown) => logger.warn({ err: error }, "resigning the leadership failed"));
+      else await leadership?.abandon();
       etcd?.close();
       logger.info("controller stopped");
     })();

@@ -50,6 +50,14 @@ describe("the deterministic simulator", () => {
       "under a leader's bounded leases, a slow agent's lease ends in the controller's view when it ends on the agent, which fences instead of refusing dispatches forever",
       { seed: 0, drifts: [0, 0, 0], steps: [{ kind: "slow", agent: 0 }, { kind: "advance", ms: 289 }, { kind: "advance", ms: 211 }], leaderLeases: true },
     ],
+    [
+      "a leader that steps down on purpose, its agents' leases still running, makes the next one wait them out",
+      { seed: 0, drifts: [0, 0, 0], steps: [{ kind: "advance", ms: 1 }, { kind: "resign" }], leaderLeases: true },
+    ],
+    [
+      "a leader that steps down still within its predecessor's leases passes them on",
+      { seed: 0, drifts: [0, 0, 0], steps: [{ kind: "partition", agent: 0 }, { kind: "resign" }, { kind: "resign" }], leaderLeases: true },
+    ],
   ];
   for (const [name, scenario] of regressions) {
     it(name, () => {

@@ -34,6 +34,11 @@ export type Step =
    * (SQLite), or, with `leaderLeases`, once the dead leader's etcd lease has run out.
    */
   | { kind: "failover" }
+  /**
+   * The controller stops on purpose (SIGTERM): it sends nothing more and hands over at once to a
+   * new one, which with `leaderLeases` is elected without waiting for any lease to run out.
+   */
+  | { kind: "resign" }
   /** A job is applied again with another shard count. */
   | { kind: "edit"; job: number; shards: number };
 
@@ -181,7 +186,7 @@ export class World {
   ) {
     this.random = prng(scenario.seed);
     this.agents = scenario.drifts.map((drift, i) => new SimAgent(`agent-${i}`, drift));
-    this.durable.leasesBoundedByLeadership = scenario.leaderLeases === true;
+    if (scenario.leaderLeases === true) this.durable.predecessorLeasesEndWithinMs = 0;
     this.core = new ControllerCore(this.config, this.durable.snapshot(), this.now);
     if (scenario.leaderLeases === true) this.renewLeadership();
     this.jobs = simJobs();
@@ -234,6 +239,9 @@ export class World {
         return;
       case "failover":
         this.failover();
+        return;
+      case "resign":
+        this.resign();
         return;
       case "edit": {
         const spec = this.jobs[step.job % this.jobs.length]!;
@@ -359,11 +367,26 @@ export class World {
     }
     for (const [agent, wires] of this.held) this.held.set(agent, wires.filter((w) => !w.toController));
     if (this.scenario.leaderLeases === true) {
-      // The next leader wins once etcd expires the dead one's lease.
+      // The next leader wins once etcd expires the dead one's lease, which bounded every agent
+      // lease it granted.
       this.nextRenewalAt = undefined;
       this.controllerDownUntil = this.leaderRenewedAt + LEADER_TTL_MS + 1;
+      this.durable.predecessorLeasesEndWithinMs = 0;
       return;
     }
+    this.startLeader();
+  }
+
+  private resign(): void {
+    if (this.controllerDownUntil !== undefined) return;
+    for (const [agentId, session] of [...this.controllerSessions]) {
+      this.controllerSessions.delete(agentId);
+      this.notifyAgentOfClose(agentId, session);
+    }
+    for (const [agent, wires] of this.held) this.held.set(agent, wires.filter((w) => !w.toController));
+    // With leaderLeases it records how long its agents' leases still run (Store.handOver); a
+    // single restarted controller knows nothing of them.
+    if (this.scenario.leaderLeases === true) this.durable.predecessorLeasesEndWithinMs = this.core.leasesEndWithin(this.now);
     this.startLeader();
   }
 

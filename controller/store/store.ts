@@ -101,11 +101,12 @@ export interface StoreSnapshot {
    */
   settledOfOpenFires: ExecutionRecord[];
   /**
-   * True when every earlier controller of this store granted agent leases only within its own
-   * leadership lease, and that lease ended before this controller's term began (etcd): no agent
-   * lease of theirs can still be valid, so the new leader need not wait one out.
+   * Every agent lease an earlier controller granted has ended within this many ms from when the
+   * snapshot was read; absent, nothing is known and one whole lease is assumed. On etcd a leader
+   * bounds its leases by its own leadership lease, which ended before this term began (0), unless
+   * it handed over on purpose while they still ran (the time it recorded with handOver).
    */
-  leasesBoundedByLeadership?: boolean;
+  predecessorLeasesEndWithinMs?: number;
 }
 
 /** A filter over the execution history; every field narrows. Results are newest fire first. */
@@ -141,5 +142,11 @@ export interface Store {
   getExecution(id: string): Promise<ExecutionRecord | undefined>;
   /** Deletes finished executions beyond the policy; returns how many. */
   prune(policy: RetentionPolicy, now: number): Promise<number>;
+  /**
+   * Records, before a leader steps down on purpose, that the agent leases it granted all end
+   * within `ms`: the next leader's snapshot says so (predecessorLeasesEndWithinMs). Stores with one
+   * controller need not keep it.
+   */
+  handOver?(leasesEndWithinMs: number): Promise<void>;
   close(): Promise<void>;
 }

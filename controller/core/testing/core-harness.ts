@@ -35,8 +35,8 @@ export function testSpec(name: string, overrides: Partial<JobSpec> = {}): JobSpe
  */
 export class MemoryDurableState {
   term = 0;
-  /** What the snapshot says of earlier controllers' leases (true: etcd's leaders bounded them). */
-  leasesBoundedByLeadership = false;
+  /** What the snapshot says of earlier controllers' leases (see StoreSnapshot). */
+  predecessorLeasesEndWithinMs: number | undefined;
   jobs = new Map<string, JobRecord>();
   cursors = new Map<string, number>();
   executions = new Map<string, ExecutionRecord>();
@@ -45,7 +45,7 @@ export class MemoryDurableState {
     this.term += 1;
     return {
       term: this.term,
-      leasesBoundedByLeadership: this.leasesBoundedByLeadership,
+      ...(this.predecessorLeasesEndWithinMs === undefined ? {} : { predecessorLeasesEndWithinMs: this.predecessorLeasesEndWithinMs }),
       jobs: [...this.jobs.values()],
       cursors: new Map(this.cursors),
       openExecutions: [...this.executions.values()]

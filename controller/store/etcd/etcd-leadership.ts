@@ -231,6 +231,17 @@ export class EtcdLeadership {
     if (lease !== undefined) await lease.revoke().catch(() => lease.release());
   }
 
+  /** Stops observing and campaigning without revoking the lease: etcd expires it after its TTL. */
+  async abandon(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#refreshTimer);
+    clearInterval(this.#checkTimer);
+    this.#wake?.();
+    this.#lease?.release();
+    this.#lease = undefined;
+    await Promise.all(this.#watchers.map((watcher) => watcher.cancel()));
+  }
+
   /** Stops observing and campaigning; the lease, if any, is revoked. */
   async close(): Promise<void> {
     this.#closed = true;

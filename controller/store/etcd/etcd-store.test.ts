@@ -123,7 +123,7 @@ describe("EtcdStore", () => {
   it("brings back jobs, cursors, open executions and the settled ones of open fires under the next leader", async () => {
     const ns = freshNamespace();
     const first = await lead(ns);
-    expect(first.snapshot).toEqual({ term: 1, jobs: [], cursors: new Map(), openExecutions: [], settledOfOpenFires: [], leasesBoundedByLeadership: true });
+    expect(first.snapshot).toEqual({ term: 1, jobs: [], cursors: new Map(), openExecutions: [], settledOfOpenFires: [], predecessorLeasesEndWithinMs: 0 });
     const running = execution({ job: "invoices", fireTime: 2000, shard: 0, state: "running", startedAt: 2001 });
     const settled = execution({ job: "invoices", fireTime: 2000, shard: 1, state: "failed", error: "boom", finishedAt: 2005 });
     const hook = execution({ job: "invoices", fireTime: 1000, shard: FIRE_COMPLETE_SHARD, state: "pending", fireOutcome: [{ shard: 0, state: "succeeded", executionId: "invoices/1000/0/1" }] });
@@ -149,6 +149,17 @@ describe("EtcdStore", () => {
     expect(second.snapshot.openExecutions.map((e) => e.id)).toEqual(["reports/500/0/1", "invoices/1000/complete/1", "invoices/2000/0/1"]);
     expect(second.snapshot.openExecutions[1]).toEqual(hook);
     expect(second.snapshot.settledOfOpenFires).toEqual([execution({ job: "invoices", fireTime: 1000, shard: 0, state: "succeeded" }), settled]);
+  });
+
+  it("tells the next leader how long the agent leases of one that stepped down on purpose still run, once", async () => {
+    const ns = freshNamespace();
+    const first = await lead(ns);
+    await first.store.handOver(1234.2);
+    await first.leadership.resign();
+    const second = await lead(ns);
+    expect(second.snapshot.predecessorLeasesEndWithinMs).toBe(1235);
+    await second.leadership.resign();
+    expect((await lead(ns)).snapshot.predecessorLeasesEndWithinMs).toBe(0);
   });
 
   it("moves an execution from open to done when it finishes", async () => {

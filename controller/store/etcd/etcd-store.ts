@@ -19,9 +19,12 @@ import { TERM_KEY } from "./etcd-leadership.js";
  *   and under `done/` after. The id starts with `JOB/FIRE/`, so a job's or a fire's executions
  *   are one prefix, and a restart reads only `open/`.
  * - `wal/TERM-SEQ`: a group of committed batches not yet applied to the keys above (see commit).
+ * - `handover`: written by a leader stepping down on purpose, read and deleted by the next.
  * - `term`, `leader`: the election's (etcd-leadership.ts).
  */
 const WAL = "wal/";
+/** How long the agent leases of a leader that stepped down on purpose still ran, in ms. */
+const HANDOVER_KEY = "handover";
 const WAL_PART = "wal-part/";
 
 /** etcd refuses requests over 1.5 MiB by default: a WAL entry larger than this is written in parts. */
@@ -87,7 +90,12 @@ export class EtcdStore implements Store {
     const settled = await Promise.all([...openFires].map((fire) => this.#readAll(`done/${fire}`)));
     const settledOfOpenFires = settled.flat().map(([, value]) => JSON.parse(value) as ExecutionRecord);
     settledOfOpenFires.sort(byFireShardAttempt);
-    return { term: this.#term, jobs, cursors, openExecutions, settledOfOpenFires, leasesBoundedByLeadership: true };
+    // Every agent lease of a predecessor ended with its leadership lease, before this term began,
+    // unless it stepped down on purpose and recorded how long they still ran.
+    const handedOver = await this.#guard("read the hand-over", () => this.#ns.get(HANDOVER_KEY).string());
+    if (handedOver !== null) await this.#fenced(() => this.#txn([[HANDOVER_KEY, null]]));
+    const predecessorLeasesEndWithinMs = handedOver === null ? 0 : Math.max(0, Number(handedOver) || 0);
+    return { term: this.#term, jobs, cursors, openExecutions, settledOfOpenFires, predecessorLeasesEndWithinMs };
   }
 
   commit(batch: StoreBatch): Promise<void> {
@@ -158,6 +166,14 @@ export class EtcdStore implements Store {
       await this.#write(doomed);
       return doomed.size;
     });
+  }
+
+  /** Records how long the agent leases granted under this term still run, for the next leader. */
+  async handOver(leasesEndWithinMs: number): Promise<void> {
+    const refused = this.#refusal();
+    if (refused !== undefined) throw refused;
+    await this.#writerIdle;
+    await this.#fenced(() => this.#txn([[HANDOVER_KEY, String(Math.ceil(leasesEndWithinMs))]]));
   }
 
   async close(): Promise<void> {
