@@ -144,6 +144,46 @@ describe("leases and failover", () => {
   });
 });
 
+describe("deleting a job and applying it again", () => {
+  it("fires after the deleted job's last fire, so no execution id is made twice", () => {
+    const h = new CoreHarness();
+    const a = h.connect("a");
+    h.apply(testSpec("job", { schedule: "*/10 * * * * *", shards: 1 }));
+    h.run(10_000 - DEFAULT_CORE_CONFIG.dispatchAheadMs);
+    const first = a.dispatchedIds();
+    expect(first).toHaveLength(1);
+    // Deleted and applied again before the instant of the fire it already dispatched ahead.
+    h.core.deleteJob("job", h.now);
+    h.apply(testSpec("job", { schedule: "*/10 * * * * *", shards: 1 }));
+    expect(a.cancelled).toEqual(first);
+    h.report("a", first[0]!, "cancelled");
+    h.run(20_000);
+    const again = a.dispatchedIds().slice(1);
+    expect(again.length).toBeGreaterThan(0);
+    for (const id of again) expect(first).not.toContain(id);
+    // The same holds across a restart: the deleted job's cursor stayed in the store.
+    h.core.deleteJob("job", h.now);
+    const last = h.core.take().persist.cursors;
+    expect(last).toBeUndefined();
+    h.start();
+    h.apply(testSpec("job", { schedule: "*/10 * * * * *", shards: 1 }));
+    expect(h.core.getJob("job").nextFire).toBeGreaterThan(Math.max(...again.map((id) => Number(id.split("/")[1]))));
+  });
+
+  it("keeps a shard its disconnected owner still holds fenced for it, until its lease expires", () => {
+    const { h, a, b } = twoAgents();
+    const aShards = a.shardsOf("job");
+    h.crash("a");
+    h.core.deleteJob("job", h.now);
+    h.apply(testSpec("job", { schedule: undefined }));
+    h.run(LEASE - 600, ["a"]);
+    expect(b.shardsOf("job")).toEqual(b.shardsOf("job").filter((s) => !aShards.includes(s)));
+    for (const shard of aShards) expect(ownerOf(h, "job", shard)).toBe("a");
+    h.run(1000, ["a"]);
+    expect(b.shardsOf("job")).toEqual([0, 1, 2, 3]);
+  });
+});
+
 describe("fencing by term and generation", () => {
   it("stamps each dispatched execution with its assignment, and a move raises the generation", () => {
     const { h, a, b } = twoAgents();

@@ -163,6 +163,10 @@ export class ControllerCore {
   private readonly queuedAt = new Map<string, number>();
   private queueSeq = 0;
   private readonly timers = new TimerQueue();
+  /** The last fire of each deleted job, kept in the store too: see applyJob. */
+  private readonly deletedCursors = new Map<string, number>();
+  /** The shards of deleted jobs that their owners still hold, revoked, by job name: see deleteJob. */
+  private readonly deletedJobShards = new Map<string, Map<number, ShardEntry>>();
   private readonly outbox = new Outbox();
 
   constructor(
@@ -187,6 +191,7 @@ export class ControllerCore {
       entry.cursor = snapshot.cursors.get(record.name);
       if (entry.cursor !== undefined) entry.lastIssuedFire = entry.cursor;
     }
+    for (const [name, cursor] of snapshot.cursors) if (!this.jobs.has(name)) this.deletedCursors.set(name, cursor);
     const restored = [...snapshot.openExecutions].sort((a, b) => a.fireTime - b.fireTime || a.attempt - b.attempt);
     for (const execution of restored) this.restoreExecution(execution);
     this.restoreFireProgress(restored, snapshot.settledOfOpenFires);
@@ -449,11 +454,11 @@ export class ControllerCore {
   release(session: string, released: readonly AssignmentRef[], now: number): void {
     this.advance(now);
     const agent = this.agentOf(session);
-    const touched = new Set<JobEntry>();
+    const touched = new Set<string>();
     for (const ref of released) {
       const job = this.jobs.get(ref.job);
-      const shard = job?.shards[ref.shard] ?? job?.retired.get(ref.shard);
-      if (job === undefined || shard === undefined) continue;
+      const shard = job?.shards[ref.shard] ?? job?.retired.get(ref.shard) ?? this.deletedJobShards.get(ref.job)?.get(ref.shard);
+      if (shard === undefined) continue;
       if (shard.owner !== agent.id || shard.term !== ref.term || shard.generation !== ref.generation) continue;
       this.loseRunning(shard, "its agent released the shard before the run finished");
       this.unassign(shard);
@@ -462,7 +467,7 @@ export class ControllerCore {
         shard: ref.shard,
         agent: agent.id,
       });
-      touched.add(job);
+      touched.add(ref.job);
     }
     if (touched.size > 0) this.reconcileAll();
   }
@@ -524,7 +529,12 @@ export class ControllerCore {
     this.outbox.saveJob(record);
     if (existing === undefined) {
       const job = this.addJobEntry(record);
-      this.scheduleNext(job, this.now);
+      // Applied again under a deleted job's name: it fires after that job's last fire, never
+      // making an execution id that job had; missed fires are not made up.
+      const deletedLast = this.deletedCursors.get(name);
+      this.deletedCursors.delete(name);
+      if (deletedLast !== undefined) job.lastIssuedFire = deletedLast;
+      this.scheduleNext(job, Math.max(this.now, deletedLast ?? this.now));
       this.emit("job.created", `job ${name} created with ${spec.shards} shards`, { job: name });
     } else {
       const before = existing.record.spec;
@@ -549,8 +559,13 @@ export class ControllerCore {
     const job = this.requireJob(name);
     // First: cancelling the shards' runs below must not count as their fires completing.
     this.stopFireCompletes(name, "job deleted");
-    for (const shard of job.shards) this.removeShard(shard, "job deleted");
+    // Shards whose owner still holds them stay fenced for it, as a smaller shard count leaves
+    // them, so that the job applied again under this name cannot give them to a second agent.
+    const retired = this.deletedJobShards.get(name) ?? new Map<number, ShardEntry>();
+    for (const shard of [...job.shards, ...job.retired.values()]) this.removeShard(shard, "job deleted", retired);
+    if (retired.size > 0) this.deletedJobShards.set(name, retired);
     this.jobs.delete(name);
+    this.deletedCursors.set(name, job.lastIssuedFire);
     this.outbox.deleteJob(name);
     this.emit("job.deleted", `job ${name} deleted`, { job: name });
     this.reconcileAll();
@@ -1305,7 +1320,14 @@ export class ControllerCore {
   }
 
   private unassign(shard: ShardEntry): void {
-    if (shard.retired === true) this.jobs.get(shard.job)?.retired.delete(shard.shard);
+    if (shard.retired === true) {
+      this.jobs.get(shard.job)?.retired.delete(shard.shard);
+      const deleted = this.deletedJobShards.get(shard.job);
+      if (deleted?.get(shard.shard) === shard) {
+        deleted.delete(shard.shard);
+        if (deleted.size === 0) this.deletedJobShards.delete(shard.job);
+      }
+    }
     if (shard.owner !== undefined) this.agents.get(shard.owner)?.shards.delete(shard);
     shard.owner = undefined;
     shard.revoking = false;
@@ -1380,7 +1402,10 @@ export class ControllerCore {
 
 
   private addJobEntry(record: JobRecord): JobEntry {
-    const job: JobEntry = { record, shards: [], fireToken: 0, lastIssuedFire: 0, retired: new Map() };
+    // A job applied again under the name of a deleted one takes back its still-held shards.
+    const retired = this.deletedJobShards.get(record.name) ?? new Map<number, ShardEntry>();
+    this.deletedJobShards.delete(record.name);
+    const job: JobEntry = { record, shards: [], fireToken: 0, lastIssuedFire: 0, retired };
     this.jobs.set(record.name, job);
     this.resizeShards(job, record.spec.shards);
     return job;
@@ -1413,7 +1438,7 @@ export class ControllerCore {
    * With `retireIn` (a smaller shard count), a shard whose owner still holds it is kept in that
    * job's retired shards until the owner gives it back.
    */
-  private removeShard(shard: ShardEntry, reason: string, retireIn?: JobEntry): void {
+  private removeShard(shard: ShardEntry, reason: string, retireIn?: { retired: Map<number, ShardEntry> } | Map<number, ShardEntry>): void {
     for (const execution of shard.queue) this.closeExecution(execution, "cancelled", { error: reason });
     shard.queue = [];
     const owner = shard.owner === undefined ? undefined : this.agents.get(shard.owner);
@@ -1426,7 +1451,7 @@ export class ControllerCore {
     if (owner !== undefined && retireIn !== undefined) {
       shard.revoking = true;
       shard.retired = true;
-      retireIn.retired.set(shard.shard, shard);
+      (retireIn instanceof Map ? retireIn : retireIn.retired).set(shard.shard, shard);
       return;
     }
     this.unassign(shard);

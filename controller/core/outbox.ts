@@ -42,7 +42,6 @@ export class Outbox {
 
   deleteJob(name: string): void {
     this.jobs.delete(name);
-    this.cursors.delete(name);
     this.deletedJobs.add(name);
   }
 

@@ -58,6 +58,14 @@ describe("the deterministic simulator", () => {
       "a leader that steps down still within its predecessor's leases passes them on",
       { seed: 0, drifts: [0, 0, 0], steps: [{ kind: "partition", agent: 0 }, { kind: "resign" }, { kind: "resign" }], leaderLeases: true },
     ],
+    [
+      "a deleted job applied again cannot give a shard to a second agent while its disconnected owner holds it",
+      { seed: 0, drifts: [0, 0, 0], steps: [{ kind: "advance", ms: 1 }, { kind: "delete", job: 1 }, { kind: "drop", agent: 0 }, { kind: "edit", job: 1, shards: 1 }] },
+    ],
+    [
+      "a deleted job applied again fires after the deleted one's last fire, never reusing an execution id",
+      { seed: 0, drifts: [0, 0, 0], steps: [{ kind: "advance", ms: 1750 }, { kind: "delete", job: 1 }, { kind: "edit", job: 1, shards: 1 }] },
+    ],
   ];
   for (const [name, scenario] of regressions) {
     it(name, () => {

@@ -40,7 +40,9 @@ export type Step =
    */
   | { kind: "resign" }
   /** A job is applied again with another shard count. */
-  | { kind: "edit"; job: number; shards: number };
+  | { kind: "edit"; job: number; shards: number }
+  /** A job is deleted; a later `edit` of it applies it again under the same name. */
+  | { kind: "delete"; job: number };
 
 export interface Scenario {
   /** Seeds what the steps leave to chance: run durations, reconnect backoffs. */
@@ -179,6 +181,8 @@ export class World {
   private readonly jobs: JobSpec[];
   /** When each job's shard count changed, for the final accounting. */
   private readonly edits: number[] = [];
+  /** While each job is deleted: from when, to when it was applied again (open while deleted). */
+  private readonly deletions: { job: string; from: number; to?: number }[] = [];
 
   constructor(
     readonly scenario: Scenario,
@@ -243,11 +247,22 @@ export class World {
       case "resign":
         this.resign();
         return;
+      case "delete": {
+        const spec = this.jobs[step.job % this.jobs.length]!;
+        if (this.deletions.some((d) => d.job === spec.name && d.to === undefined)) return;
+        this.deletions.push({ job: spec.name, from: this.now });
+        this.core.deleteJob(spec.name, this.now);
+        this.flushController();
+        this.check();
+        return;
+      }
       case "edit": {
         const spec = this.jobs[step.job % this.jobs.length]!;
         const changed = { ...spec, shards: step.shards };
         this.jobs[step.job % this.jobs.length] = changed;
         this.edits.push(this.now);
+        const deleted = this.deletions.find((d) => d.job === spec.name && d.to === undefined);
+        if (deleted !== undefined) deleted.to = this.now;
         this.core.applyJob(changed.name, changed, `name: ${changed.name}`, this.now);
         this.flushController();
         this.check();
@@ -343,7 +358,6 @@ export class World {
       for (const job of persist.jobs ?? []) this.durable.jobs.set(job.name, job);
       for (const name of persist.deletedJobs ?? []) {
         this.durable.jobs.delete(name);
-        this.durable.cursors.delete(name);
       }
       for (const { job, fireTime } of persist.cursors ?? []) this.durable.cursors.set(job, fireTime);
       for (const execution of persist.executions ?? []) this.durable.executions.set(execution.id, { ...execution });
@@ -724,6 +738,7 @@ export class World {
     const first = Math.min(...fired);
     for (let t = first; t <= faultsEnd - 2000; t += 1000) {
       if (this.edits.some((at) => Math.abs(at - t) < 2000)) continue;
+      if (this.deletions.some((d) => d.job === "every-second" && t > d.from - 2000 && (d.to === undefined || t < d.to + 2000))) continue;
       if (!fired.has(t)) this.violation("3", `every-second has no record of its fire at t=${t - T0}`);
     }
   }

@@ -79,7 +79,11 @@ export interface ExecutionRecord {
 export interface StoreBatch {
   /** Jobs created or changed. */
   jobs?: JobRecord[];
-  /** Jobs removed, with their fire cursors (their execution history stays until retention). */
+  /**
+   * Jobs removed (their execution history stays until retention). Their fire cursors stay too: a
+   * job applied again under the same name fires only after them, so it never makes an execution
+   * id (job, fire, shard, attempt) the deleted one already had.
+   */
   deletedJobs?: string[];
   /** The last fire made per job, so a restart never fires the same instant twice. */
   cursors?: { job: string; fireTime: number }[];

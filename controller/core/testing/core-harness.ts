@@ -242,7 +242,6 @@ export class CoreHarness {
     for (const job of effects.persist.jobs ?? []) this.durable.jobs.set(job.name, job);
     for (const name of effects.persist.deletedJobs ?? []) {
       this.durable.jobs.delete(name);
-      this.durable.cursors.delete(name);
     }
     for (const { job, fireTime } of effects.persist.cursors ?? []) this.durable.cursors.set(job, fireTime);
     for (const execution of effects.persist.executions ?? []) this.durable.executions.set(execution.id, { ...execution });

@@ -367,10 +367,7 @@ function writesOf(batches: readonly StoreBatch[]): Writes {
   const writes: Writes = new Map();
   for (const batch of batches) {
     for (const job of batch.jobs ?? []) writes.set(`jobs/${job.name}`, JSON.stringify(job));
-    for (const name of batch.deletedJobs ?? []) {
-      writes.set(`jobs/${name}`, null);
-      writes.set(`cursors/${name}`, null);
-    }
+    for (const name of batch.deletedJobs ?? []) writes.set(`jobs/${name}`, null);
     for (const cursor of batch.cursors ?? []) writes.set(`cursors/${cursor.job}`, String(cursor.fireTime));
     for (const e of batch.executions ?? []) {
       if (TERMINAL_STATES.has(e.state)) {

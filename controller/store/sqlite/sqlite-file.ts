@@ -85,7 +85,6 @@ interface Statements {
   settledOfOpenFires: Database.Statement<[], ExecutionRow>;
   upsertJob: Database.Statement<[string, string, string, number, number, string]>;
   deleteJob: Database.Statement<[string]>;
-  deleteCursor: Database.Statement<[string]>;
   upsertCursor: Database.Statement<[string, number]>;
   upsertExecution: Database.Statement<ExecutionParams>;
   getExecution: Database.Statement<[string], ExecutionRow>;
@@ -253,10 +252,7 @@ function writeBatch(s: Statements, batch: StoreBatch): void {
       JSON.stringify(job.disabledShards ?? []),
     );
   }
-  for (const name of batch.deletedJobs ?? []) {
-    s.deleteJob.run(name);
-    s.deleteCursor.run(name);
-  }
+  for (const name of batch.deletedJobs ?? []) s.deleteJob.run(name);
   for (const cursor of batch.cursors ?? []) {
     s.upsertCursor.run(cursor.job, cursor.fireTime);
   }
@@ -306,7 +302,6 @@ function prepareStatements(db: Database.Database): Statements {
          paused = excluded.paused, revision = excluded.revision, disabled_shards = excluded.disabled_shards`,
     ),
     deleteJob: db.prepare("DELETE FROM jobs WHERE name = ?"),
-    deleteCursor: db.prepare("DELETE FROM cursors WHERE job = ?"),
     upsertCursor: db.prepare(
       "INSERT INTO cursors (job, fire_time) VALUES (?, ?) ON CONFLICT (job) DO UPDATE SET fire_time = excluded.fire_time",
     ),

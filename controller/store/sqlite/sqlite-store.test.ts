@@ -262,7 +262,7 @@ describe("SqliteStore.commit", () => {
     expect(snapshot.cursors).toEqual(new Map([["invoices", 2000]]));
   });
 
-  it("deletes a job and its cursor but keeps its execution history", async () => {
+  it("deletes a job but keeps its cursor and its execution history", async () => {
     const s = store();
     await s.open();
     const history = [
@@ -278,7 +278,8 @@ describe("SqliteStore.commit", () => {
 
     const { store: again, snapshot } = await reopen(s);
     expect(snapshot.jobs.map((j) => j.name)).toEqual(["reports"]);
-    expect(snapshot.cursors).toEqual(new Map([["reports", 500]]));
+    // The cursor stays: a job applied again under the name fires after it (see StoreBatch).
+    expect(snapshot.cursors).toEqual(new Map([["invoices", 2000], ["reports", 500]]));
     expect(ids(await again.listExecutions({ job: "invoices", limit: 10 }))).toEqual([
       "invoices/2000/0/1",
       "invoices/1000/0/1",
