@@ -424,6 +424,29 @@ describe("controller restart", () => {
     expect(h.core.leasesEndWithin(h.now)).toBe(1500 + MARGIN);
   });
 
+  it("keeps a restored run for its agent when another agent releases the shard, and takes the agent's report when it returns", () => {
+    const { h, a } = twoAgents();
+    h.core.triggerJob("job", [], undefined, h.now);
+    h.flush();
+    const onA = a.dispatchedIds();
+    for (const id of onA) h.report("a", id, "running");
+    h.durable.predecessorLeasesEndWithinMs = 0;
+    h.start();
+    // b comes back first and gets every shard; a, back later, takes some of them, so b releases them.
+    const b2 = h.connect("b", { held: [] });
+    h.run(DEFAULT_CORE_CONFIG.leaseMarginMs + 1, ["a"]);
+    expect(b2.shardsOf("job")).toEqual([0, 1, 2, 3]);
+    const a2 = h.connect("a", { held: [], executions: onA.map((executionId) => ({ executionId, state: "running" as const })) });
+    h.run(500);
+    expect(a2.shardsOf("job").length).toBeGreaterThan(0);
+    for (const id of onA) expect(h.execution(id)?.state).toBe("running");
+    for (const id of onA) h.report("a", id, "succeeded");
+    for (const id of onA) {
+      expect(h.execution(id)?.state).toBe("succeeded");
+      expect(h.execution(id.replace(/\/1$/, "/2"))).toBeUndefined();
+    }
+  });
+
   it("after a leader whose leases all ended (bounded by its leadership), gives unclaimed shards at once", () => {
     const { h } = twoAgents();
     h.durable.predecessorLeasesEndWithinMs = 0;

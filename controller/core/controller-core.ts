@@ -460,7 +460,9 @@ export class ControllerCore {
       const shard = job?.shards[ref.shard] ?? job?.retired.get(ref.shard) ?? this.deletedJobShards.get(ref.job)?.get(ref.shard);
       if (shard === undefined) continue;
       if (shard.owner !== agent.id || shard.term !== ref.term || shard.generation !== ref.generation) continue;
-      this.loseRunning(shard, "its agent released the shard before the run finished");
+      // Only its own runs: a run still held for another agent (restored after a failover, its
+      // agent not back yet) is that agent's to report.
+      this.loseRunning(shard, "its agent released the shard before the run finished", agent.id);
       this.unassign(shard);
       this.emit("shard.released", `${agent.id} released ${ref.job}/${ref.shard}`, {
         job: ref.job,
@@ -503,7 +505,7 @@ export class ControllerCore {
     // failover: fast trades the no-duplicate guarantee for speed: move at once.
     for (const shard of [...agent.shards]) {
       if (this.jobs.get(shard.job)?.record.spec.failover !== "fast") continue;
-      this.loseRunning(shard, `agent ${agent.id} lost its stream (failover: fast)`);
+      this.loseRunning(shard, `agent ${agent.id} lost its stream (failover: fast)`, agent.id);
       this.unassign(shard);
     }
     if (agent.shards.size === 0 && agent.executions.size === 0) this.agents.delete(agent.id);
@@ -718,7 +720,7 @@ export class ControllerCore {
     }
     this.emit("agent.lease-expired", `agent ${agent.id}'s lease expired; its shards move`, { agent: agent.id });
     for (const shard of [...agent.shards]) {
-      this.loseRunning(shard, `agent ${agent.id}'s lease expired before the run finished`);
+      this.loseRunning(shard, `agent ${agent.id}'s lease expired before the run finished`, agent.id);
       this.unassign(shard);
     }
     for (const id of [...agent.executions]) {
@@ -730,10 +732,10 @@ export class ControllerCore {
   }
 
   /** Marks every run the shard's owner holds as lost (with failover per the job's spec). */
-  private loseRunning(shard: ShardEntry, reason: string): void {
+  private loseRunning(shard: ShardEntry, reason: string, onlyOf?: string): void {
     for (const id of [...shard.running]) {
       const execution = this.open.get(id);
-      if (execution !== undefined) this.loseExecution(execution, reason);
+      if (execution !== undefined && (onlyOf === undefined || execution.agent === onlyOf)) this.loseExecution(execution, reason);
     }
   }
 
