@@ -7,6 +7,9 @@
  * - `noop` returns at once and records its lag: handler start minus the fire instant.
  * - `hold` runs until its signal aborts (a daemon shard) and reports each start at once, so the
  *   parent can time a failover from the kill to the shard running elsewhere.
+ * - `record` reports its start and, unless aborted, its end after RECORD_WORK_MS of work, with the
+ *   fire, the attempt and the term of the controller that welcomed its agent, so the parent can
+ *   tell when a new leader's runs began and whether a (fire, shard) ran to its end twice.
  */
 import { Agent } from "../agent/runtime/agent.js";
 import { silentLogger } from "../shared/logging.js";
@@ -28,6 +31,7 @@ export type LoadReport =
   | { type: "started"; agents: number }
   | { type: "lags"; lagsMs: number[]; finished: number }
   | { type: "run-start"; job: string; shard: number; agent: string; at: number }
+  | { type: "run"; event: "start" | "end"; job: string; shard: number; fireTime: number; attempt: number; agent: string; term: number; at: number }
   | { type: "holdings"; total: number; perAgent: Record<string, number>; lastChangeAt: number }
   | { type: "count"; finished: number; lastFinishedAt: number }
   | { type: "drained" }
@@ -44,6 +48,10 @@ let lastFinishedAt = 0;
 const agents: Agent[] = [];
 const held = new Map<string, number>();
 let lastChangeAt = 0;
+/** The term of the controller that last welcomed each agent. */
+const terms = new Map<string, number>();
+/** How long a `record` run works: long enough to be cut by a fence, short beside a 1 s schedule. */
+const RECORD_WORK_MS = 20;
 
 function send(report: LoadReport): void {
   process.send?.(report);
@@ -58,6 +66,21 @@ const handlers = {
   async hold(ctx: HandlerContext): Promise<void> {
     send({ type: "run-start", job: ctx.job, shard: ctx.shard, agent: ctx.agentId, at: nowMs() });
     await new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve()));
+  },
+  async record(ctx: HandlerContext): Promise<void> {
+    // The term when the run started: a run is the doing of the leader whose dispatch it serves.
+    const run = { job: ctx.job, shard: ctx.shard, fireTime: ctx.fireTime.getTime(), attempt: ctx.attempt, agent: ctx.agentId, term: terms.get(ctx.agentId) ?? 0 };
+    send({ type: "run", event: "start", ...run, at: nowMs() });
+    const finished = await new Promise<boolean>((resolve) => {
+      if (ctx.signal.aborted) return resolve(false);
+      const timer = setTimeout(() => resolve(true), RECORD_WORK_MS);
+      ctx.signal.addEventListener("abort", () => {
+        clearTimeout(timer);
+        resolve(false);
+      });
+    });
+    if (!finished) throw new Error("aborted");
+    send({ type: "run", event: "end", ...run, at: nowMs() });
   },
 };
 
@@ -77,6 +100,7 @@ async function handle(command: LoadCommand): Promise<void> {
           drainGraceMs: 5_000,
           ...(command.maxConcurrent === undefined ? {} : { maxConcurrent: command.maxConcurrent }),
         });
+        agent.on("connected", (session) => terms.set(id, Number(session.term)));
         agent.on("assignments", (shards) => {
           held.set(id, shards.length);
           lastChangeAt = nowMs();

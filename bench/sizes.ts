@@ -10,6 +10,8 @@ export interface BenchSizes {
   soak: { firesPerSecond: number; agents: number; processes: number; seconds: number; warmupSeconds: number; sampleEverySeconds: number };
   throughput: { agents: number[]; executions: number; shardsPerTrigger: number };
   failover: { rounds: number; agents: number; shards: number };
+  /** Leaders SIGKILLed in turn among three controller replicas on etcd, with agents each in `processes` load processes. */
+  leaderFailover: { rounds: number; agents: number; processes: number; shards: number };
   /** BullMQ's stall detection; undefined fields keep BullMQ's defaults (lock 30 s, check every 30 s). */
   stall: { lockDurationMs?: number; stalledIntervalMs?: number };
   drain: { agents: number; shards: number; seconds: number };
@@ -24,6 +26,7 @@ export const BENCH_SIZES: Record<BenchMode, BenchSizes> = {
     soak: { firesPerSecond: 1000, agents: 10, processes: 2, seconds: 600, warmupSeconds: 10, sampleEverySeconds: 30 },
     throughput: { agents: [1, 10, 100], executions: 50_000, shardsPerTrigger: 1000 },
     failover: { rounds: 6, agents: 4, shards: 12 },
+    leaderFailover: { rounds: 5, agents: 3, processes: 3, shards: 6 },
     stall: {},
     drain: { agents: 4, shards: 8, seconds: 8 },
     scale: { agents: 2000, processes: 4, jobs: 50, shardsPerJob: 1000, heartbeatIntervalMs: 2000, leaseTtlMs: 8000 },
@@ -35,6 +38,7 @@ export const BENCH_SIZES: Record<BenchMode, BenchSizes> = {
     soak: { firesPerSecond: 1000, agents: 10, processes: 2, seconds: 15, warmupSeconds: 2, sampleEverySeconds: 5 },
     throughput: { agents: [1, 10, 100], executions: 10_000, shardsPerTrigger: 1000 },
     failover: { rounds: 2, agents: 4, shards: 12 },
+    leaderFailover: { rounds: 2, agents: 3, processes: 3, shards: 6 },
     stall: {},
     drain: { agents: 4, shards: 8, seconds: 4 },
     scale: { agents: 500, processes: 2, jobs: 10, shardsPerJob: 1000, heartbeatIntervalMs: 500, leaseTtlMs: 2000 },
@@ -46,6 +50,7 @@ export const BENCH_SIZES: Record<BenchMode, BenchSizes> = {
     soak: { firesPerSecond: 20, agents: 2, processes: 1, seconds: 2, warmupSeconds: 1, sampleEverySeconds: 1 },
     throughput: { agents: [1], executions: 200, shardsPerTrigger: 100 },
     failover: { rounds: 1, agents: 2, shards: 4 },
+    leaderFailover: { rounds: 1, agents: 2, processes: 2, shards: 4 },
     stall: { lockDurationMs: 1000, stalledIntervalMs: 500 },
     drain: { agents: 2, shards: 2, seconds: 2 },
     scale: { agents: 10, processes: 2, jobs: 2, shardsPerJob: 50, heartbeatIntervalMs: 500, leaseTtlMs: 2000 },
