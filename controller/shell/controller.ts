@@ -326,7 +326,14 @@ export async function startController(options: ControllerOptions): Promise<Runni
       void (async () => {
         const term = await campaign.campaign();
         if (stopping !== undefined) return;
-        leading = await lead(new EtcdStore(ns, term));
+        const won = await lead(new EtcdStore(ns, term));
+        if (stopping !== undefined) {
+          // Stopped while it opened the store: nothing was sent; close it as stop() would have.
+          won.halt("the controller is shutting down");
+          await won.close();
+          return;
+        }
+        leading = won;
         electedWith(term);
         logger.info({ term, grpc: grpcAddress }, `leading (term ${term})`);
       })().catch((error: unknown) => {
