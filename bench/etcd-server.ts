@@ -1,6 +1,7 @@
 /**
- * A throwaway etcd for the leader-failover scenario: Debian's `etcd` (package etcd-server) as a
- * one-member cluster on free loopback ports, with its data in a temporary directory removed on stop.
+ * A throwaway etcd, for the leader-failover scenario and the tests (test/harness/etcd.ts):
+ * Debian's `etcd` (package etcd-server) as a one-member cluster on free loopback ports, with its
+ * data in a temporary directory removed on stop.
  */
 import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -14,12 +15,16 @@ const ETCD = process.env.SHARDLINE_ETCD_BINARY ?? "etcd";
 /** How long etcd may take to answer its first read. */
 const READY_TIMEOUT_MS = 20_000;
 
-/** A running etcd that only this benchmark uses. */
+/** A running etcd that only its starter uses. */
 export interface EtcdServer {
   /** `HOST:PORT` of its client URL. */
   readonly endpoint: string;
   /** `etcd://HOST:PORT`, the form `--store` takes (a `/PREFIX` may follow). */
   readonly url: string;
+  /** What etcd printed lately, for failure messages. */
+  log(): string;
+  /** Sends the process a signal (SIGSTOP and SIGCONT freeze and thaw it). */
+  signal(name: NodeJS.Signals): void;
   /** Ends the server (SIGKILL: nothing in it outlives the run) and removes its data directory. */
   stop(): Promise<void>;
 }
@@ -29,19 +34,19 @@ export interface EtcdServer {
  * installed, or when it does not answer within 20 s (with its output).
  */
 export async function startEtcd(): Promise<EtcdServer> {
-  const dataDir = await mkdtemp(join(tmpdir(), "shardline-bench-etcd-"));
+  const dataDir = await mkdtemp(join(tmpdir(), "shardline-etcd-"));
   const client = `http://127.0.0.1:${await freePort()}`;
   const peer = `http://127.0.0.1:${await freePort()}`;
   const child = spawn(
     ETCD,
     [
-      "--name=bench",
+      "--name=shardline",
       `--data-dir=${dataDir}`,
       `--listen-client-urls=${client}`,
       `--advertise-client-urls=${client}`,
       `--listen-peer-urls=${peer}`,
       `--initial-advertise-peer-urls=${peer}`,
-      `--initial-cluster=bench=${peer}`,
+      `--initial-cluster=shardline=${peer}`,
       "--log-level=warn",
       "--logger=zap",
     ],
@@ -58,7 +63,7 @@ export async function startEtcd(): Promise<EtcdServer> {
   child.once("error", (error: NodeJS.ErrnoException) => {
     missing =
       error.code === "ENOENT"
-        ? new Error(`the leader-failover benchmark needs etcd on the PATH (${ETCD}): install Debian's etcd-server (apt-get install etcd-server)`, { cause: error })
+        ? new Error(`etcd is missing (${ETCD} is not on the PATH): the leader-failover benchmark and the etcd tests run a real etcd; install Debian's etcd-server (apt-get install -y etcd-server), as .ci/run does`, { cause: error })
         : error;
   });
   const stop = async (): Promise<void> => {
@@ -90,5 +95,5 @@ export async function startEtcd(): Promise<EtcdServer> {
     probe.close();
   }
   const endpoint = client.slice("http://".length);
-  return { endpoint, url: `etcd://${endpoint}`, stop };
+  return { endpoint, url: `etcd://${endpoint}`, log: () => output, signal: (name) => void child.kill(name), stop };
 }
