@@ -29,7 +29,7 @@ export const BENCH_SIZES: Record<BenchMode, BenchSizes> = {
     leaderFailover: { rounds: 5, agents: 3, processes: 3, shards: 6 },
     stall: {},
     drain: { agents: 4, shards: 8, seconds: 8 },
-    scale: { agents: 2000, processes: 4, jobs: 50, shardsPerJob: 1000, heartbeatIntervalMs: 2000, leaseTtlMs: 8000 },
+    scale: { agents: 5000, processes: 5, jobs: 100, shardsPerJob: 1000, heartbeatIntervalMs: 2000, leaseTtlMs: 8000 },
   },
   quick: {
     movement: [[9, 4], [100, 10]],
@@ -41,7 +41,7 @@ export const BENCH_SIZES: Record<BenchMode, BenchSizes> = {
     leaderFailover: { rounds: 2, agents: 3, processes: 3, shards: 6 },
     stall: {},
     drain: { agents: 4, shards: 8, seconds: 4 },
-    scale: { agents: 500, processes: 2, jobs: 10, shardsPerJob: 1000, heartbeatIntervalMs: 500, leaseTtlMs: 2000 },
+    scale: { agents: 1000, processes: 2, jobs: 20, shardsPerJob: 1000, heartbeatIntervalMs: 2000, leaseTtlMs: 8000 },
   },
   smoke: {
     movement: [[9, 4]],

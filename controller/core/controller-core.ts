@@ -122,6 +122,8 @@ interface JobEntry {
    * the first may still be running it.
    */
   retired: Map<number, ShardEntry>;
+  /** What its shards were last placed for: see placementCurrent. */
+  placedFor?: { agentsEpoch: number; spec: JobSpec };
 }
 
 /**
@@ -168,6 +170,10 @@ export class ControllerCore {
   /** The shards of deleted jobs that their owners still hold, revoked, by job name: see deleteJob. */
   private readonly deletedJobShards = new Map<string, Map<number, ShardEntry>>();
   private readonly outbox = new Outbox();
+  /** A step changed who may hold which shard: the next take() places shards again. */
+  private reconcilePending = false;
+  /** Bumped whenever an agent joins, leaves or changes what it may hold. */
+  private agentsEpoch = 0;
 
   constructor(
     private readonly config: CoreConfig,
@@ -204,8 +210,16 @@ export class ControllerCore {
     return this.timers.peek();
   }
 
-  /** Collects what the steps since the last call decided. */
+  /**
+   * Collects what the steps since the last call decided, placing shards first if any of them
+   * asked to: placement is computed once per batch of steps, not once per step, since it costs
+   * O(jobs x agents) and a fleet connecting or leaving brings many steps in one turn.
+   */
   take(): Effects {
+    if (this.reconcilePending) {
+      this.reconcilePending = false;
+      this.reconcileAll();
+    }
     return this.outbox.take();
   }
 
@@ -215,7 +229,7 @@ export class ControllerCore {
   }
 
   get hasEffects(): boolean {
-    return !this.outbox.empty;
+    return this.reconcilePending || !this.outbox.empty;
   }
 
   listAgents(): AgentView[] {
@@ -341,7 +355,7 @@ export class ControllerCore {
         return;
       }
       case "startup-grace":
-        this.reconcileAll();
+        this.agentsChanged();
         return;
     }
   }
@@ -392,7 +406,7 @@ export class ControllerCore {
     const finished = this.reattachExecutions(agent, hello.executions);
     this.adoptHeld(agent, hello.held);
     this.sendSnapshot(agent);
-    this.reconcileAll();
+    this.agentsChanged();
     for (const report of finished) this.applyReport(agent, report);
     for (const shard of agent.shards) this.dispatchShard(shard);
     this.dispatchFireCompletes();
@@ -471,7 +485,7 @@ export class ControllerCore {
       });
       touched.add(ref.job);
     }
-    if (touched.size > 0) this.reconcileAll();
+    if (touched.size > 0) this.reconcileSoon();
   }
 
   /** The agent is leaving on purpose: move its shards away now. */
@@ -480,7 +494,7 @@ export class ControllerCore {
     const agent = this.agentOf(session);
     agent.leaving = true;
     this.emit("agent.draining", `agent ${agent.id} is leaving (${reason || "no reason given"})`, { agent: agent.id });
-    this.reconcileAll();
+    this.agentsChanged();
   }
 
   /** The stream ended, for whatever reason. Unknown sessions are ignored. */
@@ -509,7 +523,7 @@ export class ControllerCore {
       this.unassign(shard);
     }
     if (agent.shards.size === 0 && agent.executions.size === 0) this.agents.delete(agent.id);
-    this.reconcileAll();
+    this.agentsChanged();
   }
 
 
@@ -548,7 +562,7 @@ export class ControllerCore {
       }
       this.emit("job.updated", `job ${name} updated to revision ${record.revision}`, { job: name });
     }
-    this.reconcileAll();
+    this.reconcileSoon();
     return { record, changed: true };
   }
 
@@ -570,7 +584,7 @@ export class ControllerCore {
     this.deletedCursors.set(name, job.lastIssuedFire);
     this.outbox.deleteJob(name);
     this.emit("job.deleted", `job ${name} deleted`, { job: name });
-    this.reconcileAll();
+    this.reconcileSoon();
   }
 
   /** Fires a job now; returns the fire instant and the executions created. */
@@ -693,7 +707,7 @@ export class ControllerCore {
     if (agent === undefined) throw notFound("agent", id);
     agent.cordoned = true;
     this.emit("agent.cordoned", `agent ${id} drained: its shards move away`, { agent: id });
-    this.reconcileAll();
+    this.agentsChanged();
   }
 
   uncordonAgent(id: string, now: number): void {
@@ -702,7 +716,7 @@ export class ControllerCore {
     if (agent === undefined) throw notFound("agent", id);
     agent.cordoned = false;
     this.emit("agent.uncordoned", `agent ${id} may receive shards again`, { agent: id });
-    this.reconcileAll();
+    this.agentsChanged();
   }
 
 
@@ -728,7 +742,7 @@ export class ControllerCore {
       if (execution !== undefined) this.loseExecution(execution, `agent ${agent.id}'s lease expired before the run finished`);
     }
     this.agents.delete(agent.id);
-    this.reconcileAll();
+    this.agentsChanged();
   }
 
   /** Marks every run the shard's owner holds as lost (with failover per the job's spec). */
@@ -1207,6 +1221,26 @@ export class ControllerCore {
    * and acts on the difference. A shard whose owner is alive is revoked and moves once released;
    * one whose owner is lost stays fenced until that owner's lease expires.
    */
+  private reconcileSoon(): void {
+    this.reconcilePending = true;
+  }
+
+  /** Which agents may hold what changed (one joined, left, was lost, drained...): every job is placed again. */
+  private agentsChanged(): void {
+    this.agentsEpoch++;
+    this.reconcileSoon();
+  }
+
+  /**
+   * True when placing the job again could change nothing: it was placed for the same agents and
+   * the same spec, and every shard has an owner (a shard released, lost or added has none).
+   */
+  private placementCurrent(job: JobEntry): boolean {
+    if (job.placedFor?.agentsEpoch !== this.agentsEpoch || job.placedFor.spec !== job.record.spec) return false;
+    for (const shard of job.shards) if (shard.owner === undefined) return false;
+    return true;
+  }
+
   private reconcileAll(): void {
     if (this.now < this.startupGraceUntil) return;
     const adds = new Map<string, AssignmentRef[]>();
@@ -1218,10 +1252,20 @@ export class ControllerCore {
     const order = [...this.jobs.values()].sort(
       (a, b) => priorityOf(b.record.spec) - priorityOf(a.record.spec) || (a.record.name < b.record.name ? -1 : 1),
     );
+    // Jobs that run the same way with the same selector share one list of eligible agents.
+    const eligibleBy = new Map<string, AgentEntry[]>();
     for (const job of order) {
+      if (this.placementCurrent(job)) continue;
       const name = job.record.name;
       const spec = job.record.spec;
-      const eligible = [...this.agents.values()].filter((a) => this.eligible(a, spec));
+      job.placedFor = { agentsEpoch: this.agentsEpoch, spec };
+      const runsBy = spec.script !== undefined ? "script" : spec.http !== undefined ? "http" : `handler:${spec.handler}`;
+      const key = `${runsBy} ${JSON.stringify(spec.placement)}`;
+      let eligible = eligibleBy.get(key);
+      if (eligible === undefined) {
+        eligible = [...this.agents.values()].filter((a) => this.eligible(a, spec));
+        eligibleBy.set(key, eligible);
+      }
       const mine = new Map<string, number>();
       const previous = new Map<number, string>();
       for (const shard of job.shards) {

@@ -64,11 +64,40 @@ function quotas(input: ShardingInput, held: ReadonlyMap<string, number>): Map<st
     return { agent, floor, remainder: scaled - floor * totalCapacity, held: held.get(agent.id) ?? 0 };
   });
   const leftover = shardCount - rows.reduce((sum, row) => sum + row.floor, 0);
-  rows.sort(byClaimOnRemainder);
+  // Only which rows rank among the first `leftover` matters, not their order: a selection, which
+  // costs O(agents) where a sort costs O(agents log agents), once per job on every placement.
+  selectFirst(rows, leftover, byClaimOnRemainder);
 
   const quota = new Map<string, number>();
   rows.forEach((row, rank) => quota.set(row.agent.id, row.floor + (rank < leftover ? 1 : 0)));
   return quota;
+}
+
+/**
+ * Reorders `rows` so that its first `k` are the `k` that `compare` puts first (quickselect). The
+ * set is unique when `compare` is a strict total order, so the result never depends on pivots.
+ */
+function selectFirst<T>(rows: T[], k: number, compare: (a: T, b: T) => number): void {
+  let low = 0;
+  let high = rows.length - 1;
+  while (low < high && k > low && k <= high) {
+    const pivot = rows[(low + high) >> 1]!;
+    let i = low;
+    let j = high;
+    while (i <= j) {
+      while (compare(rows[i]!, pivot) < 0) i++;
+      while (compare(rows[j]!, pivot) > 0) j--;
+      if (i <= j) {
+        [rows[i], rows[j]] = [rows[j]!, rows[i]!];
+        i++;
+        j--;
+      }
+    }
+    // rows[low..j] come before the pivot or equal it, rows[i..high] after: the k-th boundary is in one side.
+    if (k <= j) high = j;
+    else if (k > i) low = i;
+    else return;
+  }
 }
 
 /**
