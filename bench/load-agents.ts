@@ -24,6 +24,8 @@ export type LoadCommand =
   | { type: "reset" }
   | { type: "holdings" }
   | { type: "drain" }
+  /** Stops one agent at once, without a goodbye, as a crash would: if this process runs it. */
+  | { type: "crash"; id: string }
   | { type: "stop" };
 
 /** What this process sends back. */
@@ -35,6 +37,7 @@ export type LoadReport =
   | { type: "holdings"; total: number; perAgent: Record<string, number>; lastChangeAt: number }
   | { type: "count"; finished: number; lastFinishedAt: number }
   | { type: "drained" }
+  | { type: "crashed"; found: boolean }
   | { type: "stopped" };
 
 /** Wall-clock milliseconds with a fraction: lags are often below one millisecond. */
@@ -132,6 +135,16 @@ async function handle(command: LoadCommand): Promise<void> {
       await Promise.all(agents.map((agent) => agent.drain("benchmark")));
       send({ type: "drained" });
       return;
+    case "crash": {
+      const agent = agents.find((a) => a.id === command.id);
+      if (agent !== undefined) {
+        agents.splice(agents.indexOf(agent), 1);
+        await agent.stop();
+        held.delete(agent.id);
+      }
+      send({ type: "crashed", found: agent !== undefined });
+      return;
+    }
     case "stop":
       await Promise.all(agents.map((agent) => agent.stop()));
       send({ type: "stopped" });

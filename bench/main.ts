@@ -164,6 +164,7 @@ async function runBench(mode: BenchMode, out: string): Promise<void> {
     rows.push(row(`connect every agent, ${scaleName}`, scale.connectMs, "ms", "lower"));
     rows.push(row(`place every shard, ${scaleName}`, scale.assignMs, "ms", "lower"));
     rows.push(row(`re-place a drained agent's shards, ${scaleName}`, scale.reassignMs, "ms", "lower"));
+    rows.push(row(`re-place a crashed agent's shards (lease ${size.scale.leaseTtlMs} ms), ${scaleName}`, scale.crashReassignMs, "ms", "lower"));
   } finally {
     await redis.stop();
     rmSync(dir, { recursive: true, force: true });

@@ -21,6 +21,8 @@ export interface ScaleResult {
   rssBytes: number;
   /** From draining one agent until its shards are held by others. */
   reassignMs: number;
+  /** From one agent's crash (its stream cut without a goodbye) until its shards are held by others: its lease, then placement. */
+  crashReassignMs: number;
 }
 
 /**
@@ -62,7 +64,18 @@ export async function shardlineScale(dir: string, options: ScaleOptions): Promis
       return sum >= total && left === 0 ? replies : undefined;
     }, 600_000, 50);
     const reassignMs = Math.max(...moved.map((r) => r.lastChangeAt)) - drainAt;
-    return { connectMs, assignMs, rssBytes: rss, reassignMs };
+
+    const crashed = "sc-1";
+    const crashAt = performance.timeOrigin + performance.now();
+    const found = await Promise.all(loads.map((load) => load.ask({ type: "crash", id: crashed }, "crashed")));
+    if (!found.some((r) => r.found)) throw new Error(`no load process runs agent ${crashed}`);
+    // The crashed agent no longer counts in any process's holdings: every shard held again means its shards moved.
+    const recovered = await until("the crashed agent's shards to be held by others", async () => {
+      const replies = await holdings();
+      return replies.reduce((s, r) => s + r.total, 0) >= total ? replies : undefined;
+    }, 600_000, 50);
+    const crashReassignMs = Math.max(...recovered.map((r) => r.lastChangeAt)) - crashAt;
+    return { connectMs, assignMs, rssBytes: rss, reassignMs, crashReassignMs };
   } finally {
     await Promise.all(loads.map((load) => load.stop()));
     await controller.stop();
