@@ -18,3 +18,5 @@ export {
 } from "./sdk.js";
 export { Agent, type AgentEvents, type AgentState, type SessionInfo, type ShardView } from "./runtime/agent.js";
 export { type AgentOptions, type Clock } from "./runtime/agent-options.js";
+export { startAgentHttpServer, type AgentHttpServer } from "./runtime/agent-http.js";
+export { MetricsRegistry } from "../shared/telemetry/metrics.js";

@@ -30,7 +30,13 @@ export interface HandlerContext {
   readonly signal: AbortSignal;
   /** The id of the agent running it. */
   readonly agentId: string;
-  /** W3C trace context of the fire (traceparent, tracestate), for the handler's own spans. */
+  /**
+   * W3C trace context (traceparent, tracestate) for work this handler passes on, e.g. in the
+   * headers of a call it makes: of this execution's `shardline.execution` span when the agent
+   * traces (OTEL_* set), else of the fire as the controller sent it (empty when untraced). When
+   * the agent traces, the handler already runs inside that span's context: spans it starts with
+   * the OpenTelemetry API nest under it without being given this.
+   */
   readonly traceContext: Readonly<Record<string, string>>;
   /** A logger bound to this execution (executionId, job, shard). */
   readonly log: Logger;

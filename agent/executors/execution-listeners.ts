@@ -2,6 +2,7 @@ import type { Logger } from "pino";
 import { ShardlineError } from "../../shared/errors.js";
 import type { ExecutionContext, ExecutionUpdate } from "../../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
+import { attachTraceContext } from "../../shared/telemetry/log-fields.js";
 import type { ExecutionListeners, ExecutionOutcome, ExecutionOutcomeState, HandlerContext } from "../sdk.js";
 import {
   RunReports,
@@ -84,9 +85,10 @@ class ListenedRun implements ExecutionRun {
   readonly #reports: RunReports;
   readonly #controller = new AbortController();
   readonly #log: Logger;
-  readonly #ctx: HandlerContext;
+  #ctx: HandlerContext;
   readonly #clock: () => number;
   #phase: Phase = "new";
+  #traceContext: Readonly<Record<string, string>> | undefined;
   #startedAt: number | undefined;
   #timer: NodeJS.Timeout | undefined;
 
@@ -113,13 +115,19 @@ class ListenedRun implements ExecutionRun {
     return this.#inner.value;
   }
 
-  start(): void {
+  start(traceContext?: Readonly<Record<string, string>>): void {
     if (this.#phase !== "new") return;
     this.#startedAt = this.#clock();
+    if (traceContext !== undefined && traceContext !== this.context.traceContext) {
+      // The hooks see the trace context the work runs under, as the handler does.
+      this.#traceContext = traceContext;
+      this.#ctx = handlerContextOf(this.context, this.#options.agentId, this.#controller.signal, this.#log, traceContext);
+    }
+    attachTraceContext(this.#log, traceContext ?? this.context.traceContext);
     const before = this.#options.listeners.beforeExecution;
     if (before === undefined) {
       this.#phase = "work";
-      this.#inner.start();
+      this.#inner.start(this.#traceContext);
       return;
     }
     this.#phase = "before";
@@ -181,7 +189,7 @@ class ListenedRun implements ExecutionRun {
     clearTimeout(this.#timer);
     if (this.#phase !== "before") return;
     this.#phase = "work";
-    this.#inner.start();
+    this.#inner.start(this.#traceContext);
   }
 
   /** Ends the execution before its work started; the work never runs. */

@@ -25,8 +25,13 @@ export interface ExecutionRun {
    * handler's return value. Undefined for executors whose result is text anyway.
    */
   readonly value?: unknown;
-  /** Reports RUNNING and starts the work. */
-  start(): void;
+  /**
+   * Reports RUNNING and starts the work. `traceContext` is the W3C trace context the work runs
+   * under and passes on (HandlerContext.traceContext, a script's TRACEPARENT, an HTTP call's
+   * traceparent header): the agent's execution span's when tracing is on; default the one the
+   * execution was dispatched with.
+   */
+  start(traceContext?: Readonly<Record<string, string>>): void;
   /**
    * Aborts it and reports `state` with `reason`, unless it already finished. A handler's run
    * reports at once; a script's once its processes are gone (after SIGTERM, then SIGKILL after
@@ -147,7 +152,13 @@ export function executionPayload(context: ExecutionContext, agentId: string): st
 }
 
 /** The HandlerContext of an execution: what its handler and the agent's listeners receive. */
-export function handlerContextOf(context: ExecutionContext, agentId: string, signal: AbortSignal, log: Logger): HandlerContext {
+export function handlerContextOf(
+  context: ExecutionContext,
+  agentId: string,
+  signal: AbortSignal,
+  log: Logger,
+  traceContext: Readonly<Record<string, string>> = context.traceContext,
+): HandlerContext {
   return {
     job: context.job,
     shard: context.shard,
@@ -159,7 +170,7 @@ export function handlerContextOf(context: ExecutionContext, agentId: string, sig
     attempt: context.attempt,
     signal,
     agentId,
-    traceContext: { ...context.traceContext },
+    traceContext: { ...traceContext },
     log,
     ...(context.fireOutcome === undefined
       ? {}

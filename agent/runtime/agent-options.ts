@@ -1,5 +1,6 @@
 import { pino, type Logger } from "pino";
 import { ShardlineError } from "../../shared/errors.js";
+import type { MetricsRegistry } from "../../shared/telemetry/metrics.js";
 import { VERSION } from "../../shared/version.js";
 import type { ExecutionListeners, HandlerMap } from "../sdk.js";
 
@@ -54,6 +55,12 @@ export interface AgentOptions {
   maxResultBytes?: number;
   /** Where the agent logs. Default a silent logger. */
   logger?: Logger;
+  /**
+   * Where the agent records its metrics (shardline_agent_*: executions by job and outcome,
+   * durations, fire lag, running executions, assignments, reconnects, lease lapses; see
+   * AgentMetrics), to be served by startAgentHttpServer. Default none: nothing is recorded.
+   */
+  metrics?: MetricsRegistry;
   /** The monotonic clock leases are measured on. Default performance.now. */
   clock?: Clock;
   /** A number in [0, 1) for the reconnect jitter. Default Math.random. */
@@ -76,6 +83,7 @@ export interface ResolvedAgentOptions {
   reconnect: { initialMs: number; maxMs: number; welcomeTimeoutMs: number };
   maxResultBytes: number;
   logger: Logger;
+  metrics: MetricsRegistry | undefined;
   clock: Clock;
   random: () => number;
 }
@@ -135,6 +143,7 @@ export function resolveAgentOptions(options: AgentOptions): ResolvedAgentOptions
     reconnect: { initialMs, maxMs, welcomeTimeoutMs },
     maxResultBytes,
     logger: options.logger ?? pino({ level: "silent" }),
+    metrics: options.metrics,
     clock: options.clock ?? { now: () => performance.now() },
     random: options.random ?? Math.random,
   };

@@ -23,9 +23,11 @@ import { ExecutionState, type Assignment } from "../../shared/gen/shardline/v1/t
 import { createClient, type Client, type GrpcStatus, type MessageStream } from "../../shared/grpc/index.js";
 import { ExecutionListening } from "../executors/execution-listeners.js";
 import type { ExecutionRun, Executor } from "../executors/execution-run.js";
+import { ExecutionTelemetry } from "../executors/execution-telemetry.js";
 import { HandlerExecutor } from "../executors/handler/handler-executor.js";
 import { HttpExecutor } from "../executors/http/http-executor.js";
 import { ScriptExecutor } from "../executors/script/script-executor.js";
+import { AgentMetrics } from "./agent-metrics.js";
 import { resolveAgentOptions, type AgentOptions, type ResolvedAgentOptions } from "./agent-options.js";
 import { processStarts } from "./on-time-starts.js";
 import { AssignmentTable, refOf, shardKey, type AssignmentRef, type HeldAssignment } from "./assignment-table.js";
@@ -134,6 +136,8 @@ export class Agent {
   readonly #scripts: Executor;
   /** Absent unless allowHttp: an agent makes no requests it was not told it may. */
   readonly #http: Executor | undefined;
+  /** Absent without options.metrics: nothing is counted. */
+  readonly #metrics: AgentMetrics | undefined;
   readonly #runs = new Map<string, RunEntry>();
   readonly #unconfirmed = new Map<string, Unconfirmed>();
   /** Resolved when the last run ends. */
@@ -161,6 +165,8 @@ export class Agent {
   #lastAckAt = 0;
   #fenced = false;
   #started = false;
+  /** Streams opened so far; every one after the first is a reconnect. */
+  #connects = 0;
   #stopped = false;
   #drain: Drain | undefined;
 
@@ -174,11 +180,14 @@ export class Agent {
     this.#addresses = this.#options.controller.split(",");
     this.#address = this.#addresses[0]!;
     this.#backoff = new Backoff({ ...this.#options.reconnect, random: this.#options.random });
-    const report = (update: ExecutionUpdate): void => this.#onReport(update);
-    const { listeners, maxResultBytes, id: agentId } = this.#options;
-    // Without listeners the executors report straight to the agent: nothing in between.
+    const { listeners, maxResultBytes, id: agentId, metrics } = this.#options;
+    this.#metrics = metrics && new AgentMetrics(metrics, { assignments: () => this.#table.size, connected: () => this.#welcomed });
+    // Outermost, so that an execution's span and duration cover its listeners too.
+    const telemetry = new ExecutionTelemetry({ agentId, report: (update) => this.#onReport(update), metrics: this.#metrics });
+    const report = telemetry.report;
+    // Without listeners the executors report straight to the telemetry: nothing in between.
     const listening = listeners && new ExecutionListening({ listeners, report, agentId, maxResultBytes, logger: this.#log });
-    const listened = (executor: Executor): Executor => listening?.wrap(executor) ?? executor;
+    const listened = (executor: Executor): Executor => telemetry.wrap(listening?.wrap(executor) ?? executor);
     const reporting = { maxResultBytes, report: listening?.report ?? report };
     this.#handlers = listened(new HandlerExecutor({ ...reporting, agentId, handlers: this.#options.handlers, logger: this.#log }));
     // Built even with an empty allow-list, so a stray script job fails naming what is allowed.
@@ -197,6 +206,14 @@ export class Agent {
     if (this.#drain) return "draining";
     if (this.#fenced) return "fenced";
     return this.#welcomed ? "connected" : "connecting";
+  }
+
+  /**
+   * True while the agent can take work: welcomed by a controller (the leader, as followers only
+   * redirect), holding a valid lease, and neither draining nor stopped. What /readyz reports.
+   */
+  get ready(): boolean {
+    return this.state === "connected" && this.#lease.valid(this.#options.clock.now());
   }
 
   /** The controller address in use (a Redirect changes it). */
@@ -285,6 +302,7 @@ export class Agent {
   #connect(): void {
     this.#reconnectTimer = undefined;
     if (this.#stopped) return;
+    if (this.#connects++ > 0) this.#metrics?.reconnected();
     this.#client ??= createClient(AgentService, this.#address, { maxReconnectBackoffMs: this.#options.reconnect.maxMs });
     const stream = this.#client.connect({ onError: (error) => this.#log.error({ err: error }, "agent stream listener failed") });
     this.#stream = stream;
@@ -555,6 +573,7 @@ export class Agent {
   /** The lease lapsed: the shard may already belong to someone else, so stop everything now. */
   #fence(reason: string): void {
     this.#fenced = true;
+    this.#metrics?.leaseLapsed();
     this.#log.warn({ reason, running: this.#runs.size }, "fenced: aborting every run and starting nothing new");
     this.#abortAll(ExecutionState.LOST, `fenced: ${reason}`);
     // Its shards may belong to another agent by now: it claims none of them in its next Hello,
@@ -635,6 +654,7 @@ export class Agent {
       const refusal = this.#refusal(context);
       if (refusal !== undefined) {
         this.#log.warn({ executionId: context.executionId, reason: refusal }, "refused a dispatch");
+        this.#metrics?.ended(context.job, ExecutionState.LOST, undefined);
         this.#onReport(
           create(ExecutionUpdateSchema, {
             executionId: context.executionId,
@@ -647,6 +667,7 @@ export class Agent {
       }
       const executor = this.#executorFor(context);
       if (typeof executor === "string") {
+        this.#metrics?.ended(context.job, ExecutionState.FAILED, undefined);
         this.#onReport(
           create(ExecutionUpdateSchema, {
             executionId: context.executionId,

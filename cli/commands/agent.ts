@@ -2,7 +2,8 @@ import { hostname } from "node:os";
 import type { Command } from "commander";
 import { ShardlineError } from "../../shared/errors.js";
 import { createLogger, type Logger } from "../../shared/logging.js";
-import { CONTROLLER_ENV, DEFAULT_CONTROLLER_ADDRESS, parseControllerAddresses, resolveControllerAddress } from "../controller-address.js";
+import type { startTracing as StartTracing } from "../../shared/telemetry/tracing.js";
+import { CONTROLLER_ENV, DEFAULT_CONTROLLER_ADDRESS, parseControllerAddresses, parseHostPort, resolveControllerAddress } from "../controller-address.js";
 import type { CliIo } from "../output.js";
 import { importPart, nextSignal } from "./lifecycle.js";
 import { defaultAgentId, parseAgentId, parseAllowScript, parseInteger, parseLabel, parseSeconds } from "./options.js";
@@ -26,12 +27,28 @@ export interface AgentStartOptions {
   maxConcurrent?: number;
   drainGraceMs?: number;
   logger?: unknown;
+  /** Where the agent records its metrics, when it serves /metrics. */
+  metrics?: AgentMetricsRegistry;
+}
+
+/** What runAgent takes: the agent's options, and where to serve its HTTP endpoints. */
+export type AgentRunOptions = Omit<AgentStartOptions, "handlers" | "listeners" | "metrics"> & {
+  /** HOST:PORT for /healthz, /readyz and /metrics; none without --http. */
+  http?: string;
+};
+
+/** The agent's metrics, as agent/index.ts's MetricsRegistry keeps them. */
+export interface AgentMetricsRegistry {
+  shutdown(): Promise<void>;
 }
 
 /** The part of agent/index.ts the CLI uses. */
 export interface AgentModule {
   loadHandlerModule(path: string): Promise<{ handlers: Record<string, HandlerFunction>; listeners?: Listeners }>;
   Agent: new (options: AgentStartOptions) => RunningAgent;
+  /** Needed only with --http; a module without HTTP endpoints (a test's fake) may leave both out. */
+  MetricsRegistry?: new (options: { serviceName: string }) => AgentMetricsRegistry;
+  startAgentHttpServer?(hostPort: string, agent: RunningAgent, metrics: AgentMetricsRegistry): Promise<{ address: string; close(): Promise<void> }>;
 }
 
 /** A started agent. */
@@ -52,6 +69,7 @@ export interface AgentOptions {
   capacity?: number;
   maxConcurrent?: number;
   drainGrace?: number;
+  http?: string;
 }
 
 export function registerAgent(program: Command, io: CliIo): void {
@@ -63,6 +81,8 @@ export function registerAgent(program: Command, io: CliIo): void {
         "Run an agent: connect to the controller, receive shards and execute them with the handlers exported by --handlers, " +
           "the commands allowed by --allow-script, and (with --allow-http) HTTP calls. It needs at least one of the three.",
         "The first SIGTERM or SIGINT drains (running executions finish or are handed back, shards move at once) and exits 0; a second one exits at once with 1.",
+        "Traces: configured by the standard OTEL_* variables, off unless OTEL_TRACES_EXPORTER names an exporter or an OTLP endpoint is set (OTEL_EXPORTER_OTLP_ENDPOINT); " +
+          "each execution gets a span, a child of its fire's span on the controller.",
       ].join("\n\n"),
     )
     .option("--controller <HOST:PORT>", `the controller's gRPC address, or several replicas' separated by commas (default: $${CONTROLLER_ENV}, else ${DEFAULT_CONTROLLER_ADDRESS})`, (value: string) =>
@@ -87,18 +107,35 @@ export function registerAgent(program: Command, io: CliIo): void {
     .option("--drain-grace <SECONDS>", "how long a drain waits for running executions before handing them back", (value: string) =>
       parseSeconds(value, "--drain-grace", 0, 86_400),
     )
+    .option("--http <HOST:PORT>", "serve /healthz, /readyz (welcomed and holding a valid lease) and /metrics (Prometheus) here (port 0: any free port; default: none)", (value: string) =>
+      parseHostPort(value, "--http", { listen: true }),
+    )
     .action(async (options: AgentOptions, command: Command) => {
       if (options.handlers === undefined && options.allowScript === undefined && !options.allowHttp) {
         command.error("the agent has nothing to run: give --handlers MODULE, --allow-script COMMAND (repeatable) or --allow-http");
       }
       const logger = createLogger({ name: "agent", level: command.optsWithGlobals<{ logLevel?: string }>().logLevel });
+      const runOptions = agentStartOptions(options, io, hostname());
       const module = await importPart<AgentModule>(new URL("../../agent/index.js", import.meta.url), "the agent");
-      await runAgent(agentStartOptions(options, io, hostname()), options.handlers, module, io, logger);
+      // Loaded here rather than at the top: every other command would pay for OpenTelemetry's modules.
+      const { startTracing } = await importPart<{ startTracing: typeof StartTracing }>(new URL("../../shared/telemetry/tracing.js", import.meta.url), "tracing");
+      const tracing = await startTracing({ serviceName: "shardline-agent", serviceInstanceId: runOptions.id, env: io.env });
+      if (tracing.enabled) logger.info("tracing executions: OTEL_* configures the exporter");
+      let drained = false;
+      try {
+        await runAgent(runOptions, options.handlers, module, io, logger);
+        drained = true;
+      } finally {
+        // After a drain the buffered spans are exported (bounded by OTEL_BSP_EXPORT_TIMEOUT); a
+        // second signal means "exit at once", so they are not waited for.
+        if (drained) await tracing.shutdown();
+        else void tracing.shutdown().catch(() => {});
+      }
     });
 }
 
 /** The agent's options from the flags, without its handlers and listeners. */
-export function agentStartOptions(options: AgentOptions, io: CliIo, host: string): Omit<AgentStartOptions, "handlers" | "listeners"> {
+export function agentStartOptions(options: AgentOptions, io: CliIo, host: string): AgentRunOptions {
   return {
     controller: resolveControllerAddress(options.controller, io.env),
     id: options.id ?? defaultAgentId(host),
@@ -108,28 +145,51 @@ export function agentStartOptions(options: AgentOptions, io: CliIo, host: string
     ...(options.capacity === undefined ? {} : { capacity: options.capacity }),
     ...(options.maxConcurrent === undefined ? {} : { maxConcurrent: options.maxConcurrent }),
     ...(options.drainGrace === undefined ? {} : { drainGraceMs: Math.round(options.drainGrace * 1000) }),
+    ...(options.http === undefined ? {} : { http: options.http }),
   };
 }
 
 /**
- * Loads the handlers and listeners (none without a module: a script- or HTTP-only agent), starts the agent, and on the first SIGINT or SIGTERM drains it. A second
- * signal during the drain gives up on it: the command fails at once, and the controller treats the
- * agent as lost, so its shards move once its lease expires.
+ * Loads the handlers and listeners (none without a module: a script- or HTTP-only agent), starts
+ * the agent (and, with `http`, its HTTP endpoints), and on the first SIGINT or SIGTERM drains it.
+ * A second signal during the drain gives up on it: the command fails at once, and the controller
+ * treats the agent as lost, so its shards move once its lease expires.
  */
-export async function runAgent(
-  options: Omit<AgentStartOptions, "handlers" | "listeners">,
-  handlersModule: string | undefined,
-  module: AgentModule,
-  io: CliIo,
-  logger?: Logger,
-): Promise<void> {
+export async function runAgent(options: AgentRunOptions, handlersModule: string | undefined, module: AgentModule, io: CliIo, logger?: Logger): Promise<void> {
+  const { http: hostPort, ...agentOptions } = options;
+  const http = hostPort === undefined ? undefined : agentHttp(module, hostPort);
   const { handlers, listeners } = handlersModule === undefined ? { handlers: {}, listeners: undefined } : await module.loadHandlerModule(handlersModule);
   const agent = new module.Agent({
-    ...options,
+    ...agentOptions,
     handlers,
     ...(listeners === undefined ? {} : { listeners }),
     ...(logger === undefined ? {} : { logger }),
+    ...(http === undefined ? {} : { metrics: http.metrics }),
   });
+  let server: { address: string; close(): Promise<void> } | undefined;
+  try {
+    // Listening before connecting: a taken port fails the command before the agent takes any work.
+    server = await http?.listen(agent);
+    if (server !== undefined) io.stdout(`agent ${options.id} serving /healthz, /readyz and /metrics on ${server.address} (HTTP)\n`);
+    await runStarted(agent, io, logger);
+  } finally {
+    await server?.close();
+    await http?.metrics.shutdown();
+  }
+}
+
+/** What --http needs from the agent module: the agent's metrics, and its HTTP port. */
+function agentHttp(module: AgentModule, hostPort: string) {
+  const { MetricsRegistry, startAgentHttpServer } = module;
+  if (MetricsRegistry === undefined || startAgentHttpServer === undefined) {
+    throw new ShardlineError("internal", '--http: this build\'s agent serves no HTTP endpoints; rebuild with "npm run build"');
+  }
+  const metrics = new MetricsRegistry({ serviceName: "shardline-agent" });
+  return { metrics, listen: (agent: RunningAgent) => startAgentHttpServer(hostPort, agent, metrics) };
+}
+
+/** Starts the agent, and drains it on the first signal. */
+async function runStarted(agent: RunningAgent, io: CliIo, logger: Logger | undefined): Promise<void> {
   const first = nextSignal(io);
   agent.start();
   const signal = await first;

@@ -1,7 +1,9 @@
+import { hostname } from "node:os";
 import type { Command } from "commander";
 import { parseStrategyFlag } from "../../controller/core/sharding/custom-strategy.js";
 import type { ControllerOptions as ControllerModuleOptions } from "../../controller/shell/controller.js";
 import { ShardlineError } from "../../shared/errors.js";
+import type { startTracing as StartTracing } from "../../shared/telemetry/tracing.js";
 import { DEFAULT_CONTROLLER_ADDRESS, DEFAULT_HTTP_ADDRESS, parseHostPort } from "../controller-address.js";
 import type { CliIo } from "../output.js";
 import { importPart, nextSignal } from "./lifecycle.js";
@@ -45,7 +47,13 @@ export function registerController(program: Command, io: CliIo): void {
   program
     .command("controller")
     .summary("run the controller")
-    .description("Run the controller: the AdminService and AgentService on --listen, health, readiness and metrics on --http. Stops cleanly on SIGTERM or SIGINT.")
+    .description(
+      [
+        "Run the controller: the AdminService and AgentService on --listen, health, readiness and metrics on --http. Stops cleanly on SIGTERM or SIGINT.",
+        "Traces: configured by the standard OTEL_* variables, off unless OTEL_TRACES_EXPORTER names an exporter or an OTLP endpoint is set (OTEL_EXPORTER_OTLP_ENDPOINT); " +
+          "each fire gets a span, the parent of its executions' spans on the agents.",
+      ].join("\n\n"),
+    )
     .option("--listen <HOST:PORT>", "gRPC address to listen on (port 0: any free port)", (value: string) => parseHostPort(value, "--listen", { listen: true }), DEFAULT_CONTROLLER_ADDRESS)
     .option("--http <HOST:PORT>", "HTTP address for /healthz, /readyz, /metrics and the web page", (value: string) => parseHostPort(value, "--http", { listen: true }), DEFAULT_HTTP_ADDRESS)
     .option("--store <STORE>", "sqlite:PATH, or etcd://HOST:PORT[,HOST:PORT...][/PREFIX] for several replicas with one leader", parseStore, DEFAULT_STORE)
@@ -73,7 +81,16 @@ export function registerController(program: Command, io: CliIo): void {
         const module = await importPart<{ startController: StartController }>(new URL("../../controller/shell/controller.js", import.meta.url), "the controller");
         return module.startController(startOptions);
       };
-      await runController(controllerStartOptions(options, command.optsWithGlobals<{ logLevel?: string }>().logLevel), io, start);
+      const startOptions = controllerStartOptions(options, command.optsWithGlobals<{ logLevel?: string }>().logLevel);
+      // Loaded here rather than at the top: every other command would pay for OpenTelemetry's modules.
+      const { startTracing } = await importPart<{ startTracing: typeof StartTracing }>(new URL("../../shared/telemetry/tracing.js", import.meta.url), "tracing");
+      const tracing = await startTracing({ serviceName: "shardline-controller", serviceInstanceId: controllerInstanceId(startOptions), env: io.env });
+      try {
+        await runController({ ...startOptions, tracing: tracing.enabled }, io, start);
+      } finally {
+        // Exports the spans still buffered, also when the controller stopped on a failure.
+        await tracing.shutdown();
+      }
     });
 }
 
@@ -101,6 +118,14 @@ export function controllerStartOptions(options: ControllerOptions, logLevel: str
     retention: { maxPerJob: options.historyPerJob, maxAgeMs: Math.round(options.historyDays * 86_400_000) },
     ...(options.strategy === undefined ? {} : { strategies: options.strategy }),
   };
+}
+
+/**
+ * The controller's service.instance.id in traces: the address it advertises to other replicas,
+ * else this host and the port it listens on.
+ */
+export function controllerInstanceId(options: Pick<ControllerStartOptions, "advertise" | "listen">): string {
+  return options.advertise ?? `${hostname()}:${options.listen.slice(options.listen.lastIndexOf(":") + 1)}`;
 }
 
 /** One `--strategy NAME=MODULE`, added to the earlier ones (a repeated NAME is an error). */

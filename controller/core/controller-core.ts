@@ -13,6 +13,7 @@ import type {
 import { FIRE_COMPLETE_SHARD, TERMINAL_STATES } from "../store/store.js";
 import type { CoreConfig } from "./config.js";
 import { executionId } from "./execution-id.js";
+import { type ExecutionTracing, NO_TRACING, type TraceCarrier } from "./execution-tracing.js";
 import { validateHello } from "./hello-rules.js";
 import type { AgentHello, AssignmentRef, ExecutionContext, ExecutionReport } from "./messages.js";
 import { admitLateFire, planMissedFires, retryDelayMs } from "./misfire.js";
@@ -179,6 +180,7 @@ export class ControllerCore {
     private readonly config: CoreConfig,
     snapshot: StoreSnapshot,
     now: number,
+    private readonly tracing: ExecutionTracing = NO_TRACING,
   ) {
     this.term = snapshot.term;
     this.now = now;
@@ -251,6 +253,16 @@ export class ControllerCore {
         maxConcurrent: agent.maxConcurrent,
         running: agent.executions.size,
       }));
+  }
+
+  /**
+   * Each agent the core knows (a lost one until its lease expires) with whether it has a stream
+   * and how many shards it owns: for metrics, without listAgents' copies and sorting.
+   */
+  agentLoads(): { id: string; connected: boolean; shards: number }[] {
+    const loads: { id: string; connected: boolean; shards: number }[] = [];
+    for (const agent of this.agents.values()) loads.push({ id: agent.id, connected: agent.connected, shards: agent.shards.size });
+    return loads;
   }
 
   listAssignments(job?: string): AssignmentView[] {
@@ -778,6 +790,7 @@ export class ControllerCore {
     });
     if (!rerun) return;
     const retry = this.newExecution(job, execution.shard, execution.fireTime, execution.attempt + 1, "failover", execution.parameter);
+    this.trace(job, retry, execution.traceContext);
     this.emit("execution.failover", `${execution.id} runs again as ${retry.id}`, {
       job: job.record.name,
       shard: execution.shard,
@@ -852,6 +865,7 @@ export class ControllerCore {
    */
   private scheduleRetry(job: JobEntry, shard: ShardEntry | undefined, failed: ExecutionRecord): void {
     const retry = this.newExecution(job, failed.shard, failed.fireTime, failed.attempt + 1, "retry", failed.parameter);
+    this.trace(job, retry, failed.traceContext);
     retry.notBefore = this.now + retryDelayMs(job.record.spec.retries.backoffSeconds, failed.attempt);
     if (shard === undefined) {
       retry.fireOutcome = failed.fireOutcome;
@@ -919,6 +933,7 @@ export class ControllerCore {
     const outcomes = [...progress.outcomes.values()].sort((a, b) => a.shard - b.shard);
     if (outcomes.every((o) => o.state === "misfired")) return;
     const run = this.newExecution(job, FIRE_COMPLETE_SHARD, execution.fireTime, 1, "fire-complete", execution.parameter);
+    this.trace(job, run);
     run.fireOutcome = outcomes;
     const succeeded = outcomes.filter((o) => o.state === "succeeded").length;
     this.emit(
@@ -973,7 +988,7 @@ export class ControllerCore {
         attempt: run.attempt,
         handler: hook!.handler,
         timeoutMs: spec!.timeoutSeconds * 1000,
-        traceContext: {},
+        traceContext: run.traceContext ?? {},
         fireOutcome: run.fireOutcome ?? [],
       });
     }
@@ -1019,6 +1034,7 @@ export class ControllerCore {
     const fireTime = Math.max(this.now, job.lastIssuedFire + 1);
     job.lastIssuedFire = fireTime;
     const run = this.newExecution(job, shard.shard, fireTime, 1, "daemon", spec.parameter);
+    this.trace(job, run);
     if (shard.daemonEndedAt !== undefined) {
       run.notBefore = shard.daemonEndedAt + Math.max(1, spec.retries.backoffSeconds) * 1000;
       this.timers.push(run.notBefore, { kind: "retry", job: job.record.name, shard: shard.shard });
@@ -1099,6 +1115,28 @@ export class ControllerCore {
     };
   }
 
+  /**
+   * Gives a new execution its trace context (tracing.contextFor), kept on the record so that it
+   * is stored, dispatched, and found again by a run that replaces it after a restart. An empty
+   * context is not kept: untraced records stay as they were.
+   */
+  private trace(job: JobEntry, execution: ExecutionRecord, replaces?: TraceCarrier): void {
+    if (this.tracing === NO_TRACING) return;
+    const context = this.tracing.contextFor(
+      {
+        id: execution.id,
+        job: execution.job,
+        shard: execution.shard,
+        shardCount: job.record.spec.shards,
+        fireTime: execution.fireTime,
+        attempt: execution.attempt,
+        cause: execution.cause,
+      },
+      replaces,
+    );
+    if (Object.keys(context).length > 0) execution.traceContext = context;
+  }
+
   /** Makes one fire of a job: one execution per chosen shard. */
   private fire(
     job: JobEntry,
@@ -1121,6 +1159,7 @@ export class ControllerCore {
     }
     for (const shard of firing) {
       const execution = this.newExecution(job, shard.shard, fireTime, 1, cause, parameter ?? job.record.spec.parameter);
+      this.trace(job, execution);
       ids.push(execution.id);
       this.enqueue(job, shard, execution);
     }
@@ -1207,7 +1246,7 @@ export class ControllerCore {
         handler: spec.handler,
         timeoutMs: spec.timeoutSeconds * 1000,
         assignment: { job: shard.job, shard: shard.shard, term: shard.term, generation: shard.generation },
-        traceContext: {},
+        traceContext: execution.traceContext ?? {},
         ...executorOf(spec),
         ...(execution.cause === "daemon" ? { daemon: true } : {}),
       });

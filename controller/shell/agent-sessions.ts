@@ -136,6 +136,16 @@ export class AgentSessions {
     return this.streams.size;
   }
 
+  /** The messages waiting in each greeted agent's send queue, for metrics. */
+  sendQueues(): { agent: string; queued: number }[] {
+    const queues: { agent: string; queued: number }[] = [];
+    for (const [session, stream] of this.streams) {
+      const agent = this.names.get(session)?.agent;
+      if (agent !== undefined) queues.push({ agent, queued: stream.queued });
+    }
+    return queues;
+  }
+
   private send(session: string, command: AgentCommand): void {
     const stream = this.streams.get(session);
     if (stream === undefined) return;

@@ -5,11 +5,11 @@ import { status } from "@grpc/grpc-js";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ShardlineError } from "../../shared/errors.js";
 import { AdminService } from "../../shared/gen/shardline/v1/admin_service_pb.js";
-import { AgentService, type ConnectResponse } from "../../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
-import { createClient, type GrpcStatus } from "../../shared/grpc/index.js";
+import { createClient } from "../../shared/grpc/index.js";
 import { silentLogger } from "../../shared/logging.js";
 import { type RunningController, startController } from "./controller.js";
+import { rawAgent } from "./testing/raw-agent.js";
 
 const MANIFEST = `
 apiVersion: shardline.dev/v1
@@ -19,44 +19,6 @@ spec:
   shards: 2
   handler: work
 `;
-
-/** A raw agent speaking the proto by hand, as a stranger in another language would. */
-function rawAgent(address: string) {
-  const client = createClient(AgentService, address);
-  const stream = client.connect();
-  const inbox: ConnectResponse[] = [];
-  const waiters: (() => void)[] = [];
-  let closed: GrpcStatus | undefined;
-  stream.onMessage((m) => {
-    inbox.push(m);
-    waiters.splice(0).forEach((w) => w());
-  });
-  stream.onClose((s) => {
-    closed = s;
-    waiters.splice(0).forEach((w) => w());
-  });
-  return {
-    stream,
-    inbox,
-    get closed() {
-      return closed;
-    },
-    /** Resolves with the first message (already received or to come) that matches. */
-    async next<K extends ConnectResponse["kind"]["case"]>(kind: K): Promise<Extract<ConnectResponse["kind"], { case: K }>["value"]> {
-      for (;;) {
-        const index = inbox.findIndex((m) => m.kind.case === kind);
-        if (index >= 0) return inbox.splice(index, 1)[0]!.kind.value as never;
-        if (closed !== undefined) throw new Error(`stream closed (${closed.code} ${closed.details}) before a ${kind}`);
-        await new Promise<void>((resolve) => waiters.push(resolve));
-      }
-    },
-    async closedStatus(): Promise<GrpcStatus> {
-      while (closed === undefined) await new Promise<void>((resolve) => waiters.push(resolve));
-      return closed;
-    },
-    close: () => client.close(),
-  };
-}
 
 describe("controller over real gRPC", () => {
   let dir: string;

@@ -1,31 +1,36 @@
 import type { Server as HttpServer } from "node:http";
 import { type Server, status } from "@grpc/grpc-js";
-import { Etcd3 } from "etcd3";
+import { Etcd3, type Namespace } from "etcd3";
 import { ShardlineError } from "../../shared/errors.js";
 import { AdminService } from "../../shared/gen/shardline/v1/admin_service_pb.js";
 import { AgentService, type ConnectRequestSchema, type ConnectResponseSchema } from "../../shared/gen/shardline/v1/agent_service_pb.js";
 import { addService, type CallContext, createServer, listen, type MessageStream, shutdown } from "../../shared/grpc/index.js";
 import { createLogger, type Logger } from "../../shared/logging.js";
+import { MetricsRegistry } from "../../shared/telemetry/metrics.js";
+import { registeredTracer } from "../../shared/telemetry/tracing.js";
 import { VERSION } from "../../shared/version.js";
 import { type CoreConfig, DEFAULT_CORE_CONFIG } from "../core/config.js";
 import { ControllerCore } from "../core/controller-core.js";
+import { NO_TRACING } from "../core/execution-tracing.js";
 import { loadCustomStrategies, type StrategyModule } from "../core/sharding/custom-strategy.js";
-import { EtcdLeadership } from "../store/etcd/etcd-leadership.js";
+import { EtcdLeadership, LEADER_KEY } from "../store/etcd/etcd-leadership.js";
 import { EtcdStore } from "../store/etcd/etcd-store.js";
 import { parseStoreUrl } from "../store/store-url.js";
 import { SqliteStore } from "../store/sqlite/sqlite-store.js";
 import type { RetentionPolicy, Store } from "../store/store.js";
 import { adminService } from "./admin-service.js";
 import { AgentSessions } from "./agent-sessions.js";
+import { ControllerMetrics } from "./controller-metrics.js";
 import { CoreDriver } from "./core-driver.js";
 import { FailureNotifier, type FailureNotifierSettings } from "./failure-notifier.js";
-import { splitHostPort, startHttpServer } from "./http-server.js";
+import { FireTracing } from "./fire-tracing.js";
+import { splitHostPort, startHttpServer } from "../../shared/http-server.js";
 
 /** How to run a controller. */
 export interface ControllerOptions {
   /** gRPC address for agents and admin clients; default 127.0.0.1:7070. */
   listen: string;
-  /** HTTP address for /healthz and /readyz; default 127.0.0.1:7071. */
+  /** HTTP address for /healthz, /readyz and /metrics; default 127.0.0.1:7071. */
   http: string;
   /** `sqlite:PATH` (default `sqlite:./shardline.db`), or `etcd://HOST:PORT[,...][/PREFIX]` for several replicas. */
   store: string;
@@ -47,6 +52,11 @@ export interface ControllerOptions {
    */
   strategies?: readonly StrategyModule[];
   logger?: Logger;
+  /**
+   * Make a `shardline.fire` span per fire and carry its context to the agents. Default: when a
+   * tracer provider is registered (startTracing said `enabled`); without one, tracing costs nothing.
+   */
+  tracing?: boolean;
   /** How failure webhooks (spec.onFailure.webhook) are retried; tests shorten the waits. */
   failureWebhooks?: FailureNotifierSettings;
 }
@@ -64,6 +74,9 @@ export interface RunningController {
   /** Resolves when the controller stops for a reason of its own (a store failure, a lost leadership). */
   readonly failed: Promise<Error>;
 }
+
+/** Probes read the store with a point read of an id no execution has, which costs the same on every backend. */
+const PROBE_EXECUTION_ID = "";
 
 const RETENTION_DEFAULT: RetentionPolicy = { maxPerJob: 1000, maxAgeMs: 7 * 24 * 3600 * 1000 };
 const PRUNE_EVERY_MS = 60_000;
@@ -122,11 +135,17 @@ export async function startController(options: ControllerOptions): Promise<Runni
   let leading: Leading | undefined;
   let leadership: EtcdLeadership | undefined;
   let etcd: Etcd3 | undefined;
+  /** The store's namespace in etcd, once connected. */
+  let etcdNamespace: Namespace | undefined;
   let grpcServer: Server | undefined;
   let httpServer: HttpServer | undefined;
   let stopping: Promise<void> | undefined;
   /** The address this controller gives as the leader's while it leads (etcd). */
   let advertised: string | undefined;
+
+  const metricsRegistry = new MetricsRegistry({ serviceName: "shardline-controller" });
+  const metrics = new ControllerMetrics(metricsRegistry, { core: () => leading?.core, sessions: () => leading?.sessions });
+  const tracing = (options.tracing ?? registeredTracer("shardline-controller") !== undefined) ? new FireTracing() : NO_TRACING;
 
   /** Ends everything because of `error`; `failed` resolves with it. */
   const fail = (error: Error): void => {
@@ -135,11 +154,13 @@ export async function startController(options: ControllerOptions): Promise<Runni
 
   const lead = async (store: Store): Promise<Leading> => {
     const snapshot = await store.open();
-    const core = new ControllerCore(config, snapshot, Date.now());
+    const core = new ControllerCore(config, snapshot, Date.now(), tracing);
     const driver = new CoreDriver(core, store, logger, (error) => {
       logger.fatal({ err: error }, "the store failed; stopping so that nothing is sent that is not durable");
       fail(error instanceof Error ? error : new Error(String(error)));
     });
+    metrics.lead(snapshot);
+    const unsubscribeMetrics = driver.onApplied(metrics.observe);
     const sessions = new AgentSessions(core, driver, logger);
     // On etcd no agent lease may outlive this controller's own leadership lease: the next leader
     // is elected only once that lease ended, and then owes no agent of this one a wait. And
@@ -178,6 +199,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
       },
       close: async () => {
         await driver.idle();
+        unsubscribeMetrics();
         unsubscribeNotifier();
         // Before the store closes: the notifier reads failed executions from it.
         await notifier.stop();
@@ -210,6 +232,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
       if (handedOver) await leadership?.close().catch((error: unknown) => logger.warn({ err: error }, "resigning the leadership failed"));
       else await leadership?.abandon();
       etcd?.close();
+      await metricsRegistry.shutdown();
       logger.info("controller stopped");
     })();
     return stopping;
@@ -293,9 +316,18 @@ export async function startController(options: ControllerOptions): Promise<Runni
     const http = await startHttpServer(options.http, {
       ready: async () => {
         if (stopping !== undefined) return false;
-        if (leading !== undefined) return (await leading.store.listExecutions({ limit: 1 }), true);
-        return leadership?.leader !== undefined;
+        const led = leading;
+        if (led !== undefined) {
+          await led.store.getExecution(PROBE_EXECUTION_ID);
+          return leadership === undefined || leadership.isLeader();
+        }
+        // A follower is ready when etcd answers and names a leader it can send callers to: not
+        // itself, which has won but does not serve yet.
+        if (etcdNamespace === undefined) return false;
+        const address = await etcdNamespace.get(LEADER_KEY).string();
+        return address !== null && address !== advertised;
       },
+      metrics: (request, response) => metricsRegistry.handle(request, response),
     });
     httpServer = http.server;
 
@@ -311,6 +343,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
         defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + ETCD_CALL_DEADLINE_MS }),
       });
       const ns = etcd.namespace(location.prefix);
+      etcdNamespace = ns;
       advertised = options.advertise ?? grpcAddress;
       leadership = new EtcdLeadership(ns, {
         address: advertised,

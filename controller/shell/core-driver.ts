@@ -3,7 +3,8 @@ import type { Logger } from "../../shared/logging.js";
 import type { ControllerCore } from "../core/controller-core.js";
 import type { CoreEvent } from "../core/messages.js";
 import type { Effects, Outbound, SessionClose } from "../core/outbox.js";
-import type { Store, StoreBatch } from "../store/store.js";
+import { traceLogFields } from "./fire-tracing.js";
+import type { ExecutionRecord, Store, StoreBatch } from "../store/store.js";
 
 /** Where the driver hands messages for agents once they are durable. */
 export type Deliver = (messages: Outbound[], closes: SessionClose[]) => void;
@@ -68,6 +69,12 @@ export class CoreDriver {
     return () => this.emitter.off("event", listener);
   }
 
+  /** Called with each batch of effects once it is durable and sent, before its events are published. */
+  onApplied(listener: (effects: Effects) => void): () => void {
+    this.emitter.on("applied", listener);
+    return () => this.emitter.off("applied", listener);
+  }
+
   stop(): void {
     this.stopped = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
@@ -111,19 +118,30 @@ export class CoreDriver {
       }
     }
     if (effects.messages.length > 0 || effects.closes.length > 0) this.deliver(effects.messages, effects.closes);
+    this.emitter.emit("applied", effects);
+    let saved: Map<string, ExecutionRecord> | undefined;
+    const savedExecution = (id: string): ExecutionRecord | undefined => {
+      saved ??= new Map((effects.persist.executions ?? []).map((e) => [e.id, e]));
+      return saved.get(id) ?? this.core.openExecution(id);
+    };
     for (const event of effects.events) {
-      this.log(event);
+      this.log(event, savedExecution);
       this.emitter.emit("event", event);
     }
   }
 
-  private log(event: CoreEvent): void {
-    const fields = { event: event.type, job: event.job, shard: event.shard, agent: event.agent, execution: event.executionId };
-    if (event.type.startsWith("execution.") && event.type !== "execution.lost" && event.type !== "execution.failover") {
-      this.logger.debug(fields, event.message);
-    } else {
-      this.logger.info(fields, event.message);
-    }
+  /**
+   * Logs an event; one about an execution carries the trace_id and span_id of the trace context
+   * the execution runs under, found among the batch's saved records or the open executions
+   * (looked up only for lines logged at the level set).
+   */
+  private log(event: CoreEvent, savedExecution: (id: string) => ExecutionRecord | undefined): void {
+    const verbose = event.type.startsWith("execution.") && event.type !== "execution.lost" && event.type !== "execution.failover";
+    const level = verbose ? "debug" : "info";
+    if (!this.logger.isLevelEnabled(level)) return;
+    const traceContext = event.executionId === undefined ? undefined : savedExecution(event.executionId)?.traceContext;
+    const fields = { event: event.type, job: event.job, shard: event.shard, agent: event.agent, execution: event.executionId, ...traceLogFields(traceContext) };
+    this.logger[level](fields, event.message);
   }
 
   private armTimer(): void {

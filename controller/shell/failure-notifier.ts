@@ -6,6 +6,7 @@ import type { Logger } from "../../shared/logging.js";
 import type { JobSpec } from "../../shared/manifest/job-spec.js";
 import type { CoreEvent } from "../core/messages.js";
 import { executionView } from "../../shared/execution-view.js";
+import { traceLogFields } from "./fire-tracing.js";
 import { executionToProto } from "./proto-mapping.js";
 import type { Store } from "../store/store.js";
 
@@ -121,7 +122,7 @@ export class FailureNotifier {
     const webhook = spec?.onFailure?.webhook;
     if (webhook === undefined || this.#stopped) {
       this.#log.warn(
-        { job, execution: executionId, shard: execution.shard, agent: execution.agent, state: execution.state, error: execution.error },
+        { job, execution: executionId, shard: execution.shard, agent: execution.agent, state: execution.state, error: execution.error, ...traceLogFields(execution.traceContext) },
         `execution ${executionId} of job ${job} ${execution.state}${execution.error ? `: ${execution.error}` : ""}`,
       );
       return;

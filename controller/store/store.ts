@@ -73,6 +73,12 @@ export interface ExecutionRecord {
   notBefore?: number;
   /** For a run of spec.onFireComplete (shard FIRE_COMPLETE_SHARD): how each shard of the fire ended. */
   fireOutcome?: ShardOutcome[];
+  /**
+   * The W3C trace context (`traceparent`, `tracestate`) it runs under, fixed when it is created;
+   * absent when tracing is off. Kept so that a run replacing it, after a restart or on another
+   * leader too, can link to it.
+   */
+  traceContext?: Record<string, string>;
 }
 
 /** Everything one core step asks to make durable, written atomically. */

@@ -2,6 +2,7 @@ import type { Logger } from "pino";
 import { ShardlineError } from "../../../shared/errors.js";
 import type { ExecutionContext } from "../../../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState } from "../../../shared/gen/shardline/v1/types_pb.js";
+import { attachTraceContext } from "../../../shared/telemetry/log-fields.js";
 import type { HandlerMap } from "../../sdk.js";
 import { RunReports, handlerContextOf, type AbortState, type ExecutionRun, type Executor, type ReportOptions, type StopState } from "../execution-run.js";
 
@@ -63,7 +64,7 @@ class HandlerRun implements ExecutionRun {
     return this.#value;
   }
 
-  start(): void {
+  start(traceContext: Readonly<Record<string, string>> = this.context.traceContext): void {
     if (this.#begun || this.#reports.finished) return;
     this.#begun = true;
     const { context } = this;
@@ -72,6 +73,8 @@ class HandlerRun implements ExecutionRun {
       this.#finish(ExecutionState.FAILED, { error: `no handler named ${JSON.stringify(context.handler)} on this agent` });
       return;
     }
+    // Lines logged outside the execution's span (a timeout, a stop) still name its trace.
+    attachTraceContext(this.#log, traceContext);
     const startedAt = this.#reports.stampStart();
     if (context.timeoutMs > 0) {
       this.#timer = setTimeout(() => this.#abort(ExecutionState.TIMED_OUT, `timed out after ${context.timeoutMs} ms`), context.timeoutMs);
@@ -80,7 +83,7 @@ class HandlerRun implements ExecutionRun {
     try {
       // Called synchronously, not in a .then(), and before RUNNING is reported: everything
       // before the handler is fire lag, for this run and for every run starting after it.
-      outcome = Promise.resolve(handler(handlerContextOf(context, this.options.agentId, this.#controller.signal, this.#log)));
+      outcome = Promise.resolve(handler(handlerContextOf(context, this.options.agentId, this.#controller.signal, this.#log, traceContext)));
     } catch (error) {
       outcome = Promise.reject(error);
     }

@@ -67,7 +67,7 @@ class HttpRun implements ExecutionRun {
     return this.#reports.finished;
   }
 
-  start(): void {
+  start(traceContext: Readonly<Record<string, string>> = this.context.traceContext): void {
     if (this.#started || this.#reports.finished) return;
     this.#started = true;
     const config = this.context.http;
@@ -84,7 +84,7 @@ class HttpRun implements ExecutionRun {
     }
     // Never the query or credentials: they may hold secrets, and errors end up in the history.
     const target = `${config.method || "POST"} ${url.origin}${url.pathname}`;
-    const { body, headers } = this.#outgoing(config);
+    const { body, headers } = this.#outgoing(config, traceContext);
 
     this.#reports.running();
     const { timeoutMs } = this.context;
@@ -151,7 +151,7 @@ class HttpRun implements ExecutionRun {
   }
 
   /** The body and headers to send: the context as JSON when the spec gives no body. */
-  #outgoing(config: HttpConfig): { body: string; headers: OutgoingHttpHeaders } {
+  #outgoing(config: HttpConfig, traceContext: Readonly<Record<string, string>>): { body: string; headers: OutgoingHttpHeaders } {
     const headers: OutgoingHttpHeaders = {};
     for (const [name, value] of Object.entries(config.headers)) headers[name.toLowerCase()] = value;
     let body = config.body;
@@ -161,8 +161,8 @@ class HttpRun implements ExecutionRun {
     }
     headers["content-length"] = String(Buffer.byteLength(body));
     headers[EXECUTION_ID_HEADER] = this.context.executionId;
-    // W3C trace context: the endpoint's spans join the fire's trace.
-    const { traceparent, tracestate } = this.context.traceContext;
+    // W3C trace context: the endpoint's spans become children of the execution's span.
+    const { traceparent, tracestate } = traceContext;
     if (traceparent) headers.traceparent = traceparent;
     if (traceparent && tracestate) headers.tracestate = tracestate;
     return { body, headers };

@@ -2,6 +2,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import type { Logger } from "pino";
 import type { ExecutionContext, ScriptExecutor as ScriptConfig } from "../../../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState } from "../../../shared/gen/shardline/v1/types_pb.js";
+import { attachTraceContext } from "../../../shared/telemetry/log-fields.js";
 import {
   RunReports,
   executionPayload,
@@ -40,7 +41,7 @@ const PIPE_CLOSE_WAIT_MS = 1_000;
  * Runs executions as child processes: spec.script's command with its arguments, no shell.
  *
  * The script gets the execution context twice: as JSON on stdin and as SHARDLINE_* environment
- * variables. Exit code 0 is SUCCEEDED, with the tail of stdout as the result; anything else is
+ * variables; and TRACEPARENT (TRACESTATE) naming the execution's span when it is traced. Exit code 0 is SUCCEEDED, with the tail of stdout as the result; anything else is
  * FAILED, with the exit code or signal and the tail of stderr. Each script runs in a process group
  * of its own, so that stopping it (timeout, cancel, fencing, drain) reaches its children as well:
  * SIGTERM to the group, SIGKILL after the kill grace, and the terminal state is reported only
@@ -98,9 +99,11 @@ class ScriptRun implements ExecutionRun {
     return this.#reports.finished;
   }
 
-  start(): void {
+  start(traceContext: Readonly<Record<string, string>> = this.context.traceContext): void {
     if (this.#started || this.#reports.finished) return;
     this.#started = true;
+    // Lines logged outside the execution's span (a timeout, a stop) still name its trace.
+    attachTraceContext(this.#log, traceContext);
     const script = this.context.script;
     if (script === undefined || script.command === "") {
       this.#reports.finish(ExecutionState.FAILED, { error: "the execution names no script command" });
@@ -115,7 +118,7 @@ class ScriptRun implements ExecutionRun {
     let child: ChildProcessWithoutNullStreams;
     try {
       // detached: the script leads a new process group, which the stop signals reach as a whole.
-      child = spawn(script.command, script.args, { env: this.#environment(script), detached: true, stdio: "pipe" });
+      child = spawn(script.command, script.args, { env: this.#environment(script, traceContext), detached: true, stdio: "pipe" });
     } catch (error) {
       // Arguments Node refuses outright (e.g. a NUL byte) throw instead of emitting "error".
       this.#reports.finish(ExecutionState.FAILED, { error: `cannot start command ${JSON.stringify(script.command)}: ${errorText(error)}` });
@@ -228,7 +231,7 @@ class ScriptRun implements ExecutionRun {
     }
   }
 
-  #environment(script: ScriptConfig): NodeJS.ProcessEnv {
+  #environment(script: ScriptConfig, traceContext: Readonly<Record<string, string>>): NodeJS.ProcessEnv {
     const { context } = this;
     // The SHARDLINE_* variables come last: a job's env cannot pass itself off as another execution.
     const env: NodeJS.ProcessEnv = {
@@ -244,8 +247,9 @@ class ScriptRun implements ExecutionRun {
       SHARDLINE_ATTEMPT: String(context.attempt),
       SHARDLINE_AGENT_ID: this.options.agentId,
     };
-    // The OpenTelemetry convention for carrying trace context into a child process.
-    const { traceparent, tracestate } = context.traceContext;
+    // The OpenTelemetry convention for carrying trace context into a child process: the script's
+    // spans become children of the execution's span.
+    const { traceparent, tracestate } = traceContext;
     if (traceparent) env.TRACEPARENT = traceparent;
     if (traceparent && tracestate) env.TRACESTATE = tracestate;
     return env;

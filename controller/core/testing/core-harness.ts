@@ -2,6 +2,7 @@ import type { JobSpec } from "../../../shared/manifest/job-spec.js";
 import type { ExecutionRecord, JobRecord, StoreSnapshot } from "../../store/store.js";
 import { type CoreConfig, DEFAULT_CORE_CONFIG } from "../config.js";
 import { ControllerCore } from "../controller-core.js";
+import { type ExecutionTracing, NO_TRACING } from "../execution-tracing.js";
 import type { AgentCommand, AssignmentRef, CoreEvent, ExecutionContext } from "../messages.js";
 
 /** A job spec with DESIGN.md's defaults, for tests. */
@@ -131,13 +132,17 @@ export class CoreHarness {
   /** Release revoked shards as soon as nothing of them runs, as the real agent does. */
   autoRelease = true;
 
-  constructor(readonly config: CoreConfig = DEFAULT_CORE_CONFIG) {
+  constructor(
+    readonly config: CoreConfig = DEFAULT_CORE_CONFIG,
+    /** The trace port the core is given, on every start. */
+    readonly tracing: ExecutionTracing = NO_TRACING,
+  ) {
     this.start();
   }
 
   /** Starts (or restarts) the controller from what was made durable. */
   start(): void {
-    this.core = new ControllerCore(this.config, this.durable.snapshot(), this.now);
+    this.core = new ControllerCore(this.config, this.durable.snapshot(), this.now, this.tracing);
     this.flush();
   }
 

@@ -245,4 +245,21 @@ describe("EtcdStore", () => {
   });
 });
 
-describeStoreContract("EtcdStore", async () => (await lead(freshNamespace())).store);
+/** The namespace and leadership of each store the contract opened, to hand it over to a next leader. */
+const contractStores = new WeakMap<EtcdStore, { ns: Namespace; leadership: EtcdLeadership }>();
+
+describeStoreContract(
+  "EtcdStore",
+  async () => {
+    const ns = freshNamespace();
+    const { store, leadership } = await lead(ns);
+    contractStores.set(store, { ns, leadership });
+    return store;
+  },
+  async (store) => {
+    const { ns, leadership } = contractStores.get(store as EtcdStore)!;
+    await store.close();
+    await leadership.resign();
+    return (await lead(ns)).snapshot;
+  },
+);

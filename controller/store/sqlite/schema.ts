@@ -62,6 +62,10 @@ export const MIGRATIONS: readonly string[] = [
   -- For a run of spec.onFireComplete: how each shard of its fire ended, as a JSON array.
   ALTER TABLE executions ADD COLUMN fire_outcome TEXT;
   `,
+  `
+  -- The W3C trace context an execution runs under, as a JSON object; NULL when it was not traced.
+  ALTER TABLE executions ADD COLUMN trace_context TEXT;
+  `,
 ];
 
 /** The schema version this code writes. */

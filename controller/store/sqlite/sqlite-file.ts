@@ -26,7 +26,7 @@ const BUSY_TIMEOUT_MS = 5_000;
 const OPEN_STATES_SQL = "('pending', 'running')";
 
 const EXECUTION_COLUMNS =
-  "id, job, shard, fire_time, attempt, agent, state, started_at, finished_at, error, result, cause, parameter, not_before, fire_outcome";
+  "id, job, shard, fire_time, attempt, agent, state, started_at, finished_at, error, result, cause, parameter, not_before, fire_outcome, trace_context";
 
 /** Newest fire first; within a fire, shards in order and the latest attempt first. */
 const EXECUTION_ORDER = "fire_time DESC, shard ASC, attempt DESC";
@@ -47,6 +47,7 @@ interface ExecutionRow {
   parameter: string;
   not_before: number | null;
   fire_outcome: string | null;
+  trace_context: string | null;
 }
 
 interface JobRow {
@@ -73,6 +74,7 @@ type ExecutionParams = [
   string,
   string,
   number | null,
+  string | null,
   string | null,
 ];
 
@@ -273,6 +275,7 @@ function writeBatch(s: Statements, batch: StoreBatch): void {
       e.parameter,
       e.notBefore ?? null,
       e.fireOutcome === undefined ? null : JSON.stringify(e.fireOutcome),
+      e.traceContext === undefined ? null : JSON.stringify(e.traceContext),
     );
   }
 }
@@ -305,10 +308,11 @@ function prepareStatements(db: Database.Database): Statements {
     upsertCursor: db.prepare(
       "INSERT INTO cursors (job, fire_time) VALUES (?, ?) ON CONFLICT (job) DO UPDATE SET fire_time = excluded.fire_time",
     ),
-    // The id fixes job, fire time, shard and attempt (and with them cause and parameter), so an
-    // update sets only what changes: SQLite then leaves the indexes on the fixed columns alone.
+    // The id fixes job, fire time, shard and attempt (and with them cause, parameter and trace
+    // context), so an update sets only what changes: SQLite then leaves the indexes on the fixed
+    // columns alone.
     upsertExecution: db.prepare(
-      `INSERT INTO executions (${EXECUTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+      `INSERT INTO executions (${EXECUTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (id) DO UPDATE SET agent = excluded.agent, state = excluded.state,
          started_at = excluded.started_at, finished_at = excluded.finished_at, error = excluded.error,
          result = excluded.result, not_before = excluded.not_before, fire_outcome = excluded.fire_outcome`,
@@ -359,6 +363,7 @@ function toExecutionRecord(row: ExecutionRow): ExecutionRecord {
   if (row.result !== null) record.result = row.result;
   if (row.not_before !== null) record.notBefore = row.not_before;
   if (row.fire_outcome !== null) record.fireOutcome = JSON.parse(row.fire_outcome) as ShardOutcome[];
+  if (row.trace_context !== null) record.traceContext = JSON.parse(row.trace_context) as Record<string, string>;
   return record;
 }
 

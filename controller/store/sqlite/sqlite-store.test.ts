@@ -354,8 +354,12 @@ describe("SqliteStore.commit", () => {
 });
 
 
-describeStoreContract("SqliteStore", async () => {
-  const s = store();
-  await s.open();
-  return s;
-});
+describeStoreContract(
+  "SqliteStore",
+  async () => {
+    const s = store();
+    await s.open();
+    return s;
+  },
+  async (s) => (await reopen(s as SqliteStore)).snapshot,
+);

@@ -2,7 +2,7 @@ import { expect, describe, it, beforeEach } from "vitest";
 import { ShardlineError } from "../../../shared/errors.js";
 import type { JobSpec } from "../../../shared/manifest/job-spec.js";
 import { testSpec } from "../../core/testing/core-harness.js";
-import type { ExecutionRecord, JobRecord, Store } from "../store.js";
+import type { ExecutionRecord, JobRecord, Store, StoreSnapshot } from "../store.js";
 
 // What every Store backend must do alike, run by each backend's tests, with the records they share.
 
@@ -43,11 +43,41 @@ export async function rejection(promise: Promise<unknown>): Promise<ShardlineErr
   return err as ShardlineError;
 }
 
+/** A W3C trace context as a traced controller stores it with an execution. */
+export const TRACE_CONTEXT: Readonly<Record<string, string>> = {
+  traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+  tracestate: "vendor=opaque,other=1",
+};
+
 /**
- * Defines the listing and pruning tests for a backend. `opened` gives a new, opened, empty store;
- * the backend's own tests close it.
+ * Defines the tests every backend must pass. `opened` gives a new, opened, empty store; the
+ * backend's own tests close it. `restarted` closes a store the way a controller stops (or steps
+ * down) and returns the snapshot the next controller of the same data opens with.
  */
-export function describeStoreContract(name: string, opened: () => Promise<Store>): void {
+export function describeStoreContract(name: string, opened: () => Promise<Store>, restarted: (store: Store) => Promise<StoreSnapshot>): void {
+  describe(`${name} trace context`, () => {
+    it("keeps an execution's trace context through its updates, listing, reading and a restart", async () => {
+      const s = await opened();
+      const pending = execution({ job: "invoices", fireTime: 1000, state: "pending", traceContext: { ...TRACE_CONTEXT } });
+      const finished = execution({ job: "invoices", fireTime: 1000, shard: 1, state: "running", traceContext: { traceparent: TRACE_CONTEXT.traceparent! } });
+      const untraced = execution({ job: "invoices", fireTime: 1000, shard: 2, state: "running" });
+      await s.commit({ executions: [pending, finished, untraced] });
+      const running = { ...pending, state: "running" as const, startedAt: 1001 };
+      const done = { ...finished, state: "succeeded" as const, finishedAt: 1002 };
+      await s.commit({ executions: [running, done] });
+
+      expect(await s.getExecution(running.id)).toEqual(running);
+      expect(await s.getExecution(done.id)).toEqual(done);
+      // Untraced stays absent rather than becoming an empty object.
+      expect(await s.getExecution(untraced.id)).toEqual(untraced);
+      expect(await s.listExecutions({ job: "invoices", limit: 10 })).toEqual([running, done, untraced]);
+
+      const snapshot = await restarted(s);
+      expect(snapshot.openExecutions).toEqual([running, untraced]);
+      expect(snapshot.settledOfOpenFires).toEqual([done]);
+    });
+  });
+
   describe(`${name}.listExecutions`, () => {
     let s: Store;
     const history = [

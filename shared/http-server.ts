@@ -1,16 +1,18 @@
-import { createServer, type Server } from "node:http";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { ShardlineError } from "../../shared/errors.js";
+import { ShardlineError } from "./errors.js";
 
 /** What the HTTP endpoints report on. */
 export interface HttpProbes {
-  /** True while the store answers and the controller runs. */
+  /** True while the process can do its part (controller: the store answers and the leader is known; agent: welcomed, leased). */
   ready(): Promise<boolean>;
+  /** Answers a scrape of `/metrics` (MetricsRegistry.handle); absent, `/metrics` is not found. */
+  metrics?(request: IncomingMessage, response: ServerResponse): void;
 }
 
 /**
- * The controller's HTTP port: `/healthz` says the process serves requests, `/readyz` that it can
- * do its job (the store answers). Metrics and the web page are served here too once they exist.
+ * The HTTP port of a controller or an agent (`--http`): `/healthz` says the process serves
+ * requests, `/readyz` that it can do its job, `/metrics` its Prometheus metrics.
  */
 export async function startHttpServer(hostPort: string, probes: HttpProbes): Promise<{ server: Server; address: string }> {
   const { host, port } = splitHostPort(hostPort, "--http");
@@ -29,6 +31,10 @@ export async function startHttpServer(hostPort: string, probes: HttpProbes): Pro
         (ready) => response.writeHead(ready ? 200 : 503, { "content-type": "text/plain" }).end(ready ? "ready\n" : "not ready\n"),
         () => response.writeHead(503, { "content-type": "text/plain" }).end("not ready\n"),
       );
+      return;
+    }
+    if (path === "/metrics" && probes.metrics !== undefined) {
+      probes.metrics(request, response);
       return;
     }
     response.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
