@@ -483,7 +483,7 @@ describe("usage errors and exit codes", () => {
     [["trigger", "j", "--shards", "x"], /^shardline: --shards: "x" is not allowed; expected shard numbers .*\n$/],
     [["agent", "--handlers", "h.js", "--capacity", "abc"], /^shardline: --capacity: "abc" is not allowed; expected an integer from 1 to 1000\n$/],
     [["agent", "--handlers", "h.js", "--label", "novalue"], /^shardline: --label: "novalue" is not allowed; expected KEY=VALUE.*\n$/],
-    [["agent", "--capacity", "2"], /^shardline: the agent has nothing to run: give --handlers MODULE, --allow-script COMMAND \(repeatable\) or --allow-http; usage: shardline agent .*\n$/],
+    [["agent", "--capacity", "2"], /^shardline: the agent has nothing to run: give --handlers MODULE, --allow-script COMMAND \(repeatable\), --allow-http or --kubernetes; usage: shardline agent .*\n$/],
     [["agent", "--allow-script", ""], /^shardline: --allow-script: "" is not allowed; expected a command name on PATH or an absolute path.*\n$/],
     [["agent", "--allow-script"], /^shardline: option '--allow-script <COMMAND>' argument missing; usage: .*\n$/],
     [["controller", "--http", "localhost"], /^shardline: --http: "localhost" is not allowed; expected HOST:PORT.*\n$/],

@@ -2,6 +2,8 @@ import { pino, type Logger } from "pino";
 import { ShardlineError } from "../../shared/errors.js";
 import type { MetricsRegistry } from "../../shared/telemetry/metrics.js";
 import { VERSION } from "../../shared/version.js";
+import type { KubernetesAccess } from "../executors/kubernetes/kube-config.js";
+import type { OwnerPod } from "../executors/kubernetes/job-manifest.js";
 import type { ExecutionListeners, HandlerMap } from "../sdk.js";
 
 /** A monotonic clock in milliseconds; only differences between readings mean anything. */
@@ -32,6 +34,12 @@ export interface AgentOptions {
   allowScripts?: string[];
   /** Whether this agent makes the requests of jobs with spec.http. Default false. */
   allowHttp?: boolean;
+  /**
+   * Runs jobs with spec.kubernetes as Kubernetes Jobs through this API server access (see
+   * connectKubernetes), owned by `owner`, the agent's own pod. Default none: the agent does not
+   * declare the executor and gets no such jobs.
+   */
+  kubernetes?: { access: KubernetesAccess; owner?: OwnerPod };
   /** Labels for placement (zone, cluster, node...). Default none. */
   labels?: Record<string, string>;
   /** Relative sharding weight, 1-1000. Default 1. */
@@ -75,6 +83,7 @@ export interface ResolvedAgentOptions {
   listeners: ExecutionListeners | undefined;
   allowScripts: string[];
   allowHttp: boolean;
+  kubernetes: { access: KubernetesAccess; owner?: OwnerPod } | undefined;
   labels: Record<string, string>;
   capacity: number;
   maxConcurrent: number;
@@ -135,6 +144,7 @@ export function resolveAgentOptions(options: AgentOptions): ResolvedAgentOptions
     listeners: options.listeners,
     allowScripts,
     allowHttp: options.allowHttp ?? false,
+    kubernetes: options.kubernetes,
     labels: { ...(options.labels ?? {}) },
     capacity,
     maxConcurrent,

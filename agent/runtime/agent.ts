@@ -26,6 +26,7 @@ import type { ExecutionRun, Executor } from "../executors/execution-run.js";
 import { ExecutionTelemetry } from "../executors/execution-telemetry.js";
 import { HandlerExecutor } from "../executors/handler/handler-executor.js";
 import { HttpExecutor } from "../executors/http/http-executor.js";
+import { KubernetesExecutor } from "../executors/kubernetes/kubernetes-executor.js";
 import { ScriptExecutor } from "../executors/script/script-executor.js";
 import { AgentMetrics } from "./agent-metrics.js";
 import { resolveAgentOptions, type AgentOptions, type ResolvedAgentOptions } from "./agent-options.js";
@@ -136,6 +137,9 @@ export class Agent {
   readonly #scripts: Executor;
   /** Absent unless allowHttp: an agent makes no requests it was not told it may. */
   readonly #http: Executor | undefined;
+  /** Absent unless options.kubernetes: the executor itself (for recover()), and wrapped like the others. */
+  readonly #kubernetesJobs: KubernetesExecutor | undefined;
+  readonly #kubernetes: Executor | undefined;
   /** Absent without options.metrics: nothing is counted. */
   readonly #metrics: AgentMetrics | undefined;
   readonly #runs = new Map<string, RunEntry>();
@@ -193,6 +197,19 @@ export class Agent {
     // Built even with an empty allow-list, so a stray script job fails naming what is allowed.
     this.#scripts = listened(new ScriptExecutor({ ...reporting, agentId, allowed: this.#options.allowScripts, logger: this.#log }));
     this.#http = this.#options.allowHttp ? listened(new HttpExecutor({ ...reporting, agentId })) : undefined;
+    const kubernetes = this.#options.kubernetes;
+    this.#kubernetesJobs =
+      kubernetes &&
+      new KubernetesExecutor({
+        ...reporting,
+        agentId,
+        logger: this.#log,
+        client: kubernetes.access.client,
+        namespace: kubernetes.access.namespace,
+        ...(kubernetes.owner ? { owner: kubernetes.owner } : {}),
+        configOf: (context) => context.kubernetes,
+      });
+    this.#kubernetes = this.#kubernetesJobs && listened(this.#kubernetesJobs);
   }
 
   /** The agent's id. */
@@ -254,7 +271,34 @@ export class Agent {
     if (this.#stopped) throw new ShardlineError("failed-precondition", `agent ${this.id} was stopped; create a new Agent to start again`);
     if (this.#started) return;
     this.#started = true;
-    this.#connect();
+    if (this.#kubernetesJobs === undefined) this.#connect();
+    else void this.#recoverThenConnect(this.#kubernetesJobs);
+  }
+
+  /**
+   * Takes back the Kubernetes Jobs this agent's previous process created and did not report,
+   * then connects: the Hello claims their shards and lists them running. Shards the controller
+   * has given to another agent meanwhile are left out of its snapshot, which stops their runs
+   * (and deletes their Jobs). If the Jobs cannot be listed, the agent connects without them.
+   */
+  async #recoverThenConnect(jobs: KubernetesExecutor): Promise<void> {
+    try {
+      const contexts = await jobs.recover();
+      for (const context of contexts) this.#adoptRecovered(context);
+      if (contexts.length > 0) this.#log.info({ executions: contexts.length }, "took back the Kubernetes Jobs of this agent's previous process");
+    } catch (error) {
+      this.#log.warn({ err: error }, "could not list this agent's Kubernetes Jobs; connecting without taking them back");
+    }
+    if (!this.#stopped) this.#connect();
+  }
+
+  #adoptRecovered(context: ExecutionContext): void {
+    if (this.#runs.has(context.executionId) || context.assignment?.shard === undefined || this.#kubernetes === undefined) return;
+    const ref = refOf(context.assignment);
+    this.#table.restore(ref);
+    const run = this.#kubernetes.create(context);
+    this.#runs.set(context.executionId, { run, job: context.job, shard: ref.shard });
+    run.start();
   }
 
   /**
@@ -360,6 +404,7 @@ export class Agent {
     const names: string[] = [];
     if (this.#options.allowScripts.length > 0) names.push("script");
     if (this.#http) names.push("http");
+    if (this.#kubernetes) names.push("kubernetes");
     return names;
   }
 
@@ -704,6 +749,7 @@ export class Agent {
   #executorFor(context: ExecutionContext): Executor | string {
     if (context.script) return this.#scripts;
     if (context.http) return this.#http ?? "this agent makes no HTTP calls; start it with --allow-http (allowHttp)";
+    if (context.kubernetes) return this.#kubernetes ?? "this agent runs no Kubernetes Jobs; start it with --kubernetes";
     return this.#handlers;
   }
 

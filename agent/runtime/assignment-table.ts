@@ -127,6 +127,16 @@ export class AssignmentTable {
     return changes;
   }
 
+  /**
+   * Holds again an assignment this agent's previous process held, found from work that outlived
+   * it (a Kubernetes Job): the next Hello claims it, and the controller's snapshot settles it.
+   */
+  restore(ref: AssignmentRef): void {
+    const key = shardKey(ref.job, ref.shard);
+    const before = this.#held.get(key);
+    if (before === undefined || comparePairs(ref, before) > 0) this.#held.set(key, { ...ref, revoking: false });
+  }
+
   /** The assignment held for a shard, if any. */
   get(job: string, shard: number): HeldAssignment | undefined {
     return this.#held.get(shardKey(job, shard));

@@ -27,6 +27,8 @@ export interface AgentStartOptions {
   maxConcurrent?: number;
   drainGraceMs?: number;
   logger?: unknown;
+  /** The Kubernetes executor's API server access (connectKubernetes) and the agent's pod, with --kubernetes. */
+  kubernetes?: { access: unknown; owner?: KubernetesOwner };
   /** Where the agent records its metrics, when it serves /metrics. */
   metrics?: AgentMetricsRegistry;
 }
@@ -70,6 +72,21 @@ export interface AgentOptions {
   maxConcurrent?: number;
   drainGrace?: number;
   http?: string;
+  kubernetes?: boolean;
+  kubernetesNamespace?: string;
+  kubernetesOwner?: KubernetesOwner;
+}
+
+/** The agent's own pod, which owns the Kubernetes Jobs it creates. */
+export interface KubernetesOwner {
+  namespace: string;
+  name: string;
+  uid: string;
+}
+
+/** agent/executors/kubernetes/index.js's entry point, loaded only with --kubernetes. */
+interface KubernetesModule {
+  connectKubernetes(options: { namespace?: string; env?: Readonly<Record<string, string | undefined>> }): Promise<{ namespace: string; source: string; client: { close(): void } }>;
 }
 
 export function registerAgent(program: Command, io: CliIo): void {
@@ -110,12 +127,25 @@ export function registerAgent(program: Command, io: CliIo): void {
     .option("--http <HOST:PORT>", "serve /healthz, /readyz (welcomed and holding a valid lease) and /metrics (Prometheus) here (port 0: any free port; default: none)", (value: string) =>
       parseHostPort(value, "--http", { listen: true }),
     )
+    .option("--kubernetes", "run jobs with spec.kubernetes as Kubernetes Jobs, with the pod's service account (or KUBECONFIG outside a cluster)")
+    .option("--kubernetes-namespace <NAMESPACE>", "where those Jobs go (default: the pod's namespace in a cluster, else the kubeconfig context's)", parseNamespace)
+    .option(
+      "--kubernetes-owner <NAMESPACE/POD/UID>",
+      "the agent's own pod, e.g. $(POD_NAMESPACE)/$(POD_NAME)/$(POD_UID) from the downward API: it owns the Jobs, which go when it goes",
+      parseKubernetesOwner,
+    )
     .action(async (options: AgentOptions, command: Command) => {
-      if (options.handlers === undefined && options.allowScript === undefined && !options.allowHttp) {
-        command.error("the agent has nothing to run: give --handlers MODULE, --allow-script COMMAND (repeatable) or --allow-http");
+      if (options.handlers === undefined && options.allowScript === undefined && !options.allowHttp && !options.kubernetes) {
+        command.error("the agent has nothing to run: give --handlers MODULE, --allow-script COMMAND (repeatable), --allow-http or --kubernetes");
       }
       const logger = createLogger({ name: "agent", level: command.optsWithGlobals<{ logLevel?: string }>().logLevel });
       const runOptions = agentStartOptions(options, io, hostname());
+      if (options.kubernetes) {
+        const { connectKubernetes } = await importPart<KubernetesModule>(new URL("../../agent/executors/kubernetes/index.js", import.meta.url), "the Kubernetes executor");
+        const access = await connectKubernetes({ ...(options.kubernetesNamespace === undefined ? {} : { namespace: options.kubernetesNamespace }), env: io.env });
+        logger.info({ namespace: access.namespace, configuration: access.source }, "running spec.kubernetes jobs as Kubernetes Jobs");
+        runOptions.kubernetes = { access, ...(options.kubernetesOwner === undefined ? {} : { owner: options.kubernetesOwner }) };
+      }
       const module = await importPart<AgentModule>(new URL("../../agent/index.js", import.meta.url), "the agent");
       // Loaded here rather than at the top: every other command would pay for OpenTelemetry's modules.
       const { startTracing } = await importPart<{ startTracing: typeof StartTracing }>(new URL("../../shared/telemetry/tracing.js", import.meta.url), "tracing");
@@ -207,4 +237,22 @@ async function runStarted(agent: RunningAgent, io: CliIo, logger: Logger | undef
     unsubscribe();
     logger?.flush();
   }
+}
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+
+/** `--kubernetes-namespace`: a DNS-1123 label. */
+function parseNamespace(value: string): string {
+  if (!DNS_LABEL.test(value)) throw ShardlineError.invalid("--kubernetes-namespace", value, "a Kubernetes namespace: 1 to 63 lowercase letters, digits and '-'");
+  return value;
+}
+
+/** `--kubernetes-owner NAMESPACE/POD/UID`. */
+function parseKubernetesOwner(value: string): KubernetesOwner {
+  const [namespace = "", name = "", uid = "", ...rest] = value.split("/");
+  if (rest.length > 0 || !DNS_LABEL.test(namespace) || !DNS_SUBDOMAIN.test(name) || !/^[0-9a-f-]{1,64}$/.test(uid)) {
+    throw ShardlineError.invalid("--kubernetes-owner", value, "NAMESPACE/POD/UID, e.g. $(POD_NAMESPACE)/$(POD_NAME)/$(POD_UID) from the downward API");
+  }
+  return { namespace, name, uid };
 }

@@ -144,6 +144,36 @@ describe("leases and failover", () => {
   });
 });
 
+describe("work that outlives an agent's process", () => {
+  it("cancels what a returning agent still runs after the controller recorded it lost and ran it again", () => {
+    const { h, a, b } = twoAgents();
+    h.core.triggerJob("job", [], undefined, h.now);
+    h.flush();
+    const onA = a.dispatchedIds();
+    for (const id of onA) h.report("a", id, "running");
+    h.crash("a");
+    h.run(LEASE + 1000, ["a"]);
+    for (const id of onA) expect(h.execution(id)?.state).toBe("lost");
+    expect(b.dispatchedIds()).toEqual(expect.arrayContaining(onA.map((id) => id.replace(/\/1$/, "/2"))));
+    // Back, still running its first attempts (Kubernetes Jobs outlive the agent's process).
+    const again = h.connect("a", { executions: onA.map((executionId) => ({ executionId, state: "running" as const })) });
+    expect(again.cancelled.sort()).toEqual([...onA].sort());
+    for (const id of onA) expect(h.execution(id)?.state).toBe("lost");
+  });
+
+  it("cancels nothing a returning agent runs within its lease", () => {
+    const { h, a } = twoAgents();
+    h.core.triggerJob("job", [], undefined, h.now);
+    h.flush();
+    const running = a.dispatchedIds();
+    for (const id of running) h.report("a", id, "running");
+    const held = [...a.held.values()];
+    h.crash("a");
+    h.advance(300);
+    expect(h.connect("a", { held, executions: running.map((executionId) => ({ executionId, state: "running" as const })) }).cancelled).toEqual([]);
+  });
+});
+
 describe("deleting a job and applying it again", () => {
   it("fires after the deleted job's last fire, so no execution id is made twice", () => {
     const h = new CoreHarness();

@@ -1,6 +1,6 @@
 import { ShardlineError } from "../../shared/errors.js";
 import { specEquals } from "../../shared/manifest/index.js";
-import { type JobSpec, priorityOf, type StrategyName } from "../../shared/manifest/job-spec.js";
+import { type JobSpec, type KubernetesSpec, priorityOf, type StrategyName } from "../../shared/manifest/job-spec.js";
 import { fireTimesBetween, nextFireAfter } from "../../shared/schedule.js";
 import type {
   ExecutionCause,
@@ -1298,7 +1298,7 @@ export class ControllerCore {
       const name = job.record.name;
       const spec = job.record.spec;
       job.placedFor = { agentsEpoch: this.agentsEpoch, spec };
-      const runsBy = spec.script !== undefined ? "script" : spec.http !== undefined ? "http" : `handler:${spec.handler}`;
+      const runsBy = spec.script !== undefined ? "script" : spec.http !== undefined ? "http" : spec.kubernetes !== undefined ? "kubernetes" : `handler:${spec.handler}`;
       const key = `${runsBy} ${JSON.stringify(spec.placement)}`;
       let eligible = eligibleBy.get(key);
       if (eligible === undefined) {
@@ -1378,6 +1378,7 @@ export class ControllerCore {
     if (!this.placeable(agent, spec)) return false;
     if (spec.script !== undefined) return agent.executors.has("script");
     if (spec.http !== undefined) return agent.executors.has("http");
+    if (spec.kubernetes !== undefined) return agent.executors.has("kubernetes");
     return agent.handlers.has(spec.handler);
   }
 
@@ -1432,9 +1433,15 @@ export class ControllerCore {
   private reattachExecutions(agent: AgentEntry, reports: readonly ExecutionReport[]): ExecutionReport[] {
     const reported = new Set<string>();
     const finished: ExecutionReport[] = [];
+    const stale: string[] = [];
     for (const report of reports) {
       const execution = this.open.get(report.executionId);
-      if (execution === undefined || execution.agent !== agent.id) continue;
+      if (execution === undefined || execution.agent !== agent.id) {
+        // Still running on the agent, yet no longer its own here (recorded lost and run again, or
+        // ended): work that outlived the agent's process, such as a Kubernetes Job. Stop it.
+        if (report.state === "running" || report.state === "pending") stale.push(report.executionId);
+        continue;
+      }
       reported.add(execution.id);
       if (report.state === "pending") continue;
       if (report.state === "running") this.applyReport(agent, report);
@@ -1444,6 +1451,9 @@ export class ControllerCore {
       if (reported.has(id)) continue;
       const execution = this.open.get(id);
       if (execution !== undefined) this.loseExecution(execution, `agent ${agent.id} reconnected without it`);
+    }
+    if (stale.length > 0) {
+      this.outbox.send(agent.session, { kind: "cancel", executionIds: stale, reason: "the controller no longer counts this execution as running on this agent" });
     }
     return finished;
   }
@@ -1707,7 +1717,7 @@ function outcomeOf(execution: ExecutionRecord): ShardOutcome {
 }
 
 /** The executor part of an execution's context, from the job's spec. */
-function executorOf(spec: JobSpec): Pick<ExecutionContext, "script" | "http"> {
+function executorOf(spec: JobSpec): Pick<ExecutionContext, "script" | "http" | "kubernetes"> {
   if (spec.script !== undefined) {
     const { command, args, env, killGraceSeconds } = spec.script;
     return { script: { command, args, env, killGraceMs: killGraceSeconds * 1000 } };
@@ -1716,7 +1726,21 @@ function executorOf(spec: JobSpec): Pick<ExecutionContext, "script" | "http"> {
     const { method, url, headers, body, connectTimeoutSeconds, readTimeoutSeconds } = spec.http;
     return { http: { method, url, headers, body, connectTimeoutMs: connectTimeoutSeconds * 1000, readTimeoutMs: readTimeoutSeconds * 1000 } };
   }
+  if (spec.kubernetes !== undefined) return { kubernetes: kubernetesContext(spec.kubernetes) };
   return {};
+}
+
+/** Each spec's pod template is turned into JSON once, not per dispatched execution. */
+const podTemplates = new WeakMap<KubernetesSpec, NonNullable<ExecutionContext["kubernetes"]>>();
+
+function kubernetesContext(kubernetes: KubernetesSpec): NonNullable<ExecutionContext["kubernetes"]> {
+  let context = podTemplates.get(kubernetes);
+  if (context === undefined) {
+    const { template, backoffLimit, ttlSecondsAfterFinished, logContainer } = kubernetes;
+    context = { podTemplateJson: JSON.stringify(template), backoffLimit, ttlSecondsAfterFinished, logContainer };
+    podTemplates.set(kubernetes, context);
+  }
+  return context;
 }
 
 /** Why a strategy's answer cannot be used, or undefined when every shard has an eligible agent. */

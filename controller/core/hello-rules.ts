@@ -5,7 +5,7 @@ const AGENT_ID = /^[a-z0-9]([a-z0-9._-]{0,251}[a-z0-9])?$/;
 const HANDLER = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 const MAX_HANDLERS = 1000;
 const MAX_LABELS = 64;
-const KNOWN_EXECUTORS = new Set(["script", "http"]);
+const KNOWN_EXECUTORS = new Set(["script", "http", "kubernetes"]);
 
 /**
  * Checks a Hello from an agent that may have been written by anyone, in any language. A bad
@@ -34,7 +34,7 @@ export function validateHello(hello: AgentHello): void {
     }
   }
   for (const executor of hello.executors) {
-    if (!KNOWN_EXECUTORS.has(executor)) throw ShardlineError.invalid("hello.executors", executor, "script or http");
+    if (!KNOWN_EXECUTORS.has(executor)) throw ShardlineError.invalid("hello.executors", executor, "script, http or kubernetes");
   }
   const labels = Object.entries(hello.labels);
   if (labels.length > MAX_LABELS) {

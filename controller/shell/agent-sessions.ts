@@ -261,6 +261,7 @@ function toResponse(term: number, command: AgentCommand): Response {
               traceContext: e.traceContext,
               ...(e.script === undefined ? {} : { script: e.script }),
               ...(e.http === undefined ? {} : { http: e.http }),
+              ...(e.kubernetes === undefined ? {} : { kubernetes: e.kubernetes }),
               daemon: e.daemon === true,
               ...(e.fireOutcome === undefined
                 ? {}

@@ -53,6 +53,40 @@ export interface HttpSpec {
   readTimeoutSeconds: number;
 }
 
+/** The restart policies a Job's pods may have: Kubernetes refuses Always for a Job. */
+export type KubernetesRestartPolicy = "Never" | "OnFailure";
+export const KUBERNETES_RESTART_POLICIES: readonly KubernetesRestartPolicy[] = ["Never", "OnFailure"];
+
+/**
+ * A Kubernetes core/v1 PodTemplateSpec, as the job's manifest gives it. Shardline checks the
+ * parts it relies on (metadata, containers' names and images, restartPolicy); the rest of the pod
+ * spec is Kubernetes' own, checked by the API server when an execution creates its Job.
+ */
+export interface KubernetesPodTemplate {
+  /** Labels and annotations every pod of the job gets, beside the shardline.dev/* labels the agent adds. */
+  metadata: { labels: Record<string, string>; annotations: Record<string, string> };
+  /** A core/v1 PodSpec with at least one container; restartPolicy filled in (default Never). */
+  spec: Record<string, unknown> & { restartPolicy: KubernetesRestartPolicy; containers: Record<string, unknown>[] };
+}
+
+/**
+ * spec.kubernetes: each execution becomes a Kubernetes batch/v1 Job made from this pod template,
+ * in the agent's namespace; the agent watches it to its end and reports the pod's log tail.
+ */
+export interface KubernetesSpec {
+  /** The Job's pod template. */
+  template: KubernetesPodTemplate;
+  /**
+   * The Job's spec.backoffLimit: failed pods Kubernetes replaces within one execution, 0..100,
+   * default 0 (spec.retries is how Shardline retries a failed execution).
+   */
+  backoffLimit: number;
+  /** The Job's spec.ttlSecondsAfterFinished: how long a finished Job stays for inspection, 0..2592000, default 3600. */
+  ttlSecondsAfterFinished: number;
+  /** The container whose log tail is the execution's result (or its error's tail); default the first container. */
+  logContainer: string;
+}
+
 /** spec.onFailure: what to do when an execution fails, times out or is lost. */
 export interface FailureSpec {
   /** POST the execution as JSON to this http(s) URL, retrying with backoff; absent: only log. */
@@ -89,14 +123,16 @@ export interface JobSpec {
   /** spec.parameter: passed to every shard; default "". */
   parameter: string;
   /**
-   * spec.handler: the handler name agents declare. Exactly one of handler, script and http is
-   * given; handler is "" when script or http is.
+   * spec.handler: the handler name agents declare. Exactly one of handler, script, http and
+   * kubernetes is given; handler is "" when one of the others is.
    */
   handler: string;
   /** spec.script, when the job runs a command instead of a handler. */
   script?: ScriptSpec;
   /** spec.http, when the job makes a request instead of running a handler. */
   http?: HttpSpec;
+  /** spec.kubernetes, when each execution runs as a Kubernetes Job instead of a handler. */
+  kubernetes?: KubernetesSpec;
   /** spec.strategy, default "sticky"; `custom:NAME` names a strategy the controller loaded. */
   strategy: StrategyName | CustomStrategyName;
   /** spec.failover, default "fenced". */

@@ -167,11 +167,50 @@ describe("parseManifest", () => {
     expect(error.message).toContain("spec has only schedule, timeZone, shards");
   });
 
-  it("points users of a later executor at spec.handler, spec.script and spec.http", () => {
-    const error = errorFrom(withSpec({ handler: undefined, kubernetes: { image: "busybox" } }));
-    expect(error.details.field).toBe("spec.kubernetes");
-    expect(error.message).toContain("spec.handler, spec.script or spec.http");
-    expect(error.message).toContain("not supported yet");
+  it("reads spec.kubernetes, filling its defaults, with handler left empty", () => {
+    const template = { spec: { containers: [{ name: "rollup", image: "busybox:1.36", command: ["sh", "-c", "echo done"] }] } };
+    const { spec } = parseManifest(withSpec({ handler: undefined, kubernetes: { template } }));
+    expect(spec.handler).toBe("");
+    expect(spec.kubernetes).toEqual({
+      template: {
+        metadata: { labels: {}, annotations: {} },
+        spec: { containers: [{ name: "rollup", image: "busybox:1.36", command: ["sh", "-c", "echo done"] }], restartPolicy: "Never" },
+      },
+      backoffLimit: 0,
+      ttlSecondsAfterFinished: 3600,
+      logContainer: "rollup",
+    });
+    expect("script" in spec || "http" in spec).toBe(false);
+  });
+
+  it("reads a complete spec.kubernetes, passing the rest of the pod spec through to Kubernetes", () => {
+    const kubernetes = {
+      template: {
+        metadata: { labels: { team: "finance" }, annotations: { "example.com/owner": "billing", note: "" } },
+        spec: {
+          serviceAccountName: "rollup",
+          initContainers: [{ name: "fetch", image: "alpine:3.20" }],
+          containers: [
+            { name: "sidecar", image: "envoyproxy/envoy:v1.31" },
+            { name: "rollup", image: "registry.example.com/rollup@sha256:abc", resources: { limits: { memory: "256Mi" } } },
+          ],
+          restartPolicy: "OnFailure",
+          nodeSelector: { "kubernetes.io/arch": "amd64" },
+        },
+      },
+      backoffLimit: 100,
+      ttlSecondsAfterFinished: 0,
+      logContainer: "rollup",
+    };
+    expect(parseManifest(withSpec({ handler: undefined, kubernetes })).spec.kubernetes).toEqual(kubernetes);
+  });
+
+  it("tells two kubernetes jobs apart by their pod template, not by its key order", () => {
+    const a = parseManifest(withSpec({ handler: undefined, kubernetes: { template: { spec: { containers: [{ name: "a", image: "x" }], hostNetwork: false } } } })).spec;
+    const b = parseManifest(withSpec({ handler: undefined, kubernetes: { template: { spec: { hostNetwork: false, containers: [{ image: "x", name: "a" }] } } } })).spec;
+    const c = parseManifest(withSpec({ handler: undefined, kubernetes: { template: { spec: { containers: [{ name: "a", image: "y" }] } } } })).spec;
+    expect(specEquals(a, b)).toBe(true);
+    expect(specEquals(a, c)).toBe(false);
   });
 
   it("reads spec.script, filling its defaults, with handler left empty", () => {
@@ -244,6 +283,7 @@ describe("parseManifest", () => {
   });
 
   const long = (n: number) => "a".repeat(n);
+  const pod = () => ({ spec: { containers: [{ name: "main", image: "busybox:1.36" }] } });
   const bomb = [
     "a: &a [x, x, x, x, x, x, x, x]",
     "b: &b [*a, *a, *a, *a, *a, *a, *a, *a]",
@@ -277,9 +317,30 @@ describe("parseManifest", () => {
     ["a numeric label value", withMetadata({ labels: { team: 1 } }), "metadata.labels.team", "a string"],
     ["spec as a list", stringify({ ...minimal(), spec: ["handler"] }), "spec", "a mapping with the fields schedule"],
     ["a misspelt spec field", withSpec({ shardz: 8 }), "spec.shardz", "spec has only"],
-    ["a handler and an http call", withSpec({ http: { url: "http://x" } }), "spec.http", "exactly one of spec.handler, spec.script and spec.http; spec.handler is given too"],
+    ["a handler and an http call", withSpec({ http: { url: "http://x" } }), "spec.http", "exactly one of spec.handler, spec.script, spec.http and spec.kubernetes; spec.handler is given too"],
     ["a script and an http call", withSpec({ handler: undefined, script: { command: "x" }, http: { url: "http://x" } }), "spec.http", "spec.script is given too"],
-    ["a kubernetes executor", withSpec({ handler: undefined, kubernetes: {} }), "spec.kubernetes", "not supported yet"],
+    ["a handler and a kubernetes Job", withSpec({ kubernetes: { template: pod() } }), "spec.kubernetes", "spec.handler is given too"],
+    ["kubernetes as a string", withSpec({ handler: undefined, kubernetes: "busybox" }), "spec.kubernetes", "a mapping with the fields template, backoffLimit, ttlSecondsAfterFinished, logContainer"],
+    ["an unknown kubernetes field", withSpec({ handler: undefined, kubernetes: { template: pod(), image: "busybox" } }), "spec.kubernetes.image", "template, backoffLimit"],
+    ["a kubernetes Job without a template", withSpec({ handler: undefined, kubernetes: {} }), "spec.kubernetes.template", "a mapping with the fields metadata, spec"],
+    ["a whole Job as the template", withSpec({ handler: undefined, kubernetes: { template: { apiVersion: "batch/v1", spec: {} } } }), "spec.kubernetes.template.apiVersion", "metadata, spec"],
+    ["a template naming its pods", withSpec({ handler: undefined, kubernetes: { template: { ...pod(), metadata: { name: "x" } } } }), "spec.kubernetes.template.metadata.name", "labels, annotations"],
+    ["a template label under shardline.dev/", withSpec({ handler: undefined, kubernetes: { template: { ...pod(), metadata: { labels: { "shardline.dev/job": "x" } } } } }), "spec.kubernetes.template.metadata.labels", "outside shardline.dev/"],
+    ["a bad template label value", withSpec({ handler: undefined, kubernetes: { template: { ...pod(), metadata: { labels: { team: "a b" } } } } }), "spec.kubernetes.template.metadata.labels.team", "at most 63"],
+    ["a numeric annotation", withSpec({ handler: undefined, kubernetes: { template: { ...pod(), metadata: { annotations: { replicas: 3 } } } } }), "spec.kubernetes.template.metadata.annotations.replicas", "quote numbers"],
+    ["a template without a pod spec", withSpec({ handler: undefined, kubernetes: { template: { metadata: {} } } }), "spec.kubernetes.template.spec", "a Kubernetes PodSpec"],
+    ["a pod without containers", withSpec({ handler: undefined, kubernetes: { template: { spec: { containers: [] } } } }), "spec.kubernetes.template.spec.containers", "at least one container"],
+    ["a container without a name", withSpec({ handler: undefined, kubernetes: { template: { spec: { containers: [{ image: "x" }] } } } }), "spec.kubernetes.template.spec.containers.0.name", "DNS-1123 label"],
+    ["a container with an uppercase name", withSpec({ handler: undefined, kubernetes: { template: { spec: { containers: [{ name: "Main", image: "x" }] } } } }), "spec.kubernetes.template.spec.containers.0.name", "lowercase"],
+    ["a container without an image", withSpec({ handler: undefined, kubernetes: { template: { spec: { containers: [{ name: "main" }] } } } }), "spec.kubernetes.template.spec.containers.0.image", "a container image reference"],
+    ["an image with a space", withSpec({ handler: undefined, kubernetes: { template: { spec: { containers: [{ name: "main", image: "busybox latest" }] } } } }), "spec.kubernetes.template.spec.containers.0.image", "without spaces"],
+    ["a container as a string", withSpec({ handler: undefined, kubernetes: { template: { spec: { containers: ["busybox"] } } } }), "spec.kubernetes.template.spec.containers.0", "a Kubernetes Container"],
+    ["an init container named like a container", withSpec({ handler: undefined, kubernetes: { template: { spec: { initContainers: [{ name: "main", image: "x" }], containers: [{ name: "main", image: "x" }] } } } }), "spec.kubernetes.template.spec.initContainers.0.name", "used once in the pod"],
+    ["pods restarting Always", withSpec({ handler: undefined, kubernetes: { template: { spec: { ...pod().spec, restartPolicy: "Always" } } } }), "spec.kubernetes.template.spec.restartPolicy", "one of Never, OnFailure"],
+    ["a log container that is not in the pod", withSpec({ handler: undefined, kubernetes: { template: pod(), logContainer: "sidecar" } }), "spec.kubernetes.logContainer", "one of the template's containers: main"],
+    ["a backoff limit over 100", withSpec({ handler: undefined, kubernetes: { template: pod(), backoffLimit: 101 } }), "spec.kubernetes.backoffLimit", "an integer from 0 to 100"],
+    ["a negative TTL", withSpec({ handler: undefined, kubernetes: { template: pod(), ttlSecondsAfterFinished: -1 } }), "spec.kubernetes.ttlSecondsAfterFinished", "an integer from 0 to 2592000"],
+    ["a pod template over 32 KiB", withSpec({ handler: undefined, kubernetes: { template: { spec: { containers: [{ name: "main", image: "x", args: [long(40_000)] }] } } } }), "spec.kubernetes.template", "at most 32768 bytes"],
     ["no handler", withSpec({ handler: undefined }), "spec.handler", "a handler name of 1 to 128"],
     ["no executor at all", withSpec({ handler: undefined }), "spec.handler", "exactly one of spec.handler (a handler name"],
     ["script as a string", withSpec({ handler: undefined, script: "echo hi" }), "spec.script", "a mapping with the fields command, args, env, killGraceSeconds"],

@@ -4,6 +4,7 @@ import { validateSchedule, validateTimeZone } from "../schedule.js";
 import {
   FAILOVER_MODES,
   HTTP_METHODS,
+  KUBERNETES_RESTART_POLICIES,
   MISFIRE_POLICIES,
   OVERLAP_POLICIES,
   STRATEGIES,
@@ -12,6 +13,8 @@ import {
   type FireCompleteSpec,
   type HttpSpec,
   type JobSpec,
+  type KubernetesPodTemplate,
+  type KubernetesSpec,
   type ScriptSpec,
   type StrategyName,
 } from "./job-spec.js";
@@ -30,11 +33,9 @@ export interface ParsedManifest {
 /** A manifest is small; a handful of aliases is plenty, and a low cap stops expansion bombs. */
 const MAX_ALIAS_COUNT = 10;
 
-/** Executors a later release adds; named so their users get a clearer error than "unknown field". */
-const FUTURE_EXECUTORS = ["kubernetes"] as const;
-
 /** The fields that say what a job runs; a job names exactly one. */
-const EXECUTOR_FIELDS = ["handler", "script", "http"] as const;
+const EXECUTOR_FIELDS = ["handler", "script", "http", "kubernetes"] as const;
+const EXECUTORS_ALLOWED = "exactly one of spec.handler, spec.script, spec.http and spec.kubernetes";
 
 const FIELDS = {
   root: ["apiVersion", "kind", "metadata", "spec"],
@@ -48,6 +49,7 @@ const FIELDS = {
     "handler",
     "script",
     "http",
+    "kubernetes",
     "strategy",
     "failover",
     "misfire",
@@ -65,6 +67,9 @@ const FIELDS = {
   ],
   script: ["command", "args", "env", "killGraceSeconds"],
   http: ["method", "url", "headers", "body", "connectTimeoutSeconds", "readTimeoutSeconds"],
+  kubernetes: ["template", "backoffLimit", "ttlSecondsAfterFinished", "logContainer"],
+  podTemplate: ["metadata", "spec"],
+  podMetadata: ["labels", "annotations"],
   onFailure: ["webhook"],
   onFireComplete: ["handler"],
   webhook: ["url", "headers"],
@@ -93,6 +98,15 @@ const STRATEGY_ALLOWED =
   `one of ${STRATEGIES.join(", ")}, or custom:NAME where NAME is a DNS-1123 label naming a strategy ` +
   "the controller loaded with --strategy NAME=MODULE";
 const URL_ALLOWED = "an absolute http:// or https:// URL, e.g. https://billing.internal/rollup";
+const CONTAINER_NAME_ALLOWED = "a DNS-1123 label: 1 to 63 lowercase letters, digits and '-', starting and ending with a letter or digit";
+const IMAGE_ALLOWED = "a container image reference without spaces, e.g. busybox:1.36 or registry.example.com/team/rollup@sha256:...";
+/** The label prefix the agent writes on every Job and pod it makes; a template may not set it. */
+const RESERVED_LABEL_PREFIX = "shardline.dev/";
+/**
+ * The largest pod template, as JSON: it travels in every execution's context, so a job with many
+ * shards multiplies it. Real templates are a few KiB.
+ */
+const MAX_POD_TEMPLATE_BYTES = 32 * 1024;
 
 type Fields = Record<string, unknown>;
 
@@ -135,6 +149,7 @@ export function specEquals(a: JobSpec, b: JobSpec): boolean {
     a.handler === b.handler &&
     scriptEquals(a.script, b.script) &&
     httpEquals(a.http, b.http) &&
+    kubernetesEquals(a.kubernetes, b.kubernetes) &&
     a.strategy === b.strategy &&
     a.failover === b.failover &&
     a.misfire === b.misfire &&
@@ -173,17 +188,6 @@ function readDocument(text: string): unknown {
 }
 
 function specFields(value: unknown): Omit<JobSpec, "name" | "labels"> {
-  if (isMapping(value)) {
-    for (const executor of FUTURE_EXECUTORS) {
-      if (value[executor] !== undefined) {
-        throw ShardlineError.invalid(
-          `spec.${executor}`,
-          value[executor],
-          "spec.handler, spec.script or spec.http (the kubernetes executor is not supported yet)",
-        );
-      }
-    }
-  }
   const spec = mapping(value, "spec", FIELDS.spec);
   const executor = executorFields(spec);
 
@@ -277,23 +281,20 @@ function fireCompleteSpec(value: unknown): FireCompleteSpec | undefined {
   return { handler };
 }
 
-/** spec.handler, spec.script or spec.http: exactly one is given; handler is "" for the others. */
-function executorFields(spec: Fields): Pick<JobSpec, "handler" | "script" | "http"> {
-  // An empty handler counts as none given: it is what a script or http job's spec holds.
+/** spec.handler, spec.script, spec.http or spec.kubernetes: exactly one is given; handler is "" for the others. */
+function executorFields(spec: Fields): Pick<JobSpec, "handler" | "script" | "http" | "kubernetes"> {
+  // An empty handler counts as none given: it is what a script, http or kubernetes job's spec holds.
   const given = EXECUTOR_FIELDS.filter((field) => !absent(spec[field]) && spec[field] !== "");
   if (given.length === 0) {
-    throw ShardlineError.invalid("spec.handler", spec.handler, `exactly one of spec.handler (${HANDLER_ALLOWED}), spec.script or spec.http`);
+    throw ShardlineError.invalid("spec.handler", spec.handler, `exactly one of spec.handler (${HANDLER_ALLOWED}), spec.script, spec.http or spec.kubernetes`);
   }
   if (given.length > 1) {
     const [first, second] = given as [string, string];
-    throw ShardlineError.invalid(
-      `spec.${second}`,
-      spec[second],
-      `exactly one of spec.handler, spec.script and spec.http; spec.${first} is given too`,
-    );
+    throw ShardlineError.invalid(`spec.${second}`, spec[second], `${EXECUTORS_ALLOWED}; spec.${first} is given too`);
   }
   if (given[0] === "script") return { handler: "", script: scriptSpec(spec.script) };
   if (given[0] === "http") return { handler: "", http: httpSpec(spec.http) };
+  if (given[0] === "kubernetes") return { handler: "", kubernetes: kubernetesSpec(spec.kubernetes) };
   const handler = spec.handler;
   if (typeof handler !== "string" || handler.length > 128 || !HANDLER_NAME.test(handler)) {
     throw ShardlineError.invalid("spec.handler", handler, HANDLER_ALLOWED);
@@ -325,6 +326,81 @@ function httpSpec(value: unknown): HttpSpec {
     connectTimeoutSeconds: integer(http.connectTimeoutSeconds, "spec.http.connectTimeoutSeconds", 1, 300) ?? 10,
     readTimeoutSeconds: integer(http.readTimeoutSeconds, "spec.http.readTimeoutSeconds", 1, 86_400) ?? 60,
   };
+}
+
+/**
+ * spec.kubernetes. The template is checked where Shardline depends on it (what the agent sets
+ * must stay the agent's; the log container must exist; a Job's pods may not restart Always);
+ * the rest of the pod spec is Kubernetes' own schema, which the API server checks.
+ */
+function kubernetesSpec(value: unknown): KubernetesSpec {
+  const kubernetes = mapping(value, "spec.kubernetes", FIELDS.kubernetes);
+  const template = podTemplate(kubernetes.template);
+  const containerNames = template.spec.containers.map((container) => container.name as string);
+  const logContainer = optionalString(kubernetes, "logContainer", "spec.kubernetes.logContainer") ?? containerNames[0]!;
+  if (!containerNames.includes(logContainer)) {
+    throw ShardlineError.invalid("spec.kubernetes.logContainer", logContainer, `the name of one of the template's containers: ${containerNames.join(", ")}`);
+  }
+  return {
+    template,
+    backoffLimit: integer(kubernetes.backoffLimit, "spec.kubernetes.backoffLimit", 0, 100) ?? 0,
+    ttlSecondsAfterFinished: integer(kubernetes.ttlSecondsAfterFinished, "spec.kubernetes.ttlSecondsAfterFinished", 0, 2_592_000) ?? 3600,
+    logContainer,
+  };
+}
+
+function podTemplate(value: unknown): KubernetesPodTemplate {
+  const path = "spec.kubernetes.template";
+  const template = mapping(value, path, FIELDS.podTemplate);
+  const metadata = mapping(template.metadata ?? {}, `${path}.metadata`, FIELDS.podMetadata);
+  const labels = labelMap(metadata.labels, `${path}.metadata.labels`);
+  for (const key of Object.keys(labels)) {
+    if (key.startsWith(RESERVED_LABEL_PREFIX)) {
+      throw ShardlineError.invalid(`${path}.metadata.labels`, key, `label keys outside ${RESERVED_LABEL_PREFIX}, which the agent sets on every pod it makes`);
+    }
+  }
+  const annotations = annotationMap(metadata.annotations, `${path}.metadata.annotations`);
+  if (!isMapping(template.spec)) throw ShardlineError.invalid(`${path}.spec`, template.spec, "a Kubernetes PodSpec: a mapping with at least containers");
+  const spec = template.spec;
+  const names = new Set<string>();
+  const containers = containerList(spec.containers, `${path}.spec.containers`, names, true);
+  if (!absent(spec.initContainers)) containerList(spec.initContainers, `${path}.spec.initContainers`, names, false);
+  const restartPolicy = oneOf(spec.restartPolicy, `${path}.spec.restartPolicy`, KUBERNETES_RESTART_POLICIES) ?? "Never";
+  const result: KubernetesPodTemplate = { metadata: { labels, annotations }, spec: { ...spec, containers, restartPolicy } };
+  const bytes = Buffer.byteLength(JSON.stringify(result));
+  if (bytes > MAX_POD_TEMPLATE_BYTES) {
+    throw ShardlineError.invalid(path, `${bytes} bytes of JSON`, `a pod template of at most ${MAX_POD_TEMPLATE_BYTES} bytes as JSON (mount large configuration from a ConfigMap)`);
+  }
+  return result;
+}
+
+/** A list of containers, each with a name unique in the pod (`names` gathers them) and an image. */
+function containerList(value: unknown, path: string, names: Set<string>, required: boolean): Record<string, unknown>[] {
+  if (!Array.isArray(value) || (required && value.length === 0)) {
+    throw ShardlineError.invalid(path, value, required ? "a list of at least one container, each with a name and an image" : "a list of containers, each with a name and an image");
+  }
+  return value.map((item: unknown, index) => {
+    if (!isMapping(item)) throw ShardlineError.invalid(`${path}.${index}`, item, "a Kubernetes Container: a mapping with at least name and image");
+    const { name, image } = item;
+    if (typeof name !== "string" || name.length > 63 || !DNS_LABEL.test(name)) throw ShardlineError.invalid(`${path}.${index}.name`, name, CONTAINER_NAME_ALLOWED);
+    if (names.has(name)) throw ShardlineError.invalid(`${path}.${index}.name`, name, "a container name used once in the pod, init containers included");
+    names.add(name);
+    if (typeof image !== "string" || image === "" || /\s/.test(image)) throw ShardlineError.invalid(`${path}.${index}.image`, image, IMAGE_ALLOWED);
+    return item;
+  });
+}
+
+/** Kubernetes annotations: label-style keys, any string values. */
+function annotationMap(value: unknown, path: string): Record<string, string> {
+  const result: Record<string, string> = {};
+  if (absent(value)) return result;
+  if (!isMapping(value)) throw ShardlineError.invalid(path, value, "a mapping of annotation keys to string values");
+  for (const [key, text] of Object.entries(value)) {
+    if (!isLabelKey(key)) throw ShardlineError.invalid(path, key, LABEL_KEY_ALLOWED);
+    if (typeof text !== "string") throw ShardlineError.invalid(`${path}.${key}`, text, "a string (quote numbers and booleans)");
+    result[key] = text;
+  }
+  return result;
 }
 
 function httpUrl(value: unknown, path: string): string {
@@ -495,6 +571,18 @@ function httpEquals(a: HttpSpec | undefined, b: HttpSpec | undefined): boolean {
     a.connectTimeoutSeconds === b.connectTimeoutSeconds &&
     a.readTimeoutSeconds === b.readTimeoutSeconds &&
     recordEquals(a.headers, b.headers)
+  );
+}
+
+function kubernetesEquals(a: KubernetesSpec | undefined, b: KubernetesSpec | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  return canonicalJson(a) === canonicalJson(b);
+}
+
+/** JSON with every mapping's keys sorted: equal for values that differ only in key order. */
+function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, item: unknown) =>
+    isMapping(item) ? Object.fromEntries(Object.keys(item).sort().map((key) => [key, item[key]])) : item,
   );
 }
 

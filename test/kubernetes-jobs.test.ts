@@ -1,0 +1,122 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { FakeKubeApiServer } from "./harness/fake-kube-api-server.js";
+import { CliProcess, ControllerProcess, freePort, requireBuiltCli, shardline, waitFor } from "./harness/processes.js";
+
+const NS = "batch-work";
+
+const MANIFEST = `apiVersion: shardline.dev/v1
+kind: ShardedJob
+metadata: {name: export}
+spec:
+  shards: 2
+  kubernetes:
+    template:
+      spec:
+        containers:
+          - {name: main, image: "busybox:1.36", command: [sh, -c, "echo exported $SHARDLINE_SHARD"]}
+`;
+
+describe("jobs with spec.kubernetes, through the shardline binary and a fake API server", () => {
+  let dir: string;
+  let fake: FakeKubeApiServer;
+  let controller: ControllerProcess;
+  const agents: CliProcess[] = [];
+  let env: Record<string, string>;
+  const executions = async () => JSON.parse((await shardline(["get", "executions", "--job", "export", "-o", "json"], env)).stdout) as Record<string, unknown>[];
+  const agent = (id: string) => {
+    const process = new CliProcess(id, ["agent", "--controller", controller.address, "--id", id, "--kubernetes"], { KUBECONFIG: join(dir, "kubeconfig") });
+    agents.push(process);
+    return process;
+  };
+
+  beforeEach(async () => {
+    requireBuiltCli();
+    dir = await mkdtemp(join(tmpdir(), "shardline-k8s-"));
+    fake = await FakeKubeApiServer.start();
+    await fake.kubeconfig(NS, join(dir, "kubeconfig"));
+    controller = new ControllerProcess(await freePort(), join(dir, "state.db"));
+    await controller.start();
+    env = { SHARDLINE_CONTROLLER: controller.address };
+    await writeFile(join(dir, "export.yaml"), MANIFEST);
+    expect((await shardline(["apply", "-f", join(dir, "export.yaml")], env)).code).toBe(0);
+  });
+
+  afterEach(async () => {
+    for (const process of agents.splice(0)) await process.stop();
+    await controller?.process?.stop();
+    await fake.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("runs each shard as a Kubernetes Job and records the pod's log as the result", async () => {
+    agent("k8s-1");
+    await waitFor("the agent to hold the shards", async () => ((await shardline(["get", "assignments", "-o", "json"], env)).stdout.includes("k8s-1") ? true : undefined));
+    expect((await shardline(["trigger", "export"], env)).code).toBe(0);
+    const jobs = await waitFor("two Kubernetes Jobs", async () => (fake.jobs(NS).length === 2 ? fake.jobs(NS) : undefined));
+    for (const job of jobs) fake.succeed(NS, job.metadata.name, { log: `exported ${job.metadata.labels!["shardline.dev/shard"]}\n` });
+    const done = await waitFor("both executions to succeed", async () => {
+      const list = await executions();
+      return list.length === 2 && list.every((e) => e.state === "succeeded") ? list : undefined;
+    });
+    expect(done.map((e) => e.result).sort()).toEqual(["exported 0", "exported 1"]);
+  });
+
+  it("an agent killed mid-execution takes its Jobs back when it comes back, and nothing runs twice", async () => {
+    const first = agent("k8s-1");
+    await waitFor("the agent to hold the shards", async () => ((await shardline(["get", "assignments", "-o", "json"], env)).stdout.includes("k8s-1") ? true : undefined));
+    expect((await shardline(["trigger", "export"], env)).code).toBe(0);
+    await waitFor("the executions to run", async () => ((await executions()).filter((e) => e.state === "running").length === 2 ? true : undefined));
+    first.kill("SIGKILL");
+    await first.exited;
+    agent("k8s-1");
+    await waitFor("the Jobs to be watched again", async () => (fake.watchCount > 0 ? true : undefined));
+    for (const job of fake.jobs(NS)) fake.succeed(NS, job.metadata.name, { log: "ok\n" });
+    const done = await waitFor("both executions to succeed", async () => {
+      const list = await executions();
+      return list.filter((e) => e.state === "succeeded").length === 2 ? list : undefined;
+    });
+    expect(done.map((e) => [e.attempt, e.state])).toEqual([
+      [1, "succeeded"],
+      [1, "succeeded"],
+    ]);
+    expect(fake.jobs(NS)).toHaveLength(2);
+  });
+
+  it("an agent back too late, after its shards moved on and its executions ran again elsewhere, deletes its old Jobs", async () => {
+    const first = agent("k8s-1");
+    await waitFor("the agent to hold the shards", async () => ((await shardline(["get", "assignments", "-o", "json"], env)).stdout.includes("k8s-1") ? true : undefined));
+    expect((await shardline(["trigger", "export"], env)).code).toBe(0);
+    await waitFor("the executions to run", async () => ((await executions()).filter((e) => e.state === "running").length === 2 ? true : undefined));
+    const before = fake.jobs(NS).map((job) => job.metadata.name);
+    first.kill("SIGKILL");
+    await first.exited;
+    agent("k8s-2");
+    // Recorded lost once k8s-1's lease is over, and run again (attempt 2) on k8s-2.
+    await waitFor("the re-runs' Jobs", async () => (fake.jobs(NS).length === 4 ? true : undefined));
+    agent("k8s-1");
+    await waitFor("the old Jobs to be deleted", async () => (fake.jobs(NS).every((job) => !before.includes(job.metadata.name)) ? true : undefined));
+    for (const job of fake.jobs(NS)) fake.succeed(NS, job.metadata.name, { log: "ok\n" });
+    const done = await waitFor("the re-runs to succeed", async () => {
+      const list = await executions();
+      return list.filter((e) => e.state === "succeeded").length === 2 ? list : undefined;
+    });
+    expect(done.filter((e) => e.state === "succeeded").map((e) => e.attempt)).toEqual([2, 2]);
+  });
+
+  it("an agent back after its executions were recorded lost stops its old Jobs, and only the re-runs run", async () => {
+    const first = agent("k8s-1");
+    await waitFor("the agent to hold the shards", async () => ((await shardline(["get", "assignments", "-o", "json"], env)).stdout.includes("k8s-1") ? true : undefined));
+    expect((await shardline(["trigger", "export"], env)).code).toBe(0);
+    await waitFor("the executions to run", async () => ((await executions()).filter((e) => e.state === "running").length === 2 ? true : undefined));
+    const before = fake.jobs(NS).map((job) => job.metadata.name);
+    first.kill("SIGKILL");
+    await first.exited;
+    await waitFor("the executions to be recorded lost", async () => ((await executions()).filter((e) => e.state === "lost").length === 2 ? true : undefined));
+    agent("k8s-1");
+    await waitFor("the re-runs' Jobs", async () => (fake.jobs(NS).filter((job) => !before.includes(job.metadata.name)).length === 2 ? true : undefined));
+    await waitFor("the old Jobs to be deleted", async () => (fake.jobs(NS).every((job) => !before.includes(job.metadata.name)) ? true : undefined), 10_000);
+  });
+});
