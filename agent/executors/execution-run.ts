@@ -189,3 +189,26 @@ export function handlerContextOf(
 export function fireTimeIso(context: ExecutionContext): string {
   return new Date(Number(context.fireTimeUnixMs)).toISOString();
 }
+
+/**
+ * The execution context as environment variables, for work that runs outside this process (a
+ * script, a Kubernetes Job): SHARDLINE_*, and TRACEPARENT/TRACESTATE, the OpenTelemetry
+ * convention for carrying trace context into a child process, so its spans nest under the run's.
+ */
+export function executionEnvironment(context: ExecutionContext, agentId: string, traceContext: Readonly<Record<string, string>>): Record<string, string> {
+  const env: Record<string, string> = {
+    SHARDLINE_EXECUTION_ID: context.executionId,
+    SHARDLINE_JOB: context.job,
+    SHARDLINE_SHARD: String(context.shard),
+    SHARDLINE_SHARD_COUNT: String(context.shardCount),
+    SHARDLINE_SHARD_PARAMETER: context.shardParameter,
+    SHARDLINE_PARAMETER: context.parameter,
+    SHARDLINE_FIRE_TIME: fireTimeIso(context),
+    SHARDLINE_ATTEMPT: String(context.attempt),
+    SHARDLINE_AGENT_ID: agentId,
+  };
+  const { traceparent, tracestate } = traceContext;
+  if (traceparent) env.TRACEPARENT = traceparent;
+  if (traceparent && tracestate) env.TRACESTATE = tracestate;
+  return env;
+}

@@ -1,6 +1,6 @@
 import { toJsonString } from "@bufbuild/protobuf";
 import { ExecutionContextSchema, type ExecutionContext } from "../../../shared/gen/shardline/v1/agent_service_pb.js";
-import { fireTimeIso } from "../execution-run.js";
+import { executionEnvironment } from "../execution-run.js";
 import { ANNOTATIONS, LABELS, MANAGED_BY, agentLabelOf, jobNameOf } from "./job-names.js";
 import type { KubeObject } from "./kube-client.js";
 
@@ -77,21 +77,8 @@ export function unreportedSelector(agentId: string): string {
  * and replace a template's variables of the same name: a job cannot pass itself off as another
  * execution.
  */
-export function executionEnvironment(context: ExecutionContext, frame: JobFrame): { name: string; value: string }[] {
-  const env: Record<string, string> = {
-    SHARDLINE_EXECUTION_ID: context.executionId,
-    SHARDLINE_JOB: context.job,
-    SHARDLINE_SHARD: String(context.shard),
-    SHARDLINE_SHARD_COUNT: String(context.shardCount),
-    SHARDLINE_SHARD_PARAMETER: context.shardParameter,
-    SHARDLINE_PARAMETER: context.parameter,
-    SHARDLINE_FIRE_TIME: fireTimeIso(context),
-    SHARDLINE_ATTEMPT: String(context.attempt),
-    SHARDLINE_AGENT_ID: frame.agentId,
-  };
-  const { traceparent, tracestate } = frame.traceContext;
-  if (traceparent) env.TRACEPARENT = traceparent;
-  if (traceparent && tracestate) env.TRACESTATE = tracestate;
+export function jobEnvironment(context: ExecutionContext, frame: JobFrame): { name: string; value: string }[] {
+  const env = executionEnvironment(context, frame.agentId, frame.traceContext);
   // Kubernetes expands $(NAME) in env values and reads $$ as $: doubling every $ keeps a
   // parameter such as "cost=$(total)" as it was written.
   return Object.entries(env).map(([name, value]) => ({ name, value: value.replaceAll("$", () => "$$") }));
@@ -105,7 +92,7 @@ export function buildJob(context: ExecutionContext, config: KubernetesRunConfig,
   const template = parseTemplate(config.podTemplateJson);
   const name = jobNameFor(context);
   const labels = jobLabels(context, frame.agentId);
-  const env = executionEnvironment(context, frame);
+  const env = jobEnvironment(context, frame);
   const withEnv = (container: Container): Container => {
     const ours = new Set(env.map((variable) => variable.name));
     return { ...container, env: [...(container.env ?? []).filter((variable) => !ours.has(variable.name)), ...env] };

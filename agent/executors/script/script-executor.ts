@@ -6,7 +6,7 @@ import { attachTraceContext } from "../../../shared/telemetry/log-fields.js";
 import {
   RunReports,
   executionPayload,
-  fireTimeIso,
+  executionEnvironment,
   type AbortState,
   type ExecutionRun,
   type Executor,
@@ -232,27 +232,8 @@ class ScriptRun implements ExecutionRun {
   }
 
   #environment(script: ScriptConfig, traceContext: Readonly<Record<string, string>>): NodeJS.ProcessEnv {
-    const { context } = this;
     // The SHARDLINE_* variables come last: a job's env cannot pass itself off as another execution.
-    const env: NodeJS.ProcessEnv = {
-      ...(this.options.env ?? process.env),
-      ...script.env,
-      SHARDLINE_EXECUTION_ID: context.executionId,
-      SHARDLINE_JOB: context.job,
-      SHARDLINE_SHARD: String(context.shard),
-      SHARDLINE_SHARD_COUNT: String(context.shardCount),
-      SHARDLINE_SHARD_PARAMETER: context.shardParameter,
-      SHARDLINE_PARAMETER: context.parameter,
-      SHARDLINE_FIRE_TIME: fireTimeIso(context),
-      SHARDLINE_ATTEMPT: String(context.attempt),
-      SHARDLINE_AGENT_ID: this.options.agentId,
-    };
-    // The OpenTelemetry convention for carrying trace context into a child process: the script's
-    // spans become children of the execution's span.
-    const { traceparent, tracestate } = traceContext;
-    if (traceparent) env.TRACEPARENT = traceparent;
-    if (traceparent && tracestate) env.TRACESTATE = tracestate;
-    return env;
+    return { ...(this.options.env ?? process.env), ...script.env, ...executionEnvironment(this.context, this.options.agentId, traceContext) };
   }
 }
 
