@@ -18,7 +18,7 @@ import { validateHello } from "./hello-rules.js";
 import type { AgentHello, AssignmentRef, ExecutionContext, ExecutionReport } from "./messages.js";
 import { admitLateFire, planMissedFires, retryDelayMs } from "./misfire.js";
 import { type Effects, Outbox } from "./outbox.js";
-import { strategyFor } from "./sharding/index.js";
+import { spreadSticky, strategyFor } from "./sharding/index.js";
 import type { ShardingInput } from "./sharding/strategy.js";
 import { TimerQueue, type TimerKind } from "./timer-queue.js";
 
@@ -1354,6 +1354,15 @@ export class ControllerCore {
    * that is not eligible, is not trusted: the job falls back to sticky and an event says why.
    */
   private placeShards(spec: JobSpec, input: ShardingInput): Map<number, string> {
+    const spreadBy = spec.placement.spreadBy ?? [];
+    if (spreadBy.length > 0) {
+      // The manifest allows spreadBy only with sticky; placeable() let in only agents with every label.
+      const topologyOf = (id: string): string[] => {
+        const labels = this.agents.get(id)?.labels;
+        return labels === undefined ? [] : spreadBy.map((key) => labels[key] ?? "");
+      };
+      return spreadSticky(topologyOf, spreadBy.length)(input);
+    }
     if (!spec.strategy.startsWith("custom:")) return strategyFor(spec.strategy as StrategyName)(input);
     const name = spec.strategy.slice("custom:".length);
     const custom = this.config.customStrategies?.get(name);
@@ -1387,6 +1396,10 @@ export class ControllerCore {
     if (!agent.connected || agent.lost || agent.leaving || agent.cordoned) return false;
     for (const [key, value] of Object.entries(spec.placement.selector)) {
       if (agent.labels[key] !== value) return false;
+    }
+    // An agent whose place is unknown cannot be counted in a domain: it takes none of the shards.
+    for (const key of spec.placement.spreadBy ?? []) {
+      if (agent.labels[key] === undefined) return false;
     }
     return true;
   }

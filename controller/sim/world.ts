@@ -93,7 +93,14 @@ export function simJobs(): JobSpec[] {
     testSpec("fast", { shards: 2, schedule: "*/3 * * * * *", failover: "fast", misfire: "catch-up", maxCatchUp: 10 }),
     // No re-runs: a lost run ends lost, with its reason.
     testSpec("no-rerun", { shards: 2, schedule: "*/3 * * * * *", failover: "off", misfire: "catch-up", maxCatchUp: 10 }),
+    // Spread across the agents' two zones: placement by topology under the same faults.
+    testSpec("zoned", { shards: 4, schedule: "*/2 * * * * *", misfire: "catch-up", maxCatchUp: 10, placement: { selector: {}, spreadBy: ["zone"] } }),
   ];
+}
+
+/** The sim's agents sit in two zones: agent-0, agent-2... in zone-a, the others in zone-b. */
+function zoneOf(agentId: string): string {
+  return Number(agentId.slice(agentId.lastIndexOf("-") + 1)) % 2 === 0 ? "zone-a" : "zone-b";
 }
 
 interface Run {
@@ -510,7 +517,7 @@ export class World {
       session,
       {
         agentId: agent.id,
-        labels: {},
+        labels: { zone: zoneOf(agent.id) },
         capacity: 1,
         handlers: ["work"],
         executors: [],

@@ -147,8 +147,13 @@ export interface JobSpec {
   timeoutSeconds: number;
   /** spec.retries: limit 0..100 (default 0), backoffSeconds 0..86400 (default 10). */
   retries: { limit: number; backoffSeconds: number };
-  /** spec.placement.selector: agent labels that must all match; default {}. */
-  placement: { selector: Record<string, string> };
+  /**
+   * spec.placement.selector: agent labels that must all match; default {}.
+   * spec.placement.spreadBy: agent label keys, outermost first (e.g. zone, then node): the
+   * shards are shared evenly between the label's values before agents; agents without every
+   * one of these labels take none. Absent (or empty) means no spreading; only with sticky.
+   */
+  placement: { selector: Record<string, string>; spreadBy?: string[] };
   /** spec.suspend: when true, the job makes no scheduled fires; default false. */
   suspend: boolean;
   /**

@@ -430,6 +430,11 @@ describe("parseManifest", () => {
     ["retries as a number", withSpec({ retries: 3 }), "spec.retries", "a mapping with the fields limit, backoffSeconds"],
     ["an unknown placement field", withSpec({ placement: { zone: "eu-1" } }), "spec.placement.zone", "selector"],
     ["a numeric selector value", withSpec({ placement: { selector: { rack: 7 } } }), "spec.placement.selector.rack", "a string"],
+    ["spreadBy as a string", withSpec({ placement: { spreadBy: "zone" } }), "spec.placement.spreadBy", "a list of 1 to 3 distinct agent label keys"],
+    ["a spreadBy key with a space", withSpec({ placement: { spreadBy: ["my zone"] } }), "spec.placement.spreadBy", "a list of 1 to 3 distinct agent label keys"],
+    ["a spreadBy key twice", withSpec({ placement: { spreadBy: ["zone", "zone"] } }), "spec.placement.spreadBy", "distinct"],
+    ["four spreadBy levels", withSpec({ placement: { spreadBy: ["a", "b", "c", "d"] } }), "spec.placement.spreadBy", "1 to 3"],
+    ["spreadBy with balanced", withSpec({ strategy: "balanced", placement: { spreadBy: ["zone"] } }), "spec.placement.spreadBy", "only with sticky"],
     ["suspend as the string yes", withSpec({ suspend: "yes" }), "spec.suspend", "true or false"],
   ];
 
@@ -476,6 +481,17 @@ spec: {handler: h, shards: 4, shardParameters: {"0": a, "3": c}, placement: {sel
     expect(specEquals(parse(reordered), parse(original))).toBe(true);
   });
 
+  it("reads spreadBy as label keys, outermost first", () => {
+    const spec = parse(withSpec({ placement: { selector: { cluster: "east" }, spreadBy: ["topology.kubernetes.io/zone", "node"] } }));
+    expect(spec.placement).toEqual({ selector: { cluster: "east" }, spreadBy: ["topology.kubernetes.io/zone", "node"] });
+  });
+
+  it("holds between no spreading and an empty spreadBy, and tells the order of spreadBy apart", () => {
+    expect(specEquals(parse(withSpec({})), parse(withSpec({ placement: { spreadBy: [] } })))).toBe(true);
+    const zoneThenNode = parse(withSpec({ placement: { spreadBy: ["zone", "node"] } }));
+    expect(specEquals(zoneThenNode, parse(withSpec({ placement: { spreadBy: ["node", "zone"] } })))).toBe(false);
+  });
+
   it("holds between a default left out and the same default written out", () => {
     expect(specEquals(parse(withSpec({})), parse(withSpec({ shards: 1, strategy: "sticky", retries: { backoffSeconds: 10 } })))).toBe(true);
   });
@@ -485,6 +501,7 @@ spec: {handler: h, shards: 4, shardParameters: {"0": a, "3": c}, placement: {sel
     ["a retry limit", { retries: { limit: 1 } }],
     ["a shard parameter", { shardParameters: { 0: "x" } }],
     ["a selector", { placement: { selector: { zone: "eu-1" } } }],
+    ["spreading", { placement: { spreadBy: ["zone"] } }],
     ["suspend", { suspend: true }],
     ["a time zone", { timeZone: "Europe/Berlin" }],
     ["a script instead of the handler", { handler: undefined, script: { command: "x" } }],

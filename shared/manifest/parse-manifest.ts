@@ -74,7 +74,7 @@ const FIELDS = {
   onFireComplete: ["handler"],
   webhook: ["url", "headers"],
   retries: ["limit", "backoffSeconds"],
-  placement: ["selector"],
+  placement: ["selector", "spreadBy"],
 } as const;
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
@@ -100,6 +100,10 @@ const STRATEGY_ALLOWED =
 const URL_ALLOWED = "an absolute http:// or https:// URL, e.g. https://billing.internal/rollup";
 const CONTAINER_NAME_ALLOWED = "a DNS-1123 label: 1 to 63 lowercase letters, digits and '-', starting and ending with a letter or digit";
 const IMAGE_ALLOWED = "a container image reference without spaces, e.g. busybox:1.36 or registry.example.com/team/rollup@sha256:...";
+/** The most topology levels spec.placement.spreadBy takes (cluster, zone, node). */
+const MAX_SPREAD_LEVELS = 3;
+const SPREAD_BY_ALLOWED =
+  `a list of 1 to ${MAX_SPREAD_LEVELS} distinct agent label keys, outermost first, e.g. [zone, node] or [topology.kubernetes.io/zone]`;
 /** The label prefix the agent writes on every Job and pod it makes; a template may not set it. */
 const RESERVED_LABEL_PREFIX = "shardline.dev/";
 /**
@@ -165,7 +169,8 @@ export function specEquals(a: JobSpec, b: JobSpec): boolean {
     (a.priority ?? 0) === (b.priority ?? 0) &&
     recordEquals(a.labels, b.labels) &&
     recordEquals(a.shardParameters, b.shardParameters) &&
-    recordEquals(a.placement.selector, b.placement.selector)
+    recordEquals(a.placement.selector, b.placement.selector) &&
+    listEquals(a.placement.spreadBy ?? [], b.placement.spreadBy ?? [])
   );
 }
 
@@ -216,6 +221,7 @@ function specFields(value: unknown): Omit<JobSpec, "name" | "labels"> {
   const shards = integer(spec.shards, "spec.shards", 1, 10_000) ?? 1;
   const retries = mapping(spec.retries ?? {}, "spec.retries", FIELDS.retries);
   const placement = mapping(spec.placement ?? {}, "spec.placement", FIELDS.placement);
+  const strategyName = strategy(spec.strategy) ?? "sticky";
 
   return {
     description: optionalString(spec, "description", "spec.description") ?? "",
@@ -225,7 +231,7 @@ function specFields(value: unknown): Omit<JobSpec, "name" | "labels"> {
     shardParameters: shardParameters(spec.shardParameters, shards),
     parameter: optionalString(spec, "parameter", "spec.parameter") ?? "",
     ...executor,
-    strategy: strategy(spec.strategy) ?? "sticky",
+    strategy: strategyName,
     failover: oneOf(spec.failover, "spec.failover", FAILOVER_MODES) ?? "fenced",
     misfire: oneOf(spec.misfire, "spec.misfire", MISFIRE_POLICIES) ?? "fire-once",
     maxCatchUp: integer(spec.maxCatchUp, "spec.maxCatchUp", 1, 1000) ?? 10,
@@ -235,13 +241,28 @@ function specFields(value: unknown): Omit<JobSpec, "name" | "labels"> {
       limit: integer(retries.limit, "spec.retries.limit", 0, 100) ?? 0,
       backoffSeconds: integer(retries.backoffSeconds, "spec.retries.backoffSeconds", 0, 86_400) ?? 10,
     },
-    placement: { selector: labelMap(placement.selector, "spec.placement.selector") },
+    placement: placementSpec(placement, strategyName),
     suspend: boolean(spec.suspend, "spec.suspend") ?? false,
     priority: integer(spec.priority, "spec.priority", -1000, 1000) ?? 0,
     daemon,
     ...(onFailure === undefined ? {} : { onFailure }),
     ...(onFireComplete === undefined ? {} : { onFireComplete }),
   };
+}
+
+/** spec.placement: the selector, and the topology labels to spread shards across (only with sticky). */
+function placementSpec(placement: Fields, strategyName: string): JobSpec["placement"] {
+  const selector = labelMap(placement.selector, "spec.placement.selector");
+  if (absent(placement.spreadBy)) return { selector };
+  const path = "spec.placement.spreadBy";
+  const value = placement.spreadBy;
+  if (!Array.isArray(value) || value.length > MAX_SPREAD_LEVELS || value.some((key) => typeof key !== "string" || !isLabelKey(key)) || new Set(value).size !== value.length) {
+    throw ShardlineError.invalid(path, value, SPREAD_BY_ALLOWED);
+  }
+  if (value.length > 0 && strategyName !== "sticky") {
+    throw ShardlineError.invalid(path, value, `no spreadBy with spec.strategy ${strategyName}: spreading works only with sticky, the default strategy`);
+  }
+  return value.length === 0 ? { selector } : { selector, spreadBy: value as string[] };
 }
 
 /** spec.strategy: a built-in name, or `custom:NAME` for a strategy the controller loads. */
@@ -591,6 +612,10 @@ function failureEquals(a: FailureSpec | undefined, b: FailureSpec | undefined): 
   const hookB = b?.webhook;
   if (hookA === undefined || hookB === undefined) return hookA === hookB;
   return hookA.url === hookB.url && recordEquals(hookA.headers, hookB.headers);
+}
+
+function listEquals(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((item, index) => item === b[index]);
 }
 
 function recordEquals(a: Record<string | number, string>, b: Record<string | number, string>): boolean {

@@ -5,7 +5,7 @@ import type { ShardingStrategy } from "./strategy.js";
 
 export type { ShardingAgent, ShardingInput, ShardingStrategy } from "./strategy.js";
 export { balanced, javaStringHashCode, oddEven, roundRobin } from "./balanced.js";
-export { sticky } from "./sticky.js";
+export { spreadSticky, sticky, type TopologyOf } from "./sticky.js";
 
 const STRATEGY_BY_NAME: Readonly<Record<StrategyName, ShardingStrategy>> = {
   sticky,

@@ -11,19 +11,71 @@ interface QuotaRow {
 }
 
 /**
+ * Where an agent sits, outermost first: its value of each spec.placement.spreadBy label (for
+ * example its zone, then its node). Every agent handed to a spreading strategy has one per level.
+ */
+export type TopologyOf = (agentId: string) => readonly string[];
+
+/**
  * The default strategy: each agent's share of the job's shards is proportional to its capacity
  * (largest-remainder method), every shard stays where it is while its agent is eligible and
  * within its share, and only orphaned or excess shards move. With equal capacities an agent
  * leaving moves only its own shards, and an agent joining takes at most ceil(S / (N + 1)).
  * The result depends only on the input's content, not on the order of `agents`.
  */
-export const sticky: ShardingStrategy = (input) => {
+export const sticky: ShardingStrategy = (input) => placeWithin(input, (held) => quotas(input.shardCount, input.agents, held));
+
+/**
+ * `sticky` with the shares set by topology (spec.placement.spreadBy): the job's shards are first
+ * shared evenly between the domains of the first level — the distinct values of one agent label,
+ * such as a zone — then within each domain between the domains of the next level (its nodes),
+ * and within the last level between agents by capacity. Domains count equally whatever their
+ * capacity, as Kubernetes' topology spread does, so the most and fewest shards per domain differ
+ * by at most one. Shards stay where they are within those shares, as with `sticky`: an agent
+ * leaving moves only its own shards, a domain leaving only its domain's.
+ */
+export function spreadSticky(topologyOf: TopologyOf, levels: number): ShardingStrategy {
+  return (input) => {
+    const domainHeld = heldByDomain(input, topologyOf, levels);
+    return placeWithin(input, (held) => nestedQuotas(input.shardCount, input.agents, held, domainHeld, topologyOf, "", 0, levels));
+  };
+}
+
+/**
+ * The shards each domain holds now, by domain path ("zone", "zone\0node"...), counting the
+ * shards of owners no longer eligible too while their place is known: a domain that keeps them
+ * moves them within itself instead of across domains.
+ */
+function heldByDomain(input: ShardingInput, topologyOf: TopologyOf, levels: number): Map<string, number> {
+  const held = new Map<string, number>();
+  for (const [shard, owner] of input.previous) {
+    if (shard < 0 || shard >= input.shardCount) continue;
+    const place = topologyOf(owner);
+    if (place.length < levels) continue;
+    let path = "";
+    for (let level = 0; level < levels; level++) {
+      path = domainPath(path, place[level]!);
+      held.set(path, (held.get(path) ?? 0) + 1);
+    }
+  }
+  return held;
+}
+
+function domainPath(parent: string, domain: string): string {
+  return parent === "" ? domain : `${parent}\0${domain}`;
+}
+
+/**
+ * Keeps every shard on its owner while the owner is eligible and within its quota, and hands
+ * the rest (orphaned or excess) to the agents owed the most.
+ */
+function placeWithin(input: ShardingInput, quotasFor: (held: ReadonlyMap<string, number>) => Map<string, number>): Map<number, string> {
   const { shardCount, agents, previous } = input;
   const assignment = new Map<number, string>();
   if (agents.length === 0 || shardCount <= 0) return assignment;
 
   const eligible = new Map(agents.map((agent) => [agent.id, agent]));
-  const quota = quotas(input, heldShards(input, eligible));
+  const quota = quotasFor(heldShards(input, eligible));
   const assigned = new Map<string, number>();
   const orphans: number[] = [];
 
@@ -42,7 +94,7 @@ export const sticky: ShardingStrategy = (input) => {
   const underserved = new UnderservedQueue(agents.map((agent) => ({ agent, deficit: (quota.get(agent.id) ?? 0) - (assigned.get(agent.id) ?? 0) })));
   for (const shard of orphans) assignment.set(shard, underserved.take().id);
   return assignment;
-};
+}
 
 function heldShards(input: ShardingInput, eligible: ReadonlyMap<string, ShardingAgent>): Map<string, number> {
   const held = new Map<string, number>();
@@ -54,9 +106,45 @@ function heldShards(input: ShardingInput, eligible: ReadonlyMap<string, Sharding
   return held;
 }
 
-/** Each agent's share of the job's shards; the shares sum to the shard count. */
-function quotas(input: ShardingInput, held: ReadonlyMap<string, number>): Map<string, number> {
-  const { shardCount, agents } = input;
+/**
+ * Each agent's share of `shardCount` shards when every domain of level `level` gets an even
+ * share, split again within the domain from the next level down; the shares sum to shardCount.
+ */
+function nestedQuotas(
+  shardCount: number,
+  agents: readonly ShardingAgent[],
+  held: ReadonlyMap<string, number>,
+  domainHeld: ReadonlyMap<string, number>,
+  topologyOf: TopologyOf,
+  parent: string,
+  level: number,
+  levels: number,
+): Map<string, number> {
+  if (level === levels) return quotas(shardCount, agents, held);
+  const members = new Map<string, ShardingAgent[]>();
+  for (const agent of agents) {
+    const domain = topologyOf(agent.id)[level]!;
+    const list = members.get(domain);
+    if (list === undefined) members.set(domain, [agent]);
+    else list.push(agent);
+  }
+  // Each domain is one agent of capacity 1, holding what its shards' owners there hold.
+  const domains: ShardingAgent[] = [];
+  const heldHere = new Map<string, number>();
+  for (const [domain, list] of members) {
+    domains.push({ id: domain, capacity: 1, load: list.reduce((sum, agent) => sum + agent.load, 0) });
+    heldHere.set(domain, domainHeld.get(domainPath(parent, domain)) ?? 0);
+  }
+  const quota = new Map<string, number>();
+  for (const [domain, share] of quotas(shardCount, domains, heldHere)) {
+    const within = nestedQuotas(share, members.get(domain)!, held, domainHeld, topologyOf, domainPath(parent, domain), level + 1, levels);
+    for (const [agent, own] of within) quota.set(agent, own);
+  }
+  return quota;
+}
+
+/** Each agent's share of `shardCount` shards, by capacity; the shares sum to shardCount. */
+function quotas(shardCount: number, agents: readonly ShardingAgent[], held: ReadonlyMap<string, number>): Map<string, number> {
   const totalCapacity = agents.reduce((sum, agent) => sum + agent.capacity, 0);
   const rows: QuotaRow[] = agents.map((agent) => {
     const scaled = shardCount * agent.capacity;

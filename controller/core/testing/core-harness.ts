@@ -179,7 +179,18 @@ export class CoreHarness {
     this.flush();
   }
 
-  connect(id: string, options: { handlers?: string[]; executors?: string[]; maxConcurrent?: number; capacity?: number; held?: AssignmentRef[]; executions?: { executionId: string; state: "running" }[] } = {}): ModelAgent {
+  connect(
+    id: string,
+    options: {
+      handlers?: string[];
+      executors?: string[];
+      maxConcurrent?: number;
+      capacity?: number;
+      labels?: Record<string, string>;
+      held?: AssignmentRef[];
+      executions?: { executionId: string; state: "running" }[];
+    } = {},
+  ): ModelAgent {
     const agent = new ModelAgent(id, `s${++this.sessions}`);
     this.agents.set(id, agent);
     this.streams.push(agent);
@@ -187,7 +198,7 @@ export class CoreHarness {
       agent.session,
       {
         agentId: id,
-        labels: {},
+        labels: options.labels ?? {},
         capacity: options.capacity ?? 1,
         handlers: options.handlers ?? ["work"],
         executors: options.executors ?? [],
