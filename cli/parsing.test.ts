@@ -7,7 +7,7 @@ import { applyOutcome, splitManifests } from "./commands/apply.js";
 import { collectStrategy, controllerStartOptions } from "./commands/controller.js";
 import { parseResource } from "./commands/get.js";
 import { triggerOutcome } from "./commands/job-actions.js";
-import { defaultAgentId, parseAgentId, parseAllowScript, parseInteger, parseLabel, parseSeconds, parseShardList, parseStore } from "./commands/options.js";
+import { defaultAgentId, parseAgentId, parseAllowScript, parseInteger, parseLabel, parseLabelFromNode, parseSeconds, parseShardList, parseStore } from "./commands/options.js";
 import { agentView, executionView, jobView, parseExecutionState } from "./commands/resources.js";
 import { parseHostPort, resolveControllerAddress } from "./controller-address.js";
 import { ExitCode, exitCodeOf } from "./exit-codes.js";
@@ -96,6 +96,18 @@ describe("flag values", () => {
     expectUsageError(() => parseLabel("=x"), "--label");
     expectUsageError(() => parseLabel("zone=has space"), "--label");
     expectUsageError(() => parseLabel("zone=b", { zone: "a" }), "--label");
+  });
+
+  it("gathers repeated --label-from-node NODE_LABEL[=AGENT_LABEL] flags, one per agent label", () => {
+    const copies = parseLabelFromNode("topology.kubernetes.io/region", parseLabelFromNode("topology.kubernetes.io/zone=zone"));
+    expect(copies).toEqual([
+      { from: "topology.kubernetes.io/zone", to: "zone" },
+      { from: "topology.kubernetes.io/region", to: "topology.kubernetes.io/region" },
+    ]);
+    expectUsageError(() => parseLabelFromNode(""), "--label-from-node");
+    expectUsageError(() => parseLabelFromNode("a=b=c"), "--label-from-node");
+    expectUsageError(() => parseLabelFromNode("zone=has space"), "--label-from-node");
+    expectUsageError(() => parseLabelFromNode("other/zone=zone", copies.concat({ from: "x", to: "zone" })), "--label-from-node");
   });
 
   it("parses --shards lists and ranges into distinct ascending numbers", () => {

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectKubernetes } from "../agent/executors/kubernetes/kube-config.js";
 import { jobNameFor } from "../agent/executors/kubernetes/job-manifest.js";
 import { KubernetesExecutor, STOP_WAIT_MS } from "../agent/executors/kubernetes/kubernetes-executor.js";
+import { readNodeLabels } from "../agent/executors/kubernetes/node-labels.js";
 import { buildProgram } from "../cli/commands/program.js";
 import { ExecutionContextSchema } from "../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState } from "../shared/gen/shardline/v1/types_pb.js";
@@ -85,8 +86,9 @@ describe("deploy/kustomize", () => {
     const namespaces = objects.filter((o) => o.kind === "Namespace").map((o) => o.metadata.name);
     expect(namespaces).toEqual(["shardline"]);
     const ids = new Set<string>();
+    const clusterScoped = new Set(["Namespace", "ClusterRole", "ClusterRoleBinding"]);
     for (const object of objects.filter((o) => o.kind !== "Namespace")) {
-      expect(object.metadata.namespace, `${object.kind} ${object.metadata.name}`).toBe("shardline");
+      expect(object.metadata.namespace, `${object.kind} ${object.metadata.name}`).toBe(clusterScoped.has(object.kind) ? undefined : "shardline");
       const id = `${object.kind}/${object.metadata.name}`;
       expect(ids.has(id), id).toBe(false);
       ids.add(id);
@@ -204,18 +206,29 @@ describe("deploy/kustomize", () => {
     }
   });
 
-  it("grants the agent exactly what the Kubernetes executor asks the API server for, in its namespace only", async () => {
+  it("grants the agent exactly what the Kubernetes executor asks for in its namespace, and get on nodes for its zone", async () => {
     const objects = rendered.get("overlays/single-cluster")!;
-    expect(objects.filter((o) => o.kind === "ClusterRole" || o.kind === "ClusterRoleBinding")).toEqual([]);
+    type Binding = Manifest & { roleRef: { kind: string; name: string }; subjects: { kind: string; name: string; namespace: string }[] };
+    const grantsOf = (role: Manifest) => {
+      const granted = new Set<string>();
+      for (const rule of (role as Manifest & { rules: { apiGroups: string[]; resources: string[]; verbs: string[] }[] }).rules) {
+        for (const group of rule.apiGroups) for (const resource of rule.resources) for (const verb of rule.verbs) granted.add(`${group}/${resource}:${verb}`);
+      }
+      return granted;
+    };
+    const agentAccount = [{ kind: "ServiceAccount", name: "shardline-agent", namespace: "shardline" }];
+
     const role = objects.find((o) => o.kind === "Role" && o.metadata.name === "shardline-agent")!;
-    const binding = objects.find((o) => o.kind === "RoleBinding")! as Manifest & { roleRef: { name: string }; subjects: { kind: string; name: string; namespace: string }[] };
+    const binding = objects.find((o) => o.kind === "RoleBinding")! as Binding;
     expect(binding.roleRef.name).toBe("shardline-agent");
-    expect(binding.subjects).toEqual([{ kind: "ServiceAccount", name: "shardline-agent", namespace: "shardline" }]);
-    const granted = new Set<string>();
-    for (const rule of (role as Manifest & { rules: { apiGroups: string[]; resources: string[]; verbs: string[] }[] }).rules) {
-      for (const group of rule.apiGroups) for (const resource of rule.resources) for (const verb of rule.verbs) granted.add(`${group}/${resource}:${verb}`);
-    }
-    expect(granted).toEqual(await verbsTheExecutorUses());
+    expect(binding.subjects).toEqual(agentAccount);
+    expect(grantsOf(role)).toEqual(await verbsTheExecutorUses());
+
+    const clusterRoles = objects.filter((o) => o.kind === "ClusterRole");
+    expect(clusterRoles.map((o) => o.metadata.name)).toEqual(["shardline-agent-nodes"]);
+    expect(grantsOf(clusterRoles[0]!)).toEqual(await verbsNodeLabelsUse());
+    const clusterBindings = objects.filter((o) => o.kind === "ClusterRoleBinding") as Binding[];
+    expect(clusterBindings.map((b) => [b.roleRef.kind, b.roleRef.name, b.subjects])).toEqual([["ClusterRole", "shardline-agent-nodes", agentAccount]]);
     const controllerAccount = objects.find((o) => o.kind === "ServiceAccount" && o.metadata.name === "shardline-controller")!;
     expect(controllerAccount.automountServiceAccountToken).toBe(false);
   });
@@ -375,6 +388,28 @@ async function verbsTheExecutorUses(): Promise<Set<string>> {
     verbs.add(`${group}/${resource}${log ? "/log" : ""}:${verb}`);
   }
   return verbs;
+}
+
+/** What --label-from-node asks the API server for, as RBAC `group/resource:verb`. */
+async function verbsNodeLabelsUse(): Promise<Set<string>> {
+  const fake = await FakeKubeApiServer.start();
+  const dir = await mkdtemp(join(tmpdir(), "shardline-rbac-"));
+  await fake.kubeconfig("shardline", join(dir, "kubeconfig"));
+  const access = await connectKubernetes({ kubeconfig: join(dir, "kubeconfig") });
+  fake.setNode("node-1", { "topology.kubernetes.io/zone": "eu-1a" });
+  try {
+    await readNodeLabels({ client: access.client, node: "node-1", copies: [{ from: "topology.kubernetes.io/zone", to: "zone" }], logger: pino({ level: "silent" }) });
+  } finally {
+    access.client.close();
+    await fake.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+  return new Set(
+    fake.requests.map((request) => {
+      const [, resource, name] = /^\/api\/v1\/([a-z]+)(?:\/([^/]+))?$/.exec(request.path)!;
+      return `/${resource}:${request.method === "GET" ? (name ? "get" : "list") : request.method}`;
+    }),
+  );
 }
 
 function findKustomizations(root: string): string[] {

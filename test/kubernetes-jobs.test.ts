@@ -120,3 +120,64 @@ describe("jobs with spec.kubernetes, through the shardline binary and a fake API
     await waitFor("the old Jobs to be deleted", async () => (fake.jobs(NS).every((job) => !before.includes(job.metadata.name)) ? true : undefined), 10_000);
   });
 });
+
+describe("agents that copy their Node's zone (--label-from-node), against a fake API server", () => {
+  let dir: string;
+  let fake: FakeKubeApiServer;
+  let controller: ControllerProcess;
+  const agents: CliProcess[] = [];
+  let env: Record<string, string>;
+  const agent = (id: string, node: string) => {
+    const args = ["agent", "--controller", controller.address, "--id", id, "--kubernetes", "--node", node, "--label-from-node", "topology.kubernetes.io/zone=zone"];
+    const process = new CliProcess(id, args, { KUBECONFIG: join(dir, "kubeconfig") });
+    agents.push(process);
+    return process;
+  };
+
+  beforeEach(async () => {
+    requireBuiltCli();
+    dir = await mkdtemp(join(tmpdir(), "shardline-zones-"));
+    fake = await FakeKubeApiServer.start();
+    await fake.kubeconfig(NS, join(dir, "kubeconfig"));
+    fake.setNode("node-a", { "topology.kubernetes.io/zone": "eu-1a" });
+    fake.setNode("node-b", { "topology.kubernetes.io/zone": "eu-1b" });
+    fake.setNode("node-c", {});
+    controller = new ControllerProcess(await freePort(), join(dir, "state.db"));
+    await controller.start();
+    env = { SHARDLINE_CONTROLLER: controller.address };
+  });
+
+  afterEach(async () => {
+    for (const process of agents.splice(0)) await process.stop();
+    await controller?.process?.stop();
+    await fake.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("spreads a job's shards evenly over the zones read from the Nodes, and none to an agent whose Node has no zone", async () => {
+    agent("a1", "node-a");
+    agent("a2", "node-a");
+    agent("b1", "node-b");
+    agent("c1", "node-c");
+    await writeFile(join(dir, "zoned.yaml"), MANIFEST.replace("name: export", "name: zoned").replace("shards: 2", "shards: 4\n  placement: {spreadBy: [zone]}"));
+    expect((await shardline(["apply", "-f", join(dir, "zoned.yaml")], env)).code).toBe(0);
+
+    const owners = await waitFor("the four agents, and the zoned job's four shards placed", async () => {
+      const listed = JSON.parse((await shardline(["get", "agents", "-o", "json"], env)).stdout) as { id: string }[];
+      if (listed.length < 4) return undefined;
+      const assignments = JSON.parse((await shardline(["get", "assignments", "-o", "json"], env)).stdout) as { job: string; agent: string }[];
+      const zoned = assignments.filter((a) => a.job === "zoned");
+      return zoned.length === 4 ? zoned.map((a) => a.agent) : undefined;
+    });
+    const count = (id: string) => owners.filter((owner) => owner === id).length;
+    expect([count("a1") + count("a2"), count("b1"), count("c1")]).toEqual([2, 2, 0]);
+    const listed = JSON.parse((await shardline(["get", "agents", "-o", "json"], env)).stdout) as { id: string; labels: Record<string, string> }[];
+    expect(Object.fromEntries(listed.map((a) => [a.id, a.labels.zone]))).toEqual({ a1: "eu-1a", a2: "eu-1a", b1: "eu-1b", c1: undefined });
+  });
+
+  it("refuses to start on a Node Kubernetes does not know, saying which flag to fix", async () => {
+    const wrong = agent("x1", "node-x");
+    expect((await wrong.exited).code).not.toBe(0);
+    expect(wrong.output).toContain("--node: Kubernetes has no Node node-x");
+  });
+});

@@ -6,7 +6,7 @@ import type { startTracing as StartTracing } from "../../shared/telemetry/tracin
 import { CONTROLLER_ENV, DEFAULT_CONTROLLER_ADDRESS, parseControllerAddresses, parseHostPort, resolveControllerAddress } from "../controller-address.js";
 import type { CliIo } from "../output.js";
 import { importPart, nextSignal } from "./lifecycle.js";
-import { defaultAgentId, parseAgentId, parseAllowScript, parseInteger, parseLabel, parseSeconds } from "./options.js";
+import { defaultAgentId, parseAgentId, parseAllowScript, parseInteger, parseLabel, parseLabelFromNode, parseSeconds, type NodeLabelFlag } from "./options.js";
 
 /** A handler function, as the agent SDK loads it; the CLI only passes them through. */
 type HandlerFunction = (...args: never[]) => unknown;
@@ -75,6 +75,8 @@ export interface AgentOptions {
   kubernetes?: boolean;
   kubernetesNamespace?: string;
   kubernetesOwner?: KubernetesOwner;
+  node?: string;
+  labelFromNode?: NodeLabelFlag[];
 }
 
 /** The agent's own pod, which owns the Kubernetes Jobs it creates. */
@@ -84,9 +86,16 @@ export interface KubernetesOwner {
   uid: string;
 }
 
-/** agent/executors/kubernetes/index.js's entry point, loaded only with --kubernetes. */
+/** agent/executors/kubernetes/index.js's entry points, loaded only with --kubernetes or --label-from-node. */
 interface KubernetesModule {
-  connectKubernetes(options: { namespace?: string; env?: Readonly<Record<string, string | undefined>> }): Promise<{ namespace: string; source: string; client: { close(): void } }>;
+  connectKubernetes(options: { namespace?: string; env?: Readonly<Record<string, string | undefined>> }): Promise<KubernetesAccess>;
+  readNodeLabels(options: { client: KubernetesAccess["client"]; node: string; copies: readonly NodeLabelFlag[]; logger: Logger }): Promise<Record<string, string>>;
+}
+
+interface KubernetesAccess {
+  namespace: string;
+  source: string;
+  client: { close(): void };
 }
 
 export function registerAgent(program: Command, io: CliIo): void {
@@ -134,17 +143,40 @@ export function registerAgent(program: Command, io: CliIo): void {
       "the agent's own pod, e.g. $(POD_NAMESPACE)/$(POD_NAME)/$(POD_UID) from the downward API: it owns the Jobs, which go when it goes",
       parseKubernetesOwner,
     )
+    .option("--node <NAME>", "the Node the agent's pod runs on, e.g. $(NODE_NAME) from the downward API's spec.nodeName; needed by --label-from-node", parseNodeName)
+    .option(
+      "--label-from-node <NODE_LABEL[=AGENT_LABEL]>",
+      "copy a label of the agent's Node (--node) to the agent at start, e.g. topology.kubernetes.io/zone=zone, for placement.spreadBy; needs get on nodes; repeatable",
+      parseLabelFromNode,
+    )
     .action(async (options: AgentOptions, command: Command) => {
       if (options.handlers === undefined && options.allowScript === undefined && !options.allowHttp && !options.kubernetes) {
         command.error("the agent has nothing to run: give --handlers MODULE, --allow-script COMMAND (repeatable), --allow-http or --kubernetes");
       }
+      if (options.labelFromNode !== undefined && options.node === undefined) {
+        command.error("--label-from-node needs --node NAME: the Node whose labels are copied, e.g. --node=$(NODE_NAME) from the downward API");
+      }
+      for (const { to } of options.labelFromNode ?? []) {
+        if (options.label !== undefined && Object.hasOwn(options.label, to)) {
+          command.error(`--label-from-node: the agent label "${to}" is given by --label too; give each label one way`);
+        }
+      }
       const logger = createLogger({ name: "agent", level: command.optsWithGlobals<{ logLevel?: string }>().logLevel });
       const runOptions = agentStartOptions(options, io, hostname());
-      if (options.kubernetes) {
-        const { connectKubernetes } = await importPart<KubernetesModule>(new URL("../../agent/executors/kubernetes/index.js", import.meta.url), "the Kubernetes executor");
-        const access = await connectKubernetes({ ...(options.kubernetesNamespace === undefined ? {} : { namespace: options.kubernetesNamespace }), env: io.env });
-        logger.info({ namespace: access.namespace, configuration: access.source }, "running spec.kubernetes jobs as Kubernetes Jobs");
-        runOptions.kubernetes = { access, ...(options.kubernetesOwner === undefined ? {} : { owner: options.kubernetesOwner }) };
+      if (options.kubernetes || options.labelFromNode !== undefined) {
+        const kubernetes = await importPart<KubernetesModule>(new URL("../../agent/executors/kubernetes/index.js", import.meta.url), "the Kubernetes executor");
+        const access = await kubernetes.connectKubernetes({ ...(options.kubernetesNamespace === undefined ? {} : { namespace: options.kubernetesNamespace }), env: io.env });
+        if (options.labelFromNode !== undefined) {
+          const copied = await kubernetes.readNodeLabels({ client: access.client, node: options.node!, copies: options.labelFromNode, logger });
+          logger.info({ node: options.node, labels: copied }, "labels copied from the agent's Node");
+          runOptions.labels = { ...runOptions.labels, ...copied };
+        }
+        if (options.kubernetes) {
+          logger.info({ namespace: access.namespace, configuration: access.source }, "running spec.kubernetes jobs as Kubernetes Jobs");
+          runOptions.kubernetes = { access, ...(options.kubernetesOwner === undefined ? {} : { owner: options.kubernetesOwner }) };
+        } else {
+          access.client.close();
+        }
       }
       const module = await importPart<AgentModule>(new URL("../../agent/index.js", import.meta.url), "the agent");
       // Loaded here rather than at the top: every other command would pay for OpenTelemetry's modules.
@@ -245,6 +277,12 @@ const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 /** `--kubernetes-namespace`: a DNS-1123 label. */
 function parseNamespace(value: string): string {
   if (!DNS_LABEL.test(value)) throw ShardlineError.invalid("--kubernetes-namespace", value, "a Kubernetes namespace: 1 to 63 lowercase letters, digits and '-'");
+  return value;
+}
+
+/** `--node`: a Node name, a DNS-1123 subdomain. */
+function parseNodeName(value: string): string {
+  if (!DNS_SUBDOMAIN.test(value)) throw ShardlineError.invalid("--node", value, "a Kubernetes Node name: 1 to 253 lowercase letters, digits, '-' and '.'");
   return value;
 }
 

@@ -43,6 +43,24 @@ export function parseLabel(value: string, previous: Record<string, string> = {})
   return { ...previous, [key]: labelValue };
 }
 
+/** One label copied from the agent's Node: `from` on the Node, `to` on the agent. */
+export interface NodeLabelFlag {
+  from: string;
+  to: string;
+}
+
+const LABEL_FROM_NODE_ALLOWED =
+  "NODE_LABEL or NODE_LABEL=AGENT_LABEL, label keys such as topology.kubernetes.io/zone or topology.kubernetes.io/zone=zone, each agent label once";
+
+/** One `--label-from-node NODE_LABEL[=AGENT_LABEL]`, added to the ones gathered from earlier flags. */
+export function parseLabelFromNode(value: string, previous: NodeLabelFlag[] = []): NodeLabelFlag[] {
+  const [from = "", to = from, ...rest] = value.split("=");
+  if (rest.length > 0 || !LABEL_KEY.test(from) || !LABEL_KEY.test(to) || previous.some((copy) => copy.to === to)) {
+    throw ShardlineError.invalid("--label-from-node", value, LABEL_FROM_NODE_ALLOWED);
+  }
+  return [...previous, { from, to }];
+}
+
 /** One `--allow-script COMMAND`, added to the commands gathered from earlier ones. */
 export function parseAllowScript(value: string, previous: string[] = []): string[] {
   if (value === "" || value.includes("\0")) {

@@ -109,6 +109,10 @@ export class FakeKubeApiServer {
   readonly requests: RecordedRequest[] = [];
   readonly #objects: Record<Resource, Map<string, KubeObject>> = { jobs: new Map(), pods: new Map() };
   readonly #logs = new Map<string, Map<string, string>>();
+  /** Nodes by name (cluster-scoped; only GET is served). */
+  readonly #nodes = new Map<string, KubeObject>();
+  /** Resources the token may not read or write: requests to them get 403 Forbidden. */
+  readonly #forbidden = new Set<string>();
   readonly #watchers = new Set<Watcher>();
   readonly #sockets = new Set<Socket>();
   #history: StoredEvent[] = [];
@@ -172,6 +176,20 @@ export class FakeKubeApiServer {
     ].join("\n");
     if (path !== undefined) await writeFile(path, text);
     return text;
+  }
+
+  /** Adds or replaces a Node with these labels. */
+  setNode(name: string, labels: Record<string, string>): void {
+    this.#nodes.set(name, {
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: { name, namespace: "", uid: randomUUID(), resourceVersion: String(++this.#rv), creationTimestamp: timestamp(), labels: { ...labels } },
+    });
+  }
+
+  /** From now on, requests for `resource` (e.g. "nodes") are answered 403, as RBAC would. */
+  forbid(resource: string): void {
+    this.#forbidden.add(resource);
   }
 
   /** A stored Job, or undefined. */
@@ -378,6 +396,18 @@ export class FakeKubeApiServer {
     this.requests.push({ method, path: url.pathname, query, ...(body === undefined ? {} : { body }) });
     if (request.headers.authorization !== `Bearer ${this.#token}`) return sendStatus(response, 401, "Unauthorized", "Unauthorized");
 
+    const node = /^\/api\/v1\/nodes\/([^/]+)$/.exec(url.pathname);
+    const resourceOf = node ? "nodes" : (matchRoute(url.pathname)?.resource ?? "");
+    if (this.#forbidden.has(resourceOf)) {
+      return sendStatus(response, 403, "Forbidden", `${resourceOf} is forbidden: User "system:serviceaccount:shardline:shardline-agent" cannot ${method.toLowerCase()} resource "${resourceOf}"`);
+    }
+    if (node) {
+      if (method !== "GET") return sendStatus(response, 405, "MethodNotAllowed", `${method} is not supported on nodes`);
+      const name = decodeURIComponent(node[1]!);
+      const stored = this.#nodes.get(name);
+      if (stored === undefined) return sendStatus(response, 404, "NotFound", `nodes "${name}" not found`);
+      return sendJson(response, 200, stored);
+    }
     const route = matchRoute(url.pathname);
     if (route === undefined) return sendStatus(response, 404, "NotFound", "the server could not find the requested resource");
     const { resource, namespace, name, log } = route;

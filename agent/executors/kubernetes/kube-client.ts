@@ -239,6 +239,7 @@ export const paths = {
   job: (namespace: string, name: string): string => `/apis/batch/v1/namespaces/${encodeURIComponent(namespace)}/jobs/${encodeURIComponent(name)}`,
   pods: (namespace: string): string => `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods`,
   podLog: (namespace: string, name: string): string => `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(name)}/log`,
+  node: (name: string): string => `/api/v1/nodes/${encodeURIComponent(name)}`,
 };
 
 async function readAll(response: IncomingMessage, request: KubeRequest): Promise<string> {
