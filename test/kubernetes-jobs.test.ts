@@ -64,6 +64,23 @@ describe("jobs with spec.kubernetes, through the shardline binary and a fake API
     expect(done.map((e) => e.result).sort()).toEqual(["exported 0", "exported 1"]);
   });
 
+  it("fails an execution whose pod cannot pull its image once spec.kubernetes.startTimeoutSeconds is over, with the reason", async () => {
+    await writeFile(join(dir, "stuck.yaml"), MANIFEST.replace("name: export", "name: stuck").replace("shards: 2", "shards: 1").replace("  kubernetes:\n", "  kubernetes:\n    startTimeoutSeconds: 1\n"));
+    expect((await shardline(["apply", "-f", join(dir, "stuck.yaml")], env)).code).toBe(0);
+    agent("k8s-1");
+    await waitFor("the agent to hold the shard", async () => ((await shardline(["get", "assignments", "-o", "json"], env)).stdout.includes("stuck") ? true : undefined));
+    expect((await shardline(["trigger", "stuck"], env)).code).toBe(0);
+    const [job] = await waitFor("the Kubernetes Job", async () => (fake.jobs(NS).length === 1 ? fake.jobs(NS) : undefined));
+    fake.startPod(NS, job!.metadata.name, { waiting: { reason: "ImagePullBackOff", message: 'Back-off pulling image "busybox:1.36"' } });
+
+    const [failed] = await waitFor("the execution to fail", async () => {
+      const list = JSON.parse((await shardline(["get", "executions", "--job", "stuck", "-o", "json"], env)).stdout) as Record<string, unknown>[];
+      return list.length === 1 && list[0]!.state === "failed" ? list : undefined;
+    });
+    expect(failed!.error).toContain("did not start within 1 s (spec.kubernetes.startTimeoutSeconds): ImagePullBackOff");
+    expect(fake.jobs(NS)).toEqual([]);
+  });
+
   it("an agent killed mid-execution takes its Jobs back when it comes back, and nothing runs twice", async () => {
     const first = agent("k8s-1");
     await waitFor("the agent to hold the shards", async () => ((await shardline(["get", "assignments", "-o", "json"], env)).stdout.includes("k8s-1") ? true : undefined));

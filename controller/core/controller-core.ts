@@ -1,6 +1,6 @@
 import { ShardlineError } from "../../shared/errors.js";
 import { specEquals } from "../../shared/manifest/index.js";
-import { type JobSpec, type KubernetesSpec, priorityOf, type StrategyName } from "../../shared/manifest/job-spec.js";
+import { DEFAULT_START_TIMEOUT_SECONDS, type JobSpec, type KubernetesSpec, priorityOf, type StrategyName } from "../../shared/manifest/job-spec.js";
 import { fireTimesBetween, nextFireAfter } from "../../shared/schedule.js";
 import type {
   ExecutionCause,
@@ -1750,7 +1750,9 @@ function kubernetesContext(kubernetes: KubernetesSpec): NonNullable<ExecutionCon
   let context = podTemplates.get(kubernetes);
   if (context === undefined) {
     const { template, backoffLimit, ttlSecondsAfterFinished, logContainer } = kubernetes;
-    context = { podTemplateJson: JSON.stringify(template), backoffLimit, ttlSecondsAfterFinished, logContainer };
+    // Specs stored before startTimeoutSeconds existed get its default.
+    const startTimeoutSeconds = kubernetes.startTimeoutSeconds ?? DEFAULT_START_TIMEOUT_SECONDS;
+    context = { podTemplateJson: JSON.stringify(template), backoffLimit, ttlSecondsAfterFinished, logContainer, startTimeoutSeconds };
     podTemplates.set(kubernetes, context);
   }
   return context;

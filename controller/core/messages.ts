@@ -59,7 +59,7 @@ export interface ExecutionContext {
   /** The request to make, for a job with spec.http. */
   http?: { method: string; url: string; headers: Record<string, string>; body: string; connectTimeoutMs: number; readTimeoutMs: number };
   /** The Job to create, for a job with spec.kubernetes (its pod template as JSON). */
-  kubernetes?: { podTemplateJson: string; backoffLimit: number; ttlSecondsAfterFinished: number; logContainer: string };
+  kubernetes?: { podTemplateJson: string; backoffLimit: number; ttlSecondsAfterFinished: number; logContainer: string; startTimeoutSeconds: number };
 }
 
 /** A message the core asks the shell to send on one agent's stream. */

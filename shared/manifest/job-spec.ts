@@ -85,7 +85,16 @@ export interface KubernetesSpec {
   ttlSecondsAfterFinished: number;
   /** The container whose log tail is the execution's result (or its error's tail); default the first container. */
   logContainer: string;
+  /**
+   * How long the Job's pod may take to start a container (scheduling, image pull) before the
+   * execution fails with the reason, 0 (no limit) .. 86400, default DEFAULT_START_TIMEOUT_SECONDS.
+   * Absent in specs stored before it existed: read it as the default.
+   */
+  startTimeoutSeconds?: number;
 }
+
+/** spec.kubernetes.startTimeoutSeconds when none is given: long enough for a cluster autoscaler to add a node. */
+export const DEFAULT_START_TIMEOUT_SECONDS = 600;
 
 /** spec.onFailure: what to do when an execution fails, times out or is lost. */
 export interface FailureSpec {

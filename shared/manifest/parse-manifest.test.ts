@@ -179,6 +179,7 @@ describe("parseManifest", () => {
       backoffLimit: 0,
       ttlSecondsAfterFinished: 3600,
       logContainer: "rollup",
+      startTimeoutSeconds: 600,
     });
     expect("script" in spec || "http" in spec).toBe(false);
   });
@@ -201,6 +202,7 @@ describe("parseManifest", () => {
       backoffLimit: 100,
       ttlSecondsAfterFinished: 0,
       logContainer: "rollup",
+      startTimeoutSeconds: 0,
     };
     expect(parseManifest(withSpec({ handler: undefined, kubernetes })).spec.kubernetes).toEqual(kubernetes);
   });
@@ -340,6 +342,7 @@ describe("parseManifest", () => {
     ["a log container that is not in the pod", withSpec({ handler: undefined, kubernetes: { template: pod(), logContainer: "sidecar" } }), "spec.kubernetes.logContainer", "one of the template's containers: main"],
     ["a backoff limit over 100", withSpec({ handler: undefined, kubernetes: { template: pod(), backoffLimit: 101 } }), "spec.kubernetes.backoffLimit", "an integer from 0 to 100"],
     ["a negative TTL", withSpec({ handler: undefined, kubernetes: { template: pod(), ttlSecondsAfterFinished: -1 } }), "spec.kubernetes.ttlSecondsAfterFinished", "an integer from 0 to 2592000"],
+    ["a start timeout over a day", withSpec({ handler: undefined, kubernetes: { template: pod(), startTimeoutSeconds: 86_401 } }), "spec.kubernetes.startTimeoutSeconds", "an integer from 0 to 86400"],
     ["a pod template over 32 KiB", withSpec({ handler: undefined, kubernetes: { template: { spec: { containers: [{ name: "main", image: "x", args: [long(40_000)] }] } } } }), "spec.kubernetes.template", "at most 32768 bytes"],
     ["no handler", withSpec({ handler: undefined }), "spec.handler", "a handler name of 1 to 128"],
     ["no executor at all", withSpec({ handler: undefined }), "spec.handler", "exactly one of spec.handler (a handler name"],

@@ -2,6 +2,7 @@ import { parseAllDocuments } from "yaml";
 import { ShardlineError } from "../errors.js";
 import { validateSchedule, validateTimeZone } from "../schedule.js";
 import {
+  DEFAULT_START_TIMEOUT_SECONDS,
   FAILOVER_MODES,
   HTTP_METHODS,
   KUBERNETES_RESTART_POLICIES,
@@ -67,7 +68,7 @@ const FIELDS = {
   ],
   script: ["command", "args", "env", "killGraceSeconds"],
   http: ["method", "url", "headers", "body", "connectTimeoutSeconds", "readTimeoutSeconds"],
-  kubernetes: ["template", "backoffLimit", "ttlSecondsAfterFinished", "logContainer"],
+  kubernetes: ["template", "backoffLimit", "ttlSecondsAfterFinished", "logContainer", "startTimeoutSeconds"],
   podTemplate: ["metadata", "spec"],
   podMetadata: ["labels", "annotations"],
   onFailure: ["webhook"],
@@ -367,6 +368,7 @@ function kubernetesSpec(value: unknown): KubernetesSpec {
     backoffLimit: integer(kubernetes.backoffLimit, "spec.kubernetes.backoffLimit", 0, 100) ?? 0,
     ttlSecondsAfterFinished: integer(kubernetes.ttlSecondsAfterFinished, "spec.kubernetes.ttlSecondsAfterFinished", 0, 2_592_000) ?? 3600,
     logContainer,
+    startTimeoutSeconds: integer(kubernetes.startTimeoutSeconds, "spec.kubernetes.startTimeoutSeconds", 0, 86_400) ?? DEFAULT_START_TIMEOUT_SECONDS,
   };
 }
 

@@ -246,8 +246,12 @@ export class FakeKubeApiServer {
     for (const watcher of [...this.#watchers]) this.#closeWatcher(watcher);
   }
 
-  /** Starts a pod for the Job (as its controller would) and marks the Job active. Returns the pod's name. */
-  startPod(namespace: string, jobName: string): string {
+  /**
+   * Starts a pod for the Job (as its controller would) and marks the Job active. Returns the
+   * pod's name. By default its containers run; `waiting` leaves them Pending with that reason
+   * (ImagePullBackOff, InvalidImageName...), `unschedulable` leaves the pod unscheduled.
+   */
+  startPod(namespace: string, jobName: string, options: { waiting?: { reason: string; message?: string }; unschedulable?: string } = {}): string {
     const job = this.#objects.jobs.get(`${namespace}/${jobName}`);
     if (job === undefined) throw new Error(`fake: no Job ${namespace}/${jobName}`);
     const template = (job.spec?.template ?? {}) as { metadata?: { labels?: Record<string, string>; annotations?: Record<string, string> }; spec?: Record<string, unknown> };
@@ -268,17 +272,20 @@ export class FakeKubeApiServer {
         ownerReferences: [{ apiVersion: "batch/v1", kind: "Job", name: jobName, uid: job.metadata.uid, controller: true, blockOwnerDeletion: true }],
       },
       spec: clone(template.spec ?? {}),
-      status: {
-        phase: "Running",
-        startTime: now,
-        containerStatuses: containers.map((container) => ({ name: container, ready: true, restartCount: 0, state: { running: { startedAt: now } } })),
-      },
+      status: podStatus(containers, now, options),
     };
     this.#write("pods", pod, "ADDED");
     const status: Record<string, unknown> = { ...job.status, active: ((job.status?.active as number | undefined) ?? 0) + 1 };
     status.startTime ??= now;
     this.#write("jobs", { ...job, status }, "MODIFIED");
     return name;
+  }
+
+  /** Lets a pod started Pending (startPod's waiting or unschedulable) run its containers. */
+  runPod(namespace: string, pod: string): void {
+    const stored = this.#objects.pods.get(`${namespace}/${pod}`);
+    if (stored === undefined) throw new Error(`fake: no pod ${namespace}/${pod}`);
+    this.#write("pods", { ...stored, status: podStatus(containerNames(stored), timestamp(), {}) }, "MODIFIED");
   }
 
   /** Appends to a container's log (the first container's when none is named). */
@@ -743,6 +750,18 @@ async function readBody(request: IncomingMessage): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of request) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks).toString();
+}
+
+/** A new pod's status: Running, or Pending on an image, its configuration or scheduling. */
+function podStatus(containers: string[], now: string, options: { waiting?: { reason: string; message?: string }; unschedulable?: string }): Record<string, unknown> {
+  if (options.unschedulable !== undefined) {
+    return { phase: "Pending", conditions: [{ type: "PodScheduled", status: "False", reason: "Unschedulable", message: options.unschedulable }] };
+  }
+  if (options.waiting !== undefined) {
+    const waiting = { reason: options.waiting.reason, ...(options.waiting.message === undefined ? {} : { message: options.waiting.message }) };
+    return { phase: "Pending", startTime: now, containerStatuses: containers.map((name) => ({ name, ready: false, restartCount: 0, state: { waiting } })) };
+  }
+  return { phase: "Running", startTime: now, containerStatuses: containers.map((name) => ({ name, ready: true, restartCount: 0, state: { running: { startedAt: now } } })) };
 }
 
 function timestamp(): string {

@@ -17,6 +17,8 @@ export interface KubernetesRunConfig {
   ttlSecondsAfterFinished: number;
   /** The container whose log tail is reported; "" for the first. */
   logContainer: string;
+  /** How long the Job's pod may take to start a container before the execution fails; 0 (or absent) for no limit. */
+  startTimeoutSeconds?: number;
 }
 
 /** The pod that owns the Jobs an agent creates, so that they go when it goes. */

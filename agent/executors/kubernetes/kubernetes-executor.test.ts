@@ -446,3 +446,66 @@ describe("connectKubernetes", () => {
     }
   });
 });
+
+describe("KubernetesExecutor, when the Job's pod does not start", () => {
+  const withStartTimeout = (seconds: number) => () => ({ ...CONFIG, startTimeoutSeconds: seconds });
+
+  it.each([
+    ["pulling its image", { waiting: { reason: "ImagePullBackOff", message: 'Back-off pulling image "busybox:nope"' } }, 'ImagePullBackOff: Back-off pulling image "busybox:nope"'],
+    ["missing a Secret", { waiting: { reason: "CreateContainerConfigError", message: 'secret "db" not found' } }, 'CreateContainerConfigError: secret "db" not found'],
+    ["unschedulable", { unschedulable: "0/3 nodes are available: 3 Insufficient memory." }, "Unschedulable: 0/3 nodes are available: 3 Insufficient memory."],
+  ])("fails an execution whose pod is still %s after startTimeoutSeconds, saying why, and deletes the Job", async (_what, pod, why) => {
+    const { executor, terminal } = agent("node-a", { configOf: withStartTimeout(1), startCheckMs: 50 });
+    const ctx = context(1);
+    const { name } = await started(executor, ctx);
+    fake.startPod(NS, name, pod);
+
+    const end = await terminal(ctx.executionId);
+
+    expect(end.state).toBe(ExecutionState.FAILED);
+    expect(end.error).toContain(`the Job's pod did not start within 1 s (spec.kubernetes.startTimeoutSeconds): ${why}`);
+    expect(end.error).toContain(`the Job ${name} and its pods were deleted`);
+    expect(fake.job(NS, name)).toBeUndefined();
+  });
+
+  it("fails at once when the image name can never be pulled", async () => {
+    const { executor, terminal } = agent("node-a", { configOf: withStartTimeout(3600), startCheckMs: 50 });
+    const ctx = context(2);
+    const { name } = await started(executor, ctx);
+    fake.startPod(NS, name, { waiting: { reason: "InvalidImageName", message: 'couldn\'t parse image name "Busybox"' } });
+
+    const end = await terminal(ctx.executionId);
+
+    expect(end.state).toBe(ExecutionState.FAILED);
+    expect(end.error).toContain(`the Job's pod can never start: InvalidImageName: couldn't parse image name "Busybox" (pod ${fake.podsOf(NS, name)[0]?.metadata.name ?? ""}`);
+  });
+
+  it("lets a pod that was pulling its image and then starts run to its end", async () => {
+    const { executor, terminal } = agent("node-a", { configOf: withStartTimeout(60), startCheckMs: 50 });
+    const ctx = context(4);
+    const { name } = await started(executor, ctx);
+    const pod = fake.startPod(NS, name, { waiting: { reason: "ErrImagePull", message: "registry unavailable" } });
+    const podLists = () => fake.requests.filter((r) => r.path === `/api/v1/namespaces/${NS}/pods` && r.query.labelSelector?.includes(name)).length;
+    const seen = podLists();
+    await until(() => podLists() > seen, "another look at the pod");
+
+    fake.runPod(NS, pod);
+    fake.succeed(NS, name, { log: "done\n" });
+
+    const end = await terminal(ctx.executionId);
+    expect(end.state).toBe(ExecutionState.SUCCEEDED);
+    expect(end.result).toBe("done");
+  });
+
+  it("with startTimeoutSeconds 0 leaves a stuck pod to the execution's timeout", async () => {
+    const { executor, terminal } = agent("node-a", { configOf: withStartTimeout(0), startCheckMs: 50 });
+    const ctx = context(5, { timeoutMs: 1_500 });
+    const { name } = await started(executor, ctx);
+    fake.startPod(NS, name, { waiting: { reason: "ImagePullBackOff", message: "Back-off" } });
+
+    const end = await terminal(ctx.executionId);
+
+    expect(end.state).toBe(ExecutionState.TIMED_OUT);
+    expect(end.error).toContain("timed out after 1500 ms");
+  });
+});

@@ -10,6 +10,7 @@ import { buildJob, containerSummary, jobNameFor, jobOutcome, unreportedSelector,
 import { ANNOTATIONS, LABELS } from "./job-names.js";
 import { JobWatch } from "./job-watch.js";
 import { KubeApiError, paths, type KubeClient, type KubeList, type KubeObject } from "./kube-client.js";
+import { podStart } from "./pod-start.js";
 
 /** What a KubernetesExecutor needs from the agent. */
 export interface KubernetesExecutorOptions extends ReportOptions {
@@ -36,6 +37,8 @@ export interface KubernetesExecutorOptions extends ReportOptions {
   watchSeconds?: { min: number; max: number };
   /** A number in [0, 1) for jitter. Default Math.random. */
   random?: () => number;
+  /** How often the pods of a Job not started yet are looked at (see startTimeoutSeconds). Default 5 s. */
+  startCheckMs?: number;
 }
 
 /**
@@ -56,7 +59,10 @@ const LOG_TAIL_LINES = 200;
  * environment (the SHARDLINE_* variables a script gets, and TRACEPARENT). The run reports RUNNING
  * once the Job exists, then follows it through one shared watch of the agent's Jobs: a Complete
  * Job is SUCCEEDED with the tail of its pod's log as the result; a Failed one is FAILED with the
- * Job's reason, the container's exit and the log tail. A timeout, cancel, fence or drain deletes
+ * Job's reason, the container's exit and the log tail. A pod that cannot start (an image that
+ * cannot be pulled, a missing Secret, no node for it) fails the run after the config's
+ * startTimeoutSeconds, with the reason, or at once when it never could (InvalidImageName).
+ * A timeout, cancel, fence or drain deletes
  * the Job with Foreground propagation and reports once it and its pods are gone (at most
  * stopWaitMs later), as a script's stop waits for its processes. A create answered 409 (the Job
  * already exists: the same execution dispatched again, or an agent restarted) adopts the Job
@@ -136,9 +142,12 @@ export class KubernetesExecutor implements Executor {
   }
 }
 
+/** A run ends by deleting its Job when aborted, or when its pod cannot start (FAILED). */
+type EndState = AbortState | ExecutionState.FAILED;
+
 /** A stop under way: the state it will be reported with, and why. */
 interface Stopping {
-  state: AbortState;
+  state: EndState;
   reason: string;
   /** The log tail read when the stop began, while the pods still exist. */
   tail: Promise<string>;
@@ -154,6 +163,8 @@ class KubernetesRun implements ExecutionRun {
   readonly #backoff: Backoff;
   readonly #name: string;
   #started = false;
+  /** How long the Job's pod may take to start a container; 0 for no limit. */
+  #startTimeoutMs = 0;
   /** The Job exists and is this execution's: created, or adopted. */
   #adopted: KubeObject | undefined;
   /** The outcome is known and its report is being put together: a stop no longer changes it. */
@@ -161,6 +172,8 @@ class KubernetesRun implements ExecutionRun {
   #stopping: Stopping | undefined;
   #unfollow: (() => void) | undefined;
   #timeoutTimer: NodeJS.Timeout | undefined;
+  /** The next look at the pods of a Job not started yet. */
+  #startTimer: NodeJS.Timeout | undefined;
   /** Wakes a retry wait, so a stop need not wait for it. */
   #wake: (() => void) | undefined;
 
@@ -191,8 +204,9 @@ class KubernetesRun implements ExecutionRun {
     const recovered = this.#recovered.get(this.context.executionId);
     this.#recovered.delete(this.context.executionId);
     let job: KubeObject | undefined;
+    const config = this.#options.configOf(this.context);
+    this.#startTimeoutMs = (config?.startTimeoutSeconds ?? 0) * 1000;
     if (recovered === undefined) {
-      const config = this.#options.configOf(this.context);
       if (config === undefined) {
         this.#finish(ExecutionState.FAILED, { error: "the execution names no Kubernetes pod template (spec.kubernetes)" });
         return;
@@ -280,6 +294,38 @@ class KubernetesRun implements ExecutionRun {
     // The watch may have seen a later state of it before this answer arrived.
     const latest = this.#watch.get(this.#name);
     this.#observe(latest !== undefined && latest.metadata.uid === job.metadata.uid ? latest : job);
+    // An adopted Job's pod has had since the Job's creation to start, as with the timeout.
+    void this.#checkStart(since === undefined || Number.isNaN(since) ? Date.now() : since, "");
+  }
+
+  /**
+   * Looks at the Job's pods until a container starts: an image that can never be pulled fails
+   * the execution at once, and a pod still not started startTimeoutSeconds after the Job was
+   * made (ImagePullBackOff, a missing Secret, unschedulable) fails it with the reason, deleting
+   * the Job as a timeout does. Kubernetes itself would leave such a pod Pending for ever.
+   */
+  async #checkStart(since: number, reported: string): Promise<void> {
+    if (this.#reports.finished || this.#stopping || this.#concluding) return;
+    const { client, namespace, startCheckMs = 5_000 } = this.#options;
+    let why = reported;
+    try {
+      const pods = await client.json<KubeList>({ method: "GET", path: paths.pods(namespace), query: { labelSelector: `${LABELS.execution}=${this.#name}` } });
+      if (this.#reports.finished || this.#stopping || this.#concluding) return;
+      const start = podStart(pods.items);
+      if (start.kind === "started") return;
+      if (start.kind === "hopeless") return this.#abort(ExecutionState.FAILED, `the Job's pod can never start: ${start.why}`);
+      if (start.why !== "" && start.why !== why) this.#log.warn({ why: start.why }, "the Kubernetes Job's pod is not starting");
+      why = start.why || why;
+      if (this.#startTimeoutMs > 0 && Date.now() - since >= this.#startTimeoutMs) {
+        const seconds = Math.round(this.#startTimeoutMs / 1000);
+        return this.#abort(ExecutionState.FAILED, `the Job's pod did not start within ${seconds} s (spec.kubernetes.startTimeoutSeconds): ${why || "it stayed Pending"}`);
+      }
+    } catch (error) {
+      if (!(error instanceof KubeApiError)) throw error;
+      this.#log.warn({ err: error }, "could not list the Job's pods to see whether it started; looking again later");
+    }
+    const untilLimit = this.#startTimeoutMs > 0 ? Math.max(0, since + this.#startTimeoutMs - Date.now()) : startCheckMs;
+    this.#startTimer = setTimeout(() => void this.#checkStart(since, why), Math.min(startCheckMs, untilLimit));
   }
 
   /** A state of the Job, or undefined once it is gone. */
@@ -304,6 +350,7 @@ class KubernetesRun implements ExecutionRun {
   async #conclude(job: KubeObject, outcome: JobOutcome): Promise<void> {
     this.#concluding = true;
     clearTimeout(this.#timeoutTimer);
+    clearTimeout(this.#startTimer);
     const container = job.metadata.annotations?.[ANNOTATIONS.logContainer] ?? "";
     const pod = await this.#pod(outcome.state === "succeeded" ? "Succeeded" : "Failed").catch((error: unknown) => {
       this.#log.warn({ err: error }, "could not list the Job's pods for its log");
@@ -323,9 +370,10 @@ class KubernetesRun implements ExecutionRun {
   }
 
   /** Starts stopping; the report waits until the Job is gone. The first stop wins; an outcome already known wins over it. */
-  #abort(state: AbortState, reason: string): void {
+  #abort(state: EndState, reason: string): void {
     if (this.#reports.finished || this.#stopping || this.#concluding) return;
     clearTimeout(this.#timeoutTimer);
+    clearTimeout(this.#startTimer);
     const recovered = !this.#started && this.#recovered.has(this.context.executionId);
     if (!this.#started && !recovered) {
       // Never started: there is no Job.
@@ -456,6 +504,7 @@ class KubernetesRun implements ExecutionRun {
 
   #finish(state: ExecutionState, fields: { error?: string; result?: string }): void {
     clearTimeout(this.#timeoutTimer);
+    clearTimeout(this.#startTimer);
     clearTimeout(this.#stopping?.deadline);
     this.#unfollow?.();
     this.#unfollow = undefined;

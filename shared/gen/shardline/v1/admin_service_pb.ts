@@ -24,14 +24,15 @@ export const file_shardline_v1_admin_service: GenFile = /*@__PURE__*/
  */
 export type CancelExecutionRequest = Message<"shardline.v1.CancelExecutionRequest"> & {
   /**
-   * The execution's id.
+   * The execution's id (Execution.id).
    *
    * @generated from field: string id = 1;
    */
   id: string;
 
   /**
-   * Why, recorded in the execution's error; empty means "cancelled by an operator".
+   * Why, recorded in the execution's error (the first 1024 characters); empty means "cancelled
+   * by an operator".
    *
    * @generated from field: string reason = 2;
    */
@@ -53,7 +54,8 @@ export const CancelExecutionRequestSchema: GenMessage<CancelExecutionRequest> = 
 export type CancelExecutionResponse = Message<"shardline.v1.CancelExecutionResponse"> & {
   /**
    * The execution's state after the request: CANCELLED when it was pending, RUNNING (or
-   * PENDING, dispatched) while its agent is aborting it.
+   * PENDING, dispatched and waiting for its fire instant) while its agent is aborting it; watch
+   * GetExecution or the "execution.finished" event for the final state.
    *
    * @generated from field: shardline.v1.ExecutionState state = 1;
    */
@@ -81,7 +83,7 @@ export type DisableShardRequest = Message<"shardline.v1.DisableShardRequest"> & 
   job: string;
 
   /**
-   * The shard.
+   * The shard's number, from 0 to the job's shard count minus 1.
    *
    * @generated from field: uint32 shard = 2;
    */
@@ -96,7 +98,7 @@ export const DisableShardRequestSchema: GenMessage<DisableShardRequest> = /*@__P
   messageDesc(file_shardline_v1_admin_service, 2);
 
 /**
- * The shard is disabled.
+ * The shard is disabled. No fields: success is the OK status.
  *
  * @generated from message shardline.v1.DisableShardResponse
  */
@@ -124,7 +126,7 @@ export type EnableShardRequest = Message<"shardline.v1.EnableShardRequest"> & {
   job: string;
 
   /**
-   * The shard.
+   * The shard's number, from 0 to the job's shard count minus 1.
    *
    * @generated from field: uint32 shard = 2;
    */
@@ -139,7 +141,7 @@ export const EnableShardRequestSchema: GenMessage<EnableShardRequest> = /*@__PUR
   messageDesc(file_shardline_v1_admin_service, 4);
 
 /**
- * The shard is enabled.
+ * The shard is enabled. No fields: success is the OK status.
  *
  * @generated from message shardline.v1.EnableShardResponse
  */
@@ -160,7 +162,9 @@ export const EnableShardResponseSchema: GenMessage<EnableShardResponse> = /*@__P
  */
 export type ApplyJobRequest = Message<"shardline.v1.ApplyJobRequest"> & {
   /**
-   * One ShardedJob manifest, YAML or JSON.
+   * One ShardedJob manifest, YAML or JSON, of at most 256 KiB. Every field is validated: a bad
+   * one is INVALID_ARGUMENT naming it (for example spec.shards) and what is allowed, and
+   * nothing is changed.
    *
    * @generated from field: string manifest = 1;
    */
@@ -188,7 +192,8 @@ export type ApplyJobResponse = Message<"shardline.v1.ApplyJobResponse"> & {
   job?: Job | undefined;
 
   /**
-   * True when the job was created or changed; false when the manifest matched what was stored.
+   * True when the job was created or its spec changed; false when the spec matched what was
+   * stored (nothing was written).
    *
    * @generated from field: bool changed = 2;
    */
@@ -230,7 +235,7 @@ export const GetJobRequestSchema: GenMessage<GetJobRequest> = /*@__PURE__*/
  */
 export type GetJobResponse = Message<"shardline.v1.GetJobResponse"> & {
   /**
-   * The job.
+   * The job; always set.
    *
    * @generated from field: shardline.v1.Job job = 1;
    */
@@ -245,7 +250,7 @@ export const GetJobResponseSchema: GenMessage<GetJobResponse> = /*@__PURE__*/
   messageDesc(file_shardline_v1_admin_service, 9);
 
 /**
- * Asks for every job.
+ * Asks for every job. No fields.
  *
  * @generated from message shardline.v1.ListJobsRequest
  */
@@ -266,7 +271,7 @@ export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
  */
 export type ListJobsResponse = Message<"shardline.v1.ListJobsResponse"> & {
   /**
-   * Sorted by name.
+   * Sorted by name; empty when there are none.
    *
    * @generated from field: repeated shardline.v1.Job jobs = 1;
    */
@@ -302,7 +307,7 @@ export const DeleteJobRequestSchema: GenMessage<DeleteJobRequest> = /*@__PURE__*
   messageDesc(file_shardline_v1_admin_service, 12);
 
 /**
- * The job was deleted.
+ * The job was deleted. No fields: success is the OK status.
  *
  * @generated from message shardline.v1.DeleteJobResponse
  */
@@ -330,14 +335,15 @@ export type TriggerJobRequest = Message<"shardline.v1.TriggerJobRequest"> & {
   name: string;
 
   /**
-   * Shards to run; empty means every shard.
+   * Shard numbers to run (duplicates count once); empty means every shard that is not disabled.
    *
    * @generated from field: repeated uint32 shards = 2;
    */
   shards: number[];
 
   /**
-   * Replaces the job's parameter for this fire; empty keeps the job's.
+   * Replaces the job's spec.parameter for this fire (every shard and attempt of it); empty keeps
+   * the job's.
    *
    * @generated from field: string parameter = 3;
    */
@@ -358,14 +364,16 @@ export const TriggerJobRequestSchema: GenMessage<TriggerJobRequest> = /*@__PURE_
  */
 export type TriggerJobResponse = Message<"shardline.v1.TriggerJobResponse"> & {
   /**
-   * The fire's instant, in Unix milliseconds.
+   * The fire's instant, in Unix milliseconds: now, or just after the job's latest fire so that
+   * no two fires of a job share an instant (and so an execution id).
    *
    * @generated from field: int64 fire_time_unix_ms = 1;
    */
   fireTimeUnixMs: bigint;
 
   /**
-   * The executions created, one per shard.
+   * The ids of the executions created, one per shard fired: in the order of the request's
+   * `shards`, or in shard order when it was empty.
    *
    * @generated from field: repeated string execution_ids = 2;
    */
@@ -401,7 +409,7 @@ export const PauseJobRequestSchema: GenMessage<PauseJobRequest> = /*@__PURE__*/
   messageDesc(file_shardline_v1_admin_service, 16);
 
 /**
- * The job is paused.
+ * The job is paused. No fields: success is the OK status.
  *
  * @generated from message shardline.v1.PauseJobResponse
  */
@@ -437,7 +445,7 @@ export const ResumeJobRequestSchema: GenMessage<ResumeJobRequest> = /*@__PURE__*
   messageDesc(file_shardline_v1_admin_service, 18);
 
 /**
- * The job is resumed.
+ * The job is resumed. No fields: success is the OK status.
  *
  * @generated from message shardline.v1.ResumeJobResponse
  */
@@ -452,7 +460,7 @@ export const ResumeJobResponseSchema: GenMessage<ResumeJobResponse> = /*@__PURE_
   messageDesc(file_shardline_v1_admin_service, 19);
 
 /**
- * Asks for every agent.
+ * Asks for every agent. No fields.
  *
  * @generated from message shardline.v1.ListAgentsRequest
  */
@@ -473,7 +481,7 @@ export const ListAgentsRequestSchema: GenMessage<ListAgentsRequest> = /*@__PURE_
  */
 export type ListAgentsResponse = Message<"shardline.v1.ListAgentsResponse"> & {
   /**
-   * Sorted by id.
+   * Sorted by id; empty when none is known.
    *
    * @generated from field: repeated shardline.v1.Agent agents = 1;
    */
@@ -494,7 +502,7 @@ export const ListAgentsResponseSchema: GenMessage<ListAgentsResponse> = /*@__PUR
  */
 export type DrainAgentRequest = Message<"shardline.v1.DrainAgentRequest"> & {
   /**
-   * The agent's id.
+   * The agent's id (Agent.id).
    *
    * @generated from field: string id = 1;
    */
@@ -509,7 +517,7 @@ export const DrainAgentRequestSchema: GenMessage<DrainAgentRequest> = /*@__PURE_
   messageDesc(file_shardline_v1_admin_service, 22);
 
 /**
- * The agent is draining.
+ * The agent is draining. No fields: success is the OK status.
  *
  * @generated from message shardline.v1.DrainAgentResponse
  */
@@ -530,7 +538,7 @@ export const DrainAgentResponseSchema: GenMessage<DrainAgentResponse> = /*@__PUR
  */
 export type UncordonAgentRequest = Message<"shardline.v1.UncordonAgentRequest"> & {
   /**
-   * The agent's id.
+   * The agent's id (Agent.id).
    *
    * @generated from field: string id = 1;
    */
@@ -545,7 +553,7 @@ export const UncordonAgentRequestSchema: GenMessage<UncordonAgentRequest> = /*@_
   messageDesc(file_shardline_v1_admin_service, 24);
 
 /**
- * The agent may receive shards again.
+ * The agent may receive shards again. No fields: success is the OK status.
  *
  * @generated from message shardline.v1.UncordonAgentResponse
  */
@@ -566,7 +574,7 @@ export const UncordonAgentResponseSchema: GenMessage<UncordonAgentResponse> = /*
  */
 export type ListAssignmentsRequest = Message<"shardline.v1.ListAssignmentsRequest"> & {
   /**
-   * Only this job's; empty means all.
+   * Only this job's; empty means all. An unknown job gives an empty list, not NOT_FOUND.
    *
    * @generated from field: string job = 1;
    */
@@ -587,14 +595,14 @@ export const ListAssignmentsRequestSchema: GenMessage<ListAssignmentsRequest> = 
  */
 export type ShardAssignment = Message<"shardline.v1.ShardAssignment"> & {
   /**
-   * The job.
+   * The job's name.
    *
    * @generated from field: string job = 1;
    */
   job: string;
 
   /**
-   * The shard.
+   * The shard's number.
    *
    * @generated from field: uint32 shard = 2;
    */
@@ -608,21 +616,21 @@ export type ShardAssignment = Message<"shardline.v1.ShardAssignment"> & {
   agent: string;
 
   /**
-   * The controller term of the assignment.
+   * The controller term of the assignment (Assignment.term).
    *
    * @generated from field: uint64 term = 4;
    */
   term: bigint;
 
   /**
-   * The assignment's generation within the term.
+   * The assignment's generation within the term (Assignment.generation).
    *
    * @generated from field: uint64 generation = 5;
    */
   generation: bigint;
 
   /**
-   * True while the shard is being handed back by its owner.
+   * True while the shard is being handed back by its owner (revoked, not yet released).
    *
    * @generated from field: bool revoking = 6;
    */
@@ -658,7 +666,7 @@ export const ListAssignmentsResponseSchema: GenMessage<ListAssignmentsResponse> 
   messageDesc(file_shardline_v1_admin_service, 28);
 
 /**
- * Asks for executions.
+ * Asks for executions. Filters combine with AND; unset filters match everything.
  *
  * @generated from message shardline.v1.ListExecutionsRequest
  */
@@ -671,14 +679,15 @@ export type ListExecutionsRequest = Message<"shardline.v1.ListExecutionsRequest"
   job: string;
 
   /**
-   * At most this many, newest first; 0 means 100. At most 10,000.
+   * At most this many, newest fire first; 0 means 100. At most 10,000 (more is
+   * INVALID_ARGUMENT).
    *
    * @generated from field: uint32 limit = 2;
    */
   limit: number;
 
   /**
-   * Only executions on this agent; empty means any.
+   * Only executions dispatched to this agent; empty means any.
    *
    * @generated from field: string agent = 3;
    */
@@ -692,7 +701,7 @@ export type ListExecutionsRequest = Message<"shardline.v1.ListExecutionsRequest"
   state: ExecutionState;
 
   /**
-   * Only this shard's; unset means any.
+   * Only this shard's; unset means any (set it to 0 for shard 0).
    *
    * @generated from field: optional uint32 shard = 5;
    */
@@ -706,7 +715,7 @@ export type ListExecutionsRequest = Message<"shardline.v1.ListExecutionsRequest"
   sinceUnixMs: bigint;
 
   /**
-   * Only fires before this instant, in Unix milliseconds; 0 means no upper bound.
+   * Only fires before this instant (exclusive), in Unix milliseconds; 0 means no upper bound.
    *
    * @generated from field: int64 until_unix_ms = 7;
    */
@@ -727,7 +736,7 @@ export const ListExecutionsRequestSchema: GenMessage<ListExecutionsRequest> = /*
  */
 export type ListExecutionsResponse = Message<"shardline.v1.ListExecutionsResponse"> & {
   /**
-   * The executions found.
+   * The executions found; empty when none matched.
    *
    * @generated from field: repeated shardline.v1.Execution executions = 1;
    */
@@ -748,7 +757,7 @@ export const ListExecutionsResponseSchema: GenMessage<ListExecutionsResponse> = 
  */
 export type GetExecutionRequest = Message<"shardline.v1.GetExecutionRequest"> & {
   /**
-   * The execution's id.
+   * The execution's id (Execution.id).
    *
    * @generated from field: string id = 1;
    */
@@ -769,7 +778,7 @@ export const GetExecutionRequestSchema: GenMessage<GetExecutionRequest> = /*@__P
  */
 export type GetExecutionResponse = Message<"shardline.v1.GetExecutionResponse"> & {
   /**
-   * The execution.
+   * The execution; always set.
    *
    * @generated from field: shardline.v1.Execution execution = 1;
    */
@@ -790,7 +799,8 @@ export const GetExecutionResponseSchema: GenMessage<GetExecutionResponse> = /*@_
  */
 export type WatchEventsRequest = Message<"shardline.v1.WatchEventsRequest"> & {
   /**
-   * Only events of this job; empty means all.
+   * Only events of this job; empty means all (including events about no job, such as agents
+   * joining).
    *
    * @generated from field: string job = 1;
    */
@@ -811,49 +821,51 @@ export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PUR
  */
 export type WatchEventsResponse = Message<"shardline.v1.WatchEventsResponse"> & {
   /**
-   * When it happened, in Unix milliseconds.
+   * When it happened, in Unix milliseconds on the controller's clock.
    *
    * @generated from field: int64 time_unix_ms = 1;
    */
   timeUnixMs: bigint;
 
   /**
-   * What happened, for example "agent.joined", "shard.moved", "execution.finished".
+   * What happened, as "subject.event", for example "agent.joined", "shard.assigned",
+   * "execution.finished". Clients must accept types not known to them.
    *
    * @generated from field: string type = 2;
    */
   type: string;
 
   /**
-   * The job concerned, if any.
+   * The job concerned; empty when none.
    *
    * @generated from field: string job = 3;
    */
   job: string;
 
   /**
-   * The shard concerned, if any; meaningful only when `job` is set.
+   * The shard concerned; meaningful only for a shard or execution event of a job. It is 0 both
+   * for shard 0 and for events that concern no shard, so tell them apart by `type`.
    *
    * @generated from field: uint32 shard = 4;
    */
   shard: number;
 
   /**
-   * The agent concerned, if any.
+   * The agent concerned; empty when none.
    *
    * @generated from field: string agent = 5;
    */
   agent: string;
 
   /**
-   * The execution concerned, if any.
+   * The execution concerned; empty when none.
    *
    * @generated from field: string execution_id = 6;
    */
   executionId: string;
 
   /**
-   * A readable sentence.
+   * A readable sentence for operators; its wording may change between versions.
    *
    * @generated from field: string message = 7;
    */
@@ -868,15 +880,21 @@ export const WatchEventsResponseSchema: GenMessage<WatchEventsResponse> = /*@__P
   messageDesc(file_shardline_v1_admin_service, 34);
 
 /**
- * Administration of a controller. Errors are gRPC statuses: INVALID_ARGUMENT for bad input
- * (the message names the field and what is allowed), NOT_FOUND for an unknown job, agent or
- * execution.
+ * Administration of a controller. Errors are gRPC statuses whose text says what was wrong and
+ * what is accepted: INVALID_ARGUMENT for bad input (the text names the field), NOT_FOUND for an
+ * unknown job, agent or execution, FAILED_PRECONDITION for a request the current state forbids,
+ * RESOURCE_EXHAUSTED when the controller already serves its limit of calls at once (retry after
+ * a backoff), UNAVAILABLE when the controller is shutting down or is a follower (the
+ * `shardline-leader` trailing metadata then names the leader's address: call it there), and
+ * INTERNAL ("internal error") for a fault on the controller's side. Every write is durable when
+ * its call returns.
  *
  * @generated from service shardline.v1.AdminService
  */
 export const AdminService: GenService<{
   /**
-   * Creates or updates a job from its manifest. Applying the same manifest twice changes nothing.
+   * Creates or updates a job from its manifest. Applying a manifest whose spec equals the stored
+   * one changes nothing (changed = false).
    *
    * @generated from rpc shardline.v1.AdminService.ApplyJob
    */
@@ -886,7 +904,7 @@ export const AdminService: GenService<{
     output: typeof ApplyJobResponseSchema;
   },
   /**
-   * Returns one job.
+   * Returns one job; NOT_FOUND for an unknown name.
    *
    * @generated from rpc shardline.v1.AdminService.GetJob
    */
@@ -906,7 +924,9 @@ export const AdminService: GenService<{
     output: typeof ListJobsResponseSchema;
   },
   /**
-   * Deletes a job. Its pending executions are cancelled; running ones are cancelled on their agents.
+   * Deletes a job; NOT_FOUND for an unknown name. Its pending executions are cancelled; running
+   * ones are cancelled on their agents and recorded as their agents confirm. The job's execution
+   * history stays until retention drops it.
    *
    * @generated from rpc shardline.v1.AdminService.DeleteJob
    */
@@ -916,7 +936,9 @@ export const AdminService: GenService<{
     output: typeof DeleteJobResponseSchema;
   },
   /**
-   * Fires a job now, outside its schedule.
+   * Fires a job now, outside its schedule (also while it is paused). NOT_FOUND for an unknown
+   * job; FAILED_PRECONDITION for a daemon job or a disabled shard; INVALID_ARGUMENT for a shard
+   * number out of range.
    *
    * @generated from rpc shardline.v1.AdminService.TriggerJob
    */
@@ -926,7 +948,8 @@ export const AdminService: GenService<{
     output: typeof TriggerJobResponseSchema;
   },
   /**
-   * Stops a job's scheduled fires until it is resumed.
+   * Stops a job's scheduled fires (and its daemon runs) until it is resumed. Pausing a paused
+   * job does nothing. NOT_FOUND for an unknown job.
    *
    * @generated from rpc shardline.v1.AdminService.PauseJob
    */
@@ -936,7 +959,8 @@ export const AdminService: GenService<{
     output: typeof PauseJobResponseSchema;
   },
   /**
-   * Resumes a paused job from now on; fires missed while paused are not made.
+   * Resumes a paused job from now on; fires missed while paused are not made. Resuming a running
+   * job does nothing. NOT_FOUND for an unknown job.
    *
    * @generated from rpc shardline.v1.AdminService.ResumeJob
    */
@@ -946,7 +970,8 @@ export const AdminService: GenService<{
     output: typeof ResumeJobResponseSchema;
   },
   /**
-   * Returns every known agent.
+   * Returns every agent the controller knows: connected ones, and lost ones until their lease
+   * expires.
    *
    * @generated from rpc shardline.v1.AdminService.ListAgents
    */
@@ -956,7 +981,8 @@ export const AdminService: GenService<{
     output: typeof ListAgentsResponseSchema;
   },
   /**
-   * Moves an agent's shards away and gives it no new ones until it is uncordoned.
+   * Cordons an agent: its shards move away and it gets no new ones until it is uncordoned. Its
+   * stream stays open. Draining a drained agent does nothing. NOT_FOUND for an unknown agent.
    *
    * @generated from rpc shardline.v1.AdminService.DrainAgent
    */
@@ -966,7 +992,7 @@ export const AdminService: GenService<{
     output: typeof DrainAgentResponseSchema;
   },
   /**
-   * Lets a drained agent receive shards again.
+   * Lets a drained agent receive shards again. NOT_FOUND for an unknown agent.
    *
    * @generated from rpc shardline.v1.AdminService.UncordonAgent
    */
@@ -976,7 +1002,7 @@ export const AdminService: GenService<{
     output: typeof UncordonAgentResponseSchema;
   },
   /**
-   * Returns the current owner of every assigned shard.
+   * Returns the current owner of every assigned shard (a shard without an owner is left out).
    *
    * @generated from rpc shardline.v1.AdminService.ListAssignments
    */
@@ -986,7 +1012,8 @@ export const AdminService: GenService<{
     output: typeof ListAssignmentsResponseSchema;
   },
   /**
-   * Returns executions, newest first, filtered.
+   * Returns executions, open and finished, newest fire first, filtered. Finished history is
+   * bounded by the controller's retention (by default 1,000 per job and 7 days).
    *
    * @generated from rpc shardline.v1.AdminService.ListExecutions
    */
@@ -996,7 +1023,8 @@ export const AdminService: GenService<{
     output: typeof ListExecutionsResponseSchema;
   },
   /**
-   * Returns one execution.
+   * Returns one execution, open or finished; NOT_FOUND for an unknown id (or one retention
+   * dropped).
    *
    * @generated from rpc shardline.v1.AdminService.GetExecution
    */
@@ -1006,7 +1034,9 @@ export const AdminService: GenService<{
     output: typeof GetExecutionResponseSchema;
   },
   /**
-   * Streams events as they happen until the client cancels.
+   * Streams events as they happen, from the call on (no replay), until the client cancels. A
+   * client that falls 10,000 events behind is cut off: the stream ends with OK, and the client
+   * calls again (events in between are missed).
    *
    * @generated from rpc shardline.v1.AdminService.WatchEvents
    */
@@ -1017,7 +1047,8 @@ export const AdminService: GenService<{
   },
   /**
    * Cancels a pending or running execution. A running one is aborted on its agent and recorded
-   * as CANCELLED when the agent confirms; a pending one is cancelled at once.
+   * as CANCELLED when the agent confirms (or when its agent is lost); a pending one is cancelled
+   * at once. NOT_FOUND for an unknown id; FAILED_PRECONDITION for a finished execution.
    *
    * @generated from rpc shardline.v1.AdminService.CancelExecution
    */
@@ -1027,7 +1058,9 @@ export const AdminService: GenService<{
     output: typeof CancelExecutionResponseSchema;
   },
   /**
-   * Stops a shard from being fired until it is enabled again; its assignment stays.
+   * Stops a shard from being fired (and stops its daemon run) until it is enabled again; its
+   * assignment stays. Disabling a disabled shard does nothing. NOT_FOUND for an unknown job;
+   * INVALID_ARGUMENT for a shard number out of range.
    *
    * @generated from rpc shardline.v1.AdminService.DisableShard
    */
@@ -1037,7 +1070,8 @@ export const AdminService: GenService<{
     output: typeof DisableShardResponseSchema;
   },
   /**
-   * Lets a disabled shard be fired again.
+   * Lets a disabled shard be fired again. NOT_FOUND for an unknown job; INVALID_ARGUMENT for a
+   * shard number out of range.
    *
    * @generated from rpc shardline.v1.AdminService.EnableShard
    */

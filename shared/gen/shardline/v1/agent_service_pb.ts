@@ -3,7 +3,9 @@
 /* eslint-disable */
 
 // The agent's side of the contract: one bidirectional stream per agent carries everything
-// between an agent and the controller. docs/protocol.md states the stream's state machine.
+// between an agent and the controller. docs/protocol.md states the stream's state machine, what
+// an agent must do on each message and on each failure, and how the controller answers an agent
+// that breaks the rules.
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
@@ -15,22 +17,24 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shardline/v1/agent_service.proto.
  */
 export const file_shardline_v1_agent_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBzaGFyZGxpbmUvdjEvYWdlbnRfc2VydmljZS5wcm90bxIMc2hhcmRsaW5lLnYxIv0BCg5Db25uZWN0UmVxdWVzdBIkCgVoZWxsbxgBIAEoCzITLnNoYXJkbGluZS52MS5IZWxsb0gAEiwKCWhlYXJ0YmVhdBgCIAEoCzIXLnNoYXJkbGluZS52MS5IZWFydGJlYXRIABI7ChFleGVjdXRpb25fdXBkYXRlcxgDIAEoCzIeLnNoYXJkbGluZS52MS5FeGVjdXRpb25VcGRhdGVzSAASKAoHcmVsZWFzZRgEIAEoCzIVLnNoYXJkbGluZS52MS5SZWxlYXNlSAASKAoHZ29vZGJ5ZRgFIAEoCzIVLnNoYXJkbGluZS52MS5Hb29kYnllSABCBgoEa2luZCK0AgoFSGVsbG8SEAoIYWdlbnRfaWQYASABKAkSLwoGbGFiZWxzGAIgAygLMh8uc2hhcmRsaW5lLnYxLkhlbGxvLkxhYmVsc0VudHJ5EhAKCGNhcGFjaXR5GAMgASgNEhAKCGhhbmRsZXJzGAQgAygJEg8KB3ZlcnNpb24YBSABKAkSJgoEaGVsZBgGIAMoCzIYLnNoYXJkbGluZS52MS5Bc3NpZ25tZW50EjEKCmV4ZWN1dGlvbnMYByADKAsyHS5zaGFyZGxpbmUudjEuRXhlY3V0aW9uVXBkYXRlEhEKCWV4ZWN1dG9ycxgIIAMoCRIWCg5tYXhfY29uY3VycmVudBgJIAEoDRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIhgKCUhlYXJ0YmVhdBILCgNzZXEYASABKAQiQgoQRXhlY3V0aW9uVXBkYXRlcxIuCgd1cGRhdGVzGAEgAygLMh0uc2hhcmRsaW5lLnYxLkV4ZWN1dGlvblVwZGF0ZSKsAQoPRXhlY3V0aW9uVXBkYXRlEhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIrCgVzdGF0ZRgCIAEoDjIcLnNoYXJkbGluZS52MS5FeGVjdXRpb25TdGF0ZRIaChJzdGFydGVkX2F0X3VuaXhfbXMYAyABKAMSGwoTZmluaXNoZWRfYXRfdW5peF9tcxgEIAEoAxINCgVlcnJvchgFIAEoCRIOCgZyZXN1bHQYBiABKAkiOAoHUmVsZWFzZRItCgthc3NpZ25tZW50cxgBIAMoCzIYLnNoYXJkbGluZS52MS5Bc3NpZ25tZW50IhkKB0dvb2RieWUSDgoGcmVhc29uGAEgASgJIsMCCg9Db25uZWN0UmVzcG9uc2USDAoEdGVybRgBIAEoBBIoCgd3ZWxjb21lGAIgASgLMhUuc2hhcmRsaW5lLnYxLldlbGNvbWVIABIzCg1oZWFydGJlYXRfYWNrGAMgASgLMhouc2hhcmRsaW5lLnYxLkhlYXJ0YmVhdEFja0gAEjsKEWFzc2lnbm1lbnRfdXBkYXRlGAQgASgLMh4uc2hhcmRsaW5lLnYxLkFzc2lnbm1lbnRVcGRhdGVIABIqCghkaXNwYXRjaBgFIAEoCzIWLnNoYXJkbGluZS52MS5EaXNwYXRjaEgAEiYKBmNhbmNlbBgGIAEoCzIULnNoYXJkbGluZS52MS5DYW5jZWxIABIqCghyZWRpcmVjdBgHIAEoCzIWLnNoYXJkbGluZS52MS5SZWRpcmVjdEgAQgYKBGtpbmQiiQEKB1dlbGNvbWUSEgoKc2Vzc2lvbl9pZBgBIAEoCRIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYAiABKA0SFAoMbGVhc2VfdHRsX21zGAMgASgNEhoKEmNvbnRyb2xsZXJfdmVyc2lvbhgEIAEoCRIZChFkaXNwYXRjaF9haGVhZF9tcxgFIAEoDSJQCgxIZWFydGJlYXRBY2sSCwoDc2VxGAEgASgEEh0KFWxlYXNlX2V4cGlyZXNfdW5peF9tcxgCIAEoAxIUCgxsZWFzZV90dGxfbXMYAyABKA0idQoQQXNzaWdubWVudFVwZGF0ZRIQCghzbmFwc2hvdBgBIAEoCBIlCgNhZGQYAiADKAsyGC5zaGFyZGxpbmUudjEuQXNzaWdubWVudBIoCgZyZXZva2UYAyADKAsyGC5zaGFyZGxpbmUudjEuQXNzaWdubWVudCI+CghEaXNwYXRjaBIyCgpleGVjdXRpb25zGAEgAygLMh4uc2hhcmRsaW5lLnYxLkV4ZWN1dGlvbkNvbnRleHQi0QQKEEV4ZWN1dGlvbkNvbnRleHQSFAoMZXhlY3V0aW9uX2lkGAEgASgJEgsKA2pvYhgCIAEoCRINCgVzaGFyZBgDIAEoDRITCgtzaGFyZF9jb3VudBgEIAEoDRIXCg9zaGFyZF9wYXJhbWV0ZXIYBSABKAkSEQoJcGFyYW1ldGVyGAYgASgJEhkKEWZpcmVfdGltZV91bml4X21zGAcgASgDEg8KB2F0dGVtcHQYCCABKA0SDwoHaGFuZGxlchgJIAEoCRISCgp0aW1lb3V0X21zGAogASgNEiwKCmFzc2lnbm1lbnQYCyABKAsyGC5zaGFyZGxpbmUudjEuQXNzaWdubWVudBJHCg10cmFjZV9jb250ZXh0GAwgAygLMjAuc2hhcmRsaW5lLnYxLkV4ZWN1dGlvbkNvbnRleHQuVHJhY2VDb250ZXh0RW50cnkSLAoGc2NyaXB0GA0gASgLMhwuc2hhcmRsaW5lLnYxLlNjcmlwdEV4ZWN1dG9yEigKBGh0dHAYDiABKAsyGi5zaGFyZGxpbmUudjEuSHR0cEV4ZWN1dG9yEg4KBmRhZW1vbhgPIAEoCBIvCgxmaXJlX291dGNvbWUYECABKAsyGS5zaGFyZGxpbmUudjEuRmlyZU91dGNvbWUSNAoKa3ViZXJuZXRlcxgRIAEoCzIgLnNoYXJkbGluZS52MS5LdWJlcm5ldGVzRXhlY3V0b3IaMwoRVHJhY2VDb250ZXh0RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI5CgtGaXJlT3V0Y29tZRIqCgZzaGFyZHMYASADKAsyGi5zaGFyZGxpbmUudjEuU2hhcmRPdXRjb21lIm8KDFNoYXJkT3V0Y29tZRINCgVzaGFyZBgBIAEoDRIrCgVzdGF0ZRgCIAEoDjIcLnNoYXJkbGluZS52MS5FeGVjdXRpb25TdGF0ZRIUCgxleGVjdXRpb25faWQYAyABKAkSDQoFZXJyb3IYBCABKAkipgEKDlNjcmlwdEV4ZWN1dG9yEg8KB2NvbW1hbmQYASABKAkSDAoEYXJncxgCIAMoCRIyCgNlbnYYAyADKAsyJS5zaGFyZGxpbmUudjEuU2NyaXB0RXhlY3V0b3IuRW52RW50cnkSFQoNa2lsbF9ncmFjZV9tcxgEIAEoDRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBItgBCgxIdHRwRXhlY3V0b3ISDgoGbWV0aG9kGAEgASgJEgsKA3VybBgCIAEoCRI4CgdoZWFkZXJzGAMgAygLMicuc2hhcmRsaW5lLnYxLkh0dHBFeGVjdXRvci5IZWFkZXJzRW50cnkSDAoEYm9keRgEIAEoCRIaChJjb25uZWN0X3RpbWVvdXRfbXMYBSABKA0SFwoPcmVhZF90aW1lb3V0X21zGAYgASgNGi4KDEhlYWRlcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIoEBChJLdWJlcm5ldGVzRXhlY3V0b3ISGQoRcG9kX3RlbXBsYXRlX2pzb24YASABKAkSFQoNYmFja29mZl9saW1pdBgCIAEoDRIiChp0dGxfc2Vjb25kc19hZnRlcl9maW5pc2hlZBgDIAEoDRIVCg1sb2dfY29udGFpbmVyGAQgASgJIi8KBkNhbmNlbBIVCg1leGVjdXRpb25faWRzGAEgAygJEg4KBnJlYXNvbhgCIAEoCSIiCghSZWRpcmVjdBIWCg5sZWFkZXJfYWRkcmVzcxgBIAEoCTJaCgxBZ2VudFNlcnZpY2USSgoHQ29ubmVjdBIcLnNoYXJkbGluZS52MS5Db25uZWN0UmVxdWVzdBodLnNoYXJkbGluZS52MS5Db25uZWN0UmVzcG9uc2UoATABYgZwcm90bzM", [file_shardline_v1_types]);
+  fileDesc("CiBzaGFyZGxpbmUvdjEvYWdlbnRfc2VydmljZS5wcm90bxIMc2hhcmRsaW5lLnYxIv0BCg5Db25uZWN0UmVxdWVzdBIkCgVoZWxsbxgBIAEoCzITLnNoYXJkbGluZS52MS5IZWxsb0gAEiwKCWhlYXJ0YmVhdBgCIAEoCzIXLnNoYXJkbGluZS52MS5IZWFydGJlYXRIABI7ChFleGVjdXRpb25fdXBkYXRlcxgDIAEoCzIeLnNoYXJkbGluZS52MS5FeGVjdXRpb25VcGRhdGVzSAASKAoHcmVsZWFzZRgEIAEoCzIVLnNoYXJkbGluZS52MS5SZWxlYXNlSAASKAoHZ29vZGJ5ZRgFIAEoCzIVLnNoYXJkbGluZS52MS5Hb29kYnllSABCBgoEa2luZCK0AgoFSGVsbG8SEAoIYWdlbnRfaWQYASABKAkSLwoGbGFiZWxzGAIgAygLMh8uc2hhcmRsaW5lLnYxLkhlbGxvLkxhYmVsc0VudHJ5EhAKCGNhcGFjaXR5GAMgASgNEhAKCGhhbmRsZXJzGAQgAygJEg8KB3ZlcnNpb24YBSABKAkSJgoEaGVsZBgGIAMoCzIYLnNoYXJkbGluZS52MS5Bc3NpZ25tZW50EjEKCmV4ZWN1dGlvbnMYByADKAsyHS5zaGFyZGxpbmUudjEuRXhlY3V0aW9uVXBkYXRlEhEKCWV4ZWN1dG9ycxgIIAMoCRIWCg5tYXhfY29uY3VycmVudBgJIAEoDRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIhgKCUhlYXJ0YmVhdBILCgNzZXEYASABKAQiQgoQRXhlY3V0aW9uVXBkYXRlcxIuCgd1cGRhdGVzGAEgAygLMh0uc2hhcmRsaW5lLnYxLkV4ZWN1dGlvblVwZGF0ZSKsAQoPRXhlY3V0aW9uVXBkYXRlEhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIrCgVzdGF0ZRgCIAEoDjIcLnNoYXJkbGluZS52MS5FeGVjdXRpb25TdGF0ZRIaChJzdGFydGVkX2F0X3VuaXhfbXMYAyABKAMSGwoTZmluaXNoZWRfYXRfdW5peF9tcxgEIAEoAxINCgVlcnJvchgFIAEoCRIOCgZyZXN1bHQYBiABKAkiOAoHUmVsZWFzZRItCgthc3NpZ25tZW50cxgBIAMoCzIYLnNoYXJkbGluZS52MS5Bc3NpZ25tZW50IhkKB0dvb2RieWUSDgoGcmVhc29uGAEgASgJIsMCCg9Db25uZWN0UmVzcG9uc2USDAoEdGVybRgBIAEoBBIoCgd3ZWxjb21lGAIgASgLMhUuc2hhcmRsaW5lLnYxLldlbGNvbWVIABIzCg1oZWFydGJlYXRfYWNrGAMgASgLMhouc2hhcmRsaW5lLnYxLkhlYXJ0YmVhdEFja0gAEjsKEWFzc2lnbm1lbnRfdXBkYXRlGAQgASgLMh4uc2hhcmRsaW5lLnYxLkFzc2lnbm1lbnRVcGRhdGVIABIqCghkaXNwYXRjaBgFIAEoCzIWLnNoYXJkbGluZS52MS5EaXNwYXRjaEgAEiYKBmNhbmNlbBgGIAEoCzIULnNoYXJkbGluZS52MS5DYW5jZWxIABIqCghyZWRpcmVjdBgHIAEoCzIWLnNoYXJkbGluZS52MS5SZWRpcmVjdEgAQgYKBGtpbmQiiQEKB1dlbGNvbWUSEgoKc2Vzc2lvbl9pZBgBIAEoCRIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYAiABKA0SFAoMbGVhc2VfdHRsX21zGAMgASgNEhoKEmNvbnRyb2xsZXJfdmVyc2lvbhgEIAEoCRIZChFkaXNwYXRjaF9haGVhZF9tcxgFIAEoDSJQCgxIZWFydGJlYXRBY2sSCwoDc2VxGAEgASgEEh0KFWxlYXNlX2V4cGlyZXNfdW5peF9tcxgCIAEoAxIUCgxsZWFzZV90dGxfbXMYAyABKA0idQoQQXNzaWdubWVudFVwZGF0ZRIQCghzbmFwc2hvdBgBIAEoCBIlCgNhZGQYAiADKAsyGC5zaGFyZGxpbmUudjEuQXNzaWdubWVudBIoCgZyZXZva2UYAyADKAsyGC5zaGFyZGxpbmUudjEuQXNzaWdubWVudCI+CghEaXNwYXRjaBIyCgpleGVjdXRpb25zGAEgAygLMh4uc2hhcmRsaW5lLnYxLkV4ZWN1dGlvbkNvbnRleHQi0QQKEEV4ZWN1dGlvbkNvbnRleHQSFAoMZXhlY3V0aW9uX2lkGAEgASgJEgsKA2pvYhgCIAEoCRINCgVzaGFyZBgDIAEoDRITCgtzaGFyZF9jb3VudBgEIAEoDRIXCg9zaGFyZF9wYXJhbWV0ZXIYBSABKAkSEQoJcGFyYW1ldGVyGAYgASgJEhkKEWZpcmVfdGltZV91bml4X21zGAcgASgDEg8KB2F0dGVtcHQYCCABKA0SDwoHaGFuZGxlchgJIAEoCRISCgp0aW1lb3V0X21zGAogASgNEiwKCmFzc2lnbm1lbnQYCyABKAsyGC5zaGFyZGxpbmUudjEuQXNzaWdubWVudBJHCg10cmFjZV9jb250ZXh0GAwgAygLMjAuc2hhcmRsaW5lLnYxLkV4ZWN1dGlvbkNvbnRleHQuVHJhY2VDb250ZXh0RW50cnkSLAoGc2NyaXB0GA0gASgLMhwuc2hhcmRsaW5lLnYxLlNjcmlwdEV4ZWN1dG9yEigKBGh0dHAYDiABKAsyGi5zaGFyZGxpbmUudjEuSHR0cEV4ZWN1dG9yEg4KBmRhZW1vbhgPIAEoCBIvCgxmaXJlX291dGNvbWUYECABKAsyGS5zaGFyZGxpbmUudjEuRmlyZU91dGNvbWUSNAoKa3ViZXJuZXRlcxgRIAEoCzIgLnNoYXJkbGluZS52MS5LdWJlcm5ldGVzRXhlY3V0b3IaMwoRVHJhY2VDb250ZXh0RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI5CgtGaXJlT3V0Y29tZRIqCgZzaGFyZHMYASADKAsyGi5zaGFyZGxpbmUudjEuU2hhcmRPdXRjb21lIm8KDFNoYXJkT3V0Y29tZRINCgVzaGFyZBgBIAEoDRIrCgVzdGF0ZRgCIAEoDjIcLnNoYXJkbGluZS52MS5FeGVjdXRpb25TdGF0ZRIUCgxleGVjdXRpb25faWQYAyABKAkSDQoFZXJyb3IYBCABKAkipgEKDlNjcmlwdEV4ZWN1dG9yEg8KB2NvbW1hbmQYASABKAkSDAoEYXJncxgCIAMoCRIyCgNlbnYYAyADKAsyJS5zaGFyZGxpbmUudjEuU2NyaXB0RXhlY3V0b3IuRW52RW50cnkSFQoNa2lsbF9ncmFjZV9tcxgEIAEoDRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBItgBCgxIdHRwRXhlY3V0b3ISDgoGbWV0aG9kGAEgASgJEgsKA3VybBgCIAEoCRI4CgdoZWFkZXJzGAMgAygLMicuc2hhcmRsaW5lLnYxLkh0dHBFeGVjdXRvci5IZWFkZXJzRW50cnkSDAoEYm9keRgEIAEoCRIaChJjb25uZWN0X3RpbWVvdXRfbXMYBSABKA0SFwoPcmVhZF90aW1lb3V0X21zGAYgASgNGi4KDEhlYWRlcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqABChJLdWJlcm5ldGVzRXhlY3V0b3ISGQoRcG9kX3RlbXBsYXRlX2pzb24YASABKAkSFQoNYmFja29mZl9saW1pdBgCIAEoDRIiChp0dGxfc2Vjb25kc19hZnRlcl9maW5pc2hlZBgDIAEoDRIVCg1sb2dfY29udGFpbmVyGAQgASgJEh0KFXN0YXJ0X3RpbWVvdXRfc2Vjb25kcxgFIAEoDSIvCgZDYW5jZWwSFQoNZXhlY3V0aW9uX2lkcxgBIAMoCRIOCgZyZWFzb24YAiABKAkiIgoIUmVkaXJlY3QSFgoObGVhZGVyX2FkZHJlc3MYASABKAkyWgoMQWdlbnRTZXJ2aWNlEkoKB0Nvbm5lY3QSHC5zaGFyZGxpbmUudjEuQ29ubmVjdFJlcXVlc3QaHS5zaGFyZGxpbmUudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_shardline_v1_types]);
 
 /**
- * One message from an agent. Each carries exactly one kind.
+ * One message from an agent to the controller.
  *
  * @generated from message shardline.v1.ConnectRequest
  */
 export type ConnectRequest = Message<"shardline.v1.ConnectRequest"> & {
   /**
-   * What the agent says.
+   * What the agent says. Exactly one must be set: a message with none set (or with only a kind
+   * this controller does not know) ends the stream with INVALID_ARGUMENT.
    *
    * @generated from oneof shardline.v1.ConnectRequest.kind
    */
   kind: {
     /**
-     * Must be first, and only once per stream.
+     * Introduces the agent. Must be the first message of the stream, and sent only once on it;
+     * anything before it, or a second one, ends the stream with FAILED_PRECONDITION.
      *
      * @generated from field: shardline.v1.Hello hello = 1;
      */
@@ -38,7 +42,8 @@ export type ConnectRequest = Message<"shardline.v1.ConnectRequest"> & {
     case: "hello";
   } | {
     /**
-     * Sent every heartbeat interval; each ack renews the agent's lease.
+     * Sent every Welcome.heartbeat_interval_ms once welcomed; each HeartbeatAck renews the
+     * agent's lease.
      *
      * @generated from field: shardline.v1.Heartbeat heartbeat = 2;
      */
@@ -46,7 +51,7 @@ export type ConnectRequest = Message<"shardline.v1.ConnectRequest"> & {
     case: "heartbeat";
   } | {
     /**
-     * Progress and outcomes of executions, batched.
+     * Progress and outcomes of executions, batched, in the order they happened.
      *
      * @generated from field: shardline.v1.ExecutionUpdates execution_updates = 3;
      */
@@ -54,7 +59,7 @@ export type ConnectRequest = Message<"shardline.v1.ConnectRequest"> & {
     case: "executionUpdates";
   } | {
     /**
-     * Shards the agent has stopped running after a revoke.
+     * Shards the agent has stopped running, normally after a revoke.
      *
      * @generated from field: shardline.v1.Release release = 4;
      */
@@ -62,7 +67,8 @@ export type ConnectRequest = Message<"shardline.v1.ConnectRequest"> & {
     case: "release";
   } | {
     /**
-     * The agent is leaving: the controller moves its shards away and stops sending work.
+     * The agent is leaving on purpose: the controller revokes all its shards and gives it no new
+     * ones. The agent keeps heartbeating, releases its shards, then half-closes the stream.
      *
      * @generated from field: shardline.v1.Goodbye goodbye = 5;
      */
@@ -80,20 +86,27 @@ export const ConnectRequestSchema: GenMessage<ConnectRequest> = /*@__PURE__*/
 
 /**
  * Introduces an agent. After a reconnect it also says what the agent still holds, so that a
- * restarted controller or a new stream keeps the agent's shards and running executions.
+ * restarted controller or a new stream keeps the agent's shards and running executions. The
+ * Hello counts as heartbeat 0: the lease the Welcome grants runs from the moment the agent sent
+ * it. A malformed Hello is refused whole, with INVALID_ARGUMENT naming the field, before the
+ * controller knows the agent.
  *
  * @generated from message shardline.v1.Hello
  */
 export type Hello = Message<"shardline.v1.Hello"> & {
   /**
-   * The agent's id: 1-253 characters of [a-z0-9.-_], unique among connected agents.
+   * The agent's id: 1-253 characters of lowercase letters, digits, '.', '_' and '-', starting
+   * and ending with a letter or digit. Keep it stable across reconnects and restarts: the
+   * controller gives back shards and executions by it. A second stream with the same id
+   * replaces the first, which the controller ends with ABORTED.
    *
    * @generated from field: string agent_id = 1;
    */
   agentId: string;
 
   /**
-   * Labels for placement.
+   * Labels for placement, matched exactly against a job's spec.placement.selector. At most 64;
+   * keys of 1-253 characters, values of at most 253.
    *
    * @generated from field: map<string, string> labels = 2;
    */
@@ -107,47 +120,59 @@ export type Hello = Message<"shardline.v1.Hello"> & {
   capacity: number;
 
   /**
-   * Handler names this agent can run. It receives only shards of jobs whose handler it lists.
+   * In-process handler names this agent can run: at most 1000, each of 1-128 letters, digits,
+   * '.', '_', ':' and '-', starting with a letter or digit. It receives shards only of jobs
+   * whose spec.handler it lists (or whose executor it lists in `executors`), and completion hook
+   * runs only for hooks it lists.
    *
    * @generated from field: repeated string handlers = 4;
    */
   handlers: string[];
 
   /**
-   * The agent's software version.
+   * The agent's software version, free text shown to operators; not interpreted.
    *
    * @generated from field: string version = 5;
    */
   version: string;
 
   /**
-   * Assignments the agent still holds from an earlier stream.
+   * Assignments the agent still holds from an earlier stream, each with the (term, generation)
+   * it holds; empty on a first connect and after a fence (a fenced agent claims nothing). The
+   * controller takes back those nobody else owns; it ignores claims of unknown jobs or shards
+   * and of shards another agent owns. The AssignmentUpdate snapshot after the Welcome says which
+   * are the agent's.
    *
    * @generated from field: repeated shardline.v1.Assignment held = 6;
    */
   held: Assignment[];
 
   /**
-   * Executions the agent still holds: RUNNING, PENDING when dispatched ahead of their fire
-   * instant and not started yet, or a terminal state not yet confirmed. An execution the
-   * controller gave this agent and that is missing here is taken for lost and may run again.
+   * Executions the agent still holds, one update each: RUNNING ones (with started_at_unix_ms),
+   * PENDING ones dispatched ahead of their fire instant and not started yet, and terminal ones
+   * whose report was not confirmed (see Heartbeat.seq). An execution the controller gave this
+   * agent that is missing here is recorded LOST and may run again elsewhere; one listed RUNNING
+   * or PENDING that the controller no longer counts as this agent's gets a Cancel right after
+   * the Welcome. UNSPECIFIED and MISFIRED are not allowed here (INVALID_ARGUMENT). The Welcome
+   * confirms every report listed here.
    *
    * @generated from field: repeated shardline.v1.ExecutionUpdate executions = 7;
    */
   executions: ExecutionUpdate[];
 
   /**
-   * Executors beyond in-process handlers that this agent runs: "script", "http", "kubernetes".
-   * It receives shards of jobs with spec.script, spec.http or spec.kubernetes only when it lists
-   * the executor.
+   * Executors beyond in-process handlers that this agent runs: each of "script", "http" or
+   * "kubernetes" (anything else is INVALID_ARGUMENT). It receives shards of jobs with
+   * spec.script, spec.http or spec.kubernetes only when it lists that executor.
    *
    * @generated from field: repeated string executors = 8;
    */
   executors: string[];
 
   /**
-   * How many executions the agent runs at once; 0 means no limit. Past it, executions wait on
-   * the controller, highest spec.priority first, then first in, first out.
+   * How many executions the agent runs at once, 0-100000; 0 means no limit. Past it,
+   * executions wait on the controller, highest spec.priority first, then first in, first out:
+   * the agent never has to queue.
    *
    * @generated from field: uint32 max_concurrent = 9;
    */
@@ -168,10 +193,12 @@ export const HelloSchema: GenMessage<Hello> = /*@__PURE__*/
  */
 export type Heartbeat = Message<"shardline.v1.Heartbeat"> & {
   /**
-   * Grows by one per heartbeat within a stream. The ack echoes it; the agent's lease runs from
-   * the moment it sent the heartbeat that the ack answers, so it never outlives the
-   * controller's view of it. Every message the agent sent before heartbeat N has been processed
-   * once the ack for N arrives.
+   * 1 for the first heartbeat of a stream, growing by one per heartbeat (the Hello counts as
+   * 0); it starts over on each new stream. The ack echoes it, and the agent's lease runs from
+   * the moment it sent the heartbeat that the ack answers, so it never outlives the controller's
+   * view of it. The stream is ordered: every message the agent sent before heartbeat N has been
+   * processed (and is durable) once the ack for N arrives, which confirms execution reports.
+   * The controller does not check the order; it echoes any value below 2^53.
    *
    * @generated from field: uint64 seq = 1;
    */
@@ -192,7 +219,10 @@ export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
  */
 export type ExecutionUpdates = Message<"shardline.v1.ExecutionUpdates"> & {
   /**
-   * In the order they happened.
+   * In the order they happened; an agent may leave out a RUNNING update whose terminal update is
+   * in the same batch. The controller checks the whole batch first: one update with a state an
+   * agent may not send here (UNSPECIFIED, PENDING, MISFIRED, or a number it does not know) ends
+   * the stream with INVALID_ARGUMENT and none of the batch is applied.
    *
    * @generated from field: repeated shardline.v1.ExecutionUpdate updates = 1;
    */
@@ -213,42 +243,50 @@ export const ExecutionUpdatesSchema: GenMessage<ExecutionUpdates> = /*@__PURE__*
  */
 export type ExecutionUpdate = Message<"shardline.v1.ExecutionUpdate"> & {
   /**
-   * The execution's id, as received in Dispatch.
+   * The execution's id, as received in ExecutionContext.execution_id. An update about an
+   * execution the controller does not count as this agent's (unknown, already finished, or
+   * recorded lost after the agent's lease expired) is ignored and published as an
+   * "execution.stale-report" event; the stream stays open.
    *
    * @generated from field: string execution_id = 1;
    */
   executionId: string;
 
   /**
-   * RUNNING, or a terminal state (SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, LOST).
+   * RUNNING once, when the run starts, then exactly one terminal state: SUCCEEDED, FAILED,
+   * TIMED_OUT, CANCELLED or LOST. In Hello.executions, also PENDING.
    *
    * @generated from field: shardline.v1.ExecutionState state = 2;
    */
   state: ExecutionState;
 
   /**
-   * When the handler started, in Unix milliseconds on the agent's clock.
+   * When the run started, in Unix milliseconds on the agent's clock; 0 if it did not start (the
+   * controller then uses its own time for a RUNNING update).
    *
    * @generated from field: int64 started_at_unix_ms = 3;
    */
   startedAtUnixMs: bigint;
 
   /**
-   * When it finished, in Unix milliseconds on the agent's clock; 0 while running.
+   * When it finished, in Unix milliseconds on the agent's clock; 0 while running (0 on a
+   * terminal update means the controller's time of receipt).
    *
    * @generated from field: int64 finished_at_unix_ms = 4;
    */
   finishedAtUnixMs: bigint;
 
   /**
-   * Why it did not succeed.
+   * Why it did not succeed, for FAILED, TIMED_OUT, CANCELLED and LOST; empty for SUCCEEDED and
+   * RUNNING. The controller keeps the first 4096 characters.
    *
    * @generated from field: string error = 5;
    */
   error: string;
 
   /**
-   * The handler's result as text, at most 4 KiB.
+   * The run's result as text (JSON for structured results), at most 4096 bytes; usually set
+   * only on SUCCEEDED. The controller keeps the first 4096 characters.
    *
    * @generated from field: string result = 6;
    */
@@ -263,13 +301,18 @@ export const ExecutionUpdateSchema: GenMessage<ExecutionUpdate> = /*@__PURE__*/
   messageDesc(file_shardline_v1_agent_service, 4);
 
 /**
- * Shards the agent no longer runs.
+ * Shards the agent no longer runs. Send it only after the terminal updates of every run on those
+ * shards (in an earlier message or earlier in the stream): runs of this agent still open on a
+ * released shard are recorded LOST.
  *
  * @generated from message shardline.v1.Release
  */
 export type Release = Message<"shardline.v1.Release"> & {
   /**
-   * Each with the (term, generation) of the assignment being released.
+   * Each with the (term, generation) of the assignment being released: the revoke's pair when
+   * answering a revoke. The controller ignores, without closing the stream, an entry whose shard
+   * this agent does not own under exactly that pair. A released shard moves at once. An
+   * Assignment without a shard ends the stream with INVALID_ARGUMENT.
    *
    * @generated from field: repeated shardline.v1.Assignment assignments = 1;
    */
@@ -284,13 +327,16 @@ export const ReleaseSchema: GenMessage<Release> = /*@__PURE__*/
   messageDesc(file_shardline_v1_agent_service, 5);
 
 /**
- * Says the agent is leaving on purpose (SIGTERM or shutdown).
+ * Says the agent is leaving on purpose (SIGTERM, shutdown, drain). The stream stays open: the
+ * agent keeps heartbeating, lets runs finish (or aborts them after its grace, reporting LOST),
+ * releases every shard, then half-closes.
  *
  * @generated from message shardline.v1.Goodbye
  */
 export type Goodbye = Message<"shardline.v1.Goodbye"> & {
   /**
-   * Free text for operators, for example "SIGTERM".
+   * Free text for operators, for example "SIGTERM"; the controller keeps the first 256
+   * characters, and shows "no reason given" for an empty one.
    *
    * @generated from field: string reason = 1;
    */
@@ -305,27 +351,30 @@ export const GoodbyeSchema: GenMessage<Goodbye> = /*@__PURE__*/
   messageDesc(file_shardline_v1_agent_service, 6);
 
 /**
- * One message from the controller. Each carries exactly one kind.
+ * One message from the controller to an agent.
  *
  * @generated from message shardline.v1.ConnectResponse
  */
 export type ConnectResponse = Message<"shardline.v1.ConnectResponse"> & {
   /**
-   * The controller's term. An agent ignores a message whose term is lower than the highest it
-   * has seen.
+   * The controller's term, from 1, on every message; a new controller process or a new leader
+   * runs under a higher term. An agent remembers the highest term it has seen (across streams)
+   * and ignores any message with a lower one; a Welcome with a lower term means the stream
+   * reached a deposed leader: close it and reconnect.
    *
    * @generated from field: uint64 term = 1;
    */
   term: bigint;
 
   /**
-   * What the controller says.
+   * What the controller says. Exactly one is set. An agent must ignore (and may log) a kind it
+   * does not know: newer controllers may add kinds.
    *
    * @generated from oneof shardline.v1.ConnectResponse.kind
    */
   kind: {
     /**
-     * The first message: the session and its timing.
+     * The first message of an accepted stream: the session and its timing.
      *
      * @generated from field: shardline.v1.Welcome welcome = 2;
      */
@@ -341,7 +390,7 @@ export type ConnectResponse = Message<"shardline.v1.ConnectResponse"> & {
     case: "heartbeatAck";
   } | {
     /**
-     * Shards added to or revoked from this agent.
+     * Shards added to or revoked from this agent, or its whole set (snapshot).
      *
      * @generated from field: shardline.v1.AssignmentUpdate assignment_update = 4;
      */
@@ -365,7 +414,8 @@ export type ConnectResponse = Message<"shardline.v1.ConnectResponse"> & {
     case: "cancel";
   } | {
     /**
-     * This controller is not the leader; connect to the given address instead.
+     * This controller is not the leader: connect to the given address instead. The controller
+     * ends the stream with OK after it.
      *
      * @generated from field: shardline.v1.Redirect redirect = 7;
      */
@@ -382,36 +432,38 @@ export const ConnectResponseSchema: GenMessage<ConnectResponse> = /*@__PURE__*/
   messageDesc(file_shardline_v1_agent_service, 7);
 
 /**
- * Accepts an agent.
+ * Accepts an agent: sent once per stream, first, in answer to the Hello.
  *
  * @generated from message shardline.v1.Welcome
  */
 export type Welcome = Message<"shardline.v1.Welcome"> & {
   /**
-   * Identifies this stream in the controller's logs and events.
+   * Identifies this stream in the controller's logs; opaque to the agent.
    *
    * @generated from field: string session_id = 1;
    */
   sessionId: string;
 
   /**
-   * How often to heartbeat, in milliseconds.
+   * How often to heartbeat, in milliseconds (500 by default). Never 0 from this controller; an
+   * agent treats 0 as 500.
    *
    * @generated from field: uint32 heartbeat_interval_ms = 2;
    */
   heartbeatIntervalMs: number;
 
   /**
-   * How long a lease lasts after the heartbeat that earned it, in milliseconds; this Welcome
-   * grants it from the Hello's send time. An agent that holds no valid lease must start nothing
-   * and abort what it runs. A HeartbeatAck may grant a shorter one (its lease_ttl_ms).
+   * How long a lease lasts after the heartbeat that earned it, in milliseconds (2000 by
+   * default); this Welcome grants it from the Hello's send time. An agent that holds no valid
+   * lease must start nothing and abort what it runs (fencing, see docs/protocol.md). A
+   * HeartbeatAck may grant a shorter one (its lease_ttl_ms). Never 0 from this controller.
    *
    * @generated from field: uint32 lease_ttl_ms = 3;
    */
   leaseTtlMs: number;
 
   /**
-   * The controller's software version.
+   * The controller's software version, free text for logs; not interpreted.
    *
    * @generated from field: string controller_version = 4;
    */
@@ -419,8 +471,9 @@ export type Welcome = Message<"shardline.v1.Welcome"> & {
 
   /**
    * Scheduled executions may arrive up to this many milliseconds before their fire instant
-   * (ExecutionContext.fire_time_unix_ms): the agent starts each at its fire instant by its own
-   * clock, or at once if that has passed, and never waits longer than this. 0: start at once.
+   * (ExecutionContext.fire_time_unix_ms; 250 by default): the agent starts each at its fire
+   * instant by its own clock, or at once if that has passed, and never waits longer than this
+   * after receiving it. 0: start at once.
    *
    * @generated from field: uint32 dispatch_ahead_ms = 5;
    */
@@ -441,15 +494,17 @@ export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
  */
 export type HeartbeatAck = Message<"shardline.v1.HeartbeatAck"> & {
   /**
-   * The heartbeat answered.
+   * The heartbeat answered (Heartbeat.seq). An agent ignores an ack of a seq it did not send on
+   * this stream.
    *
    * @generated from field: uint64 seq = 1;
    */
   seq: bigint;
 
   /**
-   * The lease expiry the controller granted, in Unix milliseconds on the controller's clock;
-   * informational, the agent computes its own from its send time and lease_ttl_ms.
+   * When the agent's lease expires in the controller's view (which includes a safety margin), in
+   * Unix milliseconds on the controller's clock; informational only: the agent computes its own
+   * expiry from its send time and lease_ttl_ms, on its own monotonic clock.
    *
    * @generated from field: int64 lease_expires_unix_ms = 2;
    */
@@ -474,28 +529,37 @@ export const HeartbeatAckSchema: GenMessage<HeartbeatAck> = /*@__PURE__*/
   messageDesc(file_shardline_v1_agent_service, 9);
 
 /**
- * Changes to the agent's shards.
+ * Changes to the agent's shards. Apply `add` first (as the whole set when snapshot is true),
+ * then `revoke`; one shard may appear in both.
  *
  * @generated from message shardline.v1.AssignmentUpdate
  */
 export type AssignmentUpdate = Message<"shardline.v1.AssignmentUpdate"> & {
   /**
-   * When true, `add` is the agent's whole set: anything it holds that is not listed is no
-   * longer its own and must be stopped without a release (sent after a Hello).
+   * True on the first AssignmentUpdate after every Welcome (and again whenever the controller
+   * corrects the agent's set): `add` is then the agent's whole set. Anything it holds that is
+   * not listed is no longer its own: abort its runs, report them LOST, and send no Release.
    *
    * @generated from field: bool snapshot = 1;
    */
   snapshot: boolean;
 
   /**
-   * Shards the agent now owns.
+   * Shards the agent now owns, each with its (term, generation). Ignore an entry whose pair is
+   * older than the one held for that shard; a newer pair replaces the held one. Empty in a
+   * snapshot means the agent owns nothing.
    *
    * @generated from field: repeated shardline.v1.Assignment add = 2;
    */
   add: Assignment[];
 
   /**
-   * Shards the agent must stop: finish or abort what runs, then answer with a Release.
+   * Shards the agent must give back: start nothing new on them (refuse dispatches naming them,
+   * reporting LOST), let running executions finish (a daemon run gets a Cancel), then send a
+   * Release with the same (term, generation). Ignore an entry older than the pair held; answer a
+   * revoke of a shard the agent does not hold with a Release at once. The controller gives a
+   * revoked shard to no one else until it is released or the agent's lease expires (for a job
+   * with failover: fast, until the agent's stream closes).
    *
    * @generated from field: repeated shardline.v1.Assignment revoke = 3;
    */
@@ -510,13 +574,15 @@ export const AssignmentUpdateSchema: GenMessage<AssignmentUpdate> = /*@__PURE__*
   messageDesc(file_shardline_v1_agent_service, 10);
 
 /**
- * Executions to start.
+ * Executions to start. The controller coalesces the executions of one event-loop turn for one
+ * agent into one Dispatch.
  *
  * @generated from message shardline.v1.Dispatch
  */
 export type Dispatch = Message<"shardline.v1.Dispatch"> & {
   /**
-   * Each carries its whole context.
+   * Each carries its whole context. Ignore one whose execution_id the agent already runs or
+   * holds; answer every other one with updates ending in a terminal state.
    *
    * @generated from field: repeated shardline.v1.ExecutionContext executions = 1;
    */
@@ -531,13 +597,14 @@ export const DispatchSchema: GenMessage<Dispatch> = /*@__PURE__*/
   messageDesc(file_shardline_v1_agent_service, 11);
 
 /**
- * Everything a handler needs to run one execution.
+ * Everything an agent needs to run one execution.
  *
  * @generated from message shardline.v1.ExecutionContext
  */
 export type ExecutionContext = Message<"shardline.v1.ExecutionContext"> & {
   /**
-   * The execution's deterministic id.
+   * The execution's deterministic id (see Execution.id). Use it in ExecutionUpdate, and as the
+   * idempotency key of anything the run creates outside the agent.
    *
    * @generated from field: string execution_id = 1;
    */
@@ -551,35 +618,39 @@ export type ExecutionContext = Message<"shardline.v1.ExecutionContext"> & {
   job: string;
 
   /**
-   * The shard to run.
+   * The shard to run, from 0 to shard_count - 1; 0 for a completion hook run.
    *
    * @generated from field: uint32 shard = 3;
    */
   shard: number;
 
   /**
-   * The job's shard count.
+   * The job's shard count (1-10000) when the execution was dispatched.
    *
    * @generated from field: uint32 shard_count = 4;
    */
   shardCount: number;
 
   /**
-   * The shard's parameter from spec.shardParameters; empty when none.
+   * The shard's parameter from spec.shardParameters; empty when none (and for a completion hook
+   * run).
    *
    * @generated from field: string shard_parameter = 5;
    */
   shardParameter: string;
 
   /**
-   * The job's parameter (spec.parameter, or the trigger's).
+   * The job's parameter (spec.parameter, or the one a TriggerJob gave for this fire); every
+   * attempt of the fire gets the same. Empty when none.
    *
    * @generated from field: string parameter = 6;
    */
   parameter: string;
 
   /**
-   * The fire this execution serves, in Unix milliseconds.
+   * The fire this execution serves, in Unix milliseconds: start at this instant by the agent's
+   * own clock, or at once if it has passed (see Welcome.dispatch_ahead_ms). Retries and failover
+   * runs keep their fire's instant, so they start at once.
    *
    * @generated from field: int64 fire_time_unix_ms = 7;
    */
@@ -593,37 +664,43 @@ export type ExecutionContext = Message<"shardline.v1.ExecutionContext"> & {
   attempt: number;
 
   /**
-   * The handler to run.
+   * The in-process handler to run (spec.handler, or spec.onFireComplete.handler for a completion
+   * hook run); empty when script, http or kubernetes is set. An agent without that handler
+   * reports FAILED.
    *
    * @generated from field: string handler = 9;
    */
   handler: string;
 
   /**
-   * Abort the handler after this many milliseconds; 0 means no timeout.
+   * Abort the run after this many milliseconds from its start and report TIMED_OUT; 0 means no
+   * timeout.
    *
    * @generated from field: uint32 timeout_ms = 10;
    */
   timeoutMs: number;
 
   /**
-   * The assignment this execution runs under; the agent refuses it unless it holds exactly this
-   * assignment. Absent only for a completion hook run (fire_outcome is set), which belongs to no
-   * shard and runs under the agent's lease alone.
+   * The assignment this execution runs under; the agent refuses it (reporting LOST with the
+   * reason) unless it holds exactly this assignment, is not revoking it, and holds a valid lease.
+   * Absent only for a completion hook run (fire_outcome is set), which belongs to no shard and
+   * runs under the agent's lease alone.
    *
    * @generated from field: shardline.v1.Assignment assignment = 11;
    */
   assignment?: Assignment | undefined;
 
   /**
-   * W3C trace context (traceparent, tracestate) of the fire.
+   * W3C trace context of the fire: "traceparent" and, when there is one, "tracestate"; empty
+   * when the controller does not trace. The agent's execution span is its child.
    *
    * @generated from field: map<string, string> trace_context = 12;
    */
   traceContext: { [key: string]: string };
 
   /**
-   * Set for a job with spec.script: run this command instead of a handler.
+   * Set for a job with spec.script: run this command instead of a handler. At most one of
+   * script, http and kubernetes is set.
    *
    * @generated from field: shardline.v1.ScriptExecutor script = 13;
    */
@@ -637,8 +714,10 @@ export type ExecutionContext = Message<"shardline.v1.ExecutionContext"> & {
   http?: HttpExecutor | undefined;
 
   /**
-   * True for a daemon job's run: it lasts as long as the agent owns the shard. On a revoke the
-   * agent aborts it (reporting CANCELLED) and then releases the shard.
+   * True for a daemon job's run: it lasts as long as the agent owns the shard. The controller
+   * stops it with a Cancel (the agent reports CANCELLED) when the shard moves, the job is paused
+   * or the shard is disabled; the agent then releases the shard as usual. A daemon run that ends
+   * by itself is started again by the controller after the job's backoff.
    *
    * @generated from field: bool daemon = 15;
    */
@@ -654,7 +733,8 @@ export type ExecutionContext = Message<"shardline.v1.ExecutionContext"> & {
   fireOutcome?: FireOutcome | undefined;
 
   /**
-   * Set for a job with spec.kubernetes: run the execution as a Kubernetes Job instead of a handler.
+   * Set for a job with spec.kubernetes: run the execution as a Kubernetes Job instead of a
+   * handler.
    *
    * @generated from field: shardline.v1.KubernetesExecutor kubernetes = 17;
    */
@@ -675,7 +755,8 @@ export const ExecutionContextSchema: GenMessage<ExecutionContext> = /*@__PURE__*
  */
 export type FireOutcome = Message<"shardline.v1.FireOutcome"> & {
   /**
-   * One per shard of the fire, by shard number: the final attempt's outcome.
+   * One per shard the fire ran (every shard not disabled, or those a TriggerJob named),
+   * ascending by shard number: the final attempt's outcome.
    *
    * @generated from field: repeated shardline.v1.ShardOutcome shards = 1;
    */
@@ -696,7 +777,7 @@ export const FireOutcomeSchema: GenMessage<FireOutcome> = /*@__PURE__*/
  */
 export type ShardOutcome = Message<"shardline.v1.ShardOutcome"> & {
   /**
-   * The shard.
+   * The shard's number.
    *
    * @generated from field: uint32 shard = 1;
    */
@@ -732,36 +813,39 @@ export const ShardOutcomeSchema: GenMessage<ShardOutcome> = /*@__PURE__*/
   messageDesc(file_shardline_v1_agent_service, 14);
 
 /**
- * Runs a command as a child process. The execution context is written to its stdin as JSON and
- * given as SHARDLINE_* environment variables; exit code 0 is success.
+ * Runs a command as a child process, without a shell, in a process group of its own. The
+ * execution context is written to its stdin as JSON and given as SHARDLINE_* environment
+ * variables; exit code 0 is success. An agent runs only commands on its allow-list and reports
+ * FAILED for any other.
  *
  * @generated from message shardline.v1.ScriptExecutor
  */
 export type ScriptExecutor = Message<"shardline.v1.ScriptExecutor"> & {
   /**
-   * The program, as found on the agent's PATH or as an absolute path. The agent runs only
-   * commands on its allow-list.
+   * The program, as found on the agent's PATH or as an absolute path; compared exactly with the
+   * agent's allow-list.
    *
    * @generated from field: string command = 1;
    */
   command: string;
 
   /**
-   * Its arguments.
+   * Its arguments, passed as they are (no shell expansion).
    *
    * @generated from field: repeated string args = 2;
    */
   args: string[];
 
   /**
-   * Extra environment variables.
+   * Extra environment variables; they cannot override the SHARDLINE_* ones.
    *
    * @generated from field: map<string, string> env = 3;
    */
   env: { [key: string]: string };
 
   /**
-   * After a timeout or cancel, SIGTERM; then SIGKILL after this many milliseconds.
+   * After a timeout, cancel, fence or drain, the agent sends SIGTERM to the process group, then
+   * SIGKILL after this many milliseconds; 0 sends SIGKILL at once.
    *
    * @generated from field: uint32 kill_grace_ms = 4;
    */
@@ -776,48 +860,52 @@ export const ScriptExecutorSchema: GenMessage<ScriptExecutor> = /*@__PURE__*/
   messageDesc(file_shardline_v1_agent_service, 15);
 
 /**
- * Makes an HTTP request. A 2xx status is success; anything else fails the execution.
+ * Makes one HTTP request, on a fresh connection, without following redirects. A 2xx status is
+ * success; anything else fails the execution.
  *
  * @generated from message shardline.v1.HttpExecutor
  */
 export type HttpExecutor = Message<"shardline.v1.HttpExecutor"> & {
   /**
-   * GET, POST, PUT, PATCH or DELETE.
+   * GET, POST, PUT, PATCH or DELETE; empty means POST.
    *
    * @generated from field: string method = 1;
    */
   method: string;
 
   /**
-   * An http or https URL.
+   * An absolute http or https URL.
    *
    * @generated from field: string url = 2;
    */
   url: string;
 
   /**
-   * Request headers.
+   * Request headers, sent as they are.
    *
    * @generated from field: map<string, string> headers = 3;
    */
   headers: { [key: string]: string };
 
   /**
-   * The request body; empty sends the execution context as JSON.
+   * The request body; empty sends the execution context as JSON (content-type
+   * application/json).
    *
    * @generated from field: string body = 4;
    */
   body: string;
 
   /**
-   * Give up connecting after this many milliseconds.
+   * Fail the execution when no connection is made within this many milliseconds; 0 means no
+   * connect timeout.
    *
    * @generated from field: uint32 connect_timeout_ms = 5;
    */
   connectTimeoutMs: number;
 
   /**
-   * Give up waiting for the response after this many milliseconds.
+   * Fail the execution when the response stalls (no bytes arrive) for this many milliseconds;
+   * 0 means no read timeout.
    *
    * @generated from field: uint32 read_timeout_ms = 6;
    */
@@ -847,25 +935,38 @@ export type KubernetesExecutor = Message<"shardline.v1.KubernetesExecutor"> & {
   podTemplateJson: string;
 
   /**
-   * The Job's spec.backoffLimit: failed pods Kubernetes replaces within this one execution.
+   * The Job's spec.backoffLimit (0-100): failed pods Kubernetes replaces within this one
+   * execution.
    *
    * @generated from field: uint32 backoff_limit = 2;
    */
   backoffLimit: number;
 
   /**
-   * The Job's spec.ttlSecondsAfterFinished: how long the finished Job stays.
+   * The Job's spec.ttlSecondsAfterFinished, in seconds (0-2592000): how long the finished Job
+   * stays for inspection.
    *
    * @generated from field: uint32 ttl_seconds_after_finished = 3;
    */
   ttlSecondsAfterFinished: number;
 
   /**
-   * The container whose log tail is the result; empty for the first.
+   * The container whose log tail is the result; empty means the template's first container.
    *
    * @generated from field: string log_container = 4;
    */
   logContainer: string;
+
+  /**
+   * How long, in seconds from the Job's creation, its pod may take to start a container
+   * (scheduling, image pull, container creation) before the agent deletes the Job and reports
+   * the execution FAILED with the reason seen (ImagePullBackOff, Unschedulable...); 0 means no
+   * limit other than the execution's timeout. An image that can never be pulled
+   * (InvalidImageName) fails at once whatever this says.
+   *
+   * @generated from field: uint32 start_timeout_seconds = 5;
+   */
+  startTimeoutSeconds: number;
 };
 
 /**
@@ -882,14 +983,16 @@ export const KubernetesExecutorSchema: GenMessage<KubernetesExecutor> = /*@__PUR
  */
 export type Cancel = Message<"shardline.v1.Cancel"> & {
   /**
-   * Ids of executions to cancel; unknown ids are ignored.
+   * Ids of executions to cancel: abort each (SIGTERM then SIGKILL for a script, the AbortSignal
+   * for a handler), or drop it if it waits for its fire instant, and report it CANCELLED.
+   * Ignore ids the agent does not hold.
    *
    * @generated from field: repeated string execution_ids = 1;
    */
   executionIds: string[];
 
   /**
-   * Why, for the execution's error text.
+   * Why, for the execution's error text; may be empty.
    *
    * @generated from field: string reason = 2;
    */
@@ -910,7 +1013,9 @@ export const CancelSchema: GenMessage<Cancel> = /*@__PURE__*/
  */
 export type Redirect = Message<"shardline.v1.Redirect"> & {
   /**
-   * host:port of the current leader.
+   * host:port of the current leader (its --advertise address). Connect there next, without
+   * waiting out a grown backoff; if it cannot be reached, go back to the list of replicas. An
+   * agent ignores a Redirect with an empty address.
    *
    * @generated from field: string leader_address = 1;
    */
@@ -925,16 +1030,24 @@ export const RedirectSchema: GenMessage<Redirect> = /*@__PURE__*/
   messageDesc(file_shardline_v1_agent_service, 19);
 
 /**
- * The service agents connect to.
+ * The service agents connect to. An agent needs nothing else from the controller.
  *
  * @generated from service shardline.v1.AgentService
  */
 export const AgentService: GenService<{
   /**
-   * Opens an agent session. The agent's first message must be a Hello; the controller answers
-   * with a Welcome, then streams assignments, executions, cancels and heartbeat acks. The stream
-   * ends with a gRPC status that says why (for example INVALID_ARGUMENT for a malformed Hello,
-   * ALREADY_EXISTS for an agent id that is connected elsewhere).
+   * Opens an agent session. The agent's first message must be a Hello, and it sends one Hello
+   * per stream; the controller answers with a Welcome, then an AssignmentUpdate with
+   * snapshot = true, then streams assignments, dispatches, cancels and heartbeat acks. A
+   * follower among several controller replicas answers with one Redirect and ends the stream.
+   * The controller ends the stream with a gRPC status that says why:
+   * INVALID_ARGUMENT (a malformed message or field, named in the status text),
+   * FAILED_PRECONDITION (a message out of order, such as anything before the Hello),
+   * ABORTED (a newer stream of the same agent id replaced this one, or the agent's lease
+   * expired), RESOURCE_EXHAUSTED (the agent stopped reading its stream, or sent a message over
+   * 4 MiB), UNAVAILABLE (the controller is shutting down or no controller leads yet), OK (after
+   * a Redirect, or once an agent that half-closed has been sent everything). An agent reconnects
+   * after any of them with a jittered backoff.
    *
    * @generated from rpc shardline.v1.AgentService.Connect
    */

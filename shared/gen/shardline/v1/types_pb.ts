@@ -5,6 +5,15 @@
 // Shared vocabulary of the Shardline contract: shards, assignments, executions, agents and jobs.
 // The words match shared/DESIGN.md: a job has shards; an assignment says which agent owns a
 // shard; an execution is one run of one shard for one fire, as one attempt.
+//
+// Conventions of every file in this package:
+// - Times named `*_unix_ms` are Unix milliseconds (UTC) as int64; 0 means "none" or "not yet",
+//   never the epoch. Durations named `*_ms` are milliseconds; each field says what 0 means.
+// - uint64 counters (terms, generations, heartbeat sequence numbers) stay below 2^53, so that
+//   peers whose numbers are IEEE doubles can hold them; the controller refuses larger values
+//   (and negative times) from an agent with INVALID_ARGUMENT.
+// - Strings are UTF-8. Limits given in characters are what the controller keeps; it truncates
+//   longer free text and refuses longer identifiers.
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
@@ -23,14 +32,15 @@ export const file_shardline_v1_types: GenFile = /*@__PURE__*/
  */
 export type ShardRef = Message<"shardline.v1.ShardRef"> & {
   /**
-   * The job's name (metadata.name of its manifest).
+   * The job's name (metadata.name of its manifest): a DNS-1123 label, 1-63 characters.
    *
    * @generated from field: string job = 1;
    */
   job: string;
 
   /**
-   * The shard number, 0..shards-1.
+   * The shard's number, from 0 to the job's shard count minus 1 (at most 9999). 0 is the first
+   * shard, not "unset".
    *
    * @generated from field: uint32 shard = 2;
    */
@@ -46,29 +56,34 @@ export const ShardRefSchema: GenMessage<ShardRef> = /*@__PURE__*/
 
 /**
  * The fact "this shard belongs to this agent", stamped with the controller's term and a
- * generation that grows every time the controller changes the shard's owner within a term. An
- * agent compares (term, generation) pairs lexicographically and ignores anything older than what
- * it holds.
+ * generation. Pairs (term, generation) compare lexicographically: a newer term wins, and within
+ * a term the higher generation wins. An agent ignores an add or revoke whose pair is older than
+ * the pair it holds for that shard, and answers a revoke with a Release carrying the revoke's
+ * pair. Only the controller makes assignments; an agent echoes them in Hello.held, Release and
+ * nowhere else.
  *
  * @generated from message shardline.v1.Assignment
  */
 export type Assignment = Message<"shardline.v1.Assignment"> & {
   /**
-   * The shard assigned.
+   * The shard assigned. Required: an Assignment from an agent without it ends the stream with
+   * INVALID_ARGUMENT.
    *
    * @generated from field: shardline.v1.ShardRef shard = 1;
    */
   shard?: ShardRef | undefined;
 
   /**
-   * The controller term that made the assignment.
+   * The controller term that made the assignment (see ConnectResponse.term); from 1.
    *
    * @generated from field: uint64 term = 2;
    */
   term: bigint;
 
   /**
-   * Grows with each ownership change of this shard within the term.
+   * Grows every time the controller gives any shard to an owner within its term, so a later
+   * assignment of the same shard always has a higher generation; from 1. It starts over in a new
+   * term, which is why the term is compared first.
    *
    * @generated from field: uint64 generation = 3;
    */
@@ -83,14 +98,17 @@ export const AssignmentSchema: GenMessage<Assignment> = /*@__PURE__*/
   messageDesc(file_shardline_v1_types, 1);
 
 /**
- * One run of one shard for one fire, as one attempt.
+ * One run of one shard for one fire, as one attempt, as the controller records it. Read-only for
+ * clients (AdminService); agents see an execution as an ExecutionContext instead.
  *
  * @generated from message shardline.v1.Execution
  */
 export type Execution = Message<"shardline.v1.Execution"> & {
   /**
-   * Deterministic id: "JOB/FIRE_UNIX_MS/SHARD/ATTEMPT". The same fire of the same shard always
-   * gets the same id for the same attempt, so a fire can never be dispatched twice.
+   * Deterministic id: "JOB/FIRE_UNIX_MS/SHARD/ATTEMPT" (for a completion hook run,
+   * "JOB/FIRE_UNIX_MS/complete/ATTEMPT"). The same fire of the same shard always gets the same
+   * id for the same attempt, so a fire can never be dispatched as two different runs. Clients
+   * must treat it as opaque beyond that.
    *
    * @generated from field: string id = 1;
    */
@@ -104,7 +122,7 @@ export type Execution = Message<"shardline.v1.Execution"> & {
   job: string;
 
   /**
-   * The shard run.
+   * The shard run; 0 for a completion hook run (see fire_complete).
    *
    * @generated from field: uint32 shard = 3;
    */
@@ -112,62 +130,69 @@ export type Execution = Message<"shardline.v1.Execution"> & {
 
   /**
    * The scheduled instant (or trigger instant) this execution serves, in Unix milliseconds.
+   * Every shard and every attempt of one fire share it.
    *
    * @generated from field: int64 fire_time_unix_ms = 4;
    */
   fireTimeUnixMs: bigint;
 
   /**
-   * Attempt number, from 1. A failover re-run or a retry increments it.
+   * Attempt number, from 1. A failover re-run or a retry of the same fire and shard is the next
+   * attempt, with its own id.
    *
    * @generated from field: uint32 attempt = 5;
    */
   attempt: number;
 
   /**
-   * The agent the execution was dispatched to; empty while pending without an owner.
+   * The id of the agent it was dispatched to; empty while it waits without one.
    *
    * @generated from field: string agent = 6;
    */
   agent: string;
 
   /**
-   * Current state.
+   * Current state; never UNSPECIFIED.
    *
    * @generated from field: shardline.v1.ExecutionState state = 7;
    */
   state: ExecutionState;
 
   /**
-   * When the handler started, in Unix milliseconds; 0 if it has not.
+   * When it started, in Unix milliseconds on its agent's clock (the controller's clock when the
+   * agent did not say); 0 if it has not started.
    *
    * @generated from field: int64 started_at_unix_ms = 8;
    */
   startedAtUnixMs: bigint;
 
   /**
-   * When the execution reached a terminal state, in Unix milliseconds; 0 if it has not.
+   * When it reached a terminal state, in Unix milliseconds (its agent's clock when the agent
+   * said, else the controller's); 0 while open.
    *
    * @generated from field: int64 finished_at_unix_ms = 9;
    */
   finishedAtUnixMs: bigint;
 
   /**
-   * Why it failed, timed out, was cancelled, was lost or misfired; empty otherwise.
+   * Why it failed, timed out, was cancelled, was lost or misfired, at most 4096 characters;
+   * empty otherwise.
    *
    * @generated from field: string error = 10;
    */
   error: string;
 
   /**
-   * The handler's result, as text (JSON for structured results), truncated to 4 KiB.
+   * The handler's result as text (JSON for structured results), at most 4096 characters; empty
+   * when there is none.
    *
    * @generated from field: string result = 11;
    */
   result: string;
 
   /**
-   * What created it: "schedule", "trigger", "failover", "misfire", "retry" or "daemon".
+   * What created it: "schedule", "trigger", "failover", "misfire" (a catch-up run after missed
+   * fires), "retry", "daemon" or "fire-complete". Clients must accept values not listed here.
    *
    * @generated from field: string cause = 12;
    */
@@ -175,7 +200,7 @@ export type Execution = Message<"shardline.v1.Execution"> & {
 
   /**
    * For a pending execution waiting for its shard or for a free slot: its place in line among
-   * all waiting executions (1 is next), highest priority first, then first in, first out.
+   * all waiting executions (1 is next), highest job priority first, then first in, first out.
    * 0 when it is not waiting.
    *
    * @generated from field: uint32 queue_position = 13;
@@ -199,83 +224,87 @@ export const ExecutionSchema: GenMessage<Execution> = /*@__PURE__*/
   messageDesc(file_shardline_v1_types, 2);
 
 /**
- * An agent known to the controller.
+ * An agent known to the controller, as AdminService.ListAgents shows it.
  *
  * @generated from message shardline.v1.Agent
  */
 export type Agent = Message<"shardline.v1.Agent"> & {
   /**
-   * The agent's id, unique among connected agents.
+   * The agent's id (Hello.agent_id), unique among the agents the controller knows.
    *
    * @generated from field: string id = 1;
    */
   id: string;
 
   /**
-   * Labels for placement (for example zone, cluster, node).
+   * Its placement labels, as its Hello declared them.
    *
    * @generated from field: map<string, string> labels = 2;
    */
   labels: { [key: string]: string };
 
   /**
-   * Relative weight for sharding; an agent of capacity 2 receives twice the shards of one of 1.
+   * Relative weight for sharding, 1-1000: an agent of capacity 2 receives twice the shards of
+   * one of 1.
    *
    * @generated from field: uint32 capacity = 3;
    */
   capacity: number;
 
   /**
-   * The handler names the agent can run.
+   * The in-process handler names it declared, sorted.
    *
    * @generated from field: repeated string handlers = 4;
    */
   handlers: string[];
 
   /**
-   * The agent's software version, for operators.
+   * The agent's software version as it declared it, free text for operators; may be empty.
    *
    * @generated from field: string version = 5;
    */
   version: string;
 
   /**
-   * Current state.
+   * Current state; never UNSPECIFIED.
    *
    * @generated from field: shardline.v1.AgentState state = 6;
    */
   state: AgentState;
 
   /**
-   * The shards it owns.
+   * The shards it owns, sorted by job then shard, including those it is handing back.
    *
    * @generated from field: repeated shardline.v1.ShardRef shards = 7;
    */
   shards: ShardRef[];
 
   /**
-   * When its current lease expires, in Unix milliseconds.
+   * When its lease expires in the controller's view (one lease TTL from its last heartbeat, plus
+   * a safety margin), in Unix milliseconds on the controller's clock.
    *
    * @generated from field: int64 lease_expires_unix_ms = 8;
    */
   leaseExpiresUnixMs: bigint;
 
   /**
-   * Cordoned agents receive no new shards (set by drain, cleared by uncordon).
+   * True while cordoned: it receives no new shards (set by DrainAgent, cleared by
+   * UncordonAgent). A cordoned agent also reports state DRAINING.
    *
    * @generated from field: bool cordoned = 9;
    */
   cordoned: boolean;
 
   /**
-   * When the current session started, in Unix milliseconds.
+   * When its current stream's Hello was accepted, in Unix milliseconds; 0 for an agent whose
+   * executions the controller holds from before a restart and that has not reconnected yet.
    *
    * @generated from field: int64 connected_at_unix_ms = 10;
    */
   connectedAtUnixMs: bigint;
 
   /**
-   * How many executions it runs at once; 0 means no limit.
+   * How many executions it runs at once, as its Hello declared; 0 means no limit.
    *
    * @generated from field: uint32 max_concurrent = 11;
    */
@@ -303,35 +332,38 @@ export const AgentSchema: GenMessage<Agent> = /*@__PURE__*/
  */
 export type Job = Message<"shardline.v1.Job"> & {
   /**
-   * The job's name.
+   * The job's name (metadata.name): a DNS-1123 label, 1-63 characters, unique.
    *
    * @generated from field: string name = 1;
    */
   name: string;
 
   /**
-   * The manifest as applied (YAML), so a client can show or re-apply it.
+   * The manifest as applied (YAML or JSON, as the client sent it), so a client can show or
+   * re-apply it.
    *
    * @generated from field: string manifest = 2;
    */
   manifest: string;
 
   /**
-   * The manifest, normalised to JSON with defaults filled in.
+   * The job's spec, normalised to JSON with every default filled in. Its shape follows the
+   * ShardedJob manifest's spec; clients must ignore keys they do not know.
    *
    * @generated from field: string spec_json = 3;
    */
   specJson: string;
 
   /**
-   * True while paused: no fires are made.
+   * True while paused (PauseJob): no scheduled fires are made until ResumeJob.
    *
    * @generated from field: bool paused = 4;
    */
   paused: boolean;
 
   /**
-   * The next scheduled fire, in Unix milliseconds; 0 when there is none.
+   * The next scheduled fire, in Unix milliseconds; 0 when there is none (no schedule, paused,
+   * suspended, or a schedule with no future instant).
    *
    * @generated from field: int64 next_fire_unix_ms = 5;
    */
@@ -345,21 +377,22 @@ export type Job = Message<"shardline.v1.Job"> & {
   lastFireUnixMs: bigint;
 
   /**
-   * Incremented on every change of the manifest.
+   * Starts at 1 and grows by one on every apply that changes the spec.
    *
    * @generated from field: uint64 revision = 7;
    */
   revision: bigint;
 
   /**
-   * Shards an operator disabled: they are not fired.
+   * Shards an operator disabled (DisableShard), ascending: they are not fired.
    *
    * @generated from field: repeated uint32 disabled_shards = 8;
    */
   disabledShards: number[];
 
   /**
-   * The next scheduled fires (up to five), in Unix milliseconds.
+   * The next scheduled fires (up to five), ascending, in Unix milliseconds; empty when
+   * next_fire_unix_ms is 0.
    *
    * @generated from field: repeated int64 upcoming_fires_unix_ms = 9;
    */
@@ -374,71 +407,89 @@ export const JobSchema: GenMessage<Job> = /*@__PURE__*/
   messageDesc(file_shardline_v1_types, 4);
 
 /**
- * The state of one execution. Terminal states never change again.
+ * The state of one execution. PENDING and RUNNING are open; every other value except
+ * UNSPECIFIED is terminal, and a terminal state never changes again. The controller records the
+ * state; an agent proposes RUNNING and terminal states in ExecutionUpdate.
  *
  * @generated from enum shardline.v1.ExecutionState
  */
 export enum ExecutionState {
   /**
-   * Never sent; a receiver treats it as a malformed message.
+   * No state. The controller never sends it. An agent must not send it either: an
+   * ExecutionUpdate (in ExecutionUpdates or in Hello.executions) with it ends the stream with
+   * INVALID_ARGUMENT. In ListExecutionsRequest.state it means "any state".
    *
    * @generated from enum value: EXECUTION_STATE_UNSPECIFIED = 0;
    */
   UNSPECIFIED = 0,
 
   /**
-   * Recorded and waiting for its shard's owner to start it.
+   * Recorded, and waiting for its shard's owner (or a free slot, see Hello.max_concurrent) to
+   * start it. Set by the controller. An agent sends it only in Hello.executions, for a run it
+   * was dispatched ahead of its fire instant and has not started yet; in ExecutionUpdates it
+   * ends the stream with INVALID_ARGUMENT.
    *
    * @generated from enum value: EXECUTION_STATE_PENDING = 1;
    */
   PENDING = 1,
 
   /**
-   * The owner reported that the handler started.
+   * The agent started it (the handler, command, request or Kubernetes Job is under way). Sent by
+   * the agent once per run, when it starts; the controller records started_at_unix_ms from it.
    *
    * @generated from enum value: EXECUTION_STATE_RUNNING = 2;
    */
   RUNNING = 2,
 
   /**
-   * The handler returned normally.
+   * Terminal: the handler returned normally, the command exited 0, the request got a 2xx
+   * status, or the Kubernetes Job completed. Sent by the agent.
    *
    * @generated from enum value: EXECUTION_STATE_SUCCEEDED = 3;
    */
   SUCCEEDED = 3,
 
   /**
-   * The handler threw or returned a failure.
+   * Terminal: the handler threw, the command exited non-zero or was killed, the request failed
+   * or got a non-2xx status, the Kubernetes Job failed, or the agent has no executor for it.
+   * Sent by the agent, with `error`. The job's spec.retries may run a further attempt.
    *
    * @generated from enum value: EXECUTION_STATE_FAILED = 4;
    */
   FAILED = 4,
 
   /**
-   * The handler ran past the job's timeout and was aborted.
+   * Terminal: it ran past ExecutionContext.timeout_ms and the agent aborted it. Sent by the
+   * agent. The job's spec.retries may run a further attempt.
    *
    * @generated from enum value: EXECUTION_STATE_TIMED_OUT = 5;
    */
   TIMED_OUT = 5,
 
   /**
-   * An operator, a job deletion or an agent shutdown cancelled it.
+   * Terminal: stopped on purpose before it finished: an agent aborted it after a Cancel (an
+   * operator's CancelExecution, a job deletion, a shard removed, overlap: replace, a daemon run
+   * stopped), or the controller cancelled it while it was still pending. Never re-run.
    *
    * @generated from enum value: EXECUTION_STATE_CANCELLED = 6;
    */
   CANCELLED = 6,
 
   /**
-   * Its agent was lost (crash, partition, fenced) before it finished. With failover on, a new
-   * attempt of the same fire and shard runs on the shard's next owner.
+   * Terminal: it could not finish on its agent: the agent was fenced (its lease lapsed), it was
+   * shutting down, it refused the dispatch, or the shard was taken from it; or the controller
+   * saw the agent's lease expire first. Sent by an agent, or recorded by the controller. With
+   * the job's failover on (not "off"), a new attempt of the same fire and shard runs on the
+   * shard's next owner; daemon runs are not re-run.
    *
    * @generated from enum value: EXECUTION_STATE_LOST = 7;
    */
   LOST = 7,
 
   /**
-   * The fire could not run (overlap with a previous run, no agent, controller down) and the job's
-   * misfire policy dropped it. `error` says why.
+   * Terminal, recorded by the controller only: the fire could not run (overlap with a previous
+   * run, no agent, controller down) and the job's misfire policy dropped it; `error` says why.
+   * An agent that sends it ends its stream with INVALID_ARGUMENT.
    *
    * @generated from enum value: EXECUTION_STATE_MISFIRED = 8;
    */
@@ -458,7 +509,7 @@ export const ExecutionStateSchema: GenEnum<ExecutionState> = /*@__PURE__*/
  */
 export enum AgentState {
   /**
-   * Never sent.
+   * No state; never sent.
    *
    * @generated from enum value: AGENT_STATE_UNSPECIFIED = 0;
    */
@@ -472,14 +523,17 @@ export enum AgentState {
   READY = 1,
 
   /**
-   * Handing its shards back (it asked to leave, or an operator drained it); receives none.
+   * Connected, but receives no new shards and hands its own back: it said Goodbye, or an
+   * operator drained (cordoned) it.
    *
    * @generated from enum value: AGENT_STATE_DRAINING = 2;
    */
   DRAINING = 2,
 
   /**
-   * Its stream closed or its lease lapsed; its shards are fenced until the lease expires.
+   * Its stream closed and its lease has not yet expired in the controller's view: its shards
+   * are fenced (no other agent gets them) until then. It disappears from ListAgents once its
+   * lease expires, unless it reconnects first.
    *
    * @generated from enum value: AGENT_STATE_LOST = 3;
    */
