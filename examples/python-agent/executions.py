@@ -1,0 +1,220 @@
+"""One execution on its way: a registered Python handler run for one ExecutionContext.
+
+A run reports RUNNING when its handler starts, then exactly one terminal state. Plain `def`
+handlers run on a thread of their own, so a slow or blocking handler never holds up the event
+loop that reads the stream and heartbeats; `async def` handlers run on the loop itself and must
+not block it.
+
+Python cannot kill a thread. A handler is told to stop through `ctx.cancelled` (a
+threading.Event), and the run reports its terminal state (TIMED_OUT, CANCELLED, LOST) the moment
+it is aborted, without waiting for the handler: a handler that ignores the event cannot hold a
+shard's release hostage. What it returns later is logged and discarded. Work that must be
+stopped for sure belongs in a child process the handler kills when `ctx.cancelled` is set.
+"""
+
+import asyncio
+import inspect
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from stubs import State, agent_pb
+
+# ExecutionUpdate.result and .error: at most 4 KiB of UTF-8.
+MAX_TEXT_BYTES = 4096
+
+
+@dataclass
+class HandlerContext:
+    """What a handler receives; the same fields as the TypeScript SDK's HandlerContext."""
+
+    execution_id: str
+    job: str
+    shard: int
+    shard_count: int
+    shard_parameter: str
+    parameter: str
+    fire_time: datetime
+    attempt: int
+    agent_id: str
+    # Set when the run is aborted (cancel, timeout, fence, drain): stop soon. `ctx.cancelled.wait(s)`
+    # is a sleep that wakes up early for it.
+    cancelled: threading.Event
+    log: logging.Logger
+    # W3C trace context of the fire (traceparent, tracestate), to pass on to downstream calls.
+    trace_context: dict[str, str] = field(default_factory=dict)
+    # For a spec.onFireComplete hook: how each shard of the fire ended, else None.
+    fire_outcome: list[dict[str, Any]] | None = None
+
+
+Handler = Callable[[HandlerContext], Any]
+Report = Callable[[agent_pb.ExecutionUpdate], None]
+
+
+def now_ms() -> int:
+    """Wall-clock Unix milliseconds: fire instants and report stamps are wall-clock time."""
+    return time.time_ns() // 1_000_000
+
+
+class Run:
+    """One execution. Created by the agent on Dispatch; start() runs it, stop() aborts it.
+
+    Every method runs on the event loop; the handler's thread hands its outcome back through
+    loop.call_soon_threadsafe.
+    """
+
+    def __init__(self, context, handler: Handler | None, agent_id: str, report: Report, log: logging.Logger):
+        self.context = context
+        self._handler = handler
+        self._report = report
+        self._log = log
+        self._loop = asyncio.get_running_loop()
+        self._cancelled = threading.Event()
+        self._task: asyncio.Task | None = None
+        self._timeout: asyncio.TimerHandle | None = None
+        # Set by the agent while the run waits for its fire instant.
+        self.start_timer: asyncio.TimerHandle | None = None
+        self.started_at = 0
+        self.started = False
+        self.finished = False
+        # The RUNNING update, listed in the next Hello while the run lasts.
+        self.running_update: agent_pb.ExecutionUpdate | None = None
+        self.ctx = HandlerContext(
+            execution_id=context.execution_id,
+            job=context.job,
+            shard=context.shard,
+            shard_count=context.shard_count,
+            shard_parameter=context.shard_parameter,
+            parameter=context.parameter,
+            fire_time=datetime.fromtimestamp(context.fire_time_unix_ms / 1000, tz=timezone.utc),
+            attempt=context.attempt,
+            agent_id=agent_id,
+            cancelled=self._cancelled,
+            log=log.getChild(context.execution_id),
+            trace_context=dict(context.trace_context),
+            fire_outcome=_fire_outcome(context),
+        )
+
+    @property
+    def execution_id(self) -> str:
+        return self.context.execution_id
+
+    def start(self) -> None:
+        """Reports RUNNING and starts the handler (the caller checked the lease)."""
+        if self.started or self.finished:
+            return
+        self.started = True
+        if self._handler is None:
+            self._finish(State.FAILED, error=f"no handler named {self.context.handler!r} on this agent")
+            return
+        self.started_at = now_ms()
+        self.running_update = self._update(State.RUNNING)
+        self._report(self.running_update)
+        if self.context.timeout_ms > 0:
+            timeout_ms = self.context.timeout_ms
+            self._timeout = self._loop.call_later(
+                timeout_ms / 1000, self._abort, State.TIMED_OUT, f"timed out after {timeout_ms} ms"
+            )
+        if inspect.iscoroutinefunction(self._handler):
+            self._task = self._loop.create_task(self._run_coroutine())
+        else:
+            # A daemon thread: one the handler never lets go of does not keep the agent from exiting.
+            threading.Thread(target=self._run_on_thread, name=self.execution_id, daemon=True).start()
+
+    def stop(self, state: int, reason: str) -> None:
+        """Aborts the run with `state` (CANCELLED or LOST) unless it already finished."""
+        self._abort(state, reason)
+
+    def _abort(self, state: int, reason: str) -> None:
+        if self.finished:
+            return
+        # Report first: a handler that returns as soon as it sees the event must not be able to
+        # turn an abort into SUCCEEDED.
+        self._finish(state, error=reason)
+        self._cancelled.set()
+        if self._task is not None:
+            self._task.cancel()
+
+    def _run_on_thread(self) -> None:
+        try:
+            outcome = (State.SUCCEEDED, "", render_result(self._handler(self.ctx)))
+        except BaseException as error:  # noqa: BLE001  (whatever the handler raised fails the run)
+            outcome = (State.FAILED, error_text(error), "")
+        try:
+            self._loop.call_soon_threadsafe(self._settled, outcome)
+        except RuntimeError:
+            pass  # the loop is closed: the agent exited while this handler ran on
+
+    async def _run_coroutine(self) -> None:
+        try:
+            outcome = (State.SUCCEEDED, "", render_result(await self._handler(self.ctx)))
+        except asyncio.CancelledError:
+            return  # aborted: the terminal state was reported already
+        except Exception as error:  # noqa: BLE001
+            outcome = (State.FAILED, error_text(error), "")
+        self._settled(outcome)
+
+    def _settled(self, outcome: tuple[int, str, str]) -> None:
+        state, error, result = outcome
+        if self.finished:
+            self._log.info(
+                "execution %s: handler %s after it was aborted; its outcome is discarded",
+                self.execution_id, "returned" if state == State.SUCCEEDED else f"raised ({error})",
+            )
+            return
+        self._finish(state, error=error, result=result)
+
+    def _finish(self, state: int, error: str = "", result: str = "") -> None:
+        self.finished = True
+        for timer in (self._timeout, self.start_timer):
+            if timer is not None:
+                timer.cancel()
+        update = self._update(state, error=error, result=result)
+        update.finished_at_unix_ms = now_ms()
+        self._report(update)
+
+    def _update(self, state: int, error: str = "", result: str = "") -> agent_pb.ExecutionUpdate:
+        return agent_pb.ExecutionUpdate(
+            execution_id=self.execution_id,
+            state=state,
+            started_at_unix_ms=self.started_at,
+            error=truncate_utf8(error),
+            result=truncate_utf8(result),
+        )
+
+
+def render_result(value: Any) -> str:
+    """A handler's return value as result text: strings as they are, anything else as JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def error_text(error: BaseException) -> str:
+    return str(error) or type(error).__name__
+
+
+def truncate_utf8(text: str, max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """The longest prefix of `text` that fits in `max_bytes` of UTF-8, never cutting a character."""
+    encoded = text.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return text
+    return encoded[:max_bytes].decode("utf-8", errors="ignore")
+
+
+def _fire_outcome(context) -> list[dict[str, Any]] | None:
+    if not context.HasField("fire_outcome"):
+        return None
+    return [
+        {"shard": o.shard, "state": State.name(o.state), "execution_id": o.execution_id, "error": o.error}
+        for o in context.fire_outcome.shards
+    ]
