@@ -472,7 +472,7 @@ describe("usage errors and exit codes", () => {
     [["frobnicate"], /^shardline: unknown command 'frobnicate'; expected one of: controller, agent, apply, get, .*\n$/],
     [[], /^shardline: no command given; expected one of: controller, agent, apply, get, .*\n$/],
     [["get", "jobs", "-o", "xml"], /^shardline: -o: "xml" is not allowed; expected json, yaml, wide\n$/],
-    [["get", "jobs", "--bogus"], /^shardline: unknown option '--bogus'; "shardline get" accepts --controller, --output, .*\n$/],
+    [["get", "jobs", "--bogus"], /^shardline: unknown option '--bogus'; "shardline get" accepts --controller, --token, --output, .*\n$/],
     [["get", "jobs", "--controller", "nocolon"], /^shardline: --controller: "nocolon" is not allowed; expected HOST:PORT.*\n$/],
     [["get", "jobs", "--controller", "127.0.0.1:99999"], /^shardline: --controller: "127.0.0.1:99999" is not allowed; expected HOST:PORT.*\n$/],
     [["get", "widgets"], /^shardline: RESOURCE: "widgets" is not allowed; expected jobs, agents, assignments, executions\n$/],

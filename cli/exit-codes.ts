@@ -19,6 +19,8 @@ export const ExitCode = {
   unavailable: 5,
   /** `run --wait`: the run finished, but not every execution succeeded. */
   runFailed: 6,
+  /** The controller refused the caller: no token or an unknown one, or a role that may not do it. */
+  denied: 7,
 } as const;
 
 /** `run --wait` finished with executions that did not succeed: exit 6, with this one line. */
@@ -35,6 +37,8 @@ const byErrorCode: Record<ErrorCode, ExitCode> = {
   "already-exists": ExitCode.precondition,
   "failed-precondition": ExitCode.precondition,
   unavailable: ExitCode.unavailable,
+  unauthenticated: ExitCode.denied,
+  "permission-denied": ExitCode.denied,
   internal: ExitCode.internal,
 };
 

@@ -8,6 +8,10 @@ export type ErrorCode =
   | "already-exists"
   | "failed-precondition"
   | "unavailable"
+  /** No credentials, or ones the controller does not know (a missing or unknown token). */
+  | "unauthenticated"
+  /** Known credentials whose role does not allow the call. */
+  | "permission-denied"
   | "internal";
 
 /** Details a user needs to fix the input: which field, what it held, what is accepted. */

@@ -8,6 +8,12 @@ export interface HttpProbes {
   ready(): Promise<boolean>;
   /** Answers a scrape of `/metrics` (MetricsRegistry.handle); absent, `/metrics` is not found. */
   metrics?(request: IncomingMessage, response: ServerResponse): void;
+  /**
+   * Decides whether a request for `path` may be answered, from its `authorization` header:
+   * throws ShardlineError "unauthenticated" (401) or "permission-denied" (403) when not. Absent,
+   * every route is open.
+   */
+  authorize?(path: string, authorization: string | undefined, peer: string): void;
 }
 
 /**
@@ -20,6 +26,16 @@ export async function startHttpServer(hostPort: string, probes: HttpProbes): Pro
     const path = (request.url ?? "/").split("?")[0];
     if (request.method !== "GET" && request.method !== "HEAD") {
       response.writeHead(405, { allow: "GET, HEAD" }).end();
+      return;
+    }
+    try {
+      probes.authorize?.(path ?? "/", request.headers.authorization, request.socket.remoteAddress ?? "");
+    } catch (error) {
+      const denied = error instanceof ShardlineError && (error.code === "unauthenticated" || error.code === "permission-denied");
+      const code = !denied ? 500 : error.code === "unauthenticated" ? 401 : 403;
+      const headers: Record<string, string> = { "content-type": "text/plain" };
+      if (code === 401) headers["www-authenticate"] = 'Bearer realm="shardline"';
+      response.writeHead(code, headers).end(denied ? `${error.message}\n` : "internal error\n");
       return;
     }
     if (path === "/healthz") {

@@ -73,6 +73,11 @@ export interface AgentOptions {
   clock?: Clock;
   /** A number in [0, 1) for the reconnect jitter. Default Math.random. */
   random?: () => number;
+  /**
+   * The join token the agent presents (`authorization: Bearer`), for a controller started with
+   * --token-file: one of its tokens with role `agent`. Default none.
+   */
+  token?: string;
 }
 
 /** AgentOptions with every default filled in. */
@@ -95,6 +100,7 @@ export interface ResolvedAgentOptions {
   metrics: MetricsRegistry | undefined;
   clock: Clock;
   random: () => number;
+  token: string | undefined;
 }
 
 /** The contract's limit on a result's size (ExecutionUpdate.result). */
@@ -156,5 +162,6 @@ export function resolveAgentOptions(options: AgentOptions): ResolvedAgentOptions
     metrics: options.metrics,
     clock: options.clock ?? { now: () => performance.now() },
     random: options.random ?? Math.random,
+    token: options.token,
   };
 }

@@ -347,7 +347,10 @@ export class Agent {
     this.#reconnectTimer = undefined;
     if (this.#stopped) return;
     if (this.#connects++ > 0) this.#metrics?.reconnected();
-    this.#client ??= createClient(AgentService, this.#address, { maxReconnectBackoffMs: this.#options.reconnect.maxMs });
+    this.#client ??= createClient(AgentService, this.#address, {
+      maxReconnectBackoffMs: this.#options.reconnect.maxMs,
+      ...(this.#options.token === undefined ? {} : { metadata: { authorization: `Bearer ${this.#options.token}` } }),
+    });
     const stream = this.#client.connect({ onError: (error) => this.#log.error({ err: error }, "agent stream listener failed") });
     this.#stream = stream;
     this.#welcomed = false;

@@ -12,13 +12,44 @@ export type AdminClient = Client<typeof AdminService>;
 /** Deadline of each admin call: long enough for a busy controller, short enough for a script. */
 const ADMIN_DEADLINE_MS = 15_000;
 
-/** Adds `--controller HOST:PORT[,HOST:PORT...]` to an admin command. */
+/** The environment variable with the caller's token, when --token is not given. */
+export const TOKEN_ENV = "SHARDLINE_TOKEN";
+
+/** The flags every admin command takes: where the controller is, and who is asking. */
+export interface AdminFlags {
+  controller?: string;
+  token?: string;
+}
+
+/** Adds `--controller HOST:PORT[,HOST:PORT...]` and `--token TOKEN` to an admin command. */
 export function addControllerOption(command: Command): Command {
-  return command.option(
-    "--controller <HOST:PORT>",
-    `the controller's gRPC address, or several replicas' separated by commas (default: $${CONTROLLER_ENV}, else ${DEFAULT_CONTROLLER_ADDRESS})`,
-    (value: string) => parseControllerAddresses(value, "--controller"),
-  );
+  return command
+    .option(
+      "--controller <HOST:PORT>",
+      `the controller's gRPC address, or several replicas' separated by commas (default: $${CONTROLLER_ENV}, else ${DEFAULT_CONTROLLER_ADDRESS})`,
+      (value: string) => parseControllerAddresses(value, "--controller"),
+    )
+    .option("--token <TOKEN>", `the token to present when the controller checks them (default: $${TOKEN_ENV}; prefer it, a flag shows in the process list)`, parseToken);
+}
+
+/** `--token` (or SHARDLINE_TOKEN): printable characters without spaces, as a header carries them. */
+export function parseToken(value: string): string {
+  if (!/^[\x21-\x7e]{1,4096}$/.test(value)) throw ShardlineError.invalid("--token", "(hidden)", "1 to 4096 printable ASCII characters without spaces");
+  return value;
+}
+
+/** The `authorization` header for --token or SHARDLINE_TOKEN; none when neither is set. */
+export function authorizationMetadata(token: string | undefined, env: Readonly<Record<string, string | undefined>>): Record<string, string> {
+  const value = token ?? (env[TOKEN_ENV] ? parseTokenFromEnv(env[TOKEN_ENV]) : undefined);
+  return value === undefined ? {} : { authorization: `Bearer ${value}` };
+}
+
+function parseTokenFromEnv(value: string): string {
+  try {
+    return parseToken(value.trim());
+  } catch {
+    throw ShardlineError.invalid(TOKEN_ENV, "(hidden)", "1 to 4096 printable ASCII characters without spaces");
+  }
 }
 
 /** How many times a call follows a follower's answer naming the leader before giving up. */
@@ -31,17 +62,18 @@ const MAX_LEADER_HOPS = 3;
  * answers, the error says which addresses were tried and how to change them.
  */
 export async function withAdminClient<T>(
-  flag: string | undefined,
+  flags: AdminFlags,
   io: CliIo,
   call: (client: AdminClient, address: string) => Promise<T>,
 ): Promise<T> {
-  const addresses = resolveControllerAddress(flag, io.env).split(",");
+  const addresses = resolveControllerAddress(flags.controller, io.env).split(",");
+  const metadata = authorizationMetadata(flags.token, io.env);
   const tried: string[] = [];
   let next = 0;
   let address = addresses[next++]!;
   for (let hops = 0; ; ) {
     tried.push(address);
-    const client = createClient(AdminService, address, { deadlineMs: ADMIN_DEADLINE_MS });
+    const client = createClient(AdminService, address, { deadlineMs: ADMIN_DEADLINE_MS, metadata });
     try {
       return await call(client, address);
     } catch (error) {

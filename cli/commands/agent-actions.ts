@@ -12,7 +12,7 @@ export function registerAgentActions(program: Command, io: CliIo): void {
     .description("Move an agent's shards to other agents and give it no new ones until it is uncordoned.")
     .argument("<AGENT>", "the agent's id");
   addControllerOption(drain).action(async (agent: string, options: { controller?: string }) => {
-    await withAdminClient(options.controller, io, async (client) => {
+    await withAdminClient(options, io, async (client) => {
       await client.drainAgent({ id: agent }).catch((error: unknown) => {
         throw withNotFoundHint(error, AGENT_HINT);
       });
@@ -26,7 +26,7 @@ export function registerAgentActions(program: Command, io: CliIo): void {
     .description("Let a drained agent receive shards again.")
     .argument("<AGENT>", "the agent's id");
   addControllerOption(uncordon).action(async (agent: string, options: { controller?: string }) => {
-    await withAdminClient(options.controller, io, async (client) => {
+    await withAdminClient(options, io, async (client) => {
       await client.uncordonAgent({ id: agent }).catch((error: unknown) => {
         throw withNotFoundHint(error, AGENT_HINT);
       });

@@ -5,6 +5,7 @@ import { createLogger, type Logger } from "../../shared/logging.js";
 import type { startTracing as StartTracing } from "../../shared/telemetry/tracing.js";
 import { CONTROLLER_ENV, DEFAULT_CONTROLLER_ADDRESS, parseControllerAddresses, parseHostPort, resolveControllerAddress } from "../controller-address.js";
 import type { CliIo } from "../output.js";
+import { authorizationMetadata, parseToken, TOKEN_ENV } from "./admin.js";
 import { importPart, nextSignal } from "./lifecycle.js";
 import { defaultAgentId, parseAgentId, parseAllowScript, parseInteger, parseLabel, parseLabelFromNode, parseSeconds, type NodeLabelFlag } from "./options.js";
 
@@ -31,6 +32,8 @@ export interface AgentStartOptions {
   kubernetes?: { access: unknown; owner?: KubernetesOwner };
   /** Where the agent records its metrics, when it serves /metrics. */
   metrics?: AgentMetricsRegistry;
+  /** The join token presented to a controller that checks them. */
+  token?: string;
 }
 
 /** What runAgent takes: the agent's options, and where to serve its HTTP endpoints. */
@@ -77,6 +80,7 @@ export interface AgentOptions {
   kubernetesOwner?: KubernetesOwner;
   node?: string;
   labelFromNode?: NodeLabelFlag[];
+  token?: string;
 }
 
 /** The agent's own pod, which owns the Kubernetes Jobs it creates. */
@@ -143,6 +147,7 @@ export function registerAgent(program: Command, io: CliIo): void {
       "the agent's own pod, e.g. $(POD_NAMESPACE)/$(POD_NAME)/$(POD_UID) from the downward API: it owns the Jobs, which go when it goes",
       parseKubernetesOwner,
     )
+    .option("--token <TOKEN>", `the join token, for a controller started with --token-file: one of its tokens with role agent (default: $${TOKEN_ENV}; prefer it, a flag shows in the process list)`, parseToken)
     .option("--node <NAME>", "the Node the agent's pod runs on, e.g. $(NODE_NAME) from the downward API's spec.nodeName; needed by --label-from-node", parseNodeName)
     .option(
       "--label-from-node <NODE_LABEL[=AGENT_LABEL]>",
@@ -208,7 +213,14 @@ export function agentStartOptions(options: AgentOptions, io: CliIo, host: string
     ...(options.maxConcurrent === undefined ? {} : { maxConcurrent: options.maxConcurrent }),
     ...(options.drainGrace === undefined ? {} : { drainGraceMs: Math.round(options.drainGrace * 1000) }),
     ...(options.http === undefined ? {} : { http: options.http }),
+    ...tokenOption(options.token, io.env),
   };
+}
+
+/** --token, else SHARDLINE_TOKEN, as the agent's join token. */
+function tokenOption(flag: string | undefined, env: CliIo["env"]): { token?: string } {
+  const header = authorizationMetadata(flag, env).authorization;
+  return header === undefined ? {} : { token: header.slice("Bearer ".length) };
 }
 
 /**

@@ -32,7 +32,7 @@ export async function runApply(options: ApplyOptions, io: CliIo): Promise<void> 
   if (manifests.length === 0) {
     throw ShardlineError.invalid("--file", options.file, "a file holding a ShardedJob manifest; this one is empty");
   }
-  await withAdminClient(options.controller, io, async (client) => {
+  await withAdminClient(options, io, async (client) => {
     for (const manifest of manifests) {
       const response = await client.applyJob({ manifest });
       io.stdout(`${applyOutcome(response)}\n`);

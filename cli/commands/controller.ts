@@ -36,6 +36,7 @@ export interface ControllerOptions {
   historyPerJob: number;
   historyDays: number;
   strategy?: { name: string; modulePath: string }[];
+  tokenFile?: string;
 }
 
 export const DEFAULT_STORE = "sqlite:./shardline.db";
@@ -75,6 +76,10 @@ export function registerController(program: Command, io: CliIo): void {
       "--strategy <NAME=MODULE>",
       "load a custom sharding strategy from an ES module (its default export), for jobs with spec.strategy: custom:NAME; repeatable",
       collectStrategy,
+    )
+    .option(
+      "--token-file <PATH>",
+      "callers must present a token of this file (TOKEN,NAME,ROLE per line; roles viewer, operator, admin, agent), read again when it changes; see docs/security.md",
     )
     .action(async (options: ControllerOptions, command: Command) => {
       const start = async (startOptions: ControllerStartOptions): Promise<RunningController> => {
@@ -117,6 +122,7 @@ export function controllerStartOptions(options: ControllerOptions, logLevel: str
     ...(logLevel === undefined ? {} : { logLevel }),
     retention: { maxPerJob: options.historyPerJob, maxAgeMs: Math.round(options.historyDays * 86_400_000) },
     ...(options.strategy === undefined ? {} : { strategies: options.strategy }),
+    ...(options.tokenFile === undefined ? {} : { tokenFile: options.tokenFile }),
   };
 }
 

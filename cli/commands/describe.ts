@@ -26,7 +26,7 @@ export function registerDescribe(program: Command, io: CliIo): void {
 }
 
 async function describeJob(name: string, options: { controller?: string; output?: OutputFormat }, io: CliIo): Promise<void> {
-  await withAdminClient(options.controller, io, async (client) => {
+  await withAdminClient(options, io, async (client) => {
     const response = await client.getJob({ name }).catch((error: unknown) => {
       throw withNotFoundHint(error, 'run "shardline get jobs" to list the jobs');
     });

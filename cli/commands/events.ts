@@ -49,7 +49,7 @@ export async function runEvents(options: EventsOptions, io: CliIo): Promise<void
   const interrupted = new AbortController();
   const unsubscribe = io.onSignal((signal) => interrupted.abort(signal));
   try {
-    await withAdminClient(options.controller, io, async (client) => {
+    await withAdminClient(options, io, async (client) => {
       try {
         for await (const event of client.watchEvents({ job: options.job ?? "" }, { signal: interrupted.signal })) {
           io.stdout(options.output === "json" ? `${JSON.stringify(eventView(event))}\n` : `${eventLine(event)}\n`);

@@ -17,7 +17,7 @@ export function registerExecutionActions(program: Command, io: CliIo): void {
   addControllerOption(cancel)
     .option("--reason <TEXT>", "why, kept in the execution's error (default: cancelled by an operator)")
     .action(async (id: string, options: { controller?: string; reason?: string }) => {
-      await withAdminClient(options.controller, io, async (client) => {
+      await withAdminClient(options, io, async (client) => {
         const response = await client.cancelExecution({ id, reason: options.reason ?? "" }).catch((error: unknown) => {
           throw withNotFoundHint(error, 'run "shardline get executions" to list recent executions');
         });

@@ -78,7 +78,7 @@ export function registerGet(program: Command, io: CliIo): void {
 /** `shardline get RESOURCE [NAME]`: fetches and prints in the requested format. */
 export async function runGet(resource: Resource, name: string | undefined, options: GetOptions, io: CliIo): Promise<void> {
   checkFlags(resource, name, options);
-  await withAdminClient(options.controller, io, async (client) => {
+  await withAdminClient(options, io, async (client) => {
     switch (resource) {
       case "jobs":
         return name === undefined ? getJobs(client, options, io) : getJob(client, name, options, io);

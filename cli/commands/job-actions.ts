@@ -57,7 +57,7 @@ export function registerJobActions(program: Command, io: CliIo): void {
       .description(action.description)
       .argument("<JOB>", "the job's name");
     addControllerOption(command).action(async (job: string, options: { controller?: string }) => {
-      await withAdminClient(options.controller, io, async (client) => {
+      await withAdminClient(options, io, async (client) => {
         await action.act(client, job).catch((error: unknown) => {
           throw withNotFoundHint(error, JOB_HINT);
         });
@@ -69,7 +69,7 @@ export function registerJobActions(program: Command, io: CliIo): void {
 
 /** `shardline trigger JOB`: fires the job and says when and how many executions it made. */
 export async function runTrigger(job: string, options: TriggerOptions, io: CliIo): Promise<void> {
-  await withAdminClient(options.controller, io, async (client) => {
+  await withAdminClient(options, io, async (client) => {
     const response = await client.triggerJob({ name: job, shards: options.shards ?? [], parameter: options.parameter ?? "" }).catch((error: unknown) => {
       throw withNotFoundHint(error, JOB_HINT);
     });

@@ -44,7 +44,7 @@ export function registerRun(program: Command, io: CliIo): void {
       return "json" as const;
     })
     .action(async (job: string, options: RunOptions) => {
-      await withAdminClient(options.controller, io, async (client) => {
+      await withAdminClient(options, io, async (client) => {
         const fired = await client.triggerJob({ name: job, shards: options.shards ?? [], parameter: options.parameter ?? "" }).catch((error: unknown) => {
           throw withNotFoundHint(error, 'run "shardline get jobs" to list the jobs');
         });

@@ -22,7 +22,7 @@ export function registerShardActions(program: Command, io: CliIo): void {
       .argument("<JOB>", "the job's name")
       .argument("<SHARD>", "the shard number", (value: string) => parseInteger(value, "SHARD", 0, 9_999));
     addControllerOption(command).action(async (job: string, shard: number, options: { controller?: string }) => {
-      await withAdminClient(options.controller, io, async (client) => {
+      await withAdminClient(options, io, async (client) => {
         const request = { job, shard };
         await (action.name === "disable" ? client.disableShard(request) : client.enableShard(request)).catch((error: unknown) => {
           throw withNotFoundHint(error, 'run "shardline get jobs" to list the jobs');

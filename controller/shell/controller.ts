@@ -4,7 +4,7 @@ import { Etcd3, type Namespace } from "etcd3";
 import { ShardlineError } from "../../shared/errors.js";
 import { AdminService } from "../../shared/gen/shardline/v1/admin_service_pb.js";
 import { AgentService, type ConnectRequestSchema, type ConnectResponseSchema } from "../../shared/gen/shardline/v1/agent_service_pb.js";
-import { addService, type CallContext, createServer, listen, type MessageStream, shutdown } from "../../shared/grpc/index.js";
+import { addService, type CallContext, createServer, toGrpcStatus, listen, type MessageStream, shutdown } from "../../shared/grpc/index.js";
 import { createLogger, type Logger } from "../../shared/logging.js";
 import { MetricsRegistry } from "../../shared/telemetry/metrics.js";
 import { registeredTracer } from "../../shared/telemetry/tracing.js";
@@ -19,6 +19,8 @@ import { parseStoreUrl } from "../store/store-url.js";
 import { SqliteStore } from "../store/sqlite/sqlite-store.js";
 import type { RetentionPolicy, Store } from "../store/store.js";
 import { adminService } from "./admin-service.js";
+import { Authorization, authorizedAdmin } from "./authorization.js";
+import { TokenFile } from "../../shared/security/token-file.js";
 import { AgentSessions } from "./agent-sessions.js";
 import { ControllerMetrics } from "./controller-metrics.js";
 import { CoreDriver } from "./core-driver.js";
@@ -59,6 +61,13 @@ export interface ControllerOptions {
   tracing?: boolean;
   /** How failure webhooks (spec.onFailure.webhook) are retried; tests shorten the waits. */
   failureWebhooks?: FailureNotifierSettings;
+  /**
+   * `--token-file`: the tokens callers must present (TOKEN,NAME,ROLE per line, see
+   * shared/security/token-file.ts), read again when the file changes. With it, every admin call
+   * needs a token whose role allows it, an agent's stream needs an `agent` token, and /metrics a
+   * viewer's. Without it, nothing is checked.
+   */
+  tokenFile?: string;
 }
 
 /** A controller that is serving. */
@@ -127,6 +136,11 @@ export async function startController(options: ControllerOptions): Promise<Runni
     ...(options.leaseTtlMs === undefined ? {} : { leaseTtlMs: options.leaseTtlMs }),
   };
   const retention = options.retention ?? RETENTION_DEFAULT;
+  const tokens =
+    options.tokenFile === undefined
+      ? undefined
+      : new TokenFile(options.tokenFile, (error) => logger.error({ err: error }, "the token file changed but cannot be used; the tokens read before stay in force"));
+  const authorization = new Authorization(tokens, logger);
 
   let failWith: (error: Error) => void = () => {};
   const failed = new Promise<Error>((resolve) => (failWith = resolve));
@@ -303,13 +317,20 @@ export async function startController(options: ControllerOptions): Promise<Runni
       AgentService,
       {
         connect: (stream: AgentStream, context: CallContext) => {
+          try {
+            authorization.checkCall(context.metadata, "agent", "AgentService.Connect", context.peer);
+          } catch (error) {
+            const { code, details } = toGrpcStatus(error);
+            stream.close(code, details);
+            return;
+          }
           if (leading !== undefined) leading.sessions.connect(stream, context);
           else follow(stream, context);
         },
       },
       { onError },
     );
-    addService(grpcServer, AdminService, followingAdmin(() => leading?.admin, notLeading, leaderKnown), { onError });
+    addService(grpcServer, AdminService, authorizedAdmin(followingAdmin(() => leading?.admin, notLeading, leaderKnown), authorization), { onError });
     const port = await listen(grpcServer, options.listen);
     const host = splitHostPort(options.listen, "--listen").host;
     const grpcAddress = `${host.includes(":") ? `[${host}]` : host}:${port}`;
@@ -328,6 +349,10 @@ export async function startController(options: ControllerOptions): Promise<Runni
         return address !== null && address !== advertised;
       },
       metrics: (request, response) => metricsRegistry.handle(request, response),
+      // Probes stay open (the kubelet sends no token, and they tell nothing); metrics are a viewer's.
+      authorize: (path, header, peer) => {
+        if (path === "/metrics") authorization.check(header, "viewer", "GET /metrics", peer);
+      },
     });
     httpServer = http.server;
 

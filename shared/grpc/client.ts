@@ -21,6 +21,8 @@ export interface ClientOptions {
   keepalive?: KeepaliveOptions;
   /** Deadline of unary calls that set none; default 30 s. Streams have no default deadline. */
   deadlineMs?: number;
+  /** Request headers sent with every call (e.g. `authorization`); a call's own metadata adds to them. */
+  metadata?: Record<string, string>;
   /** Largest response accepted, in bytes (`grpc.max_receive_message_length`). Default 4 MiB. */
   maxReceiveMessageBytes?: number;
   /**
@@ -103,18 +105,19 @@ export function createClient<S extends DescService>(service: S, address: string,
   const raw = new GrpcClient(address, credentials.createInsecure(), channelOptions);
   const definition = serviceDefinition(service);
   const defaultDeadlineMs = options.deadlineMs ?? DEFAULT_DEADLINE_MS;
+  const base = options.metadata ?? {};
   const client: Record<string, unknown> = { close: () => raw.close() };
   for (const method of service.methods) {
     const def = definition[method.localName] as MethodDefinition<unknown, unknown>;
     switch (method.methodKind) {
       case "unary":
-        client[method.localName] = unary(raw, def, method, defaultDeadlineMs);
+        client[method.localName] = unary(raw, def, method, defaultDeadlineMs, base);
         break;
       case "server_streaming":
-        client[method.localName] = serverStreaming(raw, def, method);
+        client[method.localName] = serverStreaming(raw, def, method, base);
         break;
       case "bidi_streaming":
-        client[method.localName] = bidi(raw, def, method);
+        client[method.localName] = bidi(raw, def, method, base);
         break;
       default:
         // Not in Shardline's contract; left out rather than half-supported.
@@ -124,7 +127,13 @@ export function createClient<S extends DescService>(service: S, address: string,
   return client as Client<S>;
 }
 
-function unary(raw: GrpcClient, def: MethodDefinition<unknown, unknown>, method: DescMethod, defaultDeadlineMs: number): UnaryFn<DescMessage, DescMessage> {
+function unary(
+  raw: GrpcClient,
+  def: MethodDefinition<unknown, unknown>,
+  method: DescMethod,
+  defaultDeadlineMs: number,
+  base: Readonly<Record<string, string>>,
+): UnaryFn<DescMessage, DescMessage> {
   return (request, options = {}) =>
     new Promise((resolve, reject) => {
       const { signal } = options;
@@ -140,7 +149,7 @@ function unary(raw: GrpcClient, def: MethodDefinition<unknown, unknown>, method:
         def.requestSerialize,
         def.responseDeserialize,
         bytes,
-        metadataOf(options),
+        metadataOf(options, base),
         callOptions,
         (error: ServiceError | null, response?: unknown) => {
           signal?.removeEventListener("abort", onAbort);
@@ -153,7 +162,12 @@ function unary(raw: GrpcClient, def: MethodDefinition<unknown, unknown>, method:
     });
 }
 
-function serverStreaming(raw: GrpcClient, def: MethodDefinition<unknown, unknown>, method: DescMethod): ServerStreamingFn<DescMessage, DescMessage> {
+function serverStreaming(
+  raw: GrpcClient,
+  def: MethodDefinition<unknown, unknown>,
+  method: DescMethod,
+  base: Readonly<Record<string, string>>,
+): ServerStreamingFn<DescMessage, DescMessage> {
   return (request, options = {}) => ({
     [Symbol.asyncIterator]: () => {
       options.signal?.throwIfAborted();
@@ -163,7 +177,7 @@ function serverStreaming(raw: GrpcClient, def: MethodDefinition<unknown, unknown
         def.requestSerialize,
         def.responseDeserialize,
         bytes,
-        metadataOf(options),
+        metadataOf(options, base),
         grpcCallOptions(options),
       );
       return new ResponseIterator<MessageShape<DescMessage>>(call, options.signal);
@@ -171,10 +185,15 @@ function serverStreaming(raw: GrpcClient, def: MethodDefinition<unknown, unknown
   });
 }
 
-function bidi(raw: GrpcClient, def: MethodDefinition<unknown, unknown>, method: DescMethod): BidiStreamingFn<DescMessage, DescMessage> {
+function bidi(
+  raw: GrpcClient,
+  def: MethodDefinition<unknown, unknown>,
+  method: DescMethod,
+  base: Readonly<Record<string, string>>,
+): BidiStreamingFn<DescMessage, DescMessage> {
   return (options = {}) => {
     const { signal } = options;
-    const call = raw.makeBidiStreamRequest(def.path, def.requestSerialize, def.responseDeserialize, metadataOf(options), grpcCallOptions(options));
+    const call = raw.makeBidiStreamRequest(def.path, def.requestSerialize, def.responseDeserialize, metadataOf(options, base), grpcCallOptions(options));
     const stream = clientMessageStream<DescMessage, DescMessage>(call, method.input, {
       maxQueued: options.maxQueued,
       onError: options.onError,
@@ -282,9 +301,9 @@ class ResponseIterator<T> implements AsyncIterator<T> {
   }
 }
 
-function metadataOf(options: CallOptions): Metadata {
+function metadataOf(options: CallOptions, base: Readonly<Record<string, string>>): Metadata {
   const metadata = new Metadata();
-  for (const [key, value] of Object.entries(options.metadata ?? {})) metadata.set(key, value);
+  for (const [key, value] of Object.entries({ ...base, ...options.metadata })) metadata.set(key, value);
   return metadata;
 }
 

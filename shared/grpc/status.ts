@@ -21,6 +21,8 @@ const toGrpcCode: Record<ErrorCode, status> = {
   "already-exists": status.ALREADY_EXISTS,
   "failed-precondition": status.FAILED_PRECONDITION,
   unavailable: status.UNAVAILABLE,
+  unauthenticated: status.UNAUTHENTICATED,
+  "permission-denied": status.PERMISSION_DENIED,
   internal: status.INTERNAL,
 };
 
@@ -68,6 +70,10 @@ export function fromGrpcCode(code: status): ErrorCode {
       return "invalid-argument";
     case status.NOT_FOUND:
       return "not-found";
+    case status.UNAUTHENTICATED:
+      return "unauthenticated";
+    case status.PERMISSION_DENIED:
+      return "permission-denied";
     case status.ALREADY_EXISTS:
       return "already-exists";
     // ABORTED is a lost race on state (a concurrent change): the request was valid but the state

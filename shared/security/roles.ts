@@ -1,0 +1,43 @@
+/**
+ * Who may do what. A token (or a client certificate) gives its holder one role; each role can do
+ * what the one before it can, and more:
+ * - `viewer` reads: jobs, agents, assignments, executions, events, metrics;
+ * - `operator` also runs things: trigger, pause, resume, drain, uncordon, cancel, disable and
+ *   enable shards;
+ * - `admin` also changes what exists: apply and delete jobs.
+ * `agent` is apart: it may connect as an agent (AgentService.Connect) and nothing else, and no
+ * admin role may connect as an agent.
+ */
+export const ADMIN_ROLES = ["viewer", "operator", "admin"] as const;
+
+export type AdminRole = (typeof ADMIN_ROLES)[number];
+export type Role = AdminRole | "agent";
+
+export const ROLES: readonly Role[] = [...ADMIN_ROLES, "agent"];
+
+/** The role each AdminService method needs, by its proto name. A method missing here is refused. */
+export const ADMIN_METHOD_ROLES: Readonly<Record<string, AdminRole>> = {
+  GetJob: "viewer",
+  ListJobs: "viewer",
+  ListAgents: "viewer",
+  ListAssignments: "viewer",
+  ListExecutions: "viewer",
+  GetExecution: "viewer",
+  WatchEvents: "viewer",
+  TriggerJob: "operator",
+  PauseJob: "operator",
+  ResumeJob: "operator",
+  DrainAgent: "operator",
+  UncordonAgent: "operator",
+  CancelExecution: "operator",
+  DisableShard: "operator",
+  EnableShard: "operator",
+  ApplyJob: "admin",
+  DeleteJob: "admin",
+};
+
+/** True when a holder of `role` may do what `needed` may. */
+export function roleAllows(role: Role, needed: Role): boolean {
+  if (role === "agent" || needed === "agent") return role === needed;
+  return ADMIN_ROLES.indexOf(role) >= ADMIN_ROLES.indexOf(needed);
+}
