@@ -39,6 +39,7 @@ const byErrorCode: Record<ErrorCode, ExitCode> = {
   unavailable: ExitCode.unavailable,
   unauthenticated: ExitCode.denied,
   "permission-denied": ExitCode.denied,
+  "resource-exhausted": ExitCode.unavailable,
   internal: ExitCode.internal,
 };
 

@@ -12,6 +12,8 @@ export type ErrorCode =
   | "unauthenticated"
   /** Known credentials whose role does not allow the call. */
   | "permission-denied"
+  /** A limit was reached (calls per second, jobs, agents): retry later, or raise the limit. */
+  | "resource-exhausted"
   | "internal";
 
 /** Details a user needs to fix the input: which field, what it held, what is accepted. */

@@ -37,6 +37,9 @@ export interface ControllerOptions {
   historyDays: number;
   strategy?: { name: string; modulePath: string }[];
   tokenFile?: string;
+  adminRateLimit?: number;
+  maxJobs?: number;
+  maxAgents?: number;
 }
 
 export const DEFAULT_STORE = "sqlite:./shardline.db";
@@ -77,6 +80,11 @@ export function registerController(program: Command, io: CliIo): void {
       "load a custom sharding strategy from an ES module (its default export), for jobs with spec.strategy: custom:NAME; repeatable",
       collectStrategy,
     )
+    .option("--admin-rate-limit <N>", "admin calls per second per caller (a token's holder, else an address), in bursts of up to 2N; 0: no limit (default: 200)", (value: string) =>
+      parseInteger(value, "--admin-rate-limit", 0, 1_000_000),
+    )
+    .option("--max-jobs <N>", "jobs held at most; applying one more is refused (default: 10000)", (value: string) => parseInteger(value, "--max-jobs", 1, 1_000_000))
+    .option("--max-agents <N>", "agent streams open at once; one more is refused (default: 10000)", (value: string) => parseInteger(value, "--max-agents", 1, 1_000_000))
     .option(
       "--token-file <PATH>",
       "callers must present a token of this file (TOKEN,NAME,ROLE per line; roles viewer, operator, admin, agent), read again when it changes; see docs/security.md",
@@ -123,7 +131,18 @@ export function controllerStartOptions(options: ControllerOptions, logLevel: str
     retention: { maxPerJob: options.historyPerJob, maxAgeMs: Math.round(options.historyDays * 86_400_000) },
     ...(options.strategy === undefined ? {} : { strategies: options.strategy }),
     ...(options.tokenFile === undefined ? {} : { tokenFile: options.tokenFile }),
+    ...limitOptions(options),
   };
+}
+
+/** --admin-rate-limit, --max-jobs and --max-agents, as the controller's limits (absent: its defaults). */
+function limitOptions(options: ControllerOptions): Pick<ControllerStartOptions, "limits"> {
+  const limits = {
+    ...(options.adminRateLimit === undefined ? {} : { adminCallsPerSecond: options.adminRateLimit }),
+    ...(options.maxJobs === undefined ? {} : { maxJobs: options.maxJobs }),
+    ...(options.maxAgents === undefined ? {} : { maxAgents: options.maxAgents }),
+  };
+  return Object.keys(limits).length === 0 ? {} : { limits };
 }
 
 /**

@@ -285,6 +285,11 @@ export class ControllerCore {
     return out;
   }
 
+  /** How many jobs there are, and whether one is named `name`: cheap, unlike listJobs. */
+  jobCount(name?: string): { total: number; exists: boolean } {
+    return { total: this.jobs.size, exists: name !== undefined && this.jobs.has(name) };
+  }
+
   getJob(name: string): JobView {
     const job = this.jobs.get(name);
     if (job === undefined) throw notFound("job", name);

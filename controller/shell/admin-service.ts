@@ -31,6 +31,8 @@ export interface AdminServiceOptions {
    * listing is encoded as the next is read.
    */
   maxHistoryReads?: number;
+  /** Jobs held at most: applying a new one past it is refused with RESOURCE_EXHAUSTED. Default 10,000. */
+  maxJobs?: number;
 }
 
 /**
@@ -54,6 +56,11 @@ export function adminService(
       }
       const { spec, manifest } = parseManifest(request.manifest);
       checkStrategyLoaded(spec.strategy, customStrategies);
+      const maxJobs = options.maxJobs ?? 10_000;
+      const jobs = core.jobCount(spec.name);
+      if (jobs.total >= maxJobs && !jobs.exists) {
+        throw new ShardlineError("resource-exhausted", `manifest: this controller holds ${maxJobs} jobs, its most (--max-jobs); delete one or raise the limit`);
+      }
       const { changed } = await driver.run((now) => core.applyJob(spec.name, spec, manifest, now));
       return { job: jobToProto(core.getJob(spec.name)), changed };
     },

@@ -3,6 +3,7 @@ import { ShardlineError } from "../../shared/errors.js";
 import { AdminService } from "../../shared/gen/shardline/v1/admin_service_pb.js";
 import type { Logger } from "../../shared/logging.js";
 import { ADMIN_METHOD_ROLES, roleAllows, type Role } from "../../shared/security/roles.js";
+import type { RateLimiter } from "../../shared/security/rate-limit.js";
 import type { TokenFile, TokenHolder } from "../../shared/security/token-file.js";
 
 /** Who is calling, once authenticated: a token's holder, or nobody checked (no token file). */
@@ -64,10 +65,12 @@ export class Authorization {
 
 /**
  * Wraps an AdminService implementation so that every method first checks the caller's role
- * (ADMIN_METHOD_ROLES). The context is the last argument of every method kind.
+ * (ADMIN_METHOD_ROLES), then takes a token from the caller's rate limit: a token's holder is
+ * limited by its name, a caller without one by its address. The context is the last argument of
+ * every method kind.
  */
-export function authorizedAdmin(impl: Record<string, unknown>, authorization: Authorization): Record<string, unknown> {
-  if (!authorization.enabled) return impl;
+export function authorizedAdmin(impl: Record<string, unknown>, authorization: Authorization, limiter?: RateLimiter): Record<string, unknown> {
+  if (!authorization.enabled && limiter === undefined) return impl;
   const wrapped: Record<string, unknown> = {};
   for (const method of AdminService.methods) {
     const fn = impl[method.localName];
@@ -77,9 +80,20 @@ export function authorizedAdmin(impl: Record<string, unknown>, authorization: Au
       const context = args.at(-1) as { metadata: Metadata; peer: string };
       // A method the table does not name is refused: a new RPC must be given a role on purpose.
       if (needed === undefined) throw new ShardlineError("permission-denied", `${method.name}: no role may call it`);
-      authorization.checkCall(context.metadata, needed, method.name, context.peer);
+      const caller = authorization.checkCall(context.metadata, needed, method.name, context.peer);
+      const client = caller?.name ?? hostOf(context.peer);
+      const waitMs = limiter?.take(client) ?? 0;
+      if (waitMs > 0) {
+        throw new ShardlineError("resource-exhausted", `${method.name}: too many calls from ${client}; retry in ${waitMs} ms (the controller's --admin-rate-limit)`);
+      }
       return (fn as (...a: unknown[]) => unknown)(...args);
     };
   }
   return wrapped;
+}
+
+/** The address of a peer without its port: `127.0.0.1:53412` -> `127.0.0.1`, `[::1]:5000` -> `::1`. */
+function hostOf(peer: string): string {
+  const match = /^\[?([^\]]*?)\]?:\d+$/.exec(peer.replace(/^ipv[46]:/, ""));
+  return match?.[1] ?? peer;
 }

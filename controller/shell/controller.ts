@@ -20,6 +20,7 @@ import { SqliteStore } from "../store/sqlite/sqlite-store.js";
 import type { RetentionPolicy, Store } from "../store/store.js";
 import { adminService } from "./admin-service.js";
 import { Authorization, authorizedAdmin } from "./authorization.js";
+import { RateLimiter } from "../../shared/security/rate-limit.js";
 import { TokenFile } from "../../shared/security/token-file.js";
 import { AgentSessions } from "./agent-sessions.js";
 import { ControllerMetrics } from "./controller-metrics.js";
@@ -68,7 +69,21 @@ export interface ControllerOptions {
    * viewer's. Without it, nothing is checked.
    */
   tokenFile?: string;
+  /** Limits that keep one caller or a runaway fleet from exhausting the controller; see ControllerLimits. */
+  limits?: Partial<ControllerLimits>;
 }
+
+/** The controller's limits, each refused with RESOURCE_EXHAUSTED and the flag that raises it. */
+export interface ControllerLimits {
+  /** Admin calls per second per caller (a token's holder, else an address), with bursts of twice that; 0 for none. */
+  adminCallsPerSecond: number;
+  /** Jobs the controller holds; applying one more is refused. */
+  maxJobs: number;
+  /** Agent streams open at once; one more is refused. */
+  maxAgents: number;
+}
+
+export const DEFAULT_LIMITS: ControllerLimits = { adminCallsPerSecond: 200, maxJobs: 10_000, maxAgents: 10_000 };
 
 /** A controller that is serving. */
 export interface RunningController {
@@ -141,6 +156,9 @@ export async function startController(options: ControllerOptions): Promise<Runni
       ? undefined
       : new TokenFile(options.tokenFile, (error) => logger.error({ err: error }, "the token file changed but cannot be used; the tokens read before stay in force"));
   const authorization = new Authorization(tokens, logger);
+  const limits: ControllerLimits = { ...DEFAULT_LIMITS, ...options.limits };
+  const adminLimiter =
+    limits.adminCallsPerSecond > 0 ? new RateLimiter({ perSecond: limits.adminCallsPerSecond, burst: 2 * limits.adminCallsPerSecond }) : undefined;
 
   let failWith: (error: Error) => void = () => {};
   const failed = new Promise<Error>((resolve) => (failWith = resolve));
@@ -192,7 +210,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
     }
     const notifier = new FailureNotifier({ ...options.failureWebhooks, core, store, logger });
     const unsubscribeNotifier = driver.onEvent(notifier.onEvent);
-    const admin = adminService(core, driver, store, customStrategies) as Record<string, unknown>;
+    const admin = adminService(core, driver, store, customStrategies, { maxJobs: limits.maxJobs }) as Record<string, unknown>;
     let leasesEndWithin: number | undefined;
     const pruneTimer = setInterval(() => {
       store.prune(retention, Date.now()).catch((error: unknown) => logger.warn({ err: error }, "pruning execution history failed"));
@@ -324,13 +342,18 @@ export async function startController(options: ControllerOptions): Promise<Runni
             stream.close(code, details);
             return;
           }
+          if (leading !== undefined && leading.sessions.size >= limits.maxAgents) {
+            logger.warn({ peer: context.peer, maxAgents: limits.maxAgents }, "refused an agent stream: the controller serves its most");
+            stream.close(status.RESOURCE_EXHAUSTED, `this controller serves at most ${limits.maxAgents} agent streams (--max-agents); retry later or raise it`);
+            return;
+          }
           if (leading !== undefined) leading.sessions.connect(stream, context);
           else follow(stream, context);
         },
       },
       { onError },
     );
-    addService(grpcServer, AdminService, authorizedAdmin(followingAdmin(() => leading?.admin, notLeading, leaderKnown), authorization), { onError });
+    addService(grpcServer, AdminService, authorizedAdmin(followingAdmin(() => leading?.admin, notLeading, leaderKnown), authorization, adminLimiter), { onError });
     const port = await listen(grpcServer, options.listen);
     const host = splitHostPort(options.listen, "--listen").host;
     const grpcAddress = `${host.includes(":") ? `[${host}]` : host}:${port}`;

@@ -23,6 +23,7 @@ const toGrpcCode: Record<ErrorCode, status> = {
   unavailable: status.UNAVAILABLE,
   unauthenticated: status.UNAUTHENTICATED,
   "permission-denied": status.PERMISSION_DENIED,
+  "resource-exhausted": status.RESOURCE_EXHAUSTED,
   internal: status.INTERNAL,
 };
 
