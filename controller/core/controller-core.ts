@@ -14,7 +14,7 @@ import { FIRE_COMPLETE_SHARD, TERMINAL_STATES } from "../store/store.js";
 import type { CoreConfig } from "./config.js";
 import { executionId } from "./execution-id.js";
 import { type ExecutionTracing, NO_TRACING, type TraceCarrier } from "./execution-tracing.js";
-import { validateHello } from "./hello-rules.js";
+import { claimFromTheFuture, validateHello } from "./hello-rules.js";
 import type { AgentHello, AssignmentRef, ExecutionContext, ExecutionReport } from "./messages.js";
 import { admitLateFire, planMissedFires, retryDelayMs } from "./misfire.js";
 import { type Effects, Outbox } from "./outbox.js";
@@ -478,7 +478,15 @@ export class ControllerCore {
   executionUpdates(session: string, reports: readonly ExecutionReport[], now: number): void {
     this.advance(now);
     const agent = this.agentOf(session);
-    for (const report of reports) this.applyReport(agent, report);
+    // An event for each of the first few reports ignored, then one for the rest: a batch of
+    // thousands of made-up ids must not flood every watcher of the events.
+    const stale = { count: 0, events: 10 };
+    for (const report of reports) this.applyReport(agent, report, stale);
+    if (stale.count > stale.events) {
+      this.emit("execution.stale-report", `ignored ${stale.count - stale.events} more reports from ${agent.id} of executions it does not hold`, {
+        agent: agent.id,
+      });
+    }
   }
 
   /** The agent stopped running these shards after a revoke. */
@@ -486,11 +494,17 @@ export class ControllerCore {
     this.advance(now);
     const agent = this.agentOf(session);
     const touched = new Set<string>();
+    // Not held by this agent at that (term, generation): normal after a race (a revoke of a shard
+    // the agent no longer held, a release overtaken by a newer assignment), and never a reason to
+    // touch the shard, which may be another agent's.
+    const ignored: AssignmentRef[] = [];
     for (const ref of released) {
       const job = this.jobs.get(ref.job);
       const shard = job?.shards[ref.shard] ?? job?.retired.get(ref.shard) ?? this.deletedJobShards.get(ref.job)?.get(ref.shard);
-      if (shard === undefined) continue;
-      if (shard.owner !== agent.id || shard.term !== ref.term || shard.generation !== ref.generation) continue;
+      if (shard === undefined || shard.owner !== agent.id || shard.term !== ref.term || shard.generation !== ref.generation) {
+        ignored.push(ref);
+        continue;
+      }
       // Only its own runs: a run still held for another agent (restored after a failover, its
       // agent not back yet) is that agent's to report.
       this.loseRunning(shard, "its agent released the shard before the run finished", agent.id);
@@ -503,6 +517,15 @@ export class ControllerCore {
       touched.add(ref.job);
     }
     if (touched.size > 0) this.reconcileSoon();
+    if (ignored.length > 0) {
+      const shown = ignored.slice(0, 5).map((r) => `${r.job}/${r.shard} @ (${r.term}, ${r.generation})`);
+      this.emit(
+        "shard.release-ignored",
+        `ignored ${ignored.length} release${ignored.length === 1 ? "" : "s"} from ${agent.id} of shards it does not hold at that (term, generation): ` +
+          `${shown.join(", ")}${ignored.length > shown.length ? ", ..." : ""}`,
+        { agent: agent.id },
+      );
+    }
   }
 
   /** The agent is leaving on purpose: move its shards away now. */
@@ -810,10 +833,13 @@ export class ControllerCore {
   }
 
 
-  private applyReport(agent: AgentEntry, report: ExecutionReport): void {
+  /** `stale` counts the reports ignored; past `stale.events` of them, no event is emitted for each. */
+  private applyReport(agent: AgentEntry, report: ExecutionReport, stale?: { count: number; events: number }): void {
     const execution = this.open.get(report.executionId);
     if (execution === undefined || execution.agent !== agent.id) {
-      // A report of a run already closed (for example lost after a lease expiry) changes nothing.
+      // A report of a run already closed (for example lost after a lease expiry), or of another
+      // agent's, changes nothing.
+      if (stale !== undefined && ++stale.count > stale.events) return;
       this.emit("execution.stale-report", `ignored a report of ${report.executionId} from ${agent.id}`, {
         agent: agent.id,
         executionId: report.executionId,
@@ -1482,9 +1508,14 @@ export class ControllerCore {
    */
   private adoptHeld(agent: AgentEntry, held: readonly AssignmentRef[]): void {
     const inGrace = this.now < this.startupGraceUntil;
+    const future: AssignmentRef[] = [];
     for (const ref of held) {
       const shard = this.jobs.get(ref.job)?.shards[ref.shard];
       if (shard === undefined || shard.owner === agent.id) continue;
+      if (claimFromTheFuture(ref, this.term, this.generation)) {
+        future.push(ref);
+        continue;
+      }
       if (shard.owner === undefined) {
         this.assign(shard, agent);
         if (inGrace) shard.claim = [ref.term, ref.generation];
@@ -1499,6 +1530,15 @@ export class ControllerCore {
         shard.claim = [ref.term, ref.generation];
         if (other !== undefined && other.connected) this.sendSnapshot(other);
       }
+    }
+    if (future.length > 0) {
+      const shown = future.slice(0, 5).map((r) => `${r.job}/${r.shard} @ (${r.term}, ${r.generation})`);
+      this.emit(
+        "shard.claim-ignored",
+        `ignored ${future.length} claim${future.length === 1 ? "" : "s"} of ${agent.id} newer than any assignment made so far ` +
+          `(term ${this.term}, generation ${this.generation}): ${shown.join(", ")}${future.length > shown.length ? ", ..." : ""}`,
+        { agent: agent.id },
+      );
     }
   }
 

@@ -3,101 +3,160 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { status } from "@grpc/grpc-js";
 import { ShardlineError } from "../../shared/errors.js";
 import type { ConnectRequestSchema, ConnectResponseSchema } from "../../shared/gen/shardline/v1/agent_service_pb.js";
-import { type CallContext, type MessageStream, toGrpcStatus } from "../../shared/grpc/index.js";
+import { type CallContext, isInternalFailure, type MessageStream, toGrpcStatus } from "../../shared/grpc/index.js";
 import type { Logger } from "../../shared/logging.js";
 import { VERSION } from "../../shared/version.js";
 import type { ControllerCore } from "../core/controller-core.js";
 import type { AgentCommand } from "../core/messages.js";
 import type { Outbound, SessionClose } from "../core/outbox.js";
 import type { CoreDriver } from "./core-driver.js";
-import { assignmentFromProto, assignmentToProto, helloFromProto, reportFromProto, stateToProto, toNumber } from "./proto-mapping.js";
-
-/** The states an agent may report; PENDING and MISFIRED are the controller's to give. */
-const REPORTABLE = new Set(["running", "succeeded", "failed", "timed-out", "cancelled", "lost"]);
+import { type AgentRequest, AgentStreamProtocol } from "./agent-stream-protocol.js";
+import { assignmentToProto, stateToProto } from "./proto-mapping.js";
 
 type AgentStream = MessageStream<typeof ConnectRequestSchema, typeof ConnectResponseSchema>;
 type Response = MessageInitShape<typeof ConnectResponseSchema>;
+
+/** Default of AgentSessionsOptions.helloTimeoutMs. */
+export const DEFAULT_HELLO_TIMEOUT_MS = 10_000;
+
+/** Options of AgentSessions. */
+export interface AgentSessionsOptions {
+  /**
+   * How long a stream may stay open without a Hello: one that never says who it is holds a
+   * stream and its buffers for nothing. Agents send Hello at once. Default 10 s.
+   */
+  helloTimeoutMs?: number;
+}
 
 /**
  * The controller's side of `AgentService.Connect`: decodes each agent's messages into core
  * events, and encodes the core's commands into stream messages, coalescing consecutive commands
  * of one kind for one agent into a single message (DESIGN.md: one gRPC message costs 10-15 us).
+ *
+ * A stream is a stranger's until its Hello: every message is checked (agent-stream-protocol.ts)
+ * before it reaches the core, a bad one ends that stream alone with a status naming the field,
+ * and nothing a stream sends is applied to any other agent's state.
  */
 export class AgentSessions {
   private readonly streams = new Map<string, AgentStream>();
   /** Who is on each session, by agent id once its Hello is accepted and by address: for log lines. */
   private readonly names = new Map<string, { peer: string; agent?: string }>();
+  /** The session of each agent id said in a Hello, to tell when a stream takes over another's id. */
+  private readonly sessionOfAgent = new Map<string, string>();
+  private readonly helloTimeoutMs: number;
 
   constructor(
     private readonly core: ControllerCore,
     private readonly driver: CoreDriver,
     private readonly logger: Logger,
-  ) {}
+    options: AgentSessionsOptions = {},
+  ) {
+    this.helloTimeoutMs = options.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS;
+  }
 
   /** The AgentService.Connect implementation. */
   readonly connect = (stream: AgentStream, context: CallContext): void => {
     const session = randomUUID();
-    let greeted = false;
+    const protocol = new AgentStreamProtocol();
     this.streams.set(session, stream);
     const name: { peer: string; agent?: string } = { peer: context.peer };
     this.names.set(session, name);
     const refuse = (error: unknown): void => {
       const { code, details } = toGrpcStatus(error);
-      this.logger.warn({ session, peer: context.peer, code, details }, "closing an agent stream after a bad message");
+      if (isInternalFailure(error)) this.logger.error({ err: error, session, agent: name.agent }, "an agent's message failed in the controller");
+      this.logger.warn({ session, peer: context.peer, agent: name.agent, code, details }, "closing an agent stream after a bad message");
       stream.close(code, details);
     };
+    const helloTimer = setTimeout(() => {
+      const details = `hello: none within ${this.helloTimeoutMs} ms of opening the stream; the first message must be a hello`;
+      this.logger.warn({ session, peer: context.peer, code: status.DEADLINE_EXCEEDED, details }, "closing an agent stream that said no hello");
+      stream.close(status.DEADLINE_EXCEEDED, details);
+    }, this.helloTimeoutMs);
+    helloTimer.unref();
     stream.onMessage((message) => {
+      let request: AgentRequest;
       try {
-        const kind = message.kind;
-        if (kind.case === "hello") {
-          if (greeted) throw new ShardlineError("failed-precondition", "hello: sent twice on one stream; send it once, first");
-          const hello = helloFromProto(kind.value);
-          this.driver.post((now) => this.core.hello(session, hello, now));
-          greeted = true;
-          name.agent = hello.agentId;
+        request = protocol.accept(message);
+      } catch (error) {
+        refuse(error);
+        return;
+      }
+      if (request.kind === "hello") clearTimeout(helloTimer);
+      try {
+        this.apply(session, request, name);
+      } catch (error) {
+        // The core refuses a Hello it finds wrong, and any message on a stream it has already
+        // ended (its agent's lease expired, or a newer stream of the same agent replaced it):
+        // that stream is about to be closed with the core's reason, which the agent must get.
+        if (request.kind !== "hello" && error instanceof ShardlineError && error.code === "failed-precondition") {
+          this.logger.debug({ session, agent: name.agent, kind: request.kind }, "ignored a message on a stream the controller has ended");
           return;
         }
-        if (kind.case === undefined) {
-          throw ShardlineError.invalid("kind", "nothing", "one of hello, heartbeat, execution_updates, release, goodbye");
-        }
-        if (!greeted) throw new ShardlineError("failed-precondition", `${kind.case}: the first message must be a hello`);
-        switch (kind.case) {
-          case "heartbeat": {
-            const seq = toNumber(kind.value.seq, "heartbeat.seq");
-            this.driver.post((now) => this.core.heartbeat(session, seq, now));
-            return;
-          }
-          case "executionUpdates": {
-            const reports = kind.value.updates.map((u, i) => reportFromProto(u, `execution_updates.updates[${i}]`));
-            reports.forEach((r, i) => {
-              if (!REPORTABLE.has(r.state)) {
-                throw ShardlineError.invalid(`execution_updates.updates[${i}].state`, r.state, "RUNNING, SUCCEEDED, FAILED, TIMED_OUT, CANCELLED or LOST");
-              }
-            });
-            this.driver.post((now) => this.core.executionUpdates(session, reports, now));
-            return;
-          }
-          case "release": {
-            const refs = kind.value.assignments.map((a, i) => assignmentFromProto(a, `release.assignments[${i}]`));
-            this.driver.post((now) => this.core.release(session, refs, now));
-            return;
-          }
-          case "goodbye": {
-            const reason = kind.value.reason.slice(0, 256);
-            this.driver.post((now) => this.core.goodbye(session, reason, now));
-            return;
-          }
-        }
-      } catch (error) {
         refuse(error);
       }
     });
     stream.onClose(() => {
+      clearTimeout(helloTimer);
       this.streams.delete(session);
       this.names.delete(session);
+      if (name.agent !== undefined && this.sessionOfAgent.get(name.agent) === session) this.sessionOfAgent.delete(name.agent);
       this.driver.post((now) => this.core.streamClosed(session, now));
     });
   };
+
+  /** Hands one checked message to the core. Throws what the core throws. */
+  private apply(session: string, request: AgentRequest, name: { peer: string; agent?: string }): void {
+    switch (request.kind) {
+      case "hello": {
+        const { hello } = request;
+        this.driver.post((now) => this.core.hello(session, hello, now));
+        name.agent = hello.agentId;
+        this.noteTakeover(session, hello.agentId, name.peer);
+        return;
+      }
+      case "heartbeat": {
+        const { seq, warning } = request;
+        if (warning !== undefined) this.logger.warn({ session, peer: name.peer, agent: name.agent }, warning);
+        this.driver.post((now) => this.core.heartbeat(session, seq, now));
+        return;
+      }
+      case "execution-updates": {
+        const { reports } = request;
+        this.driver.post((now) => this.core.executionUpdates(session, reports, now));
+        return;
+      }
+      case "release": {
+        const { released } = request;
+        this.driver.post((now) => this.core.release(session, released, now));
+        return;
+      }
+      case "goodbye": {
+        const { reason } = request;
+        this.driver.post((now) => this.core.goodbye(session, reason, now));
+        return;
+      }
+      case "ignored":
+        if (request.warning !== undefined) this.logger.warn({ session, peer: name.peer, agent: name.agent }, request.warning);
+        return;
+    }
+  }
+
+  /**
+   * A Hello with the id of an agent connected on another stream replaces that stream (the core
+   * closes it): the agent reconnected before its old stream was seen to die, or someone else
+   * claims its id. Until agents prove who they are, the controller cannot tell which; the line
+   * names both addresses so that an operator can.
+   */
+  private noteTakeover(session: string, agent: string, peer: string): void {
+    const previous = this.sessionOfAgent.get(agent);
+    this.sessionOfAgent.set(agent, session);
+    if (previous === undefined || previous === session || !this.streams.has(previous)) return;
+    const previousPeer = this.names.get(previous)?.peer;
+    this.logger.warn(
+      { agent, session, peer, previousSession: previous, previousPeer },
+      `agent ${agent} connected again from ${peer}; its stream from ${previousPeer ?? "an unknown address"} is replaced`,
+    );
+  }
 
   /** Sends the core's messages and closes the streams it asked to close. */
   readonly deliver = (messages: Outbound[], closes: SessionClose[]): void => {

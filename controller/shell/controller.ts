@@ -4,7 +4,7 @@ import { Etcd3, type Namespace } from "etcd3";
 import { ShardlineError } from "../../shared/errors.js";
 import { AdminService } from "../../shared/gen/shardline/v1/admin_service_pb.js";
 import { AgentService, type ConnectRequestSchema, type ConnectResponseSchema } from "../../shared/gen/shardline/v1/agent_service_pb.js";
-import { addService, type CallContext, createServer, toGrpcStatus, listen, type MessageStream, shutdown } from "../../shared/grpc/index.js";
+import { addService, type CallContext, createServer, toGrpcStatus, DEFAULT_MAX_RECEIVE_MESSAGE_BYTES, listen, type MessageStream, shutdown } from "../../shared/grpc/index.js";
 import { createLogger, type Logger } from "../../shared/logging.js";
 import { MetricsRegistry } from "../../shared/telemetry/metrics.js";
 import { registeredTracer } from "../../shared/telemetry/tracing.js";
@@ -328,7 +328,9 @@ export async function startController(options: ControllerOptions): Promise<Runni
   };
 
   try {
-    grpcServer = createServer();
+    // An explicit bound on every request, agents' messages included: a larger one is refused
+    // with RESOURCE_EXHAUSTED from its length prefix, before any of it is buffered.
+    grpcServer = createServer({ maxReceiveMessageBytes: DEFAULT_MAX_RECEIVE_MESSAGE_BYTES });
     const onError = (error: unknown, method: string): void => logger.error({ err: error, method }, "internal error in a call");
     addService(
       grpcServer,

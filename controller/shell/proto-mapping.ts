@@ -11,9 +11,11 @@ import {
   type Job as JobMessage,
   JobSchema,
 } from "../../shared/gen/shardline/v1/types_pb.js";
-import type { ExecutionUpdate, Hello } from "../../shared/gen/shardline/v1/agent_service_pb.js";
+import type { ExecutionUpdate, ExecutionUpdates, Hello, Release } from "../../shared/gen/shardline/v1/agent_service_pb.js";
+import { DEFAULT_WIRE_BUDGET } from "../../shared/grpc/index.js";
 import { type ExecutionRecord, type ExecutionStateName, FIRE_COMPLETE_SHARD } from "../store/store.js";
 import type { AgentView, JobView } from "../core/controller-core.js";
+import { clip } from "../core/hello-rules.js";
 import type { AgentHello, AssignmentRef, ExecutionReport } from "../core/messages.js";
 
 const STATE_NAMES: Record<ExecutionState, ExecutionStateName | undefined> = {
@@ -56,8 +58,49 @@ export function toNumber(value: bigint, field: string): number {
   return Number(value);
 }
 
+/**
+ * The most entries one repeated field of an agent's message may hold: the wire budget's, which
+ * refuses more before decoding. No real message comes close: 4 MiB, the largest message the
+ * controller accepts, holds about 80,000 real execution updates (an id of some 40 characters
+ * and two timestamps each). The bound is for tiny, empty entries, of which 4 MiB holds two million.
+ */
+export const MAX_ENTRIES = DEFAULT_WIRE_BUDGET.maxEntries;
+
+/** Execution ids as executionId() makes them (`job/fireTime/shard/attempt`), with room to spare. */
+const EXECUTION_ID = /^[A-Za-z0-9._:/-]{1,256}$/;
+const EXECUTION_ID_ALLOWED = "the id of an execution as received in Dispatch: 1-256 letters, digits, '.', '_', ':', '/' and '-'";
+/** A job name, as metadata.name allows it: a DNS-1123 label. */
+const JOB_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+/** The latest instant a JavaScript Date can hold: anything later breaks every reader of the record. */
+const MAX_UNIX_MS = 8_640_000_000_000_000;
+/** An agent's free text (Execution.error, Execution.result) is cut to this many characters. */
+const MAX_TEXT = 4096;
+
+/**
+ * Refuses a repeated field of more than MAX_ENTRIES entries, worded as the wire budget words it:
+ * for messages that did not come through shared/grpc's deserialiser, which checks it first.
+ */
+export function checkEntries(count: number, field: string): void {
+  if (count > MAX_ENTRIES) throw ShardlineError.invalid(field, `more than ${MAX_ENTRIES} entries`, `at most ${MAX_ENTRIES} in one message`);
+}
+
+function unixMsFromProto(value: bigint, field: string): number {
+  if (value < 0n || value > BigInt(MAX_UNIX_MS)) {
+    throw ShardlineError.invalid(field, value.toString(), `a Unix time in milliseconds from 0 (none) to ${MAX_UNIX_MS}`);
+  }
+  return Number(value);
+}
+
+function executionIdFromProto(id: string, field: string): string {
+  if (!EXECUTION_ID.test(id)) throw ShardlineError.invalid(field, clip(id), EXECUTION_ID_ALLOWED);
+  return id;
+}
+
 export function assignmentFromProto(assignment: Assignment, field: string): AssignmentRef {
   if (assignment.shard === undefined) throw ShardlineError.invalid(`${field}.shard`, undefined, "a ShardRef");
+  if (!JOB_NAME.test(assignment.shard.job)) {
+    throw ShardlineError.invalid(`${field}.shard.job`, clip(assignment.shard.job), "a job name: 1-63 lowercase letters, digits and '-'");
+  }
   return {
     job: assignment.shard.job,
     shard: assignment.shard.shard,
@@ -70,19 +113,67 @@ export function assignmentToProto(ref: AssignmentRef): { shard: { job: string; s
   return { shard: { job: ref.job, shard: ref.shard }, term: BigInt(ref.term), generation: BigInt(ref.generation) };
 }
 
-export function reportFromProto(update: ExecutionUpdate, field: string): ExecutionReport {
-  const report: ExecutionReport = {
-    executionId: update.executionId,
-    state: stateFromProto(update.state, `${field}.state`),
-  };
-  if (update.startedAtUnixMs !== 0n) report.startedAt = toNumber(update.startedAtUnixMs, `${field}.started_at_unix_ms`);
-  if (update.finishedAtUnixMs !== 0n) report.finishedAt = toNumber(update.finishedAtUnixMs, `${field}.finished_at_unix_ms`);
-  if (update.error !== "") report.error = update.error.slice(0, 4096);
-  if (update.result !== "") report.result = update.result.slice(0, 4096);
+/** The assignments of a Release, each with the field named should it be malformed. */
+export function releaseFromProto(release: Release): AssignmentRef[] {
+  checkEntries(release.assignments.length, "release.assignments");
+  return release.assignments.map((a, i) => assignmentFromProto(a, `release.assignments[${i}]`));
+}
+
+/** The states an agent may report in ExecutionUpdates; PENDING and MISFIRED are the controller's to give. */
+const REPORTABLE: ReadonlySet<ExecutionStateName> = new Set(["running", "succeeded", "failed", "timed-out", "cancelled", "lost"]);
+/** Hello may also list a run dispatched ahead of its fire instant and not started yet. */
+const HELD: ReadonlySet<ExecutionStateName> = new Set([...REPORTABLE, "pending"]);
+
+/** One execution update; `held`: it comes in a Hello, which may also list PENDING runs. */
+export function reportFromProto(update: ExecutionUpdate, field: string, held = false): ExecutionReport {
+  const state = STATE_NAMES[update.state];
+  if (state === undefined || !(held ? HELD : REPORTABLE).has(state)) {
+    const allowed = `${held ? "PENDING, " : ""}RUNNING, SUCCEEDED, FAILED, TIMED_OUT, CANCELLED or LOST`;
+    throw ShardlineError.invalid(`${field}.state`, stateName(update.state), allowed);
+  }
+  const report: ExecutionReport = { executionId: executionIdFromProto(update.executionId, `${field}.execution_id`), state };
+  if (update.startedAtUnixMs !== 0n) report.startedAt = unixMsFromProto(update.startedAtUnixMs, `${field}.started_at_unix_ms`);
+  if (update.finishedAtUnixMs !== 0n) report.finishedAt = unixMsFromProto(update.finishedAtUnixMs, `${field}.finished_at_unix_ms`);
+  // Free text, cut rather than refused: a handler's error message is not the agent's to bound.
+  if (update.error !== "") report.error = update.error.slice(0, MAX_TEXT);
+  if (update.result !== "") report.result = update.result.slice(0, MAX_TEXT);
   return report;
 }
 
+/**
+ * The reports of an ExecutionUpdates, in order. Besides each report's fields, the batch must be
+ * a possible history: an execution reports RUNNING at most, then one terminal state, so nothing
+ * may follow a terminal report of the same execution in the same message. (Across messages the
+ * controller cannot tell such a report from a late one after a failover, which the protocol
+ * says to ignore; the core does.)
+ */
+export function updatesFromProto(updates: ExecutionUpdates): ExecutionReport[] {
+  checkEntries(updates.updates.length, "execution_updates.updates");
+  const ended = new Map<string, number>();
+  return updates.updates.map((update, i) => {
+    const field = `execution_updates.updates[${i}]`;
+    const report = reportFromProto(update, field);
+    const end = ended.get(report.executionId);
+    if (end !== undefined) {
+      throw ShardlineError.invalid(
+        `${field}.state`,
+        stateName(update.state),
+        `no update of ${report.executionId} after its ${stateName(updates.updates[end]!.state)} in execution_updates.updates[${end}]`,
+      );
+    }
+    if (report.state !== "running") ended.set(report.executionId, i);
+    return report;
+  });
+}
+
+/** The proto's name of a state, for messages: `SUCCEEDED`, or the number when it has none. */
+function stateName(state: ExecutionState): string {
+  return ExecutionState[state] ?? String(state);
+}
+
 export function helloFromProto(hello: Hello): AgentHello {
+  checkEntries(hello.held.length, "hello.held");
+  checkEntries(hello.executions.length, "hello.executions");
   return {
     agentId: hello.agentId,
     labels: { ...hello.labels },
@@ -92,7 +183,7 @@ export function helloFromProto(hello: Hello): AgentHello {
     maxConcurrent: hello.maxConcurrent,
     version: hello.version,
     held: hello.held.map((a, i) => assignmentFromProto(a, `hello.held[${i}]`)),
-    executions: hello.executions.map((u, i) => reportFromProto(u, `hello.executions[${i}]`)),
+    executions: hello.executions.map((u, i) => reportFromProto(u, `hello.executions[${i}]`, true)),
   };
 }
 

@@ -4,7 +4,8 @@
  * backpressured message streams.
  */
 export { serviceDefinition, MalformedMessage } from "./service-definition.js";
-export { toGrpcStatus, fromGrpcError, fromGrpcCode, type GrpcStatus } from "./status.js";
+export { checkWireBudget, DEFAULT_WIRE_BUDGET, WireBudgetExceeded, type WireBudget } from "./wire-budget.js";
+export { toGrpcStatus, fromGrpcError, fromGrpcCode, isInternalFailure, type GrpcStatus } from "./status.js";
 export {
   CLIENT_KEEPALIVE_DEFAULTS,
   SERVER_KEEPALIVE_DEFAULTS,
@@ -15,6 +16,7 @@ export {
 export { DEFAULT_MAX_QUEUED, type MessageStream, type MessageStreamOptions } from "./message-stream.js";
 export {
   createServer,
+  DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
   addService,
   encodeRepeatedInSlices,
   EncodedResponse,

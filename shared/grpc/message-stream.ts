@@ -231,7 +231,7 @@ abstract class DuplexMessageStream<In extends DescMessage, Out extends DescMessa
   readonly #onData = (message: unknown): void => {
     if (this.closed) return;
     if (message instanceof MalformedMessage) {
-      this.close(status.INVALID_ARGUMENT, message.details);
+      this.close(message.code, message.details);
       return;
     }
     for (const listener of this.#messageListeners) {

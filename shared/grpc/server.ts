@@ -17,11 +17,23 @@ import { DEFAULT_MAX_QUEUED, OutboundQueue, serverMessageStream, type MessageStr
 import { MalformedMessage, encodeMessage, methodPath, serviceDefinition } from "./service-definition.js";
 import { isInternalFailure, toGrpcStatus } from "./status.js";
 
+/**
+ * Default of ServerOptions.maxReceiveMessageBytes: 4 MiB, grpc-js's own default, stated here so
+ * that the bound is Shardline's choice and not a library's.
+ */
+export const DEFAULT_MAX_RECEIVE_MESSAGE_BYTES = 4 * 1024 * 1024;
+
 /** Options of createServer. */
 export interface ServerOptions {
   /** Keepalive; see KeepaliveOptions for the defaults. */
   keepalive?: KeepaliveOptions;
-  /** Largest request accepted, in bytes (`grpc.max_receive_message_length`). Default 4 MiB. */
+  /**
+   * Largest request accepted, in bytes; equivalent to GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH
+   * (`grpc.max_receive_message_length`). grpc-js checks each message's length prefix before
+   * buffering it, and answers a larger one with RESOURCE_EXHAUSTED ("Received message larger
+   * than max"), which ends the call; the handler sees the call cancelled. Default
+   * DEFAULT_MAX_RECEIVE_MESSAGE_BYTES.
+   */
   maxReceiveMessageBytes?: number;
 }
 
@@ -157,11 +169,13 @@ export interface AddServiceOptions {
 
 /** A grpc-js server with Shardline's keepalive and message size settings. */
 export function createServer(options: ServerOptions = {}): Server {
+  const maxReceiveMessageBytes = options.maxReceiveMessageBytes ?? DEFAULT_MAX_RECEIVE_MESSAGE_BYTES;
+  if (!Number.isSafeInteger(maxReceiveMessageBytes) || maxReceiveMessageBytes < 1) {
+    throw ShardlineError.invalid("maxReceiveMessageBytes", maxReceiveMessageBytes, "a number of bytes of at least 1");
+  }
   return new Server({
     ...serverKeepaliveOptions(options.keepalive),
-    ...(options.maxReceiveMessageBytes === undefined
-      ? {}
-      : { "grpc.max_receive_message_length": options.maxReceiveMessageBytes }),
+    "grpc.max_receive_message_length": maxReceiveMessageBytes,
   });
 }
 
@@ -275,7 +289,7 @@ function unaryHandler(
   return (call: ServerUnaryCall<unknown, unknown>, callback: sendUnaryData<unknown>) => {
     const request = call.request;
     if (request instanceof MalformedMessage) {
-      callback({ code: status.INVALID_ARGUMENT, details: request.details });
+      callback({ code: request.code, details: request.details });
       return;
     }
     const refused = admission.enter();
@@ -313,7 +327,7 @@ function serverStreamingHandler(
   return (call: ServerWritableStream<unknown, unknown>) => {
     const request = call.request;
     if (request instanceof MalformedMessage) {
-      call.emit("error", { code: status.INVALID_ARGUMENT, details: request.details });
+      call.emit("error", { code: request.code, details: request.details });
       return;
     }
     const { context, done } = callContext(call, method);

@@ -1,4 +1,4 @@
-import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
+import { status, type MethodDefinition, type ServiceDefinition } from "@grpc/grpc-js";
 import {
   create,
   fromBinary,
@@ -8,11 +8,13 @@ import {
   type DescService,
   type MessageInitShape,
 } from "@bufbuild/protobuf";
+import { checkWireBudget, WireBudgetExceeded } from "./wire-budget.js";
 
 /**
  * What a server-side deserialiser returns for bytes that are not a valid message of the
- * method's input type. grpc-js answers a throwing deserialiser with INTERNAL; a stranger's bad
- * bytes are the caller's fault, so the handlers in server.ts turn this into INVALID_ARGUMENT.
+ * method's input type, or that are over the WireBudget. grpc-js answers a throwing deserialiser
+ * with INTERNAL; a stranger's bad bytes are the caller's fault, so the handlers in server.ts
+ * answer this with its own code: INVALID_ARGUMENT, or RESOURCE_EXHAUSTED past the budget.
  */
 export class MalformedMessage {
   constructor(
@@ -22,8 +24,14 @@ export class MalformedMessage {
     readonly cause: unknown,
   ) {}
 
+  /** The status code to answer with. */
+  get code(): status {
+    return this.cause instanceof WireBudgetExceeded ? this.cause.code : status.INVALID_ARGUMENT;
+  }
+
   /** The status text sent to the peer: the type and the decoder's reason, no stack. */
   get details(): string {
+    if (this.cause instanceof WireBudgetExceeded) return this.cause.message;
     const reason = this.cause instanceof Error ? this.cause.message : String(this.cause);
     return `malformed ${this.typeName}: ${reason}`;
   }
@@ -57,10 +65,15 @@ function serializer(schema: DescMessage): (value: unknown) => Buffer {
   };
 }
 
-/** Server side: never throws; a bad request becomes a MalformedMessage for the handler to reject. */
+/**
+ * Server side: never throws; a bad request, or one over the wire budget (checked first, so that
+ * its cost is bounded before any of it is decoded), becomes a MalformedMessage for the handler
+ * to reject.
+ */
 function requestDeserializer(schema: DescMessage): (bytes: Buffer) => unknown {
   return (bytes) => {
     try {
+      checkWireBudget(schema, bytes);
       return fromBinary(schema, bytes);
     } catch (cause) {
       return new MalformedMessage(schema.typeName, cause);
