@@ -1,6 +1,8 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { ShardlineError } from "./errors.js";
+import type { TlsCertificates } from "./security/tls.js";
 
 /** What the HTTP endpoints report on. */
 export interface HttpProbes {
@@ -18,11 +20,14 @@ export interface HttpProbes {
 
 /**
  * The HTTP port of a controller or an agent (`--http`): `/healthz` says the process serves
- * requests, `/readyz` that it can do its job, `/metrics` its Prometheus metrics.
+ * requests, `/readyz` that it can do its job, `/metrics` its Prometheus metrics. With `tls`, it
+ * serves HTTPS with that certificate, and takes a renewed one when `tls` reads it (each refresh
+ * interval); it asks no client certificate, even when `tls` verifies the gRPC port's clients:
+ * probes and scrapers authenticate with tokens, or not at all.
  */
-export async function startHttpServer(hostPort: string, probes: HttpProbes): Promise<{ server: Server; address: string }> {
+export async function startHttpServer(hostPort: string, probes: HttpProbes, tls?: TlsCertificates): Promise<{ server: Server; address: string }> {
   const { host, port } = splitHostPort(hostPort, "--http");
-  const server = createServer((request, response) => {
+  const handle: RequestListener = (request, response) => {
     const path = (request.url ?? "/").split("?")[0];
     if (request.method !== "GET" && request.method !== "HEAD") {
       response.writeHead(405, { allow: "GET, HEAD" }).end();
@@ -54,15 +59,32 @@ export async function startHttpServer(hostPort: string, probes: HttpProbes): Pro
       return;
     }
     response.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
-  });
+  };
+  const server = tls === undefined ? createServer(handle) : httpsServer(tls, handle);
   await new Promise<void>((resolve, reject) => {
-    server.once("error", (error) =>
-      reject(new ShardlineError("unavailable", `cannot listen on ${hostPort} (--http): ${error.message}`, {}, { cause: error })),
-    );
+    server.once("error", (error) => {
+      // Closed, so that nothing it holds (the certificate files' watch) outlives the failed start.
+      server.close();
+      reject(new ShardlineError("unavailable", `cannot listen on ${hostPort} (--http): ${error.message}`, {}, { cause: error }));
+    });
     server.listen(port, host, () => resolve());
   });
   const bound = server.address() as AddressInfo;
   return { server, address: `${host.includes(":") ? `[${host}]` : host}:${bound.port}` };
+}
+
+/** An HTTPS server with `tls`'s certificate, following its renewals until the server closes. */
+function httpsServer(tls: TlsCertificates, handle: RequestListener): Server {
+  const identity = tls.identity;
+  if (identity === undefined) throw new ShardlineError("internal", "an HTTPS port needs a certificate and key");
+  const server = createHttpsServer({ cert: identity.certificate, key: identity.privateKey }, handle);
+  const renewed = (update: { certificate: Buffer; privateKey: Buffer } | null): void => {
+    // Only checked contents arrive here; null never does (TlsCertificates keeps the last good ones).
+    if (update !== null) server.setSecureContext({ cert: update.certificate, key: update.privateKey });
+  };
+  tls.addIdentityCertificateListener(renewed);
+  server.once("close", () => tls.removeIdentityCertificateListener(renewed));
+  return server;
 }
 
 /** Splits `host:port` (or `[v6]:port`), naming `field` when it is malformed. */

@@ -1,5 +1,6 @@
 import { pino, type Logger } from "pino";
 import { ShardlineError } from "../../shared/errors.js";
+import { TlsCertificates, type TlsFiles } from "../../shared/security/tls.js";
 import type { MetricsRegistry } from "../../shared/telemetry/metrics.js";
 import { VERSION } from "../../shared/version.js";
 import type { KubernetesAccess } from "../executors/kubernetes/kube-config.js";
@@ -78,6 +79,14 @@ export interface AgentOptions {
    * --token-file: one of its tokens with role `agent`. Default none.
    */
   token?: string;
+  /**
+   * TLS to the controller, from PEM files: `ca` verifies the controller's certificate (without
+   * it the agent connects in plaintext); `cert` and `key` present a client certificate, for a
+   * controller that requires them (mutual TLS). The files are checked here and read again every
+   * `refreshIntervalMs` (default 60 s), so a renewed certificate is used from the next
+   * connection on. Default none: plaintext.
+   */
+  tls?: TlsFiles & { refreshIntervalMs?: number };
 }
 
 /** AgentOptions with every default filled in. */
@@ -101,7 +110,12 @@ export interface ResolvedAgentOptions {
   clock: Clock;
   random: () => number;
   token: string | undefined;
+  /** The certificates of `tls`, checked; undefined for plaintext. */
+  tls: TlsCertificates | undefined;
 }
+
+/** How errors name AgentOptions.tls's fields. */
+const TLS_OPTION_NAMES = { cert: "tls.cert", key: "tls.key", ca: "tls.ca", refreshIntervalMs: "tls.refreshIntervalMs" };
 
 /** The contract's limit on a result's size (ExecutionUpdate.result). */
 export const MAX_RESULT_BYTES = 4096;
@@ -143,6 +157,11 @@ export function resolveAgentOptions(options: AgentOptions): ResolvedAgentOptions
     const given: unknown = options.listeners?.[hook];
     if (given !== undefined && typeof given !== "function") throw ShardlineError.invalid(`listeners.${hook}`, given, "a function, or nothing");
   }
+  const logger = options.logger ?? pino({ level: "silent" });
+  const tls = TlsCertificates.forClient(
+    { ...options.tls, onReloadError: (error) => logger.error({ err: error }, "the TLS files changed but cannot be used") },
+    TLS_OPTION_NAMES,
+  );
   return {
     controller: options.controller,
     id: options.id,
@@ -158,10 +177,11 @@ export function resolveAgentOptions(options: AgentOptions): ResolvedAgentOptions
     drainGraceMs,
     reconnect: { initialMs, maxMs, welcomeTimeoutMs },
     maxResultBytes,
-    logger: options.logger ?? pino({ level: "silent" }),
+    logger,
     metrics: options.metrics,
     clock: options.clock ?? { now: () => performance.now() },
     random: options.random ?? Math.random,
     token: options.token,
+    tls,
   };
 }

@@ -350,6 +350,7 @@ export class Agent {
     this.#client ??= createClient(AgentService, this.#address, {
       maxReconnectBackoffMs: this.#options.reconnect.maxMs,
       ...(this.#options.token === undefined ? {} : { metadata: { authorization: `Bearer ${this.#options.token}` } }),
+      ...(this.#options.tls === undefined ? {} : { credentials: this.#options.tls.channelCredentials() }),
     });
     const stream = this.#client.connect({ onError: (error) => this.#log.error({ err: error }, "agent stream listener failed") });
     this.#stream = stream;

@@ -3,6 +3,7 @@ import type { Command } from "commander";
 import { ShardlineError } from "../../shared/errors.js";
 import { AdminService } from "../../shared/gen/shardline/v1/admin_service_pb.js";
 import { createClient, type Client } from "../../shared/grpc/index.js";
+import { TlsCertificates } from "../../shared/security/tls.js";
 import { CONTROLLER_ENV, DEFAULT_CONTROLLER_ADDRESS, parseControllerAddresses, resolveControllerAddress } from "../controller-address.js";
 import type { CliIo } from "../output.js";
 
@@ -15,21 +16,46 @@ const ADMIN_DEADLINE_MS = 15_000;
 /** The environment variable with the caller's token, when --token is not given. */
 export const TOKEN_ENV = "SHARDLINE_TOKEN";
 
-/** The flags every admin command takes: where the controller is, and who is asking. */
-export interface AdminFlags {
+/** The TLS flags of a client of the controller (the agent, every admin command). */
+export interface ClientTlsFlags {
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+}
+
+/** The flags every admin command takes: where the controller is, who is asking, and over what. */
+export interface AdminFlags extends ClientTlsFlags {
   controller?: string;
   token?: string;
 }
 
-/** Adds `--controller HOST:PORT[,HOST:PORT...]` and `--token TOKEN` to an admin command. */
+/** Adds `--controller HOST:PORT[,HOST:PORT...]`, `--token TOKEN` and the TLS flags to an admin command. */
 export function addControllerOption(command: Command): Command {
+  return addClientTlsOptions(
+    command
+      .option(
+        "--controller <HOST:PORT>",
+        `the controller's gRPC address, or several replicas' separated by commas (default: $${CONTROLLER_ENV}, else ${DEFAULT_CONTROLLER_ADDRESS})`,
+        (value: string) => parseControllerAddresses(value, "--controller"),
+      )
+      .option("--token <TOKEN>", `the token to present when the controller checks them (default: $${TOKEN_ENV}; prefer it, a flag shows in the process list)`, parseToken),
+  );
+}
+
+/** Adds `--tls-ca FILE`, `--tls-cert FILE` and `--tls-key FILE`, a client's view of TLS. */
+export function addClientTlsOptions(command: Command): Command {
   return command
-    .option(
-      "--controller <HOST:PORT>",
-      `the controller's gRPC address, or several replicas' separated by commas (default: $${CONTROLLER_ENV}, else ${DEFAULT_CONTROLLER_ADDRESS})`,
-      (value: string) => parseControllerAddresses(value, "--controller"),
-    )
-    .option("--token <TOKEN>", `the token to present when the controller checks them (default: $${TOKEN_ENV}; prefer it, a flag shows in the process list)`, parseToken);
+    .option("--tls-ca <FILE>", "connect over TLS, verifying the controller's certificate against this CA (PEM); without it, plaintext")
+    .option("--tls-cert <FILE>", "present this client certificate (PEM), for a controller that requires them (mutual TLS); needs --tls-key and --tls-ca")
+    .option("--tls-key <FILE>", "the private key of --tls-cert (PEM)");
+}
+
+/**
+ * The client certificates of the TLS flags, checked (a missing, unreadable or mismatched file
+ * fails naming its flag); undefined for plaintext.
+ */
+export function clientTls(flags: ClientTlsFlags): TlsCertificates | undefined {
+  return TlsCertificates.forClient({ cert: flags.tlsCert, key: flags.tlsKey, ca: flags.tlsCa });
 }
 
 /** `--token` (or SHARDLINE_TOKEN): printable characters without spaces, as a header carries them. */
@@ -68,12 +94,14 @@ export async function withAdminClient<T>(
 ): Promise<T> {
   const addresses = resolveControllerAddress(flags.controller, io.env).split(",");
   const metadata = authorizationMetadata(flags.token, io.env);
+  // Checked before any connection, and shared by the clients of every address tried.
+  const credentials = clientTls(flags)?.channelCredentials();
   const tried: string[] = [];
   let next = 0;
   let address = addresses[next++]!;
   for (let hops = 0; ; ) {
     tried.push(address);
-    const client = createClient(AdminService, address, { deadlineMs: ADMIN_DEADLINE_MS, metadata });
+    const client = createClient(AdminService, address, { deadlineMs: ADMIN_DEADLINE_MS, metadata, ...(credentials === undefined ? {} : { credentials }) });
     try {
       return await call(client, address);
     } catch (error) {
@@ -89,7 +117,7 @@ export async function withAdminClient<T>(
         address = addresses[next++]!;
         continue;
       }
-      throw unreachable(tried, error);
+      throw unreachable(tried, error, credentials !== undefined);
     } finally {
       client.close();
     }
@@ -100,11 +128,13 @@ function refusedOrUnreachable(error: ShardlineError): boolean {
   return (error.cause as { code?: unknown } | undefined)?.code === status.UNAVAILABLE;
 }
 
-function unreachable(tried: string[], error: ShardlineError): ShardlineError {
+function unreachable(tried: string[], error: ShardlineError, tls: boolean): ShardlineError {
   const where = tried.length === 1 ? `the controller at ${tried[0]}` : `any controller (tried ${tried.join(", ")})`;
+  // Over TLS a refused handshake (an unknown CA, a missing client certificate) looks the same.
+  const alsoCheck = tls ? ", and --tls-ca, --tls-cert and --tls-key" : "";
   return new ShardlineError(
     "unavailable",
-    `cannot reach ${where} (${error.message.replace(/[\s.]*Resolution note:\s*$/, "")}); check --controller or ${CONTROLLER_ENV} (default ${DEFAULT_CONTROLLER_ADDRESS})`,
+    `cannot reach ${where} (${error.message.replace(/[\s.]*Resolution note:\s*$/, "")}); check --controller or ${CONTROLLER_ENV} (default ${DEFAULT_CONTROLLER_ADDRESS})${alsoCheck}`,
     { field: "--controller", value: tried.join(",") },
     { cause: error },
   );

@@ -2,10 +2,12 @@ import { hostname } from "node:os";
 import type { Command } from "commander";
 import { ShardlineError } from "../../shared/errors.js";
 import { createLogger, type Logger } from "../../shared/logging.js";
+import { checkPlaintextListen } from "../../shared/security/listen-policy.js";
+import { TlsCertificates } from "../../shared/security/tls.js";
 import type { startTracing as StartTracing } from "../../shared/telemetry/tracing.js";
 import { CONTROLLER_ENV, DEFAULT_CONTROLLER_ADDRESS, parseControllerAddresses, parseHostPort, resolveControllerAddress } from "../controller-address.js";
 import type { CliIo } from "../output.js";
-import { authorizationMetadata, parseToken, TOKEN_ENV } from "./admin.js";
+import { authorizationMetadata, clientTls, parseToken, TOKEN_ENV } from "./admin.js";
 import { importPart, nextSignal } from "./lifecycle.js";
 import { defaultAgentId, parseAgentId, parseAllowScript, parseInteger, parseLabel, parseLabelFromNode, parseSeconds, type NodeLabelFlag } from "./options.js";
 
@@ -34,6 +36,8 @@ export interface AgentStartOptions {
   metrics?: AgentMetricsRegistry;
   /** The join token presented to a controller that checks them. */
   token?: string;
+  /** --tls-ca, --tls-cert, --tls-key and --tls-refresh-interval: TLS to the controller (and, with a certificate, on --http). */
+  tls?: { ca?: string; cert?: string; key?: string; refreshIntervalMs?: number };
 }
 
 /** What runAgent takes: the agent's options, and where to serve its HTTP endpoints. */
@@ -53,7 +57,7 @@ export interface AgentModule {
   Agent: new (options: AgentStartOptions) => RunningAgent;
   /** Needed only with --http; a module without HTTP endpoints (a test's fake) may leave both out. */
   MetricsRegistry?: new (options: { serviceName: string }) => AgentMetricsRegistry;
-  startAgentHttpServer?(hostPort: string, agent: RunningAgent, metrics: AgentMetricsRegistry): Promise<{ address: string; close(): Promise<void> }>;
+  startAgentHttpServer?(hostPort: string, agent: RunningAgent, metrics: AgentMetricsRegistry, tls?: TlsCertificates): Promise<{ address: string; close(): Promise<void> }>;
 }
 
 /** A started agent. */
@@ -81,6 +85,11 @@ export interface AgentOptions {
   node?: string;
   labelFromNode?: NodeLabelFlag[];
   token?: string;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsRefreshInterval?: number;
+  insecure?: boolean;
 }
 
 /** The agent's own pod, which owns the Kubernetes Jobs it creates. */
@@ -148,6 +157,16 @@ export function registerAgent(program: Command, io: CliIo): void {
       parseKubernetesOwner,
     )
     .option("--token <TOKEN>", `the join token, for a controller started with --token-file: one of its tokens with role agent (default: $${TOKEN_ENV}; prefer it, a flag shows in the process list)`, parseToken)
+    .option("--tls-ca <FILE>", "connect over TLS, verifying the controller's certificate against this CA (PEM); without it, plaintext")
+    .option(
+      "--tls-cert <FILE>",
+      "present this client certificate (PEM; its CN or a SAN names the agent), for a controller that requires them (mutual TLS); --http then serves HTTPS with it; needs --tls-key and --tls-ca",
+    )
+    .option("--tls-key <FILE>", "the private key of --tls-cert (PEM)")
+    .option("--insecure", "serve --http in plaintext on an address other machines can reach; without it, such an address needs --tls-cert")
+    .option("--tls-refresh-interval <SECONDS>", "how often the TLS files are read again, so that renewed ones are used without a restart (default: 60)", (value: string) =>
+      parseSeconds(value, "--tls-refresh-interval", 0.1, 86_400),
+    )
     .option("--node <NAME>", "the Node the agent's pod runs on, e.g. $(NODE_NAME) from the downward API's spec.nodeName; needed by --label-from-node", parseNodeName)
     .option(
       "--label-from-node <NODE_LABEL[=AGENT_LABEL]>",
@@ -203,6 +222,7 @@ export function registerAgent(program: Command, io: CliIo): void {
 
 /** The agent's options from the flags, without its handlers and listeners. */
 export function agentStartOptions(options: AgentOptions, io: CliIo, host: string): AgentRunOptions {
+  if (options.http !== undefined) checkPlaintextListen("--http", options.http, options.tlsCert !== undefined, options.insecure === true);
   return {
     controller: resolveControllerAddress(options.controller, io.env),
     id: options.id ?? defaultAgentId(host),
@@ -214,6 +234,20 @@ export function agentStartOptions(options: AgentOptions, io: CliIo, host: string
     ...(options.drainGrace === undefined ? {} : { drainGraceMs: Math.round(options.drainGrace * 1000) }),
     ...(options.http === undefined ? {} : { http: options.http }),
     ...tokenOption(options.token, io.env),
+    ...tlsOption(options),
+  };
+}
+
+/** The TLS files, checked now so that a bad one fails naming its flag before anything connects. */
+function tlsOption(options: AgentOptions): Pick<AgentRunOptions, "tls"> {
+  if (clientTls(options) === undefined) return {};
+  return {
+    tls: {
+      ...(options.tlsCa === undefined ? {} : { ca: options.tlsCa }),
+      ...(options.tlsCert === undefined ? {} : { cert: options.tlsCert }),
+      ...(options.tlsKey === undefined ? {} : { key: options.tlsKey }),
+      ...(options.tlsRefreshInterval === undefined ? {} : { refreshIntervalMs: Math.round(options.tlsRefreshInterval * 1000) }),
+    },
   };
 }
 
@@ -231,7 +265,7 @@ function tokenOption(flag: string | undefined, env: CliIo["env"]): { token?: str
  */
 export async function runAgent(options: AgentRunOptions, handlersModule: string | undefined, module: AgentModule, io: CliIo, logger?: Logger): Promise<void> {
   const { http: hostPort, ...agentOptions } = options;
-  const http = hostPort === undefined ? undefined : agentHttp(module, hostPort);
+  const http = hostPort === undefined ? undefined : agentHttp(module, hostPort, httpTls(options.tls, logger));
   const { handlers, listeners } = handlersModule === undefined ? { handlers: {}, listeners: undefined } : await module.loadHandlerModule(handlersModule);
   const agent = new module.Agent({
     ...agentOptions,
@@ -252,14 +286,25 @@ export async function runAgent(options: AgentRunOptions, handlersModule: string 
   }
 }
 
+/** The agent's certificate for --http, when it has one: the port then serves HTTPS. */
+function httpTls(tls: AgentRunOptions["tls"], logger: Logger | undefined): TlsCertificates | undefined {
+  if (tls?.cert === undefined) return undefined;
+  return TlsCertificates.forServer({
+    cert: tls.cert,
+    key: tls.key,
+    ...(tls.refreshIntervalMs === undefined ? {} : { refreshIntervalMs: tls.refreshIntervalMs }),
+    onReloadError: (error) => logger?.error({ err: error }, "the TLS files changed but cannot be used"),
+  });
+}
+
 /** What --http needs from the agent module: the agent's metrics, and its HTTP port. */
-function agentHttp(module: AgentModule, hostPort: string) {
+function agentHttp(module: AgentModule, hostPort: string, tls: TlsCertificates | undefined) {
   const { MetricsRegistry, startAgentHttpServer } = module;
   if (MetricsRegistry === undefined || startAgentHttpServer === undefined) {
     throw new ShardlineError("internal", '--http: this build\'s agent serves no HTTP endpoints; rebuild with "npm run build"');
   }
   const metrics = new MetricsRegistry({ serviceName: "shardline-agent" });
-  return { metrics, listen: (agent: RunningAgent) => startAgentHttpServer(hostPort, agent, metrics) };
+  return { metrics, listen: (agent: RunningAgent) => startAgentHttpServer(hostPort, agent, metrics, tls) };
 }
 
 /** Starts the agent, and drains it on the first signal. */

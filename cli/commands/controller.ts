@@ -8,6 +8,7 @@ import { DEFAULT_CONTROLLER_ADDRESS, DEFAULT_HTTP_ADDRESS, parseHostPort } from 
 import type { CliIo } from "../output.js";
 import { importPart, nextSignal } from "./lifecycle.js";
 import { parseInteger, parseSeconds, parseStore } from "./options.js";
+import { checkPlaintextListen } from "../../shared/security/listen-policy.js";
 
 /** What the CLI passes to startController: its options less what only code (tests) sets. */
 export type ControllerStartOptions = Omit<ControllerModuleOptions, "logger" | "failureWebhooks">;
@@ -37,6 +38,11 @@ export interface ControllerOptions {
   historyDays: number;
   strategy?: { name: string; modulePath: string }[];
   tokenFile?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  tlsRefreshInterval?: number;
+  insecure?: boolean;
   adminRateLimit?: number;
   maxJobs?: number;
   maxAgents?: number;
@@ -89,6 +95,16 @@ export function registerController(program: Command, io: CliIo): void {
       "--token-file <PATH>",
       "callers must present a token of this file (TOKEN,NAME,ROLE per line; roles viewer, operator, admin, agent), read again when it changes; see docs/security.md",
     )
+    .option("--tls-cert <FILE>", "serve TLS on the gRPC and HTTP ports with this certificate (PEM, leaf first); needs --tls-key; see docs/security.md")
+    .option("--tls-key <FILE>", "the private key of --tls-cert (PEM)")
+    .option(
+      "--tls-ca <FILE>",
+      "mutual TLS: every gRPC client (agents, the CLI) must present a certificate signed by this CA (PEM); the HTTP port asks for none; needs --tls-cert and --tls-key",
+    )
+    .option("--insecure", "serve plaintext on --listen and --http addresses other machines can reach (a service mesh that encrypts, a private network); without it, such an address needs --tls-cert")
+    .option("--tls-refresh-interval <SECONDS>", "how often the TLS files are read again, so that renewed ones are used without a restart (default: 60)", (value: string) =>
+      parseSeconds(value, "--tls-refresh-interval", 0.1, 86_400),
+    )
     .action(async (options: ControllerOptions, command: Command) => {
       const start = async (startOptions: ControllerStartOptions): Promise<RunningController> => {
         const module = await importPart<{ startController: StartController }>(new URL("../../controller/shell/controller.js", import.meta.url), "the controller");
@@ -119,6 +135,9 @@ export function controllerStartOptions(options: ControllerOptions, logLevel: str
       { field: "--lease-ttl", value: String(lease) },
     );
   }
+  const tls = options.tlsCert !== undefined;
+  checkPlaintextListen("--listen", options.listen, tls, options.insecure === true);
+  checkPlaintextListen("--http", options.http, tls, options.insecure === true);
   return {
     listen: options.listen,
     http: options.http,
@@ -132,6 +151,20 @@ export function controllerStartOptions(options: ControllerOptions, logLevel: str
     ...(options.strategy === undefined ? {} : { strategies: options.strategy }),
     ...(options.tokenFile === undefined ? {} : { tokenFile: options.tokenFile }),
     ...limitOptions(options),
+    ...tlsOptions(options),
+  };
+}
+
+/** --tls-cert, --tls-key, --tls-ca and --tls-refresh-interval (checked by the controller before it listens). */
+function tlsOptions(options: ControllerOptions): Pick<ControllerStartOptions, "tls"> {
+  if (options.tlsCert === undefined && options.tlsKey === undefined && options.tlsCa === undefined) return {};
+  return {
+    tls: {
+      ...(options.tlsCert === undefined ? {} : { cert: options.tlsCert }),
+      ...(options.tlsKey === undefined ? {} : { key: options.tlsKey }),
+      ...(options.tlsCa === undefined ? {} : { ca: options.tlsCa }),
+      ...(options.tlsRefreshInterval === undefined ? {} : { refreshIntervalMs: Math.round(options.tlsRefreshInterval * 1000) }),
+    },
   };
 }
 

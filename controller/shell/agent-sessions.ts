@@ -16,6 +16,13 @@ import { assignmentToProto, stateToProto } from "./proto-mapping.js";
 type AgentStream = MessageStream<typeof ConnectRequestSchema, typeof ConnectResponseSchema>;
 type Response = MessageInitShape<typeof ConnectResponseSchema>;
 
+/** Who is on a session: its address, its agent once its Hello is accepted, its certificate's names with mutual TLS. */
+interface SessionName {
+  peer: string;
+  agent?: string;
+  identities?: readonly string[];
+}
+
 /** Default of AgentSessionsOptions.helloTimeoutMs. */
 export const DEFAULT_HELLO_TIMEOUT_MS = 10_000;
 
@@ -59,7 +66,7 @@ export class AgentSessions {
     const session = randomUUID();
     const protocol = new AgentStreamProtocol();
     this.streams.set(session, stream);
-    const name: { peer: string; agent?: string } = { peer: context.peer };
+    const name: SessionName = { peer: context.peer, ...(context.peerIdentities === undefined ? {} : { identities: context.peerIdentities }) };
     this.names.set(session, name);
     const refuse = (error: unknown): void => {
       const { code, details } = toGrpcStatus(error);
@@ -105,10 +112,19 @@ export class AgentSessions {
   };
 
   /** Hands one checked message to the core. Throws what the core throws. */
-  private apply(session: string, request: AgentRequest, name: { peer: string; agent?: string }): void {
+  private apply(session: string, request: AgentRequest, name: SessionName): void {
     switch (request.kind) {
       case "hello": {
         const { hello } = request;
+        // With mutual TLS an agent is who its certificate says: it cannot connect under another
+        // agent's id and take that agent's shards.
+        if (name.identities !== undefined && !name.identities.includes(hello.agentId)) {
+          throw new ShardlineError(
+            "permission-denied",
+            `hello.agent_id: ${hello.agentId} is not a name of this client's certificate (${name.identities.join(", ") || "none"}); ` +
+              "with mutual TLS an agent connects only under an id its certificate names (its CN or a DNS SAN)",
+          );
+        }
         this.driver.post((now) => this.core.hello(session, hello, now));
         name.agent = hello.agentId;
         this.noteTakeover(session, hello.agentId, name.peer);

@@ -22,6 +22,7 @@ import { adminService } from "./admin-service.js";
 import { Authorization, authorizedAdmin } from "./authorization.js";
 import { RateLimiter } from "../../shared/security/rate-limit.js";
 import { TokenFile } from "../../shared/security/token-file.js";
+import { TlsCertificates, type TlsFiles } from "../../shared/security/tls.js";
 import { AgentSessions } from "./agent-sessions.js";
 import { ControllerMetrics } from "./controller-metrics.js";
 import { CoreDriver } from "./core-driver.js";
@@ -69,6 +70,14 @@ export interface ControllerOptions {
    * viewer's. Without it, nothing is checked.
    */
   tokenFile?: string;
+  /**
+   * `--tls-cert`, `--tls-key`, `--tls-ca`: with cert and key, the gRPC port and the HTTP port
+   * serve TLS; with ca too, every gRPC client must present a certificate signed by it (mutual
+   * TLS), while the HTTP port asks for none. The files are checked at start and read again every
+   * `refreshIntervalMs` (`--tls-refresh-interval`, default 60 s): renewed certificates are used
+   * for new connections without a restart. Without them, both ports are plaintext.
+   */
+  tls?: TlsFiles & { refreshIntervalMs?: number };
   /** Limits that keep one caller or a runaway fleet from exhausting the controller; see ControllerLimits. */
   limits?: Partial<ControllerLimits>;
 }
@@ -156,6 +165,11 @@ export async function startController(options: ControllerOptions): Promise<Runni
       ? undefined
       : new TokenFile(options.tokenFile, (error) => logger.error({ err: error }, "the token file changed but cannot be used; the tokens read before stay in force"));
   const authorization = new Authorization(tokens, logger);
+  // Checked before anything listens: a bad file fails the start, naming its flag.
+  const tls = TlsCertificates.forServer({
+    ...options.tls,
+    onReloadError: (error) => logger.error({ err: error }, "the TLS files changed but cannot be used"),
+  });
   const limits: ControllerLimits = { ...DEFAULT_LIMITS, ...options.limits };
   const adminLimiter =
     limits.adminCallsPerSecond > 0 ? new RateLimiter({ perSecond: limits.adminCallsPerSecond, burst: 2 * limits.adminCallsPerSecond }) : undefined;
@@ -338,7 +352,9 @@ export async function startController(options: ControllerOptions): Promise<Runni
       {
         connect: (stream: AgentStream, context: CallContext) => {
           try {
-            authorization.checkCall(context.metadata, "agent", "AgentService.Connect", context.peer);
+            // A verified client certificate is the agent's credential (its Hello must then name
+            // one of the certificate's names); without mutual TLS, an agent token is.
+            if (context.peerIdentities === undefined) authorization.checkCall(context.metadata, "agent", "AgentService.Connect", context.peer);
           } catch (error) {
             const { code, details } = toGrpcStatus(error);
             stream.close(code, details);
@@ -356,7 +372,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
       { onError },
     );
     addService(grpcServer, AdminService, authorizedAdmin(followingAdmin(() => leading?.admin, notLeading, leaderKnown), authorization, adminLimiter), { onError });
-    const port = await listen(grpcServer, options.listen);
+    const port = await listen(grpcServer, options.listen, tls?.serverCredentials());
     const host = splitHostPort(options.listen, "--listen").host;
     const grpcAddress = `${host.includes(":") ? `[${host}]` : host}:${port}`;
     const http = await startHttpServer(options.http, {
@@ -378,7 +394,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
       authorize: (path, header, peer) => {
         if (path === "/metrics") authorization.check(header, "viewer", "GET /metrics", peer);
       },
-    });
+    }, tls);
     httpServer = http.server;
 
     if (location.kind === "sqlite") {
@@ -433,6 +449,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
         term: leading?.core.term ?? 0,
         version: VERSION,
         strategies: [...customStrategies.keys()],
+        tls: tls === undefined ? "off" : tls.verifiesPeers ? "mutual" : "server",
       },
       leading === undefined
         ? `controller serving on ${grpcAddress}, following until elected (leader: ${leadership?.leader ?? "none yet"})`

@@ -4,6 +4,7 @@ import {
   credentials,
   status,
   type CallOptions as GrpcCallOptions,
+  type ChannelCredentials,
   type ChannelOptions,
   type ClientReadableStream,
   type MethodDefinition,
@@ -30,6 +31,11 @@ export interface ClientOptions {
    * not grpc-js's 120 s: an agent must be back within a lease or two of the controller's return.
    */
   maxReconnectBackoffMs?: number;
+  /**
+   * The channel's security: TLS with TlsCertificates.channelCredentials (shared/security/tls.ts).
+   * Default plaintext.
+   */
+  credentials?: ChannelCredentials;
 }
 
 /** Options of one call. */
@@ -89,7 +95,7 @@ export type Client<S extends DescService> = {
 export const DEFAULT_DEADLINE_MS = 30_000;
 
 /**
- * A client of `service` at `address` (`host:port`), over an insecure channel. The channel
+ * A client of `service` at `address` (`host:port`), over plaintext or `options.credentials`. The channel
  * connects lazily and reconnects by itself; each call fails fast with "unavailable" while the
  * server cannot be reached.
  */
@@ -102,7 +108,7 @@ export function createClient<S extends DescService>(service: S, address: string,
       ? {}
       : { "grpc.max_receive_message_length": options.maxReceiveMessageBytes }),
   };
-  const raw = new GrpcClient(address, credentials.createInsecure(), channelOptions);
+  const raw = new GrpcClient(address, options.credentials ?? credentials.createInsecure(), channelOptions);
   const definition = serviceDefinition(service);
   const defaultDeadlineMs = options.deadlineMs ?? DEFAULT_DEADLINE_MS;
   const base = options.metadata ?? {};

@@ -12,6 +12,7 @@ import {
 import { create, toBinary, type DescMessage, type DescMethod, type DescService, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { ShardlineError } from "../errors.js";
+import { certificateIdentities } from "../security/tls.js";
 import { serverKeepaliveOptions, type KeepaliveOptions } from "./keepalive.js";
 import { DEFAULT_MAX_QUEUED, OutboundQueue, serverMessageStream, type MessageStream } from "./message-stream.js";
 import { MalformedMessage, encodeMessage, methodPath, serviceDefinition } from "./service-definition.js";
@@ -45,6 +46,13 @@ export interface CallContext {
   readonly metadata: Metadata;
   /** The method's path, e.g. `/shardline.v1.AdminService/ListJobs`. */
   readonly method: string;
+  /**
+   * Who the client's certificate says it is, when the server requires client certificates
+   * (mutual TLS) and verified the client's: the subject's common name, then its DNS and URI
+   * subject alternative names (see certificateIdentities in shared/security/tls.ts). Undefined
+   * over plaintext or without a verified client certificate.
+   */
+  readonly peerIdentities?: readonly string[];
   /**
    * Aborts when the call ends before the handler has: the client cancelled, its deadline passed,
    * the connection dropped, or (for a bidi stream) the stream closed.
@@ -220,12 +228,13 @@ export function addService<S extends DescService>(
 }
 
 /**
- * Binds an insecure listener and resolves the bound port (useful with port 0). Rejects with an
- * "unavailable" ShardlineError when the address cannot be bound.
+ * Binds a listener and resolves the bound port (useful with port 0): plaintext, or TLS with
+ * `credentials` (TlsCertificates.serverCredentials). Rejects with an "unavailable"
+ * ShardlineError when the address cannot be bound.
  */
-export function listen(server: Server, hostPort: string): Promise<number> {
+export function listen(server: Server, hostPort: string, credentials: ServerCredentials = ServerCredentials.createInsecure()): Promise<number> {
   return new Promise((resolve, reject) => {
-    server.bindAsync(hostPort, ServerCredentials.createInsecure(), (error, port) => {
+    server.bindAsync(hostPort, credentials, (error, port) => {
       if (error) {
         reject(new ShardlineError("unavailable", `cannot listen on ${hostPort}: ${error.message}`, {}, { cause: error }));
       } else {
@@ -429,7 +438,7 @@ interface LiveContext {
 }
 
 /** The parts of any grpc-js server call that a CallContext needs. */
-type SurfaceCall = Pick<ServerUnaryCall<unknown, unknown>, "getPeer" | "metadata"> & {
+type SurfaceCall = Pick<ServerUnaryCall<unknown, unknown>, "getPeer" | "metadata" | "getAuthContext"> & {
   once(event: "cancelled", listener: () => void): unknown;
 };
 
@@ -441,18 +450,28 @@ function callContext(call: SurfaceCall, method: DescMethod): LiveContext {
   };
   // grpc-js also emits 'cancelled' after a normal status; by then the handler has finished.
   call.once("cancelled", () => abort(new ShardlineError("unavailable", "the call was cancelled")));
+  // Read while the call is live: once it ends, its connection may be gone, and its certificate with it.
+  const peerIdentities = verifiedPeerIdentities(call);
   return {
     context: {
       peer: call.getPeer(),
       metadata: call.metadata,
       method: methodPath(method),
       signal: controller.signal,
+      ...(peerIdentities === undefined ? {} : { peerIdentities }),
     },
     done: () => {
       finished = true;
     },
     abort,
   };
+}
+
+/** The identities of the client's certificate, when grpc-js verified one (it reports none otherwise). */
+function verifiedPeerIdentities(call: SurfaceCall): readonly string[] | undefined {
+  const certificate = call.getAuthContext?.()?.sslPeerCertificate;
+  if (certificate === undefined) return undefined;
+  return Object.freeze(certificateIdentities(certificate));
 }
 
 function defaultOnError(error: unknown, method: string): void {

@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createServer } from "node:net";
+import { isLoopbackHost } from "../../shared/security/listen-policy.js";
 import { adminClient, CLI, waitFor } from "./processes.js";
 
 /**
@@ -186,7 +187,7 @@ export class ControllerOnStore {
 
   async start(): Promise<void> {
     const http = await freePortOn(this.host);
-    const args = ["controller", "--listen", this.address, "--http", `${this.host}:${http}`, "--store", `sqlite:${this.storePath}`, ...this.extraArgs];
+    const args = ["controller", "--listen", this.address, "--http", `${this.host}:${http}`, "--store", `sqlite:${this.storePath}`, ...plaintextOn(this.host), ...this.extraArgs];
     const started = new TrackedProcess("controller", process.execPath, [CLI, ...args]);
     this.process = started;
     this.incarnations.push(started);
@@ -201,4 +202,9 @@ export class ControllerOnStore {
       admin.close();
     }
   }
+}
+
+/** `--insecure` for a controller on a test network namespace's address: plaintext off loopback needs it. */
+export function plaintextOn(host: string): string[] {
+  return isLoopbackHost(host) ? [] : ["--insecure"];
 }

@@ -1,7 +1,7 @@
 import { ShardlineError } from "../../shared/errors.js";
 import { AdminService } from "../../shared/gen/shardline/v1/admin_service_pb.js";
 import { createClient } from "../../shared/grpc/index.js";
-import { freePortOn, TrackedProcess } from "./chaos-tools.js";
+import { freePortOn, plaintextOn, TrackedProcess } from "./chaos-tools.js";
 import { type AdminClient, CLI, waitFor } from "./processes.js";
 
 /**
@@ -29,7 +29,7 @@ export class ControllerReplica {
   /** Starts a new process of this replica and resolves once its log says it serves (leading or following). */
   async start(): Promise<TrackedProcess> {
     const http = await freePortOn(this.host);
-    const args = ["controller", "--listen", this.address, "--http", `${this.host}:${http}`, "--store", this.store, ...this.extraArgs];
+    const args = ["controller", "--listen", this.address, "--http", `${this.host}:${http}`, "--store", this.store, ...plaintextOn(this.host), ...this.extraArgs];
     const started = new TrackedProcess(this.name, process.execPath, [CLI, ...args]);
     this.process = started;
     this.incarnations.push(started);
