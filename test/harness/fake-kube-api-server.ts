@@ -111,6 +111,8 @@ export class FakeKubeApiServer {
   readonly #logs = new Map<string, Map<string, string>>();
   /** Nodes by name (cluster-scoped; only GET is served). */
   readonly #nodes = new Map<string, KubeObject>();
+  /** While set, list answers wait for it (holdLists). */
+  #listGate: Promise<void> | undefined;
   /** Resources the token may not read or write: requests to them get 403 Forbidden. */
   readonly #forbidden = new Set<string>();
   readonly #watchers = new Set<Watcher>();
@@ -561,12 +563,24 @@ export class FakeKubeApiServer {
     const selector = parseSelector(query.labelSelector ?? "");
     if (selector === undefined) return sendStatus(response, 400, "BadRequest", `unable to parse requirement: ${query.labelSelector}`);
     const kind = resource === "jobs" ? "JobList" : "PodList";
-    sendJson(response, 200, {
-      kind,
-      apiVersion: resource === "jobs" ? "batch/v1" : "v1",
-      metadata: { resourceVersion: String(this.#rv) },
-      items: this.#list(resource, namespace, selector),
-    });
+    // The answer is what the store holds now, even when held back and sent later.
+    const list = { kind, apiVersion: resource === "jobs" ? "batch/v1" : "v1", metadata: { resourceVersion: String(this.#rv) }, items: this.#list(resource, namespace, selector) };
+    const gate = this.#listGate;
+    if (gate === undefined) return sendJson(response, 200, list);
+    void gate.then(() => sendJson(response, 200, list));
+  }
+
+  /**
+   * Holds back the answers to lists from now until the returned release is called, each answer
+   * being the state at its request: a slow API server, whose list arrives after later writes.
+   */
+  holdLists(): () => void {
+    let release!: () => void;
+    this.#listGate = new Promise<void>((resolve) => (release = resolve));
+    return () => {
+      this.#listGate = undefined;
+      release();
+    };
   }
 
   #watch(request: IncomingMessage, response: ServerResponse, resource: Resource, namespace: string, query: Record<string, string>): void {

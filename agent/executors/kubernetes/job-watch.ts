@@ -41,6 +41,12 @@ export class JobWatch {
   /** uids of Jobs seen deleted: a create answer that arrives after the DELETED event must not bring one back. */
   readonly #tombstones = new Set<string>();
   readonly #listeners = new Map<string, Set<JobListener>>();
+  /**
+   * When each Job was last recorded, on a counter: a list sent before a Job was created (or its
+   * create answered) may arrive after, without it, and must not count it deleted.
+   */
+  readonly #recordedAt = new Map<string, number>();
+  #clock = 0;
   #resourceVersion: string | undefined;
   #abort: AbortController | undefined;
   #running = false;
@@ -86,7 +92,10 @@ export class JobWatch {
   observe(job: KubeObject): void {
     const uid = job.metadata.uid;
     if (uid !== undefined && this.#tombstones.has(uid)) return;
-    if (!this.#jobs.has(job.metadata.name)) this.#jobs.set(job.metadata.name, job);
+    if (!this.#jobs.has(job.metadata.name)) {
+      this.#jobs.set(job.metadata.name, job);
+      this.#recordedAt.set(job.metadata.name, ++this.#clock);
+    }
   }
 
   /** The named Job as last seen, or undefined. */
@@ -112,6 +121,7 @@ export class JobWatch {
     clearTimeout(this.#retryTimer);
     this.#wake?.();
     this.#jobs.clear();
+    this.#recordedAt.clear();
     this.#tombstones.clear();
   }
 
@@ -146,6 +156,7 @@ export class JobWatch {
 
   async #list(current: () => boolean): Promise<void> {
     const { client, namespace, selector } = this.#options;
+    const sentAt = ++this.#clock;
     const list = await client.json<KubeList>({ method: "GET", path: paths.jobs(namespace), query: { labelSelector: selector } });
     if (!current()) return;
     this.#backoff.reset();
@@ -154,8 +165,11 @@ export class JobWatch {
       seen.add(job.metadata.name);
       this.#set(job);
     }
-    // Gone while nobody watched: deleted, or (for this selector) reported.
-    for (const [name, job] of [...this.#jobs]) if (!seen.has(name)) this.#delete(job);
+    // Gone while nobody watched: deleted, or (for this selector) reported. Not one recorded after
+    // the list was sent: the list may predate it.
+    for (const [name, job] of [...this.#jobs]) {
+      if (!seen.has(name) && (this.#recordedAt.get(name) ?? 0) < sentAt) this.#delete(job);
+    }
     this.#resourceVersion = list.metadata.resourceVersion;
   }
 
@@ -184,6 +198,7 @@ export class JobWatch {
   #set(job: KubeObject): void {
     const name = job.metadata.name;
     this.#jobs.set(name, job);
+    this.#recordedAt.set(name, ++this.#clock);
     for (const listener of [...(this.#listeners.get(name) ?? [])]) listener(job);
   }
 
@@ -193,6 +208,7 @@ export class JobWatch {
     // A DELETED for an older Job of the same name (another uid) says nothing about this one.
     if (known !== undefined && job.metadata.uid !== undefined && known.metadata.uid !== undefined && known.metadata.uid !== job.metadata.uid) return;
     this.#jobs.delete(name);
+    this.#recordedAt.delete(name);
     if (job.metadata.uid !== undefined) {
       this.#tombstones.add(job.metadata.uid);
       // Only the latest deletions matter (a create answer in flight): keep the set small.

@@ -447,6 +447,25 @@ describe("connectKubernetes", () => {
   });
 });
 
+describe("KubernetesExecutor, when the API server answers late", () => {
+  it("does not take its new Job for deleted when the list of Jobs, sent before the create, arrives after it", async () => {
+    const { executor, terminal, running } = agent("node-a");
+    const ctx = context(6);
+    const release = fake.holdLists();
+    const run = executor.create(ctx);
+    run.start();
+    const name = jobNameFor(ctx);
+    // The list went out first (its answer held, without the Job); the create is answered.
+    await running(ctx.executionId);
+    release();
+    await until(() => fake.watchCount > 0, "the watch after the list");
+    fake.succeed(NS, name, { log: "done\n" });
+
+    const end = await terminal(ctx.executionId);
+    expect(end.state).toBe(ExecutionState.SUCCEEDED);
+  });
+});
+
 describe("KubernetesExecutor, when the Job's pod does not start", () => {
   const withStartTimeout = (seconds: number) => () => ({ ...CONFIG, startTimeoutSeconds: seconds });
 
