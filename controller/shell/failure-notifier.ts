@@ -3,6 +3,7 @@ import https from "node:https";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ShardlineError } from "../../shared/errors.js";
 import type { Logger } from "../../shared/logging.js";
+import { resolveHeaders } from "../../shared/security/env-reference.js";
 import type { JobSpec } from "../../shared/manifest/job-spec.js";
 import type { CoreEvent } from "../core/messages.js";
 import { executionView } from "../../shared/execution-view.js";
@@ -154,7 +155,8 @@ export class FailureNotifier {
         }
       }
       try {
-        const status = await post(webhook.url, webhook.headers, body, this.#attemptTimeoutMs, signal);
+        const headers = resolveHeaders(webhook.headers, process.env, "spec.onFailure.webhook.headers");
+        const status = await post(webhook.url, headers, body, this.#attemptTimeoutMs, signal);
         if (status >= 200 && status < 300) {
           this.#log.debug({ ...fields, attempt, status }, "failure webhook delivered");
           return;

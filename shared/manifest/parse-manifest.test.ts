@@ -433,6 +433,7 @@ describe("parseManifest", () => {
     ["retries as a number", withSpec({ retries: 3 }), "spec.retries", "a mapping with the fields limit, backoffSeconds"],
     ["an unknown placement field", withSpec({ placement: { zone: "eu-1" } }), "spec.placement.zone", "selector"],
     ["a numeric selector value", withSpec({ placement: { selector: { rack: 7 } } }), "spec.placement.selector.rack", "a string"],
+    ["a malformed env reference in a header", withSpec({ handler: undefined, http: { url: "http://x", headers: { Authorization: "${env:bad name}" } } }), "spec.http.headers.Authorization", "${env:NAME}"],
     ["spreadBy as a string", withSpec({ placement: { spreadBy: "zone" } }), "spec.placement.spreadBy", "a list of 1 to 3 distinct agent label keys"],
     ["a spreadBy key with a space", withSpec({ placement: { spreadBy: ["my zone"] } }), "spec.placement.spreadBy", "a list of 1 to 3 distinct agent label keys"],
     ["a spreadBy key twice", withSpec({ placement: { spreadBy: ["zone", "zone"] } }), "spec.placement.spreadBy", "distinct"],

@@ -1,5 +1,6 @@
 import { parseAllDocuments } from "yaml";
 import { ShardlineError } from "../errors.js";
+import { ENV_REFERENCE_ALLOWED, envReference } from "../security/env-reference.js";
 import { validateSchedule, validateTimeZone } from "../schedule.js";
 import {
   DEFAULT_START_TIMEOUT_SECONDS,
@@ -478,6 +479,7 @@ function headers(value: unknown, path: string): Record<string, string> {
     if (typeof text !== "string" || /[\r\n\0]/.test(text)) {
       throw ShardlineError.invalid(`${path}.${name}`, text, "a string without line breaks or NUL (quote numbers and booleans)");
     }
+    if (envReference(text) === "") throw ShardlineError.invalid(`${path}.${name}`, text, ENV_REFERENCE_ALLOWED);
     result[name] = text;
   }
   return result;

@@ -127,6 +127,22 @@ describe("HttpExecutor", () => {
     });
   });
 
+  it("takes a ${env:NAME} header value from the agent's environment, and fails naming the header when it is not set", async () => {
+    const http = await server((_request, response) => response.end("ok"));
+    process.env.SHARDLINE_TEST_API_TOKEN = "Bearer from-env";
+    try {
+      const done = await run({ url: http.url, headers: { Authorization: "${env:SHARDLINE_TEST_API_TOKEN}" } }).terminal;
+      expect(done.state).toBe(ExecutionState.SUCCEEDED);
+      expect(http.received[0]?.headers.authorization).toBe("Bearer from-env");
+    } finally {
+      delete process.env.SHARDLINE_TEST_API_TOKEN;
+    }
+    const missing = await run({ url: http.url, headers: { Authorization: "${env:SHARDLINE_TEST_API_TOKEN}" } }).terminal;
+    expect(missing.state).toBe(ExecutionState.FAILED);
+    expect(missing.error).toContain("spec.http.headers.Authorization: ${env:SHARDLINE_TEST_API_TOKEN} names no environment variable");
+    expect(http.received).toHaveLength(1);
+  });
+
   it("sends the spec's body as it is, with the spec's method and content type", async () => {
     const http = await server((_request, response) => response.writeHead(204).end());
     const done = await run({ url: http.url, method: "PUT", body: "month=current", headers: { "Content-Type": "text/plain" } }).terminal;

@@ -13,6 +13,7 @@ import {
   type StopState,
 } from "../execution-run.js";
 import { OutputTail, trimLineBreaks, withTail } from "../output-tail.js";
+import { resolveHeaders } from "../../../shared/security/env-reference.js";
 
 /** What an HttpExecutor needs from the agent. */
 export interface HttpExecutorOptions extends ReportOptions {
@@ -84,7 +85,14 @@ class HttpRun implements ExecutionRun {
     }
     // Never the query or credentials: they may hold secrets, and errors end up in the history.
     const target = `${config.method || "POST"} ${url.origin}${url.pathname}`;
-    const { body, headers } = this.#outgoing(config, traceContext);
+    let outgoing: { body: string; headers: OutgoingHttpHeaders };
+    try {
+      outgoing = this.#outgoing(config, traceContext);
+    } catch (error) {
+      this.#finish(ExecutionState.FAILED, { error: errorText(error) });
+      return;
+    }
+    const { body, headers } = outgoing;
 
     this.#reports.running();
     const { timeoutMs } = this.context;
@@ -153,7 +161,8 @@ class HttpRun implements ExecutionRun {
   /** The body and headers to send: the context as JSON when the spec gives no body. */
   #outgoing(config: HttpConfig, traceContext: Readonly<Record<string, string>>): { body: string; headers: OutgoingHttpHeaders } {
     const headers: OutgoingHttpHeaders = {};
-    for (const [name, value] of Object.entries(config.headers)) headers[name.toLowerCase()] = value;
+    // ${env:NAME} values come from this agent's environment, so no secret need sit in the manifest.
+    for (const [name, value] of Object.entries(resolveHeaders(config.headers, process.env, "spec.http.headers"))) headers[name.toLowerCase()] = value;
     let body = config.body;
     if (body === "") {
       body = executionPayload(this.context, this.options.agentId);
