@@ -76,6 +76,19 @@ describe("the controller's limits", () => {
     admin.close();
   });
 
+  it("refuses a manifest over 256 KiB naming it, and an admin request over 4 MiB before reading it", async () => {
+    await start({});
+    const admin = createClient(AdminService, controller.grpcAddress);
+    const padded = manifest("big") + `# ${"x".repeat(256 * 1024)}\n`;
+    const tooBig = await admin.applyJob({ manifest: padded }).catch((error: ShardlineError) => error);
+    expect(((tooBig as ShardlineError).cause as { code: status }).code).toBe(status.INVALID_ARGUMENT);
+    expect((tooBig as ShardlineError).message).toMatch(/^manifest: "\d+ bytes" is not allowed; expected at most 262144 bytes/);
+    const huge = await admin.applyJob({ manifest: "x".repeat(5 * 1024 * 1024) }).catch((error: ShardlineError) => error);
+    expect(((huge as ShardlineError).cause as { code: status }).code).toBe(status.RESOURCE_EXHAUSTED);
+    expect((await admin.listJobs({})).jobs).toEqual([]);
+    admin.close();
+  });
+
   it("refuses an agent stream past --max-agents, and serves the ones it has", async () => {
     await start({ maxAgents: 1 });
     const first = rawAgent(controller.grpcAddress);
