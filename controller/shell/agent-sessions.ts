@@ -7,7 +7,7 @@ import { type CallContext, isInternalFailure, type MessageStream, toGrpcStatus }
 import type { Logger } from "../../shared/logging.js";
 import { VERSION } from "../../shared/version.js";
 import type { ControllerCore } from "../core/controller-core.js";
-import type { AgentCommand } from "../core/messages.js";
+import type { AgentCommand, ExecutionContext } from "../core/messages.js";
 import type { Outbound, SessionClose } from "../core/outbox.js";
 import type { CoreDriver } from "./core-driver.js";
 import { type AgentRequest, AgentStreamProtocol } from "./agent-stream-protocol.js";
@@ -222,13 +222,25 @@ export class AgentSessions {
   }
 
   private send(session: string, command: AgentCommand): void {
+    if (command.kind !== "dispatch") {
+      this.sendOne(session, command);
+      return;
+    }
+    for (const executions of dispatchParts(command.executions)) {
+      if (!this.sendOne(session, { kind: "dispatch", executions })) return;
+    }
+  }
+
+  /** Sends one message; false when the stream is gone or was just disconnected. */
+  private sendOne(session: string, command: AgentCommand): boolean {
     const stream = this.streams.get(session);
-    if (stream === undefined) return;
-    if (stream.send(toResponse(this.core.term, command))) return;
+    if (stream === undefined) return false;
+    if (stream.send(toResponse(this.core.term, command))) return true;
     // Not full: the agent half-closed (it said goodbye) and the stream ends once what is queued
     // is out; its onClose tells the core. Nothing is lost that the agent still wanted.
-    if (stream.queued < stream.maxQueued) return;
+    if (stream.queued < stream.maxQueued) return true;
     this.disconnectStuck(session, stream);
+    return false;
   }
 
   /**
@@ -248,6 +260,57 @@ export class AgentSessions {
     this.streams.delete(session);
     stream.close(status.RESOURCE_EXHAUSTED, reason);
   }
+}
+
+/**
+ * The most a Dispatch message carries, by estimate: well under the 4 MiB an agent accepts by
+ * default (grpc's limit), whatever the executions carry.
+ */
+export const DISPATCH_BUDGET_BYTES = 1024 * 1024;
+
+/**
+ * Splits a dispatch into messages of at most DISPATCH_BUDGET_BYTES (an execution larger than
+ * that alone goes alone). A fire of a job with a 32 KiB pod template and hundreds of shards on one
+ * agent would otherwise make one message the agent refuses, and its stream would fail the same
+ * way after every reconnect. The estimate counts only the fields that can be large, so that the
+ * common case costs a few additions per execution.
+ */
+export function dispatchParts(executions: readonly ExecutionContext[], budget = DISPATCH_BUDGET_BYTES): ExecutionContext[][] {
+  const parts: ExecutionContext[][] = [];
+  let part: ExecutionContext[] = [];
+  let bytes = 0;
+  for (const execution of executions) {
+    const size = estimatedBytes(execution);
+    if (part.length > 0 && bytes + size > budget) {
+      parts.push(part);
+      part = [];
+      bytes = 0;
+    }
+    part.push(execution);
+    bytes += size;
+  }
+  if (part.length > 0) parts.push(part);
+  return parts;
+}
+
+/**
+ * An upper estimate of an execution's encoded size: UTF-16 lengths (a UTF-8 byte count can be up
+ * to three per code unit) of the strings that have no bound but the manifest's, plus 1 KiB for
+ * the rest (ids, numbers, trace context, a script's or request's short fields).
+ */
+function estimatedBytes(execution: ExecutionContext): number {
+  let bytes = 1024 + 3 * (execution.parameter.length + execution.shardParameter.length);
+  if (execution.kubernetes !== undefined) bytes += 3 * execution.kubernetes.podTemplateJson.length;
+  if (execution.http !== undefined) {
+    bytes += 3 * (execution.http.body.length + execution.http.url.length);
+    for (const [name, value] of Object.entries(execution.http.headers)) bytes += 3 * (name.length + value.length);
+  }
+  if (execution.script !== undefined) {
+    for (const arg of execution.script.args) bytes += 3 * arg.length;
+    for (const [name, value] of Object.entries(execution.script.env)) bytes += 3 * (name.length + value.length);
+  }
+  for (const outcome of execution.fireOutcome ?? []) bytes += 128 + 3 * (outcome.error?.length ?? 0);
+  return bytes;
 }
 
 /**
