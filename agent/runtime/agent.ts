@@ -21,6 +21,7 @@ import {
 } from "../../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState, type Assignment } from "../../shared/gen/shardline/v1/types_pb.js";
 import { createClient, type Client, type GrpcStatus, type MessageStream } from "../../shared/grpc/index.js";
+import { partsWithin } from "../../shared/grpc/message-parts.js";
 import { ExecutionListening } from "../executors/execution-listeners.js";
 import type { ExecutionRun, Executor } from "../executors/execution-run.js";
 import { ExecutionTelemetry } from "../executors/execution-telemetry.js";
@@ -841,7 +842,10 @@ export class Agent {
       const pending = this.#unconfirmed.get(update.executionId);
       if (pending && pending.update === update) pending.confirmSeq = confirmSeq;
     }
-    this.#send({ kind: { case: "executionUpdates", value: { updates } } });
+    // Results and errors run to 4 KiB each: a thousand runs ending in one turn would make one
+    // message over the controller's 4 MiB limit, and the stream would fail again after every
+    // reconnect. In order, before the next heartbeat, so the confirmation above still holds.
+    for (const part of partsWithin(updates, updateBytes)) this.#send({ kind: { case: "executionUpdates", value: { updates: part } } });
   }
 
   #confirm(seq: bigint): void {
@@ -946,4 +950,9 @@ function toAssignment(ref: AssignmentRef): Assignment {
     term: ref.term,
     generation: ref.generation,
   };
+}
+
+/** An upper estimate of an update's encoded size: its texts (up to 3 bytes per UTF-16 unit) and 256 for the rest. */
+function updateBytes(update: ExecutionUpdate): number {
+  return 256 + 3 * (update.executionId.length + update.result.length + update.error.length);
 }

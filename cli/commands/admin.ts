@@ -10,6 +10,12 @@ import type { CliIo } from "../output.js";
 /** A typed AdminService client. */
 export type AdminClient = Client<typeof AdminService>;
 
+/**
+ * The largest answer the CLI accepts: a listing of 10,000 executions, each with a 4 KiB result
+ * and a 4 KiB error, is about 85 MB, far over gRPC's default 4 MiB.
+ */
+export const ADMIN_MAX_RECEIVE_BYTES = 128 * 1024 * 1024;
+
 /** Deadline of each admin call: long enough for a busy controller, short enough for a script. */
 const ADMIN_DEADLINE_MS = 15_000;
 
@@ -101,7 +107,7 @@ export async function withAdminClient<T>(
   let address = addresses[next++]!;
   for (let hops = 0; ; ) {
     tried.push(address);
-    const client = createClient(AdminService, address, { deadlineMs: ADMIN_DEADLINE_MS, metadata, ...(credentials === undefined ? {} : { credentials }) });
+    const client = createClient(AdminService, address, { deadlineMs: ADMIN_DEADLINE_MS, maxReceiveMessageBytes: ADMIN_MAX_RECEIVE_BYTES, metadata, ...(credentials === undefined ? {} : { credentials }) });
     try {
       return await call(client, address);
     } catch (error) {

@@ -8,6 +8,7 @@ import type { Logger } from "../../shared/logging.js";
 import { VERSION } from "../../shared/version.js";
 import type { ControllerCore } from "../core/controller-core.js";
 import type { AgentCommand, ExecutionContext } from "../core/messages.js";
+import { MESSAGE_BUDGET_BYTES, partsWithin } from "../../shared/grpc/message-parts.js";
 import type { Outbound, SessionClose } from "../core/outbox.js";
 import type { CoreDriver } from "./core-driver.js";
 import { type AgentRequest, AgentStreamProtocol } from "./agent-stream-protocol.js";
@@ -263,34 +264,14 @@ export class AgentSessions {
 }
 
 /**
- * The most a Dispatch message carries, by estimate: well under the 4 MiB an agent accepts by
- * default (grpc's limit), whatever the executions carry.
+ * Splits a dispatch into messages of at most MESSAGE_BUDGET_BYTES by estimate (an execution
+ * larger than that goes alone). A fire of a job with a 32 KiB pod template and hundreds of shards
+ * on one agent would otherwise make one message the agent refuses, and its stream would fail the
+ * same way after every reconnect. The estimate counts only the fields that can be large, so that
+ * the common case costs a few additions per execution.
  */
-export const DISPATCH_BUDGET_BYTES = 1024 * 1024;
-
-/**
- * Splits a dispatch into messages of at most DISPATCH_BUDGET_BYTES (an execution larger than
- * that alone goes alone). A fire of a job with a 32 KiB pod template and hundreds of shards on one
- * agent would otherwise make one message the agent refuses, and its stream would fail the same
- * way after every reconnect. The estimate counts only the fields that can be large, so that the
- * common case costs a few additions per execution.
- */
-export function dispatchParts(executions: readonly ExecutionContext[], budget = DISPATCH_BUDGET_BYTES): ExecutionContext[][] {
-  const parts: ExecutionContext[][] = [];
-  let part: ExecutionContext[] = [];
-  let bytes = 0;
-  for (const execution of executions) {
-    const size = estimatedBytes(execution);
-    if (part.length > 0 && bytes + size > budget) {
-      parts.push(part);
-      part = [];
-      bytes = 0;
-    }
-    part.push(execution);
-    bytes += size;
-  }
-  if (part.length > 0) parts.push(part);
-  return parts;
+export function dispatchParts(executions: readonly ExecutionContext[], budget = MESSAGE_BUDGET_BYTES): ExecutionContext[][] {
+  return partsWithin(executions, estimatedBytes, budget);
 }
 
 /**

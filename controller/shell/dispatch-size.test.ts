@@ -3,12 +3,17 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { toBinary } from "@bufbuild/protobuf";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { Agent } from "../../agent/index.js";
 import { AdminService } from "../../shared/gen/shardline/v1/admin_service_pb.js";
 import { DispatchSchema } from "../../shared/gen/shardline/v1/agent_service_pb.js";
+import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
 import { createClient } from "../../shared/grpc/index.js";
 import { silentLogger } from "../../shared/logging.js";
-import { dispatchParts, DISPATCH_BUDGET_BYTES } from "./agent-sessions.js";
+import { MESSAGE_BUDGET_BYTES } from "../../shared/grpc/message-parts.js";
+import { ADMIN_MAX_RECEIVE_BYTES } from "../../cli/commands/admin.js";
+import { dispatchParts } from "./agent-sessions.js";
 import { type RunningController, startController } from "./controller.js";
+import { waitFor } from "../../test/harness/processes.js";
 import { rawAgent } from "./testing/raw-agent.js";
 
 const SHARDS = 200;
@@ -67,13 +72,63 @@ describe("dispatching many large executions to one agent", () => {
   });
 });
 
+describe("many large results reported at once", () => {
+  let dir: string;
+  let controller: RunningController;
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), "shardline-updates-"));
+    controller = await startController({ listen: "127.0.0.1:0", http: "127.0.0.1:0", store: `sqlite:${join(dir, "state.db")}`, logger: silentLogger() });
+  });
+
+  afterEach(async () => {
+    await controller.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("reach the controller in messages under its 4 MiB limit, when a thousand runs end in one turn", async () => {
+    const shards = 1_100;
+    // Every run waits until all have started, then all end together: one turn of 1,100 reports of 4 KB.
+    let started = 0;
+    let releaseAll!: () => void;
+    const allStarted = new Promise<void>((resolve) => (releaseAll = resolve));
+    const agent = new Agent({
+      controller: controller.grpcAddress,
+      id: "results-1",
+      handlers: {
+        big: async () => {
+          if (++started === shards) releaseAll();
+          await allStarted;
+          return "r".repeat(4_000);
+        },
+      },
+    });
+    // A listing of 1,100 runs with 4 KB results is itself over the default 4 MiB.
+    const admin = createClient(AdminService, controller.grpcAddress, { maxReceiveMessageBytes: ADMIN_MAX_RECEIVE_BYTES });
+    try {
+      await admin.applyJob({ manifest: `apiVersion: shardline.dev/v1\nkind: ShardedJob\nmetadata: {name: results}\nspec: {shards: ${shards}, handler: big}\n` });
+      agent.start();
+      await waitFor("the agent to hold every shard", async () => ((await admin.listAssignments({ job: "results" })).assignments.length === shards ? true : undefined));
+      const fired = await admin.triggerJob({ name: "results" });
+      const done = await waitFor("every run to succeed", async () => {
+        const executions = (await admin.listExecutions({ job: "results", limit: 10_000 })).executions.filter((e) => fired.executionIds.includes(e.id));
+        return executions.length === shards && executions.every((e) => e.state === ExecutionState.SUCCEEDED) ? executions : undefined;
+      }, 30_000);
+      expect(done.every((e) => e.result.length === 4_000)).toBe(true);
+    } finally {
+      await agent.stop();
+      admin.close();
+    }
+  });
+});
+
 describe("dispatchParts", () => {
   const execution = (parameter: string) =>
     ({ executionId: "x", job: "j", shard: 0, shardCount: 1, shardParameter: "", parameter, fireTime: 0, attempt: 1, handler: "h", timeoutMs: 0, traceContext: {} }) as const;
 
   it("keeps small executions in one message, and gives one larger than the budget a message of its own", () => {
     expect(dispatchParts([execution("a"), execution("b")]).map((part) => part.length)).toEqual([2]);
-    const big = execution("x".repeat(DISPATCH_BUDGET_BYTES));
-    expect(dispatchParts([execution("a"), big, execution("b")]).map((part) => part.map((e) => e.parameter.length))).toEqual([[1], [DISPATCH_BUDGET_BYTES], [1]]);
+    const big = execution("x".repeat(MESSAGE_BUDGET_BYTES));
+    expect(dispatchParts([execution("a"), big, execution("b")]).map((part) => part.map((e) => e.parameter.length))).toEqual([[1], [MESSAGE_BUDGET_BYTES], [1]]);
   });
 });
