@@ -192,6 +192,10 @@ describe("a sharded cron job on real processes", () => {
       (e) => e.state === ExecutionState.SUCCEEDED,
     );
     await cluster.controller.process!.stop();
+    // The restarted controller gives shards only to the agents that claim them for one lease
+    // after it starts; an agent whose reconnect backoff runs past that (a loaded machine) would
+    // rightly lose its shards. A longer lease for this controller gives them the time to claim.
+    cluster.controller.extraArgs = ["--lease-ttl", "6000"];
     await cluster.controller.start();
     await waitFor("all three agents to reconnect", async () => {
       const agents = (await cluster.admin.listAgents({})).agents;

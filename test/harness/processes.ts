@@ -110,6 +110,8 @@ export class ControllerProcess {
   constructor(
     readonly port: number,
     readonly storePath: string,
+    /** More flags for the next start(), e.g. a longer --lease-ttl. */
+    public extraArgs: string[] = [],
   ) {}
 
   get address(): string {
@@ -126,6 +128,7 @@ export class ControllerProcess {
       `127.0.0.1:${http}`,
       "--store",
       `sqlite:${this.storePath}`,
+      ...this.extraArgs,
     ]);
     const admin = adminClient(this.address);
     try {
