@@ -3,6 +3,7 @@ import { existsSync } from "node:fs";
 import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { ADMIN_MAX_RECEIVE_BYTES } from "../../cli/commands/admin.js";
 import { AdminService } from "../../shared/gen/shardline/v1/admin_service_pb.js";
 import { type Client, createClient } from "../../shared/grpc/index.js";
 
@@ -101,7 +102,8 @@ export async function waitFor<T>(what: string, check: () => Promise<T | undefine
 export type AdminClient = Client<typeof AdminService>;
 
 export function adminClient(address: string): AdminClient {
-  return createClient(AdminService, address, { deadlineMs: 5000 });
+  // As the CLI does: a listing with full result and error texts can pass gRPC's default 4 MiB.
+  return createClient(AdminService, address, { deadlineMs: 5000, maxReceiveMessageBytes: ADMIN_MAX_RECEIVE_BYTES });
 }
 
 /** A controller process on a fixed port and store, restartable on the same address. */
