@@ -19,6 +19,16 @@ export const EXECUTION_STATE_NAMES: Readonly<Record<ExecutionState, string>> = {
   [ExecutionState.MISFIRED]: "misfired",
 };
 
+/** The states an execution ends in: nothing changes it after one of these. */
+export const TERMINAL_EXECUTION_STATES: ReadonlySet<ExecutionState> = new Set([
+  ExecutionState.SUCCEEDED,
+  ExecutionState.FAILED,
+  ExecutionState.TIMED_OUT,
+  ExecutionState.CANCELLED,
+  ExecutionState.LOST,
+  ExecutionState.MISFIRED,
+]);
+
 /** The name of an execution state; a value newer than this code shows as "unknown". */
 export function executionStateName(state: ExecutionState): string {
   return EXECUTION_STATE_NAMES[state] ?? "unknown";

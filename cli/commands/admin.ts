@@ -64,15 +64,31 @@ export function clientTls(flags: ClientTlsFlags): TlsCertificates | undefined {
   return TlsCertificates.forClient({ cert: flags.tlsCert, key: flags.tlsKey, ca: flags.tlsCa });
 }
 
+/** --tls-cert, --tls-key, --tls-ca and --tls-refresh-interval as the files and interval a controller or agent reads; undefined when none is given. */
+export function tlsFiles(flags: ClientTlsFlags & { tlsRefreshInterval?: number }): { cert?: string; key?: string; ca?: string; refreshIntervalMs?: number } | undefined {
+  if (flags.tlsCert === undefined && flags.tlsKey === undefined && flags.tlsCa === undefined) return undefined;
+  return {
+    ...(flags.tlsCert === undefined ? {} : { cert: flags.tlsCert }),
+    ...(flags.tlsKey === undefined ? {} : { key: flags.tlsKey }),
+    ...(flags.tlsCa === undefined ? {} : { ca: flags.tlsCa }),
+    ...(flags.tlsRefreshInterval === undefined ? {} : { refreshIntervalMs: Math.round(flags.tlsRefreshInterval * 1000) }),
+  };
+}
+
 /** `--token` (or SHARDLINE_TOKEN): printable characters without spaces, as a header carries them. */
 export function parseToken(value: string): string {
   if (!/^[\x21-\x7e]{1,4096}$/.test(value)) throw ShardlineError.invalid("--token", "(hidden)", "1 to 4096 printable ASCII characters without spaces");
   return value;
 }
 
+/** --token, else SHARDLINE_TOKEN, else none. */
+export function resolveToken(token: string | undefined, env: Readonly<Record<string, string | undefined>>): string | undefined {
+  return token ?? (env[TOKEN_ENV] ? parseTokenFromEnv(env[TOKEN_ENV]) : undefined);
+}
+
 /** The `authorization` header for --token or SHARDLINE_TOKEN; none when neither is set. */
 export function authorizationMetadata(token: string | undefined, env: Readonly<Record<string, string | undefined>>): Record<string, string> {
-  const value = token ?? (env[TOKEN_ENV] ? parseTokenFromEnv(env[TOKEN_ENV]) : undefined);
+  const value = resolveToken(token, env);
   return value === undefined ? {} : { authorization: `Bearer ${value}` };
 }
 

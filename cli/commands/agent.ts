@@ -7,7 +7,7 @@ import { TlsCertificates } from "../../shared/security/tls.js";
 import type { startTracing as StartTracing } from "../../shared/telemetry/tracing.js";
 import { CONTROLLER_ENV, DEFAULT_CONTROLLER_ADDRESS, parseControllerAddresses, parseHostPort, resolveControllerAddress } from "../controller-address.js";
 import type { CliIo } from "../output.js";
-import { authorizationMetadata, clientTls, parseToken, TOKEN_ENV } from "./admin.js";
+import { clientTls, parseToken, resolveToken, tlsFiles, TOKEN_ENV } from "./admin.js";
 import { importPart, nextSignal } from "./lifecycle.js";
 import { defaultAgentId, parseAgentId, parseAllowScript, parseInteger, parseLabel, parseLabelFromNode, parseSeconds, type NodeLabelFlag } from "./options.js";
 
@@ -241,20 +241,13 @@ export function agentStartOptions(options: AgentOptions, io: CliIo, host: string
 /** The TLS files, checked now so that a bad one fails naming its flag before anything connects. */
 function tlsOption(options: AgentOptions): Pick<AgentRunOptions, "tls"> {
   if (clientTls(options) === undefined) return {};
-  return {
-    tls: {
-      ...(options.tlsCa === undefined ? {} : { ca: options.tlsCa }),
-      ...(options.tlsCert === undefined ? {} : { cert: options.tlsCert }),
-      ...(options.tlsKey === undefined ? {} : { key: options.tlsKey }),
-      ...(options.tlsRefreshInterval === undefined ? {} : { refreshIntervalMs: Math.round(options.tlsRefreshInterval * 1000) }),
-    },
-  };
+  return { tls: tlsFiles(options)! };
 }
 
 /** --token, else SHARDLINE_TOKEN, as the agent's join token. */
 function tokenOption(flag: string | undefined, env: CliIo["env"]): { token?: string } {
-  const header = authorizationMetadata(flag, env).authorization;
-  return header === undefined ? {} : { token: header.slice("Bearer ".length) };
+  const token = resolveToken(flag, env);
+  return token === undefined ? {} : { token };
 }
 
 /**

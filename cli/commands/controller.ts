@@ -9,6 +9,7 @@ import type { CliIo } from "../output.js";
 import { importPart, nextSignal } from "./lifecycle.js";
 import { parseInteger, parseSeconds, parseStore } from "./options.js";
 import { checkPlaintextListen } from "../../shared/security/listen-policy.js";
+import { tlsFiles } from "./admin.js";
 
 /** What the CLI passes to startController: its options less what only code (tests) sets. */
 export type ControllerStartOptions = Omit<ControllerModuleOptions, "logger" | "failureWebhooks">;
@@ -157,15 +158,8 @@ export function controllerStartOptions(options: ControllerOptions, logLevel: str
 
 /** --tls-cert, --tls-key, --tls-ca and --tls-refresh-interval (checked by the controller before it listens). */
 function tlsOptions(options: ControllerOptions): Pick<ControllerStartOptions, "tls"> {
-  if (options.tlsCert === undefined && options.tlsKey === undefined && options.tlsCa === undefined) return {};
-  return {
-    tls: {
-      ...(options.tlsCert === undefined ? {} : { cert: options.tlsCert }),
-      ...(options.tlsKey === undefined ? {} : { key: options.tlsKey }),
-      ...(options.tlsCa === undefined ? {} : { ca: options.tlsCa }),
-      ...(options.tlsRefreshInterval === undefined ? {} : { refreshIntervalMs: Math.round(options.tlsRefreshInterval * 1000) }),
-    },
-  };
+  const tls = tlsFiles(options);
+  return tls === undefined ? {} : { tls };
 }
 
 /** --admin-rate-limit, --max-jobs and --max-agents, as the controller's limits (absent: its defaults). */

@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { ShardlineError } from "../../shared/errors.js";
 import { ExecutionState, type Execution } from "../../shared/gen/shardline/v1/types_pb.js";
+import { TERMINAL_EXECUTION_STATES } from "../../shared/execution-view.js";
 import { RunFailedError } from "../exit-codes.js";
 import { renderDocument, renderTable, type CliIo } from "../output.js";
 import { addControllerOption, withAdminClient, withNotFoundHint, type AdminClient } from "./admin.js";
@@ -68,15 +69,6 @@ export function registerRun(program: Command, io: CliIo): void {
     });
 }
 
-const TERMINAL = new Set([
-  ExecutionState.SUCCEEDED,
-  ExecutionState.FAILED,
-  ExecutionState.TIMED_OUT,
-  ExecutionState.CANCELLED,
-  ExecutionState.LOST,
-  ExecutionState.MISFIRED,
-]);
-
 /** Waits until the last attempt of every shard of the fire is terminal. */
 async function waitForRun(client: AdminClient, job: string, fireTime: bigint, shards: Set<number>, timeoutSeconds?: number): Promise<Execution[]> {
   const deadline = timeoutSeconds === undefined ? Infinity : Date.now() + timeoutSeconds * 1000;
@@ -90,7 +82,7 @@ async function waitForRun(client: AdminClient, job: string, fireTime: bigint, sh
     }
     // The controller stores a failed or lost attempt together with its retry or failover re-run,
     // so a terminal last attempt is the shard's outcome.
-    if (latest.size === shards.size && [...latest.values()].every((e) => TERMINAL.has(e.state))) {
+    if (latest.size === shards.size && [...latest.values()].every((e) => TERMINAL_EXECUTION_STATES.has(e.state))) {
       return [...latest.values()].sort((a, b) => a.shard - b.shard);
     }
     if (Date.now() > deadline) {

@@ -15,6 +15,9 @@ const MAX_MANIFEST_BYTES = 256 * 1024;
 /** A watcher that falls this far behind is cut off rather than buffering without bound. */
 const MAX_EVENTS_QUEUED = 10_000;
 
+/** Default of AdminServiceOptions.maxJobs (the controller's --max-jobs). */
+export const DEFAULT_MAX_JOBS = 10_000;
+
 /** Default of AdminServiceOptions.maxHistoryReads. */
 export const DEFAULT_MAX_HISTORY_READS = 2;
 
@@ -31,7 +34,7 @@ export interface AdminServiceOptions {
    * listing is encoded as the next is read.
    */
   maxHistoryReads?: number;
-  /** Jobs held at most: applying a new one past it is refused with RESOURCE_EXHAUSTED. Default 10,000. */
+  /** Jobs held at most: applying a new one past it is refused with RESOURCE_EXHAUSTED. Default DEFAULT_MAX_JOBS. */
   maxJobs?: number;
 }
 
@@ -56,7 +59,7 @@ export function adminService(
       }
       const { spec, manifest } = parseManifest(request.manifest);
       checkStrategyLoaded(spec.strategy, customStrategies);
-      const maxJobs = options.maxJobs ?? 10_000;
+      const maxJobs = options.maxJobs ?? DEFAULT_MAX_JOBS;
       const jobs = core.jobCount(spec.name);
       if (jobs.total >= maxJobs && !jobs.exists) {
         throw new ShardlineError("resource-exhausted", `manifest: this controller holds ${maxJobs} jobs, its most (--max-jobs); delete one or raise the limit`);

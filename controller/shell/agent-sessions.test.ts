@@ -12,6 +12,7 @@ import {
 } from "../../shared/gen/shardline/v1/agent_service_pb.js";
 import { type Assignment, ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
 import { type Client, createClient, createServer, addService, listen, shutdown, type GrpcStatus } from "../../shared/grpc/index.js";
+import { TERMINAL_EXECUTION_STATES } from "../../shared/execution-view.js";
 import { silentLogger } from "../../shared/logging.js";
 import { waitFor } from "../../test/harness/processes.js";
 import { DEFAULT_CORE_CONFIG } from "../core/config.js";
@@ -53,14 +54,7 @@ async function acked(peer: RawAgent, seq: bigint): Promise<void> {
   for (;;) if ((await peer.next("heartbeatAck")).seq === seq) return;
 }
 
-const finished = new Set([
-  ExecutionState.SUCCEEDED,
-  ExecutionState.FAILED,
-  ExecutionState.TIMED_OUT,
-  ExecutionState.CANCELLED,
-  ExecutionState.LOST,
-  ExecutionState.MISFIRED,
-]);
+const finished = TERMINAL_EXECUTION_STATES;
 
 interface RefusedCase {
   name: string;

@@ -48,7 +48,7 @@ export interface AgentSessionsOptions {
 export class AgentSessions {
   private readonly streams = new Map<string, AgentStream>();
   /** Who is on each session, by agent id once its Hello is accepted and by address: for log lines. */
-  private readonly names = new Map<string, { peer: string; agent?: string }>();
+  private readonly names = new Map<string, SessionName>();
   /** The session of each agent id said in a Hello, to tell when a stream takes over another's id. */
   private readonly sessionOfAgent = new Map<string, string>();
   private readonly helloTimeoutMs: number;

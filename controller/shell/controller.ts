@@ -18,7 +18,7 @@ import { EtcdStore } from "../store/etcd/etcd-store.js";
 import { parseStoreUrl } from "../store/store-url.js";
 import { SqliteStore } from "../store/sqlite/sqlite-store.js";
 import type { RetentionPolicy, Store } from "../store/store.js";
-import { adminService } from "./admin-service.js";
+import { adminService, DEFAULT_MAX_JOBS } from "./admin-service.js";
 import { Authorization, authorizedAdmin } from "./authorization.js";
 import { RateLimiter } from "../../shared/security/rate-limit.js";
 import { TokenFile } from "../../shared/security/token-file.js";
@@ -92,7 +92,7 @@ export interface ControllerLimits {
   maxAgents: number;
 }
 
-export const DEFAULT_LIMITS: ControllerLimits = { adminCallsPerSecond: 200, maxJobs: 10_000, maxAgents: 10_000 };
+export const DEFAULT_LIMITS: ControllerLimits = { adminCallsPerSecond: 200, maxJobs: DEFAULT_MAX_JOBS, maxAgents: 10_000 };
 
 /** A controller that is serving. */
 export interface RunningController {

@@ -1,5 +1,6 @@
 import { isIP } from "node:net";
 import { ShardlineError } from "../errors.js";
+import { splitHostPort } from "../http-server.js";
 
 /** True for an address only this machine can reach: 127.0.0.0/8, ::1, localhost. */
 export function isLoopbackHost(host: string): boolean {
@@ -17,8 +18,7 @@ export function isLoopbackHost(host: string): boolean {
  */
 export function checkPlaintextListen(flag: string, hostPort: string, tls: boolean, insecure: boolean): void {
   if (tls || insecure) return;
-  const host = hostPort.slice(0, hostPort.lastIndexOf(":"));
-  if (isLoopbackHost(host)) return;
+  if (isLoopbackHost(splitHostPort(hostPort, flag).host)) return;
   throw ShardlineError.invalid(
     flag,
     hostPort,

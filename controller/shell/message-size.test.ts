@@ -31,12 +31,12 @@ spec:
         containers: [{name: main, image: "busybox:1.36"}]
 `;
 
-describe("dispatching many large executions to one agent", () => {
+describe("large batches on the Connect stream", () => {
   let dir: string;
   let controller: RunningController;
 
   beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), "shardline-dispatch-"));
+    dir = await mkdtemp(join(tmpdir(), "shardline-message-size-"));
     controller = await startController({ listen: "127.0.0.1:0", http: "127.0.0.1:0", store: `sqlite:${join(dir, "state.db")}`, logger: silentLogger() });
   });
 
@@ -45,7 +45,7 @@ describe("dispatching many large executions to one agent", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it("splits them into messages the agent accepts (under its 4 MiB limit), losing none", async () => {
+  it("splits a dispatch of many large executions into messages the agent accepts (under its 4 MiB limit), losing none", async () => {
     const admin = createClient(AdminService, controller.grpcAddress);
     await admin.applyJob({ manifest: MANIFEST });
     const agent = rawAgent(controller.grpcAddress);
@@ -70,23 +70,8 @@ describe("dispatching many large executions to one agent", () => {
     agent.close();
     admin.close();
   });
-});
 
-describe("many large results reported at once", () => {
-  let dir: string;
-  let controller: RunningController;
-
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), "shardline-updates-"));
-    controller = await startController({ listen: "127.0.0.1:0", http: "127.0.0.1:0", store: `sqlite:${join(dir, "state.db")}`, logger: silentLogger() });
-  });
-
-  afterEach(async () => {
-    await controller.stop();
-    await rm(dir, { recursive: true, force: true });
-  });
-
-  it("reach the controller in messages under its 4 MiB limit, when a thousand runs end in one turn", async () => {
+  it("splits many large results reported in one turn into messages the controller accepts (under its 4 MiB limit)", async () => {
     const shards = 1_100;
     // Every run waits until all have started, then all end together: one turn of 1,100 reports of 4 KB.
     let started = 0;
