@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shardline/v1/admin_service.proto.
  */
 export const file_shardline_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBzaGFyZGxpbmUvdjEvYWRtaW5fc2VydmljZS5wcm90bxIMc2hhcmRsaW5lLnYxIjQKFkNhbmNlbEV4ZWN1dGlvblJlcXVlc3QSCgoCaWQYASABKAkSDgoGcmVhc29uGAIgASgJIkYKF0NhbmNlbEV4ZWN1dGlvblJlc3BvbnNlEisKBXN0YXRlGAEgASgOMhwuc2hhcmRsaW5lLnYxLkV4ZWN1dGlvblN0YXRlIjEKE0Rpc2FibGVTaGFyZFJlcXVlc3QSCwoDam9iGAEgASgJEg0KBXNoYXJkGAIgASgNIhYKFERpc2FibGVTaGFyZFJlc3BvbnNlIjAKEkVuYWJsZVNoYXJkUmVxdWVzdBILCgNqb2IYASABKAkSDQoFc2hhcmQYAiABKA0iFQoTRW5hYmxlU2hhcmRSZXNwb25zZSIjCg9BcHBseUpvYlJlcXVlc3QSEAoIbWFuaWZlc3QYASABKAkiQwoQQXBwbHlKb2JSZXNwb25zZRIeCgNqb2IYASABKAsyES5zaGFyZGxpbmUudjEuSm9iEg8KB2NoYW5nZWQYAiABKAgiHQoNR2V0Sm9iUmVxdWVzdBIMCgRuYW1lGAEgASgJIjAKDkdldEpvYlJlc3BvbnNlEh4KA2pvYhgBIAEoCzIRLnNoYXJkbGluZS52MS5Kb2IiEQoPTGlzdEpvYnNSZXF1ZXN0IjMKEExpc3RKb2JzUmVzcG9uc2USHwoEam9icxgBIAMoCzIRLnNoYXJkbGluZS52MS5Kb2IiIAoQRGVsZXRlSm9iUmVxdWVzdBIMCgRuYW1lGAEgASgJIhMKEURlbGV0ZUpvYlJlc3BvbnNlIkQKEVRyaWdnZXJKb2JSZXF1ZXN0EgwKBG5hbWUYASABKAkSDgoGc2hhcmRzGAIgAygNEhEKCXBhcmFtZXRlchgDIAEoCSJGChJUcmlnZ2VySm9iUmVzcG9uc2USGQoRZmlyZV90aW1lX3VuaXhfbXMYASABKAMSFQoNZXhlY3V0aW9uX2lkcxgCIAMoCSIfCg9QYXVzZUpvYlJlcXVlc3QSDAoEbmFtZRgBIAEoCSISChBQYXVzZUpvYlJlc3BvbnNlIiAKEFJlc3VtZUpvYlJlcXVlc3QSDAoEbmFtZRgBIAEoCSITChFSZXN1bWVKb2JSZXNwb25zZSITChFMaXN0QWdlbnRzUmVxdWVzdCI5ChJMaXN0QWdlbnRzUmVzcG9uc2USIwoGYWdlbnRzGAEgAygLMhMuc2hhcmRsaW5lLnYxLkFnZW50Ih8KEURyYWluQWdlbnRSZXF1ZXN0EgoKAmlkGAEgASgJIhQKEkRyYWluQWdlbnRSZXNwb25zZSIiChRVbmNvcmRvbkFnZW50UmVxdWVzdBIKCgJpZBgBIAEoCSIXChVVbmNvcmRvbkFnZW50UmVzcG9uc2UiJQoWTGlzdEFzc2lnbm1lbnRzUmVxdWVzdBILCgNqb2IYASABKAkicAoPU2hhcmRBc3NpZ25tZW50EgsKA2pvYhgBIAEoCRINCgVzaGFyZBgCIAEoDRINCgVhZ2VudBgDIAEoCRIMCgR0ZXJtGAQgASgEEhIKCmdlbmVyYXRpb24YBSABKAQSEAoIcmV2b2tpbmcYBiABKAgiTQoXTGlzdEFzc2lnbm1lbnRzUmVzcG9uc2USMgoLYXNzaWdubWVudHMYASADKAsyHS5zaGFyZGxpbmUudjEuU2hhcmRBc3NpZ25tZW50IrsBChVMaXN0RXhlY3V0aW9uc1JlcXVlc3QSCwoDam9iGAEgASgJEg0KBWxpbWl0GAIgASgNEg0KBWFnZW50GAMgASgJEisKBXN0YXRlGAQgASgOMhwuc2hhcmRsaW5lLnYxLkV4ZWN1dGlvblN0YXRlEhIKBXNoYXJkGAUgASgNSACIAQESFQoNc2luY2VfdW5peF9tcxgGIAEoAxIVCg11bnRpbF91bml4X21zGAcgASgDQggKBl9zaGFyZCJFChZMaXN0RXhlY3V0aW9uc1Jlc3BvbnNlEisKCmV4ZWN1dGlvbnMYASADKAsyFy5zaGFyZGxpbmUudjEuRXhlY3V0aW9uIiEKE0dldEV4ZWN1dGlvblJlcXVlc3QSCgoCaWQYASABKAkiQgoUR2V0RXhlY3V0aW9uUmVzcG9uc2USKgoJZXhlY3V0aW9uGAEgASgLMhcuc2hhcmRsaW5lLnYxLkV4ZWN1dGlvbiIhChJXYXRjaEV2ZW50c1JlcXVlc3QSCwoDam9iGAEgASgJIosBChNXYXRjaEV2ZW50c1Jlc3BvbnNlEhQKDHRpbWVfdW5peF9tcxgBIAEoAxIMCgR0eXBlGAIgASgJEgsKA2pvYhgDIAEoCRINCgVzaGFyZBgEIAEoDRINCgVhZ2VudBgFIAEoCRIUCgxleGVjdXRpb25faWQYBiABKAkSDwoHbWVzc2FnZRgHIAEoCTKSCwoMQWRtaW5TZXJ2aWNlEkkKCEFwcGx5Sm9iEh0uc2hhcmRsaW5lLnYxLkFwcGx5Sm9iUmVxdWVzdBoeLnNoYXJkbGluZS52MS5BcHBseUpvYlJlc3BvbnNlEkMKBkdldEpvYhIbLnNoYXJkbGluZS52MS5HZXRKb2JSZXF1ZXN0Ghwuc2hhcmRsaW5lLnYxLkdldEpvYlJlc3BvbnNlEkkKCExpc3RKb2JzEh0uc2hhcmRsaW5lLnYxLkxpc3RKb2JzUmVxdWVzdBoeLnNoYXJkbGluZS52MS5MaXN0Sm9ic1Jlc3BvbnNlEkwKCURlbGV0ZUpvYhIeLnNoYXJkbGluZS52MS5EZWxldGVKb2JSZXF1ZXN0Gh8uc2hhcmRsaW5lLnYxLkRlbGV0ZUpvYlJlc3BvbnNlEk8KClRyaWdnZXJKb2ISHy5zaGFyZGxpbmUudjEuVHJpZ2dlckpvYlJlcXVlc3QaIC5zaGFyZGxpbmUudjEuVHJpZ2dlckpvYlJlc3BvbnNlEkkKCFBhdXNlSm9iEh0uc2hhcmRsaW5lLnYxLlBhdXNlSm9iUmVxdWVzdBoeLnNoYXJkbGluZS52MS5QYXVzZUpvYlJlc3BvbnNlEkwKCVJlc3VtZUpvYhIeLnNoYXJkbGluZS52MS5SZXN1bWVKb2JSZXF1ZXN0Gh8uc2hhcmRsaW5lLnYxLlJlc3VtZUpvYlJlc3BvbnNlEk8KCkxpc3RBZ2VudHMSHy5zaGFyZGxpbmUudjEuTGlzdEFnZW50c1JlcXVlc3QaIC5zaGFyZGxpbmUudjEuTGlzdEFnZW50c1Jlc3BvbnNlEk8KCkRyYWluQWdlbnQSHy5zaGFyZGxpbmUudjEuRHJhaW5BZ2VudFJlcXVlc3QaIC5zaGFyZGxpbmUudjEuRHJhaW5BZ2VudFJlc3BvbnNlElgKDVVuY29yZG9uQWdlbnQSIi5zaGFyZGxpbmUudjEuVW5jb3Jkb25BZ2VudFJlcXVlc3QaIy5zaGFyZGxpbmUudjEuVW5jb3Jkb25BZ2VudFJlc3BvbnNlEl4KD0xpc3RBc3NpZ25tZW50cxIkLnNoYXJkbGluZS52MS5MaXN0QXNzaWdubWVudHNSZXF1ZXN0GiUuc2hhcmRsaW5lLnYxLkxpc3RBc3NpZ25tZW50c1Jlc3BvbnNlElsKDkxpc3RFeGVjdXRpb25zEiMuc2hhcmRsaW5lLnYxLkxpc3RFeGVjdXRpb25zUmVxdWVzdBokLnNoYXJkbGluZS52MS5MaXN0RXhlY3V0aW9uc1Jlc3BvbnNlElUKDEdldEV4ZWN1dGlvbhIhLnNoYXJkbGluZS52MS5HZXRFeGVjdXRpb25SZXF1ZXN0GiIuc2hhcmRsaW5lLnYxLkdldEV4ZWN1dGlvblJlc3BvbnNlElQKC1dhdGNoRXZlbnRzEiAuc2hhcmRsaW5lLnYxLldhdGNoRXZlbnRzUmVxdWVzdBohLnNoYXJkbGluZS52MS5XYXRjaEV2ZW50c1Jlc3BvbnNlMAESXgoPQ2FuY2VsRXhlY3V0aW9uEiQuc2hhcmRsaW5lLnYxLkNhbmNlbEV4ZWN1dGlvblJlcXVlc3QaJS5zaGFyZGxpbmUudjEuQ2FuY2VsRXhlY3V0aW9uUmVzcG9uc2USVQoMRGlzYWJsZVNoYXJkEiEuc2hhcmRsaW5lLnYxLkRpc2FibGVTaGFyZFJlcXVlc3QaIi5zaGFyZGxpbmUudjEuRGlzYWJsZVNoYXJkUmVzcG9uc2USUgoLRW5hYmxlU2hhcmQSIC5zaGFyZGxpbmUudjEuRW5hYmxlU2hhcmRSZXF1ZXN0GiEuc2hhcmRsaW5lLnYxLkVuYWJsZVNoYXJkUmVzcG9uc2ViBnByb3RvMw", [file_shardline_v1_types]);
+  fileDesc("CiBzaGFyZGxpbmUvdjEvYWRtaW5fc2VydmljZS5wcm90bxIMc2hhcmRsaW5lLnYxIjQKFkNhbmNlbEV4ZWN1dGlvblJlcXVlc3QSCgoCaWQYASABKAkSDgoGcmVhc29uGAIgASgJIkYKF0NhbmNlbEV4ZWN1dGlvblJlc3BvbnNlEisKBXN0YXRlGAEgASgOMhwuc2hhcmRsaW5lLnYxLkV4ZWN1dGlvblN0YXRlIjEKE0Rpc2FibGVTaGFyZFJlcXVlc3QSCwoDam9iGAEgASgJEg0KBXNoYXJkGAIgASgNIhYKFERpc2FibGVTaGFyZFJlc3BvbnNlIjAKEkVuYWJsZVNoYXJkUmVxdWVzdBILCgNqb2IYASABKAkSDQoFc2hhcmQYAiABKA0iFQoTRW5hYmxlU2hhcmRSZXNwb25zZSIjCg9BcHBseUpvYlJlcXVlc3QSEAoIbWFuaWZlc3QYASABKAkiVQoQQXBwbHlKb2JSZXNwb25zZRIeCgNqb2IYASABKAsyES5zaGFyZGxpbmUudjEuSm9iEg8KB2NoYW5nZWQYAiABKAgSEAoId2FybmluZ3MYAyADKAkiHQoNR2V0Sm9iUmVxdWVzdBIMCgRuYW1lGAEgASgJIjAKDkdldEpvYlJlc3BvbnNlEh4KA2pvYhgBIAEoCzIRLnNoYXJkbGluZS52MS5Kb2IiEQoPTGlzdEpvYnNSZXF1ZXN0IjMKEExpc3RKb2JzUmVzcG9uc2USHwoEam9icxgBIAMoCzIRLnNoYXJkbGluZS52MS5Kb2IiIAoQRGVsZXRlSm9iUmVxdWVzdBIMCgRuYW1lGAEgASgJIhMKEURlbGV0ZUpvYlJlc3BvbnNlIkQKEVRyaWdnZXJKb2JSZXF1ZXN0EgwKBG5hbWUYASABKAkSDgoGc2hhcmRzGAIgAygNEhEKCXBhcmFtZXRlchgDIAEoCSJGChJUcmlnZ2VySm9iUmVzcG9uc2USGQoRZmlyZV90aW1lX3VuaXhfbXMYASABKAMSFQoNZXhlY3V0aW9uX2lkcxgCIAMoCSIfCg9QYXVzZUpvYlJlcXVlc3QSDAoEbmFtZRgBIAEoCSISChBQYXVzZUpvYlJlc3BvbnNlIiAKEFJlc3VtZUpvYlJlcXVlc3QSDAoEbmFtZRgBIAEoCSITChFSZXN1bWVKb2JSZXNwb25zZSITChFMaXN0QWdlbnRzUmVxdWVzdCI5ChJMaXN0QWdlbnRzUmVzcG9uc2USIwoGYWdlbnRzGAEgAygLMhMuc2hhcmRsaW5lLnYxLkFnZW50Ih8KEURyYWluQWdlbnRSZXF1ZXN0EgoKAmlkGAEgASgJIhQKEkRyYWluQWdlbnRSZXNwb25zZSIiChRVbmNvcmRvbkFnZW50UmVxdWVzdBIKCgJpZBgBIAEoCSIXChVVbmNvcmRvbkFnZW50UmVzcG9uc2UiJQoWTGlzdEFzc2lnbm1lbnRzUmVxdWVzdBILCgNqb2IYASABKAkicAoPU2hhcmRBc3NpZ25tZW50EgsKA2pvYhgBIAEoCRINCgVzaGFyZBgCIAEoDRINCgVhZ2VudBgDIAEoCRIMCgR0ZXJtGAQgASgEEhIKCmdlbmVyYXRpb24YBSABKAQSEAoIcmV2b2tpbmcYBiABKAgigAEKF0xpc3RBc3NpZ25tZW50c1Jlc3BvbnNlEjIKC2Fzc2lnbm1lbnRzGAEgAygLMh0uc2hhcmRsaW5lLnYxLlNoYXJkQXNzaWdubWVudBIxCgp1bmFzc2lnbmVkGAIgAygLMh0uc2hhcmRsaW5lLnYxLlVuYXNzaWduZWRTaGFyZCI9Cg9VbmFzc2lnbmVkU2hhcmQSCwoDam9iGAEgASgJEg0KBXNoYXJkGAIgASgNEg4KBnJlYXNvbhgDIAEoCSK7AQoVTGlzdEV4ZWN1dGlvbnNSZXF1ZXN0EgsKA2pvYhgBIAEoCRINCgVsaW1pdBgCIAEoDRINCgVhZ2VudBgDIAEoCRIrCgVzdGF0ZRgEIAEoDjIcLnNoYXJkbGluZS52MS5FeGVjdXRpb25TdGF0ZRISCgVzaGFyZBgFIAEoDUgAiAEBEhUKDXNpbmNlX3VuaXhfbXMYBiABKAMSFQoNdW50aWxfdW5peF9tcxgHIAEoA0IICgZfc2hhcmQiRQoWTGlzdEV4ZWN1dGlvbnNSZXNwb25zZRIrCgpleGVjdXRpb25zGAEgAygLMhcuc2hhcmRsaW5lLnYxLkV4ZWN1dGlvbiIhChNHZXRFeGVjdXRpb25SZXF1ZXN0EgoKAmlkGAEgASgJIkIKFEdldEV4ZWN1dGlvblJlc3BvbnNlEioKCWV4ZWN1dGlvbhgBIAEoCzIXLnNoYXJkbGluZS52MS5FeGVjdXRpb24iIQoSV2F0Y2hFdmVudHNSZXF1ZXN0EgsKA2pvYhgBIAEoCSKLAQoTV2F0Y2hFdmVudHNSZXNwb25zZRIUCgx0aW1lX3VuaXhfbXMYASABKAMSDAoEdHlwZRgCIAEoCRILCgNqb2IYAyABKAkSDQoFc2hhcmQYBCABKA0SDQoFYWdlbnQYBSABKAkSFAoMZXhlY3V0aW9uX2lkGAYgASgJEg8KB21lc3NhZ2UYByABKAkykgsKDEFkbWluU2VydmljZRJJCghBcHBseUpvYhIdLnNoYXJkbGluZS52MS5BcHBseUpvYlJlcXVlc3QaHi5zaGFyZGxpbmUudjEuQXBwbHlKb2JSZXNwb25zZRJDCgZHZXRKb2ISGy5zaGFyZGxpbmUudjEuR2V0Sm9iUmVxdWVzdBocLnNoYXJkbGluZS52MS5HZXRKb2JSZXNwb25zZRJJCghMaXN0Sm9icxIdLnNoYXJkbGluZS52MS5MaXN0Sm9ic1JlcXVlc3QaHi5zaGFyZGxpbmUudjEuTGlzdEpvYnNSZXNwb25zZRJMCglEZWxldGVKb2ISHi5zaGFyZGxpbmUudjEuRGVsZXRlSm9iUmVxdWVzdBofLnNoYXJkbGluZS52MS5EZWxldGVKb2JSZXNwb25zZRJPCgpUcmlnZ2VySm9iEh8uc2hhcmRsaW5lLnYxLlRyaWdnZXJKb2JSZXF1ZXN0GiAuc2hhcmRsaW5lLnYxLlRyaWdnZXJKb2JSZXNwb25zZRJJCghQYXVzZUpvYhIdLnNoYXJkbGluZS52MS5QYXVzZUpvYlJlcXVlc3QaHi5zaGFyZGxpbmUudjEuUGF1c2VKb2JSZXNwb25zZRJMCglSZXN1bWVKb2ISHi5zaGFyZGxpbmUudjEuUmVzdW1lSm9iUmVxdWVzdBofLnNoYXJkbGluZS52MS5SZXN1bWVKb2JSZXNwb25zZRJPCgpMaXN0QWdlbnRzEh8uc2hhcmRsaW5lLnYxLkxpc3RBZ2VudHNSZXF1ZXN0GiAuc2hhcmRsaW5lLnYxLkxpc3RBZ2VudHNSZXNwb25zZRJPCgpEcmFpbkFnZW50Eh8uc2hhcmRsaW5lLnYxLkRyYWluQWdlbnRSZXF1ZXN0GiAuc2hhcmRsaW5lLnYxLkRyYWluQWdlbnRSZXNwb25zZRJYCg1VbmNvcmRvbkFnZW50EiIuc2hhcmRsaW5lLnYxLlVuY29yZG9uQWdlbnRSZXF1ZXN0GiMuc2hhcmRsaW5lLnYxLlVuY29yZG9uQWdlbnRSZXNwb25zZRJeCg9MaXN0QXNzaWdubWVudHMSJC5zaGFyZGxpbmUudjEuTGlzdEFzc2lnbm1lbnRzUmVxdWVzdBolLnNoYXJkbGluZS52MS5MaXN0QXNzaWdubWVudHNSZXNwb25zZRJbCg5MaXN0RXhlY3V0aW9ucxIjLnNoYXJkbGluZS52MS5MaXN0RXhlY3V0aW9uc1JlcXVlc3QaJC5zaGFyZGxpbmUudjEuTGlzdEV4ZWN1dGlvbnNSZXNwb25zZRJVCgxHZXRFeGVjdXRpb24SIS5zaGFyZGxpbmUudjEuR2V0RXhlY3V0aW9uUmVxdWVzdBoiLnNoYXJkbGluZS52MS5HZXRFeGVjdXRpb25SZXNwb25zZRJUCgtXYXRjaEV2ZW50cxIgLnNoYXJkbGluZS52MS5XYXRjaEV2ZW50c1JlcXVlc3QaIS5zaGFyZGxpbmUudjEuV2F0Y2hFdmVudHNSZXNwb25zZTABEl4KD0NhbmNlbEV4ZWN1dGlvbhIkLnNoYXJkbGluZS52MS5DYW5jZWxFeGVjdXRpb25SZXF1ZXN0GiUuc2hhcmRsaW5lLnYxLkNhbmNlbEV4ZWN1dGlvblJlc3BvbnNlElUKDERpc2FibGVTaGFyZBIhLnNoYXJkbGluZS52MS5EaXNhYmxlU2hhcmRSZXF1ZXN0GiIuc2hhcmRsaW5lLnYxLkRpc2FibGVTaGFyZFJlc3BvbnNlElIKC0VuYWJsZVNoYXJkEiAuc2hhcmRsaW5lLnYxLkVuYWJsZVNoYXJkUmVxdWVzdBohLnNoYXJkbGluZS52MS5FbmFibGVTaGFyZFJlc3BvbnNlYgZwcm90bzM", [file_shardline_v1_types]);
 
 /**
  * Asks to cancel an execution.
@@ -198,6 +198,16 @@ export type ApplyJobResponse = Message<"shardline.v1.ApplyJobResponse"> & {
    * @generated from field: bool changed = 2;
    */
   changed: boolean;
+
+  /**
+   * Problems that did not stop the apply but will stop the job from running as written, one
+   * line each: for example no connected agent can run it right now, and which requirement none
+   * meets (its handler or executor, spec.placement.selector, spreadBy labels, a cordon). Empty
+   * when there are none. The CLI prints them on stderr and still exits 0.
+   *
+   * @generated from field: repeated string warnings = 3;
+   */
+  warnings: string[];
 };
 
 /**
@@ -656,6 +666,14 @@ export type ListAssignmentsResponse = Message<"shardline.v1.ListAssignmentsRespo
    * @generated from field: repeated shardline.v1.ShardAssignment assignments = 1;
    */
   assignments: ShardAssignment[];
+
+  /**
+   * Enabled shards of the jobs asked for that no agent owns, sorted by job then shard, each with
+   * why.
+   *
+   * @generated from field: repeated shardline.v1.UnassignedShard unassigned = 2;
+   */
+  unassigned: UnassignedShard[];
 };
 
 /**
@@ -664,6 +682,42 @@ export type ListAssignmentsResponse = Message<"shardline.v1.ListAssignmentsRespo
  */
 export const ListAssignmentsResponseSchema: GenMessage<ListAssignmentsResponse> = /*@__PURE__*/
   messageDesc(file_shardline_v1_admin_service, 28);
+
+/**
+ * A shard that no agent owns, and why.
+ *
+ * @generated from message shardline.v1.UnassignedShard
+ */
+export type UnassignedShard = Message<"shardline.v1.UnassignedShard"> & {
+  /**
+   * The job's name.
+   *
+   * @generated from field: string job = 1;
+   */
+  job: string;
+
+  /**
+   * The shard's number.
+   *
+   * @generated from field: uint32 shard = 2;
+   */
+  shard: number;
+
+  /**
+   * Why it has no owner, for operators ("no connected agent declares handler \"x\"", "fenced
+   * until agent w-1's lease expires at ..."). Free text: clients show it, never parse it.
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message shardline.v1.UnassignedShard.
+ * Use `create(UnassignedShardSchema)` to create a new message.
+ */
+export const UnassignedShardSchema: GenMessage<UnassignedShard> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 29);
 
 /**
  * Asks for executions. Filters combine with AND; unset filters match everything.
@@ -727,7 +781,7 @@ export type ListExecutionsRequest = Message<"shardline.v1.ListExecutionsRequest"
  * Use `create(ListExecutionsRequestSchema)` to create a new message.
  */
 export const ListExecutionsRequestSchema: GenMessage<ListExecutionsRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 29);
+  messageDesc(file_shardline_v1_admin_service, 30);
 
 /**
  * Executions, newest fire first.
@@ -748,7 +802,7 @@ export type ListExecutionsResponse = Message<"shardline.v1.ListExecutionsRespons
  * Use `create(ListExecutionsResponseSchema)` to create a new message.
  */
 export const ListExecutionsResponseSchema: GenMessage<ListExecutionsResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 30);
+  messageDesc(file_shardline_v1_admin_service, 31);
 
 /**
  * Asks for one execution.
@@ -769,7 +823,7 @@ export type GetExecutionRequest = Message<"shardline.v1.GetExecutionRequest"> & 
  * Use `create(GetExecutionRequestSchema)` to create a new message.
  */
 export const GetExecutionRequestSchema: GenMessage<GetExecutionRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 31);
+  messageDesc(file_shardline_v1_admin_service, 32);
 
 /**
  * One execution.
@@ -790,7 +844,7 @@ export type GetExecutionResponse = Message<"shardline.v1.GetExecutionResponse"> 
  * Use `create(GetExecutionResponseSchema)` to create a new message.
  */
 export const GetExecutionResponseSchema: GenMessage<GetExecutionResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 32);
+  messageDesc(file_shardline_v1_admin_service, 33);
 
 /**
  * Asks to stream events.
@@ -812,7 +866,7 @@ export type WatchEventsRequest = Message<"shardline.v1.WatchEventsRequest"> & {
  * Use `create(WatchEventsRequestSchema)` to create a new message.
  */
 export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 33);
+  messageDesc(file_shardline_v1_admin_service, 34);
 
 /**
  * One event.
@@ -877,7 +931,7 @@ export type WatchEventsResponse = Message<"shardline.v1.WatchEventsResponse"> & 
  * Use `create(WatchEventsResponseSchema)` to create a new message.
  */
 export const WatchEventsResponseSchema: GenMessage<WatchEventsResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 34);
+  messageDesc(file_shardline_v1_admin_service, 35);
 
 /**
  * Administration of a controller. Errors are gRPC statuses whose text says what was wrong and

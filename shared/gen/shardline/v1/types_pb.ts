@@ -23,7 +23,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shardline/v1/types.proto.
  */
 export const file_shardline_v1_types: GenFile = /*@__PURE__*/
-  fileDesc("ChhzaGFyZGxpbmUvdjEvdHlwZXMucHJvdG8SDHNoYXJkbGluZS52MSImCghTaGFyZFJlZhILCgNqb2IYASABKAkSDQoFc2hhcmQYAiABKA0iVQoKQXNzaWdubWVudBIlCgVzaGFyZBgBIAEoCzIWLnNoYXJkbGluZS52MS5TaGFyZFJlZhIMCgR0ZXJtGAIgASgEEhIKCmdlbmVyYXRpb24YAyABKAQisQIKCUV4ZWN1dGlvbhIKCgJpZBgBIAEoCRILCgNqb2IYAiABKAkSDQoFc2hhcmQYAyABKA0SGQoRZmlyZV90aW1lX3VuaXhfbXMYBCABKAMSDwoHYXR0ZW1wdBgFIAEoDRINCgVhZ2VudBgGIAEoCRIrCgVzdGF0ZRgHIAEoDjIcLnNoYXJkbGluZS52MS5FeGVjdXRpb25TdGF0ZRIaChJzdGFydGVkX2F0X3VuaXhfbXMYCCABKAMSGwoTZmluaXNoZWRfYXRfdW5peF9tcxgJIAEoAxINCgVlcnJvchgKIAEoCRIOCgZyZXN1bHQYCyABKAkSDQoFY2F1c2UYDCABKAkSFgoOcXVldWVfcG9zaXRpb24YDSABKA0SFQoNZmlyZV9jb21wbGV0ZRgOIAEoCCLxAgoFQWdlbnQSCgoCaWQYASABKAkSLwoGbGFiZWxzGAIgAygLMh8uc2hhcmRsaW5lLnYxLkFnZW50LkxhYmVsc0VudHJ5EhAKCGNhcGFjaXR5GAMgASgNEhAKCGhhbmRsZXJzGAQgAygJEg8KB3ZlcnNpb24YBSABKAkSJwoFc3RhdGUYBiABKA4yGC5zaGFyZGxpbmUudjEuQWdlbnRTdGF0ZRImCgZzaGFyZHMYByADKAsyFi5zaGFyZGxpbmUudjEuU2hhcmRSZWYSHQoVbGVhc2VfZXhwaXJlc191bml4X21zGAggASgDEhAKCGNvcmRvbmVkGAkgASgIEhwKFGNvbm5lY3RlZF9hdF91bml4X21zGAogASgDEhYKDm1heF9jb25jdXJyZW50GAsgASgNEg8KB3J1bm5pbmcYDCABKA0aLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLJAQoDSm9iEgwKBG5hbWUYASABKAkSEAoIbWFuaWZlc3QYAiABKAkSEQoJc3BlY19qc29uGAMgASgJEg4KBnBhdXNlZBgEIAEoCBIZChFuZXh0X2ZpcmVfdW5peF9tcxgFIAEoAxIZChFsYXN0X2ZpcmVfdW5peF9tcxgGIAEoAxIQCghyZXZpc2lvbhgHIAEoBBIXCg9kaXNhYmxlZF9zaGFyZHMYCCADKA0SHgoWdXBjb21pbmdfZmlyZXNfdW5peF9tcxgJIAMoAyqcAgoORXhlY3V0aW9uU3RhdGUSHwobRVhFQ1VUSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASGwoXRVhFQ1VUSU9OX1NUQVRFX1BFTkRJTkcQARIbChdFWEVDVVRJT05fU1RBVEVfUlVOTklORxACEh0KGUVYRUNVVElPTl9TVEFURV9TVUNDRUVERUQQAxIaChZFWEVDVVRJT05fU1RBVEVfRkFJTEVEEAQSHQoZRVhFQ1VUSU9OX1NUQVRFX1RJTUVEX09VVBAFEh0KGUVYRUNVVElPTl9TVEFURV9DQU5DRUxMRUQQBhIYChRFWEVDVVRJT05fU1RBVEVfTE9TVBAHEhwKGEVYRUNVVElPTl9TVEFURV9NSVNGSVJFRBAIKnAKCkFnZW50U3RhdGUSGwoXQUdFTlRfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFBR0VOVF9TVEFURV9SRUFEWRABEhgKFEFHRU5UX1NUQVRFX0RSQUlOSU5HEAISFAoQQUdFTlRfU1RBVEVfTE9TVBADYgZwcm90bzM");
+  fileDesc("ChhzaGFyZGxpbmUvdjEvdHlwZXMucHJvdG8SDHNoYXJkbGluZS52MSImCghTaGFyZFJlZhILCgNqb2IYASABKAkSDQoFc2hhcmQYAiABKA0iVQoKQXNzaWdubWVudBIlCgVzaGFyZBgBIAEoCzIWLnNoYXJkbGluZS52MS5TaGFyZFJlZhIMCgR0ZXJtGAIgASgEEhIKCmdlbmVyYXRpb24YAyABKAQiyQIKCUV4ZWN1dGlvbhIKCgJpZBgBIAEoCRILCgNqb2IYAiABKAkSDQoFc2hhcmQYAyABKA0SGQoRZmlyZV90aW1lX3VuaXhfbXMYBCABKAMSDwoHYXR0ZW1wdBgFIAEoDRINCgVhZ2VudBgGIAEoCRIrCgVzdGF0ZRgHIAEoDjIcLnNoYXJkbGluZS52MS5FeGVjdXRpb25TdGF0ZRIaChJzdGFydGVkX2F0X3VuaXhfbXMYCCABKAMSGwoTZmluaXNoZWRfYXRfdW5peF9tcxgJIAEoAxINCgVlcnJvchgKIAEoCRIOCgZyZXN1bHQYCyABKAkSDQoFY2F1c2UYDCABKAkSFgoOcXVldWVfcG9zaXRpb24YDSABKA0SFQoNZmlyZV9jb21wbGV0ZRgOIAEoCBIWCg53YWl0aW5nX3JlYXNvbhgPIAEoCSK0AwoFQWdlbnQSCgoCaWQYASABKAkSLwoGbGFiZWxzGAIgAygLMh8uc2hhcmRsaW5lLnYxLkFnZW50LkxhYmVsc0VudHJ5EhAKCGNhcGFjaXR5GAMgASgNEhAKCGhhbmRsZXJzGAQgAygJEg8KB3ZlcnNpb24YBSABKAkSJwoFc3RhdGUYBiABKA4yGC5zaGFyZGxpbmUudjEuQWdlbnRTdGF0ZRImCgZzaGFyZHMYByADKAsyFi5zaGFyZGxpbmUudjEuU2hhcmRSZWYSHQoVbGVhc2VfZXhwaXJlc191bml4X21zGAggASgDEhAKCGNvcmRvbmVkGAkgASgIEhwKFGNvbm5lY3RlZF9hdF91bml4X21zGAogASgDEhYKDm1heF9jb25jdXJyZW50GAsgASgNEg8KB3J1bm5pbmcYDCABKA0SEwoLaW5zdGFuY2VfaWQYDSABKAkSFgoOcmVmdXNlZF9oZWxsb3MYDiABKA0SFAoMbGFzdF9yZWZ1c2FsGA8gASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi4QEKA0pvYhIMCgRuYW1lGAEgASgJEhAKCG1hbmlmZXN0GAIgASgJEhEKCXNwZWNfanNvbhgDIAEoCRIOCgZwYXVzZWQYBCABKAgSGQoRbmV4dF9maXJlX3VuaXhfbXMYBSABKAMSGQoRbGFzdF9maXJlX3VuaXhfbXMYBiABKAMSEAoIcmV2aXNpb24YByABKAQSFwoPZGlzYWJsZWRfc2hhcmRzGAggAygNEh4KFnVwY29taW5nX2ZpcmVzX3VuaXhfbXMYCSADKAMSFgoOd2FpdGluZ19yZWFzb24YCiABKAkqnAIKDkV4ZWN1dGlvblN0YXRlEh8KG0VYRUNVVElPTl9TVEFURV9VTlNQRUNJRklFRBAAEhsKF0VYRUNVVElPTl9TVEFURV9QRU5ESU5HEAESGwoXRVhFQ1VUSU9OX1NUQVRFX1JVTk5JTkcQAhIdChlFWEVDVVRJT05fU1RBVEVfU1VDQ0VFREVEEAMSGgoWRVhFQ1VUSU9OX1NUQVRFX0ZBSUxFRBAEEh0KGUVYRUNVVElPTl9TVEFURV9USU1FRF9PVVQQBRIdChlFWEVDVVRJT05fU1RBVEVfQ0FOQ0VMTEVEEAYSGAoURVhFQ1VUSU9OX1NUQVRFX0xPU1QQBxIcChhFWEVDVVRJT05fU1RBVEVfTUlTRklSRUQQCCpwCgpBZ2VudFN0YXRlEhsKF0FHRU5UX1NUQVRFX1VOU1BFQ0lGSUVEEAASFQoRQUdFTlRfU1RBVEVfUkVBRFkQARIYChRBR0VOVF9TVEFURV9EUkFJTklORxACEhQKEEFHRU5UX1NUQVRFX0xPU1QQA2IGcHJvdG8z");
 
 /**
  * Identifies one shard of one job.
@@ -214,6 +214,16 @@ export type Execution = Message<"shardline.v1.Execution"> & {
    * @generated from field: bool fire_complete = 14;
    */
   fireComplete: boolean;
+
+  /**
+   * For a pending execution: why it is not running yet, for operators ("shard 3 has no owner:
+   * no connected agent declares handler \"orphan\"", "agent w-1 runs its --max-concurrent 4
+   * executions", "retry at ..."); empty when it is not waiting or is only waiting for its fire
+   * instant on its agent. Free text: clients show it, never parse it.
+   *
+   * @generated from field: string waiting_reason = 15;
+   */
+  waitingReason: string;
 };
 
 /**
@@ -316,6 +326,29 @@ export type Agent = Message<"shardline.v1.Agent"> & {
    * @generated from field: uint32 running = 12;
    */
   running: number;
+
+  /**
+   * The Hello.instance_id of the process that holds the id; empty when it sent none.
+   *
+   * @generated from field: string instance_id = 13;
+   */
+  instanceId: string;
+
+  /**
+   * Hellos under this id from another process refused while this one held it (ALREADY_EXISTS),
+   * since the controller started.
+   *
+   * @generated from field: uint32 refused_hellos = 14;
+   */
+  refusedHellos: number;
+
+  /**
+   * The last of those refusals, for operators: when, from which address and which instance; empty
+   * when there was none.
+   *
+   * @generated from field: string last_refusal = 15;
+   */
+  lastRefusal: string;
 };
 
 /**
@@ -397,6 +430,16 @@ export type Job = Message<"shardline.v1.Job"> & {
    * @generated from field: repeated int64 upcoming_fires_unix_ms = 9;
    */
   upcomingFiresUnixMs: bigint[];
+
+  /**
+   * Why the job, or some of its shards, cannot run now, for operators ("paused", "no connected
+   * agent declares handler \"x\"", "no agent matches spec.placement.selector zone=eu-1"); empty
+   * when every enabled shard has an owner able to run it. Free text: clients show it, never
+   * parse it.
+   *
+   * @generated from field: string waiting_reason = 10;
+   */
+  waitingReason: string;
 };
 
 /**
