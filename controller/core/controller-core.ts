@@ -21,6 +21,7 @@ import { type Effects, Outbox } from "./outbox.js";
 import { spreadSticky, strategyFor } from "./sharding/index.js";
 import type { ShardingInput } from "./sharding/strategy.js";
 import { TimerQueue, type TimerKind } from "./timer-queue.js";
+import { at, whyNoAgentCanRun, whyNoAgentForHook, whyNoScheduledFires } from "./waiting-reasons.js";
 
 /** How an agent looks from the outside. */
 export type AgentStateName = "ready" | "draining" | "lost";
@@ -40,6 +41,12 @@ export interface AgentView {
   maxConcurrent: number;
   /** Executions dispatched to it and not finished. */
   running: number;
+  /** The Hello.instance_id of the process holding the id; "" when it sent none. */
+  instanceId: string;
+  /** Hellos under its id from other processes refused while it held the id. */
+  refusedHellos: number;
+  /** The last such refusal (when, from where, which instance), for operators. */
+  lastRefusal?: string;
 }
 
 export interface AssignmentView {
@@ -57,6 +64,15 @@ export interface JobView {
   lastFire?: number;
   /** The next scheduled fires, up to five. */
   upcoming: number[];
+  /** Why the job, or some of its shards, cannot run now; absent when nothing stops it. */
+  waitingReason?: string;
+}
+
+/** An enabled shard no agent owns, and why. */
+export interface UnassignedShardView {
+  job: string;
+  shard: number;
+  reason: string;
 }
 
 interface AgentEntry {
@@ -64,6 +80,13 @@ interface AgentEntry {
   /** Distinguishes this entry from an earlier one of the same id, for stale lease timers. */
   incarnation: number;
   session: string;
+  /** The process holding the id (Hello.instance_id); "" when unknown. */
+  instance: string;
+  /** Where its current (or last) stream came from, as the shell saw it. */
+  address: string;
+  /** Hellos under its id from other processes refused while it held the id. */
+  refusedHellos: number;
+  lastRefusal?: string;
   connected: boolean;
   lost: boolean;
   /** Said goodbye: leaving on purpose. */
@@ -252,6 +275,9 @@ export class ControllerCore {
         connectedAt: agent.connectedAt,
         maxConcurrent: agent.maxConcurrent,
         running: agent.executions.size,
+        instanceId: agent.instance,
+        refusedHellos: agent.refusedHellos,
+        ...(agent.lastRefusal === undefined ? {} : { lastRefusal: agent.lastRefusal }),
       }));
   }
 
@@ -298,7 +324,113 @@ export class ControllerCore {
     for (let next = job.nextFire; next !== undefined && upcoming.length < 5; next = nextFireAfter(spec.schedule!, spec.timeZone, next)) {
       upcoming.push(next);
     }
-    return { record: job.record, nextFire: job.nextFire, lastFire: job.cursor, upcoming };
+    const waitingReason = this.jobWaitingReason(job);
+    return { record: job.record, nextFire: job.nextFire, lastFire: job.cursor, upcoming, ...(waitingReason === undefined ? {} : { waitingReason }) };
+  }
+
+  /** The enabled shards of `job` (every job when absent or "") that no agent owns, each with why. */
+  listUnassigned(job?: string): UnassignedShardView[] {
+    const out: UnassignedShardView[] = [];
+    for (const name of [...this.jobs.keys()].sort()) {
+      if (job !== undefined && job !== "" && name !== job) continue;
+      const entry = this.jobs.get(name)!;
+      const unowned = this.unownedShards(entry);
+      if (unowned.length === 0) continue;
+      const reason = this.whyUnowned(entry);
+      for (const shard of unowned) out.push({ job: name, shard: shard.shard, reason });
+    }
+    return out;
+  }
+
+  /**
+   * What an apply should warn of: the job was stored, but no connected agent can run it now, and
+   * which requirement none meets. Empty when some agent can.
+   */
+  applyWarnings(name: string): string[] {
+    const job = this.requireJob(name);
+    const reason = whyNoAgentCanRun(job.record.spec, this.agents.values());
+    return reason === undefined ? [] : [`no connected agent can run it now: ${reason}; its fires wait (spec.misfire: ${job.record.spec.misfire})`];
+  }
+
+  /**
+   * Why a pending execution is not running yet, for operators; undefined when it is not waiting
+   * in a queue (dispatched, and only waiting for its fire instant on its agent, or finished).
+   */
+  waitingReason(id: string): string | undefined {
+    const execution = this.open.get(id);
+    if (execution === undefined || !this.queuedAt.has(id)) return undefined;
+    const job = this.jobs.get(execution.job);
+    if (job === undefined) return "its job is being deleted";
+    if ((execution.notBefore ?? 0) > this.now) {
+      return `${execution.cause === "daemon" ? "restarts" : "retries"} at ${at(execution.notBefore!)} (spec.retries.backoffSeconds)`;
+    }
+    if (execution.shard === FIRE_COMPLETE_SHARD) {
+      const hook = job.record.spec.onFireComplete;
+      if (hook === undefined) return "spec.onFireComplete was removed";
+      return (
+        whyNoAgentForHook(hook.handler, job.record.spec, this.agents.values()) ??
+        `every agent that declares handler ${JSON.stringify(hook.handler)} runs its --max-concurrent executions`
+      );
+    }
+    const shard = job.shards[execution.shard] ?? job.retired.get(execution.shard);
+    if (shard === undefined) return `shard ${execution.shard} was removed by a smaller spec.shards`;
+    const wait = this.shardWait(job, shard, execution.id);
+    return wait === undefined ? undefined : `shard ${shard.shard}: ${wait}`;
+  }
+
+  /** The enabled shards of a job that no agent owns. */
+  private unownedShards(job: JobEntry): ShardEntry[] {
+    const disabled = new Set(job.record.disabledShards);
+    return job.shards.filter((s) => s.owner === undefined && !disabled.has(s.shard));
+  }
+
+  /** Why a job's shards have no owner (the same for all of them: placement looks at the job, not the shard). */
+  private whyUnowned(job: JobEntry): string {
+    if (this.now < this.startupGraceUntil) {
+      return `the controller restarted and gives no shard away until ${at(this.startupGraceUntil)}, while the previous owners reconnect and claim theirs`;
+    }
+    return whyNoAgentCanRun(job.record.spec, this.agents.values()) ?? "not placed yet";
+  }
+
+  /**
+   * Why the shard cannot start its next execution now (`head`, or whatever heads its queue),
+   * worded without the shard's number or any execution id, so that one cause reads the same
+   * for every shard and fire; undefined when nothing stops it.
+   */
+  private shardWait(job: JobEntry, shard: ShardEntry, head?: string): string | undefined {
+    if (shard.owner === undefined) return `no owner (${this.whyUnowned(job)})`;
+    const owner = this.agents.get(shard.owner);
+    if (owner === undefined || owner.lost || !owner.connected) {
+      return `fenced until the lease of its owner ${shard.owner}, which lost its stream, expires at ${at(owner?.leaseExpiry ?? this.now)}`;
+    }
+    if (shard.revoking) return `moving away from ${owner.id}, which has not released it yet`;
+    if (shard.running.size > 0 && job.record.spec.overlap === "forbid") return "busy with its previous run (spec.overlap: forbid)";
+    if (!this.hasSlot(owner)) return `its owner ${owner.id} runs its --max-concurrent ${owner.maxConcurrent} executions`;
+    if (head !== undefined && shard.queue.length > 0 && shard.queue[0]!.id !== head) return "behind its earlier executions";
+    return undefined;
+  }
+
+  /** Why the job, or some of its shards, cannot run now; undefined when nothing stops it. */
+  private jobWaitingReason(job: JobEntry): string | undefined {
+    const { name, spec } = job.record;
+    const parts: string[] = [];
+    if (spec.schedule !== undefined || spec.daemon === true) {
+      const noFires = whyNoScheduledFires(name, spec, job.record.paused);
+      if (noFires !== undefined) parts.push(noFires);
+    }
+    const unowned = this.unownedShards(job);
+    if (unowned.length > 0) {
+      const count = unowned.length === job.shards.length ? `none of its ${unowned.length} shards has` : `${unowned.length} of its ${job.shards.length} shards have`;
+      parts.push(`${count} an owner: ${this.whyUnowned(job)}`);
+    }
+    const disabled = job.record.disabledShards;
+    if (disabled.length > 0) {
+      const which = disabled.length === 1 ? `shard ${disabled[0]} is` : `shards ${disabled.slice(0, 10).join(", ")}${disabled.length > 10 ? ", ..." : ""} are`;
+      parts.push(`${which} disabled (shardline enable ${name} ${disabled[0]})`);
+    }
+    const fenced = job.shards.filter((s) => s.owner !== undefined && this.agents.get(s.owner)?.lost === true);
+    if (fenced.length > 0) parts.push(`${fenced.length} shard${fenced.length === 1 ? " is" : "s are"} fenced until a lost owner's lease expires`);
+    return parts.length === 0 ? undefined : parts.join("; ");
   }
 
   listJobs(): JobView[] {
@@ -319,6 +451,11 @@ export class ControllerCore {
     }
     waiting.sort((a, b) => b.priority - a.priority || a.seq - b.seq);
     return new Map(waiting.map((w, i) => [w.id, i + 1]));
+  }
+
+  /** The agent a stream speaks for, once the core accepted its Hello; undefined otherwise. */
+  agentOfSession(session: string): string | undefined {
+    return this.sessions.get(session);
   }
 
   /** An execution not yet finished, if the core holds it. */
@@ -380,16 +517,18 @@ export class ControllerCore {
 
   /**
    * A new stream said Hello. Refuses a malformed one with a ShardlineError (the shell ends the
-   * stream with it); otherwise welcomes the agent, takes back what it still holds, and sends it
-   * its whole set of shards.
+   * stream with it), and ends the stream of a second process claiming an id another process holds
+   * (see refuseSecondProcess); otherwise welcomes the agent, takes back what it still holds, and
+   * sends it its whole set of shards. `peer` is where the stream comes from, for operators.
    */
-  hello(session: string, hello: AgentHello, now: number): void {
+  hello(session: string, hello: AgentHello, now: number, peer = ""): void {
     this.advance(now);
     validateHello(hello);
     if (this.sessions.has(session)) {
       throw new ShardlineError("failed-precondition", "hello: sent twice on one stream; send it once, first");
     }
     let agent = this.agents.get(hello.agentId);
+    if (agent !== undefined && this.refuseSecondProcess(session, agent, hello.instanceId ?? "", peer)) return;
     const returning = agent !== undefined;
     if (agent?.connected) {
       // The agent opened a new stream before the old one was seen to die: the new one wins.
@@ -398,6 +537,8 @@ export class ControllerCore {
     }
     agent ??= this.addAgentEntry(hello.agentId, { lost: false });
     agent.session = session;
+    agent.instance = hello.instanceId ?? "";
+    agent.address = peer;
     agent.connected = true;
     agent.lost = false;
     agent.leaving = false;
@@ -427,6 +568,38 @@ export class ControllerCore {
     for (const report of finished) this.applyReport(agent, report);
     for (const shard of agent.shards) this.dispatchShard(shard);
     this.dispatchFireCompletes();
+  }
+
+  /**
+   * One process holds an agent id at a time (invariant 7). While the id's lease is valid under
+   * one instance, a Hello from another ends with ALREADY_EXISTS when the holder is connected (two
+   * live processes share the id: a copy-pasted id, a replacement pod started early), or with
+   * UNAVAILABLE when the holder lost its stream (it may still run its shards until its lease ends:
+   * the newcomer retries and takes the id over then). Nothing of the holder changes. A Hello that
+   * names no instance, or the holder's own, is the same process reconnecting. Returns true when
+   * the Hello was refused.
+   */
+  private refuseSecondProcess(session: string, holder: AgentEntry, instance: string, peer: string): boolean {
+    if (instance === "" || holder.instance === "" || instance === holder.instance || holder.leaseExpiry <= this.now) return false;
+    const left = `${((holder.leaseExpiry - this.now) / 1000).toFixed(1)} s`;
+    const from = peer === "" ? "" : ` from ${peer}`;
+    if (holder.connected) {
+      holder.refusedHellos++;
+      holder.lastRefusal = `${new Date(this.now).toISOString()}${from} (instance ${shortInstance(instance)})`;
+      const reason =
+        `agent id ${JSON.stringify(holder.id)} is held by another process (instance ${shortInstance(holder.instance)}, connected` +
+        `${holder.address === "" ? "" : ` from ${holder.address}`}); its lease runs for another ${left}. ` +
+        "Two processes cannot share an agent id: give each its own --id, or start this one with --wait-for-id to take the id over once the other stops";
+      this.outbox.close(session, reason, "already-exists");
+      this.emit("agent.refused", `refused a second process${from} under agent id ${holder.id}: ${reason}`, { agent: holder.id });
+      return true;
+    }
+    const reason =
+      `agent id ${JSON.stringify(holder.id)} is fenced: its previous process (instance ${shortInstance(holder.instance)}) lost its stream, ` +
+      `and its lease runs until ${new Date(holder.leaseExpiry).toISOString()} (another ${left}); this process takes the id over then, retrying`;
+    this.outbox.close(session, reason, "unavailable");
+    this.emit("agent.fenced-id", `a new process${from} under agent id ${holder.id} waits for the old one's lease: ${reason}`, { agent: holder.id });
+    return true;
   }
 
   /**
@@ -1203,7 +1376,8 @@ export class ControllerCore {
       const waiting = shard.queue.filter((e) => e.cause === "schedule" || e.cause === "misfire").length;
       const admission = admitLateFire(job.record.spec, execution.cause, waiting);
       if (!admission.admit) {
-        this.misfire(execution, admission.reason);
+        const wait = this.shardWait(job, shard);
+        this.misfire(execution, wait === undefined ? admission.reason : `${admission.reason}: ${wait}`);
         return;
       }
     }
@@ -1719,6 +1893,9 @@ export class ControllerCore {
       id,
       incarnation: ++this.incarnations,
       session: "",
+      instance: "",
+      address: "",
+      refusedHellos: 0,
       connected: false,
       lost: state.lost,
       leaving: false,
@@ -1761,6 +1938,11 @@ export class ControllerCore {
   ): void {
     this.outbox.emit({ time: this.now, type, message, ...about });
   }
+}
+
+/** The start of an instance id, enough to tell two processes apart in a message. */
+function shortInstance(instance: string): string {
+  return instance.length <= 12 ? instance : `${instance.slice(0, 8)}...`;
 }
 
 /** Identifies one fire of one job. */

@@ -9,6 +9,8 @@ const KNOWN_EXECUTORS = new Set(["script", "http", "kubernetes"]);
 /** Room for each known executor, listed more than once by a careless agent. */
 const MAX_EXECUTORS = 16;
 const MAX_VERSION = 256;
+/** Hello.instance_id: empty, or 16-64 characters, enough for a random value (a UUID has 36). */
+const INSTANCE_ID = /^[A-Za-z0-9_-]{16,64}$/;
 
 /**
  * A stranger's value as an error message shows it: it may be megabytes long, and the message
@@ -35,6 +37,9 @@ export function validateHello(hello: AgentHello): void {
   }
   if (!Number.isInteger(hello.maxConcurrent) || hello.maxConcurrent < 0 || hello.maxConcurrent > 100_000) {
     throw ShardlineError.invalid("hello.max_concurrent", hello.maxConcurrent, "an integer from 0 (no limit) to 100000");
+  }
+  if (hello.instanceId !== undefined && hello.instanceId !== "" && !INSTANCE_ID.test(hello.instanceId)) {
+    throw ShardlineError.invalid("hello.instance_id", clip(hello.instanceId), "empty, or 16-64 letters, digits, '-' and '_' chosen at random once per process start (a UUID)");
   }
   if (hello.version.length > MAX_VERSION) {
     throw ShardlineError.invalid("hello.version", clip(hello.version), `at most ${MAX_VERSION} characters`);

@@ -23,6 +23,11 @@ export interface AgentHello {
   held: AssignmentRef[];
   /** Executions it still runs, or finished without a confirmed report. */
   executions: ExecutionReport[];
+  /**
+   * The process's instance, random per process start; absent or "" when the agent sent none.
+   * Tells the same agent reconnecting from a second process claiming its id.
+   */
+  instanceId?: string;
 }
 
 /** An agent's report about one execution. Times are the agent's Unix milliseconds. */

@@ -1,3 +1,4 @@
+import type { ErrorCode } from "../../shared/errors.js";
 import type { ExecutionRecord, JobRecord, StoreBatch } from "../store/store.js";
 import type { AgentCommand, CoreEvent } from "./messages.js";
 
@@ -11,6 +12,8 @@ export interface Outbound {
 export interface SessionClose {
   session: string;
   reason: string;
+  /** The status the stream ends with; absent: ABORTED (the controller ended it). */
+  code?: ErrorCode;
 }
 
 /**
@@ -58,8 +61,8 @@ export class Outbox {
     this.messages.push({ session, command });
   }
 
-  close(session: string, reason: string): void {
-    this.closes.push({ session, reason });
+  close(session: string, reason: string, code?: ErrorCode): void {
+    this.closes.push(code === undefined ? { session, reason } : { session, reason, code });
   }
 
   emit(event: CoreEvent): void {

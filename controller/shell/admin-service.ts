@@ -3,6 +3,7 @@ import { type AdminService, ListExecutionsResponseSchema } from "../../shared/ge
 import { ExecutionSchema, ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
 import { encodeRepeatedInSlices, type ServiceImpl } from "../../shared/grpc/index.js";
 import { parseManifest } from "../../shared/manifest/index.js";
+import { MANIFEST_LIMIT_TEXT, MANIFEST_SIZE_ADVICE, MAX_MANIFEST_BYTES } from "../../shared/manifest/manifest-limits.js";
 import type { ControllerCore } from "../core/controller-core.js";
 import { checkStrategyLoaded } from "../core/sharding/custom-strategy.js";
 import type { CoreEvent } from "../core/messages.js";
@@ -11,7 +12,6 @@ import type { CoreDriver } from "./core-driver.js";
 import { agentToProto, executionToProto, jobToProto, stateFromProto, stateToProto, toNumber } from "./proto-mapping.js";
 
 const MAX_LIMIT = 10_000;
-const MAX_MANIFEST_BYTES = 256 * 1024;
 /** A watcher that falls this far behind is cut off rather than buffering without bound. */
 const MAX_EVENTS_QUEUED = 10_000;
 
@@ -55,7 +55,7 @@ export function adminService(
   return {
     async applyJob(request) {
       if (Buffer.byteLength(request.manifest) > MAX_MANIFEST_BYTES) {
-        throw ShardlineError.invalid("manifest", `${Buffer.byteLength(request.manifest)} bytes`, `at most ${MAX_MANIFEST_BYTES} bytes`);
+        throw ShardlineError.invalid("manifest", `${Buffer.byteLength(request.manifest)} bytes`, `at most ${MANIFEST_LIMIT_TEXT}; ${MANIFEST_SIZE_ADVICE}`);
       }
       const { spec, manifest } = parseManifest(request.manifest);
       checkStrategyLoaded(spec.strategy, customStrategies);
@@ -65,7 +65,7 @@ export function adminService(
         throw new ShardlineError("resource-exhausted", `manifest: this controller holds ${maxJobs} jobs, its most (--max-jobs); delete one or raise the limit`);
       }
       const { changed } = await driver.run((now) => core.applyJob(spec.name, spec, manifest, now));
-      return { job: jobToProto(core.getJob(spec.name)), changed };
+      return { job: jobToProto(core.getJob(spec.name)), changed, warnings: core.applyWarnings(spec.name) };
     },
 
     async getJob(request) {
@@ -121,6 +121,7 @@ export function adminService(
           generation: BigInt(a.generation),
           revoking: a.revoking,
         })),
+        unassigned: core.listUnassigned(request.job),
       };
     },
 
@@ -139,7 +140,7 @@ export function adminService(
         const positions = core.queuePositions();
         // Up to 10,000 of them: encoded in slices, so that the event loop keeps firing meanwhile.
         return encodeRepeatedInSlices(ListExecutionsResponseSchema, "executions", ExecutionSchema, executions, (e) =>
-          executionToProto(e, positions.get(e.id)),
+          executionToProto(e, positions.get(e.id), e.state === "pending" ? core.waitingReason(e.id) : undefined),
         );
       });
     },
@@ -150,7 +151,7 @@ export function adminService(
       if (execution === undefined) {
         throw new ShardlineError("not-found", `execution ${JSON.stringify(request.id)} not found`, { field: "id", value: request.id });
       }
-      return { execution: executionToProto(execution, core.queuePositions().get(execution.id)) };
+      return { execution: executionToProto(execution, core.queuePositions().get(execution.id), core.waitingReason(execution.id)) };
     },
 
     async cancelExecution(request, context) {

@@ -126,7 +126,9 @@ export class AgentSessions {
               "with mutual TLS an agent connects only under an id its certificate names (its CN or a DNS SAN)",
           );
         }
-        this.driver.post((now) => this.core.hello(session, hello, now));
+        this.driver.post((now) => this.core.hello(session, hello, now, name.peer));
+        // Refused (another process holds the id): the core ends this stream; it speaks for nobody.
+        if (this.core.agentOfSession(session) === undefined) return;
         name.agent = hello.agentId;
         this.noteTakeover(session, hello.agentId, name.peer);
         return;
@@ -159,10 +161,10 @@ export class AgentSessions {
   }
 
   /**
-   * A Hello with the id of an agent connected on another stream replaces that stream (the core
-   * closes it): the agent reconnected before its old stream was seen to die, or someone else
-   * claims its id. Until agents prove who they are, the controller cannot tell which; the line
-   * names both addresses so that an operator can.
+   * A Hello accepted with the id of an agent connected on another stream replaces that stream
+   * (the core closes it): the same process reconnected before its old stream was seen to die (a
+   * second process is refused by the core, unless the agent sends no Hello.instance_id). The line
+   * names both addresses so that an operator can tell.
    */
   private noteTakeover(session: string, agent: string, peer: string): void {
     const previous = this.sessionOfAgent.get(agent);
@@ -192,11 +194,17 @@ export class AgentSessions {
       this.send(session, merged);
       i = j;
     }
-    for (const { session, reason } of closes) {
+    for (const { session, reason, code } of closes) {
       const stream = this.streams.get(session);
       if (stream === undefined) continue;
       this.streams.delete(session);
-      stream.close(status.ABORTED, reason);
+      stream.close(code === undefined ? status.ABORTED : toGrpcStatus(new ShardlineError(code, reason)).code, reason);
+      if (code !== undefined) {
+        const fields = { session, peer: this.names.get(session)?.peer, code, reason };
+        // A second live process under one id is a misconfiguration; a restarted one waiting out its predecessor's lease is not.
+        if (code === "already-exists") this.logger.warn(fields, "refused an agent's Hello: another process holds its id");
+        else this.logger.info(fields, "refused an agent's Hello for now");
+      }
     }
   };
 

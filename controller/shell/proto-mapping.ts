@@ -184,11 +184,15 @@ export function helloFromProto(hello: Hello): AgentHello {
     version: hello.version,
     held: hello.held.map((a, i) => assignmentFromProto(a, `hello.held[${i}]`)),
     executions: hello.executions.map((u, i) => reportFromProto(u, `hello.executions[${i}]`, true)),
+    instanceId: hello.instanceId,
   };
 }
 
-/** An execution as the API shows it; `queuePosition` is its place in line while it waits. */
-export function executionToProto(record: ExecutionRecord, queuePosition = 0): ExecutionMessage {
+/**
+ * An execution as the API shows it; `queuePosition` is its place in line while it waits, and
+ * `waitingReason` why it waits.
+ */
+export function executionToProto(record: ExecutionRecord, queuePosition = 0, waitingReason = ""): ExecutionMessage {
   return create(ExecutionSchema, {
     id: record.id,
     job: record.job,
@@ -204,6 +208,7 @@ export function executionToProto(record: ExecutionRecord, queuePosition = 0): Ex
     cause: record.cause,
     queuePosition,
     fireComplete: record.shard === FIRE_COMPLETE_SHARD,
+    waitingReason,
   });
 }
 
@@ -221,6 +226,9 @@ export function agentToProto(view: AgentView): AgentMessage {
     connectedAtUnixMs: BigInt(view.connectedAt),
     maxConcurrent: view.maxConcurrent,
     running: view.running,
+    instanceId: view.instanceId,
+    refusedHellos: view.refusedHellos,
+    lastRefusal: view.lastRefusal ?? "",
   });
 }
 
@@ -235,5 +243,6 @@ export function jobToProto(view: JobView): JobMessage {
     revision: BigInt(view.record.revision),
     disabledShards: view.record.disabledShards,
     upcomingFiresUnixMs: view.upcoming.map((t) => BigInt(t)),
+    waitingReason: view.waitingReason ?? "",
   });
 }

@@ -1,3 +1,4 @@
+import type { ErrorCode } from "../../../shared/errors.js";
 import type { JobSpec } from "../../../shared/manifest/job-spec.js";
 import type { ExecutionRecord, JobRecord, StoreSnapshot } from "../../store/store.js";
 import { type CoreConfig, DEFAULT_CORE_CONFIG } from "../config.js";
@@ -75,6 +76,8 @@ export class ModelAgent {
   /** The Welcome it received. */
   welcome: Extract<AgentCommand, { kind: "welcome" }> | undefined;
   closedReason: string | undefined;
+  /** The status its stream was ended with, when the core named one (a refused Hello). */
+  closedCode: ErrorCode | undefined;
 
   constructor(
     readonly id: string,
@@ -189,9 +192,14 @@ export class CoreHarness {
       labels?: Record<string, string>;
       held?: AssignmentRef[];
       executions?: { executionId: string; state: "running" }[];
+      /** Hello.instance_id: which process speaks; absent, the same one as before. */
+      instanceId?: string;
+      /** Where the stream comes from, as the shell would say. */
+      peer?: string;
     } = {},
   ): ModelAgent {
     const agent = new ModelAgent(id, `s${++this.sessions}`);
+    const before = this.agents.get(id);
     this.agents.set(id, agent);
     this.streams.push(agent);
     this.core.hello(
@@ -206,10 +214,14 @@ export class CoreHarness {
         version: "test",
         held: options.held ?? [],
         executions: options.executions ?? [],
+        ...(options.instanceId === undefined ? {} : { instanceId: options.instanceId }),
       },
       this.now,
+      options.peer,
     );
     this.flush();
+    // A refused Hello leaves the process that holds the id as the harness's agent of that id.
+    if (agent.closedCode !== undefined && before !== undefined) this.agents.set(id, before);
     return agent;
   }
 
@@ -266,10 +278,11 @@ export class CoreHarness {
         if (agent.session === session && agent.closedReason === undefined) agent.receive(command);
       }
     }
-    for (const { session, reason } of effects.closes) {
+    for (const { session, reason, code } of effects.closes) {
       for (const agent of this.streams) {
         if (agent.session === session && agent.closedReason === undefined) {
           agent.closedReason = reason;
+          agent.closedCode = code;
           this.core.streamClosed(session, this.now);
         }
       }
