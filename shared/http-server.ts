@@ -4,10 +4,21 @@ import type { AddressInfo } from "node:net";
 import { ShardlineError } from "./errors.js";
 import type { TlsCertificates } from "./security/tls.js";
 
+/** What `/readyz` says: ready or not, and when not, optionally why (sent as the 503's body). */
+export interface Readiness {
+  ready: boolean;
+  /** Why not, in words for an operator, e.g. "cannot reach the controller at 10.0.0.5:7070: connection refused". */
+  reason?: string;
+}
+
 /** What the HTTP endpoints report on. */
 export interface HttpProbes {
-  /** True while the process can do its part (controller: the store answers and the leader is known; agent: welcomed, leased). */
-  ready(): Promise<boolean>;
+  /**
+   * True while the process can do its part (controller: the store answers and the leader is
+   * known; agent: welcomed, leased). A Readiness may say why not: `/readyz` answers 503 with
+   * "not ready: <reason>" instead of "not ready".
+   */
+  ready(): Promise<boolean | Readiness>;
   /** Answers a scrape of `/metrics` (MetricsRegistry.handle); absent, `/metrics` is not found. */
   metrics?(request: IncomingMessage, response: ServerResponse): void;
   /**
@@ -49,7 +60,15 @@ export async function startHttpServer(hostPort: string, probes: HttpProbes, tls?
     }
     if (path === "/readyz") {
       probes.ready().then(
-        (ready) => response.writeHead(ready ? 200 : 503, { "content-type": "text/plain" }).end(ready ? "ready\n" : "not ready\n"),
+        (answer) => {
+          const { ready, reason } = typeof answer === "boolean" ? { ready: answer, reason: undefined } : answer;
+          if (ready || reason === undefined) {
+            response.writeHead(ready ? 200 : 503, { "content-type": "text/plain" }).end(ready ? "ready\n" : "not ready\n");
+          } else {
+            // A reason may quote a controller's text, which is not always ASCII.
+            response.writeHead(503, { "content-type": "text/plain; charset=utf-8" }).end(`not ready: ${oneLine(reason)}\n`);
+          }
+        },
         () => response.writeHead(503, { "content-type": "text/plain" }).end("not ready\n"),
       );
       return;
@@ -85,6 +104,11 @@ function httpsServer(tls: TlsCertificates, handle: RequestListener): Server {
   tls.addIdentityCertificateListener(renewed);
   server.once("close", () => tls.removeIdentityCertificateListener(renewed));
   return server;
+}
+
+/** A reason on one line: a probe's body is read by people and by tools that split on lines. */
+function oneLine(text: string): string {
+  return text.replace(/\s*\n\s*/g, " ").trim();
 }
 
 /** Splits `host:port` (or `[v6]:port`), naming `field` when it is malformed. */

@@ -1,5 +1,5 @@
 import type { Server } from "node:http";
-import { startHttpServer } from "../../shared/http-server.js";
+import { startHttpServer, type Readiness } from "../../shared/http-server.js";
 import type { TlsCertificates } from "../../shared/security/tls.js";
 import type { MetricsRegistry } from "../../shared/telemetry/metrics.js";
 
@@ -13,20 +13,22 @@ export interface AgentHttpServer {
 
 /**
  * Serves an agent's `/healthz` (the process answers), `/readyz` (200 while `agent.ready`: welcomed
- * by a controller and holding a valid lease; else 503) and, given its MetricsRegistry,
+ * by a controller and holding a valid lease; else 503, with the reason when the agent gives its
+ * `readiness`, e.g. "not ready: cannot reach the controller at 10.0.0.5:7070: connection refused
+ * ...") and, given its MetricsRegistry,
  * `/metrics` in the Prometheus text format, on `hostPort` (`HOST:PORT`, port 0 for any free
  * one). Fails with a ShardlineError naming --http when the address is malformed or taken. With
  * `tls` (the agent's own certificate and key), it serves HTTPS.
  */
 export async function startAgentHttpServer(
   hostPort: string,
-  agent: { readonly ready: boolean },
+  agent: { readonly ready: boolean; readonly readiness?: Readiness },
   metrics?: MetricsRegistry,
   tls?: TlsCertificates,
 ): Promise<AgentHttpServer> {
   // The controller's HTTP port answers the same three paths; the agent's only differs in what ready means.
   const { server, address } = await startHttpServer(hostPort, {
-    ready: () => Promise.resolve(agent.ready),
+    ready: () => Promise.resolve(agent.readiness ?? agent.ready),
     ...(metrics === undefined ? {} : { metrics: (request, response) => metrics.handle(request, response) }),
   }, tls);
   return { address, close: () => closeServer(server) };

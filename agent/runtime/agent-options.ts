@@ -6,6 +6,7 @@ import { VERSION } from "../../shared/version.js";
 import type { KubernetesAccess } from "../executors/kubernetes/kube-config.js";
 import type { OwnerPod } from "../executors/kubernetes/job-manifest.js";
 import type { ExecutionListeners, HandlerMap } from "../sdk.js";
+import { checkInstanceId, newInstanceId } from "./agent-identity.js";
 
 /** A monotonic clock in milliseconds; only differences between readings mean anything. */
 export interface Clock {
@@ -21,6 +22,20 @@ export interface AgentOptions {
   controller: string;
   /** This agent's id, unique among connected agents (the controller checks its spelling). */
   id: string;
+  /**
+   * This process's instance (Hello.instance_id): 16-64 letters, digits, '-' and '_'. Default a
+   * random UUID made once per Agent, which is what it is for; tests inject one to play two
+   * processes, or the same process again.
+   */
+  instanceId?: string;
+  /**
+   * What to do when the controller refuses the Hello because another process holds this id
+   * (ALREADY_EXISTS). False (the default): log the controller's message as an error, stop, and
+   * emit "refused": two processes cannot share an id, and retrying would never end. True: log
+   * that the agent waits for the id and keep reconnecting with the backoff, so that a
+   * replacement started before the old process is gone takes the id over once it is free.
+   */
+  waitForId?: boolean;
   /** The handlers this agent runs; their names are declared in Hello. Default none (a script- or HTTP-only agent). */
   handlers?: HandlerMap;
   /**
@@ -93,6 +108,8 @@ export interface AgentOptions {
 export interface ResolvedAgentOptions {
   controller: string;
   id: string;
+  instanceId: string;
+  waitForId: boolean;
   handlers: HandlerMap;
   listeners: ExecutionListeners | undefined;
   allowScripts: string[];
@@ -165,6 +182,8 @@ export function resolveAgentOptions(options: AgentOptions): ResolvedAgentOptions
   return {
     controller: options.controller,
     id: options.id,
+    instanceId: options.instanceId === undefined ? newInstanceId() : checkInstanceId(options.instanceId),
+    waitForId: options.waitForId ?? false,
     handlers: options.handlers ?? {},
     listeners: options.listeners,
     allowScripts,

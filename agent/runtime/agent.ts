@@ -22,6 +22,7 @@ import {
 import { ExecutionState, type Assignment } from "../../shared/gen/shardline/v1/types_pb.js";
 import { createClient, type Client, type GrpcStatus, type MessageStream } from "../../shared/grpc/index.js";
 import { partsWithin } from "../../shared/grpc/message-parts.js";
+import type { Readiness } from "../../shared/http-server.js";
 import { ExecutionListening } from "../executors/execution-listeners.js";
 import type { ExecutionRun, Executor } from "../executors/execution-run.js";
 import { ExecutionTelemetry } from "../executors/execution-telemetry.js";
@@ -29,11 +30,13 @@ import { HandlerExecutor } from "../executors/handler/handler-executor.js";
 import { HttpExecutor } from "../executors/http/http-executor.js";
 import { KubernetesExecutor } from "../executors/kubernetes/kubernetes-executor.js";
 import { ScriptExecutor } from "../executors/script/script-executor.js";
+import { idFencedWaitMs, idHeldError } from "./agent-identity.js";
 import { AgentMetrics } from "./agent-metrics.js";
 import { resolveAgentOptions, type AgentOptions, type ResolvedAgentOptions } from "./agent-options.js";
 import { processStarts } from "./on-time-starts.js";
 import { AssignmentTable, refOf, shardKey, type AssignmentRef, type HeldAssignment } from "./assignment-table.js";
 import { Backoff } from "./backoff.js";
+import { ConnectFailures } from "./connect-failures.js";
 import { Lease } from "./lease.js";
 
 /**
@@ -76,6 +79,12 @@ export interface AgentEvents {
   execution: [update: ExecutionUpdate];
   /** drain() finished. */
   drained: [];
+  /**
+   * The controller refused the Hello because another process holds this agent's id
+   * (ALREADY_EXISTS), and waitForId is off: the agent has stopped, for good. The error (code
+   * "already-exists") carries the controller's message, which names the holder.
+   */
+  refused: [error: ShardlineError];
 }
 
 /** Defaults the controller would send; used only when a Welcome leaves a field at 0. */
@@ -174,6 +183,16 @@ export class Agent {
   #connects = 0;
   #stopped = false;
   #drain: Drain | undefined;
+  /** Failed attempts to reach a controller since the last Welcome, and what was said about them. */
+  readonly #connectFailures: ConnectFailures;
+  /** Why the last stream ended without a Welcome, for /readyz; cleared by a Welcome. */
+  #notConnectedReason: string | undefined;
+  /** Why the lease lapsed, while fenced. */
+  #fenceReason = "";
+  /** Set once the agent said it waits for its id (or for the id's fence): said once per wait. */
+  #waitingForId = false;
+  /** The refusal that stopped the agent: another process holds its id. */
+  #idRefusal: ShardlineError | undefined;
 
   #heartbeatTimer: NodeJS.Timeout | undefined;
   #fenceTimer: NodeJS.Timeout | undefined;
@@ -185,6 +204,7 @@ export class Agent {
     this.#addresses = this.#options.controller.split(",");
     this.#address = this.#addresses[0]!;
     this.#backoff = new Backoff({ ...this.#options.reconnect, random: this.#options.random });
+    this.#connectFailures = new ConnectFailures({ clock: this.#options.clock, retryCeilingMs: this.#options.reconnect.maxMs });
     const { listeners, maxResultBytes, id: agentId, metrics } = this.#options;
     this.#metrics = metrics && new AgentMetrics(metrics, { assignments: () => this.#table.size, connected: () => this.#welcomed });
     // Outermost, so that an execution's span and duration cover its listeners too.
@@ -218,6 +238,14 @@ export class Agent {
     return this.#options.id;
   }
 
+  /**
+   * This process's instance, sent in every Hello: the controller refuses another instance's Hello
+   * under the same id while this one holds it.
+   */
+  get instanceId(): string {
+    return this.#options.instanceId;
+  }
+
   /** Where it stands; see AgentState. */
   get state(): AgentState {
     if (this.#stopped) return "stopped";
@@ -232,6 +260,21 @@ export class Agent {
    */
   get ready(): boolean {
     return this.state === "connected" && this.#lease.valid(this.#options.clock.now());
+  }
+
+  /** Whether /readyz answers 200 (see ready), and when not, why, in words for an operator. */
+  get readiness(): Readiness {
+    return this.ready ? { ready: true } : { ready: false, reason: this.#notReadyReason() };
+  }
+
+  #notReadyReason(): string {
+    if (this.#idRefusal) return `stopped: the controller refused this agent: ${this.#idRefusal.message}`;
+    if (this.#stopped) return "the agent stopped";
+    if (this.#drain) return "draining: handing its shards back before it stops";
+    const connecting = this.#notConnectedReason ?? `connecting to the controller at ${this.#address}; no Welcome yet`;
+    if (this.#fenced) return `fenced (${this.#fenceReason}); ${connecting}`;
+    if (this.#welcomed) return "the lease lapsed; fencing";
+    return this.#started ? connecting : "not started";
   }
 
   /** The controller address in use (a Redirect changes it). */
@@ -401,6 +444,7 @@ export class Agent {
       executions,
       executors: this.#executorNames(),
       maxConcurrent: this.#options.maxConcurrent,
+      instanceId: this.#options.instanceId,
     };
   }
 
@@ -459,6 +503,10 @@ export class Agent {
     this.#welcomed = true;
     clearTimeout(this.#welcomeTimer);
     this.#backoff.reset();
+    this.#notConnectedReason = undefined;
+    this.#waitingForId = false;
+    const reached = this.#connectFailures.succeeded(this.#address);
+    if (reached) this.#log[reached.level](reached.fields, reached.message);
     this.#lastAckAt = this.#options.clock.now();
     if (this.#lease.ack(HELLO_SEQ, this.#leaseTtlMs)) this.#leaseRenewed();
     this.#confirm(HELLO_SEQ);
@@ -553,22 +601,38 @@ export class Agent {
   }
 
   #onClose(closed: GrpcStatus): void {
+    const address = this.#address;
+    const welcomed = this.#welcomed;
+    // A stream that ends before any Welcome, not on a Redirect nor by this side's stop, is an attempt that failed.
+    const failedAttempt = !welcomed && !this.#redirected && !this.#stopped;
     this.#stream = undefined;
     clearTimeout(this.#welcomeTimer);
-    this.#rotateAddress(this.#welcomed);
+    this.#rotateAddress(welcomed);
     this.#welcomed = false;
     clearInterval(this.#heartbeatTimer);
     this.#heartbeatTimer = undefined;
     // What was not sent goes into the next Hello; what was sent but not confirmed too.
     this.#outbox = [];
     for (const pending of this.#unconfirmed.values()) pending.confirmSeq = undefined;
+    let delay: number | undefined;
     if (closed.code === status.INVALID_ARGUMENT) {
+      this.#notConnectedReason = `the controller at ${address} refused this agent: ${closed.details}`;
       this.#log.error(
-        { code: closed.code, details: closed.details, controller: this.#address },
+        { code: closed.code, details: closed.details, controller: address },
         `the controller refused this agent: ${closed.details}; fix the agent's settings or the controller, retrying meanwhile`,
       );
+    } else if (failedAttempt && closed.code === status.ALREADY_EXISTS) {
+      if (!this.#options.waitForId) {
+        this.#events.emit("disconnected", closed);
+        this.#refuse(closed, address);
+        return;
+      }
+      this.#waitForId(closed, address);
+    } else if (failedAttempt) {
+      delay = this.#attemptFailed(closed, address);
     } else if (!this.#stopped) {
-      this.#log.warn({ code: closed.code, details: closed.details, controller: this.#address }, "the stream to the controller closed");
+      this.#notConnectedReason = `the stream to the controller at ${address} closed (${status[closed.code]}: ${closed.details}); reconnecting`;
+      this.#log.warn({ code: closed.code, details: closed.details, controller: address }, "the stream to the controller closed");
     }
     this.#events.emit("disconnected", closed);
     if (this.#drain?.ending || this.#nothingToHandBack()) {
@@ -576,8 +640,57 @@ export class Agent {
       return;
     }
     if (this.#stopped) return;
-    const delay = this.#backoff.next();
-    this.#reconnectTimer = setTimeout(() => this.#connect(), delay);
+    this.#reconnectTimer = setTimeout(() => this.#connect(), delay ?? this.#backoff.next());
+  }
+
+  /**
+   * Another process holds this agent's id, and the agent was not told to wait for it: retrying
+   * would be refused forever (or, were the other to stop, would take its id from under an
+   * operator who started two processes by mistake). So it stops, and says why.
+   */
+  #refuse(closed: GrpcStatus, address: string): void {
+    const error = idHeldError(this.id, closed.details);
+    this.#idRefusal = error;
+    this.#log.error(
+      { code: closed.code, details: closed.details, controller: address, instanceId: this.instanceId },
+      `the controller refused this agent: ${error.message}; stopping`,
+    );
+    void this.stop();
+    this.#events.emit("refused", error);
+  }
+
+  /** Another process holds this agent's id, and waitForId is on: said once, then the backoff retries. */
+  #waitForId(closed: GrpcStatus, address: string): void {
+    this.#notConnectedReason = `waiting for agent id "${this.id}": ${closed.details}`;
+    const fields = { code: closed.code, details: closed.details, controller: address, instanceId: this.instanceId };
+    if (this.#waitingForId) {
+      this.#log.debug(fields, "the agent id is still held by another process");
+      return;
+    }
+    this.#waitingForId = true;
+    this.#log.warn(fields, `waiting for agent id "${this.id}", held by another process: ${closed.details}; trying again with the reconnect backoff until it is free`);
+  }
+
+  /**
+   * A stream that ended before its Welcome. The id's fence (an earlier process of this id lost its
+   * stream, and its lease still runs) has a known end: the next Hello goes soon after it. Anything
+   * else is a controller the agent cannot reach: said plainly, and not once per attempt. Returns
+   * the wait before the next attempt when it is not the backoff's.
+   */
+  #attemptFailed(closed: GrpcStatus, address: string): number | undefined {
+    const fencedMs = closed.code === status.UNAVAILABLE ? idFencedWaitMs(closed.details) : undefined;
+    if (fencedMs !== undefined) {
+      this.#notConnectedReason = `waiting for agent id "${this.id}": ${closed.details}`;
+      const fields = { code: closed.code, details: closed.details, controller: address, retryInMs: fencedMs };
+      if (this.#waitingForId) this.#log.debug(fields, "the agent id is still fenced");
+      else this.#log.warn(fields, `agent id "${this.id}" is not free yet: ${closed.details}; trying again in ${fencedMs} ms`);
+      this.#waitingForId = true;
+      return fencedMs;
+    }
+    const line = this.#connectFailures.failed(address, closed);
+    this.#notConnectedReason = this.#connectFailures.reason;
+    if (line) this.#log[line.level](line.fields, line.message);
+    return undefined;
   }
 
   /** Ends the current stream from this side; onClose follows synchronously. */
@@ -623,6 +736,7 @@ export class Agent {
   /** The lease lapsed: the shard may already belong to someone else, so stop everything now. */
   #fence(reason: string): void {
     this.#fenced = true;
+    this.#fenceReason = reason;
     this.#metrics?.leaseLapsed();
     this.#log.warn({ reason, running: this.#runs.size }, "fenced: aborting every run and starting nothing new");
     this.#abortAll(ExecutionState.LOST, `fenced: ${reason}`);

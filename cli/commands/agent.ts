@@ -8,7 +8,7 @@ import type { startTracing as StartTracing } from "../../shared/telemetry/tracin
 import { CONTROLLER_ENV, DEFAULT_CONTROLLER_ADDRESS, parseControllerAddresses, parseHostPort, resolveControllerAddress } from "../controller-address.js";
 import type { CliIo } from "../output.js";
 import { clientTls, parseToken, resolveToken, tlsFiles, TOKEN_ENV } from "./admin.js";
-import { importPart, nextSignal } from "./lifecycle.js";
+import { importPart } from "./lifecycle.js";
 import { defaultAgentId, parseAgentId, parseAllowScript, parseInteger, parseLabel, parseLabelFromNode, parseSeconds, type NodeLabelFlag } from "./options.js";
 
 /** A handler function, as the agent SDK loads it; the CLI only passes them through. */
@@ -21,6 +21,8 @@ type Listeners = Partial<Record<"beforeExecution" | "afterExecution", HandlerFun
 export interface AgentStartOptions {
   controller: string;
   id: string;
+  /** --wait-for-id: when another process holds the id, wait for it rather than exit. */
+  waitForId?: boolean;
   handlers: Record<string, HandlerFunction>;
   listeners?: Listeners;
   allowScripts?: string[];
@@ -65,12 +67,19 @@ export interface RunningAgent {
   start(): void;
   drain(): Promise<void>;
   stop(): Promise<void>;
+  /**
+   * "refused": the controller refused the agent because another process holds its id, and the
+   * agent stopped; the error (code "already-exists") carries the controller's message. Absent in a
+   * module whose agent is never refused (a test's fake).
+   */
+  once?(event: "refused", listener: (error: Error) => void): unknown;
 }
 
 /** The flags of `shardline agent`, parsed. */
 export interface AgentOptions {
   controller?: string;
   id?: string;
+  waitForId?: boolean;
   handlers?: string;
   allowScript?: string[];
   allowHttp?: boolean;
@@ -120,6 +129,8 @@ export function registerAgent(program: Command, io: CliIo): void {
         "Run an agent: connect to the controller, receive shards and execute them with the handlers exported by --handlers, " +
           "the commands allowed by --allow-script, and (with --allow-http) HTTP calls. It needs at least one of the three.",
         "The first SIGTERM or SIGINT drains (running executions finish or are handed back, shards move at once) and exits 0; a second one exits at once with 1.",
+        "One process holds an agent id at a time: while another process holds --id, the controller refuses this one, and the command exits with 4 and the controller's message " +
+          "(which names the holder); with --wait-for-id it waits instead, and takes the id over once the other process has stopped and its lease has run out.",
         "Traces: configured by the standard OTEL_* variables, off unless OTEL_TRACES_EXPORTER names an exporter or an OTLP endpoint is set (OTEL_EXPORTER_OTLP_ENDPOINT); " +
           "each execution gets a span, a child of its fire's span on the controller.",
       ].join("\n\n"),
@@ -128,6 +139,10 @@ export function registerAgent(program: Command, io: CliIo): void {
       parseControllerAddresses(value, "--controller"),
     )
     .option("--id <ID>", "the agent's id, unique among connected agents (default: the hostname, lowercased)", parseAgentId)
+    .option(
+      "--wait-for-id",
+      "when another process holds --id, wait (retrying with backoff) and take the id over once it stops, rather than exit with 4; for a replacement started before the old process is gone",
+    )
     .option(
       "--handlers <MODULE>",
       "a JavaScript module whose default export maps handler names to functions; its named export `listeners` ({beforeExecution, afterExecution}) runs around every execution",
@@ -226,6 +241,7 @@ export function agentStartOptions(options: AgentOptions, io: CliIo, host: string
   return {
     controller: resolveControllerAddress(options.controller, io.env),
     id: options.id ?? defaultAgentId(host),
+    ...(options.waitForId ? { waitForId: true } : {}),
     labels: options.label ?? {},
     ...(options.allowScript === undefined ? {} : { allowScripts: options.allowScript }),
     ...(options.allowHttp ? { allowHttp: true } : {}),
@@ -300,11 +316,31 @@ function agentHttp(module: AgentModule, hostPort: string, tls: TlsCertificates |
   return { metrics, listen: (agent: RunningAgent) => startAgentHttpServer(hostPort, agent, metrics, tls) };
 }
 
-/** Starts the agent, and drains it on the first signal. */
+/**
+ * Starts the agent, and drains it on the first signal. Fails with the agent's refusal when the
+ * controller refuses it because another process holds its id: retrying would never end, so the
+ * command exits (4) with the controller's message instead.
+ */
 async function runStarted(agent: RunningAgent, io: CliIo, logger: Logger | undefined): Promise<void> {
-  const first = nextSignal(io);
+  let stopWatching = (): void => {};
+  const first = new Promise<NodeJS.Signals>((resolve, reject) => {
+    const unsubscribe = io.onSignal((signal) => {
+      unsubscribe();
+      resolve(signal);
+    });
+    agent.once?.("refused", reject);
+    stopWatching = unsubscribe;
+  });
   agent.start();
-  const signal = await first;
+  let signal: NodeJS.Signals;
+  try {
+    signal = await first;
+  } catch (refusal) {
+    stopWatching();
+    await agent.stop();
+    logger?.flush();
+    throw refusal;
+  }
   logger?.info({ signal }, "draining before exit; send the signal again to exit at once");
   let unsubscribe = (): void => {};
   const second = new Promise<never>((_, reject) => {
