@@ -111,10 +111,11 @@ const EXECUTIONS = [
 ];
 
 /** What the scripted controller was asked, for checking how flags become requests. */
-const asked: { listExecutions: ListExecutionsRequest[]; trigger: { name: string; shards: number[]; parameter: string }[]; drained: string[] } = {
+const asked: { listExecutions: ListExecutionsRequest[]; trigger: { name: string; shards: number[]; parameter: string }[]; drained: string[]; applied: number } = {
   listExecutions: [],
   trigger: [],
   drained: [],
+  applied: 0,
 };
 
 let server: Server;
@@ -134,8 +135,12 @@ beforeAll(async () => {
   };
   addService(server, AdminService, {
     applyJob: async ({ manifest }) => {
+      asked.applied++;
       const name = /name: ([a-z-]+)/.exec(manifest)?.[1] ?? "";
       if (name === "new-job") return { job: job("new-job", {}, { revision: 1n }), changed: true };
+      if (name === "warned-job") {
+        return { job: job("warned-job", {}, { revision: 1n }), changed: true, warnings: ["no connected agent runs handler nightly", "spec.schedule fires every second"] };
+      }
       if (name === "billing-rollup") return { job: { ...known(name), revision: 4n }, changed: true };
       if (name === "reindex") return { job: known(name), changed: false };
       throw ShardlineError.invalid("metadata.name", name, "a DNS-1123 label");
@@ -409,6 +414,23 @@ describe("shardline apply, trigger, pause, resume, delete, drain, uncordon", () 
     expect(stderr).toBe('shardline: metadata.name: "x" is not allowed; expected a DNS-1123 label\n');
   });
 
+  it("prints the controller's warnings on stderr after the job's line, and still exits 0", async () => {
+    const { code, stdout, stderr } = await shardline(["apply", "-f", "-"], { stdin: "metadata: {name: warned-job}\n---\nmetadata: {name: reindex}\n" });
+    expect(code).toBe(0);
+    expect(stdout).toBe("job/warned-job created\njob/reindex unchanged\n");
+    expect(stderr).toBe("warning: job/warned-job: no connected agent runs handler nightly\nwarning: job/warned-job: spec.schedule fires every second\n");
+  });
+
+  it("exits 2 without sending any document when one of them is over 256 KiB", async () => {
+    const before = asked.applied;
+    const stdin = `metadata: {name: new-job}\n---\nmetadata: {name: reindex}\n# ${"x".repeat(300 * 1024)}\n`;
+    const { code, stdout, stderr } = await shardline(["apply", "-f", "-"], { stdin });
+    expect(code).toBe(2);
+    expect(stdout).toBe("");
+    expect(stderr).toMatch(/^shardline: --file: standard input, document 2 of 2 \(job\/reindex\), is \d+ bytes; expected at most 262144 bytes \(256 KiB\) per manifest; the limit is fixed \(no flag raises it\): .*; nothing was applied\n$/);
+    expect(asked.applied).toBe(before);
+  });
+
   it("exits 2 for a manifest file that cannot be read, or is empty", async () => {
     const missing = await shardline(["apply", "-f", "/nonexistent/job.yaml"]);
     expect(missing.code).toBe(2);
@@ -542,6 +564,26 @@ describe("usage errors and exit codes", () => {
     }
   });
 
+  it("exits 5 with the controller's own words for a refusal at a limit, never 'cannot reach'", async () => {
+    const limited = createServer();
+    const refusal = "ListJobs: too many calls from 127.0.0.1; retry in 800 ms (the controller's --admin-rate-limit)";
+    addService(limited, AdminService, {
+      listJobs: async () => {
+        throw new ShardlineError("resource-exhausted", refusal);
+      },
+    });
+    const limitedAddress = `127.0.0.1:${await listen(limited, "127.0.0.1:0")}`;
+    try {
+      // A second address must not be tried either: the first controller was reached.
+      const capture = captureIo({ env: { SHARDLINE_CONTROLLER: `${limitedAddress},${address}` } });
+      expect(await runCli(["get", "jobs"], capture.io)).toBe(5);
+      expect(capture.stderr()).toBe(`shardline: ${refusal}\n`);
+      expect(capture.stdout()).toBe("");
+    } finally {
+      await shutdown(limited, 0);
+    }
+  });
+
   it("rejects a malformed address list, naming where it came from", async () => {
     const capture = captureIo({ env: { SHARDLINE_CONTROLLER: "127.0.0.1:7070,nocolon" } });
     expect(await runCli(["get", "jobs"], capture.io)).toBe(2);
@@ -557,6 +599,7 @@ describe("usage errors and exit codes", () => {
     expect(await runCli(["--help"], help.io)).toBe(0);
     expect(help.stdout()).toContain("Exit codes:");
     expect(help.stdout()).toContain("5  unavailable");
+    expect(help.stdout()).toContain("7  denied");
     expect(help.stdout()).toContain("SHARDLINE_CONTROLLER");
     const getHelp = captureIo();
     expect(await runCli(["get", "--help"], getHelp.io)).toBe(0);

@@ -9,13 +9,19 @@ export const ExitCode = {
   ok: 0,
   /** Something unexpected failed: a bug, or an internal error on the controller. */
   internal: 1,
-  /** Bad input: unknown command or flag, a bad flag value, a manifest the controller rejected. */
+  /**
+   * Bad input: unknown command or flag, a bad flag value, a manifest the controller rejected, a
+   * request or an answer over a fixed size limit. Sending the same again cannot succeed.
+   */
   usage: 2,
   /** The job, agent or execution named does not exist. */
   notFound: 3,
   /** The request was valid but the current state forbids it, or the thing already exists. */
   precondition: 4,
-  /** The controller could not be reached or did not answer in time; retrying may help. */
+  /**
+   * The controller could not be reached or did not answer in time, or refused the call at a limit
+   * of its load (--admin-rate-limit, the calls it serves at once, --max-jobs); retrying may help.
+   */
   unavailable: 5,
   /** `run --wait`: the run finished, but not every execution succeeded. */
   runFailed: 6,
@@ -54,9 +60,10 @@ export const EXIT_CODES_HELP = [
   "Exit codes:",
   "  0  ok",
   "  1  internal or unexpected error",
-  "  2  usage error or invalid argument (bad command, flag, value or manifest)",
+  "  2  usage error or invalid argument (bad command, flag, value or manifest; a request or answer over a size limit)",
   "  3  not found (no such job, agent or execution)",
   "  4  failed precondition or already exists",
-  "  5  unavailable (the controller cannot be reached; check --controller or SHARDLINE_CONTROLLER)",
+  "  5  unavailable: the controller cannot be reached (check --controller or SHARDLINE_CONTROLLER), or refused the call at a limit of its load (--admin-rate-limit, --max-jobs; the message names it); retry later",
   "  6  run --wait: the run finished but not every execution succeeded",
+  "  7  denied (no token or an unknown one: check --token or SHARDLINE_TOKEN; or the token's role may not do this)",
 ].join("\n");

@@ -3,7 +3,7 @@ import { create } from "@bufbuild/protobuf";
 import { ShardlineError } from "../shared/errors.js";
 import { AgentSchema, AgentState, ExecutionSchema, ExecutionState, JobSchema } from "../shared/gen/shardline/v1/types_pb.js";
 import { agentStartOptions } from "./commands/agent.js";
-import { applyOutcome, splitManifests } from "./commands/apply.js";
+import { applyOutcome, applyWarnings, checkManifestSizes, splitManifests } from "./commands/apply.js";
 import { collectStrategy, controllerStartOptions } from "./commands/controller.js";
 import { parseResource } from "./commands/get.js";
 import { triggerOutcome } from "./commands/job-actions.js";
@@ -319,6 +319,28 @@ describe("apply", () => {
     expect(two[1]).toContain("name: b");
     expect(splitManifests("  \n")).toEqual([]);
     expect(splitManifests("{ broken")).toEqual(["{ broken"]);
+  });
+
+  it("prints each of the controller's warnings as warning: job/NAME: TEXT, on one line", () => {
+    const job = create(JobSchema, { name: "billing", revision: 1n });
+    expect(applyWarnings({ job, warnings: [] })).toEqual([]);
+    expect(applyWarnings({ job, warnings: ["no connected agent runs handler billing", "two\nlines"] })).toEqual([
+      "warning: job/billing: no connected agent runs handler billing",
+      "warning: job/billing: two lines",
+    ]);
+  });
+
+  it("refuses a file with a manifest over 256 KiB before sending any, naming the file, the document, its size and the limit", () => {
+    const small = "metadata: {name: small}\n";
+    const big = `metadata: {name: big}\n# ${"x".repeat(256 * 1024)}\n`;
+    expect(() => checkManifestSizes("jobs.yaml", [small, "x".repeat(256 * 1024)])).not.toThrow();
+    const one = expectUsageError(() => checkManifestSizes("big.yaml", [big]), "--file");
+    expect(one.message).toBe(
+      `--file: "big.yaml" is ${Buffer.byteLength(big)} bytes; expected at most 262144 bytes (256 KiB) per manifest; ` +
+        "the limit is fixed (no flag raises it): move large data out of the manifest, e.g. into a ConfigMap, or a file or URL the job reads; nothing was applied",
+    );
+    const several = expectUsageError(() => checkManifestSizes("-", [small, big, big.replace("big", "bigger")]), "--file");
+    expect(several.message).toMatch(/^--file: standard input, document 2 of 3 \(job\/big\), is \d+ bytes \(1 more of its documents is too\); expected at most 262144 bytes \(256 KiB\) per manifest; /);
   });
 
   it("describes a trigger by its fire time and execution count", () => {

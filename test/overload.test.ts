@@ -315,7 +315,7 @@ describe("overload", () => {
     const floodOver = Date.now();
 
     expect(failed).toEqual([]);
-    const limit = `shardline.v1.AdminService is already serving ${DEFAULT_MAX_CONCURRENT_CALLS} calls, its limit of calls at once; retry after a backoff`;
+    const limit = `shardline.v1.AdminService is already serving ${DEFAULT_MAX_CONCURRENT_CALLS} calls, its limit of calls at once (fixed: no flag raises it); retry after a backoff`;
     // Past the calls at once, or past the per-caller rate limit (--admin-rate-limit): both refusals.
     const rateLimited = /^\w+: too many calls from 127\.0\.0\.1; retry in \d+ ms \(the controller's --admin-rate-limit\)$/;
     expect(refused.filter((message) => message !== limit && !rateLimited.test(message))).toEqual([]);

@@ -3,6 +3,7 @@ import type { Command } from "commander";
 import { ShardlineError } from "../../shared/errors.js";
 import { AdminService } from "../../shared/gen/shardline/v1/admin_service_pb.js";
 import { createClient, type Client } from "../../shared/grpc/index.js";
+import { messageTooLarge, sizeText } from "../../shared/grpc/status.js";
 import { TlsCertificates } from "../../shared/security/tls.js";
 import { CONTROLLER_ENV, DEFAULT_CONTROLLER_ADDRESS, parseControllerAddresses, resolveControllerAddress } from "../controller-address.js";
 import type { CliIo } from "../output.js";
@@ -12,7 +13,8 @@ export type AdminClient = Client<typeof AdminService>;
 
 /**
  * The largest answer the CLI accepts: a listing of 10,000 executions, each with a 4 KiB result
- * and a 4 KiB error, is about 85 MB, far over gRPC's default 4 MiB.
+ * and a 4 KiB error, is about 85 MB, far over gRPC's default 4 MiB. No flag changes it; a larger
+ * answer is refused with exit 2, saying how to ask for less.
  */
 export const ADMIN_MAX_RECEIVE_BYTES = 128 * 1024 * 1024;
 
@@ -127,7 +129,12 @@ export async function withAdminClient<T>(
     try {
       return await call(client, address);
     } catch (error) {
-      if (!(error instanceof ShardlineError) || error.code !== "unavailable") throw error;
+      if (!(error instanceof ShardlineError)) throw error;
+      const tooLarge = sizeRefusal(error, address);
+      if (tooLarge !== undefined) throw tooLarge;
+      // A refusal at a limit (--admin-rate-limit, the calls served at once, --max-jobs) came from
+      // a controller that was reached: its own message names the limit and what to do.
+      if (error.code !== "unavailable" || grpcCodeOf(error) === status.RESOURCE_EXHAUSTED) throw error;
       if (error.details.leader !== undefined && hops < MAX_LEADER_HOPS) {
         hops++;
         address = error.details.leader;
@@ -147,7 +154,41 @@ export async function withAdminClient<T>(
 }
 
 function refusedOrUnreachable(error: ShardlineError): boolean {
-  return (error.cause as { code?: unknown } | undefined)?.code === status.UNAVAILABLE;
+  return grpcCodeOf(error) === status.UNAVAILABLE;
+}
+
+/** The gRPC status code a failed call ended with, as fromGrpcError keeps it in the cause. */
+function grpcCodeOf(error: ShardlineError): unknown {
+  return (error.cause as { code?: unknown } | undefined)?.code;
+}
+
+/**
+ * A message refused for its size, said the way round it happened. grpc-js words the controller's
+ * refusal of a request and this client's refusal of an answer alike; only the limit in the text
+ * tells them apart: this client's is ADMIN_MAX_RECEIVE_BYTES, far above the controller's 4 MiB
+ * (DEFAULT_MAX_RECEIVE_MESSAGE_BYTES in shared/grpc/server.ts). Undefined for every other error.
+ */
+function sizeRefusal(error: ShardlineError, address: string): ShardlineError | undefined {
+  const details = (error.cause as { details?: unknown } | undefined)?.details;
+  const tooLarge = grpcCodeOf(error) === status.RESOURCE_EXHAUSTED && typeof details === "string" ? messageTooLarge(details) : undefined;
+  if (tooLarge === undefined) return undefined;
+  const { bytes, limit } = tooLarge;
+  const sizes = { value: `${bytes} bytes`, allowed: `at most ${limit} bytes` };
+  if (limit === ADMIN_MAX_RECEIVE_BYTES) {
+    return new ShardlineError(
+      "invalid-argument",
+      `the answer of the controller at ${address} is ${bytes} bytes, over the ${sizeText(limit)} shardline accepts in one answer; ` +
+        "the limit is fixed (no flag raises it): ask for less, e.g. get executions with a smaller --limit or --job, --agent or --state, or get jobs NAME for one job",
+      sizes,
+      { cause: error },
+    );
+  }
+  return new ShardlineError(
+    "invalid-argument",
+    `the request is ${bytes} bytes, over the ${sizeText(limit)} the controller at ${address} accepts in one message; the limit is fixed (no flag raises it): send less in one call`,
+    sizes,
+    { cause: error },
+  );
 }
 
 function unreachable(tried: string[], error: ShardlineError, tls: boolean): ShardlineError {

@@ -266,7 +266,7 @@ describe("unary calls", () => {
     // RESOURCE_EXHAUSTED reaches a TypeScript caller as "unavailable": retry after a backoff.
     expect(refused.code).toBe("unavailable");
     expect((refused.cause as StatusObject).code).toBe(status.RESOURCE_EXHAUSTED);
-    expect(refused.message).toBe("shardline.v1.AdminService is already serving 2 calls, its limit of calls at once; retry after a backoff");
+    expect(refused.message).toBe("shardline.v1.AdminService is already serving 2 calls, its limit of calls at once (fixed: no flag raises it); retry after a backoff");
     expect(ran).toBe(2);
 
     for (const release of entered) release();

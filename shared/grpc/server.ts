@@ -277,7 +277,7 @@ class CallAdmission {
     if (this.#serving >= this.limit) {
       return {
         code: status.RESOURCE_EXHAUSTED,
-        details: `${this.service} is already serving ${this.limit} calls, its limit of calls at once; retry after a backoff`,
+        details: `${this.service} is already serving ${this.limit} calls, its limit of calls at once (fixed: no flag raises it); retry after a backoff`,
       };
     }
     this.#serving++;

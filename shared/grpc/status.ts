@@ -50,7 +50,8 @@ export function isInternalFailure(err: unknown): boolean {
 /**
  * The ShardlineError for a failed call, seen from the client. The server's details text becomes
  * the message, so a ShardlineError thrown in a handler arrives with the same code and message.
- * Accepts a grpc-js ServiceError, a status object, or a ShardlineError (returned as is).
+ * The exception is a message refused for its size (see messageTooLarge): "invalid-argument",
+ * naming the size and the limit, since sending the same again cannot succeed. Accepts a grpc-js ServiceError, a status object, or a ShardlineError (returned as is).
  */
 export function fromGrpcError(err: unknown): ShardlineError {
   if (err instanceof ShardlineError) return err;
@@ -59,8 +60,51 @@ export function fromGrpcError(err: unknown): ShardlineError {
     return new ShardlineError("internal", err instanceof Error ? err.message : String(err), {}, { cause: err });
   }
   const details = detailsOf(err) || status[code] || `gRPC status ${code}`;
+  const tooLarge = code === status.RESOURCE_EXHAUSTED ? messageTooLarge(details) : undefined;
+  if (tooLarge !== undefined) {
+    return new ShardlineError(
+      "invalid-argument",
+      `a message of ${tooLarge.bytes} bytes is over the ${sizeText(tooLarge.limit)} its receiver accepts in one message; ` +
+        "the limit is fixed (no flag raises it): send or ask for less in one call",
+      { value: `${tooLarge.bytes} bytes`, allowed: `at most ${tooLarge.limit} bytes` },
+      { cause: err },
+    );
+  }
   const leader = leaderOf(err);
   return new ShardlineError(fromGrpcCode(code), details, leader === undefined ? {} : { leader }, { cause: err });
+}
+
+/** A message refused for its size: how large it was, and the receiver's limit, both in bytes. */
+export interface MessageTooLarge {
+  bytes: number;
+  limit: number;
+}
+
+/**
+ * grpc-js's refusal of a message over a receive limit (`grpc.max_receive_message_length`), made
+ * from its length prefix before the message is read: "Received message larger than max (N vs M)"
+ * (some versions write "vs."). The status code says only RESOURCE_EXHAUSTED, which a rate limit
+ * or a full server gives too, and grpc-js attaches nothing else to it: its details text is the
+ * only signal. The same text comes from the server refusing a request and from the client
+ * refusing an answer.
+ */
+const RECEIVED_TOO_LARGE = /Received message larger than max \((\d+) vs\.? (\d+)\)/;
+
+/**
+ * The size and limit of a gRPC status details text that refuses a message for its size;
+ * undefined for any other text.
+ */
+export function messageTooLarge(details: string): MessageTooLarge | undefined {
+  const match = RECEIVED_TOO_LARGE.exec(details);
+  return match === null ? undefined : { bytes: Number(match[1]), limit: Number(match[2]) };
+}
+
+/** `4194304 bytes (4 MiB)`: the exact number a log shows, and the size a reader knows. */
+export function sizeText(bytes: number): string {
+  const mib = bytes / (1024 * 1024);
+  if (Number.isInteger(mib)) return `${bytes} bytes (${mib} MiB)`;
+  const kib = bytes / 1024;
+  return Number.isInteger(kib) ? `${bytes} bytes (${kib} KiB)` : `${bytes} bytes`;
 }
 
 /** The ShardlineError code for a gRPC status code. */
@@ -85,7 +129,9 @@ export function fromGrpcCode(code: status): ErrorCode {
     case status.UNIMPLEMENTED:
       return "failed-precondition";
     // Everything a caller should retry: the controller is down, restarting, overloaded, too slow,
-    // or the stream was cut. The DESIGN's CLI maps "unavailable" to "try again".
+    // or the stream was cut. The DESIGN's CLI maps "unavailable" to "try again". A message over a
+    // size limit is RESOURCE_EXHAUSTED too, but retrying it cannot help: fromGrpcError tells it
+    // apart by its text and makes it "invalid-argument".
     case status.UNAVAILABLE:
     case status.DEADLINE_EXCEEDED:
     case status.CANCELLED:

@@ -55,7 +55,7 @@ describe("checkWireBudget", () => {
     const error = refusal(() => checkWireBudget(ConnectRequestSchema, message, { maxFields: 30, maxEntries: 100 }));
     expect([error.code, error.message]).toEqual([
       status.RESOURCE_EXHAUSTED,
-      "shardline.v1.ConnectRequest: more than 30 fields in one message, counting those of nested messages; that is the limit: send less in each message",
+      "shardline.v1.ConnectRequest: more than 30 fields in one message, counting those of nested messages; a fixed limit (no flag raises it): send less in each message",
     ]);
     const unknown = Buffer.alloc(200, Buffer.from([0x78, 0x01]));
     expect(refusal(() => checkWireBudget(ConnectRequestSchema, unknown, { maxFields: 99, maxEntries: 100 })).code).toBe(status.RESOURCE_EXHAUSTED);

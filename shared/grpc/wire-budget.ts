@@ -61,7 +61,7 @@ function walk(schema: DescMessage, reader: BinaryReader, end: number, path: stri
     if (++state.fields > state.budget.maxFields) {
       throw new WireBudgetExceeded(
         `${state.root}: more than ${state.budget.maxFields} fields in one message, counting those of nested messages; ` +
-          "that is the limit: send less in each message",
+          "a fixed limit (no flag raises it): send less in each message",
         status.RESOURCE_EXHAUSTED,
       );
     }
