@@ -1111,11 +1111,15 @@ export class ControllerCore {
     const agent = this.agents.get(execution.agent);
     const freed = agent !== undefined && agent.executions.delete(execution.id);
     const shard = this.jobs.get(execution.job)?.shards[execution.shard];
+    let shardFreed = false;
     if (shard !== undefined) {
-      shard.running.delete(execution.id);
+      shardFreed = shard.running.delete(execution.id);
       if (execution.cause === "daemon" && execution.agent !== "" && execution.agent === shard.owner) shard.daemonEndedAt = this.now;
     }
     if (!followedUp) this.settleFire(execution);
+    // The shard's next execution may have waited for this one (overlap: forbid), also when it
+    // ran on an agent other than the shard's owner (restored for an agent not back yet, now lost).
+    if (shardFreed && shard!.queue.length > 0) this.dispatchShard(shard!);
     if (freed && agent.maxConcurrent > 0) this.fillSlots(agent);
     if (freed) this.dispatchFireCompletes();
   }

@@ -55,6 +55,18 @@ describe("the deterministic simulator", () => {
       { seed: 0, drifts: [0, 0, 0], steps: [{ kind: "advance", ms: 1 }, { kind: "resign" }], leaderLeases: true },
     ],
     [
+      "a fire queued behind a run restored for an agent that never came back starts once that run is lost, not at the shard's next fire",
+      { seed: 0, drifts: [0, 0, 0], steps: [{ kind: "advance", ms: 2891 }, { kind: "failover" }, { kind: "advance", ms: 3828 }], leaderLeases: true },
+    ],
+    [
+      "a second process under a connected agent's id is refused and sent nothing, and the agent keeps its shards",
+      { seed: 0, drifts: [0, 0, 0], steps: [{ kind: "advance", ms: 1500 }, { kind: "impostor", agent: 0 }, { kind: "advance", ms: 3000 }] },
+    ],
+    [
+      "a second process under a lost agent's id waits out the lease; the restarted agent takes the id over after it",
+      { seed: 0, drifts: [0, 0, 0], steps: [{ kind: "advance", ms: 1500 }, { kind: "crash", agent: 1 }, { kind: "impostor", agent: 1 }, { kind: "restart", agent: 1 }, { kind: "advance", ms: 4000 }] },
+    ],
+    [
       "a leader that steps down still within its predecessor's leases passes them on",
       { seed: 0, drifts: [0, 0, 0], steps: [{ kind: "partition", agent: 0 }, { kind: "resign" }, { kind: "resign" }], leaderLeases: true },
     ],

@@ -2,7 +2,8 @@
  * The deterministic simulator's world: the real ControllerCore, a model of its store and shell,
  * model agents that follow docs/protocol.md (the real agent's AssignmentTable and Lease inside),
  * and a network of one link per agent. Time is simulated; every source of chance is the
- * scenario's seed. The invariants of DESIGN.md are checked after every event.
+ * scenario's seed. The invariants of DESIGN.md are checked after every event (7, one process per
+ * agent id, at each impostor step; 9, a reason for every wait, after each advance).
  */
 import type { Assignment } from "../../shared/gen/shardline/v1/types_pb.js";
 import type { JobSpec } from "../../shared/manifest/job-spec.js";
@@ -42,7 +43,12 @@ export type Step =
   /** A job is applied again with another shard count. */
   | { kind: "edit"; job: number; shards: number }
   /** A job is deleted; a later `edit` of it applies it again under the same name. */
-  | { kind: "delete"; job: number };
+  | { kind: "delete"; job: number }
+  /**
+   * A second process says Hello under the agent's id while the id's lease is valid (a
+   * copy-pasted id, a replacement pod started early): it must be refused and sent nothing.
+   */
+  | { kind: "impostor"; agent: number };
 
 export interface Scenario {
   /** Seeds what the steps leave to chance: run durations, reconnect backoffs. */
@@ -138,6 +144,8 @@ class SimAgent {
   constructor(
     readonly id: string,
     readonly drift: number,
+    /** Hello.instance_id: a restarted process is a new instance. */
+    readonly instance: string,
   ) {}
 
   /** The agent's own monotonic clock at a real instant. */
@@ -177,6 +185,9 @@ export class World {
   readonly agents: SimAgent[];
   private readonly random: () => number;
   private sessionCount = 0;
+  private instanceCount = 0;
+  /** Sessions of second processes under a held id: the controller must refuse them and send them nothing. */
+  private readonly impostors = new Set<string>();
   /** Sessions the controller has open, by agent id. */
   private readonly controllerSessions = new Map<string, string>();
   /** Messages on their way, first in first out: each is delivered as an event of its own. */
@@ -201,7 +212,7 @@ export class World {
     readonly config: CoreConfig = DEFAULT_CORE_CONFIG,
   ) {
     this.random = prng(scenario.seed);
-    this.agents = scenario.drifts.map((drift, i) => new SimAgent(`agent-${i}`, drift));
+    this.agents = scenario.drifts.map((drift, i) => new SimAgent(`agent-${i}`, drift, this.newInstance()));
     if (scenario.leaderLeases === true) this.durable.predecessorLeasesEndWithinMs = 0;
     this.core = new ControllerCore(this.config, this.durable.snapshot(), this.now);
     if (scenario.leaderLeases === true) this.renewLeadership();
@@ -222,13 +233,14 @@ export class World {
     switch (step.kind) {
       case "advance":
         this.advanceTo(this.now + step.ms);
+        this.checkReasons();
         return;
       case "crash":
         if (agent!.alive) this.crash(agent!);
         return;
       case "restart":
         if (!agent!.alive) {
-          const fresh = new SimAgent(agent!.id, agent!.drift);
+          const fresh = new SimAgent(agent!.id, agent!.drift, this.newInstance());
           fresh.linkUp = agent!.linkUp;
           this.agents[this.agents.indexOf(agent!)] = fresh;
           this.connect(fresh);
@@ -258,6 +270,9 @@ export class World {
         return;
       case "resign":
         this.resign();
+        return;
+      case "impostor":
+        this.impostor(agent!);
         return;
       case "delete": {
         const spec = this.jobs[step.job % this.jobs.length]!;
@@ -373,8 +388,12 @@ export class World {
       }
       for (const { job, fireTime } of persist.cursors ?? []) this.durable.cursors.set(job, fireTime);
       for (const execution of persist.executions ?? []) this.durable.executions.set(execution.id, { ...execution });
-      for (const { session, command } of effects.messages) this.toAgent(session, command);
+      for (const { session, command } of effects.messages) {
+        if (this.impostors.has(session)) this.violation("7", `a second process under a held agent id was sent ${command.kind}`);
+        this.toAgent(session, command);
+      }
       for (const { session } of effects.closes) {
+        if (this.impostors.delete(session)) continue;
         const agentId = [...this.controllerSessions.entries()].find(([, s]) => s === session)?.[0];
         if (agentId === undefined) continue;
         this.controllerSessions.delete(agentId);
@@ -525,10 +544,35 @@ export class World {
         version: "sim",
         held: agent.table.list().map((h) => ({ job: h.job, shard: h.shard, term: Number(h.term), generation: Number(h.generation) })),
         executions,
+        instanceId: agent.instance,
       },
       this.now,
     );
     this.flushController();
+  }
+
+  private newInstance(): string {
+    return `instance-${String(++this.instanceCount).padStart(8, "0")}`;
+  }
+
+  /**
+   * Invariant 7: a second process under an id whose lease is valid in the controller's view is
+   * refused, sent nothing, and changes nothing of the holder (the other invariants see to that).
+   */
+  private impostor(agent: SimAgent): void {
+    const holder = this.core.listAgents().find((a) => a.id === agent.id);
+    if (holder === undefined || holder.instanceId === "" || holder.leaseExpiresAt <= this.now || this.controllerDownUntil !== undefined) return;
+    const session = `s${++this.sessionCount}`;
+    this.impostors.add(session);
+    this.core.hello(
+      session,
+      { agentId: agent.id, labels: { zone: zoneOf(agent.id) }, capacity: 1, handlers: ["work"], executors: [], maxConcurrent: 0, version: "sim", held: [], executions: [], instanceId: this.newInstance() },
+      this.now,
+      "impostor",
+    );
+    this.flushController();
+    if (this.impostors.delete(session)) this.violation("7", `a second process under ${agent.id} was not refused while ${holder.instanceId} held the id`);
+    this.check();
   }
 
   private receive(agent: SimAgent, command: AgentCommand): void {
@@ -726,6 +770,14 @@ export class World {
     for (const [job, cursor] of this.durable.cursors) {
       if (cursor < (this.cursors.get(job) ?? -Infinity)) this.violation("4", `the cursor of ${job} went back to ${cursor}`);
       this.cursors.set(job, cursor);
+    }
+  }
+
+  /** Invariant 9: every execution waiting in a queue says why (what the CLI shows). */
+  private checkReasons(): void {
+    if (this.controllerDownUntil !== undefined) return;
+    for (const id of this.core.queuePositions().keys()) {
+      if (this.core.waitingReason(id) === undefined) this.violation("9", `${id} waits in a queue without a reason`);
     }
   }
 
