@@ -112,7 +112,10 @@ describe("input limits: a request or answer too large is bad input (exit 2), a c
     const two = join(dir, "two-jobs.yaml");
     await writeFile(one, manifest("one"));
     await writeFile(two, manifest("two"));
-    expect(await shardline(["apply", "-f", one], { SHARDLINE_CONTROLLER: controller.address })).toMatchObject({ code: 0, stdout: "job/one created\n" });
+    const created = await shardline(["apply", "-f", one], { SHARDLINE_CONTROLLER: controller.address });
+    expect(created).toMatchObject({ code: 0, stdout: "job/one created\n" });
+    // No agent is connected: the controller's warning follows, on stderr, and the exit stays 0.
+    expect(created.stderr).toMatch(/^warning: job\/one: no connected agent can run it now: .*\n$/);
     expect(await shardline(["apply", "-f", two], { SHARDLINE_CONTROLLER: controller.address })).toEqual({
       code: 5,
       stdout: "",

@@ -190,7 +190,9 @@ function readDocument(text: string): unknown {
   try {
     return document.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
   } catch (err) {
-    throw ShardlineError.invalid("manifest", firstLine(err instanceof Error ? err.message : String(err)), allowed);
+    // What fails here is an alias bomb: the yaml library's message says so, not what the limit is.
+    const aliases = `${allowed}, using an anchor through aliases (*name) at most ${MAX_ALIAS_COUNT} times, fewer when it holds aliases itself (a fixed limit, no flag raises it)`;
+    throw ShardlineError.invalid("manifest", firstLine(err instanceof Error ? err.message : String(err)), aliases);
   }
 }
 
@@ -393,7 +395,7 @@ function podTemplate(value: unknown): KubernetesPodTemplate {
   const result: KubernetesPodTemplate = { metadata: { labels, annotations }, spec: { ...spec, containers, restartPolicy } };
   const bytes = Buffer.byteLength(JSON.stringify(result));
   if (bytes > MAX_POD_TEMPLATE_BYTES) {
-    throw ShardlineError.invalid(path, `${bytes} bytes of JSON`, `a pod template of at most ${MAX_POD_TEMPLATE_BYTES} bytes as JSON (mount large configuration from a ConfigMap)`);
+    throw ShardlineError.invalid(path, `${bytes} bytes of JSON`, `a pod template of at most ${MAX_POD_TEMPLATE_BYTES} bytes as JSON, a fixed limit (no flag raises it): mount large configuration from a ConfigMap`);
   }
   return result;
 }
