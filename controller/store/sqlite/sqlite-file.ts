@@ -14,13 +14,11 @@ import type {
   StoreBatch,
   StoreSnapshot,
 } from "../store.js";
+import { removeOwnerRecord, storeInUse, writeOwnerRecord } from "./owner-record.js";
 import { migrate } from "./schema.js";
 
 /** The path better-sqlite3 reads as a private in-memory database (for tests). */
 export const IN_MEMORY = ":memory:";
-
-/** How long a statement waits on a lock held by another connection before failing. */
-const BUSY_TIMEOUT_MS = 5_000;
 
 /** The states the store treats as open; everything else is terminal and may be pruned. */
 const OPEN_STATES_SQL = "('pending', 'running')";
@@ -98,6 +96,11 @@ interface Statements {
  * One open SQLite file in WAL mode, used synchronously: the store's writer thread owns it (see
  * writer-thread.ts), so nothing here runs on the controller's event loop. Every commit is one
  * transaction synced to disk before it returns.
+ *
+ * The file is locked from open to close: one writer per store. Two controllers on one file would
+ * both fire every shard, so a second open, from this process or another, is refused before it
+ * reads or writes anything (its term is not taken). The lock is the OS's, so it goes with the
+ * process however it ends; who holds it is recorded beside the file (owner-record.ts).
  */
 export class SqliteFile {
   /** Listing statements by the set of filters used, so each shape is prepared once. */
@@ -110,14 +113,16 @@ export class SqliteFile {
   ) {}
 
   /**
-   * Opens the file (creating its directory), upgrades its schema, takes the next term and loads
-   * what a controller needs. `path` may be IN_MEMORY.
+   * Opens and locks the file (creating its directory), upgrades its schema, takes the next term,
+   * records this process as its holder and loads what a controller needs. `path` may be
+   * IN_MEMORY, which takes no lock and writes no record.
    */
   static open(path: string): { file: SqliteFile; snapshot: StoreSnapshot } {
     const db = openFile(path);
     try {
       const s = prepareStatements(db);
-      // IMMEDIATE takes the write lock first, so the term and the snapshot belong together.
+      // IMMEDIATE takes the write lock first, so the term and the snapshot belong together; in
+      // exclusive locking mode this is also the file's lock, kept until close.
       const snapshot = db
         .transaction((): StoreSnapshot => {
           const row = s.bumpTerm.get();
@@ -131,6 +136,7 @@ export class SqliteFile {
           };
         })
         .immediate();
+      if (path !== IN_MEMORY) writeOwnerRecord(path, snapshot.term);
       return { file: new SqliteFile(path, db, s), snapshot };
     } catch (err) {
       db.close();
@@ -219,9 +225,16 @@ export class SqliteFile {
     );
   }
 
+  /** Closes the file, which lets go of its lock; the holder's record goes first, while it is still ours. */
   close(): void {
     this.listings.clear();
-    guard("close the store", () => this.db.close());
+    guard("close the store", () => {
+      try {
+        if (this.path !== IN_MEMORY) removeOwnerRecord(this.path);
+      } finally {
+        this.db.close();
+      }
+    });
   }
 }
 
@@ -229,12 +242,19 @@ function openFile(path: string): Database.Database {
   let db: Database.Database | undefined;
   try {
     if (path !== IN_MEMORY) mkdirSync(dirname(path), { recursive: true });
-    db = new Database(path);
-    // WAL lets readers run beside the writer; FULL syncs the WAL on every commit, because a
-    // commit must survive power loss before the controller dispatches what it recorded.
+    // No busy timeout: a lock held by another connection is held for that controller's life, so
+    // waiting would only delay the refusal. Once this one holds the lock nothing else can take
+    // one, so none is needed later either. Of two controllers opening at the same instant at
+    // most one gets the lock (rarely neither: each is refused, and a restart settles it).
+    db = new Database(path, { timeout: 0 });
+    // EXCLUSIVE before WAL: the first read then takes a shared lock and the first write (the
+    // term's, in open) the exclusive lock, and neither is ever let go until close; the WAL index
+    // lives in this connection's memory rather than in a -shm file others could map.
+    if (path !== IN_MEMORY) db.pragma("locking_mode = EXCLUSIVE");
+    // FULL syncs the WAL on every commit, because a commit must survive power loss before the
+    // controller dispatches what it recorded.
     db.pragma("journal_mode = WAL");
     db.pragma("synchronous = FULL");
-    db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     migrate(db, path);
     return db;
   } catch (err) {
@@ -379,15 +399,16 @@ function guard<T>(action: string, operation: () => T): T {
 
 /**
  * A file that cannot be opened, is not a database, or cannot be written will not get better by
- * retrying, so it is `failed-precondition`; a lock held by another process may clear, so that one
- * is `unavailable`. Both name the path for the operator.
+ * retrying, so it is `failed-precondition`. So is a file locked by another process: its
+ * controller holds the lock for its whole life, and the message names it as its record says.
+ * Every refusal names the path for the operator.
  */
 function openError(path: string, err: unknown): ShardlineError {
   if (err instanceof ShardlineError) return err;
   const code = (err as { code?: unknown } | null)?.code;
-  const locked = typeof code === "string" && (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED"));
+  if (typeof code === "string" && (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED"))) return storeInUse(path, err);
   return new ShardlineError(
-    locked ? "unavailable" : "failed-precondition",
+    "failed-precondition",
     `cannot open the SQLite store at ${path}: ${messageOf(err)}`,
     { field: "--store", value: path },
     { cause: err },

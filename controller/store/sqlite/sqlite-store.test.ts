@@ -1,5 +1,6 @@
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { hostname, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -142,7 +143,10 @@ describe("SqliteStore.open", () => {
   });
 
   it("writes the current schema version into a new file", async () => {
-    await store().open();
+    const s = store();
+    await s.open();
+    // Read once it is closed: the file is locked while a store holds it.
+    await s.close();
     const raw = new Database(dbPath, { readonly: true });
     expect(raw.pragma("user_version", { simple: true })).toBe(SCHEMA_VERSION);
     expect(raw.pragma("journal_mode", { simple: true })).toBe("wal");
@@ -211,6 +215,78 @@ describe("SqliteStore.open", () => {
   });
 });
 
+describe("one writer per file", () => {
+  it("refuses a second store on the file while the first is open, naming the holder; the first keeps committing", async () => {
+    const first = store();
+    const { term } = await first.open();
+
+    const err = await rejection(store().open());
+    expect(err.code).toBe("failed-precondition");
+    expect(err.details).toEqual({ field: "--store", value: dbPath });
+    expect(err.message).toBe(
+      `the SQLite store at ${dbPath} is in use by another controller (pid ${process.pid} on host ${hostname()}, in term ${term} ` +
+        `since ${(await ownerRecord()).since}, as recorded in ${dbPath}.owner); a SQLite file takes one controller: stop that one first, ` +
+        "or run several replicas on etcd (--store etcd://HOST:2379)",
+    );
+
+    const running = execution({ job: "invoices", fireTime: 1000, state: "running", startedAt: 1001 });
+    await first.commit({ jobs: [job("invoices")], executions: [running] });
+    expect(await first.getExecution(running.id)).toEqual(running);
+
+    // The refused store took no term: the next one after the first is the first's plus one.
+    const { snapshot } = await reopen(first);
+    expect(snapshot.term).toBe(term + 1);
+    expect(snapshot.jobs).toEqual([job("invoices")]);
+    expect(snapshot.openExecutions).toEqual([running]);
+  });
+
+  it("records its holder beside the file while open, keeps the WAL index in its own memory, and removes the record on close", async () => {
+    const s = store();
+    const { term } = await s.open();
+    const record = await ownerRecord();
+    expect(record).toEqual({ pid: process.pid, host: hostname(), since: expect.any(String) as unknown, term });
+    expect(Number.isNaN(Date.parse(record.since))).toBe(false);
+    expect(existsSync(`${dbPath}-shm`)).toBe(false);
+    await s.close();
+    expect(existsSync(`${dbPath}.owner`)).toBe(false);
+  });
+
+  it("overwrites a record left behind by a holder that died", async () => {
+    await mkdir(dirname(dbPath), { recursive: true });
+    await writeFile(`${dbPath}.owner`, JSON.stringify({ pid: 999_999, host: "gone", since: "2020-01-01T00:00:00.000Z", term: 41 }));
+    const { term } = await store().open();
+    expect(await ownerRecord()).toMatchObject({ pid: process.pid, host: hostname(), term });
+  });
+
+  it("names no holder when the file is locked by a program that recorded none", async () => {
+    const s = store();
+    await s.open();
+    await s.close();
+    const other = new Database(dbPath);
+    other.pragma("locking_mode = EXCLUSIVE");
+    other.exec("BEGIN IMMEDIATE; COMMIT");
+    try {
+      const err = await rejection(store().open());
+      expect(err.code).toBe("failed-precondition");
+      expect(err.message).toContain(`the SQLite store at ${dbPath} is locked by another process (${dbPath}.owner names no holder: `);
+      expect(err.message).toContain("; a SQLite file takes one controller: ");
+    } finally {
+      other.close();
+    }
+    expect((await reopen(s)).snapshot.term).toBe(2);
+  });
+
+  it("takes no lock and writes no record in memory", async () => {
+    await store(":memory:").open();
+    await store(":memory:").open();
+    expect(existsSync(":memory:.owner")).toBe(false);
+  });
+});
+
+async function ownerRecord(): Promise<{ pid: number; host: string; since: string; term: number }> {
+  return JSON.parse(await readFile(`${dbPath}.owner`, "utf8")) as { pid: number; host: string; since: string; term: number };
+}
+
 describe("schema upgrades", () => {
   it("keeps disabled shards and a retry's not-before time", async () => {
     const s = store();
@@ -232,6 +308,7 @@ describe("schema upgrades", () => {
     const s = store();
     const snapshot = await s.open();
     expect(snapshot.jobs.map((j) => [j.name, j.disabledShards])).toEqual([["a", []]]);
+    await s.close();
     const check = new Database(dbPath, { readonly: true });
     expect(check.pragma("user_version", { simple: true })).toBe(SCHEMA_VERSION);
     check.close();

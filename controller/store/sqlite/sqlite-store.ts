@@ -8,7 +8,9 @@ import type { WriterReply, WriterRequest, WriterResults } from "./writer-protoco
 type Pending = { resolve: (value: unknown) => void; reject: (error: Error) => void };
 
 /**
- * The embedded store: one SQLite file in WAL mode, for a single controller. The file lives on a
+ * The embedded store: one SQLite file in WAL mode, for a single controller. It is locked while
+ * open, so a second store on the file, in this process or another, is refused naming the holder
+ * (see sqlite-file.ts and owner-record.ts); the lock goes with the process. The file lives on a
  * thread of its own (writer-thread.ts), so statements and syncs to disk never block the event
  * loop, and commits queued during a sync share the next one. A commit resolves once its batch is
  * on disk, so the shell may dispatch what it wrote; batches reach the disk in the order they
@@ -23,7 +25,11 @@ export class SqliteStore implements Store {
   /** @param path a file path (its directory is created on open), or `:memory:`. */
   constructor(readonly path: string) {}
 
-  /** Opens the file, upgrades its schema, takes the next term and loads what a controller needs. */
+  /**
+   * Opens and locks the file, upgrades its schema, takes the next term and loads what a
+   * controller needs. Another holder's lock is a `failed-precondition` naming it, and this open
+   * then changed nothing.
+   */
   async open(): Promise<StoreSnapshot> {
     if (this.state !== "new") {
       throw new ShardlineError("failed-precondition", `the SQLite store at ${this.path} is already open`);
