@@ -63,6 +63,8 @@ export interface ExecutionView {
   queuePosition: number | null;
   /** True for a run of the job's spec.onFireComplete hook. */
   fireComplete: boolean;
+  /** Why a pending execution is not running yet; null when it is not waiting. */
+  waitingReason: string | null;
 }
 
 /** Converts an API execution into its JSON view. */
@@ -82,6 +84,7 @@ export function executionView(execution: Execution): ExecutionView {
     cause: emptyToNull(execution.cause),
     queuePosition: execution.queuePosition === 0 ? null : execution.queuePosition,
     fireComplete: execution.fireComplete,
+    waitingReason: emptyToNull(execution.waitingReason),
   };
 }
 

@@ -2,7 +2,7 @@ import type { Command } from "commander";
 import { ShardlineError } from "../../shared/errors.js";
 import { parseOutputFormat, renderDocument, renderTable, tableTime, NONE, type CliIo, type OutputFormat } from "../output.js";
 import { addControllerOption, withAdminClient, withNotFoundHint } from "./admin.js";
-import { ASSIGNMENT_COLUMNS, EXECUTION_COLUMNS, assignmentView, executionView, jobView, type JobView } from "./resources.js";
+import { EXECUTION_COLUMNS, assignmentColumns, assignmentRows, assignmentView, executionView, jobView, type JobView } from "./resources.js";
 
 /** Recent executions shown by `describe job`. */
 const RECENT = 10;
@@ -32,14 +32,21 @@ async function describeJob(name: string, options: { controller?: string; output?
     });
     if (!response.job) throw new ShardlineError("internal", `the controller answered GetJob for "${name}" without a job`);
     const job = jobView(response.job);
-    const { assignments } = await client.listAssignments({ job: name });
+    const { assignments, unassigned } = await client.listAssignments({ job: name });
     const { executions } = await client.listExecutions({ job: name, limit: RECENT });
     if (options.output === "json" || options.output === "yaml") {
-      io.stdout(renderDocument({ job, assignments: assignments.map(assignmentView), executions: executions.map(executionView) }, options.output));
+      const document = {
+        job,
+        assignments: assignments.map(assignmentView),
+        unassigned: unassigned.map((u) => ({ job: u.job, shard: u.shard, reason: u.reason })),
+        executions: executions.map(executionView),
+      };
+      io.stdout(renderDocument(document, options.output));
       return;
     }
     const lines = [...summary(job), "", "Assignments:"];
-    lines.push(assignments.length === 0 ? `  ${NONE}` : indent(renderTable(assignments, ASSIGNMENT_COLUMNS)));
+    const rows = assignmentRows(assignments, unassigned);
+    lines.push(rows.length === 0 ? `  ${NONE}` : indent(renderTable(rows, assignmentColumns(rows))));
     lines.push("", `Recent executions (newest ${RECENT}):`);
     lines.push(executions.length === 0 ? `  ${NONE}` : indent(renderTable(executions, EXECUTION_COLUMNS)));
     io.stdout(`${lines.join("\n")}\n`);
@@ -64,6 +71,7 @@ function summary(job: JobView): string[] {
     `Revision:     ${job.revision}`,
     `Last fire:    ${job.lastFire === null ? NONE : tableTime(Date.parse(job.lastFire))}`,
     `Next fires:   ${upcoming.length === 0 ? NONE : upcoming.join(", ")}`,
+    ...(job.waitingReason === null ? [] : [`Waiting:      ${job.waitingReason}`]),
   ];
 }
 

@@ -6,7 +6,8 @@ import { addControllerOption, withAdminClient, withNotFoundHint, type AdminClien
 import { parseInstant, parseInteger } from "./options.js";
 import {
   AGENT_COLUMNS,
-  ASSIGNMENT_COLUMNS,
+  assignmentColumns,
+  assignmentRows,
   EXECUTION_COLUMNS,
   JOB_COLUMNS,
   agentView,
@@ -120,9 +121,11 @@ async function getAgents(client: AdminClient, id: string | undefined, options: G
 }
 
 async function getAssignments(client: AdminClient, job: string | undefined, options: GetOptions, io: CliIo): Promise<void> {
-  const { assignments } = await client.listAssignments({ job: job ?? "" });
+  const { assignments, unassigned } = await client.listAssignments({ job: job ?? "" });
   const shown = options.agent === undefined ? assignments : assignments.filter((assignment) => assignment.agent === options.agent);
-  print(io, options.output, shown.map(assignmentView), shown, ASSIGNMENT_COLUMNS, "assignments");
+  // The table shows the shards nobody owns too, each with why; -o json keeps to owned shards (see describe job).
+  const rows = assignmentRows(shown, options.agent === undefined ? unassigned : []);
+  print(io, options.output, shown.map(assignmentView), rows, assignmentColumns(rows), "assignments");
 }
 
 async function getExecutions(client: AdminClient, options: GetOptions, io: CliIo): Promise<void> {

@@ -1,4 +1,4 @@
-import type { ShardAssignment } from "../../shared/gen/shardline/v1/admin_service_pb.js";
+import type { ShardAssignment, UnassignedShard } from "../../shared/gen/shardline/v1/admin_service_pb.js";
 import { AgentState, ExecutionState, type Agent, type Execution, type Job } from "../../shared/gen/shardline/v1/types_pb.js";
 import { ShardlineError } from "../../shared/errors.js";
 import { NONE, formatDuration, isoTime, tableTime, type Column } from "../output.js";
@@ -52,6 +52,8 @@ export interface JobView {
   upcomingFires: string[];
   /** The normalised manifest (the API's spec_json), or null when the controller sent none. */
   spec: Record<string, unknown> | null;
+  /** Why the job, or some of its shards, cannot run now; null when nothing stops it. */
+  waitingReason: string | null;
 }
 
 /** `shardline get agents -o json`: one agent. */
@@ -66,6 +68,12 @@ export interface AgentView {
   cordoned: boolean;
   leaseExpiresAt: string | null;
   connectedAt: string | null;
+  /** The process holding the id (Hello.instance_id); null when it sent none. */
+  instanceId: string | null;
+  /** Hellos from other processes under its id refused while it held the id. */
+  refusedHellos: number;
+  /** The last of those: when, from where, which instance; null when none. */
+  lastRefusal: string | null;
 }
 
 /** `shardline get assignments -o json`: one shard's owner. */
@@ -78,6 +86,40 @@ export interface AssignmentView {
   revoking: boolean;
 }
 
+/** `shardline describe job -o json`: an enabled shard no agent owns, and why. */
+export interface UnassignedShardView {
+  job: string;
+  shard: number;
+  reason: string;
+}
+
+/**
+ * A row of the assignments table: an owned shard, or (agent "") an unowned one with why; the
+ * table shows a REASON column only when some row has one.
+ */
+export interface AssignmentRow {
+  job: string;
+  shard: number;
+  agent: string;
+  generation: bigint | null;
+  term: bigint | null;
+  revoking: boolean;
+  reason: string;
+}
+
+/** Owned and unowned shards in one table, by job then shard. */
+export function assignmentRows(assignments: readonly ShardAssignment[], unassigned: readonly UnassignedShard[]): AssignmentRow[] {
+  const rows: AssignmentRow[] = [
+    ...assignments.map((a) => ({ job: a.job, shard: a.shard, agent: a.agent, generation: a.generation, term: a.term, revoking: a.revoking, reason: "" })),
+    ...unassigned.map((u) => ({ job: u.job, shard: u.shard, agent: "", generation: null, term: null, revoking: false, reason: u.reason })),
+  ];
+  return rows.sort((a, b) => (a.job < b.job ? -1 : a.job > b.job ? 1 : a.shard - b.shard));
+}
+
+/** The assignments table's columns for these rows. */
+export function assignmentColumns(rows: readonly AssignmentRow[]): readonly Column<AssignmentRow>[] {
+  return rows.some((row) => row.reason !== "") ? [...ASSIGNMENT_COLUMNS, { header: "REASON", value: (row) => row.reason || NONE }] : ASSIGNMENT_COLUMNS;
+}
 
 export function jobView(job: Job): JobView {
   const spec = parseSpec(job.specJson);
@@ -94,6 +136,7 @@ export function jobView(job: Job): JobView {
     disabledShards: [...job.disabledShards],
     upcomingFires: job.upcomingFiresUnixMs.map((t) => isoTime(t)!),
     spec,
+    waitingReason: emptyToNull(job.waitingReason),
   };
 }
 
@@ -109,6 +152,9 @@ export function agentView(agent: Agent): AgentView {
     cordoned: agent.cordoned,
     leaseExpiresAt: isoTime(agent.leaseExpiresUnixMs),
     connectedAt: isoTime(agent.connectedAtUnixMs),
+    instanceId: emptyToNull(agent.instanceId),
+    refusedHellos: agent.refusedHellos,
+    lastRefusal: emptyToNull(agent.lastRefusal),
   };
 }
 
@@ -136,6 +182,7 @@ export const JOB_COLUMNS: readonly Column<JobView>[] = [
   { header: "STRATEGY", value: (job) => stringField(job.spec, "strategy") ?? NONE, wide: true },
   { header: "FAILOVER", value: (job) => stringField(job.spec, "failover") ?? NONE, wide: true },
   { header: "REVISION", value: (job) => String(job.revision), wide: true },
+  { header: "WAITING", value: (job) => job.waitingReason ?? NONE, wide: true },
 ];
 
 export const AGENT_COLUMNS: readonly Column<Agent>[] = [
@@ -148,14 +195,19 @@ export const AGENT_COLUMNS: readonly Column<Agent>[] = [
   { header: "VERSION", value: (agent) => agent.version || NONE, wide: true },
   { header: "LEASE EXPIRES", value: (agent) => tableTime(agent.leaseExpiresUnixMs), wide: true },
   { header: "CONNECTED", value: (agent) => tableTime(agent.connectedAtUnixMs), wide: true },
+  {
+    header: "REFUSED",
+    value: (agent) => (agent.refusedHellos === 0 ? NONE : `${agent.refusedHellos} (last: ${agent.lastRefusal})`),
+    wide: true,
+  },
 ];
 
-export const ASSIGNMENT_COLUMNS: readonly Column<ShardAssignment>[] = [
+export const ASSIGNMENT_COLUMNS: readonly Column<AssignmentRow>[] = [
   { header: "JOB", value: (assignment) => assignment.job },
   { header: "SHARD", value: (assignment) => String(assignment.shard) },
-  { header: "AGENT", value: (assignment) => assignment.agent },
-  { header: "GENERATION", value: (assignment) => String(assignment.generation) },
-  { header: "TERM", value: (assignment) => String(assignment.term), wide: true },
+  { header: "AGENT", value: (assignment) => assignment.agent || NONE },
+  { header: "GENERATION", value: (assignment) => (assignment.generation === null ? NONE : String(assignment.generation)) },
+  { header: "TERM", value: (assignment) => (assignment.term === null ? NONE : String(assignment.term)), wide: true },
   { header: "REVOKING", value: (assignment) => String(assignment.revoking), wide: true },
 ];
 
@@ -178,6 +230,7 @@ export const EXECUTION_COLUMNS: readonly Column<Execution>[] = [
   { header: "STARTED", value: (execution) => tableTime(execution.startedAtUnixMs), wide: true },
   { header: "FINISHED", value: (execution) => tableTime(execution.finishedAtUnixMs), wide: true },
   { header: "ERROR", value: (execution) => truncate(execution.error, ERROR_CELL_CHARS) || NONE, wide: true },
+  { header: "WAITING", value: (execution) => execution.waitingReason || NONE, wide: true },
 ];
 
 /** Finished minus started; "-" until both are known, since the table does not read the clock. */

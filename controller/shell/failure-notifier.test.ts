@@ -159,6 +159,7 @@ describe("failure webhooks", () => {
       cause: "trigger",
       queuePosition: null,
       fireComplete: false,
+      waitingReason: null,
     });
   });
 

@@ -8,6 +8,7 @@ import type { JobSpec } from "../../shared/manifest/job-spec.js";
 import type { CoreEvent } from "../core/messages.js";
 import { executionView } from "../../shared/execution-view.js";
 import { traceLogFields } from "./fire-tracing.js";
+import { RepeatedWarnings } from "./repeated-warnings.js";
 import { executionToProto } from "./proto-mapping.js";
 import type { Store } from "../store/store.js";
 
@@ -72,10 +73,13 @@ export class FailureNotifier {
   readonly #tasks = new Set<Promise<void>>();
   readonly #idleWaiters: (() => void)[] = [];
   #stopped = false;
+  /** Warn lines for jobs without a webhook: one cause repeating on every fire is one line a minute. */
+  readonly #warnings: RepeatedWarnings;
 
   constructor(options: FailureNotifierOptions) {
     this.#options = options;
     this.#log = options.logger.child({ component: "failure-notifier" });
+    this.#warnings = new RepeatedWarnings(this.#log);
     this.#maxAttempts = options.maxAttempts ?? 5;
     this.#initialBackoffMs = options.initialBackoffMs ?? 1_000;
     this.#attemptTimeoutMs = options.attemptTimeoutMs ?? 10_000;
@@ -115,6 +119,7 @@ export class FailureNotifier {
     this.#stopped = true;
     for (const delivery of this.#deliveries) this.#abandon(delivery, "stopping");
     await this.idle();
+    this.#warnings.flush();
   }
 
   async #handle(job: string, executionId: string, failures: readonly string[], spec: JobSpec | undefined): Promise<void> {
@@ -122,9 +127,12 @@ export class FailureNotifier {
     if (execution === undefined || !failures.includes(execution.state)) return;
     const webhook = spec?.onFailure?.webhook;
     if (webhook === undefined || this.#stopped) {
-      this.#log.warn(
+      const why = execution.error ? `: ${execution.error}` : "";
+      this.#warnings.warn(
+        `${job}\n${execution.state}\n${execution.error ?? ""}`,
         { job, execution: executionId, shard: execution.shard, agent: execution.agent, state: execution.state, error: execution.error, ...traceLogFields(execution.traceContext) },
-        `execution ${executionId} of job ${job} ${execution.state}${execution.error ? `: ${execution.error}` : ""}`,
+        `execution ${executionId} of job ${job} ${execution.state}${why}`,
+        (count) => `${count} more execution${count === 1 ? "" : "s"} of job ${job} ${execution.state} for the same reason in the last minute${why}`,
       );
       return;
     }
