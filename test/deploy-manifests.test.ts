@@ -256,6 +256,18 @@ describe("deploy/kustomize", () => {
     expect(budget.spec).toMatchObject({ minAvailable: 2 });
   });
 
+  it("runs the controller on SQLite as one replica replaced with Recreate, in every kustomization that has it: a second controller on the file is refused", () => {
+    const onSqlite = KUSTOMIZATIONS.flatMap((dir) =>
+      rendered
+        .get(dir)!
+        .filter(isWorkload)
+        .filter((w) => w.kind === "Deployment" && w.spec.template.spec.containers.some((c) => (c.args ?? []).some((arg) => arg.startsWith("--store=sqlite:"))))
+        .map((w) => ({ dir, spec: w.spec as Workload["spec"] & { replicas?: number; strategy?: { type?: string } } })),
+    );
+    expect(onSqlite.map((d) => d.dir)).toEqual(expect.arrayContaining(["controller/sqlite", "overlays/single-cluster", "overlays/multi-cluster/east"]));
+    for (const { dir, spec } of onSqlite) expect([dir, spec.replicas, spec.strategy?.type]).toEqual([dir, 1, "Recreate"]);
+  });
+
   it("connects the agents of two clusters, labelled apart, to one controller", () => {
     const east = rendered.get("overlays/multi-cluster/east")!;
     const west = rendered.get("overlays/multi-cluster/west")!;
