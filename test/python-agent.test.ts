@@ -283,6 +283,18 @@ describe("the Python reference agent beside TypeScript agents", () => {
     await cluster.waitForSuccessAfter(SWEEP, killedAt, taken, "py-1 to run the shard it took", (e) => e.agent === PY_AGENT);
   });
 
+  it("sends an instance id, and a second Python process under a held id exits 4 with the controller's message, the holder keeping its shards", async () => {
+    const before = await cluster.shardsOf(SWEEP, PY_AGENT);
+    const second = startPythonAgent(stubs, PY_AGENT, ["--controller", cluster.address]);
+    cluster.agents.set(`${PY_AGENT} (second)`, second);
+    expect((await second.exited).code).toBe(4);
+    await waitForOutput(second, `agent.py: agent id "${PY_AGENT}" is held by another process`, "the second py-1 to print the controller's message");
+    expect(cluster.agent(PY_AGENT).running).toBe(true);
+    expect(await cluster.shardsOf(SWEEP, PY_AGENT)).toEqual(before);
+    const holder = (await cluster.admin!.listAgents({})).agents.find((agent) => agent.id === PY_AGENT);
+    expect(holder).toMatchObject({ instanceId: expect.stringMatching(/^[0-9a-f-]{36}$/), refusedHellos: 1 });
+  });
+
   it("drains the Python agent on SIGTERM: it says goodbye, exits 0, and its shards move with no fire missed", async () => {
     await cluster.waitForSuccessAfter(SWEEP, placedAt, ALL_SHARDS, "a fire on every shard where it was placed");
     const leaving = cluster.agent(PY_AGENT);

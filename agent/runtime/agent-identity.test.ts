@@ -4,6 +4,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { ShardlineError } from "../../shared/errors.js";
 import { freePort } from "../../test/harness/processes.js";
 import { Agent } from "./agent.js";
+import { idFencedWaitMs } from "./agent-identity.js";
 import { ScriptedController, cleanups, nextEvent, runCleanups, startAgent } from "./testing/scripted-controller.js";
 
 afterEach(runCleanups);
@@ -91,7 +92,7 @@ describe("Agent identity", () => {
     const third = await controller.nextSession();
     expect(agent.readiness).toEqual({ ready: false, reason: `waiting for agent id "agent-1": ${HELD}` });
     const waiting = log.lines.filter((l) => l.level === 40 && l.msg.startsWith('waiting for agent id "agent-1"'));
-    expect(waiting.map((l) => l.msg)).toEqual([`waiting for agent id "agent-1", held by another process: ${HELD}; trying again with the reconnect backoff until it is free`]);
+    expect(waiting.map((l) => l.msg)).toEqual([`waiting for agent id "agent-1": ${HELD}; trying again with the reconnect backoff until it is free`]);
     const connected = nextEvent(agent, "connected");
     third.welcome();
     await connected;
@@ -103,12 +104,22 @@ describe("Agent identity", () => {
     const log = capturedLog();
     // A backoff far longer than the fence: the retry comes from the controller's time, not the backoff.
     const agent = startAgent(controller, {}, { logger: log.logger, reconnect: { initialMs: 60_000, maxMs: 60_000 }, random: () => 0.99 });
-    const fenced = 'agent id "agent-1" is fenced until the lease of its previous process expires at 2026-01-01T00:00:01.000Z (in 120 ms)';
+    const fenced =
+      'agent id "agent-1" is fenced: its previous process (instance 3f2a) lost its stream, and its lease runs until 2026-01-01T00:00:01.000Z (another 0.1 s); this process takes the id over then, retrying';
     (await controller.nextSession()).stream.close(status.UNAVAILABLE, fenced);
-    const line = await log.line((l) => l.msg.startsWith('agent id "agent-1" is not free yet'));
-    expect(line).toMatchObject({ level: 40, retryInMs: 170 });
+    const line = await log.line((l) => l.msg.startsWith('waiting for agent id "agent-1"'));
+    expect(line).toMatchObject({ level: 40, msg: `waiting for agent id "agent-1": ${fenced}; trying again in 200 ms`, retryInMs: 200 });
     const next = await controller.nextSession();
     expect(next.hello.instanceId).toBe(agent.instanceId);
+  });
+});
+
+describe("idFencedWaitMs", () => {
+  it("reads the rest of the old lease from the controller's text, and only from a fenced id's", () => {
+    expect(idFencedWaitMs('agent id "a" is fenced: ... its lease runs until 2026-01-01T00:00:01.000Z (another 1.8 s); retrying')).toBe(1_900);
+    expect(idFencedWaitMs('agent id "a" is fenced until 2026-01-01T00:00:01.000Z (in 1800 ms)')).toBe(1_850);
+    expect(idFencedWaitMs("no controller leads yet; retry shortly")).toBeUndefined();
+    expect(idFencedWaitMs('agent id "a" is fenced (another 3600 s)')).toBeUndefined();
   });
 });
 

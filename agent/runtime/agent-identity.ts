@@ -28,15 +28,17 @@ export function checkInstanceId(value: string): string {
 /**
  * How long to wait before the next Hello when the controller ended the stream with UNAVAILABLE
  * because the id is fenced (an earlier process of this id lost its stream and its lease still
- * runs): the text says "... in N ms". Undefined for any other UNAVAILABLE, or a wait too long to
- * trust, which the reconnect backoff then covers.
+ * runs): the text names the rest of that lease, "(another 1.8 s)" or "(in 1800 ms)". Undefined for
+ * any other UNAVAILABLE, or a wait too long to trust, which the reconnect backoff then covers.
  */
 export function idFencedWaitMs(details: string): number | undefined {
   if (!/\bfenced\b/.test(details)) return undefined;
-  const match = /\bin (\d+) ms\b/.exec(details);
-  if (match === null) return undefined;
-  const ms = Number(match[1]);
-  return ms <= MAX_NAMED_WAIT_MS ? ms + NAMED_WAIT_MARGIN_MS : undefined;
+  const inMs = /\bin (\d+) ms\b/.exec(details);
+  const another = /\banother (\d+(?:\.\d+)?) s\b/.exec(details);
+  const ms = inMs !== null ? Number(inMs[1]) : another !== null ? Math.ceil(Number(another[1]) * 1000) : undefined;
+  if (ms === undefined || !(ms <= MAX_NAMED_WAIT_MS)) return undefined;
+  // The seconds are rounded to a tenth: half of one more, so the retry does not come just early.
+  return ms + NAMED_WAIT_MARGIN_MS + (another !== null && inMs === null ? 50 : 0);
 }
 
 /**

@@ -518,7 +518,7 @@ export class Agent {
       heartbeatIntervalMs,
       leaseTtlMs: this.#leaseTtlMs,
     };
-    this.#log.info({ ...session, term: String(term), controllerVersion: welcome.controllerVersion }, "connected");
+    this.#log.info({ ...session, term: String(term), controllerVersion: welcome.controllerVersion, instanceId: this.instanceId }, "connected");
     this.#events.emit("connected", session);
     this.#flush();
     if (this.#drain) {
@@ -668,7 +668,7 @@ export class Agent {
       return;
     }
     this.#waitingForId = true;
-    this.#log.warn(fields, `waiting for agent id "${this.id}", held by another process: ${closed.details}; trying again with the reconnect backoff until it is free`);
+    this.#log.warn(fields, `waiting for agent id "${this.id}": ${closed.details}; trying again with the reconnect backoff until it is free`);
   }
 
   /**
@@ -683,7 +683,7 @@ export class Agent {
       this.#notConnectedReason = `waiting for agent id "${this.id}": ${closed.details}`;
       const fields = { code: closed.code, details: closed.details, controller: address, retryInMs: fencedMs };
       if (this.#waitingForId) this.#log.debug(fields, "the agent id is still fenced");
-      else this.#log.warn(fields, `agent id "${this.id}" is not free yet: ${closed.details}; trying again in ${fencedMs} ms`);
+      else this.#log.warn(fields, `waiting for agent id "${this.id}": ${closed.details}; trying again in ${fencedMs} ms`);
       this.#waitingForId = true;
       return fencedMs;
     }

@@ -14,8 +14,9 @@ and the standard library only. Where to read:
   handlers.py     the handlers this agent declares (--handlers loads another module)
 
 SIGTERM or SIGINT drains (Goodbye, running work finishes, shards handed back, exit 0); a second
-one stops at once (exit 1). Bad flags exit 2 with one line naming the flag. One log line per
-state change goes to stderr.
+one stops at once (exit 1). Bad flags exit 2 with one line naming the flag. While another process
+holds the agent id, the controller refuses this one (ALREADY_EXISTS): it exits 4 with the
+controller's message. One log line per state change goes to stderr.
 """
 
 import argparse
@@ -153,6 +154,9 @@ async def serve(agent: Agent) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
     await agent.run()
+    if agent.refusal is not None:
+        sys.stderr.write(f"agent.py: {agent.refusal}\n")
+        return 4
     return 0 if agent.drained else 1
 
 

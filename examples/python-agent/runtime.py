@@ -14,6 +14,7 @@ a fresh one, on a fresh channel, is opened for every reconnect.
 import asyncio
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import grpc
@@ -92,6 +93,11 @@ class Agent:
         self._fenced = False
         self._stopped = False
         self._drained = False
+        # One per process, the same on every reconnect: the controller tells this process
+        # reconnecting from a second process that claims the same agent id.
+        self.instance_id = str(uuid.uuid4())
+        # Set when the controller refused this process because another holds its agent id.
+        self.refusal: str | None = None
         self._drain: Drain | None = None
         self._heartbeat_timer: asyncio.TimerHandle | None = None
         self._fence_timer: asyncio.TimerHandle | None = None
@@ -163,6 +169,7 @@ class Agent:
             held=[held.to_proto() for held in self._table.shards()],
             executions=executions,
             max_concurrent=o.max_concurrent,
+            instance_id=self.instance_id,
         )
 
     async def _read(self, stream: Stream) -> None:
@@ -200,6 +207,13 @@ class Agent:
         self._outbox.clear()
         for pending in self._unconfirmed.values():
             pending.confirm_seq = None
+        if code == grpc.StatusCode.ALREADY_EXISTS and not stream.welcomed:
+            # Another process holds this agent id: retrying would be refused forever. Stop, and
+            # let main() exit non-zero with the controller's message.
+            self.refusal = details
+            self._log.error("the controller refused this agent: %s", details)
+            self.stop("another process holds the agent id")
+            return
         if code == grpc.StatusCode.INVALID_ARGUMENT:
             self._log.error("the controller refused this agent: %s; fix the agent's flags; retrying meanwhile", details)
         elif not self._stopped and not redirected and not (self._drain and self._drain.ending):

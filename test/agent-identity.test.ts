@@ -1,0 +1,192 @@
+import { readFileSync, writeFileSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { type AdminClient, adminClient, type CliProcess, ControllerProcess, freePort, requireBuiltCli, startAgent, waitFor } from "./harness/processes.js";
+
+// Each run appends its start (with the process id of the agent that ran it) and its end to a file:
+// the agents' own record of what ran where, not the controller's.
+const HANDLERS = join(dirname(fileURLToPath(import.meta.url)), "harness", "chaos-handlers.mjs");
+const JOB = `
+apiVersion: shardline.dev/v1
+kind: ShardedJob
+metadata: {name: sweep}
+spec:
+  schedule: "* * * * * *"
+  shards: 2
+  handler: work
+`;
+
+interface Run {
+  event: "start" | "end" | "abort";
+  job: string;
+  shard: number;
+  fireTime: number;
+  attempt: number;
+  agent: string;
+  pid: number;
+}
+
+/** An agent process under `--id worker-1`, with its stderr kept apart and its log lines parsed. */
+class Worker {
+  readonly process: CliProcess;
+  stderr = "";
+
+  constructor(controller: string, record: string, extra: string[] = []) {
+    this.process = startAgent(controller, "worker-1", HANDLERS, { SHARDLINE_TEST_RECORD: record, SHARDLINE_TEST_WORK_MS: "100" }, extra);
+    this.process.child.stderr!.on("data", (chunk: Buffer) => (this.stderr += chunk.toString()));
+  }
+
+  get pid(): number {
+    return this.process.child.pid!;
+  }
+
+  /** Its JSON log lines. */
+  lines(): { msg: string; [field: string]: unknown }[] {
+    return this.stderr
+      .split("\n")
+      .filter((line) => line.startsWith("{"))
+      .map((line) => JSON.parse(line) as { msg: string });
+  }
+
+  /** The instance id it logged when a controller welcomed it. */
+  instanceId(): Promise<string> {
+    return waitFor(`${this.pid} to be welcomed`, async () => {
+      if (!this.process.running) throw new Error(`the agent exited:\n${this.process.output}`);
+      return this.lines().find((line) => line.msg === "connected")?.instanceId as string | undefined;
+    });
+  }
+}
+
+describe("one process per agent id, on real processes", () => {
+  let dir = "";
+  let record = "";
+  let controller: ControllerProcess;
+  let admin: AdminClient;
+  const workers: Worker[] = [];
+
+  beforeAll(() => requireBuiltCli());
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), "shardline-identity-"));
+    record = join(dir, "runs.jsonl");
+    writeFileSync(record, "");
+    controller = new ControllerProcess(await freePort(), join(dir, "state.db"));
+    await controller.start();
+    admin = adminClient(controller.address);
+  });
+  afterEach(async (context) => {
+    if (context.task.result?.state === "fail") {
+      console.error([controller.process?.output ?? "", ...workers.map((w) => `--- worker-1 pid ${w.pid}\n${w.process.output}`)].join("\n"));
+    }
+    admin.close();
+    await Promise.all(workers.splice(0).map((w) => w.process.stop()));
+    await controller.process?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  function worker(extra: string[] = []): Worker {
+    const started = new Worker(controller.address, record, extra);
+    workers.push(started);
+    return started;
+  }
+
+  function runs(): Run[] {
+    return readFileSync(record, "utf8")
+      .split("\n")
+      .filter((line) => line !== "")
+      .map((line) => JSON.parse(line) as Run);
+  }
+
+  /** Waits until the process `pid` has finished a run of every shard of a fire later than `after`. */
+  async function firesRunBy(pid: number, after: number, what: string): Promise<void> {
+    await waitFor(what, async () => {
+      const shards = new Set(runs().filter((r) => r.event === "end" && r.pid === pid && r.fireTime > after).map((r) => r.shard));
+      return shards.size === 2 ? true : undefined;
+    });
+  }
+
+  /** Every execution (job, shard, fire, attempt) that was started more than once, with its starts. */
+  function startedTwice(): Run[][] {
+    const starts = new Map<string, Run[]>();
+    for (const run of runs().filter((r) => r.event === "start")) {
+      const key = `${run.job}/${run.shard}/${run.fireTime}/${run.attempt}`;
+      starts.set(key, [...(starts.get(key) ?? []), run]);
+    }
+    return [...starts.values()].filter((list) => list.length > 1);
+  }
+
+  async function assignments() {
+    return (await admin.listAssignments({ job: "sweep" })).assignments.map((a) => ({ shard: a.shard, agent: a.agent, term: a.term, generation: a.generation }));
+  }
+
+  async function holder() {
+    return (await admin.listAgents({})).agents.find((agent) => agent.id === "worker-1");
+  }
+
+  it("refuses a second process under a held id (exit 4, the controller's message), leaves the holder its shards, and lets a new process take the id once the killed holder's lease lapses", async () => {
+    const a = worker();
+    const aInstance = await a.instanceId();
+    await admin.applyJob({ manifest: JOB });
+    await firesRunBy(a.pid, 0, "worker-1 (process A) to run both shards");
+    const before = await assignments();
+    expect(before.map((x) => x.agent)).toEqual(["worker-1", "worker-1"]);
+
+    const b = worker();
+    const exited = await b.process.exited;
+    expect(exited.code, b.process.output).toBe(4);
+    const refusal = b.stderr.split("\n").filter((line) => line.startsWith("shardline: "));
+    expect(refusal).toHaveLength(1);
+    expect(refusal[0]).toMatch(/^shardline: agent id "worker-1" is held by another process \(instance .*; its lease runs for another [\d.]+ s\. .*--wait-for-id/);
+    expect(b.lines().some((line) => line.level === 50 && line.msg.startsWith('the controller refused this agent: agent id "worker-1" is held by another process'))).toBe(true);
+
+    // The holder keeps its stream, its shards under the same assignments, and goes on running them.
+    const refusedAt = Date.now();
+    expect(a.process.running).toBe(true);
+    await firesRunBy(a.pid, refusedAt, "process A to run both shards again after the refusal");
+    expect(await assignments()).toEqual(before);
+    expect(await holder()).toMatchObject({ instanceId: aInstance, refusedHellos: 1 });
+    expect(runs().filter((r) => r.pid === b.pid)).toEqual([]);
+    expect(startedTwice()).toEqual([]);
+
+    // A dies without a word; a new process C under the same id takes it over once A's lease is
+    // over (until then the controller answers UNAVAILABLE, which C retries), and runs the shards.
+    a.process.kill("SIGKILL");
+    await a.process.exited;
+    const killedAt = Date.now();
+    const c = worker();
+    const cInstance = await c.instanceId();
+    expect(cInstance).not.toBe(aInstance);
+    await firesRunBy(c.pid, killedAt, "process C to run both shards");
+    expect(c.process.running).toBe(true);
+    expect((await assignments()).map((x) => x.agent)).toEqual(["worker-1", "worker-1"]);
+    expect(await holder()).toMatchObject({ instanceId: cInstance });
+    // A run A started and never finished may be run again, as a new attempt; no execution twice.
+    expect(startedTwice()).toEqual([]);
+  });
+
+  it("with --wait-for-id, a second process waits for the id while the holder runs, and takes it once the holder stops", async () => {
+    const a = worker();
+    const aInstance = await a.instanceId();
+    await admin.applyJob({ manifest: JOB });
+    await firesRunBy(a.pid, 0, "worker-1 (process A) to run both shards");
+
+    const b = worker(["--wait-for-id"]);
+    const waiting = await waitFor("process B to say it waits for the id", async () =>
+      b.lines().find((line) => line.level === 40 && line.msg.startsWith('waiting for agent id "worker-1": agent id "worker-1" is held by another process')),
+    );
+    expect(waiting.msg).toMatch(/; trying again with the reconnect backoff until it is free$/);
+    expect(b.process.running).toBe(true);
+    expect(await holder()).toMatchObject({ instanceId: aInstance });
+
+    a.process.kill("SIGTERM");
+    expect(await a.process.exited).toEqual({ code: 0, signal: null });
+    const stoppedAt = Date.now();
+    const bInstance = await b.instanceId();
+    expect(bInstance).not.toBe(aInstance);
+    await firesRunBy(b.pid, stoppedAt, "process B to run both shards once A stopped");
+    expect(await holder()).toMatchObject({ instanceId: bInstance });
+    expect(startedTwice()).toEqual([]);
+  });
+});
