@@ -145,6 +145,29 @@ describe("job lifecycle through the shardline binary", () => {
     expect(table.stdout).toMatch(/pending #1/);
   });
 
+  it("says why a job no agent can run waits: on apply, on its shards, its pending runs and the job", async () => {
+    const why = 'no connected agent declares handler "nobody-runs-this"';
+    const applied = await shardline(["apply", "-f", join(dir, "orphan.yaml")], env);
+    expect(applied).toMatchObject({ code: 0, stdout: "job/orphan unchanged\n" });
+    expect(applied.stderr).toBe(`warning: job/orphan: no connected agent can run it now: ${why}; its fires wait (spec.misfire: fire-once)\n`);
+
+    const assignments = await shardline(["get", "assignments", "orphan"], env);
+    expect(assignments.stdout.split("\n")).toEqual(
+      expect.arrayContaining([expect.stringMatching(/^JOB +SHARD +AGENT +GENERATION +REASON$/), expect.stringMatching(new RegExp(`^orphan +1 +<none> +<none> +${why}$`))]),
+    );
+
+    expect((await shardline(["trigger", "orphan", "--shards", "1"], env)).code).toBe(0);
+    const [pending] = await json(["get", "executions", "--job", "orphan", "--state", "pending", "--shard", "1"]);
+    expect(pending!.waitingReason).toBe(`shard 1: no owner (${why})`);
+    const wide = await shardline(["get", "executions", "--job", "orphan", "--state", "pending", "--shard", "1", "-o", "wide"], env);
+    expect(wide.stdout).toMatch(/WAITING\n/);
+    expect(wide.stdout).toContain(`shard 1: no owner (${why})`);
+
+    const described = await shardline(["describe", "job", "orphan"], env);
+    expect(described.stdout).toMatch(new RegExp(`^Waiting: +none of its 2 shards has an owner: ${why}$`, "m"));
+    expect(described.stdout).toMatch(new RegExp(`^ +orphan +0 +<none> +<none> +${why}$`, "m"));
+  });
+
   it("names the flag when --since is not a time", async () => {
     const result = await shardline(["get", "executions", "--since", "yesterday"], env);
     expect(result.code).toBe(2);
