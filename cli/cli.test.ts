@@ -211,6 +211,9 @@ describe("shardline get, against a controller on loopback", () => {
         cordoned: false,
         leaseExpiresAt: "2026-01-01T00:00:02.000Z",
         connectedAt: "2025-12-31T23:59:00.000Z",
+        instanceId: null,
+        refusedHellos: 0,
+        lastRefusal: null,
       },
       {
         id: "agent-b",
@@ -223,6 +226,9 @@ describe("shardline get, against a controller on loopback", () => {
         cordoned: true,
         leaseExpiresAt: null,
         connectedAt: null,
+        instanceId: null,
+        refusedHellos: 0,
+        lastRefusal: null,
       },
     ]);
   });
@@ -256,6 +262,7 @@ describe("shardline get, against a controller on loopback", () => {
         cause: "schedule",
         queuePosition: null,
         fireComplete: false,
+        waitingReason: null,
       },
       {
         id: `billing-rollup/${T0}/1/2`,
@@ -272,6 +279,7 @@ describe("shardline get, against a controller on loopback", () => {
         cause: "failover",
         queuePosition: null,
         fireComplete: false,
+        waitingReason: null,
       },
       {
         id: `billing-rollup/${T0}/2/1`,
@@ -288,6 +296,7 @@ describe("shardline get, against a controller on loopback", () => {
         cause: "schedule",
         queuePosition: null,
         fireComplete: false,
+        waitingReason: null,
       },
     ]);
   });
@@ -309,6 +318,7 @@ describe("shardline get, against a controller on loopback", () => {
       disabledShards: [],
       upcomingFires: [],
       spec: { name: "billing-rollup", schedule: "*/5 * * * * *", timeZone: "Asia/Shanghai", shards: 3, handler: "billing", strategy: "sticky", failover: "fenced" },
+      waitingReason: null,
     };
     expect(jobs[0]).toEqual(expected);
     expect(jobs[1]).toMatchObject({ name: "reindex", schedule: null, paused: true, nextFire: null, lastFire: null, revision: 1 });

@@ -281,6 +281,7 @@ describe("resource views", () => {
       cause: null,
       queuePosition: null,
       fireComplete: false,
+      waitingReason: null,
     });
   });
 
