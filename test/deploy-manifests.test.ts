@@ -238,11 +238,13 @@ describe("deploy/kustomize", () => {
     const { args: daemonArgs, ...daemon } = agentOf("agent/daemonset");
     const { args: deploymentArgs, ...deployment } = agentOf("agent/deployment");
     expect(deployment).toEqual(daemon);
-    // Only the id differs: the node's name for one agent per node, the pod's name otherwise.
-    const idless = (args: string[] | undefined) => (args ?? []).filter((arg) => !arg.startsWith("--id="));
+    // Only the id differs: the node's name for one agent per node, the pod's name otherwise; and
+    // a node's replacement pod, which shares its id, waits for the old one to let go of it.
+    const idless = (args: string[] | undefined) => (args ?? []).filter((arg) => !arg.startsWith("--id=") && arg !== "--wait-for-id");
     expect(idless(deploymentArgs)).toEqual(idless(daemonArgs));
-    expect(daemonArgs).toContain("--id=$(SHARDLINE_CLUSTER).$(NODE_NAME)");
+    expect(daemonArgs).toEqual(expect.arrayContaining(["--id=$(SHARDLINE_CLUSTER).$(NODE_NAME)", "--wait-for-id"]));
     expect(deploymentArgs).toContain("--id=$(SHARDLINE_CLUSTER).$(POD_NAME)");
+    expect(deploymentArgs).not.toContain("--wait-for-id");
     const controllerOf = (dir: string) => rendered.get(dir)!.find((o) => o.kind === "Deployment")! as Workload;
     const sqlite = controllerOf("controller/sqlite");
     const etcd = controllerOf("controller/etcd");
