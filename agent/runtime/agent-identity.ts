@@ -1,5 +1,7 @@
 import { randomUUID } from "node:crypto";
+import { status } from "@grpc/grpc-js";
 import { ShardlineError } from "../../shared/errors.js";
+import { type GrpcStatus, retryAfterMs } from "../../shared/grpc/index.js";
 
 /** Hello.instance_id's spelling: 16-64 letters, digits, '-' and '_' (a UUID fits). */
 const INSTANCE_ID = /^[A-Za-z0-9_-]{16,64}$/;
@@ -27,18 +29,15 @@ export function checkInstanceId(value: string): string {
 
 /**
  * How long to wait before the next Hello when the controller ended the stream with UNAVAILABLE
- * because the id is fenced (an earlier process of this id lost its stream and its lease still
- * runs): the text names the rest of that lease, "(another 1.8 s)" or "(in 1800 ms)". Undefined for
- * any other UNAVAILABLE, or a wait too long to trust, which the reconnect backoff then covers.
+ * and said, in the shardline-retry-after-ms trailer, when the refusal ends (the id is fenced: an
+ * earlier process of this id lost its stream and its lease still runs). Undefined for any other
+ * status, or a wait too long to trust, which the reconnect backoff then covers.
  */
-export function idFencedWaitMs(details: string): number | undefined {
-  if (!/\bfenced\b/.test(details)) return undefined;
-  const inMs = /\bin (\d+) ms\b/.exec(details);
-  const another = /\banother (\d+(?:\.\d+)?) s\b/.exec(details);
-  const ms = inMs !== null ? Number(inMs[1]) : another !== null ? Math.ceil(Number(another[1]) * 1000) : undefined;
-  if (ms === undefined || !(ms <= MAX_NAMED_WAIT_MS)) return undefined;
-  // The seconds are rounded to a tenth: half of one more, so the retry does not come just early.
-  return ms + NAMED_WAIT_MARGIN_MS + (another !== null && inMs === null ? 50 : 0);
+export function idFencedWaitMs(closed: GrpcStatus): number | undefined {
+  if (closed.code !== status.UNAVAILABLE) return undefined;
+  const ms = retryAfterMs(closed);
+  if (ms === undefined || ms > MAX_NAMED_WAIT_MS) return undefined;
+  return ms + NAMED_WAIT_MARGIN_MS;
 }
 
 /**

@@ -678,7 +678,7 @@ export class Agent {
    * the wait before the next attempt when it is not the backoff's.
    */
   #attemptFailed(closed: GrpcStatus, address: string): number | undefined {
-    const fencedMs = closed.code === status.UNAVAILABLE ? idFencedWaitMs(closed.details) : undefined;
+    const fencedMs = idFencedWaitMs(closed);
     if (fencedMs !== undefined) {
       this.#notConnectedReason = `waiting for agent id "${this.id}": ${closed.details}`;
       const fields = { code: closed.code, details: closed.details, controller: address, retryInMs: fencedMs };

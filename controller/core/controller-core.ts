@@ -597,7 +597,7 @@ export class ControllerCore {
     const reason =
       `agent id ${JSON.stringify(holder.id)} is fenced: its previous process (instance ${shortInstance(holder.instance)}) lost its stream, ` +
       `and its lease runs until ${new Date(holder.leaseExpiry).toISOString()} (another ${left}); this process takes the id over then, retrying`;
-    this.outbox.close(session, reason, "unavailable");
+    this.outbox.close(session, reason, "unavailable", holder.leaseExpiry - this.now);
     this.emit("agent.fenced-id", `a new process${from} under agent id ${holder.id} waits for the old one's lease: ${reason}`, { agent: holder.id });
     return true;
   }

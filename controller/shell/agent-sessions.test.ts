@@ -10,8 +10,8 @@ import {
   ConnectRequestSchema as ConnectRequest,
   ConnectResponseSchema as ConnectResponse,
 } from "../../shared/gen/shardline/v1/agent_service_pb.js";
-import { type Assignment, ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
-import { type Client, createClient, createServer, addService, listen, shutdown, type GrpcStatus } from "../../shared/grpc/index.js";
+import { AgentState, type Assignment, ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
+import { type Client, createClient, createServer, addService, listen, retryAfterMs, shutdown, type GrpcStatus } from "../../shared/grpc/index.js";
 import { TERMINAL_EXECUTION_STATES } from "../../shared/execution-view.js";
 import { silentLogger } from "../../shared/logging.js";
 import { waitFor } from "../../test/harness/processes.js";
@@ -704,7 +704,7 @@ describe("a stream that never says hello", () => {
   });
 });
 
-describe("a stream that says the id of a connected agent", () => {
+describe("a stream that says the id of a known agent", () => {
   it("replaces the agent's stream, closing it, and the agent takes its id back on reconnecting", async () => {
     const logs = new CapturedLogs();
     const controller = await startController({ listen: "127.0.0.1:0", http: "127.0.0.1:0", store: "sqlite::memory:", logger: logs.logger });
@@ -719,8 +719,9 @@ describe("a stream that says the id of a connected agent", () => {
       const impostor = rawAgent(controller.grpcAddress);
       impostor.stream.send(hello("real", { handlers: ["work"] }));
       await impostor.next("welcome");
-      // What the code does today (identity is issue 9): the newer stream wins the id, and the
-      // one it replaces is closed, so the real agent learns at once that it lost its session.
+      // A Hello without an instance_id is taken for the same process reconnecting (as agents that
+      // predate the field): the newer stream wins the id, and the one it replaces is closed, so
+      // the real agent learns at once that it lost its session.
       const closed = await disconnected;
       expect([status[closed.code], closed.details]).toEqual(["ABORTED", "replaced by a new stream of the same agent"]);
       const takeover = /^agent real connected again from 127\.0\.0\.1:\d+; its stream from 127\.0\.0\.1:\d+ is replaced$/;
@@ -735,6 +736,57 @@ describe("a stream that says the id of a connected agent", () => {
       impostor.close();
     } finally {
       await real.stop();
+      admin.close();
+      await controller.stop();
+    }
+  });
+
+  it("refuses a second process (another instance_id) with ALREADY_EXISTS naming the holder, and the holder keeps its stream", async () => {
+    const controller = await startController({ listen: "127.0.0.1:0", http: "127.0.0.1:0", store: "sqlite::memory:" });
+    const admin = createClient(AdminService, controller.grpcAddress);
+    const holder = rawAgent(controller.grpcAddress);
+    const second = rawAgent(controller.grpcAddress);
+    try {
+      await admin.applyJob({ manifest: manifest("rollup", "work", 2) });
+      holder.stream.send(hello("w-1", { handlers: ["work"], instanceId: "11111111-1111-4111-8111-111111111111" }));
+      await holder.next("welcome");
+      second.stream.send(hello("w-1", { handlers: ["work"], instanceId: "22222222-2222-4222-8222-222222222222" }));
+      const refused = await second.closedStatus();
+      expect(status[refused.code]).toBe("ALREADY_EXISTS");
+      expect(refused.details).toMatch(/^agent id "w-1" is held by another process \(instance 11111111\.\.\., connected from 127\.0\.0\.1:\d+\); its lease runs for another \d\.\d s\./);
+      await acked(holder, 1n);
+      const [agent] = (await admin.listAgents({})).agents;
+      expect(agent).toMatchObject({ id: "w-1", instanceId: "11111111-1111-4111-8111-111111111111", refusedHellos: 1 });
+      expect(agent!.lastRefusal).toMatch(/ from 127\.0\.0\.1:\d+ \(instance 22222222\.\.\.\)$/);
+    } finally {
+      holder.close();
+      second.close();
+      admin.close();
+      await controller.stop();
+    }
+  });
+
+  it("tells a new process under the id of one that lost its stream when the id is free, in the shardline-retry-after-ms trailer", async () => {
+    const controller = await startController({ listen: "127.0.0.1:0", http: "127.0.0.1:0", store: "sqlite::memory:", leaseTtlMs: 60_000, heartbeatIntervalMs: 1_000 });
+    const admin = createClient(AdminService, controller.grpcAddress);
+    const old = rawAgent(controller.grpcAddress);
+    const restarted = rawAgent(controller.grpcAddress);
+    try {
+      await admin.applyJob({ manifest: manifest("rollup", "work", 2) });
+      old.stream.send(hello("w-1", { handlers: ["work"], instanceId: "11111111-1111-4111-8111-111111111111" }));
+      await old.next("welcome");
+      old.stream.close(status.CANCELLED, "the process died");
+      await waitFor("the controller to see the stream lost", async () => ((await admin.listAgents({})).agents[0]?.state === AgentState.LOST ? true : undefined));
+      restarted.stream.send(hello("w-1", { handlers: ["work"], instanceId: "22222222-2222-4222-8222-222222222222" }));
+      const refused = await restarted.closedStatus();
+      expect(status[refused.code]).toBe("UNAVAILABLE");
+      expect(refused.details).toMatch(/^agent id "w-1" is fenced: its previous process \(instance 11111111\.\.\.\) lost its stream/);
+      const ms = retryAfterMs(refused);
+      expect(ms).toBeGreaterThan(50_000);
+      expect(ms).toBeLessThanOrEqual(60_000 + DEFAULT_CORE_CONFIG.leaseMarginMs);
+    } finally {
+      old.close();
+      restarted.close();
       admin.close();
       await controller.stop();
     }
