@@ -1,9 +1,10 @@
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { readRuns, type RunRecord } from "./harness/fire-evidence.js";
 import { type AdminClient, adminClient, type CliProcess, ControllerProcess, freePort, requireBuiltCli, startAgent, waitFor } from "./harness/processes.js";
 
 // Each run appends its start (with the process id of the agent that ran it) and its end to a file:
@@ -19,15 +20,6 @@ spec:
   handler: work
 `;
 
-interface Run {
-  event: "start" | "end" | "abort";
-  job: string;
-  shard: number;
-  fireTime: number;
-  attempt: number;
-  agent: string;
-  pid: number;
-}
 
 /** An agent process under `--id worker-1`, with its stderr kept apart and its log lines parsed. */
 class Worker {
@@ -92,11 +84,8 @@ describe("one process per agent id, on real processes", () => {
     return started;
   }
 
-  function runs(): Run[] {
-    return readFileSync(record, "utf8")
-      .split("\n")
-      .filter((line) => line !== "")
-      .map((line) => JSON.parse(line) as Run);
+  function runs(): RunRecord[] {
+    return readRuns(record);
   }
 
   /** Waits until the process `pid` has finished a run of every shard of a fire later than `after`. */
@@ -108,8 +97,8 @@ describe("one process per agent id, on real processes", () => {
   }
 
   /** Every execution (job, shard, fire, attempt) that was started more than once, with its starts. */
-  function startedTwice(): Run[][] {
-    const starts = new Map<string, Run[]>();
+  function startedTwice(): RunRecord[][] {
+    const starts = new Map<string, RunRecord[]>();
     for (const run of runs().filter((r) => r.event === "start")) {
       const key = `${run.job}/${run.shard}/${run.fireTime}/${run.attempt}`;
       starts.set(key, [...(starts.get(key) ?? []), run]);
