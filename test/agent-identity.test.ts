@@ -114,7 +114,7 @@ describe("one process per agent id, on real processes", () => {
     return (await admin.listAgents({})).agents.find((agent) => agent.id === "worker-1");
   }
 
-  it("refuses a second process under a held id (exit 4, the controller's message), leaves the holder its shards, and lets a new process take the id once the killed holder's lease lapses", async () => {
+  it("refuses a second process under a held id (exit 4, the controller's message), leaves the holder its shards, and lets a new process take the id of a killed holder, running its shards once its lease lapses", async () => {
     const a = worker();
     const aInstance = await a.instanceId();
     await admin.applyJob({ manifest: JOB });
@@ -139,8 +139,9 @@ describe("one process per agent id, on real processes", () => {
     expect(runs().filter((r) => r.pid === b.pid)).toEqual([]);
     expect(startedTwice()).toEqual([]);
 
-    // A dies without a word; a new process C under the same id takes it over once A's lease is
-    // over (until then the controller answers UNAVAILABLE, which C retries), and runs the shards.
+    // A dies without a word; a new process C under the same id takes it over at once, is given
+    // A's shards once A's lease is over (A might be alive behind a partition until then), and
+    // runs them, with new generations.
     a.process.kill("SIGKILL");
     await a.process.exited;
     const killedAt = Date.now();
@@ -149,7 +150,9 @@ describe("one process per agent id, on real processes", () => {
     expect(cInstance).not.toBe(aInstance);
     await firesRunBy(c.pid, killedAt, "process C to run both shards");
     expect(c.process.running).toBe(true);
-    expect((await assignments()).map((x) => x.agent)).toEqual(["worker-1", "worker-1"]);
+    const handed = await assignments();
+    expect(handed.map((x) => x.agent)).toEqual(["worker-1", "worker-1"]);
+    expect(handed.every((x, i) => x.generation > before[i]!.generation)).toBe(true);
     expect(await holder()).toMatchObject({ instanceId: cInstance });
     // A run A started and never finished may be run again, as a new attempt; no execution twice.
     expect(startedTwice()).toEqual([]);

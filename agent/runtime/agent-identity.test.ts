@@ -2,10 +2,8 @@ import { status } from "@grpc/grpc-js";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { ShardlineError } from "../../shared/errors.js";
-import { retryAfter } from "../../shared/grpc/index.js";
 import { freePort } from "../../test/harness/processes.js";
 import { Agent } from "./agent.js";
-import { idFencedWaitMs } from "./agent-identity.js";
 import { ScriptedController, cleanups, nextEvent, runCleanups, startAgent } from "./testing/scripted-controller.js";
 
 afterEach(runCleanups);
@@ -98,30 +96,6 @@ describe("Agent identity", () => {
     third.welcome();
     await connected;
     expect(agent.state).toBe("connected");
-  });
-
-  it("retries soon after the time a fenced id is free, as the controller names it", async () => {
-    const controller = await ScriptedController.start();
-    const log = capturedLog();
-    // A backoff far longer than the fence: the retry comes from the controller's time, not the backoff.
-    const agent = startAgent(controller, {}, { logger: log.logger, reconnect: { initialMs: 60_000, maxMs: 60_000 }, random: () => 0.99 });
-    const fenced =
-      'agent id "agent-1" is fenced: its previous process (instance 3f2a) lost its stream, and its lease runs until 2026-01-01T00:00:01.000Z (another 0.1 s); this process takes the id over then, retrying';
-    (await controller.nextSession()).stream.close(status.UNAVAILABLE, fenced, retryAfter(100));
-    const line = await log.line((l) => l.msg.startsWith('waiting for agent id "agent-1"'));
-    expect(line).toMatchObject({ level: 40, msg: `waiting for agent id "agent-1": ${fenced}; trying again in 150 ms`, retryInMs: 150 });
-    const next = await controller.nextSession();
-    expect(next.hello.instanceId).toBe(agent.instanceId);
-  });
-});
-
-describe("idFencedWaitMs", () => {
-  it("reads the rest of the old lease from the controller's retry-after trailer on UNAVAILABLE, never from its text", () => {
-    const fenced = 'agent id "a" is fenced: ... (another 1.8 s); retrying';
-    expect(idFencedWaitMs({ code: status.UNAVAILABLE, details: fenced, metadata: retryAfter(1_800) })).toBe(1_850);
-    expect(idFencedWaitMs({ code: status.UNAVAILABLE, details: fenced })).toBeUndefined();
-    expect(idFencedWaitMs({ code: status.ABORTED, details: fenced, metadata: retryAfter(1_800) })).toBeUndefined();
-    expect(idFencedWaitMs({ code: status.UNAVAILABLE, details: fenced, metadata: retryAfter(3_600_000) })).toBeUndefined();
   });
 });
 

@@ -30,7 +30,7 @@ import { HandlerExecutor } from "../executors/handler/handler-executor.js";
 import { HttpExecutor } from "../executors/http/http-executor.js";
 import { KubernetesExecutor } from "../executors/kubernetes/kubernetes-executor.js";
 import { ScriptExecutor } from "../executors/script/script-executor.js";
-import { idFencedWaitMs, idHeldError } from "./agent-identity.js";
+import { idHeldError } from "./agent-identity.js";
 import { AgentMetrics } from "./agent-metrics.js";
 import { resolveAgentOptions, type AgentOptions, type ResolvedAgentOptions } from "./agent-options.js";
 import { processStarts } from "./on-time-starts.js";
@@ -614,7 +614,6 @@ export class Agent {
     // What was not sent goes into the next Hello; what was sent but not confirmed too.
     this.#outbox = [];
     for (const pending of this.#unconfirmed.values()) pending.confirmSeq = undefined;
-    let delay: number | undefined;
     if (closed.code === status.INVALID_ARGUMENT) {
       this.#notConnectedReason = `the controller at ${address} refused this agent: ${closed.details}`;
       this.#log.error(
@@ -629,7 +628,7 @@ export class Agent {
       }
       this.#waitForId(closed, address);
     } else if (failedAttempt) {
-      delay = this.#attemptFailed(closed, address);
+      this.#attemptFailed(closed, address);
     } else if (!this.#stopped) {
       this.#notConnectedReason = `the stream to the controller at ${address} closed (${status[closed.code]}: ${closed.details}); reconnecting`;
       this.#log.warn({ code: closed.code, details: closed.details, controller: address }, "the stream to the controller closed");
@@ -640,7 +639,8 @@ export class Agent {
       return;
     }
     if (this.#stopped) return;
-    this.#reconnectTimer = setTimeout(() => this.#connect(), delay ?? this.#backoff.next());
+    const delay = this.#backoff.next();
+    this.#reconnectTimer = setTimeout(() => this.#connect(), delay);
   }
 
   /**
@@ -672,25 +672,13 @@ export class Agent {
   }
 
   /**
-   * A stream that ended before its Welcome. The id's fence (an earlier process of this id lost its
-   * stream, and its lease still runs) has a known end: the next Hello goes soon after it. Anything
-   * else is a controller the agent cannot reach: said plainly, and not once per attempt. Returns
-   * the wait before the next attempt when it is not the backoff's.
+   * A stream that ended before its Welcome: a controller the agent cannot reach, said plainly, and
+   * not once per attempt.
    */
-  #attemptFailed(closed: GrpcStatus, address: string): number | undefined {
-    const fencedMs = idFencedWaitMs(closed);
-    if (fencedMs !== undefined) {
-      this.#notConnectedReason = `waiting for agent id "${this.id}": ${closed.details}`;
-      const fields = { code: closed.code, details: closed.details, controller: address, retryInMs: fencedMs };
-      if (this.#waitingForId) this.#log.debug(fields, "the agent id is still fenced");
-      else this.#log.warn(fields, `waiting for agent id "${this.id}": ${closed.details}; trying again in ${fencedMs} ms`);
-      this.#waitingForId = true;
-      return fencedMs;
-    }
+  #attemptFailed(closed: GrpcStatus, address: string): void {
     const line = this.#connectFailures.failed(address, closed);
     this.#notConnectedReason = this.#connectFailures.reason;
     if (line) this.#log[line.level](line.fields, line.message);
-    return undefined;
   }
 
   /** Ends the current stream from this side; onClose follows synchronously. */

@@ -130,7 +130,7 @@ export function registerAgent(program: Command, io: CliIo): void {
           "the commands allowed by --allow-script, and (with --allow-http) HTTP calls. It needs at least one of the three.",
         "The first SIGTERM or SIGINT drains (running executions finish or are handed back, shards move at once) and exits 0; a second one exits at once with 1.",
         "One process holds an agent id at a time: while another process holds --id, the controller refuses this one, and the command exits with 4 and the controller's message " +
-          "(which names the holder); with --wait-for-id it waits instead, and takes the id over once the other process has stopped (at once after its drain, after its lease if it was killed).",
+          "(which names the holder); with --wait-for-id it waits instead, and takes the id over once the other process has stopped (its shards at once after its drain, after its lease if it was killed).",
         "Traces: configured by the standard OTEL_* variables, off unless OTEL_TRACES_EXPORTER names an exporter or an OTLP endpoint is set (OTEL_EXPORTER_OTLP_ENDPOINT); " +
           "each execution gets a span, a child of its fire's span on the controller.",
       ].join("\n\n"),

@@ -61,20 +61,58 @@ describe("one process per agent id", () => {
     expect(holder.closedReason).toBeDefined();
   });
 
-  it("makes a restarted process wait out its predecessor's lease, then gives it the id and the shards", () => {
+  it("welcomes a restarted process at once, but gives it its predecessor's shards only once that one's lease has expired", () => {
+    const { h } = heldId();
+    const before = h.core.listAssignments("job");
+    h.crash("w-1");
+    const restarted = h.connect("w-1", { instanceId: SECOND, peer: "10.0.0.1:5001" });
+    expect(restarted.welcomed).toBe(true);
+    // The old process may be alive behind a partition, still running them: not sent, not moved.
+    expect(restarted.held.size).toBe(0);
+    expect(h.core.listAssignments("job")).toEqual(before);
+    expect(h.events.filter((e) => e.type === "agent.replaced").map((e) => e.message)).toEqual([
+      expect.stringMatching(/^agent w-1: a new process \(instance 22222222\.\.\. from 10\.0\.0\.1:5001\) replaces one that lost its stream \(instance 11111111\.\.\.\); its 2 shards and 0 runs stay that one's until its lease expires at .+Z$/),
+    ]);
+    h.core.triggerJob("job", [0], undefined, h.now);
+    h.flush();
+    expect(restarted.dispatched).toEqual([]);
+
+    h.run(LEASE_AND_MARGIN);
+    expect(restarted.shardsOf("job")).toEqual([0, 1]);
+    const after = h.core.listAssignments("job");
+    expect(after.every((a, i) => a.agent === "w-1" && a.generation > before[i]!.generation)).toBe(true);
+    expect(restarted.dispatched.map((c) => c.shard)).toEqual([0]);
+    expect(h.core.listAgents()[0]).toMatchObject({ instanceId: SECOND, refusedHellos: 0 });
+  });
+
+  it("adopts the runs a restarted process reports (its Kubernetes Jobs), and takes the others for lost only once the old lease has expired", () => {
+    const { h, holder } = heldId();
+    h.core.triggerJob("job", [], undefined, h.now);
+    h.flush();
+    const [kept, gone] = holder.dispatched.map((c) => c.executionId);
+    h.report("w-1", kept!, "running");
+    h.report("w-1", gone!, "running");
+    h.crash("w-1");
+    const restarted = h.connect("w-1", { instanceId: SECOND, executions: [{ executionId: kept!, state: "running" }] });
+    expect(h.core.openExecution(kept!)).toMatchObject({ state: "running", agent: "w-1" });
+    expect(h.core.openExecution(gone!)).toMatchObject({ state: "running", agent: "w-1" });
+
+    h.report("w-1", kept!, "succeeded");
+    expect(h.execution(kept!)).toMatchObject({ state: "succeeded", attempt: 1 });
+    h.run(LEASE_AND_MARGIN);
+    expect(h.execution(gone!)).toMatchObject({ state: "lost" });
+    expect(h.execution(gone!)!.error).toMatch(/^agent w-1's previous process \(instance 11111111\.\.\.\) lost its stream and its lease expired before the run finished$/);
+    // Run again, on the new process, now that the old one has surely stopped.
+    expect(restarted.dispatched.map((c) => c.executionId)).toEqual([gone!.replace(/\/1$/, "/2")]);
+  });
+
+  it("says why a shard waits while a replaced process's lease runs", () => {
     const { h } = heldId();
     h.crash("w-1");
-    const early = h.connect("w-1", { instanceId: SECOND, peer: "10.0.0.1:5001" });
-    expect(early.closedCode).toBe("unavailable");
-    expect(early.closedReason).toMatch(/^agent id "w-1" is fenced: its previous process \(instance 11111111\.\.\.\) lost its stream, and its lease runs until .+Z \(another \d+\.\d s\); this process takes the id over then, retrying$/);
-    expect(h.core.listAssignments("job").map((a) => a.agent)).toEqual(["w-1", "w-1"]);
-
-    h.advance(LEASE_AND_MARGIN);
-    const later = h.connect("w-1", { instanceId: SECOND, peer: "10.0.0.1:5001" });
-    expect(later.closedCode).toBeUndefined();
-    expect(later.welcomed).toBe(true);
-    expect(later.shardsOf("job")).toEqual([0, 1]);
-    expect(h.core.listAgents()[0]).toMatchObject({ instanceId: SECOND, refusedHellos: 0 });
+    h.connect("w-1", { instanceId: SECOND });
+    const { executionIds } = h.core.triggerJob("job", [1], undefined, h.now);
+    h.flush();
+    expect(h.core.waitingReason(executionIds[0]!)).toMatch(/^shard 1: fenced until the lease of w-1's previous process, which lost its stream, expires at .+Z$/);
   });
 
   it("gives the id to another process once the holder's lease expired while its stream stayed open", () => {

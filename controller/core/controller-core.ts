@@ -87,6 +87,8 @@ interface AgentEntry {
   /** Hellos under its id from other processes refused while it held the id. */
   refusedHellos: number;
   lastRefusal?: string;
+  /** What a previous process of this id left behind when this one took the id over: see takeOver. */
+  inherited?: InheritedFence;
   connected: boolean;
   lost: boolean;
   /** Said goodbye: leaving on purpose. */
@@ -107,6 +109,20 @@ interface AgentEntry {
   shards: Set<ShardEntry>;
   /** Open executions dispatched to it. */
   executions: Set<string>;
+}
+
+/**
+ * The shards and runs of an agent's previous process, which lost its stream with its lease still
+ * valid, when a new process took the id over: that process may still be alive (partitioned) and
+ * running them until `until`, its lease's end in the controller's view. Until then the new process
+ * is not sent those shards, no placement moves them, and those runs are not taken for lost.
+ */
+interface InheritedFence {
+  shards: Set<ShardEntry>;
+  runs: Set<string>;
+  until: number;
+  /** The previous process's instance, for messages. */
+  instance: string;
 }
 
 interface ShardEntry {
@@ -403,6 +419,9 @@ export class ControllerCore {
     if (owner === undefined || owner.lost || !owner.connected) {
       return `fenced until the lease of its owner ${shard.owner}, which lost its stream, expires at ${at(owner?.leaseExpiry ?? this.now)}`;
     }
+    if (owner.inherited?.shards.has(shard) === true) {
+      return `fenced until the lease of ${owner.id}'s previous process, which lost its stream, expires at ${at(owner.inherited.until)}`;
+    }
     if (shard.revoking) return `moving away from ${owner.id}, which has not released it yet`;
     if (shard.running.size > 0 && job.record.spec.overlap === "forbid") return "busy with its previous run (spec.overlap: forbid)";
     if (!this.hasSlot(owner)) return `its owner ${owner.id} runs its --max-concurrent ${owner.maxConcurrent} executions`;
@@ -428,7 +447,10 @@ export class ControllerCore {
       const which = disabled.length === 1 ? `shard ${disabled[0]} is` : `shards ${disabled.slice(0, 10).join(", ")}${disabled.length > 10 ? ", ..." : ""} are`;
       parts.push(`${which} disabled (shardline enable ${name} ${disabled[0]})`);
     }
-    const fenced = job.shards.filter((s) => s.owner !== undefined && this.agents.get(s.owner)?.lost === true);
+    const fenced = job.shards.filter((s) => {
+      const owner = s.owner === undefined ? undefined : this.agents.get(s.owner);
+      return owner !== undefined && (owner.lost || owner.inherited?.shards.has(s) === true);
+    });
     if (fenced.length > 0) parts.push(`${fenced.length} shard${fenced.length === 1 ? " is" : "s are"} fenced until a lost owner's lease expires`);
     return parts.length === 0 ? undefined : parts.join("; ");
   }
@@ -511,6 +533,12 @@ export class ControllerCore {
       case "startup-grace":
         this.agentsChanged();
         return;
+      case "inherited": {
+        const agent = this.agents.get(timer.agent);
+        if (agent?.inherited === undefined || agent.incarnation !== timer.incarnation || agent.inherited.until > this.now) return;
+        this.endInheritedFence(agent);
+        return;
+      }
     }
   }
 
@@ -528,8 +556,14 @@ export class ControllerCore {
       throw new ShardlineError("failed-precondition", "hello: sent twice on one stream; send it once, first");
     }
     let agent = this.agents.get(hello.agentId);
-    if (agent !== undefined && this.refuseSecondProcess(session, agent, hello.instanceId ?? "", peer)) return;
+    const instance = hello.instanceId ?? "";
+    if (agent !== undefined && this.refuseSecondProcess(session, agent, instance, peer)) return;
     const returning = agent !== undefined;
+    // A new process of an agent whose previous one lost its stream within its lease: what it replaces.
+    const replaced =
+      agent !== undefined && instance !== "" && agent.instance !== "" && agent.instance !== instance && agent.leaseExpiry > this.now
+        ? { leaseEnd: agent.leaseExpiry, instance: agent.instance }
+        : undefined;
     if (agent?.connected) {
       // The agent opened a new stream before the old one was seen to die: the new one wins.
       this.sessions.delete(agent.session);
@@ -559,7 +593,8 @@ export class ControllerCore {
       leaseTtlMs: this.grantedTtl(),
       dispatchAheadMs: this.config.dispatchAheadMs,
     });
-    this.emit(returning ? "agent.reconnected" : "agent.joined", `agent ${agent.id} connected`, { agent: agent.id });
+    if (replaced !== undefined) this.takeOver(agent, replaced, peer);
+    else this.emit(returning ? "agent.reconnected" : "agent.joined", `agent ${agent.id} connected`, { agent: agent.id });
 
     const finished = this.reattachExecutions(agent, hello.executions);
     this.adoptHeld(agent, hello.held);
@@ -571,35 +606,73 @@ export class ControllerCore {
   }
 
   /**
-   * One process holds an agent id at a time (invariant 7). While the id's lease is valid under
-   * one instance, a Hello from another ends with ALREADY_EXISTS when the holder is connected (two
-   * live processes share the id: a copy-pasted id, a replacement pod started early), or with
-   * UNAVAILABLE when the holder lost its stream (it may still run its shards until its lease ends:
-   * the newcomer retries and takes the id over then). Nothing of the holder changes. A Hello that
-   * names no instance, or the holder's own, is the same process reconnecting. Returns true when
-   * the Hello was refused.
+   * One process holds an agent id at a time (invariant 7). While the id's lease is valid under a
+   * connected process, a Hello from another (a copy-pasted id, a replacement pod started early)
+   * ends with ALREADY_EXISTS naming the holder, and nothing of the holder changes. A Hello that
+   * names no instance, or the holder's own, is the same process reconnecting; one that comes
+   * after the holder lost its stream takes the id over (see takeOver). Returns true when refused.
    */
   private refuseSecondProcess(session: string, holder: AgentEntry, instance: string, peer: string): boolean {
-    if (instance === "" || holder.instance === "" || instance === holder.instance || holder.leaseExpiry <= this.now) return false;
+    if (instance === "" || holder.instance === "" || instance === holder.instance || holder.leaseExpiry <= this.now || !holder.connected) return false;
     const left = `${((holder.leaseExpiry - this.now) / 1000).toFixed(1)} s`;
     const from = peer === "" ? "" : ` from ${peer}`;
-    if (holder.connected) {
-      holder.refusedHellos++;
-      holder.lastRefusal = `${new Date(this.now).toISOString()}${from} (instance ${shortInstance(instance)})`;
-      const reason =
-        `agent id ${JSON.stringify(holder.id)} is held by another process (instance ${shortInstance(holder.instance)}, connected` +
-        `${holder.address === "" ? "" : ` from ${holder.address}`}); its lease runs for another ${left}. ` +
-        "Two processes cannot share an agent id: give each its own --id, or start this one with --wait-for-id to take the id over once the other stops";
-      this.outbox.close(session, reason, "already-exists");
-      this.emit("agent.refused", `refused a second process${from} under agent id ${holder.id}: ${reason}`, { agent: holder.id });
-      return true;
-    }
+    holder.refusedHellos++;
+    holder.lastRefusal = `${at(this.now)}${from} (instance ${shortInstance(instance)})`;
     const reason =
-      `agent id ${JSON.stringify(holder.id)} is fenced: its previous process (instance ${shortInstance(holder.instance)}) lost its stream, ` +
-      `and its lease runs until ${new Date(holder.leaseExpiry).toISOString()} (another ${left}); this process takes the id over then, retrying`;
-    this.outbox.close(session, reason, "unavailable", holder.leaseExpiry - this.now);
-    this.emit("agent.fenced-id", `a new process${from} under agent id ${holder.id} waits for the old one's lease: ${reason}`, { agent: holder.id });
+      `agent id ${JSON.stringify(holder.id)} is held by another process (instance ${shortInstance(holder.instance)}, connected` +
+      `${holder.address === "" ? "" : ` from ${holder.address}`}); its lease runs for another ${left}. ` +
+      "Two processes cannot share an agent id: give each its own --id, or start this one with --wait-for-id to take the id over once the other stops";
+    this.outbox.close(session, reason, "already-exists");
+    this.emit("agent.refused", `refused a second process${from} under agent id ${holder.id}: ${reason}`, { agent: holder.id });
     return true;
+  }
+
+  /**
+   * A new process (a restarted container, a replacement pod) takes over the id of one that lost
+   * its stream while its lease still runs. That one may be dead, or alive behind a partition and
+   * still running its shards until its lease ends: so its shards stay fenced for the new process
+   * until then (not sent, not dispatched, not moved), and its runs the new one does not report
+   * stay its own until then too (a Kubernetes Job the new process finds and reports is adopted at
+   * once). Called once the entry speaks for the new process, before its Hello's runs are read.
+   */
+  private takeOver(agent: AgentEntry, replaced: { leaseEnd: number; instance: string }, peer: string): void {
+    const until = Math.max(agent.inherited?.until ?? 0, replaced.leaseEnd);
+    const previous = replaced.instance;
+    agent.inherited = { shards: new Set(agent.shards), runs: new Set(agent.executions), until, instance: previous };
+    this.timers.push(until, { kind: "inherited", agent: agent.id, incarnation: agent.incarnation });
+    this.emit(
+      "agent.replaced",
+      `agent ${agent.id}: a new process (instance ${shortInstance(agent.instance)}${peer === "" ? "" : ` from ${peer}`}) replaces one that lost its stream ` +
+        `(instance ${shortInstance(previous)}); its ${agent.shards.size} shards and ${agent.executions.size} runs stay that one's until its lease expires at ${at(until)}`,
+      { agent: agent.id },
+    );
+  }
+
+  /** The previous process's fence is over: its shards go to the new one, its runs nobody reported are lost. */
+  private endInheritedFence(agent: AgentEntry): void {
+    const inherited = agent.inherited!;
+    agent.inherited = undefined;
+    for (const id of inherited.runs) {
+      const execution = this.open.get(id);
+      if (execution !== undefined && execution.agent === agent.id) {
+        this.loseExecution(execution, `agent ${agent.id}'s previous process (instance ${shortInstance(inherited.instance)}) lost its stream and its lease expired before the run finished`);
+      }
+    }
+    const handed: AssignmentRef[] = [];
+    for (const shard of inherited.shards) {
+      if (shard.owner !== agent.id) continue;
+      // Being moved away from the old process when it was lost: its lease is over, so it moves now.
+      if (shard.revoking) {
+        this.unassign(shard);
+        continue;
+      }
+      // A new generation: the shard now belongs to the new process, never to the one fenced.
+      this.assign(shard, agent);
+      handed.push(this.refOf(shard));
+    }
+    if (agent.connected && handed.length > 0) this.outbox.send(agent.session, { kind: "assignments", snapshot: false, add: handed, revoke: [] });
+    for (const shard of inherited.shards) this.dispatchShard(shard);
+    this.reconcileSoon();
   }
 
   /**
@@ -637,7 +710,7 @@ export class ControllerCore {
   leasesEndWithin(now: number): number {
     this.advance(now);
     let latest = Math.max(this.now, this.startupGraceUntil);
-    for (const agent of this.agents.values()) latest = Math.max(latest, agent.leaseExpiry);
+    for (const agent of this.agents.values()) latest = Math.max(latest, agent.leaseExpiry, agent.inherited?.until ?? 0);
     return latest - this.now;
   }
 
@@ -1415,7 +1488,7 @@ export class ControllerCore {
   private dispatchTarget(shard: ShardEntry): AgentEntry | undefined {
     if (shard.owner === undefined || shard.revoking) return undefined;
     const agent = this.agents.get(shard.owner);
-    if (agent === undefined || !agent.connected || agent.lost) return undefined;
+    if (agent === undefined || !agent.connected || agent.lost || agent.inherited?.shards.has(shard) === true) return undefined;
     return agent;
   }
 
@@ -1539,7 +1612,8 @@ export class ControllerCore {
           continue;
         }
         const owner = this.agents.get(shard.owner);
-        if (owner === undefined || owner.lost || shard.revoking) continue;
+        // A lost owner's shards, and a replaced process's, are fenced: they move once its lease ends.
+        if (owner === undefined || owner.lost || shard.revoking || owner.inherited?.shards.has(shard) === true) continue;
         shard.revoking = true;
         push(revokes, owner.id, this.refOf(shard));
         this.stopDaemonRun(job, shard, "the shard is moving to another agent");
@@ -1670,7 +1744,12 @@ export class ControllerCore {
       else finished.push(report);
     }
     for (const id of [...agent.executions]) {
-      if (reported.has(id)) continue;
+      if (reported.has(id)) {
+        agent.inherited?.runs.delete(id);
+        continue;
+      }
+      // A previous process's run stays its own until its fence ends: it may still be running it.
+      if (agent.inherited?.runs.has(id)) continue;
       const execution = this.open.get(id);
       if (execution !== undefined) this.loseExecution(execution, `agent ${agent.id} reconnected without it`);
     }
@@ -1722,7 +1801,7 @@ export class ControllerCore {
 
   /** Tells an agent its whole set of shards; revoking ones are revoked again after it. */
   private sendSnapshot(agent: AgentEntry): void {
-    const owned = [...agent.shards];
+    const owned = [...agent.shards].filter((s) => agent.inherited?.shards.has(s) !== true);
     this.outbox.send(agent.session, {
       kind: "assignments",
       snapshot: true,

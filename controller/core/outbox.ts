@@ -14,8 +14,6 @@ export interface SessionClose {
   reason: string;
   /** The status the stream ends with; absent: ABORTED (the controller ended it). */
   code?: ErrorCode;
-  /** How long the refusal lasts, for the agent's next attempt (the shardline-retry-after-ms trailer). */
-  retryAfterMs?: number;
 }
 
 /**
@@ -63,8 +61,8 @@ export class Outbox {
     this.messages.push({ session, command });
   }
 
-  close(session: string, reason: string, code?: ErrorCode, retryAfterMs?: number): void {
-    this.closes.push({ session, reason, ...(code === undefined ? {} : { code }), ...(retryAfterMs === undefined ? {} : { retryAfterMs }) });
+  close(session: string, reason: string, code?: ErrorCode): void {
+    this.closes.push(code === undefined ? { session, reason } : { session, reason, code });
   }
 
   emit(event: CoreEvent): void {

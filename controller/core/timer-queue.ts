@@ -3,7 +3,9 @@ export type TimerKind =
   | { kind: "fire"; job: string; token: number; fireTime: number }
   | { kind: "lease"; agent: string; incarnation: number }
   | { kind: "retry"; job: string; shard: number }
-  | { kind: "startup-grace" };
+  | { kind: "startup-grace" }
+  /** A replaced process's lease ends: its shards go to the process that took its id over. */
+  | { kind: "inherited"; agent: string; incarnation: number };
 
 interface Entry {
   at: number;

@@ -3,7 +3,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { status } from "@grpc/grpc-js";
 import { ShardlineError } from "../../shared/errors.js";
 import type { ConnectRequestSchema, ConnectResponseSchema } from "../../shared/gen/shardline/v1/agent_service_pb.js";
-import { type CallContext, isInternalFailure, type MessageStream, retryAfter, toGrpcStatus } from "../../shared/grpc/index.js";
+import { type CallContext, isInternalFailure, type MessageStream, toGrpcStatus } from "../../shared/grpc/index.js";
 import type { Logger } from "../../shared/logging.js";
 import { VERSION } from "../../shared/version.js";
 import type { ControllerCore } from "../core/controller-core.js";
@@ -194,12 +194,11 @@ export class AgentSessions {
       this.send(session, merged);
       i = j;
     }
-    for (const { session, reason, code, retryAfterMs } of closes) {
+    for (const { session, reason, code } of closes) {
       const stream = this.streams.get(session);
       if (stream === undefined) continue;
       this.streams.delete(session);
-      const grpcCode = code === undefined ? status.ABORTED : toGrpcStatus(new ShardlineError(code, reason)).code;
-      stream.close(grpcCode, reason, retryAfterMs === undefined ? undefined : retryAfter(retryAfterMs));
+      stream.close(code === undefined ? status.ABORTED : toGrpcStatus(new ShardlineError(code, reason)).code, reason);
       if (code !== undefined) {
         const fields = { session, peer: this.names.get(session)?.peer, code, reason };
         // A second live process under one id is a misconfiguration; a restarted one waiting out its predecessor's lease is not.

@@ -63,8 +63,12 @@ describe("the deterministic simulator", () => {
       { seed: 0, drifts: [0, 0, 0], steps: [{ kind: "advance", ms: 1500 }, { kind: "impostor", agent: 0 }, { kind: "advance", ms: 3000 }] },
     ],
     [
-      "a second process under a lost agent's id waits out the lease; the restarted agent takes the id over after it",
+      "a restarted process takes a lost agent's id over at once, its predecessor's shards fenced until that one's lease ends",
       { seed: 0, drifts: [0, 0, 0], steps: [{ kind: "advance", ms: 1500 }, { kind: "crash", agent: 1 }, { kind: "impostor", agent: 1 }, { kind: "restart", agent: 1 }, { kind: "advance", ms: 4000 }] },
+    ],
+    [
+      "a shard being moved away from an agent that crashed moves once the old lease ends, after a new process took the id over",
+      { seed: 0, drifts: [0, 0, 0], steps: [{ kind: "crash", agent: 0 }, { kind: "advance", ms: 1000 }] },
     ],
     [
       "a leader that steps down still within its predecessor's leases passes them on",

@@ -20,7 +20,7 @@ export type Step =
   | { kind: "advance"; ms: number }
   /** The agent's process dies: its runs stop, its stream resets. */
   | { kind: "crash"; agent: number }
-  /** A crashed agent's process starts again, with nothing held. */
+  /** A crashed agent's process starts again, with nothing held: a new instance of its id. */
   | { kind: "restart"; agent: number }
   /** The agent's stream drops; both ends see it; the agent reconnects after a backoff. */
   | { kind: "drop"; agent: number }
@@ -45,8 +45,8 @@ export type Step =
   /** A job is deleted; a later `edit` of it applies it again under the same name. */
   | { kind: "delete"; job: number }
   /**
-   * A second process says Hello under the agent's id while the id's lease is valid (a
-   * copy-pasted id, a replacement pod started early): it must be refused and sent nothing.
+   * A second process says Hello under the agent's id while the agent is connected with a valid
+   * lease (a copy-pasted id, a replacement pod started early): it must be refused and sent nothing.
    */
   | { kind: "impostor"; agent: number };
 
@@ -561,7 +561,8 @@ export class World {
    */
   private impostor(agent: SimAgent): void {
     const holder = this.core.listAgents().find((a) => a.id === agent.id);
-    if (holder === undefined || holder.instanceId === "" || holder.leaseExpiresAt <= this.now || this.controllerDownUntil !== undefined) return;
+    // A holder that lost its stream is taken over by a new process instead (the restart step).
+    if (holder === undefined || holder.instanceId === "" || holder.state === "lost" || holder.leaseExpiresAt <= this.now || this.controllerDownUntil !== undefined) return;
     const session = `s${++this.sessionCount}`;
     this.impostors.add(session);
     this.core.hello(

@@ -5,7 +5,7 @@
  */
 export { serviceDefinition, MalformedMessage } from "./service-definition.js";
 export { checkWireBudget, DEFAULT_WIRE_BUDGET, WireBudgetExceeded, type WireBudget } from "./wire-budget.js";
-export { toGrpcStatus, fromGrpcError, fromGrpcCode, isInternalFailure, retryAfter, retryAfterMs, RETRY_AFTER_TRAILER, type GrpcStatus } from "./status.js";
+export { toGrpcStatus, fromGrpcError, fromGrpcCode, isInternalFailure, type GrpcStatus } from "./status.js";
 export {
   CLIENT_KEEPALIVE_DEFAULTS,
   SERVER_KEEPALIVE_DEFAULTS,

@@ -1,4 +1,4 @@
-import { type Metadata, status, type ClientDuplexStream, type ServerDuplexStream } from "@grpc/grpc-js";
+import { status, type ClientDuplexStream, type ServerDuplexStream } from "@grpc/grpc-js";
 import type { DescMessage, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 import type { Readable, Writable } from "node:stream";
 import { MalformedMessage, encodeMessage } from "./service-definition.js";
@@ -54,10 +54,9 @@ export interface MessageStream<In extends DescMessage, Out extends DescMessage> 
    * client cancels the call (the server sees CANCELLED). onClose receives this status at once.
    * grpc-js has no server-side cancel: the status follows the few messages grpc-js already
    * buffered, so a peer that never reads again never sees it, and its HTTP/2 stream lingers
-   * (bounded by flow control) until keepalive or the peer ends the connection. A server may add
-   * `trailers` (a client's close sends none: it cancels).
+   * (bounded by flow control) until keepalive or the peer ends the connection.
    */
-  close(code: status, details: string, trailers?: Metadata): void;
+  close(code: status, details: string): void;
   /** Messages waiting in the send queue (not counting what grpc-js already buffered). */
   readonly queued: number;
   /** The bound of the send queue: once `queued` reaches it, send() refuses, for the peer is not reading. */
@@ -214,7 +213,7 @@ abstract class DuplexMessageStream<In extends DescMessage, Out extends DescMessa
   }
 
   abstract end(): void;
-  abstract close(code: status, details: string, trailers?: Metadata): void;
+  abstract close(code: status, details: string): void;
 
   /** Fires onClose once; later calls do nothing. */
   protected finish(closedWith: GrpcStatus): void {
@@ -298,17 +297,17 @@ class ServerMessageStream<In extends DescMessage, Out extends DescMessage> exten
     this.queue.end(() => this.call.end());
   }
 
-  close(code: status, details: string, trailers?: Metadata): void {
+  close(code: status, details: string): void {
     if (this.closed) return;
     const alive = !this.call.cancelled && !this.call.destroyed;
-    this.finish(trailers === undefined ? { code, details } : { code, details, metadata: trailers });
+    this.finish({ code, details });
     if (!alive) return;
     if (code === status.OK) {
       this.call.end();
     } else {
       // The documented way to end a grpc-js server stream with a status: its own 'error'
       // listener records the status and ends the call after the messages already written.
-      this.call.emit("error", trailers === undefined ? { code, details } : { code, details, metadata: trailers });
+      this.call.emit("error", { code, details });
     }
   }
 }
@@ -331,11 +330,7 @@ class ClientMessageStream<In extends DescMessage, Out extends DescMessage> exten
     // grpc-js emits 'error' for every non-OK status, then 'status'; the status is handled there.
     call.on("error", () => {});
     call.once("status", (received: GrpcStatus) => {
-      // Trailers only when the server sent Shardline's own (a leader's address, when to retry); a
-      // trailers-only answer also carries the HTTP headers, which say nothing about the status.
-      const ours = received.metadata !== undefined && Object.keys(received.metadata.getMap()).some((key) => key.startsWith("shardline-"));
-      const trailers = ours ? { metadata: received.metadata } : {};
-      this.#peerStatus = { code: received.code, details: received.details, ...trailers };
+      this.#peerStatus = { code: received.code, details: received.details };
       // grpc-js reports the status before the messages still buffered in the Readable are
       // emitted; wait for 'end' so that onClose comes after the last onMessage.
       if (!this.reading || call.readableEnded) this.finish(this.#peerStatus);

@@ -12,27 +12,6 @@ export interface GrpcStatus {
 /** The trailer in which a follower controller names the leader's gRPC address. */
 export const LEADER_TRAILER = "shardline-leader";
 
-/**
- * The trailer in which the controller says how long, in whole milliseconds, a refusal will last:
- * an agent id fenced until its lost holder's lease ends. A client may retry after it rather than
- * after its own backoff; nothing else about the status changes.
- */
-export const RETRY_AFTER_TRAILER = "shardline-retry-after-ms";
-
-/** The trailers of a status that says when to retry. */
-export function retryAfter(ms: number): Metadata {
-  const metadata = new Metadata();
-  metadata.set(RETRY_AFTER_TRAILER, String(Math.max(0, Math.ceil(ms))));
-  return metadata;
-}
-
-/** The wait a status's RETRY_AFTER_TRAILER names, if it names a whole number of milliseconds. */
-export function retryAfterMs(closed: GrpcStatus): number | undefined {
-  const value = closed.metadata?.get(RETRY_AFTER_TRAILER)[0];
-  if (typeof value !== "string" || !/^\d{1,9}$/.test(value)) return undefined;
-  return Number(value);
-}
-
 /** What a client sees when the server failed in a way it must not describe. */
 export const INTERNAL_DETAILS = "internal error";
 
