@@ -106,6 +106,31 @@ describe("one process per agent id", () => {
     expect(restarted.dispatched.map((c) => c.executionId)).toEqual([gone!.replace(/\/1$/, "/2")]);
   });
 
+  it("moves a replaced process's shard of a deleted job only once that process's lease has expired, whatever the new one releases", () => {
+    const { h } = heldId();
+    const refs = h.core.listAssignments("job").map((a) => ({ job: a.job, shard: a.shard, term: a.term, generation: a.generation }));
+    h.crash("w-1");
+    const restarted = h.connect("w-1", { instanceId: SECOND });
+    h.core.deleteJob("job", h.now);
+    h.flush();
+    // The new process never held them: a release of them, even with the right pair, changes nothing.
+    h.core.release(restarted.session, refs, h.now);
+    h.flush();
+    expect(restarted.revoked.size).toBe(0);
+    expect(h.events.filter((e) => e.type === "shard.release-ignored")).toHaveLength(1);
+    // Applied again, the job finds its shards still held, being given back, by the old process.
+    h.apply(testSpec("job", { schedule: undefined, shards: 2 }));
+    h.connect("w-2", { instanceId: FIRST.replace(/1/g, "3") });
+    expect(h.core.listAssignments("job").map((a) => [a.agent, a.revoking])).toEqual([
+      ["w-1", true],
+      ["w-1", true],
+    ]);
+    h.run(LEASE_AND_MARGIN);
+    const placed = h.core.listAssignments("job");
+    expect(placed.map((a) => a.revoking)).toEqual([false, false]);
+    expect(placed.every((a) => a.generation > refs[0]!.generation)).toBe(true);
+  });
+
   it("says why a shard waits while a replaced process's lease runs", () => {
     const { h } = heldId();
     h.crash("w-1");

@@ -747,7 +747,9 @@ export class ControllerCore {
     for (const ref of released) {
       const job = this.jobs.get(ref.job);
       const shard = job?.shards[ref.shard] ?? job?.retired.get(ref.shard) ?? this.deletedJobShards.get(ref.job)?.get(ref.shard);
-      if (shard === undefined || shard.owner !== agent.id || shard.term !== ref.term || shard.generation !== ref.generation) {
+      // A replaced process's shard is not this process's to give back: it moves when that one's lease ends.
+      const inherited = shard !== undefined && agent.inherited?.shards.has(shard) === true;
+      if (shard === undefined || inherited || shard.owner !== agent.id || shard.term !== ref.term || shard.generation !== ref.generation) {
         ignored.push(ref);
         continue;
       }
@@ -1852,7 +1854,8 @@ export class ControllerCore {
     for (const execution of shard.queue) this.closeExecution(execution, "cancelled", { error: reason });
     shard.queue = [];
     const owner = shard.owner === undefined ? undefined : this.agents.get(shard.owner);
-    if (owner !== undefined && owner.connected) {
+    // A replaced process's shard is not with the process on the stream: nothing to tell it.
+    if (owner !== undefined && owner.connected && owner.inherited?.shards.has(shard) !== true) {
       if (shard.running.size > 0) {
         this.outbox.send(owner.session, { kind: "cancel", executionIds: [...shard.running], reason });
       }
