@@ -1,0 +1,347 @@
+/**
+ * Executions: their lifecycle from dispatch to a terminal state, reports, retries, losses and
+ * failover re-runs, cancel, and the slots agents run them in.
+ */
+import { ShardlineError } from "../../shared/errors.js";
+import { DEFAULT_START_TIMEOUT_SECONDS, type JobSpec, type KubernetesSpec, priorityOf } from "../../shared/manifest/job-spec.js";
+import type { ExecutionRecord, ExecutionStateName } from "../store/store.js";
+import { FIRE_COMPLETE_SHARD, TERMINAL_STATES } from "../store/store.js";
+import type { ExecutionContext, ExecutionReport } from "./messages.js";
+import { retryDelayMs } from "./misfire.js";
+import type { AgentEntry, ShardEntry, JobEntry } from "./model.js";
+import { CoreState } from "./core-state.js";
+import * as Fires from "./fires.js";
+import * as FireComplete from "./fire-complete.js";
+import * as DaemonRuns from "./daemon-runs.js";
+import * as Clock from "./clock.js";
+
+export function executionUpdates(core: CoreState, session: string, reports: readonly ExecutionReport[], now: number): void {
+  Clock.advance(core, now);
+  const agent = core.agentOf(session);
+  // An event for each of the first few reports ignored, then one for the rest: a batch of
+  // thousands of made-up ids must not flood every watcher of the events.
+  const stale = { count: 0, events: 10 };
+  for (const report of reports) applyReport(core, agent, report, stale);
+  if (stale.count > stale.events) {
+    core.emit("execution.stale-report", `ignored ${stale.count - stale.events} more reports from ${agent.id} of executions it does not hold`, {
+      agent: agent.id,
+    });
+  }
+}
+
+/**
+ * Cancels an open execution: a waiting one at once, a dispatched one by asking its agent to
+ * abort it (it is recorded when the agent confirms, and never re-run by failover). Returns
+ * the execution's state after the request.
+ */
+export function cancelExecution(core: CoreState, id: string, reason: string, now: number): ExecutionStateName {
+  Clock.advance(core, now);
+  const execution = core.open.get(id);
+  if (execution === undefined) {
+    throw new ShardlineError("failed-precondition", `execution ${JSON.stringify(id)} is not pending or running`, { field: "id", value: id });
+  }
+  const shard = core.jobs.get(execution.job)?.shards[execution.shard];
+  const why = reason || "cancelled by an operator";
+  if (execution.agent === "") {
+    if (shard !== undefined) shard.queue = shard.queue.filter((e) => e.id !== id);
+    core.waitingFireCompletes = core.waitingFireCompletes.filter((e) => e.id !== id);
+    closeExecution(core, execution, "cancelled", { error: why });
+    core.emit("execution.cancelled", `${id} cancelled: ${why}`, { job: execution.job, shard: execution.shard, executionId: id });
+    if (shard !== undefined) dispatchShard(core, shard);
+    return "cancelled";
+  }
+  core.cancelling.add(id);
+  const agent = core.agents.get(execution.agent);
+  if (agent !== undefined && agent.connected) core.outbox.send(agent.session, { kind: "cancel", executionIds: [id], reason: why });
+  core.emit("execution.cancelling", `${id} is being cancelled on ${execution.agent}: ${why}`, {
+    job: execution.job,
+    shard: execution.shard,
+    agent: execution.agent,
+    executionId: id,
+  });
+  return execution.state;
+}
+
+/** Marks every run the shard's owner holds as lost (with failover per the job's spec). */
+export function loseRunning(core: CoreState, shard: ShardEntry, reason: string, onlyOf?: string): void {
+  for (const id of [...shard.running]) {
+    const execution = core.open.get(id);
+    if (execution !== undefined && (onlyOf === undefined || execution.agent === onlyOf)) loseExecution(core, execution, reason);
+  }
+}
+
+export function loseExecution(core: CoreState, execution: ExecutionRecord, reason: string): void {
+  if (core.cancelling.has(execution.id)) {
+    // It was being cancelled: a lost agent does not bring it back.
+    closeExecution(core, execution, "cancelled", { error: `cancelled; its agent could not confirm (${reason})` });
+    return;
+  }
+  const job = core.jobs.get(execution.job);
+  const shard = job?.shards[execution.shard];
+  const fireComplete = execution.shard === FIRE_COMPLETE_SHARD;
+  if (job === undefined || (shard === undefined && !fireComplete)) {
+    // Its job or shard was removed while it ran: removal cancels runs, this one included.
+    closeExecution(core, execution, "cancelled", { error: `cancelled: its ${job === undefined ? "job was deleted" : "shard was removed"}; ${reason}` });
+    return;
+  }
+  // A daemon run is not re-run: the shard's next owner starts its own.
+  const rerun = job.record.spec.failover !== "off" && execution.cause !== "daemon";
+  closeExecution(core, execution, "lost", { error: reason }, rerun);
+  core.emit("execution.lost", `${execution.id} lost: ${reason}`, {
+    job: execution.job,
+    shard: execution.shard,
+    agent: execution.agent,
+    executionId: execution.id,
+  });
+  if (!rerun) return;
+  const retry = Fires.newExecution(core, job, execution.shard, execution.fireTime, execution.attempt + 1, "failover", execution.parameter);
+  Fires.trace(core, job, retry, execution.traceContext);
+  core.emit("execution.failover", `${execution.id} runs again as ${retry.id}`, {
+    job: job.record.name,
+    shard: execution.shard,
+    executionId: retry.id,
+  });
+  if (shard !== undefined) {
+    Fires.enqueue(core, job, shard, retry);
+  } else {
+    retry.fireOutcome = execution.fireOutcome;
+    FireComplete.queueFireComplete(core, retry);
+  }
+}
+
+/** `stale` counts the reports ignored; past `stale.events` of them, no event is emitted for each. */
+export function applyReport(core: CoreState, agent: AgentEntry, report: ExecutionReport, stale?: { count: number; events: number }): void {
+  const execution = core.open.get(report.executionId);
+  if (execution === undefined || execution.agent !== agent.id) {
+    // A report of a run already closed (for example lost after a lease expiry), or of another
+    // agent's, changes nothing.
+    if (stale !== undefined && ++stale.count > stale.events) return;
+    core.emit("execution.stale-report", `ignored a report of ${report.executionId} from ${agent.id}`, {
+      agent: agent.id,
+      executionId: report.executionId,
+    });
+    return;
+  }
+  if (report.state === "running") {
+    if (execution.state !== "running") {
+      execution.state = "running";
+      execution.startedAt = report.startedAt ?? core.now;
+      core.outbox.saveExecution(execution);
+    }
+    return;
+  }
+  if (report.state === "lost") {
+    loseExecution(core, execution, report.error || `agent ${agent.id} could not finish it`);
+    return;
+  }
+  if (!TERMINAL_STATES.has(report.state) || report.state === "misfired") {
+    throw ShardlineError.invalid(
+      "execution_updates.state",
+      report.state,
+      "RUNNING, SUCCEEDED, FAILED, TIMED_OUT, CANCELLED or LOST",
+    );
+  }
+  const startedAt = execution.startedAt ?? report.startedAt;
+  const job = core.jobs.get(execution.job);
+  const shard = job?.shards[execution.shard];
+  const retrying =
+    job !== undefined &&
+    (shard !== undefined || execution.shard === FIRE_COMPLETE_SHARD) &&
+    (report.state === "failed" || report.state === "timed-out") &&
+    execution.attempt <= job.record.spec.retries.limit;
+  closeExecution(core, 
+    execution,
+    report.state,
+    { startedAt, finishedAt: report.finishedAt, error: report.error, result: report.result },
+    retrying,
+  );
+  core.emit("execution.finished", `${execution.id} ${report.state} on ${agent.id}`, {
+    job: execution.job,
+    shard: execution.shard,
+    agent: agent.id,
+    executionId: execution.id,
+    state: report.state,
+  });
+  if (retrying) scheduleRetry(core, job, shard, execution);
+  if (shard !== undefined) dispatchShard(core, shard);
+}
+
+/**
+ * Queues the next attempt of a failed execution after its backoff: a shard's ahead of later
+ * fires, a completion hook's among the waiting hooks (`shard` undefined).
+ */
+export function scheduleRetry(core: CoreState, job: JobEntry, shard: ShardEntry | undefined, failed: ExecutionRecord): void {
+  const retry = Fires.newExecution(core, job, failed.shard, failed.fireTime, failed.attempt + 1, "retry", failed.parameter);
+  Fires.trace(core, job, retry, failed.traceContext);
+  retry.notBefore = core.now + retryDelayMs(job.record.spec.retries.backoffSeconds, failed.attempt);
+  if (shard === undefined) {
+    retry.fireOutcome = failed.fireOutcome;
+    FireComplete.queueFireComplete(core, retry);
+  } else {
+    core.open.set(retry.id, retry);
+    shard.queue.unshift(retry);
+    core.queuedAt.set(retry.id, ++core.queueSeq);
+    core.outbox.saveExecution(retry);
+    core.timers.push(retry.notBefore, { kind: "retry", job: job.record.name, shard: shard.shard });
+  }
+  core.emit("execution.retry", `${failed.id} ${failed.state}; retrying as ${retry.id} at ${new Date(retry.notBefore).toISOString()}`, {
+    job: job.record.name,
+    shard: failed.shard,
+    executionId: retry.id,
+  });
+}
+
+/**
+ * Moves an open execution to a terminal state and forgets it. `followedUp`: another attempt
+ * of the same fire and shard comes next (a retry or a failover run), so the shard's part of
+ * the fire is not over yet.
+ */
+export function closeExecution(core: CoreState,  execution: ExecutionRecord, state: ExecutionStateName, fields: { startedAt?: number; finishedAt?: number; error?: string; result?: string }, followedUp = false, ): void {
+  execution.state = state;
+  if (fields.startedAt !== undefined) execution.startedAt = fields.startedAt;
+  execution.finishedAt = fields.finishedAt || core.now;
+  if (fields.error) execution.error = fields.error;
+  if (fields.result) execution.result = fields.result;
+  core.outbox.saveExecution(execution);
+  core.open.delete(execution.id);
+  core.queuedAt.delete(execution.id);
+  core.cancelling.delete(execution.id);
+  const agent = core.agents.get(execution.agent);
+  const freed = agent !== undefined && agent.executions.delete(execution.id);
+  const shard = core.jobs.get(execution.job)?.shards[execution.shard];
+  let shardFreed = false;
+  if (shard !== undefined) {
+    shardFreed = shard.running.delete(execution.id);
+    if (execution.cause === "daemon" && execution.agent !== "" && execution.agent === shard.owner) shard.daemonEndedAt = core.now;
+  }
+  if (!followedUp) FireComplete.settleFire(core, execution);
+  // The shard's next execution may have waited for this one (overlap: forbid), also when it
+  // ran on an agent other than the shard's owner (restored for an agent not back yet, now lost).
+  if (shardFreed && shard!.queue.length > 0) dispatchShard(core, shard!);
+  if (freed && agent.maxConcurrent > 0) fillSlots(core, agent);
+  if (freed) FireComplete.dispatchFireCompletes(core);
+}
+
+/** True when the agent may start one more execution. */
+export function hasSlot(core: CoreState, agent: AgentEntry): boolean {
+  return agent.maxConcurrent === 0 || agent.executions.size < agent.maxConcurrent;
+}
+
+/**
+ * Gives an agent's free slots to its waiting executions: highest job priority first, then
+ * first in, first out.
+ */
+export function fillSlots(core: CoreState, agent: AgentEntry): void {
+  while (agent.connected && !agent.lost && hasSlot(core, agent)) {
+    let best: ShardEntry | undefined;
+    let bestPriority = -Infinity;
+    let bestSeq = Infinity;
+    for (const shard of agent.shards) {
+      const head = shard.queue[0];
+      if (head === undefined || !headCanStart(core, shard)) continue;
+      const priority = priorityOf(core.jobs.get(shard.job)!.record.spec);
+      const seq = core.queuedAt.get(head.id) ?? 0;
+      if (priority > bestPriority || (priority === bestPriority && seq < bestSeq)) {
+        best = shard;
+        bestPriority = priority;
+        bestSeq = seq;
+      }
+    }
+    if (best === undefined) return;
+    dispatchShard(core, best, 1);
+  }
+}
+
+/** True when the shard's first waiting execution may go to its owner now (slots aside). */
+export function headCanStart(core: CoreState, shard: ShardEntry): boolean {
+  const head = shard.queue[0];
+  if (head === undefined || (head.notBefore ?? 0) > core.now || dispatchTarget(core, shard) === undefined) return false;
+  return shard.running.size === 0 || core.jobs.get(shard.job)!.record.spec.overlap !== "forbid";
+}
+
+export function canStartNow(core: CoreState, job: JobEntry, shard: ShardEntry): boolean {
+  const target = dispatchTarget(core, shard);
+  if (shard.queue.length > 0 || target === undefined || !hasSlot(core, target)) return false;
+  return job.record.spec.overlap !== "forbid" || shard.running.size === 0;
+}
+
+/** The agent the shard's work can be sent to now, if any. */
+export function dispatchTarget(core: CoreState, shard: ShardEntry): AgentEntry | undefined {
+  if (shard.owner === undefined || shard.revoking) return undefined;
+  const agent = core.agents.get(shard.owner);
+  if (agent === undefined || !agent.connected || agent.lost || agent.inherited?.shards.has(shard) === true) return undefined;
+  return agent;
+}
+
+/** Sends the shard's waiting executions to its owner, as its overlap policy allows. */
+export function dispatchShard(core: CoreState, shard: ShardEntry, max = Infinity): void {
+  const agent = dispatchTarget(core, shard);
+  const job = core.jobs.get(shard.job);
+  if (agent !== undefined && job !== undefined) DaemonRuns.ensureDaemonRun(core, job, shard);
+  if (agent === undefined || job === undefined || shard.queue.length === 0) return;
+  const spec = job.record.spec;
+  const contexts: ExecutionContext[] = [];
+  while (shard.queue.length > 0 && contexts.length < max && hasSlot(core, agent)) {
+    if ((shard.queue[0]!.notBefore ?? 0) > core.now) break;
+    if (shard.running.size > 0 && spec.overlap === "forbid") break;
+    if (shard.running.size > 0 && spec.overlap === "replace") {
+      const stale = [...shard.running].filter((id) => !core.cancelling.has(id));
+      if (stale.length > 0) {
+        for (const id of stale) core.cancelling.add(id);
+        core.outbox.send(agent.session, { kind: "cancel", executionIds: stale, reason: "replaced by a newer fire (overlap: replace)" });
+      }
+    }
+    const execution = shard.queue.shift()!;
+    core.queuedAt.delete(execution.id);
+    execution.agent = agent.id;
+    shard.running.add(execution.id);
+    agent.executions.add(execution.id);
+    core.outbox.saveExecution(execution);
+    contexts.push({
+      executionId: execution.id,
+      job: execution.job,
+      shard: execution.shard,
+      shardCount: spec.shards,
+      shardParameter: spec.shardParameters[execution.shard] ?? "",
+      parameter: execution.parameter,
+      fireTime: execution.fireTime,
+      attempt: execution.attempt,
+      handler: spec.handler,
+      timeoutMs: spec.timeoutSeconds * 1000,
+      assignment: { job: shard.job, shard: shard.shard, term: shard.term, generation: shard.generation },
+      traceContext: execution.traceContext ?? {},
+      ...executorOf(spec),
+      ...(execution.cause === "daemon" ? { daemon: true } : {}),
+    });
+  }
+  if (contexts.length > 0) core.outbox.send(agent.session, { kind: "dispatch", executions: contexts });
+}
+
+/** The executor part of an execution's context, from the job's spec. */
+export function executorOf(spec: JobSpec): Pick<ExecutionContext, "script" | "http" | "kubernetes"> {
+  if (spec.script !== undefined) {
+    const { command, args, env, killGraceSeconds } = spec.script;
+    return { script: { command, args, env, killGraceMs: killGraceSeconds * 1000 } };
+  }
+  if (spec.http !== undefined) {
+    const { method, url, headers, body, connectTimeoutSeconds, readTimeoutSeconds } = spec.http;
+    return { http: { method, url, headers, body, connectTimeoutMs: connectTimeoutSeconds * 1000, readTimeoutMs: readTimeoutSeconds * 1000 } };
+  }
+  if (spec.kubernetes !== undefined) return { kubernetes: kubernetesContext(spec.kubernetes) };
+  return {};
+}
+
+/** Each spec's pod template is turned into JSON once, not per dispatched execution. */
+export const podTemplates = new WeakMap<KubernetesSpec, NonNullable<ExecutionContext["kubernetes"]>>();
+
+export function kubernetesContext(kubernetes: KubernetesSpec): NonNullable<ExecutionContext["kubernetes"]> {
+  let context = podTemplates.get(kubernetes);
+  if (context === undefined) {
+    const { template, backoffLimit, ttlSecondsAfterFinished, logContainer } = kubernetes;
+    // Specs stored before startTimeoutSeconds existed get its default.
+    const startTimeoutSeconds = kubernetes.startTimeoutSeconds ?? DEFAULT_START_TIMEOUT_SECONDS;
+    context = { podTemplateJson: JSON.stringify(template), backoffLimit, ttlSecondsAfterFinished, logContainer, startTimeoutSeconds };
+    podTemplates.set(kubernetes, context);
+  }
+  return context;
+}
