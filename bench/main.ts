@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * `npm run bench [-- --quick]`: measures DESIGN.md's performance table on this machine, with
+ * `npm run bench [-- --quick]`: measures the performance targets (docs/architecture.md) on this machine, with
  * BullMQ on a real Redis as the peer in the same run (leader failover, on a real etcd, has no
  * peer), and writes bench/results/latest.{json,md,svg}.
  */
@@ -182,7 +182,7 @@ function formatDuration(seconds: number): string {
   return seconds >= 60 && seconds % 60 === 0 ? `${seconds / 60}-minute` : `${seconds}-second`;
 }
 
-/** DESIGN.md's target for a figure, where it sets one. */
+/** The target for a figure (docs/architecture.md, "Performance targets"), where there is one. */
 function targetOf(name: string): string | undefined {
   if (name.startsWith("fire lag p99 at 1000 fires/s")) return "<= 5 ms";
   if (name.startsWith("executions per second")) return ">= 50,000";

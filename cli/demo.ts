@@ -42,7 +42,7 @@ const GLYPH: Partial<Record<ExecutionState, string>> = {
 };
 
 /**
- * The demo of DESIGN.md in one command: a controller on an embedded SQLite store, three agent
+ * The whole system in one command: a controller on an embedded SQLite store, three agent
  * processes, a 6-shard job firing every second, and a live view. A few seconds in, one agent is
  * killed with SIGKILL; its shards move to the survivors once its lease expires, and a failed-over
  * run is shown. Later it comes back and takes its fair share again.

@@ -8,7 +8,7 @@ import { parse } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 /**
- * The proto is the product for agents and clients in other languages (DESIGN.md "The contract"):
+ * The proto is the product for agents and clients in other languages (docs/protocol.md):
  * it must stay documented, and compatible with every contract Shardline released. Released
  * contracts are buf images in proto/released/ (its README says how to cut one); this runs
  * `buf breaking` against each, with the buf release package.json's scripts pin.

@@ -50,7 +50,7 @@ export interface ControllerOptions {
 }
 
 export const DEFAULT_STORE = "sqlite:./shardline.db";
-/** DESIGN.md "Leases": the defaults the controller applies when the flags are absent. */
+/** The lease defaults the controller applies when the flags are absent (docs/protocol.md, "Heartbeats and the lease"). */
 const DEFAULT_HEARTBEAT_INTERVAL_MS = 500;
 const DEFAULT_LEASE_TTL_MS = 2_000;
 

@@ -2,7 +2,7 @@ import type { ShardingStrategy } from "./sharding/strategy.js";
 
 /** Timing and bounds of the controller's decisions. */
 export interface CoreConfig {
-  /** How often agents heartbeat (DESIGN.md default 500 ms). */
+  /** How often agents heartbeat (default 500 ms). */
   heartbeatIntervalMs: number;
   /**
    * How long an ack keeps an agent's lease alive (default 2 s). A lost agent's shards move, and

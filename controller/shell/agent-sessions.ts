@@ -39,7 +39,7 @@ export interface AgentSessionsOptions {
 /**
  * The controller's side of `AgentService.Connect`: decodes each agent's messages into core
  * events, and encodes the core's commands into stream messages, coalescing consecutive commands
- * of one kind for one agent into a single message (DESIGN.md: one gRPC message costs 10-15 us).
+ * of one kind for one agent into a single message (one gRPC message costs 10-15 us on these cores: see docs/architecture.md, "Performance targets").
  *
  * A stream is a stranger's until its Hello: every message is checked (agent-stream-protocol.ts)
  * before it reaches the core, a bad one ends that stream alone with a status naming the field,

@@ -10,8 +10,19 @@ import type { ExecutionRecord, Store, StoreBatch } from "../store/store.js";
 export type Deliver = (messages: Outbound[], closes: SessionClose[]) => void;
 
 /**
- * Runs the core against the real clock and carries out its effects. Steps made in one event-loop
- * turn are flushed together as one batch: its writes go to the store at once, and its messages
+ * Runs the core against the real clock and carries out its effects, in this order
+ * (docs/architecture.md, "The driver's contract"):
+ *
+ * 1. apply a step at `now` (an agent's message, an admin call, or the armed timer); the steps of
+ *    one event-loop turn form one batch;
+ * 2. `take()` the batch's effects (placement runs there, once per batch);
+ * 3. commit their writes to the store, batches in the order they were made;
+ * 4. once that commit is durable, and after every earlier batch's messages: send the messages, in
+ *    order, then close the sessions asked to close;
+ * 5. publish the events;
+ * 6. arm one timer for `nextDeadline()`.
+ *
+ * Steps made in one event-loop turn are flushed together as one batch: its writes go to the store at once, and its messages
  * go out once those writes are durable, after the messages of every earlier batch. The store
  * commits batches in the order they were made, so later batches are written while earlier ones
  * sync (the store may group them), yet nothing is sent before it is durable: that is what keeps

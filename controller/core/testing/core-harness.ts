@@ -6,7 +6,7 @@ import { ControllerCore } from "../controller-core.js";
 import { type ExecutionTracing, NO_TRACING } from "../execution-tracing.js";
 import type { AgentCommand, AssignmentRef, CoreEvent, ExecutionContext } from "../messages.js";
 
-/** A job spec with DESIGN.md's defaults, for tests. */
+/** A job spec with the manifest's defaults, for tests. */
 export function testSpec(name: string, overrides: Partial<JobSpec> = {}): JobSpec {
   return {
     name,

@@ -3,8 +3,8 @@
 /* eslint-disable */
 
 // Shared vocabulary of the Shardline contract: shards, assignments, executions, agents and jobs.
-// The words match shared/DESIGN.md: a job has shards; an assignment says which agent owns a
-// shard; an execution is one run of one shard for one fire, as one attempt.
+// The words match docs/architecture.md's vocabulary: a job has shards; an assignment says which
+// agent owns a shard; an execution is one run of one shard for one fire, as one attempt.
 //
 // Conventions of every file in this package:
 // - Times named `*_unix_ms` are Unix milliseconds (UTC) as int64; 0 means "none" or "not yet",
