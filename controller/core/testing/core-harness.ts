@@ -311,3 +311,25 @@ export class CoreHarness {
     }
   }
 }
+
+/** Two agents sharing a manual-only 4-shard job (or `spec`), past the startup grace. */
+export function twoAgents(spec = testSpec("job", { schedule: undefined })): { h: CoreHarness; a: ModelAgent; b: ModelAgent } {
+  const h = new CoreHarness();
+  const a = h.connect("a");
+  const b = h.connect("b");
+  h.apply(spec);
+  return { h, a, b };
+}
+
+/** One agent holding a manual-only 2-shard job, with `overrides` to its spec. */
+export function oneAgent(overrides: Partial<JobSpec> = {}): { h: CoreHarness; a: ModelAgent } {
+  const h = new CoreHarness();
+  const a = h.connect("a");
+  h.apply(testSpec("job", { schedule: undefined, shards: 2, ...overrides }));
+  return { h, a };
+}
+
+/** The agent that owns the shard, if any. */
+export function ownerOf(h: CoreHarness, job: string, shard: number): string | undefined {
+  return h.core.listAssignments(job).find((x) => x.shard === shard)?.agent;
+}

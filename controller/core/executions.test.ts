@@ -1,13 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { ShardlineError } from "../../shared/errors.js";
-import { CoreHarness, testSpec } from "./testing/core-harness.js";
+import { CoreHarness, testSpec, twoAgents, oneAgent } from "./testing/core-harness.js";
 
-function oneAgent(overrides: Parameters<typeof testSpec>[1] = {}) {
-  const h = new CoreHarness();
-  const a = h.connect("a");
-  h.apply(testSpec("job", { schedule: undefined, shards: 2, ...overrides }));
-  return { h, a };
-}
+const LEASE = 2000;
 
 describe("retries", () => {
   it("retries a failed execution after its backoff, doubling the wait, up to the limit", () => {
@@ -101,59 +95,6 @@ describe("cancel", () => {
   });
 });
 
-describe("disabled shards", () => {
-  it("does not fire a disabled shard until it is enabled again", () => {
-    const { h } = oneAgent({ schedule: "* * * * * *" });
-    h.core.disableShard("job", 1, h.now);
-    h.run(2000);
-    expect(new Set(h.executionsOf("job").map((e) => e.shard))).toEqual(new Set([0]));
-    h.core.enableShard("job", 1, h.now);
-    h.succeedAll("a");
-    h.run(1000);
-    expect(new Set(h.executionsOf("job").map((e) => e.shard))).toEqual(new Set([0, 1]));
-    expect(h.durable.jobs.get("job")?.disabledShards).toEqual([]);
-  });
-
-  it("refuses to trigger a disabled shard by name, and names a shard out of range", () => {
-    const { h } = oneAgent();
-    h.core.disableShard("job", 0, h.now);
-    expect(() => h.core.triggerJob("job", [0], undefined, h.now)).toThrowError(/shard 0 of job job is disabled/);
-    let error: unknown;
-    try {
-      h.core.disableShard("job", 7, h.now);
-    } catch (e) {
-      error = e;
-    }
-    expect((error as ShardlineError).message).toMatch(/^shard: 7 is not allowed; expected a shard number from 0 to 1/);
-  });
-});
-
-describe("applying a manifest", () => {
-  it("takes a changed schedule at once, and changes nothing when the spec is the same", () => {
-    const h = new CoreHarness();
-    h.apply(testSpec("job", { schedule: "0 0 * * * *" }));
-    const base = Date.UTC(2026, 0, 1, 0, 0, 0);
-    expect(h.core.getJob("job").nextFire).toBe(base + 3_600_000);
-    h.apply(testSpec("job", { schedule: "*/10 * * * * *" }));
-    expect(h.core.getJob("job").nextFire).toBe(base + 10_000);
-    expect(h.core.getJob("job").record.revision).toBe(2);
-    const same = h.core.applyJob("job", testSpec("job", { schedule: "*/10 * * * * *" }), "other text", h.now);
-    expect(same.changed).toBe(false);
-    expect(h.core.getJob("job").record.revision).toBe(2);
-    h.advance(10_000);
-    expect(h.executionsOf("job").map((e) => e.fireTime)).toContain(base + 10_000);
-  });
-});
-
-describe("job view", () => {
-  it("lists the next five scheduled fires", () => {
-    const h = new CoreHarness();
-    h.apply(testSpec("job", { schedule: "0 */15 * * * *" }));
-    const base = Date.UTC(2026, 0, 1, 0, 0, 0);
-    expect(h.core.getJob("job").upcoming).toEqual([1, 2, 3, 4, 5].map((i) => base + i * 15 * 60_000));
-  });
-});
-
 describe("slots and priority", () => {
   it("starts no more executions on an agent than its slots, and the next when one frees", () => {
     const h = new CoreHarness();
@@ -195,5 +136,35 @@ describe("slots and priority", () => {
     h.core.triggerJob("job", [], undefined, h.now);
     h.flush();
     expect(h.core.listAgents().map((x) => [x.id, x.maxConcurrent, x.running])).toEqual([["a", 3, 2]]);
+  });
+});
+
+describe("work that outlives an agent's process", () => {
+  it("cancels what a returning agent still runs after the controller recorded it lost and ran it again", () => {
+    const { h, a, b } = twoAgents();
+    h.core.triggerJob("job", [], undefined, h.now);
+    h.flush();
+    const onA = a.dispatchedIds();
+    for (const id of onA) h.report("a", id, "running");
+    h.crash("a");
+    h.run(LEASE + 1000, ["a"]);
+    for (const id of onA) expect(h.execution(id)?.state).toBe("lost");
+    expect(b.dispatchedIds()).toEqual(expect.arrayContaining(onA.map((id) => id.replace(/\/1$/, "/2"))));
+    // Back, still running its first attempts (Kubernetes Jobs outlive the agent's process).
+    const again = h.connect("a", { executions: onA.map((executionId) => ({ executionId, state: "running" as const })) });
+    expect(again.cancelled.sort()).toEqual([...onA].sort());
+    for (const id of onA) expect(h.execution(id)?.state).toBe("lost");
+  });
+
+  it("cancels nothing a returning agent runs within its lease", () => {
+    const { h, a } = twoAgents();
+    h.core.triggerJob("job", [], undefined, h.now);
+    h.flush();
+    const running = a.dispatchedIds();
+    for (const id of running) h.report("a", id, "running");
+    const held = [...a.held.values()];
+    h.crash("a");
+    h.advance(300);
+    expect(h.connect("a", { held, executions: running.map((executionId) => ({ executionId, state: "running" as const })) }).cancelled).toEqual([]);
   });
 });
