@@ -2,7 +2,7 @@
  * Time: timers due at `now` (fires, leases, retries, the startup grace, a replaced process's
  * fence).
  */
-import { FIRE_COMPLETE_SHARD } from "../store/store.js";
+import { FIRE_COMPLETE_SHARD } from "./store-port.js";
 import { type TimerKind } from "./timer-queue.js";
 import type { CoreState } from "./core-state.js";
 import * as Agents from "./agents.js";

@@ -1,4 +1,4 @@
-import type { StoreSnapshot } from "../store/store.js";
+import type { StoreSnapshot } from "./store-port.js";
 import type { CoreConfig } from "./config.js";
 import { type ExecutionTracing, NO_TRACING } from "./execution-tracing.js";
 import type { AgentHello, AssignmentRef, ExecutionReport } from "./messages.js";
@@ -6,7 +6,7 @@ import type { Effects } from "./outbox.js";
 import { CoreState } from "./core-state.js";
 import type { AgentView, AssignmentView, JobView, UnassignedShardView } from "./model.js";
 import type { JobSpec } from "../../shared/manifest/job-spec.js";
-import type { ExecutionRecord, ExecutionStateName, JobRecord } from "../store/store.js";
+import type { ExecutionRecord, ExecutionStateName, JobRecord } from "./store-port.js";
 import * as Agents from "./agents.js";
 import * as JobAdmin from "./job-admin.js";
 import * as Executions from "./executions.js";

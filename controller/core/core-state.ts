@@ -1,5 +1,5 @@
 import { ShardlineError } from "../../shared/errors.js";
-import type { ExecutionRecord, ExecutionStateName } from "../store/store.js";
+import type { ExecutionRecord, ExecutionStateName } from "./store-port.js";
 import type { CoreConfig } from "./config.js";
 import { type ExecutionTracing } from "./execution-tracing.js";
 import type { AssignmentRef } from "./messages.js";

@@ -1,5 +1,5 @@
 import type { JobSpec } from "../../shared/manifest/job-spec.js";
-import type { ExecutionStateName, JobRecord } from "../store/store.js";
+import type { ExecutionStateName, JobRecord } from "./store-port.js";
 import type { ControllerCore } from "./controller-core.js";
 import type { AgentHello, AssignmentRef, ExecutionReport } from "./messages.js";
 

@@ -1,4 +1,4 @@
-import { FIRE_COMPLETE_SHARD } from "../store/store.js";
+import { FIRE_COMPLETE_SHARD } from "./store-port.js";
 
 /**
  * The deterministic id of an execution: the same job, fire instant, shard and attempt always

@@ -1,4 +1,4 @@
-import type { ExecutionCause } from "../store/store.js";
+import type { ExecutionCause } from "./store-port.js";
 
 /** A W3C trace context as carried in the execute message and the execution record: `traceparent`, `tracestate`. */
 export type TraceCarrier = Record<string, string>;

@@ -4,8 +4,8 @@
  */
 import { ShardlineError } from "../../shared/errors.js";
 import { DEFAULT_START_TIMEOUT_SECONDS, type JobSpec, type KubernetesSpec, priorityOf } from "../../shared/manifest/job-spec.js";
-import type { ExecutionRecord, ExecutionStateName } from "../store/store.js";
-import { FIRE_COMPLETE_SHARD, TERMINAL_STATES } from "../store/store.js";
+import type { ExecutionRecord, ExecutionStateName } from "./store-port.js";
+import { FIRE_COMPLETE_SHARD, TERMINAL_STATES } from "./store-port.js";
 import type { ExecutionContext, ExecutionReport } from "./messages.js";
 import { retryDelayMs } from "./misfire.js";
 import type { AgentEntry, ShardEntry, JobEntry } from "./model.js";

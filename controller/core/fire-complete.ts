@@ -3,8 +3,8 @@
  * shard of it has finished.
  */
 import { type JobSpec } from "../../shared/manifest/job-spec.js";
-import type { ExecutionRecord, ShardOutcome } from "../store/store.js";
-import { FIRE_COMPLETE_SHARD } from "../store/store.js";
+import type { ExecutionRecord, ShardOutcome } from "./store-port.js";
+import { FIRE_COMPLETE_SHARD } from "./store-port.js";
 import type { ExecutionContext } from "./messages.js";
 import type { AgentEntry } from "./model.js";
 import { CoreState, push } from "./core-state.js";

@@ -1,6 +1,6 @@
 /** Fires: the schedule, each fire's executions, the misfire policy, and catch-up after downtime. */
 import { fireTimesBetween, nextFireAfter } from "../../shared/schedule.js";
-import type { ExecutionCause, ExecutionRecord } from "../store/store.js";
+import type { ExecutionCause, ExecutionRecord } from "./store-port.js";
 import { executionId } from "./execution-id.js";
 import { NO_TRACING, type TraceCarrier } from "./execution-tracing.js";
 import { admitLateFire, planMissedFires } from "./misfire.js";

@@ -2,7 +2,7 @@
 import { ShardlineError } from "../../shared/errors.js";
 import { specEquals } from "../../shared/manifest/index.js";
 import { type JobSpec } from "../../shared/manifest/job-spec.js";
-import type { JobRecord } from "../store/store.js";
+import type { JobRecord } from "./store-port.js";
 import type { ShardEntry, JobEntry } from "./model.js";
 import { CoreState } from "./core-state.js";
 import * as Fires from "./fires.js";

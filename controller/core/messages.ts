@@ -1,4 +1,4 @@
-import type { ExecutionStateName, ShardOutcome } from "../store/store.js";
+import type { ExecutionStateName, ShardOutcome } from "./store-port.js";
 
 /** An assignment as the core speaks of it: shard of job, stamped (term, generation). */
 export interface AssignmentRef {

@@ -1,5 +1,5 @@
 import type { MisfirePolicy } from "../../shared/manifest/job-spec.js";
-import type { ExecutionCause } from "../store/store.js";
+import type { ExecutionCause } from "./store-port.js";
 
 /** The part of a job's spec that misfire rules read. */
 export interface MisfireSpec {

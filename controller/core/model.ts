@@ -3,7 +3,7 @@
  * tracks between steps, and the views it gives of them.
  */
 import { type JobSpec } from "../../shared/manifest/job-spec.js";
-import type { ExecutionRecord, JobRecord, ShardOutcome } from "../store/store.js";
+import type { ExecutionRecord, JobRecord, ShardOutcome } from "./store-port.js";
 
 /** How an agent looks from the outside. */
 export type AgentStateName = "ready" | "draining" | "lost";

@@ -1,5 +1,5 @@
 import type { ErrorCode } from "../../shared/errors.js";
-import type { ExecutionRecord, JobRecord, StoreBatch } from "../store/store.js";
+import type { ExecutionRecord, JobRecord, StoreBatch } from "./store-port.js";
 import type { AgentCommand, CoreEvent } from "./messages.js";
 
 /** A message for one agent session. */

@@ -2,8 +2,8 @@
  * Recovery: state restored from the store's snapshot after a restart or a leader change, and what
  * reconnecting agents hand back (runs and claimed shards).
  */
-import type { ExecutionRecord, StoreSnapshot } from "../store/store.js";
-import { FIRE_COMPLETE_SHARD } from "../store/store.js";
+import type { ExecutionRecord, StoreSnapshot } from "./store-port.js";
+import { FIRE_COMPLETE_SHARD } from "./store-port.js";
 import { claimFromTheFuture } from "./hello-rules.js";
 import type { AssignmentRef, ExecutionReport } from "./messages.js";
 import type { AgentEntry } from "./model.js";

@@ -1,7 +1,7 @@
 /** Read views for the admin API and metrics. */
 import { priorityOf } from "../../shared/manifest/job-spec.js";
 import { nextFireAfter } from "../../shared/schedule.js";
-import type { ExecutionRecord } from "../store/store.js";
+import type { ExecutionRecord } from "./store-port.js";
 import { whyNoAgentCanRun } from "./waiting-reasons.js";
 import type { AgentView, AssignmentView, JobView, UnassignedShardView } from "./model.js";
 import { CoreState, notFound } from "./core-state.js";

@@ -2,7 +2,7 @@
  * Why things wait: pending executions, unowned shards and jobs, each with the reason the CLI
  * shows.
  */
-import { FIRE_COMPLETE_SHARD } from "../store/store.js";
+import { FIRE_COMPLETE_SHARD } from "./store-port.js";
 import { at, whyNoAgentCanRun, whyNoAgentForHook, whyNoScheduledFires } from "./waiting-reasons.js";
 import type { ShardEntry, JobEntry } from "./model.js";
 import { CoreState } from "./core-state.js";

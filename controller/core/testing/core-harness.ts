@@ -1,7 +1,8 @@
 import type { ErrorCode } from "../../../shared/errors.js";
 import type { JobSpec } from "../../../shared/manifest/job-spec.js";
-import type { ExecutionRecord, JobRecord, StoreSnapshot } from "../../store/store.js";
+import type { ExecutionRecord } from "../store-port.js";
 import { type CoreConfig, DEFAULT_CORE_CONFIG } from "../config.js";
+import { MemoryStore } from "../memory-store.js";
 import { ControllerCore } from "../controller-core.js";
 import { type ExecutionTracing, NO_TRACING } from "../execution-tracing.js";
 import type { AgentCommand, AssignmentRef, CoreEvent, ExecutionContext } from "../messages.js";
@@ -31,35 +32,8 @@ export function testSpec(name: string, overrides: Partial<JobSpec> = {}): JobSpe
   };
 }
 
-/**
- * What the store would hold: every persisted batch applied in order, so a test can restart the
- * core from exactly what it made durable.
- */
-export class MemoryDurableState {
-  term = 0;
-  /** What the snapshot says of earlier controllers' leases (see StoreSnapshot). */
-  predecessorLeasesEndWithinMs: number | undefined;
-  jobs = new Map<string, JobRecord>();
-  cursors = new Map<string, number>();
-  executions = new Map<string, ExecutionRecord>();
-
-  snapshot(): StoreSnapshot {
-    this.term += 1;
-    return {
-      term: this.term,
-      ...(this.predecessorLeasesEndWithinMs === undefined ? {} : { predecessorLeasesEndWithinMs: this.predecessorLeasesEndWithinMs }),
-      jobs: [...this.jobs.values()],
-      cursors: new Map(this.cursors),
-      openExecutions: [...this.executions.values()]
-        .filter((e) => e.state === "pending" || e.state === "running")
-        .map((e) => ({ ...e })),
-      settledOfOpenFires: [...this.executions.values()]
-        .filter((e) => e.state !== "pending" && e.state !== "running")
-        .filter((e) => [...this.executions.values()].some((o) => o.job === e.job && o.fireTime === e.fireTime && (o.state === "pending" || o.state === "running")))
-        .map((e) => ({ ...e })),
-    };
-  }
-}
+/** The durable state a test restarts the core from: the in-memory store. */
+export { MemoryStore as MemoryDurableState };
 
 /**
  * A model of one agent seen through its stream: what the core told it. It runs nothing by
@@ -126,7 +100,7 @@ export class ModelAgent {
 export class CoreHarness {
   now = Date.UTC(2026, 0, 1, 0, 0, 0);
   core!: ControllerCore;
-  readonly durable = new MemoryDurableState();
+  readonly durable = new MemoryStore();
   readonly agents = new Map<string, ModelAgent>();
   /** Every model agent ever connected, including ones replaced by a newer stream. */
   private readonly streams: ModelAgent[] = [];

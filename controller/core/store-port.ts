@@ -1,0 +1,162 @@
+import type { JobSpec } from "../../shared/manifest/job-spec.js";
+
+/** The state of an execution, as named in the CLI, the JSON output and the store. */
+export type ExecutionStateName =
+  | "pending"
+  | "running"
+  | "succeeded"
+  | "failed"
+  | "timed-out"
+  | "cancelled"
+  | "lost"
+  | "misfired";
+
+export const TERMINAL_STATES: ReadonlySet<ExecutionStateName> = new Set([
+  "succeeded",
+  "failed",
+  "timed-out",
+  "cancelled",
+  "lost",
+  "misfired",
+]);
+
+/** Why an execution exists. "fire-complete" is the first run of a job's spec.onFireComplete hook. */
+export type ExecutionCause = "schedule" | "trigger" | "failover" | "misfire" | "retry" | "daemon" | "fire-complete";
+
+/**
+ * The shard number of a run of spec.onFireComplete, which belongs to the whole fire rather than
+ * to a shard; the proto shows it as shard 0 with `fire_complete` set.
+ */
+export const FIRE_COMPLETE_SHARD = -1;
+
+/** How one shard of a fire ended, as a completion hook is told. */
+export interface ShardOutcome {
+  shard: number;
+  state: ExecutionStateName;
+  /** The shard's final attempt. */
+  executionId: string;
+  error?: string;
+}
+
+/** A job as the controller keeps it. */
+export interface JobRecord {
+  name: string;
+  /** The manifest text as applied. */
+  manifest: string;
+  spec: JobSpec;
+  paused: boolean;
+  /** Grows by one on every change of the manifest. */
+  revision: number;
+  /** Shards an operator disabled: they are not fired. */
+  disabledShards: number[];
+}
+
+/** One run of one shard for one fire, as one attempt. Times are Unix milliseconds. */
+export interface ExecutionRecord {
+  /** `JOB/FIRE_UNIX_MS/SHARD/ATTEMPT`, or `JOB/FIRE_UNIX_MS/complete/ATTEMPT` for a completion hook run. */
+  id: string;
+  job: string;
+  shard: number;
+  fireTime: number;
+  attempt: number;
+  /** The agent it was dispatched to; "" while it has none. */
+  agent: string;
+  state: ExecutionStateName;
+  startedAt?: number;
+  finishedAt?: number;
+  error?: string;
+  result?: string;
+  cause: ExecutionCause;
+  /** The job parameter this execution runs with (a trigger may override the job's). */
+  parameter: string;
+  /** A retry is not dispatched before this instant. */
+  notBefore?: number;
+  /** For a run of spec.onFireComplete (shard FIRE_COMPLETE_SHARD): how each shard of the fire ended. */
+  fireOutcome?: ShardOutcome[];
+  /**
+   * The W3C trace context (`traceparent`, `tracestate`) it runs under, fixed when it is created;
+   * absent when tracing is off. Kept so that a run replacing it, after a restart or on another
+   * leader too, can link to it.
+   */
+  traceContext?: Record<string, string>;
+}
+
+/** Everything one core step asks to make durable, written atomically. */
+export interface StoreBatch {
+  /** Jobs created or changed. */
+  jobs?: JobRecord[];
+  /**
+   * Jobs removed (their execution history stays until retention). Their fire cursors stay too: a
+   * job applied again under the same name fires only after them, so it never makes an execution
+   * id (job, fire, shard, attempt) the deleted one already had.
+   */
+  deletedJobs?: string[];
+  /** The last fire made per job, so a restart never fires the same instant twice. */
+  cursors?: { job: string; fireTime: number }[];
+  /** Executions created or changed, upserted by id. */
+  executions?: ExecutionRecord[];
+}
+
+/** What the controller loads when it starts. */
+export interface StoreSnapshot {
+  /** The term this controller runs under: one more than any earlier controller of this store. */
+  term: number;
+  jobs: JobRecord[];
+  cursors: Map<string, number>;
+  /** Executions not yet in a terminal state. */
+  openExecutions: ExecutionRecord[];
+  /**
+   * The finished executions of fires that still have open ones: the core rebuilds from them how
+   * far each fire is from running its spec.onFireComplete hook.
+   */
+  settledOfOpenFires: ExecutionRecord[];
+  /**
+   * Every agent lease an earlier controller granted has ended within this many ms from when the
+   * snapshot was read; absent, nothing is known and one whole lease is assumed. On etcd a leader
+   * bounds its leases by its own leadership lease, which ended before this term began (0), unless
+   * it handed over on purpose while they still ran (the time it recorded with handOver).
+   */
+  predecessorLeasesEndWithinMs?: number;
+}
+
+/** A filter over the execution history; every field narrows. Results are newest fire first. */
+export interface ExecutionQuery {
+  job?: string;
+  shard?: number;
+  agent?: string;
+  state?: ExecutionStateName;
+  /** fireTime >= since. */
+  since?: number;
+  /** fireTime < until. */
+  until?: number;
+  /** At most this many. */
+  limit: number;
+}
+
+/** How much finished history to keep. Open executions are never pruned. */
+export interface RetentionPolicy {
+  /** Keep at most this many finished executions per job. */
+  maxPerJob: number;
+  /** Drop finished executions whose fire is older than this. */
+  maxAgeMs: number;
+}
+
+/**
+ * The controller's durable state. One interface, two backends (SQLite now, etcd later). A commit
+ * resolves only once the batch is durable: the shell dispatches nothing before that.
+ */
+export interface Store {
+  open(): Promise<StoreSnapshot>;
+  commit(batch: StoreBatch): Promise<void>;
+  listExecutions(query: ExecutionQuery): Promise<ExecutionRecord[]>;
+  getExecution(id: string): Promise<ExecutionRecord | undefined>;
+  /** Deletes finished executions beyond the policy; returns how many. */
+  prune(policy: RetentionPolicy, now: number): Promise<number>;
+  /**
+   * Records, before a leader steps down on purpose, that the agent leases it granted all end
+   * within `ms`: the next leader's snapshot says so (predecessorLeasesEndWithinMs). Stores with one
+   * controller need not keep it.
+   */
+  handOver?(leasesEndWithinMs: number): Promise<void>;
+  close(): Promise<void>;
+}
