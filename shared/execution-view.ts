@@ -1,3 +1,4 @@
+import { stateEnumOf, stateNameOf, TERMINAL_STATES } from "./execution-state.js";
 import { ExecutionState, type Execution } from "./gen/shardline/v1/types_pb.js";
 
 /**
@@ -6,32 +7,19 @@ import { ExecutionState, type Execution } from "./gen/shardline/v1/types_pb.js";
  * Times are ISO-8601 strings or null; an empty string from the API is null.
  */
 
-/** Execution states as the JSON, the CLI and the store name them, in the proto's order. */
-export const EXECUTION_STATE_NAMES: Readonly<Record<ExecutionState, string>> = {
-  [ExecutionState.UNSPECIFIED]: "unknown",
-  [ExecutionState.PENDING]: "pending",
-  [ExecutionState.RUNNING]: "running",
-  [ExecutionState.SUCCEEDED]: "succeeded",
-  [ExecutionState.FAILED]: "failed",
-  [ExecutionState.TIMED_OUT]: "timed-out",
-  [ExecutionState.CANCELLED]: "cancelled",
-  [ExecutionState.LOST]: "lost",
-  [ExecutionState.MISFIRED]: "misfired",
-};
+/** Execution states as the JSON and the CLI name them, in the proto's order ("unknown" for UNSPECIFIED). */
+export const EXECUTION_STATE_NAMES: Readonly<Record<ExecutionState, string>> = Object.fromEntries(
+  Object.values(ExecutionState)
+    .filter((value): value is ExecutionState => typeof value === "number")
+    .map((value) => [value, stateNameOf(value) ?? "unknown"]),
+) as Record<ExecutionState, string>;
 
-/** The states an execution ends in: nothing changes it after one of these. */
-export const TERMINAL_EXECUTION_STATES: ReadonlySet<ExecutionState> = new Set([
-  ExecutionState.SUCCEEDED,
-  ExecutionState.FAILED,
-  ExecutionState.TIMED_OUT,
-  ExecutionState.CANCELLED,
-  ExecutionState.LOST,
-  ExecutionState.MISFIRED,
-]);
+/** The proto values of the states an execution ends in (shared/execution-state.ts). */
+export const TERMINAL_EXECUTION_STATES: ReadonlySet<ExecutionState> = new Set([...TERMINAL_STATES].map(stateEnumOf));
 
 /** The name of an execution state; a value newer than this code shows as "unknown". */
 export function executionStateName(state: ExecutionState): string {
-  return EXECUTION_STATE_NAMES[state] ?? "unknown";
+  return stateNameOf(state) ?? "unknown";
 }
 
 /**

@@ -1,24 +1,7 @@
 import type { JobSpec } from "../../shared/manifest/job-spec.js";
 
-/** The state of an execution, as named in the CLI, the JSON output and the store. */
-export type ExecutionStateName =
-  | "pending"
-  | "running"
-  | "succeeded"
-  | "failed"
-  | "timed-out"
-  | "cancelled"
-  | "lost"
-  | "misfired";
-
-export const TERMINAL_STATES: ReadonlySet<ExecutionStateName> = new Set([
-  "succeeded",
-  "failed",
-  "timed-out",
-  "cancelled",
-  "lost",
-  "misfired",
-]);
+export { type ExecutionStateName, TERMINAL_STATES } from "../../shared/execution-state.js";
+import type { ExecutionStateName } from "../../shared/execution-state.js";
 
 /** Why an execution exists. "fire-complete" is the first run of a job's spec.onFireComplete hook. */
 export type ExecutionCause = "schedule" | "trigger" | "failover" | "misfire" | "retry" | "daemon" | "fire-complete";

@@ -12,38 +12,21 @@ import {
   JobSchema,
 } from "../../shared/gen/shardline/v1/types_pb.js";
 import type { ExecutionUpdate, ExecutionUpdates, Hello, Release } from "../../shared/gen/shardline/v1/agent_service_pb.js";
+import { stateEnumOf, stateNameOf } from "../../shared/execution-state.js";
 import { DEFAULT_WIRE_BUDGET } from "../../shared/grpc/index.js";
 import { type ExecutionRecord, type ExecutionStateName, FIRE_COMPLETE_SHARD } from "../store/store.js";
 import type { AgentView, JobView } from "../core/controller-core.js";
 import { clip } from "../core/hello-rules.js";
 import type { AgentHello, AssignmentRef, ExecutionReport } from "../core/messages.js";
 
-const STATE_NAMES: Record<ExecutionState, ExecutionStateName | undefined> = {
-  [ExecutionState.UNSPECIFIED]: undefined,
-  [ExecutionState.PENDING]: "pending",
-  [ExecutionState.RUNNING]: "running",
-  [ExecutionState.SUCCEEDED]: "succeeded",
-  [ExecutionState.FAILED]: "failed",
-  [ExecutionState.TIMED_OUT]: "timed-out",
-  [ExecutionState.CANCELLED]: "cancelled",
-  [ExecutionState.LOST]: "lost",
-  [ExecutionState.MISFIRED]: "misfired",
-};
-
-const STATE_ENUMS = new Map<ExecutionStateName, ExecutionState>(
-  Object.entries(STATE_NAMES)
-    .filter(([, name]) => name !== undefined)
-    .map(([value, name]) => [name!, Number(value) as ExecutionState]),
-);
-
 /** The proto enum of a state name. */
 export function stateToProto(state: ExecutionStateName): ExecutionState {
-  return STATE_ENUMS.get(state)!;
+  return stateEnumOf(state);
 }
 
 /** The state name of a proto enum, or an error naming `field` for values an agent may not send. */
 export function stateFromProto(state: ExecutionState, field: string): ExecutionStateName {
-  const name = STATE_NAMES[state];
+  const name = stateNameOf(state);
   if (name === undefined) {
     throw ShardlineError.invalid(field, state, "an ExecutionState other than UNSPECIFIED");
   }
@@ -126,7 +109,7 @@ const HELD: ReadonlySet<ExecutionStateName> = new Set([...REPORTABLE, "pending"]
 
 /** One execution update; `held`: it comes in a Hello, which may also list PENDING runs. */
 export function reportFromProto(update: ExecutionUpdate, field: string, held = false): ExecutionReport {
-  const state = STATE_NAMES[update.state];
+  const state = stateNameOf(update.state);
   if (state === undefined || !(held ? HELD : REPORTABLE).has(state)) {
     const allowed = `${held ? "PENDING, " : ""}RUNNING, SUCCEEDED, FAILED, TIMED_OUT, CANCELLED or LOST`;
     throw ShardlineError.invalid(`${field}.state`, stateName(update.state), allowed);
