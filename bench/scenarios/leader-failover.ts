@@ -3,7 +3,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { AdminService } from "../../shared/gen/shardline/v1/admin_service_pb.js";
 import { createClient } from "../../shared/grpc/index.js";
-import { startEtcd } from "../etcd-server.js";
+import { startEtcd } from "../../tools/etcd-server.js";
 import { type AdminClient, freePort, type LoadProcess, manifest, startLoad, until } from "../harness.js";
 import type { LoadReport } from "../load-agents.js";
 

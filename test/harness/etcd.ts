@@ -1,9 +1,9 @@
 import { Etcd3 } from "etcd3";
-import { startEtcd, type EtcdServer as RunningEtcd } from "../../bench/etcd-server.js";
+import { startEtcd, type EtcdServer as RunningEtcd } from "../../tools/etcd-server.js";
 
 /**
  * A one-member etcd on loopback ports with a temporary data directory, removed on stop: the
- * benchmark's (bench/etcd-server.ts), with what tests need besides. A missing binary fails the
+ * launcher the benchmark uses too (tools/etcd-server.ts), with what tests need besides. A missing binary fails the
  * test with the package to install rather than skipping it: CI installs etcd-server.
  */
 export class EtcdServer {

@@ -1,19 +1,32 @@
 /**
- * A throwaway etcd, for the leader-failover scenario and the tests (test/harness/etcd.ts):
- * Debian's `etcd` (package etcd-server) as a one-member cluster on free loopback ports, with its
- * data in a temporary directory removed on stop.
+ * A throwaway etcd for development runs: Debian's `etcd` (package etcd-server) as a one-member
+ * cluster on free loopback ports, with its data in a temporary directory removed on stop. The
+ * benchmark's leader-failover scenario (bench/scenarios/leader-failover.ts) and the tests
+ * (test/harness/etcd.ts) both start theirs here. It lives in tools/, beside neither, because
+ * the tests must not depend on the benchmark and the benchmark, which is built and run from
+ * dist/, cannot import from test/, which the build leaves out; nothing in the product imports it.
  */
 import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Etcd3 } from "etcd3";
-import { freePort } from "./harness.js";
 
 /** The binary to run; the same variable the tests' etcd harness reads. */
 const ETCD = process.env.SHARDLINE_ETCD_BINARY ?? "etcd";
 /** How long etcd may take to answer its first read. */
 const READY_TIMEOUT_MS = 20_000;
+
+/** A free loopback port for one of etcd's URLs. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (address === null || typeof address === "string") throw new Error("no free loopback port for etcd");
+  return address.port;
+}
 
 /** A running etcd that only its starter uses. */
 export interface EtcdServer {
