@@ -3,6 +3,7 @@ import { existsSync } from "node:fs";
 import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { vi } from "vitest";
 import { ADMIN_MAX_RECEIVE_BYTES } from "../../cli/commands/admin.js";
 import { AdminService } from "../../shared/gen/shardline/v1/admin_service_pb.js";
 import { type Client, createClient } from "../../shared/grpc/index.js";
@@ -81,21 +82,38 @@ export class CliProcess {
   }
 }
 
-/** Polls `check` until it returns a value other than undefined, or fails after `timeoutMs` saying what was awaited. */
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 20_000, intervalMs = 50): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value !== undefined) return value;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last === undefined ? "" : ` (last error: ${String(last)})`}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+/**
+ * Polls `check` (vitest's vi.waitFor) until it returns a value other than undefined, and resolves
+ * with it; fails after `timeoutMs` saying what was awaited, with the last error `check` threw, if
+ * any. A throw counts as "not yet", as undefined does. The default timeout is far above what
+ * anything takes on an idle machine: these tests run beside other work on two cores.
+ */
+export async function waitFor<T>(what: string, check: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000, intervalMs = 50): Promise<T> {
+  let lastError: unknown;
+  try {
+    return await vi.waitFor(
+      async () => {
+        let value: T | undefined;
+        try {
+          value = await check();
+        } catch (error) {
+          lastError = error;
+          throw error;
+        }
+        if (value === undefined) throw new NotYet(what);
+        return value;
+      },
+      { timeout: timeoutMs, interval: intervalMs },
+    );
+  } catch (error) {
+    throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError === undefined ? "" : ` (last error: ${String(lastError)})`}`, { cause: error });
+  }
+}
+
+/** What a waitFor check throws while its answer is undefined, so that vi.waitFor asks again. */
+class NotYet extends Error {
+  constructor(what: string) {
+    super(`not yet: ${what}`);
   }
 }
 
