@@ -1,19 +1,28 @@
 /**
  * The deterministic simulator's world: the real ControllerCore, a model of its store and shell,
- * model agents that follow docs/protocol.md (the real agent's AssignmentTable and Lease inside),
- * and a network of one link per agent. Time is simulated; every source of chance is the
- * scenario's seed. The invariants of DESIGN.md are checked after every event (7, one process per
- * agent id, at each impostor step; 9, a reason for every wait, after each advance).
+ * agents that are the real AgentCore (agent/core/agent-core.ts, what the shipped agent runs),
+ * each fed by the simulated network and its own drifting clock, and a network of one link per
+ * agent. The world carries out each agent core's effects as the agent's runtime would: sends go
+ * on the simulated wire, runs start and finish when the world says (their durations seeded).
+ * Time is simulated; every source of chance is the scenario's seed. The invariants (numbered as
+ * in docs/architecture.md, "Invariants") are checked after every event: 1, one acting owner per
+ * shard; 2, one agent running each fire of a shard; 3, every fire accounted for, none started
+ * twice; 4, nothing finished or recorded ever lost; 7, one process per agent id, at each
+ * impostor step; 9, a reason for every wait, after each advance.
  */
-import type { Assignment } from "../../shared/gen/shardline/v1/types_pb.js";
+import { create } from "@bufbuild/protobuf";
+import { ExecutionUpdateSchema, type ExecutionUpdate } from "../../shared/gen/shardline/v1/agent_service_pb.js";
+import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
+import { EXECUTION_STATE_NAMES } from "../../shared/execution-view.js";
 import type { JobSpec } from "../../shared/manifest/job-spec.js";
-import { AssignmentTable, shardKey } from "../../agent/runtime/assignment-table.js";
-import { Lease } from "../../agent/runtime/lease.js";
+import { AgentCore } from "../../agent/core/agent-core.js";
+import { shardKey, type AssignmentRef as HeldRef } from "../../agent/core/assignment-table.js";
+import type { AgentEffect, AgentInput, AgentMessage, ControllerMessage } from "../../agent/core/events.js";
 import { type CoreConfig, DEFAULT_CORE_CONFIG } from "../core/config.js";
 import { ControllerCore } from "../core/controller-core.js";
 import type { AgentCommand, AssignmentRef, ExecutionContext, ExecutionReport } from "../core/messages.js";
 import { MemoryDurableState, testSpec } from "../core/testing/core-harness.js";
-import { TERMINAL_STATES, type ExecutionRecord } from "../store/store.js";
+import { TERMINAL_STATES, type ExecutionRecord, type ExecutionStateName } from "../store/store.js";
 
 /** One thing that happens to the world, chosen by the scenario. */
 export type Step =
@@ -109,8 +118,11 @@ function zoneOf(agentId: string): string {
   return Number(agentId.slice(agentId.lastIndexOf("-") + 1)) % 2 === 0 ? "zone-a" : "zone-b";
 }
 
+/** A run the world carries out for an agent core, as an executor would. */
 interface Run {
   context: ExecutionContext;
+  /** When the core asked to be told that its start instant came; cleared once told. */
+  dueAt?: number;
   /** The real instant it started; undefined while it waits for its fire instant. */
   startAt?: number;
   durationMs: number;
@@ -123,22 +135,27 @@ interface Wire {
   deliver: () => void;
 }
 
+/** How long the sim's agents wait for a Welcome, and let runs finish when draining: the TypeScript agent's defaults. */
+const AGENT_CORE_OPTIONS = { drainGraceMs: 30_000, welcomeTimeoutMs: 5_000 };
+
+/** One agent process: the real agent core, and what its runtime would hold around it. */
 class SimAgent {
   alive = true;
-  table = new AssignmentTable();
-  lease = new Lease();
-  seq = 0n;
+  readonly core = new AgentCore(AGENT_CORE_OPTIONS);
   /** The stream this agent has open, from its side. */
   session: string | undefined;
-  welcomed = false;
-  lastAckAt = 0;
-  fenced = false;
+  /** The runs its executors would hold, by execution id. */
   runs = new Map<string, Run>();
-  /** Finished reports not yet carried by an open stream. */
-  unsent: ExecutionReport[] = [];
-  nextHeartbeatAt: number | undefined;
+  /** The contexts of the dispatch being stepped, for the runs the core holds. */
+  dispatching = new Map<string, ExecutionContext>();
+  /** The core asked for a flush at the end of this turn. */
+  flushDue = false;
+  /** Effects are being carried out: a step made meanwhile leaves its effects to that loop. */
+  carryingOut = false;
   reconnectAt: number | undefined;
   slow = false;
+  /** Heartbeats the core sent; while slow, only one in four leaves the process. */
+  heartbeats = 0;
   linkUp = true;
 
   constructor(
@@ -345,21 +362,30 @@ export class World {
     }
     for (const agent of this.agents) {
       if (!agent.alive) continue;
-      consider(agent.nextHeartbeatAt, () => this.heartbeat(agent));
+      // An agent's flush is its event loop's next turn: before time moves on.
+      if (agent.flushDue) {
+        return {
+          at: this.now,
+          run: () => {
+            agent.flushDue = false;
+            this.stepAgent(agent, { kind: "flush" });
+          },
+        };
+      }
+      const deadline = agent.core.nextDeadline();
+      if (deadline !== undefined) consider(agent.realAt(deadline), () => this.stepAgent(agent, { kind: "tick" }));
       consider(agent.reconnectAt, () => {
         agent.reconnectAt = undefined;
         this.connect(agent);
       });
-      if (agent.lease.expiresAt !== Number.NEGATIVE_INFINITY && !agent.fenced) {
-        consider(agent.realAt(agent.lease.expiresAt), () => {
-          if (!agent.fenced && !agent.lease.valid(agent.clock(this.now))) this.fence(agent);
-        });
-      }
       for (const run of agent.runs.values()) {
         if (run.startAt === undefined) {
-          consider(this.startInstant(agent, run), () => this.startRun(agent, run));
+          consider(run.dueAt, () => {
+            run.dueAt = undefined;
+            this.stepAgent(agent, { kind: "start-due", executionId: run.context.executionId });
+          });
         } else {
-          consider(run.startAt + run.durationMs, () => this.finishRun(agent, run, "succeeded"));
+          consider(run.startAt + run.durationMs, () => this.finishRun(agent, run));
         }
       }
     }
@@ -469,8 +495,9 @@ export class World {
   private toAgent(session: string, command: AgentCommand): void {
     const agent = this.agents.find((a) => a.session === session && a.alive);
     if (agent === undefined) return;
+    const term = BigInt(this.core.term);
     const deliver = (): void => {
-      if (agent.session === session && agent.alive) this.receive(agent, command);
+      if (agent.session === session && agent.alive) this.receive(agent, command, term);
     };
     this.send(agent, { session, toController: false, deliver });
   }
@@ -508,7 +535,7 @@ export class World {
     this.inFlight.push(...wires);
   }
 
-  // The model agent, per docs/protocol.md.
+  // The agents: each an AgentCore, its effects carried out as the agent's runtime would.
 
   private connect(agent: SimAgent): void {
     if (!agent.alive) return;
@@ -519,19 +546,103 @@ export class World {
     }
     const session = `s${++this.sessionCount}`;
     agent.session = session;
-    agent.welcomed = false;
-    agent.seq = 0n;
-    agent.lease.forgetPending();
-    // The Hello counts as heartbeat 0, and the Welcome as its ack, as in the real agent.
-    agent.lease.sent(0n, agent.clock(this.now));
     const previous = this.controllerSessions.get(agent.id);
     if (previous !== undefined) this.controllerStreamClosed(agent.id, previous);
     this.controllerSessions.set(agent.id, session);
-    const executions: ExecutionReport[] = [
-      ...[...agent.runs.values()].map((run) => ({ executionId: run.context.executionId, state: run.startAt === undefined ? ("pending" as const) : ("running" as const) })),
-      ...agent.unsent,
-    ];
-    agent.unsent = [];
+    // The core answers with its Hello, which the controller reads at once (see hello()).
+    this.stepAgent(agent, { kind: "stream-opened" });
+  }
+
+  /** Steps one input into an agent core, at its clock's reading, and carries out what it decides. */
+  private stepAgent(agent: SimAgent, input: AgentInput): void {
+    agent.core.step(input, agent.clock(this.now));
+    if (agent.carryingOut) return;
+    agent.carryingOut = true;
+    try {
+      while (agent.core.hasEffects) for (const effect of agent.core.take()) this.carryOut(agent, effect);
+    } finally {
+      agent.carryingOut = false;
+    }
+  }
+
+  private carryOut(agent: SimAgent, effect: AgentEffect): void {
+    switch (effect.kind) {
+      case "send":
+        return this.sendFrom(agent, effect.message);
+      case "close-stream": {
+        const session = agent.session;
+        if (session === undefined) return;
+        this.agentStreamClosed(agent);
+        if (agent.linkUp) this.controllerStreamClosed(agent.id, session);
+        else this.closeNotices.push({ session, agent: agent.id, at: this.now + KEEPALIVE_DETECT_MS, toController: true });
+        return;
+      }
+      case "hold-run": {
+        const context = agent.dispatching.get(effect.executionId);
+        if (context === undefined) return;
+        // At its fire instant by the agent's clock, waiting no longer than dispatch-ahead.
+        const fireLocal = agent.clock(context.fireTime);
+        const dueAt = Math.max(this.now, Math.min(agent.realAt(fireLocal), this.now + effect.maxWaitMs));
+        agent.runs.set(effect.executionId, { context, dueAt, durationMs: 20 + Math.floor(this.random() * 1500) });
+        return;
+      }
+      case "start-run":
+        return this.startRun(agent, effect.executionId);
+      case "stop-run": {
+        const run = agent.runs.get(effect.executionId);
+        agent.runs.delete(effect.executionId);
+        this.stepAgent(agent, { kind: "run-report", update: update(effect.executionId, effect.state, run?.startAt, this.now, effect.reason) });
+        return;
+      }
+      case "flush-soon":
+        agent.flushDue = true;
+        return;
+      // What the runtime only says (logs, events, metrics), and what the sim never asks for
+      // (redirects, drains).
+      case "half-close":
+      case "report":
+      case "welcomed":
+      case "redirected":
+      case "fenced":
+      case "unfenced":
+      case "assignments-changed":
+      case "drained":
+      case "log":
+        return;
+    }
+  }
+
+  private sendFrom(agent: SimAgent, message: AgentMessage): void {
+    switch (message.kind) {
+      case "hello":
+        return this.hello(agent, message.held, message.executions);
+      case "heartbeat": {
+        // A slow agent: its heartbeats leave four times less often than they should.
+        if (agent.slow && agent.heartbeats++ % 4 !== 0) return;
+        const seq = Number(message.seq);
+        this.toController(agent, (session) => this.core.heartbeat(session, seq, this.now));
+        return;
+      }
+      case "execution-updates": {
+        const reports = message.updates.map(reportOf);
+        this.toController(agent, (session) => this.core.executionUpdates(session, reports, this.now));
+        return;
+      }
+      case "release": {
+        const released = message.assignments.map(plainRef);
+        this.toController(agent, (session) => this.core.release(session, released, this.now));
+        return;
+      }
+      case "goodbye":
+        this.toController(agent, (session) => this.core.goodbye(session, message.reason, this.now));
+        return;
+    }
+  }
+
+  /** The Hello goes to the controller with the stream's opening, before anything else on it. */
+  private hello(agent: SimAgent, held: HeldRef[], executions: ExecutionUpdate[]): void {
+    const session = agent.session;
+    if (session === undefined) return;
     this.core.hello(
       session,
       {
@@ -542,8 +653,8 @@ export class World {
         executors: [],
         maxConcurrent: 0,
         version: "sim",
-        held: agent.table.list().map((h) => ({ job: h.job, shard: h.shard, term: Number(h.term), generation: Number(h.generation) })),
-        executions,
+        held: held.map(plainRef),
+        executions: executions.map(reportOf),
         instanceId: agent.instance,
       },
       this.now,
@@ -576,148 +687,62 @@ export class World {
     this.check();
   }
 
-  private receive(agent: SimAgent, command: AgentCommand): void {
+  private receive(agent: SimAgent, command: AgentCommand, term: bigint): void {
     switch (command.kind) {
       case "welcome":
-        agent.welcomed = true;
-        agent.lastAckAt = agent.clock(this.now);
-        if (agent.lease.ack(0n, command.leaseTtlMs)) agent.fenced = false;
-        agent.nextHeartbeatAt = agent.realAt(agent.clock(this.now) + this.config.heartbeatIntervalMs);
-        return;
+        return this.stepAgent(agent, { ...command, term });
       case "heartbeat-ack":
-        if (agent.lease.ack(BigInt(command.seq), command.leaseTtlMs)) {
-          agent.lastAckAt = agent.clock(this.now);
-          agent.fenced = false;
-        }
-        return;
-      case "assignments": {
-        const message = (ref: AssignmentRef): Assignment =>
-          ({ shard: { job: ref.job, shard: ref.shard }, term: BigInt(ref.term), generation: BigInt(ref.generation) }) as unknown as Assignment;
-        const changes = agent.table.apply({ snapshot: command.snapshot, add: command.add.map(message), revoke: command.revoke.map(message) });
-        for (const dropped of changes.dropped) {
-          for (const run of [...agent.runs.values()]) {
-            if (run.context.job === dropped.job && run.context.shard === dropped.shard) this.finishRun(agent, run, "lost");
-          }
-        }
-        const release = [
-          ...changes.unknownRevokes,
-          ...changes.revoked.filter((held) => ![...agent.runs.values()].some((r) => r.context.job === held.job && r.context.shard === held.shard)),
-        ];
-        for (const ref of changes.revoked) {
-          if (release.includes(ref)) agent.table.remove(ref.job, ref.shard);
-        }
-        this.release(agent, release);
+        return this.stepAgent(agent, { kind: "heartbeat-ack", term, seq: BigInt(command.seq), leaseTtlMs: command.leaseTtlMs });
+      case "assignments":
+        return this.stepAgent(agent, { kind: "assignments", term, snapshot: command.snapshot, add: command.add.map(heldRef), revoke: command.revoke.map(heldRef) });
+      case "cancel":
+        return this.stepAgent(agent, { kind: "cancel", term, executionIds: command.executionIds, reason: command.reason });
+      case "dispatch": {
+        const message: ControllerMessage = {
+          kind: "dispatch",
+          term,
+          atUnixMs: this.now,
+          runs: command.executions.map((context) => ({
+            executionId: context.executionId,
+            job: context.job,
+            assignment: context.assignment === undefined ? undefined : heldRef(context.assignment),
+            hook: context.fireOutcome !== undefined,
+            fireTimeUnixMs: context.fireTime,
+          })),
+        };
+        agent.dispatching = new Map(command.executions.map((context) => [context.executionId, context]));
+        this.stepAgent(agent, message);
+        agent.dispatching = new Map();
         return;
       }
-      case "dispatch":
-        for (const context of command.executions) this.dispatched(agent, context);
-        return;
-      case "cancel":
-        for (const id of command.executionIds) {
-          const run = agent.runs.get(id);
-          if (run !== undefined) this.finishRun(agent, run, "cancelled");
-        }
-        return;
     }
   }
 
-  private dispatched(agent: SimAgent, context: ExecutionContext): void {
-    if (agent.runs.has(context.executionId)) return;
-    const local = agent.clock(this.now);
-    // As the real agent does: a lapsed lease whose fence timer is late fences now.
-    if (!agent.fenced && !agent.lease.valid(local)) this.fence(agent);
-    const refused =
-      agent.fenced ||
-      context.assignment === undefined ||
-      !agent.table.holds({ ...context.assignment, term: BigInt(context.assignment.term), generation: BigInt(context.assignment.generation) });
-    if (refused) {
-      this.report(agent, { executionId: context.executionId, state: "lost", finishedAt: this.now, error: "refused" });
-      return;
-    }
-    agent.runs.set(context.executionId, { context, durationMs: 20 + Math.floor(this.random() * 1500) });
-  }
-
-  /** When a waiting run starts: its fire instant by the agent's clock, waiting no longer than dispatch-ahead. */
-  private startInstant(agent: SimAgent, run: Run): number {
-    const fireLocal = agent.clock(run.context.fireTime);
-    return Math.max(this.now, Math.min(agent.realAt(fireLocal), this.now + this.config.dispatchAheadMs));
-  }
-
-  private startRun(agent: SimAgent, run: Run): void {
+  private startRun(agent: SimAgent, executionId: string): void {
+    const run = agent.runs.get(executionId);
+    if (run === undefined) return;
     run.startAt = this.now;
-    const id = run.context.executionId;
-    const before = this.started.get(id);
-    if (before !== undefined) this.violation("3", `${id} started a second time, on ${agent.id}, after ${before}`);
-    this.started.set(id, agent.id);
+    const before = this.started.get(executionId);
+    if (before !== undefined) this.violation("3", `${executionId} started a second time, on ${agent.id}, after ${before}`);
+    this.started.set(executionId, agent.id);
+    this.stepAgent(agent, { kind: "run-report", update: update(executionId, ExecutionState.RUNNING, this.now, undefined) });
   }
 
-  private finishRun(agent: SimAgent, run: Run, state: "succeeded" | "lost" | "cancelled"): void {
+  private finishRun(agent: SimAgent, run: Run): void {
     agent.runs.delete(run.context.executionId);
-    this.report(agent, { executionId: run.context.executionId, state, startedAt: run.startAt, finishedAt: this.now });
-    const held = agent.table.get(run.context.job, run.context.shard);
-    if (held?.revoking && ![...agent.runs.values()].some((r) => r.context.job === held.job && r.context.shard === held.shard)) {
-      agent.table.remove(held.job, held.shard);
-      this.release(agent, [held]);
-    }
+    this.stepAgent(agent, { kind: "run-report", update: update(run.context.executionId, ExecutionState.SUCCEEDED, run.startAt, this.now) });
   }
 
-  private report(agent: SimAgent, report: ExecutionReport): void {
-    if (agent.session === undefined || !agent.welcomed) {
-      agent.unsent.push(report);
-      return;
-    }
-    this.toController(agent, (session) => this.core.executionUpdates(session, [report], this.now));
-  }
-
-  private release(agent: SimAgent, refs: readonly { job: string; shard: number; term: bigint; generation: bigint }[]): void {
-    if (refs.length === 0) return;
-    const released = refs.map((r) => ({ job: r.job, shard: r.shard, term: Number(r.term), generation: Number(r.generation) }));
-    this.toController(agent, (session) => this.core.release(session, released, this.now));
-  }
-
-  private heartbeat(agent: SimAgent): void {
-    const interval = this.config.heartbeatIntervalMs * (agent.slow ? 4 : 1);
-    agent.nextHeartbeatAt = agent.realAt(agent.clock(this.now) + interval);
-    if (agent.session === undefined || !agent.welcomed) return;
-    const local = agent.clock(this.now);
-    if (local - agent.lastAckAt > this.config.leaseTtlMs) {
-      // No ack for a whole lease: the agent gives up on the stream, as the real one does.
-      const session = agent.session;
-      this.agentStreamClosed(agent);
-      if (agent.linkUp) this.controllerStreamClosed(agent.id, session);
-      else this.closeNotices.push({ session, agent: agent.id, at: this.now + KEEPALIVE_DETECT_MS, toController: true });
-      return;
-    }
-    agent.seq += 1n;
-    agent.lease.sent(agent.seq, local);
-    const seq = Number(agent.seq);
-    this.toController(agent, (session) => this.core.heartbeat(session, seq, this.now));
-  }
-
-  private fence(agent: SimAgent): void {
-    agent.fenced = true;
-    // As the real agent does: a fenced agent claims nothing in its next Hello.
-    for (const held of agent.table.list()) agent.table.remove(held.job, held.shard);
-    for (const run of [...agent.runs.values()]) this.finishRun(agent, run, "lost");
-    if (agent.session !== undefined) {
-      const session = agent.session;
-      this.agentStreamClosed(agent);
-      if (agent.linkUp) this.controllerStreamClosed(agent.id, session);
-      else this.closeNotices.push({ session, agent: agent.id, at: this.now + KEEPALIVE_DETECT_MS, toController: true });
-    }
-  }
-
+  /** The agent's end of its stream closed: it reconnects after a backoff. */
   private agentStreamClosed(agent: SimAgent): void {
     agent.session = undefined;
-    agent.welcomed = false;
-    agent.nextHeartbeatAt = undefined;
     agent.reconnectAt = this.now + this.backoff();
+    this.stepAgent(agent, { kind: "stream-closed" });
   }
 
   private crash(agent: SimAgent): void {
     agent.alive = false;
     agent.runs.clear();
-    agent.nextHeartbeatAt = undefined;
     agent.reconnectAt = undefined;
     const session = agent.session;
     agent.session = undefined;
@@ -737,7 +762,7 @@ export class World {
   }
 
   /**
-   * DESIGN.md's invariants 1, 2 and 4, at this instant: one acting owner per shard, one agent
+   * Invariants 1, 2 and 4, at this instant: one acting owner per shard, one agent
    * running each fire of a shard, and nothing finished or recorded ever lost.
    */
   check(): void {
@@ -746,8 +771,8 @@ export class World {
     for (const agent of this.agents) {
       if (!agent.alive) continue;
       // An owner acts on its shards: alive, not fenced, with a lease valid by its own clock.
-      if (!agent.fenced && agent.lease.valid(agent.clock(this.now))) {
-        for (const held of agent.table.list()) {
+      if (!agent.core.fenced && agent.core.leaseValid(agent.clock(this.now))) {
+        for (const held of agent.core.shards()) {
           const key = shardKey(held.job, held.shard);
           owners.set(key, [...(owners.get(key) ?? []), agent.id]);
         }
@@ -808,4 +833,34 @@ export class World {
       if (!fired.has(t)) this.violation("3", `every-second has no record of its fire at t=${t - T0}`);
     }
   }
+}
+
+/** A report as an agent's executor makes it, times in Unix ms. */
+function update(executionId: string, state: ExecutionState, startedAt: number | undefined, finishedAt: number | undefined, error = ""): ExecutionUpdate {
+  return create(ExecutionUpdateSchema, {
+    executionId,
+    state,
+    startedAtUnixMs: BigInt(startedAt ?? 0),
+    finishedAtUnixMs: BigInt(finishedAt ?? 0),
+    error,
+  });
+}
+
+/** An agent's report as the controller core reads it, decoded as its shell would. */
+function reportOf(update: ExecutionUpdate): ExecutionReport {
+  return {
+    executionId: update.executionId,
+    state: EXECUTION_STATE_NAMES[update.state] as ExecutionStateName,
+    ...(update.startedAtUnixMs === 0n ? {} : { startedAt: Number(update.startedAtUnixMs) }),
+    ...(update.finishedAtUnixMs === 0n ? {} : { finishedAt: Number(update.finishedAtUnixMs) }),
+    ...(update.error === "" ? {} : { error: update.error }),
+  };
+}
+
+function plainRef(ref: HeldRef): AssignmentRef {
+  return { job: ref.job, shard: ref.shard, term: Number(ref.term), generation: Number(ref.generation) };
+}
+
+function heldRef(ref: AssignmentRef): HeldRef {
+  return { job: ref.job, shard: ref.shard, term: BigInt(ref.term), generation: BigInt(ref.generation) };
 }

@@ -77,11 +77,15 @@ export class AssignmentTable {
 
   /** Applies an AssignmentUpdate whose term was accepted. */
   apply(update: Pick<AssignmentUpdate, "snapshot" | "add" | "revoke">): AssignmentChanges {
+    return this.applyRefs({ snapshot: update.snapshot, add: update.add.map(refOf), revoke: update.revoke.map(refOf) });
+  }
+
+  /** Applies an update, its assignments as plain refs, whose term was accepted. */
+  applyRefs(update: { snapshot: boolean; add: readonly AssignmentRef[]; revoke: readonly AssignmentRef[] }): AssignmentChanges {
     const changes: AssignmentChanges = { added: [], dropped: [], revoked: [], unknownRevokes: [], ignored: [] };
     if (update.snapshot) {
       const next = new Map<string, HeldAssignment>();
-      for (const assignment of update.add) {
-        const ref = refOf(assignment);
+      for (const ref of update.add) {
         const key = shardKey(ref.job, ref.shard);
         const held: HeldAssignment = { ...ref, revoking: false };
         const before = this.#held.get(key);
@@ -93,8 +97,7 @@ export class AssignmentTable {
       }
       this.#held = next;
     } else {
-      for (const assignment of update.add) {
-        const ref = refOf(assignment);
+      for (const ref of update.add) {
         const key = shardKey(ref.job, ref.shard);
         const before = this.#held.get(key);
         const order = before === undefined ? 1 : comparePairs(ref, before);
@@ -107,8 +110,7 @@ export class AssignmentTable {
         }
       }
     }
-    for (const assignment of update.revoke) {
-      const ref = refOf(assignment);
+    for (const ref of update.revoke) {
       const key = shardKey(ref.job, ref.shard);
       const before = this.#held.get(key);
       if (before === undefined) {
