@@ -16,7 +16,7 @@ function integer(name: string, min: number): (value: string) => number {
 }
 
 const program = new Command("simulate")
-  .description("run the deterministic simulator over random fault schedules and check DESIGN.md's invariants")
+  .description("run the deterministic simulator over random fault schedules and check the invariants listed in docs/architecture.md")
   .option("--seeds <N>", "how many scenarios to run", integer("--seeds", 1), 10_000)
   .option("--seed <S>", "the random seed (default: a new one, printed)", integer("--seed", 0))
   .option("--path <P>", "replay one scenario: the path a failure printed (with its --seed)")

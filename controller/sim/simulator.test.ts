@@ -11,7 +11,7 @@ function run(scenario: Scenario, config = DEFAULT_CORE_CONFIG): void {
 }
 
 describe("the deterministic simulator", () => {
-  it("keeps DESIGN.md's invariants through 2,000 random fault schedules", () => {
+  it("keeps the invariants of docs/architecture.md through 2,000 random fault schedules", () => {
     const result = simulateMany(2000, SEED);
     expect(result.failure).toBeUndefined();
     expect(result.seeds).toBe(2000);

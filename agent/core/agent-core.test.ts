@@ -1,0 +1,280 @@
+import { create } from "@bufbuild/protobuf";
+import { describe, expect, it } from "vitest";
+import { ExecutionUpdateSchema } from "../../shared/gen/shardline/v1/agent_service_pb.js";
+import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
+import { AgentCore } from "./agent-core.js";
+import type { AssignmentRef } from "./assignment-table.js";
+import type { AgentEffect, AgentInput, AgentMessage, DispatchedRun } from "./events.js";
+
+const TTL = 2_000;
+const BEAT = 500;
+const FIRE = 1_700_000_000_000;
+
+function shard(shard: number, generation = 1n): AssignmentRef {
+  return { job: "job", shard, term: 1n, generation };
+}
+
+function run(executionId: string, on: AssignmentRef | undefined, fireTimeUnixMs = FIRE): DispatchedRun {
+  return { executionId, job: "job", assignment: on, hook: false, fireTimeUnixMs };
+}
+
+/** An agent core on a fake clock: `at` moves the clock, every step returns the effects it made. */
+class Harness {
+  readonly core = new AgentCore({ drainGraceMs: 10_000, welcomeTimeoutMs: 5_000 });
+  now = 0;
+
+  step(input: AgentInput): AgentEffect[] {
+    this.core.step(input, this.now);
+    return this.core.take();
+  }
+
+  /** Moves the clock to `at`, stepping every deadline on the way, and returns what they made. */
+  at(at: number): AgentEffect[] {
+    const effects: AgentEffect[] = [];
+    for (let next = this.core.nextDeadline(); next !== undefined && next <= at; next = this.core.nextDeadline()) {
+      this.now = Math.max(this.now, next);
+      effects.push(...this.step({ kind: "tick" }));
+    }
+    this.now = at;
+    return effects;
+  }
+
+  /** Opens a stream and welcomes it, holding `shards`. */
+  connect(...shards: AssignmentRef[]): AgentEffect[] {
+    const effects = this.step({ kind: "stream-opened" });
+    effects.push(...this.step({ kind: "welcome", term: 1n, sessionId: "s", heartbeatIntervalMs: BEAT, leaseTtlMs: TTL, dispatchAheadMs: 250 }));
+    effects.push(...this.step({ kind: "assignments", term: 1n, snapshot: true, add: shards, revoke: [] }));
+    return effects;
+  }
+
+  dispatch(...runs: DispatchedRun[]): AgentEffect[] {
+    return this.step({ kind: "dispatch", term: 1n, runs, atUnixMs: FIRE });
+  }
+
+  report(executionId: string, state: ExecutionState): AgentEffect[] {
+    return this.step({ kind: "run-report", update: create(ExecutionUpdateSchema, { executionId, state }) });
+  }
+}
+
+function sent(effects: AgentEffect[]): AgentMessage[] {
+  return effects.flatMap((e) => (e.kind === "send" ? [e.message] : []));
+}
+
+function kinds(effects: AgentEffect[]): string[] {
+  return effects.filter((e) => e.kind !== "log").map((e) => (e.kind === "send" ? `send ${e.message.kind}` : e.kind));
+}
+
+function hello(effects: AgentEffect[]): Extract<AgentMessage, { kind: "hello" }> {
+  const message = sent(effects).find((m) => m.kind === "hello");
+  if (message?.kind !== "hello") throw new Error("no Hello sent");
+  return message;
+}
+
+describe("AgentCore", () => {
+  it("holds a lease from the Hello's send time once welcomed, and renews it from each heartbeat's send time", () => {
+    const h = new Harness();
+    h.now = 100;
+    h.connect(shard(0));
+    h.now = 300;
+    expect(h.core.leaseValid(100 + TTL - 1)).toBe(true);
+    expect(h.core.leaseValid(100 + TTL)).toBe(false);
+    const beats = sent(h.at(100 + BEAT));
+    expect(beats).toEqual([{ kind: "heartbeat", seq: 1n }]);
+    h.now = 900;
+    h.step({ kind: "heartbeat-ack", term: 1n, seq: 1n, leaseTtlMs: 0 });
+    expect(h.core.leaseValid(100 + BEAT + TTL - 1)).toBe(true);
+    expect(h.core.leaseValid(100 + BEAT + TTL)).toBe(false);
+  });
+
+  it("honours an ack's shorter lease, and ignores an ack of a heartbeat it never sent", () => {
+    const h = new Harness();
+    h.connect();
+    h.at(BEAT);
+    h.step({ kind: "heartbeat-ack", term: 1n, seq: 7n, leaseTtlMs: 0 });
+    expect(h.core.leaseValid(TTL)).toBe(false);
+    h.step({ kind: "heartbeat-ack", term: 1n, seq: 1n, leaseTtlMs: 800 });
+    expect(h.core.leaseValid(BEAT + 799)).toBe(true);
+    expect(h.core.leaseValid(TTL - 1)).toBe(true);
+  });
+
+  it("fences when its lease lapses: stops every run LOST, forgets its shards, and closes the stream for a new connection", () => {
+    const h = new Harness();
+    h.connect(shard(0));
+    h.dispatch(run("e1", shard(0), 0));
+    h.step({ kind: "start-due", executionId: "e1" });
+    // No ack ever comes: the heartbeats go unanswered and the Hello's lease runs out.
+    const effects = h.at(TTL);
+    expect(kinds(effects)).toEqual(["send heartbeat", "send heartbeat", "send heartbeat", "stop-run", "assignments-changed", "fenced", "close-stream"]);
+    expect(effects.find((e) => e.kind === "stop-run")).toMatchObject({ executionId: "e1", state: ExecutionState.LOST });
+    expect(effects.find((e) => e.kind === "close-stream")).toMatchObject({ code: "unavailable", unresponsive: true, newConnection: true });
+    expect(h.core.fenced).toBe(true);
+    expect(h.core.shards()).toEqual([]);
+    h.step({ kind: "stream-closed" });
+    h.report("e1", ExecutionState.LOST);
+    // A fenced agent claims no shard, and lists the lost run's report.
+    const next = hello(h.step({ kind: "stream-opened" }));
+    expect(next.held).toEqual([]);
+    expect(next.executions.map((u) => [u.executionId, u.state])).toEqual([["e1", ExecutionState.LOST]]);
+    expect(kinds(h.step({ kind: "welcome", term: 1n, sessionId: "s2", heartbeatIntervalMs: BEAT, leaseTtlMs: TTL, dispatchAheadMs: 0 }))).toEqual(["unfenced", "welcomed"]);
+    expect(h.core.fenced).toBe(false);
+  });
+
+  it("fences at a run's start instant when the lease lapsed before its deadline was stepped, and starts nothing", () => {
+    const h = new Harness();
+    h.connect(shard(0));
+    h.dispatch(run("late", shard(0)));
+    h.now = TTL + 5;
+    const effects = h.step({ kind: "start-due", executionId: "late" });
+    expect(kinds(effects)).not.toContain("start-run");
+    expect(kinds(effects)).toContain("fenced");
+    expect(effects.find((e) => e.kind === "stop-run")).toMatchObject({ executionId: "late", state: ExecutionState.LOST });
+  });
+
+  it("lists a run dispatched ahead and not started yet as PENDING in the next Hello, and a started one as RUNNING", () => {
+    const h = new Harness();
+    h.connect(shard(0), shard(1));
+    expect(kinds(h.dispatch(run("ahead", shard(0)), run("now", shard(1), 0)))).toEqual(["hold-run", "hold-run"]);
+    h.step({ kind: "start-due", executionId: "now" });
+    h.step({ kind: "run-report", update: create(ExecutionUpdateSchema, { executionId: "now", state: ExecutionState.RUNNING, startedAtUnixMs: 7n }) });
+    h.step({ kind: "stream-closed" });
+    const next = hello(h.step({ kind: "stream-opened" }));
+    expect(next.held.map((a) => a.shard)).toEqual([0, 1]);
+    expect(next.executions.map((u) => [u.executionId, u.state])).toEqual([
+      ["ahead", ExecutionState.PENDING],
+      ["now", ExecutionState.RUNNING],
+    ]);
+  });
+
+  it("refuses a dispatch for a shard it does not hold, of another generation, being revoked, or while shutting down, reporting it LOST", () => {
+    const h = new Harness();
+    h.connect(shard(0), shard(1));
+    // A run still going keeps the revoked shard held, and not to be run on.
+    h.dispatch(run("keeps", shard(1)));
+    h.step({ kind: "assignments", term: 1n, snapshot: false, add: [], revoke: [shard(1)] });
+    const effects = h.dispatch(run("a", shard(5)), run("b", shard(0, 2n)), run("c", shard(1)), run("d", undefined));
+    const reports = effects.flatMap((e) => (e.kind === "report" ? [[e.update.executionId, e.update.state, e.update.error]] : []));
+    expect(reports).toEqual([
+      ["a", ExecutionState.LOST, "the agent does not hold job/5 at (1, 1)"],
+      ["b", ExecutionState.LOST, "the agent holds job/0 at (1, 1), not job/0 at (1, 2)"],
+      ["c", ExecutionState.LOST, "the agent is releasing job/1 at (1, 1)"],
+      ["d", ExecutionState.LOST, "the dispatch names no assignment"],
+    ]);
+    h.step({ kind: "drain", reason: "SIGTERM" });
+    const refused = h.dispatch(run("e", shard(0)));
+    expect(refused.find((e) => e.kind === "report")).toMatchObject({ update: { executionId: "e", error: "the agent is shutting down" } });
+  });
+
+  it("fails a run it has no executor for, and ignores a second dispatch of a run it holds", () => {
+    const h = new Harness();
+    h.connect(shard(0));
+    h.dispatch(run("held", shard(0)));
+    expect(kinds(h.dispatch(run("held", shard(0))))).toEqual([]);
+    const effects = h.dispatch({ ...run("x", shard(0)), unrunnable: "no http" });
+    expect(effects.find((e) => e.kind === "report")).toMatchObject({ update: { executionId: "x", state: ExecutionState.FAILED, error: "no http" } });
+  });
+
+  it("releases a revoked shard once its last run has reported, sending that report first", () => {
+    const h = new Harness();
+    h.connect(shard(0));
+    h.dispatch(run("e1", shard(0), 0));
+    h.step({ kind: "start-due", executionId: "e1" });
+    expect(sent(h.step({ kind: "assignments", term: 1n, snapshot: false, add: [], revoke: [shard(0)] }))).toEqual([]);
+    const effects = h.report("e1", ExecutionState.SUCCEEDED);
+    expect(sent(effects).map((m) => m.kind)).toEqual(["execution-updates", "release"]);
+    expect(h.core.shards()).toEqual([]);
+    // A revoke of a shard it no longer holds is answered with a release at once.
+    expect(sent(h.step({ kind: "assignments", term: 1n, snapshot: false, add: [], revoke: [shard(3)] })).map((m) => m.kind)).toEqual(["release"]);
+  });
+
+  it("stops the runs of a shard a snapshot leaves out, and sends no release for it", () => {
+    const h = new Harness();
+    h.connect(shard(0), shard(1));
+    h.dispatch(run("e0", shard(0)));
+    const effects = h.step({ kind: "assignments", term: 1n, snapshot: true, add: [shard(1)], revoke: [] });
+    expect(effects.find((e) => e.kind === "stop-run")).toMatchObject({ executionId: "e0", state: ExecutionState.LOST });
+    expect(sent(h.report("e0", ExecutionState.LOST)).map((m) => m.kind)).toEqual([]);
+  });
+
+  it("confirms reports by the ack of the heartbeat sent after them, and lists unconfirmed ones in the next Hello", () => {
+    const h = new Harness();
+    h.connect(shard(0));
+    h.dispatch(run("a", shard(0), 0), run("b", shard(0), 0));
+    h.report("a", ExecutionState.SUCCEEDED);
+    expect(sent(h.step({ kind: "flush" })).map((m) => m.kind)).toEqual(["execution-updates"]);
+    h.at(BEAT);
+    h.step({ kind: "heartbeat-ack", term: 1n, seq: 1n, leaseTtlMs: 0 });
+    h.report("b", ExecutionState.FAILED);
+    h.step({ kind: "flush" });
+    h.step({ kind: "stream-closed" });
+    const next = hello(h.step({ kind: "stream-opened" }));
+    expect(next.executions.map((u) => u.executionId)).toEqual(["b"]);
+  });
+
+  it("gives up on a stream that brings no Welcome in time, and on one that brings no ack for a whole lease", () => {
+    const h = new Harness();
+    h.step({ kind: "stream-opened" });
+    expect(h.at(5_000).find((e) => e.kind === "close-stream")).toMatchObject({ reason: "no Welcome within 5000 ms", unresponsive: true });
+    h.step({ kind: "stream-closed" });
+    h.step({ kind: "stream-opened" });
+    h.step({ kind: "welcome", term: 1n, sessionId: "s", heartbeatIntervalMs: BEAT, leaseTtlMs: TTL, dispatchAheadMs: 0 });
+    // Acks come for the Hello's lease only; heartbeats are acked with a longer lease than the stall check allows.
+    const effects = h.at(h.now + TTL + BEAT);
+    expect(effects.some((e) => e.kind === "close-stream")).toBe(true);
+  });
+
+  it("ignores messages of an older term, and closes a stream whose Welcome comes from one", () => {
+    const h = new Harness();
+    h.step({ kind: "stream-opened" });
+    h.step({ kind: "welcome", term: 2n, sessionId: "s", heartbeatIntervalMs: BEAT, leaseTtlMs: TTL, dispatchAheadMs: 0 });
+    h.step({ kind: "assignments", term: 1n, snapshot: true, add: [shard(0)], revoke: [] });
+    expect(h.core.shards()).toEqual([]);
+    h.step({ kind: "stream-closed" });
+    h.step({ kind: "stream-opened" });
+    const effects = h.step({ kind: "welcome", term: 1n, sessionId: "s", heartbeatIntervalMs: BEAT, leaseTtlMs: TTL, dispatchAheadMs: 0 });
+    expect(effects.find((e) => e.kind === "close-stream")).toMatchObject({ code: "failed-precondition" });
+    expect(h.core.welcomed).toBe(false);
+  });
+
+  it("cancels a held run, and ignores a cancel of one it does not hold", () => {
+    const h = new Harness();
+    h.connect(shard(0));
+    h.dispatch(run("e", shard(0)));
+    const effects = h.step({ kind: "cancel", term: 1n, executionIds: ["e", "other"], reason: "" });
+    expect(effects).toEqual([{ kind: "stop-run", executionId: "e", state: ExecutionState.CANCELLED, reason: "cancelled" }]);
+  });
+
+  it("drains: says Goodbye, releases each shard as its runs end, then half-closes, and stops when the stream ends", () => {
+    const h = new Harness();
+    h.connect(shard(0), shard(1));
+    h.dispatch(run("e", shard(1), 0));
+    h.step({ kind: "start-due", executionId: "e" });
+    const goodbye = sent(h.step({ kind: "drain", reason: "SIGTERM" }));
+    expect(goodbye).toEqual([
+      { kind: "goodbye", reason: "SIGTERM" },
+      { kind: "release", assignments: [shard(0)] },
+    ]);
+    expect(kinds(h.report("e", ExecutionState.SUCCEEDED))).toEqual(["flush-soon", "send execution-updates", "send release", "assignments-changed", "half-close"]);
+    expect(kinds(h.step({ kind: "stream-closed" }))).toEqual(["drained"]);
+    expect(h.core.stopped).toBe(true);
+    expect(h.core.nextDeadline()).toBeUndefined();
+  });
+
+  it("drains: after the grace, stops what still runs LOST, and without a controller leaves without a goodbye", () => {
+    const h = new Harness();
+    h.connect(shard(0));
+    h.dispatch(run("e", shard(0), 0));
+    h.step({ kind: "start-due", executionId: "e" });
+    h.step({ kind: "stream-closed" });
+    h.step({ kind: "drain", reason: "SIGTERM" });
+    const effects = h.at(10_000);
+    expect(effects.find((e) => e.kind === "stop-run")).toMatchObject({ executionId: "e", state: ExecutionState.LOST });
+    expect(kinds(effects)).toContain("drained");
+  });
+
+  it("drains at once when it has no stream, nothing runs and no report waits", () => {
+    const h = new Harness();
+    h.step({ kind: "stream-opened" });
+    h.step({ kind: "stream-closed" });
+    expect(kinds(h.step({ kind: "drain", reason: "SIGTERM" }))).toEqual(["assignments-changed", "drained"]);
+  });
+});
