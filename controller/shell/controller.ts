@@ -10,7 +10,6 @@ import { MetricsRegistry } from "../../shared/telemetry/metrics.js";
 import { registeredTracer } from "../../shared/telemetry/tracing.js";
 import { VERSION } from "../../shared/version.js";
 import { type CoreConfig, DEFAULT_CORE_CONFIG } from "../core/config.js";
-import { ControllerCore } from "../core/controller-core.js";
 import { NO_TRACING } from "../core/execution-tracing.js";
 import { loadCustomStrategies, type StrategyModule } from "../core/sharding/custom-strategy.js";
 import { EtcdLeadership, LEADER_KEY } from "../store/etcd/etcd-leadership.js";
@@ -18,15 +17,15 @@ import { EtcdStore } from "../store/etcd/etcd-store.js";
 import { parseStoreUrl } from "../store/store-url.js";
 import { SqliteStore } from "../store/sqlite/sqlite-store.js";
 import type { RetentionPolicy, Store } from "../store/store.js";
-import { adminService, DEFAULT_MAX_JOBS } from "./admin-service.js";
+import { DEFAULT_MAX_JOBS } from "./admin-service.js";
 import { Authorization, authorizedAdmin } from "./authorization.js";
 import { RateLimiter } from "../../shared/security/rate-limit.js";
 import { TokenFile } from "../../shared/security/token-file.js";
 import { TlsCertificates, type TlsFiles } from "../../shared/security/tls.js";
-import { AgentSessions } from "./agent-sessions.js";
 import { ControllerMetrics } from "./controller-metrics.js";
-import { CoreDriver } from "./core-driver.js";
-import { FailureNotifier, type FailureNotifierSettings } from "./failure-notifier.js";
+import type { FailureNotifierSettings } from "./failure-notifier.js";
+import { type Leading, startLeading } from "./leading.js";
+import { type ControllerStatus, follow, followingAdmin } from "./following.js";
 import { FireTracing } from "./fire-tracing.js";
 import { splitHostPort, startHttpServer } from "../../shared/http-server.js";
 
@@ -112,36 +111,12 @@ export interface RunningController {
 const PROBE_EXECUTION_ID = "";
 
 const RETENTION_DEFAULT: RetentionPolicy = { maxPerJob: 1000, maxAgeMs: 7 * 24 * 3600 * 1000 };
-const PRUNE_EVERY_MS = 60_000;
 const DEFAULT_LEADER_TTL_SECONDS = 2;
 /** The longest a single etcd request may take. */
 const ETCD_CALL_DEADLINE_MS = 5_000;
-/**
- * How long a follower holds an agent's stream while no controller leads: long enough to see a
- * dead leader's etcd lease run out and another win, shorter than an agent waits for a Welcome.
- */
-const HOLD_AGENT_WITHOUT_LEADER_MS = 3_000;
-/** How long a follower holds an admin call while no controller leads. */
-const HOLD_ADMIN_WITHOUT_LEADER_MS = 5_000;
 
 type AgentStream = MessageStream<typeof ConnectRequestSchema, typeof ConnectResponseSchema>;
 
-/** What runs only while this controller leads: the core and everything around it. */
-interface Leading {
-  core: ControllerCore;
-  sessions: AgentSessions;
-  admin: Record<string, unknown>;
-  store: Store;
-  /** Stops the core and closes the agents' streams: nothing more is decided or sent. */
-  halt(reason: string): void;
-  /**
-   * Then waits for what is under way (commits, failure webhooks) and closes the store. On etcd
-   * it first records how long the agent leases it granted still run, measured at halt: the next
-   * leader waits that long before giving their shards to others. Resolves false when that could
-   * not be recorded: the leadership must then run out rather than be resigned.
-   */
-  close(): Promise<boolean>;
-}
 
 /**
  * Serves gRPC and HTTP, and leads: at once on SQLite; on etcd once elected, following the leader
@@ -198,72 +173,19 @@ export async function startController(options: ControllerOptions): Promise<Runni
     void stop().then(() => failWith(error));
   };
 
-  const lead = async (store: Store): Promise<Leading> => {
-    const snapshot = await store.open();
-    const core = new ControllerCore(config, snapshot, Date.now(), tracing);
-    const driver = new CoreDriver(core, store, logger, (error) => {
-      logger.fatal({ err: error }, "the store failed; stopping so that nothing is sent that is not durable");
-      fail(error instanceof Error ? error : new Error(String(error)));
+  const lead = (store: Store): Promise<Leading> =>
+    startLeading(store, {
+      config,
+      tracing,
+      logger,
+      metrics,
+      leadership,
+      failureWebhooks: options.failureWebhooks,
+      customStrategies,
+      maxJobs: limits.maxJobs,
+      retention,
+      onFatal: fail,
     });
-    metrics.lead(snapshot);
-    const unsubscribeMetrics = driver.onApplied(metrics.observe);
-    const sessions = new AgentSessions(core, driver, logger);
-    // On etcd no agent lease may outlive this controller's own leadership lease: the next leader
-    // is elected only once that lease ended, and then owes no agent of this one a wait. And
-    // nothing is sent once this controller cannot be sure it still leads.
-    let unsubscribeRenewed = (): void => {};
-    if (leadership !== undefined) {
-      const elected = leadership;
-      core.limitLeases(elected.actUntil, Date.now());
-      unsubscribeRenewed = elected.onRenewed((actUntil) => driver.post((now) => core.limitLeases(actUntil, now)));
-      driver.deliver = (messages, closes) => {
-        if (elected.isLeader()) sessions.deliver(messages, closes);
-      };
-    } else {
-      driver.deliver = sessions.deliver;
-    }
-    const notifier = new FailureNotifier({ ...options.failureWebhooks, core, store, logger });
-    const unsubscribeNotifier = driver.onEvent(notifier.onEvent);
-    const admin = adminService(core, driver, store, customStrategies, { maxJobs: limits.maxJobs }) as Record<string, unknown>;
-    let leasesEndWithin: number | undefined;
-    const pruneTimer = setInterval(() => {
-      store.prune(retention, Date.now()).catch((error: unknown) => logger.warn({ err: error }, "pruning execution history failed"));
-    }, PRUNE_EVERY_MS);
-    pruneTimer.unref();
-    await driver.start();
-    return {
-      core,
-      sessions,
-      admin,
-      store,
-      halt: (reason) => {
-        leasesEndWithin = core.leasesEndWithin(Date.now());
-        clearInterval(pruneTimer);
-        unsubscribeRenewed();
-        driver.stop();
-        sessions.closeAll(reason);
-      },
-      close: async () => {
-        await driver.idle();
-        unsubscribeMetrics();
-        unsubscribeNotifier();
-        // Before the store closes: the notifier reads failed executions from it.
-        await notifier.stop();
-        let handedOver = true;
-        if (leasesEndWithin !== undefined && store.handOver !== undefined) {
-          handedOver = await store.handOver(leasesEndWithin).then(
-            () => true,
-            (error: unknown) => {
-              logger.warn({ err: error }, "could not record the agents' leases for the next leader; not resigning, the leadership runs out instead");
-              return false;
-            },
-          );
-        }
-        await store.close();
-        return handedOver;
-      },
-    };
-  };
 
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
@@ -284,61 +206,14 @@ export async function startController(options: ControllerOptions): Promise<Runni
     return stopping;
   };
 
-  /**
-   * Resolves once there is somewhere to send a caller: another controller leads, or this one
-   * does and serves; or after `ms`, or when stopping.
-   */
-  const leaderKnown = (ms: number): Promise<void> =>
-    new Promise((resolve) => {
-      const settled = (): boolean => stopping !== undefined || leading !== undefined || (leadership?.leader ?? advertised) !== advertised;
-      if (settled()) {
-        resolve();
-        return;
-      }
-      const check = (): void => {
-        if (!settled()) return;
-        clearInterval(poll);
-        clearTimeout(timer);
-        unsubscribe?.();
-        resolve();
-      };
-      const unsubscribe = leadership?.onLeaderChange(check);
-      void elected.then(check);
-      // The leader key names this controller a little before it serves: checked again shortly.
-      const poll = setInterval(check, 50);
-      const timer = setTimeout(() => {
-        clearInterval(poll);
-        unsubscribe?.();
-        resolve();
-      }, ms);
-    });
 
-  /**
-   * A follower's answer to an agent: a Redirect to the leader. While no controller leads (the
-   * leader just died), the stream is held until one does, so agents reach the new leader as soon
-   * as it is elected instead of after their reconnect backoff.
-   */
-  const follow = (stream: AgentStream, context: CallContext): void => {
-    let open = true;
-    stream.onClose(() => (open = false));
-    void leaderKnown(HOLD_AGENT_WITHOUT_LEADER_MS).then(() => {
-      if (!open) return;
-      const leader = leadership?.leader;
-      if (stopping !== undefined) stream.close(status.UNAVAILABLE, "the controller is shutting down");
-      else if (leading !== undefined) leading.sessions.connect(stream, context);
-      else if (leader === undefined || leader === advertised) stream.close(status.UNAVAILABLE, "no controller leads yet; retry shortly");
-      else {
-        stream.send({ term: BigInt(leadership!.currentTerm), kind: { case: "redirect", value: { leaderAddress: leader } } });
-        stream.end();
-      }
-    });
-  };
-
-  const notLeading = (): ShardlineError => {
-    const leader = leadership?.leader;
-    if (stopping !== undefined) return new ShardlineError("unavailable", "the controller is shutting down");
-    if (leader === undefined || leader === advertised) return new ShardlineError("unavailable", "no controller leads yet; retry shortly");
-    return new ShardlineError("unavailable", `this controller is a follower; the leader is at ${leader}`, { leader });
+  /** What the follower routing reads of this controller. */
+  const routing: ControllerStatus = {
+    leading: () => leading,
+    stopping: () => stopping !== undefined,
+    leadership: () => leadership,
+    advertised: () => advertised,
+    elected,
   };
 
   try {
@@ -366,12 +241,12 @@ export async function startController(options: ControllerOptions): Promise<Runni
             return;
           }
           if (leading !== undefined) leading.sessions.connect(stream, context);
-          else follow(stream, context);
+          else follow(routing, stream, context);
         },
       },
       { onError },
     );
-    addService(grpcServer, AdminService, authorizedAdmin(followingAdmin(() => leading?.admin, notLeading, leaderKnown), authorization, adminLimiter), { onError });
+    addService(grpcServer, AdminService, authorizedAdmin(followingAdmin(routing), authorization, adminLimiter), { onError });
     const port = await listen(grpcServer, options.listen, tls?.serverCredentials());
     const host = splitHostPort(options.listen, "--listen").host;
     const grpcAddress = `${host.includes(":") ? `[${host}]` : host}:${port}`;
@@ -469,27 +344,4 @@ export async function startController(options: ControllerOptions): Promise<Runni
     await stop();
     throw error;
   }
-}
-
-/**
- * The AdminService as served: each method runs the leader's implementation while this controller
- * leads, and answers `notLeading()` otherwise (after waiting a while for a leader when there is none).
- */
-function followingAdmin(
-  current: () => Record<string, unknown> | undefined,
-  notLeading: () => ShardlineError,
-  leaderKnown: (ms: number) => Promise<void>,
-): Record<string, unknown> {
-  const impl: Record<string, unknown> = {};
-  for (const method of AdminService.methods) {
-    impl[method.localName] = async (...args: unknown[]): Promise<unknown> => {
-      if (current() === undefined) await leaderKnown(HOLD_ADMIN_WITHOUT_LEADER_MS);
-      const admin = current();
-      if (admin === undefined) throw notLeading();
-      const fn = admin[method.localName];
-      if (typeof fn !== "function") throw new ShardlineError("failed-precondition", `${method.name} is not implemented by this controller`);
-      return (fn as (...a: unknown[]) => unknown)(...args);
-    };
-  }
-  return impl;
 }
