@@ -1,7 +1,7 @@
 import type { StoreSnapshot } from "./store-port.js";
 import type { CoreConfig } from "./config.js";
 import { type ExecutionTracing, NO_TRACING } from "./execution-tracing.js";
-import type { AgentHello, AssignmentRef, ExecutionReport } from "./messages.js";
+import type { AgentHello, AssignmentRef, ExecutionUpdate } from "./messages.js";
 import type { Effects } from "./outbox.js";
 import { CoreState } from "./core-state.js";
 import type { AgentView, AssignmentView, JobView, UnassignedShardView } from "./model.js";
@@ -190,7 +190,7 @@ export class ControllerCore {
     return Agents.leasesEndWithin(this.s, now);
   }
 
-  executionUpdates(session: string, reports: readonly ExecutionReport[], now: number): void {
+  executionUpdates(session: string, reports: readonly ExecutionUpdate[], now: number): void {
     Executions.executionUpdates(this.s, session, reports, now);
   }
 

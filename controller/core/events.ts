@@ -1,7 +1,7 @@
 import type { JobSpec } from "../../shared/manifest/job-spec.js";
 import type { ExecutionStateName, JobRecord } from "./store-port.js";
 import type { ControllerCore } from "./controller-core.js";
-import type { AgentHello, AssignmentRef, ExecutionReport } from "./messages.js";
+import type { AgentHello, AssignmentRef, ExecutionUpdate } from "./messages.js";
 
 /**
  * Every input the controller core takes, as one typed union: what an agent's stream says, what an
@@ -12,7 +12,7 @@ export type CoreInput =
   /** A new stream said Hello; `peer` is where it comes from. */
   | { kind: "hello"; session: string; hello: AgentHello; peer?: string }
   | { kind: "heartbeat"; session: string; seq: number }
-  | { kind: "execution-updates"; session: string; reports: readonly ExecutionReport[] }
+  | { kind: "execution-updates"; session: string; reports: readonly ExecutionUpdate[] }
   | { kind: "release"; session: string; released: readonly AssignmentRef[] }
   | { kind: "goodbye"; session: string; reason: string }
   | { kind: "stream-closed"; session: string }

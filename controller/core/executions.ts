@@ -6,7 +6,7 @@ import { ShardlineError } from "../../shared/errors.js";
 import { DEFAULT_START_TIMEOUT_SECONDS, type JobSpec, type KubernetesSpec, priorityOf } from "../../shared/manifest/job-spec.js";
 import type { ExecutionRecord, ExecutionStateName } from "./store-port.js";
 import { FIRE_COMPLETE_SHARD, TERMINAL_STATES } from "./store-port.js";
-import type { ExecutionContext, ExecutionReport } from "./messages.js";
+import type { ExecutionContext, ExecutionUpdate } from "./messages.js";
 import { retryDelayMs } from "./misfire.js";
 import type { AgentEntry, ShardEntry, JobEntry } from "./model.js";
 import { CoreState } from "./core-state.js";
@@ -15,7 +15,7 @@ import * as FireComplete from "./fire-complete.js";
 import * as DaemonRuns from "./daemon-runs.js";
 import * as Clock from "./clock.js";
 
-export function executionUpdates(core: CoreState, session: string, reports: readonly ExecutionReport[], now: number): void {
+export function executionUpdates(core: CoreState, session: string, reports: readonly ExecutionUpdate[], now: number): void {
   Clock.advance(core, now);
   const agent = core.agentOf(session);
   // An event for each of the first few reports ignored, then one for the rest: a batch of
@@ -110,7 +110,7 @@ export function loseExecution(core: CoreState, execution: ExecutionRecord, reaso
 }
 
 /** `stale` counts the reports ignored; past `stale.events` of them, no event is emitted for each. */
-export function applyReport(core: CoreState, agent: AgentEntry, report: ExecutionReport, stale?: { count: number; events: number }): void {
+export function applyReport(core: CoreState, agent: AgentEntry, report: ExecutionUpdate, stale?: { count: number; events: number }): void {
   const execution = core.open.get(report.executionId);
   if (execution === undefined || execution.agent !== agent.id) {
     // A report of a run already closed (for example lost after a lease expiry), or of another

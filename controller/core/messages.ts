@@ -22,7 +22,7 @@ export interface AgentHello {
   /** Assignments it still holds from an earlier stream. */
   held: AssignmentRef[];
   /** Executions it still runs, or finished without a confirmed report. */
-  executions: ExecutionReport[];
+  executions: ExecutionUpdate[];
   /**
    * The process's instance, random per process start; absent or "" when the agent sent none.
    * Tells the same agent reconnecting from a second process claiming its id.
@@ -30,8 +30,11 @@ export interface AgentHello {
   instanceId?: string;
 }
 
-/** An agent's report about one execution. Times are the agent's Unix milliseconds. */
-export interface ExecutionReport {
+/**
+ * An agent's update about one execution (the proto's ExecutionUpdate, decoded). Times are the
+ * agent's Unix milliseconds.
+ */
+export interface ExecutionUpdate {
   executionId: string;
   state: ExecutionStateName;
   startedAt?: number;
@@ -87,3 +90,6 @@ export interface CoreEvent {
   state?: ExecutionStateName;
   message: string;
 }
+
+/** The former name of ExecutionUpdate, for code not yet moved to it. */
+export type ExecutionReport = ExecutionUpdate;

@@ -5,7 +5,7 @@
 import type { ExecutionRecord, StoreSnapshot } from "./store-port.js";
 import { FIRE_COMPLETE_SHARD } from "./store-port.js";
 import { claimFromTheFuture } from "./hello-rules.js";
-import type { AssignmentRef, ExecutionReport } from "./messages.js";
+import type { AssignmentRef, ExecutionUpdate } from "./messages.js";
 import type { AgentEntry } from "./model.js";
 import { CoreState } from "./core-state.js";
 import { fireKey, outcomeOf } from "./fire-complete.js";
@@ -22,9 +22,9 @@ import * as Placement from "./placement.js";
  * assignments again: a finish frees the shard for its next execution, which is dispatched at
  * once and must be neither taken for a run missing from the Hello nor sent before the snapshot.
  */
-export function reattachExecutions(core: CoreState, agent: AgentEntry, reports: readonly ExecutionReport[]): ExecutionReport[] {
+export function reattachExecutions(core: CoreState, agent: AgentEntry, reports: readonly ExecutionUpdate[]): ExecutionUpdate[] {
   const reported = new Set<string>();
-  const finished: ExecutionReport[] = [];
+  const finished: ExecutionUpdate[] = [];
   const stale: string[] = [];
   for (const report of reports) {
     const execution = core.open.get(report.executionId);

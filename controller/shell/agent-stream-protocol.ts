@@ -1,7 +1,7 @@
 import { ShardlineError } from "../../shared/errors.js";
 import type { ConnectRequest } from "../../shared/gen/shardline/v1/agent_service_pb.js";
 import { validateHello } from "../core/hello-rules.js";
-import type { AgentHello, AssignmentRef, ExecutionReport } from "../core/messages.js";
+import type { AgentHello, AssignmentRef, ExecutionUpdate } from "../core/messages.js";
 import { helloFromProto, releaseFromProto, toNumber, updatesFromProto } from "./proto-mapping.js";
 
 /** What one message on an agent's stream asks of the core, decoded and checked. */
@@ -9,7 +9,7 @@ export type AgentRequest =
   | { kind: "hello"; hello: AgentHello }
   /** `warning`: the seq did not grow, said once per stream. */
   | { kind: "heartbeat"; seq: number; warning?: string }
-  | { kind: "execution-updates"; reports: ExecutionReport[] }
+  | { kind: "execution-updates"; reports: ExecutionUpdate[] }
   | { kind: "release"; released: AssignmentRef[] }
   | { kind: "goodbye"; reason: string }
   /** Nothing for the core: `warning` says why, for a log line (undefined: not worth one). */

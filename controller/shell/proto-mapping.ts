@@ -11,13 +11,13 @@ import {
   type Job as JobMessage,
   JobSchema,
 } from "../../shared/gen/shardline/v1/types_pb.js";
-import type { ExecutionUpdate, ExecutionUpdates, Hello, Release } from "../../shared/gen/shardline/v1/agent_service_pb.js";
+import type { ExecutionUpdate as ExecutionUpdateMessage, ExecutionUpdates, Hello, Release } from "../../shared/gen/shardline/v1/agent_service_pb.js";
 import { stateEnumOf, stateNameOf } from "../../shared/execution-state.js";
 import { DEFAULT_WIRE_BUDGET } from "../../shared/grpc/index.js";
 import { type ExecutionRecord, type ExecutionStateName, FIRE_COMPLETE_SHARD } from "../store/store.js";
 import type { AgentView, JobView } from "../core/controller-core.js";
 import { clip } from "../core/hello-rules.js";
-import type { AgentHello, AssignmentRef, ExecutionReport } from "../core/messages.js";
+import type { AgentHello, AssignmentRef, ExecutionUpdate } from "../core/messages.js";
 
 /** The proto enum of a state name. */
 export function stateToProto(state: ExecutionStateName): ExecutionState {
@@ -108,13 +108,13 @@ const REPORTABLE: ReadonlySet<ExecutionStateName> = new Set(["running", "succeed
 const HELD: ReadonlySet<ExecutionStateName> = new Set([...REPORTABLE, "pending"]);
 
 /** One execution update; `held`: it comes in a Hello, which may also list PENDING runs. */
-export function reportFromProto(update: ExecutionUpdate, field: string, held = false): ExecutionReport {
+export function updateFromProto(update: ExecutionUpdateMessage, field: string, held = false): ExecutionUpdate {
   const state = stateNameOf(update.state);
   if (state === undefined || !(held ? HELD : REPORTABLE).has(state)) {
     const allowed = `${held ? "PENDING, " : ""}RUNNING, SUCCEEDED, FAILED, TIMED_OUT, CANCELLED or LOST`;
     throw ShardlineError.invalid(`${field}.state`, stateName(update.state), allowed);
   }
-  const report: ExecutionReport = { executionId: executionIdFromProto(update.executionId, `${field}.execution_id`), state };
+  const report: ExecutionUpdate = { executionId: executionIdFromProto(update.executionId, `${field}.execution_id`), state };
   if (update.startedAtUnixMs !== 0n) report.startedAt = unixMsFromProto(update.startedAtUnixMs, `${field}.started_at_unix_ms`);
   if (update.finishedAtUnixMs !== 0n) report.finishedAt = unixMsFromProto(update.finishedAtUnixMs, `${field}.finished_at_unix_ms`);
   // Free text, cut rather than refused: a handler's error message is not the agent's to bound.
@@ -130,12 +130,12 @@ export function reportFromProto(update: ExecutionUpdate, field: string, held = f
  * controller cannot tell such a report from a late one after a failover, which the protocol
  * says to ignore; the core does.)
  */
-export function updatesFromProto(updates: ExecutionUpdates): ExecutionReport[] {
+export function updatesFromProto(updates: ExecutionUpdates): ExecutionUpdate[] {
   checkEntries(updates.updates.length, "execution_updates.updates");
   const ended = new Map<string, number>();
   return updates.updates.map((update, i) => {
     const field = `execution_updates.updates[${i}]`;
-    const report = reportFromProto(update, field);
+    const report = updateFromProto(update, field);
     const end = ended.get(report.executionId);
     if (end !== undefined) {
       throw ShardlineError.invalid(
@@ -166,7 +166,7 @@ export function helloFromProto(hello: Hello): AgentHello {
     maxConcurrent: hello.maxConcurrent,
     version: hello.version,
     held: hello.held.map((a, i) => assignmentFromProto(a, `hello.held[${i}]`)),
-    executions: hello.executions.map((u, i) => reportFromProto(u, `hello.executions[${i}]`, true)),
+    executions: hello.executions.map((u, i) => updateFromProto(u, `hello.executions[${i}]`, true)),
     instanceId: hello.instanceId,
   };
 }
