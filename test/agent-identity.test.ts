@@ -1,15 +1,12 @@
-import { writeFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { readRuns, type RunRecord } from "./harness/fire-evidence.js";
-import { type AdminClient, adminClient, type CliProcess, ControllerProcess, freePort, requireBuiltCli, startAgent, waitFor } from "./harness/processes.js";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { RunRecord } from "./harness/fire-evidence.js";
+import { waitFor } from "./harness/processes.js";
+import { CHAOS_HANDLERS, ShardlineTestEnv } from "./harness/shardline-env.js";
+import type { SqliteController } from "./harness/sqlite-controller.js";
+import type { TrackedProcess } from "./harness/tracked-process.js";
 
-// Each run appends its start (with the process id of the agent that ran it) and its end to a file:
-// the agents' own record of what ran where, not the controller's.
-const HANDLERS = join(dirname(fileURLToPath(import.meta.url)), "harness", "chaos-handlers.mjs");
+// Each run appends its start (with the process id of the agent that ran it) and its end to a file
+// (CHAOS_HANDLERS): the agents' own record of what ran where, not the controller's.
 const JOB = `
 apiVersion: shardline.dev/v1
 kind: ShardedJob
@@ -20,14 +17,11 @@ spec:
   handler: work
 `;
 
-
 /** An agent process under `--id worker-1`, with its stderr kept apart and its log lines parsed. */
 class Worker {
-  readonly process: CliProcess;
   stderr = "";
 
-  constructor(controller: string, record: string, extra: string[] = []) {
-    this.process = startAgent(controller, "worker-1", HANDLERS, { SHARDLINE_TEST_RECORD: record, SHARDLINE_TEST_WORK_MS: "100" }, extra);
+  constructor(readonly process: TrackedProcess) {
     this.process.child.stderr!.on("data", (chunk: Buffer) => (this.stderr += chunk.toString()));
   }
 
@@ -53,39 +47,22 @@ class Worker {
 }
 
 describe("one process per agent id, on real processes", () => {
-  let dir = "";
-  let record = "";
-  let controller: ControllerProcess;
-  let admin: AdminClient;
-  const workers: Worker[] = [];
+  let env: ShardlineTestEnv<SqliteController>;
 
-  beforeAll(() => requireBuiltCli());
   beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), "shardline-identity-"));
-    record = join(dir, "runs.jsonl");
-    writeFileSync(record, "");
-    controller = new ControllerProcess(await freePort(), join(dir, "state.db"));
-    await controller.start();
-    admin = adminClient(controller.address);
+    env = await ShardlineTestEnv.single({ name: "identity", handlers: CHAOS_HANDLERS, agentEnv: { SHARDLINE_TEST_WORK_MS: "100" } });
   });
   afterEach(async (context) => {
-    if (context.task.result?.state === "fail") {
-      console.error([controller.process?.output ?? "", ...workers.map((w) => `--- worker-1 pid ${w.pid}\n${w.process.output}`)].join("\n"));
-    }
-    admin.close();
-    await Promise.all(workers.splice(0).map((w) => w.process.stop()));
-    await controller.process?.stop();
-    await rm(dir, { recursive: true, force: true });
+    if (context.task.result?.state === "fail") env.failed = true;
+    await env.close();
   });
 
-  function worker(extra: string[] = []): Worker {
-    const started = new Worker(controller.address, record, extra);
-    workers.push(started);
-    return started;
+  function worker(args: string[] = []): Worker {
+    return new Worker(env.startAgent("worker-1", { args }));
   }
 
   function runs(): RunRecord[] {
-    return readRuns(record);
+    return env.runs();
   }
 
   /** Waits until the process `pid` has finished a run of every shard of a fire later than `after`. */
@@ -107,17 +84,17 @@ describe("one process per agent id, on real processes", () => {
   }
 
   async function assignments() {
-    return (await admin.listAssignments({ job: "sweep" })).assignments.map((a) => ({ shard: a.shard, agent: a.agent, term: a.term, generation: a.generation }));
+    return (await env.admin.listAssignments({ job: "sweep" })).assignments.map((a) => ({ shard: a.shard, agent: a.agent, term: a.term, generation: a.generation }));
   }
 
   async function holder() {
-    return (await admin.listAgents({})).agents.find((agent) => agent.id === "worker-1");
+    return (await env.admin.listAgents({})).agents.find((agent) => agent.id === "worker-1");
   }
 
   it("refuses a second process under a held id (exit 4, the controller's message), leaves the holder its shards, and lets a new process take the id of a killed holder, running its shards once its lease lapses", async () => {
     const a = worker();
     const aInstance = await a.instanceId();
-    await admin.applyJob({ manifest: JOB });
+    await env.admin.applyJob({ manifest: JOB });
     await firesRunBy(a.pid, 0, "worker-1 (process A) to run both shards");
     const before = await assignments();
     expect(before.map((x) => x.agent)).toEqual(["worker-1", "worker-1"]);
@@ -161,7 +138,7 @@ describe("one process per agent id, on real processes", () => {
   it("with --wait-for-id, a second process waits for the id while the holder runs, and takes it once the holder stops", async () => {
     const a = worker();
     const aInstance = await a.instanceId();
-    await admin.applyJob({ manifest: JOB });
+    await env.admin.applyJob({ manifest: JOB });
     await firesRunBy(a.pid, 0, "worker-1 (process A) to run both shards");
 
     const b = worker(["--wait-for-id"]);

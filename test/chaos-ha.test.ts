@@ -1,25 +1,21 @@
 import { writeFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentState, ExecutionState } from "../shared/gen/shardline/v1/types_pb.js";
-import { chaosSeed, seededRandom, spawnAgent, type TrackedProcess } from "./harness/chaos-tools.js";
-import { EtcdServer } from "./harness/etcd.js";
+import { chaosSeed, seededRandom } from "./harness/chaos-seed.js";
 import {
   accountFires,
   executionFact,
   iso,
   overlappingRuns,
   pauseOverlaps,
-  readRuns,
   runSpans,
   startsOnLapsedLease,
   supersededStarts,
 } from "./harness/fire-evidence.js";
-import { freePort, requireBuiltCli, shardline, waitFor } from "./harness/processes.js";
-import { ControllerReplica, ControllerReplicaSet, type ReplicaSetAdmin } from "./harness/replicas.js";
+import { shardline, waitFor } from "./harness/processes.js";
+import type { ControllerReplica, ControllerReplicaSet } from "./harness/replicas.js";
+import { CHAOS_HANDLERS, ShardlineTestEnv } from "./harness/shardline-env.js";
 
 // test/chaos.test.ts's idea on three controller replicas sharing one real etcd: agents given all
 // three addresses, a fenced 6-shard job firing every second, and seeded rounds that kill or
@@ -27,8 +23,6 @@ import { ControllerReplica, ControllerReplicaSet, type ReplicaSetAdmin } from ".
 // shard must be accounted for once, and no (fire, shard) may have run on two agents at once.
 
 const SEED = chaosSeed();
-const HANDLERS = join(dirname(fileURLToPath(import.meta.url)), "harness", "chaos-handlers.mjs");
-const REPLICA_NAMES = ["ctl-1", "ctl-2", "ctl-3"];
 const AGENT_IDS = ["agent-a", "agent-b", "agent-c", "agent-d"];
 const SHARDS = 6;
 const ROUNDS = 10;
@@ -58,37 +52,10 @@ type Moment = "now" | "mid-run" | "before-start";
 describe(`a sharded job under chaos on three controller replicas on etcd (seed ${SEED}; replay with SHARDLINE_CHAOS_SEED=${SEED})`, () => {
   const random = seededRandom(SEED);
   const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
-  let etcd: EtcdServer | undefined;
-  let dir = "";
-  let record = "";
-  let set: ControllerReplicaSet;
-  let admin: ReplicaSetAdmin;
-  /** The current process of each agent id. */
-  const agents = new Map<string, TrackedProcess>();
-  /** Every agent process ever started, for the overlap checks. */
-  const allAgents: TrackedProcess[] = [];
-  const journal: string[] = [];
-  const note = (line: string): void => {
-    journal.push(`${iso(Date.now())} ${line}`);
-  };
-  let failed = false;
+  let env: ShardlineTestEnv<ControllerReplicaSet>;
 
-  const startAgent = (id: string): TrackedProcess => {
-    const agent = spawnAgent({
-      name: id,
-      controller: set.addresses,
-      handlers: HANDLERS,
-      env: { SHARDLINE_TEST_RECORD: record, SHARDLINE_TEST_WORK_MS: String(WORK_MS) },
-    });
-    agents.set(id, agent);
-    allAgents.push(agent);
-    note(`started ${id} (pid ${agent.pid})`);
-    return agent;
-  };
-
-  const agentsNow = async () => (await admin.call((a) => a.listAgents({}))).agents;
-  const allAgentsReady = (what: string): Promise<true> =>
-    waitFor(what, async () => ((await agentsNow()).filter((a) => a.state === AgentState.READY).length === AGENT_IDS.length ? true : undefined), 30_000);
+  const agentsNow = async () => (await env.admin.listAgents({})).agents;
+  const allAgentsReady = (what: string): Promise<void> => env.agentsReady(AGENT_IDS.length, what);
   const ownsShards = async (id: string): Promise<true | undefined> => {
     const agent = (await agentsNow()).find((a) => a.id === id);
     return agent !== undefined && agent.state === AgentState.READY && agent.shards.length > 0 ? true : undefined;
@@ -96,21 +63,13 @@ describe(`a sharded job under chaos on three controller replicas on etcd (seed $
   /** The leader's view that `id` lost its lease: it is gone or lost, and owns no shard. */
   const leaseExpired = async (id: string): Promise<true | undefined> => {
     const agent = (await agentsNow()).find((a) => a.id === id);
-    const owned = (await admin.call((a) => a.listAssignments({ job: "sweep" }))).assignments.filter((a) => a.agent === id);
+    const owned = (await env.admin.listAssignments({ job: "sweep" })).assignments.filter((a) => a.agent === id);
     return (agent === undefined || agent.state === AgentState.LOST) && owned.length === 0 ? true : undefined;
   };
   /** Waits until every shard has a finished run of a fire after `after`. */
-  const progressAfter = (after: number, what: string): Promise<true> =>
-    waitFor(
-      what,
-      async () => {
-        const done = new Set(readRuns(record).filter((r) => r.event === "end" && r.fireTime > after).map((r) => r.shard));
-        return done.size === SHARDS ? true : undefined;
-      },
-      30_000,
-    );
+  const progressAfter = (after: number, what: string): Promise<number> => env.everyShardRan(what, { shards: SHARDS, after });
   const leaderNow = (): { replica: ControllerReplica; term: number } => {
-    const leader = set.currentLeader();
+    const leader = env.controller.currentLeader();
     if (leader === undefined) throw new Error("no replica leads");
     return leader;
   };
@@ -119,13 +78,13 @@ describe(`a sharded job under chaos on three controller replicas on etcd (seed $
   async function reach(moment: Moment, agentId?: string): Promise<void> {
     if (moment === "now") return;
     // Current processes only: a killed one's last run has a start and no end for ever.
-    const pids = new Set(agentId === undefined ? [...agents.values()].map((a) => a.pid) : [agents.get(agentId)!.pid]);
+    const pids = new Set(agentId === undefined ? [...env.agents.values()].map((a) => a.pid) : [env.agents.get(agentId)!.pid]);
     const where = agentId ?? "an agent";
     if (moment === "mid-run") {
       await waitFor(
         `${where} to be in the middle of a run`,
         async () => {
-          const runs = readRuns(record).filter((r) => pids.has(r.pid));
+          const runs = env.runs().filter((r) => pids.has(r.pid));
           const closed = new Set(runs.filter((r) => r.event !== "start").map((r) => `${r.pid}/${r.fireTime}/${r.shard}/${r.attempt}`));
           return runs.some((r) => r.event === "start" && !closed.has(`${r.pid}/${r.fireTime}/${r.shard}/${r.attempt}`)) ? true : undefined;
         },
@@ -137,9 +96,7 @@ describe(`a sharded job under chaos on three controller replicas on etcd (seed $
         `a run to be dispatched to ${where} ahead of its fire instant`,
         async () => {
           const soon = BigInt(Date.now() + 30);
-          const pending = await admin.call((a) =>
-            a.listExecutions({ job: "sweep", agent: agentId ?? "", state: ExecutionState.PENDING, sinceUnixMs: soon, limit: 10 }),
-          );
+          const pending = await env.admin.listExecutions({ job: "sweep", agent: agentId ?? "", state: ExecutionState.PENDING, sinceUnixMs: soon, limit: 10 });
           return pending.executions.some((e) => e.agent !== "") ? true : undefined;
         },
         20_000,
@@ -151,7 +108,7 @@ describe(`a sharded job under chaos on three controller replicas on etcd (seed $
   /** Restarts `replica`, which must come back as a follower of `leader`. */
   async function restartAsFollower(replica: ControllerReplica, leader: ControllerReplica): Promise<void> {
     const process = await replica.start();
-    note(`restarted ${replica.name} (pid ${process.pid})`);
+    env.note(`restarted ${replica.name} (pid ${process.pid})`);
     expect(replica.servedAs(), `${replica.name}, restarted while ${leader.name} leads, serves as a follower of it`).toEqual({
       following: true,
       leader: leader.address,
@@ -159,32 +116,23 @@ describe(`a sharded job under chaos on three controller replicas on etcd (seed $
   }
 
   beforeAll(async () => {
-    try {
-      await setUp();
-    } catch (error) {
-      failed = true;
-      throw error;
-    }
+    // Retention far above what the test makes, so no execution of the checked window is pruned.
+    env = await ShardlineTestEnv.replicas(3, {
+      name: "chaos-ha",
+      handlers: CHAOS_HANDLERS,
+      agentEnv: { SHARDLINE_TEST_WORK_MS: String(WORK_MS) },
+      controllerArgs: ["--history-per-job", "100000"],
+    });
+    await env.settingUp(setUp);
   }, 60_000);
 
   async function setUp(): Promise<void> {
-    requireBuiltCli();
-    etcd = await EtcdServer.start();
-    dir = await mkdtemp(join(tmpdir(), "shardline-chaos-ha-"));
-    record = join(dir, "runs.jsonl");
-    writeFileSync(record, "");
-    const store = `${etcd.url}/chaos-ha`;
-    // Retention far above what the test makes, so no execution of the checked window is pruned.
-    const replicas: ControllerReplica[] = [];
-    for (const name of REPLICA_NAMES) replicas.push(new ControllerReplica(name, "127.0.0.1", await freePort(), store, ["--history-per-job", "100000"]));
-    set = new ControllerReplicaSet(replicas);
-    await Promise.all(replicas.map((r) => r.start()));
-    const first = await set.leaderAfter(0);
-    note(`${first.replica.name} leads in term ${first.term}`);
-    admin = set.admin();
+    const replicas = env.controller.replicas;
+    const first = await env.controller.leaderAfter(0);
+    env.note(`${first.replica.name} leads in term ${first.term}`);
 
     // Applied through the CLI, given a follower first: it follows the leader trailer.
-    const manifest = join(dir, "sweep.yaml");
+    const manifest = join(env.dir, "sweep.yaml");
     writeFileSync(manifest, JOB);
     const followersFirst = [...replicas.filter((r) => r !== first.replica), first.replica].map((r) => r.address).join(",");
     const applied = await shardline(["apply", "-f", manifest, "--controller", followersFirst]);
@@ -192,22 +140,14 @@ describe(`a sharded job under chaos on three controller replicas on etcd (seed $
     expect(applied.stderr).toMatch(/^warning: job\/sweep: no connected agent can run it now: no agent is connected; its fires wait \(spec\.misfire: [a-z-]+\)\n$/);
     expect(applied.code).toBe(0);
 
-    for (const id of AGENT_IDS) startAgent(id);
+    for (const id of AGENT_IDS) env.startAgent(id);
     await allAgentsReady("four agents to connect to the leader");
     await progressAfter(0, "a first fire on every shard");
   }
 
   afterAll(async () => {
-    if (failed) {
-      console.error(`chaos-ha seed ${SEED} (replay: SHARDLINE_CHAOS_SEED=${SEED} npx vitest run test/chaos-ha.test.ts)\n${journal.join("\n")}`);
-      for (const process of [...(set?.incarnations ?? []), ...allAgents]) console.error(`--- ${process.name} (pid ${process.pid})\n${process.output.slice(-30_000)}`);
-      if (etcd !== undefined) console.error(`--- etcd\n${etcd.log()}`);
-    }
-    admin?.close();
-    await Promise.all([...agents.values()].map((a) => a.stop()));
-    await Promise.all((set?.replicas ?? []).map((r) => r.process?.stop()));
-    await etcd?.stop();
-    if (dir !== "") await rm(dir, { recursive: true, force: true });
+    if (env?.failed) console.error(`chaos-ha seed ${SEED} (replay: SHARDLINE_CHAOS_SEED=${SEED} npx vitest run test/chaos-ha.test.ts)`);
+    await env?.close();
   });
 
   async function killLeader(): Promise<void> {
@@ -215,9 +155,9 @@ describe(`a sharded job under chaos on three controller replicas on etcd (seed $
     await reach(moment);
     const { replica: victim, term } = leaderNow();
     await victim.process!.crash();
-    note(`SIGKILLed leader ${victim.name} (term ${term}) ${moment}`);
-    const next = await set.leaderAfter(term);
-    note(`${next.replica.name} leads in term ${next.term}`);
+    env.note(`SIGKILLed leader ${victim.name} (term ${term}) ${moment}`);
+    const next = await env.controller.leaderAfter(term);
+    env.note(`${next.replica.name} leads in term ${next.term}`);
     await restartAsFollower(victim, next.replica);
     await allAgentsReady(`all four agents to connect to ${next.replica.name}`);
   }
@@ -233,20 +173,20 @@ describe(`a sharded job under chaos on three controller replicas on etcd (seed $
     const frozen = victim.process!;
     frozen.freeze();
     const frozenAt = Date.now();
-    note(`SIGSTOPped leader ${victim.name} (term ${term}, pid ${frozen.pid}) ${moment}`);
+    env.note(`SIGSTOPped leader ${victim.name} (term ${term}, pid ${frozen.pid}) ${moment}`);
     let next: { replica: ControllerReplica; term: number };
     try {
-      next = await set.leaderAfter(term);
-      note(`${next.replica.name} leads in term ${next.term}`);
+      next = await env.controller.leaderAfter(term);
+      env.note(`${next.replica.name} leads in term ${next.term}`);
       await progressAfter(Date.now(), `every shard to run under ${next.replica.name} while ${victim.name} is frozen`);
       await waitFor(`${victim.name} to be frozen for longer than its etcd lease`, async () => (Date.now() - frozenAt > LEADER_TTL_MS + 500 ? true : undefined));
     } finally {
       frozen.thaw();
     }
-    note(`SIGCONTed ${victim.name} after ${Date.now() - frozenAt} ms`);
+    env.note(`SIGCONTed ${victim.name} after ${Date.now() - frozenAt} ms`);
     await waitFor(`${victim.name} to exit after its SIGCONT`, async () => (frozen.running ? undefined : true), 15_000);
     const exit = await frozen.exited;
-    note(`${victim.name} exited (code ${exit.code}, signal ${exit.signal})`);
+    env.note(`${victim.name} exited (code ${exit.code}, signal ${exit.signal})`);
     expect({ code: exit.code === 0 ? 0 : "non-zero", lostTheLeadership: frozen.output.includes("lost the leadership") }, `${victim.name}'s exit after its SIGCONT`).toEqual({
       code: "non-zero",
       lostTheLeadership: true,
@@ -257,11 +197,11 @@ describe(`a sharded job under chaos on three controller replicas on etcd (seed $
 
   async function killFollower(): Promise<void> {
     const leader = leaderNow();
-    const victim = pick(set.replicas.filter((r) => r !== leader.replica));
+    const victim = pick(env.controller.replicas.filter((r) => r !== leader.replica));
     await victim.process!.crash();
-    note(`SIGKILLed follower ${victim.name}`);
+    env.note(`SIGKILLed follower ${victim.name}`);
     await restartAsFollower(victim, leader.replica);
-    const after = set.currentLeader();
+    const after = env.controller.currentLeader();
     expect({ leader: after?.replica.name, term: after?.term }, `the leader after follower ${victim.name} was killed and restarted`).toEqual({
       leader: leader.replica.name,
       term: leader.term,
@@ -270,10 +210,10 @@ describe(`a sharded job under chaos on three controller replicas on etcd (seed $
 
   async function killAgent(id: string): Promise<void> {
     const quick = random() < 0.4;
-    await agents.get(id)!.crash();
-    note(`SIGKILLed ${id}; restarting it ${quick ? "at once" : "after its lease expired"}`);
+    await env.agents.get(id)!.crash();
+    env.note(`SIGKILLed ${id}; restarting it ${quick ? "at once" : "after its lease expired"}`);
     if (!quick) await waitFor(`the leader to expire ${id}'s lease and move its shards`, leaseExpired.bind(null, id));
-    startAgent(id);
+    env.startAgent(id);
     await waitFor(`the restarted ${id} to own shards`, ownsShards.bind(null, id), 30_000);
   }
 
@@ -284,10 +224,10 @@ describe(`a sharded job under chaos on three controller replicas on etcd (seed $
   async function freezeAgent(id: string): Promise<void> {
     const moment = pick(["mid-run", "before-start"] as const);
     await reach(moment, id);
-    const victim = agents.get(id)!;
+    const victim = env.agents.get(id)!;
     victim.freeze();
     const frozenAt = Date.now();
-    note(`SIGSTOPped ${id} (pid ${victim.pid}) ${moment}`);
+    env.note(`SIGSTOPped ${id} (pid ${victim.pid}) ${moment}`);
     let thawedAt: number;
     try {
       await waitFor(`the leader to expire frozen ${id}'s lease and move its shards`, leaseExpired.bind(null, id));
@@ -299,7 +239,7 @@ describe(`a sharded job under chaos on three controller replicas on etcd (seed $
     }
     const fenced = await waitFor(`${id} to log that it fenced itself after its SIGCONT`, async () => victim.logged("fenced:", thawedAt), 10_000);
     victim.resumes.push([thawedAt, fenced.time]);
-    note(`SIGCONTed ${id} after ${thawedAt - frozenAt} ms; it fenced itself at ${iso(fenced.time)}`);
+    env.note(`SIGCONTed ${id} after ${thawedAt - frozenAt} ms; it fenced itself at ${iso(fenced.time)}`);
     await waitFor(`${id} to reconnect after its fence`, async () => victim.logged("connected", fenced.time), 30_000);
     await waitFor(`${id} to own shards again`, ownsShards.bind(null, id), 30_000);
   }
@@ -319,7 +259,7 @@ describe(`a sharded job under chaos on three controller replicas on etcd (seed $
         const fault = plan[rounds] ?? pick(FAULTS);
         rounds++;
         faults.push(fault);
-        note(`round ${rounds}: ${fault}`);
+        env.note(`round ${rounds}: ${fault}`);
         if (fault === "kill-leader") await killLeader();
         else if (fault === "freeze-leader") await freezeLeader();
         else if (fault === "kill-follower") await killFollower();
@@ -327,7 +267,7 @@ describe(`a sharded job under chaos on three controller replicas on etcd (seed $
         else await freezeAgent(pick(AGENT_IDS));
         await progressAfter(Date.now(), `every shard to run again after round ${rounds} (${fault})`);
       }
-      note(`${rounds} rounds in ${Date.now() - chaosStart} ms`);
+      env.note(`${rounds} rounds in ${Date.now() - chaosStart} ms`);
 
       // Every instant up to a second ago, once each of those fires reached its final outcome.
       const to = Math.floor(Date.now() / 1000) * 1000 - 1000;
@@ -335,7 +275,7 @@ describe(`a sharded job under chaos on three controller replicas on etcd (seed $
         "every fire of the window to reach its final outcome",
         async () => {
           const listed = (
-            await admin.call((a) => a.listExecutions({ job: "sweep", limit: 10_000, sinceUnixMs: BigInt(from), untilUnixMs: BigInt(to + 1) }))
+            await env.admin.listExecutions({ job: "sweep", limit: 10_000, sinceUnixMs: BigInt(from), untilUnixMs: BigInt(to + 1) })
           ).executions.map(executionFact);
           return listed.every((e) => e.state !== "pending" && e.state !== "running") ? listed : undefined;
         },
@@ -343,24 +283,24 @@ describe(`a sharded job under chaos on three controller replicas on etcd (seed $
       );
 
       const account = accountFires(executions, { shards: SHARDS, from, to, stepMs: 1000 });
-      const runs = readRuns(record).filter((r) => r.fireTime >= from);
-      const spans = runSpans(runs, allAgents);
+      const runs = env.runs().filter((r) => r.fireTime >= from);
+      const spans = runSpans(runs, env.allAgents);
       const summary = `window ${iso(from)}..${iso(to)}: ${account.fires} fires of a shard; final outcomes ${[...account.outcomes].map(([k, v]) => `${v} ${k}`).join(", ")}; ${account.failovers} failover re-runs`;
-      note(summary);
-      for (const line of account.reruns) note(line);
-      for (const line of pauseOverlaps(spans)) note(`(a pause, not a fencing fault) ${line}`);
+      env.note(summary);
+      for (const line of account.reruns) env.note(line);
+      for (const line of pauseOverlaps(spans)) env.note(`(a pause, not a fencing fault) ${line}`);
       // Every success the leader recorded is a run that an agent finished.
       const finished = new Set(runs.filter((r) => r.event === "end").map((r) => `sweep/${r.fireTime}/${r.shard}/${r.attempt}`));
       expect({
         accounting: account.problems,
-        startedOnLapsedLease: startsOnLapsedLease(runs, allAgents),
+        startedOnLapsedLease: startsOnLapsedLease(runs, env.allAgents),
         supersededStarts: supersededStarts(runs),
         overlappingRuns: overlappingRuns(spans),
         successesNoAgentFinished: executions.filter((e) => e.state === "succeeded" && !finished.has(e.id)).map((e) => e.id),
       }).toEqual({ accounting: [], startedOnLapsedLease: [], supersededStarts: [], overlappingRuns: [], successesNoAgentFinished: [] });
       console.log(`chaos-ha seed ${SEED}: ${faults.join(", ")}; ${summary}`);
     } catch (error) {
-      failed = true;
+      env.failed = true;
       throw error;
     }
   }, 150_000);

@@ -1,26 +1,21 @@
-import { writeFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentState, ExecutionState } from "../shared/gen/shardline/v1/types_pb.js";
-import { chaosSeed, ControllerOnStore, seededRandom, spawnAgent, type TrackedProcess } from "./harness/chaos-tools.js";
+import { chaosSeed, seededRandom } from "./harness/chaos-seed.js";
 import {
   accountFires,
   executionFact,
   iso,
   overlappingRuns,
   pauseOverlaps,
-  readRuns,
   runSpans,
   startsOnLapsedLease,
   supersededStarts,
 } from "./harness/fire-evidence.js";
-import { type AdminClient, adminClient, freePort, requireBuiltCli, waitFor } from "./harness/processes.js";
+import { waitFor } from "./harness/processes.js";
+import { CHAOS_HANDLERS, ShardlineTestEnv } from "./harness/shardline-env.js";
+import type { SqliteController } from "./harness/sqlite-controller.js";
 
 const SEED = chaosSeed();
-const HANDLERS = join(dirname(fileURLToPath(import.meta.url)), "harness", "chaos-handlers.mjs");
 const AGENT_IDS = ["agent-a", "agent-b", "agent-c", "agent-d"];
 const SHARDS = 6;
 const ROUNDS = 10;
@@ -50,34 +45,9 @@ const FAULTS: Fault[] = ["kill-agent", "freeze-agent", "crash-controller"];
 describe(`a sharded job under chaos on real processes (seed ${SEED}; replay with SHARDLINE_CHAOS_SEED=${SEED})`, () => {
   const random = seededRandom(SEED);
   const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
-  let dir = "";
-  let record = "";
-  let controller: ControllerOnStore;
-  let admin: AdminClient;
-  /** The current process of each agent id. */
-  const agents = new Map<string, TrackedProcess>();
-  /** Every agent process ever started, for the overlap checks. */
-  const allAgents: TrackedProcess[] = [];
-  const journal: string[] = [];
-  const note = (line: string): void => {
-    journal.push(`${iso(Date.now())} ${line}`);
-  };
-  let failed = false;
+  let env: ShardlineTestEnv<SqliteController>;
 
-  const startAgent = (id: string): TrackedProcess => {
-    const agent = spawnAgent({
-      name: id,
-      controller: controller.address,
-      handlers: HANDLERS,
-      env: { SHARDLINE_TEST_RECORD: record, SHARDLINE_TEST_WORK_MS: String(WORK_MS) },
-    });
-    agents.set(id, agent);
-    allAgents.push(agent);
-    note(`started ${id} (pid ${agent.pid})`);
-    return agent;
-  };
-
-  const agentsNow = async () => (await admin.listAgents({})).agents;
+  const agentsNow = async () => (await env.admin.listAgents({})).agents;
   const ownsShards = async (id: string): Promise<true | undefined> => {
     const agent = (await agentsNow()).find((a) => a.id === id);
     return agent !== undefined && agent.state === AgentState.READY && agent.shards.length > 0 ? true : undefined;
@@ -85,44 +55,31 @@ describe(`a sharded job under chaos on real processes (seed ${SEED}; replay with
   /** The controller's view that `id` lost its lease: it is gone or lost, and owns no shard. */
   const leaseExpired = async (id: string): Promise<true | undefined> => {
     const agent = (await agentsNow()).find((a) => a.id === id);
-    const owned = (await admin.listAssignments({ job: "sweep" })).assignments.filter((a) => a.agent === id);
+    const owned = (await env.admin.listAssignments({ job: "sweep" })).assignments.filter((a) => a.agent === id);
     return (agent === undefined || agent.state === AgentState.LOST) && owned.length === 0 ? true : undefined;
   };
   /** Waits until every shard has a finished run of a fire after `after`. */
-  const progressAfter = (after: number, what: string): Promise<true> =>
-    waitFor(
-      what,
-      async () => {
-        const done = new Set(readRuns(record).filter((r) => r.event === "end" && r.fireTime > after).map((r) => r.shard));
-        return done.size === SHARDS ? true : undefined;
-      },
-      30_000,
-    );
+  const progressAfter = (after: number, what: string): Promise<number> => env.everyShardRan(what, { shards: SHARDS, after });
 
   beforeAll(async () => {
-    requireBuiltCli();
-    dir = await mkdtemp(join(tmpdir(), "shardline-chaos-"));
-    record = join(dir, "runs.jsonl");
-    writeFileSync(record, "");
     // Retention far above what the test makes, so no execution of the checked window is pruned.
-    controller = new ControllerOnStore("127.0.0.1", await freePort(), join(dir, "state.db"), ["--history-per-job", "100000"]);
-    await controller.start();
-    admin = adminClient(controller.address);
-    for (const id of AGENT_IDS) startAgent(id);
-    await waitFor("four agents to connect", async () => ((await agentsNow()).filter((a) => a.state === AgentState.READY).length === 4 ? true : undefined));
-    await admin.applyJob({ manifest: JOB });
-    await progressAfter(0, "a first fire on every shard");
+    env = await ShardlineTestEnv.single({
+      name: "chaos",
+      handlers: CHAOS_HANDLERS,
+      agentEnv: { SHARDLINE_TEST_WORK_MS: String(WORK_MS) },
+      controllerArgs: ["--history-per-job", "100000"],
+    });
+    await env.settingUp(async () => {
+      for (const id of AGENT_IDS) env.startAgent(id);
+      await env.agentsReady(4, "four agents to connect", 20_000);
+      await env.admin.applyJob({ manifest: JOB });
+      await progressAfter(0, "a first fire on every shard");
+    });
   });
 
   afterAll(async () => {
-    if (failed) {
-      console.error(`chaos seed ${SEED} (replay: SHARDLINE_CHAOS_SEED=${SEED} npx vitest run test/chaos.test.ts)\n${journal.join("\n")}`);
-      for (const process of [...controller.incarnations, ...allAgents]) console.error(`--- ${process.name} (pid ${process.pid})\n${process.output.slice(-30_000)}`);
-    }
-    admin?.close();
-    await Promise.all([...agents.values()].map((a) => a.stop()));
-    await controller?.process?.stop();
-    if (dir !== "") await rm(dir, { recursive: true, force: true });
+    if (env?.failed) console.error(`chaos seed ${SEED} (replay: SHARDLINE_CHAOS_SEED=${SEED} npx vitest run test/chaos.test.ts)`);
+    await env?.close();
   });
 
   /**
@@ -130,10 +87,10 @@ describe(`a sharded job under chaos on real processes (seed ${SEED}; replay with
    * elsewhere, then thaws it (SIGCONT) and waits for it to fence itself, reconnect and own shards.
    */
   async function freezeThroughLease(id: string, why: string): Promise<{ thawedAt: number; fencedAt: number }> {
-    const victim = agents.get(id)!;
+    const victim = env.agents.get(id)!;
     victim.freeze();
     const frozenAt = Date.now();
-    note(`SIGSTOPped ${id} (pid ${victim.pid}) ${why}`);
+    env.note(`SIGSTOPped ${id} (pid ${victim.pid}) ${why}`);
     let thawedAt: number;
     try {
       await waitFor(`the controller to expire frozen ${id}'s lease and move its shards`, leaseExpired.bind(null, id));
@@ -146,7 +103,7 @@ describe(`a sharded job under chaos on real processes (seed ${SEED}; replay with
     }
     const fenced = await waitFor(`${id} to log that it fenced itself after its SIGCONT`, async () => victim.logged("fenced:", thawedAt), 10_000);
     victim.resumes.push([thawedAt, fenced.time]);
-    note(`SIGCONTed ${id} after ${thawedAt - frozenAt} ms; it fenced itself at ${iso(fenced.time)}`);
+    env.note(`SIGCONTed ${id} after ${thawedAt - frozenAt} ms; it fenced itself at ${iso(fenced.time)}`);
     await waitFor(`${id} to reconnect after its fence`, async () => victim.logged("connected", fenced.time), 30_000);
     await waitFor(`${id} to own shards again`, ownsShards.bind(null, id), 30_000);
     return { thawedAt, fencedAt: fenced.time };
@@ -154,15 +111,15 @@ describe(`a sharded job under chaos on real processes (seed ${SEED}; replay with
 
   async function killAgent(id: string): Promise<void> {
     const quick = random() < 0.4;
-    await agents.get(id)!.crash();
-    note(`SIGKILLed ${id}; restarting it ${quick ? "at once" : "after its lease expired"}`);
+    await env.agents.get(id)!.crash();
+    env.note(`SIGKILLed ${id}; restarting it ${quick ? "at once" : "after its lease expired"}`);
     if (!quick) await waitFor(`the controller to expire ${id}'s lease and move its shards`, leaseExpired.bind(null, id));
-    startAgent(id);
+    env.startAgent(id);
     await waitFor(`the restarted ${id} to own shards`, ownsShards.bind(null, id), 30_000);
   }
 
   async function freezeAgent(id: string): Promise<void> {
-    const victim = agents.get(id)!;
+    const victim = env.agents.get(id)!;
     // Mid-run: frozen with a run going. Before start: with a run dispatched to it ahead of its
     // fire instant and not started yet.
     const when = pick(["mid-run", "before-start"] as const);
@@ -170,7 +127,7 @@ describe(`a sharded job under chaos on real processes (seed ${SEED}; replay with
       await waitFor(
         `${id} to be in the middle of a run`,
         async () => {
-          const runs = readRuns(record).filter((r) => r.pid === victim.pid);
+          const runs = env.runs().filter((r) => r.pid === victim.pid);
           const closed = new Set(runs.filter((r) => r.event !== "start").map((r) => `${r.fireTime}/${r.shard}/${r.attempt}`));
           return runs.some((r) => r.event === "start" && !closed.has(`${r.fireTime}/${r.shard}/${r.attempt}`)) ? true : undefined;
         },
@@ -182,7 +139,7 @@ describe(`a sharded job under chaos on real processes (seed ${SEED}; replay with
         `a run to be dispatched to ${id} ahead of its fire instant`,
         async () => {
           const soon = BigInt(Date.now() + 30);
-          const pending = await admin.listExecutions({ job: "sweep", agent: id, state: ExecutionState.PENDING, sinceUnixMs: soon, limit: 10 });
+          const pending = await env.admin.listExecutions({ job: "sweep", agent: id, state: ExecutionState.PENDING, sinceUnixMs: soon, limit: 10 });
           return pending.executions.length > 0 ? true : undefined;
         },
         20_000,
@@ -193,15 +150,11 @@ describe(`a sharded job under chaos on real processes (seed ${SEED}; replay with
   }
 
   async function crashController(): Promise<void> {
-    await controller.process!.crash();
-    note("SIGKILLed the controller; restarting it on the same store");
-    await controller.start();
-    note("the controller answers again");
-    await waitFor(
-      "all four agents to be connected to the restarted controller",
-      async () => ((await agentsNow()).filter((a) => a.state === AgentState.READY).length === 4 ? true : undefined),
-      30_000,
-    );
+    await env.controller.process!.crash();
+    env.note("SIGKILLed the controller; restarting it on the same store");
+    await env.controller.start();
+    env.note("the controller answers again");
+    await env.agentsReady(4, "all four agents to be connected to the restarted controller");
   }
 
   it("starts none of a frozen agent's dispatched runs once it is thawed after its lease lapsed", async () => {
@@ -215,7 +168,7 @@ describe(`a sharded job under chaos on real processes (seed ${SEED}; replay with
         async () => {
           // Both reads at once: on a loaded machine each takes a while, and the window is short.
           const [listed, all] = await Promise.all([
-            admin.listExecutions({ job: "sweep", agent: id, state: ExecutionState.PENDING, sinceUnixMs: BigInt(Date.now()), limit: 10 }),
+            env.admin.listExecutions({ job: "sweep", agent: id, state: ExecutionState.PENDING, sinceUnixMs: BigInt(Date.now()), limit: 10 }),
             agentsNow(),
           ]);
           const next = listed.executions.sort((x, y) => Number(x.fireTimeUnixMs - y.fireTimeUnixMs))[0];
@@ -233,10 +186,10 @@ describe(`a sharded job under chaos on real processes (seed ${SEED}; replay with
         5,
       );
       const { thawedAt, fencedAt } = await freezeThroughLease(id, `with ${arranged} dispatched and not started`);
-      const started = readRuns(record).filter((r) => r.pid === agents.get(id)!.pid && r.event === "start" && r.at >= thawedAt && r.at <= fencedAt);
+      const started = env.runs().filter((r) => r.pid === env.agents.get(id)!.pid && r.event === "start" && r.at >= thawedAt && r.at <= fencedAt);
       expect(started.map((r) => `${r.job}/${r.fireTime}/${r.shard}/${r.attempt} started at ${iso(r.at)}, fenced at ${iso(fencedAt)}`)).toEqual([]);
     } catch (error) {
-      failed = true;
+      env.failed = true;
       throw error;
     }
   }, 90_000);
@@ -255,13 +208,13 @@ describe(`a sharded job under chaos on real processes (seed ${SEED}; replay with
         const fault = plan[rounds] ?? pick(FAULTS);
         rounds++;
         faults.push(fault);
-        note(`round ${rounds}: ${fault}`);
+        env.note(`round ${rounds}: ${fault}`);
         if (fault === "kill-agent") await killAgent(pick(AGENT_IDS));
         else if (fault === "freeze-agent") await freezeAgent(pick(AGENT_IDS));
         else await crashController();
         await progressAfter(Date.now(), `every shard to run again after round ${rounds} (${fault})`);
       }
-      note(`${rounds} rounds in ${Date.now() - chaosStart} ms`);
+      env.note(`${rounds} rounds in ${Date.now() - chaosStart} ms`);
       expect(rounds).toBeGreaterThanOrEqual(3);
 
       // Every instant up to a second ago, once each of those fires reached its final outcome.
@@ -270,7 +223,7 @@ describe(`a sharded job under chaos on real processes (seed ${SEED}; replay with
         "every fire of the window to reach its final outcome",
         async () => {
           const listed = (
-            await admin.listExecutions({ job: "sweep", limit: 10_000, sinceUnixMs: BigInt(from), untilUnixMs: BigInt(to + 1) })
+            await env.admin.listExecutions({ job: "sweep", limit: 10_000, sinceUnixMs: BigInt(from), untilUnixMs: BigInt(to + 1) })
           ).executions.map(executionFact);
           return listed.every((e) => e.state !== "pending" && e.state !== "running") ? listed : undefined;
         },
@@ -279,24 +232,24 @@ describe(`a sharded job under chaos on real processes (seed ${SEED}; replay with
 
       const account = accountFires(executions, { shards: SHARDS, from, to, stepMs: 1000 });
       // The agents' evidence for the fires of the window (the test above reports its own).
-      const runs = readRuns(record).filter((r) => r.fireTime >= from);
-      const spans = runSpans(runs, allAgents);
+      const runs = env.runs().filter((r) => r.fireTime >= from);
+      const spans = runSpans(runs, env.allAgents);
       const summary = `window ${iso(from)}..${iso(to)}: ${account.fires} fires of a shard; final outcomes ${[...account.outcomes].map(([k, v]) => `${v} ${k}`).join(", ")}; ${account.failovers} failover re-runs`;
-      note(summary);
-      for (const line of account.reruns) note(line);
-      for (const line of pauseOverlaps(spans)) note(`(a pause, not a fencing fault) ${line}`);
+      env.note(summary);
+      for (const line of account.reruns) env.note(line);
+      for (const line of pauseOverlaps(spans)) env.note(`(a pause, not a fencing fault) ${line}`);
       // Every success the controller recorded is a run that an agent finished.
       const finished = new Set(runs.filter((r) => r.event === "end").map((r) => `sweep/${r.fireTime}/${r.shard}/${r.attempt}`));
       expect({
         accounting: account.problems,
-        startedOnLapsedLease: startsOnLapsedLease(runs, allAgents),
+        startedOnLapsedLease: startsOnLapsedLease(runs, env.allAgents),
         supersededStarts: supersededStarts(runs),
         overlappingRuns: overlappingRuns(spans),
         successesNoAgentFinished: executions.filter((e) => e.state === "succeeded" && !finished.has(e.id)).map((e) => e.id),
       }).toEqual({ accounting: [], startedOnLapsedLease: [], supersededStarts: [], overlappingRuns: [], successesNoAgentFinished: [] });
       console.log(`chaos seed ${SEED}: ${faults.join(", ")}; ${summary}`);
     } catch (error) {
-      failed = true;
+      env.failed = true;
       throw error;
     }
   }, 120_000);

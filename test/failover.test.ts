@@ -1,22 +1,10 @@
-import { readFileSync, writeFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ExecutionState } from "../shared/gen/shardline/v1/types_pb.js";
-import {
-  type AdminClient,
-  adminClient,
-  type CliProcess,
-  ControllerProcess,
-  freePort,
-  requireBuiltCli,
-  startAgent,
-  waitFor,
-} from "./harness/processes.js";
+import type { RunRecord } from "./harness/fire-evidence.js";
+import { waitFor } from "./harness/processes.js";
+import { RECORDING_HANDLERS, ShardlineTestEnv } from "./harness/shardline-env.js";
+import type { SqliteController } from "./harness/sqlite-controller.js";
 
-const HANDLERS = join(dirname(fileURLToPath(import.meta.url)), "fixtures", "recording-handlers.mjs");
 // catch-up keeps every late fire (up to 10 a shard): on a loaded test machine the agents can fall
 // a second behind, and fire-once would then rightly coalesce fires, which would hide whether a
 // drain or a failover lost one. With catch-up, any fire not run is a real loss.
@@ -32,80 +20,22 @@ spec:
   maxCatchUp: 10
 `;
 
-interface Run {
-  event: "start" | "end";
-  job: string;
-  shard: number;
-  fireTime: number;
-  attempt: number;
-  agent: string;
-  at: number;
-}
-
 /** A controller and three agent processes, with a 6-shard job firing every second. */
-class Cluster {
-  dir = "";
-  record = "";
-  controller!: ControllerProcess;
-  agents = new Map<string, CliProcess>();
-  admin!: AdminClient;
-
-  async start(): Promise<void> {
-    this.dir = await mkdtemp(join(tmpdir(), "shardline-e2e-"));
-    this.record = join(this.dir, "runs.jsonl");
-    writeFileSync(this.record, "");
-    this.controller = new ControllerProcess(await freePort(), join(this.dir, "state.db"));
-    await this.controller.start();
-    this.admin = adminClient(this.controller.address);
-    for (const id of ["agent-a", "agent-b", "agent-c"]) this.startAgent(id);
-    await this.admin.applyJob({ manifest: JOB });
-    await waitFor("six shards spread over three agents", async () => {
-      const agents = (await this.admin.listAgents({})).agents;
-      return agents.length === 3 && agents.every((a) => a.shards.length === 2) ? true : undefined;
-    });
-  }
-
-  startAgent(id: string): CliProcess {
-    const agent = startAgent(this.controller.address, id, HANDLERS, { SHARDLINE_TEST_RECORD: this.record });
-    this.agents.set(id, agent);
-    return agent;
-  }
-
-  async owners(): Promise<Map<number, string>> {
-    const assignments = (await this.admin.listAssignments({ job: "sweep" })).assignments;
-    return new Map(assignments.map((a) => [a.shard, a.agent]));
-  }
-
-  runs(): Run[] {
-    return readFileSync(this.record, "utf8")
-      .split("\n")
-      .filter((line) => line !== "")
-      .map((line) => JSON.parse(line) as Run);
-  }
-
-  /** Waits until every shard has a succeeded run of a fire later than `after`. */
-  async waitForFireAfter(after: number, what: string): Promise<void> {
-    await waitFor(what, async () => {
-      const done = new Set(this.runs().filter((r) => r.event === "end" && r.fireTime > after).map((r) => r.shard));
-      return done.size === 6 ? true : undefined;
-    });
-  }
-
-  async stop(): Promise<void> {
-    this.admin?.close();
-    await Promise.all([...this.agents.values()].map((a) => a.stop()));
-    await this.controller?.process?.stop();
-    await rm(this.dir, { recursive: true, force: true });
-  }
-
-  debug(): string {
-    return [this.controller.process?.output ?? "", ...[...this.agents.values()].map((a) => `--- ${a.name}\n${a.output}`)].join("\n");
-  }
+async function cluster(env: ShardlineTestEnv<SqliteController>): Promise<void> {
+  for (const id of ["agent-a", "agent-b", "agent-c"]) env.startAgent(id);
+  await env.admin.applyJob({ manifest: JOB });
+  await waitFor("six shards spread over three agents", async () => {
+    const agents = (await env.admin.listAgents({})).agents;
+    return agents.length === 3 && agents.every((a) => a.shards.length === 2) ? true : undefined;
+  });
 }
+
+/** Waits until every shard has a succeeded run of a fire later than `after`. */
+const fireAfter = (env: ShardlineTestEnv, after: number, what: string): Promise<number> => env.everyShardRan(what, { shards: 6, after });
 
 /** Every (fire, shard) that two runs started, with both runs. */
-function duplicates(runs: Run[]): Run[][] {
-  const starts = new Map<string, Run[]>();
+function duplicates(runs: RunRecord[]): RunRecord[][] {
+  const starts = new Map<string, RunRecord[]>();
   for (const run of runs.filter((r) => r.event === "start")) {
     const key = `${run.fireTime}/${run.shard}`;
     starts.set(key, [...(starts.get(key) ?? []), run]);
@@ -114,33 +44,32 @@ function duplicates(runs: Run[]): Run[][] {
 }
 
 describe("a sharded cron job on real processes", () => {
-  let cluster: Cluster;
-  beforeAll(() => requireBuiltCli());
+  let env: ShardlineTestEnv<SqliteController>;
   beforeEach(async () => {
-    cluster = new Cluster();
-    await cluster.start();
+    env = await ShardlineTestEnv.single({ name: "e2e", handlers: RECORDING_HANDLERS });
+    await env.settingUp(() => cluster(env));
   });
   afterEach(async (context) => {
-    if (context.task.result?.state === "fail") console.error(cluster.debug());
-    await cluster.stop();
+    if (context.task.result?.state === "fail") env.failed = true;
+    await env.close();
   });
 
   it("moves a SIGKILLed agent's shards to the survivors after its lease, running no (fire, shard) twice at once", async () => {
-    await cluster.waitForFireAfter(0, "a first fire on every shard");
-    const before = await cluster.owners();
+    await fireAfter(env, 0, "a first fire on every shard");
+    const before = await env.owners("sweep");
     const victimShards = [...before].filter(([, agent]) => agent === "agent-b").map(([shard]) => shard);
     expect(victimShards.length).toBe(2);
 
     const killedAt = Date.now();
-    cluster.agents.get("agent-b")!.kill("SIGKILL");
-    await cluster.waitForFireAfter(killedAt + 1000, "every shard to run again after the kill");
+    env.agents.get("agent-b")!.kill("SIGKILL");
+    await fireAfter(env, killedAt + 1000, "every shard to run again after the kill");
 
-    const after = await cluster.owners();
+    const after = await env.owners("sweep");
     for (const [shard, agent] of before) {
       if (agent === "agent-b") expect(["agent-a", "agent-c"]).toContain(after.get(shard));
       else expect(after.get(shard)).toBe(agent);
     }
-    const runs = cluster.runs();
+    const runs = env.runs();
     for (const shard of victimShards) {
       expect(runs.some((r) => r.event === "end" && r.shard === shard && r.agent !== "agent-b" && r.fireTime > killedAt)).toBe(true);
     }
@@ -156,22 +85,22 @@ describe("a sharded cron job on real processes", () => {
   });
 
   it("misses no fire when an agent is stopped with SIGTERM", async () => {
-    await cluster.waitForFireAfter(0, "a first fire on every shard");
+    await fireAfter(env, 0, "a first fire on every shard");
     const stoppedAt = Date.now();
-    const leaving = cluster.agents.get("agent-c")!;
+    const leaving = env.agents.get("agent-c")!;
     leaving.kill("SIGTERM");
     const exit = await leaving.exited;
     expect(exit.code).toBe(0);
-    await cluster.waitForFireAfter(Date.now() + 2000, "three more fires after the agent left");
+    await fireAfter(env, Date.now() + 2000, "three more fires after the agent left");
 
-    const owners = await cluster.owners();
+    const owners = await env.owners("sweep");
     expect([...owners.values()].filter((a) => a === "agent-c")).toEqual([]);
     // Every fire from a second before the SIGTERM to two seconds after it, once the controller
     // has recorded how each of its executions ended (agents record a run's end before they report it).
     const since = stoppedAt - 1000;
     const until = stoppedAt + 2000;
     const window = await waitFor("the fires around the SIGTERM to settle in the history", async () => {
-      const executions = (await cluster.admin.listExecutions({ job: "sweep", limit: 1000 })).executions.filter(
+      const executions = (await env.admin.listExecutions({ job: "sweep", limit: 1000 })).executions.filter(
         (e) => Number(e.fireTimeUnixMs) >= since && Number(e.fireTimeUnixMs) < until,
       );
       const settled = executions.every((e) => e.state !== ExecutionState.PENDING && e.state !== ExecutionState.RUNNING);
@@ -186,29 +115,26 @@ describe("a sharded cron job on real processes", () => {
   });
 
   it("keeps jobs and history across a controller restart, and agents keep their shards", async () => {
-    await cluster.waitForFireAfter(0, "a first fire on every shard");
-    const owners = await cluster.owners();
-    const history = (await cluster.admin.listExecutions({ job: "sweep", limit: 1000 })).executions.filter(
+    await fireAfter(env, 0, "a first fire on every shard");
+    const owners = await env.owners("sweep");
+    const history = (await env.admin.listExecutions({ job: "sweep", limit: 1000 })).executions.filter(
       (e) => e.state === ExecutionState.SUCCEEDED,
     );
-    await cluster.controller.process!.stop();
+    await env.controller.process!.stop();
     // The restarted controller gives shards only to the agents that claim them for one lease
     // after it starts; an agent whose reconnect backoff runs past that (a loaded machine) would
     // rightly lose its shards. A longer lease for this controller gives them the time to claim.
-    cluster.controller.extraArgs = ["--lease-ttl", "6000"];
-    await cluster.controller.start();
-    await waitFor("all three agents to reconnect", async () => {
-      const agents = (await cluster.admin.listAgents({})).agents;
-      return agents.filter((a) => a.state === 1).length === 3 ? true : undefined;
-    });
+    env.controller.extraArgs = ["--lease-ttl", "6000"];
+    await env.controller.start();
+    await env.agentsReady(3, "all three agents to reconnect");
     const restartedAt = Date.now();
-    await cluster.waitForFireAfter(restartedAt, "a fire on every shard after the restart");
+    await fireAfter(env, restartedAt, "a fire on every shard after the restart");
 
-    expect((await cluster.admin.listJobs({})).jobs.map((j) => j.name)).toEqual(["sweep"]);
-    expect(await cluster.owners()).toEqual(owners);
-    const kept = new Set((await cluster.admin.listExecutions({ job: "sweep", limit: 1000 })).executions.map((e) => e.id));
+    expect((await env.admin.listJobs({})).jobs.map((j) => j.name)).toEqual(["sweep"]);
+    expect(await env.owners("sweep")).toEqual(owners);
+    const kept = new Set((await env.admin.listExecutions({ job: "sweep", limit: 1000 })).executions.map((e) => e.id));
     for (const execution of history) expect(kept.has(execution.id)).toBe(true);
-    const ends = cluster.runs().filter((r) => r.event === "end").map((r) => `${r.fireTime}/${r.shard}`);
+    const ends = env.runs().filter((r) => r.event === "end").map((r) => `${r.fireTime}/${r.shard}`);
     expect(new Set(ends).size).toBe(ends.length);
   });
 });

@@ -1,18 +1,16 @@
-import { readFileSync, writeFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ExecutionState } from "../shared/gen/shardline/v1/types_pb.js";
-import { EtcdServer } from "./harness/etcd.js";
-import { adminClient, CliProcess, freePort, requireBuiltCli, shardline, startAgent, waitFor } from "./harness/processes.js";
+import type { RunRecord } from "./harness/fire-evidence.js";
+import { adminClient, shardline, waitFor } from "./harness/processes.js";
+import type { ControllerReplica, ControllerReplicaSet } from "./harness/replicas.js";
+import { RECORDING_HANDLERS, ShardlineTestEnv } from "./harness/shardline-env.js";
 
 // Three controller processes on one real etcd, three agent processes given all three addresses,
 // and a 6-shard job firing every second. The leader is SIGKILLed, then the next one is stopped
 // with SIGTERM; every fire must still run once and only once.
 
-const HANDLERS = join(dirname(fileURLToPath(import.meta.url)), "fixtures", "recording-handlers.mjs");
 const SHARDS = [0, 1, 2, 3, 4, 5];
 const JOB = `
 apiVersion: shardline.dev/v1
@@ -26,104 +24,41 @@ spec:
   maxCatchUp: 10
 `;
 
-interface Run {
-  event: "start" | "end";
-  shard: number;
-  fireTime: number;
-  attempt: number;
-  agent: string;
-  at: number;
-}
-
-/** A controller replica on a fixed port, restartable on it. */
-class Replica {
-  process: CliProcess | undefined;
-  constructor(
-    readonly name: string,
-    readonly port: number,
-    readonly store: string,
-  ) {}
-
-  get address(): string {
-    return `127.0.0.1:${this.port}`;
-  }
-
-  async start(): Promise<void> {
-    this.process = new CliProcess(this.name, ["controller", "--listen", this.address, "--http", "127.0.0.1:0", "--store", this.store]);
-    await waitFor(`${this.name} to serve`, async () => {
-      if (!this.process!.running) throw new Error(`${this.name} exited:\n${this.process!.output}`);
-      return this.process!.output.includes("controller serving on") ? true : undefined;
-    });
-  }
-
-  /** The term this replica leads in, once its log says it does. */
-  leadingTerm(): number | undefined {
-    const match = /leading \(term (\d+)\)/.exec(this.process?.output ?? "");
-    return match === null ? undefined : Number(match[1]);
-  }
-}
-
 describe("HA controllers on etcd", () => {
-  let etcd: EtcdServer;
-  let dir: string;
-  let record: string;
-  const replicas: Replica[] = [];
-  const agents: CliProcess[] = [];
+  let env: ShardlineTestEnv<ControllerReplicaSet>;
+  let replicas: readonly ControllerReplica[];
 
   beforeAll(async () => {
-    requireBuiltCli();
-    etcd = await EtcdServer.start();
-    dir = await mkdtemp(join(tmpdir(), "shardline-ha-"));
-    record = join(dir, "runs.jsonl");
-    writeFileSync(record, "");
-  }, 30_000);
+    env = await ShardlineTestEnv.replicas(3, { name: "ha-test", handlers: RECORDING_HANDLERS });
+    replicas = env.controller.replicas;
+  }, 60_000);
 
-  let failed = false;
   afterEach(({ task }) => {
-    if (task.result?.state === "fail") failed = true;
+    if (task.result?.state === "fail") env.failed = true;
   });
   afterAll(async () => {
-    if (failed) {
-      for (const process of [...replicas.map((r) => r.process), ...agents]) if (process) console.error(`--- ${process.name}\n${process.output}`);
-    }
-    await Promise.all(agents.map((agent) => agent.stop()));
-    await Promise.all(replicas.map((replica) => replica.process?.stop()));
-    await etcd?.stop();
-    await rm(dir, { recursive: true, force: true });
+    await env?.close();
   });
 
-  const runs = (): Run[] =>
-    readFileSync(record, "utf8")
-      .split("\n")
-      .filter((line) => line !== "")
-      .map((line) => JSON.parse(line) as Run);
-
-  const leader = async (term: number): Promise<Replica> =>
-    waitFor(`a replica to lead in term ${term}`, async () => replicas.find((r) => r.process?.running && r.leadingTerm() === term), 20_000);
+  const runs = (): RunRecord[] => env.runs();
+  const leader = (term: number): Promise<ControllerReplica> => env.controller.leaderIn(term);
 
   /** Waits until every shard has finished a run of a fire later than `after`; resolves when. */
-  const everyShardRanAfter = (after: number, what: string): Promise<number> =>
-    waitFor(what, async () => {
-      const done = new Set(runs().filter((r) => r.event === "end" && r.fireTime > after).map((r) => r.shard));
-      return done.size === SHARDS.length ? Date.now() : undefined;
-    });
+  const everyShardRanAfter = (after: number, what: string): Promise<number> => env.everyShardRan(what, { shards: SHARDS.length, after });
 
   it("survives a SIGKILLed leader and a stopped one: agents and the CLI follow the leader, and every fire runs exactly once", async () => {
-    for (const name of ["ctl-1", "ctl-2", "ctl-3"]) replicas.push(new Replica(name, await freePort(), `${etcd.url}/ha-test`));
-    await Promise.all(replicas.map((replica) => replica.start()));
     const first = await leader(1);
     const followers = replicas.filter((r) => r !== first);
-    const all = replicas.map((r) => r.address).join(",");
 
     // The CLI, given a follower, is sent on to the leader.
-    const manifest = join(dir, "sweep.yaml");
+    const manifest = join(env.dir, "sweep.yaml");
     writeFileSync(manifest, JOB);
     const applied = await shardline(["apply", "-f", manifest, "--controller", followers[0]!.address]);
     // No agent runs yet: the apply says so, and succeeds.
     expect(applied.stderr).toMatch(/^warning: job\/sweep: no connected agent can run it now: no agent is connected; its fires wait \(spec\.misfire: [a-z-]+\)\n$/);
     expect(applied.code).toBe(0);
 
-    for (const id of ["agent-a", "agent-b", "agent-c"]) agents.push(startAgent(all, id, HANDLERS, { SHARDLINE_TEST_RECORD: record }));
+    for (const id of ["agent-a", "agent-b", "agent-c"]) env.startAgent(id);
     const started = Date.now();
     await everyShardRanAfter(started, "a fire on every shard through the first leader");
 
@@ -178,7 +113,7 @@ describe("HA controllers on etcd", () => {
     const ends = recorded.filter((r) => r.event === "end").map((r) => `${r.fireTime}/${r.shard}`);
     const twice = ends.filter((key, i) => ends.indexOf(key) !== i);
     expect(twice.map((key) => recorded.filter((r) => `${r.fireTime}/${r.shard}` === key))).toEqual([]);
-    const starts = new Map<string, Run[]>();
+    const starts = new Map<string, RunRecord[]>();
     for (const run of recorded.filter((r) => r.event === "start")) {
       const key = `${run.fireTime}/${run.shard}`;
       starts.set(key, [...(starts.get(key) ?? []), run]);
@@ -197,10 +132,10 @@ describe("HA controllers on etcd", () => {
     expect(paused).toBeDefined();
     const term = paused!.leadingTerm()!;
     const recordedBefore = runs().length;
-    paused!.process!.kill("SIGSTOP");
+    paused!.process!.freeze();
     const next = await leader(term + 1);
     const resumedAt = await everyShardRanAfter(Date.now(), "every shard to run under the leader that replaced the paused one");
-    paused!.process!.kill("SIGCONT");
+    paused!.process!.thaw();
     const exit = await paused!.process!.exited;
     expect(exit.code).not.toBe(0);
     expect(paused!.process!.output).toContain("lost the leadership");

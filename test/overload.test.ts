@@ -1,30 +1,15 @@
-import { writeFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { status, type StatusObject } from "@grpc/grpc-js";
 import { pino } from "pino";
-import { afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type RunningController, startController } from "../controller/shell/controller.js";
+import { afterEach, describe, expect, it } from "vitest";
 import type { ShardlineError } from "../shared/errors.js";
 import { AdminService, type WatchEventsResponse as Event } from "../shared/gen/shardline/v1/admin_service_pb.js";
 import { AgentService } from "../shared/gen/shardline/v1/agent_service_pb.js";
 import { AgentState, type Execution, ExecutionState } from "../shared/gen/shardline/v1/types_pb.js";
 import { type Client, createClient, DEFAULT_MAX_QUEUED, type GrpcStatus } from "../shared/grpc/index.js";
 import { DEFAULT_MAX_CONCURRENT_CALLS } from "../shared/grpc/server.js";
-import {
-  type AdminClient,
-  adminClient,
-  type CliProcess,
-  ControllerProcess,
-  freePort,
-  requireBuiltCli,
-  startAgent,
-  waitFor,
-} from "./harness/processes.js";
+import { type AdminClient, waitFor } from "./harness/processes.js";
+import { RECORDING_HANDLERS, ShardlineTestEnv } from "./harness/shardline-env.js";
 
-const HANDLERS = join(dirname(fileURLToPath(import.meta.url)), "fixtures", "recording-handlers.mjs");
 const AGENT_ENV = { SHARDLINE_TEST_WORK_MS: "20" };
 
 /** A job of `shards` shards firing every second (default misfire and overlap: a late run misfires). */
@@ -116,45 +101,43 @@ async function settledFires(admin: AdminClient, job: string, from: number, until
 }
 
 describe("overload", () => {
-  const cleanups: (() => Promise<void> | void)[] = [];
-  let debug: () => string = () => "";
-  beforeAll(() => requireBuiltCli());
+  let env: ShardlineTestEnv | undefined;
   afterEach(async (context) => {
-    if (context.task.result?.state === "fail") console.error(debug());
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+    if (env !== undefined && context.task.result?.state === "fail") env.failed = true;
+    await env?.close();
+    env = undefined;
   });
 
   it("disconnects an agent that stops reading once its send queue is full, and the other agent misses no fire", async () => {
-    const dir = await mkdtemp(join(tmpdir(), "shardline-overload-"));
-    cleanups.push(() => rm(dir, { recursive: true, force: true }));
-    const record = join(dir, "runs.jsonl");
-    writeFileSync(record, "");
     const logs = new LogLines();
-    const controller: RunningController = await startController({
-      listen: "127.0.0.1:0",
-      http: "127.0.0.1:0",
-      store: "sqlite::memory:",
-      logger: logs.logger,
+    const world = await ShardlineTestEnv.inProcess({
+      name: "overload",
+      handlers: RECORDING_HANDLERS,
+      agentEnv: AGENT_ENV,
+      controller: { listen: "127.0.0.1:0", http: "127.0.0.1:0", store: "sqlite::memory:", logger: logs.logger },
+      log: () => logs.entries.map((e) => JSON.stringify(e)).join("\n"),
     });
-    cleanups.push(() => controller.stop());
-    const admin = adminClient(controller.grpcAddress);
-    cleanups.push(() => admin.close());
-    const agent = startAgent(controller.grpcAddress, "agent-a", HANDLERS, { ...AGENT_ENV, SHARDLINE_TEST_RECORD: record });
-    cleanups.push(() => agent.stop());
-    debug = () => `--- agent-a\n${agent.output}\n--- controller\n${logs.entries.map((e) => JSON.stringify(e)).join("\n")}`;
+    env = world;
+    const { admin } = world;
+    const controller = world.controller.running;
+    const agent = world.startAgent("agent-a");
     const watch = watchEvents(admin);
-    cleanups.push(watch.stop);
+    world.defer(watch.stop);
 
     await admin.applyJob({ manifest: everySecond("sweep", 4) });
-    await waitFor("a first fire of every shard to succeed on agent-a", async () => {
-      const executions = (await admin.listExecutions({ job: "sweep", state: ExecutionState.SUCCEEDED })).executions;
+    // A fire sent out (a quarter second ahead) before agent-a connected misfires with no owner,
+    // which a slow start on a busy machine can make the case of a fire in the window below; the
+    // window starts after a fire placed once agent-a was there.
+    const connected = await waitFor("agent-a to connect", () => agent.logged("connected", 0));
+    await waitFor("a fire after agent-a connected to succeed on every shard", async () => {
+      const executions = (await admin.listExecutions({ job: "sweep", state: ExecutionState.SUCCEEDED, sinceUnixMs: BigInt(connected.time + 1000) })).executions;
       return new Set(executions.map((e) => e.shard)).size === 4 ? true : undefined;
     });
 
     // A raw client that says Hello, offering the same handler, and never reads: it registers no
     // message listener, so HTTP/2 flow control pushes back on the controller once its window is full.
     const stuckClient: Client<typeof AgentService> = createClient(AgentService, controller.grpcAddress);
-    cleanups.push(() => stuckClient.close());
+    world.defer(() => stuckClient.close());
     const stuck = stuckClient.connect();
     stuck.send({ kind: { case: "hello", value: { agentId: "stuck", handlers: ["work"], capacity: 1 } } });
     // It heartbeats as an agent does (its writer works, only its reader is stuck), so its lease
@@ -162,7 +145,7 @@ describe("overload", () => {
     let seq = 0;
     const heartbeat = (): boolean => stuck.send({ kind: { case: "heartbeat", value: { seq: BigInt(++seq) } } });
     const heartbeats = setInterval(heartbeat, 250);
-    cleanups.push(() => clearInterval(heartbeats));
+    world.defer(() => clearInterval(heartbeats));
     const windowStart = Date.now();
     const owners = await waitFor("the stuck agent to be given half the shards", async () => {
       const assignments = (await admin.listAssignments({ job: "sweep" })).assignments;
@@ -238,20 +221,10 @@ describe("overload", () => {
   });
 
   it("fires every second on time through a flood of admin calls", async () => {
-    const dir = await mkdtemp(join(tmpdir(), "shardline-overload-"));
-    cleanups.push(() => rm(dir, { recursive: true, force: true }));
-    const record = join(dir, "runs.jsonl");
-    writeFileSync(record, "");
-    const controller = new ControllerProcess(await freePort(), join(dir, "state.db"));
-    await controller.start();
-    cleanups.push(() => controller.process?.stop());
-    const agents: CliProcess[] = ["agent-a", "agent-b"].map((id) =>
-      startAgent(controller.address, id, HANDLERS, { ...AGENT_ENV, SHARDLINE_TEST_RECORD: record }),
-    );
-    cleanups.push(() => Promise.all(agents.map((a) => a.stop())).then(() => {}));
-    debug = () => [`--- controller\n${controller.process?.output ?? ""}`, ...agents.map((a) => `--- ${a.name}\n${a.output}`)].join("\n");
-    const admin = adminClient(controller.address);
-    cleanups.push(() => admin.close());
+    const world = await ShardlineTestEnv.single({ name: "overload", handlers: RECORDING_HANDLERS, agentEnv: AGENT_ENV });
+    env = world;
+    const { admin, controller } = world;
+    for (const id of ["agent-a", "agent-b"]) world.startAgent(id);
 
     // 10,000 finished executions, so that a ListExecutions at the largest limit is as heavy as it gets.
     await admin.applyJob({ manifest: everySecond("history", 1000).replace(/ {2}schedule: .*\n/, "") });
@@ -279,7 +252,7 @@ describe("overload", () => {
     const WORKERS = 2_000;
     const BIG_LISTERS = 16;
     const clients = Array.from({ length: 8 }, () => createClient(AdminService, controller.address));
-    cleanups.push(() => clients.forEach((c) => c.close()));
+    world.defer(() => clients.forEach((c) => c.close()));
     type Call = (client: Client<typeof AdminService>, i: number) => Promise<unknown>;
     const bigList: Call = (c) => c.listExecutions({ limit: 10_000 });
     const cheap: Record<string, Call> = {

@@ -1,22 +1,18 @@
-import { writeFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentState } from "../shared/gen/shardline/v1/types_pb.js";
-import { ControllerOnStore, freePortOn, spawnAgent, type TrackedProcess } from "./harness/chaos-tools.js";
 import {
   accountFires,
   executionFact,
   iso,
   overlappingRuns,
-  readRuns,
   runSpans,
   supersededStarts,
 } from "./harness/fire-evidence.js";
 import { createNetnsLink, cutNetnsLink, destroyNetnsLink, inNetns, type NetnsLink, netnsUnavailable, restoreNetnsLink } from "./harness/netns.js";
-import { type AdminClient, adminClient, requireBuiltCli, waitFor } from "./harness/processes.js";
+import { waitFor } from "./harness/processes.js";
+import { CHAOS_HANDLERS, ShardlineTestEnv } from "./harness/shardline-env.js";
+import type { SqliteController } from "./harness/sqlite-controller.js";
+import type { TrackedProcess } from "./harness/tracked-process.js";
 
 const UNAVAILABLE = netnsUnavailable();
 if (UNAVAILABLE !== undefined) {
@@ -33,7 +29,6 @@ if (UNAVAILABLE !== undefined) {
   );
 }
 
-const HANDLERS = join(dirname(fileURLToPath(import.meta.url)), "harness", "chaos-handlers.mjs");
 const SHARDS = 4;
 const JOB = `
 apiVersion: shardline.dev/v1
@@ -48,19 +43,11 @@ spec:
 
 describe.skipIf(UNAVAILABLE !== undefined)("an agent partitioned from the controller by a cut network link", () => {
   let link: NetnsLink | undefined;
-  let dir = "";
-  let record = "";
-  let controller: ControllerOnStore;
-  let admin: AdminClient;
+  let env: ShardlineTestEnv<SqliteController>;
   /** On the host, like the controller. */
   let outside: TrackedProcess;
   /** In the namespace, behind the veth link. */
   let inside: TrackedProcess;
-  const journal: string[] = [];
-  const note = (line: string): void => {
-    journal.push(`${iso(Date.now())} ${line}`);
-  };
-  let failed = false;
   const cleanUp = (): void => {
     if (link === undefined) return;
     const problems = destroyNetnsLink(link);
@@ -68,36 +55,27 @@ describe.skipIf(UNAVAILABLE !== undefined)("an agent partitioned from the contro
     link = undefined;
   };
 
-  const agentsNow = async () => (await admin.listAgents({})).agents;
-  const owners = async (): Promise<Map<number, string>> =>
-    new Map((await admin.listAssignments({ job: "sweep" })).assignments.map((a) => [a.shard, a.agent]));
+  const agentsNow = async () => (await env.admin.listAgents({})).agents;
+  const owners = (): Promise<Map<number, string>> => env.owners("sweep");
   /** Waits until every shard has a run finished by `agent` (any agent if undefined) of a fire after `after`. */
-  const progressAfter = (after: number, what: string, agent?: string): Promise<true> =>
-    waitFor(
-      what,
-      async () => {
-        const runs = readRuns(record).filter((r) => r.event === "end" && r.fireTime > after && (agent === undefined || r.agent === agent));
-        return new Set(runs.map((r) => r.shard)).size === SHARDS ? true : undefined;
-      },
-      30_000,
-    );
+  const progressAfter = (after: number, what: string, agent?: string): Promise<number> =>
+    env.everyShardRan(what, { shards: SHARDS, after, ...(agent === undefined ? {} : { agent }) });
 
   beforeAll(async () => {
-    requireBuiltCli();
     // Even a worker that dies without running afterAll leaves no namespace behind.
     process.once("exit", cleanUp);
     link = createNetnsLink();
-    dir = await mkdtemp(join(tmpdir(), "shardline-partition-"));
-    record = join(dir, "runs.jsonl");
-    writeFileSync(record, "");
     // The controller listens on the host end of the veth only: never on 0.0.0.0 or another address.
-    controller = new ControllerOnStore(link.hostAddress, await freePortOn(link.hostAddress), join(dir, "state.db"), ["--history-per-job", "100000"]);
-    await controller.start();
-    admin = adminClient(controller.address);
-    const env = { SHARDLINE_TEST_RECORD: record, SHARDLINE_TEST_WORK_MS: "200" };
-    outside = spawnAgent({ name: "agent-out", controller: controller.address, handlers: HANDLERS, env });
-    inside = spawnAgent({ name: "agent-in", controller: controller.address, handlers: HANDLERS, env, prefix: inNetns(link) });
-    await admin.applyJob({ manifest: JOB });
+    env = await ShardlineTestEnv.single({
+      name: "partition",
+      host: link.hostAddress,
+      handlers: CHAOS_HANDLERS,
+      agentEnv: { SHARDLINE_TEST_WORK_MS: "200" },
+      controllerArgs: ["--history-per-job", "100000"],
+    });
+    outside = env.startAgent("agent-out");
+    inside = env.startAgent("agent-in", { prefix: inNetns(link) });
+    await env.admin.applyJob({ manifest: JOB });
     await waitFor("two shards on each agent", async () => {
       const agents = await agentsNow();
       return agents.length === 2 && agents.every((a) => a.state === AgentState.READY && a.shards.length === 2) ? true : undefined;
@@ -107,18 +85,10 @@ describe.skipIf(UNAVAILABLE !== undefined)("an agent partitioned from the contro
 
   afterAll(async () => {
     try {
-      if (failed) {
-        console.error(journal.join("\n"));
-        for (const process of [...(controller?.incarnations ?? []), outside, inside]) {
-          if (process !== undefined) console.error(`--- ${process.name} (pid ${process.pid})\n${process.output.slice(-30_000)}`);
-        }
-      }
-      admin?.close();
-      await Promise.all([outside?.stop(3000), inside?.stop(3000), controller?.process?.stop()]);
+      await env?.close();
     } finally {
       cleanUp();
       process.removeListener("exit", cleanUp);
-      if (dir !== "") await rm(dir, { recursive: true, force: true });
     }
   });
 
@@ -132,7 +102,7 @@ describe.skipIf(UNAVAILABLE !== undefined)("an agent partitioned from the contro
 
       const cutAt = Date.now();
       cutNetnsLink(link!);
-      note(`cut ${link!.hostIf}`);
+      env.note(`cut ${link!.hostIf}`);
 
       // The controller moves them only after the lease: all four shards end up outside.
       await waitFor("the controller to expire agent-in's lease and move its shards to agent-out", async () => {
@@ -140,16 +110,16 @@ describe.skipIf(UNAVAILABLE !== undefined)("an agent partitioned from the contro
         const now = await owners();
         return (agent === undefined || agent.state === AgentState.LOST) && [...now.values()].every((a) => a === "agent-out") ? true : undefined;
       });
-      note("the controller moved agent-in's shards");
+      env.note("the controller moved agent-in's shards");
       const fenced = await waitFor("agent-in to log that it fenced itself", async () => inside.logged("fenced:", cutAt), 10_000);
-      note(`agent-in fenced itself at ${iso(fenced.time)}: ${String(fenced.reason)}`);
+      env.note(`agent-in fenced itself at ${iso(fenced.time)}: ${String(fenced.reason)}`);
       // Two more fires with the link still cut: agent-out runs all four shards meanwhile.
       await progressAfter(Date.now() + 1000, "agent-out to run all four shards twice while agent-in is cut off", "agent-out");
 
       const restoreAt = Date.now();
-      const duringCut = readRuns(record);
+      const duringCut = env.runs();
       restoreNetnsLink(link!);
-      note(`restored ${link!.hostIf}`);
+      env.note(`restored ${link!.hostIf}`);
 
       // Fenced before anyone else took its shards, and quiet from then until the link healed.
       const takeovers = duringCut.filter((r) => r.event === "start" && r.agent === "agent-out" && insideShards.includes(r.shard) && r.at >= cutAt);
@@ -160,40 +130,40 @@ describe.skipIf(UNAVAILABLE !== undefined)("an agent partitioned from the contro
 
       // Rejoins: reconnects, and the sticky strategy gives it back its share.
       const reconnected = await waitFor("agent-in to reconnect once the link is back", async () => inside.logged("connected", restoreAt), 30_000);
-      note(`agent-in reconnected at ${iso(reconnected.time)}`);
+      env.note(`agent-in reconnected at ${iso(reconnected.time)}`);
       await waitFor("agent-in to own two shards again", async () => {
         const agent = (await agentsNow()).find((a) => a.id === "agent-in");
         return agent?.state === AgentState.READY && agent.shards.length === 2 ? true : undefined;
       });
       const rejoinedAt = Date.now();
       await waitFor("agent-in to finish runs again", async () =>
-        readRuns(record).some((r) => r.event === "end" && r.agent === "agent-in" && r.fireTime > rejoinedAt) ? true : undefined,
+        env.runs().some((r) => r.event === "end" && r.agent === "agent-in" && r.fireTime > rejoinedAt) ? true : undefined,
       );
       await progressAfter(Date.now(), "every shard to run after the rejoin");
 
       // Every fire from before the cut to after the rejoin, settled.
       const to = Math.floor(Date.now() / 1000) * 1000 - 1000;
       const executions = await waitFor("every fire of the window to reach its final outcome", async () => {
-        const listed = (await admin.listExecutions({ job: "sweep", limit: 10_000, sinceUnixMs: BigInt(from), untilUnixMs: BigInt(to + 1) })).executions.map(
+        const listed = (await env.admin.listExecutions({ job: "sweep", limit: 10_000, sinceUnixMs: BigInt(from), untilUnixMs: BigInt(to + 1) })).executions.map(
           executionFact,
         );
         return listed.every((e) => e.state !== "pending" && e.state !== "running") ? listed : undefined;
       });
       const account = accountFires(executions, { shards: SHARDS, from, to, stepMs: 1000 });
-      note(`window ${iso(from)}..${iso(to)}: ${account.fires} fires of a shard; final outcomes ${[...account.outcomes].map(([k, v]) => `${v} ${k}`).join(", ")}; ${account.failovers} failover re-runs`);
+      env.note(`window ${iso(from)}..${iso(to)}: ${account.fires} fires of a shard; final outcomes ${[...account.outcomes].map(([k, v]) => `${v} ${k}`).join(", ")}; ${account.failovers} failover re-runs`);
       // Besides the runs cut off by the partition, a fire dispatched to agent-in as it rejoined
       // may be lost and re-run (its Welcome can trail its Hello by seconds on the old TCP
       // connection): accounted for like any failover.
-      for (const line of account.reruns) note(line);
-      const runs = readRuns(record).filter((r) => r.fireTime >= from);
+      for (const line of account.reruns) env.note(line);
+      const runs = env.runs().filter((r) => r.fireTime >= from);
       expect({
         accounting: account.problems,
         supersededStarts: supersededStarts(runs),
         overlappingRuns: overlappingRuns(runSpans(runs, [outside, inside])),
       }).toEqual({ accounting: [], supersededStarts: [], overlappingRuns: [] });
-      console.log(journal.filter((line) => line.includes(" window ")).join("\n"));
+      console.log(env.journal.filter((line) => line.includes(" window ")).join("\n"));
     } catch (error) {
-      failed = true;
+      env.failed = true;
       throw error;
     }
   }, 90_000);

@@ -4,7 +4,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { AgentState, type Execution, ExecutionState } from "../shared/gen/shardline/v1/types_pb.js";
-import { TrackedProcess } from "./harness/chaos-tools.js";
+import { TrackedProcess } from "./harness/tracked-process.js";
 import { type AdminClient, adminClient, CLI, freePort, requireBuiltCli, waitFor } from "./harness/processes.js";
 import { generatePythonStubs, killPythonAdmins, runPythonAdmin, startPythonAgent } from "./harness/python.js";
 

@@ -4,9 +4,9 @@ import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ShardlineError } from "../shared/errors.js";
-import { EtcdServer } from "./harness/etcd.js";
 import { adminClient, CliProcess, freePort, requireBuiltCli, shardline, waitFor } from "./harness/processes.js";
-import { ControllerReplica, ControllerReplicaSet } from "./harness/replicas.js";
+import type { ControllerReplica, ControllerReplicaSet } from "./harness/replicas.js";
+import { ShardlineTestEnv } from "./harness/shardline-env.js";
 
 // One writer per store, seen as an operator would: real controller processes on one SQLite file
 // (a second is refused at start and changes nothing; the OS lets go of a SIGKILLed holder's
@@ -125,21 +125,20 @@ describe("one controller per SQLite file, through the binary", () => {
 });
 
 describe("two controllers on one etcd prefix, through the binary", () => {
-  let etcd: EtcdServer;
+  let env: ShardlineTestEnv<ControllerReplicaSet>;
   let set: ControllerReplicaSet;
 
   beforeAll(async () => {
-    requireBuiltCli();
-    etcd = await EtcdServer.start();
-  }, 30_000);
+    env = await ShardlineTestEnv.replicas(2, { name: "single-writer" });
+    set = env.controller;
+  }, 60_000);
 
   afterEach(({ task }) => {
-    if (task.result?.state === "fail") for (const p of set?.incarnations ?? []) console.error(`--- ${p.name}\n${p.output}`);
+    if (task.result?.state === "fail") env.failed = true;
   });
 
   afterAll(async () => {
-    await Promise.all((set?.incarnations ?? []).map((p) => p.stop()));
-    await etcd?.stop();
+    await env?.close();
   });
 
   /** The HTTP address the replica's current process serves /metrics on, from its start line. */
@@ -168,12 +167,6 @@ describe("two controllers on one etcd prefix, through the binary", () => {
   };
 
   it("has exactly one leader at a time: the other refuses naming it, and a SIGKILLed leader restarted follows the next one, elected in a higher term", async () => {
-    const store = `${etcd.url}/single-writer`;
-    set = new ControllerReplicaSet([
-      new ControllerReplica("ctl-1", "127.0.0.1", await freePort(), store),
-      new ControllerReplica("ctl-2", "127.0.0.1", await freePort(), store),
-    ]);
-    await Promise.all(set.replicas.map((replica) => replica.start()));
     const first = await exactlyOneLeads();
 
     // The leader's etcd lease lapses with it; the other wins the next term. Started again only

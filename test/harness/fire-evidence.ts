@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { executionStateName } from "../../shared/execution-view.js";
 import type { Execution } from "../../shared/gen/shardline/v1/types_pb.js";
-import type { TrackedProcess } from "./chaos-tools.js";
+import type { TrackedProcess } from "./tracked-process.js";
 
 // The checks of the invariants from two sources of evidence: the agents' own record of each run
 // (test/harness/chaos-handlers.mjs) and the controller's executions (the admin API).

@@ -1,8 +1,10 @@
+import { ADMIN_MAX_RECEIVE_BYTES } from "../../cli/commands/admin.js";
 import { ShardlineError } from "../../shared/errors.js";
 import { AdminService } from "../../shared/gen/shardline/v1/admin_service_pb.js";
-import { createClient } from "../../shared/grpc/index.js";
-import { freePortOn, plaintextOn, TrackedProcess } from "./chaos-tools.js";
+import { type CallOptions, createClient } from "../../shared/grpc/index.js";
+import { freePortOn, plaintextOn } from "./addresses.js";
 import { type AdminClient, CLI, waitFor } from "./processes.js";
+import { TrackedProcess } from "./tracked-process.js";
 
 /**
  * A controller replica on an etcd store: a fixed gRPC address, restartable on it, each run of it
@@ -86,6 +88,11 @@ export class ControllerReplicaSet {
     return best;
   }
 
+  /** Waits for a live replica to lead in exactly `term`. */
+  leaderIn(term: number, timeoutMs = 20_000): Promise<ControllerReplica> {
+    return waitFor(`a replica to lead in term ${term}`, async () => this.replicas.find((r) => r.live && r.leadingTerm() === term), timeoutMs);
+  }
+
   /** Waits for a live replica to lead in a term above `afterTerm`. */
   leaderAfter(afterTerm: number, timeoutMs = 20_000): Promise<{ replica: ControllerReplica; term: number }> {
     return waitFor(
@@ -96,6 +103,11 @@ export class ControllerReplicaSet {
       },
       timeoutMs,
     );
+  }
+
+  /** Stops every replica's current process (SIGTERM, then SIGKILL). */
+  async stop(): Promise<void> {
+    await Promise.all(this.replicas.map((r) => r.process?.stop()));
   }
 
   /** An admin client of the set that follows the leader, as the CLI does. */
@@ -153,6 +165,22 @@ export class ReplicaSetAdmin {
     }
   }
 
+  /**
+   * The same as an AdminClient: each unary call goes through call() (so it reaches the leader,
+   * wherever it is); a streaming call goes to the address the last call was answered from.
+   */
+  asClient(): AdminClient {
+    const client: Record<string, unknown> = { close: () => this.close() };
+    for (const method of AdminService.methods) {
+      const name = method.localName as keyof AdminClient;
+      client[name] =
+        method.methodKind === "unary"
+          ? (request: unknown, options?: CallOptions) => this.call((admin) => (admin[name] as (r: unknown, o?: CallOptions) => Promise<unknown>)(request, options))
+          : (...args: unknown[]) => (this.#client(this.#address)[name] as (...a: unknown[]) => unknown)(...args);
+    }
+    return client as unknown as AdminClient;
+  }
+
   close(): void {
     for (const client of this.#clients.values()) client.close();
     this.#clients.clear();
@@ -161,7 +189,8 @@ export class ReplicaSetAdmin {
   #client(address: string): AdminClient {
     let client = this.#clients.get(address);
     if (client === undefined) {
-      client = createClient(AdminService, address, { deadlineMs: this.deadlineMs });
+      // As the CLI does: a listing with full result and error texts can pass gRPC's default 4 MiB.
+      client = createClient(AdminService, address, { deadlineMs: this.deadlineMs, maxReceiveMessageBytes: ADMIN_MAX_RECEIVE_BYTES });
       this.#clients.set(address, client);
     }
     return client;

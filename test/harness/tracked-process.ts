@@ -1,46 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { createServer } from "node:net";
-import { isLoopbackHost } from "../../shared/security/listen-policy.js";
-import { adminClient, CLI, waitFor } from "./processes.js";
-
-/**
- * A small seeded PRNG (mulberry32): the same seed gives the same chaos schedule, so a failing
- * run can be replayed with SHARDLINE_CHAOS_SEED=<seed>.
- */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
-
-/** The seed from SHARDLINE_CHAOS_SEED, else a fresh one. */
-export function chaosSeed(): number {
-  const given = process.env.SHARDLINE_CHAOS_SEED;
-  if (given !== undefined && given !== "") {
-    const seed = Number(given);
-    if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new Error(`SHARDLINE_CHAOS_SEED=${given}: expected an integer from 0 to 4294967295`);
-    return seed;
-  }
-  return Math.floor(Math.random() * 0xffffffff);
-}
-
-/** A free TCP port on `host` (an address of this machine). */
-export async function freePortOn(host: string): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, host, resolve);
-  });
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === "string") throw new Error(`no port on ${host}`);
-  return address.port;
-}
+import { CLI } from "./processes.js";
 
 /** One pino log line of a Shardline process. */
 export interface LogEntry {
@@ -118,6 +77,11 @@ export class TrackedProcess {
     if (this.running) this.child.kill("SIGCONT");
   }
 
+  /** Sends `signal` if the process still runs; freeze() and thaw() are the way to SIGSTOP and SIGCONT it. */
+  kill(signal: NodeJS.Signals): void {
+    if (this.running) this.child.kill(signal);
+  }
+
   /** SIGKILL, and waits for the exit. */
   async crash(): Promise<void> {
     if (this.running) this.child.kill("SIGKILL");
@@ -162,49 +126,10 @@ export function spawnAgent(options: {
   handlers: string;
   env?: Record<string, string>;
   prefix?: string[];
+  /** More flags, e.g. --wait-for-id. */
+  args?: string[];
 }): TrackedProcess {
-  const argv = [process.execPath, CLI, "agent", "--controller", options.controller, "--id", options.name, "--handlers", options.handlers];
+  const argv = [process.execPath, CLI, "agent", "--controller", options.controller, "--id", options.name, "--handlers", options.handlers, ...(options.args ?? [])];
   const [command, ...args] = [...(options.prefix ?? []), ...argv];
   return new TrackedProcess(options.name, command!, args, options.env);
-}
-
-/** A controller process on a fixed host, port and SQLite file, restartable on the same address. */
-export class ControllerOnStore {
-  process: TrackedProcess | undefined;
-  /** Every process this controller ran, oldest first. */
-  readonly incarnations: TrackedProcess[] = [];
-
-  constructor(
-    readonly host: string,
-    readonly port: number,
-    readonly storePath: string,
-    readonly extraArgs: string[] = [],
-  ) {}
-
-  get address(): string {
-    return `${this.host}:${this.port}`;
-  }
-
-  async start(): Promise<void> {
-    const http = await freePortOn(this.host);
-    const args = ["controller", "--listen", this.address, "--http", `${this.host}:${http}`, "--store", `sqlite:${this.storePath}`, ...plaintextOn(this.host), ...this.extraArgs];
-    const started = new TrackedProcess("controller", process.execPath, [CLI, ...args]);
-    this.process = started;
-    this.incarnations.push(started);
-    const admin = adminClient(this.address);
-    try {
-      await waitFor("the controller to answer", async () => {
-        if (!started.running) throw new Error(`controller exited:\n${started.output}`);
-        await admin.listJobs({});
-        return true;
-      });
-    } finally {
-      admin.close();
-    }
-  }
-}
-
-/** `--insecure` for a controller on a test network namespace's address: plaintext off loopback needs it. */
-export function plaintextOn(host: string): string[] {
-  return isLoopbackHost(host) ? [] : ["--insecure"];
 }
