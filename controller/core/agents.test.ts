@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { ShardlineError } from "../../shared/errors.js";
 import { CoreHarness, testSpec, twoAgents, ownerOf } from "./testing/core-harness.js";
+import { DEFAULT_CORE_CONFIG } from "./config.js";
 
 const LEASE = 2000;
 
@@ -155,5 +156,59 @@ describe("hello", () => {
     const again = h.connect("a", { held: [...a.held.values()] });
     expect(a.closedReason).toMatch(/replaced/);
     expect(again.shardsOf("job").length).toBe(2);
+  });
+});
+
+describe("a controller that could not run", () => {
+  const STALL = 5_000;
+
+  it("lets no lease lapse for the time it could not run, and keeps every shard where it was", () => {
+    const { h, a, b } = twoAgents();
+    const before = h.core.listAssignments("job");
+    // The controller wakes STALL ms later: the heartbeats of that time are still unread.
+    h.now += STALL;
+    h.core.noteStall(STALL, h.now);
+    h.flush();
+    h.run(500);
+    expect(h.core.listAssignments("job")).toEqual(before);
+    expect(h.events.filter((e) => e.type === "agent.lease-expired")).toEqual([]);
+    expect(h.events.filter((e) => e.type === "controller.stalled").map((e) => [e.message, e.stall])).toEqual([
+      ["the controller could not run for 5000 ms; 2 agent leases extended by as much", { ms: STALL, leasesExtended: 2 }],
+    ]);
+    expect([a.closedReason, b.closedReason]).toEqual([undefined, undefined]);
+  });
+
+  it("without being told, expires the leases its own stall outlasted (what noteStall prevents)", () => {
+    const { h } = twoAgents();
+    h.now += STALL;
+    h.core.tick(h.now);
+    h.flush();
+    expect(h.events.filter((e) => e.type === "agent.lease-expired")).toHaveLength(2);
+  });
+
+  it("does not bring back a lease that had lapsed before the stall began", () => {
+    const { h } = twoAgents();
+    h.crash("b");
+    h.run(LEASE + DEFAULT_CORE_CONFIG.leaseMarginMs + 10);
+    expect(h.core.listAgents().map((x) => x.id)).toEqual(["a"]);
+    h.now += STALL;
+    h.core.noteStall(STALL, h.now);
+    h.flush();
+    expect(h.core.listAgents().map((x) => x.id)).toEqual(["a"]);
+  });
+
+  it("holds a replaced process's shards for the time it could not run, too", () => {
+    const h = new CoreHarness();
+    h.connect("w-1", { instanceId: "11111111-1111-4111-8111-111111111111" });
+    h.apply(testSpec("job", { schedule: undefined, shards: 1 }));
+    h.crash("w-1");
+    const restarted = h.connect("w-1", { instanceId: "22222222-2222-4222-8222-222222222222" });
+    h.now += 1_000;
+    h.core.noteStall(1_000, h.now);
+    h.flush();
+    h.run(LEASE + DEFAULT_CORE_CONFIG.leaseMarginMs - 1_000);
+    expect(restarted.held.size).toBe(0);
+    h.run(1_000);
+    expect(restarted.shardsOf("job")).toEqual([0]);
   });
 });

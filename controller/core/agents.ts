@@ -155,6 +155,34 @@ export function leaseFromNow(core: CoreState): number {
   return core.now + grantedTtl(core) + core.config.leaseMarginMs;
 }
 
+/**
+ * The controller could not run for `stalledMs` just before `now` (a long pause for garbage
+ * collection, a starved CPU): it could not have read any agent's heartbeat meanwhile, so no lease
+ * may lapse for that time. Every lease still valid when the stall began (and a replaced process's
+ * fence) is extended by the stall, before any timer due now runs. Extending the controller's view
+ * is always safe: it only delays giving a shard to another agent; the agent still fences itself by
+ * its own clock.
+ */
+export function noteStall(core: CoreState, stalledMs: number, now: number): void {
+  const began = now - stalledMs;
+  let extended = 0;
+  for (const agent of core.agents.values()) {
+    if (agent.leaseExpiry > began) {
+      agent.leaseExpiry += stalledMs;
+      extended++;
+    }
+    const inherited = agent.inherited;
+    if (inherited !== undefined && inherited.until > began) {
+      inherited.until += stalledMs;
+      core.timers.push(inherited.until, { kind: "inherited", agent: agent.id, incarnation: agent.incarnation });
+    }
+  }
+  core.emit("controller.stalled", `the controller could not run for ${Math.round(stalledMs)} ms; ${extended} agent lease${extended === 1 ? "" : "s"} extended by as much`, {
+    stall: { ms: stalledMs, leasesExtended: extended },
+  });
+  Clock.advance(core, now);
+}
+
 export function heartbeat(core: CoreState, session: string, seq: number, now: number): void {
   Clock.advance(core, now);
   const agent = core.agentOf(session);

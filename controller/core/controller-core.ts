@@ -167,6 +167,14 @@ export class ControllerCore {
     Agents.hello(this.s, session, hello, now, peer);
   }
 
+  /**
+   * The controller could not run for `stalledMs` just before `now`: no lease lapses for that
+   * time (see agents.ts, noteStall).
+   */
+  noteStall(stalledMs: number, now: number): void {
+    Agents.noteStall(this.s, stalledMs, now);
+  }
+
   heartbeat(session: string, seq: number, now: number): void {
     Agents.heartbeat(this.s, session, seq, now);
   }

@@ -1,8 +1,8 @@
 import { ShardlineError } from "../../shared/errors.js";
-import type { ExecutionRecord, ExecutionStateName } from "./store-port.js";
+import type { ExecutionRecord } from "./store-port.js";
 import type { CoreConfig } from "./config.js";
 import { type ExecutionTracing } from "./execution-tracing.js";
-import type { AssignmentRef } from "./messages.js";
+import type { AssignmentRef, CoreEvent } from "./messages.js";
 import { Outbox } from "./outbox.js";
 import { TimerQueue } from "./timer-queue.js";
 import type { AgentEntry, ShardEntry, JobEntry, FireProgress } from "./model.js";
@@ -55,7 +55,7 @@ export class CoreState {
   emit(
     type: string,
     message: string,
-    about: { job?: string; shard?: number; agent?: string; executionId?: string; state?: ExecutionStateName } = {},
+    about: Omit<CoreEvent, "time" | "type" | "message"> = {},
   ): void {
     this.outbox.emit({ time: this.now, type, message, ...about });
   }

@@ -29,7 +29,9 @@ export type CoreInput =
   /** This controller's leadership lease bounds the agent leases it grants (etcd); undefined lifts it. */
   | { kind: "limit-leases"; until: number | undefined }
   /** Time passed: run the timers due. */
-  | { kind: "tick" };
+  | { kind: "tick" }
+  /** The controller could not run for `ms` just before now (it could not read heartbeats meanwhile). */
+  | { kind: "stall"; ms: number };
 
 /** What each kind of input answers with. */
 interface Outputs {
@@ -80,5 +82,7 @@ export function applyInput(core: ControllerCore, input: CoreInput, now: number):
       return core.limitLeases(input.until, now);
     case "tick":
       return core.tick(now);
+    case "stall":
+      return core.noteStall(input.ms, now);
   }
 }

@@ -88,6 +88,8 @@ export interface CoreEvent {
   executionId?: string;
   /** For execution events: the execution's state after the event. */
   state?: ExecutionStateName;
+  /** For controller.stalled: how long the controller could not run, and how many leases it extended. */
+  stall?: { ms: number; leasesExtended: number };
   message: string;
 }
 

@@ -153,6 +153,18 @@ describe("the controller's /metrics", () => {
     expect(sampleValue(metrics, "shardline_executions_total", { shardline_job: "ticker", outcome: "misfired" })).toBe(misfired);
     expect(sampleValue(metrics, "shardline_fires_total", { shardline_job: "ticker" })).toBe(misfired + 1);
   });
+
+  it("counts the time its event loop could not run, and the agent leases it extended for it", async () => {
+    await admin.applyJob({ manifest: ROLLUP });
+    await connect("py-1", ["work"]);
+    // The controller runs in this process: holding the event loop is a stall it must notice.
+    const until = Date.now() + 600;
+    while (Date.now() < until) {
+      // Busy on purpose: nothing else in this process may run meanwhile.
+    }
+    await expect.poll(async () => sampleValue(await scrape(), "shardline_leases_extended_total"), { timeout: 10_000, interval: 100 }).toBeGreaterThanOrEqual(1);
+    expect(sampleValue(await scrape(), "shardline_controller_stall_seconds_total")).toBeGreaterThanOrEqual(0.35);
+  });
 });
 
 describe("ControllerMetrics", () => {

@@ -50,6 +50,8 @@ export class ControllerMetrics {
   /** The latest fire instant of each job in the snapshot a leadership began with, for tallies made later. */
   private readonly restoredFires = new Map<string, number>();
   private leaseExpiries = 0;
+  private stallSeconds = 0;
+  private leasesExtended = 0;
   /** Executions whose fire lag was recorded when they started, so it is not recorded again when they finish. */
   private readonly lagRecorded = new Set<string>();
   private readonly duration: BoundHistogram;
@@ -78,6 +80,11 @@ export class ControllerMetrics {
     const misfires = meter.createObservableCounter("shardline_misfires", { description: "Executions of fires recorded as misfired, by job" });
     const moved = meter.createObservableCounter("shardline_shards_moved", { description: "Shards assigned to an agent other than their previous owner, by job" });
     const leaseExpiries = meter.createObservableCounter("shardline_lease_expiries", { description: "Agent leases that expired (agents lost without a goodbye)" });
+    const stalls = meter.createObservableCounter("shardline_controller_stall_seconds", {
+      description: "Time the controller's event loop could not run (long garbage collection, a starved CPU), during which no agent lease lapses",
+      unit: "s",
+    });
+    const extended = meter.createObservableCounter("shardline_leases_extended", { description: "Agent leases extended because the controller stalled" });
     meter.addBatchObservableCallback(
       (result) => {
         for (const job of this.jobs.values()) {
@@ -89,8 +96,10 @@ export class ControllerMetrics {
           for (const outcome of job.outcomes.values()) result.observe(executions, outcome.count, outcome.attributes);
         }
         result.observe(leaseExpiries, this.leaseExpiries);
+        result.observe(stalls, this.stallSeconds);
+        result.observe(extended, this.leasesExtended);
       },
-      [fires, executions, failovers, retries, misfires, moved, leaseExpiries],
+      [fires, executions, failovers, retries, misfires, moved, leaseExpiries, stalls, extended],
     );
 
     const connected = meter.createObservableGauge("shardline_agents_connected", { description: "Agents with an open stream to this controller" });
@@ -176,6 +185,10 @@ export class ControllerMetrics {
         return;
       case "agent.lease-expired":
         this.leaseExpiries++;
+        return;
+      case "controller.stalled":
+        this.stallSeconds += (event.stall?.ms ?? 0) / 1000;
+        this.leasesExtended += event.stall?.leasesExtended ?? 0;
         return;
       case "shard.assigned": {
         const job = this.job(event.job!);

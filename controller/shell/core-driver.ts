@@ -9,6 +9,11 @@ import type { ExecutionRecord, Store, StoreBatch } from "../store/store.js";
 /** Where the driver hands messages for agents once they are durable. */
 export type Deliver = (messages: Outbound[], closes: SessionClose[]) => void;
 
+/** How often the driver checks that the event loop runs. */
+const TURN_CHECK_MS = 100;
+/** A gap past the check's period by more than this is a stall the core hears of. */
+const STALL_THRESHOLD_MS = 150;
+
 /**
  * Runs the core against the real clock and carries out its effects, in this order
  * (docs/architecture.md, "The driver's contract"):
@@ -35,6 +40,9 @@ export class CoreDriver {
   private timer: NodeJS.Timeout | undefined;
   private timerAt: number | undefined;
   private stopped = false;
+  /** When the event loop was last seen to run (a step, or the ticker): see noteTurn. */
+  private lastTurn = 0;
+  private ticker: NodeJS.Timeout | undefined;
   /** A commit failed: nothing more is sent. */
   private failed = false;
   private readonly emitter = new EventEmitter();
@@ -51,7 +59,26 @@ export class CoreDriver {
 
   /** Flushes what the core decided at construction (missed fires) and arms its first timer. */
   start(): Promise<void> {
+    this.lastTurn = this.clock();
+    this.ticker = setInterval(() => this.noteTurn(this.clock()), TURN_CHECK_MS);
+    this.ticker.unref();
     return this.schedule();
+  }
+
+  /**
+   * Notes that the event loop runs at `now`. A gap since the last turn much longer than the
+   * ticker's period means the controller could not run meanwhile (it read no heartbeat): the core
+   * hears of it before anything else at `now`, so that no lease lapses for that time. Every step
+   * and the ticker note their turn, so the core learns of a stall before its own timers run.
+   */
+  private noteTurn(now: number): void {
+    const gap = now - this.lastTurn;
+    this.lastTurn = now;
+    if (this.stopped || gap <= TURN_CHECK_MS + STALL_THRESHOLD_MS) return;
+    const stalledMs = gap - TURN_CHECK_MS;
+    this.logger.warn({ stalledMs }, `the controller could not run for ${Math.round(stalledMs)} ms; agent leases are extended by as much`);
+    this.core.noteStall(stalledMs, now);
+    void this.schedule();
   }
 
   /**
@@ -59,14 +86,18 @@ export class CoreDriver {
    * A step that throws changes nothing the caller relies on and rejects with its error.
    */
   async run<T>(step: (now: number) => T): Promise<T> {
-    const result = step(this.clock());
+    const now = this.clock();
+    this.noteTurn(now);
+    const result = step(now);
     await this.schedule();
     return result;
   }
 
   /** Applies a step now; its effects go out with the turn's batch. Throws what the step throws. */
   post(step: (now: number) => void): void {
-    step(this.clock());
+    const now = this.clock();
+    this.noteTurn(now);
+    step(now);
     void this.schedule();
   }
 
@@ -88,6 +119,7 @@ export class CoreDriver {
 
   stop(): void {
     this.stopped = true;
+    clearInterval(this.ticker);
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
   }
