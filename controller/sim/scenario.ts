@@ -20,6 +20,8 @@ export const stepArbitrary: fc.Arbitrary<Step> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("edit" as const), job: fc.integer({ min: 0, max: 1 }), shards: fc.integer({ min: 1, max: 5 }) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("delete" as const), job: fc.integer({ min: 0, max: 1 }) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("impostor" as const), agent }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant("drain" as const), agent }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant("delay" as const), agent, ms: fc.integer({ min: 0, max: 800 }) }) },
 );
 
 export const scenarioArbitrary: fc.Arbitrary<Scenario> = fc.record({

@@ -57,7 +57,17 @@ export type Step =
    * A second process says Hello under the agent's id while the agent is connected with a valid
    * lease (a copy-pasted id, a replacement pod started early): it must be refused and sent nothing.
    */
-  | { kind: "impostor"; agent: number };
+  | { kind: "impostor"; agent: number }
+  /**
+   * The agent is asked to leave (SIGTERM): it says Goodbye, releases each shard as its runs end,
+   * half-closes its stream and exits. A later `restart` starts a new process.
+   */
+  | { kind: "drain"; agent: number }
+  /**
+   * The agent's link delays every message by `ms` each way from now on (0 ends it), in order
+   * within the link: messages of different agents' streams arrive in another order than sent.
+   */
+  | { kind: "delay"; agent: number; ms: number };
 
 export interface Scenario {
   /** Seeds what the steps leave to chance: run durations, reconnect backoffs. */
@@ -132,6 +142,8 @@ interface Run {
 interface Wire {
   session: string;
   toController: boolean;
+  /** When it arrives: the sending instant plus the link's delay. */
+  at: number;
   deliver: () => void;
 }
 
@@ -157,6 +169,10 @@ class SimAgent {
   /** Heartbeats the core sent; while slow, only one in four leaves the process. */
   heartbeats = 0;
   linkUp = true;
+  /** The link's delay each way, in ms. */
+  delayMs = 0;
+  /** When the last message each way arrives: a link delivers in order. */
+  lastArrival = { toController: 0, toAgent: 0 };
 
   constructor(
     readonly id: string,
@@ -259,6 +275,8 @@ export class World {
         if (!agent!.alive) {
           const fresh = new SimAgent(agent!.id, agent!.drift, this.newInstance());
           fresh.linkUp = agent!.linkUp;
+          fresh.delayMs = agent!.delayMs;
+          fresh.lastArrival = agent!.lastArrival;
           this.agents[this.agents.indexOf(agent!)] = fresh;
           this.connect(fresh);
         }
@@ -291,6 +309,12 @@ export class World {
       case "impostor":
         this.impostor(agent!);
         return;
+      case "drain":
+        if (agent!.alive && !agent!.core.draining) this.stepAgent(agent!, { kind: "drain", reason: "SIGTERM" });
+        return;
+      case "delay":
+        agent!.delayMs = step.ms;
+        return;
       case "delete": {
         const spec = this.jobs[step.job % this.jobs.length]!;
         if (this.deletions.some((d) => d.job === spec.name && d.to === undefined)) return;
@@ -320,6 +344,7 @@ export class World {
     for (const [i, agent] of this.agents.entries()) {
       this.heal(agent);
       agent.slow = false;
+      agent.delayMs = 0;
       if (!agent.alive) this.apply({ kind: "restart", agent: i });
     }
     const faultsEnd = this.now;
@@ -350,7 +375,14 @@ export class World {
       if (at !== undefined && (best === undefined || at < best.at)) best = { at, run };
     };
     // The network first: what was sent arrives before time moves on, in the order it was sent.
-    if (this.inFlight.length > 0) return { at: this.now, run: () => this.inFlight.shift()!.deliver() };
+    if (this.inFlight.length > 0) {
+      // The first of the earliest: links deliver in order, and undelayed ones at once.
+      let first = 0;
+      for (let i = 1; i < this.inFlight.length; i++) if (this.inFlight[i]!.at < this.inFlight[first]!.at) first = i;
+      const deliver = (): void => this.inFlight.splice(first, 1)[0]!.deliver();
+      if (this.inFlight[first]!.at <= this.now) return { at: this.now, run: deliver };
+      consider(this.inFlight[first]!.at, deliver);
+    }
     if (this.controllerDownUntil !== undefined) {
       consider(this.controllerDownUntil, () => this.startLeader());
     } else {
@@ -487,7 +519,9 @@ export class World {
   private notifyAgentOfClose(agentId: string, session: string): void {
     const agent = this.agents.find((a) => a.id === agentId);
     if (agent === undefined || agent.session !== session) return;
-    if (agent.linkUp) this.agentStreamClosed(agent);
+    // A delayed link delivers the close after what was sent before it.
+    if (agent.linkUp && agent.delayMs > 0) this.closeNotices.push({ session, agent: agentId, at: Math.max(this.now + agent.delayMs, agent.lastArrival.toAgent), toController: false });
+    else if (agent.linkUp) this.agentStreamClosed(agent);
     // Partitioned: the agent finds out by its own stall check, or at heal.
     else this.closeNotices.push({ session, agent: agentId, at: Number.POSITIVE_INFINITY, toController: false });
   }
@@ -513,7 +547,10 @@ export class World {
     this.send(agent, { session, toController: true, deliver });
   }
 
-  private send(agent: SimAgent, wire: Wire): void {
+  private send(agent: SimAgent, message: Omit<Wire, "at">): void {
+    const way = message.toController ? "toController" : "toAgent";
+    const wire: Wire = { ...message, at: Math.max(this.now + agent.delayMs, agent.lastArrival[way]) };
+    agent.lastArrival[way] = wire.at;
     if (agent.linkUp) {
       this.inFlight.push(wire);
       return;
@@ -573,10 +610,21 @@ export class World {
         const session = agent.session;
         if (session === undefined) return;
         this.agentStreamClosed(agent);
-        if (agent.linkUp) this.controllerStreamClosed(agent.id, session);
-        else this.closeNotices.push({ session, agent: agent.id, at: this.now + KEEPALIVE_DETECT_MS, toController: true });
+        this.closeTowardController(agent, session);
         return;
       }
+      case "half-close":
+        // The controller ends the stream once it has read everything before the half-close and
+        // sent what it had queued; the agent then sees it end.
+        this.toController(agent, (session) => {
+          this.controllerStreamClosed(agent.id, session);
+          this.notifyAgentOfClose(agent.id, session);
+        });
+        return;
+      case "drained":
+        // The process exits.
+        this.crash(agent);
+        return;
       case "hold-run": {
         const context = agent.dispatching.get(effect.executionId);
         if (context === undefined) return;
@@ -599,14 +647,12 @@ export class World {
         return;
       // What the runtime only says (logs, events, metrics), and what the sim never asks for
       // (redirects, drains).
-      case "half-close":
       case "report":
       case "welcomed":
       case "redirected":
       case "fenced":
       case "unfenced":
       case "assignments-changed":
-      case "drained":
       case "log":
         return;
     }
@@ -747,8 +793,17 @@ export class World {
     const session = agent.session;
     agent.session = undefined;
     if (session === undefined) return;
-    if (agent.linkUp) this.controllerStreamClosed(agent.id, session);
-    else this.closeNotices.push({ session, agent: agent.id, at: this.now + KEEPALIVE_DETECT_MS, toController: true });
+    this.closeTowardController(agent, session);
+  }
+
+  /**
+   * The agent's end of a stream closed: the controller learns it after what was sent before it,
+   * or, while the link is down, by keepalive.
+   */
+  private closeTowardController(agent: SimAgent, session: string): void {
+    if (!agent.linkUp) this.closeNotices.push({ session, agent: agent.id, at: this.now + KEEPALIVE_DETECT_MS, toController: true });
+    else if (agent.delayMs > 0) this.closeNotices.push({ session, agent: agent.id, at: Math.max(this.now + agent.delayMs, agent.lastArrival.toController), toController: true });
+    else this.controllerStreamClosed(agent.id, session);
   }
 
   private backoff(): number {
