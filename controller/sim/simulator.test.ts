@@ -82,6 +82,10 @@ describe("the deterministic simulator", () => {
       "a deleted job applied again fires after the deleted one's last fire, never reusing an execution id",
       { seed: 0, drifts: [0, 0, 0], steps: [{ kind: "advance", ms: 1750 }, { kind: "delete", job: 1 }, { kind: "edit", job: 1, shards: 1 }] },
     ],
+    [
+      "an agent lists a run dispatched ahead and not started yet in its Hello, so a restarted controller does not run that fire a second time beside it (found by real-process chaos before the simulator ran the real agent core)",
+      { seed: 14, drifts: [0, 0, 0], steps: [{ kind: "advance", ms: 2702 }, { kind: "advance", ms: 3048 }, { kind: "failover" }] },
+    ],
   ];
   for (const [name, scenario] of regressions) {
     it(name, () => {
