@@ -1,4 +1,7 @@
-/** How a job's shards are spread over agents (DESIGN.md "Sharding"). */
+/**
+ * How a job's shards are spread over agents as agents come and go (docs/architecture.md, "Sharding"):
+ * sticky moves the fewest shards; the others are ElasticJob's layouts, made from the agent list alone.
+ */
 export type StrategyName = "sticky" | "balanced" | "odd-even" | "round-robin";
 export const STRATEGIES: readonly StrategyName[] = ["sticky", "balanced", "odd-even", "round-robin"];
 
@@ -13,7 +16,10 @@ export type CustomStrategyName = `custom:${string}`;
 export type FailoverMode = "fenced" | "fast" | "off";
 export const FAILOVER_MODES: readonly FailoverMode[] = ["fenced", "fast", "off"];
 
-/** What to do with fires that could not start on time (DESIGN.md "Firing, misfire, overlap"). */
+/**
+ * What to do with fires that could not start on time: the shard was busy, no agent held it, or the
+ * controller was down (docs/architecture.md, "Firing, misfire, overlap").
+ */
 export type MisfirePolicy = "fire-once" | "skip" | "catch-up";
 export const MISFIRE_POLICIES: readonly MisfirePolicy[] = ["fire-once", "skip", "catch-up"];
 

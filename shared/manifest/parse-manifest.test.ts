@@ -57,7 +57,7 @@ function errorFrom(text: string): ShardlineError {
 }
 
 describe("parseManifest", () => {
-  it("reads the DESIGN.md example into a complete job", () => {
+  it("reads the README's example into a complete job", () => {
     const { spec, manifest } = parseManifest(EXAMPLE);
     expect(spec).toEqual<JobSpec>({
       name: "billing-rollup",
