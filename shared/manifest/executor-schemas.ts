@@ -23,10 +23,10 @@ export const scriptSchema = mapping("spec.script", {
 
 /** spec.http: one request per execution; a non-2xx status fails it. */
 export const httpSchema = mapping("spec.http", {
-  method: oneOf(HTTP_METHODS).default("POST"),
+  method: oneOf(HTTP_METHODS).default("POST").describe("The request method."),
   url: httpUrl().describe("An absolute http:// or https:// URL."),
   headers: headerMap().default({}).describe("Request headers; a value ${env:NAME} is read from the agent's environment when sending."),
   body: text().default("").describe('The request body; "" sends the execution context as JSON.'),
-  connectTimeoutSeconds: integer(1, 300).default(10),
+  connectTimeoutSeconds: integer(1, 300).default(10).describe("How long connecting may take."),
   readTimeoutSeconds: integer(1, 86_400).default(60).describe("The longest silence once connected."),
 }).describe("Make one HTTP request per execution (only agents started with --allow-http take the job).");

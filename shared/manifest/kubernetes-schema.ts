@@ -33,12 +33,16 @@ const CONTAINERS_ALLOWED = "a list of at least one container, each with a name a
 const podSpec = z
   .looseObject(
     {
-      containers: z.array(container, { error: CONTAINERS_ALLOWED }).min(1, { error: CONTAINERS_ALLOWED }),
+      containers: z
+        .array(container, { error: CONTAINERS_ALLOWED })
+        .min(1, { error: CONTAINERS_ALLOWED })
+        .describe("The pod's containers, each with a name unique in the pod and an image."),
       initContainers: z.array(container, { error: "a list of containers, each with a name and an image" }).nullish(),
       // Kubernetes refuses Always for a Job's pods; Never is the default so a failed pod stays to be read.
       restartPolicy: oneOf(KUBERNETES_RESTART_POLICIES)
         .nullish()
-        .transform((policy) => policy ?? "Never"),
+        .transform((policy) => policy ?? "Never")
+        .describe("Never (default) or OnFailure; Kubernetes refuses Always for a Job."),
     },
     { error: "a Kubernetes PodSpec: a mapping with at least containers" },
   )
@@ -70,11 +74,11 @@ const podMetadata = mapping("spec.kubernetes.template.metadata", {
     )
     .default({})
     .describe("Labels every pod of the job gets, beside the shardline.dev/* labels the agent adds."),
-  annotations: annotationMap().default({}),
+  annotations: annotationMap().default({}).describe("Annotations every pod of the job gets."),
 });
 
 const podTemplate = mapping("spec.kubernetes.template", {
-  metadata: podMetadata.prefault({}),
+  metadata: podMetadata.prefault({}).describe("Labels and annotations for the pods; Kubernetes names them."),
   spec: podSpec.describe("A core/v1 PodSpec with at least one container; restartPolicy Never (default) or OnFailure."),
 }).superRefine(
   (template, ctx) => {

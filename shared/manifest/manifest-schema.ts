@@ -88,7 +88,7 @@ const retries = mapping("spec.retries", {
 /** spec.onFailure; one without a webhook means the default, logging, and is left out. */
 const onFailure = mapping("spec.onFailure", {
   webhook: mapping("spec.onFailure.webhook", {
-    url: httpUrl(),
+    url: httpUrl().describe("An absolute http:// or https:// URL."),
     headers: headerMap().default({}).describe("Request headers; a value ${env:NAME} is read from the controller's environment when sending."),
   })
     .optional()
@@ -131,12 +131,12 @@ const specFields = mapping("spec", {
   maxCatchUp: integer(1, 1000).default(10).describe("The most missed fires misfire catch-up runs."),
   overlap: oneOf(OVERLAP_POLICIES).default("forbid").describe("What a fire does while the shard's previous run is still going."),
   timeoutSeconds: integer(0, 604_800).default(0).describe("The agent aborts an execution after this long; 0 is none."),
-  retries: retries.prefault({}),
-  placement: placement.prefault({}),
+  retries: retries.prefault({}).describe("Retries of a failed or timed-out execution, the backoff doubling each time."),
+  placement: placement.prefault({}).describe("Which agents may own the job's shards, and how they are spread across topology."),
   suspend: flag().default(false).describe("No scheduled fires while true."),
   priority: integer(-1000, 1000).default(0).describe("When agents' slots are short, executions of higher-priority jobs start first."),
   daemon: flag().default(false).describe("Each shard runs for as long as an agent owns it (a consumer per partition); excludes schedule."),
-  onFailure: onFailure.optional(),
+  onFailure: onFailure.optional().describe("What to do when an execution fails, times out, is lost or misfires; without it, a warning is logged."),
   onFireComplete: onFireComplete.optional().describe("Once every shard of a fire has finished, one agent runs this handler once."),
   description: text().default("").describe("Free text."),
 });
@@ -182,8 +182,8 @@ const metadata = mapping("metadata", {
 export const manifestSchema = mapping("a manifest", {
   apiVersion: z.literal(MANIFEST_API_VERSION, { error: JSON.stringify(MANIFEST_API_VERSION) }),
   kind: z.literal(MANIFEST_KIND, { error: JSON.stringify(MANIFEST_KIND) }),
-  metadata,
-  spec,
+  metadata: metadata.describe("The job's name and labels."),
+  spec: spec.describe("What the job runs, when, on how many shards, and on which agents."),
 })
   .transform(({ metadata: { name, labels }, spec: fields }) => withoutAbsent({ name, labels, ...fields }))
   .meta({ title: "ShardedJob", description: "A Shardline job manifest (apiVersion shardline.dev/v1, kind ShardedJob)." });
