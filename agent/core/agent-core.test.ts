@@ -20,7 +20,7 @@ function run(executionId: string, on: AssignmentRef | undefined, fireTimeUnixMs 
 
 /** An agent core on a fake clock: `at` moves the clock, every step returns the effects it made. */
 class Harness {
-  readonly core = new AgentCore({ drainGraceMs: 10_000, welcomeTimeoutMs: 5_000 });
+  readonly core = new AgentCore({ drainGraceMs: 10_000, welcomeTimeoutMs: 5_000, addresses: ["a:1", "b:1"], reconnect: { initialMs: 100, maxMs: 5_000 }, random: () => 0.5 });
   now = 0;
 
   step(input: AgentInput): AgentEffect[] {
@@ -269,6 +269,41 @@ describe("AgentCore", () => {
     const effects = h.at(10_000);
     expect(effects.find((e) => e.kind === "stop-run")).toMatchObject({ executionId: "e", state: ExecutionState.LOST });
     expect(kinds(effects)).toContain("drained");
+  });
+
+  it("reconnects after a backoff that grows until a Welcome resets it, to the next replica after a stream that got no Welcome", () => {
+    const h = new Harness();
+    expect(h.step({ kind: "start" })).toEqual([{ kind: "open-stream", address: "a:1" }]);
+    h.step({ kind: "stream-opened" });
+    h.step({ kind: "stream-closed" });
+    // Full jitter: half of the first ceiling (100 ms), then of 200 ms; another replica each time.
+    expect(h.core.nextDeadline()).toBe(50);
+    expect(h.at(50)).toEqual([{ kind: "open-stream", address: "b:1" }]);
+    h.step({ kind: "stream-opened" });
+    h.step({ kind: "stream-closed" });
+    expect(h.core.nextDeadline()).toBe(150);
+    expect(h.at(150)).toEqual([{ kind: "open-stream", address: "a:1" }]);
+    h.step({ kind: "stream-opened" });
+    h.step({ kind: "welcome", term: 1n, sessionId: "s", heartbeatIntervalMs: BEAT, leaseTtlMs: TTL, dispatchAheadMs: 0 });
+    // A welcomed stream the controller ended keeps the address: that controller may be restarting.
+    h.now = 200;
+    h.step({ kind: "stream-closed" });
+    expect(h.core.address).toBe("a:1");
+    expect(h.core.nextDeadline()).toBe(250);
+  });
+
+  it("follows a Redirect to the leader at once, without waiting out a grown backoff", () => {
+    const h = new Harness();
+    h.step({ kind: "start" });
+    h.step({ kind: "stream-opened" });
+    h.step({ kind: "stream-closed" });
+    h.at(50);
+    h.step({ kind: "stream-opened" });
+    expect(h.step({ kind: "redirect", term: 1n, leaderAddress: "leader:1" })).toEqual([{ kind: "redirected", leaderAddress: "leader:1" }]);
+    expect(h.core.redirecting).toBe(true);
+    h.step({ kind: "stream-closed" });
+    expect(h.core.nextDeadline()).toBe(100);
+    expect(h.at(100)).toEqual([{ kind: "open-stream", address: "leader:1" }]);
   });
 
   it("drains at once when it has no stream, nothing runs and no report waits", () => {

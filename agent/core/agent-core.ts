@@ -1,6 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { ExecutionUpdateSchema, type ExecutionUpdate } from "../../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
+import { Backoff } from "./backoff.js";
 import { AssignmentTable, shardKey, type AssignmentRef, type HeldAssignment } from "./assignment-table.js";
 import type { AgentEffect, AgentInput, AgentMessage, ControllerMessage, DispatchedRun, StopState, StreamClose } from "./events.js";
 import { Lease } from "./lease.js";
@@ -19,6 +20,12 @@ export interface AgentCoreOptions {
   drainGraceMs: number;
   /** How long a stream may go without a Welcome before the agent gives up on it. */
   welcomeTimeoutMs: number;
+  /** The controller replicas, tried in turn while none answers; at least one. */
+  addresses: readonly string[];
+  /** The reconnect backoff: full jitter from initialMs, doubling up to maxMs. */
+  reconnect: { initialMs: number; maxMs: number };
+  /** A number in [0, 1), for the backoff's jitter. */
+  random: () => number;
 }
 
 interface Drain {
@@ -38,8 +45,9 @@ interface Drain {
  * carries the effects out and feeds back what happens: the stream's messages and its end, the
  * executors' reports, the start instants it was asked to wait for.
  *
- * Reconnecting (backoff, which address) is the driver's for now: the core only hears that a
- * stream opened or closed.
+ * Reconnecting is decided here too: when (a backoff with full jitter, reset by a Welcome or a
+ * Redirect) and to which controller replica (the next one after a stream that got no Welcome or
+ * that stopped answering; the leader a Redirect names).
  */
 export class AgentCore {
   readonly #options: AgentCoreOptions;
@@ -68,18 +76,36 @@ export class AgentCore {
   #drain: Drain | undefined;
   #stopped = false;
 
+  readonly #backoff: Backoff;
+  /** The controller address in use (a Redirect changes it). */
+  #address: string;
+  /** The next of the addresses to try after the current one fails. */
+  #nextAddress = 1;
+  /** Set by a Redirect: the stream it closes is not a failure of the leader's address. */
+  #redirected = false;
+  /** Set when this side closed a stream because the controller stopped answering: try another. */
+  #unresponsive = false;
+  /** When to open the next stream; undefined while one is open, or before start. */
+  #connectAt: number | undefined;
+
   constructor(options: AgentCoreOptions) {
     this.#options = options;
+    this.#address = options.addresses[0]!;
+    this.#backoff = new Backoff({ ...options.reconnect, random: options.random });
   }
 
   /** Applies one input at `now` (monotonic ms). */
   step(input: AgentInput, now: number): void {
     this.#lastStepAt = now;
     switch (input.kind) {
+      case "start":
+        if (this.#stopped || this.#streamOpen || this.#connectAt !== undefined) return;
+        this.#connectAt = now;
+        return this.#tick(now);
       case "stream-opened":
         return this.#streamOpened(now);
       case "stream-closed":
-        return this.#streamClosed();
+        return this.#streamClosed(now);
       case "run-report":
         return this.#onReport(input.update);
       case "start-due":
@@ -118,6 +144,7 @@ export class AgentCore {
       if (at !== undefined && (next === undefined || at < next)) next = at;
     };
     if (this.#stopped) return undefined;
+    if (!this.#streamOpen) consider(this.#connectAt);
     if (!this.#fenced && this.#lease.expiresAt !== Number.NEGATIVE_INFINITY) consider(this.#lease.expiresAt);
     if (this.#streamOpen && !this.#closing && !this.#welcomed) consider(this.#welcomeDeadline);
     if (this.#streamOpen && !this.#closing && this.#welcomed) consider(this.#nextHeartbeatAt);
@@ -127,6 +154,16 @@ export class AgentCore {
   }
 
   // What the driver reads.
+
+  /** The controller address in use (a Redirect changes it). */
+  get address(): string {
+    return this.#address;
+  }
+
+  /** A Redirect closes the open stream: its end is not a failure of the leader's address. */
+  get redirecting(): boolean {
+    return this.#redirected;
+  }
 
   /** A stream is open (from the core's side: until stream-closed). */
   get streamOpen(): boolean {
@@ -184,6 +221,7 @@ export class AgentCore {
   // The stream.
 
   #streamOpened(now: number): void {
+    this.#connectAt = undefined;
     this.#streamOpen = true;
     this.#closing = false;
     this.#welcomed = false;
@@ -196,20 +234,42 @@ export class AgentCore {
     this.#effects.push({ kind: "send", message: { kind: "hello", held: this.#table.list().map(refOnly), executions } });
   }
 
-  #streamClosed(): void {
+  #streamClosed(now: number): void {
     if (!this.#streamOpen) return;
+    const welcomed = this.#welcomed;
     this.#streamOpen = false;
+    this.#rotateAddress(welcomed);
     this.#welcomed = false;
     this.#welcomeDeadline = undefined;
     this.#nextHeartbeatAt = undefined;
     // What was not sent goes into the next Hello; what was sent but not confirmed too.
     this.#reports.streamEnded();
     if (this.#drain?.ending || this.#nothingToHandBack()) this.#finishDrain();
+    if (!this.#stopped) this.#connectAt = now + this.#backoff.next();
+  }
+
+  /**
+   * After a stream that never got a Welcome, or that this side closed because the controller
+   * stopped answering: the next controller replica given is tried (a leader named by a Redirect
+   * that cannot be reached is dropped for them too). One address, or a welcomed stream that the
+   * controller ended, keeps the same address: its controller may be restarting.
+   */
+  #rotateAddress(welcomed: boolean): void {
+    const redirected = this.#redirected;
+    const unresponsive = this.#unresponsive;
+    this.#redirected = false;
+    this.#unresponsive = false;
+    if (redirected || (welcomed && !unresponsive)) return;
+    const addresses = this.#options.addresses;
+    if (addresses.length === 1 && this.#address === addresses[0]) return;
+    this.#address = addresses[this.#nextAddress % addresses.length]!;
+    this.#nextAddress++;
   }
 
   #close(close: Omit<StreamClose, "kind">): void {
     if (!this.#streamOpen || this.#closing) return;
     this.#closing = true;
+    if (close.unresponsive) this.#unresponsive = true;
     this.#effects.push({ kind: "close-stream", ...close });
   }
 
@@ -252,6 +312,10 @@ export class AgentCore {
           this.#log("warn", {}, "ignored a Redirect without an address");
           return;
         }
+        this.#redirected = true;
+        // Progress, not a failure: the leader is tried next without waiting out a grown backoff.
+        this.#backoff.reset();
+        this.#address = message.leaderAddress;
         this.#effects.push({ kind: "redirected", leaderAddress: message.leaderAddress });
         return;
       case "unknown":
@@ -271,6 +335,7 @@ export class AgentCore {
     this.#dispatchAheadMs = welcome.dispatchAheadMs;
     this.#welcomed = true;
     this.#welcomeDeadline = undefined;
+    this.#backoff.reset();
     this.#lastAckAt = now;
     if (this.#lease.ack(HELLO_SEQ, this.#leaseTtlMs)) this.#leaseRenewed();
     this.#reports.confirm(HELLO_SEQ);
@@ -293,6 +358,10 @@ export class AgentCore {
 
   #tick(now: number): void {
     if (this.#stopped) return;
+    if (!this.#streamOpen && this.#connectAt !== undefined && now >= this.#connectAt) {
+      this.#connectAt = undefined;
+      this.#effects.push({ kind: "open-stream", address: this.#address });
+    }
     if (!this.#fenced && this.#lease.expiresAt !== Number.NEGATIVE_INFINITY && !this.#lease.valid(now)) this.#fence(this.#lapsed());
     const live = this.#streamOpen && !this.#closing;
     if (live && !this.#welcomed && this.#welcomeDeadline !== undefined && now >= this.#welcomeDeadline) {

@@ -37,6 +37,8 @@ export type ControllerMessage =
 /** Everything that can happen to an agent. */
 export type AgentInput =
   | ControllerMessage
+  /** Start connecting (once, when the process is ready to). */
+  | { kind: "start" }
   /** A stream was opened: the core answers with the Hello's contents. */
   | { kind: "stream-opened" }
   /** The stream ended, whoever ended it (after a close-stream effect too). */
@@ -83,6 +85,8 @@ export interface StreamClose {
 
 /** Everything the core decides to do, in order. */
 export type AgentEffect =
+  /** Open a stream to this controller, then step stream-opened. */
+  | { kind: "open-stream"; address: string }
   | { kind: "send"; message: AgentMessage }
   | StreamClose
   /** A drained agent half-closes its stream; the controller then ends it. */
@@ -95,6 +99,7 @@ export type AgentEffect =
   /** A report the core made itself (a refused or unrunnable dispatch): it goes out like any. */
   | { kind: "report"; job: string; update: ExecutionUpdate }
   | { kind: "welcomed"; term: bigint; sessionId: string; heartbeatIntervalMs: number; leaseTtlMs: number }
+  /** A Redirect names the leader: close the stream; the next one goes there. */
   | { kind: "redirected"; leaderAddress: string }
   | { kind: "fenced"; reason: string }
   | { kind: "unfenced" }

@@ -12,9 +12,9 @@
  *    ones already taken.
  * 3. Last, it arms one timer for the core's nextDeadline(), which steps `tick`.
  *
- * What stays here besides: the gRPC channel and which controller address to use, the reconnect
- * backoff, the executors, the on-time start timers shared by the process's agents, and what is
- * said to an operator (logs, /readyz reasons, metrics).
+ * What stays here besides: the gRPC channel (a new one when the core names another address or
+ * asks for a fresh connection), the executors, the on-time start timers shared by the process's
+ * agents, and what is said to an operator (logs, /readyz reasons, metrics).
  */
 import { EventEmitter } from "node:events";
 import { status } from "@grpc/grpc-js";
@@ -48,7 +48,6 @@ import { idHeldError } from "./agent-identity.js";
 import { AgentMetrics } from "./agent-metrics.js";
 import { resolveAgentOptions, type AgentOptions, type ResolvedAgentOptions } from "./agent-options.js";
 import { processStarts } from "./on-time-starts.js";
-import { Backoff } from "./backoff.js";
 import { ConnectFailures } from "./connect-failures.js";
 
 /**
@@ -117,7 +116,6 @@ export class Agent {
   readonly #events = new EventEmitter();
   /** The agent's rules; everything below carries out what it decides. */
   readonly #core: AgentCore;
-  readonly #backoff: Backoff;
   readonly #handlers: Executor;
   readonly #scripts: Executor;
   /** Absent unless allowHttp: an agent makes no requests it was not told it may. */
@@ -139,15 +137,8 @@ export class Agent {
   #timer: NodeJS.Timeout | undefined;
   #timerAt: number | undefined;
 
-  /** The controller replicas given, tried in turn while none answers. */
-  readonly #addresses: string[];
-  /** The next of #addresses to try after the current address fails. */
-  #nextAddress = 1;
-  /** Set by a Redirect: the stream it closes is not a failure of the leader's address. */
-  #redirected = false;
-  /** Set when this side closed a stream because the controller stopped answering: try another. */
-  #unresponsive = false;
-  #address: string;
+  /** The address the current channel (and stream) goes to. */
+  #clientAddress: string | undefined;
   #client: Client<typeof AgentService> | undefined;
   #stream: AgentStream | undefined;
   #started = false;
@@ -163,17 +154,19 @@ export class Agent {
   #waitingForId = false;
   /** The refusal that stopped the agent: another process holds its id. */
   #idRefusal: ShardlineError | undefined;
-  #reconnectTimer: NodeJS.Timeout | undefined;
 
   constructor(options: AgentOptions) {
     this.#options = resolveAgentOptions(options);
     this.#log = this.#options.logger.child({ agent: this.#options.id });
-    this.#addresses = this.#options.controller.split(",");
-    this.#address = this.#addresses[0]!;
-    this.#backoff = new Backoff({ ...this.#options.reconnect, random: this.#options.random });
     this.#connectFailures = new ConnectFailures({ clock: this.#options.clock, retryCeilingMs: this.#options.reconnect.maxMs });
     const { listeners, maxResultBytes, id: agentId, metrics } = this.#options;
-    this.#core = new AgentCore({ drainGraceMs: this.#options.drainGraceMs, welcomeTimeoutMs: this.#options.reconnect.welcomeTimeoutMs });
+    this.#core = new AgentCore({
+      drainGraceMs: this.#options.drainGraceMs,
+      welcomeTimeoutMs: this.#options.reconnect.welcomeTimeoutMs,
+      addresses: this.#options.controller.split(","),
+      reconnect: this.#options.reconnect,
+      random: this.#options.random,
+    });
     this.#metrics = metrics && new AgentMetrics(metrics, { assignments: () => this.#core.shards().length, connected: () => this.#core.welcomed });
     // Outermost, so that an execution's span and duration cover its listeners too.
     const telemetry = new ExecutionTelemetry({ agentId, report: (update) => this.#onReport(update), metrics: this.#metrics });
@@ -239,7 +232,7 @@ export class Agent {
     if (this.#idRefusal) return `stopped: the controller refused this agent: ${this.#idRefusal.message}`;
     if (this.#stopped) return "the agent stopped";
     if (this.#drain) return "draining: handing its shards back before it stops";
-    const connecting = this.#notConnectedReason ?? `connecting to the controller at ${this.#address}; no Welcome yet`;
+    const connecting = this.#notConnectedReason ?? `connecting to the controller at ${this.#core.address}; no Welcome yet`;
     if (this.#core.fenced) return `fenced (${this.#core.fenceReason}); ${connecting}`;
     if (this.#core.welcomed) return "the lease lapsed; fencing";
     return this.#started ? connecting : "not started";
@@ -247,7 +240,7 @@ export class Agent {
 
   /** The controller address in use (a Redirect changes it). */
   get controller(): string {
-    return this.#address;
+    return this.#core.address;
   }
 
   /** The shards held, by job then shard. */
@@ -283,7 +276,7 @@ export class Agent {
     if (this.#stopped) throw new ShardlineError("failed-precondition", `agent ${this.id} was stopped; create a new Agent to start again`);
     if (this.#started) return;
     this.#started = true;
-    if (this.#kubernetesJobs === undefined) this.#connect();
+    if (this.#kubernetesJobs === undefined) this.#step({ kind: "start" });
     else void this.#recoverThenConnect(this.#kubernetesJobs);
   }
 
@@ -301,7 +294,7 @@ export class Agent {
     } catch (error) {
       this.#log.warn({ err: error }, "could not list this agent's Kubernetes Jobs; connecting without taking them back");
     }
-    if (!this.#stopped) this.#connect();
+    if (!this.#stopped) this.#step({ kind: "start" });
   }
 
   #adoptRecovered(context: ExecutionContext): void {
@@ -366,10 +359,11 @@ export class Agent {
 
   #do(effect: AgentEffect): void {
     switch (effect.kind) {
+      case "open-stream":
+        return this.#connect(effect.address);
       case "send":
         return this.#sendMessage(effect.message);
       case "close-stream":
-        if (effect.unresponsive) this.#unresponsive = true;
         this.#closeStream(effect.code === "unavailable" ? status.UNAVAILABLE : status.FAILED_PRECONDITION, effect.reason);
         if (effect.newConnection) this.#dropClient();
         return;
@@ -391,11 +385,7 @@ export class Agent {
       case "welcomed":
         return this.#welcomed(effect);
       case "redirected":
-        this.#log.info({ from: this.#address, to: effect.leaderAddress }, "redirected to the leader");
-        this.#redirected = true;
-        // Progress, not a failure: the leader is tried next without waiting out a grown backoff.
-        this.#backoff.reset();
-        this.#useAddress(effect.leaderAddress);
+        this.#log.info({ from: this.#clientAddress, to: effect.leaderAddress }, "redirected to the leader");
         this.#closeStream(status.CANCELLED, `redirected to ${effect.leaderAddress}`);
         return;
       case "fenced":
@@ -439,11 +429,12 @@ export class Agent {
     }, delay);
   }
 
-  #connect(): void {
-    this.#reconnectTimer = undefined;
+  #connect(address: string): void {
     if (this.#stopped) return;
     if (this.#connects++ > 0) this.#metrics?.reconnected();
-    this.#client ??= createClient(AgentService, this.#address, {
+    if (address !== this.#clientAddress) this.#dropClient();
+    this.#clientAddress = address;
+    this.#client ??= createClient(AgentService, address, {
       maxReconnectBackoffMs: this.#options.reconnect.maxMs,
       ...(this.#options.token === undefined ? {} : { metadata: { authorization: `Bearer ${this.#options.token}` } }),
       ...(this.#options.tls === undefined ? {} : { credentials: this.#options.tls.channelCredentials() }),
@@ -456,7 +447,7 @@ export class Agent {
     stream.onClose((closed) => {
       if (stream === this.#stream) this.#onClose(closed);
     });
-    this.#log.debug({ controller: this.#address }, "connecting");
+    this.#log.debug({ controller: address }, "connecting");
     this.#step({ kind: "stream-opened" });
   }
 
@@ -548,13 +539,12 @@ export class Agent {
   }
 
   #welcomed(welcome: Extract<AgentEffect, { kind: "welcomed" }>): void {
-    this.#backoff.reset();
     this.#notConnectedReason = undefined;
     this.#waitingForId = false;
-    const reached = this.#connectFailures.succeeded(this.#address);
+    const reached = this.#connectFailures.succeeded(this.#core.address);
     if (reached) this.#log[reached.level](reached.fields, reached.message);
     const session: SessionInfo = {
-      controller: this.#address,
+      controller: this.#core.address,
       sessionId: welcome.sessionId,
       term: welcome.term,
       heartbeatIntervalMs: welcome.heartbeatIntervalMs,
@@ -568,30 +558,6 @@ export class Agent {
   /** The controller version of the Welcome being stepped, for the log. */
   #welcomeVersion = "";
 
-  /**
-   * After a stream that never got a Welcome, or that this side closed because the controller
-   * stopped answering: the next controller replica given is tried (a leader named by a Redirect
-   * that cannot be reached is dropped for them too). One address, or a welcomed stream that the
-   * controller ended, keeps the same address: its controller may be restarting.
-   */
-  #rotateAddress(welcomed: boolean): void {
-    const redirected = this.#redirected;
-    const unresponsive = this.#unresponsive;
-    this.#redirected = false;
-    this.#unresponsive = false;
-    if (redirected || (welcomed && !unresponsive)) return;
-    if (this.#addresses.length === 1 && this.#address === this.#addresses[0]) return;
-    const next = this.#addresses[this.#nextAddress % this.#addresses.length]!;
-    this.#nextAddress++;
-    this.#useAddress(next);
-  }
-
-  #useAddress(address: string): void {
-    if (address === this.#address) return;
-    this.#address = address;
-    this.#dropClient();
-  }
-
   /** The next stream goes on a new channel. The old one closes after the current stream ends: closing a channel cancels its calls. */
   #dropClient(): void {
     const client = this.#client;
@@ -600,13 +566,13 @@ export class Agent {
   }
 
   #onClose(closed: GrpcStatus): void {
-    const address = this.#address;
+    const address = this.#core.address;
     const welcomed = this.#core.welcomed;
     // A stream that ends before any Welcome, not on a Redirect nor by this side's stop, is an attempt that failed.
-    const failedAttempt = !welcomed && !this.#redirected && !this.#stopped;
+    const failedAttempt = !welcomed && !this.#core.redirecting && !this.#stopped;
     this.#stream = undefined;
-    this.#rotateAddress(welcomed);
-    // Its effects (the end of a drain) come after the log lines and the event below.
+    // Its effects (the end of a drain, the next attempt's time and address) come after the log
+    // lines and the event below.
     this.#core.step({ kind: "stream-closed" }, this.#options.clock.now());
     if (closed.code === status.INVALID_ARGUMENT) {
       this.#notConnectedReason = `the controller at ${address} refused this agent: ${closed.details}`;
@@ -629,9 +595,6 @@ export class Agent {
     }
     this.#events.emit("disconnected", closed);
     this.#carryOut();
-    if (this.#stopped) return;
-    const delay = this.#backoff.next();
-    this.#reconnectTimer = setTimeout(() => this.#connect(), delay);
   }
 
   /**
@@ -718,7 +681,6 @@ export class Agent {
 
   /** Clears every timer and closes the stream and the channel. */
   #shutDown(reason: string): void {
-    clearTimeout(this.#reconnectTimer);
     clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#timerAt = undefined;

@@ -86,6 +86,10 @@ describe("the deterministic simulator", () => {
       "an agent lists a run dispatched ahead and not started yet in its Hello, so a restarted controller does not run that fire a second time beside it (found by real-process chaos before the simulator ran the real agent core)",
       { seed: 14, drifts: [0, 0, 0], steps: [{ kind: "advance", ms: 2702 }, { kind: "advance", ms: 3048 }, { kind: "failover" }] },
     ],
+    [
+      "a delayed report that reaches the controller the instant its agent's lease expires there is ignored, as the shell ignores it, and its stream is closed",
+      { seed: 1880026922, drifts: [0, 0, 0], steps: [{ kind: "advance", ms: 2500 }, { kind: "delay", agent: 1, ms: 786 }, { kind: "advance", ms: 3055 }, { kind: "advance", ms: 3046 }] },
+    ],
   ];
   for (const [name, scenario] of regressions) {
     it(name, () => {

@@ -14,6 +14,7 @@ import { create } from "@bufbuild/protobuf";
 import { ExecutionUpdateSchema, type ExecutionUpdate } from "../../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
 import { EXECUTION_STATE_NAMES } from "../../shared/execution-view.js";
+import { ShardlineError } from "../../shared/errors.js";
 import type { JobSpec } from "../../shared/manifest/job-spec.js";
 import { AgentCore } from "../../agent/core/agent-core.js";
 import { shardKey, type AssignmentRef as HeldRef } from "../../agent/core/assignment-table.js";
@@ -147,13 +148,13 @@ interface Wire {
   deliver: () => void;
 }
 
-/** How long the sim's agents wait for a Welcome, and let runs finish when draining: the TypeScript agent's defaults. */
-const AGENT_CORE_OPTIONS = { drainGraceMs: 30_000, welcomeTimeoutMs: 5_000 };
+/** The sim's agents' settings: the TypeScript agent's defaults, one controller address. */
+const AGENT_CORE_OPTIONS = { drainGraceMs: 30_000, welcomeTimeoutMs: 5_000, addresses: ["controller"], reconnect: { initialMs: 100, maxMs: MAX_BACKOFF_MS } };
 
 /** One agent process: the real agent core, and what its runtime would hold around it. */
 class SimAgent {
   alive = true;
-  readonly core = new AgentCore(AGENT_CORE_OPTIONS);
+  readonly core: AgentCore;
   /** The stream this agent has open, from its side. */
   session: string | undefined;
   /** The runs its executors would hold, by execution id. */
@@ -164,7 +165,6 @@ class SimAgent {
   flushDue = false;
   /** Effects are being carried out: a step made meanwhile leaves its effects to that loop. */
   carryingOut = false;
-  reconnectAt: number | undefined;
   slow = false;
   /** Heartbeats the core sent; while slow, only one in four leaves the process. */
   heartbeats = 0;
@@ -179,7 +179,11 @@ class SimAgent {
     readonly drift: number,
     /** Hello.instance_id: a restarted process is a new instance. */
     readonly instance: string,
-  ) {}
+    /** The world's source of chance, for the reconnect backoff's jitter. */
+    random: () => number,
+  ) {
+    this.core = new AgentCore({ ...AGENT_CORE_OPTIONS, random });
+  }
 
   /** The agent's own monotonic clock at a real instant. */
   clock(real: number): number {
@@ -245,14 +249,14 @@ export class World {
     readonly config: CoreConfig = DEFAULT_CORE_CONFIG,
   ) {
     this.random = prng(scenario.seed);
-    this.agents = scenario.drifts.map((drift, i) => new SimAgent(`agent-${i}`, drift, this.newInstance()));
+    this.agents = scenario.drifts.map((drift, i) => new SimAgent(`agent-${i}`, drift, this.newInstance(), this.random));
     if (scenario.leaderLeases === true) this.durable.predecessorLeasesEndWithinMs = 0;
     this.core = new ControllerCore(this.config, this.durable.snapshot(), this.now);
     if (scenario.leaderLeases === true) this.renewLeadership();
     this.jobs = simJobs();
     for (const spec of this.jobs) this.core.applyJob(spec.name, spec, `name: ${spec.name}`, this.now);
     this.flushController();
-    for (const agent of this.agents) this.connect(agent);
+    for (const agent of this.agents) this.stepAgent(agent, { kind: "start" });
   }
 
   /** Runs the scenario, then settles; throws InvariantViolation at the first broken invariant. */
@@ -273,12 +277,12 @@ export class World {
         return;
       case "restart":
         if (!agent!.alive) {
-          const fresh = new SimAgent(agent!.id, agent!.drift, this.newInstance());
+          const fresh = new SimAgent(agent!.id, agent!.drift, this.newInstance(), this.random);
           fresh.linkUp = agent!.linkUp;
           fresh.delayMs = agent!.delayMs;
           fresh.lastArrival = agent!.lastArrival;
           this.agents[this.agents.indexOf(agent!)] = fresh;
-          this.connect(fresh);
+          this.stepAgent(fresh, { kind: "start" });
         }
         return;
       case "drop":
@@ -406,10 +410,6 @@ export class World {
       }
       const deadline = agent.core.nextDeadline();
       if (deadline !== undefined) consider(agent.realAt(deadline), () => this.stepAgent(agent, { kind: "tick" }));
-      consider(agent.reconnectAt, () => {
-        agent.reconnectAt = undefined;
-        this.connect(agent);
-      });
       for (const run of agent.runs.values()) {
         if (run.startAt === undefined) {
           consider(run.dueAt, () => {
@@ -541,7 +541,14 @@ export class World {
     if (session === undefined) return;
     const deliver = (): void => {
       if (this.controllerSessions.get(agent.id) !== session) return;
-      call(session);
+      try {
+        call(session);
+      } catch (error) {
+        // As the shell does: a message on a stream the core has just ended (its lease expired at
+        // this instant, before the message was read) is ignored; the stream closes with the
+        // core's reason, below.
+        if (!(error instanceof ShardlineError && error.code === "failed-precondition")) throw error;
+      }
       this.flushController();
     };
     this.send(agent, { session, toController: true, deliver });
@@ -576,9 +583,12 @@ export class World {
 
   private connect(agent: SimAgent): void {
     if (!agent.alive) return;
-    // No controller leads (or the link is down): the attempt fails, another follows a backoff.
+    // No controller leads (or the link is down): the attempt fails before any Welcome, and the
+    // core tries again after its backoff (to its next address, had it several).
     if (!agent.linkUp || this.controllerDownUntil !== undefined) {
-      agent.reconnectAt = this.now + this.backoff();
+      agent.session = undefined;
+      this.stepAgent(agent, { kind: "stream-opened" });
+      this.stepAgent(agent, { kind: "stream-closed" });
       return;
     }
     const session = `s${++this.sessionCount}`;
@@ -604,6 +614,8 @@ export class World {
 
   private carryOut(agent: SimAgent, effect: AgentEffect): void {
     switch (effect.kind) {
+      case "open-stream":
+        return this.connect(agent);
       case "send":
         return this.sendFrom(agent, effect.message);
       case "close-stream": {
@@ -779,17 +791,15 @@ export class World {
     this.stepAgent(agent, { kind: "run-report", update: update(run.context.executionId, ExecutionState.SUCCEEDED, run.startAt, this.now) });
   }
 
-  /** The agent's end of its stream closed: it reconnects after a backoff. */
+  /** The agent's end of its stream closed: its core reconnects after a backoff. */
   private agentStreamClosed(agent: SimAgent): void {
     agent.session = undefined;
-    agent.reconnectAt = this.now + this.backoff();
     this.stepAgent(agent, { kind: "stream-closed" });
   }
 
   private crash(agent: SimAgent): void {
     agent.alive = false;
     agent.runs.clear();
-    agent.reconnectAt = undefined;
     const session = agent.session;
     agent.session = undefined;
     if (session === undefined) return;
@@ -804,10 +814,6 @@ export class World {
     if (!agent.linkUp) this.closeNotices.push({ session, agent: agent.id, at: this.now + KEEPALIVE_DETECT_MS, toController: true });
     else if (agent.delayMs > 0) this.closeNotices.push({ session, agent: agent.id, at: Math.max(this.now + agent.delayMs, agent.lastArrival.toController), toController: true });
     else this.controllerStreamClosed(agent.id, session);
-  }
-
-  private backoff(): number {
-    return Math.floor(this.random() * MAX_BACKOFF_MS);
   }
 
   // Invariants.
