@@ -121,6 +121,16 @@ export function simJobs(): JobSpec[] {
     testSpec("no-rerun", { shards: 2, schedule: "*/3 * * * * *", failover: "off", misfire: "catch-up", maxCatchUp: 10 }),
     // Spread across the agents' two zones: placement by topology under the same faults.
     testSpec("zoned", { shards: 4, schedule: "*/2 * * * * *", misfire: "catch-up", maxCatchUp: 10, placement: { selector: {}, spreadBy: ["zone"] } }),
+    // A third of its runs fail (see finishRun) and are retried; once every shard of a fire has
+    // ended, one agent runs its completion hook, fenced by its lease alone.
+    testSpec("flaky", {
+      shards: 2,
+      schedule: "*/3 * * * * *",
+      misfire: "catch-up",
+      maxCatchUp: 10,
+      retries: { limit: 2, backoffSeconds: 1 },
+      onFireComplete: { handler: "hook" },
+    }),
   ];
 }
 
@@ -707,7 +717,7 @@ export class World {
         agentId: agent.id,
         labels: { zone: zoneOf(agent.id) },
         capacity: 1,
-        handlers: ["work"],
+        handlers: ["hook", "work"],
         executors: [],
         maxConcurrent: 0,
         version: "sim",
@@ -788,7 +798,9 @@ export class World {
 
   private finishRun(agent: SimAgent, run: Run): void {
     agent.runs.delete(run.context.executionId);
-    this.stepAgent(agent, { kind: "run-report", update: update(run.context.executionId, ExecutionState.SUCCEEDED, run.startAt, this.now) });
+    const fails = run.context.job === "flaky" && run.context.fireOutcome === undefined && this.random() < 1 / 3;
+    const state = fails ? ExecutionState.FAILED : ExecutionState.SUCCEEDED;
+    this.stepAgent(agent, { kind: "run-report", update: update(run.context.executionId, state, run.startAt, this.now, fails ? "failed by the simulator" : "") });
   }
 
   /** The agent's end of its stream closed: its core reconnects after a backoff. */
