@@ -5,8 +5,8 @@
  * 1. Everything that happens becomes one input stepped into the core, with the monotonic clock's
  *    reading: a controller message (decoded from the stream), the stream's end, an executor's
  *    report, a run's start instant, the timer, drain() and stop().
- * 2. It then takes the core's effects and carries them out in order: sends on the stream, closes
- *    it, prepares, starts and stops runs, logs, counts and emits events. An effect that makes
+ * 2. It then takes the core's effects and carries them out in order: opens a stream, sends on
+ *    it, closes it, prepares, starts and stops runs, logs, counts and emits events. An effect that makes
  *    something happen at once (a run that stops reports synchronously; closing the stream ends
  *    it synchronously) steps that into the core at once; its effects are carried out after the
  *    ones already taken.
@@ -139,6 +139,8 @@ export class Agent {
 
   /** The address the current channel (and stream) goes to. */
   #clientAddress: string | undefined;
+  /** The controller version of the Welcome being stepped, for the log. */
+  #welcomeVersion = "";
   #client: Client<typeof AgentService> | undefined;
   #stream: AgentStream | undefined;
   #started = false;
@@ -554,9 +556,6 @@ export class Agent {
     this.#log.info({ ...session, term: String(welcome.term), controllerVersion, instanceId: this.instanceId }, "connected");
     this.#events.emit("connected", session);
   }
-
-  /** The controller version of the Welcome being stepped, for the log. */
-  #welcomeVersion = "";
 
   /** The next stream goes on a new channel. The old one closes after the current stream ends: closing a channel cancels its calls. */
   #dropClient(): void {
