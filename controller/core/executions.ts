@@ -215,9 +215,10 @@ export function closeExecution(core: CoreState,  execution: ExecutionRecord, sta
     if (execution.cause === "daemon" && execution.agent !== "" && execution.agent === shard.owner) shard.daemonEndedAt = core.now;
   }
   if (!followedUp) FireComplete.settleFire(core, execution);
-  // The shard's next execution may have waited for this one (overlap: forbid), also when it
-  // ran on an agent other than the shard's owner (restored for an agent not back yet, now lost).
-  if (shardFreed && shard!.queue.length > 0) dispatchShard(core, shard!);
+  // The shard's next execution may have waited for this one (overlap: forbid), and a daemon
+  // shard's next run for its end: also when it ran on an agent other than the shard's owner
+  // (restored for an agent not back yet after a failover, now lost).
+  if (shardFreed) dispatchShard(core, shard!);
   if (freed && agent.maxConcurrent > 0) fillSlots(core, agent);
   if (freed) FireComplete.dispatchFireCompletes(core);
 }
