@@ -1,11 +1,11 @@
 import { create } from "@bufbuild/protobuf";
 import { ExecutionUpdateSchema, type ExecutionUpdate } from "../../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
-import { Backoff } from "./backoff.js";
 import { AssignmentTable, shardKey, type AssignmentRef, type HeldAssignment } from "./assignment-table.js";
 import type { AgentEffect, AgentInput, AgentMessage, ControllerMessage, DispatchedRun, StopState, StreamClose } from "./events.js";
 import { Lease } from "./lease.js";
 import { HELLO_SEQ, ReportBook } from "./report-book.js";
+import { ReconnectPlan } from "./reconnect.js";
 import { NO_SHARD, RunBook, type HeldRun } from "./run-book.js";
 
 /** Defaults the controller would send; used only when a Welcome leaves a field at 0. */
@@ -76,22 +76,11 @@ export class AgentCore {
   #drain: Drain | undefined;
   #stopped = false;
 
-  readonly #backoff: Backoff;
-  /** The controller address in use (a Redirect changes it). */
-  #address: string;
-  /** The next of the addresses to try after the current one fails. */
-  #nextAddress = 1;
-  /** Set by a Redirect: the stream it closes is not a failure of the leader's address. */
-  #redirected = false;
-  /** Set when this side closed a stream because the controller stopped answering: try another. */
-  #unresponsive = false;
-  /** When to open the next stream; undefined while one is open, or before start. */
-  #connectAt: number | undefined;
+  readonly #reconnect: ReconnectPlan;
 
   constructor(options: AgentCoreOptions) {
     this.#options = options;
-    this.#address = options.addresses[0]!;
-    this.#backoff = new Backoff({ ...options.reconnect, random: options.random });
+    this.#reconnect = new ReconnectPlan({ addresses: options.addresses, ...options.reconnect, random: options.random });
   }
 
   /** Applies one input at `now` (monotonic ms). */
@@ -99,8 +88,8 @@ export class AgentCore {
     this.#lastStepAt = now;
     switch (input.kind) {
       case "start":
-        if (this.#stopped || this.#streamOpen || this.#connectAt !== undefined) return;
-        this.#connectAt = now;
+        if (this.#stopped || this.#streamOpen) return;
+        this.#reconnect.start(now);
         return this.#tick(now);
       case "stream-opened":
         return this.#streamOpened(now);
@@ -144,7 +133,7 @@ export class AgentCore {
       if (at !== undefined && (next === undefined || at < next)) next = at;
     };
     if (this.#stopped) return undefined;
-    if (!this.#streamOpen) consider(this.#connectAt);
+    if (!this.#streamOpen) consider(this.#reconnect.connectAt);
     if (!this.#fenced && this.#lease.expiresAt !== Number.NEGATIVE_INFINITY) consider(this.#lease.expiresAt);
     if (this.#streamOpen && !this.#closing && !this.#welcomed) consider(this.#welcomeDeadline);
     if (this.#streamOpen && !this.#closing && this.#welcomed) consider(this.#nextHeartbeatAt);
@@ -157,12 +146,12 @@ export class AgentCore {
 
   /** The controller address in use (a Redirect changes it). */
   get address(): string {
-    return this.#address;
+    return this.#reconnect.address;
   }
 
   /** A Redirect closes the open stream: its end is not a failure of the leader's address. */
   get redirecting(): boolean {
-    return this.#redirected;
+    return this.#reconnect.redirecting;
   }
 
   /** A stream is open (from the core's side: until stream-closed). */
@@ -221,7 +210,7 @@ export class AgentCore {
   // The stream.
 
   #streamOpened(now: number): void {
-    this.#connectAt = undefined;
+    this.#reconnect.opened();
     this.#streamOpen = true;
     this.#closing = false;
     this.#welcomed = false;
@@ -238,38 +227,19 @@ export class AgentCore {
     if (!this.#streamOpen) return;
     const welcomed = this.#welcomed;
     this.#streamOpen = false;
-    this.#rotateAddress(welcomed);
     this.#welcomed = false;
     this.#welcomeDeadline = undefined;
     this.#nextHeartbeatAt = undefined;
     // What was not sent goes into the next Hello; what was sent but not confirmed too.
     this.#reports.streamEnded();
     if (this.#drain?.ending || this.#nothingToHandBack()) this.#finishDrain();
-    if (!this.#stopped) this.#connectAt = now + this.#backoff.next();
-  }
-
-  /**
-   * After a stream that never got a Welcome, or that this side closed because the controller
-   * stopped answering: the next controller replica given is tried (a leader named by a Redirect
-   * that cannot be reached is dropped for them too). One address, or a welcomed stream that the
-   * controller ended, keeps the same address: its controller may be restarting.
-   */
-  #rotateAddress(welcomed: boolean): void {
-    const redirected = this.#redirected;
-    const unresponsive = this.#unresponsive;
-    this.#redirected = false;
-    this.#unresponsive = false;
-    if (redirected || (welcomed && !unresponsive)) return;
-    const addresses = this.#options.addresses;
-    if (addresses.length === 1 && this.#address === addresses[0]) return;
-    this.#address = addresses[this.#nextAddress % addresses.length]!;
-    this.#nextAddress++;
+    if (!this.#stopped) this.#reconnect.ended(welcomed, now);
   }
 
   #close(close: Omit<StreamClose, "kind">): void {
     if (!this.#streamOpen || this.#closing) return;
     this.#closing = true;
-    if (close.unresponsive) this.#unresponsive = true;
+    if (close.unresponsive) this.#reconnect.unresponsive();
     this.#effects.push({ kind: "close-stream", ...close });
   }
 
@@ -312,10 +282,7 @@ export class AgentCore {
           this.#log("warn", {}, "ignored a Redirect without an address");
           return;
         }
-        this.#redirected = true;
-        // Progress, not a failure: the leader is tried next without waiting out a grown backoff.
-        this.#backoff.reset();
-        this.#address = message.leaderAddress;
+        this.#reconnect.redirect(message.leaderAddress);
         this.#effects.push({ kind: "redirected", leaderAddress: message.leaderAddress });
         return;
       case "unknown":
@@ -335,7 +302,7 @@ export class AgentCore {
     this.#dispatchAheadMs = welcome.dispatchAheadMs;
     this.#welcomed = true;
     this.#welcomeDeadline = undefined;
-    this.#backoff.reset();
+    this.#reconnect.welcomed();
     this.#lastAckAt = now;
     if (this.#lease.ack(HELLO_SEQ, this.#leaseTtlMs)) this.#leaseRenewed();
     this.#reports.confirm(HELLO_SEQ);
@@ -358,9 +325,10 @@ export class AgentCore {
 
   #tick(now: number): void {
     if (this.#stopped) return;
-    if (!this.#streamOpen && this.#connectAt !== undefined && now >= this.#connectAt) {
-      this.#connectAt = undefined;
-      this.#effects.push({ kind: "open-stream", address: this.#address });
+    const connectAt = this.#reconnect.connectAt;
+    if (!this.#streamOpen && connectAt !== undefined && now >= connectAt) {
+      this.#reconnect.opened();
+      this.#effects.push({ kind: "open-stream", address: this.#reconnect.address });
     }
     if (!this.#fenced && this.#lease.expiresAt !== Number.NEGATIVE_INFINITY && !this.#lease.valid(now)) this.#fence(this.#lapsed());
     const live = this.#streamOpen && !this.#closing;

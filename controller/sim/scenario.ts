@@ -29,6 +29,7 @@ export const scenarioArbitrary: fc.Arbitrary<Scenario> = fc.record({
   drifts: fc.array(fc.double({ min: -MAX_DRIFT, max: MAX_DRIFT, noNaN: true }), { minLength: AGENTS, maxLength: AGENTS }),
   steps: fc.array(stepArbitrary, { maxLength: 30 }),
   leaderLeases: fc.boolean(),
+  daemons: fc.constant(true),
 });
 
 /** Runs one scenario; throws the first broken invariant with the steps that led to it. */

@@ -90,16 +90,14 @@ describe("the deterministic simulator", () => {
       "a delayed report that reaches the controller the instant its agent's lease expires there is ignored, as the shell ignores it, and its stream is closed",
       { seed: 1880026922, drifts: [0, 0, 0], steps: [{ kind: "advance", ms: 2500 }, { kind: "delay", agent: 1, ms: 786 }, { kind: "advance", ms: 3055 }, { kind: "advance", ms: 3046 }] },
     ],
+    [
+      "a daemon shard whose run was lost across a failover, on an agent other than its new owner, runs again on the owner",
+      { seed: 0, drifts: [0, 0, 0], steps: [{ kind: "partition", agent: 0 }, { kind: "failover" }], leaderLeases: true, daemons: true },
+    ],
   ];
   for (const [name, scenario] of regressions) {
     it(name, () => {
       expect(() => run(scenario)).not.toThrow();
     });
   }
-
-  // A bug of the controller core, found by the daemon job and left to its owners; when it is
-  // fixed this test fails: make it an ordinary regression and turn daemons on in scenario.ts.
-  it.fails("known controller bug: a daemon shard whose run was lost across a failover runs nothing on its new owner", () => {
-    run({ seed: 0, drifts: [0, 0, 0], steps: [{ kind: "partition", agent: 0 }, { kind: "failover" }], leaderLeases: true, daemons: true });
-  });
 });

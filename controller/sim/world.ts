@@ -11,7 +11,7 @@
  * impostor step; 9, a reason for every wait, after each advance.
  */
 import { create } from "@bufbuild/protobuf";
-import { ExecutionUpdateSchema, type ExecutionUpdate } from "../../shared/gen/shardline/v1/agent_service_pb.js";
+import { ExecutionUpdateSchema, type ExecutionUpdate as UpdateMessage } from "../../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
 import { EXECUTION_STATE_NAMES } from "../../shared/execution-view.js";
 import { ShardlineError } from "../../shared/errors.js";
@@ -21,7 +21,7 @@ import { shardKey, type AssignmentRef as HeldRef } from "../../agent/core/assign
 import type { AgentEffect, AgentInput, AgentMessage, ControllerMessage } from "../../agent/core/events.js";
 import { type CoreConfig, DEFAULT_CORE_CONFIG } from "../core/config.js";
 import { ControllerCore } from "../core/controller-core.js";
-import type { AgentCommand, AssignmentRef, ExecutionContext, ExecutionReport } from "../core/messages.js";
+import type { AgentCommand, AssignmentRef, ExecutionContext, ExecutionUpdate } from "../core/messages.js";
 import { MemoryDurableState, testSpec } from "../core/testing/core-harness.js";
 import { TERMINAL_STATES, type ExecutionRecord, type ExecutionStateName } from "../store/store.js";
 
@@ -84,8 +84,7 @@ export interface Scenario {
   leaderLeases?: boolean;
   /**
    * Adds a daemon job (each shard runs for as long as an agent owns it) and checks that every
-   * daemon shard runs again once the faults end. Off in the random scenarios for now: the
-   * controller core leaves a daemon shard without a run after some failovers (see the test).
+   * daemon shard runs again once the faults end.
    */
   daemons?: boolean;
 }
@@ -727,7 +726,7 @@ export class World {
   }
 
   /** The Hello goes to the controller with the stream's opening, before anything else on it. */
-  private hello(agent: SimAgent, held: HeldRef[], executions: ExecutionUpdate[]): void {
+  private hello(agent: SimAgent, held: HeldRef[], executions: UpdateMessage[]): void {
     const session = agent.session;
     if (session === undefined) return;
     this.core.hello(
@@ -934,7 +933,7 @@ export class World {
 }
 
 /** A report as an agent's executor makes it, times in Unix ms. */
-function update(executionId: string, state: ExecutionState, startedAt: number | undefined, finishedAt: number | undefined, error = ""): ExecutionUpdate {
+function update(executionId: string, state: ExecutionState, startedAt: number | undefined, finishedAt: number | undefined, error = ""): UpdateMessage {
   return create(ExecutionUpdateSchema, {
     executionId,
     state,
@@ -944,8 +943,8 @@ function update(executionId: string, state: ExecutionState, startedAt: number | 
   });
 }
 
-/** An agent's report as the controller core reads it, decoded as its shell would. */
-function reportOf(update: ExecutionUpdate): ExecutionReport {
+/** An agent's update as the controller core reads it, decoded as its shell would. */
+function reportOf(update: UpdateMessage): ExecutionUpdate {
   return {
     executionId: update.executionId,
     state: EXECUTION_STATE_NAMES[update.state] as ExecutionStateName,
