@@ -45,9 +45,8 @@ interface Drain {
  * carries the effects out and feeds back what happens: the stream's messages and its end, the
  * executors' reports, the start instants it was asked to wait for.
  *
- * Reconnecting is decided here too: when (a backoff with full jitter, reset by a Welcome or a
- * Redirect) and to which controller replica (the next one after a stream that got no Welcome or
- * that stopped answering; the leader a Redirect names).
+ * Reconnecting is decided here too (reconnect.ts): when, with a backoff that a Welcome or a
+ * Redirect resets, and to which controller replica.
  */
 export class AgentCore {
   readonly #options: AgentCoreOptions;

@@ -37,7 +37,10 @@ export type Step =
   /** The agent's link goes down: both ends stay alive, messages wait (TCP), until heal. */
   | { kind: "partition"; agent: number }
   | { kind: "heal"; agent: number }
-  /** The agent heartbeats four times slower than it should, until `fast`. */
+  /**
+   * The agent heartbeats four times slower than it should, until `fast`: three of every four of
+   * its core's heartbeats never leave the process.
+   */
   | { kind: "slow"; agent: number }
   | { kind: "fast"; agent: number }
   /**
