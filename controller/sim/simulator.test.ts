@@ -100,4 +100,16 @@ describe("the deterministic simulator", () => {
       expect(() => run(scenario)).not.toThrow();
     });
   }
+
+  // A bug of the controller core, found by the drain step and left to its owners (replay: npm run
+  // simulate -- --seed 5551 --path 2893:1:1:0:0:0:1:0:1:4:4:3:1:2:1:1:1:9:7:7:10:16:14:15:14:14:15:16:17:16).
+  // When it is fixed this test fails: make it an ordinary regression.
+  it.fails("known controller bug: a restarted controller keeps dispatching to an agent that said Goodbye, and re-runs each refused run on it at once, without end", () => {
+    run({
+      seed: 293426482,
+      drifts: [0, 0, 0],
+      steps: [{ kind: "advance", ms: 2500 }, { kind: "partition", agent: 0 }, { kind: "advance", ms: 2050 }, { kind: "drain", agent: 1 }, { kind: "resign" }],
+      daemons: true,
+    });
+  });
 });

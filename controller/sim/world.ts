@@ -71,7 +71,13 @@ export type Step =
    * The agent's link delays every message by `ms` each way from now on (0 ends it), in order
    * within the link: messages of different agents' streams arrive in another order than sent.
    */
-  | { kind: "delay"; agent: number; ms: number };
+  | { kind: "delay"; agent: number; ms: number }
+  /**
+   * The agent's process freezes for `ms` (SIGSTOP, a long GC pause): it reads, sends and runs
+   * nothing meanwhile. On waking, its overdue timers come first, as in Node's event loop: the
+   * core's lease check before anything it reads.
+   */
+  | { kind: "pause"; agent: number; ms: number };
 
 export interface Scenario {
   /** Seeds what the steps leave to chance: run durations, reconnect backoffs. */
@@ -200,6 +206,8 @@ class SimAgent {
   linkUp = true;
   /** The link's delay each way, in ms. */
   delayMs = 0;
+  /** While frozen (a paused process): when it wakes. */
+  frozenUntil: number | undefined;
   /** When the last message each way arrives: a link delivers in order. */
   lastArrival = { toController: 0, toAgent: 0 };
 
@@ -348,6 +356,9 @@ export class World {
       case "delay":
         agent!.delayMs = step.ms;
         return;
+      case "pause":
+        if (agent!.alive && agent!.frozenUntil === undefined && step.ms > 0) this.freeze(agent!, step.ms);
+        return;
       case "delete": {
         const spec = this.jobs[step.job % this.jobs.length]!;
         if (this.deletions.some((d) => d.job === spec.name && d.to === undefined)) return;
@@ -427,6 +438,10 @@ export class World {
     }
     for (const agent of this.agents) {
       if (!agent.alive) continue;
+      if (agent.frozenUntil !== undefined) {
+        consider(agent.frozenUntil, () => this.wake(agent));
+        continue;
+      }
       // An agent's flush is its event loop's next turn: before time moves on.
       if (agent.flushDue) {
         return {
@@ -454,7 +469,9 @@ export class World {
       consider(notice.at, () => {
         this.closeNotices.splice(this.closeNotices.indexOf(notice), 1);
         if (notice.toController) this.controllerStreamClosed(notice.agent, notice.session);
-        else {
+        else if (this.agents.find((a) => a.id === notice.agent)?.frozenUntil !== undefined) {
+          this.notifyAgentOfClose(notice.agent, notice.session);
+        } else {
           const agent = this.agents.find((a) => a.id === notice.agent);
           if (agent !== undefined && agent.session === notice.session) this.agentStreamClosed(agent);
         }
@@ -548,6 +565,11 @@ export class World {
   private notifyAgentOfClose(agentId: string, session: string): void {
     const agent = this.agents.find((a) => a.id === agentId);
     if (agent === undefined || agent.session !== session) return;
+    // A frozen process learns of the close once it wakes, after what it had to read.
+    if (agent.frozenUntil !== undefined) {
+      this.closeNotices.push({ session, agent: agentId, at: Math.max(agent.frozenUntil + 1, agent.lastArrival.toAgent), toController: false });
+      return;
+    }
     // A delayed link delivers the close after what was sent before it.
     if (agent.linkUp && agent.delayMs > 0) this.closeNotices.push({ session, agent: agentId, at: Math.max(this.now + agent.delayMs, agent.lastArrival.toAgent), toController: false });
     else if (agent.linkUp) this.agentStreamClosed(agent);
@@ -560,7 +582,10 @@ export class World {
     if (agent === undefined) return;
     const term = BigInt(this.core.term);
     const deliver = (): void => {
-      if (agent.session === session && agent.alive) this.receive(agent, command, term);
+      if (agent.session !== session || !agent.alive) return;
+      // A frozen process reads nothing: the message waits until just after it wakes.
+      if (agent.frozenUntil !== undefined) this.inFlight.push({ session, toController: false, at: agent.frozenUntil + 1, deliver });
+      else this.receive(agent, command, term);
     };
     this.send(agent, { session, toController: false, deliver });
   }
@@ -824,6 +849,18 @@ export class World {
     this.stepAgent(agent, { kind: "run-report", update: update(run.context.executionId, state, run.startAt, this.now, fails ? "failed by the simulator" : "") });
   }
 
+  /** The process freezes: its runs make no progress meanwhile. */
+  private freeze(agent: SimAgent, ms: number): void {
+    agent.frozenUntil = this.now + ms;
+    for (const run of agent.runs.values()) if (run.startAt !== undefined) run.durationMs += ms;
+  }
+
+  /** The process wakes: its timers first (the core's deadlines), then what it reads. */
+  private wake(agent: SimAgent): void {
+    agent.frozenUntil = undefined;
+    this.stepAgent(agent, { kind: "tick" });
+  }
+
   /** The agent's end of its stream closed: its core reconnects after a backoff. */
   private agentStreamClosed(agent: SimAgent): void {
     agent.session = undefined;
@@ -872,7 +909,8 @@ export class World {
         }
       }
       for (const run of agent.runs.values()) {
-        if (run.startAt === undefined) continue;
+        // A frozen process runs nothing; on waking it checks its lease before anything else.
+        if (run.startAt === undefined || agent.frozenUntil !== undefined) continue;
         // A daemon shard runs one consumer at a time, whatever its runs' instants.
         const key = run.context.daemon === true ? `${run.context.job}/daemon/${run.context.shard}` : `${run.context.job}/${run.context.fireTime}/${run.context.shard}`;
         running.set(key, [...(running.get(key) ?? []), agent.id]);
