@@ -101,9 +101,9 @@ describe("the deterministic simulator", () => {
     });
   }
 
-  // A bug of the controller core, found by the drain step and left to its owners (replay: npm run
-  // simulate -- --seed 5551 --path 2893:1:1:0:0:0:1:0:1:4:4:3:1:2:1:1:1:9:7:7:10:16:14:15:14:14:15:16:17:16).
-  // When it is fixed this test fails: make it an ordinary regression.
+  // A bug of the controller core, found by the drain step and left to its owners. Replay: npx
+  // vitest run controller/sim -t "known controller bug" (the scenario below, shrunk). When it is
+  // fixed this test fails: make it an ordinary regression.
   it.fails("known controller bug: a restarted controller keeps dispatching to an agent that said Goodbye, and re-runs each refused run on it at once, without end", () => {
     run({
       seed: 293426482,
