@@ -212,3 +212,22 @@ describe("a controller that could not run", () => {
     expect(restarted.shardsOf("job")).toEqual([0]);
   });
 });
+
+describe("an agent that said goodbye", () => {
+  it("is sent no new run, even on a restarted controller that gives it back its shards during the startup grace", () => {
+    const h = new CoreHarness();
+    const a = h.connect("a");
+    h.apply(testSpec("job", { schedule: undefined, shards: 1 }));
+    const held = [...a.held.values()];
+    // The controller restarts while the agent drains: it reconnects, claims its shard and says goodbye again.
+    h.start();
+    const again = h.connect("a", { held });
+    h.core.goodbye(again.session, "SIGTERM", h.now);
+    h.flush();
+    expect(again.shardsOf("job")).toEqual([0]);
+    const { executionIds } = h.core.triggerJob("job", [0], undefined, h.now);
+    h.flush();
+    expect(again.dispatched).toEqual([]);
+    expect(h.core.waitingReason(executionIds[0]!)).toBe("shard 0: its owner a is leaving (it said goodbye): the shard moves to another agent");
+  });
+});

@@ -271,6 +271,10 @@ export function dispatchTarget(core: CoreState, shard: ShardEntry): AgentEntry |
   if (shard.owner === undefined || shard.revoking) return undefined;
   const agent = core.agents.get(shard.owner);
   if (agent === undefined || !agent.connected || agent.lost || agent.inherited?.shards.has(shard) === true) return undefined;
+  // A leaving agent (it said Goodbye) starts nothing new and refuses what it is sent; a run sent
+  // to it would come back lost and be sent to it again. The shard waits for its next owner,
+  // which placement gives it (after a restarted controller's startup grace, at the latest).
+  if (agent.leaving) return undefined;
   return agent;
 }
 

@@ -63,6 +63,7 @@ export function shardWait(core: CoreState, job: JobEntry, shard: ShardEntry, hea
     return `fenced until the lease of ${owner.id}'s previous process, which lost its stream, expires at ${at(owner.inherited.until)}`;
   }
   if (shard.revoking) return `moving away from ${owner.id}, which has not released it yet`;
+  if (owner.leaving) return `its owner ${owner.id} is leaving (it said goodbye): the shard moves to another agent`;
   if (shard.running.size > 0 && job.record.spec.overlap === "forbid") return "busy with its previous run (spec.overlap: forbid)";
   if (!Executions.hasSlot(core, owner)) return `its owner ${owner.id} runs its --max-concurrent ${owner.maxConcurrent} executions`;
   if (head !== undefined && shard.queue.length > 0 && shard.queue[0]!.id !== head) return "behind its earlier executions";
