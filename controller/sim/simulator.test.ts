@@ -94,22 +94,19 @@ describe("the deterministic simulator", () => {
       "a daemon shard whose run was lost across a failover, on an agent other than its new owner, runs again on the owner",
       { seed: 0, drifts: [0, 0, 0], steps: [{ kind: "partition", agent: 0 }, { kind: "failover" }], leaderLeases: true, daemons: true },
     ],
+    [
+      "a restarted controller sends no run to an agent that said Goodbye, so a refused run does not come back to it without end",
+      {
+        seed: 293426482,
+        drifts: [0, 0, 0],
+        steps: [{ kind: "advance", ms: 2500 }, { kind: "partition", agent: 0 }, { kind: "advance", ms: 2050 }, { kind: "drain", agent: 1 }, { kind: "resign" }],
+        daemons: true,
+      },
+    ],
   ];
   for (const [name, scenario] of regressions) {
     it(name, () => {
       expect(() => run(scenario)).not.toThrow();
     });
   }
-
-  // A bug of the controller core, found by the drain step and left to its owners. Replay: npx
-  // vitest run controller/sim -t "known controller bug" (the scenario below, shrunk). When it is
-  // fixed this test fails: make it an ordinary regression.
-  it.fails("known controller bug: a restarted controller keeps dispatching to an agent that said Goodbye, and re-runs each refused run on it at once, without end", () => {
-    run({
-      seed: 293426482,
-      drifts: [0, 0, 0],
-      steps: [{ kind: "advance", ms: 2500 }, { kind: "partition", agent: 0 }, { kind: "advance", ms: 2050 }, { kind: "drain", agent: 1 }, { kind: "resign" }],
-      daemons: true,
-    });
-  });
 });
