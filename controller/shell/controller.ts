@@ -161,6 +161,8 @@ export async function startController(options: ControllerOptions): Promise<Runni
   let grpcServer: Server | undefined;
   let httpServer: HttpServer | undefined;
   let stopping: Promise<void> | undefined;
+  /** Set once it serves: a controller refused at start (a store another one holds) says nothing of stopping. */
+  let served = false;
   /** The address this controller gives as the leader's while it leads (etcd). */
   let advertised: string | undefined;
 
@@ -201,7 +203,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
       else await leadership?.abandon();
       etcd?.close();
       await metricsRegistry.shutdown();
-      logger.info("controller stopped");
+      if (served) logger.info("controller stopped");
     })();
     return stopping;
   };
@@ -316,6 +318,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
         fail(error instanceof Error ? error : new Error(String(error)));
       });
     }
+    served = true;
     logger.info(
       {
         grpc: grpcAddress,
