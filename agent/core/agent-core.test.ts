@@ -2,73 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { ExecutionUpdateSchema } from "../../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
-import { AgentCore } from "./agent-core.js";
-import type { AssignmentRef } from "./assignment-table.js";
-import type { AgentEffect, AgentInput, AgentMessage, DispatchedRun } from "./events.js";
-
-const TTL = 2_000;
-const BEAT = 500;
-const FIRE = 1_700_000_000_000;
-
-function shard(shard: number, generation = 1n): AssignmentRef {
-  return { job: "job", shard, term: 1n, generation };
-}
-
-function run(executionId: string, on: AssignmentRef | undefined, fireTimeUnixMs = FIRE): DispatchedRun {
-  return { executionId, job: "job", assignment: on, hook: false, fireTimeUnixMs };
-}
-
-/** An agent core on a fake clock: `at` moves the clock, every step returns the effects it made. */
-class Harness {
-  readonly core = new AgentCore({ drainGraceMs: 10_000, welcomeTimeoutMs: 5_000, addresses: ["a:1", "b:1"], reconnect: { initialMs: 100, maxMs: 5_000 }, random: () => 0.5 });
-  now = 0;
-
-  step(input: AgentInput): AgentEffect[] {
-    this.core.step(input, this.now);
-    return this.core.take();
-  }
-
-  /** Moves the clock to `at`, stepping every deadline on the way, and returns what they made. */
-  at(at: number): AgentEffect[] {
-    const effects: AgentEffect[] = [];
-    for (let next = this.core.nextDeadline(); next !== undefined && next <= at; next = this.core.nextDeadline()) {
-      this.now = Math.max(this.now, next);
-      effects.push(...this.step({ kind: "tick" }));
-    }
-    this.now = at;
-    return effects;
-  }
-
-  /** Opens a stream and welcomes it, holding `shards`. */
-  connect(...shards: AssignmentRef[]): AgentEffect[] {
-    const effects = this.step({ kind: "stream-opened" });
-    effects.push(...this.step({ kind: "welcome", term: 1n, sessionId: "s", heartbeatIntervalMs: BEAT, leaseTtlMs: TTL, dispatchAheadMs: 250 }));
-    effects.push(...this.step({ kind: "assignments", term: 1n, snapshot: true, add: shards, revoke: [] }));
-    return effects;
-  }
-
-  dispatch(...runs: DispatchedRun[]): AgentEffect[] {
-    return this.step({ kind: "dispatch", term: 1n, runs, atUnixMs: FIRE });
-  }
-
-  report(executionId: string, state: ExecutionState): AgentEffect[] {
-    return this.step({ kind: "run-report", update: create(ExecutionUpdateSchema, { executionId, state }) });
-  }
-}
-
-function sent(effects: AgentEffect[]): AgentMessage[] {
-  return effects.flatMap((e) => (e.kind === "send" ? [e.message] : []));
-}
-
-function kinds(effects: AgentEffect[]): string[] {
-  return effects.filter((e) => e.kind !== "log").map((e) => (e.kind === "send" ? `send ${e.message.kind}` : e.kind));
-}
-
-function hello(effects: AgentEffect[]): Extract<AgentMessage, { kind: "hello" }> {
-  const message = sent(effects).find((m) => m.kind === "hello");
-  if (message?.kind !== "hello") throw new Error("no Hello sent");
-  return message;
-}
+import { BEAT, Harness, hello, kinds, run, sent, shard, TTL } from "./testing/agent-harness.js";
 
 describe("AgentCore", () => {
   it("holds a lease from the Hello's send time once welcomed, and renews it from each heartbeat's send time", () => {
@@ -243,34 +177,6 @@ describe("AgentCore", () => {
     expect(effects).toEqual([{ kind: "stop-run", executionId: "e", state: ExecutionState.CANCELLED, reason: "cancelled" }]);
   });
 
-  it("drains: says Goodbye, releases each shard as its runs end, then half-closes, and stops when the stream ends", () => {
-    const h = new Harness();
-    h.connect(shard(0), shard(1));
-    h.dispatch(run("e", shard(1), 0));
-    h.step({ kind: "start-due", executionId: "e" });
-    const goodbye = sent(h.step({ kind: "drain", reason: "SIGTERM" }));
-    expect(goodbye).toEqual([
-      { kind: "goodbye", reason: "SIGTERM" },
-      { kind: "release", assignments: [shard(0)] },
-    ]);
-    expect(kinds(h.report("e", ExecutionState.SUCCEEDED))).toEqual(["flush-soon", "send execution-updates", "send release", "assignments-changed", "half-close"]);
-    expect(kinds(h.step({ kind: "stream-closed" }))).toEqual(["drained"]);
-    expect(h.core.stopped).toBe(true);
-    expect(h.core.nextDeadline()).toBeUndefined();
-  });
-
-  it("drains: after the grace, stops what still runs LOST, and without a controller leaves without a goodbye", () => {
-    const h = new Harness();
-    h.connect(shard(0));
-    h.dispatch(run("e", shard(0), 0));
-    h.step({ kind: "start-due", executionId: "e" });
-    h.step({ kind: "stream-closed" });
-    h.step({ kind: "drain", reason: "SIGTERM" });
-    const effects = h.at(10_000);
-    expect(effects.find((e) => e.kind === "stop-run")).toMatchObject({ executionId: "e", state: ExecutionState.LOST });
-    expect(kinds(effects)).toContain("drained");
-  });
-
   it("reconnects after a backoff that grows until a Welcome resets it, to the next replica after a stream that got no Welcome", () => {
     const h = new Harness();
     expect(h.step({ kind: "start" })).toEqual([{ kind: "open-stream", address: "a:1" }]);
@@ -304,12 +210,5 @@ describe("AgentCore", () => {
     h.step({ kind: "stream-closed" });
     expect(h.core.nextDeadline()).toBe(100);
     expect(h.at(100)).toEqual([{ kind: "open-stream", address: "leader:1" }]);
-  });
-
-  it("drains at once when it has no stream, nothing runs and no report waits", () => {
-    const h = new Harness();
-    h.step({ kind: "stream-opened" });
-    h.step({ kind: "stream-closed" });
-    expect(kinds(h.step({ kind: "drain", reason: "SIGTERM" }))).toEqual(["assignments-changed", "drained"]);
   });
 });

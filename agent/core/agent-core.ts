@@ -1,18 +1,19 @@
-import { create } from "@bufbuild/protobuf";
-import { ExecutionUpdateSchema, type ExecutionUpdate } from "../../shared/gen/shardline/v1/agent_service_pb.js";
+import type { ExecutionUpdate } from "../../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
 import { AssignmentTable, shardKey, type AssignmentRef, type HeldAssignment } from "./assignment-table.js";
-import type { AgentEffect, AgentInput, AgentMessage, ControllerMessage, DispatchedRun, StopState, StreamClose } from "./events.js";
+import { restoreRun, startDue, takeDispatch, type DispatchPort } from "./dispatch.js";
+import { Drain, type DrainPort } from "./drain.js";
+import type { AgentEffect, AgentInput, AgentMessage, ControllerMessage, StopState, StreamClose } from "./events.js";
 import { Lease } from "./lease.js";
 import { HELLO_SEQ, ReportBook } from "./report-book.js";
 import { ReconnectPlan } from "./reconnect.js";
-import { NO_SHARD, RunBook, type HeldRun } from "./run-book.js";
+import { RunBook, type HeldRun } from "./run-book.js";
+
+export { HALF_CLOSE_WAIT_MS } from "./drain.js";
 
 /** Defaults the controller would send; used only when a Welcome leaves a field at 0. */
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 500;
 export const DEFAULT_LEASE_TTL_MS = 2_000;
-/** How long a drained agent waits for the controller to close the stream after its half-close. */
-export const HALF_CLOSE_WAIT_MS = 2_000;
 
 /** Settings of an AgentCore. */
 export interface AgentCoreOptions {
@@ -28,15 +29,6 @@ export interface AgentCoreOptions {
   random: () => number;
 }
 
-interface Drain {
-  reason: string;
-  /** When the grace ends (monotonic ms); undefined once the drain is ending. */
-  graceEndsAt: number | undefined;
-  /** The stream was half-closed; the drain ends when it closes, or at endAt. */
-  ending: boolean;
-  endAt: number | undefined;
-}
-
 /**
  * The agent's rules (docs/protocol.md, steps 1-10) as a pure state machine: step(input, now)
  * applies one input, take() hands out what the agent must do, in order, and nextDeadline() says
@@ -46,7 +38,8 @@ interface Drain {
  * executors' reports, the start instants it was asked to wait for.
  *
  * Reconnecting is decided here too (reconnect.ts): when, with a backoff that a Welcome or a
- * Redirect resets, and to which controller replica.
+ * Redirect resets, and to which controller replica. Taking a Dispatch is dispatch.ts's, and
+ * leaving gracefully drain.ts's: both act on the core through a port of its books and steps.
  */
 export class AgentCore {
   readonly #options: AgentCoreOptions;
@@ -76,10 +69,34 @@ export class AgentCore {
   #stopped = false;
 
   readonly #reconnect: ReconnectPlan;
+  readonly #port: DrainPort & DispatchPort;
 
   constructor(options: AgentCoreOptions) {
     this.#options = options;
     this.#reconnect = new ReconnectPlan({ addresses: options.addresses, ...options.reconnect, random: options.random });
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the port's getters read the core's private state
+    const core = this;
+    this.#port = {
+      table: this.#table,
+      runs: this.#runs,
+      reports: this.#reports,
+      get welcomed() { return core.#welcomed; },
+      get stopped() { return core.#stopped; },
+      get lastStepAt() { return core.#lastStepAt; },
+      get shuttingDown() { return core.#drain !== undefined || core.#stopped; },
+      get fenced() { return core.#fenced; },
+      get dispatchAheadMs() { return core.#dispatchAheadMs; },
+      emit: (effect) => this.#effects.push(effect),
+      log: (level, fields, message) => this.#log(level, fields, message),
+      flush: () => this.#flush(),
+      send: (message) => this.#send(message),
+      release: (refs) => this.#release(refs),
+      stopAll: (state, reason) => this.#stopAll(state, reason),
+      stopHeartbeats: () => (this.#nextHeartbeatAt = undefined),
+      stop: () => (this.#stopped = true),
+      fenceIfLapsed: (now) => this.#fenceIfLapsed(now),
+      report: (update) => this.#onReport(update),
+    };
   }
 
   /** Applies one input at `now` (monotonic ms). */
@@ -97,9 +114,9 @@ export class AgentCore {
       case "run-report":
         return this.#onReport(input.update);
       case "start-due":
-        return this.#startDue(input.executionId, now);
+        return startDue(this.#port, input.executionId, now);
       case "restore-run":
-        return this.#restore(input.executionId, input.job, input.assignment);
+        return restoreRun(this.#port, input.executionId, input.job, input.assignment);
       case "flush":
         return this.#flush();
       case "tick":
@@ -231,7 +248,7 @@ export class AgentCore {
     this.#nextHeartbeatAt = undefined;
     // What was not sent goes into the next Hello; what was sent but not confirmed too.
     this.#reports.streamEnded();
-    if (this.#drain?.ending || this.#nothingToHandBack()) this.#finishDrain();
+    this.#drain?.streamClosed();
     if (!this.#stopped) this.#reconnect.ended(welcomed, now);
   }
 
@@ -270,7 +287,7 @@ export class AgentCore {
       case "assignments":
         return this.#onAssignments(message);
       case "dispatch":
-        return this.#onDispatch(message.runs, message.atUnixMs, now);
+        return takeDispatch(this.#port, message.runs, message.atUnixMs, now);
       case "cancel":
         for (const id of message.executionIds) {
           if (this.#runs.has(id)) this.#effects.push({ kind: "stop-run", executionId: id, state: ExecutionState.CANCELLED, reason: message.reason || "cancelled" });
@@ -314,10 +331,7 @@ export class AgentCore {
       leaseTtlMs: this.#leaseTtlMs,
     });
     this.#flush();
-    if (this.#drain) {
-      this.#sayGoodbye();
-      this.#maybeEndDrain(now);
-    }
+    this.#drain?.welcomed(now);
   }
 
   // Heartbeats, the lease and the fence.
@@ -340,9 +354,7 @@ export class AgentCore {
       this.#nextHeartbeatAt = Math.max(this.#nextHeartbeatAt + this.#heartbeatIntervalMs, now + 1);
       this.#heartbeat(now);
     }
-    const drain = this.#drain;
-    if (drain?.graceEndsAt !== undefined && now >= drain.graceEndsAt) this.#drainGraceOver(now);
-    if (drain?.endAt !== undefined && now >= drain.endAt) this.#finishDrain();
+    this.#drain?.tick(now);
   }
 
   #heartbeat(now: number): void {
@@ -420,21 +432,7 @@ export class AgentCore {
     }
     this.#release(releases);
     this.#effects.push({ kind: "assignments-changed" });
-    this.#maybeEndDrain(undefined);
-  }
-
-  /** Releases every revoking shard with nothing running, if any. */
-  #releaseIdle(): void {
-    const releases: AssignmentRef[] = [];
-    for (const held of this.#table.list()) {
-      if (held.revoking && this.#runs.countOn(held) === 0) {
-        this.#table.remove(held.job, held.shard);
-        releases.push(held);
-      }
-    }
-    if (releases.length === 0) return;
-    this.#release(releases);
-    this.#effects.push({ kind: "assignments-changed" });
+    this.#drain?.maybeEnd(undefined);
   }
 
   /**
@@ -451,74 +449,6 @@ export class AgentCore {
   }
 
   // Runs.
-
-  #onDispatch(runs: DispatchedRun[], atUnixMs: number, now: number): void {
-    for (const run of runs) {
-      if (this.#runs.has(run.executionId)) {
-        this.#log("debug", { executionId: run.executionId }, "ignored a dispatch of an execution already running");
-        continue;
-      }
-      const refusal = this.#refusal(run, now);
-      if (refusal !== undefined) {
-        this.#log("warn", { executionId: run.executionId, reason: refusal }, "refused a dispatch");
-        this.#made(run.job, run.executionId, ExecutionState.LOST, refusal, atUnixMs);
-        continue;
-      }
-      if (run.unrunnable !== undefined) {
-        this.#made(run.job, run.executionId, ExecutionState.FAILED, run.unrunnable, atUnixMs);
-        continue;
-      }
-      // A completion hook run belongs to no shard: no revoke waits for it.
-      this.#runs.hold(run.executionId, run.job, run.hook ? NO_SHARD : run.assignment!.shard);
-      // Dispatched ahead of its fire instant: started at it, by the agent's clock, if the lease
-      // still holds then.
-      this.#effects.push({ kind: "hold-run", executionId: run.executionId, fireTimeUnixMs: run.fireTimeUnixMs, maxWaitMs: this.#dispatchAheadMs });
-    }
-  }
-
-  /** A report of the core's own making, on a run it never held. */
-  #made(job: string, executionId: string, state: ExecutionState, error: string, atUnixMs: number): void {
-    const update = create(ExecutionUpdateSchema, { executionId, state, finishedAtUnixMs: BigInt(Math.trunc(atUnixMs)), error });
-    this.#effects.push({ kind: "report", job, update });
-    this.#onReport(update);
-  }
-
-  /** Why a dispatched execution may not run here, or undefined when it may. */
-  #refusal(run: DispatchedRun, now: number): string | undefined {
-    if (this.#drain || this.#stopped) return "the agent is shutting down";
-    // The lease lapsed and its deadline has not been stepped yet: fence now, which closes the
-    // stream, rather than refuse dispatch after dispatch on a stream the controller still trusts.
-    this.#fenceIfLapsed(now);
-    if (this.#fenced) return "the agent holds no valid lease";
-    // A completion hook run is fenced by the lease alone, checked above.
-    if (run.hook) return undefined;
-    if (run.assignment === undefined) return "the dispatch names no assignment";
-    const wanted = run.assignment;
-    if (this.#table.holds(wanted)) return undefined;
-    const held = this.#table.get(wanted.job, wanted.shard);
-    const named = `${shardKey(wanted.job, wanted.shard)} at (${wanted.term}, ${wanted.generation})`;
-    if (held === undefined) return `the agent does not hold ${named}`;
-    return held.revoking
-      ? `the agent is releasing ${named}`
-      : `the agent holds ${shardKey(held.job, held.shard)} at (${held.term}, ${held.generation}), not ${named}`;
-  }
-
-  /** A held run's instant came: it starts only under a valid lease (else the fence stops it). */
-  #startDue(executionId: string, now: number): void {
-    const run = this.#runs.get(executionId);
-    if (run === undefined || run.started || this.#stopped) return;
-    this.#fenceIfLapsed(now);
-    if (this.#fenced) return;
-    run.started = true;
-    this.#effects.push({ kind: "start-run", executionId });
-  }
-
-  #restore(executionId: string, job: string, assignment: AssignmentRef): void {
-    if (this.#runs.has(executionId)) return;
-    this.#table.restore(assignment);
-    this.#runs.hold(executionId, job, assignment.shard).started = true;
-    this.#effects.push({ kind: "start-run", executionId });
-  }
 
   /** Every report comes through here: an executor's, or one the core made. */
   #onReport(update: ExecutionUpdate): void {
@@ -539,7 +469,7 @@ export class AgentCore {
       this.#release([held]);
       this.#effects.push({ kind: "assignments-changed" });
     }
-    this.#maybeEndDrain(undefined);
+    this.#drain?.maybeEnd(undefined);
   }
 
   #stopOn(shard: HeldAssignment, state: StopState, reason: string): void {
@@ -573,65 +503,8 @@ export class AgentCore {
 
   #startDrain(reason: string, now: number): void {
     if (this.#drain || this.#stopped) return;
-    this.#drain = { reason, graceEndsAt: now + this.#options.drainGraceMs, ending: false, endAt: undefined };
-    this.#log("info", { reason, graceMs: this.#options.drainGraceMs, running: this.#runs.size }, "draining");
-    this.#table.revokeAll();
-    this.#effects.push({ kind: "assignments-changed" });
-    if (this.#welcomed) this.#sayGoodbye();
-    else if (this.#nothingToHandBack()) this.#finishDrain();
-    this.#maybeEndDrain(now);
-  }
-
-  #sayGoodbye(): void {
-    const drain = this.#drain;
-    if (!drain) return;
-    this.#flush();
-    this.#send({ kind: "goodbye", reason: drain.reason });
-    this.#releaseIdle();
-  }
-
-  /** Once nothing runs and a controller is listening, release the rest and half-close. */
-  #maybeEndDrain(now: number | undefined): void {
-    const drain = this.#drain;
-    if (!drain || drain.ending || this.#stopped || this.#runs.size > 0 || !this.#welcomed) return;
-    this.#releaseIdle();
-    this.#flush();
-    drain.ending = true;
-    drain.graceEndsAt = undefined;
-    this.#nextHeartbeatAt = undefined;
-    this.#log("info", {}, "drained; closing the stream");
-    this.#effects.push({ kind: "half-close" });
-    drain.endAt = (now ?? this.#lastStepAt) + HALF_CLOSE_WAIT_MS;
-  }
-
-  /**
-   * A draining agent with no controller to talk to, nothing running and no report to deliver
-   * has nothing to wait for: its lease moves its shards without it.
-   */
-  #nothingToHandBack(): boolean {
-    return this.#drain !== undefined && !this.#welcomed && this.#runs.size === 0 && this.#reports.unconfirmedCount === 0;
-  }
-
-  #drainGraceOver(now: number): void {
-    const drain = this.#drain;
-    if (!drain || drain.ending || this.#stopped) return;
-    drain.graceEndsAt = undefined;
-    this.#log("warn", { running: this.#runs.size }, "drain grace over: aborting what still runs");
-    this.#stopAll(ExecutionState.LOST, `the agent is shutting down; the drain grace of ${this.#options.drainGraceMs} ms passed`);
-    if (this.#welcomed) {
-      this.#maybeEndDrain(now);
-    } else {
-      this.#log("warn", {}, "no controller reachable within the drain grace; leaving without a goodbye");
-      this.#finishDrain();
-    }
-  }
-
-  #finishDrain(): void {
-    if (!this.#drain || this.#stopped) return;
-    this.#stopped = true;
-    this.#drain.graceEndsAt = undefined;
-    this.#drain.endAt = undefined;
-    this.#effects.push({ kind: "drained" });
+    this.#drain = new Drain(reason, this.#options.drainGraceMs, this.#port);
+    this.#drain.begin(now);
   }
 
   #stop(): void {
