@@ -23,7 +23,7 @@ import { renderKustomization, type Manifest } from "./harness/kustomize.js";
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const KUSTOMIZE = join(ROOT, "deploy", "kustomize");
 const VERSION = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { version: string }).version;
-/** How long a drained agent waits for the controller to close its stream (agent/runtime/agent.ts HALF_CLOSE_WAIT_MS). */
+/** How long a drained agent waits for the controller to close its stream (HALF_CLOSE_WAIT_MS in agent/core/drain.ts). */
 const HALF_CLOSE_SECONDS = 2;
 
 type Obj = Record<string, unknown>;
