@@ -4,12 +4,12 @@
  */
 import { type ChildProcess, fork, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { AdminService } from "../shared/gen/shardline/v1/admin_service_pb.js";
 import { type Client, createClient } from "../shared/grpc/index.js";
 import type { LoadCommand, LoadReport } from "./load-agents.js";
+import { freePort } from "../tools/free-port.js";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const CLI = join(HERE, "..", "cli", "main.js");
@@ -18,14 +18,7 @@ const LOAD_AGENTS = join(HERE, "load-agents.js");
 export type AdminClient = Client<typeof AdminService>;
 
 /** A free loopback port. */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === "string") throw new Error("no free loopback port");
-  return address.port;
-}
+export { freePort };
 
 /** Polls `probe` every `everyMs` until it returns a value; fails after `timeoutMs` naming `what`. */
 export async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 30_000, everyMs = 20): Promise<T> {

@@ -8,7 +8,7 @@
  */
 import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer } from "node:net";
+import { freePort } from "./free-port.js";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Etcd3 } from "etcd3";
@@ -18,15 +18,6 @@ const ETCD = process.env.SHARDLINE_ETCD_BINARY ?? "etcd";
 /** How long etcd may take to answer its first read. */
 const READY_TIMEOUT_MS = 20_000;
 
-/** A free loopback port for one of etcd's URLs. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === "string") throw new Error("no free loopback port for etcd");
-  return address.port;
-}
 
 /** A running etcd that only its starter uses. */
 export interface EtcdServer {

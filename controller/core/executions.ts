@@ -149,7 +149,8 @@ export function applyReport(core: CoreState, agent: AgentEntry, report: Executio
     (shard !== undefined || execution.shard === FIRE_COMPLETE_SHARD) &&
     (report.state === "failed" || report.state === "timed-out") &&
     execution.attempt <= job.record.spec.retries.limit;
-  closeExecution(core, 
+  closeExecution(
+    core,
     execution,
     report.state,
     { startedAt, finishedAt: report.finishedAt, error: report.error, result: report.result },
@@ -162,8 +163,10 @@ export function applyReport(core: CoreState, agent: AgentEntry, report: Executio
     executionId: execution.id,
     state: report.state,
   });
-  if (retrying) scheduleRetry(core, job, shard, execution);
-  if (shard !== undefined) dispatchShard(core, shard);
+  if (retrying) {
+    scheduleRetry(core, job, shard, execution);
+    if (shard !== undefined) dispatchShard(core, shard);
+  }
 }
 
 /**
@@ -217,8 +220,9 @@ export function closeExecution(core: CoreState,  execution: ExecutionRecord, sta
   if (!followedUp) FireComplete.settleFire(core, execution);
   // The shard's next execution may have waited for this one (overlap: forbid), and a daemon
   // shard's next run for its end: also when it ran on an agent other than the shard's owner
-  // (restored for an agent not back yet after a failover, now lost).
-  if (shardFreed) dispatchShard(core, shard!);
+  // (restored for an agent not back yet after a failover, now lost). A run followed up (a retry,
+  // a failover re-run) is dispatched by the caller once that run is queued ahead of later fires.
+  if (shardFreed && !followedUp) dispatchShard(core, shard!);
   if (freed && agent.maxConcurrent > 0) fillSlots(core, agent);
   if (freed) FireComplete.dispatchFireCompletes(core);
 }

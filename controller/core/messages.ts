@@ -92,6 +92,3 @@ export interface CoreEvent {
   stall?: { ms: number; leasesExtended: number };
   message: string;
 }
-
-/** The former name of ExecutionUpdate, for code not yet moved to it. */
-export type ExecutionReport = ExecutionUpdate;

@@ -22,7 +22,8 @@ import type { AgentEffect, AgentInput, AgentMessage, ControllerMessage } from ".
 import { type CoreConfig, DEFAULT_CORE_CONFIG } from "../core/config.js";
 import { ControllerCore } from "../core/controller-core.js";
 import type { AgentCommand, AssignmentRef, ExecutionContext, ExecutionUpdate } from "../core/messages.js";
-import { MemoryDurableState, testSpec } from "../core/testing/core-harness.js";
+import { MemoryStore } from "../core/memory-store.js";
+import { testSpec } from "../core/testing/core-harness.js";
 import { TERMINAL_STATES, type ExecutionRecord, type ExecutionStateName } from "../store/store.js";
 
 /** One thing that happens to the world, chosen by the scenario. */
@@ -249,7 +250,7 @@ function prng(seed: number): () => number {
 
 export class World {
   now = T0;
-  readonly durable = new MemoryDurableState();
+  readonly durable = new MemoryStore();
   /** With leaderLeases: when etcd last renewed the leader's lease, and when it renews it next. */
   private leaderRenewedAt = 0;
   private nextRenewalAt: number | undefined;

@@ -1,12 +1,12 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { vi } from "vitest";
 import { ADMIN_MAX_RECEIVE_BYTES } from "../../cli/commands/admin.js";
 import { AdminService } from "../../shared/gen/shardline/v1/admin_service_pb.js";
 import { type Client, createClient } from "../../shared/grpc/index.js";
+import { freePort } from "../../tools/free-port.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 /** The built CLI: `npm test` builds it before running the suite. */
@@ -31,14 +31,7 @@ export function shardline(args: string[], env: Record<string, string> = {}): Pro
 }
 
 /** A free loopback port, so a restarted controller can come back on the same address. */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === "string") throw new Error("no port");
-  return address.port;
-}
+export { freePort };
 
 /** A child process of the CLI, with its output kept for failure messages. */
 export class CliProcess {

@@ -32,9 +32,6 @@ export function testSpec(name: string, overrides: Partial<JobSpec> = {}): JobSpe
   };
 }
 
-/** The durable state a test restarts the core from: the in-memory store. */
-export { MemoryStore as MemoryDurableState };
-
 /**
  * A model of one agent seen through its stream: what the core told it. It runs nothing by
  * itself; tests report outcomes explicitly, so every step is visible in the test.
