@@ -26,6 +26,13 @@ const LEASE_MS = 2000;
 const LEASE_MARGIN_MS = 50;
 /** The controller's default dispatch-ahead: a fire is sent this long before its instant. */
 const DISPATCH_AHEAD_MS = 250;
+/**
+ * Heartbeats every 300 ms rather than the default 500: 300 does not divide the 1 s between fires,
+ * so the heartbeats' phase against the fire instants moves by 100 ms a fire, and the window the
+ * first test waits for comes within a few fires. (At 500 ms the phase is locked for as long as a
+ * connection lasts, and a bad one never gives the window.)
+ */
+const HEARTBEAT_MS = 300;
 // Runs of 200 ms, so that a frozen or killed agent is often caught in the middle of one.
 const WORK_MS = 200;
 const JOB = `
@@ -67,7 +74,8 @@ describe(`a sharded job under chaos on real processes (seed ${SEED}; replay with
       name: "chaos",
       handlers: CHAOS_HANDLERS,
       agentEnv: { SHARDLINE_TEST_WORK_MS: String(WORK_MS) },
-      controllerArgs: ["--history-per-job", "100000"],
+      // No admin rate limit: the first test polls the admin API every few milliseconds.
+      controllerArgs: ["--history-per-job", "100000", "--heartbeat-interval", String(HEARTBEAT_MS), "--admin-rate-limit", "0"],
     });
     await env.settingUp(async () => {
       for (const id of AGENT_IDS) env.startAgent(id);
@@ -159,8 +167,8 @@ describe(`a sharded job under chaos on real processes (seed ${SEED}; replay with
 
   it("starts none of a frozen agent's dispatched runs once it is thawed after its lease lapsed", async () => {
     // The agent is frozen after a run was dispatched to it ahead of its instant T and after a
-    // heartbeat sent later than T - 500 ms: when it thaws, the timer that starts the run is due
-    // before its next heartbeat and its fence timer. It must fence first and start nothing.
+    // heartbeat sent later than T - HEARTBEAT_MS: when it thaws, the timer that starts the run is
+    // due before its next heartbeat and its fence timer. It must fence first and start nothing.
     const id = "agent-a";
     try {
       const arranged = await waitFor(
@@ -179,7 +187,7 @@ describe(`a sharded job under chaos on real processes (seed ${SEED}; replay with
           const now = Date.now();
           // Dispatched at T - 250 ms: 50 ms for the message to reach the agent, and 20 ms to spare before T.
           const inWindow = now >= fireTime - DISPATCH_AHEAD_MS + 50 && now <= fireTime - 20;
-          return inWindow && heartbeatAt > fireTime - 450 ? next.id : undefined;
+          return inWindow && heartbeatAt > fireTime - HEARTBEAT_MS ? next.id : undefined;
         },
         // A chance or so a second, fewer when the machine is busy: give it many seconds.
         45_000,
