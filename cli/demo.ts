@@ -39,6 +39,7 @@ const GLYPH: Partial<Record<ExecutionState, string>> = {
   [ExecutionState.MISFIRED]: "–",
   [ExecutionState.CANCELLED]: "○",
   [ExecutionState.TIMED_OUT]: "⧗",
+  [ExecutionState.UNKNOWN]: "?",
 };
 
 /**

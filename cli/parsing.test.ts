@@ -156,8 +156,9 @@ describe("flag values", () => {
   it("names --state values as the API's states, and rejects others", () => {
     expect(parseExecutionState("timed-out")).toBe(ExecutionState.TIMED_OUT);
     expect(parseExecutionState("misfired")).toBe(ExecutionState.MISFIRED);
-    const error = expectUsageError(() => parseExecutionState("unknown"), "--state");
-    expect(error.message).toContain("pending, running, succeeded, failed, timed-out, cancelled, lost, misfired");
+    expect(parseExecutionState("unknown")).toBe(ExecutionState.UNKNOWN);
+    const error = expectUsageError(() => parseExecutionState("unspecified"), "--state");
+    expect(error.message).toContain("pending, running, succeeded, failed, timed-out, cancelled, lost, misfired, unknown");
   });
 
   it("accepts -o json, yaml or wide, and for events json only", () => {

@@ -7,19 +7,19 @@ import { ExecutionState, type Execution } from "./gen/shardline/v1/types_pb.js";
  * Times are ISO-8601 strings or null; an empty string from the API is null.
  */
 
-/** Execution states as the JSON and the CLI name them, in the proto's order ("unknown" for UNSPECIFIED). */
+/** Execution states as the JSON and the CLI name them, in the proto's order ("unspecified" for UNSPECIFIED). */
 export const EXECUTION_STATE_NAMES: Readonly<Record<ExecutionState, string>> = Object.fromEntries(
   Object.values(ExecutionState)
     .filter((value): value is ExecutionState => typeof value === "number")
-    .map((value) => [value, stateNameOf(value) ?? "unknown"]),
+    .map((value) => [value, stateNameOf(value) ?? "unspecified"]),
 ) as Record<ExecutionState, string>;
 
 /** The proto values of the states an execution ends in (shared/execution-state.ts). */
 export const TERMINAL_EXECUTION_STATES: ReadonlySet<ExecutionState> = new Set([...TERMINAL_STATES].map(stateEnumOf));
 
-/** The name of an execution state; a value newer than this code shows as "unknown". */
+/** The name of an execution state; a value newer than this code shows as its number. */
 export function executionStateName(state: ExecutionState): string {
-  return stateNameOf(state) ?? "unknown";
+  return stateNameOf(state) ?? (state === ExecutionState.UNSPECIFIED ? "unspecified" : `state-${Number(state)}`);
 }
 
 /**

@@ -33,6 +33,7 @@ export interface ControllerOptions {
   store: string;
   heartbeatInterval?: number;
   leaseTtl?: number;
+  disconnectGrace?: number;
   advertise?: string;
   leaderTtl?: number;
   historyPerJob: number;
@@ -81,6 +82,12 @@ export function registerController(program: Command, io: CliIo): void {
     .option("--history-days <DAYS>", "finished executions older than this are deleted", (value: string) => parseSeconds(value, "--history-days", 0.001, 3650), 7)
     .option("--lease-ttl <MS>", `how long an agent's lease lasts after an ack, in ms; more than the heartbeat interval (default: ${DEFAULT_LEASE_TTL_MS})`, (value: string) =>
       parseInteger(value, "--lease-ttl", 20, 600_000),
+    )
+    .option(
+      "--disconnect-grace <SECONDS>",
+      "how long a running execution goes on when its agent loses touch with every controller, before the agent aborts it and the fire runs elsewhere, " +
+        "for jobs without spec.disconnectGraceSeconds; 0: abort when the lease lapses (default: 15)",
+      (value: string) => parseSeconds(value, "--disconnect-grace", 0, 86_400),
     )
     .option(
       "--strategy <NAME=MODULE>",
@@ -147,6 +154,7 @@ export function controllerStartOptions(options: ControllerOptions, logLevel: str
     ...(options.leaderTtl === undefined ? {} : { leaderTtlSeconds: options.leaderTtl }),
     ...(options.heartbeatInterval === undefined ? {} : { heartbeatIntervalMs: options.heartbeatInterval }),
     ...(options.leaseTtl === undefined ? {} : { leaseTtlMs: options.leaseTtl }),
+    ...(options.disconnectGrace === undefined ? {} : { disconnectGraceMs: Math.round(options.disconnectGrace * 1000) }),
     ...(logLevel === undefined ? {} : { logLevel }),
     retention: { maxPerJob: options.historyPerJob, maxAgeMs: Math.round(options.historyDays * 86_400_000) },
     ...(options.strategy === undefined ? {} : { strategies: options.strategy }),

@@ -64,7 +64,7 @@ export function registerGet(program: Command, io: CliIo): void {
     .option("-o, --output <FORMAT>", "json, yaml or wide (default: a table)", (value: string) => parseOutputFormat(value))
     .option("--job <JOB>", "executions and assignments: only this job's")
     .option("--agent <AGENT>", "executions and assignments: only those on this agent")
-    .option("--state <STATE>", "executions: only those in this state (pending, running, succeeded, failed, timed-out, cancelled, lost, misfired)", parseExecutionState)
+    .option("--state <STATE>", "executions: only those in this state (pending, running, unknown, succeeded, failed, timed-out, cancelled, lost, misfired)", parseExecutionState)
     .option("--shard <N>", "executions: only this shard's", (value: string) => parseInteger(value, "--shard", 0, 9_999))
     .option("--since <TIME>", "executions: fired at or after TIME (ISO-8601, or ago: 90s, 15m, 2h, 7d)", (value: string) => parseInstant(value, "--since"))
     .option("--until <TIME>", "executions: fired before TIME (ISO-8601, or ago: 90s, 15m, 2h, 7d)", (value: string) => parseInstant(value, "--until"))

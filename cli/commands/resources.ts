@@ -25,11 +25,11 @@ export function agentStateName(state: AgentState): string {
   return AGENT_STATE_NAMES[state] ?? "unknown";
 }
 
-/** `--state`: one of the execution state names (never "unknown"). */
+/** `--state`: one of the execution state names (never "unspecified"). */
 export function parseExecutionState(value: string): ExecutionState {
   const entry = Object.entries(EXECUTION_STATE_NAMES).find(([state, name]) => name === value && Number(state) !== ExecutionState.UNSPECIFIED);
   if (!entry) {
-    const accepted = Object.values(EXECUTION_STATE_NAMES).filter((name) => name !== "unknown");
+    const accepted = Object.values(EXECUTION_STATE_NAMES).filter((name) => name !== "unspecified");
     throw ShardlineError.invalid("--state", value, accepted.join(", "));
   }
   return Number(entry[0]) as ExecutionState;

@@ -6,6 +6,8 @@ import { CoreHarness, testSpec } from "./testing/core-harness.js";
 const FIRST = "11111111-1111-4111-8111-111111111111";
 const SECOND = "22222222-2222-4222-8222-222222222222";
 const LEASE_AND_MARGIN = DEFAULT_CORE_CONFIG.leaseTtlMs + DEFAULT_CORE_CONFIG.leaseMarginMs;
+/** The default disconnect grace, and the margin the controller adds to it. */
+const GRACE = DEFAULT_CORE_CONFIG.disconnectGraceMs + DEFAULT_CORE_CONFIG.leaseMarginMs;
 
 /** Agent w-1 (process FIRST, from 10.0.0.1) owns every shard of a manual-only job. */
 function heldId() {
@@ -85,7 +87,7 @@ describe("one process per agent id", () => {
     expect(h.core.listAgents()[0]).toMatchObject({ instanceId: SECOND, refusedHellos: 0 });
   });
 
-  it("adopts the runs a restarted process reports (its Kubernetes Jobs), and takes the others for lost only once the old lease has expired", () => {
+  it("adopts the runs a restarted process reports (its Kubernetes Jobs), and takes the others for lost only once the old lease and its disconnect grace are over", () => {
     const { h, holder } = heldId();
     h.core.triggerJob("job", [], undefined, h.now);
     h.flush();
@@ -99,9 +101,15 @@ describe("one process per agent id", () => {
 
     h.report("w-1", kept!, "succeeded");
     expect(h.execution(kept!)).toMatchObject({ state: "succeeded", attempt: 1 });
+    // The old process may go on running it for its disconnect grace after its lease.
     h.run(LEASE_AND_MARGIN);
+    expect(h.execution(gone!)).toMatchObject({ state: "unknown" });
+    expect(restarted.dispatched).toEqual([]);
+    h.run(GRACE);
     expect(h.execution(gone!)).toMatchObject({ state: "lost" });
-    expect(h.execution(gone!)!.error).toMatch(/^agent w-1's previous process \(instance 11111111\.\.\.\) lost its stream and its lease expired before the run finished$/);
+    expect(h.execution(gone!)!.error).toMatch(
+      /^agent w-1's previous process \(instance 11111111\.\.\.\) lost its stream and its lease expired before the run finished, and no word came from it within the disconnect grace of 15 s$/,
+    );
     // Run again, on the new process, now that the old one has surely stopped.
     expect(restarted.dispatched.map((c) => c.executionId)).toEqual([gone!.replace(/\/1$/, "/2")]);
   });

@@ -4,6 +4,8 @@ import { CoreHarness, testSpec, twoAgents, ownerOf } from "./testing/core-harnes
 import { DEFAULT_CORE_CONFIG } from "./config.js";
 
 const LEASE = 2000;
+/** The default disconnect grace, and the margin the controller adds to it. */
+const GRACE = DEFAULT_CORE_CONFIG.disconnectGraceMs + DEFAULT_CORE_CONFIG.leaseMarginMs;
 
 describe("leases and failover", () => {
   it("keeps a crashed agent's shards fenced until its lease expires, then moves them and re-runs its executions", () => {
@@ -20,8 +22,15 @@ describe("leases and failover", () => {
     for (const shard of aShards) expect(ownerOf(h, "job", shard)).toBe("a");
     expect(b.dispatched.length).toBe(2);
 
+    // Ownership moves at the lease; the runs may still be going on a: unknown, not run again.
     h.run(1000, ["a"]);
     for (const shard of aShards) expect(ownerOf(h, "job", shard)).toBe("b");
+    for (const id of onA) expect(h.execution(id)?.state).toBe("unknown");
+    expect(b.dispatched.length).toBe(2);
+    expect(h.core.waitingReason(onA[0]!)).toMatch(/^agent a has been out of reach since .*the run may still be going there/);
+
+    // Its disconnect grace over without a word from a: lost, and run again on b.
+    h.run(GRACE, ["a"]);
     for (const id of onA) {
       expect(h.execution(id)?.state).toBe("lost");
       const [job, fire, shard] = id.split("/");
@@ -48,10 +57,67 @@ describe("leases and failover", () => {
     h.flush();
     const onA = a.dispatchedIds();
     h.crash("a");
-    h.run(LEASE + 500, ["a"]);
+    h.run(LEASE + 500 + GRACE, ["a"]);
     expect(b.shardsOf("job")).toEqual([0, 1, 2, 3]);
     for (const id of onA) expect(h.execution(id)?.state).toBe("lost");
     expect(b.dispatched.length).toBe(2);
+  });
+
+  it("with spec.disconnectGraceSeconds 0, records a lost agent's runs lost and runs them again as soon as its lease expires", () => {
+    const { h, a, b } = twoAgents(testSpec("job", { schedule: undefined, disconnectGraceSeconds: 0 }));
+    h.core.triggerJob("job", [], undefined, h.now);
+    h.flush();
+    const onA = a.dispatchedIds();
+    expect(a.dispatched.map((d) => d.disconnectGraceMs)).toEqual([0, 0]);
+    h.crash("a");
+    h.run(LEASE + 500, ["a"]);
+    for (const id of onA) expect(h.execution(id)?.state).toBe("lost");
+    expect(b.dispatched.length).toBe(4);
+  });
+
+  it("tells the agent each run's disconnect grace: the job's, else the controller's; none with failover: fast", () => {
+    for (const [spec, grace] of [
+      [{}, DEFAULT_CORE_CONFIG.disconnectGraceMs],
+      [{ disconnectGraceSeconds: 60 }, 60_000],
+      [{ failover: "fast" as const, disconnectGraceSeconds: 60 }, 0],
+    ] as const) {
+      const { h, a } = twoAgents(testSpec("job", { schedule: undefined, ...spec }));
+      h.core.triggerJob("job", [], undefined, h.now);
+      h.flush();
+      expect(a.dispatched.map((d) => d.disconnectGraceMs)).toEqual([grace, grace]);
+    }
+  });
+
+  it("keeps an unknown run's shard busy for its next owner under overlap: forbid, and takes the run back when its agent reports it within the grace", () => {
+    const { h, a, b } = twoAgents();
+    h.core.triggerJob("job", [], undefined, h.now);
+    h.flush();
+    const onA = a.dispatchedIds();
+    for (const id of onA) h.report("a", id, "running");
+    const aShards = a.shardsOf("job");
+    // a is cut off: its stream stays open to nobody, and it sends no heartbeat.
+    h.run(LEASE + 500, ["a"]);
+    for (const shard of aShards) expect(ownerOf(h, "job", shard)).toBe("b");
+    // A new fire: b's own shards start it, a's former ones wait for the unknown runs.
+    const second = h.core.triggerJob("job", [], undefined, h.now);
+    h.flush();
+    const onAShards = second.executionIds.filter((id) => aShards.includes(Number(id.split("/")[2])));
+    for (const id of onAShards) {
+      expect(h.execution(id)?.state).toBe("pending");
+      expect(h.core.waitingReason(id)).toMatch(/busy with its previous run, which may still be going on an agent out of reach until/);
+    }
+    // a comes back within its grace, still running them: they are running again, on a.
+    h.connect("a", { executions: onA.map((id) => ({ executionId: id, state: "running" as const })) });
+    for (const id of onA) expect(h.execution(id)).toMatchObject({ state: "running", agent: "a" });
+    expect(h.events.filter((e) => e.type === "execution.reattached").map((e) => e.executionId)).toEqual(onA);
+    // They finish: recorded once, as attempt 1, and the waiting fire goes to the shard's owner.
+    for (const id of onA) h.report("a", id, "succeeded");
+    for (const id of onA) expect(h.execution(id)?.state).toBe("succeeded");
+    for (const id of onAShards) {
+      const owner = ownerOf(h, "job", Number(id.split("/")[2]));
+      expect(h.agents.get(owner!)!.dispatchedIds()).toContain(id);
+    }
+    expect(h.executionsOf("job").filter((e) => e.attempt > 1)).toEqual([]);
   });
 
   it("expires the lease of an agent whose stream stays open but sends no heartbeat, and closes its stream", () => {

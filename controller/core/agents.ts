@@ -12,6 +12,7 @@ import * as Executions from "./executions.js";
 import * as FireComplete from "./fire-complete.js";
 import * as Placement from "./placement.js";
 import * as Recovery from "./recovery.js";
+import * as DisconnectGrace from "./disconnect-grace.js";
 import * as Clock from "./clock.js";
 
 /**
@@ -119,14 +120,18 @@ export function takeOver(core: CoreState, agent: AgentEntry, replaced: { leaseEn
   );
 }
 
-/** The previous process's fence is over: its shards go to the new one, its runs nobody reported are lost. */
+/**
+ * The previous process's lease is over: its shards go to the new one, and its runs nobody
+ * reported go on as unknown for their disconnect grace (that process may still run them).
+ */
 export function endInheritedFence(core: CoreState, agent: AgentEntry): void {
   const inherited = agent.inherited!;
   agent.inherited = undefined;
   for (const id of inherited.runs) {
     const execution = core.open.get(id);
     if (execution !== undefined && execution.agent === agent.id) {
-      Executions.loseExecution(core, execution, `agent ${agent.id}'s previous process (instance ${shortInstance(inherited.instance)}) lost its stream and its lease expired before the run finished`);
+      const reason = `agent ${agent.id}'s previous process (instance ${shortInstance(inherited.instance)}) lost its stream and its lease expired before the run finished`;
+      DisconnectGrace.presumeGoing(core, execution, agent, inherited.until, reason, inherited.instance);
     }
   }
   const handed: AssignmentRef[] = [];
@@ -330,15 +335,16 @@ export function expireLease(core: CoreState, agent: AgentEntry): void {
     agent.connected = false;
   }
   core.emit("agent.lease-expired", `agent ${agent.id}'s lease expired; its shards move`, { agent: agent.id });
-  for (const shard of [...agent.shards]) {
-    Executions.loseRunning(core, shard, `agent ${agent.id}'s lease expired before the run finished`, agent.id);
-    Placement.unassign(core, shard);
-  }
+  // Its runs go on as unknown for their disconnect grace (or are lost now, without one); the
+  // entry stays while it holds any, so that the agent can report them when it comes back.
+  const reason = `agent ${agent.id}'s lease expired before the run finished`;
   for (const id of [...agent.executions]) {
     const execution = core.open.get(id);
-    if (execution !== undefined) Executions.loseExecution(core, execution, `agent ${agent.id}'s lease expired before the run finished`);
+    if (execution !== undefined) DisconnectGrace.presumeGoing(core, execution, agent, agent.leaseExpiry, reason);
   }
-  core.agents.delete(agent.id);
+  for (const shard of [...agent.shards]) Placement.unassign(core, shard);
+  agent.lost = true;
+  if (agent.executions.size === 0) core.agents.delete(agent.id);
   Placement.agentsChanged(core);
 }
 

@@ -1,11 +1,12 @@
 /**
  * Time: timers due at `now` (fires, leases, retries, the startup grace, a replaced process's
- * fence).
+ * fence, an unknown run's disconnect grace).
  */
 import { FIRE_COMPLETE_SHARD } from "./store-port.js";
 import { type TimerKind } from "./timer-queue.js";
 import type { CoreState } from "./core-state.js";
 import * as Agents from "./agents.js";
+import * as DisconnectGrace from "./disconnect-grace.js";
 import * as Fires from "./fires.js";
 import * as Executions from "./executions.js";
 import * as FireComplete from "./fire-complete.js";
@@ -63,5 +64,8 @@ export function onTimer(core: CoreState, timer: TimerKind): void {
       Agents.endInheritedFence(core, agent);
       return;
     }
+    case "unknown-run":
+      DisconnectGrace.graceOver(core, timer.executionId);
+      return;
   }
 }

@@ -28,6 +28,13 @@ export interface CoreConfig {
    * agent is told this in Welcome and never waits longer. 0: make each fire at its instant.
    */
   dispatchAheadMs: number;
+  /**
+   * How long an agent whose lease lapsed lets a started run go on, waiting to reach a controller
+   * again, for jobs that do not set spec.disconnectGraceSeconds (default 15 s). The controller
+   * counts such a run as unknown until then, plus leaseMarginMs, and runs its fire elsewhere
+   * only after. 0: a lapse aborts runs at once, and they re-run right after the lease.
+   */
+  disconnectGraceMs: number;
   /** Strategies loaded from user modules, by the NAME in `spec.strategy: custom:NAME`. */
   customStrategies?: ReadonlyMap<string, ShardingStrategy>;
 }
@@ -38,4 +45,5 @@ export const DEFAULT_CORE_CONFIG: CoreConfig = {
   leaseMarginMs: 50,
   maxMissedFiresRecorded: 100,
   dispatchAheadMs: 250,
+  disconnectGraceMs: 15_000,
 };

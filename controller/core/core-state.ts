@@ -6,6 +6,7 @@ import type { AssignmentRef, CoreEvent } from "./messages.js";
 import { Outbox } from "./outbox.js";
 import { TimerQueue } from "./timer-queue.js";
 import type { AgentEntry, ShardEntry, JobEntry, FireProgress } from "./model.js";
+import type { UnknownRun } from "./disconnect-grace.js";
 
 /**
  * Everything the controller core remembers between steps, shared by its concept modules (agents,
@@ -21,6 +22,8 @@ export class CoreState {
   readonly agents = new Map<string, AgentEntry>();
   readonly sessions = new Map<string, string>();
   readonly open = new Map<string, ExecutionRecord>();
+  /** Runs whose agent's lease ended while they may still be going there (disconnect-grace.ts). */
+  readonly unknownRuns = new Map<string, UnknownRun>();
   /** Open executions already asked to stop (cancel, overlap: replace, a daemon's revoke). */
   readonly cancelling = new Set<string>();
   /** Fires on their way to their spec.onFireComplete run, by fireKey. */

@@ -3,6 +3,9 @@ import { DEFAULT_CORE_CONFIG } from "./config.js";
 import type { ExecutionTracing, TraceCarrier, TracedExecution } from "./execution-tracing.js";
 import { CoreHarness, testSpec } from "./testing/core-harness.js";
 
+/** The default disconnect grace, and the margin the controller adds to it. */
+const GRACE = DEFAULT_CORE_CONFIG.disconnectGraceMs + DEFAULT_CORE_CONFIG.leaseMarginMs;
+
 const LEASE = DEFAULT_CORE_CONFIG.leaseTtlMs;
 
 /** A fake trace port that hands out a context naming each execution, and remembers each call. */
@@ -62,7 +65,7 @@ describe("trace context of executions", () => {
     for (const id of onA) h.report("a", id, "running");
 
     h.crash("a");
-    h.run(LEASE + 1000, ["a"]);
+    h.run(LEASE + 1000 + GRACE, ["a"]);
 
     for (const id of onA) {
       const rerun = id.replace(/\/1$/, "/2");
@@ -83,7 +86,7 @@ describe("trace context of executions", () => {
     // The controller restarts; the runner never comes back, the other agent does.
     h.start();
     const survivor = h.connect(runner === "a" ? "b" : "a", { handlers: ["work", "done"] });
-    h.run(2 * LEASE + 1000, [runner]);
+    h.run(2 * LEASE + 1000 + GRACE, [runner]);
 
     const rerun = first.replace(/\/1$/, "/2");
     expect(tracing.callFor(rerun)?.replaces).toEqual({ traceparent: `ctx-of-${first}` });

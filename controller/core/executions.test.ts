@@ -1,7 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { CoreHarness, testSpec, twoAgents, oneAgent } from "./testing/core-harness.js";
+import { DEFAULT_CORE_CONFIG } from "./config.js";
 
 const LEASE = 2000;
+/** The default disconnect grace, and the margin the controller adds to it. */
+const GRACE = DEFAULT_CORE_CONFIG.disconnectGraceMs + DEFAULT_CORE_CONFIG.leaseMarginMs;
 
 describe("retries", () => {
   it("retries a failed execution after its backoff, doubling the wait, up to the limit", () => {
@@ -84,7 +87,7 @@ describe("cancel", () => {
     h.core.cancelExecution(id!, "", h.now);
     h.flush();
     h.crash(owner);
-    h.run(3000, [owner]);
+    h.run(3000 + GRACE, [owner]);
     expect(h.execution(id!)?.state).toBe("cancelled");
     expect(h.execution(id!.replace(/\/1$/, "/2"))).toBeUndefined();
   });
@@ -147,7 +150,7 @@ describe("work that outlives an agent's process", () => {
     const onA = a.dispatchedIds();
     for (const id of onA) h.report("a", id, "running");
     h.crash("a");
-    h.run(LEASE + 1000, ["a"]);
+    h.run(LEASE + 1000 + GRACE, ["a"]);
     for (const id of onA) expect(h.execution(id)?.state).toBe("lost");
     expect(b.dispatchedIds()).toEqual(expect.arrayContaining(onA.map((id) => id.replace(/\/1$/, "/2"))));
     // Back, still running its first attempts (Kubernetes Jobs outlive the agent's process).

@@ -14,6 +14,7 @@ import * as Fires from "./fires.js";
 import * as FireComplete from "./fire-complete.js";
 import * as DaemonRuns from "./daemon-runs.js";
 import * as Clock from "./clock.js";
+import * as DisconnectGrace from "./disconnect-grace.js";
 
 export function executionUpdates(core: CoreState, session: string, reports: readonly ExecutionUpdate[], now: number): void {
   Clock.advance(core, now);
@@ -124,8 +125,17 @@ export function applyReport(core: CoreState, agent: AgentEntry, report: Executio
   }
   if (report.state === "running") {
     if (execution.state !== "running") {
+      if (DisconnectGrace.reported(core, execution.id)) {
+        core.emit("execution.reattached", `${execution.id} is still running on ${agent.id}, which is back within its disconnect grace`, {
+          job: execution.job,
+          shard: execution.shard,
+          agent: agent.id,
+          executionId: execution.id,
+          state: "running",
+        });
+      }
       execution.state = "running";
-      execution.startedAt = report.startedAt ?? core.now;
+      execution.startedAt = report.startedAt ?? execution.startedAt ?? core.now;
       core.outbox.saveExecution(execution);
     }
     return;
@@ -209,6 +219,7 @@ export function closeExecution(core: CoreState,  execution: ExecutionRecord, sta
   core.open.delete(execution.id);
   core.queuedAt.delete(execution.id);
   core.cancelling.delete(execution.id);
+  core.unknownRuns.delete(execution.id);
   const agent = core.agents.get(execution.agent);
   const freed = agent !== undefined && agent.executions.delete(execution.id);
   const shard = core.jobs.get(execution.job)?.shards[execution.shard];
@@ -295,9 +306,11 @@ export function dispatchShard(core: CoreState, shard: ShardEntry, max = Infinity
     if (shard.running.size > 0 && spec.overlap === "forbid") break;
     if (shard.running.size > 0 && spec.overlap === "replace") {
       const stale = [...shard.running].filter((id) => !core.cancelling.has(id));
-      if (stale.length > 0) {
-        for (const id of stale) core.cancelling.add(id);
-        core.outbox.send(agent.session, { kind: "cancel", executionIds: stale, reason: "replaced by a newer fire (overlap: replace)" });
+      for (const id of stale) core.cancelling.add(id);
+      // Each to the agent running it: after a failover, an unknown run is another agent's.
+      for (const [holder, ids] of byAgent(core, stale)) {
+        const on = core.agents.get(holder);
+        if (on?.connected === true) core.outbox.send(on.session, { kind: "cancel", executionIds: ids, reason: "replaced by a newer fire (overlap: replace)" });
       }
     }
     const execution = shard.queue.shift()!;
@@ -317,6 +330,8 @@ export function dispatchShard(core: CoreState, shard: ShardEntry, max = Infinity
       attempt: execution.attempt,
       handler: spec.handler,
       timeoutMs: spec.timeoutSeconds * 1000,
+      disconnectGraceMs: DisconnectGrace.graceOf(core, spec, execution.cause === "daemon"),
+      fencingToken: DisconnectGrace.fencingToken(shard.term, shard.generation),
       assignment: { job: shard.job, shard: shard.shard, term: shard.term, generation: shard.generation },
       traceContext: execution.traceContext ?? {},
       ...executorOf(spec),
@@ -353,4 +368,14 @@ export function kubernetesContext(kubernetes: KubernetesSpec): NonNullable<Execu
     podTemplates.set(kubernetes, context);
   }
   return context;
+}
+
+/** Open executions' ids by the agent they were dispatched to. */
+function byAgent(core: CoreState, ids: readonly string[]): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const id of ids) {
+    const holder = core.open.get(id)?.agent ?? "";
+    out.set(holder, [...(out.get(holder) ?? []), id]);
+  }
+  return out;
 }

@@ -3,6 +3,9 @@ import { DEFAULT_CORE_CONFIG } from "./config.js";
 import type { ExecutionContext } from "./messages.js";
 import { CoreHarness, type ModelAgent, testSpec } from "./testing/core-harness.js";
 
+/** The default disconnect grace, and the margin the controller adds to it. */
+const GRACE = DEFAULT_CORE_CONFIG.disconnectGraceMs + DEFAULT_CORE_CONFIG.leaseMarginMs;
+
 const WITH_HOOK = { schedule: undefined, shards: 3, onFireComplete: { handler: "done" } };
 
 function completionRuns(...agents: ModelAgent[]): ExecutionContext[] {
@@ -78,7 +81,7 @@ describe("spec.onFireComplete", () => {
     const onB = ids.find((id) => b.dispatchedIds().includes(id))!;
     h.report("b", onB, "succeeded");
     h.crash("a");
-    h.run(DEFAULT_CORE_CONFIG.leaseTtlMs + DEFAULT_CORE_CONFIG.heartbeatIntervalMs, ["a"]);
+    h.run(DEFAULT_CORE_CONFIG.leaseTtlMs + DEFAULT_CORE_CONFIG.heartbeatIntervalMs + GRACE, ["a"]);
     expect(completionRuns(a, b)).toEqual([]);
 
     const failover = onA.replace(/\/1$/, "/2");
@@ -101,7 +104,7 @@ describe("spec.onFireComplete", () => {
     h.run(DEFAULT_CORE_CONFIG.leaseTtlMs - DEFAULT_CORE_CONFIG.heartbeatIntervalMs, [holder.id]);
     expect(completionRuns(other)).toEqual([]);
 
-    h.run(2 * DEFAULT_CORE_CONFIG.heartbeatIntervalMs, [holder.id]);
+    h.run(2 * DEFAULT_CORE_CONFIG.heartbeatIntervalMs + GRACE, [holder.id]);
     expect(h.execution(run!.executionId)!.state).toBe("lost");
     const [again] = completionRuns(other);
     expect(again).toMatchObject({ executionId: run!.executionId.replace(/\/1$/, "/2"), attempt: 2, fireOutcome: run!.fireOutcome });

@@ -11,6 +11,7 @@ import { CoreState, push } from "./core-state.js";
 import * as Fires from "./fires.js";
 import * as Executions from "./executions.js";
 import * as Placement from "./placement.js";
+import * as DisconnectGrace from "./disconnect-grace.js";
 
 /**
  * Counts the execution's shard as finished in its fire; when it was the last one, queues the
@@ -84,6 +85,9 @@ export function dispatchFireCompletes(core: CoreState): void {
       attempt: run.attempt,
       handler: hook!.handler,
       timeoutMs: spec!.timeoutSeconds * 1000,
+      disconnectGraceMs: DisconnectGrace.graceOf(core, spec, false),
+      // A hook run holds no assignment: the newest one made so far fences it against earlier runs.
+      fencingToken: DisconnectGrace.fencingToken(core.term, core.generation),
       traceContext: run.traceContext ?? {},
       fireOutcome: run.fireOutcome ?? [],
     });

@@ -55,6 +55,10 @@ export interface ExecutionContext {
   attempt: number;
   handler: string;
   timeoutMs: number;
+  /** How long the agent lets it go on after its lease lapsed (see disconnect-grace.ts). */
+  disconnectGraceMs: number;
+  /** term * 2^32 + generation of its assignment (or of the newest one, for a hook run): see fencingToken. */
+  fencingToken: bigint;
   /** The assignment it runs under; absent for a completion hook run, which has none. */
   assignment?: AssignmentRef;
   traceContext: Record<string, string>;

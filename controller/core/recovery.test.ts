@@ -2,6 +2,9 @@ import { describe, expect, it } from "vitest";
 import { DEFAULT_CORE_CONFIG } from "./config.js";
 import { CoreHarness, testSpec, twoAgents } from "./testing/core-harness.js";
 
+/** The default disconnect grace, and the margin the controller adds to it. */
+const GRACE = DEFAULT_CORE_CONFIG.disconnectGraceMs + DEFAULT_CORE_CONFIG.leaseMarginMs;
+
 const MARGIN = DEFAULT_CORE_CONFIG.leaseMarginMs;
 const LEASE = 2000;
 
@@ -110,7 +113,7 @@ describe("controller restart", () => {
     const onA = a.dispatchedIds();
     h.start();
     const b2 = h.connect("b", { held: [] });
-    h.run(LEASE + DEFAULT_CORE_CONFIG.leaseMarginMs + 500, ["a"]);
+    h.run(LEASE + DEFAULT_CORE_CONFIG.leaseMarginMs + 500 + GRACE, ["a"]);
     for (const id of onA) {
       expect(h.execution(id)?.state).toBe("lost");
       expect(b2.dispatchedIds()).toContain(id.replace(/\/1$/, "/2"));

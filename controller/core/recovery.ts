@@ -10,6 +10,7 @@ import type { AgentEntry } from "./model.js";
 import { CoreState } from "./core-state.js";
 import { fireKey, outcomeOf } from "./fire-complete.js";
 import * as Agents from "./agents.js";
+import * as DisconnectGrace from "./disconnect-grace.js";
 import * as Fires from "./fires.js";
 import * as JobAdmin from "./job-admin.js";
 import * as Executions from "./executions.js";
@@ -26,6 +27,7 @@ export function reattachExecutions(core: CoreState, agent: AgentEntry, reports: 
   const reported = new Set<string>();
   const finished: ExecutionUpdate[] = [];
   const stale: string[] = [];
+  const cancelAgain: string[] = [];
   for (const report of reports) {
     const execution = core.open.get(report.executionId);
     if (execution === undefined || execution.agent !== agent.id) {
@@ -35,22 +37,36 @@ export function reattachExecutions(core: CoreState, agent: AgentEntry, reports: 
       continue;
     }
     reported.add(execution.id);
-    if (report.state === "pending") continue;
+    // A cancel asked while the agent was out of reach is asked again.
+    if (core.cancelling.has(execution.id) && (report.state === "running" || report.state === "pending")) cancelAgain.push(execution.id);
+    if (report.state === "pending") {
+      // Dispatched ahead and never started: no longer unknown.
+      if (DisconnectGrace.reported(core, execution.id)) {
+        execution.state = "pending";
+        core.outbox.saveExecution(execution);
+      }
+      continue;
+    }
     if (report.state === "running") Executions.applyReport(core, agent, report);
     else finished.push(report);
   }
+  const instance = agent.instance;
   for (const id of [...agent.executions]) {
     if (reported.has(id)) {
       agent.inherited?.runs.delete(id);
       continue;
     }
-    // A previous process's run stays its own until its fence ends: it may still be running it.
-    if (agent.inherited?.runs.has(id)) continue;
+    // A previous process's run stays its own until its fence ends, and its grace after that:
+    // that process may still be running it behind a partition.
+    if (agent.inherited?.runs.has(id) || DisconnectGrace.heldByAnotherProcess(core, id, instance)) continue;
     const execution = core.open.get(id);
     if (execution !== undefined) Executions.loseExecution(core, execution, `agent ${agent.id} reconnected without it`);
   }
   if (stale.length > 0) {
     core.outbox.send(agent.session, { kind: "cancel", executionIds: stale, reason: "the controller no longer counts this execution as running on this agent" });
+  }
+  if (cancelAgain.length > 0) {
+    core.outbox.send(agent.session, { kind: "cancel", executionIds: cancelAgain, reason: "cancelled while the agent was out of reach" });
   }
   return finished;
 }

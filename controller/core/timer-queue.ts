@@ -5,7 +5,9 @@ export type TimerKind =
   | { kind: "retry"; job: string; shard: number }
   | { kind: "startup-grace" }
   /** A replaced process's lease ends: its shards go to the process that took its id over. */
-  | { kind: "inherited"; agent: string; incarnation: number };
+  | { kind: "inherited"; agent: string; incarnation: number }
+  /** An unknown run's disconnect grace ends: lost, unless its agent reported it meanwhile. */
+  | { kind: "unknown-run"; executionId: string };
 
 interface Entry {
   at: number;

@@ -7,13 +7,16 @@ import { at, whyNoAgentCanRun, whyNoAgentForHook, whyNoScheduledFires } from "./
 import type { ShardEntry, JobEntry } from "./model.js";
 import { CoreState } from "./core-state.js";
 import * as Executions from "./executions.js";
+import * as DisconnectGrace from "./disconnect-grace.js";
 
 /**
- * Why a pending execution is not running yet, for operators; undefined when it is not waiting
- * in a queue (dispatched, and only waiting for its fire instant on its agent, or finished).
+ * Why a pending execution is not running yet, or what an unknown one waits for, for operators;
+ * undefined when it is not waiting in a queue (dispatched, and only waiting for its fire instant
+ * on its agent, or finished).
  */
 export function waitingReason(core: CoreState, id: string): string | undefined {
   const execution = core.open.get(id);
+  if (execution?.state === "unknown") return DisconnectGrace.unknownReason(core, execution);
   if (execution === undefined || !core.queuedAt.has(id)) return undefined;
   const job = core.jobs.get(execution.job);
   if (job === undefined) return "its job is being deleted";
@@ -64,7 +67,13 @@ export function shardWait(core: CoreState, job: JobEntry, shard: ShardEntry, hea
   }
   if (shard.revoking) return `moving away from ${owner.id}, which has not released it yet`;
   if (owner.leaving) return `its owner ${owner.id} is leaving (it said goodbye): the shard moves to another agent`;
-  if (shard.running.size > 0 && job.record.spec.overlap === "forbid") return "busy with its previous run (spec.overlap: forbid)";
+  if (shard.running.size > 0 && job.record.spec.overlap === "forbid") {
+    const unknown = [...shard.running].map((id) => core.unknownRuns.get(id)).find((u) => u !== undefined);
+    if (unknown !== undefined) {
+      return `busy with its previous run, which may still be going on an agent out of reach until ${at(unknown.until)} (its disconnect grace; spec.overlap: forbid)`;
+    }
+    return "busy with its previous run (spec.overlap: forbid)";
+  }
   if (!Executions.hasSlot(core, owner)) return `its owner ${owner.id} runs its --max-concurrent ${owner.maxConcurrent} executions`;
   if (head !== undefined && shard.queue.length > 0 && shard.queue[0]!.id !== head) return "behind its earlier executions";
   return undefined;

@@ -140,7 +140,7 @@ export function adminService(
         const positions = core.queuePositions();
         // Up to 10,000 of them: encoded in slices, so that the event loop keeps firing meanwhile.
         return encodeRepeatedInSlices(ListExecutionsResponseSchema, "executions", ExecutionSchema, executions, (e) =>
-          executionToProto(e, positions.get(e.id), e.state === "pending" ? core.waitingReason(e.id) : undefined),
+          executionToProto(e, positions.get(e.id), e.state === "pending" || e.state === "unknown" ? core.waitingReason(e.id) : undefined),
         );
       });
     },

@@ -384,6 +384,8 @@ function toResponse(term: number, command: AgentCommand): Response {
               attempt: e.attempt,
               handler: e.handler,
               timeoutMs: e.timeoutMs,
+              disconnectGraceMs: e.disconnectGraceMs,
+              fencingToken: e.fencingToken,
               ...(e.assignment === undefined ? {} : { assignment: assignmentToProto(e.assignment) }),
               traceContext: e.traceContext,
               ...(e.script === undefined ? {} : { script: e.script }),

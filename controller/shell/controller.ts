@@ -46,6 +46,8 @@ export interface ControllerOptions {
   leaderTtlSeconds?: number;
   heartbeatIntervalMs?: number;
   leaseTtlMs?: number;
+  /** How long agents keep a run going after their lease lapsed, for jobs that do not say (default 15 s). */
+  disconnectGraceMs?: number;
   logLevel?: string;
   /** Finished executions kept; default 1,000 per job and 7 days. */
   retention?: RetentionPolicy;
@@ -133,6 +135,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
     customStrategies,
     ...(options.heartbeatIntervalMs === undefined ? {} : { heartbeatIntervalMs: options.heartbeatIntervalMs }),
     ...(options.leaseTtlMs === undefined ? {} : { leaseTtlMs: options.leaseTtlMs }),
+    ...(options.disconnectGraceMs === undefined ? {} : { disconnectGraceMs: options.disconnectGraceMs }),
   };
   const retention = options.retention ?? RETENTION_DEFAULT;
   const tokens =

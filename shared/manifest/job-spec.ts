@@ -160,6 +160,13 @@ export interface JobSpec {
   overlap: OverlapPolicy;
   /** spec.timeoutSeconds: 0 (none) .. 604800, default 0. */
   timeoutSeconds: number;
+  /**
+   * spec.disconnectGraceSeconds: 0..86400; absent: the controller's --disconnect-grace. How long
+   * a run goes on on an agent that lost its lease (out of reach of every controller), waiting
+   * for a controller to come back, before the agent aborts it; the controller runs the fire
+   * elsewhere only after that. Ignored with failover: fast and for daemon runs (always 0).
+   */
+  disconnectGraceSeconds?: number;
   /** spec.retries: limit 0..100 (default 0), backoffSeconds 0..86400 (default 10). */
   retries: { limit: number; backoffSeconds: number };
   /**

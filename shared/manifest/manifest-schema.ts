@@ -131,6 +131,11 @@ const specFields = mapping("spec", {
   maxCatchUp: integer(1, 1000).default(10).describe("The most missed fires misfire catch-up runs."),
   overlap: oneOf(OVERLAP_POLICIES).default("forbid").describe("What a fire does while the shard's previous run is still going."),
   timeoutSeconds: integer(0, 604_800).default(0).describe("The agent aborts an execution after this long; 0 is none."),
+  disconnectGraceSeconds: integer(0, 86_400)
+    .optional()
+    .describe(
+      "How long a running execution goes on when its agent loses touch with every controller (a controller restart, a partition) before the agent aborts it; the fire re-runs elsewhere only after it. Absent: the controller's --disconnect-grace (15 s by default). 0: abort at once. Ignored with failover: fast.",
+    ),
   retries: retries.prefault({}).describe("Retries of a failed or timed-out execution, the backoff doubling each time."),
   placement: placement.prefault({}).describe("Which agents may own the job's shards, and how they are spread across topology."),
   suspend: flag().default(false).describe("No scheduled fires while true."),

@@ -3,6 +3,7 @@ import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import { ShardlineError } from "../../../shared/errors.js";
 import type { JobSpec } from "../../../shared/manifest/job-spec.js";
+import { OPEN_STATES } from "../../../shared/execution-state.js";
 import type {
   ExecutionCause,
   ExecutionQuery,
@@ -21,7 +22,7 @@ import { migrate } from "./schema.js";
 export const IN_MEMORY = ":memory:";
 
 /** The states the store treats as open; everything else is terminal and may be pruned. */
-const OPEN_STATES_SQL = "('pending', 'running')";
+const OPEN_STATES_SQL = `(${OPEN_STATES.map((state) => `'${state}'`).join(", ")})`;
 
 const EXECUTION_COLUMNS =
   "id, job, shard, fire_time, attempt, agent, state, started_at, finished_at, error, result, cause, parameter, not_before, fire_outcome, trace_context";
