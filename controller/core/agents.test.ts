@@ -98,6 +98,7 @@ describe("leases and failover", () => {
     // a is cut off: its stream stays open to nobody, and it sends no heartbeat.
     h.run(LEASE + 500, ["a"]);
     for (const shard of aShards) expect(ownerOf(h, "job", shard)).toBe("b");
+    expect(b.dispatched.length).toBe(2);
     // A new fire: b's own shards start it, a's former ones wait for the unknown runs.
     const second = h.core.triggerJob("job", [], undefined, h.now);
     h.flush();
