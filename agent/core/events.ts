@@ -18,6 +18,8 @@ export interface DispatchedRun {
   hook: boolean;
   /** Its fire instant, wall-clock Unix ms: it starts then (see the hold-run effect). */
   fireTimeUnixMs: number;
+  /** How long it may go on once started if the lease lapses (ExecutionContext.disconnect_grace_ms); 0: abort at the lapse. */
+  graceMs: number;
   /** Why this agent has no executor for it, if it has none: reported FAILED. */
   unrunnable?: string;
 }

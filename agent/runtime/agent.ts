@@ -498,6 +498,7 @@ export class Agent {
         assignment: context.assignment?.shard ? refOf(context.assignment) : undefined,
         hook: context.fireOutcome !== undefined,
         fireTimeUnixMs: Number(context.fireTimeUnixMs),
+        graceMs: context.disconnectGraceMs,
         ...(typeof executor === "string" ? { unrunnable: executor } : {}),
       });
     }

@@ -823,6 +823,7 @@ export class World {
             assignment: context.assignment === undefined ? undefined : heldRef(context.assignment),
             hook: context.fireOutcome !== undefined,
             fireTimeUnixMs: context.fireTime,
+            graceMs: context.disconnectGraceMs,
           })),
         };
         agent.dispatching = new Map(command.executions.map((context) => [context.executionId, context]));

@@ -15,8 +15,8 @@ export function shard(shard: number, generation = 1n): AssignmentRef {
   return { job: "job", shard, term: 1n, generation };
 }
 
-export function run(executionId: string, on: AssignmentRef | undefined, fireTimeUnixMs = FIRE): DispatchedRun {
-  return { executionId, job: "job", assignment: on, hook: false, fireTimeUnixMs };
+export function run(executionId: string, on: AssignmentRef | undefined, fireTimeUnixMs = FIRE, graceMs = 0): DispatchedRun {
+  return { executionId, job: "job", assignment: on, hook: false, fireTimeUnixMs, graceMs };
 }
 
 /** An agent core on a fake clock: `at` moves the clock, every step returns the effects it made. */
