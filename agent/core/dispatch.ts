@@ -45,7 +45,7 @@ export function takeDispatch(port: DispatchPort, runs: DispatchedRun[], atUnixMs
       continue;
     }
     // A completion hook run belongs to no shard: no revoke waits for it.
-    port.runs.hold(run.executionId, run.job, run.hook ? NO_SHARD : run.assignment!.shard);
+    port.runs.hold(run.executionId, run.job, run.hook ? NO_SHARD : run.assignment!.shard, run.graceMs);
     // Dispatched ahead of its fire instant: started at it, by the agent's clock, if the lease
     // still holds then.
     port.emit({ kind: "hold-run", executionId: run.executionId, fireTimeUnixMs: run.fireTimeUnixMs, maxWaitMs: port.dispatchAheadMs });

@@ -13,6 +13,10 @@ export interface HeldRun {
   readonly shard: number;
   /** True once told to start (at its fire instant, under a valid lease). */
   started: boolean;
+  /** How long it may go on, once started, after the lease lapsed (its disconnect grace); 0: not at all. */
+  readonly graceMs: number;
+  /** While the agent is fenced: when its grace ends and it is aborted, unless a Welcome comes first. */
+  abortAt?: number;
   /** The RUNNING report, listed in the next Hello while the run lasts. */
   running?: ExecutionUpdate;
 }
@@ -34,8 +38,8 @@ export class RunBook {
   }
 
   /** Holds a run, not started. */
-  hold(executionId: string, job: string, shard: number): HeldRun {
-    const run: HeldRun = { executionId, job, shard, started: false };
+  hold(executionId: string, job: string, shard: number, graceMs = 0): HeldRun {
+    const run: HeldRun = { executionId, job, shard, started: false, graceMs };
     this.#runs.set(executionId, run);
     return run;
   }
