@@ -5,6 +5,7 @@
 export {
   defineHandlers,
   defineListeners,
+  LeaseLostError,
   loadHandlerModule,
   loadHandlers,
   type ExecutionListeners,
@@ -15,6 +16,7 @@ export {
   type HandlerContext,
   type HandlerMap,
   type HandlerModule,
+  type LeaseLostReason,
 } from "./sdk.js";
 export { Agent, type AgentEvents, type AgentState, type SessionInfo, type ShardView } from "./runtime/agent.js";
 export { type AgentOptions, type Clock } from "./runtime/agent-options.js";

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { ShardlineError } from "../shared/errors.js";
-import { defineHandlers, defineListeners, loadHandlerModule, loadHandlers } from "./sdk.js";
+import { defineHandlers, defineListeners, LeaseLostError, loadHandlerModule, loadHandlers } from "./sdk.js";
 
 const dir = mkdtempSync(join(tmpdir(), "shardline-handlers-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -111,5 +111,15 @@ describe("defineHandlers", () => {
   it("returns the map as given", () => {
     const map = { a: () => 1 };
     expect(defineHandlers(map)).toBe(map);
+  });
+});
+
+describe("LeaseLostError", () => {
+  it("is a ShardlineError (failed-precondition) that carries the execution, its fencing token and why, and its cause", () => {
+    const cause = new Error("fenced");
+    const error = new LeaseLostError("the lease lapsed", "billing/1700000000000/3/1", 12_884_901_895n, "lease-lapsed", { cause });
+    expect(error).toBeInstanceOf(ShardlineError);
+    expect(error).toMatchObject({ code: "failed-precondition", message: "the lease lapsed", executionId: "billing/1700000000000/3/1", fencingToken: 12_884_901_895n, reason: "lease-lapsed" });
+    expect(error.cause).toBe(cause);
   });
 });

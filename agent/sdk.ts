@@ -31,6 +31,22 @@ export interface HandlerContext {
   /** The id of the agent running it. */
   readonly agentId: string;
   /**
+   * A number that only grows for this shard, across owners and controller terms (term * 2^32 +
+   * generation of the assignment the run is under; for a spec.onFireComplete hook, of the newest
+   * assignment when it was dispatched). Make an external side effect conditional on it, e.g.
+   * `UPDATE ... SET ..., fencing_token = $1 WHERE fencing_token <= $1`, and a run of a previous
+   * owner that wakes from a pause cannot overwrite the next owner's work. See docs/fencing.md.
+   */
+  readonly fencingToken: bigint;
+  /**
+   * Throws a LeaseLostError when this run must not act any more: the agent's lease has lapsed by
+   * its own clock (the shard may belong to another agent now, even while the run goes on for its
+   * disconnect grace), or the run was aborted (signal). Call it right before each side effect.
+   * It narrows the window of a paused process to the side effect itself; only fencingToken,
+   * checked by the system the effect lands in, closes it.
+   */
+  assertLease(): void;
+  /**
    * W3C trace context (traceparent, tracestate) for work this handler passes on, e.g. in the
    * headers of a call it makes: of this execution's `shardline.execution` span when the agent
    * traces (OTEL_* set), else of the fire as the controller sent it (empty when untraced). When
@@ -47,6 +63,29 @@ export interface HandlerContext {
    * "/complete/ATTEMPT".
    */
   readonly fireOutcome?: readonly FireShardOutcome[];
+}
+
+/** Why HandlerContext.assertLease refused: the agent's lease lapsed, or the run was aborted. */
+export type LeaseLostReason = "lease-lapsed" | "aborted";
+
+/**
+ * Thrown by HandlerContext.assertLease: the run may no longer act on its shard. A handler that
+ * lets it propagate ends the execution LOST (not FAILED), so that failover runs the fire again
+ * on the shard's owner; whatever the run did before it is the handler's to undo or to fence.
+ */
+export class LeaseLostError extends ShardlineError {
+  constructor(
+    message: string,
+    /** The execution that was refused. */
+    readonly executionId: string,
+    /** The refused run's HandlerContext.fencingToken: the shard's next owner holds a greater one. */
+    readonly fencingToken: bigint,
+    /** "lease-lapsed" (by the agent's own clock) or "aborted" (cancelled, timed out, lost, shut down). */
+    readonly reason: LeaseLostReason,
+    options?: { cause?: unknown },
+  ) {
+    super("failed-precondition", message, {}, options);
+  }
 }
 
 /** How one shard of a fire ended, as a spec.onFireComplete hook is told. */

@@ -42,6 +42,7 @@ function run(listeners: ExecutionListeners, handlers: HandlerMap, init: ContextI
       },
     },
     agentId: "agent-1",
+    leaseValid: () => true,
     logger,
     maxResultBytes: 4096,
     report: (update) => {
@@ -52,7 +53,7 @@ function run(listeners: ExecutionListeners, handlers: HandlerMap, init: ContextI
   const reporting: ReportOptions = { maxResultBytes: 4096, report: listening.report };
   const executor: Executor = init.script
     ? listening.wrap(new ScriptExecutor({ ...reporting, agentId: "agent-1", allowed: [process.execPath], logger }))
-    : listening.wrap(new HandlerExecutor({ ...reporting, agentId: "agent-1", handlers, logger }));
+    : listening.wrap(new HandlerExecutor({ ...reporting, agentId: "agent-1", leaseValid: () => true, handlers, logger }));
   const execution = executor.create(
     create(ExecutionContextSchema, {
       executionId: `billing/${FIRE}/3/1`,

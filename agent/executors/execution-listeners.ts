@@ -10,6 +10,8 @@ import {
   type AbortState,
   type ExecutionRun,
   type Executor,
+  type HandlerContextParts,
+  type LeaseCheck,
   type ReportSink,
   type StopState,
 } from "./execution-run.js";
@@ -22,6 +24,8 @@ export interface ExecutionListeningOptions {
   report: ReportSink;
   /** The agent's id, for HandlerContext.agentId. */
   agentId: string;
+  /** Whether the agent's lease holds now, by its own clock: what HandlerContext.assertLease checks. */
+  leaseValid: LeaseCheck;
   /** Parent of each execution's logger; also where a failing afterExecution is logged. */
   logger: Logger;
   /** Longest error text reported, in UTF-8 bytes (for a failing beforeExecution). */
@@ -102,7 +106,7 @@ class ListenedRun implements ExecutionRun {
     this.#options = options;
     this.#clock = options.clock ?? (() => performance.now());
     this.#log = options.logger.child({ executionId: context.executionId, job: context.job, shard: context.shard });
-    this.#ctx = handlerContextOf(context, options.agentId, this.#controller.signal, this.#log);
+    this.#ctx = handlerContextOf(context, this.#contextParts());
     // Reports what happens before the work starts: RUNNING, a failing beforeExecution, a stop.
     this.#reports = new RunReports(context, { maxResultBytes: options.maxResultBytes, report, ...(options.wallClock ? { wallClock: options.wallClock } : {}) });
   }
@@ -121,7 +125,7 @@ class ListenedRun implements ExecutionRun {
     if (traceContext !== undefined && traceContext !== this.context.traceContext) {
       // The hooks see the trace context the work runs under, as the handler does.
       this.#traceContext = traceContext;
-      this.#ctx = handlerContextOf(this.context, this.#options.agentId, this.#controller.signal, this.#log, traceContext);
+      this.#ctx = handlerContextOf(this.context, this.#contextParts(), traceContext);
     }
     attachTraceContext(this.#log, traceContext ?? this.context.traceContext);
     const before = this.#options.listeners.beforeExecution;
@@ -183,6 +187,10 @@ class ListenedRun implements ExecutionRun {
     } catch (error) {
       this.#afterFailed(error);
     }
+  }
+
+  #contextParts(): HandlerContextParts {
+    return { agentId: this.#options.agentId, signal: this.#controller.signal, log: this.#log, leaseValid: this.#options.leaseValid };
   }
 
   #startWork(): void {

@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import type { ExecutionContext, ExecutionUpdate } from "../../shared/gen/shardline/v1/agent_service_pb.js";
 import { executionStateName } from "../../shared/execution-view.js";
 import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
-import type { HandlerContext } from "../sdk.js";
+import { LeaseLostError, type HandlerContext } from "../sdk.js";
 import { truncateUtf8 } from "./output-tail.js";
 
 /** The states an execution can be stopped with from outside. */
@@ -135,7 +135,8 @@ export class RunReports {
 
 /**
  * The execution context as scripts (on stdin) and HTTP endpoints (as the default body) receive
- * it: the same fields a handler's HandlerContext has, in JSON.
+ * it: the same fields a handler's HandlerContext has, in JSON. The fencing token is a decimal
+ * string, as protobuf's JSON writes a uint64: past 2^53 a JSON number loses digits.
  */
 export function executionPayload(context: ExecutionContext, agentId: string): string {
   return JSON.stringify({
@@ -148,17 +149,32 @@ export function executionPayload(context: ExecutionContext, agentId: string): st
     fireTime: fireTimeIso(context),
     attempt: context.attempt,
     agentId,
+    fencingToken: String(context.fencingToken),
   });
+}
+
+/**
+ * Whether the agent holds a valid lease now, by its own monotonic clock: what
+ * HandlerContext.assertLease asks the agent.
+ */
+export type LeaseCheck = () => boolean;
+
+/** What a HandlerContext is made of besides the execution context: the run's own parts. */
+export interface HandlerContextParts {
+  agentId: string;
+  /** Aborts when the run is stopped; assertLease refuses once it has. */
+  signal: AbortSignal;
+  log: Logger;
+  leaseValid: LeaseCheck;
 }
 
 /** The HandlerContext of an execution: what its handler and the agent's listeners receive. */
 export function handlerContextOf(
   context: ExecutionContext,
-  agentId: string,
-  signal: AbortSignal,
-  log: Logger,
+  parts: HandlerContextParts,
   traceContext: Readonly<Record<string, string>> = context.traceContext,
 ): HandlerContext {
+  const { agentId, signal, log, leaseValid } = parts;
   return {
     job: context.job,
     shard: context.shard,
@@ -170,6 +186,8 @@ export function handlerContextOf(
     attempt: context.attempt,
     signal,
     agentId,
+    fencingToken: context.fencingToken,
+    assertLease: () => assertLease(context, signal, leaseValid),
     traceContext: { ...traceContext },
     log,
     ...(context.fireOutcome === undefined
@@ -185,6 +203,37 @@ export function handlerContextOf(
   };
 }
 
+/**
+ * HandlerContext.assertLease: an aborted run is refused first (its outcome is reported already,
+ * whatever the lease says), then a run whose agent's lease has lapsed, which may go on for its
+ * disconnect grace but must not act: its shard may have another owner by now.
+ */
+function assertLease(context: ExecutionContext, signal: AbortSignal, leaseValid: LeaseCheck): void {
+  const { executionId, fencingToken } = context;
+  if (signal.aborted) {
+    const why = signal.reason instanceof Error ? signal.reason.message : `execution ${executionId} was aborted`;
+    throw new LeaseLostError(why, executionId, fencingToken, "aborted", { cause: signal.reason });
+  }
+  if (!leaseValid()) {
+    const shard = context.fireOutcome === undefined ? `shard ${context.job}/${context.shard}` : `job ${context.job}`;
+    throw new LeaseLostError(
+      `execution ${executionId}: the agent's lease lapsed, so ${shard} may belong to another agent now (fencing token ${fencingToken})`,
+      executionId,
+      fencingToken,
+      "lease-lapsed",
+    );
+  }
+}
+
+/** True when `error`, or an error it wraps as its cause, is this execution's LeaseLostError. */
+export function isLeaseLost(error: unknown, executionId: string): boolean {
+  // A handler may wrap the refusal as another error's cause; bounded, should a chain loop.
+  for (let depth = 0; depth < 8 && error instanceof Error; depth++, error = error.cause) {
+    if (error instanceof LeaseLostError && error.executionId === executionId) return true;
+  }
+  return false;
+}
+
 /** The fire time as ISO 8601 text, e.g. 2023-11-14T22:13:20.000Z. */
 export function fireTimeIso(context: ExecutionContext): string {
   return new Date(Number(context.fireTimeUnixMs)).toISOString();
@@ -192,8 +241,9 @@ export function fireTimeIso(context: ExecutionContext): string {
 
 /**
  * The execution context as environment variables, for work that runs outside this process (a
- * script, a Kubernetes Job): SHARDLINE_*, and TRACEPARENT/TRACESTATE, the OpenTelemetry
- * convention for carrying trace context into a child process, so its spans nest under the run's.
+ * script, a Kubernetes Job): SHARDLINE_* (SHARDLINE_FENCING_TOKEN in decimal), and
+ * TRACEPARENT/TRACESTATE, the OpenTelemetry convention for carrying trace context into a child
+ * process, so its spans nest under the run's.
  */
 export function executionEnvironment(context: ExecutionContext, agentId: string, traceContext: Readonly<Record<string, string>>): Record<string, string> {
   const env: Record<string, string> = {
@@ -206,6 +256,7 @@ export function executionEnvironment(context: ExecutionContext, agentId: string,
     SHARDLINE_FIRE_TIME: fireTimeIso(context),
     SHARDLINE_ATTEMPT: String(context.attempt),
     SHARDLINE_AGENT_ID: agentId,
+    SHARDLINE_FENCING_TOKEN: String(context.fencingToken),
   };
   const { traceparent, tracestate } = traceContext;
   if (traceparent) env.TRACEPARENT = traceparent;

@@ -73,12 +73,12 @@ function run(options: RunOptions = {}) {
     if (update.state !== ExecutionState.RUNNING) onTerminal(update);
   };
   const telemetry = new ExecutionTelemetry({ agentId: "agent-1", report: agentReport });
-  const listening = options.listeners && new ExecutionListening({ listeners: options.listeners, report: telemetry.report, agentId: "agent-1", maxResultBytes: 4096, logger });
+  const listening = options.listeners && new ExecutionListening({ listeners: options.listeners, report: telemetry.report, agentId: "agent-1", leaseValid: () => true, maxResultBytes: 4096, logger });
   const reporting = { maxResultBytes: 4096, report: listening?.report ?? telemetry.report };
   const kind = options.kind ?? "handler";
   const inner: Executor =
     kind === "handler"
-      ? new HandlerExecutor({ ...reporting, agentId: "agent-1", handlers: options.handlers ?? {}, logger })
+      ? new HandlerExecutor({ ...reporting, agentId: "agent-1", leaseValid: () => true, handlers: options.handlers ?? {}, logger })
       : kind === "script"
         ? new ScriptExecutor({ ...reporting, agentId: "agent-1", allowed: [process.execPath], logger })
         : new HttpExecutor({ ...reporting, agentId: "agent-1" });

@@ -174,10 +174,13 @@ export class Agent {
     const telemetry = new ExecutionTelemetry({ agentId, report: (update) => this.#onReport(update), metrics: this.#metrics });
     const report = telemetry.report;
     // Without listeners the executors report straight to the telemetry: nothing in between.
-    const listening = listeners && new ExecutionListening({ listeners, report, agentId, maxResultBytes, logger: this.#log });
+    // What HandlerContext.assertLease asks: the lease by the agent's own clock, lapsed while a
+    // run goes on for its disconnect grace too.
+    const leaseValid = (): boolean => this.#core.leaseValid(this.#options.clock.now());
+    const listening = listeners && new ExecutionListening({ listeners, report, agentId, leaseValid, maxResultBytes, logger: this.#log });
     const listened = (executor: Executor): Executor => telemetry.wrap(listening?.wrap(executor) ?? executor);
     const reporting = { maxResultBytes, report: listening?.report ?? report };
-    this.#handlers = listened(new HandlerExecutor({ ...reporting, agentId, handlers: this.#options.handlers, logger: this.#log }));
+    this.#handlers = listened(new HandlerExecutor({ ...reporting, agentId, leaseValid, handlers: this.#options.handlers, logger: this.#log }));
     // Built even with an empty allow-list, so a stray script job fails naming what is allowed.
     this.#scripts = listened(new ScriptExecutor({ ...reporting, agentId, allowed: this.#options.allowScripts, logger: this.#log }));
     this.#http = this.#options.allowHttp ? listened(new HttpExecutor({ ...reporting, agentId })) : undefined;

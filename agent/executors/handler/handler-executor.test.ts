@@ -3,13 +3,24 @@ import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { ExecutionContextSchema, type ExecutionUpdate } from "../../../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState } from "../../../shared/gen/shardline/v1/types_pb.js";
-import type { HandlerContext, HandlerMap } from "../../sdk.js";
+import { LeaseLostError, type HandlerContext, type HandlerMap } from "../../sdk.js";
 import { HandlerExecutor, renderResult } from "./handler-executor.js";
 
 const FIRE = 1_700_000_000_000n;
+/** Term 3, generation 7: term * 2^32 + generation. */
+const TOKEN = (3n << 32n) + 7n;
 
-/** Runs one execution and collects its reports; `terminal` resolves with the terminal one. */
-function run(handlers: HandlerMap, init: { handler?: string; timeoutMs?: number } = {}, maxResultBytes = 4096) {
+/** The agent's lease as a test sets it: what the executor's leaseValid reads. */
+interface TestLease {
+  valid: boolean;
+}
+
+/**
+ * Runs one execution and collects its reports; `terminal` resolves with the terminal one. The
+ * lease is valid unless the test passes one it changes.
+ */
+function run(handlers: HandlerMap, init: { handler?: string; timeoutMs?: number; lease?: TestLease } = {}, maxResultBytes = 4096) {
+  const lease = init.lease ?? { valid: true };
   const reports: ExecutionUpdate[] = [];
   let onTerminal!: (update: ExecutionUpdate) => void;
   const terminal = new Promise<ExecutionUpdate>((resolve) => (onTerminal = resolve));
@@ -19,6 +30,7 @@ function run(handlers: HandlerMap, init: { handler?: string; timeoutMs?: number 
     agentId: "agent-1",
     handlers,
     logger,
+    leaseValid: () => lease.valid,
     maxResultBytes,
     wallClock: () => 42,
     report: (update) => {
@@ -38,6 +50,7 @@ function run(handlers: HandlerMap, init: { handler?: string; timeoutMs?: number 
     handler: init.handler ?? "work",
     timeoutMs: init.timeoutMs ?? 0,
     traceContext: { traceparent: "00-abc-def-01" },
+    fencingToken: TOKEN,
   });
   const execution = executor.create(context);
   execution.start();
@@ -74,6 +87,7 @@ describe("HandlerExecutor", () => {
       executionId: `billing/${FIRE}/3/1`,
       attempt: 1,
       agentId: "agent-1",
+      fencingToken: TOKEN,
       traceContext: { traceparent: "00-abc-def-01" },
     });
     expect(seen?.fireTime).toEqual(new Date(Number(FIRE)));
@@ -162,6 +176,121 @@ describe("HandlerExecutor", () => {
     await new Promise((resolve) => setImmediate(resolve));
     expect(reports.map((r) => r.state)).toEqual([ExecutionState.RUNNING, ExecutionState.TIMED_OUT]);
     expect(warnings.some((w) => /after it was aborted/.test(w))).toBe(true);
+  });
+
+  describe("assertLease", () => {
+    /** Thrown by `fn`, or undefined when it returned. */
+    const thrownBy = (fn: () => void): unknown => {
+      try {
+        fn();
+        return undefined;
+      } catch (error) {
+        return error;
+      }
+    };
+
+    it("lets the handler act while the lease holds and the run goes on", async () => {
+      const done = await run({
+        work: (ctx) => {
+          ctx.assertLease();
+          return "written";
+        },
+      }).terminal;
+      expect(done).toMatchObject({ state: ExecutionState.SUCCEEDED, result: "written" });
+    });
+
+    it("refuses once the lease lapsed by the agent's clock, though the run was not aborted (its disconnect grace), and the refusal reports the run LOST", async () => {
+      const lease: TestLease = { valid: true };
+      const effects: string[] = [];
+      const paused = deferred<AbortSignal>();
+      const resume = deferred();
+      const { reports, terminal } = run(
+        {
+          work: async (ctx) => {
+            ctx.assertLease();
+            effects.push("before the pause");
+            paused.resolve(ctx.signal);
+            await resume.promise;
+            ctx.assertLease();
+            effects.push("after the pause");
+          },
+        },
+        { lease },
+      );
+      const signal = await paused.promise;
+      lease.valid = false;
+      resume.resolve();
+      const done = await terminal;
+      expect(effects).toEqual(["before the pause"]);
+      expect(signal.aborted).toBe(false);
+      expect(reports.map((r) => r.state)).toEqual([ExecutionState.RUNNING, ExecutionState.LOST]);
+      expect(done.error).toBe(`execution billing/${FIRE}/3/1: the agent's lease lapsed, so shard billing/3 may belong to another agent now (fencing token ${TOKEN})`);
+    });
+
+    it("throws a LeaseLostError that names the execution, its fencing token and why", async () => {
+      const lease: TestLease = { valid: true };
+      const seen = deferred<HandlerContext>();
+      const { execution, terminal } = run({ work: (ctx) => new Promise(() => seen.resolve(ctx)) }, { lease });
+      const ctx = await seen.promise;
+      lease.valid = false;
+      const lapsed = thrownBy(() => ctx.assertLease());
+      expect(lapsed).toBeInstanceOf(LeaseLostError);
+      expect(lapsed).toMatchObject({ name: "ShardlineError", code: "failed-precondition", executionId: `billing/${FIRE}/3/1`, fencingToken: TOKEN, reason: "lease-lapsed" });
+      execution.stop(ExecutionState.CANCELLED, "cancelled by an operator");
+      await terminal;
+      // Aborted and lapsed: the abort is what the handler is told.
+      expect(thrownBy(() => ctx.assertLease())).toMatchObject({ reason: "aborted", message: `execution billing/${FIRE}/3/1 aborted: cancelled by an operator` });
+    });
+
+    it("refuses once the run was aborted, with the lease still valid", async () => {
+      const seen = deferred<HandlerContext>();
+      const { execution, terminal } = run({ work: (ctx) => new Promise(() => seen.resolve(ctx)) });
+      const ctx = await seen.promise;
+      expect(thrownBy(() => ctx.assertLease())).toBeUndefined();
+      execution.stop(ExecutionState.LOST, "fenced: no heartbeat ack within the lease");
+      expect(await terminal).toMatchObject({ state: ExecutionState.LOST });
+      const refused = thrownBy(() => ctx.assertLease());
+      expect(refused).toBeInstanceOf(LeaseLostError);
+      expect(refused).toMatchObject({ reason: "aborted", fencingToken: TOKEN });
+      expect((refused as Error).cause).toBe(ctx.signal.reason);
+    });
+
+    it("reports LOST for a refusal the handler wrapped, and FAILED for any other error", async () => {
+      const lease: TestLease = { valid: false };
+      const wrapped = await run(
+        {
+          work: (ctx) => {
+            try {
+              ctx.assertLease();
+            } catch (error) {
+              throw new Error("could not write the rollup", { cause: error });
+            }
+          },
+        },
+        { lease },
+      ).terminal;
+      expect(wrapped).toMatchObject({ state: ExecutionState.LOST, error: "could not write the rollup" });
+      const forged = await run({ work: () => Promise.reject(new LeaseLostError("not this run's", "other/1/0/1", 1n, "lease-lapsed")) }).terminal;
+      expect(forged).toMatchObject({ state: ExecutionState.FAILED, error: "not this run's" });
+    });
+
+    it("leaves the choice to the handler: one that catches the refusal ends as it returns", async () => {
+      const done = await run(
+        {
+          work: (ctx) => {
+            try {
+              ctx.assertLease();
+              return "written";
+            } catch (error) {
+              if (error instanceof LeaseLostError) return `skipped: ${error.reason}`;
+              throw error;
+            }
+          },
+        },
+        { lease: { valid: false } },
+      ).terminal;
+      expect(done).toMatchObject({ state: ExecutionState.SUCCEEDED, result: "skipped: lease-lapsed" });
+    });
   });
 
   it("truncates results to maxResultBytes", async () => {

@@ -4,7 +4,17 @@ import type { ExecutionContext } from "../../../shared/gen/shardline/v1/agent_se
 import { ExecutionState } from "../../../shared/gen/shardline/v1/types_pb.js";
 import { attachTraceContext } from "../../../shared/telemetry/log-fields.js";
 import type { HandlerMap } from "../../sdk.js";
-import { RunReports, handlerContextOf, type AbortState, type ExecutionRun, type Executor, type ReportOptions, type StopState } from "../execution-run.js";
+import {
+  RunReports,
+  handlerContextOf,
+  isLeaseLost,
+  type AbortState,
+  type ExecutionRun,
+  type Executor,
+  type LeaseCheck,
+  type ReportOptions,
+  type StopState,
+} from "../execution-run.js";
 
 /** What a HandlerExecutor needs from the agent. */
 export interface HandlerExecutorOptions extends ReportOptions {
@@ -14,6 +24,8 @@ export interface HandlerExecutorOptions extends ReportOptions {
   handlers: HandlerMap;
   /** Parent of each execution's logger. */
   logger: Logger;
+  /** Whether the agent's lease holds now, by its own clock: what HandlerContext.assertLease checks. */
+  leaseValid: LeaseCheck;
 }
 
 /**
@@ -25,7 +37,10 @@ export interface HandlerExecutorOptions extends ReportOptions {
  * to settle in the background; when it does, that is logged and its outcome discarded. This
  * keeps the agent's reports (and a shard's release) from hanging on a handler that never ends;
  * the cost is that such a handler may still be doing work after its shard moved, which only a
- * process boundary (the script executor) can prevent.
+ * process boundary (the script executor) can prevent, and HandlerContext.assertLease and
+ * fencingToken let a handler refuse (docs/fencing.md). A handler that fails with its own
+ * assertLease's LeaseLostError is reported LOST, not FAILED: the fire is then run again by
+ * failover instead of counting as the job's failure.
  */
 export class HandlerExecutor implements Executor {
   readonly #options: HandlerExecutorOptions;
@@ -83,7 +98,8 @@ class HandlerRun implements ExecutionRun {
     try {
       // Called synchronously, not in a .then(), and before RUNNING is reported: everything
       // before the handler is fire lag, for this run and for every run starting after it.
-      outcome = Promise.resolve(handler(handlerContextOf(context, this.options.agentId, this.#controller.signal, this.#log, traceContext)));
+      const { agentId, leaseValid } = this.options;
+      outcome = Promise.resolve(handler(handlerContextOf(context, { agentId, signal: this.#controller.signal, log: this.#log, leaseValid }, traceContext)));
     } catch (error) {
       outcome = Promise.reject(error);
     }
@@ -97,7 +113,10 @@ class HandlerRun implements ExecutionRun {
           this.#value = value;
           this.#finish(ExecutionState.SUCCEEDED, { result: renderResult(value) });
         }, "returned"),
-      (error: unknown) => this.#settled(() => this.#finish(ExecutionState.FAILED, { error: errorText(error) }), `threw: ${errorText(error)}`),
+      (error: unknown) => {
+        const state = isLeaseLost(error, context.executionId) ? ExecutionState.LOST : ExecutionState.FAILED;
+        this.#settled(() => this.#finish(state, { error: errorText(error) }), `threw: ${errorText(error)}`);
+      },
     );
   }
 

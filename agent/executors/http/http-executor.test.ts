@@ -10,6 +10,8 @@ import { HttpExecutor } from "./http-executor.js";
 
 const FIRE = 1_700_000_000_000n;
 const TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+/** Term 3, generation 7: term * 2^32 + generation. */
+const TOKEN = (3n << 32n) + 7n;
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -19,7 +21,7 @@ afterEach(async () => {
 type HttpInit = Omit<MessageInitShape<typeof HttpExecutorSchema>, "$typeName">;
 
 /** Runs one HTTP execution and collects its reports; `terminal` resolves with the terminal one. */
-function run(http: HttpInit, init: { timeoutMs?: number } = {}) {
+function run(http: HttpInit, init: { timeoutMs?: number; fencingToken?: bigint } = {}) {
   const reports: ExecutionUpdate[] = [];
   let onTerminal!: (update: ExecutionUpdate) => void;
   const terminal = new Promise<ExecutionUpdate>((resolve) => (onTerminal = resolve));
@@ -42,6 +44,7 @@ function run(http: HttpInit, init: { timeoutMs?: number } = {}) {
     attempt: 1,
     timeoutMs: init.timeoutMs ?? 0,
     traceContext: { traceparent: TRACEPARENT },
+    fencingToken: init.fencingToken ?? TOKEN,
     http: { method: "POST", connectTimeoutMs: 10_000, readTimeoutMs: 60_000, ...http },
   });
   const execution = executor.create(context);
@@ -112,6 +115,7 @@ describe("HttpExecutor", () => {
       authorization: "Bearer t0ken",
       "x-team": "finance",
       "x-shardline-execution-id": `billing/${FIRE}/3/1`,
+      "shardline-fencing-token": String(TOKEN),
       traceparent: TRACEPARENT,
     });
     expect(JSON.parse(request?.body ?? "")).toEqual({
@@ -124,7 +128,18 @@ describe("HttpExecutor", () => {
       fireTime: "2023-11-14T22:13:20.000Z",
       attempt: 1,
       agentId: "agent-1",
+      fencingToken: String(TOKEN),
     });
+  });
+
+  it("sends the fencing token in the Shardline-Fencing-Token header, in full, over a header of that name in the spec", async () => {
+    const http = await server((_request, response) => response.end("ok"));
+    // 2^63 - 1, the largest token below 2^63: far past 2^53, where a number would lose digits.
+    const token = ((2n ** 31n - 1n) << 32n) + 4_294_967_295n;
+    const done = await run({ url: http.url, body: "{}", headers: { "Shardline-Fencing-Token": "1" } }, { fencingToken: token }).terminal;
+    expect(done.state).toBe(ExecutionState.SUCCEEDED);
+    expect(http.received[0]?.headers["shardline-fencing-token"]).toBe("9223372036854775807");
+    expect(http.received[0]?.body).toBe("{}");
   });
 
   it("takes a ${env:NAME} header value from the agent's environment, and fails naming the header when it is not set", async () => {

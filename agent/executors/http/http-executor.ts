@@ -25,8 +25,17 @@ export interface HttpExecutorOptions extends ReportOptions {
 export const EXECUTION_ID_HEADER = "x-shardline-execution-id";
 
 /**
+ * The header that carries the execution's fencing token in decimal (Shardline-Fencing-Token;
+ * node:http writes names in lower case, and HTTP header names are case-insensitive): an endpoint
+ * refuses a request whose token is below the greatest it has acted on for the shard
+ * (docs/fencing.md).
+ */
+export const FENCING_TOKEN_HEADER = "shardline-fencing-token";
+
+/**
  * Runs executions as one HTTP request each: spec.http's method, URL, headers and body (the
- * execution context as JSON when the body is empty). A 2xx status is SUCCEEDED with the tail of
+ * execution context as JSON when the body is empty), with the execution's id and fencing token
+ * in headers of their own. A 2xx status is SUCCEEDED with the tail of
  * the response body as the result; any other status is FAILED (redirects are not followed).
  *
  * Each request gets a connection of its own, so its two timeouts mean what they say: the
@@ -169,7 +178,9 @@ class HttpRun implements ExecutionRun {
       headers["content-type"] ??= "application/json";
     }
     headers["content-length"] = String(Buffer.byteLength(body));
+    // After the spec's headers: a manifest cannot pass itself off as another execution or owner.
     headers[EXECUTION_ID_HEADER] = this.context.executionId;
+    headers[FENCING_TOKEN_HEADER] = String(this.context.fencingToken);
     // W3C trace context: the endpoint's spans become children of the execution's span.
     const { traceparent, tracestate } = traceContext;
     if (traceparent) headers.traceparent = traceparent;

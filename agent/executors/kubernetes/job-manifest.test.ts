@@ -1,13 +1,13 @@
-import { create } from "@bufbuild/protobuf";
+import { create, fromJsonString } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { ExecutionContextSchema, type ExecutionContext } from "../../../shared/gen/shardline/v1/agent_service_pb.js";
 import { buildJob, jobOutcome, type KubernetesRunConfig } from "./job-manifest.js";
-import { agentLabelOf, jobNameOf } from "./job-names.js";
+import { ANNOTATIONS, agentLabelOf, jobNameOf } from "./job-names.js";
 import type { KubeObject } from "./kube-client.js";
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
-function context(init: Partial<{ job: string; shard: number; attempt: number; timeoutMs: number; parameter: string }> = {}): ExecutionContext {
+function context(init: Partial<{ job: string; shard: number; attempt: number; timeoutMs: number; parameter: string; fencingToken: bigint }> = {}): ExecutionContext {
   const job = init.job ?? "billing-rollup";
   const shard = init.shard ?? 0;
   const attempt = init.attempt ?? 1;
@@ -20,6 +20,7 @@ function context(init: Partial<{ job: string; shard: number; attempt: number; ti
     fireTimeUnixMs: 1_700_000_000_000n,
     attempt,
     timeoutMs: init.timeoutMs ?? 0,
+    fencingToken: init.fencingToken ?? 0n,
   });
 }
 
@@ -78,6 +79,28 @@ describe("buildJob", () => {
     expect(env.find((v) => v.name === "SHARDLINE_PARAMETER")?.value).toBe("a $$b $$$$c $$(HOME)");
     expect(spec.initContainers![0]!.env.map((v) => v.name)).toContain("SHARDLINE_EXECUTION_ID");
     expect(spec.restartPolicy).toBe("Never");
+  });
+
+  it("gives every container the execution's fencing token as SHARDLINE_FENCING_TOKEN, in full, over the template's", () => {
+    // 2^63 - 1: far past 2^53, where a JSON number would lose digits.
+    const fencingToken = ((2n ** 31n - 1n) << 32n) + 4_294_967_295n;
+    const job = buildJob(
+      context({ fencingToken }),
+      config({
+        spec: {
+          initContainers: [{ name: "migrate", image: "x" }],
+          containers: [{ name: "main", image: "x", env: [{ name: "SHARDLINE_FENCING_TOKEN", value: "1" }] }, { name: "sidecar", image: "y" }],
+        },
+      }),
+      frame,
+    );
+    const spec = podSpecOf(job);
+    for (const container of [...spec.containers, ...spec.initContainers!]) {
+      expect(container.env.filter((v) => v.name === "SHARDLINE_FENCING_TOKEN")).toEqual([{ name: "SHARDLINE_FENCING_TOKEN", value: "9223372036854775807" }]);
+    }
+    // The annotation a restarted agent takes the run back from keeps it too.
+    const annotations = job.metadata.annotations as Record<string, string>;
+    expect(fromJsonString(ExecutionContextSchema, annotations[ANNOTATIONS.executionContext]!).fencingToken).toBe(fencingToken);
   });
 
   it("sets activeDeadlineSeconds only for an execution with a timeout, a minute past it", () => {

@@ -75,7 +75,7 @@ export function unreportedSelector(agentId: string): string {
 
 /**
  * The environment every container of the Job gets: the same SHARDLINE_* variables a script
- * gets, and TRACEPARENT/TRACESTATE so the pod's spans join the execution's trace. They come last
+ * gets (SHARDLINE_FENCING_TOKEN among them), and TRACEPARENT/TRACESTATE so the pod's spans join the execution's trace. They come last
  * and replace a template's variables of the same name: a job cannot pass itself off as another
  * execution.
  */

@@ -82,6 +82,8 @@ function context(shard = 3, init: { timeoutMs?: number; attempt?: number; job?: 
     attempt,
     timeoutMs: init.timeoutMs ?? 0,
     assignment: { shard: { job, shard }, term: 1n, generation: 7n },
+    // term * 2^32 + generation of the assignment, as the controller makes it.
+    fencingToken: (1n << 32n) + 7n,
     traceContext: { traceparent: TRACEPARENT },
   });
 }
@@ -142,6 +144,7 @@ describe("KubernetesExecutor", () => {
       SHARDLINE_FIRE_TIME: "2023-11-14T22:13:20.000Z",
       SHARDLINE_ATTEMPT: "1",
       SHARDLINE_AGENT_ID: "node-a",
+      SHARDLINE_FENCING_TOKEN: "4294967303",
       TRACEPARENT,
     });
     expect((await running(ctx.executionId)).state).toBe(ExecutionState.RUNNING);

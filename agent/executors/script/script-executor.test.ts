@@ -10,6 +10,8 @@ import { ScriptExecutor } from "./script-executor.js";
 
 const FIRE = 1_700_000_000_000n;
 const NODE = process.execPath;
+/** Term 3, generation 7: term * 2^32 + generation. */
+const TOKEN = (3n << 32n) + 7n;
 const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
 
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -45,6 +47,7 @@ function run(script: ScriptInit, init: { timeoutMs?: number; allowed?: string[];
     attempt: 2,
     timeoutMs: init.timeoutMs ?? 0,
     traceContext: init.traceparent ? { traceparent: init.traceparent } : {},
+    fencingToken: TOKEN,
     script: { killGraceMs: 10_000, ...script },
   });
   const execution = executor.create(context);
@@ -122,7 +125,7 @@ describe("ScriptExecutor", () => {
   it("hands the execution context over as JSON on stdin and as SHARDLINE_* variables, with the job's env and args", async () => {
     const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     const done = await run(
-      { command: NODE, args: [fixture("report-context.mjs"), "--month", "current"], env: { REGION: "eu-1", SHARDLINE_JOB: "spoofed" } },
+      { command: NODE, args: [fixture("report-context.mjs"), "--month", "current"], env: { REGION: "eu-1", SHARDLINE_JOB: "spoofed", SHARDLINE_FENCING_TOKEN: "99999999999" } },
       { traceparent },
     ).terminal;
     expect(done.state).toBe(ExecutionState.SUCCEEDED);
@@ -137,6 +140,7 @@ describe("ScriptExecutor", () => {
       fireTime: "2023-11-14T22:13:20.000Z",
       attempt: 2,
       agentId: "agent-1",
+      fencingToken: "12884901895",
     });
     expect(seen.env).toEqual({
       SHARDLINE_EXECUTION_ID: `billing/${FIRE}/3/2`,
@@ -148,6 +152,8 @@ describe("ScriptExecutor", () => {
       SHARDLINE_FIRE_TIME: "2023-11-14T22:13:20.000Z",
       SHARDLINE_ATTEMPT: "2",
       SHARDLINE_AGENT_ID: "agent-1",
+      // The token, not the job's env of the same name: a job cannot pass itself off as the shard's owner.
+      SHARDLINE_FENCING_TOKEN: "12884901895",
       TRACEPARENT: traceparent,
       REGION: "eu-1",
     });
