@@ -51,6 +51,25 @@ describe("AssignmentTable", () => {
     expect(summary(table)).toEqual(["j/0@3.0"]);
   });
 
+  it("takes a snapshot's pair as it is, older or newer than the one held: outside a snapshot an older add is ignored", () => {
+    const table = new AssignmentTable();
+    table.apply(update({ add: [a("j", 0, 2, 5), a("j", 1, 2, 5)] }));
+    const changes = table.apply(update({ snapshot: true, add: [a("j", 0, 2, 4), a("j", 1, 3, 0)] }));
+    expect(summary(table)).toEqual(["j/0@2.4", "j/1@3.0"]);
+    expect(changes.ignored).toEqual([]);
+    expect(changes.dropped).toEqual([]);
+    expect(changes.added.map((h) => `${h.job}/${h.shard}`)).toEqual(["j/0", "j/1"]);
+  });
+
+  it("a snapshot that lists a shard being revoked ends the revoke, unless the same update revokes it again", () => {
+    const table = new AssignmentTable();
+    table.apply(update({ add: [a("j", 0, 1, 1), a("j", 1, 1, 1)] }));
+    table.apply(update({ revoke: [a("j", 0, 1, 1), a("j", 1, 1, 1)] }));
+    const changes = table.apply(update({ snapshot: true, add: [a("j", 0, 1, 1), a("j", 1, 1, 1)], revoke: [a("j", 1, 1, 1)] }));
+    expect(summary(table)).toEqual(["j/0@1.1", "j/1@1.1 revoking"]);
+    expect(changes.revoked.map((h) => `${h.job}/${h.shard}`)).toEqual(["j/1"]);
+  });
+
   it("marks a revoked shard revoking with the revoke's pair", () => {
     const table = new AssignmentTable();
     table.apply(update({ add: [a("j", 0, 1, 1)] }));

@@ -52,9 +52,11 @@ export function comparePairs(a: { term: bigint; generation: bigint }, b: { term:
 
 /**
  * The shards this agent holds, keyed by (job, shard), with the rules of docs/protocol.md:
- * a snapshot replaces the whole set; an add or revoke older than the pair held is ignored; a
- * message whose term is below the highest seen is ignored as a whole (see acceptTerm).
- * Pure bookkeeping: it starts, stops and sends nothing.
+ * a snapshot replaces the whole set, each shard at the snapshot's pair whether it is older or
+ * newer than the one held (the controller's dispatches name its pair, so the agent must hold
+ * it) and revoking only if the same update revokes it; outside a snapshot, an add or revoke
+ * older than the pair held is ignored; a message whose term is below the highest seen is
+ * ignored as a whole (see acceptTerm). Pure bookkeeping: it starts, stops and sends nothing.
  */
 export class AssignmentTable {
   #held = new Map<string, HeldAssignment>();
