@@ -109,6 +109,7 @@ export class AgentSessions {
       this.names.delete(session);
       if (name.agent !== undefined && this.sessionOfAgent.get(name.agent) === session) this.sessionOfAgent.delete(name.agent);
       this.driver.post((now) => this.core.streamClosed(session, now));
+      this.driver.forgetSession(session);
     });
   };
 
@@ -126,7 +127,7 @@ export class AgentSessions {
               "with mutual TLS an agent connects only under an id its certificate names (its CN or a DNS SAN)",
           );
         }
-        this.driver.post((now) => this.core.hello(session, hello, now, name.peer));
+        this.driver.postFromAgent(session, false, (now) => this.core.hello(session, hello, now, name.peer));
         // Refused (another process holds the id): the core ends this stream; it speaks for nobody.
         if (this.core.agentOfSession(session) === undefined) return;
         name.agent = hello.agentId;
@@ -136,22 +137,23 @@ export class AgentSessions {
       case "heartbeat": {
         const { seq, warning } = request;
         if (warning !== undefined) this.logger.warn({ session, peer: name.peer, agent: name.agent }, warning);
-        this.driver.post((now) => this.core.heartbeat(session, seq, now));
+        // Its ack skips the queue of other work when it waits for nothing (CoreDriver.postFromAgent).
+        this.driver.postFromAgent(session, true, (now) => this.core.heartbeat(session, seq, now));
         return;
       }
       case "execution-updates": {
         const { reports } = request;
-        this.driver.post((now) => this.core.executionUpdates(session, reports, now));
+        this.driver.postFromAgent(session, false, (now) => this.core.executionUpdates(session, reports, now));
         return;
       }
       case "release": {
         const { released } = request;
-        this.driver.post((now) => this.core.release(session, released, now));
+        this.driver.postFromAgent(session, false, (now) => this.core.release(session, released, now));
         return;
       }
       case "goodbye": {
         const { reason } = request;
-        this.driver.post((now) => this.core.goodbye(session, reason, now));
+        this.driver.postFromAgent(session, false, (now) => this.core.goodbye(session, reason, now));
         return;
       }
       case "ignored":

@@ -23,7 +23,9 @@ const STALL_THRESHOLD_MS = 150;
  * 2. `take()` the batch's effects (placement runs there, once per batch);
  * 3. commit their writes to the store, batches in the order they were made;
  * 4. once that commit is durable, and after every earlier batch's messages: send the messages, in
- *    order, then close the sessions asked to close;
+ *    order, then close the sessions asked to close. One exception: a heartbeat's ack goes out at
+ *    once, with the batch taken, when everything its agent sent before that heartbeat is durable
+ *    already and none of that agent's earlier acks still waits (see postFromAgent);
  * 5. publish the events;
  * 6. arm one timer for `nextDeadline()`.
  *
@@ -45,6 +47,13 @@ export class CoreDriver {
   private ticker: NodeJS.Timeout | undefined;
   /** A commit failed: nothing more is sent. */
   private failed = false;
+  /** The number of the batch that steps go into now, and of the last batch sent. */
+  private collecting = 1;
+  private sent = 0;
+  /** Per agent session: the batch of its last message that may write (anything but a heartbeat). */
+  private readonly lastWriteOf = new Map<string, number>();
+  /** Per agent session: its heartbeats' acks waiting in the pipeline, which a later ack must not overtake. */
+  private readonly acksWaiting = new Map<string, number>();
   private readonly emitter = new EventEmitter();
 
   constructor(
@@ -101,6 +110,27 @@ export class CoreDriver {
     void this.schedule();
   }
 
+  /**
+   * post() for a message of an agent's stream, which lets its heartbeats' acks skip the queue.
+   * An agent's lease runs from when it sent a heartbeat until the ack arrives, so an ack waiting
+   * behind other work (an admin call's commit queued behind history reads, a large batch) can
+   * cost a well-behaved agent its lease. An ack promises only that what its agent sent before the
+   * heartbeat is processed and durable (docs/protocol.md, "Confirmed reports"): when that
+   * agent's last other message was in a batch already sent, and none of its earlier acks still
+   * waits (acks stay in order), the ack is sent as soon as its batch is taken, before that
+   * batch's commit and the earlier batches' sends.
+   */
+  postFromAgent(session: string, heartbeat: boolean, step: (now: number) => void): void {
+    if (!heartbeat) this.lastWriteOf.set(session, this.collecting);
+    this.post(step);
+  }
+
+  /** Forgets what postFromAgent noted of a session whose stream closed. */
+  forgetSession(session: string): void {
+    this.lastWriteOf.delete(session);
+    this.acksWaiting.delete(session);
+  }
+
   /** Resolves once everything decided so far is durable and sent. */
   idle(): Promise<void> {
     return this.pendingFlush ?? this.pipeline;
@@ -137,13 +167,46 @@ export class CoreDriver {
   }
 
   private flush(): Promise<void> {
-    const effects = this.core.take();
+    const batch = this.collecting++;
+    const effects = this.takeAcksDue(this.core.take());
     const durable = hasWrites(effects.persist) ? this.store.commit(effects.persist) : undefined;
     // Awaited in turn below; this only keeps a failure from counting as unhandled meanwhile.
     durable?.catch(() => {});
-    this.pipeline = this.pipeline.then(() => this.apply(effects, durable));
+    this.pipeline = this.pipeline.then(async () => {
+      await this.apply(effects, durable);
+      this.sent = batch;
+      for (const { session, command } of effects.messages) {
+        if (command.kind !== "heartbeat-ack") continue;
+        const waiting = (this.acksWaiting.get(session) ?? 0) - 1;
+        if (waiting > 0) this.acksWaiting.set(session, waiting);
+        else this.acksWaiting.delete(session);
+      }
+    });
     this.armTimer();
     return this.pipeline;
+  }
+
+  /**
+   * Sends at once the batch's heartbeat acks that wait for nothing (see postFromAgent) and
+   * returns the effects without them; notes the others, which wait in the pipeline.
+   */
+  private takeAcksDue(effects: Effects): Effects {
+    if (this.failed || !effects.messages.some((m) => m.command.kind === "heartbeat-ack")) return effects;
+    const due: Outbound[] = [];
+    const rest: Outbound[] = [];
+    for (const message of effects.messages) {
+      const { session, command } = message;
+      if (command.kind !== "heartbeat-ack") {
+        rest.push(message);
+      } else if ((this.lastWriteOf.get(session) ?? 0) <= this.sent && !this.acksWaiting.has(session)) {
+        due.push(message);
+      } else {
+        rest.push(message);
+        this.acksWaiting.set(session, (this.acksWaiting.get(session) ?? 0) + 1);
+      }
+    }
+    if (due.length > 0) this.deliver(due, []);
+    return { ...effects, messages: rest };
   }
 
   private async apply(effects: Effects, durable: Promise<void> | undefined): Promise<void> {

@@ -161,10 +161,12 @@ export interface AddServiceOptions {
   /** Bound of each stream's send queue; default 10,000 messages. */
   maxQueued?: number;
   /**
-   * How many unary calls of the service are served at once. A call past it is answered at once
-   * with RESOURCE_EXHAUSTED and a message naming the limit, without reaching the implementation:
-   * a flood of calls then costs one status each rather than a backlog of work that starves
-   * everything else the process does. Streaming calls are not counted. Default 64.
+   * How many unary calls of the service are served at once, running or waiting to start (they
+   * start one per event-loop turn, so that streams' messages are read in between: see
+   * CallAdmission). A call past it is answered at once with RESOURCE_EXHAUSTED and a message
+   * naming the limit, without reaching the implementation: a flood of calls then costs one status
+   * each rather than a backlog of work that starves everything else the process does. Streaming
+   * calls are not counted. Default 64.
    */
   maxConcurrentCalls?: number;
   /**
@@ -261,9 +263,22 @@ export function shutdown(server: Server, graceMs: number): Promise<void> {
   });
 }
 
-/** Counts the unary calls of one service being served, and turns away those past its limit. */
+/**
+ * Admits the unary calls of one service: at most `limit` are served (running or waiting their
+ * turn) at once, and a call past it is turned away; the admitted ones start one per turn of the
+ * event loop, first come first served.
+ *
+ * Why one per turn: grpc-js hands over every call of a socket read at once, so a burst of admin
+ * calls would otherwise run back to back, tens of milliseconds of work or more on a busy machine,
+ * while an agent's heartbeat waits unread in its socket (the agent's lease runs from when it sent
+ * the heartbeat until the ack arrives). Between two starts, the event loop reads every socket
+ * that has data and the controller's driver sends what the agents' messages decided, so a
+ * heartbeat waits behind one call's synchronous part at most, never behind a queue of them.
+ */
 class CallAdmission {
   #serving = 0;
+  readonly #waiting: (() => void)[] = [];
+  #turnArmed = false;
 
   constructor(
     private readonly service: string,
@@ -284,8 +299,26 @@ class CallAdmission {
     return undefined;
   }
 
+  /** Runs `start` on a later turn of the event loop, after the calls admitted before it have started. */
+  start(start: () => void): void {
+    this.#waiting.push(start);
+    this.#armTurn();
+  }
+
   leave(): void {
     this.#serving--;
+  }
+
+  #armTurn(): void {
+    if (this.#turnArmed || this.#waiting.length === 0) return;
+    this.#turnArmed = true;
+    setImmediate(() => {
+      this.#turnArmed = false;
+      const next = this.#waiting.shift();
+      // Armed again first: a start that throws must not stall the calls behind it.
+      this.#armTurn();
+      next?.();
+    });
   }
 }
 
@@ -308,6 +341,9 @@ function unaryHandler(
     }
     const { context, done } = callContext(call, method);
     const run = async (): Promise<Buffer> => {
+      await new Promise<void>((resolve) => admission.start(resolve));
+      // The client gave up while the call waited its turn: nothing is done for it.
+      context.signal.throwIfAborted();
       const response = await impl(request as MessageShape<DescMessage>, context);
       return response instanceof EncodedResponse ? response.bytes : encodeMessage(method.output, response);
     };
