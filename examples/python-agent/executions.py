@@ -10,6 +10,10 @@ threading.Event), and the run reports its terminal state (TIMED_OUT, CANCELLED, 
 it is aborted, without waiting for the handler: a handler that ignores the event cannot hold a
 shard's release hostage. What it returns later is logged and discarded. Work that must be
 stopped for sure belongs in a child process the handler kills when `ctx.cancelled` is set.
+
+A handler that writes somewhere calls `ctx.assert_lease()` right before the write and makes the
+write conditional on `ctx.fencing_token` (docs/fencing.md): a process paused past its lease
+(GC, SIGSTOP, a slow disk) may wake before the agent's fence timer runs.
 """
 
 import asyncio
@@ -28,6 +32,22 @@ from stubs import State, agent_pb
 MAX_TEXT_BYTES = 4096
 
 
+class LeaseLostError(Exception):
+    """Raised by HandlerContext.assert_lease: the run may no longer act on its shard.
+
+    `reason` is "lease-lapsed" (the agent's lease ran out by its own clock: the shard may belong
+    to another agent now) or "aborted" (the run was cancelled, timed out, fenced or drained). A
+    handler that lets it propagate ends the run LOST rather than FAILED, so that failover runs
+    the fire again on the shard's owner.
+    """
+
+    def __init__(self, message: str, execution_id: str, fencing_token: int, reason: str):
+        super().__init__(message)
+        self.execution_id = execution_id
+        self.fencing_token = fencing_token
+        self.reason = reason
+
+
 @dataclass
 class HandlerContext:
     """What a handler receives; the same fields as the TypeScript SDK's HandlerContext."""
@@ -41,14 +61,32 @@ class HandlerContext:
     fire_time: datetime
     attempt: int
     agent_id: str
+    # Only grows for a shard, across owners and controller terms (term * 2^32 + generation of the
+    # assignment): make a write conditional on it, e.g. "... WHERE fencing_token <= %s".
+    fencing_token: int
     # Set when the run is aborted (cancel, timeout, fence, drain): stop soon. `ctx.cancelled.wait(s)`
     # is a sleep that wakes up early for it.
     cancelled: threading.Event
     log: logging.Logger
+    # Whether the agent's lease holds now, by its own monotonic clock (see assert_lease).
+    lease_valid: Callable[[], bool] = field(repr=False)
     # W3C trace context of the fire (traceparent, tracestate), to pass on to downstream calls.
     trace_context: dict[str, str] = field(default_factory=dict)
     # For a spec.onFireComplete hook: how each shard of the fire ended, else None.
     fire_outcome: list[dict[str, Any]] | None = None
+
+    def assert_lease(self) -> None:
+        """Raises LeaseLostError when the run was aborted, or when the agent's lease has lapsed
+        (even before the fence aborts the run). Call it right before each side effect. Safe from
+        a handler's thread: it reads one float the event loop writes."""
+        if self.cancelled.is_set():
+            raise LeaseLostError(f"execution {self.execution_id} was aborted", self.execution_id, self.fencing_token, "aborted")
+        if not self.lease_valid():
+            raise LeaseLostError(
+                f"execution {self.execution_id}: the agent's lease lapsed, so shard {self.job}/{self.shard} "
+                f"may belong to another agent now (fencing token {self.fencing_token})",
+                self.execution_id, self.fencing_token, "lease-lapsed",
+            )
 
 
 Handler = Callable[[HandlerContext], Any]
@@ -67,7 +105,9 @@ class Run:
     loop.call_soon_threadsafe.
     """
 
-    def __init__(self, context, handler: Handler | None, agent_id: str, report: Report, log: logging.Logger):
+    def __init__(
+        self, context, handler: Handler | None, agent_id: str, report: Report, log: logging.Logger, lease_valid: Callable[[], bool]
+    ):
         self.context = context
         self._handler = handler
         self._report = report
@@ -93,8 +133,10 @@ class Run:
             fire_time=datetime.fromtimestamp(context.fire_time_unix_ms / 1000, tz=timezone.utc),
             attempt=context.attempt,
             agent_id=agent_id,
+            fencing_token=context.fencing_token,
             cancelled=self._cancelled,
             log=log.getChild(context.execution_id),
+            lease_valid=lease_valid,
             trace_context=dict(context.trace_context),
             fire_outcome=_fire_outcome(context),
         )
@@ -143,7 +185,7 @@ class Run:
         try:
             outcome = (State.SUCCEEDED, "", render_result(self._handler(self.ctx)))
         except BaseException as error:  # noqa: BLE001  (whatever the handler raised fails the run)
-            outcome = (State.FAILED, error_text(error), "")
+            outcome = (self._failed_state(error), error_text(error), "")
         try:
             self._loop.call_soon_threadsafe(self._settled, outcome)
         except RuntimeError:
@@ -155,8 +197,17 @@ class Run:
         except asyncio.CancelledError:
             return  # aborted: the terminal state was reported already
         except Exception as error:  # noqa: BLE001
-            outcome = (State.FAILED, error_text(error), "")
+            outcome = (self._failed_state(error), error_text(error), "")
         self._settled(outcome)
+
+    def _failed_state(self, error: BaseException) -> int:
+        """LOST for this run's own assert_lease refusal (also when wrapped as a cause), else FAILED."""
+        seen = 0
+        while error is not None and seen < 8:
+            if isinstance(error, LeaseLostError) and error.execution_id == self.execution_id:
+                return State.LOST
+            error, seen = error.__cause__, seen + 1
+        return State.FAILED
 
     def _settled(self, outcome: tuple[int, str, str]) -> None:
         state, error, result = outcome

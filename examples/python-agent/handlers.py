@@ -17,6 +17,8 @@ def billing_rollup(ctx: HandlerContext):
     # Stands for 200 ms of work; wait() returns True at once when the run is aborted.
     if ctx.cancelled.wait(0.2):
         raise RuntimeError("aborted")
+    # Right before the write a real rollup would make, conditional on ctx.fencing_token.
+    ctx.assert_lease()
     return {"region": ctx.shard_parameter, "rows": 42}
 
 

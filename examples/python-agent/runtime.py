@@ -362,6 +362,10 @@ class Agent:
         else:
             self._fence(f"no heartbeat ack within the lease of {self._lease_ttl_s * 1000:g} ms")
 
+    def _lease_valid(self) -> bool:
+        """What a handler's ctx.assert_lease asks, from any thread: the lease by this agent's clock."""
+        return self._lease.valid(time.monotonic())
+
     def _lease_lapsed(self) -> bool:
         """Checked wherever work would start, not only by the fence timer: a process paused past
         its lease runs its overdue callbacks oldest first, and a start may come before the fence."""
@@ -449,7 +453,7 @@ class Agent:
                 # This agent declares no executors in its Hello, so a controller never sends these.
                 self._on_report(self._terminal(context.execution_id, State.FAILED, "this agent runs only in-process Python handlers"))
                 continue
-            run = Run(context, self.options.handlers.get(context.handler), self.options.agent_id, self._on_report, self._log)
+            run = Run(context, self.options.handlers.get(context.handler), self.options.agent_id, self._on_report, self._log, self._lease_valid)
             self._runs[run.execution_id] = run
             self._start_when_due(run, time.monotonic() + self._dispatch_ahead_ms / 1000)
 
