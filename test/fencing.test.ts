@@ -110,6 +110,8 @@ describe("fencing a handler's side effects, on real processes", () => {
         const firstId = executionIds[0]!;
         const first = await waitFor(`${firstId} to start on ${owner}`, () => records().find((r) => r.job === job && r.attempt === 1 && r.event === "start"));
         expect(first.pid).toBe(victim.pid);
+        // Frozen once the controller knows it runs, so it is a run in the middle of its work on both sides.
+        await waitFor(`the controller to see ${firstId} running`, async () => ((await execution(firstId))?.state === ExecutionState.RUNNING ? true : undefined));
 
         // The handler waits at its gate, which stays shut while the agent is frozen.
         victim.freeze();
