@@ -11,7 +11,10 @@ import { ScriptExecutor } from "./script/script-executor.js";
 
 const FIRE = 1_700_000_000_000n;
 
-type ContextInit = Pick<MessageInitShape<typeof ExecutionContextSchema>, "handler" | "timeoutMs" | "script">;
+type ContextInit = Pick<MessageInitShape<typeof ExecutionContextSchema>, "handler" | "timeoutMs" | "script" | "fencingToken"> & {
+  /** The agent's lease as the run's assertLease reads it; valid unless given. */
+  leaseValid?: () => boolean;
+};
 
 /** A promise and its resolver. */
 function deferred<T = void>() {
@@ -42,7 +45,7 @@ function run(listeners: ExecutionListeners, handlers: HandlerMap, init: ContextI
       },
     },
     agentId: "agent-1",
-    leaseValid: () => true,
+    leaseValid: init.leaseValid ?? (() => true),
     logger,
     maxResultBytes: 4096,
     report: (update) => {
@@ -53,7 +56,7 @@ function run(listeners: ExecutionListeners, handlers: HandlerMap, init: ContextI
   const reporting: ReportOptions = { maxResultBytes: 4096, report: listening.report };
   const executor: Executor = init.script
     ? listening.wrap(new ScriptExecutor({ ...reporting, agentId: "agent-1", allowed: [process.execPath], logger }))
-    : listening.wrap(new HandlerExecutor({ ...reporting, agentId: "agent-1", leaseValid: () => true, handlers, logger }));
+    : listening.wrap(new HandlerExecutor({ ...reporting, agentId: "agent-1", leaseValid: init.leaseValid ?? (() => true), handlers, logger }));
   const execution = executor.create(
     create(ExecutionContextSchema, {
       executionId: `billing/${FIRE}/3/1`,
@@ -64,6 +67,7 @@ function run(listeners: ExecutionListeners, handlers: HandlerMap, init: ContextI
       attempt: 1,
       handler: init.handler ?? (init.script ? "" : "work"),
       timeoutMs: init.timeoutMs ?? 0,
+      fencingToken: init.fencingToken ?? 0n,
       ...(init.script ? { script: init.script } : {}),
     }),
   );
@@ -124,6 +128,24 @@ describe("ExecutionListening", () => {
     const rejecting = run({ beforeExecution: () => Promise.reject(new Error("quota exceeded")) }, { work: () => (ran = true) });
     expect((await rejecting.terminal).error).toBe("beforeExecution: quota exceeded");
     expect(ran).toBe(false);
+  });
+
+  it("gives the hooks the run's fencing token and assertLease: a beforeExecution it refuses ends the run LOST, and the handler never runs", async () => {
+    const token = 4_294_967_303n;
+    let leaseValid = true;
+    const ran: string[] = [];
+    const listeners: ExecutionListeners = { beforeExecution: (ctx) => ctx.assertLease() };
+    const held = run(listeners, { work: () => ran.push("while the lease held") }, { fencingToken: token, leaseValid: () => leaseValid });
+    expect(await held.terminal).toMatchObject({ state: ExecutionState.SUCCEEDED });
+    expect((await held.after).ctx.fencingToken).toBe(token);
+
+    leaseValid = false;
+    const lapsed = run(listeners, { work: () => ran.push("after the lapse") }, { fencingToken: token, leaseValid: () => leaseValid });
+    const done = await lapsed.terminal;
+    expect(done.state).toBe(ExecutionState.LOST);
+    expect(done.error).toMatch(/^beforeExecution: execution billing\/1700000000000\/3\/1: the agent's lease lapsed/);
+    expect((await lapsed.after).outcome.state).toBe("lost");
+    expect(ran).toEqual(["while the lease held"]);
   });
 
   it("reports a stop during beforeExecution at once, aborts its signal, and never runs the handler", async () => {

@@ -14,6 +14,7 @@ import {
   type LeaseCheck,
   type ReportSink,
   type StopState,
+  isLeaseLost,
 } from "./execution-run.js";
 
 /** What ExecutionListening needs from the agent. */
@@ -140,7 +141,7 @@ class ListenedRun implements ExecutionRun {
     try {
       returned = before.call(this.#options.listeners, this.#ctx);
     } catch (error) {
-      this.#endEarly(ExecutionState.FAILED, `beforeExecution: ${errorText(error)}`);
+      this.#endEarly(this.#failedState(error), `beforeExecution: ${errorText(error)}`);
       return;
     }
     // A synchronous hook adds no turn of the event loop before the work: that would be fire lag.
@@ -154,7 +155,7 @@ class ListenedRun implements ExecutionRun {
     }
     Promise.resolve(returned).then(
       () => this.#startWork(),
-      (error: unknown) => this.#endEarly(ExecutionState.FAILED, `beforeExecution: ${errorText(error)}`),
+      (error: unknown) => this.#endEarly(this.#failedState(error), `beforeExecution: ${errorText(error)}`),
     );
   }
 
@@ -187,6 +188,11 @@ class ListenedRun implements ExecutionRun {
     } catch (error) {
       this.#afterFailed(error);
     }
+  }
+
+  /** A failing beforeExecution is FAILED, unless assertLease refused it: LOST then, as for a handler. */
+  #failedState(error: unknown): ExecutionState.FAILED | ExecutionState.LOST {
+    return isLeaseLost(error, this.context.executionId) ? ExecutionState.LOST : ExecutionState.FAILED;
   }
 
   #contextParts(): HandlerContextParts {
