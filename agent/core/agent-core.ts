@@ -1,4 +1,5 @@
-import type { ExecutionUpdate } from "../../shared/gen/shardline/v1/agent_service_pb.js";
+import { create } from "@bufbuild/protobuf";
+import { ExecutionUpdateSchema, type ExecutionUpdate } from "../../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
 import { AssignmentTable, shardKey, type AssignmentRef, type HeldAssignment } from "./assignment-table.js";
 import { restoreRun, startDue, takeDispatch, type DispatchPort } from "./dispatch.js";
@@ -10,6 +11,9 @@ import { ReconnectPlan } from "./reconnect.js";
 import { RunBook, type HeldRun } from "./run-book.js";
 
 export { HALF_CLOSE_WAIT_MS } from "./drain.js";
+
+/** The states a run's own outcome is reported in (not a stop the agent or the controller asked for). */
+const OUTCOMES: ReadonlySet<ExecutionState> = new Set([ExecutionState.SUCCEEDED, ExecutionState.FAILED, ExecutionState.TIMED_OUT]);
 
 /** Defaults the controller would send; used only when a Welcome leaves a field at 0. */
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 500;
@@ -57,6 +61,8 @@ export class AgentCore {
   #lastStepAt = 0;
   #welcomeDeadline: number | undefined;
   #seq = 0n;
+  /** The highest heartbeat sequence number acked on the open stream. */
+  #ackedSeq = 0n;
   #heartbeatIntervalMs = DEFAULT_HEARTBEAT_INTERVAL_MS;
   #leaseTtlMs = DEFAULT_LEASE_TTL_MS;
   /** The longest the controller dispatches ahead of a fire instant (Welcome.dispatch_ahead_ms). */
@@ -81,6 +87,8 @@ export class AgentCore {
       runs: this.#runs,
       reports: this.#reports,
       get welcomed() { return core.#welcomed; },
+      get seqSent() { return core.#seq; },
+      get seqAcked() { return core.#ackedSeq; },
       get stopped() { return core.#stopped; },
       get lastStepAt() { return core.#lastStepAt; },
       get shuttingDown() { return core.#drain !== undefined || core.#stopped; },
@@ -93,6 +101,7 @@ export class AgentCore {
       release: (refs) => this.#release(refs),
       stopAll: (state, reason) => this.#stopAll(state, reason),
       stopHeartbeats: () => (this.#nextHeartbeatAt = undefined),
+      heartbeat: (now) => this.#heartbeat(now),
       stop: () => (this.#stopped = true),
       fenceIfLapsed: (now) => this.#fenceIfLapsed(now),
       report: (update) => this.#onReport(update),
@@ -151,6 +160,7 @@ export class AgentCore {
     if (this.#stopped) return undefined;
     if (!this.#streamOpen) consider(this.#reconnect.connectAt);
     if (!this.#fenced && this.#lease.expiresAt !== Number.NEGATIVE_INFINITY) consider(this.#lease.expiresAt);
+    if (this.#fenced) for (const run of this.#runs.list()) consider(run.abortAt);
     if (this.#streamOpen && !this.#closing && !this.#welcomed) consider(this.#welcomeDeadline);
     if (this.#streamOpen && !this.#closing && this.#welcomed) consider(this.#nextHeartbeatAt);
     consider(this.#drain?.graceEndsAt);
@@ -231,6 +241,7 @@ export class AgentCore {
     this.#closing = false;
     this.#welcomed = false;
     this.#seq = 0n;
+    this.#ackedSeq = 0n;
     this.#welcomeDeadline = now + this.#options.welcomeTimeoutMs;
     this.#lease.forgetPending();
     this.#lease.sent(HELLO_SEQ, now);
@@ -249,7 +260,18 @@ export class AgentCore {
     // What was not sent goes into the next Hello; what was sent but not confirmed too.
     this.#reports.streamEnded();
     this.#drain?.streamClosed();
-    if (!this.#stopped) this.#reconnect.ended(welcomed, now);
+    if (!this.#stopped) this.#reconnect.ended(welcomed, now, this.#urgentReconnectCap(now));
+  }
+
+  /**
+   * While the lease still holds, or runs go on in their disconnect grace, a backoff that waits
+   * past the lease (or the grace) is wasted: the agent fences, or aborts those runs, while a
+   * controller may be back already. Each wait is then at most half a lease (full jitter below
+   * that), so an agent tries at least twice per lease; otherwise the backoff grows to its max.
+   */
+  #urgentReconnectCap(now: number): number | undefined {
+    const holding = this.#lease.valid(now) || this.#runs.list().some((run) => run.started);
+    return holding ? Math.max(1, Math.floor(this.#leaseTtlMs / 2)) : undefined;
   }
 
   #close(close: Omit<StreamClose, "kind">): void {
@@ -320,7 +342,7 @@ export class AgentCore {
     this.#welcomeDeadline = undefined;
     this.#reconnect.welcomed();
     this.#lastAckAt = now;
-    if (this.#lease.ack(HELLO_SEQ, this.#leaseTtlMs)) this.#leaseRenewed();
+    if (this.#lease.ack(HELLO_SEQ, this.#leaseTtlMs)) this.#leaseRenewed(now);
     this.#reports.confirm(HELLO_SEQ);
     this.#nextHeartbeatAt = now + this.#heartbeatIntervalMs;
     this.#effects.push({
@@ -344,6 +366,7 @@ export class AgentCore {
       this.#effects.push({ kind: "open-stream", address: this.#reconnect.address });
     }
     if (!this.#fenced && this.#lease.expiresAt !== Number.NEGATIVE_INFINITY && !this.#lease.valid(now)) this.#fence(this.#lapsed());
+    if (this.#fenced) this.#abortPastGrace(now);
     const live = this.#streamOpen && !this.#closing;
     if (live && !this.#welcomed && this.#welcomeDeadline !== undefined && now >= this.#welcomeDeadline) {
       this.#welcomeDeadline = undefined;
@@ -372,13 +395,25 @@ export class AgentCore {
     // A leader may grant less than the Welcome's TTL, to stay within its own leadership lease.
     if (!this.#lease.ack(seq, leaseTtlMs || this.#leaseTtlMs)) return;
     this.#lastAckAt = now;
+    if (seq > this.#ackedSeq) this.#ackedSeq = seq;
     this.#reports.confirm(seq);
-    this.#leaseRenewed();
+    this.#leaseRenewed(now);
+    this.#drain?.maybeEnd(now);
   }
 
-  #leaseRenewed(): void {
-    if (!this.#fenced) return;
+  /**
+   * An ack or a Welcome renewed the lease from its heartbeat's (or Hello's) send time. A fenced
+   * agent unfences only if that lease still holds now: a Welcome that comes after the lease it
+   * would start has lapsed grants nothing, and the runs going on in their grace keep their clock.
+   */
+  #leaseRenewed(now: number): void {
+    if (!this.#fenced || !this.#lease.valid(now)) return;
     this.#fenced = false;
+    // A controller answers again within their grace: the runs that went on are the agent's
+    // again (its Hello listed them, and the controller counts them as running or cancels them).
+    const kept = this.#runs.list().filter((run) => run.abortAt !== undefined);
+    for (const run of kept) run.abortAt = undefined;
+    if (kept.length > 0) this.#log("info", { runs: kept.map((run) => run.executionId) }, "a controller answered within the disconnect grace: the runs that went on carry on");
     this.#effects.push({ kind: "unfenced" });
   }
 
@@ -395,11 +430,35 @@ export class AgentCore {
     if (!this.#fenced && !this.#lease.valid(now)) this.#fence(this.#lapsed());
   }
 
+  /** Aborts, while fenced, every run whose disconnect grace is over. */
+  #abortPastGrace(now: number): void {
+    for (const run of this.#runs.list()) {
+      if (run.abortAt === undefined || run.abortAt > now) continue;
+      run.abortAt = undefined;
+      const reason = `fenced: ${this.#fenceReason}, and no controller answered within the disconnect grace of ${run.graceMs / 1000} s`;
+      this.#effects.push({ kind: "stop-run", executionId: run.executionId, state: ExecutionState.LOST, reason });
+    }
+  }
+
   #fence(reason: string): void {
     this.#fenced = true;
     this.#fenceReason = reason;
-    this.#log("warn", { reason, running: this.#runs.size }, "fenced: aborting every run and starting nothing new");
-    this.#stopAll(ExecutionState.LOST, `fenced: ${reason}`);
+    // Nothing new starts. A started run with a disconnect grace goes on for it, counted from
+    // the lapse (not from now: a process frozen past the grace aborts at once); the rest stop.
+    const lapsedAt = this.#lease.expiresAt;
+    const graced = this.#runs.list().filter((run) => run.started && run.graceMs > 0);
+    for (const run of graced) run.abortAt = lapsedAt + run.graceMs;
+    this.#log(
+      "warn",
+      { reason, running: this.#runs.size, goingOn: graced.length },
+      graced.length === 0
+        ? "fenced: aborting every run and starting nothing new"
+        : `fenced: starting nothing new; ${graced.length} started run(s) go on for their disconnect grace while a controller is sought`,
+    );
+    for (const run of this.#runs.list()) {
+      if (run.abortAt === undefined) this.#effects.push({ kind: "stop-run", executionId: run.executionId, state: ExecutionState.LOST, reason: `fenced: ${reason}` });
+    }
+    this.#abortPastGrace(this.#lastStepAt);
     // Its shards may belong to another agent by now: it claims none of them in its next Hello,
     // where a restarted controller would take a stale claim for a live one. The controller's
     // snapshot on the next stream says which are still its own.
@@ -451,8 +510,9 @@ export class AgentCore {
   // Runs.
 
   /** Every report comes through here: an executor's, or one the core made. */
-  #onReport(update: ExecutionUpdate): void {
-    const run = this.#runs.get(update.executionId);
+  #onReport(reported: ExecutionUpdate): void {
+    const run = this.#runs.get(reported.executionId);
+    const update = run !== undefined && OUTCOMES.has(reported.state) && this.#settledTooLate(run, this.#lastStepAt) ? this.#tooLate(reported) : reported;
     if (update.state === ExecutionState.RUNNING) {
       if (run) run.running = update;
     } else {
@@ -460,6 +520,25 @@ export class AgentCore {
     }
     if (this.#reports.add(update)) this.#effects.push({ kind: "flush-soon" });
     if (run && update.state !== ExecutionState.RUNNING) this.#runEnded(run);
+  }
+
+  /**
+   * A run's outcome that comes once the lease has lapsed and the run's disconnect grace is over
+   * (a process that was frozen, whose fence has not run yet): the fire may have run elsewhere
+   * meanwhile, so the outcome is not the agent's to give. Within the grace it counts: the
+   * controller holds the fire for the run until then.
+   */
+  #settledTooLate(run: HeldRun, now: number): boolean {
+    const lapsedAt = this.#lease.expiresAt;
+    if (lapsedAt === Number.NEGATIVE_INFINITY || this.#lease.valid(now)) return false;
+    return !(run.graceMs > 0 && now < lapsedAt + run.graceMs);
+  }
+
+  #tooLate(update: ExecutionUpdate): ExecutionUpdate {
+    const state = ExecutionState[update.state] ?? String(update.state);
+    const error = `finished (${state}) after the agent's lease lapsed${this.#fenced ? ` (${this.#fenceReason})` : ""}: the fire may have run elsewhere, so this outcome is not used`;
+    this.#log("warn", { executionId: update.executionId, state }, "a run finished after the lease lapsed: reported lost");
+    return create(ExecutionUpdateSchema, { ...update, state: ExecutionState.LOST, error, result: "" });
   }
 
   #runEnded(run: HeldRun): void {

@@ -36,9 +36,9 @@ export class Backoff {
     return Math.min(this.#maxMs, this.#initialMs * 2 ** Math.min(this.#attempt, 31));
   }
 
-  /** The next wait, in whole milliseconds. */
-  next(): number {
-    const ceiling = this.ceilingMs;
+  /** The next wait, in whole milliseconds; below `capMs` too, when given (still with full jitter). */
+  next(capMs = Number.POSITIVE_INFINITY): number {
+    const ceiling = Math.min(this.ceilingMs, capMs);
     this.#attempt++;
     return Math.floor(this.#random() * ceiling);
   }

@@ -9,10 +9,13 @@ describe("Drain", () => {
     h.dispatch(run("e", shard(1), 0));
     h.step({ kind: "start-due", executionId: "e" });
     const goodbye = sent(h.step({ kind: "drain", reason: "SIGTERM" }));
+    // A heartbeat right after the Goodbye: its ack says the controller has read the Goodbye.
     expect(goodbye).toEqual([
       { kind: "goodbye", reason: "SIGTERM" },
+      { kind: "heartbeat", seq: 1n },
       { kind: "release", assignments: [shard(0)] },
     ]);
+    expect(kinds(h.step({ kind: "heartbeat-ack", term: 1n, seq: 1n, leaseTtlMs: 0 }))).toEqual([]);
     expect(kinds(h.report("e", ExecutionState.SUCCEEDED))).toEqual(["flush-soon", "send execution-updates", "send release", "assignments-changed", "half-close"]);
     expect(kinds(h.step({ kind: "stream-closed" }))).toEqual(["drained"]);
     expect(h.core.stopped).toBe(true);

@@ -14,6 +14,10 @@ export interface DrainPort {
   readonly reports: ReportBook;
   readonly welcomed: boolean;
   readonly stopped: boolean;
+  /** The sequence number of the last heartbeat sent on this stream. */
+  readonly seqSent: bigint;
+  /** The highest heartbeat sequence number acked on this stream. */
+  readonly seqAcked: bigint;
   /** The last `now` stepped: a run's end, which ends the drain, carries no time of its own. */
   readonly lastStepAt: number;
   emit(effect: AgentEffect): void;
@@ -21,6 +25,8 @@ export interface DrainPort {
   /** Sends the reports waiting, so that the controller sees runs finish before their shards go. */
   flush(): void;
   send(message: AgentMessage): void;
+  /** Sends a heartbeat now, off the cadence. */
+  heartbeat(now: number): void;
   /** Sends a Release for shards nothing runs on any more (only within a session). */
   release(refs: AssignmentRef[]): void;
   stopAll(state: StopState, reason: string): void;
@@ -33,7 +39,9 @@ export interface DrainPort {
 /**
  * A graceful leave (docs/protocol.md, step 10, "Goodbye: leaving"): every shard is revoked at
  * once, a Goodbye tells the controller, each shard is released as its last run ends, and once
- * nothing runs the agent half-closes and waits for the controller to end the stream. Runs still
+ * nothing runs and a heartbeat sent after the Goodbye is acked (so the controller has read it,
+ * and whatever it sent before has arrived) the agent half-closes and waits for the controller
+ * to end the stream. Runs still
  * going when the grace ends are aborted LOST; an agent that has no controller to tell leaves
  * without a word, since its lease moves its shards without it. Pure: the caller passes every
  * time in.
@@ -46,6 +54,11 @@ export class Drain {
   /** The stream was half-closed: the drain ends when it closes, or at endAt. */
   #ending = false;
   #endAt: number | undefined;
+  /**
+   * The last heartbeat sent before the Goodbye on this stream: the ack of a later one says the
+   * controller has read the Goodbye, and everything it sent before reading it has arrived.
+   */
+  #goodbyeAfterSeq: bigint | undefined;
 
   constructor(reason: string, graceMs: number, port: DrainPort) {
     this.#reason = reason;
@@ -75,14 +88,14 @@ export class Drain {
     port.log("info", { reason: this.#reason, graceMs: this.#graceMs, running: port.runs.size }, "draining");
     port.table.revokeAll();
     port.emit({ kind: "assignments-changed" });
-    if (port.welcomed) this.#sayGoodbye();
+    if (port.welcomed) this.#sayGoodbye(now);
     else if (this.#nothingToHandBack()) this.#finish();
     this.maybeEnd(now);
   }
 
   /** A Welcome came during the drain: the new session hears the Goodbye too. */
   welcomed(now: number): void {
-    this.#sayGoodbye();
+    this.#sayGoodbye(now);
     this.maybeEnd(now);
   }
 
@@ -104,6 +117,9 @@ export class Drain {
   maybeEnd(now: number | undefined): void {
     const port = this.#port;
     if (this.#ending || port.stopped || port.runs.size > 0 || !port.welcomed) return;
+    // An add, a revoke or a dispatch the controller sent before it read the Goodbye may still be
+    // on its way; it must find a stream that takes the Release or the report it calls for.
+    if (this.#goodbyeAfterSeq === undefined || port.seqAcked <= this.#goodbyeAfterSeq) return;
     this.#releaseIdle();
     port.flush();
     this.#ending = true;
@@ -114,9 +130,12 @@ export class Drain {
     this.#endAt = (now ?? port.lastStepAt) + HALF_CLOSE_WAIT_MS;
   }
 
-  #sayGoodbye(): void {
+  #sayGoodbye(now: number): void {
     this.#port.flush();
     this.#port.send({ kind: "goodbye", reason: this.#reason });
+    this.#goodbyeAfterSeq = this.#port.seqSent;
+    // Its ack, one round trip away, is the one the half-close waits for.
+    this.#port.heartbeat(now);
     this.#releaseIdle();
   }
 

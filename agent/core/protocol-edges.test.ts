@@ -38,8 +38,13 @@ describe("a run dispatched ahead of its fire instant when the agent drains", () 
     h.connect(shard(0));
     h.dispatch(run("ahead", shard(0)));
     const drain = h.step({ kind: "drain", reason: "SIGTERM" });
-    // It keeps its shard, like a running one: no Release, no stop, no half-close yet.
-    expect(sent(drain)).toEqual([{ kind: "goodbye", reason: "SIGTERM" }]);
+    // It keeps its shard, like a running one: no Release, no stop, no half-close yet. The
+    // heartbeat right after the Goodbye is the one whose ack the half-close waits for.
+    expect(sent(drain)).toEqual([
+      { kind: "goodbye", reason: "SIGTERM" },
+      { kind: "heartbeat", seq: 1n },
+    ]);
+    h.step({ kind: "heartbeat-ack", term: 1n, seq: 1n, leaseTtlMs: 0 });
     expect(kinds(drain)).not.toContain("stop-run");
     expect(kinds(drain)).not.toContain("half-close");
     h.now = 200;
@@ -70,7 +75,10 @@ describe("a run dispatched ahead of its fire instant when the agent drains", () 
     h.dispatch(run("going", shard(0), 0));
     h.step({ kind: "start-due", executionId: "going" });
     const goodbye = h.step({ kind: "drain", reason: "SIGTERM" });
-    expect(sent(goodbye)).toEqual([{ kind: "goodbye", reason: "SIGTERM" }]);
+    expect(sent(goodbye)).toEqual([
+      { kind: "goodbye", reason: "SIGTERM" },
+      { kind: "heartbeat", seq: 1n },
+    ]);
     const crossed = h.dispatch(run("crossed", shard(0)));
     expect(reports(crossed)).toEqual([["crossed", ExecutionState.LOST, "the agent is shutting down"]]);
     expect(sent(h.step({ kind: "flush" })).map((m) => m.kind)).toEqual(["execution-updates"]);
@@ -78,10 +86,11 @@ describe("a run dispatched ahead of its fire instant when the agent drains", () 
 });
 
 describe("the end of a drain", () => {
-  it("with no shard and nothing running, says Goodbye and half-closes at once", () => {
+  it("with no shard and nothing running, says Goodbye and half-closes as soon as the controller has read it", () => {
     const h = new Harness();
     h.connect();
-    expect(kinds(h.step({ kind: "drain", reason: "SIGTERM" }))).toEqual(["assignments-changed", "send goodbye", "half-close"]);
+    expect(kinds(h.step({ kind: "drain", reason: "SIGTERM" }))).toEqual(["assignments-changed", "send goodbye", "send heartbeat"]);
+    expect(kinds(h.step({ kind: "heartbeat-ack", term: 1n, seq: 1n, leaseTtlMs: 0 }))).toEqual(["half-close"]);
   });
 
   it("hands back at once a shard added after its Goodbye (an add that crossed it), and answers a revoke of one it released with a Release", () => {
@@ -99,23 +108,20 @@ describe("the end of a drain", () => {
 
   // The stream is ordered and the controller acks a heartbeat only after it has handled what came
   // before it: the ack of a heartbeat sent after the Goodbye comes after the controller's answer
-  // to the Goodbye and after anything it sent before reading it. agent-core.ts does not tell the
-  // drain about acks yet, so the agent half-closes as soon as nothing runs, and an add, a revoke
-  // or a dispatch still on its way finds a stream that takes no Release or report.
-  // When it is fixed this test fails: make it an ordinary test.
-  it.fails("waits for the ack of a heartbeat sent after its Goodbye before it half-closes", () => {
+  // to the Goodbye and after anything it sent before reading it.
+  it("waits for the ack of a heartbeat sent after its Goodbye before it half-closes", () => {
     const h = new Harness();
     h.connect(shard(0));
     const drain = h.step({ kind: "drain", reason: "SIGTERM" });
     expect(sent(drain)).toEqual([
       { kind: "goodbye", reason: "SIGTERM" },
+      { kind: "heartbeat", seq: 1n },
       { kind: "release", assignments: [shard(0)] },
     ]);
     expect(kinds(drain)).not.toContain("half-close");
-    const beat = sent(h.at(BEAT)).find((m) => m.kind === "heartbeat");
-    expect(beat).toBeDefined();
+    // An add the controller sent before it read the Goodbye still finds a stream that takes a Release.
     expect(sent(h.step({ kind: "assignments", term: 1n, snapshot: false, add: [shard(1)], revoke: [] }))).toEqual([{ kind: "release", assignments: [shard(1)] }]);
-    expect(kinds(h.step({ kind: "heartbeat-ack", term: 1n, seq: beat!.kind === "heartbeat" ? beat!.seq : 0n, leaseTtlMs: 0 }))).toContain("half-close");
+    expect(kinds(h.step({ kind: "heartbeat-ack", term: 1n, seq: 1n, leaseTtlMs: 0 }))).toContain("half-close");
   });
 });
 
@@ -200,10 +206,7 @@ describe("the lease at its edges", () => {
     expect(kinds(h.step({ kind: "tick" }))).toEqual(expect.arrayContaining(["fenced", "close-stream"]));
   });
 
-  // agent-core.ts counts any Welcome as the end of a fence, even one whose lease has lapsed on
-  // arrival: it steps "unfenced", then fences again at its next step (nothing starts meanwhile,
-  // since every start checks the lease). When it is fixed this test fails: make it an ordinary test.
-  it.fails("stays fenced through a Welcome that comes after the lease it would start has lapsed", () => {
+  it("stays fenced through a Welcome that comes after the lease it would start has lapsed", () => {
     const h = new Harness();
     h.connect(shard(0));
     h.at(TTL);

@@ -79,13 +79,16 @@ export class ReconnectPlan {
     this.#address = leader;
   }
 
-  /** The stream ended at `now`: picks the address and the time of the next attempt. */
-  ended(welcomed: boolean, now: number): void {
+  /**
+   * The stream ended at `now`: picks the address and the time of the next attempt. `capMs`
+   * bounds the wait while the agent has something to lose by waiting (see AgentCore).
+   */
+  ended(welcomed: boolean, now: number, capMs?: number): void {
     const redirected = this.#redirected;
     const unresponsive = this.#unresponsive;
     this.#redirected = false;
     this.#unresponsive = false;
-    this.#connectAt = now + this.#backoff.next();
+    this.#connectAt = now + this.#backoff.next(capMs);
     if (redirected || (welcomed && !unresponsive)) return;
     if (this.#addresses.length === 1 && this.#address === this.#addresses[0]) return;
     this.#address = this.#addresses[this.#next % this.#addresses.length]!;

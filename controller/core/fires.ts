@@ -82,7 +82,11 @@ export function enqueue(core: CoreState, job: JobEntry, shard: ShardEntry, execu
     }
   }
   core.open.set(execution.id, execution);
-  shard.queue.push(execution);
+  // A shard's fires wait in fire order: a failover re-run of an earlier fire takes its place
+  // ahead of later fires that queued while its first attempt was running (or unknown).
+  const later = shard.queue.findIndex((e) => e.fireTime > execution.fireTime);
+  if (later === -1) shard.queue.push(execution);
+  else shard.queue.splice(later, 0, execution);
   core.queuedAt.set(execution.id, ++core.queueSeq);
   core.outbox.saveExecution(execution);
   Executions.dispatchShard(core, shard);

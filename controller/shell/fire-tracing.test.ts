@@ -17,6 +17,8 @@ import { FAILOVER_SPAN, FIRE_SPAN, FireTracing, RETRY_SPAN, traceLogFields } fro
 import { rawAgent } from "./testing/raw-agent.js";
 
 const LEASE = DEFAULT_CORE_CONFIG.leaseTtlMs;
+/** The default disconnect grace, and the margin the controller adds to it: a lost run re-runs after both. */
+const GRACE = DEFAULT_CORE_CONFIG.disconnectGraceMs + DEFAULT_CORE_CONFIG.leaseMarginMs;
 
 let tracing: InMemoryTracing;
 beforeEach(() => {
@@ -89,7 +91,7 @@ describe("FireTracing", () => {
     h.report("a", lost.executionId, "running");
 
     h.crash("a");
-    h.run(LEASE + 1000, ["a"]);
+    h.run(LEASE + 1000 + GRACE, ["a"]);
 
     const rerunId = lost.executionId.replace(/\/1$/, "/2");
     const rerun = tracing.spansNamed(FAILOVER_SPAN).find((span) => span.attributes["shardline.execution_id"] === rerunId)!;
@@ -120,7 +122,7 @@ describe("FireTracing", () => {
     restarted.now = h.now;
     restarted.start();
     restarted.connect("b");
-    restarted.run(2 * LEASE + 1000);
+    restarted.run(2 * LEASE + 1000 + GRACE);
 
     const rerunId = lost.executionId.replace(/\/1$/, "/2");
     const rerun = tracing.spansNamed(FAILOVER_SPAN).find((span) => span.attributes["shardline.execution_id"] === rerunId)!;

@@ -31,6 +31,9 @@ export const scenarioArbitrary: fc.Arbitrary<Scenario> = fc.record({
   steps: fc.array(stepArbitrary, { maxLength: 30 }),
   leaderLeases: fc.boolean(),
   daemons: fc.constant(true),
+  // No grace (runs abort at a lapse, as before there was one), a short one, and one longer
+  // than any control-plane outage here (invariant 10).
+  graceMs: fc.constantFrom(0, 2_000, 8_000),
 });
 
 /** Runs one scenario; throws the first broken invariant with the steps that led to it. */

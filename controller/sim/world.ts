@@ -97,6 +97,11 @@ export interface Scenario {
    * daemon shard runs again once the faults end.
    */
   daemons?: boolean;
+  /**
+   * The controller's disconnect grace (CoreConfig.disconnectGraceMs) for this scenario: how long
+   * a started run goes on on an agent whose lease lapsed. Absent: the config's.
+   */
+  graceMs?: number;
 }
 
 /** The largest clock rate error the simulator gives an agent: 1,000 ppm, 20x a poor crystal. */
@@ -119,6 +124,10 @@ const KEEPALIVE_DETECT_MS = 15_000;
 const MAX_BACKOFF_MS = 5_000;
 /** At the end, faults stop and the world runs this long so every fire can settle. */
 const SETTLE_MS = 20_000;
+/** The steps that are faults of the agent itself rather than of the control plane (invariant 10). */
+const OWN_FAULTS: ReadonlySet<Step["kind"]> = new Set(["crash", "drop", "partition", "slow", "impostor", "drain", "delay", "pause"]);
+/** A grace longer than any control-plane outage the steps make, so invariant 10 must hold under it. */
+const GRACE_OVER_OUTAGES_MS = 8_000;
 /** With leaderLeases: the leader's etcd lease TTL, its renewal period, and how early it stops acting. */
 const LEADER_TTL_MS = 2_000;
 const LEADER_RENEW_MS = 667;
@@ -277,15 +286,20 @@ export class World {
   private readonly finished = new Map<string, string>();
   private readonly cursors = new Map<string, number>();
   private readonly jobs: JobSpec[];
+  /** Agents that had a fault of their own (a partition, a pause, ...): see invariant 10. */
+  private readonly faulted = new Set<string>();
   /** When each job's shard count changed, for the final accounting. */
   private readonly edits: number[] = [];
   /** While each job is deleted: from when, to when it was applied again (open while deleted). */
   private readonly deletions: { job: string; from: number; to?: number }[] = [];
 
+  readonly config: CoreConfig;
+
   constructor(
     readonly scenario: Scenario,
-    readonly config: CoreConfig = DEFAULT_CORE_CONFIG,
+    config: CoreConfig = DEFAULT_CORE_CONFIG,
   ) {
+    this.config = scenario.graceMs === undefined ? config : { ...config, disconnectGraceMs: scenario.graceMs };
     this.random = prng(scenario.seed);
     this.agents = scenario.drifts.map((drift, i) => new SimAgent(`agent-${i}`, drift, this.newInstance(), this.random));
     if (scenario.leaderLeases === true) this.durable.predecessorLeasesEndWithinMs = 0;
@@ -305,6 +319,8 @@ export class World {
 
   apply(step: Step): void {
     const agent = "agent" in step ? this.agents[step.agent % this.agents.length]! : undefined;
+    // Faults of the agent's own, which may cost it its lease whatever the grace (invariant 10).
+    if (agent !== undefined && OWN_FAULTS.has(step.kind)) this.faulted.add(agent.id);
     switch (step.kind) {
       case "advance":
         this.advanceTo(this.now + step.ms);
@@ -393,8 +409,10 @@ export class World {
       if (!agent.alive) this.apply({ kind: "restart", agent: i });
     }
     const faultsEnd = this.now;
-    this.advanceTo(this.now + SETTLE_MS);
+    // A run lost at the end of the faults waits out its grace before it runs again.
+    this.advanceTo(this.now + this.settleMs);
     this.accountForFires(faultsEnd);
+    this.checkGraceKept();
   }
 
   // The event loop of the world.
@@ -942,6 +960,31 @@ export class World {
     }
   }
 
+  /** How long the world runs after the faults end before invariant 3 is checked. */
+  private get settleMs(): number {
+    return SETTLE_MS + this.config.disconnectGraceMs;
+  }
+
+  /**
+   * Invariant 10: a control-plane outage shorter than the disconnect grace aborts no run. With
+   * a grace longer than anything a controller restart or a leader change takes here (a few
+   * seconds with the reconnect backoff), no agent that had no fault of its own (never
+   * partitioned, paused, delayed, slowed, drained, stopped, or impersonated) ever aborted a run
+   * because its lease lapsed: its runs went on while it found the next controller. Daemon runs
+   * and failover: fast jobs have no grace (they stop when their agent loses the shard) and are
+   * not counted.
+   */
+  private checkGraceKept(): void {
+    if (this.config.disconnectGraceMs < GRACE_OVER_OUTAGES_MS) return;
+    for (const execution of this.durable.executions.values()) {
+      // A daemon run, and a run of a failover: fast job, have no grace: they stop at a lapse.
+      const fast = this.jobs.find((job) => job.name === execution.job)?.failover === "fast";
+      if (execution.state !== "lost" || execution.cause === "daemon" || fast || this.faulted.has(execution.agent)) continue;
+      if (!/^fenced:/.test(execution.error ?? "")) continue;
+      this.violation("10", `${execution.id} was aborted on ${execution.agent}, which had no fault of its own, by a control-plane outage shorter than the grace: ${execution.error}`);
+    }
+  }
+
   /**
    * Invariant 3: every fire made before the faults ended is accounted for. Each of its shards'
    * last attempt is terminal, and none ended lost (a fenced job re-runs what was lost); and
@@ -956,14 +999,14 @@ export class World {
       if (before === undefined || before.attempt < execution.attempt) latest.set(key, execution);
     }
     for (const [key, execution] of latest) {
-      if (!TERMINAL_STATES.has(execution.state)) this.violation("3", `fire ${key} is still ${execution.state} ${SETTLE_MS} ms after the faults ended`);
+      if (!TERMINAL_STATES.has(execution.state)) this.violation("3", `fire ${key} is still ${execution.state} ${this.settleMs} ms after the faults ended`);
       if (execution.state === "lost" && (execution.job !== "no-rerun" || !execution.error)) this.violation("3", `fire ${key} ended lost, with no re-run`);
       if (execution.state === "misfired" && !execution.error) this.violation("3", `fire ${key} misfired without a reason`);
     }
     // Every daemon shard runs again once the faults are over (or waits out its restart backoff).
     for (let shard = 0; shard < (this.scenario.daemons === true ? DAEMON_SHARDS : 0); shard++) {
       const open = [...this.durable.executions.values()].some((e) => e.job === DAEMON_JOB && e.shard === shard && (e.state === "running" || e.state === "pending"));
-      if (!open) this.violation("3", `daemon shard ${DAEMON_JOB}/${shard} runs nothing ${SETTLE_MS} ms after the faults ended`);
+      if (!open) this.violation("3", `daemon shard ${DAEMON_JOB}/${shard} runs nothing ${this.settleMs} ms after the faults ended`);
     }
     const fired = new Set([...latest.values()].filter((e) => e.job === "every-second").map((e) => e.fireTime));
     const first = Math.min(...fired);
