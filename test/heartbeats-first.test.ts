@@ -111,12 +111,12 @@ describe("heartbeats go ahead of admin work and hostile peers, on a controller w
   it("keeps the good agents' leases and generations through a flood of admin calls, large listings among them", async () => {
     const { world, before } = await steadyWorld("heartbeats-first-admin");
     const { admin, controller } = world;
-    // 5,000 finished executions, so that the largest listings are heavy.
-    await admin.applyJob({ manifest: everySecond("history", 500).replace(/ {2}schedule: .*\n/, "") });
+    // 10,000 finished executions, so that a listing at the largest limit is as heavy as it gets.
+    await admin.applyJob({ manifest: everySecond("history", 1000).replace(/ {2}schedule: .*\n/, "") });
     for (let i = 0; i < 10; i++) await admin.triggerJob({ name: "history" });
     await waitFor("the history to fill", async () => {
       const done = (await admin.listExecutions({ job: "history", limit: 10_000, state: ExecutionState.SUCCEEDED })).executions;
-      return done.length === 5_000 ? true : undefined;
+      return done.length === 10_000 ? true : undefined;
     }, 90_000);
     const beforeFlood = await assignments(admin, ["steady"]);
     expect(beforeFlood).toEqual(before);
@@ -125,7 +125,7 @@ describe("heartbeats go ahead of admin work and hostile peers, on a controller w
     // which is an answer too.
     const FLOOD_MS = 8_000;
     const MAX_CALLS = 20_000;
-    const WORKERS = 1_000;
+    const WORKERS = 2_000;
     const BIG_LISTERS = 16;
     const clients = Array.from({ length: 8 }, () => createClient(AdminService, controller.address));
     world.defer(() => clients.forEach((c) => c.close()));

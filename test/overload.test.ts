@@ -262,6 +262,7 @@ describe("overload", () => {
       listAgents: (c) => c.listAgents({}),
       applyJob: (c, i) => c.applyJob({ manifest: everySecond("other", 2).replace(/ {2}schedule: .*\n/, `  parameter: "p${i % 7}"\n`) }),
     };
+    const shardsBefore = (await admin.listAssignments({ job: "steady" })).assignments.map((a) => `${a.shard} ${a.agent} (${a.term}, ${a.generation})`).sort();
     const succeeded = new Map<string, number>();
     const refused: string[] = [];
     const failed: string[] = [];
@@ -293,6 +294,12 @@ describe("overload", () => {
     const rateLimited = /^\w+: too many calls from 127\.0\.0\.1; retry in \d+ ms \(the controller's --admin-rate-limit\)$/;
     expect(refused.filter((message) => message !== limit && !rateLimited.test(message))).toEqual([]);
     expect([...succeeded.keys()].sort()).toEqual(["applyJob", "bigList", "getJob", "listAgents", "listExecutions", "listJobs"]);
+
+    // The agents kept their leases all along: neither fenced itself, and no shard moved.
+    const fenced = [...world.agents.values()].flatMap((a) => a.logs().filter((e) => e.msg.startsWith("fenced")).map((e) => `${a.name}: ${e.msg}`));
+    expect(fenced).toEqual([]);
+    const shardsAfter = (await admin.listAssignments({ job: "steady" })).assignments.map((a) => `${a.shard} ${a.agent} (${a.term}, ${a.generation})`).sort();
+    expect(shardsAfter).toEqual(shardsBefore);
 
     // Every fire during the flood was dispatched and succeeded: none missing, none misfired or lost.
     const window = await settledFires(admin, "steady", floodStart, floodOver);
