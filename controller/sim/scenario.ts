@@ -32,7 +32,7 @@ export const scenarioArbitrary: fc.Arbitrary<Scenario> = fc.record({
   leaderLeases: fc.boolean(),
   daemons: fc.constant(true),
   // No grace (runs abort at a lapse, as before there was one), a short one, and one longer
-  // than any control-plane outage here (invariant 10).
+  // than any control-plane outage here (invariant 6).
   graceMs: fc.constantFrom(0, 2_000, 8_000),
 });
 

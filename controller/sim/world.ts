@@ -124,9 +124,9 @@ const KEEPALIVE_DETECT_MS = 15_000;
 const MAX_BACKOFF_MS = 5_000;
 /** At the end, faults stop and the world runs this long so every fire can settle. */
 const SETTLE_MS = 20_000;
-/** The steps that are faults of the agent itself rather than of the control plane (invariant 10). */
+/** The steps that are faults of the agent itself rather than of the control plane (invariant 6). */
 const OWN_FAULTS: ReadonlySet<Step["kind"]> = new Set(["crash", "drop", "partition", "slow", "impostor", "drain", "delay", "pause"]);
-/** A grace longer than any control-plane outage the steps make, so invariant 10 must hold under it. */
+/** A grace longer than any control-plane outage the steps make, so invariant 6 must hold under it. */
 const GRACE_OVER_OUTAGES_MS = 8_000;
 /** With leaderLeases: the leader's etcd lease TTL, its renewal period, and how early it stops acting. */
 const LEADER_TTL_MS = 2_000;
@@ -286,7 +286,7 @@ export class World {
   private readonly finished = new Map<string, string>();
   private readonly cursors = new Map<string, number>();
   private readonly jobs: JobSpec[];
-  /** Agents that had a fault of their own (a partition, a pause, ...): see invariant 10. */
+  /** Agents that had a fault of their own (a partition, a pause, ...): see invariant 6. */
   private readonly faulted = new Set<string>();
   /** When each job's shard count changed, for the final accounting. */
   private readonly edits: number[] = [];
@@ -319,7 +319,7 @@ export class World {
 
   apply(step: Step): void {
     const agent = "agent" in step ? this.agents[step.agent % this.agents.length]! : undefined;
-    // Faults of the agent's own, which may cost it its lease whatever the grace (invariant 10).
+    // Faults of the agent's own, which may cost it its lease whatever the grace (invariant 6).
     if (agent !== undefined && OWN_FAULTS.has(step.kind)) this.faulted.add(agent.id);
     switch (step.kind) {
       case "advance":
@@ -966,7 +966,7 @@ export class World {
   }
 
   /**
-   * Invariant 10: a control-plane outage shorter than the disconnect grace aborts no run. With
+   * Invariant 6: a control-plane outage shorter than the disconnect grace aborts no run. With
    * a grace longer than anything a controller restart or a leader change takes here (a few
    * seconds with the reconnect backoff), no agent that had no fault of its own (never
    * partitioned, paused, delayed, slowed, drained, stopped, or impersonated) ever aborted a run
@@ -981,7 +981,7 @@ export class World {
       const fast = this.jobs.find((job) => job.name === execution.job)?.failover === "fast";
       if (execution.state !== "lost" || execution.cause === "daemon" || fast || this.faulted.has(execution.agent)) continue;
       if (!/^fenced:/.test(execution.error ?? "")) continue;
-      this.violation("10", `${execution.id} was aborted on ${execution.agent}, which had no fault of its own, by a control-plane outage shorter than the grace: ${execution.error}`);
+      this.violation("6", `${execution.id} was aborted on ${execution.agent}, which had no fault of its own, by a control-plane outage shorter than the grace: ${execution.error}`);
     }
   }
 
