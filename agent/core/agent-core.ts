@@ -344,6 +344,17 @@ export class AgentCore {
     this.#lastAckAt = now;
     if (this.#lease.ack(HELLO_SEQ, this.#leaseTtlMs)) this.#leaseRenewed(now);
     this.#reports.confirm(HELLO_SEQ);
+    if (!this.#lease.valid(now)) {
+      // It came after the lease it grants had lapsed (the Hello took longer than a lease to be
+      // answered): it grants nothing. Staying on the stream would not help, since the controller
+      // counts the lease valid and would keep dispatching work this agent must refuse.
+      if (this.#fenced) {
+        this.#close({ code: "unavailable", reason: "the Welcome came after the lease it grants had lapsed", unresponsive: true, newConnection: true });
+      } else {
+        this.#fence("the Welcome came after the lease it grants had lapsed");
+      }
+      return;
+    }
     this.#nextHeartbeatAt = now + this.#heartbeatIntervalMs;
     this.#effects.push({
       kind: "welcomed",

@@ -78,7 +78,15 @@ export type Step =
    * nothing meanwhile. On waking, its overdue timers come first, as in Node's event loop: the
    * core's lease check before anything it reads.
    */
-  | { kind: "pause"; agent: number; ms: number };
+  | { kind: "pause"; agent: number; ms: number }
+  /**
+   * The controller's process cannot run for `ms` (a long GC pause, a starved CPU): it reads,
+   * sends and times nothing, while agents and their clocks go on. On waking, as its driver does,
+   * it tells the core how long it stalled (which extends the leases it could not renew) before it
+   * reads anything. Only for a single controller (without `leaderLeases`): a stalled leader's own
+   * etcd lease is the shell's matter.
+   */
+  | { kind: "stall"; ms: number };
 
 export interface Scenario {
   /** Seeds what the steps leave to chance: run durations, reconnect backoffs. */
@@ -265,6 +273,8 @@ export class World {
   private nextRenewalAt: number | undefined;
   /** With leaderLeases, after a failover: no controller runs until this instant. */
   private controllerDownUntil: number | undefined;
+  /** While the controller's process stalls: since when, and until when (the stall step). */
+  private controllerStall: { since: number; until: number } | undefined;
   core: ControllerCore;
   readonly agents: SimAgent[];
   private readonly random: () => number;
@@ -319,6 +329,9 @@ export class World {
 
   apply(step: Step): void {
     const agent = "agent" in step ? this.agents[step.agent % this.agents.length]! : undefined;
+    // A stalled controller takes no admin call and says no Hello meanwhile (it would run the
+    // core's timers before it heard of the stall); it can still be killed.
+    if (this.controllerStall !== undefined && (step.kind === "edit" || step.kind === "delete" || step.kind === "impostor" || step.kind === "resign")) return;
     // Faults of the agent's own, which may cost it its lease whatever the grace (invariant 6).
     if (agent !== undefined && OWN_FAULTS.has(step.kind)) this.faulted.add(agent.id);
     switch (step.kind) {
@@ -363,6 +376,11 @@ export class World {
         return;
       case "resign":
         this.resign();
+        return;
+      case "stall":
+        if (this.scenario.leaderLeases !== true && this.controllerDownUntil === undefined && this.controllerStall === undefined && step.ms > 0) {
+          this.controllerStall = { since: this.now, until: this.now + step.ms };
+        }
         return;
       case "impostor":
         this.impostor(agent!);
@@ -409,8 +427,12 @@ export class World {
       if (!agent.alive) this.apply({ kind: "restart", agent: i });
     }
     const faultsEnd = this.now;
-    // A run lost at the end of the faults waits out its grace before it runs again.
-    this.advanceTo(this.now + this.settleMs);
+    // A run lost at the end of the faults waits out its grace before it runs again. An agent
+    // still draining when the faults end is replaced once it has left, as its pod would be.
+    for (let t = 0; t < this.settleMs; t += 1000) {
+      this.advanceTo(Math.min(faultsEnd + t + 1000, faultsEnd + this.settleMs));
+      for (const [i, agent] of this.agents.entries()) if (!agent.alive) this.apply({ kind: "restart", agent: i });
+    }
     this.accountForFires(faultsEnd);
     this.checkGraceKept();
   }
@@ -448,6 +470,8 @@ export class World {
     }
     if (this.controllerDownUntil !== undefined) {
       consider(this.controllerDownUntil, () => this.startLeader());
+    } else if (this.controllerStall !== undefined) {
+      consider(this.controllerStall.until, () => this.wakeController());
     } else {
       consider(this.core.nextDeadline(), () => {
         this.core.tick(this.now);
@@ -528,6 +552,8 @@ export class World {
   }
 
   private failover(): void {
+    // A stalled process dies like any other.
+    this.controllerStall = undefined;
     if (this.controllerDownUntil !== undefined) return;
     for (const [agentId, session] of [...this.controllerSessions]) {
       this.controllerSessions.delete(agentId);
@@ -558,6 +584,15 @@ export class World {
     this.startLeader();
   }
 
+  /** The stalled controller runs again: it tells its core how long it could not run, first. */
+  private wakeController(): void {
+    const stall = this.controllerStall!;
+    this.controllerStall = undefined;
+    this.core.noteStall(this.now - stall.since, this.now);
+    this.flushController();
+    this.check();
+  }
+
   private startLeader(): void {
     this.controllerDownUntil = undefined;
     this.core = new ControllerCore(this.config, this.durable.snapshot(), this.now);
@@ -575,6 +610,11 @@ export class World {
   }
 
   private controllerStreamClosed(agentId: string, session: string): void {
+    // A stalled process learns of a closed stream once it wakes, after what it had to read.
+    if (this.controllerStall !== undefined) {
+      this.closeNotices.push({ session, agent: agentId, at: this.controllerStall.until + 1, toController: true });
+      return;
+    }
     if (this.controllerSessions.get(agentId) !== session) return;
     this.controllerSessions.delete(agentId);
     this.core.streamClosed(session, this.now);
@@ -613,6 +653,14 @@ export class World {
     const session = agent.session;
     if (session === undefined) return;
     const deliver = (): void => {
+      // A stalled process reads nothing: the message waits in its socket until it wakes, and
+      // what the agent sends after it arrives after it (the link stays in order).
+      if (this.controllerStall !== undefined) {
+        const at = this.controllerStall.until + 1;
+        agent.lastArrival.toController = Math.max(agent.lastArrival.toController, at);
+        this.inFlight.push({ session, toController: true, at, deliver });
+        return;
+      }
       if (this.controllerSessions.get(agent.id) !== session) return;
       try {
         call(session);
@@ -658,7 +706,8 @@ export class World {
     if (!agent.alive) return;
     // No controller leads (or the link is down): the attempt fails before any Welcome, and the
     // core tries again after its backoff (to its next address, had it several).
-    if (!agent.linkUp || this.controllerDownUntil !== undefined) {
+    // A stalled controller accepts no stream in time either (the agent's Welcome timeout).
+    if (!agent.linkUp || this.controllerDownUntil !== undefined || this.controllerStall !== undefined) {
       agent.session = undefined;
       this.stepAgent(agent, { kind: "stream-opened" });
       this.stepAgent(agent, { kind: "stream-closed" });
