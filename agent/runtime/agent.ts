@@ -574,6 +574,11 @@ export class Agent {
     // A stream that ends before any Welcome, not on a Redirect nor by this side's stop, is an attempt that failed.
     const failedAttempt = !welcomed && !this.#core.redirecting && !this.#stopped;
     this.#stream = undefined;
+    // After a failed connection a grpc-js channel waits out a backoff of its own (up to 5 s)
+    // before it connects again, failing every call meanwhile: the next attempt goes on a fresh
+    // channel, so that the core's backoff alone (half a lease while it has something to keep)
+    // says when this agent tries again, and it finds a restarted controller at once.
+    if (failedAttempt) this.#dropClient();
     // Its effects (the end of a drain, the next attempt's time and address) come after the log
     // lines and the event below.
     this.#core.step({ kind: "stream-closed" }, this.#options.clock.now());
