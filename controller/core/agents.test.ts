@@ -264,6 +264,27 @@ describe("a controller that could not run", () => {
     expect(h.core.listAgents().map((x) => x.id)).toEqual(["a"]);
   });
 
+  it("extends an unknown run's disconnect grace by the time it could not run: the agent's report may be waiting unread", () => {
+    const { h, a, b } = twoAgents();
+    h.core.triggerJob("job", [], undefined, h.now);
+    h.flush();
+    const [run] = a.dispatchedIds();
+    h.report("a", run!, "running");
+    h.crash("a");
+    h.run(LEASE + 500, ["a"]);
+    expect(h.execution(run!)?.state).toBe("unknown");
+    // The controller stalls across the end of the grace; on waking, the grace runs on.
+    h.now += GRACE;
+    h.core.noteStall(GRACE, h.now);
+    h.flush();
+    expect(h.execution(run!)?.state).toBe("unknown");
+    // a is back and reports it finished (it went on while a was cut off): succeeded, once.
+    h.connect("a", { executions: [{ executionId: run!, state: "running" }] });
+    h.report("a", run!, "succeeded");
+    expect(h.execution(run!)?.state).toBe("succeeded");
+    expect(b.dispatchedIds()).not.toContain(run!.replace(/\/1$/, "/2"));
+  });
+
   it("holds a replaced process's shards for the time it could not run, too", () => {
     const h = new CoreHarness();
     h.connect("w-1", { instanceId: "11111111-1111-4111-8111-111111111111" });

@@ -163,10 +163,11 @@ export function leaseFromNow(core: CoreState): number {
 /**
  * The controller could not run for `stalledMs` just before `now` (a long pause for garbage
  * collection, a starved CPU): it could not have read any agent's heartbeat meanwhile, so no lease
- * may lapse for that time. Every lease still valid when the stall began (and a replaced process's
- * fence) is extended by the stall, before any timer due now runs. Extending the controller's view
- * is always safe: it only delays giving a shard to another agent; the agent still fences itself by
- * its own clock.
+ * may lapse for that time. Every lease still valid when the stall began (a replaced process's
+ * fence, and an unknown run's disconnect grace, too) is extended by the stall, before any timer
+ * due now runs: the report that would have settled it may be waiting unread. Extending the
+ * controller's view is always safe: it only delays giving a shard or a fire to another agent;
+ * the agent still fences itself, and aborts its runs, by its own clock.
  */
 export function noteStall(core: CoreState, stalledMs: number, now: number): void {
   const began = now - stalledMs;
@@ -182,6 +183,7 @@ export function noteStall(core: CoreState, stalledMs: number, now: number): void
       core.timers.push(inherited.until, { kind: "inherited", agent: agent.id, incarnation: agent.incarnation });
     }
   }
+  DisconnectGrace.extendGraces(core, began, stalledMs);
   core.emit("controller.stalled", `the controller could not run for ${Math.round(stalledMs)} ms; ${extended} agent lease${extended === 1 ? "" : "s"} extended by as much`, {
     stall: { ms: stalledMs, leasesExtended: extended },
   });

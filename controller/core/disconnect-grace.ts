@@ -72,6 +72,15 @@ export function presumeGoing(core: CoreState, execution: ExecutionRecord, agent:
   );
 }
 
+/** The controller could not run from `began` for `stalledMs`: every grace not over by then lasts that much longer. */
+export function extendGraces(core: CoreState, began: number, stalledMs: number): void {
+  for (const [id, unknown] of core.unknownRuns) {
+    if (unknown.until <= began) continue;
+    unknown.until += stalledMs;
+    core.timers.push(unknown.until, { kind: "unknown-run", executionId: id });
+  }
+}
+
 /** The grace of an unknown run is over without a word from its agent: it is lost (and re-run as failover says). */
 export function graceOver(core: CoreState, executionId: string): void {
   const unknown = core.unknownRuns.get(executionId);
