@@ -116,9 +116,10 @@ export function heldByAnotherProcess(core: CoreState, executionId: string, insta
 }
 
 /** Why an unknown run waits, for the admin API. */
-export function unknownReason(core: CoreState, execution: ExecutionRecord): string | undefined {
+export function unknownReason(core: CoreState, execution: ExecutionRecord): string {
   const unknown = core.unknownRuns.get(execution.id);
-  if (unknown === undefined) return undefined;
+  // Restored unknown by a restarted controller: its agent's lease, then its grace, start over.
+  if (unknown === undefined) return `agent ${execution.agent} has not reconnected since the controller restarted; the run may still be going there`;
   return (
     `agent ${execution.agent} has been out of reach since ${at(unknown.since)}; the run may still be going there, ` +
     `until ${at(unknown.until)} at the latest (its disconnect grace), when it is recorded lost and runs again as spec.failover says`
