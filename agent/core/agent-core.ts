@@ -1,19 +1,16 @@
-import { create } from "@bufbuild/protobuf";
-import { ExecutionUpdateSchema, type ExecutionUpdate } from "../../shared/gen/shardline/v1/agent_service_pb.js";
+import type { ExecutionUpdate } from "../../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
 import { AssignmentTable, shardKey, type AssignmentRef, type HeldAssignment } from "./assignment-table.js";
 import { restoreRun, startDue, takeDispatch, type DispatchPort } from "./dispatch.js";
 import { Drain, type DrainPort } from "./drain.js";
 import type { AgentEffect, AgentInput, AgentMessage, ControllerMessage, StopState, StreamClose } from "./events.js";
+import { Fence } from "./fence.js";
 import { Lease } from "./lease.js";
 import { HELLO_SEQ, ReportBook } from "./report-book.js";
 import { ReconnectPlan } from "./reconnect.js";
 import { RunBook, type HeldRun } from "./run-book.js";
 
 export { HALF_CLOSE_WAIT_MS } from "./drain.js";
-
-/** The states a run's own outcome is reported in (not a stop the agent or the controller asked for). */
-const OUTCOMES: ReadonlySet<ExecutionState> = new Set([ExecutionState.SUCCEEDED, ExecutionState.FAILED, ExecutionState.TIMED_OUT]);
 
 /** Defaults the controller would send; used only when a Welcome leaves a field at 0. */
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 500;
@@ -69,12 +66,11 @@ export class AgentCore {
   #dispatchAheadMs = 0;
   #nextHeartbeatAt: number | undefined;
   #lastAckAt = 0;
-  #fenced = false;
-  #fenceReason = "";
   #drain: Drain | undefined;
   #stopped = false;
 
   readonly #reconnect: ReconnectPlan;
+  readonly #fence: Fence;
   readonly #port: DrainPort & DispatchPort;
 
   constructor(options: AgentCoreOptions) {
@@ -92,7 +88,7 @@ export class AgentCore {
       get stopped() { return core.#stopped; },
       get lastStepAt() { return core.#lastStepAt; },
       get shuttingDown() { return core.#drain !== undefined || core.#stopped; },
-      get fenced() { return core.#fenced; },
+      get fenced() { return core.#fence.fenced; },
       get dispatchAheadMs() { return core.#dispatchAheadMs; },
       emit: (effect) => this.#effects.push(effect),
       log: (level, fields, message) => this.#log(level, fields, message),
@@ -103,9 +99,18 @@ export class AgentCore {
       stopHeartbeats: () => (this.#nextHeartbeatAt = undefined),
       heartbeat: (now) => this.#heartbeat(now),
       stop: () => (this.#stopped = true),
-      fenceIfLapsed: (now) => this.#fenceIfLapsed(now),
+      fenceIfLapsed: (now) => this.#fence.ifLapsed(now),
       report: (update) => this.#onReport(update),
     };
+    this.#fence = new Fence({
+      lease: this.#lease,
+      runs: this.#runs,
+      table: this.#table,
+      get leaseTtlMs() { return core.#leaseTtlMs; },
+      emit: (effect) => this.#effects.push(effect),
+      log: (level, fields, message) => this.#log(level, fields, message),
+      close: (close) => this.#close(close),
+    });
   }
 
   /** Applies one input at `now` (monotonic ms). */
@@ -159,8 +164,8 @@ export class AgentCore {
     };
     if (this.#stopped) return undefined;
     if (!this.#streamOpen) consider(this.#reconnect.connectAt);
-    if (!this.#fenced && this.#lease.expiresAt !== Number.NEGATIVE_INFINITY) consider(this.#lease.expiresAt);
-    if (this.#fenced) for (const run of this.#runs.list()) consider(run.abortAt);
+    if (!this.#fence.fenced && this.#lease.expiresAt !== Number.NEGATIVE_INFINITY) consider(this.#lease.expiresAt);
+    consider(this.#fence.nextDeadline());
     if (this.#streamOpen && !this.#closing && !this.#welcomed) consider(this.#welcomeDeadline);
     if (this.#streamOpen && !this.#closing && this.#welcomed) consider(this.#nextHeartbeatAt);
     consider(this.#drain?.graceEndsAt);
@@ -192,12 +197,12 @@ export class AgentCore {
 
   /** The lease lapsed and no Welcome has renewed it since. */
   get fenced(): boolean {
-    return this.#fenced;
+    return this.#fence.fenced;
   }
 
   /** Why the lease lapsed, while fenced. */
   get fenceReason(): string {
-    return this.#fenceReason;
+    return this.#fence.reason;
   }
 
   get draining(): boolean {
@@ -260,18 +265,7 @@ export class AgentCore {
     // What was not sent goes into the next Hello; what was sent but not confirmed too.
     this.#reports.streamEnded();
     this.#drain?.streamClosed();
-    if (!this.#stopped) this.#reconnect.ended(welcomed, now, this.#urgentReconnectCap(now));
-  }
-
-  /**
-   * While the lease still holds, or runs go on in their disconnect grace, a backoff that waits
-   * past the lease (or the grace) is wasted: the agent fences, or aborts those runs, while a
-   * controller may be back already. Each wait is then at most half a lease (full jitter below
-   * that), so an agent tries at least twice per lease; otherwise the backoff grows to its max.
-   */
-  #urgentReconnectCap(now: number): number | undefined {
-    const holding = this.#lease.valid(now) || this.#runs.list().some((run) => run.started);
-    return holding ? Math.max(1, Math.floor(this.#leaseTtlMs / 2)) : undefined;
+    if (!this.#stopped) this.#reconnect.ended(welcomed, now, this.#fence.reconnectCap(now));
   }
 
   #close(close: Omit<StreamClose, "kind">): void {
@@ -342,16 +336,16 @@ export class AgentCore {
     this.#welcomeDeadline = undefined;
     this.#reconnect.welcomed();
     this.#lastAckAt = now;
-    if (this.#lease.ack(HELLO_SEQ, this.#leaseTtlMs)) this.#leaseRenewed(now);
+    if (this.#lease.ack(HELLO_SEQ, this.#leaseTtlMs)) this.#fence.renewed(now);
     this.#reports.confirm(HELLO_SEQ);
     if (!this.#lease.valid(now)) {
       // It came after the lease it grants had lapsed (the Hello took longer than a lease to be
       // answered): it grants nothing. Staying on the stream would not help, since the controller
       // counts the lease valid and would keep dispatching work this agent must refuse.
-      if (this.#fenced) {
+      if (this.#fence.fenced) {
         this.#close({ code: "unavailable", reason: "the Welcome came after the lease it grants had lapsed", unresponsive: true, newConnection: true });
       } else {
-        this.#fence("the Welcome came after the lease it grants had lapsed");
+        this.#fence.lapse("the Welcome came after the lease it grants had lapsed", now);
       }
       return;
     }
@@ -376,8 +370,7 @@ export class AgentCore {
       this.#reconnect.opened();
       this.#effects.push({ kind: "open-stream", address: this.#reconnect.address });
     }
-    if (!this.#fenced && this.#lease.expiresAt !== Number.NEGATIVE_INFINITY && !this.#lease.valid(now)) this.#fence(this.#lapsed());
-    if (this.#fenced) this.#abortPastGrace(now);
+    this.#fence.tick(now);
     const live = this.#streamOpen && !this.#closing;
     if (live && !this.#welcomed && this.#welcomeDeadline !== undefined && now >= this.#welcomeDeadline) {
       this.#welcomeDeadline = undefined;
@@ -408,77 +401,8 @@ export class AgentCore {
     this.#lastAckAt = now;
     if (seq > this.#ackedSeq) this.#ackedSeq = seq;
     this.#reports.confirm(seq);
-    this.#leaseRenewed(now);
+    this.#fence.renewed(now);
     this.#drain?.maybeEnd(now);
-  }
-
-  /**
-   * An ack or a Welcome renewed the lease from its heartbeat's (or Hello's) send time. A fenced
-   * agent unfences only if that lease still holds now: a Welcome that comes after the lease it
-   * would start has lapsed grants nothing, and the runs going on in their grace keep their clock.
-   */
-  #leaseRenewed(now: number): void {
-    if (!this.#fenced || !this.#lease.valid(now)) return;
-    this.#fenced = false;
-    // A controller answers again within their grace: the runs that went on are the agent's
-    // again (its Hello listed them, and the controller counts them as running or cancels them).
-    const kept = this.#runs.list().filter((run) => run.abortAt !== undefined);
-    for (const run of kept) run.abortAt = undefined;
-    if (kept.length > 0) this.#log("info", { runs: kept.map((run) => run.executionId) }, "a controller answered within the disconnect grace: the runs that went on carry on");
-    this.#effects.push({ kind: "unfenced" });
-  }
-
-  #lapsed(): string {
-    return `no heartbeat ack within the lease of ${this.#leaseTtlMs} ms`;
-  }
-
-  /**
-   * The lease lapsed: the shard may already belong to someone else, so stop everything now. A
-   * process paused past its lease runs its overdue timers oldest first, so this is checked
-   * wherever work would start, not only at the lease's deadline.
-   */
-  #fenceIfLapsed(now: number): void {
-    if (!this.#fenced && !this.#lease.valid(now)) this.#fence(this.#lapsed());
-  }
-
-  /** Aborts, while fenced, every run whose disconnect grace is over. */
-  #abortPastGrace(now: number): void {
-    for (const run of this.#runs.list()) {
-      if (run.abortAt === undefined || run.abortAt > now) continue;
-      run.abortAt = undefined;
-      const reason = `fenced: ${this.#fenceReason}, and no controller answered within the disconnect grace of ${run.graceMs / 1000} s`;
-      this.#effects.push({ kind: "stop-run", executionId: run.executionId, state: ExecutionState.LOST, reason });
-    }
-  }
-
-  #fence(reason: string): void {
-    this.#fenced = true;
-    this.#fenceReason = reason;
-    // Nothing new starts. A started run with a disconnect grace goes on for it, counted from
-    // the lapse (not from now: a process frozen past the grace aborts at once); the rest stop.
-    const lapsedAt = this.#lease.expiresAt;
-    const graced = this.#runs.list().filter((run) => run.started && run.graceMs > 0);
-    for (const run of graced) run.abortAt = lapsedAt + run.graceMs;
-    this.#log(
-      "warn",
-      { reason, running: this.#runs.size, goingOn: graced.length },
-      graced.length === 0
-        ? "fenced: aborting every run and starting nothing new"
-        : `fenced: starting nothing new; ${graced.length} started run(s) go on for their disconnect grace while a controller is sought`,
-    );
-    for (const run of this.#runs.list()) {
-      if (run.abortAt === undefined) this.#effects.push({ kind: "stop-run", executionId: run.executionId, state: ExecutionState.LOST, reason: `fenced: ${reason}` });
-    }
-    this.#abortPastGrace(this.#lastStepAt);
-    // Its shards may belong to another agent by now: it claims none of them in its next Hello,
-    // where a restarted controller would take a stale claim for a live one. The controller's
-    // snapshot on the next stream says which are still its own.
-    for (const held of this.#table.list()) this.#table.remove(held.job, held.shard);
-    this.#effects.push({ kind: "assignments-changed" }, { kind: "fenced", reason });
-    // An open stream that let the lease lapse is stuck or partitioned; a fresh one is the cure,
-    // on a fresh connection (a new stream on the old one would wait behind its stuck TCP), to
-    // another controller replica first if there are several.
-    this.#close({ code: "unavailable", reason: `fenced: ${reason}`, unresponsive: true, newConnection: true });
   }
 
   // Assignments.
@@ -523,7 +447,7 @@ export class AgentCore {
   /** Every report comes through here: an executor's, or one the core made. */
   #onReport(reported: ExecutionUpdate): void {
     const run = this.#runs.get(reported.executionId);
-    const update = run !== undefined && OUTCOMES.has(reported.state) && this.#settledTooLate(run, this.#lastStepAt) ? this.#tooLate(reported) : reported;
+    const update = this.#fence.checkOutcome(run, reported, this.#lastStepAt);
     if (update.state === ExecutionState.RUNNING) {
       if (run) run.running = update;
     } else {
@@ -531,25 +455,6 @@ export class AgentCore {
     }
     if (this.#reports.add(update)) this.#effects.push({ kind: "flush-soon" });
     if (run && update.state !== ExecutionState.RUNNING) this.#runEnded(run);
-  }
-
-  /**
-   * A run's outcome that comes once the lease has lapsed and the run's disconnect grace is over
-   * (a process that was frozen, whose fence has not run yet): the fire may have run elsewhere
-   * meanwhile, so the outcome is not the agent's to give. Within the grace it counts: the
-   * controller holds the fire for the run until then.
-   */
-  #settledTooLate(run: HeldRun, now: number): boolean {
-    const lapsedAt = this.#lease.expiresAt;
-    if (lapsedAt === Number.NEGATIVE_INFINITY || this.#lease.valid(now)) return false;
-    return !(run.graceMs > 0 && now < lapsedAt + run.graceMs);
-  }
-
-  #tooLate(update: ExecutionUpdate): ExecutionUpdate {
-    const state = ExecutionState[update.state] ?? String(update.state);
-    const error = `finished (${state}) after the agent's lease lapsed${this.#fenced ? ` (${this.#fenceReason})` : ""}: the fire may have run elsewhere, so this outcome is not used`;
-    this.#log("warn", { executionId: update.executionId, state }, "a run finished after the lease lapsed: reported lost");
-    return create(ExecutionUpdateSchema, { ...update, state: ExecutionState.LOST, error, result: "" });
   }
 
   #runEnded(run: HeldRun): void {

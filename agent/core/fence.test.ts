@@ -26,7 +26,7 @@ function runningBoth(): Harness {
 
 const welcome = { kind: "welcome", term: 1n, sessionId: "s2", heartbeatIntervalMs: BEAT, leaseTtlMs: TTL, dispatchAheadMs: 0 } as const;
 
-describe("the disconnect grace, on the agent", () => {
+describe("the fence and the disconnect grace", () => {
   it("at a lapse stops what has no grace or has not started, and lets a started run with a grace go on", () => {
     const h = runningBoth();
     // No ack ever comes: the Hello's lease runs out at TTL.
