@@ -24,6 +24,7 @@ export const stepArbitrary: fc.Arbitrary<Step> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("delay" as const), agent, ms: fc.integer({ min: 0, max: 800 }) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("pause" as const), agent, ms: fc.integer({ min: 1, max: 5000 }) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("stall" as const), ms: fc.integer({ min: 1, max: 5000 }) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant("clock-jump" as const), agent, ms: fc.integer({ min: -5000, max: 5000 }) }) },
 );
 
 export const scenarioArbitrary: fc.Arbitrary<Scenario> = fc.record({

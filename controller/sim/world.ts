@@ -86,7 +86,13 @@ export type Step =
    * reads anything. Only for a single controller (without `leaderLeases`): a stalled leader's own
    * etcd lease is the shell's matter.
    */
-  | { kind: "stall"; ms: number };
+  | { kind: "stall"; ms: number }
+  /**
+   * The agent's wall clock steps by `ms` (an NTP correction, a VM restored): fire instants, read
+   * on the wall clock, come that much sooner (or later) for it, while its monotonic clock, which
+   * the lease runs on, goes on as before. Bounded by the dispatch-ahead as in the runtime.
+   */
+  | { kind: "clock-jump"; agent: number; ms: number };
 
 export interface Scenario {
   /** Seeds what the steps leave to chance: run durations, reconnect backoffs. */
@@ -161,6 +167,8 @@ export function simJobs(daemons = false): JobSpec[] {
       misfire: "catch-up",
       maxCatchUp: 10,
       retries: { limit: 2, backoffSeconds: 1 },
+      // A run longer than a second times out (and is retried like a failure).
+      timeoutSeconds: 1,
       onFireComplete: { handler: "hook" },
     }),
     ...(daemons ? [daemonSpec()] : []),
@@ -190,6 +198,8 @@ interface Run {
   /** The real instant it started; undefined while it waits for its fire instant. */
   startAt?: number;
   durationMs: number;
+  /** It runs past its context's timeoutMs: the agent aborts it then and reports TIMED_OUT. */
+  timesOut?: boolean;
 }
 
 /** A message on the wire of one stream. */
@@ -224,6 +234,8 @@ class SimAgent {
   linkUp = true;
   /** The link's delay each way, in ms. */
   delayMs = 0;
+  /** How far its wall clock is off true time (clock-jump steps); its monotonic clock is not. */
+  wallOffsetMs = 0;
   /** While frozen (a paused process): when it wakes. */
   frozenUntil: number | undefined;
   /** When the last message each way arrives: a link delivers in order. */
@@ -347,6 +359,7 @@ export class World {
           const fresh = new SimAgent(agent!.id, agent!.drift, this.newInstance(), this.random);
           fresh.linkUp = agent!.linkUp;
           fresh.delayMs = agent!.delayMs;
+          fresh.wallOffsetMs = agent!.wallOffsetMs;
           fresh.lastArrival = agent!.lastArrival;
           this.agents[this.agents.indexOf(agent!)] = fresh;
           this.stepAgent(fresh, { kind: "start" });
@@ -393,6 +406,9 @@ export class World {
         return;
       case "pause":
         if (agent!.alive && agent!.frozenUntil === undefined && step.ms > 0) this.freeze(agent!, step.ms);
+        return;
+      case "clock-jump":
+        agent!.wallOffsetMs += step.ms;
         return;
       case "delete": {
         const spec = this.jobs[step.job % this.jobs.length]!;
@@ -762,12 +778,16 @@ export class World {
       case "hold-run": {
         const context = agent.dispatching.get(effect.executionId);
         if (context === undefined) return;
-        // At its fire instant by the agent's clock, waiting no longer than dispatch-ahead.
-        const fireLocal = agent.clock(context.fireTime);
+        // At its fire instant by the agent's wall clock (which may have jumped), waiting no
+        // longer than dispatch-ahead.
+        const fireLocal = agent.clock(context.fireTime - agent.wallOffsetMs);
         const dueAt = Math.max(this.now, Math.min(agent.realAt(fireLocal), this.now + effect.maxWaitMs));
-        const durationMs =
+        const runsFor =
           context.daemon !== true ? 20 + Math.floor(this.random() * 1500) : this.random() < 0.2 ? 500 + Math.floor(this.random() * 3000) : Number.POSITIVE_INFINITY;
-        agent.runs.set(effect.executionId, { context, dueAt, durationMs });
+        // The executor aborts a run at its timeout, by the agent's clock.
+        const timesOut = context.timeoutMs > 0 && runsFor > context.timeoutMs;
+        const durationMs = timesOut ? context.timeoutMs : runsFor;
+        agent.runs.set(effect.executionId, { context, dueAt, durationMs, ...(timesOut ? { timesOut } : {}) });
         return;
       }
       case "start-run":
@@ -913,6 +933,11 @@ export class World {
 
   private finishRun(agent: SimAgent, run: Run): void {
     agent.runs.delete(run.context.executionId);
+    if (run.timesOut === true) {
+      const error = `timed out after ${run.context.timeoutMs} ms`;
+      this.stepAgent(agent, { kind: "run-report", update: update(run.context.executionId, ExecutionState.TIMED_OUT, run.startAt, this.now, error) });
+      return;
+    }
     const fails = run.context.job === "flaky" && run.context.fireOutcome === undefined && this.random() < 1 / 3;
     const state = fails ? ExecutionState.FAILED : ExecutionState.SUCCEEDED;
     this.stepAgent(agent, { kind: "run-report", update: update(run.context.executionId, state, run.startAt, this.now, fails ? "failed by the simulator" : "") });
