@@ -42,13 +42,24 @@ spec:
  * seconds, or until the run is aborted, which it logs.
  */
 const SLOW_HANDLERS = `
+import os
+
 def slow(ctx):
     if ctx.cancelled.wait(float(ctx.parameter or "30")):
         ctx.log.info("slow: noticed the abort")
         raise RuntimeError("aborted")
     return "slept"
 
-HANDLERS = {"slow": slow}
+def until_file(ctx):
+    ctx.log.info("until_file: started")
+    while not os.path.exists(ctx.parameter):
+        if ctx.cancelled.wait(0.05):
+            ctx.log.info("until_file: noticed the abort")
+            raise RuntimeError("aborted")
+    ctx.log.info("until_file: finished")
+    return "released"
+
+HANDLERS = {"slow": slow, "until-file": until_file}
 `;
 const manualJob = (name: string, spec: string): string => `
 apiVersion: shardline.dev/v1
@@ -59,6 +70,17 @@ spec:
   handler: slow
   parameter: "30"
 ${spec}
+`;
+/** A job whose run goes on until the file `release` exists, with a disconnect grace far longer than a controller restart. */
+const graceJob = (name: string, release: string): string => `
+apiVersion: shardline.dev/v1
+kind: ShardedJob
+metadata: {name: ${name}}
+spec:
+  shards: 1
+  handler: until-file
+  parameter: "${release}"
+  disconnectGraceSeconds: 60
 `;
 
 /** A controller on short leases, and the agent processes started beside it. */
@@ -74,6 +96,11 @@ class Cluster {
   async start(): Promise<void> {
     this.dir = await mkdtemp(join(tmpdir(), "shardline-python-"));
     this.address = `127.0.0.1:${await freePort()}`;
+    await this.startController();
+  }
+
+  /** Starts the controller on the cluster's address and SQLite file: again, after a crash, to restart it. */
+  async startController(): Promise<void> {
     const controller = new TrackedProcess("controller", process.execPath, [
       CLI,
       "controller",
@@ -89,6 +116,7 @@ class Cluster {
       String(LEASE_MS),
     ]);
     this.controller = controller;
+    this.admin?.close();
     const admin = adminClient(this.address);
     this.admin = admin;
     await waitFor("the controller to answer", async () => {
@@ -365,12 +393,37 @@ describe("the Python reference agent's own duties", () => {
     await waitForOutput(cluster.agent(PY_AGENT), `${id}: slow: noticed the abort`, "the handler to notice the abort");
   });
 
-  it("fences itself when its lease lapses, aborting what it runs, and comes back on a new stream", async () => {
+  it("keeps a started run with a disconnect grace going through a controller restart (SIGKILL, then the same SQLite file): attempt 1, succeeded, recorded once", async () => {
+    const release = join(cluster.dir, "release-py-grace");
+    await cluster.admin!.applyJob({ manifest: graceJob("py-grace", release) });
+    await waitFor("py-1 to own py-grace's shard", async () => ((await cluster.shardsOf("py-grace", PY_AGENT)).length === 1 ? true : undefined));
+    const id = await startRun("py-grace");
+    const agent = cluster.agent(PY_AGENT);
+    const killedAt = agent.output.length;
+    await cluster.controller!.crash();
+    await waitForOutput(agent, "1 started run(s) go on for their disconnect grace", "py-1 to fence itself, its run going on");
+    await cluster.startController();
+    await waitFor("the restarted controller to welcome py-1 within the grace, the run carrying on", async () =>
+      agent.output.slice(killedAt).includes(`a controller answered within the disconnect grace: ${id} carry on`) ? true : undefined,
+    );
+    await writeFile(release, "");
+    await cluster.waitForExecution(id, `${id} to finish`, (e) => e.state !== ExecutionState.RUNNING && e.state !== ExecutionState.UNKNOWN);
+    // One attempt in the controller's history, succeeded on py-1: the fire never ran again.
+    const history = (await cluster.executions("py-grace")).map((e) => `${e.id} attempt ${e.attempt} ${stateName(e)} on ${e.agent} ${e.result}`);
+    expect(history).toEqual([`${id} attempt 1 SUCCEEDED on ${PY_AGENT} released`]);
+    // The agent's own record: the handler started once and finished once, never aborted.
+    await waitForOutput(agent, `execution ${id} succeeded`, "py-1 to log the run's outcome");
+    const count = (text: string): number => agent.output.split(text).length - 1;
+    expect([count(`${id}: until_file: started`), count(`${id}: until_file: finished`), count(`${id}: until_file: noticed the abort`)]).toEqual([1, 1, 0]);
+  });
+
+  it("fences itself when its lease lapses, aborting a run whose disconnect grace ran out while it was frozen, and comes back on a new stream", async () => {
     const id = await startRun("py-slow");
     const agent = cluster.agent(PY_AGENT);
     agent.freeze();
-    // The controller's view of the lease ends after the agent's own: once it has recorded the
-    // run lost, the agent's lease has lapsed for sure.
+    // The controller's view of the lease ends after the agent's own, and it records the run lost
+    // only after the run's disconnect grace (the controller's default, 15 s): by then the agent's
+    // lease and the grace counted from its lapse are over for sure.
     await cluster.waitForExecution(id, `${id} to be recorded lost while py-1 is frozen`, (e) => e.state === ExecutionState.LOST);
     const lostAt = agent.output.length;
     agent.thaw();
@@ -382,6 +435,7 @@ describe("the Python reference agent's own duties", () => {
     // The fence signalled the handler and reported the run lost itself.
     await waitForOutput(agent, `${id}: slow: noticed the abort`, "the handler to notice the abort");
     await waitForOutput(agent, `execution ${id} lost: fenced: `, "py-1 to report the run lost to its fence");
+    expect(agent.output).toContain("and no controller answered within the disconnect grace of 15 s");
     await waitFor("py-1 to be ready with its shard again", async () => {
       const py = (await cluster.admin!.listAgents({})).agents.find((a) => a.id === PY_AGENT);
       return py?.state === AgentState.READY && py.shards.some((s) => s.job === "py-slow") ? true : undefined;

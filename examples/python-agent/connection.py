@@ -20,8 +20,11 @@ class Backoff:
     def __init__(self, initial_s: float, max_s: float):
         self._initial_s, self._max_s, self._attempt = initial_s, max_s, 0
 
-    def next(self) -> float:
+    def next(self, cap_s: float | None = None) -> float:
+        """The next wait; below `cap_s` too when given, still with full jitter."""
         ceiling = min(self._max_s, self._initial_s * 2 ** min(self._attempt, 31))
+        if cap_s is not None:
+            ceiling = min(ceiling, cap_s)
         self._attempt += 1
         return random.uniform(0, ceiling)
 
@@ -42,6 +45,10 @@ class Stream:
         self.welcomed = False
         self.half_closed = False
         self.seq = 0  # the last heartbeat sent on this stream
+        self.acked_seq = 0  # the highest heartbeat acked on this stream
+        # While leaving: the last heartbeat sent before the Goodbye on this stream. The ack of a
+        # later one says the controller read the Goodbye and all it sent before has arrived.
+        self.goodbye_after_seq: int | None = None
         self.last_ack_at = 0.0
         self._queue: asyncio.Queue = asyncio.Queue()
         self.tasks: list[asyncio.Task] = []

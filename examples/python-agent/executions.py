@@ -121,6 +121,12 @@ class Run:
         self.started_at = 0
         self.started = False
         self.finished = False
+        # How long the run may go on, once started, after the agent's lease lapsed (its disconnect
+        # grace, docs/protocol.md step 5); 0: it is aborted at the lapse.
+        self.grace_s = context.disconnect_grace_ms / 1000
+        # While the agent is fenced: when (monotonic) the grace ends and the run is aborted LOST,
+        # unless a Welcome comes first. None otherwise.
+        self.abort_at: float | None = None
         # The RUNNING update, listed in the next Hello while the run lasts.
         self.running_update: agent_pb.ExecutionUpdate | None = None
         self.ctx = HandlerContext(

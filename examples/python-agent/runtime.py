@@ -32,6 +32,8 @@ DEFAULT_LEASE_TTL_MS = 2000
 WELCOME_TIMEOUT_S = 5.0
 # How long a drained agent waits for the controller to end the stream after its half-close.
 HALF_CLOSE_WAIT_S = 2.0
+# The states of a run's own outcome, as opposed to a stop the agent or the controller asked for.
+OUTCOMES = frozenset({State.SUCCEEDED, State.FAILED, State.TIMED_OUT})
 
 
 @dataclass
@@ -91,6 +93,7 @@ class Agent:
         self._lease_ttl_s = DEFAULT_LEASE_TTL_MS / 1000
         self._dispatch_ahead_ms = 0
         self._fenced = False
+        self._fence_reason = ""
         self._stopped = False
         self._drained = False
         # One per process, the same on every reconnect: the controller tells this process
@@ -101,6 +104,8 @@ class Agent:
         self._drain: Drain | None = None
         self._heartbeat_timer: asyncio.TimerHandle | None = None
         self._fence_timer: asyncio.TimerHandle | None = None
+        # While fenced: wakes when the disconnect grace of the first run that went on ends.
+        self._grace_timer: asyncio.TimerHandle | None = None
         self._welcome_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -221,7 +226,15 @@ class Agent:
         if self._drain is not None and (self._drain.ending or self._nothing_to_hand_back()):
             self._finish_drain()
             return
-        self._reconnect_delay_s = 0.0 if redirected else self._backoff.next()
+        self._reconnect_delay_s = 0.0 if redirected else self._backoff.next(self._urgent_reconnect_cap())
+
+    def _urgent_reconnect_cap(self) -> float | None:
+        """While the lease holds or a started run is held (going on in its disconnect grace), a
+        wait past the lease or the grace is wasted: the agent fences, or aborts those runs, while a
+        controller may be back already. Each wait is then below half a lease, so the agent tries
+        at least twice per lease; with nothing to keep, the backoff grows to its maximum."""
+        holding = self._lease.valid(time.monotonic()) or any(run.started for run in self._runs.values())
+        return self._lease_ttl_s / 2 if holding else None
 
     def _choose_next_address(self, welcomed: bool) -> bool:
         """After a stream that never got a Welcome, or that this side gave up on, the next
@@ -292,6 +305,19 @@ class Agent:
         if self._lease.ack(HELLO_SEQ, self._lease_ttl_s):
             self._lease_renewed()
         self._confirm(HELLO_SEQ)
+        if not self._lease.valid(time.monotonic()):
+            # It came after the lease it grants had lapsed (the Hello took longer than a lease to
+            # be answered): it grants nothing. Staying on this stream would not help: the
+            # controller counts the lease valid and would keep dispatching work this agent must
+            # refuse, each refusal coming straight back as a failover run.
+            reason = "the Welcome came after the lease it grants had lapsed"
+            if self._fenced:
+                self._log.warning("%s: staying fenced and reconnecting", reason)
+                self._unresponsive = True
+                self._close_stream(grpc.StatusCode.UNAVAILABLE, reason)
+            else:
+                self._fence(reason)
+            return
         self._log.info(
             "connected to %s: session %s, term %d, heartbeat %d ms, lease %d ms, dispatch ahead %d ms",
             stream.address, welcome.session_id, term, self._heartbeat_s * 1000, self._lease_ttl_s * 1000, self._dispatch_ahead_ms,
@@ -318,10 +344,13 @@ class Agent:
             self._unresponsive = True
             self._close_stream(grpc.StatusCode.UNAVAILABLE, f"no heartbeat ack for {self._lease_ttl_s * 1000:g} ms")
             return
+        self._send_heartbeat(stream, now)
+        self._heartbeat_timer = self._loop.call_later(self._heartbeat_s, self._heartbeat)
+
+    def _send_heartbeat(self, stream: Stream, now: float) -> None:
         stream.seq += 1
         self._lease.sent(stream.seq, now)
         self._send(agent_pb.ConnectRequest(heartbeat=agent_pb.Heartbeat(seq=stream.seq)))
-        self._heartbeat_timer = self._loop.call_later(self._heartbeat_s, self._heartbeat)
 
     def _on_ack(self, stream: Stream, ack: agent_pb.HeartbeatAck) -> None:
         # A leader of several replicas may grant less than the Welcome's TTL, never more.
@@ -329,8 +358,10 @@ class Agent:
         if not self._lease.ack(ack.seq, ttl_s):
             return
         stream.last_ack_at = time.monotonic()
+        stream.acked_seq = max(stream.acked_seq, ack.seq)
         self._confirm(ack.seq)
         self._lease_renewed()
+        self._maybe_end_drain()
 
     def _on_redirect(self, redirect: agent_pb.Redirect) -> None:
         if not redirect.leader_address:
@@ -345,9 +376,24 @@ class Agent:
     # ----- the lease and fencing -----------------------------------------------------------
 
     def _lease_renewed(self) -> None:
-        if self._fenced:
+        """An ack or a Welcome renewed the lease from its heartbeat's (or Hello's) send time. A
+        fenced agent unfences only if that lease holds now: a Welcome that comes after the lease
+        it would start has lapsed grants nothing, and the runs going on keep their deadline."""
+        if self._fenced and self._lease.valid(time.monotonic()):
             self._fenced = False
             self._log.info("lease renewed; no longer fenced")
+            # A controller answered within their grace: the runs that went on are the agent's
+            # again (the Hello listed them; the controller counts them as running, or cancels them).
+            kept = [run for run in self._runs.values() if run.abort_at is not None]
+            for run in kept:
+                run.abort_at = None
+            if self._grace_timer is not None:
+                self._grace_timer.cancel()
+                self._grace_timer = None
+            if kept:
+                self._log.info(
+                    "a controller answered within the disconnect grace: %s carry on", ", ".join(run.execution_id for run in kept)
+                )
         if self._fence_timer is not None:
             self._fence_timer.cancel()
         delay = self._lease.expires_at - time.monotonic()
@@ -374,17 +420,73 @@ class Agent:
         return self._fenced
 
     def _fence(self, reason: str) -> None:
-        """The lease lapsed: the shards may belong to another agent by now. Stop everything."""
+        """The lease lapsed: the shards may belong to another agent by now. Start nothing new,
+        and stop every run but the started ones with a disconnect grace: those go on until the
+        lapse plus their grace (counted from the lapse, not from now: a process frozen past the
+        grace aborts them at once) while the agent looks for a controller."""
         self._fenced = True
-        self._log.warning("fenced: %s; aborting %d run(s) and starting nothing new", reason, len(self._runs))
+        self._fence_reason = reason
+        lapsed_at = self._lease.expires_at
+        graced = [run for run in self._runs.values() if run.started and run.grace_s > 0]
+        for run in graced:
+            run.abort_at = lapsed_at + run.grace_s
+        if graced:
+            self._log.warning(
+                "fenced: %s; starting nothing new; %d started run(s) go on for their disconnect grace while a controller is sought",
+                reason, len(graced),
+            )
+        else:
+            self._log.warning("fenced: %s; aborting %d run(s) and starting nothing new", reason, len(self._runs))
         # Forgotten first, so that no run ending below releases a shard: the next Hello claims
         # none, and the controller's snapshot on the next stream says which are still ours.
         self._table.clear()
         for run in list(self._runs.values()):
-            run.stop(State.LOST, f"fenced: {reason}")
+            if run.abort_at is None:
+                run.stop(State.LOST, f"fenced: {reason}")
+        self._abort_past_grace()
         # The open stream let the lease lapse, so it is stuck or cut: start over on a new one.
         self._unresponsive = True
         self._close_stream(grpc.StatusCode.UNAVAILABLE, f"fenced: {reason}")
+
+    def _abort_past_grace(self) -> None:
+        """While fenced: aborts LOST every run whose disconnect grace is over, and wakes again
+        when the next one's ends."""
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+            self._grace_timer = None
+        if not self._fenced or self._stopped:
+            return
+        now = time.monotonic()
+        for run in [run for run in self._runs.values() if run.abort_at is not None and run.abort_at <= now]:
+            run.abort_at = None
+            run.stop(
+                State.LOST,
+                f"fenced: {self._fence_reason}, and no controller answered within the disconnect grace of {run.grace_s:g} s",
+            )
+        pending = [run.abort_at for run in self._runs.values() if run.abort_at is not None]
+        if pending:
+            self._grace_timer = self._loop.call_later(max(0.0, min(pending) - now), self._abort_past_grace)
+
+    def _settled_too_late(self, run: Run) -> bool:
+        """A run's own outcome that comes once the lease has lapsed and the run's grace is over
+        (a frozen process whose fence has not run yet): the fire may have run elsewhere meanwhile,
+        so the outcome is not the agent's to give. Within the grace it counts: the controller holds
+        the fire for the run until then."""
+        now = time.monotonic()
+        if not self._lease.granted or self._lease.valid(now):
+            return False
+        return not (run.grace_s > 0 and now < self._lease.expires_at + run.grace_s)
+
+    def _reported_lost(self, update: agent_pb.ExecutionUpdate) -> agent_pb.ExecutionUpdate:
+        state = State.name(update.state)
+        fenced = f" ({self._fence_reason})" if self._fenced else ""
+        self._log.warning("execution %s finished (%s) after the lease lapsed: reported lost", update.execution_id, state)
+        lost = agent_pb.ExecutionUpdate()
+        lost.CopyFrom(update)
+        lost.state = State.LOST
+        lost.result = ""
+        lost.error = f"finished ({state}) after the agent's lease lapsed{fenced}: the fire may have run elsewhere, so this outcome is not used"
+        return lost
 
     # ----- assignments ---------------------------------------------------------------------
 
@@ -505,6 +607,8 @@ class Agent:
     def _on_report(self, update: agent_pb.ExecutionUpdate) -> None:
         """Every update a run (or a refused dispatch) produces comes through here."""
         run = self._runs.get(update.execution_id)
+        if run is not None and update.state in OUTCOMES and self._settled_too_late(run):
+            update = self._reported_lost(update)
         if update.state == State.RUNNING:
             self._log.info("execution %s running", update.execution_id)
         else:
@@ -591,15 +695,25 @@ class Agent:
         self._wake.set()
 
     def _say_goodbye(self) -> None:
+        stream = self._stream
         self._flush()
         self._send(agent_pb.ConnectRequest(goodbye=agent_pb.Goodbye(reason=self._drain.reason)))
         self._log.info("said goodbye (%s); handing back %d shard(s)", self._drain.reason, len(self._table))
+        # The ack of this heartbeat, one round trip away, is what the half-close waits for.
+        stream.goodbye_after_seq = stream.seq
+        self._send_heartbeat(stream, time.monotonic())
         self._release_idle()
 
     def _maybe_end_drain(self) -> None:
-        """Once nothing runs and a controller listens: release the rest and half-close."""
+        """Once nothing runs, and the controller has acked a heartbeat sent after the Goodbye:
+        release the rest and half-close. The controller acks a heartbeat only after handling
+        everything before it, so by then it has read the Goodbye, and whatever it sent before
+        reading it (an add, a revoke, a Dispatch) has arrived and been answered here: a Release,
+        a refusal. After the half-close nothing could be answered."""
         drain, stream = self._drain, self._stream
         if drain is None or drain.ending or self._stopped or self._runs or stream is None or not stream.welcomed:
+            return
+        if stream.goodbye_after_seq is None or stream.acked_seq <= stream.goodbye_after_seq:
             return
         self._release_idle()
         self._flush()
@@ -639,7 +753,7 @@ class Agent:
         self._wake.set()
 
     def _cancel_timers(self) -> None:
-        timers = [self._heartbeat_timer, self._fence_timer, self._welcome_timer, self._flush_handle]
+        timers = [self._heartbeat_timer, self._fence_timer, self._grace_timer, self._welcome_timer, self._flush_handle]
         if self._drain is not None:
             timers += [self._drain.grace_timer, self._drain.end_timer]
         for timer in timers:
