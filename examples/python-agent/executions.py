@@ -64,8 +64,9 @@ class HandlerContext:
     # Only grows for a shard, across owners and controller terms (term * 2^32 + generation of the
     # assignment): make a write conditional on it, e.g. "... WHERE fencing_token <= %s".
     fencing_token: int
-    # Set when the run is aborted (cancel, timeout, fence, drain): stop soon. `ctx.cancelled.wait(s)`
-    # is a sleep that wakes up early for it.
+    # Set when the run is aborted (cancel, timeout, fence, drain): stop soon. A fence spares a
+    # started run with a disconnect grace until the grace ends without a Welcome.
+    # `ctx.cancelled.wait(s)` is a sleep that wakes up early for it.
     cancelled: threading.Event
     log: logging.Logger
     # Whether the agent's lease holds now, by its own monotonic clock (see assert_lease).

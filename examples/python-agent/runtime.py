@@ -665,7 +665,8 @@ class Agent:
 
     def drain(self, reason: str) -> None:
         """Leaves gracefully (SIGTERM): Goodbye, let runs finish (up to the drain grace), release
-        each shard as it goes idle, half-close, and stop once the controller ends the stream."""
+        each shard as it goes idle, half-close once a heartbeat sent after the Goodbye is acked,
+        and stop once the controller ends the stream."""
         if self._drain is not None or self._stopped:
             return
         self._drain = Drain(reason)
