@@ -362,7 +362,8 @@ describe("the Python reference agent's own duties", () => {
     const handlers = join(cluster.dir, "slow_handlers.py");
     await writeFile(handlers, SLOW_HANDLERS);
     cluster.startPythonAgent(PY_AGENT, ["--handlers", handlers]);
-    await cluster.admin!.applyJob({ manifest: manualJob("py-slow", "") });
+    // A short grace, so that a freeze outlasts it without making the test wait long.
+    await cluster.admin!.applyJob({ manifest: manualJob("py-slow", "  disconnectGraceSeconds: 2") });
     await cluster.admin!.applyJob({ manifest: manualJob("py-timeout", "  timeoutSeconds: 1") });
     await waitFor("py-1 to own both jobs' shard", async () =>
       (await cluster.shardsOf("py-slow", PY_AGENT)).length === 1 && (await cluster.shardsOf("py-timeout", PY_AGENT)).length === 1 ? true : undefined,
@@ -422,8 +423,8 @@ describe("the Python reference agent's own duties", () => {
     const agent = cluster.agent(PY_AGENT);
     agent.freeze();
     // The controller's view of the lease ends after the agent's own, and it records the run lost
-    // only after the run's disconnect grace (the controller's default, 15 s): by then the agent's
-    // lease and the grace counted from its lapse are over for sure.
+    // only after the run's disconnect grace (2 s): by then the agent's lease and the grace counted
+    // from its lapse are over for sure.
     await cluster.waitForExecution(id, `${id} to be recorded lost while py-1 is frozen`, (e) => e.state === ExecutionState.LOST);
     const lostAt = agent.output.length;
     agent.thaw();
@@ -435,7 +436,7 @@ describe("the Python reference agent's own duties", () => {
     // The fence signalled the handler and reported the run lost itself.
     await waitForOutput(agent, `${id}: slow: noticed the abort`, "the handler to notice the abort");
     await waitForOutput(agent, `execution ${id} lost: fenced: `, "py-1 to report the run lost to its fence");
-    expect(agent.output).toContain("and no controller answered within the disconnect grace of 15 s");
+    expect(agent.output).toContain("and no controller answered within the disconnect grace of 2 s");
     await waitFor("py-1 to be ready with its shard again", async () => {
       const py = (await cluster.admin!.listAgents({})).agents.find((a) => a.id === PY_AGENT);
       return py?.state === AgentState.READY && py.shards.some((s) => s.job === "py-slow") ? true : undefined;
