@@ -1,8 +1,9 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { create } from "@bufbuild/protobuf";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { ConnectRequest } from "../shared/gen/shardline/v1/agent_service_pb.js";
+import { type ConnectRequest, ExecutionContextSchema } from "../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState } from "../shared/gen/shardline/v1/types_pb.js";
 import { status } from "@grpc/grpc-js";
 import { assignment, dispatch, runCleanups, ScriptedController, type ScriptedSession } from "../agent/runtime/testing/scripted-controller.js";
@@ -51,6 +52,16 @@ const indexOf = (session: ScriptedSession, kind: ConnectRequest["kind"]["case"],
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** A handler module (--handlers) whose `wait` runs until it is aborted. */
+const WAIT_HANDLERS = `
+def wait(ctx):
+    ctx.cancelled.wait(600)
+    ctx.log.info("wait: noticed the abort")
+    raise RuntimeError("aborted")
+
+HANDLERS = {"wait": wait}
+`;
+
 describe("the Python reference agent against a scripted controller", () => {
   it("answers an add and a Dispatch that crossed its Goodbye, and half-closes only after the ack of a heartbeat sent after the Goodbye", async () => {
     const controller = await ScriptedController.start();
@@ -86,6 +97,51 @@ describe("the Python reference agent against a scripted controller", () => {
     expect(released.sort()).toEqual(["py-job/0@1,1 after the goodbye: true", "py-job/1@1,2 after the goodbye: true"]);
     const refused = session.updates().find((u) => u.executionId === "py-job/crossed");
     expect(refused).toMatchObject({ state: ExecutionState.LOST, error: "the agent is shutting down", startedAtUnixMs: 0n });
+  });
+
+  it("lets a started run with a disconnect grace go on past the lapse, and aborts it LOST when the grace ends with no Welcome", async () => {
+    const handlers = join(stubs, "wait_handlers.py");
+    await writeFile(handlers, WAIT_HANDLERS);
+    const controller = await ScriptedController.start();
+    agent = startPythonAgent(stubs, AGENT, ["--controller", controller.address, "--handlers", handlers]);
+    const first = await controller.nextSession();
+    welcome(first, SHORT_LEASE_MS);
+    const held = assignment("py-job", 0, 1n, 1n);
+    first.snapshot(held);
+    first.send({
+      case: "dispatch",
+      value: {
+        executions: [
+          create(ExecutionContextSchema, {
+            executionId: "py-job/graced",
+            job: "py-job",
+            shard: 0,
+            shardCount: 1,
+            fireTimeUnixMs: 1_700_000_000_000n,
+            attempt: 1,
+            handler: "wait",
+            assignment: held,
+            disconnectGraceMs: 2_000,
+          }),
+        ],
+      },
+    });
+    await first.update("py-job/graced", ExecutionState.RUNNING);
+    // The controller goes silent: the lease lapses, the run goes on.
+    first.autoAck = false;
+    await first.closed;
+    await waitFor("py-1 to fence itself, its run going on", () =>
+      agent!.output.includes("1 started run(s) go on for their disconnect grace") ? true : undefined,
+    );
+    // No Welcome ever comes: each Hello lists the run (RUNNING while its grace lasts) until one lists it LOST.
+    const lost = await waitFor("a Hello to list the run lost at its grace's end", async () => {
+      const session = await controller.nextSession();
+      const listed = session.hello.executions.find((u) => u.executionId === "py-job/graced");
+      session.stream.close(status.UNAVAILABLE, "no controller leads yet");
+      return listed?.state === ExecutionState.LOST ? listed : undefined;
+    });
+    expect(lost.error).toMatch(/^fenced: no heartbeat ack within the lease of 1000 ms, and no controller answered within the disconnect grace of 2 s$/);
+    await waitFor("the handler to notice the abort", () => (agent!.output.includes("py-job/graced: wait: noticed the abort") ? true : undefined));
   });
 
   it("stays fenced on a Welcome that comes after the lease it grants has lapsed, closes that stream and is unfenced by the next Welcome", async () => {
