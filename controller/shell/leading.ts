@@ -9,6 +9,9 @@ import { AgentSessions } from "./agent-sessions.js";
 import type { ControllerMetrics } from "./controller-metrics.js";
 import { CoreDriver } from "./core-driver.js";
 import { FailureNotifier, type FailureNotifierSettings } from "./failure-notifier.js";
+import type { Leadership } from "./leadership.js";
+import type { StoreConnection } from "./store-connection.js";
+import type { Part } from "./supervisor.js";
 
 /** How often finished executions past the retention are deleted. */
 const PRUNE_EVERY_MS = 60_000;
@@ -117,4 +120,81 @@ export async function startLeading(store: Store, parts: LeaderParts): Promise<Le
       return handedOver;
     },
   };
+}
+
+/** What the driver part needs besides what a leader is made of. */
+export interface DriverPartOptions extends Omit<LeaderParts, "leadership"> {
+  /** Where the store lives: the driver opens it each time it leads. */
+  store: StoreConnection;
+  /** When to lead. */
+  leadership: Leadership;
+}
+
+/**
+ * The driver part: leads (startLeading) once the leadership says so, from the store it opens
+ * then. Halting stops deciding and closes the agents' streams at once; stopping waits for what
+ * is under way and closes the store, noting whether the next leader was handed the agents' leases.
+ */
+export class DriverPart implements Part {
+  readonly name = "driver";
+  /** Resolves with the term once this controller leads. */
+  readonly elected: Promise<number>;
+  readonly #options: DriverPartOptions;
+  #electedWith: (term: number) => void = () => {};
+  #leading: Leading | undefined;
+  /** The leader halted, which stop() closes. */
+  #halted: Leading | undefined;
+  #halting = false;
+  /** True while nothing is owed to the next leader: never led, or led and handed over. */
+  #handedOver = true;
+
+  constructor(options: DriverPartOptions) {
+    this.#options = options;
+    this.elected = new Promise<number>((resolve) => (this.#electedWith = resolve));
+  }
+
+  /** The leader's parts while this controller leads (undefined from halt on). */
+  get leading(): Leading | undefined {
+    return this.#leading;
+  }
+
+  /**
+   * After stop: whether the next leader knows how long this one's agent leases still run, so the
+   * leadership may be resigned. False while a leader halted has not been closed.
+   */
+  get handedOver(): boolean {
+    return this.#handedOver;
+  }
+
+  start(): Promise<void> {
+    return this.#options.leadership.lead((term) => this.#lead(term));
+  }
+
+  async #lead(term: number | undefined): Promise<void> {
+    const { store, leadership, ...parts } = this.#options;
+    const led = await startLeading(store.open(term), { ...parts, leadership: leadership.election });
+    if (this.#halting) {
+      // Halted while it opened the store: nothing was sent; closed as stop() would have.
+      led.halt("the controller is shutting down");
+      await led.close();
+      return;
+    }
+    this.#leading = led;
+    this.#electedWith(led.core.term);
+  }
+
+  halt(): void {
+    this.#halting = true;
+    this.#halted = this.#leading;
+    this.#leading = undefined;
+    if (this.#halted === undefined) return;
+    this.#handedOver = false;
+    this.#halted.halt("the controller is shutting down");
+  }
+
+  async stop(): Promise<void> {
+    const halted = this.#halted;
+    this.#halted = undefined;
+    if (halted !== undefined) this.#handedOver = await halted.close();
+  }
 }
