@@ -30,7 +30,11 @@ export interface RunningController {
   readonly term: number;
   /** Resolves with the term once this controller leads (at once on SQLite). */
   readonly elected: Promise<number>;
-  /** Resolves once the controller has stopped serving and closed its store. */
+  /**
+   * Resolves once the controller has stopped serving and closed its store; every call answers the
+   * same. Rejects with a PartError naming a part that failed to stop or overran its bound (the
+   * others are stopped all the same).
+   */
   stop(): Promise<void>;
   /** Resolves when the controller stops for a reason of its own (a store failure, a lost leadership). */
   readonly failed: Promise<Error>;
