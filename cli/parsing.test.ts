@@ -302,6 +302,19 @@ describe("resource views", () => {
     expect(jobView(job)).toMatchObject({ name: "daemon", schedule: null, timeZone: "UTC", shards: 2, handler: "script", revision: 4, nextFire: null });
     expect(jobView(create(JobSchema, { name: "x", specJson: "not json" })).spec).toBeNull();
   });
+
+  it("shows a spec_json that says what the job runs as runs in the manifest's fields", () => {
+    const script = { command: "/usr/local/bin/rollup", args: [], env: {}, killGraceSeconds: 10 };
+    const scriptJob = jobView(
+      create(JobSchema, { name: "rollup", specJson: JSON.stringify({ name: "rollup", shards: 2, parameter: "", runs: { kind: "script", script }, strategy: "sticky" }) }),
+    );
+    expect(scriptJob.handler).toBe("script");
+    expect(scriptJob.spec).toEqual({ name: "rollup", shards: 2, parameter: "", handler: "", script, strategy: "sticky" });
+    expect(Object.keys(scriptJob.spec!)).toEqual(["name", "shards", "parameter", "handler", "script", "strategy"]);
+    const handlerJob = jobView(create(JobSchema, { name: "billing", specJson: JSON.stringify({ name: "billing", runs: { kind: "handler", handler: "billing" } }) }));
+    expect(handlerJob).toMatchObject({ handler: "billing", spec: { name: "billing", handler: "billing" } });
+    expect(handlerJob.spec).not.toHaveProperty("runs");
+  });
 });
 
 describe("apply", () => {

@@ -122,7 +122,7 @@ export function assignmentColumns(rows: readonly AssignmentRow[]): readonly Colu
 }
 
 export function jobView(job: Job): JobView {
-  const spec = parseSpec(job.specJson);
+  const spec = manifestShaped(parseSpec(job.specJson));
   return {
     name: job.name,
     schedule: stringField(spec, "schedule"),
@@ -248,6 +248,20 @@ function parseSpec(specJson: string): Record<string, unknown> | null {
     // A controller bug must not hide the rest of the job; the manifest is still in `spec` = null.
     return null;
   }
+}
+
+/**
+ * The spec in the manifest's shape, as `-o json` has always shown it: a controller that sends what
+ * the job runs as the controller's JobSpec holds it, `runs: {kind, <kind>: ...}`, has it shown as
+ * spec.handler ("" unless it runs a handler) and spec.<kind>, in its place.
+ */
+function manifestShaped(spec: Record<string, unknown> | null): Record<string, unknown> | null {
+  const runs = spec?.runs;
+  if (spec === null || typeof runs !== "object" || runs === null) return spec;
+  const { kind, ...fields } = runs as Record<string, unknown>;
+  if (typeof kind !== "string") return spec;
+  const shown = kind === "handler" ? [["handler", fields.handler]] : [["handler", ""], [kind, fields[kind]]];
+  return Object.fromEntries(Object.entries(spec).flatMap(([key, value]) => (key === "runs" ? shown : [[key, value]])));
 }
 
 function stringField(spec: Record<string, unknown> | null, field: string): string | null {

@@ -3,7 +3,7 @@
  * failover re-runs, cancel, and the slots agents run them in.
  */
 import { ShardlineError } from "../../shared/errors.js";
-import { DEFAULT_START_TIMEOUT_SECONDS, type JobSpec, type KubernetesSpec, priorityOf } from "../../shared/manifest/job-spec.js";
+import { DEFAULT_START_TIMEOUT_SECONDS, type JobSpec, type KubernetesSpec, priorityOf, unknownExecutor } from "../../shared/manifest/job-spec.js";
 import type { ExecutionRecord, ExecutionStateName } from "./store-port.js";
 import { FIRE_COMPLETE_SHARD, TERMINAL_STATES } from "./store-port.js";
 import type { ExecutionContext, ExecutionUpdate } from "./messages.js";
@@ -300,6 +300,7 @@ export function dispatchShard(core: CoreState, shard: ShardEntry, max = Infinity
   if (agent !== undefined && job !== undefined) DaemonRuns.ensureDaemonRun(core, job, shard);
   if (agent === undefined || job === undefined || shard.queue.length === 0) return;
   const spec = job.record.spec;
+  const executor = executorOf(spec);
   const contexts: ExecutionContext[] = [];
   while (shard.queue.length > 0 && contexts.length < max && hasSlot(core, agent)) {
     if ((shard.queue[0]!.notBefore ?? 0) > core.now) break;
@@ -328,31 +329,40 @@ export function dispatchShard(core: CoreState, shard: ShardEntry, max = Infinity
       parameter: execution.parameter,
       fireTime: execution.fireTime,
       attempt: execution.attempt,
-      handler: spec.handler,
       timeoutMs: spec.timeoutSeconds * 1000,
       disconnectGraceMs: DisconnectGrace.graceOf(core, spec, execution.cause === "daemon"),
       fencingToken: DisconnectGrace.fencingToken(shard.term, shard.generation),
       assignment: { job: shard.job, shard: shard.shard, term: shard.term, generation: shard.generation },
       traceContext: execution.traceContext ?? {},
-      ...executorOf(spec),
+      ...executor,
       ...(execution.cause === "daemon" ? { daemon: true } : {}),
     });
   }
   if (contexts.length > 0) core.outbox.send(agent.session, { kind: "dispatch", executions: contexts });
 }
 
-/** The executor part of an execution's context, from the job's spec. */
-export function executorOf(spec: JobSpec): Pick<ExecutionContext, "script" | "http" | "kubernetes"> {
-  if (spec.script !== undefined) {
-    const { command, args, env, killGraceSeconds } = spec.script;
-    return { script: { command, args, env, killGraceMs: killGraceSeconds * 1000 } };
+/**
+ * The executor part of an execution's context, from what the job runs. `handler` is "" for the
+ * other kinds, as the proto's ExecutionContext has always carried it.
+ */
+export function executorOf(spec: JobSpec): Pick<ExecutionContext, "handler" | "script" | "http" | "kubernetes"> {
+  const runs = spec.runs;
+  switch (runs.kind) {
+    case "handler":
+      return { handler: runs.handler };
+    case "script": {
+      const { command, args, env, killGraceSeconds } = runs.script;
+      return { handler: "", script: { command, args, env, killGraceMs: killGraceSeconds * 1000 } };
+    }
+    case "http": {
+      const { method, url, headers, body, connectTimeoutSeconds, readTimeoutSeconds } = runs.http;
+      return { handler: "", http: { method, url, headers, body, connectTimeoutMs: connectTimeoutSeconds * 1000, readTimeoutMs: readTimeoutSeconds * 1000 } };
+    }
+    case "kubernetes":
+      return { handler: "", kubernetes: kubernetesContext(runs.kubernetes) };
+    default:
+      return unknownExecutor(runs);
   }
-  if (spec.http !== undefined) {
-    const { method, url, headers, body, connectTimeoutSeconds, readTimeoutSeconds } = spec.http;
-    return { http: { method, url, headers, body, connectTimeoutMs: connectTimeoutSeconds * 1000, readTimeoutMs: readTimeoutSeconds * 1000 } };
-  }
-  if (spec.kubernetes !== undefined) return { kubernetes: kubernetesContext(spec.kubernetes) };
-  return {};
 }
 
 /** Each spec's pod template is turned into JSON once, not per dispatched execution. */

@@ -2,7 +2,7 @@
  * Placement: which agent owns which shard, computed from the live agents and the jobs (level-
  * based), and the difference sent as assignments and revokes.
  */
-import { type JobSpec, priorityOf, type StrategyName } from "../../shared/manifest/job-spec.js";
+import { type ExecutorSpec, type JobSpec, priorityOf, type StrategyName, unknownExecutor } from "../../shared/manifest/job-spec.js";
 import type { AssignmentRef } from "./messages.js";
 import { spreadSticky, strategyFor } from "./sharding/index.js";
 import type { ShardingInput } from "./sharding/strategy.js";
@@ -55,7 +55,7 @@ export function reconcileAll(core: CoreState): void {
     const name = job.record.name;
     const spec = job.record.spec;
     job.placedFor = { agentsEpoch: core.agentsEpoch, spec };
-    const runsBy = spec.script !== undefined ? "script" : spec.http !== undefined ? "http" : spec.kubernetes !== undefined ? "kubernetes" : `handler:${spec.handler}`;
+    const runsBy = spec.runs.kind === "handler" ? `handler:${spec.runs.handler}` : spec.runs.kind;
     const key = `${runsBy} ${JSON.stringify(spec.placement)}`;
     let candidates = eligibleBy.get(key);
     if (candidates === undefined) {
@@ -142,11 +142,21 @@ export function placeShards(core: CoreState, spec: JobSpec, input: ShardingInput
 
 /** True when the agent may take the job's shards. */
 export function eligible(core: CoreState, agent: AgentEntry, spec: JobSpec): boolean {
-  if (!placeable(core, agent, spec)) return false;
-  if (spec.script !== undefined) return agent.executors.has("script");
-  if (spec.http !== undefined) return agent.executors.has("http");
-  if (spec.kubernetes !== undefined) return agent.executors.has("kubernetes");
-  return agent.handlers.has(spec.handler);
+  return placeable(core, agent, spec) && runsIt(agent, spec.runs);
+}
+
+/** True when the agent declares what the job runs: its handler, or the executor of its kind. */
+function runsIt(agent: AgentEntry, runs: ExecutorSpec): boolean {
+  switch (runs.kind) {
+    case "handler":
+      return agent.handlers.has(runs.handler);
+    case "script":
+    case "http":
+    case "kubernetes":
+      return agent.executors.has(runs.kind);
+    default:
+      return unknownExecutor(runs);
+  }
 }
 
 /** True when the agent takes new work and matches the job's placement, whatever it runs. */

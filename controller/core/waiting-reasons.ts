@@ -4,7 +4,7 @@
  * fails and, where there is one, the command or flag that fixes it. The core calls them when a
  * view is read, an apply is answered or a fire misfires, never on the hot path of a fire.
  */
-import type { JobSpec } from "../../shared/manifest/job-spec.js";
+import { type ExecutorSpec, type JobSpec, unknownExecutor } from "../../shared/manifest/job-spec.js";
 
 /** What the reasons read of an agent. */
 export interface AgentFacts {
@@ -27,15 +27,19 @@ interface Runner {
   fix?: string;
 }
 
-function runnerOf(spec: JobSpec): Runner {
-  if (spec.script !== undefined) {
-    return { runs: (a) => a.executors.has("script"), does: "runs scripts", fix: `start one with --allow-script ${spec.script.command}` };
+function runnerOf(runs: ExecutorSpec): Runner {
+  switch (runs.kind) {
+    case "handler":
+      return { runs: (a) => a.handlers.has(runs.handler), does: `declares handler ${JSON.stringify(runs.handler)}` };
+    case "script":
+      return { runs: (a) => a.executors.has("script"), does: "runs scripts", fix: `start one with --allow-script ${runs.script.command}` };
+    case "http":
+      return { runs: (a) => a.executors.has("http"), does: "makes HTTP calls", fix: "start one with --allow-http" };
+    case "kubernetes":
+      return { runs: (a) => a.executors.has("kubernetes"), does: "runs Kubernetes Jobs", fix: "start one with --kubernetes" };
+    default:
+      return unknownExecutor(runs);
   }
-  if (spec.http !== undefined) return { runs: (a) => a.executors.has("http"), does: "makes HTTP calls", fix: "start one with --allow-http" };
-  if (spec.kubernetes !== undefined) {
-    return { runs: (a) => a.executors.has("kubernetes"), does: "runs Kubernetes Jobs", fix: "start one with --kubernetes" };
-  }
-  return { runs: (a) => a.handlers.has(spec.handler), does: `declares handler ${JSON.stringify(spec.handler)}` };
 }
 
 /** `zone=eu-1,tier=batch`: a selector as a user wrote it. */
@@ -53,7 +57,7 @@ function selectorText(selector: Readonly<Record<string, string>>): string {
 export function whyNoAgentCanRun(spec: JobSpec, agents: Iterable<AgentFacts>): string | undefined {
   const connected = [...agents].filter((a) => a.connected && !a.lost);
   if (connected.length === 0) return "no agent is connected";
-  const runner = runnerOf(spec);
+  const runner = runnerOf(spec.runs);
   const runners = connected.filter((a) => runner.runs(a));
   if (runners.length === 0) return `no connected agent ${runner.does}${runner.fix === undefined ? "" : ` (${runner.fix})`}`;
   const selector = spec.placement.selector;
@@ -76,7 +80,7 @@ export function whyNoAgentCanRun(spec: JobSpec, agents: Iterable<AgentFacts>): s
 
 /** Why no agent may run a completion hook with `handler` now; undefined when one may. */
 export function whyNoAgentForHook(handler: string, spec: JobSpec, agents: Iterable<AgentFacts>): string | undefined {
-  const hookSpec: JobSpec = { ...spec, handler, script: undefined, http: undefined, kubernetes: undefined, placement: { selector: spec.placement.selector } };
+  const hookSpec: JobSpec = { ...spec, runs: { kind: "handler", handler }, placement: { selector: spec.placement.selector } };
   const reason = whyNoAgentCanRun(hookSpec, agents);
   return reason === undefined ? undefined : `${reason} (spec.onFireComplete.handler)`;
 }

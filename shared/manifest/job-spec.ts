@@ -1,3 +1,5 @@
+import { ShardlineError } from "../errors.js";
+
 /**
  * How a job's shards are spread over agents as agents come and go (docs/architecture.md, "Sharding"):
  * sticky moves the fewest shards; the others are ElasticJob's layouts, made from the agent list alone.
@@ -102,6 +104,30 @@ export interface KubernetesSpec {
 /** spec.kubernetes.startTimeoutSeconds when none is given: long enough for a cluster autoscaler to add a node. */
 export const DEFAULT_START_TIMEOUT_SECONDS = 600;
 
+/**
+ * What a job runs, as the manifest says it with exactly one of four fields: spec.handler (an
+ * in-process handler agents declare), spec.script, spec.http or spec.kubernetes. Each kind is
+ * run by the agent executor of the same name (agent/executors/<kind>/). A switch over `kind`
+ * ends in `unknownExecutor(runs)`, so a fifth kind does not compile until every switch has it.
+ */
+export type ExecutorSpec =
+  | { kind: "handler"; handler: string }
+  | { kind: "script"; script: ScriptSpec }
+  | { kind: "http"; http: HttpSpec }
+  | { kind: "kubernetes"; kubernetes: KubernetesSpec };
+
+/** The kinds of ExecutorSpec; each is also the name of its manifest field. */
+export type ExecutorKind = ExecutorSpec["kind"];
+
+/**
+ * The default branch of an exhaustive switch over ExecutorSpec's kinds: it does not compile while
+ * a kind lacks its case. Reached at run time only by a spec a newer version stored.
+ */
+export function unknownExecutor(runs: never): never {
+  const kind = (runs as { kind?: unknown }).kind;
+  throw new ShardlineError("internal", `a job runs an executor of kind ${JSON.stringify(kind)}, which this version of Shardline does not know`);
+}
+
 /** spec.onFailure: what to do when an execution fails, times out or is lost. */
 export interface FailureSpec {
   /** POST the execution as JSON to this http(s) URL, retrying with backoff; absent: only log. */
@@ -138,16 +164,10 @@ export interface JobSpec {
   /** spec.parameter: passed to every shard; default "". */
   parameter: string;
   /**
-   * spec.handler: the handler name agents declare. Exactly one of handler, script, http and
-   * kubernetes is given; handler is "" when one of the others is.
+   * What each execution runs: the one of spec.handler, spec.script, spec.http and
+   * spec.kubernetes the manifest gives (see ExecutorSpec).
    */
-  handler: string;
-  /** spec.script, when the job runs a command instead of a handler. */
-  script?: ScriptSpec;
-  /** spec.http, when the job makes a request instead of running a handler. */
-  http?: HttpSpec;
-  /** spec.kubernetes, when each execution runs as a Kubernetes Job instead of a handler. */
-  kubernetes?: KubernetesSpec;
+  runs: ExecutorSpec;
   /** spec.strategy, default "sticky"; `custom:NAME` names a strategy the controller loaded. */
   strategy: StrategyName | CustomStrategyName;
   /** spec.failover, default "fenced". */

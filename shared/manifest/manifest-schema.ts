@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { validateSchedule, validateTimeZone } from "../schedule.js";
+import { EXECUTOR_FIELDS, withExecutor } from "./executor-fields.js";
 import { httpSchema, scriptSchema } from "./executor-schemas.js";
 import { FAILOVER_MODES, MISFIRE_POLICIES, OVERLAP_POLICIES, STRATEGIES, type JobSpec } from "./job-spec.js";
 import { kubernetesSchema } from "./kubernetes-schema.js";
@@ -24,8 +25,9 @@ import { refuse, refuseThrown, refuseValue } from "./schema-issues.js";
 
 /**
  * The ShardedJob manifest as one zod schema: it validates a manifest, fills in every default
- * (its output is the stored JobSpec) and, through z.toJSONSchema, describes the manifest to
- * editors (shardedjob.schema.json). The meaning of each field is in job-spec.ts and in
+ * (its output is the stored JobSpec, where the one of spec.handler, spec.script, spec.http and
+ * spec.kubernetes given becomes JobSpec.runs) and, through z.toJSONSchema, describes the manifest
+ * to editors (shardedjob.schema.json). The meaning of each field is in job-spec.ts and in
  * docs/architecture.md, "Job manifest".
  */
 
@@ -33,8 +35,6 @@ import { refuse, refuseThrown, refuseValue } from "./schema-issues.js";
 export const MANIFEST_API_VERSION = "shardline.dev/v1";
 export const MANIFEST_KIND = "ShardedJob";
 
-/** The fields that say what a job runs; a job names exactly one. */
-const EXECUTOR_FIELDS = ["handler", "script", "http", "kubernetes"] as const;
 const EXECUTORS_ALLOWED = "exactly one of spec.handler, spec.script, spec.http and spec.kubernetes";
 /** The most topology levels spec.placement.spreadBy takes (cluster, zone, node). */
 const MAX_SPREAD_LEVELS = 3;
@@ -190,7 +190,7 @@ export const manifestSchema = mapping("a manifest", {
   metadata: metadata.describe("The job's name and labels."),
   spec: spec.describe("What the job runs, when, on how many shards, and on which agents."),
 })
-  .transform(({ metadata: { name, labels }, spec: fields }) => withoutAbsent({ name, labels, ...fields }))
+  .transform(({ metadata: { name, labels }, spec: fields }) => withoutAbsent({ name, labels, ...withExecutor(fields) }))
   .meta({ title: "ShardedJob", description: "A Shardline job manifest (apiVersion shardline.dev/v1, kind ShardedJob)." });
 
 /** The job without the optional fields a manifest left out, or gave empty (`onFailure: {}`): absent, not undefined. */

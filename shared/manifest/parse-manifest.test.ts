@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { ShardlineError } from "../errors.js";
-import { parseManifest, specEquals, type JobSpec } from "./index.js";
+import { manifestShaped, parseManifest, specEquals, type JobSpec } from "./index.js";
 
 const EXAMPLE = `
 apiVersion: shardline.dev/v1
@@ -68,7 +68,7 @@ describe("parseManifest", () => {
       shards: 8,
       shardParameters: { 0: "beijing", 1: "shanghai" },
       parameter: "month=current",
-      handler: "billing-rollup",
+      runs: { kind: "handler", handler: "billing-rollup" },
       strategy: "sticky",
       failover: "fenced",
       misfire: "fire-once",
@@ -94,7 +94,7 @@ describe("parseManifest", () => {
       shards: 1,
       shardParameters: {},
       parameter: "",
-      handler: "nightly-report",
+      runs: { kind: "handler", handler: "nightly-report" },
       strategy: "sticky",
       failover: "fenced",
       misfire: "fire-once",
@@ -170,8 +170,9 @@ describe("parseManifest", () => {
   it("reads spec.kubernetes, filling its defaults, with handler left empty", () => {
     const template = { spec: { containers: [{ name: "rollup", image: "busybox:1.36", command: ["sh", "-c", "echo done"] }] } };
     const { spec } = parseManifest(withSpec({ handler: undefined, kubernetes: { template } }));
-    expect(spec.handler).toBe("");
-    expect(spec.kubernetes).toEqual({
+    expect(manifestShaped(spec).handler).toBe("");
+    expect(spec.runs.kind).toBe("kubernetes");
+    expect(manifestShaped(spec).kubernetes).toEqual({
       template: {
         metadata: { labels: {}, annotations: {} },
         spec: { containers: [{ name: "rollup", image: "busybox:1.36", command: ["sh", "-c", "echo done"] }], restartPolicy: "Never" },
@@ -204,7 +205,7 @@ describe("parseManifest", () => {
       logContainer: "rollup",
       startTimeoutSeconds: 0,
     };
-    expect(parseManifest(withSpec({ handler: undefined, kubernetes })).spec.kubernetes).toEqual(kubernetes);
+    expect(parseManifest(withSpec({ handler: undefined, kubernetes })).spec.runs).toEqual({ kind: "kubernetes", kubernetes });
   });
 
   it("tells two kubernetes jobs apart by their pod template, not by its key order", () => {
@@ -217,26 +218,29 @@ describe("parseManifest", () => {
 
   it("reads spec.script, filling its defaults, with handler left empty", () => {
     const { spec } = parseManifest(withSpec({ handler: undefined, script: { command: "/usr/local/bin/rollup" } }));
-    expect(spec.handler).toBe("");
-    expect(spec.script).toEqual({ command: "/usr/local/bin/rollup", args: [], env: {}, killGraceSeconds: 10 });
+    expect(manifestShaped(spec).handler).toBe("");
+    expect(spec.runs).toEqual({ kind: "script", script: { command: "/usr/local/bin/rollup", args: [], env: {}, killGraceSeconds: 10 } });
     expect("http" in spec).toBe(false);
   });
 
   it("reads a complete spec.script", () => {
     const script = { command: "python3", args: ["rollup.py", "--month", "10"], env: { REGION: "eu-1", _DEBUG: "" }, killGraceSeconds: 3600 };
-    expect(parseManifest(withSpec({ handler: undefined, script })).spec.script).toEqual(script);
+    expect(parseManifest(withSpec({ handler: undefined, script })).spec.runs).toEqual({ kind: "script", script });
   });
 
   it("reads spec.http, filling its defaults, with handler left empty", () => {
     const { spec } = parseManifest(withSpec({ handler: undefined, http: { url: "https://billing.internal/rollup" } }));
-    expect(spec.handler).toBe("");
-    expect(spec.http).toEqual({
-      method: "POST",
-      url: "https://billing.internal/rollup",
-      headers: {},
-      body: "",
-      connectTimeoutSeconds: 10,
-      readTimeoutSeconds: 60,
+    expect(manifestShaped(spec).handler).toBe("");
+    expect(spec.runs).toEqual({
+      kind: "http",
+      http: {
+        method: "POST",
+        url: "https://billing.internal/rollup",
+        headers: {},
+        body: "",
+        connectTimeoutSeconds: 10,
+        readTimeoutSeconds: 60,
+      },
     });
     expect("script" in spec).toBe(false);
   });
@@ -250,7 +254,7 @@ describe("parseManifest", () => {
       connectTimeoutSeconds: 300,
       readTimeoutSeconds: 86_400,
     };
-    expect(parseManifest(withSpec({ handler: undefined, http })).spec.http).toEqual(http);
+    expect(parseManifest(withSpec({ handler: undefined, http })).spec.runs).toEqual({ kind: "http", http });
   });
 
   it("reads spec.daemon for a job without a schedule", () => {
@@ -281,7 +285,7 @@ describe("parseManifest", () => {
   });
 
   it("takes an empty handler beside a script as no handler", () => {
-    expect(parseManifest(withSpec({ handler: "", script: { command: "true" } })).spec.script?.command).toBe("true");
+    expect(parseManifest(withSpec({ handler: "", script: { command: "true" } })).spec.runs).toMatchObject({ kind: "script", script: { command: "true" } });
   });
 
   const long = (n: number) => "a".repeat(n);

@@ -1,4 +1,5 @@
 import type { ErrorCode } from "../../../shared/errors.js";
+import { executorFromFields, type ExecutorFields } from "../../../shared/manifest/executor-fields.js";
 import type { JobSpec } from "../../../shared/manifest/job-spec.js";
 import type { ExecutionRecord } from "../store-port.js";
 import { type CoreConfig, DEFAULT_CORE_CONFIG } from "../config.js";
@@ -7,8 +8,13 @@ import { ControllerCore } from "../controller-core.js";
 import { type ExecutionTracing, NO_TRACING } from "../execution-tracing.js";
 import type { AgentCommand, AssignmentRef, CoreEvent, ExecutionContext } from "../messages.js";
 
-/** A job spec with the manifest's defaults, for tests. */
-export function testSpec(name: string, overrides: Partial<JobSpec> = {}): JobSpec {
+/**
+ * A job spec with the manifest's defaults, for tests. What it runs is given as a manifest does
+ * (handler, script, http or kubernetes; handler "work" when none is), or as `runs`.
+ */
+export function testSpec(name: string, overrides: Partial<JobSpec> & Partial<ExecutorFields> = {}): JobSpec {
+  const { handler, script, http, kubernetes, ...rest } = overrides;
+  const given = handler !== undefined || script !== undefined || http !== undefined || kubernetes !== undefined;
   return {
     name,
     labels: {},
@@ -18,7 +24,7 @@ export function testSpec(name: string, overrides: Partial<JobSpec> = {}): JobSpe
     shards: 4,
     shardParameters: {},
     parameter: "",
-    handler: "work",
+    runs: given ? executorFromFields({ handler, script, http, kubernetes }) : { kind: "handler", handler: "work" },
     strategy: "sticky",
     failover: "fenced",
     misfire: "fire-once",
@@ -28,7 +34,7 @@ export function testSpec(name: string, overrides: Partial<JobSpec> = {}): JobSpe
     retries: { limit: 0, backoffSeconds: 10 },
     placement: { selector: {} },
     suspend: false,
-    ...overrides,
+    ...rest,
   };
 }
 

@@ -3,7 +3,7 @@ import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { EtcdServer } from "../../../test/harness/etcd.js";
 import { FIRE_COMPLETE_SHARD } from "../store.js";
-import { describeStoreContract, execution, job, rejection } from "../testing/store-contract.js";
+import { describeStoreContract, execution, job, rejection, specStoredBeforeRuns } from "../testing/store-contract.js";
 import { EtcdLeadership } from "./etcd-leadership.js";
 import { EtcdStore } from "./etcd-store.js";
 
@@ -149,6 +149,13 @@ describe("EtcdStore", () => {
     expect(second.snapshot.openExecutions.map((e) => e.id)).toEqual(["reports/500/0/1", "invoices/1000/complete/1", "invoices/2000/0/1"]);
     expect(second.snapshot.openExecutions[1]).toEqual(hook);
     expect(second.snapshot.settledOfOpenFires).toEqual([execution({ job: "invoices", fireTime: 1000, shard: 0, state: "succeeded" }), settled]);
+  });
+
+  it("reads a job whose spec was stored before JobSpec.runs", async () => {
+    const ns = freshNamespace();
+    await ns.put("jobs/invoices").value(JSON.stringify({ ...job("invoices"), spec: JSON.parse(specStoredBeforeRuns("invoices")) as unknown }));
+    const { snapshot } = await lead(ns);
+    expect(snapshot.jobs).toEqual([job("invoices")]);
   });
 
   it("tells the next leader how long the agent leases of one that stepped down on purpose still run, once", async () => {

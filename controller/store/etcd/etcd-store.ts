@@ -10,6 +10,7 @@ import {
   type StoreSnapshot,
   TERMINAL_STATES,
 } from "../store.js";
+import { readStoredSpec } from "../stored-spec.js";
 import { TERM_KEY } from "./etcd-leadership.js";
 
 /**
@@ -81,7 +82,10 @@ export class EtcdStore implements Store {
     if (this.#opened) throw new ShardlineError("failed-precondition", "the etcd store is already open");
     this.#opened = true;
     await this.#fenced(() => this.#recover());
-    const jobs = (await this.#readAll("jobs/")).map(([, value]) => JSON.parse(value) as JobRecord);
+    const jobs = (await this.#readAll("jobs/")).map(([, value]) => {
+      const record = JSON.parse(value) as JobRecord;
+      return { ...record, spec: readStoredSpec(record.spec) };
+    });
     jobs.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const cursors = new Map((await this.#readAll("cursors/")).map(([key, value]) => [key.slice("cursors/".length), Number(value)]));
     const openExecutions = (await this.#readAll("open/")).map(([, value]) => JSON.parse(value) as ExecutionRecord);

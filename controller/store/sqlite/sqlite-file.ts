@@ -2,7 +2,6 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import { ShardlineError } from "../../../shared/errors.js";
-import type { JobSpec } from "../../../shared/manifest/job-spec.js";
 import { OPEN_STATES } from "../../../shared/execution-state.js";
 import type {
   ExecutionCause,
@@ -15,6 +14,7 @@ import type {
   StoreBatch,
   StoreSnapshot,
 } from "../store.js";
+import { readStoredSpec } from "../stored-spec.js";
 import { removeOwnerRecord, storeInUse, writeOwnerRecord } from "./owner-record.js";
 import { migrate } from "./schema.js";
 
@@ -358,7 +358,7 @@ function toJobRecord(row: JobRow): JobRecord {
   return {
     name: row.name,
     manifest: row.manifest,
-    spec: JSON.parse(row.spec_json) as JobSpec,
+    spec: readStoredSpec(JSON.parse(row.spec_json)),
     paused: row.paused !== 0,
     revision: row.revision,
     disabledShards: JSON.parse(row.disabled_shards) as number[],

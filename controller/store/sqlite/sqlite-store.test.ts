@@ -5,7 +5,7 @@ import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type ExecutionRecord, type ExecutionStateName, FIRE_COMPLETE_SHARD, type JobRecord } from "../store.js";
-import { describeStoreContract, execution, ids, job, rejection, spec } from "../testing/store-contract.js";
+import { describeStoreContract, execution, ids, job, rejection, spec, specStoredBeforeRuns } from "../testing/store-contract.js";
 import { MIGRATIONS, SCHEMA_VERSION } from "./schema.js";
 import { SqliteStore } from "./sqlite-store.js";
 
@@ -296,6 +296,18 @@ describe("schema upgrades", () => {
     const { snapshot } = await reopen(s);
     expect(snapshot.jobs[0]!.disabledShards).toEqual([1, 3]);
     expect(snapshot.openExecutions).toEqual([retry]);
+  });
+
+  it("reads a job whose spec was stored before JobSpec.runs", async () => {
+    const s = store();
+    await s.open();
+    await s.commit({ jobs: [job("a")] });
+    await s.close();
+    const edit = new Database(dbPath);
+    edit.prepare("UPDATE jobs SET spec_json = ? WHERE name = ?").run(specStoredBeforeRuns("a"), "a");
+    edit.close();
+    const snapshot = await store().open();
+    expect(snapshot.jobs).toEqual([job("a")]);
   });
 
   it("upgrades a file written by the first schema in place, keeping its rows", async () => {

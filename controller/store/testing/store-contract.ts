@@ -11,6 +11,18 @@ export function spec(name: string): JobSpec {
   return testSpec(name, { labels: { team: "billing" }, schedule: "*/5 * * * *", shardParameters: { 0: "eu", 3: "us" }, handler: "invoice" });
 }
 
+/**
+ * spec(name) as a version before JobSpec.runs stored it (SQLite's spec_json, etcd's jobs/NAME):
+ * what the job runs in the manifest's own field, spec.handler.
+ */
+export function specStoredBeforeRuns(name: string): string {
+  return (
+    `{"name":"${name}","labels":{"team":"billing"},"description":"","schedule":"*/5 * * * *","timeZone":"UTC","shards":4,` +
+    '"shardParameters":{"0":"eu","3":"us"},"parameter":"","handler":"invoice","strategy":"sticky","failover":"fenced","misfire":"fire-once",' +
+    '"maxCatchUp":10,"overlap":"forbid","timeoutSeconds":0,"retries":{"limit":0,"backoffSeconds":10},"placement":{"selector":{}},"suspend":false}'
+  );
+}
+
 export function job(name: string, revision = 1): JobRecord {
   return { name, manifest: `metadata:\n  name: ${name}\n`, spec: spec(name), paused: false, revision, disabledShards: [] };
 }
