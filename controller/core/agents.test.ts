@@ -75,6 +75,23 @@ describe("leases and failover", () => {
     expect(b.dispatched.length).toBe(4);
   });
 
+  it("waits out the grace a run was dispatched with, even when the job's grace is cut meanwhile", () => {
+    const { h, a, b } = twoAgents(testSpec("job", { schedule: undefined, disconnectGraceSeconds: 60 }));
+    h.core.triggerJob("job", [], undefined, h.now);
+    h.flush();
+    const onA = a.dispatchedIds();
+    for (const id of onA) h.report("a", id, "running");
+    expect(h.execution(onA[0]!)?.disconnectGraceMs).toBe(60_000);
+    // The job's grace goes to 0; a, cut off, still goes on with the 60 s it was told.
+    h.apply(testSpec("job", { schedule: undefined, disconnectGraceSeconds: 0 }));
+    h.crash("a");
+    h.run(LEASE + 500 + 30_000, ["a"]);
+    for (const id of onA) expect(h.execution(id)?.state).toBe("unknown");
+    h.run(30_000, ["a"]);
+    for (const id of onA) expect(h.execution(id)?.state).toBe("lost");
+    for (const id of onA) expect(b.dispatchedIds()).toContain(id.replace(/\/1$/, "/2"));
+  });
+
   it("tells the agent each run's disconnect grace: the job's, else the controller's; none with failover: fast", () => {
     for (const [spec, grace] of [
       [{}, DEFAULT_CORE_CONFIG.disconnectGraceMs],

@@ -68,10 +68,13 @@ export function hello(core: CoreState, session: string, hello: AgentHello, now: 
   if (replaced !== undefined) takeOver(core, agent, replaced, peer);
   else core.emit(returning ? "agent.reconnected" : "agent.joined", `agent ${agent.id} connected`, { agent: agent.id });
 
-  const finished = Recovery.reattachExecutions(core, agent, hello.executions);
+  const { finished, missing } = Recovery.reattachExecutions(core, agent, hello.executions);
   Recovery.adoptHeld(core, agent, hello.held);
   sendSnapshot(core, agent);
   Placement.agentsChanged(core);
+  for (const execution of missing) {
+    if (core.open.get(execution.id) === execution) Executions.loseExecution(core, execution, `agent ${agent.id} reconnected without it`);
+  }
   for (const report of finished) Executions.applyReport(core, agent, report);
   for (const shard of agent.shards) Executions.dispatchShard(core, shard);
   FireComplete.dispatchFireCompletes(core);

@@ -36,6 +36,16 @@ export function graceOf(core: CoreState, spec: JobSpec | undefined, daemon: bool
 }
 
 /**
+ * The grace `execution` is dispatched with, recorded on it: what its agent is told is what the
+ * controller waits for after a lapse, whatever the job's spec says by then.
+ */
+export function atDispatch(core: CoreState, execution: ExecutionRecord, spec: JobSpec | undefined): number {
+  const graceMs = graceOf(core, spec, execution.cause === "daemon");
+  execution.disconnectGraceMs = graceMs;
+  return graceMs;
+}
+
+/**
  * The fencing token of an assignment: term * 2^32 + generation, which grows whenever a shard
  * changes owner or a new controller term starts. Below 2^63 while the term stays below 2^31.
  */
@@ -51,8 +61,8 @@ export function fencingToken(term: number, generation: number): bigint {
  * to the dispatch-ahead early, so no instant proves it had not).
  */
 export function presumeGoing(core: CoreState, execution: ExecutionRecord, agent: AgentEntry, leaseEnd: number, reason: string, instance = agent.instance): void {
-  const spec = core.jobs.get(execution.job)?.record.spec;
-  const graceMs = graceOf(core, spec, execution.cause === "daemon");
+  // The grace the agent was told; a record from before it was kept gets the job's current one.
+  const graceMs = execution.disconnectGraceMs ?? graceOf(core, core.jobs.get(execution.job)?.record.spec, execution.cause === "daemon");
   if (graceMs === 0) {
     Executions.loseExecution(core, execution, reason);
     return;

@@ -319,6 +319,7 @@ export function dispatchShard(core: CoreState, shard: ShardEntry, max = Infinity
     execution.agent = agent.id;
     shard.running.add(execution.id);
     agent.executions.add(execution.id);
+    const disconnectGraceMs = DisconnectGrace.atDispatch(core, execution, spec);
     core.outbox.saveExecution(execution);
     contexts.push({
       executionId: execution.id,
@@ -330,7 +331,7 @@ export function dispatchShard(core: CoreState, shard: ShardEntry, max = Infinity
       fireTime: execution.fireTime,
       attempt: execution.attempt,
       timeoutMs: spec.timeoutSeconds * 1000,
-      disconnectGraceMs: DisconnectGrace.graceOf(core, spec, execution.cause === "daemon"),
+      disconnectGraceMs,
       fencingToken: DisconnectGrace.fencingToken(shard.term, shard.generation),
       assignment: { job: shard.job, shard: shard.shard, term: shard.term, generation: shard.generation },
       traceContext: execution.traceContext ?? {},

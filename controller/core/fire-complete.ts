@@ -73,6 +73,7 @@ export function dispatchFireCompletes(core: CoreState): void {
     core.queuedAt.delete(run.id);
     run.agent = agent.id;
     agent.executions.add(run.id);
+    const disconnectGraceMs = DisconnectGrace.atDispatch(core, run, spec);
     core.outbox.saveExecution(run);
     push(sends, agent, {
       executionId: run.id,
@@ -85,7 +86,7 @@ export function dispatchFireCompletes(core: CoreState): void {
       attempt: run.attempt,
       handler: hook!.handler,
       timeoutMs: spec!.timeoutSeconds * 1000,
-      disconnectGraceMs: DisconnectGrace.graceOf(core, spec, false),
+      disconnectGraceMs,
       // A hook run holds no assignment: the newest one made so far fences it against earlier runs.
       fencingToken: DisconnectGrace.fencingToken(core.term, core.generation),
       traceContext: run.traceContext ?? {},

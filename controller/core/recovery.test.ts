@@ -106,6 +106,22 @@ describe("controller restart", () => {
     expect(b2.shardsOf("job")).toEqual([0, 1, 2, 3]);
   });
 
+  it("sends a reconnecting agent the failover run of a run it no longer holds only after its snapshot, so it holds the shard the run names", () => {
+    const { h, a } = twoAgents();
+    h.core.triggerJob("job", [], undefined, h.now);
+    h.flush();
+    const [gone] = a.dispatchedIds();
+    h.report("a", gone!, "running");
+    // a's stream drops and it comes back at once, without the run (its process lost it).
+    h.crash("a");
+    const again = h.connect("a", { held: [...a.held.values()] });
+    expect(h.execution(gone!)?.state).toBe("lost");
+    const rerun = gone!.replace(/\/1$/, "/2");
+    expect(again.dispatchedIds()).toContain(rerun);
+    expect(again.received.indexOf("snapshot")).toBeLessThan(again.received.indexOf("dispatch"));
+    expect(again.received[0]).toBe("welcome");
+  });
+
   it("re-runs the executions of an agent that does not come back after the restart", () => {
     const { h, a } = twoAgents();
     h.core.triggerJob("job", [], undefined, h.now);

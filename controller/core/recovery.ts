@@ -18,12 +18,17 @@ import * as FireComplete from "./fire-complete.js";
 import * as Placement from "./placement.js";
 
 /**
- * Re-attaches the runs a reconnecting agent still holds; the rest of its runs are lost. Returns
- * its reports of runs that finished meanwhile, for the caller to apply once the agent has its
- * assignments again: a finish frees the shard for its next execution, which is dispatched at
- * once and must be neither taken for a run missing from the Hello nor sent before the snapshot.
+ * Re-attaches the runs a reconnecting agent still holds. Returns its reports of runs that
+ * finished meanwhile, and the runs it no longer holds (lost), for the caller to apply once the
+ * agent has its assignments again: a finish frees the shard for its next execution, and a loss
+ * queues its failover run, either of which is dispatched at once and must not reach the agent
+ * before the snapshot (it would refuse it as a shard it does not hold).
  */
-export function reattachExecutions(core: CoreState, agent: AgentEntry, reports: readonly ExecutionUpdate[]): ExecutionUpdate[] {
+export function reattachExecutions(
+  core: CoreState,
+  agent: AgentEntry,
+  reports: readonly ExecutionUpdate[],
+): { finished: ExecutionUpdate[]; missing: ExecutionRecord[] } {
   const reported = new Set<string>();
   const finished: ExecutionUpdate[] = [];
   const stale: string[] = [];
@@ -51,6 +56,7 @@ export function reattachExecutions(core: CoreState, agent: AgentEntry, reports: 
     else finished.push(report);
   }
   const instance = agent.instance;
+  const missing: ExecutionRecord[] = [];
   for (const id of [...agent.executions]) {
     if (reported.has(id)) {
       agent.inherited?.runs.delete(id);
@@ -60,7 +66,7 @@ export function reattachExecutions(core: CoreState, agent: AgentEntry, reports: 
     // that process may still be running it behind a partition.
     if (agent.inherited?.runs.has(id) || DisconnectGrace.heldByAnotherProcess(core, id, instance)) continue;
     const execution = core.open.get(id);
-    if (execution !== undefined) Executions.loseExecution(core, execution, `agent ${agent.id} reconnected without it`);
+    if (execution !== undefined) missing.push(execution);
   }
   if (stale.length > 0) {
     core.outbox.send(agent.session, { kind: "cancel", executionIds: stale, reason: "the controller no longer counts this execution as running on this agent" });
@@ -68,7 +74,7 @@ export function reattachExecutions(core: CoreState, agent: AgentEntry, reports: 
   if (cancelAgain.length > 0) {
     core.outbox.send(agent.session, { kind: "cancel", executionIds: cancelAgain, reason: "cancelled while the agent was out of reach" });
   }
-  return finished;
+  return { finished, missing };
 }
 
 /**

@@ -62,6 +62,12 @@ export interface ExecutionRecord {
    * leader too, can link to it.
    */
   traceContext?: Record<string, string>;
+  /**
+   * The disconnect grace its agent was told at dispatch (ExecutionContext.disconnect_grace_ms):
+   * how long it may go on there after a lapse, which a later change of the job cannot shorten.
+   * Absent until dispatched, and in records written before it existed.
+   */
+  disconnectGraceMs?: number;
 }
 
 /** Everything one core step asks to make durable, written atomically. */

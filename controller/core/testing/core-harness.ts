@@ -47,6 +47,8 @@ export class ModelAgent {
   readonly revoked = new Map<string, AssignmentRef>();
   readonly dispatched: ExecutionContext[] = [];
   readonly cancelled: string[] = [];
+  /** Every command's kind, in the order received ("snapshot" for a snapshot AssignmentUpdate). */
+  readonly received: string[] = [];
   /** The lease each heartbeat ack granted, in ms from the heartbeat. */
   readonly ackTtls: number[] = [];
   welcomed = false;
@@ -62,6 +64,7 @@ export class ModelAgent {
   ) {}
 
   receive(command: AgentCommand): void {
+    this.received.push(command.kind === "assignments" && command.snapshot ? "snapshot" : command.kind);
     switch (command.kind) {
       case "welcome":
         this.welcomed = true;

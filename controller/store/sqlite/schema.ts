@@ -66,6 +66,10 @@ export const MIGRATIONS: readonly string[] = [
   -- The W3C trace context an execution runs under, as a JSON object; NULL when it was not traced.
   ALTER TABLE executions ADD COLUMN trace_context TEXT;
   `,
+  `
+  -- The disconnect grace its agent was told at dispatch, in ms; NULL until dispatched.
+  ALTER TABLE executions ADD COLUMN grace_ms INTEGER;
+  `,
 ];
 
 /** The schema version this code writes. */

@@ -25,7 +25,7 @@ export const IN_MEMORY = ":memory:";
 const OPEN_STATES_SQL = `(${OPEN_STATES.map((state) => `'${state}'`).join(", ")})`;
 
 const EXECUTION_COLUMNS =
-  "id, job, shard, fire_time, attempt, agent, state, started_at, finished_at, error, result, cause, parameter, not_before, fire_outcome, trace_context";
+  "id, job, shard, fire_time, attempt, agent, state, started_at, finished_at, error, result, cause, parameter, not_before, fire_outcome, trace_context, grace_ms";
 
 /** Newest fire first; within a fire, shards in order and the latest attempt first. */
 const EXECUTION_ORDER = "fire_time DESC, shard ASC, attempt DESC";
@@ -47,6 +47,7 @@ interface ExecutionRow {
   not_before: number | null;
   fire_outcome: string | null;
   trace_context: string | null;
+  grace_ms: number | null;
 }
 
 interface JobRow {
@@ -75,6 +76,7 @@ type ExecutionParams = [
   number | null,
   string | null,
   string | null,
+  number | null,
 ];
 
 /** The statements prepared once per open file. */
@@ -297,6 +299,7 @@ function writeBatch(s: Statements, batch: StoreBatch): void {
       e.notBefore ?? null,
       e.fireOutcome === undefined ? null : JSON.stringify(e.fireOutcome),
       e.traceContext === undefined ? null : JSON.stringify(e.traceContext),
+      e.disconnectGraceMs ?? null,
     );
   }
 }
@@ -333,10 +336,11 @@ function prepareStatements(db: Database.Database): Statements {
     // context), so an update sets only what changes: SQLite then leaves the indexes on the fixed
     // columns alone.
     upsertExecution: db.prepare(
-      `INSERT INTO executions (${EXECUTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+      `INSERT INTO executions (${EXECUTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (id) DO UPDATE SET agent = excluded.agent, state = excluded.state,
          started_at = excluded.started_at, finished_at = excluded.finished_at, error = excluded.error,
-         result = excluded.result, not_before = excluded.not_before, fire_outcome = excluded.fire_outcome`,
+         result = excluded.result, not_before = excluded.not_before, fire_outcome = excluded.fire_outcome,
+         grace_ms = excluded.grace_ms`,
     ),
     getExecution: db.prepare(`SELECT ${EXECUTION_COLUMNS} FROM executions WHERE id = ?`),
     pruneByAge: db.prepare(
@@ -385,6 +389,7 @@ function toExecutionRecord(row: ExecutionRow): ExecutionRecord {
   if (row.not_before !== null) record.notBefore = row.not_before;
   if (row.fire_outcome !== null) record.fireOutcome = JSON.parse(row.fire_outcome) as ShardOutcome[];
   if (row.trace_context !== null) record.traceContext = JSON.parse(row.trace_context) as Record<string, string>;
+  if (row.grace_ms !== null) record.disconnectGraceMs = row.grace_ms;
   return record;
 }
 

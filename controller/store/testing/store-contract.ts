@@ -90,6 +90,22 @@ export function describeStoreContract(name: string, opened: () => Promise<Store>
     });
   });
 
+  describe(`${name} disconnect grace`, () => {
+    it("keeps the disconnect grace an execution was dispatched with, and an unknown one's state, through a restart", async () => {
+      const s = await opened();
+      const waiting = execution({ job: "invoices", fireTime: 1000, state: "pending" });
+      const dispatched = execution({ job: "invoices", fireTime: 1000, shard: 1, agent: "agent-a", state: "running", disconnectGraceMs: 15_000 });
+      const unknown = execution({ job: "invoices", fireTime: 1000, shard: 2, agent: "agent-b", state: "unknown", disconnectGraceMs: 0 });
+      await s.commit({ executions: [waiting, dispatched, unknown] });
+      expect(await s.getExecution(dispatched.id)).toEqual(dispatched);
+      expect(await s.getExecution(unknown.id)).toEqual(unknown);
+      // Undispatched stays absent rather than becoming 0.
+      expect(await s.getExecution(waiting.id)).toEqual(waiting);
+      const snapshot = await restarted(s);
+      expect(snapshot.openExecutions).toEqual([waiting, dispatched, unknown]);
+    });
+  });
+
   describe(`${name}.listExecutions`, () => {
     let s: Store;
     const history = [
