@@ -115,16 +115,21 @@ describe("a sharded cron job on real processes", () => {
   });
 
   it("keeps jobs and history across a controller restart, and agents keep their shards", async () => {
-    await fireAfter(env, 0, "a first fire on every shard");
+    // Agents keep their shards through a restart shorter than their lease: one that lapses
+    // meanwhile fences, claims nothing, and its shards are placed anew. On a loaded machine a
+    // restart can take longer than the default 2 s, so the agents first get a 6 s lease from a
+    // controller started with it; the restart under test then happens within that lease (and the
+    // restarted controller waits as long for their claims).
+    env.controller.extraArgs = ["--lease-ttl", "6000"];
+    await env.controller.process!.stop();
+    await env.controller.start();
+    await env.agentsReady(3, "all three agents to reconnect to the controller with 6 s leases");
+    await fireAfter(env, Date.now(), "a fire on every shard under 6 s leases");
     const owners = await env.owners("sweep");
     const history = (await env.admin.listExecutions({ job: "sweep", limit: 1000 })).executions.filter(
       (e) => e.state === ExecutionState.SUCCEEDED,
     );
     await env.controller.process!.stop();
-    // The restarted controller gives shards only to the agents that claim them for one lease
-    // after it starts; an agent whose reconnect backoff runs past that (a loaded machine) would
-    // rightly lose its shards. A longer lease for this controller gives them the time to claim.
-    env.controller.extraArgs = ["--lease-ttl", "6000"];
     await env.controller.start();
     await env.agentsReady(3, "all three agents to reconnect");
     const restartedAt = Date.now();
