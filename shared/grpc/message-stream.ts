@@ -1,11 +1,18 @@
 import { status, type ClientDuplexStream, type ServerDuplexStream } from "@grpc/grpc-js";
 import type { DescMessage, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 import type { Readable, Writable } from "node:stream";
+import { ShardlineError } from "../errors.js";
 import { MalformedMessage, encodeMessage } from "./service-definition.js";
 import { toGrpcStatus, type GrpcStatus } from "./status.js";
 
 /** Default bound of a stream's send queue, in messages. */
 export const DEFAULT_MAX_QUEUED = 10_000;
+
+/** Default of MessageStreamOptions.maxMessagesPerTurn. */
+export const DEFAULT_MAX_MESSAGES_PER_TURN = 64;
+
+/** Default of MessageStreamOptions.maxMsPerTurn. */
+export const DEFAULT_MAX_MS_PER_TURN = 2;
 
 /** Options of a MessageStream. */
 export interface MessageStreamOptions {
@@ -16,6 +23,17 @@ export interface MessageStreamOptions {
   maxQueued?: number;
   /** Called with an exception thrown by a listener; the stream is then closed with INTERNAL. */
   onError?: (error: unknown) => void;
+  /**
+   * How many received messages the stream hands to its listeners in one turn of the event loop
+   * before it lets the loop run on (setImmediate) and reads the rest on a later turn. Default 64.
+   */
+  maxMessagesPerTurn?: number;
+  /**
+   * How long, in milliseconds, the stream's listeners may run in one turn of the event loop: once
+   * they have, the stream hands over no more messages until a later turn, however few it handed
+   * over. One message always goes through. Default 2.
+   */
+  maxMsPerTurn?: number;
 }
 
 /**
@@ -27,7 +45,9 @@ export interface MessageStreamOptions {
 export interface MessageStream<In extends DescMessage, Out extends DescMessage> {
   /**
    * Receives each message. Reading starts with the first listener, so nothing is lost to a late
-   * registration, and a stream nobody listens to pushes back on its peer.
+   * registration, and a stream nobody listens to pushes back on its peer. Messages come in order,
+   * at most maxMessagesPerTurn (or maxMsPerTurn of listeners' work) in one turn of the event loop;
+   * the peer's flow control holds back the rest.
    */
   onMessage(listener: (message: MessageShape<In>) => void): void;
   /**
@@ -151,20 +171,94 @@ export class OutboundQueue {
   };
 }
 
+function checkTurnBounds(maxMessages: number, maxMs: number): void {
+  if (!Number.isSafeInteger(maxMessages) || maxMessages < 1) throw ShardlineError.invalid("maxMessagesPerTurn", maxMessages, "an integer of at least 1");
+  if (!Number.isFinite(maxMs) || maxMs <= 0) throw ShardlineError.invalid("maxMsPerTurn", maxMs, "a number of milliseconds above 0");
+}
+
+/**
+ * Reads a Readable of messages a bounded slice per turn of the event loop: at most `maxMessages`,
+ * and none more once `maxMs` have passed since the turn's first, then it waits for a later turn
+ * (setImmediate), in which the loop has read every other socket with data.
+ *
+ * Why: grpc-js hands a stream's messages over back to back, as long as its HTTP/2 stream has
+ * data, all in one turn (process.nextTick and promise jobs, never a return to the event loop).
+ * A peer that floods its stream, up to its flow-control window at a time, would then hold the
+ * controller for as long as its messages take, while other agents' heartbeats wait unread.
+ * While a slice waits, the Readable holds its highWaterMark (16 messages) and grpc-js the rest of
+ * one HTTP/2 DATA frame; then the HTTP/2 stream stops reading and its window pushes back on the
+ * peer.
+ */
+class TurnBoundedReader {
+  /** Messages handed over in the current turn; 0 once the turn is over. */
+  #spent = 0;
+  #turnStartedAt = 0;
+  /** The slice is spent: 'readable' waits for the turn that #nextTurn starts. */
+  #waiting = false;
+  #stopped = false;
+
+  constructor(
+    private readonly readable: Readable,
+    private readonly deliver: (message: unknown) => void,
+    readonly maxMessages: number,
+    readonly maxMs: number,
+  ) {
+    checkTurnBounds(maxMessages, maxMs);
+    readable.on("readable", this.#pump);
+  }
+
+  /** Reads nothing more. */
+  stop(): void {
+    this.#stopped = true;
+    this.readable.off("readable", this.#pump);
+  }
+
+  readonly #pump = (): void => {
+    if (this.#waiting) return;
+    while (!this.#stopped) {
+      if (this.#spent >= this.maxMessages || (this.#spent > 0 && performance.now() - this.#turnStartedAt >= this.maxMs)) {
+        this.#waiting = true;
+        return;
+      }
+      const message: unknown = this.readable.read();
+      if (message === null) return;
+      if (this.#spent === 0) {
+        this.#turnStartedAt = performance.now();
+        setImmediate(this.#nextTurn);
+      }
+      this.#spent++;
+      this.deliver(message);
+    }
+  };
+
+  readonly #nextTurn = (): void => {
+    this.#spent = 0;
+    if (!this.#waiting) return;
+    this.#waiting = false;
+    this.#pump();
+  };
+}
+
 abstract class DuplexMessageStream<In extends DescMessage, Out extends DescMessage> implements MessageStream<In, Out> {
   protected readonly queue: OutboundQueue;
   #messageListeners: ((message: MessageShape<In>) => void)[] = [];
   #closeListeners: ((status: GrpcStatus) => void)[] = [];
   #drainListeners: (() => void)[] = [];
   #closedWith: GrpcStatus | undefined;
-  #reading = false;
+  #reader: TurnBoundedReader | undefined;
   readonly #onError: (error: unknown) => void;
+  readonly #maxMessagesPerTurn: number;
+  readonly #maxMsPerTurn: number;
 
   constructor(
     protected readonly duplex: Readable & Writable,
     private readonly output: Out,
     options: MessageStreamOptions,
   ) {
+    this.#maxMessagesPerTurn = options.maxMessagesPerTurn ?? DEFAULT_MAX_MESSAGES_PER_TURN;
+    this.#maxMsPerTurn = options.maxMsPerTurn ?? DEFAULT_MAX_MS_PER_TURN;
+    // Checked here, not when reading starts, so that a bad option fails where it was given.
+    checkTurnBounds(this.#maxMessagesPerTurn, this.#maxMsPerTurn);
     this.queue = new OutboundQueue(duplex, options.maxQueued ?? DEFAULT_MAX_QUEUED, () => this.#drained());
     this.#onError = options.onError ?? defaultOnError;
   }
@@ -181,16 +275,15 @@ abstract class DuplexMessageStream<In extends DescMessage, Out extends DescMessa
     return this.#closedWith !== undefined;
   }
 
-  /** Whether 'data' is being consumed, i.e. whether an 'end' event will follow the last message. */
+  /** Whether messages are being consumed, i.e. whether an 'end' event will follow the last message. */
   protected get reading(): boolean {
-    return this.#reading;
+    return this.#reader !== undefined;
   }
 
   onMessage(listener: (message: MessageShape<In>) => void): void {
     this.#messageListeners.push(listener);
-    if (!this.#reading && !this.closed) {
-      this.#reading = true;
-      this.duplex.on("data", this.#onData);
+    if (this.#reader === undefined && !this.closed) {
+      this.#reader = new TurnBoundedReader(this.duplex, this.#onData, this.#maxMessagesPerTurn, this.#maxMsPerTurn);
     }
   }
 
@@ -220,7 +313,7 @@ abstract class DuplexMessageStream<In extends DescMessage, Out extends DescMessa
     if (this.#closedWith !== undefined) return;
     this.#closedWith = closedWith;
     this.queue.stop();
-    this.duplex.off("data", this.#onData);
+    this.#reader?.stop();
     const listeners = this.#closeListeners;
     this.#closeListeners = [];
     this.#messageListeners = [];
