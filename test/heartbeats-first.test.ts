@@ -1,6 +1,5 @@
-import { type ChildProcess, spawn } from "node:child_process";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { status, type StatusObject } from "@grpc/grpc-js";
+import { Metadata, status, type StatusObject } from "@grpc/grpc-js";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { RawBytesPeer } from "../controller/shell/testing/hostile-peer.js";
 import type { ShardlineError } from "../shared/errors.js";
@@ -8,6 +7,8 @@ import { AdminService } from "../shared/gen/shardline/v1/admin_service_pb.js";
 import { ConnectRequestSchema } from "../shared/gen/shardline/v1/agent_service_pb.js";
 import { AgentState, ExecutionState } from "../shared/gen/shardline/v1/types_pb.js";
 import { type Client, createClient } from "../shared/grpc/index.js";
+import { BusyLoops } from "./harness/busy-loops.js";
+import { PackedStranger } from "./harness/packed-stranger.js";
 import { type AdminClient, waitFor } from "./harness/processes.js";
 import { RECORDING_HANDLERS, ShardlineTestEnv } from "./harness/shardline-env.js";
 import type { SqliteController } from "./harness/sqlite-controller.js";
@@ -58,17 +59,13 @@ function fences(world: ShardlineTestEnv<SqliteController>): Record<string, strin
 }
 
 describe("heartbeats go ahead of admin work and hostile peers, on a controller whose CPU is contended", () => {
-  const busy: ChildProcess[] = [];
+  let busy: BusyLoops | undefined;
   let env: ShardlineTestEnv<SqliteController> | undefined;
 
   beforeAll(() => {
-    for (let i = 0; i < BUSY_LOOPS; i++) {
-      busy.push(spawn(process.execPath, ["-e", `const end = Date.now() + ${BUSY_MS}; while (Date.now() < end) {}`], { stdio: "ignore" }));
-    }
+    busy = new BusyLoops(BUSY_LOOPS, BUSY_MS);
   });
-  afterAll(() => {
-    for (const child of busy) if (child.exitCode === null) child.kill("SIGKILL");
-  });
+  afterAll(() => busy?.stop());
   afterEach(async (context) => {
     if (env !== undefined && context.task.result?.state === "fail") env.failed = true;
     await env?.close();
@@ -173,10 +170,32 @@ describe("heartbeats go ahead of admin work and hostile peers, on a controller w
     const ROUNDS = 12;
     const STRANGERS = 4;
     const FLOOD = 5_000;
+    /** Messages per write of the stranger that packs them into HTTP/2 frames, hundreds a frame. */
+    const BURST = 1_000;
     const statuses: StatusObject[] = [];
+    /** One stranger a round speaks raw HTTP/2, each write a thousand messages: it ends with its last ack, or a status. */
+    const packedFlood = async (id: string): Promise<void> => {
+      const peer = new PackedStranger(controller.address);
+      try {
+        let lastAck = 0;
+        peer.onResponse((response) => {
+          if (response.kind.case === "heartbeatAck") lastAck = Number(response.kind.value.seq);
+        });
+        await peer.send([{ kind: { case: "hello", value: { agentId: id, handlers: ["evil"] } } }]);
+        const staleUpdate = { kind: { case: "executionUpdates" as const, value: { updates: [{ executionId: "no-such/1/0/1", state: ExecutionState.SUCCEEDED }] } } };
+        for (let first = 1; first <= FLOOD && peer.ended === undefined; first += BURST) {
+          await peer.send(Array.from({ length: BURST }, (_, i) => [staleUpdate, { kind: { case: "heartbeat" as const, value: { seq: BigInt(first + i) } } }]).flat());
+        }
+        await waitFor(`${id}'s last ack or its status`, () => (lastAck === FLOOD || peer.ended !== undefined ? true : undefined), 60_000);
+        if (peer.ended !== undefined) statuses.push({ ...peer.ended, metadata: new Metadata() });
+      } finally {
+        peer.close();
+      }
+    };
     for (let round = 0; round < ROUNDS; round++) {
       await Promise.all(
         Array.from({ length: STRANGERS }, async (_, i) => {
+          if (i === 1) return packedFlood(`stranger-${round}-${i}`);
           const peer = new RawBytesPeer(controller.address);
           try {
             const id = `stranger-${round}-${i}`;
