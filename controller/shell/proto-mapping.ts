@@ -14,6 +14,7 @@ import {
 import type { ExecutionUpdate as ExecutionUpdateMessage, ExecutionUpdates, Hello, Release } from "../../shared/gen/shardline/v1/agent_service_pb.js";
 import { stateEnumOf, stateNameOf } from "../../shared/execution-state.js";
 import { DEFAULT_WIRE_BUDGET } from "../../shared/grpc/index.js";
+import { manifestShaped } from "../../shared/manifest/index.js";
 import { type ExecutionRecord, type ExecutionStateName, FIRE_COMPLETE_SHARD } from "../store/store.js";
 import type { AgentView, JobView } from "../core/controller-core.js";
 import { clip } from "../core/hello-rules.js";
@@ -219,7 +220,8 @@ export function jobToProto(view: JobView): JobMessage {
   return create(JobSchema, {
     name: view.record.name,
     manifest: view.record.manifest,
-    specJson: JSON.stringify(view.record.spec),
+    // Its shape follows the manifest's (the proto says so): spec.handler, spec.script, ... as written.
+    specJson: JSON.stringify(manifestShaped(view.record.spec)),
     paused: view.record.paused,
     nextFireUnixMs: BigInt(view.nextFire ?? 0),
     lastFireUnixMs: BigInt(view.lastFire ?? 0),

@@ -10,6 +10,7 @@ import {
   type StoreSnapshot,
   TERMINAL_STATES,
 } from "../store.js";
+import { manifestShaped } from "../../../shared/manifest/index.js";
 import { readStoredSpec } from "../stored-spec.js";
 import { TERM_KEY } from "./etcd-leadership.js";
 
@@ -370,7 +371,8 @@ export class EtcdStore implements Store {
 function writesOf(batches: readonly StoreBatch[]): Writes {
   const writes: Writes = new Map();
   for (const batch of batches) {
-    for (const job of batch.jobs ?? []) writes.set(`jobs/${job.name}`, JSON.stringify(job));
+    // The spec in the manifest's shape, as every version stored it: an older controller reads it too.
+    for (const job of batch.jobs ?? []) writes.set(`jobs/${job.name}`, JSON.stringify({ ...job, spec: manifestShaped(job.spec) }));
     for (const name of batch.deletedJobs ?? []) writes.set(`jobs/${name}`, null);
     for (const cursor of batch.cursors ?? []) writes.set(`cursors/${cursor.job}`, String(cursor.fireTime));
     for (const e of batch.executions ?? []) {

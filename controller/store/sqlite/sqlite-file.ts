@@ -14,6 +14,7 @@ import type {
   StoreBatch,
   StoreSnapshot,
 } from "../store.js";
+import { manifestShaped } from "../../../shared/manifest/index.js";
 import { readStoredSpec } from "../stored-spec.js";
 import { removeOwnerRecord, storeInUse, writeOwnerRecord } from "./owner-record.js";
 import { migrate } from "./schema.js";
@@ -271,7 +272,8 @@ function writeBatch(s: Statements, batch: StoreBatch): void {
     s.upsertJob.run(
       job.name,
       job.manifest,
-      JSON.stringify(job.spec),
+      // In the manifest's shape, as every version stored it: an older controller reads it too.
+      JSON.stringify(manifestShaped(job.spec)),
       job.paused ? 1 : 0,
       job.revision,
       JSON.stringify(job.disabledShards ?? []),

@@ -298,6 +298,17 @@ describe("schema upgrades", () => {
     expect(snapshot.openExecutions).toEqual([retry]);
   });
 
+  it("stores a job's spec in the manifest's shape, as every version did, so an older controller reads it too", async () => {
+    const s = store();
+    await s.open();
+    await s.commit({ jobs: [job("a")] });
+    await s.close();
+    const raw = new Database(dbPath, { readonly: true });
+    const row = raw.prepare("SELECT spec_json FROM jobs WHERE name = ?").get("a") as { spec_json: string };
+    raw.close();
+    expect(row.spec_json).toBe(specStoredBeforeRuns("a"));
+  });
+
   it("reads a job whose spec was stored before JobSpec.runs", async () => {
     const s = store();
     await s.open();
