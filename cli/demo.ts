@@ -28,6 +28,8 @@ spec:
   shards: 6
   shardParameters: {"0": eu-north, "1": eu-west, "2": us-east, "3": us-west, "4": ap-south, "5": ap-east}
   handler: sweep
+  # Short runs every second: a lost one re-runs at once, rather than after a disconnect grace.
+  disconnectGraceSeconds: 0
 `;
 
 const GLYPH: Partial<Record<ExecutionState, string>> = {
