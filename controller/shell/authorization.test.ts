@@ -31,8 +31,18 @@ async function outcome(method: (typeof AdminService.methods)[number], metadata: 
       const first = events.next();
       // Awaited below; a denial may come while the event is being made.
       first.catch(() => {});
-      // An allowed watch waits for an event: make one.
-      await poke();
+      // An allowed watch waits for an event: make one, and again until one arrives: an event
+      // made before the watch has reached the controller (admin calls start one a turn) is
+      // not the watch's to see. Bounded: a denial or a deadline ends the wait too.
+      let settled = false;
+      first.then(
+        () => (settled = true),
+        () => (settled = true),
+      );
+      for (let attempt = 0; attempt < 40 && !settled; attempt++) {
+        await poke();
+        await Promise.race([first.catch(() => {}), new Promise((resolve) => setTimeout(resolve, 250))]);
+      }
       await first;
       await events.return?.();
       return "ok";
