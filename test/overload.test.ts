@@ -182,7 +182,13 @@ describe("overload", () => {
     });
     expect((await admin.listAgents({})).agents.map((a) => [a.id, a.state])).toEqual([["agent-a", AgentState.READY]]);
     const about = (e: Event): boolean => e.agent === "stuck" || (e.type === "shard.assigned" && stuckShards.includes(e.shard));
-    const order = watch.events.filter(about).map((e) => (e.type === "shard.assigned" ? `${e.type} ${e.agent}` : e.type));
+    // The watch delivers the events a little behind the listing that showed the move (a stream
+    // hands over a bounded number of messages per turn): wait for the move's assignments there.
+    const order = await waitFor("the watch to deliver the stuck agent's lease expiry and its shards' moves", () => {
+      const seen = watch.events.filter(about).map((e) => (e.type === "shard.assigned" ? `${e.type} ${e.agent}` : e.type));
+      const at = seen.indexOf("agent.lease-expired");
+      return at >= 0 && seen.slice(at).filter((e) => e === "shard.assigned agent-a").length >= 2 ? seen : undefined;
+    });
     const lost = order.indexOf("agent.lost");
     const expired = order.indexOf("agent.lease-expired");
     expect(lost).toBeGreaterThanOrEqual(0);
