@@ -146,6 +146,10 @@ const GRACE_OVER_OUTAGES_MS = 8_000;
 const LEADER_TTL_MS = 2_000;
 const LEADER_RENEW_MS = 667;
 const LEADER_SAFETY_MS = 250;
+/** With leaderLeases, three replicas serve; agents list all three, each starting at its own. */
+const REPLICAS = ["controller-0", "controller-1", "controller-2"];
+/** How long a follower holds an agent's stream while no controller leads (following.ts). */
+const HOLD_WITHOUT_LEADER_MS = 3_000;
 
 /** The jobs every scenario runs: fenced failover, catch-up misfire, so every fire is recorded. */
 export function simJobs(daemons = false): JobSpec[] {
@@ -211,8 +215,8 @@ interface Wire {
   deliver: () => void;
 }
 
-/** The sim's agents' settings: the TypeScript agent's defaults, one controller address. */
-const AGENT_CORE_OPTIONS = { drainGraceMs: 30_000, welcomeTimeoutMs: 5_000, addresses: ["controller"], reconnect: { initialMs: 100, maxMs: MAX_BACKOFF_MS } };
+/** The sim's agents' settings: the TypeScript agent's defaults (the addresses are the world's). */
+const AGENT_CORE_OPTIONS = { drainGraceMs: 30_000, welcomeTimeoutMs: 5_000, reconnect: { initialMs: 100, maxMs: MAX_BACKOFF_MS } };
 
 /** One agent process: the real agent core, and what its runtime would hold around it. */
 class SimAgent {
@@ -246,10 +250,12 @@ class SimAgent {
     readonly drift: number,
     /** Hello.instance_id: a restarted process is a new instance. */
     readonly instance: string,
+    /** The controller addresses it is started with (--controller), in its order. */
+    addresses: readonly string[],
     /** The world's source of chance, for the reconnect backoff's jitter. */
     random: () => number,
   ) {
-    this.core = new AgentCore({ ...AGENT_CORE_OPTIONS, random });
+    this.core = new AgentCore({ ...AGENT_CORE_OPTIONS, addresses, random });
   }
 
   /** The agent's own monotonic clock at a real instant. */
@@ -287,6 +293,16 @@ export class World {
   private controllerDownUntil: number | undefined;
   /** While the controller's process stalls: since when, and until when (the stall step). */
   private controllerStall: { since: number; until: number } | undefined;
+  /** The controllers' addresses (three replicas with leaderLeases, else one), and which leads. */
+  private readonly replicas: readonly string[];
+  private leader = 0;
+  /** With leaderLeases, after a failover: the dead leader's replica, down until the next election. */
+  private downReplica: number | undefined;
+  /**
+   * Streams a follower holds while no controller leads, by session: at the election the winner
+   * serves its own (what the agent sent meanwhile is read then) and the others redirect theirs.
+   */
+  private readonly followerHolds = new Map<string, { agent: SimAgent; replica: number; queued: (() => void)[] }>();
   core: ControllerCore;
   readonly agents: SimAgent[];
   private readonly random: () => number;
@@ -323,7 +339,8 @@ export class World {
   ) {
     this.config = scenario.graceMs === undefined ? config : { ...config, disconnectGraceMs: scenario.graceMs };
     this.random = prng(scenario.seed);
-    this.agents = scenario.drifts.map((drift, i) => new SimAgent(`agent-${i}`, drift, this.newInstance(), this.random));
+    this.replicas = scenario.leaderLeases === true ? REPLICAS : ["controller"];
+    this.agents = scenario.drifts.map((drift, i) => new SimAgent(`agent-${i}`, drift, this.newInstance(), this.addressesOf(i), this.random));
     if (scenario.leaderLeases === true) this.durable.predecessorLeasesEndWithinMs = 0;
     this.core = new ControllerCore(this.config, this.durable.snapshot(), this.now);
     if (scenario.leaderLeases === true) this.renewLeadership();
@@ -356,7 +373,7 @@ export class World {
         return;
       case "restart":
         if (!agent!.alive) {
-          const fresh = new SimAgent(agent!.id, agent!.drift, this.newInstance(), this.random);
+          const fresh = new SimAgent(agent!.id, agent!.drift, this.newInstance(), this.addressesOf(step.agent % this.agents.length), this.random);
           fresh.linkUp = agent!.linkUp;
           fresh.delayMs = agent!.delayMs;
           fresh.wallOffsetMs = agent!.wallOffsetMs;
@@ -578,7 +595,9 @@ export class World {
     for (const [agent, wires] of this.held) this.held.set(agent, wires.filter((w) => !w.toController));
     if (this.scenario.leaderLeases === true) {
       // The next leader wins once etcd expires the dead one's lease, which bounded every agent
-      // lease it granted.
+      // lease it granted. The dead one's address refuses connections until then; the other
+      // replicas hold agents' streams meanwhile.
+      this.downReplica = this.leader;
       this.nextRenewalAt = undefined;
       this.controllerDownUntil = this.leaderRenewedAt + LEADER_TTL_MS + 1;
       this.durable.predecessorLeasesEndWithinMs = 0;
@@ -600,6 +619,11 @@ export class World {
     this.startLeader();
   }
 
+  /** Agent i lists the controllers starting at its own replica, as pods spread over them would. */
+  private addressesOf(i: number): string[] {
+    return this.replicas.map((_, k) => this.replicas[(i + k) % this.replicas.length]!);
+  }
+
   /** The stalled controller runs again: it tells its core how long it could not run, first. */
   private wakeController(): void {
     const stall = this.controllerStall!;
@@ -611,10 +635,50 @@ export class World {
 
   private startLeader(): void {
     this.controllerDownUntil = undefined;
+    // Another replica wins the election (a single controller restarts as itself); the dead one
+    // comes back as a follower.
+    const previous = this.leader;
+    if (this.replicas.length > 1) this.leader = (previous + 1 + Math.floor(this.random() * (this.replicas.length - 1))) % this.replicas.length;
+    this.downReplica = undefined;
     this.core = new ControllerCore(this.config, this.durable.snapshot(), this.now);
     if (this.scenario.leaderLeases === true) this.renewLeadership();
     this.flushController();
+    this.endFollowerHolds();
     this.check();
+  }
+
+  /**
+   * A controller leads again: the winner serves the streams it held, reading what their agents
+   * sent meanwhile (their Hello first), and the other followers redirect theirs to it.
+   */
+  private endFollowerHolds(): void {
+    const holds = [...this.followerHolds];
+    this.followerHolds.clear();
+    for (const [session, hold] of holds) {
+      const notice = this.closeNotices.findIndex((n) => n.session === session && !n.toController);
+      if (notice >= 0) this.closeNotices.splice(notice, 1);
+      const agent = hold.agent;
+      if (agent.session !== session || !agent.alive) continue;
+      if (hold.replica !== this.leader) {
+        this.redirect(agent, session);
+        continue;
+      }
+      const previous = this.controllerSessions.get(agent.id);
+      if (previous !== undefined) this.controllerStreamClosed(agent.id, previous);
+      this.controllerSessions.set(agent.id, session);
+      for (const read of hold.queued) read();
+    }
+  }
+
+  /** A follower's answer: a Redirect naming the leader, then the end of the stream. */
+  private redirect(agent: SimAgent, session: string): void {
+    const term = BigInt(this.core.term);
+    const leaderAddress = this.replicas[this.leader]!;
+    this.toAgentOn(agent, session, () => {
+      this.stepAgent(agent, { kind: "redirect", term, leaderAddress });
+      // An agent that ignored it (an older term than it knows) sees the stream end all the same.
+      if (agent.session === session) this.agentStreamClosed(agent);
+    });
   }
 
   /** etcd renewed the leader's lease now: no agent lease it grants may outlast it. */
@@ -626,6 +690,7 @@ export class World {
   }
 
   private controllerStreamClosed(agentId: string, session: string): void {
+    this.followerHolds.delete(session);
     // A stalled process learns of a closed stream once it wakes, after what it had to read.
     if (this.controllerStall !== undefined) {
       this.closeNotices.push({ session, agent: agentId, at: this.controllerStall.until + 1, toController: true });
@@ -656,11 +721,16 @@ export class World {
     const agent = this.agents.find((a) => a.session === session && a.alive);
     if (agent === undefined) return;
     const term = BigInt(this.core.term);
+    this.toAgentOn(agent, session, () => this.receive(agent, command, term));
+  }
+
+  /** Sends on an agent's stream: `read` runs when it arrives, if that stream is still the agent's. */
+  private toAgentOn(agent: SimAgent, session: string, read: () => void): void {
     const deliver = (): void => {
       if (agent.session !== session || !agent.alive) return;
       // A frozen process reads nothing: the message waits until just after it wakes.
       if (agent.frozenUntil !== undefined) this.inFlight.push({ session, toController: false, at: agent.frozenUntil + 1, deliver });
-      else this.receive(agent, command, term);
+      else read();
     };
     this.send(agent, { session, toController: false, deliver });
   }
@@ -677,7 +747,11 @@ export class World {
         this.inFlight.push({ session, toController: true, at, deliver });
         return;
       }
-      if (this.controllerSessions.get(agent.id) !== session) return;
+      if (this.controllerSessions.get(agent.id) !== session) {
+        // A follower holding the stream reads it once it leads; any other drops it unread.
+        this.followerHolds.get(session)?.queued.push(deliver);
+        return;
+      }
       try {
         call(session);
       } catch (error) {
@@ -720,10 +794,12 @@ export class World {
 
   private connect(agent: SimAgent): void {
     if (!agent.alive) return;
-    // No controller leads (or the link is down): the attempt fails before any Welcome, and the
-    // core tries again after its backoff (to its next address, had it several).
-    // A stalled controller accepts no stream in time either (the agent's Welcome timeout).
-    if (!agent.linkUp || this.controllerDownUntil !== undefined || this.controllerStall !== undefined) {
+    const replica = this.replicas.indexOf(agent.core.address);
+    const leads = replica === this.leader && this.controllerDownUntil === undefined;
+    // The link is down, the address is a dead process, or the leader is stalled (it accepts no
+    // stream in time: the agent's Welcome timeout): the attempt fails before any Welcome, and
+    // the core tries again after its backoff, at its next address.
+    if (!agent.linkUp || replica < 0 || replica === this.downReplica || (leads && this.controllerStall !== undefined)) {
       agent.session = undefined;
       this.stepAgent(agent, { kind: "stream-opened" });
       this.stepAgent(agent, { kind: "stream-closed" });
@@ -731,6 +807,19 @@ export class World {
     }
     const session = `s${++this.sessionCount}`;
     agent.session = session;
+    if (!leads) {
+      // A follower: it redirects the agent to the leader, or, while none leads, holds the
+      // stream until one does (or, past its hold, ends it: a failed attempt).
+      if (this.controllerDownUntil === undefined) {
+        this.stepAgent(agent, { kind: "stream-opened" });
+        this.redirect(agent, session);
+        return;
+      }
+      this.followerHolds.set(session, { agent, replica, queued: [] });
+      this.closeNotices.push({ session, agent: agent.id, at: this.now + HOLD_WITHOUT_LEADER_MS, toController: false });
+      this.stepAgent(agent, { kind: "stream-opened" });
+      return;
+    }
     const previous = this.controllerSessions.get(agent.id);
     if (previous !== undefined) this.controllerStreamClosed(agent.id, previous);
     this.controllerSessions.set(agent.id, session);
@@ -801,11 +890,13 @@ export class World {
       case "flush-soon":
         agent.flushDue = true;
         return;
-      // What the runtime only says (logs, events, metrics), and what the sim never asks for
-      // (redirects, drains).
+      case "redirected":
+        // The runtime closes the stream at once; the next one goes to the leader.
+        if (agent.session !== undefined) this.agentStreamClosed(agent);
+        return;
+      // What the runtime only says (logs, events, metrics).
       case "report":
       case "welcomed":
-      case "redirected":
       case "fenced":
       case "unfenced":
       case "assignments-changed":
@@ -817,7 +908,7 @@ export class World {
   private sendFrom(agent: SimAgent, message: AgentMessage): void {
     switch (message.kind) {
       case "hello":
-        return this.hello(agent, message.held, message.executions);
+        return this.hello(agent, agent.session, message.held, message.executions);
       case "heartbeat": {
         // A slow agent: its heartbeats leave four times less often than they should.
         if (agent.slow && agent.heartbeats++ % 4 !== 0) return;
@@ -842,9 +933,13 @@ export class World {
   }
 
   /** The Hello goes to the controller with the stream's opening, before anything else on it. */
-  private hello(agent: SimAgent, held: HeldRef[], executions: UpdateMessage[]): void {
-    const session = agent.session;
+  private hello(agent: SimAgent, session: string | undefined, held: HeldRef[], executions: UpdateMessage[]): void {
     if (session === undefined) return;
+    if (this.controllerSessions.get(agent.id) !== session) {
+      // A follower holding the stream reads the Hello once it leads; one redirecting never does.
+      this.followerHolds.get(session)?.queued.push(() => this.hello(agent, session, held, executions));
+      return;
+    }
     this.core.hello(
       session,
       {
