@@ -103,6 +103,28 @@ describe("the deterministic simulator", () => {
         daemons: true,
       },
     ],
+    [
+      "a fire whose runs and completion hook keep timing out is accounted for once its retries are over, even when that is past the usual settling time",
+      {
+        seed: 26507677,
+        drifts: [0, 0, 0],
+        steps: [
+          { kind: "advance", ms: 2191 },
+          { kind: "delete", job: 1 },
+          { kind: "slow", agent: 0 },
+          { kind: "advance", ms: 3485 },
+          { kind: "advance", ms: 2637 },
+          { kind: "advance", ms: 3891 },
+          { kind: "stall", ms: 4274 },
+          { kind: "partition", agent: 1 },
+          { kind: "advance", ms: 2047 },
+          { kind: "advance", ms: 3134 },
+        ],
+        leaderLeases: false,
+        daemons: true,
+        graceMs: 0,
+      },
+    ],
   ];
   for (const [name, scenario] of regressions) {
     it(name, () => {

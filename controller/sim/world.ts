@@ -138,6 +138,8 @@ const KEEPALIVE_DETECT_MS = 15_000;
 const MAX_BACKOFF_MS = 5_000;
 /** At the end, faults stop and the world runs this long so every fire can settle. */
 const SETTLE_MS = 20_000;
+/** ... and up to this much longer while a fire made before is still open (see settle). */
+const SETTLE_EXTRA_MS = 20_000;
 /** The steps that are faults of the agent itself rather than of the control plane (invariant 6). */
 const OWN_FAULTS: ReadonlySet<Step["kind"]> = new Set(["crash", "drop", "partition", "slow", "impostor", "drain", "delay", "pause"]);
 /** A grace longer than any control-plane outage the steps make, so invariant 6 must hold under it. */
@@ -462,8 +464,11 @@ export class World {
     const faultsEnd = this.now;
     // A run lost at the end of the faults waits out its grace before it runs again. An agent
     // still draining when the faults end is replaced once it has left, as its pod would be.
-    for (let t = 0; t < this.settleMs; t += 1000) {
-      this.advanceTo(Math.min(faultsEnd + t + 1000, faultsEnd + this.settleMs));
+    // A fire whose runs kept failing or timing out may still be working through its retries
+    // and then its completion hook's (each attempt up to its timeout, the backoff doubling):
+    // the world runs on while one is open, up to SETTLE_EXTRA_MS more.
+    for (let t = 0; t < this.settleMs || (t < this.settleMs + SETTLE_EXTRA_MS && this.openFireBefore(faultsEnd)); t += 1000) {
+      this.advanceTo(faultsEnd + t + 1000);
       for (const [i, agent] of this.agents.entries()) if (!agent.alive) this.apply({ kind: "restart", agent: i });
     }
     this.accountForFires(faultsEnd);
@@ -1129,6 +1134,14 @@ export class World {
     }
   }
 
+  /** Whether some execution of a fire made before `instant` is not finished (daemon runs aside). */
+  private openFireBefore(instant: number): boolean {
+    for (const execution of this.durable.executions.values()) {
+      if (execution.fireTime <= instant && execution.job !== DAEMON_JOB && !TERMINAL_STATES.has(execution.state)) return true;
+    }
+    return false;
+  }
+
   /** How long the world runs after the faults end before invariant 3 is checked. */
   private get settleMs(): number {
     return SETTLE_MS + this.config.disconnectGraceMs;
@@ -1168,14 +1181,14 @@ export class World {
       if (before === undefined || before.attempt < execution.attempt) latest.set(key, execution);
     }
     for (const [key, execution] of latest) {
-      if (!TERMINAL_STATES.has(execution.state)) this.violation("3", `fire ${key} is still ${execution.state} ${this.settleMs} ms after the faults ended`);
+      if (!TERMINAL_STATES.has(execution.state)) this.violation("3", `fire ${key} is still ${execution.state} ${this.now - faultsEnd} ms after the faults ended`);
       if (execution.state === "lost" && (execution.job !== "no-rerun" || !execution.error)) this.violation("3", `fire ${key} ended lost, with no re-run`);
       if (execution.state === "misfired" && !execution.error) this.violation("3", `fire ${key} misfired without a reason`);
     }
     // Every daemon shard runs again once the faults are over (or waits out its restart backoff).
     for (let shard = 0; shard < (this.scenario.daemons === true ? DAEMON_SHARDS : 0); shard++) {
       const open = [...this.durable.executions.values()].some((e) => e.job === DAEMON_JOB && e.shard === shard && (e.state === "running" || e.state === "pending"));
-      if (!open) this.violation("3", `daemon shard ${DAEMON_JOB}/${shard} runs nothing ${this.settleMs} ms after the faults ended`);
+      if (!open) this.violation("3", `daemon shard ${DAEMON_JOB}/${shard} runs nothing ${this.now - faultsEnd} ms after the faults ended`);
     }
     const fired = new Set([...latest.values()].filter((e) => e.job === "every-second").map((e) => e.fireTime));
     const first = Math.min(...fired);
