@@ -11,6 +11,7 @@ import * as Fires from "./fires.js";
 import * as Executions from "./executions.js";
 import * as FireComplete from "./fire-complete.js";
 import * as Placement from "./placement.js";
+import * as Rollouts from "./rollouts.js";
 
 /** Runs every timer due at or before `now`. */
 export function tick(core: CoreState, now: number): void {
@@ -67,5 +68,11 @@ export function onTimer(core: CoreState, timer: TimerKind): void {
     case "unknown-run":
       DisconnectGrace.graceOver(core, timer.executionId);
       return;
+    case "rollout": {
+      core.rolloutTimers.delete(timer.job);
+      const job = core.jobs.get(timer.job);
+      if (job !== undefined) Rollouts.advance(core, job);
+      return;
+    }
   }
 }

@@ -16,6 +16,12 @@ import * as Views from "./views.js";
 import * as Waiting from "./waiting.js";
 import * as Clock from "./clock.js";
 import { applyInput, type CoreInput, type CoreOutput } from "./events.js";
+import type { ApplyOptions } from "./job-admin.js";
+import { rolloutView, type RolloutView } from "./rollout-view.js";
+import * as Rollouts from "./rollouts.js";
+
+export type { ApplyOptions } from "./job-admin.js";
+export type { RolloutView } from "./rollout-view.js";
 
 export type { AgentStateName, AgentView, AssignmentView, JobView, UnassignedShardView } from "./model.js";
 
@@ -217,9 +223,36 @@ export class ControllerCore {
     Agents.streamClosed(this.s, session, now);
   }
 
-  /** Creates or updates a job; `changed` is false when the spec equals the stored one. */
-  applyJob(name: string, spec: JobSpec, manifest: string, now: number): { record: JobRecord; changed: boolean } {
-    return JobAdmin.applyJob(this.s, name, spec, manifest, now);
+  /**
+   * Creates or updates a job; `changed` is false when the spec equals the stored one. A change
+   * is the job's next revision; a change of what its runs execute rolls out by its spec.rollout
+   * (docs/rollouts.md), or at once with options.undoOf.
+   */
+  applyJob(name: string, spec: JobSpec, manifest: string, now: number, options: ApplyOptions = {}): { record: JobRecord; changed: boolean } {
+    return JobAdmin.applyJob(this.s, name, spec, manifest, now, options);
+  }
+
+  /** How the job's rollout stands. */
+  rollout(name: string): RolloutView {
+    return rolloutView(this.s, name);
+  }
+
+  /** Ends the rollout's current pause or analysis (every remaining step with `full`). `by`: who asked. */
+  promoteRollout(name: string, full: boolean, by: string, now: number): void {
+    Clock.advance(this.s, now);
+    Rollouts.promote(this.s, name, full, by);
+  }
+
+  /** Aborts the rollout: every shard runs the stable revision from its next fire. */
+  abortRollout(name: string, by: string, now: number): void {
+    Clock.advance(this.s, now);
+    Rollouts.abortByHand(this.s, name, by);
+  }
+
+  /** Starts an aborted rollout again from its first step. */
+  retryRollout(name: string, by: string, now: number): void {
+    Clock.advance(this.s, now);
+    Rollouts.retry(this.s, name, by);
   }
 
   /**

@@ -34,6 +34,10 @@ export class CoreState {
   readonly queuedAt = new Map<string, number>();
   queueSeq = 0;
   readonly timers = new TimerQueue();
+  /** The instant each job's rollout timer is armed for (rollouts.ts), so a pause arms one. */
+  readonly rolloutTimers = new Map<string, number>();
+  /** The last revision of each deleted job: see applyJob. */
+  readonly deletedRevisions = new Map<string, number>();
   /** The last fire of each deleted job, kept in the store too: see applyJob. */
   readonly deletedCursors = new Map<string, number>();
   /** The shards of deleted jobs that their owners still hold, revoked, by job name: see deleteJob. */

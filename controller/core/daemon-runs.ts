@@ -14,7 +14,7 @@ export function ensureDaemonRun(core: CoreState, job: JobEntry, shard: ShardEntr
   if (shard.running.size > 0 || shard.queue.length > 0) return;
   const fireTime = Math.max(core.now, job.lastIssuedFire + 1);
   job.lastIssuedFire = fireTime;
-  const run = Fires.newExecution(core, job, shard.shard, fireTime, 1, "daemon", spec.parameter);
+  const run = Fires.newExecution(core, job, shard.shard, fireTime, 1, "daemon", spec.parameter, job.record.revision);
   Fires.trace(core, job, run);
   if (shard.daemonEndedAt !== undefined) {
     run.notBefore = shard.daemonEndedAt + Math.max(1, spec.retries.backoffSeconds) * 1000;

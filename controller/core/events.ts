@@ -2,6 +2,7 @@ import type { JobSpec } from "../../shared/manifest/job-spec.js";
 import type { ExecutionStateName, JobRecord } from "./store-port.js";
 import type { ControllerCore } from "./controller-core.js";
 import type { AgentHello, AssignmentRef, ExecutionUpdate } from "./messages.js";
+import type { ApplyOptions } from "./job-admin.js";
 
 /**
  * Every input the controller core takes, as one typed union: what an agent's stream says, what an
@@ -16,7 +17,7 @@ export type CoreInput =
   | { kind: "release"; session: string; released: readonly AssignmentRef[] }
   | { kind: "goodbye"; session: string; reason: string }
   | { kind: "stream-closed"; session: string }
-  | { kind: "apply-job"; name: string; spec: JobSpec; manifest: string }
+  | { kind: "apply-job"; name: string; spec: JobSpec; manifest: string; options?: ApplyOptions }
   | { kind: "delete-job"; name: string }
   | { kind: "pause-job"; name: string }
   | { kind: "resume-job"; name: string }
@@ -26,6 +27,9 @@ export type CoreInput =
   | { kind: "enable-shard"; job: string; shard: number }
   | { kind: "drain-agent"; id: string }
   | { kind: "uncordon-agent"; id: string }
+  | { kind: "promote-rollout"; job: string; full: boolean; by: string }
+  | { kind: "abort-rollout"; job: string; by: string }
+  | { kind: "retry-rollout"; job: string; by: string }
   /** This controller's leadership lease bounds the agent leases it grants (etcd); undefined lifts it. */
   | { kind: "limit-leases"; until: number | undefined }
   /** Time passed: run the timers due. */
@@ -59,7 +63,7 @@ export function applyInput(core: ControllerCore, input: CoreInput, now: number):
     case "stream-closed":
       return core.streamClosed(input.session, now);
     case "apply-job":
-      return core.applyJob(input.name, input.spec, input.manifest, now);
+      return core.applyJob(input.name, input.spec, input.manifest, now, input.options);
     case "delete-job":
       return core.deleteJob(input.name, now);
     case "pause-job":
@@ -78,6 +82,12 @@ export function applyInput(core: ControllerCore, input: CoreInput, now: number):
       return core.drainAgent(input.id, now);
     case "uncordon-agent":
       return core.uncordonAgent(input.id, now);
+    case "promote-rollout":
+      return core.promoteRollout(input.job, input.full, input.by, now);
+    case "abort-rollout":
+      return core.abortRollout(input.job, input.by, now);
+    case "retry-rollout":
+      return core.retryRollout(input.job, input.by, now);
     case "limit-leases":
       return core.limitLeases(input.until, now);
     case "tick":

@@ -15,6 +15,9 @@ import * as FireComplete from "./fire-complete.js";
 import * as DaemonRuns from "./daemon-runs.js";
 import * as Clock from "./clock.js";
 import * as DisconnectGrace from "./disconnect-grace.js";
+import * as Placement from "./placement.js";
+import * as Revisions from "./revisions.js";
+import * as Rollouts from "./rollouts.js";
 
 export function executionUpdates(core: CoreState, session: string, reports: readonly ExecutionUpdate[], now: number): void {
   Clock.advance(core, now);
@@ -95,7 +98,7 @@ export function loseExecution(core: CoreState, execution: ExecutionRecord, reaso
     executionId: execution.id,
   });
   if (!rerun) return;
-  const retry = Fires.newExecution(core, job, execution.shard, execution.fireTime, execution.attempt + 1, "failover", execution.parameter);
+  const retry = Fires.newExecution(core, job, execution.shard, execution.fireTime, execution.attempt + 1, "failover", execution.parameter, execution.revision ?? job.record.revision);
   Fires.trace(core, job, retry, execution.traceContext);
   core.emit("execution.failover", `${execution.id} runs again as ${retry.id}`, {
     job: job.record.name,
@@ -158,7 +161,7 @@ export function applyReport(core: CoreState, agent: AgentEntry, report: Executio
     job !== undefined &&
     (shard !== undefined || execution.shard === FIRE_COMPLETE_SHARD) &&
     (report.state === "failed" || report.state === "timed-out") &&
-    execution.attempt <= job.record.spec.retries.limit;
+    execution.attempt <= Revisions.specOf(job, execution.revision).retries.limit;
   closeExecution(
     core,
     execution,
@@ -184,9 +187,9 @@ export function applyReport(core: CoreState, agent: AgentEntry, report: Executio
  * fires, a completion hook's among the waiting hooks (`shard` undefined).
  */
 export function scheduleRetry(core: CoreState, job: JobEntry, shard: ShardEntry | undefined, failed: ExecutionRecord): void {
-  const retry = Fires.newExecution(core, job, failed.shard, failed.fireTime, failed.attempt + 1, "retry", failed.parameter);
+  const retry = Fires.newExecution(core, job, failed.shard, failed.fireTime, failed.attempt + 1, "retry", failed.parameter, failed.revision ?? job.record.revision);
   Fires.trace(core, job, retry, failed.traceContext);
-  retry.notBefore = core.now + retryDelayMs(job.record.spec.retries.backoffSeconds, failed.attempt);
+  retry.notBefore = core.now + retryDelayMs(Revisions.specOf(job, failed.revision).retries.backoffSeconds, failed.attempt);
   if (shard === undefined) {
     retry.fireOutcome = failed.fireOutcome;
     FireComplete.queueFireComplete(core, retry);
@@ -218,6 +221,9 @@ export function closeExecution(core: CoreState,  execution: ExecutionRecord, sta
   core.outbox.saveExecution(execution);
   core.open.delete(execution.id);
   core.queuedAt.delete(execution.id);
+  Rollouts.countRun(core, execution);
+  const ofJob = core.jobs.get(execution.job);
+  if (ofJob !== undefined && execution.revision !== undefined && execution.revision !== ofJob.record.revision) Revisions.forgetUnused(core, ofJob);
   core.cancelling.delete(execution.id);
   core.unknownRuns.delete(execution.id);
   const agent = core.agents.get(execution.agent);
@@ -300,10 +306,13 @@ export function dispatchShard(core: CoreState, shard: ShardEntry, max = Infinity
   if (agent !== undefined && job !== undefined) DaemonRuns.ensureDaemonRun(core, job, shard);
   if (agent === undefined || job === undefined || shard.queue.length === 0) return;
   const spec = job.record.spec;
-  const executor = executorOf(spec);
   const contexts: ExecutionContext[] = [];
   while (shard.queue.length > 0 && contexts.length < max && hasSlot(core, agent)) {
     if ((shard.queue[0]!.notBefore ?? 0) > core.now) break;
+    // A run pinned to a revision its shard's owner cannot run (a handler only some agents
+    // declare, after the shard moved) waits for an owner that can (Waiting says so).
+    const runSpec = Revisions.specOf(job, shard.queue[0]!.revision);
+    if (!Placement.runsIt(agent, runSpec.runs)) break;
     if (shard.running.size > 0 && spec.overlap === "forbid") break;
     if (shard.running.size > 0 && spec.overlap === "replace") {
       const stale = [...shard.running].filter((id) => !core.cancelling.has(id));
@@ -319,23 +328,24 @@ export function dispatchShard(core: CoreState, shard: ShardEntry, max = Infinity
     execution.agent = agent.id;
     shard.running.add(execution.id);
     agent.executions.add(execution.id);
-    const disconnectGraceMs = DisconnectGrace.atDispatch(core, execution, spec);
+    const disconnectGraceMs = DisconnectGrace.atDispatch(core, execution, runSpec);
     core.outbox.saveExecution(execution);
     contexts.push({
       executionId: execution.id,
       job: execution.job,
       shard: execution.shard,
       shardCount: spec.shards,
-      shardParameter: spec.shardParameters[execution.shard] ?? "",
+      shardParameter: runSpec.shardParameters[execution.shard] ?? "",
       parameter: execution.parameter,
       fireTime: execution.fireTime,
       attempt: execution.attempt,
-      timeoutMs: spec.timeoutSeconds * 1000,
+      revision: execution.revision ?? job.record.revision,
+      timeoutMs: runSpec.timeoutSeconds * 1000,
       disconnectGraceMs,
       fencingToken: DisconnectGrace.fencingToken(shard.term, shard.generation),
       assignment: { job: shard.job, shard: shard.shard, term: shard.term, generation: shard.generation },
       traceContext: execution.traceContext ?? {},
-      ...executor,
+      ...executorOf(runSpec),
       ...(execution.cause === "daemon" ? { daemon: true } : {}),
     });
   }

@@ -9,6 +9,7 @@ import type { ExecutionContext } from "./messages.js";
 import type { AgentEntry } from "./model.js";
 import { CoreState, push } from "./core-state.js";
 import * as Fires from "./fires.js";
+import * as Rollouts from "./rollouts.js";
 import * as Executions from "./executions.js";
 import * as Placement from "./placement.js";
 import * as DisconnectGrace from "./disconnect-grace.js";
@@ -29,7 +30,7 @@ export function settleFire(core: CoreState, execution: ExecutionRecord): void {
   if (job?.record.spec.onFireComplete === undefined) return;
   const outcomes = [...progress.outcomes.values()].sort((a, b) => a.shard - b.shard);
   if (outcomes.every((o) => o.state === "misfired")) return;
-  const run = Fires.newExecution(core, job, FIRE_COMPLETE_SHARD, execution.fireTime, 1, "fire-complete", execution.parameter);
+  const run = Fires.newExecution(core, job, FIRE_COMPLETE_SHARD, execution.fireTime, 1, "fire-complete", execution.parameter, Rollouts.revisionFor(core, job, undefined));
   Fires.trace(core, job, run);
   run.fireOutcome = outcomes;
   const succeeded = outcomes.filter((o) => o.state === "succeeded").length;
@@ -84,6 +85,7 @@ export function dispatchFireCompletes(core: CoreState): void {
       parameter: run.parameter,
       fireTime: run.fireTime,
       attempt: run.attempt,
+      revision: run.revision ?? core.jobs.get(run.job)!.record.revision,
       handler: hook!.handler,
       timeoutMs: spec!.timeoutSeconds * 1000,
       disconnectGraceMs,

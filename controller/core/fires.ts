@@ -10,8 +10,14 @@ import { fireKey } from "./fire-complete.js";
 import * as Executions from "./executions.js";
 import * as FireComplete from "./fire-complete.js";
 import * as Waiting from "./waiting.js";
+import * as Revisions from "./revisions.js";
+import * as Rollouts from "./rollouts.js";
 
-export function newExecution(core: CoreState,  job: JobEntry, shard: number, fireTime: number, attempt: number, cause: ExecutionCause, parameter: string, ): ExecutionRecord {
+/**
+ * A new execution record. `revision` is the job revision it runs: a fire's first attempt takes
+ * the one its shard runs now (Rollouts.revisionFor), every later attempt its predecessor's.
+ */
+export function newExecution(core: CoreState, job: JobEntry, shard: number, fireTime: number, attempt: number, cause: ExecutionCause, parameter: string, revision: number): ExecutionRecord {
   return {
     id: executionId(job.record.name, fireTime, shard, attempt),
     job: job.record.name,
@@ -22,6 +28,7 @@ export function newExecution(core: CoreState,  job: JobEntry, shard: number, fir
     state: "pending",
     cause,
     parameter,
+    revision,
   };
 }
 
@@ -62,11 +69,13 @@ export function fire(core: CoreState,  job: JobEntry, fireTime: number, cause: E
     core.fires.set(fireKey(job.record.name, fireTime), { pending: new Set(firing.map((s) => s.shard)), outcomes: new Map() });
   }
   for (const shard of firing) {
-    const execution = newExecution(core, job, shard.shard, fireTime, 1, cause, parameter ?? job.record.spec.parameter);
+    const revision = Rollouts.revisionFor(core, job, shard);
+    const execution = newExecution(core, job, shard.shard, fireTime, 1, cause, parameter ?? Revisions.specOf(job, revision).parameter, revision);
     trace(core, job, execution);
     ids.push(execution.id);
     enqueue(core, job, shard, execution);
   }
+  if (firing.length > 0) Rollouts.countFire(core, job);
   return ids;
 }
 
@@ -133,8 +142,9 @@ export function catchUpMissedFires(core: CoreState, job: JobEntry): void {
       }
       for (const fireTime of recorded) {
         for (const shard of job.shards) {
+          const revision = Rollouts.revisionFor(core, job, shard);
           misfire(core, 
-            newExecution(core, job, shard.shard, fireTime, 1, "schedule", spec.parameter),
+            newExecution(core, job, shard.shard, fireTime, 1, "schedule", Revisions.specOf(job, revision).parameter, revision),
             `missed while no controller was running (spec.misfire: ${spec.misfire})`,
           );
         }

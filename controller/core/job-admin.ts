@@ -11,25 +11,41 @@ import * as FireComplete from "./fire-complete.js";
 import * as DaemonRuns from "./daemon-runs.js";
 import * as Placement from "./placement.js";
 import * as Clock from "./clock.js";
+import * as Revisions from "./revisions.js";
+import * as Rollouts from "./rollouts.js";
+
+/** Who applied a change, and how: for the revision's record and the rollout. */
+export interface ApplyOptions {
+  /** The token's name; "" when the controller checks no tokens. */
+  appliedBy?: string;
+  /** `rollout undo`: the revision whose manifest this is. It applies at once, without the steps. */
+  undoOf?: number;
+}
 
 /** Creates or updates a job; `changed` is false when the spec equals the stored one. */
-export function applyJob(core: CoreState, name: string, spec: JobSpec, manifest: string, now: number): { record: JobRecord; changed: boolean } {
+export function applyJob(core: CoreState, name: string, spec: JobSpec, manifest: string, now: number, options: ApplyOptions = {}): { record: JobRecord; changed: boolean } {
   Clock.advance(core, now);
   const existing = core.jobs.get(name);
   if (existing !== undefined && specEquals(existing.record.spec, spec)) {
     return { record: existing.record, changed: false };
   }
+  // A job applied again under a deleted one's name starts again at revision 1, unless the
+  // delete is in the same store batch: its revisions are still stored, and numbers go on.
+  const first = existing === undefined && core.outbox.deletes(name) ? (core.deletedRevisions.get(name) ?? 0) : 0;
   const record: JobRecord = {
     name,
     manifest,
     spec,
     paused: existing?.record.paused ?? false,
-    revision: (existing?.record.revision ?? 0) + 1,
+    revision: (existing?.record.revision ?? first) + 1,
     disabledShards: (existing?.record.disabledShards ?? []).filter((s) => s < spec.shards),
+    ...(existing?.record.rollout === undefined ? {} : { rollout: existing.record.rollout }),
   };
-  core.outbox.saveJob(record);
+  const revision = Revisions.newRevision(name, record.revision, spec, manifest, core.now, options.appliedBy ?? "", options.undoOf);
   if (existing === undefined) {
+    core.outbox.saveJob(record);
     const job = addJobEntry(core, record);
+    Revisions.add(core, job, revision);
     // Applied again under a deleted job's name: it fires after that job's last fire, never
     // making an execution id that job had; missed fires are not made up.
     const deletedLast = core.deletedCursors.get(name);
@@ -38,17 +54,22 @@ export function applyJob(core: CoreState, name: string, spec: JobSpec, manifest:
     Fires.scheduleNext(core, job, Math.max(core.now, deletedLast ?? core.now));
     core.emit("job.created", `job ${name} created with ${spec.shards} shards`, { job: name });
   } else {
-    const before = existing.record.spec;
+    const previous = existing.record;
+    const before = previous.spec;
     existing.record = record;
+    Revisions.add(core, existing, revision);
+    Rollouts.onApply(core, existing, previous, options.undoOf !== undefined);
+    core.outbox.saveJob(existing.record);
+    Revisions.forgetUnused(core, existing);
     if (spec.onFireComplete === undefined) FireComplete.stopFireCompletes(core, name, "the job no longer has spec.onFireComplete");
     resizeShards(core, existing, spec.shards);
     if (before.schedule !== spec.schedule || before.timeZone !== spec.timeZone || before.suspend !== spec.suspend) {
       Fires.scheduleNext(core, existing, Math.max(core.now, existing.cursor ?? core.now));
     }
-    core.emit("job.updated", `job ${name} updated to revision ${record.revision}`, { job: name });
+    core.emit("job.updated", `job ${name} updated to revision ${record.revision}${options.undoOf === undefined ? "" : ` (undo to revision ${options.undoOf})`}${options.appliedBy ? ` by ${options.appliedBy}` : ""}`, { job: name });
   }
   Placement.reconcileSoon(core);
-  return { record, changed: true };
+  return { record: core.jobs.get(name)!.record, changed: true };
 }
 
 /**
@@ -67,6 +88,7 @@ export function deleteJob(core: CoreState, name: string, now: number): void {
   if (retired.size > 0) core.deletedJobShards.set(name, retired);
   core.jobs.delete(name);
   core.deletedCursors.set(name, job.lastIssuedFire);
+  core.deletedRevisions.set(name, job.record.revision);
   core.outbox.deleteJob(name);
   core.emit("job.deleted", `job ${name} deleted`, { job: name });
   Placement.reconcileSoon(core);
@@ -152,7 +174,7 @@ export function addJobEntry(core: CoreState, record: JobRecord): JobEntry {
   // A job applied again under the name of a deleted one takes back its still-held shards.
   const retired = core.deletedJobShards.get(record.name) ?? new Map<number, ShardEntry>();
   core.deletedJobShards.delete(record.name);
-  const job: JobEntry = { record, shards: [], fireToken: 0, lastIssuedFire: 0, retired };
+  const job: JobEntry = { record, shards: [], fireToken: 0, lastIssuedFire: 0, retired, revisions: new Map() };
   core.jobs.set(record.name, job);
   resizeShards(core, job, record.spec.shards);
   return job;

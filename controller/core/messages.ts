@@ -53,6 +53,8 @@ export interface ExecutionContext {
   parameter: string;
   fireTime: number;
   attempt: number;
+  /** The job revision it runs (pinned for every attempt of its fire). */
+  revision: number;
   handler: string;
   timeoutMs: number;
   /** How long the agent lets it go on after its lease lapsed (see disconnect-grace.ts). */

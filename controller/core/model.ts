@@ -3,7 +3,7 @@
  * tracks between steps, and the views it gives of them.
  */
 import { type JobSpec } from "../../shared/manifest/job-spec.js";
-import type { ExecutionRecord, JobRecord, ShardOutcome } from "./store-port.js";
+import type { ExecutionRecord, JobRecord, RevisionRecord, ShardOutcome } from "./store-port.js";
 
 /** How an agent looks from the outside. */
 export type AgentStateName = "ready" | "draining" | "lost";
@@ -145,7 +145,9 @@ export interface JobEntry {
    */
   retired: Map<number, ShardEntry>;
   /** What its shards were last placed for: see placementCurrent. */
-  placedFor?: { agentsEpoch: number; spec: JobSpec };
+  placedFor?: { agentsEpoch: number; spec: JobSpec; runs: string };
+  /** The revisions something runs: the latest, the rollout's stable one, open executions' (revisions.ts). */
+  revisions: Map<number, RevisionRecord>;
 }
 
 /**

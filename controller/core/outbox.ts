@@ -1,5 +1,5 @@
 import type { ErrorCode } from "../../shared/errors.js";
-import type { ExecutionRecord, JobRecord, StoreBatch } from "./store-port.js";
+import type { ExecutionRecord, JobRecord, RevisionRecord, StoreBatch } from "./store-port.js";
 import type { AgentCommand, CoreEvent } from "./messages.js";
 
 /** A message for one agent session. */
@@ -34,6 +34,7 @@ export class Outbox {
   private deletedJobs = new Set<string>();
   private cursors = new Map<string, number>();
   private executions = new Map<string, ExecutionRecord>();
+  private revisions: RevisionRecord[] = [];
   private messages: Outbound[] = [];
   private closes: SessionClose[] = [];
   private events: CoreEvent[] = [];
@@ -46,6 +47,16 @@ export class Outbox {
   deleteJob(name: string): void {
     this.jobs.delete(name);
     this.deletedJobs.add(name);
+    this.revisions = this.revisions.filter((revision) => revision.job !== name);
+  }
+
+  /** True when this batch deletes the job (and a job saved since under its name replaces it). */
+  deletes(name: string): boolean {
+    return this.deletedJobs.has(name);
+  }
+
+  saveRevision(revision: RevisionRecord): void {
+    this.revisions.push(revision);
   }
 
   saveCursor(job: string, fireTime: number): void {
@@ -75,6 +86,7 @@ export class Outbox {
       this.deletedJobs.size === 0 &&
       this.cursors.size === 0 &&
       this.executions.size === 0 &&
+      this.revisions.length === 0 &&
       this.messages.length === 0 &&
       this.closes.length === 0 &&
       this.events.length === 0
@@ -89,6 +101,7 @@ export class Outbox {
       persist.cursors = [...this.cursors].map(([job, fireTime]) => ({ job, fireTime }));
     }
     if (this.executions.size > 0) persist.executions = [...this.executions.values()];
+    if (this.revisions.length > 0) persist.revisions = this.revisions;
     const effects: Effects = {
       persist,
       messages: this.messages,
@@ -99,6 +112,7 @@ export class Outbox {
     this.deletedJobs = new Set();
     this.cursors = new Map();
     this.executions = new Map();
+    this.revisions = [];
     this.messages = [];
     this.closes = [];
     this.events = [];

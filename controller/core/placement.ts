@@ -11,6 +11,7 @@ import { CoreState, push } from "./core-state.js";
 import * as Executions from "./executions.js";
 import * as FireComplete from "./fire-complete.js";
 import * as DaemonRuns from "./daemon-runs.js";
+import * as Rollouts from "./rollouts.js";
 
 /**
  * Level-based: computes the desired owner of every shard from the live agents and the jobs,
@@ -32,7 +33,7 @@ export function agentsChanged(core: CoreState): void {
  * the same spec, and every shard has an owner (a shard released, lost or added has none).
  */
 export function placementCurrent(core: CoreState, job: JobEntry): boolean {
-  if (job.placedFor?.agentsEpoch !== core.agentsEpoch || job.placedFor.spec !== job.record.spec) return false;
+  if (job.placedFor?.agentsEpoch !== core.agentsEpoch || job.placedFor.spec !== job.record.spec || job.placedFor.runs !== runsKey(job)) return false;
   for (const shard of job.shards) if (shard.owner === undefined) return false;
   return true;
 }
@@ -54,12 +55,13 @@ export function reconcileAll(core: CoreState): void {
     if (placementCurrent(core, job)) continue;
     const name = job.record.name;
     const spec = job.record.spec;
-    job.placedFor = { agentsEpoch: core.agentsEpoch, spec };
-    const runsBy = spec.runs.kind === "handler" ? `handler:${spec.runs.handler}` : spec.runs.kind;
-    const key = `${runsBy} ${JSON.stringify(spec.placement)}`;
+    const runs = runsKey(job);
+    job.placedFor = { agentsEpoch: core.agentsEpoch, spec, runs };
+    const key = `${runs} ${JSON.stringify(spec.placement)}`;
     let candidates = eligibleBy.get(key);
     if (candidates === undefined) {
-      candidates = [...core.agents.values()].filter((a) => eligible(core, a, spec));
+      const kinds = Rollouts.runsOf(job);
+      candidates = [...core.agents.values()].filter((a) => placeable(core, a, spec) && kinds.some((kind) => runsIt(a, kind)));
       eligibleBy.set(key, candidates);
     }
     const mine = new Map<string, number>();
@@ -140,13 +142,23 @@ export function placeShards(core: CoreState, spec: JobSpec, input: ShardingInput
   return strategyFor("sticky")(input);
 }
 
+/**
+ * What the job's shards may run, as a key: while a rollout is in progress an agent that runs
+ * either revision may hold them (each fire runs the revision its owner can: rollouts.ts).
+ */
+function runsKey(job: JobEntry): string {
+  return Rollouts.runsOf(job)
+    .map((runs) => (runs.kind === "handler" ? `handler:${runs.handler}` : runs.kind))
+    .join("|");
+}
+
 /** True when the agent may take the job's shards. */
 export function eligible(core: CoreState, agent: AgentEntry, spec: JobSpec): boolean {
   return placeable(core, agent, spec) && runsIt(agent, spec.runs);
 }
 
 /** True when the agent declares what the job runs: its handler, or the executor of its kind. */
-function runsIt(agent: AgentEntry, runs: ExecutorSpec): boolean {
+export function runsIt(agent: AgentEntry, runs: ExecutorSpec): boolean {
   switch (runs.kind) {
     case "handler":
       return agent.handlers.has(runs.handler);

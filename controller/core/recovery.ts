@@ -16,6 +16,8 @@ import * as JobAdmin from "./job-admin.js";
 import * as Executions from "./executions.js";
 import * as FireComplete from "./fire-complete.js";
 import * as Placement from "./placement.js";
+import * as Revisions from "./revisions.js";
+import * as Rollouts from "./rollouts.js";
 
 /**
  * Re-attaches the runs a reconnecting agent still holds. Returns its reports of runs that
@@ -185,9 +187,21 @@ export function restore(core: CoreState, snapshot: StoreSnapshot): void {
     entry.cursor = snapshot.cursors.get(record.name);
     if (entry.cursor !== undefined) entry.lastIssuedFire = entry.cursor;
   }
+  for (const revision of snapshot.revisions) core.jobs.get(revision.job)?.revisions.set(revision.revision, revision);
+  for (const job of core.jobs.values()) {
+    // A job stored before revisions were kept gets a record of its current one, for its history.
+    if (!job.revisions.has(job.record.revision)) {
+      Revisions.add(core, job, Revisions.newRevision(job.record.name, job.record.revision, job.record.spec, job.record.manifest, core.now, ""));
+    }
+  }
   for (const [name, cursor] of snapshot.cursors) if (!core.jobs.has(name)) core.deletedCursors.set(name, cursor);
   const restored = [...snapshot.openExecutions].sort((a, b) => a.fireTime - b.fireTime || a.attempt - b.attempt);
   for (const execution of restored) restoreExecution(core, execution);
   restoreFireProgress(core, restored, snapshot.settledOfOpenFires);
   for (const job of core.jobs.values()) Fires.catchUpMissedFires(core, job);
+  // A rollout goes on at the step it was at: its pause's timer is armed again.
+  for (const job of core.jobs.values()) {
+    Rollouts.advance(core, job);
+    Revisions.forgetUnused(core, job);
+  }
 }

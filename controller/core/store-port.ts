@@ -32,6 +32,75 @@ export interface JobRecord {
   revision: number;
   /** Shards an operator disabled: they are not fired. */
   disabledShards: number[];
+  /**
+   * The job's rollout (docs/rollouts.md): which revision its shards run while a change of what
+   * it runs goes out in steps, or after one was aborted. Absent when every shard runs `revision`.
+   */
+  rollout?: RolloutState;
+}
+
+/**
+ * One revision of a job: every apply that changes its spec makes the next one. Kept for
+ * `rollout history` and `rollout undo`, and for the runs still pinned to it.
+ */
+export interface RevisionRecord {
+  job: string;
+  revision: number;
+  /** The manifest text as applied. */
+  manifest: string;
+  spec: JobSpec;
+  /** sha256 of the spec's canonical JSON, hex. */
+  hash: string;
+  /** Unix ms. */
+  appliedAt: number;
+  /** The applying token's name; "" when the controller checks no tokens. */
+  appliedBy: string;
+  /** Set when `rollout undo` made it: the revision it copies. */
+  undoOf?: number;
+}
+
+/** How a rollout stands: see controller/core/rollouts.ts for the steps' rules. */
+export type RolloutPhase = "progressing" | "paused" | "completed" | "aborted";
+
+/** Finished runs of one revision since a wave began: what an analysis step judges. */
+export interface RevisionTally {
+  /** Runs that succeeded, failed or timed out (lost, cancelled and misfired runs are not counted). */
+  runs: number;
+  /** Of those, failed or timed out. */
+  failures: number;
+  /** The last durations (ms) of those runs that said when they started, at most TALLY_DURATIONS. */
+  durationsMs: number[];
+}
+
+export interface RolloutState {
+  /** The revision shards outside the waves run (and every shard after an abort). */
+  stableRevision: number;
+  /** The revision going out: the job's latest. */
+  targetRevision: number;
+  phase: RolloutPhase;
+  /** The step running now, an index into the target's spec.rollout.steps; their count once completed. */
+  step: number;
+  /** When the current step began (Unix ms). */
+  stepStartedAt: number;
+  /** The job's fires since the current step began, counted while it is a pause by fires. */
+  stepFires: number;
+  /** The waves reached: shards whose owner matches one of these run the target... */
+  selectors: WaveSelectorState[];
+  /** ...and so do these shards, chosen by the weight steps. */
+  shards: number[];
+  /** Runs of fires at or after `since` (the last wave's start), of each revision. */
+  since: number;
+  target: RevisionTally;
+  stable: RevisionTally;
+  /** When it was aborted, why ("analysis: ...", "aborted by NAME"); when it ended, at what instant. */
+  reason?: string;
+  endedAt?: number;
+}
+
+/** A reached wave's selector, with `clusters` already turned into an expression. */
+export interface WaveSelectorState {
+  matchLabels: Record<string, string>;
+  matchExpressions: { key: string; operator: "In" | "NotIn" | "Exists" | "DoesNotExist"; values: string[] }[];
 }
 
 /** One run of one shard for one fire, as one attempt. Times are Unix milliseconds. */
@@ -68,6 +137,11 @@ export interface ExecutionRecord {
    * Absent until dispatched, and in records written before it existed.
    */
   disconnectGraceMs?: number;
+  /**
+   * The job revision it runs, fixed when its fire made its first attempt: every attempt of a
+   * fire of a shard runs one revision. Absent in records written before revisions were kept.
+   */
+  revision?: number;
 }
 
 /** Everything one core step asks to make durable, written atomically. */
@@ -84,6 +158,8 @@ export interface StoreBatch {
   cursors?: { job: string; fireTime: number }[];
   /** Executions created or changed, upserted by id. */
   executions?: ExecutionRecord[];
+  /** Revisions made (never changed afterwards). A deleted job's revisions go with it. */
+  revisions?: RevisionRecord[];
 }
 
 /** What the controller loads when it starts. */
@@ -99,6 +175,11 @@ export interface StoreSnapshot {
    * far each fire is from running its spec.onFireComplete hook.
    */
   settledOfOpenFires: ExecutionRecord[];
+  /**
+   * The revisions the core needs to run what is open: each one an open execution names, and
+   * each job's rollout's stable revision (a store may return more of a job's history).
+   */
+  revisions: RevisionRecord[];
   /**
    * Every agent lease an earlier controller granted has ended within this many ms from when the
    * snapshot was read; absent, nothing is known and one whole lease is assumed. On etcd a leader
@@ -128,6 +209,11 @@ export interface RetentionPolicy {
   maxPerJob: number;
   /** Drop finished executions whose fire is older than this. */
   maxAgeMs: number;
+  /**
+   * Keep at most this many revisions per job, newest first; the job's current revision, its
+   * rollout's stable one and any an open execution names are kept beyond it.
+   */
+  revisionsPerJob: number;
 }
 
 /**
@@ -139,6 +225,9 @@ export interface Store {
   commit(batch: StoreBatch): Promise<void>;
   listExecutions(query: ExecutionQuery): Promise<ExecutionRecord[]>;
   getExecution(id: string): Promise<ExecutionRecord | undefined>;
+  /** A job's revisions kept, newest first. */
+  listRevisions(job: string): Promise<RevisionRecord[]>;
+  getRevision(job: string, revision: number): Promise<RevisionRecord | undefined>;
   /** Deletes finished executions beyond the policy; returns how many. */
   prune(policy: RetentionPolicy, now: number): Promise<number>;
   /**

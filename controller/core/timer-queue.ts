@@ -7,7 +7,9 @@ export type TimerKind =
   /** A replaced process's lease ends: its shards go to the process that took its id over. */
   | { kind: "inherited"; agent: string; incarnation: number }
   /** An unknown run's disconnect grace ends: lost, unless its agent reported it meanwhile. */
-  | { kind: "unknown-run"; executionId: string };
+  | { kind: "unknown-run"; executionId: string }
+  /** A rollout's pause by duration ends (rollouts.ts). */
+  | { kind: "rollout"; job: string };
 
 interface Entry {
   at: number;

@@ -8,6 +8,8 @@ import type { ShardEntry, JobEntry } from "./model.js";
 import { CoreState } from "./core-state.js";
 import * as Executions from "./executions.js";
 import * as DisconnectGrace from "./disconnect-grace.js";
+import * as Placement from "./placement.js";
+import * as Revisions from "./revisions.js";
 
 /**
  * Why a pending execution is not running yet, or what an unknown one waits for, for operators;
@@ -75,6 +77,14 @@ export function shardWait(core: CoreState, job: JobEntry, shard: ShardEntry, hea
     return "busy with its previous run (spec.overlap: forbid)";
   }
   if (!Executions.hasSlot(core, owner)) return `its owner ${owner.id} runs its --max-concurrent ${owner.maxConcurrent} executions`;
+  const first = shard.queue[0];
+  if (first !== undefined && (head === undefined || first.id === head)) {
+    const runs = Revisions.specOf(job, first.revision).runs;
+    if (!Placement.runsIt(owner, runs)) {
+      const what = runs.kind === "handler" ? `handler ${JSON.stringify(runs.handler)}` : `the ${runs.kind} executor`;
+      return `its run is pinned to revision ${first.revision}, which runs ${what}, and its owner ${owner.id} does not declare it: it waits for an owner that does`;
+    }
+  }
   if (head !== undefined && shard.queue.length > 0 && shard.queue[0]!.id !== head) return "behind its earlier executions";
   return undefined;
 }

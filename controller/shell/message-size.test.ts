@@ -109,7 +109,7 @@ describe("large batches on the Connect stream", () => {
 
 describe("dispatchParts", () => {
   const execution = (parameter: string) =>
-    ({ executionId: "x", job: "j", shard: 0, shardCount: 1, shardParameter: "", parameter, fireTime: 0, attempt: 1, handler: "h", timeoutMs: 0, disconnectGraceMs: 0, fencingToken: 0n, traceContext: {} }) as const;
+    ({ executionId: "x", job: "j", shard: 0, shardCount: 1, shardParameter: "", parameter, fireTime: 0, attempt: 1, revision: 1, handler: "h", timeoutMs: 0, disconnectGraceMs: 0, fencingToken: 0n, traceContext: {} }) as const;
 
   it("keeps small executions in one message, and gives one larger than the budget a message of its own", () => {
     expect(dispatchParts([execution("a"), execution("b")]).map((part) => part.length)).toEqual([2]);

@@ -566,13 +566,7 @@ export class World {
   private flushController(): void {
     for (;;) {
       const effects = this.core.take();
-      const persist = effects.persist;
-      for (const job of persist.jobs ?? []) this.durable.jobs.set(job.name, job);
-      for (const name of persist.deletedJobs ?? []) {
-        this.durable.jobs.delete(name);
-      }
-      for (const { job, fireTime } of persist.cursors ?? []) this.durable.cursors.set(job, fireTime);
-      for (const execution of persist.executions ?? []) this.durable.executions.set(execution.id, { ...execution });
+      this.durable.apply(effects.persist);
       for (const { session, command } of effects.messages) {
         if (this.impostors.has(session)) this.violation("7", `a second process under a held agent id was sent ${command.kind}`);
         this.toAgent(session, command);

@@ -6,5 +6,7 @@ export {
   MANIFEST_KIND,
   parseManifest,
   specEquals,
+  specHash,
+  canonicalJson,
   type ParsedManifest,
 } from "./parse-manifest.js";

@@ -213,6 +213,50 @@ export interface JobSpec {
    * before it existed: read it with `priorityOf`.
    */
   priority?: number;
+  /**
+   * spec.rollout: the steps a change of what the job runs takes from the stable revision to the
+   * new one (docs/rollouts.md); absent, a change applies to every shard from its next fire.
+   */
+  rollout?: RolloutSpec;
+}
+
+/** The operators of a label selector's matchExpressions, as Kubernetes names them. */
+export type SelectorOperator = "In" | "NotIn" | "Exists" | "DoesNotExist";
+export const SELECTOR_OPERATORS: readonly SelectorOperator[] = ["In", "NotIn", "Exists", "DoesNotExist"];
+
+/**
+ * Which agents a wave reaches, as a Kubernetes label selector (every part must match);
+ * `clusters` is short for the expression {key: cluster, operator: In, values: clusters}.
+ */
+export interface WaveSelector {
+  clusters?: string[];
+  matchLabels?: Record<string, string>;
+  matchExpressions?: { key: string; operator: SelectorOperator; values?: string[] }[];
+}
+
+/** A pause: until promoted (neither field), for a duration (`30m`, or seconds), or for a number of fires. */
+export interface PauseStep {
+  duration?: string | number;
+  fires?: number;
+}
+
+/**
+ * A gate on the new revision's own runs since the last wave began: it waits for minExecutions
+ * finished runs, then passes, or aborts the rollout when a limit is broken (maxFailures at once).
+ */
+export interface AnalysisGate {
+  minExecutions: number;
+  maxFailures?: number;
+  maxFailureRate?: number;
+  noWorseThanStable?: boolean;
+  maxP95DurationSeconds?: number;
+}
+
+/** One step of spec.rollout.steps: exactly one of its four kinds, as the manifest writes it. */
+export type RolloutStep = { wave: WaveSelector } | { weight: number } | { pause: PauseStep } | { analysis: AnalysisGate };
+
+export interface RolloutSpec {
+  steps: RolloutStep[];
 }
 
 /** A job's priority, 0 when its spec predates the field. */

@@ -21,6 +21,7 @@ import {
   oneOf,
   text,
 } from "./manifest-fields.js";
+import { rolloutSchema } from "./rollout-schema.js";
 import { refuse, refuseThrown, refuseValue } from "./schema-issues.js";
 
 /**
@@ -144,6 +145,7 @@ const specFields = mapping("spec", {
   onFailure: onFailure.optional().describe("What to do when an execution fails, times out, is lost or misfires; without it, a warning is logged."),
   onFireComplete: onFireComplete.optional().describe("Once every shard of a fire has finished, one agent runs this handler once."),
   description: text().default("").describe("Free text."),
+  rollout: rolloutSchema.optional().describe("How a change of what the job runs reaches its shards: in waves, gated on its own runs (docs/rollouts.md)."),
 });
 
 type SpecFields = z.output<typeof specFields>;
@@ -162,6 +164,9 @@ function crossFieldRules(spec: SpecFields, ctx: z.RefinementCtx): void {
     const { schedule, timeZone } = spec;
     refuseThrown(ctx, ["schedule"], () => validateSchedule(schedule, timeZone, "spec.schedule"));
     if (spec.daemon) refuse(ctx, ["schedule"], "no spec.schedule when spec.daemon is true: a daemon job runs continuously and has no schedule");
+  }
+  if (spec.daemon && spec.rollout !== undefined) {
+    refuse(ctx, ["rollout"], "no spec.rollout when spec.daemon is true: a daemon shard's run never ends by itself, so it has no next fire to move to a new revision");
   }
   if (spec.daemon && spec.onFireComplete !== undefined) {
     refuse(ctx, ["onFireComplete"], "no spec.onFireComplete when spec.daemon is true: a daemon job has no fires that complete");

@@ -270,6 +270,22 @@ describe("parseManifest", () => {
     expect(parseManifest(withSpec({ onFailure: { webhook } })).spec.onFailure).toEqual({ webhook });
   });
 
+  it("reads spec.rollout's steps as written, filling an analysis' minExecutions", () => {
+    const steps = [
+      { wave: { clusters: ["canary"] } },
+      { analysis: { maxFailureRate: 0.1, noWorseThanStable: true } },
+      { wave: { matchLabels: { cluster: "east" }, matchExpressions: [{ key: "zone", operator: "NotIn", values: ["z9"] }, { key: "gpu", operator: "DoesNotExist" }] } },
+      { pause: { duration: "30m" } },
+      { weight: 50 },
+      { pause: { fires: 3 } },
+      { pause: { duration: 90 } },
+      { pause: {} },
+    ];
+    expect(parseManifest(withSpec({ rollout: { steps } })).spec.rollout).toEqual({
+      steps: [steps[0], { analysis: { minExecutions: 5, maxFailureRate: 0.1, noWorseThanStable: true } }, ...steps.slice(2)],
+    });
+  });
+
   it("reads spec.onFireComplete.handler", () => {
     expect(parseManifest(withSpec({ onFireComplete: { handler: "rollup-done" } })).spec.onFireComplete).toEqual({ handler: "rollup-done" });
     expect("onFireComplete" in parseManifest(withSpec({})).spec).toBe(false);
@@ -444,6 +460,18 @@ describe("parseManifest", () => {
     ["four spreadBy levels", withSpec({ placement: { spreadBy: ["a", "b", "c", "d"] } }), "spec.placement.spreadBy", "1 to 3"],
     ["spreadBy with balanced", withSpec({ strategy: "balanced", placement: { spreadBy: ["zone"] } }), "spec.placement.spreadBy", "only with sticky"],
     ["suspend as the string yes", withSpec({ suspend: "yes" }), "spec.suspend", "true or false"],
+    ["a rollout without steps", withSpec({ rollout: { steps: [] } }), "spec.rollout.steps", "a list of 1 to 32 steps"],
+    ["a rollout step of two kinds", withSpec({ rollout: { steps: [{ weight: 10, pause: {} }] } }), "spec.rollout.steps.0", "exactly one of wave, weight, pause, analysis; weight and pause are given together"],
+    ["an unknown rollout step", withSpec({ rollout: { steps: [{ canary: 10 }] } }), "spec.rollout.steps.0.canary", "spec.rollout.steps[] has only wave, weight, pause, analysis"],
+    ["an empty wave", withSpec({ rollout: { steps: [{ wave: {} }] } }), "spec.rollout.steps.0.wave", "at least one of clusters, matchLabels and matchExpressions"],
+    ["a weight of 0", withSpec({ rollout: { steps: [{ weight: 0 }] } }), "spec.rollout.steps.0.weight", "an integer from 1 to 100"],
+    ["weights going down", withSpec({ rollout: { steps: [{ weight: 50 }, { weight: 20 }] } }), "spec.rollout.steps.1.weight", "weights are cumulative, and an earlier step reached 50"],
+    ["a pause of 5 minutes written 5min", withSpec({ rollout: { steps: [{ pause: { duration: "5min" } }] } }), "spec.rollout.steps.0.pause.duration", "a duration such as 90s, 30m, 1h or 1h30m"],
+    ["a pause by duration and fires", withSpec({ rollout: { steps: [{ pause: { duration: "1m", fires: 3 } }] } }), "spec.rollout.steps.0.pause.fires", "one of duration and fires"],
+    ["In without values", withSpec({ rollout: { steps: [{ wave: { matchExpressions: [{ key: "zone", operator: "In" }] } }] } }), "spec.rollout.steps.0.wave.matchExpressions.0.values", "1 or more for In and NotIn"],
+    ["an unknown operator", withSpec({ rollout: { steps: [{ wave: { matchExpressions: [{ key: "zone", operator: "Is" }] } }] } }), "spec.rollout.steps.0.wave.matchExpressions.0.operator", "one of In, NotIn, Exists, DoesNotExist"],
+    ["a failure rate of 5", withSpec({ rollout: { steps: [{ analysis: { maxFailureRate: 5 } }] } }), "spec.rollout.steps.0.analysis.maxFailureRate", "a number from 0 to 1"],
+    ["a rollout on a daemon job", withSpec({ daemon: true, rollout: { steps: [{ weight: 10 }] } }), "spec.rollout", "no spec.rollout when spec.daemon is true"],
   ];
 
   const cases = invalid.map(([what, text, field, allowed]) => ({ what, text, field, allowed }));

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { priorityOf, type JobSpec } from "./job-spec.js";
 import { manifestSchema } from "./manifest-schema.js";
 import { readDocument } from "./read-document.js";
@@ -52,8 +53,13 @@ function asParsedToday(spec: JobSpec): JobSpec {
   };
 }
 
+/** The sha256 (hex) of a spec as the schema writes it today: equal for equal specs (specEquals). */
+export function specHash(spec: JobSpec): string {
+  return createHash("sha256").update(canonicalJson(asParsedToday(spec))).digest("hex");
+}
+
 /** JSON with every mapping's keys sorted: equal for values that differ only in key order. */
-function canonicalJson(value: unknown): string {
+export function canonicalJson(value: unknown): string {
   return JSON.stringify(value, (_key, item: unknown) =>
     typeof item === "object" && item !== null && !Array.isArray(item)
       ? Object.fromEntries(Object.keys(item).sort().map((key) => [key, (item as Record<string, unknown>)[key]]))

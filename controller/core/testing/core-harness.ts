@@ -247,12 +247,7 @@ export class CoreHarness {
   /** Applies effects the way the shell does: persist first, then deliver, close, publish. */
   flush(): void {
     const effects = this.core.take();
-    for (const job of effects.persist.jobs ?? []) this.durable.jobs.set(job.name, job);
-    for (const name of effects.persist.deletedJobs ?? []) {
-      this.durable.jobs.delete(name);
-    }
-    for (const { job, fireTime } of effects.persist.cursors ?? []) this.durable.cursors.set(job, fireTime);
-    for (const execution of effects.persist.executions ?? []) this.durable.executions.set(execution.id, { ...execution });
+    this.durable.apply(effects.persist);
     for (const { session, command } of effects.messages) {
       for (const agent of this.streams) {
         if (agent.session === session && agent.closedReason === undefined) agent.receive(command);
