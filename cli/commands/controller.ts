@@ -38,6 +38,7 @@ export interface ControllerOptions {
   leaderTtl?: number;
   historyPerJob: number;
   historyDays: number;
+  revisionHistory: number;
   strategy?: { name: string; modulePath: string }[];
   tokenFile?: string;
   tlsCert?: string;
@@ -80,6 +81,12 @@ export function registerController(program: Command, io: CliIo): void {
     )
     .option("--history-per-job <N>", "finished executions kept per job", (value: string) => parseInteger(value, "--history-per-job", 1, 10_000_000), 1000)
     .option("--history-days <DAYS>", "finished executions older than this are deleted", (value: string) => parseSeconds(value, "--history-days", 0.001, 3650), 7)
+    .option(
+      "--revision-history <N>",
+      "revisions kept per job, newest first, for rollout history and undo; the current one, a rollout's stable one and those still running are kept beyond it",
+      (value: string) => parseInteger(value, "--revision-history", 1, 1000),
+      10,
+    )
     .option("--lease-ttl <MS>", `how long an agent's lease lasts after an ack, in ms; more than the heartbeat interval (default: ${DEFAULT_LEASE_TTL_MS})`, (value: string) =>
       parseInteger(value, "--lease-ttl", 20, 600_000),
     )
@@ -156,7 +163,7 @@ export function controllerStartOptions(options: ControllerOptions, logLevel: str
     ...(options.leaseTtl === undefined ? {} : { leaseTtlMs: options.leaseTtl }),
     ...(options.disconnectGrace === undefined ? {} : { disconnectGraceMs: Math.round(options.disconnectGrace * 1000) }),
     ...(logLevel === undefined ? {} : { logLevel }),
-    retention: { maxPerJob: options.historyPerJob, maxAgeMs: Math.round(options.historyDays * 86_400_000) },
+    retention: { maxPerJob: options.historyPerJob, maxAgeMs: Math.round(options.historyDays * 86_400_000), revisionsPerJob: options.revisionHistory },
     ...(options.strategy === undefined ? {} : { strategies: options.strategy }),
     ...(options.tokenFile === undefined ? {} : { tokenFile: options.tokenFile }),
     ...limitOptions(options),

@@ -4,6 +4,7 @@ import {
   type ExecutionRecord,
   type JobRecord,
   type RetentionPolicy,
+  type RevisionRecord,
   type Store,
   type StoreBatch,
   type StoreSnapshot,
@@ -22,6 +23,23 @@ function restoreOrder(a: ExecutionRecord, b: ExecutionRecord): number {
 
 const isOpen = (e: ExecutionRecord): boolean => !TERMINAL_STATES.has(e.state);
 
+/** Each job's revisions that retention keeps whatever their age: its current one, its rollout's stable one, those open runs name. */
+function pinnedRevisions(jobs: Iterable<JobRecord>, openExecutions: Iterable<ExecutionRecord>): Map<string, Set<number>> {
+  const pinned = new Map<string, Set<number>>();
+  const pin = (job: string, revision: number | undefined): void => {
+    if (revision === undefined) return;
+    let set = pinned.get(job);
+    if (set === undefined) pinned.set(job, (set = new Set()));
+    set.add(revision);
+  };
+  for (const job of jobs) {
+    pin(job.name, job.revision);
+    pin(job.name, job.rollout?.stableRevision);
+  }
+  for (const e of openExecutions) pin(e.job, e.revision);
+  return pinned;
+}
+
 /**
  * The store port kept in memory, as etcd's raft ships `MemoryStorage` beside its `Storage`: what the
  * core's tests and the simulator restart a controller from, and a reference for the durable
@@ -36,12 +54,21 @@ export class MemoryStore implements Store {
   jobs = new Map<string, JobRecord>();
   cursors = new Map<string, number>();
   executions = new Map<string, ExecutionRecord>();
+  /** Each job's revisions by number. */
+  revisions = new Map<string, Map<number, RevisionRecord>>();
 
   /** Takes the next term and returns what a controller starts from. */
   snapshot(): StoreSnapshot {
     this.term += 1;
     const open = [...this.executions.values()].filter(isOpen);
     const openFires = new Set(open.map((e) => `${e.job}\n${e.fireTime}`));
+    const needed: RevisionRecord[] = [];
+    for (const [job, numbers] of pinnedRevisions(this.jobs.values(), open)) {
+      for (const revision of numbers) {
+        const record = this.revisions.get(job)?.get(revision);
+        if (record !== undefined) needed.push(structuredClone(record));
+      }
+    }
     return {
       term: this.term,
       ...(this.predecessorLeasesEndWithinMs === undefined ? {} : { predecessorLeasesEndWithinMs: this.predecessorLeasesEndWithinMs }),
@@ -52,13 +79,25 @@ export class MemoryStore implements Store {
         .filter((e) => !isOpen(e) && openFires.has(`${e.job}\n${e.fireTime}`))
         .sort(restoreOrder)
         .map((e) => structuredClone(e)),
+      revisions: needed.sort((a, b) => (a.job < b.job ? -1 : a.job > b.job ? 1 : a.revision - b.revision)),
     };
   }
 
-  /** Applies one batch at once. */
+  /**
+   * Applies one batch at once. A revision already held is kept as it is (revisions never change);
+   * a deleted job's revisions go with it, also those the same batch made.
+   */
   apply(batch: StoreBatch): void {
     for (const job of batch.jobs ?? []) this.jobs.set(job.name, structuredClone(job));
-    for (const name of batch.deletedJobs ?? []) this.jobs.delete(name);
+    for (const revision of batch.revisions ?? []) {
+      let held = this.revisions.get(revision.job);
+      if (held === undefined) this.revisions.set(revision.job, (held = new Map()));
+      if (!held.has(revision.revision)) held.set(revision.revision, structuredClone(revision));
+    }
+    for (const name of batch.deletedJobs ?? []) {
+      this.jobs.delete(name);
+      this.revisions.delete(name);
+    }
     for (const { job, fireTime } of batch.cursors ?? []) this.cursors.set(job, fireTime);
     for (const execution of batch.executions ?? []) this.executions.set(execution.id, structuredClone(execution));
   }
@@ -93,14 +132,24 @@ export class MemoryStore implements Store {
     return Promise.resolve(execution === undefined ? undefined : structuredClone(execution));
   }
 
-  /** Drops finished executions fired before `now - maxAgeMs`, then those beyond each job's `maxPerJob` newest. */
+  listRevisions(job: string): Promise<RevisionRecord[]> {
+    const held = [...(this.revisions.get(job)?.values() ?? [])];
+    return Promise.resolve(held.sort((a, b) => b.revision - a.revision).map((r) => structuredClone(r)));
+  }
+
+  getRevision(job: string, revision: number): Promise<RevisionRecord | undefined> {
+    const record = this.revisions.get(job)?.get(revision);
+    return Promise.resolve(record === undefined ? undefined : structuredClone(record));
+  }
+
+  /**
+   * Drops finished executions fired before `now - maxAgeMs`, then those beyond each job's
+   * `maxPerJob` newest; and each job's revisions beyond its `revisionsPerJob` newest, but for
+   * those pinned (see pinnedRevisions). Returns how many executions it dropped.
+   */
   prune(policy: RetentionPolicy, now: number): Promise<number> {
-    if (!(policy.maxAgeMs >= 0)) {
-      return Promise.reject(ShardlineError.invalid("maxAgeMs", policy.maxAgeMs, "a number of milliseconds of at least 0"));
-    }
-    if (!(policy.maxPerJob >= 0) || !(Number.isInteger(policy.maxPerJob) || policy.maxPerJob === Infinity)) {
-      return Promise.reject(ShardlineError.invalid("maxPerJob", policy.maxPerJob, "an integer of at least 0"));
-    }
+    const invalid = invalidRetention(policy);
+    if (invalid !== undefined) return Promise.reject(invalid);
     let deleted = 0;
     const drop = (e: ExecutionRecord): void => {
       if (this.executions.delete(e.id)) deleted++;
@@ -110,6 +159,11 @@ export class MemoryStore implements Store {
     const byJob = new Map<string, ExecutionRecord[]>();
     for (const e of finished) if (this.executions.has(e.id)) byJob.set(e.job, [...(byJob.get(e.job) ?? []), e]);
     for (const list of byJob.values()) list.sort(listingOrder).slice(policy.maxPerJob).forEach(drop);
+    const pinned = pinnedRevisions(this.jobs.values(), [...this.executions.values()].filter(isOpen));
+    for (const [job, held] of this.revisions) {
+      const beyond = [...held.keys()].sort((a, b) => b - a).slice(policy.revisionsPerJob);
+      for (const revision of beyond) if (!pinned.get(job)?.has(revision)) held.delete(revision);
+    }
     return Promise.resolve(deleted);
   }
 
@@ -121,4 +175,13 @@ export class MemoryStore implements Store {
   close(): Promise<void> {
     return Promise.resolve();
   }
+}
+
+/** Why a retention policy cannot be applied, naming its field; undefined when it can. */
+function invalidRetention(policy: RetentionPolicy): ShardlineError | undefined {
+  if (!(policy.maxAgeMs >= 0)) return ShardlineError.invalid("maxAgeMs", policy.maxAgeMs, "a number of milliseconds of at least 0");
+  const count = (value: number): boolean => value >= 0 && (Number.isInteger(value) || value === Infinity);
+  if (!count(policy.maxPerJob)) return ShardlineError.invalid("maxPerJob", policy.maxPerJob, "an integer of at least 0");
+  if (!count(policy.revisionsPerJob)) return ShardlineError.invalid("revisionsPerJob", policy.revisionsPerJob, "an integer of at least 0");
+  return undefined;
 }

@@ -29,6 +29,8 @@ class GatedStore {
       commit: (batch) => this.inner.commit(batch),
       listExecutions: (query) => gate(query.job ?? "", () => this.inner.listExecutions(query)),
       getExecution: (id) => gate(id, () => this.inner.getExecution(id)),
+      listRevisions: (job) => this.inner.listRevisions(job),
+      getRevision: (job, revision) => this.inner.getRevision(job, revision),
       prune: (policy, now) => this.inner.prune(policy, now),
       close: () => this.inner.close(),
     };
@@ -128,7 +130,7 @@ describe("AdminService history reads", () => {
 
   it("refuses a bound below 1, naming the option", () => {
     const store = new SqliteStore(":memory:");
-    const core = new ControllerCore(DEFAULT_CORE_CONFIG, { term: 1, jobs: [], cursors: new Map(), openExecutions: [], settledOfOpenFires: [] }, 0);
+    const core = new ControllerCore(DEFAULT_CORE_CONFIG, { term: 1, jobs: [], cursors: new Map(), openExecutions: [], settledOfOpenFires: [], revisions: [] }, 0);
     const driver = new CoreDriver(core, store, silentLogger(), () => {});
     expect(() => adminService(core, driver, store, new Map(), { maxHistoryReads: 0 })).toThrow(/maxHistoryReads: 0 is not allowed/);
   });

@@ -184,7 +184,7 @@ describe("ControllerMetrics", () => {
     const registry = new MetricsRegistry({ serviceName: "test" });
     const metrics = new ControllerMetrics(registry, { core: () => undefined, sessions: () => undefined });
     const restored = record({ fireTime: 1500, cause: "trigger", state: "running", startedAt: 1501 });
-    metrics.lead({ term: 2, jobs: [], cursors: new Map([["j", 1000]]), openExecutions: [restored], settledOfOpenFires: [] });
+    metrics.lead({ term: 2, jobs: [], cursors: new Map([["j", 1000]]), openExecutions: [restored], settledOfOpenFires: [], revisions: [] });
     const observe = (...executions: ExecutionRecord[]): void => metrics.observe({ persist: { executions }, messages: [], closes: [], events: [] });
 
     observe({ ...restored, state: "succeeded", finishedAt: 1600 });

@@ -25,7 +25,7 @@ export interface ControllerOptions {
   /** How long agents keep a run going after their lease lapsed, for jobs that do not say (default 15 s). */
   disconnectGraceMs?: number;
   logLevel?: string;
-  /** Finished executions kept; default 1,000 per job and 7 days. */
+  /** Finished executions kept, default 1,000 per job and 7 days; and revisions, default 10 per job. */
   retention?: RetentionPolicy;
   /**
    * `--strategy NAME=MODULE`: user modules loaded and validated before anything starts, for jobs
@@ -72,8 +72,11 @@ export interface ControllerLimits {
 /** The limits a controller applies unless told otherwise. */
 export const DEFAULT_LIMITS: ControllerLimits = { adminCallsPerSecond: 200, maxJobs: DEFAULT_MAX_JOBS, maxAgents: 10_000 };
 
-/** Finished executions kept unless `retention` says otherwise: 1,000 per job, for 7 days. */
-export const DEFAULT_RETENTION: RetentionPolicy = { maxPerJob: 1000, maxAgeMs: 7 * 24 * 3600 * 1000 };
+/**
+ * What is kept unless `retention` says otherwise: 1,000 finished executions per job, for 7 days,
+ * and each job's 10 newest revisions (and those still in use).
+ */
+export const DEFAULT_RETENTION: RetentionPolicy = { maxPerJob: 1000, maxAgeMs: 7 * 24 * 3600 * 1000, revisionsPerJob: 10 };
 
 /** The TTL of the leader's etcd lease unless `leaderTtlSeconds` says otherwise. */
 export const DEFAULT_LEADER_TTL_SECONDS = 2;

@@ -27,6 +27,8 @@ class GatedStore {
         }),
       listExecutions: (query) => this.inner.listExecutions(query),
       getExecution: (id) => this.inner.getExecution(id),
+      listRevisions: (job) => this.inner.listRevisions(job),
+      getRevision: (job, revision) => this.inner.getRevision(job, revision),
       prune: (policy, now) => this.inner.prune(policy, now),
       close: () => this.inner.close(),
     };

@@ -45,7 +45,7 @@ describe("DriverPart", () => {
       failureWebhooks: undefined,
       customStrategies: new Map(),
       maxJobs: 100,
-      retention: { maxPerJob: 10, maxAgeMs: 60_000 },
+      retention: { maxPerJob: 10, maxAgeMs: 60_000, revisionsPerJob: 10 },
       onFatal: fatal,
     });
   }

@@ -3,7 +3,7 @@ import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { EtcdServer } from "../../../test/harness/etcd.js";
 import { FIRE_COMPLETE_SHARD } from "../store.js";
-import { describeStoreContract, execution, job, rejection, specStoredBeforeRuns } from "../testing/store-contract.js";
+import { describeStoreContract, execution, job, rejection, revision, spec, specStoredBeforeRuns } from "../testing/store-contract.js";
 import { EtcdLeadership } from "./etcd-leadership.js";
 import { EtcdStore } from "./etcd-store.js";
 
@@ -123,7 +123,7 @@ describe("EtcdStore", () => {
   it("brings back jobs, cursors, open executions and the settled ones of open fires under the next leader", async () => {
     const ns = freshNamespace();
     const first = await lead(ns);
-    expect(first.snapshot).toEqual({ term: 1, jobs: [], cursors: new Map(), openExecutions: [], settledOfOpenFires: [], predecessorLeasesEndWithinMs: 0 });
+    expect(first.snapshot).toEqual({ term: 1, jobs: [], cursors: new Map(), openExecutions: [], settledOfOpenFires: [], revisions: [], predecessorLeasesEndWithinMs: 0 });
     const running = execution({ job: "invoices", fireTime: 2000, shard: 0, state: "running", startedAt: 2001 });
     const settled = execution({ job: "invoices", fireTime: 2000, shard: 1, state: "failed", error: "boom", finishedAt: 2005 });
     const hook = execution({ job: "invoices", fireTime: 1000, shard: FIRE_COMPLETE_SHARD, state: "pending", fireOutcome: [{ shard: 0, state: "succeeded", executionId: "invoices/1000/0/1" }] });
@@ -156,6 +156,39 @@ describe("EtcdStore", () => {
     await ns.put("jobs/invoices").value(JSON.stringify({ ...job("invoices"), spec: JSON.parse(specStoredBeforeRuns("invoices")) as unknown }));
     const { snapshot } = await lead(ns);
     expect(snapshot.jobs).toEqual([job("invoices")]);
+  });
+
+  it("keeps revisions under revisions/JOB/REVISION, zero-padded, with the spec in the manifest's shape, and reads one stored before JobSpec.runs", async () => {
+    const ns = freshNamespace();
+    const { store } = await lead(ns);
+    const first = revision("invoices", 1, { spec: spec("invoices") });
+    await store.commit({ jobs: [job("invoices", 12)], revisions: [revision("invoices", 12), first] });
+    expect(await store.listRevisions("invoices")).toEqual([revision("invoices", 12), first]);
+    expect(await ns.getAll().prefix("revisions/").keys()).toEqual(["revisions/invoices/000000000001", "revisions/invoices/000000000012"]);
+    const stored = JSON.parse((await ns.get("revisions/invoices/000000000001").string())!) as { spec: unknown };
+    expect(JSON.stringify(stored.spec)).toBe(specStoredBeforeRuns("invoices"));
+
+    await ns.put("revisions/reports/000000000003").value(JSON.stringify({ ...revision("reports", 3), spec: JSON.parse(specStoredBeforeRuns("reports")) as unknown }));
+    expect(await store.getRevision("reports", 3)).toEqual(revision("reports", 3, { spec: spec("reports") }));
+  });
+
+  it("applies the revisions in WAL entries a crashed leader left, a deleted job's with it, also over a partly applied entry", async () => {
+    const ns = freshNamespace();
+    const { leadership } = await lead(ns);
+    const again = revision("a", 1, { hash: "b".repeat(64) });
+    const first = [{ jobs: [job("a", 2)], revisions: [revision("a", 1), revision("a", 2)] }];
+    const second = [{ deletedJobs: ["a"] }, { jobs: [job("a", 1)], revisions: [again] }];
+    await ns.put("wal/000000000001-000000000001").value(JSON.stringify(first));
+    await ns.put("wal/000000000001-000000000002").value(JSON.stringify(second));
+    // The first entry was applied in part before the crash.
+    await ns.put("revisions/a/000000000002").value(JSON.stringify({ ...revision("a", 2), spec: JSON.parse(specStoredBeforeRuns("a")) as unknown }));
+    await leadership.resign();
+
+    const next = await lead(ns);
+    expect(next.snapshot.jobs).toEqual([job("a", 1)]);
+    expect(next.snapshot.revisions).toEqual([again]);
+    expect(await next.store.listRevisions("a")).toEqual([again]);
+    expect(await ns.getAll().prefix("revisions/").keys()).toEqual(["revisions/a/000000000001"]);
   });
 
   it("tells the next leader how long the agent leases of one that stepped down on purpose still run, once", async () => {

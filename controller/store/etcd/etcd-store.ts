@@ -5,6 +5,7 @@ import {
   type ExecutionRecord,
   type JobRecord,
   type RetentionPolicy,
+  type RevisionRecord,
   type Store,
   type StoreBatch,
   type StoreSnapshot,
@@ -20,11 +21,14 @@ import { TERM_KEY } from "./etcd-leadership.js";
  * - `open/ID` and `done/ID`: an execution as JSON, under `open/` until it reaches a terminal state
  *   and under `done/` after. The id starts with `JOB/FIRE/`, so a job's or a fire's executions
  *   are one prefix, and a restart reads only `open/`.
+ * - `revisions/JOB/REVISION`: a RevisionRecord as JSON, the revision zero-padded so that a job's
+ *   revisions are one prefix in number order. Deleted with the job.
  * - `wal/TERM-SEQ`: a group of committed batches not yet applied to the keys above (see commit).
  * - `handover`: written by a leader stepping down on purpose, read and deleted by the next.
  * - `term`, `leader`: the election's (etcd-leadership.ts).
  */
 const WAL = "wal/";
+const REVISIONS = "revisions/";
 /** How long the agent leases of a leader that stepped down on purpose still ran, in ms. */
 const HANDOVER_KEY = "handover";
 const WAL_PART = "wal-part/";
@@ -37,6 +41,8 @@ const MAX_TXN_OPS = 100;
 const PAGE = 1000;
 /** How long a write is retried through etcd being briefly unreachable before the store gives up. */
 const RETRY_FOR_MS = 3000;
+/** Single keys read at once, when a snapshot reads the revisions it needs one by one. */
+const PARALLEL_GETS = 32;
 
 /** One key's new value, or null to delete it. */
 type Writes = Map<string, string | null>;
@@ -95,12 +101,32 @@ export class EtcdStore implements Store {
     const settled = await Promise.all([...openFires].map((fire) => this.#readAll(`done/${fire}`)));
     const settledOfOpenFires = settled.flat().map(([, value]) => JSON.parse(value) as ExecutionRecord);
     settledOfOpenFires.sort(byFireShardAttempt);
+    const revisions = await this.#pinnedRevisions(jobs, openExecutions);
     // Every agent lease of a predecessor ended with its leadership lease, before this term began,
     // unless it stepped down on purpose and recorded how long they still ran.
     const handedOver = await this.#guard("read the hand-over", () => this.#ns.get(HANDOVER_KEY).string());
     if (handedOver !== null) await this.#fenced(() => this.#txn([[HANDOVER_KEY, null]]));
     const predecessorLeasesEndWithinMs = handedOver === null ? 0 : Math.max(0, Number(handedOver) || 0);
-    return { term: this.#term, jobs, cursors, openExecutions, settledOfOpenFires, predecessorLeasesEndWithinMs };
+    return { term: this.#term, jobs, cursors, openExecutions, settledOfOpenFires, revisions, predecessorLeasesEndWithinMs };
+  }
+
+  /** The revisions held of those each job pins (see pinnedRevisions), in job then number order. */
+  async #pinnedRevisions(jobs: readonly JobRecord[], openExecutions: readonly ExecutionRecord[]): Promise<RevisionRecord[]> {
+    const keys: string[] = [];
+    for (const [job, revisions] of pinnedRevisions(jobs, openExecutions)) {
+      for (const revision of revisions) keys.push(revisionKey(job, revision));
+    }
+    keys.sort();
+    const values: (string | null)[] = new Array<string | null>(keys.length).fill(null);
+    let next = 0;
+    const reader = async (): Promise<void> => {
+      for (let i = next++; i < keys.length; i = next++) {
+        const key = keys[i]!;
+        values[i] = await this.#guard("read a revision", () => this.#ns.get(key).string());
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(PARALLEL_GETS, keys.length) }, reader));
+    return values.filter((value): value is string => value !== null).map(parseRevision);
   }
 
   commit(batch: StoreBatch): Promise<void> {
@@ -143,12 +169,32 @@ export class EtcdStore implements Store {
     return undefined;
   }
 
+  /** A job's revisions kept, newest first. */
+  async listRevisions(job: string): Promise<RevisionRecord[]> {
+    this.#readable();
+    await this.#applied;
+    return (await this.#readAll(`${REVISIONS}${job}/`)).map(([, value]) => parseRevision(value)).reverse();
+  }
+
+  async getRevision(job: string, revision: number): Promise<RevisionRecord | undefined> {
+    this.#readable();
+    await this.#applied;
+    const value = await this.#guard("read a revision", () => this.#ns.get(revisionKey(job, revision)).string());
+    return value === null ? undefined : parseRevision(value);
+  }
+
+  /**
+   * Deletes finished executions beyond the policy, and each job's revisions beyond its
+   * `revisionsPerJob` newest but for those it pins (see pinnedRevisions); resolves with how many
+   * executions it deleted.
+   */
   prune(policy: RetentionPolicy, now: number): Promise<number> {
     if (!(policy.maxAgeMs >= 0)) {
       return Promise.reject(ShardlineError.invalid("maxAgeMs", policy.maxAgeMs, "a number of milliseconds of at least 0"));
     }
-    if (!(policy.maxPerJob >= 0) || !(Number.isInteger(policy.maxPerJob) || policy.maxPerJob === Infinity)) {
-      return Promise.reject(ShardlineError.invalid("maxPerJob", policy.maxPerJob, "an integer of at least 0"));
+    if (!isCount(policy.maxPerJob)) return Promise.reject(ShardlineError.invalid("maxPerJob", policy.maxPerJob, "an integer of at least 0"));
+    if (!isCount(policy.revisionsPerJob)) {
+      return Promise.reject(ShardlineError.invalid("revisionsPerJob", policy.revisionsPerJob, "an integer of at least 0"));
     }
     const refused = this.#refusal();
     if (refused !== undefined) return Promise.reject(refused);
@@ -168,9 +214,38 @@ export class EtcdStore implements Store {
           if (rank >= policy.maxPerJob || e.fireTime < now - policy.maxAgeMs) doomed.set(e.key, null);
         });
       }
+      const executions = doomed.size;
+      for (const key of await this.#revisionsBeyond(policy.revisionsPerJob)) doomed.set(key, null);
       await this.#write(doomed);
-      return doomed.size;
+      return executions;
     });
+  }
+
+  /**
+   * The keys of each job's revisions past its `limit` newest that it does not pin. Only the jobs
+   * with more than `limit` revisions have their record and open executions read.
+   */
+  async #revisionsBeyond(limit: number): Promise<string[]> {
+    if (!Number.isFinite(limit)) return [];
+    const byJob = new Map<string, number[]>();
+    for (const key of await this.#readKeys(REVISIONS)) {
+      const [job = "", revision = ""] = key.slice(REVISIONS.length).split("/");
+      const list = byJob.get(job) ?? [];
+      list.push(Number(revision));
+      byJob.set(job, list);
+    }
+    const doomed: string[] = [];
+    for (const [job, revisions] of byJob) {
+      if (revisions.length <= limit) continue;
+      const stored = await this.#guard("read a job", () => this.#ns.get(`jobs/${job}`).string());
+      const record = stored === null ? [] : [JSON.parse(stored) as JobRecord];
+      const open = (await this.#readAll(`open/${job}/`)).map(([, value]) => JSON.parse(value) as ExecutionRecord);
+      const pinned = pinnedRevisions(record, open).get(job);
+      for (const revision of revisions.sort((a, b) => b - a).slice(limit)) {
+        if (!pinned?.has(revision)) doomed.push(revisionKey(job, revision));
+      }
+    }
+    return doomed;
   }
 
   /** Records how long the agent leases granted under this term still run, for the next leader. */
@@ -253,10 +328,29 @@ export class EtcdStore implements Store {
   }
 
   async #applyEntry(entry: string, batches: readonly StoreBatch[]): Promise<void> {
-    await this.#write(writesOf(batches));
+    await this.#write(writesOf(batches, await this.#heldRevisions(batches)));
     const cleanup: Writes = new Map([[entry, null]]);
     for (const key of await this.#readKeys(`${WAL_PART}${entry}/`)) cleanup.set(key, null);
     await this.#write(cleanup);
+  }
+
+  /**
+   * The revisions etcd holds now of each job whose revisions the batches make or delete: what
+   * writesOf needs to keep a revision already held and to delete a job's. Read while applying,
+   * in the apply chain, so they are those every earlier entry left.
+   */
+  async #heldRevisions(batches: readonly StoreBatch[]): Promise<Map<string, Set<number>>> {
+    const jobs = new Set<string>();
+    for (const batch of batches) {
+      for (const revision of batch.revisions ?? []) jobs.add(revision.job);
+      for (const name of batch.deletedJobs ?? []) jobs.add(name);
+    }
+    const held = new Map<string, Set<number>>();
+    for (const job of jobs) {
+      const prefix = `${REVISIONS}${job}/`;
+      held.set(job, new Set((await this.#readKeys(prefix)).map((key) => Number(key.slice(prefix.length)))));
+    }
+    return held;
   }
 
   /** Applies the WAL entries a previous leader left, in order, and drops parts without a manifest. */
@@ -367,13 +461,29 @@ export class EtcdStore implements Store {
   }
 }
 
-/** The key writes of a group of batches, in order: the last write of a key wins. */
-function writesOf(batches: readonly StoreBatch[]): Writes {
+/**
+ * The key writes of a group of batches, in order: the last write of a key wins. Within a batch:
+ * jobs, then revisions (one already held stays as it is), then deleted jobs with their revisions
+ * (also those the batch made), cursors and executions. `held` has the revisions etcd holds of
+ * each job whose revisions the batches make or delete; it is updated as the batches go.
+ */
+function writesOf(batches: readonly StoreBatch[], held: Map<string, Set<number>>): Writes {
   const writes: Writes = new Map();
   for (const batch of batches) {
     // The spec in the manifest's shape, as every version stored it: an older controller reads it too.
     for (const job of batch.jobs ?? []) writes.set(`jobs/${job.name}`, JSON.stringify({ ...job, spec: manifestShaped(job.spec) }));
-    for (const name of batch.deletedJobs ?? []) writes.set(`jobs/${name}`, null);
+    for (const r of batch.revisions ?? []) {
+      let numbers = held.get(r.job);
+      if (numbers === undefined) held.set(r.job, (numbers = new Set()));
+      if (numbers.has(r.revision)) continue;
+      numbers.add(r.revision);
+      writes.set(revisionKey(r.job, r.revision), JSON.stringify({ ...r, spec: manifestShaped(r.spec) }));
+    }
+    for (const name of batch.deletedJobs ?? []) {
+      writes.set(`jobs/${name}`, null);
+      for (const revision of held.get(name) ?? []) writes.set(revisionKey(name, revision), null);
+      held.delete(name);
+    }
     for (const cursor of batch.cursors ?? []) writes.set(`cursors/${cursor.job}`, String(cursor.fireTime));
     for (const e of batch.executions ?? []) {
       if (TERMINAL_STATES.has(e.state)) {
@@ -390,6 +500,42 @@ function writesOf(batches: readonly StoreBatch[]): Writes {
 function asStoreError(action: string, error: unknown): ShardlineError {
   if (error instanceof ShardlineError) return error;
   return new ShardlineError("unavailable", `etcd store: could not ${action}: ${error instanceof Error ? error.message : String(error)}`, {}, { cause: error });
+}
+
+/** A job's revision's key: `revisions/JOB/REVISION`, zero-padded. */
+function revisionKey(job: string, revision: number): string {
+  return `${REVISIONS}${job}/${pad(revision)}`;
+}
+
+/** A stored revision, its spec read as every store reads one. */
+function parseRevision(value: string): RevisionRecord {
+  const record = JSON.parse(value) as RevisionRecord;
+  return { ...record, spec: readStoredSpec(record.spec) };
+}
+
+/**
+ * The revisions each job pins, which retention keeps and a snapshot loads: its current one, its
+ * rollout's stable one, and each one an open execution names.
+ */
+function pinnedRevisions(jobs: readonly JobRecord[], openExecutions: readonly ExecutionRecord[]): Map<string, Set<number>> {
+  const pinned = new Map<string, Set<number>>();
+  const pin = (job: string, revision: number | undefined): void => {
+    if (revision === undefined) return;
+    let set = pinned.get(job);
+    if (set === undefined) pinned.set(job, (set = new Set()));
+    set.add(revision);
+  };
+  for (const job of jobs) {
+    pin(job.name, job.revision);
+    pin(job.name, job.rollout?.stableRevision);
+  }
+  for (const e of openExecutions) pin(e.job, e.revision);
+  return pinned;
+}
+
+/** A limit of at least 0, whole or infinite. */
+function isCount(value: number): boolean {
+  return value >= 0 && (Number.isInteger(value) || value === Infinity);
 }
 
 /** Fixed width, so keys sort in number order. */

@@ -70,6 +70,25 @@ export const MIGRATIONS: readonly string[] = [
   -- The disconnect grace its agent was told at dispatch, in ms; NULL until dispatched.
   ALTER TABLE executions ADD COLUMN grace_ms INTEGER;
   `,
+  `
+  -- Each revision of a job, as applied: kept for rollout history and undo and for the runs
+  -- pinned to it. No foreign key to jobs: a job's revisions go with it by an explicit delete.
+  CREATE TABLE revisions (
+    job        TEXT NOT NULL,
+    revision   INTEGER NOT NULL,
+    manifest   TEXT NOT NULL,
+    spec_json  TEXT NOT NULL,
+    hash       TEXT NOT NULL,
+    applied_at INTEGER NOT NULL,
+    applied_by TEXT NOT NULL,
+    undo_of    INTEGER,
+    PRIMARY KEY (job, revision)
+  ) WITHOUT ROWID;
+  -- The job revision an execution runs; NULL in rows written before revisions were kept.
+  ALTER TABLE executions ADD COLUMN revision INTEGER;
+  -- The job's rollout state as a JSON object; NULL when it has none.
+  ALTER TABLE jobs ADD COLUMN rollout TEXT;
+  `,
 ];
 
 /** The schema version this code writes. */

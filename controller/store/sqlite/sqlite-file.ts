@@ -10,6 +10,8 @@ import type {
   ExecutionStateName,
   JobRecord,
   RetentionPolicy,
+  RevisionRecord,
+  RolloutState,
   ShardOutcome,
   StoreBatch,
   StoreSnapshot,
@@ -26,7 +28,18 @@ export const IN_MEMORY = ":memory:";
 const OPEN_STATES_SQL = `(${OPEN_STATES.map((state) => `'${state}'`).join(", ")})`;
 
 const EXECUTION_COLUMNS =
-  "id, job, shard, fire_time, attempt, agent, state, started_at, finished_at, error, result, cause, parameter, not_before, fire_outcome, trace_context, grace_ms";
+  "id, job, shard, fire_time, attempt, agent, state, started_at, finished_at, error, result, cause, parameter, not_before, fire_outcome, trace_context, grace_ms, revision";
+
+const REVISION_COLUMNS = "job, revision, manifest, spec_json, hash, applied_at, applied_by, undo_of";
+
+/**
+ * The (job, revision) pairs retention keeps and a snapshot loads: each job's current revision, its
+ * rollout's stable one, and each one an open execution names. None is NULL, so NOT IN may use it.
+ */
+const PINNED_REVISIONS = `
+  SELECT name, revision FROM jobs
+  UNION SELECT name, json_extract(rollout, '$.stableRevision') FROM jobs WHERE json_extract(rollout, '$.stableRevision') IS NOT NULL
+  UNION SELECT job, revision FROM executions WHERE state IN ${OPEN_STATES_SQL} AND revision IS NOT NULL`;
 
 /** Newest fire first; within a fire, shards in order and the latest attempt first. */
 const EXECUTION_ORDER = "fire_time DESC, shard ASC, attempt DESC";
@@ -49,6 +62,7 @@ interface ExecutionRow {
   fire_outcome: string | null;
   trace_context: string | null;
   grace_ms: number | null;
+  revision: number | null;
 }
 
 interface JobRow {
@@ -58,6 +72,18 @@ interface JobRow {
   paused: number;
   revision: number;
   disabled_shards: string;
+  rollout: string | null;
+}
+
+interface RevisionRow {
+  job: string;
+  revision: number;
+  manifest: string;
+  spec_json: string;
+  hash: string;
+  applied_at: number;
+  applied_by: string;
+  undo_of: number | null;
 }
 
 type ExecutionParams = [
@@ -78,6 +104,7 @@ type ExecutionParams = [
   string | null,
   string | null,
   number | null,
+  number | null,
 ];
 
 /** The statements prepared once per open file. */
@@ -87,8 +114,14 @@ interface Statements {
   allCursors: Database.Statement<[], { job: string; fire_time: number }>;
   openExecutions: Database.Statement<[], ExecutionRow>;
   settledOfOpenFires: Database.Statement<[], ExecutionRow>;
-  upsertJob: Database.Statement<[string, string, string, number, number, string]>;
+  upsertJob: Database.Statement<[string, string, string, number, number, string, string | null]>;
   deleteJob: Database.Statement<[string]>;
+  insertRevision: Database.Statement<[string, number, string, string, string, number, string, number | null]>;
+  deleteRevisions: Database.Statement<[string]>;
+  listRevisions: Database.Statement<[string], RevisionRow>;
+  getRevision: Database.Statement<[string, number], RevisionRow>;
+  pinnedRevisions: Database.Statement<[], RevisionRow>;
+  pruneRevisions: Database.Statement<[number]>;
   upsertCursor: Database.Statement<[string, number]>;
   upsertExecution: Database.Statement<ExecutionParams>;
   getExecution: Database.Statement<[string], ExecutionRow>;
@@ -137,6 +170,7 @@ export class SqliteFile {
             cursors: new Map(s.allCursors.all().map((c) => [c.job, c.fire_time])),
             openExecutions: s.openExecutions.all().map(toExecutionRecord),
             settledOfOpenFires: s.settledOfOpenFires.all().map(toExecutionRecord),
+            revisions: s.pinnedRevisions.all().map(toRevisionRecord),
           };
         })
         .immediate();
@@ -204,18 +238,32 @@ export class SqliteFile {
     });
   }
 
+  /** A job's revisions kept, newest first. */
+  listRevisions(job: string): RevisionRecord[] {
+    return guard("list revisions", () => this.s.listRevisions.all(job).map(toRevisionRecord));
+  }
+
+  /** One revision of a job, if the file holds it. */
+  getRevision(job: string, revision: number): RevisionRecord | undefined {
+    return guard("read a revision", () => {
+      const row = this.s.getRevision.get(job, revision);
+      return row === undefined ? undefined : toRevisionRecord(row);
+    });
+  }
+
   /**
    * Deletes finished executions whose fire is older than `now - maxAgeMs`, then those beyond the
-   * `maxPerJob` newest finished ones of each job, in one transaction. Pending and running
-   * executions are never touched. An infinite limit disables that rule.
+   * `maxPerJob` newest finished ones of each job, then each job's revisions beyond its
+   * `revisionsPerJob` newest but for those pinned (PINNED_REVISIONS), in one transaction. Pending
+   * and running executions are never touched. An infinite limit disables that rule. Returns how
+   * many executions it deleted.
    */
   prune(policy: RetentionPolicy, now: number): number {
     if (!(policy.maxAgeMs >= 0)) {
       throw ShardlineError.invalid("maxAgeMs", policy.maxAgeMs, "a number of milliseconds of at least 0");
     }
-    if (!(policy.maxPerJob >= 0) || !(Number.isInteger(policy.maxPerJob) || policy.maxPerJob === Infinity)) {
-      throw ShardlineError.invalid("maxPerJob", policy.maxPerJob, "an integer of at least 0");
-    }
+    if (!isCount(policy.maxPerJob)) throw ShardlineError.invalid("maxPerJob", policy.maxPerJob, "an integer of at least 0");
+    if (!isCount(policy.revisionsPerJob)) throw ShardlineError.invalid("revisionsPerJob", policy.revisionsPerJob, "an integer of at least 0");
     const { db, s } = this;
     return guard("prune executions", () =>
       db
@@ -223,6 +271,7 @@ export class SqliteFile {
           let deleted = 0;
           if (Number.isFinite(policy.maxAgeMs)) deleted += s.pruneByAge.run(now - policy.maxAgeMs).changes;
           if (Number.isFinite(policy.maxPerJob)) deleted += s.pruneByCount.run(policy.maxPerJob).changes;
+          if (Number.isFinite(policy.revisionsPerJob)) s.pruneRevisions.run(policy.revisionsPerJob);
           return deleted;
         })
         .immediate(),
@@ -267,6 +316,15 @@ function openFile(path: string): Database.Database {
   }
 }
 
+/** A limit of at least 0, whole or infinite. */
+function isCount(value: number): boolean {
+  return value >= 0 && (Number.isInteger(value) || value === Infinity);
+}
+
+/**
+ * One batch's writes: jobs, then revisions (one already held stays as it is), then deleted jobs
+ * with their revisions (also those the batch made), cursors and executions.
+ */
 function writeBatch(s: Statements, batch: StoreBatch): void {
   for (const job of batch.jobs ?? []) {
     s.upsertJob.run(
@@ -277,9 +335,26 @@ function writeBatch(s: Statements, batch: StoreBatch): void {
       job.paused ? 1 : 0,
       job.revision,
       JSON.stringify(job.disabledShards ?? []),
+      job.rollout === undefined ? null : JSON.stringify(job.rollout),
     );
   }
-  for (const name of batch.deletedJobs ?? []) s.deleteJob.run(name);
+  for (const r of batch.revisions ?? []) {
+    s.insertRevision.run(
+      r.job,
+      r.revision,
+      r.manifest,
+      // As a job's spec is stored (see above).
+      JSON.stringify(manifestShaped(r.spec)),
+      r.hash,
+      r.appliedAt,
+      r.appliedBy,
+      r.undoOf ?? null,
+    );
+  }
+  for (const name of batch.deletedJobs ?? []) {
+    s.deleteJob.run(name);
+    s.deleteRevisions.run(name);
+  }
   for (const cursor of batch.cursors ?? []) {
     s.upsertCursor.run(cursor.job, cursor.fireTime);
   }
@@ -302,6 +377,7 @@ function writeBatch(s: Statements, batch: StoreBatch): void {
       e.fireOutcome === undefined ? null : JSON.stringify(e.fireOutcome),
       e.traceContext === undefined ? null : JSON.stringify(e.traceContext),
       e.disconnectGraceMs ?? null,
+      e.revision ?? null,
     );
   }
 }
@@ -311,7 +387,7 @@ function prepareStatements(db: Database.Database): Statements {
     bumpTerm: db.prepare(
       "INSERT INTO meta (id, term) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET term = term + 1 RETURNING term",
     ),
-    allJobs: db.prepare("SELECT name, manifest, spec_json, paused, revision, disabled_shards FROM jobs ORDER BY name"),
+    allJobs: db.prepare("SELECT name, manifest, spec_json, paused, revision, disabled_shards, rollout FROM jobs ORDER BY name"),
     allCursors: db.prepare("SELECT job, fire_time FROM cursors"),
     openExecutions: db.prepare(
       `SELECT ${EXECUTION_COLUMNS} FROM executions WHERE state IN ${OPEN_STATES_SQL}
@@ -326,11 +402,30 @@ function prepareStatements(db: Database.Database): Statements {
        ORDER BY e.fire_time, e.shard, e.attempt`,
     ),
     upsertJob: db.prepare(
-      `INSERT INTO jobs (name, manifest, spec_json, paused, revision, disabled_shards) VALUES (?, ?, ?, ?, ?, ?)
+      `INSERT INTO jobs (name, manifest, spec_json, paused, revision, disabled_shards, rollout) VALUES (?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (name) DO UPDATE SET manifest = excluded.manifest, spec_json = excluded.spec_json,
-         paused = excluded.paused, revision = excluded.revision, disabled_shards = excluded.disabled_shards`,
+         paused = excluded.paused, revision = excluded.revision, disabled_shards = excluded.disabled_shards,
+         rollout = excluded.rollout`,
     ),
     deleteJob: db.prepare("DELETE FROM jobs WHERE name = ?"),
+    // Revisions never change: writing one again keeps the first.
+    insertRevision: db.prepare(
+      `INSERT INTO revisions (${REVISION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job, revision) DO NOTHING`,
+    ),
+    deleteRevisions: db.prepare("DELETE FROM revisions WHERE job = ?"),
+    listRevisions: db.prepare(`SELECT ${REVISION_COLUMNS} FROM revisions WHERE job = ? ORDER BY revision DESC`),
+    getRevision: db.prepare(`SELECT ${REVISION_COLUMNS} FROM revisions WHERE job = ? AND revision = ?`),
+    pinnedRevisions: db.prepare(
+      `SELECT ${REVISION_COLUMNS} FROM revisions WHERE (job, revision) IN (${PINNED_REVISIONS}) ORDER BY job, revision`,
+    ),
+    // Ranks each job's revisions newest first and drops those past the limit that nothing pins.
+    pruneRevisions: db.prepare(
+      `DELETE FROM revisions WHERE (job, revision) IN (
+         SELECT job, revision FROM (
+           SELECT job, revision, ROW_NUMBER() OVER (PARTITION BY job ORDER BY revision DESC) AS rank FROM revisions
+         ) WHERE rank > ?
+       ) AND (job, revision) NOT IN (${PINNED_REVISIONS})`,
+    ),
     upsertCursor: db.prepare(
       "INSERT INTO cursors (job, fire_time) VALUES (?, ?) ON CONFLICT (job) DO UPDATE SET fire_time = excluded.fire_time",
     ),
@@ -338,11 +433,11 @@ function prepareStatements(db: Database.Database): Statements {
     // context), so an update sets only what changes: SQLite then leaves the indexes on the fixed
     // columns alone.
     upsertExecution: db.prepare(
-      `INSERT INTO executions (${EXECUTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+      `INSERT INTO executions (${EXECUTION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (id) DO UPDATE SET agent = excluded.agent, state = excluded.state,
          started_at = excluded.started_at, finished_at = excluded.finished_at, error = excluded.error,
          result = excluded.result, not_before = excluded.not_before, fire_outcome = excluded.fire_outcome,
-         grace_ms = excluded.grace_ms`,
+         grace_ms = excluded.grace_ms, revision = excluded.revision`,
     ),
     getExecution: db.prepare(`SELECT ${EXECUTION_COLUMNS} FROM executions WHERE id = ?`),
     pruneByAge: db.prepare(
@@ -368,7 +463,23 @@ function toJobRecord(row: JobRow): JobRecord {
     paused: row.paused !== 0,
     revision: row.revision,
     disabledShards: JSON.parse(row.disabled_shards) as number[],
+    // Absent rather than undefined, so a record reads back exactly as it was written.
+    ...(row.rollout === null ? {} : { rollout: JSON.parse(row.rollout) as RolloutState }),
   };
+}
+
+function toRevisionRecord(row: RevisionRow): RevisionRecord {
+  const record: RevisionRecord = {
+    job: row.job,
+    revision: row.revision,
+    manifest: row.manifest,
+    spec: readStoredSpec(JSON.parse(row.spec_json)),
+    hash: row.hash,
+    appliedAt: row.applied_at,
+    appliedBy: row.applied_by,
+  };
+  if (row.undo_of !== null) record.undoOf = row.undo_of;
+  return record;
 }
 
 function toExecutionRecord(row: ExecutionRow): ExecutionRecord {
@@ -392,6 +503,7 @@ function toExecutionRecord(row: ExecutionRow): ExecutionRecord {
   if (row.fire_outcome !== null) record.fireOutcome = JSON.parse(row.fire_outcome) as ShardOutcome[];
   if (row.trace_context !== null) record.traceContext = JSON.parse(row.trace_context) as Record<string, string>;
   if (row.grace_ms !== null) record.disconnectGraceMs = row.grace_ms;
+  if (row.revision !== null) record.revision = row.revision;
   return record;
 }
 

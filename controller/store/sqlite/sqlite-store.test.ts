@@ -5,7 +5,7 @@ import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type ExecutionRecord, type ExecutionStateName, FIRE_COMPLETE_SHARD, type JobRecord } from "../store.js";
-import { describeStoreContract, execution, ids, job, rejection, spec, specStoredBeforeRuns } from "../testing/store-contract.js";
+import { describeStoreContract, execution, ids, job, rejection, revision, rollout, spec, specStoredBeforeRuns } from "../testing/store-contract.js";
 import { MIGRATIONS, SCHEMA_VERSION } from "./schema.js";
 import { SqliteStore } from "./sqlite-store.js";
 
@@ -40,7 +40,7 @@ async function reopen(s: SqliteStore): Promise<{ store: SqliteStore; snapshot: A
 describe("SqliteStore.open", () => {
   it("creates the file and its directory, and starts at term 1", async () => {
     const snapshot = await store().open();
-    expect(snapshot).toEqual({ term: 1, jobs: [], cursors: new Map(), openExecutions: [], settledOfOpenFires: [] });
+    expect(snapshot).toEqual({ term: 1, jobs: [], cursors: new Map(), openExecutions: [], settledOfOpenFires: [], revisions: [] });
   });
 
   it("takes one more term on every reopen", async () => {
@@ -211,7 +211,7 @@ describe("SqliteStore.open", () => {
     await s.open();
     await s.commit({ jobs: [job("invoices")] });
     const { snapshot } = await reopen(s);
-    expect(snapshot).toEqual({ term: 1, jobs: [], cursors: new Map(), openExecutions: [], settledOfOpenFires: [] });
+    expect(snapshot).toEqual({ term: 1, jobs: [], cursors: new Map(), openExecutions: [], settledOfOpenFires: [], revisions: [] });
   });
 });
 
@@ -309,6 +309,21 @@ describe("schema upgrades", () => {
     expect(row.spec_json).toBe(specStoredBeforeRuns("a"));
   });
 
+  it("stores a revision's spec in the manifest's shape, as a job's, and reads one stored so", async () => {
+    const s = store();
+    await s.open();
+    const first = revision("a", 1, { spec: spec("a") });
+    await s.commit({ jobs: [job("a")], revisions: [first] });
+    expect(await s.getRevision("a", 1)).toEqual(first);
+    await s.close();
+    const raw = new Database(dbPath, { readonly: true });
+    const row = raw.prepare("SELECT spec_json FROM revisions WHERE job = ? AND revision = ?").get("a", 1) as { spec_json: string };
+    raw.close();
+    expect(row.spec_json).toBe(specStoredBeforeRuns("a"));
+    const { snapshot } = await reopen(s);
+    expect(snapshot.revisions).toEqual([first]);
+  });
+
   it("reads a job whose spec was stored before JobSpec.runs", async () => {
     const s = store();
     await s.open();
@@ -335,6 +350,53 @@ describe("schema upgrades", () => {
     const check = new Database(dbPath, { readonly: true });
     expect(check.pragma("user_version", { simple: true })).toBe(SCHEMA_VERSION);
     check.close();
+  });
+
+  it("upgrades a file written before revisions were kept, keeping its rows, with no revision or rollout", async () => {
+    const before = 5;
+    expect(SCHEMA_VERSION).toBe(before + 1);
+    await mkdir(dirname(dbPath), { recursive: true });
+    const old = new Database(dbPath);
+    for (const step of MIGRATIONS.slice(0, before)) old.exec(step);
+    old.pragma(`user_version = ${before}`);
+    old.prepare("INSERT INTO meta (id, term) VALUES (1, 7)").run();
+    old.prepare("INSERT INTO jobs (name, manifest, spec_json, paused, revision, disabled_shards) VALUES (?, ?, ?, 1, 4, '[2]')").run("a", job("a").manifest, specStoredBeforeRuns("a"));
+    old.prepare("INSERT INTO cursors (job, fire_time) VALUES ('a', 2000)").run();
+    const insert = old.prepare(
+      `INSERT INTO executions (id, job, shard, fire_time, attempt, agent, state, started_at, finished_at, error, result, cause, parameter, not_before, fire_outcome, trace_context, grace_ms)
+       VALUES (?, 'a', ?, 2000, 1, 'agent-a', ?, 2001, ?, NULL, NULL, 'schedule', 'eu', NULL, NULL, ?, ?)`,
+    );
+    insert.run("a/2000/0/1", 0, "running", null, '{"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}', 15_000);
+    insert.run("a/2000/1/1", 1, "succeeded", 2500, null, 15_000);
+    old.close();
+
+    const s = store();
+    const snapshot = await s.open();
+    const running = execution({
+      job: "a", fireTime: 2000, state: "running", startedAt: 2001, parameter: "eu", disconnectGraceMs: 15_000,
+      traceContext: { traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" },
+    });
+    const settled = execution({ job: "a", fireTime: 2000, shard: 1, state: "succeeded", startedAt: 2001, finishedAt: 2500, parameter: "eu", disconnectGraceMs: 15_000 });
+    expect(snapshot).toEqual({
+      term: 8,
+      jobs: [{ ...job("a", 4), paused: true, disabledShards: [2] }],
+      cursors: new Map([["a", 2000]]),
+      openExecutions: [running],
+      settledOfOpenFires: [settled],
+      revisions: [],
+    });
+    expect(snapshot.jobs[0]).not.toHaveProperty("rollout");
+    for (const e of [...snapshot.openExecutions, ...snapshot.settledOfOpenFires]) expect(e).not.toHaveProperty("revision");
+    expect(await s.listRevisions("a")).toEqual([]);
+    expect(await s.getExecution(settled.id)).toStrictEqual(settled);
+
+    // What the new columns and table hold is written and read next to the old rows.
+    const pinned = { ...running, revision: 4 };
+    await s.commit({ jobs: [{ ...job("a", 4), rollout: rollout(3, 4) }], revisions: [revision("a", 3), revision("a", 4)], executions: [pinned] });
+    const { snapshot: after } = await reopen(s);
+    expect(after.jobs).toEqual([{ ...job("a", 4), rollout: rollout(3, 4) }]);
+    expect(after.openExecutions).toEqual([pinned]);
+    expect(after.revisions).toEqual([revision("a", 3), revision("a", 4)]);
   });
 });
 

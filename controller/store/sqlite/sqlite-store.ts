@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { ShardlineError } from "../../../shared/errors.js";
-import type { ExecutionQuery, ExecutionRecord, RetentionPolicy, Store, StoreBatch, StoreSnapshot } from "../store.js";
+import type { ExecutionQuery, ExecutionRecord, RetentionPolicy, RevisionRecord, Store, StoreBatch, StoreSnapshot } from "../store.js";
 import type { WriterReply, WriterRequest, WriterResults } from "./writer-protocol.js";
 
 type Pending = { resolve: (value: unknown) => void; reject: (error: Error) => void };
@@ -60,10 +60,22 @@ export class SqliteStore implements Store {
     return this.ask("get", { executionId: id });
   }
 
+  /** A job's revisions kept, newest first. */
+  listRevisions(job: string): Promise<RevisionRecord[]> {
+    return this.ask("revisions", { job });
+  }
+
+  /** One revision of a job, if the store still holds it. */
+  getRevision(job: string, revision: number): Promise<RevisionRecord | undefined> {
+    return this.ask("revision", { job, revision });
+  }
+
   /**
    * Deletes finished executions whose fire is older than `now - maxAgeMs`, then those beyond the
-   * `maxPerJob` newest finished ones of each job, in one transaction. Pending and running
-   * executions are never touched. An infinite limit disables that rule.
+   * `maxPerJob` newest finished ones of each job, then each job's revisions beyond its
+   * `revisionsPerJob` newest (but its current one, its rollout's stable one and those open
+   * executions name), in one transaction. Pending and running executions are never touched. An
+   * infinite limit disables that rule. Resolves with how many executions it deleted.
    */
   prune(policy: RetentionPolicy, now: number): Promise<number> {
     return this.ask("prune", { policy, now });

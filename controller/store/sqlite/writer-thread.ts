@@ -51,6 +51,10 @@ function serve(request: Exclude<WriterRequest, { op: "commit" }>): unknown {
       return opened().listExecutions(request.query);
     case "get":
       return opened().getExecution(request.executionId);
+    case "revisions":
+      return opened().listRevisions(request.job);
+    case "revision":
+      return opened().getRevision(request.job, request.revision);
     case "prune":
       return opened().prune(request.policy, request.now);
     case "close": {

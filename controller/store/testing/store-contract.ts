@@ -2,7 +2,7 @@ import { expect, describe, it, beforeEach } from "vitest";
 import { ShardlineError } from "../../../shared/errors.js";
 import type { JobSpec } from "../../../shared/manifest/job-spec.js";
 import { testSpec } from "../../core/testing/core-harness.js";
-import type { ExecutionRecord, JobRecord, Store, StoreSnapshot } from "../store.js";
+import type { ExecutionRecord, JobRecord, RevisionRecord, RolloutState, Store, StoreSnapshot } from "../store.js";
 
 // What every Store backend must do alike, run by each backend's tests, with the records they share.
 
@@ -39,6 +39,38 @@ export function execution(fields: Partial<ExecutionRecord> & { job: string; fire
     cause: "schedule",
     parameter: "",
     ...fields,
+  };
+}
+
+/** Revision `revision` of job `name`, each with its own spec and hash. */
+export function revision(name: string, revision: number, fields: Partial<RevisionRecord> = {}): RevisionRecord {
+  return {
+    job: name,
+    revision,
+    manifest: `metadata:\n  name: ${name}\nspec:\n  parameter: r${revision}\n`,
+    spec: { ...spec(name), parameter: `r${revision}` },
+    hash: revision.toString(16).padStart(64, "0"),
+    appliedAt: 1_700_000_000_000 + revision * 60_000,
+    appliedBy: "alice",
+    ...fields,
+  };
+}
+
+/** A rollout of `target` over `stable` with every field set; `ended` adds the reason and end an aborted one has. */
+export function rollout(stable: number, target: number, ended = false): RolloutState {
+  return {
+    stableRevision: stable,
+    targetRevision: target,
+    phase: ended ? "aborted" : "progressing",
+    step: 2,
+    stepStartedAt: 1_700_000_100_000,
+    stepFires: 3,
+    selectors: [{ matchLabels: { zone: "eu-1" }, matchExpressions: [{ key: "cluster", operator: "In", values: ["a", "b"] }] }],
+    shards: [0, 3],
+    since: 1_700_000_050_000,
+    target: { runs: 12, failures: 3, durationsMs: [120, 95, 3000] },
+    stable: { runs: 40, failures: 0, durationsMs: [] },
+    ...(ended ? { reason: "analysis: 3 of 12 runs failed", endedAt: 1_700_000_200_000 } : {}),
   };
 }
 
@@ -103,6 +135,147 @@ export function describeStoreContract(name: string, opened: () => Promise<Store>
       expect(await s.getExecution(waiting.id)).toEqual(waiting);
       const snapshot = await restarted(s);
       expect(snapshot.openExecutions).toEqual([waiting, dispatched, unknown]);
+    });
+  });
+
+  describe(`${name} job revisions`, () => {
+    /** A job's revision numbers as the store lists them. */
+    const numbers = async (s: Store, job: string): Promise<number[]> => (await s.listRevisions(job)).map((r) => r.revision);
+
+    it("keeps a job's revisions, lists them newest first and reads one by number; one written again stays as first written", async () => {
+      const s = await opened();
+      const [r1, r2] = [revision("invoices", 1), revision("invoices", 2)];
+      const undo = revision("invoices", 3, { undoOf: 1, appliedBy: "" });
+      await s.commit({ jobs: [job("invoices", 2)], revisions: [r2, r1] });
+      await s.commit({ jobs: [job("invoices", 3)], revisions: [undo, { ...r1, hash: "f".repeat(64), manifest: "changed" }] });
+      await s.commit({ jobs: [job("reports")], revisions: [revision("reports", 1)] });
+
+      expect(await s.listRevisions("invoices")).toEqual([undo, r2, r1]);
+      expect(await s.listRevisions("reports")).toEqual([revision("reports", 1)]);
+      expect(await s.getRevision("invoices", 1)).toEqual(r1);
+      expect(await s.getRevision("invoices", 3)).toEqual(undo);
+      // Not undone stays absent rather than becoming 0.
+      expect(await s.getRevision("invoices", 2)).not.toHaveProperty("undoOf");
+    });
+
+    it("reads a revision it does not hold as undefined, and a job without any as none", async () => {
+      const s = await opened();
+      await s.commit({ jobs: [job("invoices")], revisions: [revision("invoices", 1)] });
+      expect(await s.getRevision("invoices", 2)).toBeUndefined();
+      expect(await s.getRevision("nobody", 1)).toBeUndefined();
+      expect(await s.listRevisions("nobody")).toEqual([]);
+    });
+
+    it("deletes a deleted job's revisions in the same commit, keeps other jobs', and starts afresh when the job is applied again", async () => {
+      const s = await opened();
+      await s.commit({ jobs: [job("invoices", 2), job("reports")], revisions: [revision("invoices", 1), revision("invoices", 2), revision("reports", 1)] });
+      await s.commit({ deletedJobs: ["invoices"] });
+      expect(await s.listRevisions("invoices")).toEqual([]);
+      expect(await s.getRevision("invoices", 1)).toBeUndefined();
+      expect(await s.listRevisions("reports")).toEqual([revision("reports", 1)]);
+
+      // Made, deleted and applied again back to back, without waiting: one group commit where the store makes them.
+      const again = revision("invoices", 1, { hash: "a".repeat(64), appliedAt: 1_800_000_000_000 });
+      await Promise.all([
+        s.commit({ jobs: [job("invoices", 2)], revisions: [revision("invoices", 1), revision("invoices", 2)] }),
+        s.commit({ deletedJobs: ["invoices"] }),
+        s.commit({ jobs: [job("invoices", 1)], revisions: [again] }),
+      ]);
+      expect(await s.listRevisions("invoices")).toEqual([again]);
+      // A batch that makes a revision of a job it deletes leaves none.
+      await s.commit({ revisions: [revision("reports", 2)], deletedJobs: ["reports"] });
+      expect(await s.listRevisions("reports")).toEqual([]);
+
+      const snapshot = await restarted(s);
+      expect(snapshot.jobs.map((j) => j.name)).toEqual(["invoices"]);
+      expect(snapshot.revisions).toEqual([again]);
+    });
+
+    it("loads into the snapshot each revision an open execution names and each job's current and stable one", async () => {
+      const s = await opened();
+      const invoices = [1, 2, 3, 4, 5, 6].map((n) => revision("invoices", n));
+      const reports = [revision("reports", 1), revision("reports", 2)];
+      await s.commit({
+        // "legacy" was applied before revisions were kept: it has none.
+        jobs: [{ ...job("invoices", 6), rollout: rollout(3, 6) }, job("reports", 2), job("legacy", 4)],
+        revisions: [...invoices, ...reports],
+        executions: [
+          execution({ job: "invoices", fireTime: 1000, state: "running", revision: 2 }),
+          execution({ job: "invoices", fireTime: 1000, shard: 1, state: "succeeded", revision: 1 }),
+          execution({ job: "invoices", fireTime: 2000, state: "unknown", revision: 4 }),
+          execution({ job: "reports", fireTime: 1000, state: "pending" }),
+          execution({ job: "legacy", fireTime: 1000, state: "running" }),
+        ],
+      });
+
+      const snapshot = await restarted(s);
+      for (const needed of [invoices[1], invoices[2], invoices[3], invoices[5], reports[1]]) expect(snapshot.revisions).toContainEqual(needed);
+      // Whatever more it loads is the jobs' own history, each revision once.
+      for (const loaded of snapshot.revisions) expect([...invoices, ...reports]).toContainEqual(loaded);
+      expect(new Set(snapshot.revisions.map((r) => `${r.job}/${r.revision}`)).size).toBe(snapshot.revisions.length);
+    });
+
+    it("prunes each job's revisions beyond the limit but its current and stable ones and those open executions name, and counts only executions", async () => {
+      const s = await opened();
+      const hour = 3_600_000;
+      const now = 1000 * hour;
+      const running = execution({ job: "invoices", fireTime: now - hour, state: "running", revision: 3 });
+      await s.commit({
+        // "reports" has revisions past its current one (as a revision made before its job was written would be).
+        jobs: [{ ...job("invoices", 8), rollout: rollout(2, 8) }, job("reports", 1)],
+        revisions: [...[1, 2, 3, 4, 5, 6, 7, 8].map((n) => revision("invoices", n)), ...[1, 2, 3].map((n) => revision("reports", n))],
+        executions: [
+          running,
+          execution({ job: "invoices", fireTime: now - hour, shard: 1, state: "succeeded", revision: 4 }),
+          execution({ job: "invoices", fireTime: now - 300 * hour, state: "failed", revision: 5 }),
+        ],
+      });
+
+      const policy = { maxAgeMs: 100 * hour, maxPerJob: 1000, revisionsPerJob: 3 };
+      expect(await s.prune(policy, now)).toBe(1);
+      expect(await numbers(s, "invoices")).toEqual([8, 7, 6, 3, 2]);
+      expect(await numbers(s, "reports")).toEqual([3, 2, 1]);
+      expect(await s.getRevision("invoices", 3)).toEqual(revision("invoices", 3));
+
+      // The run finishes and the rollout is over: nothing pins 3 and 2 any more.
+      await s.commit({ jobs: [job("invoices", 8)], executions: [{ ...running, state: "succeeded", finishedAt: now }] });
+      expect(await s.prune({ ...policy, revisionsPerJob: Infinity }, now)).toBe(0);
+      expect(await numbers(s, "invoices")).toEqual([8, 7, 6, 3, 2]);
+      expect(await s.prune({ ...policy, revisionsPerJob: 1 }, now)).toBe(0);
+      expect(await numbers(s, "invoices")).toEqual([8]);
+      expect(await numbers(s, "reports")).toEqual([3, 1]);
+    });
+  });
+
+  describe(`${name} revision and rollout fields`, () => {
+    it("keeps an execution's revision and a job's rollout through updates, listing, reading and a restart; absent ones stay absent", async () => {
+      const s = await opened();
+      const rolling = { ...job("invoices", 3), rollout: rollout(2, 3) };
+      const aborted = { ...job("reports", 5), rollout: rollout(4, 5, true) };
+      const plain = job("plain");
+      const pending = execution({ job: "invoices", fireTime: 1000, state: "pending", agent: "", revision: 2 });
+      const settled = execution({ job: "invoices", fireTime: 1000, shard: 1, state: "succeeded", revision: 3 });
+      const unpinned = execution({ job: "invoices", fireTime: 1000, shard: 2, state: "running" });
+      const older = execution({ job: "invoices", fireTime: 500, state: "failed" });
+      await s.commit({ jobs: [rolling, { ...aborted, rollout: rollout(4, 5) }, { ...plain, rollout: rollout(0, 1) }], executions: [pending, settled, unpinned, older] });
+      const running = { ...pending, state: "running" as const, agent: "agent-a", startedAt: 1001 };
+      // The rollout ends for one job and goes for another.
+      await s.commit({ jobs: [aborted, plain], executions: [running] });
+
+      expect(await s.getExecution(running.id)).toEqual(running);
+      expect(await s.getExecution(settled.id)).toEqual(settled);
+      expect(await s.getExecution(unpinned.id)).not.toHaveProperty("revision");
+      expect(await s.listExecutions({ job: "invoices", limit: 10 })).toEqual([running, settled, unpinned, older]);
+      expect((await s.listExecutions({ job: "invoices", limit: 10 }))[3]).not.toHaveProperty("revision");
+
+      const snapshot = await restarted(s);
+      expect(snapshot.jobs).toEqual([rolling, plain, aborted]);
+      expect(snapshot.jobs[0]!.rollout).toStrictEqual(rolling.rollout);
+      expect(snapshot.jobs[2]!.rollout).toStrictEqual(aborted.rollout);
+      expect(snapshot.jobs[1]).not.toHaveProperty("rollout");
+      expect(snapshot.openExecutions).toEqual([running, unpinned]);
+      expect(snapshot.openExecutions[1]).not.toHaveProperty("revision");
+      expect(snapshot.settledOfOpenFires).toEqual([settled]);
     });
   });
 
@@ -217,7 +390,7 @@ export function describeStoreContract(name: string, opened: () => Promise<Store>
         ],
       });
 
-      expect(await s.prune({ maxAgeMs: 2 * hour, maxPerJob: 1000 }, now)).toBe(2);
+      expect(await s.prune({ maxAgeMs: 2 * hour, maxPerJob: 1000, revisionsPerJob: 10 }, now)).toBe(2);
       expect(ids(await s.listExecutions({ limit: 100 }))).toEqual([
         `reports/${now - hour}/0/1`,
         `invoices/${now - 2 * hour}/0/1`,
@@ -238,7 +411,7 @@ export function describeStoreContract(name: string, opened: () => Promise<Store>
         ],
       });
 
-      expect(await s.prune({ maxAgeMs: 1000 * hour, maxPerJob: 2 }, now)).toBe(3);
+      expect(await s.prune({ maxAgeMs: 1000 * hour, maxPerJob: 2, revisionsPerJob: 10 }, now)).toBe(3);
       expect(ids(await s.listExecutions({ limit: 100 }))).toEqual([
         `invoices/${fires[0]}/0/1`,
         `invoices/${fires[0]}/1/1`,
@@ -255,20 +428,22 @@ export function describeStoreContract(name: string, opened: () => Promise<Store>
       });
 
       // Age drops the fire 4 hours back; count then drops the third newest of the rest.
-      expect(await s.prune({ maxAgeMs: 3.5 * hour, maxPerJob: 2 }, now)).toBe(2);
+      expect(await s.prune({ maxAgeMs: 3.5 * hour, maxPerJob: 2, revisionsPerJob: 10 }, now)).toBe(2);
       expect(ids(await s.listExecutions({ limit: 100 }))).toEqual([`invoices/${now - hour}/0/1`, `invoices/${now - 2 * hour}/0/1`]);
     });
 
     it("treats an infinite limit as no limit", async () => {
       const s = await opened();
       await s.commit({ executions: [execution({ job: "invoices", fireTime: 0 })] });
-      expect(await s.prune({ maxAgeMs: Infinity, maxPerJob: Infinity }, now)).toBe(0);
+      expect(await s.prune({ maxAgeMs: Infinity, maxPerJob: Infinity, revisionsPerJob: Infinity }, now)).toBe(0);
     });
 
     it("rejects a negative policy, naming the field", async () => {
       const s = await opened();
-      expect((await rejection(s.prune({ maxAgeMs: -1, maxPerJob: 1 }, now))).details.field).toBe("maxAgeMs");
-      expect((await rejection(s.prune({ maxAgeMs: 1, maxPerJob: 0.5 }, now))).details.field).toBe("maxPerJob");
+      expect((await rejection(s.prune({ maxAgeMs: -1, maxPerJob: 1, revisionsPerJob: 1 }, now))).details.field).toBe("maxAgeMs");
+      expect((await rejection(s.prune({ maxAgeMs: 1, maxPerJob: 0.5, revisionsPerJob: 1 }, now))).details.field).toBe("maxPerJob");
+      expect((await rejection(s.prune({ maxAgeMs: 1, maxPerJob: 1, revisionsPerJob: -1 }, now))).details.field).toBe("revisionsPerJob");
+      expect((await rejection(s.prune({ maxAgeMs: 1, maxPerJob: 1, revisionsPerJob: 1.5 }, now))).details.field).toBe("revisionsPerJob");
     });
   });
 }
