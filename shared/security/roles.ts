@@ -1,9 +1,11 @@
 /**
  * Who may do what. A token (or a client certificate) gives its holder one role; each role can do
  * what the one before it can, and more:
- * - `viewer` reads: jobs, agents, assignments, executions, events, metrics;
+ * - `viewer` reads: jobs, agents, assignments, executions, events, rollouts and revisions,
+ *   metrics;
  * - `operator` also runs things: trigger, pause, resume, drain, uncordon, cancel, disable and
- *   enable shards;
+ *   enable shards, and steers rollouts: promote, abort, retry, and undo (which applies a
+ *   revision the job already had, so it creates nothing new);
  * - `admin` also changes what exists: apply and delete jobs.
  * `agent` is apart: it may connect as an agent (AgentService.Connect) and nothing else, and no
  * admin role may connect as an agent.
@@ -24,6 +26,8 @@ export const ADMIN_METHOD_ROLES: Readonly<Record<string, AdminRole>> = {
   ListExecutions: "viewer",
   GetExecution: "viewer",
   WatchEvents: "viewer",
+  GetRollout: "viewer",
+  ListRevisions: "viewer",
   TriggerJob: "operator",
   PauseJob: "operator",
   ResumeJob: "operator",
@@ -32,6 +36,10 @@ export const ADMIN_METHOD_ROLES: Readonly<Record<string, AdminRole>> = {
   CancelExecution: "operator",
   DisableShard: "operator",
   EnableShard: "operator",
+  PromoteRollout: "operator",
+  AbortRollout: "operator",
+  RetryRollout: "operator",
+  UndoRollout: "operator",
   ApplyJob: "admin",
   DeleteJob: "admin",
 };

@@ -7,7 +7,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Agent, Execution, ExecutionState, Job } from "./types_pb.js";
+import type { Agent, Execution, ExecutionState, Job, Revision, RolloutStatus } from "./types_pb.js";
 import { file_shardline_v1_types } from "./types_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -15,7 +15,299 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shardline/v1/admin_service.proto.
  */
 export const file_shardline_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBzaGFyZGxpbmUvdjEvYWRtaW5fc2VydmljZS5wcm90bxIMc2hhcmRsaW5lLnYxIjQKFkNhbmNlbEV4ZWN1dGlvblJlcXVlc3QSCgoCaWQYASABKAkSDgoGcmVhc29uGAIgASgJIkYKF0NhbmNlbEV4ZWN1dGlvblJlc3BvbnNlEisKBXN0YXRlGAEgASgOMhwuc2hhcmRsaW5lLnYxLkV4ZWN1dGlvblN0YXRlIjEKE0Rpc2FibGVTaGFyZFJlcXVlc3QSCwoDam9iGAEgASgJEg0KBXNoYXJkGAIgASgNIhYKFERpc2FibGVTaGFyZFJlc3BvbnNlIjAKEkVuYWJsZVNoYXJkUmVxdWVzdBILCgNqb2IYASABKAkSDQoFc2hhcmQYAiABKA0iFQoTRW5hYmxlU2hhcmRSZXNwb25zZSIjCg9BcHBseUpvYlJlcXVlc3QSEAoIbWFuaWZlc3QYASABKAkiVQoQQXBwbHlKb2JSZXNwb25zZRIeCgNqb2IYASABKAsyES5zaGFyZGxpbmUudjEuSm9iEg8KB2NoYW5nZWQYAiABKAgSEAoId2FybmluZ3MYAyADKAkiHQoNR2V0Sm9iUmVxdWVzdBIMCgRuYW1lGAEgASgJIjAKDkdldEpvYlJlc3BvbnNlEh4KA2pvYhgBIAEoCzIRLnNoYXJkbGluZS52MS5Kb2IiEQoPTGlzdEpvYnNSZXF1ZXN0IjMKEExpc3RKb2JzUmVzcG9uc2USHwoEam9icxgBIAMoCzIRLnNoYXJkbGluZS52MS5Kb2IiIAoQRGVsZXRlSm9iUmVxdWVzdBIMCgRuYW1lGAEgASgJIhMKEURlbGV0ZUpvYlJlc3BvbnNlIkQKEVRyaWdnZXJKb2JSZXF1ZXN0EgwKBG5hbWUYASABKAkSDgoGc2hhcmRzGAIgAygNEhEKCXBhcmFtZXRlchgDIAEoCSJGChJUcmlnZ2VySm9iUmVzcG9uc2USGQoRZmlyZV90aW1lX3VuaXhfbXMYASABKAMSFQoNZXhlY3V0aW9uX2lkcxgCIAMoCSIfCg9QYXVzZUpvYlJlcXVlc3QSDAoEbmFtZRgBIAEoCSISChBQYXVzZUpvYlJlc3BvbnNlIiAKEFJlc3VtZUpvYlJlcXVlc3QSDAoEbmFtZRgBIAEoCSITChFSZXN1bWVKb2JSZXNwb25zZSITChFMaXN0QWdlbnRzUmVxdWVzdCI5ChJMaXN0QWdlbnRzUmVzcG9uc2USIwoGYWdlbnRzGAEgAygLMhMuc2hhcmRsaW5lLnYxLkFnZW50Ih8KEURyYWluQWdlbnRSZXF1ZXN0EgoKAmlkGAEgASgJIhQKEkRyYWluQWdlbnRSZXNwb25zZSIiChRVbmNvcmRvbkFnZW50UmVxdWVzdBIKCgJpZBgBIAEoCSIXChVVbmNvcmRvbkFnZW50UmVzcG9uc2UiJQoWTGlzdEFzc2lnbm1lbnRzUmVxdWVzdBILCgNqb2IYASABKAkicAoPU2hhcmRBc3NpZ25tZW50EgsKA2pvYhgBIAEoCRINCgVzaGFyZBgCIAEoDRINCgVhZ2VudBgDIAEoCRIMCgR0ZXJtGAQgASgEEhIKCmdlbmVyYXRpb24YBSABKAQSEAoIcmV2b2tpbmcYBiABKAgigAEKF0xpc3RBc3NpZ25tZW50c1Jlc3BvbnNlEjIKC2Fzc2lnbm1lbnRzGAEgAygLMh0uc2hhcmRsaW5lLnYxLlNoYXJkQXNzaWdubWVudBIxCgp1bmFzc2lnbmVkGAIgAygLMh0uc2hhcmRsaW5lLnYxLlVuYXNzaWduZWRTaGFyZCI9Cg9VbmFzc2lnbmVkU2hhcmQSCwoDam9iGAEgASgJEg0KBXNoYXJkGAIgASgNEg4KBnJlYXNvbhgDIAEoCSK7AQoVTGlzdEV4ZWN1dGlvbnNSZXF1ZXN0EgsKA2pvYhgBIAEoCRINCgVsaW1pdBgCIAEoDRINCgVhZ2VudBgDIAEoCRIrCgVzdGF0ZRgEIAEoDjIcLnNoYXJkbGluZS52MS5FeGVjdXRpb25TdGF0ZRISCgVzaGFyZBgFIAEoDUgAiAEBEhUKDXNpbmNlX3VuaXhfbXMYBiABKAMSFQoNdW50aWxfdW5peF9tcxgHIAEoA0IICgZfc2hhcmQiRQoWTGlzdEV4ZWN1dGlvbnNSZXNwb25zZRIrCgpleGVjdXRpb25zGAEgAygLMhcuc2hhcmRsaW5lLnYxLkV4ZWN1dGlvbiIhChNHZXRFeGVjdXRpb25SZXF1ZXN0EgoKAmlkGAEgASgJIkIKFEdldEV4ZWN1dGlvblJlc3BvbnNlEioKCWV4ZWN1dGlvbhgBIAEoCzIXLnNoYXJkbGluZS52MS5FeGVjdXRpb24iIQoSV2F0Y2hFdmVudHNSZXF1ZXN0EgsKA2pvYhgBIAEoCSKLAQoTV2F0Y2hFdmVudHNSZXNwb25zZRIUCgx0aW1lX3VuaXhfbXMYASABKAMSDAoEdHlwZRgCIAEoCRILCgNqb2IYAyABKAkSDQoFc2hhcmQYBCABKA0SDQoFYWdlbnQYBSABKAkSFAoMZXhlY3V0aW9uX2lkGAYgASgJEg8KB21lc3NhZ2UYByABKAkykgsKDEFkbWluU2VydmljZRJJCghBcHBseUpvYhIdLnNoYXJkbGluZS52MS5BcHBseUpvYlJlcXVlc3QaHi5zaGFyZGxpbmUudjEuQXBwbHlKb2JSZXNwb25zZRJDCgZHZXRKb2ISGy5zaGFyZGxpbmUudjEuR2V0Sm9iUmVxdWVzdBocLnNoYXJkbGluZS52MS5HZXRKb2JSZXNwb25zZRJJCghMaXN0Sm9icxIdLnNoYXJkbGluZS52MS5MaXN0Sm9ic1JlcXVlc3QaHi5zaGFyZGxpbmUudjEuTGlzdEpvYnNSZXNwb25zZRJMCglEZWxldGVKb2ISHi5zaGFyZGxpbmUudjEuRGVsZXRlSm9iUmVxdWVzdBofLnNoYXJkbGluZS52MS5EZWxldGVKb2JSZXNwb25zZRJPCgpUcmlnZ2VySm9iEh8uc2hhcmRsaW5lLnYxLlRyaWdnZXJKb2JSZXF1ZXN0GiAuc2hhcmRsaW5lLnYxLlRyaWdnZXJKb2JSZXNwb25zZRJJCghQYXVzZUpvYhIdLnNoYXJkbGluZS52MS5QYXVzZUpvYlJlcXVlc3QaHi5zaGFyZGxpbmUudjEuUGF1c2VKb2JSZXNwb25zZRJMCglSZXN1bWVKb2ISHi5zaGFyZGxpbmUudjEuUmVzdW1lSm9iUmVxdWVzdBofLnNoYXJkbGluZS52MS5SZXN1bWVKb2JSZXNwb25zZRJPCgpMaXN0QWdlbnRzEh8uc2hhcmRsaW5lLnYxLkxpc3RBZ2VudHNSZXF1ZXN0GiAuc2hhcmRsaW5lLnYxLkxpc3RBZ2VudHNSZXNwb25zZRJPCgpEcmFpbkFnZW50Eh8uc2hhcmRsaW5lLnYxLkRyYWluQWdlbnRSZXF1ZXN0GiAuc2hhcmRsaW5lLnYxLkRyYWluQWdlbnRSZXNwb25zZRJYCg1VbmNvcmRvbkFnZW50EiIuc2hhcmRsaW5lLnYxLlVuY29yZG9uQWdlbnRSZXF1ZXN0GiMuc2hhcmRsaW5lLnYxLlVuY29yZG9uQWdlbnRSZXNwb25zZRJeCg9MaXN0QXNzaWdubWVudHMSJC5zaGFyZGxpbmUudjEuTGlzdEFzc2lnbm1lbnRzUmVxdWVzdBolLnNoYXJkbGluZS52MS5MaXN0QXNzaWdubWVudHNSZXNwb25zZRJbCg5MaXN0RXhlY3V0aW9ucxIjLnNoYXJkbGluZS52MS5MaXN0RXhlY3V0aW9uc1JlcXVlc3QaJC5zaGFyZGxpbmUudjEuTGlzdEV4ZWN1dGlvbnNSZXNwb25zZRJVCgxHZXRFeGVjdXRpb24SIS5zaGFyZGxpbmUudjEuR2V0RXhlY3V0aW9uUmVxdWVzdBoiLnNoYXJkbGluZS52MS5HZXRFeGVjdXRpb25SZXNwb25zZRJUCgtXYXRjaEV2ZW50cxIgLnNoYXJkbGluZS52MS5XYXRjaEV2ZW50c1JlcXVlc3QaIS5zaGFyZGxpbmUudjEuV2F0Y2hFdmVudHNSZXNwb25zZTABEl4KD0NhbmNlbEV4ZWN1dGlvbhIkLnNoYXJkbGluZS52MS5DYW5jZWxFeGVjdXRpb25SZXF1ZXN0GiUuc2hhcmRsaW5lLnYxLkNhbmNlbEV4ZWN1dGlvblJlc3BvbnNlElUKDERpc2FibGVTaGFyZBIhLnNoYXJkbGluZS52MS5EaXNhYmxlU2hhcmRSZXF1ZXN0GiIuc2hhcmRsaW5lLnYxLkRpc2FibGVTaGFyZFJlc3BvbnNlElIKC0VuYWJsZVNoYXJkEiAuc2hhcmRsaW5lLnYxLkVuYWJsZVNoYXJkUmVxdWVzdBohLnNoYXJkbGluZS52MS5FbmFibGVTaGFyZFJlc3BvbnNlYgZwcm90bzM", [file_shardline_v1_types]);
+  fileDesc("CiBzaGFyZGxpbmUvdjEvYWRtaW5fc2VydmljZS5wcm90bxIMc2hhcmRsaW5lLnYxIiAKEUdldFJvbGxvdXRSZXF1ZXN0EgsKA2pvYhgBIAEoCSJCChJHZXRSb2xsb3V0UmVzcG9uc2USLAoHcm9sbG91dBgBIAEoCzIbLnNoYXJkbGluZS52MS5Sb2xsb3V0U3RhdHVzIjIKFVByb21vdGVSb2xsb3V0UmVxdWVzdBILCgNqb2IYASABKAkSDAoEZnVsbBgCIAEoCCJGChZQcm9tb3RlUm9sbG91dFJlc3BvbnNlEiwKB3JvbGxvdXQYASABKAsyGy5zaGFyZGxpbmUudjEuUm9sbG91dFN0YXR1cyIiChNBYm9ydFJvbGxvdXRSZXF1ZXN0EgsKA2pvYhgBIAEoCSJEChRBYm9ydFJvbGxvdXRSZXNwb25zZRIsCgdyb2xsb3V0GAEgASgLMhsuc2hhcmRsaW5lLnYxLlJvbGxvdXRTdGF0dXMiIgoTUmV0cnlSb2xsb3V0UmVxdWVzdBILCgNqb2IYASABKAkiRAoUUmV0cnlSb2xsb3V0UmVzcG9uc2USLAoHcm9sbG91dBgBIAEoCzIbLnNoYXJkbGluZS52MS5Sb2xsb3V0U3RhdHVzIjYKElVuZG9Sb2xsb3V0UmVxdWVzdBILCgNqb2IYASABKAkSEwoLdG9fcmV2aXNpb24YAiABKAQiaQoTVW5kb1JvbGxvdXRSZXNwb25zZRIeCgNqb2IYASABKAsyES5zaGFyZGxpbmUudjEuSm9iEg8KB3VuZG9fb2YYAiABKAQSDwoHY2hhbmdlZBgDIAEoCBIQCgh3YXJuaW5ncxgEIAMoCSIjChRMaXN0UmV2aXNpb25zUmVxdWVzdBILCgNqb2IYASABKAkiQgoVTGlzdFJldmlzaW9uc1Jlc3BvbnNlEikKCXJldmlzaW9ucxgBIAMoCzIWLnNoYXJkbGluZS52MS5SZXZpc2lvbiI0ChZDYW5jZWxFeGVjdXRpb25SZXF1ZXN0EgoKAmlkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJGChdDYW5jZWxFeGVjdXRpb25SZXNwb25zZRIrCgVzdGF0ZRgBIAEoDjIcLnNoYXJkbGluZS52MS5FeGVjdXRpb25TdGF0ZSIxChNEaXNhYmxlU2hhcmRSZXF1ZXN0EgsKA2pvYhgBIAEoCRINCgVzaGFyZBgCIAEoDSIWChREaXNhYmxlU2hhcmRSZXNwb25zZSIwChJFbmFibGVTaGFyZFJlcXVlc3QSCwoDam9iGAEgASgJEg0KBXNoYXJkGAIgASgNIhUKE0VuYWJsZVNoYXJkUmVzcG9uc2UiIwoPQXBwbHlKb2JSZXF1ZXN0EhAKCG1hbmlmZXN0GAEgASgJIlUKEEFwcGx5Sm9iUmVzcG9uc2USHgoDam9iGAEgASgLMhEuc2hhcmRsaW5lLnYxLkpvYhIPCgdjaGFuZ2VkGAIgASgIEhAKCHdhcm5pbmdzGAMgAygJIh0KDUdldEpvYlJlcXVlc3QSDAoEbmFtZRgBIAEoCSIwCg5HZXRKb2JSZXNwb25zZRIeCgNqb2IYASABKAsyES5zaGFyZGxpbmUudjEuSm9iIhEKD0xpc3RKb2JzUmVxdWVzdCIzChBMaXN0Sm9ic1Jlc3BvbnNlEh8KBGpvYnMYASADKAsyES5zaGFyZGxpbmUudjEuSm9iIiAKEERlbGV0ZUpvYlJlcXVlc3QSDAoEbmFtZRgBIAEoCSITChFEZWxldGVKb2JSZXNwb25zZSJEChFUcmlnZ2VySm9iUmVxdWVzdBIMCgRuYW1lGAEgASgJEg4KBnNoYXJkcxgCIAMoDRIRCglwYXJhbWV0ZXIYAyABKAkiRgoSVHJpZ2dlckpvYlJlc3BvbnNlEhkKEWZpcmVfdGltZV91bml4X21zGAEgASgDEhUKDWV4ZWN1dGlvbl9pZHMYAiADKAkiHwoPUGF1c2VKb2JSZXF1ZXN0EgwKBG5hbWUYASABKAkiEgoQUGF1c2VKb2JSZXNwb25zZSIgChBSZXN1bWVKb2JSZXF1ZXN0EgwKBG5hbWUYASABKAkiEwoRUmVzdW1lSm9iUmVzcG9uc2UiEwoRTGlzdEFnZW50c1JlcXVlc3QiOQoSTGlzdEFnZW50c1Jlc3BvbnNlEiMKBmFnZW50cxgBIAMoCzITLnNoYXJkbGluZS52MS5BZ2VudCIfChFEcmFpbkFnZW50UmVxdWVzdBIKCgJpZBgBIAEoCSIUChJEcmFpbkFnZW50UmVzcG9uc2UiIgoUVW5jb3Jkb25BZ2VudFJlcXVlc3QSCgoCaWQYASABKAkiFwoVVW5jb3Jkb25BZ2VudFJlc3BvbnNlIiUKFkxpc3RBc3NpZ25tZW50c1JlcXVlc3QSCwoDam9iGAEgASgJInAKD1NoYXJkQXNzaWdubWVudBILCgNqb2IYASABKAkSDQoFc2hhcmQYAiABKA0SDQoFYWdlbnQYAyABKAkSDAoEdGVybRgEIAEoBBISCgpnZW5lcmF0aW9uGAUgASgEEhAKCHJldm9raW5nGAYgASgIIoABChdMaXN0QXNzaWdubWVudHNSZXNwb25zZRIyCgthc3NpZ25tZW50cxgBIAMoCzIdLnNoYXJkbGluZS52MS5TaGFyZEFzc2lnbm1lbnQSMQoKdW5hc3NpZ25lZBgCIAMoCzIdLnNoYXJkbGluZS52MS5VbmFzc2lnbmVkU2hhcmQiPQoPVW5hc3NpZ25lZFNoYXJkEgsKA2pvYhgBIAEoCRINCgVzaGFyZBgCIAEoDRIOCgZyZWFzb24YAyABKAkiuwEKFUxpc3RFeGVjdXRpb25zUmVxdWVzdBILCgNqb2IYASABKAkSDQoFbGltaXQYAiABKA0SDQoFYWdlbnQYAyABKAkSKwoFc3RhdGUYBCABKA4yHC5zaGFyZGxpbmUudjEuRXhlY3V0aW9uU3RhdGUSEgoFc2hhcmQYBSABKA1IAIgBARIVCg1zaW5jZV91bml4X21zGAYgASgDEhUKDXVudGlsX3VuaXhfbXMYByABKANCCAoGX3NoYXJkIkUKFkxpc3RFeGVjdXRpb25zUmVzcG9uc2USKwoKZXhlY3V0aW9ucxgBIAMoCzIXLnNoYXJkbGluZS52MS5FeGVjdXRpb24iIQoTR2V0RXhlY3V0aW9uUmVxdWVzdBIKCgJpZBgBIAEoCSJCChRHZXRFeGVjdXRpb25SZXNwb25zZRIqCglleGVjdXRpb24YASABKAsyFy5zaGFyZGxpbmUudjEuRXhlY3V0aW9uIiEKEldhdGNoRXZlbnRzUmVxdWVzdBILCgNqb2IYASABKAkiiwEKE1dhdGNoRXZlbnRzUmVzcG9uc2USFAoMdGltZV91bml4X21zGAEgASgDEgwKBHR5cGUYAiABKAkSCwoDam9iGAMgASgJEg0KBXNoYXJkGAQgASgNEg0KBWFnZW50GAUgASgJEhQKDGV4ZWN1dGlvbl9pZBgGIAEoCRIPCgdtZXNzYWdlGAcgASgJMpwPCgxBZG1pblNlcnZpY2USSQoIQXBwbHlKb2ISHS5zaGFyZGxpbmUudjEuQXBwbHlKb2JSZXF1ZXN0Gh4uc2hhcmRsaW5lLnYxLkFwcGx5Sm9iUmVzcG9uc2USQwoGR2V0Sm9iEhsuc2hhcmRsaW5lLnYxLkdldEpvYlJlcXVlc3QaHC5zaGFyZGxpbmUudjEuR2V0Sm9iUmVzcG9uc2USSQoITGlzdEpvYnMSHS5zaGFyZGxpbmUudjEuTGlzdEpvYnNSZXF1ZXN0Gh4uc2hhcmRsaW5lLnYxLkxpc3RKb2JzUmVzcG9uc2USTAoJRGVsZXRlSm9iEh4uc2hhcmRsaW5lLnYxLkRlbGV0ZUpvYlJlcXVlc3QaHy5zaGFyZGxpbmUudjEuRGVsZXRlSm9iUmVzcG9uc2USTwoKVHJpZ2dlckpvYhIfLnNoYXJkbGluZS52MS5UcmlnZ2VySm9iUmVxdWVzdBogLnNoYXJkbGluZS52MS5UcmlnZ2VySm9iUmVzcG9uc2USSQoIUGF1c2VKb2ISHS5zaGFyZGxpbmUudjEuUGF1c2VKb2JSZXF1ZXN0Gh4uc2hhcmRsaW5lLnYxLlBhdXNlSm9iUmVzcG9uc2USTAoJUmVzdW1lSm9iEh4uc2hhcmRsaW5lLnYxLlJlc3VtZUpvYlJlcXVlc3QaHy5zaGFyZGxpbmUudjEuUmVzdW1lSm9iUmVzcG9uc2USTwoKTGlzdEFnZW50cxIfLnNoYXJkbGluZS52MS5MaXN0QWdlbnRzUmVxdWVzdBogLnNoYXJkbGluZS52MS5MaXN0QWdlbnRzUmVzcG9uc2USTwoKRHJhaW5BZ2VudBIfLnNoYXJkbGluZS52MS5EcmFpbkFnZW50UmVxdWVzdBogLnNoYXJkbGluZS52MS5EcmFpbkFnZW50UmVzcG9uc2USWAoNVW5jb3Jkb25BZ2VudBIiLnNoYXJkbGluZS52MS5VbmNvcmRvbkFnZW50UmVxdWVzdBojLnNoYXJkbGluZS52MS5VbmNvcmRvbkFnZW50UmVzcG9uc2USXgoPTGlzdEFzc2lnbm1lbnRzEiQuc2hhcmRsaW5lLnYxLkxpc3RBc3NpZ25tZW50c1JlcXVlc3QaJS5zaGFyZGxpbmUudjEuTGlzdEFzc2lnbm1lbnRzUmVzcG9uc2USWwoOTGlzdEV4ZWN1dGlvbnMSIy5zaGFyZGxpbmUudjEuTGlzdEV4ZWN1dGlvbnNSZXF1ZXN0GiQuc2hhcmRsaW5lLnYxLkxpc3RFeGVjdXRpb25zUmVzcG9uc2USVQoMR2V0RXhlY3V0aW9uEiEuc2hhcmRsaW5lLnYxLkdldEV4ZWN1dGlvblJlcXVlc3QaIi5zaGFyZGxpbmUudjEuR2V0RXhlY3V0aW9uUmVzcG9uc2USVAoLV2F0Y2hFdmVudHMSIC5zaGFyZGxpbmUudjEuV2F0Y2hFdmVudHNSZXF1ZXN0GiEuc2hhcmRsaW5lLnYxLldhdGNoRXZlbnRzUmVzcG9uc2UwARJeCg9DYW5jZWxFeGVjdXRpb24SJC5zaGFyZGxpbmUudjEuQ2FuY2VsRXhlY3V0aW9uUmVxdWVzdBolLnNoYXJkbGluZS52MS5DYW5jZWxFeGVjdXRpb25SZXNwb25zZRJVCgxEaXNhYmxlU2hhcmQSIS5zaGFyZGxpbmUudjEuRGlzYWJsZVNoYXJkUmVxdWVzdBoiLnNoYXJkbGluZS52MS5EaXNhYmxlU2hhcmRSZXNwb25zZRJSCgtFbmFibGVTaGFyZBIgLnNoYXJkbGluZS52MS5FbmFibGVTaGFyZFJlcXVlc3QaIS5zaGFyZGxpbmUudjEuRW5hYmxlU2hhcmRSZXNwb25zZRJPCgpHZXRSb2xsb3V0Eh8uc2hhcmRsaW5lLnYxLkdldFJvbGxvdXRSZXF1ZXN0GiAuc2hhcmRsaW5lLnYxLkdldFJvbGxvdXRSZXNwb25zZRJbCg5Qcm9tb3RlUm9sbG91dBIjLnNoYXJkbGluZS52MS5Qcm9tb3RlUm9sbG91dFJlcXVlc3QaJC5zaGFyZGxpbmUudjEuUHJvbW90ZVJvbGxvdXRSZXNwb25zZRJVCgxBYm9ydFJvbGxvdXQSIS5zaGFyZGxpbmUudjEuQWJvcnRSb2xsb3V0UmVxdWVzdBoiLnNoYXJkbGluZS52MS5BYm9ydFJvbGxvdXRSZXNwb25zZRJVCgxSZXRyeVJvbGxvdXQSIS5zaGFyZGxpbmUudjEuUmV0cnlSb2xsb3V0UmVxdWVzdBoiLnNoYXJkbGluZS52MS5SZXRyeVJvbGxvdXRSZXNwb25zZRJSCgtVbmRvUm9sbG91dBIgLnNoYXJkbGluZS52MS5VbmRvUm9sbG91dFJlcXVlc3QaIS5zaGFyZGxpbmUudjEuVW5kb1JvbGxvdXRSZXNwb25zZRJYCg1MaXN0UmV2aXNpb25zEiIuc2hhcmRsaW5lLnYxLkxpc3RSZXZpc2lvbnNSZXF1ZXN0GiMuc2hhcmRsaW5lLnYxLkxpc3RSZXZpc2lvbnNSZXNwb25zZWIGcHJvdG8z", [file_shardline_v1_types]);
+
+/**
+ * Asks how a job's rollout stands.
+ *
+ * @generated from message shardline.v1.GetRolloutRequest
+ */
+export type GetRolloutRequest = Message<"shardline.v1.GetRolloutRequest"> & {
+  /**
+   * The job's name.
+   *
+   * @generated from field: string job = 1;
+   */
+  job: string;
+};
+
+/**
+ * Describes the message shardline.v1.GetRolloutRequest.
+ * Use `create(GetRolloutRequestSchema)` to create a new message.
+ */
+export const GetRolloutRequestSchema: GenMessage<GetRolloutRequest> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 0);
+
+/**
+ * How the job's rollout stands.
+ *
+ * @generated from message shardline.v1.GetRolloutResponse
+ */
+export type GetRolloutResponse = Message<"shardline.v1.GetRolloutResponse"> & {
+  /**
+   * Always set.
+   *
+   * @generated from field: shardline.v1.RolloutStatus rollout = 1;
+   */
+  rollout?: RolloutStatus | undefined;
+};
+
+/**
+ * Describes the message shardline.v1.GetRolloutResponse.
+ * Use `create(GetRolloutResponseSchema)` to create a new message.
+ */
+export const GetRolloutResponseSchema: GenMessage<GetRolloutResponse> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 1);
+
+/**
+ * Asks to promote a job's rollout.
+ *
+ * @generated from message shardline.v1.PromoteRolloutRequest
+ */
+export type PromoteRolloutRequest = Message<"shardline.v1.PromoteRolloutRequest"> & {
+  /**
+   * The job's name.
+   *
+   * @generated from field: string job = 1;
+   */
+  job: string;
+
+  /**
+   * True: skip every remaining step (the target revision reaches every shard now); false: end
+   * the current step only.
+   *
+   * @generated from field: bool full = 2;
+   */
+  full: boolean;
+};
+
+/**
+ * Describes the message shardline.v1.PromoteRolloutRequest.
+ * Use `create(PromoteRolloutRequestSchema)` to create a new message.
+ */
+export const PromoteRolloutRequestSchema: GenMessage<PromoteRolloutRequest> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 2);
+
+/**
+ * The rollout after the promotion.
+ *
+ * @generated from message shardline.v1.PromoteRolloutResponse
+ */
+export type PromoteRolloutResponse = Message<"shardline.v1.PromoteRolloutResponse"> & {
+  /**
+   * Always set: it shows the step now under way, or phase "completed".
+   *
+   * @generated from field: shardline.v1.RolloutStatus rollout = 1;
+   */
+  rollout?: RolloutStatus | undefined;
+};
+
+/**
+ * Describes the message shardline.v1.PromoteRolloutResponse.
+ * Use `create(PromoteRolloutResponseSchema)` to create a new message.
+ */
+export const PromoteRolloutResponseSchema: GenMessage<PromoteRolloutResponse> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 3);
+
+/**
+ * Asks to abort a job's rollout.
+ *
+ * @generated from message shardline.v1.AbortRolloutRequest
+ */
+export type AbortRolloutRequest = Message<"shardline.v1.AbortRolloutRequest"> & {
+  /**
+   * The job's name.
+   *
+   * @generated from field: string job = 1;
+   */
+  job: string;
+};
+
+/**
+ * Describes the message shardline.v1.AbortRolloutRequest.
+ * Use `create(AbortRolloutRequestSchema)` to create a new message.
+ */
+export const AbortRolloutRequestSchema: GenMessage<AbortRolloutRequest> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 4);
+
+/**
+ * The rollout after the abort.
+ *
+ * @generated from message shardline.v1.AbortRolloutResponse
+ */
+export type AbortRolloutResponse = Message<"shardline.v1.AbortRolloutResponse"> & {
+  /**
+   * Always set; its phase is "aborted".
+   *
+   * @generated from field: shardline.v1.RolloutStatus rollout = 1;
+   */
+  rollout?: RolloutStatus | undefined;
+};
+
+/**
+ * Describes the message shardline.v1.AbortRolloutResponse.
+ * Use `create(AbortRolloutResponseSchema)` to create a new message.
+ */
+export const AbortRolloutResponseSchema: GenMessage<AbortRolloutResponse> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 5);
+
+/**
+ * Asks to start an aborted rollout again.
+ *
+ * @generated from message shardline.v1.RetryRolloutRequest
+ */
+export type RetryRolloutRequest = Message<"shardline.v1.RetryRolloutRequest"> & {
+  /**
+   * The job's name.
+   *
+   * @generated from field: string job = 1;
+   */
+  job: string;
+};
+
+/**
+ * Describes the message shardline.v1.RetryRolloutRequest.
+ * Use `create(RetryRolloutRequestSchema)` to create a new message.
+ */
+export const RetryRolloutRequestSchema: GenMessage<RetryRolloutRequest> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 6);
+
+/**
+ * The rollout after the retry.
+ *
+ * @generated from message shardline.v1.RetryRolloutResponse
+ */
+export type RetryRolloutResponse = Message<"shardline.v1.RetryRolloutResponse"> & {
+  /**
+   * Always set: back at the first step that waits (or "completed" when no step waits).
+   *
+   * @generated from field: shardline.v1.RolloutStatus rollout = 1;
+   */
+  rollout?: RolloutStatus | undefined;
+};
+
+/**
+ * Describes the message shardline.v1.RetryRolloutResponse.
+ * Use `create(RetryRolloutResponseSchema)` to create a new message.
+ */
+export const RetryRolloutResponseSchema: GenMessage<RetryRolloutResponse> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 7);
+
+/**
+ * Asks to go back to an earlier revision of a job.
+ *
+ * @generated from message shardline.v1.UndoRolloutRequest
+ */
+export type UndoRolloutRequest = Message<"shardline.v1.UndoRolloutRequest"> & {
+  /**
+   * The job's name.
+   *
+   * @generated from field: string job = 1;
+   */
+  job: string;
+
+  /**
+   * The revision whose manifest to apply again; 0 means the previous one: the rollout's stable
+   * revision while a rollout is in progress or aborted, else the newest revision kept below the
+   * current one.
+   *
+   * @generated from field: uint64 to_revision = 2;
+   */
+  toRevision: bigint;
+};
+
+/**
+ * Describes the message shardline.v1.UndoRolloutRequest.
+ * Use `create(UndoRolloutRequestSchema)` to create a new message.
+ */
+export const UndoRolloutRequestSchema: GenMessage<UndoRolloutRequest> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 8);
+
+/**
+ * The job after the undo.
+ *
+ * @generated from message shardline.v1.UndoRolloutResponse
+ */
+export type UndoRolloutResponse = Message<"shardline.v1.UndoRolloutResponse"> & {
+  /**
+   * The job after the undo; its revision is the new one (unless `changed` is false).
+   *
+   * @generated from field: shardline.v1.Job job = 1;
+   */
+  job?: Job | undefined;
+
+  /**
+   * The revision whose manifest was applied (to_revision, or the one 0 chose).
+   *
+   * @generated from field: uint64 undo_of = 2;
+   */
+  undoOf: bigint;
+
+  /**
+   * False when that revision's spec equals the current one: nothing was written and no
+   * revision was made.
+   *
+   * @generated from field: bool changed = 3;
+   */
+  changed: boolean;
+
+  /**
+   * As ApplyJobResponse.warnings: why the job cannot run as written now; empty when nothing
+   * stops it.
+   *
+   * @generated from field: repeated string warnings = 4;
+   */
+  warnings: string[];
+};
+
+/**
+ * Describes the message shardline.v1.UndoRolloutResponse.
+ * Use `create(UndoRolloutResponseSchema)` to create a new message.
+ */
+export const UndoRolloutResponseSchema: GenMessage<UndoRolloutResponse> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 9);
+
+/**
+ * Asks for a job's revisions.
+ *
+ * @generated from message shardline.v1.ListRevisionsRequest
+ */
+export type ListRevisionsRequest = Message<"shardline.v1.ListRevisionsRequest"> & {
+  /**
+   * The job's name.
+   *
+   * @generated from field: string job = 1;
+   */
+  job: string;
+};
+
+/**
+ * Describes the message shardline.v1.ListRevisionsRequest.
+ * Use `create(ListRevisionsRequestSchema)` to create a new message.
+ */
+export const ListRevisionsRequestSchema: GenMessage<ListRevisionsRequest> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 10);
+
+/**
+ * A job's revisions.
+ *
+ * @generated from message shardline.v1.ListRevisionsResponse
+ */
+export type ListRevisionsResponse = Message<"shardline.v1.ListRevisionsResponse"> & {
+  /**
+   * Newest first; the current revision is Job.revision, the stable one Job.rollout's.
+   *
+   * @generated from field: repeated shardline.v1.Revision revisions = 1;
+   */
+  revisions: Revision[];
+};
+
+/**
+ * Describes the message shardline.v1.ListRevisionsResponse.
+ * Use `create(ListRevisionsResponseSchema)` to create a new message.
+ */
+export const ListRevisionsResponseSchema: GenMessage<ListRevisionsResponse> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 11);
 
 /**
  * Asks to cancel an execution.
@@ -44,7 +336,7 @@ export type CancelExecutionRequest = Message<"shardline.v1.CancelExecutionReques
  * Use `create(CancelExecutionRequestSchema)` to create a new message.
  */
 export const CancelExecutionRequestSchema: GenMessage<CancelExecutionRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 0);
+  messageDesc(file_shardline_v1_admin_service, 12);
 
 /**
  * The cancel was accepted.
@@ -67,7 +359,7 @@ export type CancelExecutionResponse = Message<"shardline.v1.CancelExecutionRespo
  * Use `create(CancelExecutionResponseSchema)` to create a new message.
  */
 export const CancelExecutionResponseSchema: GenMessage<CancelExecutionResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 1);
+  messageDesc(file_shardline_v1_admin_service, 13);
 
 /**
  * Asks to disable one shard of a job.
@@ -95,7 +387,7 @@ export type DisableShardRequest = Message<"shardline.v1.DisableShardRequest"> & 
  * Use `create(DisableShardRequestSchema)` to create a new message.
  */
 export const DisableShardRequestSchema: GenMessage<DisableShardRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 2);
+  messageDesc(file_shardline_v1_admin_service, 14);
 
 /**
  * The shard is disabled. No fields: success is the OK status.
@@ -110,7 +402,7 @@ export type DisableShardResponse = Message<"shardline.v1.DisableShardResponse"> 
  * Use `create(DisableShardResponseSchema)` to create a new message.
  */
 export const DisableShardResponseSchema: GenMessage<DisableShardResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 3);
+  messageDesc(file_shardline_v1_admin_service, 15);
 
 /**
  * Asks to enable one shard of a job.
@@ -138,7 +430,7 @@ export type EnableShardRequest = Message<"shardline.v1.EnableShardRequest"> & {
  * Use `create(EnableShardRequestSchema)` to create a new message.
  */
 export const EnableShardRequestSchema: GenMessage<EnableShardRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 4);
+  messageDesc(file_shardline_v1_admin_service, 16);
 
 /**
  * The shard is enabled. No fields: success is the OK status.
@@ -153,7 +445,7 @@ export type EnableShardResponse = Message<"shardline.v1.EnableShardResponse"> & 
  * Use `create(EnableShardResponseSchema)` to create a new message.
  */
 export const EnableShardResponseSchema: GenMessage<EnableShardResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 5);
+  messageDesc(file_shardline_v1_admin_service, 17);
 
 /**
  * Asks to apply a manifest.
@@ -176,7 +468,7 @@ export type ApplyJobRequest = Message<"shardline.v1.ApplyJobRequest"> & {
  * Use `create(ApplyJobRequestSchema)` to create a new message.
  */
 export const ApplyJobRequestSchema: GenMessage<ApplyJobRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 6);
+  messageDesc(file_shardline_v1_admin_service, 18);
 
 /**
  * The applied job.
@@ -215,7 +507,7 @@ export type ApplyJobResponse = Message<"shardline.v1.ApplyJobResponse"> & {
  * Use `create(ApplyJobResponseSchema)` to create a new message.
  */
 export const ApplyJobResponseSchema: GenMessage<ApplyJobResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 7);
+  messageDesc(file_shardline_v1_admin_service, 19);
 
 /**
  * Asks for one job.
@@ -236,7 +528,7 @@ export type GetJobRequest = Message<"shardline.v1.GetJobRequest"> & {
  * Use `create(GetJobRequestSchema)` to create a new message.
  */
 export const GetJobRequestSchema: GenMessage<GetJobRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 8);
+  messageDesc(file_shardline_v1_admin_service, 20);
 
 /**
  * One job.
@@ -257,7 +549,7 @@ export type GetJobResponse = Message<"shardline.v1.GetJobResponse"> & {
  * Use `create(GetJobResponseSchema)` to create a new message.
  */
 export const GetJobResponseSchema: GenMessage<GetJobResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 9);
+  messageDesc(file_shardline_v1_admin_service, 21);
 
 /**
  * Asks for every job. No fields.
@@ -272,7 +564,7 @@ export type ListJobsRequest = Message<"shardline.v1.ListJobsRequest"> & {
  * Use `create(ListJobsRequestSchema)` to create a new message.
  */
 export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 10);
+  messageDesc(file_shardline_v1_admin_service, 22);
 
 /**
  * Every job, by name.
@@ -293,7 +585,7 @@ export type ListJobsResponse = Message<"shardline.v1.ListJobsResponse"> & {
  * Use `create(ListJobsResponseSchema)` to create a new message.
  */
 export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 11);
+  messageDesc(file_shardline_v1_admin_service, 23);
 
 /**
  * Asks to delete a job.
@@ -314,7 +606,7 @@ export type DeleteJobRequest = Message<"shardline.v1.DeleteJobRequest"> & {
  * Use `create(DeleteJobRequestSchema)` to create a new message.
  */
 export const DeleteJobRequestSchema: GenMessage<DeleteJobRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 12);
+  messageDesc(file_shardline_v1_admin_service, 24);
 
 /**
  * The job was deleted. No fields: success is the OK status.
@@ -329,7 +621,7 @@ export type DeleteJobResponse = Message<"shardline.v1.DeleteJobResponse"> & {
  * Use `create(DeleteJobResponseSchema)` to create a new message.
  */
 export const DeleteJobResponseSchema: GenMessage<DeleteJobResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 13);
+  messageDesc(file_shardline_v1_admin_service, 25);
 
 /**
  * Asks to fire a job now.
@@ -365,7 +657,7 @@ export type TriggerJobRequest = Message<"shardline.v1.TriggerJobRequest"> & {
  * Use `create(TriggerJobRequestSchema)` to create a new message.
  */
 export const TriggerJobRequestSchema: GenMessage<TriggerJobRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 14);
+  messageDesc(file_shardline_v1_admin_service, 26);
 
 /**
  * The fire made.
@@ -395,7 +687,7 @@ export type TriggerJobResponse = Message<"shardline.v1.TriggerJobResponse"> & {
  * Use `create(TriggerJobResponseSchema)` to create a new message.
  */
 export const TriggerJobResponseSchema: GenMessage<TriggerJobResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 15);
+  messageDesc(file_shardline_v1_admin_service, 27);
 
 /**
  * Asks to pause a job.
@@ -416,7 +708,7 @@ export type PauseJobRequest = Message<"shardline.v1.PauseJobRequest"> & {
  * Use `create(PauseJobRequestSchema)` to create a new message.
  */
 export const PauseJobRequestSchema: GenMessage<PauseJobRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 16);
+  messageDesc(file_shardline_v1_admin_service, 28);
 
 /**
  * The job is paused. No fields: success is the OK status.
@@ -431,7 +723,7 @@ export type PauseJobResponse = Message<"shardline.v1.PauseJobResponse"> & {
  * Use `create(PauseJobResponseSchema)` to create a new message.
  */
 export const PauseJobResponseSchema: GenMessage<PauseJobResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 17);
+  messageDesc(file_shardline_v1_admin_service, 29);
 
 /**
  * Asks to resume a job.
@@ -452,7 +744,7 @@ export type ResumeJobRequest = Message<"shardline.v1.ResumeJobRequest"> & {
  * Use `create(ResumeJobRequestSchema)` to create a new message.
  */
 export const ResumeJobRequestSchema: GenMessage<ResumeJobRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 18);
+  messageDesc(file_shardline_v1_admin_service, 30);
 
 /**
  * The job is resumed. No fields: success is the OK status.
@@ -467,7 +759,7 @@ export type ResumeJobResponse = Message<"shardline.v1.ResumeJobResponse"> & {
  * Use `create(ResumeJobResponseSchema)` to create a new message.
  */
 export const ResumeJobResponseSchema: GenMessage<ResumeJobResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 19);
+  messageDesc(file_shardline_v1_admin_service, 31);
 
 /**
  * Asks for every agent. No fields.
@@ -482,7 +774,7 @@ export type ListAgentsRequest = Message<"shardline.v1.ListAgentsRequest"> & {
  * Use `create(ListAgentsRequestSchema)` to create a new message.
  */
 export const ListAgentsRequestSchema: GenMessage<ListAgentsRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 20);
+  messageDesc(file_shardline_v1_admin_service, 32);
 
 /**
  * Every agent.
@@ -503,7 +795,7 @@ export type ListAgentsResponse = Message<"shardline.v1.ListAgentsResponse"> & {
  * Use `create(ListAgentsResponseSchema)` to create a new message.
  */
 export const ListAgentsResponseSchema: GenMessage<ListAgentsResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 21);
+  messageDesc(file_shardline_v1_admin_service, 33);
 
 /**
  * Asks to drain an agent.
@@ -524,7 +816,7 @@ export type DrainAgentRequest = Message<"shardline.v1.DrainAgentRequest"> & {
  * Use `create(DrainAgentRequestSchema)` to create a new message.
  */
 export const DrainAgentRequestSchema: GenMessage<DrainAgentRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 22);
+  messageDesc(file_shardline_v1_admin_service, 34);
 
 /**
  * The agent is draining. No fields: success is the OK status.
@@ -539,7 +831,7 @@ export type DrainAgentResponse = Message<"shardline.v1.DrainAgentResponse"> & {
  * Use `create(DrainAgentResponseSchema)` to create a new message.
  */
 export const DrainAgentResponseSchema: GenMessage<DrainAgentResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 23);
+  messageDesc(file_shardline_v1_admin_service, 35);
 
 /**
  * Asks to uncordon an agent.
@@ -560,7 +852,7 @@ export type UncordonAgentRequest = Message<"shardline.v1.UncordonAgentRequest"> 
  * Use `create(UncordonAgentRequestSchema)` to create a new message.
  */
 export const UncordonAgentRequestSchema: GenMessage<UncordonAgentRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 24);
+  messageDesc(file_shardline_v1_admin_service, 36);
 
 /**
  * The agent may receive shards again. No fields: success is the OK status.
@@ -575,7 +867,7 @@ export type UncordonAgentResponse = Message<"shardline.v1.UncordonAgentResponse"
  * Use `create(UncordonAgentResponseSchema)` to create a new message.
  */
 export const UncordonAgentResponseSchema: GenMessage<UncordonAgentResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 25);
+  messageDesc(file_shardline_v1_admin_service, 37);
 
 /**
  * Asks for assignments.
@@ -596,7 +888,7 @@ export type ListAssignmentsRequest = Message<"shardline.v1.ListAssignmentsReques
  * Use `create(ListAssignmentsRequestSchema)` to create a new message.
  */
 export const ListAssignmentsRequestSchema: GenMessage<ListAssignmentsRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 26);
+  messageDesc(file_shardline_v1_admin_service, 38);
 
 /**
  * One shard's owner.
@@ -652,7 +944,7 @@ export type ShardAssignment = Message<"shardline.v1.ShardAssignment"> & {
  * Use `create(ShardAssignmentSchema)` to create a new message.
  */
 export const ShardAssignmentSchema: GenMessage<ShardAssignment> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 27);
+  messageDesc(file_shardline_v1_admin_service, 39);
 
 /**
  * Assignments, by job and shard.
@@ -681,7 +973,7 @@ export type ListAssignmentsResponse = Message<"shardline.v1.ListAssignmentsRespo
  * Use `create(ListAssignmentsResponseSchema)` to create a new message.
  */
 export const ListAssignmentsResponseSchema: GenMessage<ListAssignmentsResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 28);
+  messageDesc(file_shardline_v1_admin_service, 40);
 
 /**
  * A shard that no agent owns, and why.
@@ -717,7 +1009,7 @@ export type UnassignedShard = Message<"shardline.v1.UnassignedShard"> & {
  * Use `create(UnassignedShardSchema)` to create a new message.
  */
 export const UnassignedShardSchema: GenMessage<UnassignedShard> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 29);
+  messageDesc(file_shardline_v1_admin_service, 41);
 
 /**
  * Asks for executions. Filters combine with AND; unset filters match everything.
@@ -781,7 +1073,7 @@ export type ListExecutionsRequest = Message<"shardline.v1.ListExecutionsRequest"
  * Use `create(ListExecutionsRequestSchema)` to create a new message.
  */
 export const ListExecutionsRequestSchema: GenMessage<ListExecutionsRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 30);
+  messageDesc(file_shardline_v1_admin_service, 42);
 
 /**
  * Executions, newest fire first.
@@ -802,7 +1094,7 @@ export type ListExecutionsResponse = Message<"shardline.v1.ListExecutionsRespons
  * Use `create(ListExecutionsResponseSchema)` to create a new message.
  */
 export const ListExecutionsResponseSchema: GenMessage<ListExecutionsResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 31);
+  messageDesc(file_shardline_v1_admin_service, 43);
 
 /**
  * Asks for one execution.
@@ -823,7 +1115,7 @@ export type GetExecutionRequest = Message<"shardline.v1.GetExecutionRequest"> & 
  * Use `create(GetExecutionRequestSchema)` to create a new message.
  */
 export const GetExecutionRequestSchema: GenMessage<GetExecutionRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 32);
+  messageDesc(file_shardline_v1_admin_service, 44);
 
 /**
  * One execution.
@@ -844,7 +1136,7 @@ export type GetExecutionResponse = Message<"shardline.v1.GetExecutionResponse"> 
  * Use `create(GetExecutionResponseSchema)` to create a new message.
  */
 export const GetExecutionResponseSchema: GenMessage<GetExecutionResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 33);
+  messageDesc(file_shardline_v1_admin_service, 45);
 
 /**
  * Asks to stream events.
@@ -866,7 +1158,7 @@ export type WatchEventsRequest = Message<"shardline.v1.WatchEventsRequest"> & {
  * Use `create(WatchEventsRequestSchema)` to create a new message.
  */
 export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 34);
+  messageDesc(file_shardline_v1_admin_service, 46);
 
 /**
  * One event.
@@ -931,7 +1223,7 @@ export type WatchEventsResponse = Message<"shardline.v1.WatchEventsResponse"> & 
  * Use `create(WatchEventsResponseSchema)` to create a new message.
  */
 export const WatchEventsResponseSchema: GenMessage<WatchEventsResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 35);
+  messageDesc(file_shardline_v1_admin_service, 47);
 
 /**
  * Administration of a controller. Errors are gRPC statuses whose text says what was wrong and
@@ -1133,6 +1425,80 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof EnableShardRequestSchema;
     output: typeof EnableShardResponseSchema;
+  },
+  /**
+   * Returns how a job's rollout stands (the same as Job.rollout). NOT_FOUND for an unknown job.
+   *
+   * @generated from rpc shardline.v1.AdminService.GetRollout
+   */
+  getRollout: {
+    methodKind: "unary";
+    input: typeof GetRolloutRequestSchema;
+    output: typeof GetRolloutResponseSchema;
+  },
+  /**
+   * Ends the current step of a job's rollout in progress (a pause, or an analysis still
+   * waiting for runs) and goes on to the next; with `full`, skips every remaining step, so
+   * every shard runs the target revision from its next fire. Recorded as done by the caller's
+   * token name. NOT_FOUND for an unknown job; FAILED_PRECONDITION when no rollout is in
+   * progress (none ever, completed, or aborted: see RetryRollout).
+   *
+   * @generated from rpc shardline.v1.AdminService.PromoteRollout
+   */
+  promoteRollout: {
+    methodKind: "unary";
+    input: typeof PromoteRolloutRequestSchema;
+    output: typeof PromoteRolloutResponseSchema;
+  },
+  /**
+   * Aborts a job's rollout in progress: every shard runs the stable revision from its next fire
+   * (runs under way finish on the revision they started with). The job's spec stays the target
+   * revision's until it is applied again, undone (UndoRollout) or the rollout retried.
+   * NOT_FOUND for an unknown job; FAILED_PRECONDITION when no rollout is in progress.
+   *
+   * @generated from rpc shardline.v1.AdminService.AbortRollout
+   */
+  abortRollout: {
+    methodKind: "unary";
+    input: typeof AbortRolloutRequestSchema;
+    output: typeof AbortRolloutResponseSchema;
+  },
+  /**
+   * Starts an aborted rollout again from its first step, with a new analysis window.
+   * NOT_FOUND for an unknown job; FAILED_PRECONDITION when the job's last rollout was not
+   * aborted.
+   *
+   * @generated from rpc shardline.v1.AdminService.RetryRollout
+   */
+  retryRollout: {
+    methodKind: "unary";
+    input: typeof RetryRolloutRequestSchema;
+    output: typeof RetryRolloutResponseSchema;
+  },
+  /**
+   * Applies an earlier revision's manifest again, as the job's next revision, at once on every
+   * shard (without the steps of spec.rollout; a rollout in progress or aborted ends). Recorded
+   * as applied by the caller's token name, with undo_of naming the revision it copies.
+   * NOT_FOUND for an unknown job, or for a revision the controller does not keep (ListRevisions
+   * lists those it does); FAILED_PRECONDITION when that revision's manifest no longer passes
+   * this controller's validation.
+   *
+   * @generated from rpc shardline.v1.AdminService.UndoRollout
+   */
+  undoRollout: {
+    methodKind: "unary";
+    input: typeof UndoRolloutRequestSchema;
+    output: typeof UndoRolloutResponseSchema;
+  },
+  /**
+   * Returns the revisions kept of a job, newest first. NOT_FOUND for an unknown job.
+   *
+   * @generated from rpc shardline.v1.AdminService.ListRevisions
+   */
+  listRevisions: {
+    methodKind: "unary";
+    input: typeof ListRevisionsRequestSchema;
+    output: typeof ListRevisionsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_shardline_v1_admin_service, 0);

@@ -23,7 +23,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shardline/v1/types.proto.
  */
 export const file_shardline_v1_types: GenFile = /*@__PURE__*/
-  fileDesc("ChhzaGFyZGxpbmUvdjEvdHlwZXMucHJvdG8SDHNoYXJkbGluZS52MSImCghTaGFyZFJlZhILCgNqb2IYASABKAkSDQoFc2hhcmQYAiABKA0iVQoKQXNzaWdubWVudBIlCgVzaGFyZBgBIAEoCzIWLnNoYXJkbGluZS52MS5TaGFyZFJlZhIMCgR0ZXJtGAIgASgEEhIKCmdlbmVyYXRpb24YAyABKAQiyQIKCUV4ZWN1dGlvbhIKCgJpZBgBIAEoCRILCgNqb2IYAiABKAkSDQoFc2hhcmQYAyABKA0SGQoRZmlyZV90aW1lX3VuaXhfbXMYBCABKAMSDwoHYXR0ZW1wdBgFIAEoDRINCgVhZ2VudBgGIAEoCRIrCgVzdGF0ZRgHIAEoDjIcLnNoYXJkbGluZS52MS5FeGVjdXRpb25TdGF0ZRIaChJzdGFydGVkX2F0X3VuaXhfbXMYCCABKAMSGwoTZmluaXNoZWRfYXRfdW5peF9tcxgJIAEoAxINCgVlcnJvchgKIAEoCRIOCgZyZXN1bHQYCyABKAkSDQoFY2F1c2UYDCABKAkSFgoOcXVldWVfcG9zaXRpb24YDSABKA0SFQoNZmlyZV9jb21wbGV0ZRgOIAEoCBIWCg53YWl0aW5nX3JlYXNvbhgPIAEoCSK0AwoFQWdlbnQSCgoCaWQYASABKAkSLwoGbGFiZWxzGAIgAygLMh8uc2hhcmRsaW5lLnYxLkFnZW50LkxhYmVsc0VudHJ5EhAKCGNhcGFjaXR5GAMgASgNEhAKCGhhbmRsZXJzGAQgAygJEg8KB3ZlcnNpb24YBSABKAkSJwoFc3RhdGUYBiABKA4yGC5zaGFyZGxpbmUudjEuQWdlbnRTdGF0ZRImCgZzaGFyZHMYByADKAsyFi5zaGFyZGxpbmUudjEuU2hhcmRSZWYSHQoVbGVhc2VfZXhwaXJlc191bml4X21zGAggASgDEhAKCGNvcmRvbmVkGAkgASgIEhwKFGNvbm5lY3RlZF9hdF91bml4X21zGAogASgDEhYKDm1heF9jb25jdXJyZW50GAsgASgNEg8KB3J1bm5pbmcYDCABKA0SEwoLaW5zdGFuY2VfaWQYDSABKAkSFgoOcmVmdXNlZF9oZWxsb3MYDiABKA0SFAoMbGFzdF9yZWZ1c2FsGA8gASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi4QEKA0pvYhIMCgRuYW1lGAEgASgJEhAKCG1hbmlmZXN0GAIgASgJEhEKCXNwZWNfanNvbhgDIAEoCRIOCgZwYXVzZWQYBCABKAgSGQoRbmV4dF9maXJlX3VuaXhfbXMYBSABKAMSGQoRbGFzdF9maXJlX3VuaXhfbXMYBiABKAMSEAoIcmV2aXNpb24YByABKAQSFwoPZGlzYWJsZWRfc2hhcmRzGAggAygNEh4KFnVwY29taW5nX2ZpcmVzX3VuaXhfbXMYCSADKAMSFgoOd2FpdGluZ19yZWFzb24YCiABKAkquQIKDkV4ZWN1dGlvblN0YXRlEh8KG0VYRUNVVElPTl9TVEFURV9VTlNQRUNJRklFRBAAEhsKF0VYRUNVVElPTl9TVEFURV9QRU5ESU5HEAESGwoXRVhFQ1VUSU9OX1NUQVRFX1JVTk5JTkcQAhIdChlFWEVDVVRJT05fU1RBVEVfU1VDQ0VFREVEEAMSGgoWRVhFQ1VUSU9OX1NUQVRFX0ZBSUxFRBAEEh0KGUVYRUNVVElPTl9TVEFURV9USU1FRF9PVVQQBRIdChlFWEVDVVRJT05fU1RBVEVfQ0FOQ0VMTEVEEAYSGAoURVhFQ1VUSU9OX1NUQVRFX0xPU1QQBxIcChhFWEVDVVRJT05fU1RBVEVfTUlTRklSRUQQCBIbChdFWEVDVVRJT05fU1RBVEVfVU5LTk9XThAJKnAKCkFnZW50U3RhdGUSGwoXQUdFTlRfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFBR0VOVF9TVEFURV9SRUFEWRABEhgKFEFHRU5UX1NUQVRFX0RSQUlOSU5HEAISFAoQQUdFTlRfU1RBVEVfTE9TVBADYgZwcm90bzM");
+  fileDesc("ChhzaGFyZGxpbmUvdjEvdHlwZXMucHJvdG8SDHNoYXJkbGluZS52MSImCghTaGFyZFJlZhILCgNqb2IYASABKAkSDQoFc2hhcmQYAiABKA0iVQoKQXNzaWdubWVudBIlCgVzaGFyZBgBIAEoCzIWLnNoYXJkbGluZS52MS5TaGFyZFJlZhIMCgR0ZXJtGAIgASgEEhIKCmdlbmVyYXRpb24YAyABKAQi2wIKCUV4ZWN1dGlvbhIKCgJpZBgBIAEoCRILCgNqb2IYAiABKAkSDQoFc2hhcmQYAyABKA0SGQoRZmlyZV90aW1lX3VuaXhfbXMYBCABKAMSDwoHYXR0ZW1wdBgFIAEoDRINCgVhZ2VudBgGIAEoCRIrCgVzdGF0ZRgHIAEoDjIcLnNoYXJkbGluZS52MS5FeGVjdXRpb25TdGF0ZRIaChJzdGFydGVkX2F0X3VuaXhfbXMYCCABKAMSGwoTZmluaXNoZWRfYXRfdW5peF9tcxgJIAEoAxINCgVlcnJvchgKIAEoCRIOCgZyZXN1bHQYCyABKAkSDQoFY2F1c2UYDCABKAkSFgoOcXVldWVfcG9zaXRpb24YDSABKA0SFQoNZmlyZV9jb21wbGV0ZRgOIAEoCBIWCg53YWl0aW5nX3JlYXNvbhgPIAEoCRIQCghyZXZpc2lvbhgQIAEoBCK0AwoFQWdlbnQSCgoCaWQYASABKAkSLwoGbGFiZWxzGAIgAygLMh8uc2hhcmRsaW5lLnYxLkFnZW50LkxhYmVsc0VudHJ5EhAKCGNhcGFjaXR5GAMgASgNEhAKCGhhbmRsZXJzGAQgAygJEg8KB3ZlcnNpb24YBSABKAkSJwoFc3RhdGUYBiABKA4yGC5zaGFyZGxpbmUudjEuQWdlbnRTdGF0ZRImCgZzaGFyZHMYByADKAsyFi5zaGFyZGxpbmUudjEuU2hhcmRSZWYSHQoVbGVhc2VfZXhwaXJlc191bml4X21zGAggASgDEhAKCGNvcmRvbmVkGAkgASgIEhwKFGNvbm5lY3RlZF9hdF91bml4X21zGAogASgDEhYKDm1heF9jb25jdXJyZW50GAsgASgNEg8KB3J1bm5pbmcYDCABKA0SEwoLaW5zdGFuY2VfaWQYDSABKAkSFgoOcmVmdXNlZF9oZWxsb3MYDiABKA0SFAoMbGFzdF9yZWZ1c2FsGA8gASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEijwIKA0pvYhIMCgRuYW1lGAEgASgJEhAKCG1hbmlmZXN0GAIgASgJEhEKCXNwZWNfanNvbhgDIAEoCRIOCgZwYXVzZWQYBCABKAgSGQoRbmV4dF9maXJlX3VuaXhfbXMYBSABKAMSGQoRbGFzdF9maXJlX3VuaXhfbXMYBiABKAMSEAoIcmV2aXNpb24YByABKAQSFwoPZGlzYWJsZWRfc2hhcmRzGAggAygNEh4KFnVwY29taW5nX2ZpcmVzX3VuaXhfbXMYCSADKAMSFgoOd2FpdGluZ19yZWFzb24YCiABKAkSLAoHcm9sbG91dBgLIAEoCzIbLnNoYXJkbGluZS52MS5Sb2xsb3V0U3RhdHVzIpoDCg1Sb2xsb3V0U3RhdHVzEg0KBXBoYXNlGAEgASgJEhgKEGN1cnJlbnRfcmV2aXNpb24YAiABKAQSFwoPc3RhYmxlX3JldmlzaW9uGAMgASgEEhcKD3RhcmdldF9yZXZpc2lvbhgEIAEoBBINCgVzdGVwcxgFIAMoCRIMCgRzdGVwGAYgASgNEh8KF3N0ZXBfc3RhcnRlZF9hdF91bml4X21zGAcgASgDEjgKEnNoYXJkc19ieV9yZXZpc2lvbhgIIAMoCzIcLnNoYXJkbGluZS52MS5SZXZpc2lvblNoYXJkcxIhChl3aW5kb3dfc3RhcnRlZF9hdF91bml4X21zGAkgASgDEisKBnRhcmdldBgKIAEoCzIbLnNoYXJkbGluZS52MS5SZXZpc2lvblRhbGx5EisKBnN0YWJsZRgLIAEoCzIbLnNoYXJkbGluZS52MS5SZXZpc2lvblRhbGx5Eg4KBnJlYXNvbhgMIAEoCRIYChBlbmRlZF9hdF91bml4X21zGA0gASgDEg8KB3dhaXRpbmcYDiABKAkiMgoOUmV2aXNpb25TaGFyZHMSEAoIcmV2aXNpb24YASABKAQSDgoGc2hhcmRzGAIgAygNImEKDVJldmlzaW9uVGFsbHkSDAoEcnVucxgBIAEoDRIQCghmYWlsdXJlcxgCIAEoDRIcCg9wOTVfZHVyYXRpb25fbXMYAyABKARIAIgBAUISChBfcDk1X2R1cmF0aW9uX21zIo8BCghSZXZpc2lvbhILCgNqb2IYASABKAkSEAoIcmV2aXNpb24YAiABKAQSEAoIbWFuaWZlc3QYAyABKAkSEQoJc3BlY19oYXNoGAQgASgJEhoKEmFwcGxpZWRfYXRfdW5peF9tcxgFIAEoAxISCgphcHBsaWVkX2J5GAYgASgJEg8KB3VuZG9fb2YYByABKAQquQIKDkV4ZWN1dGlvblN0YXRlEh8KG0VYRUNVVElPTl9TVEFURV9VTlNQRUNJRklFRBAAEhsKF0VYRUNVVElPTl9TVEFURV9QRU5ESU5HEAESGwoXRVhFQ1VUSU9OX1NUQVRFX1JVTk5JTkcQAhIdChlFWEVDVVRJT05fU1RBVEVfU1VDQ0VFREVEEAMSGgoWRVhFQ1VUSU9OX1NUQVRFX0ZBSUxFRBAEEh0KGUVYRUNVVElPTl9TVEFURV9USU1FRF9PVVQQBRIdChlFWEVDVVRJT05fU1RBVEVfQ0FOQ0VMTEVEEAYSGAoURVhFQ1VUSU9OX1NUQVRFX0xPU1QQBxIcChhFWEVDVVRJT05fU1RBVEVfTUlTRklSRUQQCBIbChdFWEVDVVRJT05fU1RBVEVfVU5LTk9XThAJKnAKCkFnZW50U3RhdGUSGwoXQUdFTlRfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFBR0VOVF9TVEFURV9SRUFEWRABEhgKFEFHRU5UX1NUQVRFX0RSQUlOSU5HEAISFAoQQUdFTlRfU1RBVEVfTE9TVBADYgZwcm90bzM");
 
 /**
  * Identifies one shard of one job.
@@ -225,6 +225,17 @@ export type Execution = Message<"shardline.v1.Execution"> & {
    * @generated from field: string waiting_reason = 15;
    */
   waitingReason: string;
+
+  /**
+   * The job revision this execution runs (Job.revision as it was when its fire made its first
+   * attempt): every attempt of one fire of one shard runs the same revision, retries and
+   * failover runs included, also after a newer revision was applied. While a rollout is in
+   * progress (Job.rollout), shards of one fire may run different revisions. 0 for an execution
+   * recorded by a controller that kept no revisions.
+   *
+   * @generated from field: uint64 revision = 16;
+   */
+  revision: bigint;
 };
 
 /**
@@ -441,6 +452,15 @@ export type Job = Message<"shardline.v1.Job"> & {
    * @generated from field: string waiting_reason = 10;
    */
   waitingReason: string;
+
+  /**
+   * Which revision the job's shards run, and how a change of what they run goes out in the
+   * steps of spec.rollout: the rollout in progress, or the last one. Always set; its phase is
+   * "none" when the job never rolled a change out in steps (every shard runs `revision`).
+   *
+   * @generated from field: shardline.v1.RolloutStatus rollout = 11;
+   */
+  rollout?: RolloutStatus | undefined;
 };
 
 /**
@@ -449,6 +469,270 @@ export type Job = Message<"shardline.v1.Job"> & {
  */
 export const JobSchema: GenMessage<Job> = /*@__PURE__*/
   messageDesc(file_shardline_v1_types, 4);
+
+/**
+ * How a job's rollout stands: a change of what the job runs (its executor, parameters, timeout,
+ * retries or grace) goes from the stable revision to the target revision in the steps of the
+ * target revision's spec.rollout, shard by shard; each shard's fire runs one of the two.
+ *
+ * @generated from message shardline.v1.RolloutStatus
+ */
+export type RolloutStatus = Message<"shardline.v1.RolloutStatus"> & {
+  /**
+   * "none" (the job never rolled a change out in steps), "progressing" (a step is under way),
+   * "paused" (waiting for PromoteRollout), "completed" (every shard runs the target revision,
+   * now the stable one) or "aborted" (every shard runs the stable revision again; RetryRollout
+   * starts the steps over). Clients must accept values not listed here.
+   *
+   * @generated from field: string phase = 1;
+   */
+  phase: string;
+
+  /**
+   * The job's latest revision (Job.revision).
+   *
+   * @generated from field: uint64 current_revision = 2;
+   */
+  currentRevision: bigint;
+
+  /**
+   * The revision shards outside the waves reached run, and every shard after an abort; the
+   * target revision once completed. Equal to current_revision when the phase is "none".
+   *
+   * @generated from field: uint64 stable_revision = 3;
+   */
+  stableRevision: bigint;
+
+  /**
+   * The revision going out (normally current_revision); equal to stable_revision when nothing
+   * is going out.
+   *
+   * @generated from field: uint64 target_revision = 4;
+   */
+  targetRevision: bigint;
+
+  /**
+   * Each step of the target revision's spec.rollout, described for operators, in order ("wave:
+   * cluster in (canary)", "pause: until promoted", "analysis: at least 5 runs, failure rate at
+   * most 5%"). Free text: clients show it, never parse it. Empty when the phase is "none".
+   *
+   * @generated from field: repeated string steps = 5;
+   */
+  steps: string[];
+
+  /**
+   * The step under way, from 1 (an index into `steps` plus one); len(steps) + 1 once past the
+   * last; 0 when the phase is "none".
+   *
+   * @generated from field: uint32 step = 6;
+   */
+  step: number;
+
+  /**
+   * When the current step began, in Unix milliseconds; 0 when the phase is "none".
+   *
+   * @generated from field: int64 step_started_at_unix_ms = 7;
+   */
+  stepStartedAtUnixMs: bigint;
+
+  /**
+   * Which revision each shard's next fire runs, one entry per revision in use, ascending by
+   * revision. A shard runs the target revision once a wave reached it and its owner can run it.
+   *
+   * @generated from field: repeated shardline.v1.RevisionShards shards_by_revision = 8;
+   */
+  shardsByRevision: RevisionShards[];
+
+  /**
+   * The analysis window: runs of fires at or after this instant (when the last wave began), in
+   * Unix milliseconds, are what `target` and `stable` count; 0 when the phase is "none".
+   *
+   * @generated from field: int64 window_started_at_unix_ms = 9;
+   */
+  windowStartedAtUnixMs: bigint;
+
+  /**
+   * Finished runs of the target revision in the analysis window.
+   *
+   * @generated from field: shardline.v1.RevisionTally target = 10;
+   */
+  target?: RevisionTally | undefined;
+
+  /**
+   * Finished runs of the stable revision in the analysis window, over the same fires: what an
+   * analysis step with noWorseThanStable compares with.
+   *
+   * @generated from field: shardline.v1.RevisionTally stable = 11;
+   */
+  stable?: RevisionTally | undefined;
+
+  /**
+   * Why the rollout was aborted ("analysis at step 2: ...", "aborted by alice") or ended without
+   * its steps ("revision 4 applied at once (undo)"); empty otherwise. Free text.
+   *
+   * @generated from field: string reason = 12;
+   */
+  reason: string;
+
+  /**
+   * When it completed or was aborted, in Unix milliseconds; 0 while it is in progress or when
+   * the phase is "none".
+   *
+   * @generated from field: int64 ended_at_unix_ms = 13;
+   */
+  endedAtUnixMs: bigint;
+
+  /**
+   * While in progress: what the current step waits for ("paused until promoted", "analysis waits
+   * for 5 finished runs of revision 3 ...") and why it cannot go on when it cannot (no shard's
+   * owner is in a wave reached so far); empty otherwise. Free text: clients show it, never parse
+   * it.
+   *
+   * @generated from field: string waiting = 14;
+   */
+  waiting: string;
+};
+
+/**
+ * Describes the message shardline.v1.RolloutStatus.
+ * Use `create(RolloutStatusSchema)` to create a new message.
+ */
+export const RolloutStatusSchema: GenMessage<RolloutStatus> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_types, 5);
+
+/**
+ * The shards whose next fire runs one revision.
+ *
+ * @generated from message shardline.v1.RevisionShards
+ */
+export type RevisionShards = Message<"shardline.v1.RevisionShards"> & {
+  /**
+   * The job revision.
+   *
+   * @generated from field: uint64 revision = 1;
+   */
+  revision: bigint;
+
+  /**
+   * Its shards, ascending.
+   *
+   * @generated from field: repeated uint32 shards = 2;
+   */
+  shards: number[];
+};
+
+/**
+ * Describes the message shardline.v1.RevisionShards.
+ * Use `create(RevisionShardsSchema)` to create a new message.
+ */
+export const RevisionShardsSchema: GenMessage<RevisionShards> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_types, 6);
+
+/**
+ * Finished runs of one revision in a rollout's analysis window.
+ *
+ * @generated from message shardline.v1.RevisionTally
+ */
+export type RevisionTally = Message<"shardline.v1.RevisionTally"> & {
+  /**
+   * Runs that succeeded, failed or timed out (lost, cancelled and misfired runs are not
+   * counted).
+   *
+   * @generated from field: uint32 runs = 1;
+   */
+  runs: number;
+
+  /**
+   * Of those, the ones that failed or timed out.
+   *
+   * @generated from field: uint32 failures = 2;
+   */
+  failures: number;
+
+  /**
+   * The 95th percentile (nearest rank) of their durations, in milliseconds, over the latest 512
+   * runs that said when they started; unset when none did.
+   *
+   * @generated from field: optional uint64 p95_duration_ms = 3;
+   */
+  p95DurationMs?: bigint | undefined;
+};
+
+/**
+ * Describes the message shardline.v1.RevisionTally.
+ * Use `create(RevisionTallySchema)` to create a new message.
+ */
+export const RevisionTallySchema: GenMessage<RevisionTally> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_types, 7);
+
+/**
+ * One revision of a job: every apply that changes the job's spec makes the next one. The
+ * controller keeps each job's newest revisions (10 by default, its --revision-history), and
+ * beyond them the current one, the rollout's stable one and those a running execution names.
+ *
+ * @generated from message shardline.v1.Revision
+ */
+export type Revision = Message<"shardline.v1.Revision"> & {
+  /**
+   * The job's name.
+   *
+   * @generated from field: string job = 1;
+   */
+  job: string;
+
+  /**
+   * The revision's number: 1 for the first apply, one more for every apply that changed the
+   * spec.
+   *
+   * @generated from field: uint64 revision = 2;
+   */
+  revision: bigint;
+
+  /**
+   * The manifest as applied (YAML or JSON, as the client sent it).
+   *
+   * @generated from field: string manifest = 3;
+   */
+  manifest: string;
+
+  /**
+   * sha256 of the spec's canonical JSON, 64 hex digits: two revisions with the same hash run
+   * and schedule alike (an undo has the hash of the revision it went back to).
+   *
+   * @generated from field: string spec_hash = 4;
+   */
+  specHash: string;
+
+  /**
+   * When it was applied, in Unix milliseconds on the controller's clock.
+   *
+   * @generated from field: int64 applied_at_unix_ms = 5;
+   */
+  appliedAtUnixMs: bigint;
+
+  /**
+   * The name of the token that applied it (the controller's --token-file); empty when the
+   * controller checks no tokens.
+   *
+   * @generated from field: string applied_by = 6;
+   */
+  appliedBy: string;
+
+  /**
+   * For a revision made by UndoRollout: the revision whose manifest it applied again; 0
+   * otherwise.
+   *
+   * @generated from field: uint64 undo_of = 7;
+   */
+  undoOf: bigint;
+};
+
+/**
+ * Describes the message shardline.v1.Revision.
+ * Use `create(RevisionSchema)` to create a new message.
+ */
+export const RevisionSchema: GenMessage<Revision> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_types, 8);
 
 /**
  * The state of one execution. PENDING and RUNNING are open; every other value except
