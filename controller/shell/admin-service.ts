@@ -9,7 +9,8 @@ import { checkStrategyLoaded } from "../core/sharding/custom-strategy.js";
 import type { CoreEvent } from "../core/messages.js";
 import type { ExecutionQuery, Store } from "../store/store.js";
 import type { CoreDriver } from "./core-driver.js";
-import { agentToProto, executionToProto, jobToProto, stateFromProto, stateToProto, toNumber } from "./proto-mapping.js";
+import { callerName } from "./authorization.js";
+import { agentToProto, executionToProto, jobToProto, revisionToProto, rolloutToProto, stateFromProto, stateToProto, toNumber } from "./proto-mapping.js";
 
 const MAX_LIMIT = 10_000;
 /** A watcher that falls this far behind is cut off rather than buffering without bound. */
@@ -52,8 +53,11 @@ export function adminService(
   options: AdminServiceOptions = {},
 ): Partial<ServiceImpl<typeof AdminService>> {
   const historyReads = new TurnTaking(options.maxHistoryReads ?? DEFAULT_MAX_HISTORY_READS, "maxHistoryReads");
+  /** A job as the API shows it, with its rollout. */
+  const jobOf = (name: string) => jobToProto(core.getJob(name), core.rollout(name));
+  const rolloutOf = (job: string) => ({ rollout: rolloutToProto(core.rollout(job)) });
   return {
-    async applyJob(request) {
+    async applyJob(request, context) {
       if (Buffer.byteLength(request.manifest) > MAX_MANIFEST_BYTES) {
         throw ShardlineError.invalid("manifest", `${Buffer.byteLength(request.manifest)} bytes`, `at most ${MANIFEST_LIMIT_TEXT}; ${MANIFEST_SIZE_ADVICE}`);
       }
@@ -64,16 +68,17 @@ export function adminService(
       if (jobs.total >= maxJobs && !jobs.exists) {
         throw new ShardlineError("resource-exhausted", `manifest: this controller holds ${maxJobs} jobs, its most (--max-jobs); delete one or raise the limit`);
       }
-      const { changed } = await driver.run((now) => core.applyJob(spec.name, spec, manifest, now));
-      return { job: jobToProto(core.getJob(spec.name)), changed, warnings: core.applyWarnings(spec.name) };
+      const appliedBy = callerName(context);
+      const { changed } = await driver.run((now) => core.applyJob(spec.name, spec, manifest, now, { appliedBy }));
+      return { job: jobOf(spec.name), changed, warnings: core.applyWarnings(spec.name) };
     },
 
     async getJob(request) {
-      return { job: jobToProto(core.getJob(request.name)) };
+      return { job: jobOf(request.name) };
     },
 
     async listJobs() {
-      return { jobs: core.listJobs().map(jobToProto) };
+      return { jobs: core.listJobs().map((view) => jobToProto(view, core.rollout(view.record.name))) };
     },
 
     async deleteJob(request) {
@@ -180,6 +185,60 @@ export function adminService(
       return {};
     },
 
+    async getRollout(request) {
+      return rolloutOf(request.job);
+    },
+
+    async promoteRollout(request, context) {
+      const by = callerName(context);
+      await driver.run((now) => core.promoteRollout(request.job, request.full, by, now));
+      return rolloutOf(request.job);
+    },
+
+    async abortRollout(request, context) {
+      const by = callerName(context);
+      await driver.run((now) => core.abortRollout(request.job, by, now));
+      return rolloutOf(request.job);
+    },
+
+    async retryRollout(request, context) {
+      const by = callerName(context);
+      await driver.run((now) => core.retryRollout(request.job, by, now));
+      return rolloutOf(request.job);
+    },
+
+    async undoRollout(request, context) {
+      const name = request.job;
+      core.getJob(name);
+      // Every revision applied so far is in the store before it is read.
+      await driver.idle();
+      const to = request.toRevision === 0n ? await previousRevision(core, store, name) : toNumber(request.toRevision, "to_revision");
+      const record = await store.getRevision(name, to);
+      if (record === undefined) {
+        throw new ShardlineError(
+          "not-found",
+          `revision ${to} of job ${name} not found: the controller keeps each job's newest revisions (--revision-history) and those still in use; run "shardline rollout history ${name}" to list them`,
+          { field: "to_revision", value: String(to) },
+        );
+      }
+      const { spec, manifest } = manifestOf(record.manifest, name, to);
+      checkStrategyLoaded(spec.strategy, customStrategies);
+      const appliedBy = callerName(context);
+      const { changed } = await driver.run((now) => {
+        // Deleted while the revision was read: an undo never creates a job.
+        core.getJob(name);
+        return core.applyJob(name, spec, manifest, now, { appliedBy, undoOf: to });
+      });
+      return { job: jobOf(name), undoOf: BigInt(to), changed, warnings: core.applyWarnings(name) };
+    },
+
+    async listRevisions(request) {
+      core.getJob(request.job);
+      await driver.idle();
+      const revisions = await store.listRevisions(request.job);
+      return { revisions: revisions.map(revisionToProto) };
+    },
+
     async watchEvents(request, stream, context) {
       await new Promise<void>((resolve) => {
         const unsubscribe = driver.onEvent((event: CoreEvent) => {
@@ -204,6 +263,40 @@ export function adminService(
       });
     },
   };
+}
+
+/**
+ * The revision `rollout undo` goes back to by default: the rollout's stable revision while a
+ * rollout is in progress or aborted (what every shard ran before it), else the newest revision
+ * kept below the current one.
+ */
+async function previousRevision(core: ControllerCore, store: Store, name: string): Promise<number> {
+  const rollout = core.rollout(name);
+  if (rollout.phase === "progressing" || rollout.phase === "paused" || rollout.phase === "aborted") return rollout.stableRevision;
+  const previous = (await store.listRevisions(name)).find((revision) => revision.revision < rollout.currentRevision);
+  if (previous === undefined) {
+    throw new ShardlineError(
+      "not-found",
+      `job ${name} has no revision kept before its current revision ${rollout.currentRevision} to go back to; run "shardline rollout history ${name}" to list the revisions kept`,
+      { field: "to_revision", value: "0" },
+    );
+  }
+  return previous.revision;
+}
+
+/**
+ * A kept revision's manifest, parsed as an apply parses it. One that no longer passes (a
+ * revision from before a stricter check) cannot be undone to: it says so, with why.
+ */
+function manifestOf(text: string, job: string, revision: number): ReturnType<typeof parseManifest> {
+  try {
+    return parseManifest(text);
+  } catch (error) {
+    if (!(error instanceof ShardlineError) || error.code !== "invalid-argument") throw error;
+    throw new ShardlineError("failed-precondition", `revision ${revision} of job ${job} no longer passes this controller's checks: ${error.message}; apply a corrected manifest instead`, error.details, {
+      cause: error,
+    });
+  }
 }
 
 /**

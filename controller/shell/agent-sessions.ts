@@ -388,6 +388,7 @@ function toResponse(term: number, command: AgentCommand): Response {
               timeoutMs: e.timeoutMs,
               disconnectGraceMs: e.disconnectGraceMs,
               fencingToken: e.fencingToken,
+              revision: BigInt(e.revision),
               ...(e.assignment === undefined ? {} : { assignment: assignmentToProto(e.assignment) }),
               traceContext: e.traceContext,
               ...(e.script === undefined ? {} : { script: e.script }),

@@ -63,11 +63,23 @@ export class Authorization {
   }
 }
 
+/** The caller of each admin call authorizedAdmin let through with a token, by the call's context. */
+const callers = new WeakMap<object, TokenHolder>();
+
+/**
+ * The name of the token that made an admin call, by the call's context (the last argument of
+ * every method kind): what a revision records as who applied it, and a rollout's events as who
+ * promoted or aborted it. "" when the controller checks no tokens.
+ */
+export function callerName(context: object): string {
+  return callers.get(context)?.name ?? "";
+}
+
 /**
  * Wraps an AdminService implementation so that every method first checks the caller's role
  * (ADMIN_METHOD_ROLES), then takes a token from the caller's rate limit: a token's holder is
  * limited by its name, a caller without one by its address. The context is the last argument of
- * every method kind.
+ * every method kind; the caller is kept for the method by it (callerName).
  */
 export function authorizedAdmin(impl: Record<string, unknown>, authorization: Authorization, limiter?: RateLimiter): Record<string, unknown> {
   if (!authorization.enabled && limiter === undefined) return impl;
@@ -81,6 +93,7 @@ export function authorizedAdmin(impl: Record<string, unknown>, authorization: Au
       // A method the table does not name is refused: a new RPC must be given a role on purpose.
       if (needed === undefined) throw new ShardlineError("permission-denied", `${method.name}: no role may call it`);
       const caller = authorization.checkCall(context.metadata, needed, method.name, context.peer);
+      if (caller !== undefined) callers.set(context, caller);
       const client = caller?.name ?? hostOf(context.peer);
       const waitMs = limiter?.take(client) ?? 0;
       if (waitMs > 0) {

@@ -10,13 +10,18 @@ import {
   ExecutionState,
   type Job as JobMessage,
   JobSchema,
+  type Revision as RevisionMessage,
+  RevisionSchema,
+  type RolloutStatus,
+  RolloutStatusSchema,
 } from "../../shared/gen/shardline/v1/types_pb.js";
 import type { ExecutionUpdate as ExecutionUpdateMessage, ExecutionUpdates, Hello, Release } from "../../shared/gen/shardline/v1/agent_service_pb.js";
 import { stateEnumOf, stateNameOf } from "../../shared/execution-state.js";
 import { DEFAULT_WIRE_BUDGET } from "../../shared/grpc/index.js";
 import { manifestShaped } from "../../shared/manifest/index.js";
-import { type ExecutionRecord, type ExecutionStateName, FIRE_COMPLETE_SHARD } from "../store/store.js";
-import type { AgentView, JobView } from "../core/controller-core.js";
+import { type ExecutionRecord, type ExecutionStateName, FIRE_COMPLETE_SHARD, type RevisionRecord } from "../store/store.js";
+import type { AgentView, JobView, RolloutView } from "../core/controller-core.js";
+import type { TallyView } from "../core/rollout-view.js";
 import { clip } from "../core/hello-rules.js";
 import type { AgentHello, AssignmentRef, ExecutionUpdate } from "../core/messages.js";
 
@@ -193,6 +198,7 @@ export function executionToProto(record: ExecutionRecord, queuePosition = 0, wai
     queuePosition,
     fireComplete: record.shard === FIRE_COMPLETE_SHARD,
     waitingReason,
+    revision: BigInt(record.revision ?? 0),
   });
 }
 
@@ -216,7 +222,8 @@ export function agentToProto(view: AgentView): AgentMessage {
   });
 }
 
-export function jobToProto(view: JobView): JobMessage {
+/** A job as the API shows it, with how its rollout stands (`rollout`, from core.rollout()). */
+export function jobToProto(view: JobView, rollout?: RolloutView): JobMessage {
   return create(JobSchema, {
     name: view.record.name,
     manifest: view.record.manifest,
@@ -229,5 +236,43 @@ export function jobToProto(view: JobView): JobMessage {
     disabledShards: view.record.disabledShards,
     upcomingFiresUnixMs: view.upcoming.map((t) => BigInt(t)),
     waitingReason: view.waitingReason ?? "",
+    ...(rollout === undefined ? {} : { rollout: rolloutToProto(rollout) }),
+  });
+}
+
+/** How a job's rollout stands, as the API shows it (GetRollout, Job.rollout). */
+export function rolloutToProto(view: RolloutView): RolloutStatus {
+  return create(RolloutStatusSchema, {
+    phase: view.phase,
+    currentRevision: BigInt(view.currentRevision),
+    stableRevision: BigInt(view.stableRevision),
+    targetRevision: BigInt(view.targetRevision),
+    steps: view.steps,
+    step: view.step,
+    stepStartedAtUnixMs: BigInt(view.stepStartedAt),
+    shardsByRevision: view.shardsByRevision.map(({ revision, shards }) => ({ revision: BigInt(revision), shards })),
+    windowStartedAtUnixMs: BigInt(view.since),
+    target: tallyToProto(view.target),
+    stable: tallyToProto(view.stable),
+    reason: view.reason ?? "",
+    endedAtUnixMs: BigInt(view.endedAt ?? 0),
+    waiting: view.waiting ?? "",
+  });
+}
+
+function tallyToProto(tally: TallyView): { runs: number; failures: number; p95DurationMs?: bigint } {
+  return { runs: tally.runs, failures: tally.failures, ...(tally.p95Ms === undefined ? {} : { p95DurationMs: BigInt(Math.round(tally.p95Ms)) }) };
+}
+
+/** One revision of a job, as ListRevisions shows it. */
+export function revisionToProto(record: RevisionRecord): RevisionMessage {
+  return create(RevisionSchema, {
+    job: record.job,
+    revision: BigInt(record.revision),
+    manifest: record.manifest,
+    specHash: record.hash,
+    appliedAtUnixMs: BigInt(record.appliedAt),
+    appliedBy: record.appliedBy,
+    undoOf: BigInt(record.undoOf ?? 0),
   });
 }
