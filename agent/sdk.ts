@@ -39,6 +39,13 @@ export interface HandlerContext {
    */
   readonly fencingToken: bigint;
   /**
+   * The job revision this run executes (`shardline rollout history JOB` lists them): every
+   * attempt of one fire of one shard runs the same revision, and while a rollout is under way
+   * other shards of the fire may run another. What it runs, its parameters and timeout are this
+   * revision's. 0 from a controller that keeps no revisions.
+   */
+  readonly revision: number;
+  /**
    * Throws a LeaseLostError when this run must not act any more: the agent's lease has lapsed by
    * its own clock (the shard may belong to another agent now, even while the run goes on for its
    * disconnect grace), or the run was aborted (signal). Call it right before each side effect.

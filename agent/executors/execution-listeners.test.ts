@@ -11,7 +11,7 @@ import { ScriptExecutor } from "./script/script-executor.js";
 
 const FIRE = 1_700_000_000_000n;
 
-type ContextInit = Pick<MessageInitShape<typeof ExecutionContextSchema>, "handler" | "timeoutMs" | "script" | "fencingToken"> & {
+type ContextInit = Pick<MessageInitShape<typeof ExecutionContextSchema>, "handler" | "timeoutMs" | "script" | "fencingToken" | "revision"> & {
   /** The agent's lease as the run's assertLease reads it; valid unless given. */
   leaseValid?: () => boolean;
 };
@@ -68,6 +68,7 @@ function run(listeners: ExecutionListeners, handlers: HandlerMap, init: ContextI
       handler: init.handler ?? (init.script ? "" : "work"),
       timeoutMs: init.timeoutMs ?? 0,
       fencingToken: init.fencingToken ?? 0n,
+      revision: init.revision ?? 0n,
       ...(init.script ? { script: init.script } : {}),
     }),
   );
@@ -128,6 +129,15 @@ describe("ExecutionListening", () => {
     const rejecting = run({ beforeExecution: () => Promise.reject(new Error("quota exceeded")) }, { work: () => (ran = true) });
     expect((await rejecting.terminal).error).toBe("beforeExecution: quota exceeded");
     expect(ran).toBe(false);
+  });
+
+  it("gives both hooks, and the handler, the revision the run executes", async () => {
+    const seen: number[] = [];
+    const listeners: ExecutionListeners = { beforeExecution: (ctx) => void seen.push(ctx.revision) };
+    const done = run(listeners, { work: (ctx) => seen.push(ctx.revision) }, { revision: 12n });
+    expect(await done.terminal).toMatchObject({ state: ExecutionState.SUCCEEDED });
+    expect((await done.after).ctx.revision).toBe(12);
+    expect(seen).toEqual([12, 12]);
   });
 
   it("gives the hooks the run's fencing token and assertLease: a beforeExecution it refuses ends the run LOST, and the handler never runs", async () => {

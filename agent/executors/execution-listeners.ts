@@ -15,6 +15,7 @@ import {
   type ReportSink,
   type StopState,
   isLeaseLost,
+  runLogFields,
 } from "./execution-run.js";
 
 /** What ExecutionListening needs from the agent. */
@@ -106,7 +107,7 @@ class ListenedRun implements ExecutionRun {
     this.#inner = inner;
     this.#options = options;
     this.#clock = options.clock ?? (() => performance.now());
-    this.#log = options.logger.child({ executionId: context.executionId, job: context.job, shard: context.shard });
+    this.#log = options.logger.child(runLogFields(context));
     this.#ctx = handlerContextOf(context, this.#contextParts());
     // Reports what happens before the work starts: RUNNING, a failing beforeExecution, a stop.
     this.#reports = new RunReports(context, { maxResultBytes: options.maxResultBytes, report, ...(options.wallClock ? { wallClock: options.wallClock } : {}) });

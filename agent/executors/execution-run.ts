@@ -136,7 +136,8 @@ export class RunReports {
 /**
  * The execution context as scripts (on stdin) and HTTP endpoints (as the default body) receive
  * it: the same fields a handler's HandlerContext has, in JSON. The fencing token is a decimal
- * string, as protobuf's JSON writes a uint64: past 2^53 a JSON number loses digits.
+ * string, as protobuf's JSON writes a uint64: past 2^53 a JSON number loses digits; the
+ * revision, always small, is a number.
  */
 export function executionPayload(context: ExecutionContext, agentId: string): string {
   return JSON.stringify({
@@ -150,7 +151,13 @@ export function executionPayload(context: ExecutionContext, agentId: string): st
     attempt: context.attempt,
     agentId,
     fencingToken: String(context.fencingToken),
+    revision: Number(context.revision),
   });
+}
+
+/** What every log line about a run carries, so that a line can be traced to its execution and revision. */
+export function runLogFields(context: ExecutionContext): { executionId: string; job: string; shard: number; revision: number } {
+  return { executionId: context.executionId, job: context.job, shard: context.shard, revision: Number(context.revision) };
 }
 
 /**
@@ -187,6 +194,7 @@ export function handlerContextOf(
     signal,
     agentId,
     fencingToken: context.fencingToken,
+    revision: Number(context.revision),
     assertLease: () => assertLease(context, signal, leaseValid),
     traceContext: { ...traceContext },
     log,
@@ -241,7 +249,7 @@ export function fireTimeIso(context: ExecutionContext): string {
 
 /**
  * The execution context as environment variables, for work that runs outside this process (a
- * script, a Kubernetes Job): SHARDLINE_* (SHARDLINE_FENCING_TOKEN in decimal), and
+ * script, a Kubernetes Job): SHARDLINE_* (SHARDLINE_FENCING_TOKEN and SHARDLINE_REVISION in decimal), and
  * TRACEPARENT/TRACESTATE, the OpenTelemetry convention for carrying trace context into a child
  * process, so its spans nest under the run's.
  */
@@ -257,6 +265,7 @@ export function executionEnvironment(context: ExecutionContext, agentId: string,
     SHARDLINE_ATTEMPT: String(context.attempt),
     SHARDLINE_AGENT_ID: agentId,
     SHARDLINE_FENCING_TOKEN: String(context.fencingToken),
+    SHARDLINE_REVISION: String(context.revision),
   };
   const { traceparent, tracestate } = traceContext;
   if (traceparent) env.TRACEPARENT = traceparent;

@@ -178,6 +178,7 @@ function spanAttributes(context: ExecutionContext, agentId: string): Attributes 
     [SPAN_ATTRIBUTES.fireTime]: fireTimeIso(context),
     [SPAN_ATTRIBUTES.fireTimeUnixMs]: Number(context.fireTimeUnixMs),
     [SPAN_ATTRIBUTES.attempt]: context.attempt,
+    [SPAN_ATTRIBUTES.jobRevision]: Number(context.revision),
     [SPAN_ATTRIBUTES.executionId]: context.executionId,
     [SPAN_ATTRIBUTES.agentId]: agentId,
     [SPAN_ATTRIBUTES.executor]: context.script ? "script" : context.http ? "http" : "handler",

@@ -60,6 +60,18 @@ describe("Agent", () => {
     expect(agent.running()).toEqual([]);
   });
 
+  it("gives a handler the revision its execution runs as ctx.revision, and a script as SHARDLINE_REVISION", async () => {
+    const held = assignment("rollup", 3, 1n, 1n);
+    let seen: HandlerContext | undefined;
+    const { session } = await connected({ work: (ctx) => void (seen = ctx) }, [held], { allowScripts: [process.execPath] });
+    dispatch(session, "rollup/1/3/1", held, { revision: 4n });
+    await session.update("rollup/1/3/1", ExecutionState.SUCCEEDED);
+    expect(seen?.revision).toBe(4);
+    const script = "let s = ''; process.stdin.on('data', (d) => (s += d)).on('end', () => process.stdout.write(`${process.env.SHARDLINE_REVISION} ${JSON.parse(s).revision}`))";
+    dispatch(session, "rollup/2/3/1", held, { revision: 5n, script: { command: process.execPath, args: ["-e", script], killGraceMs: 1000 } });
+    expect((await session.update("rollup/2/3/1", ExecutionState.SUCCEEDED)).result).toBe("5 5");
+  });
+
   it("stop() resolves only once a running script's process has exited, reporting it LOST", async () => {
     const held = assignment("rollup", 2, 1n, 1n);
     const { session, agent } = await connected({}, [held], { allowScripts: [process.execPath] });

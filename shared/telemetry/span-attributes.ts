@@ -16,6 +16,8 @@ export const SPAN_ATTRIBUTES = {
   fireTimeUnixMs: "shardline.fire_time_unix_ms",
   /** Attempt number, from 1. */
   attempt: "shardline.attempt",
+  /** The job revision the execution runs (agent spans). */
+  jobRevision: "shardline.job.revision",
   /** The execution's id, JOB/FIRE_UNIX_MS/SHARD/ATTEMPT. */
   executionId: "shardline.execution_id",
   /** The id of the agent that ran it. */

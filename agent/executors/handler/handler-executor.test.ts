@@ -25,7 +25,17 @@ function run(handlers: HandlerMap, init: { handler?: string; timeoutMs?: number;
   let onTerminal!: (update: ExecutionUpdate) => void;
   const terminal = new Promise<ExecutionUpdate>((resolve) => (onTerminal = resolve));
   const warnings: string[] = [];
-  const logger = pino({ level: "warn" }, { write: (line: string) => warnings.push(JSON.parse(line).msg as string) });
+  const lines: Record<string, unknown>[] = [];
+  const logger = pino(
+    { level: "warn" },
+    {
+      write: (line: string) => {
+        const parsed = JSON.parse(line) as Record<string, unknown>;
+        lines.push(parsed);
+        warnings.push(parsed.msg as string);
+      },
+    },
+  );
   const executor = new HandlerExecutor({
     agentId: "agent-1",
     handlers,
@@ -51,10 +61,11 @@ function run(handlers: HandlerMap, init: { handler?: string; timeoutMs?: number;
     timeoutMs: init.timeoutMs ?? 0,
     traceContext: { traceparent: "00-abc-def-01" },
     fencingToken: TOKEN,
+    revision: 3n,
   });
   const execution = executor.create(context);
   execution.start();
-  return { execution, reports, terminal, warnings };
+  return { execution, reports, terminal, warnings, lines };
 }
 
 /** A promise and its resolver. */
@@ -88,10 +99,17 @@ describe("HandlerExecutor", () => {
       attempt: 1,
       agentId: "agent-1",
       fencingToken: TOKEN,
+      revision: 3,
       traceContext: { traceparent: "00-abc-def-01" },
     });
     expect(seen?.fireTime).toEqual(new Date(Number(FIRE)));
     expect(seen?.signal.aborted).toBe(false);
+  });
+
+  it("binds the handler's ctx.log to the execution and the revision it runs", async () => {
+    const { terminal, lines } = run({ work: (ctx) => ctx.log.warn({ rows: 3 }, "slow page") });
+    await terminal;
+    expect(lines).toEqual([expect.objectContaining({ msg: "slow page", rows: 3, executionId: `billing/${FIRE}/3/1`, job: "billing", shard: 3, revision: 3 })]);
   });
 
   it("reports a string result as it is", async () => {

@@ -8,6 +8,7 @@ import {
   RunReports,
   handlerContextOf,
   isLeaseLost,
+  runLogFields,
   type AbortState,
   type ExecutionRun,
   type Executor,
@@ -67,7 +68,7 @@ class HandlerRun implements ExecutionRun {
     readonly context: ExecutionContext,
     private readonly options: HandlerExecutorOptions,
   ) {
-    this.#log = options.logger.child({ executionId: context.executionId, job: context.job, shard: context.shard });
+    this.#log = options.logger.child(runLogFields(context));
     this.#reports = new RunReports(context, options);
   }
 

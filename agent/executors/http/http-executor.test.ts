@@ -45,6 +45,7 @@ function run(http: HttpInit, init: { timeoutMs?: number; fencingToken?: bigint }
     timeoutMs: init.timeoutMs ?? 0,
     traceContext: { traceparent: TRACEPARENT },
     fencingToken: init.fencingToken ?? TOKEN,
+    revision: 7n,
     http: { method: "POST", connectTimeoutMs: 10_000, readTimeoutMs: 60_000, ...http },
   });
   const execution = executor.create(context);
@@ -103,7 +104,7 @@ describe("HttpExecutor", () => {
     expect(Buffer.byteLength(done.result)).toBeLessThanOrEqual(4096);
   });
 
-  it("sends the execution context as JSON, with the execution id and trace context in headers", async () => {
+  it("sends the execution context as JSON, with the execution id, fencing token, revision and trace context in headers", async () => {
     const http = await server((_request, response) => response.end("ok"));
     const done = await run({ url: `${http.url}/hooks/billing?token=secret`, headers: { Authorization: "Bearer t0ken", "X-Team": "finance" } }).terminal;
     expect(done).toMatchObject({ state: ExecutionState.SUCCEEDED, result: "ok" });
@@ -116,6 +117,7 @@ describe("HttpExecutor", () => {
       "x-team": "finance",
       "x-shardline-execution-id": `billing/${FIRE}/3/1`,
       "shardline-fencing-token": String(TOKEN),
+      "shardline-revision": "7",
       traceparent: TRACEPARENT,
     });
     expect(JSON.parse(request?.body ?? "")).toEqual({
@@ -129,6 +131,7 @@ describe("HttpExecutor", () => {
       attempt: 1,
       agentId: "agent-1",
       fencingToken: String(TOKEN),
+      revision: 7,
     });
   });
 

@@ -33,9 +33,15 @@ export const EXECUTION_ID_HEADER = "x-shardline-execution-id";
 export const FENCING_TOKEN_HEADER = "shardline-fencing-token";
 
 /**
+ * The header that carries the job revision the execution runs, in decimal (Shardline-Revision):
+ * while a rollout is under way an endpoint can tell the two revisions' calls apart.
+ */
+export const REVISION_HEADER = "shardline-revision";
+
+/**
  * Runs executions as one HTTP request each: spec.http's method, URL, headers and body (the
- * execution context as JSON when the body is empty), with the execution's id and fencing token
- * in headers of their own. A 2xx status is SUCCEEDED with the tail of
+ * execution context as JSON when the body is empty), with the execution's id, fencing token and
+ * revision in headers of their own. A 2xx status is SUCCEEDED with the tail of
  * the response body as the result; any other status is FAILED (redirects are not followed).
  *
  * Each request gets a connection of its own, so its two timeouts mean what they say: the
@@ -181,6 +187,7 @@ class HttpRun implements ExecutionRun {
     // After the spec's headers: a manifest cannot pass itself off as another execution or owner.
     headers[EXECUTION_ID_HEADER] = this.context.executionId;
     headers[FENCING_TOKEN_HEADER] = String(this.context.fencingToken);
+    headers[REVISION_HEADER] = String(this.context.revision);
     // W3C trace context: the endpoint's spans become children of the execution's span.
     const { traceparent, tracestate } = traceContext;
     if (traceparent) headers.traceparent = traceparent;

@@ -64,6 +64,7 @@ export function jobLabels(context: ExecutionContext, agentId: string): Record<st
     [LABELS.shard]: shardText(context),
     [LABELS.fireTime]: String(context.fireTimeUnixMs),
     [LABELS.attempt]: String(context.attempt),
+    [LABELS.revision]: String(context.revision),
     [LABELS.agent]: agentLabelOf(agentId),
   };
 }
@@ -75,7 +76,7 @@ export function unreportedSelector(agentId: string): string {
 
 /**
  * The environment every container of the Job gets: the same SHARDLINE_* variables a script
- * gets (SHARDLINE_FENCING_TOKEN among them), and TRACEPARENT/TRACESTATE so the pod's spans join the execution's trace. They come last
+ * gets (SHARDLINE_FENCING_TOKEN and SHARDLINE_REVISION among them), and TRACEPARENT/TRACESTATE so the pod's spans join the execution's trace. They come last
  * and replace a template's variables of the same name: a job cannot pass itself off as another
  * execution.
  */

@@ -16,6 +16,8 @@ export const LABELS = {
   fireTime: "shardline.dev/fire-time",
   /** The attempt number, from 1. */
   attempt: "shardline.dev/attempt",
+  /** The job revision the execution runs, in decimal. */
+  revision: "shardline.dev/revision",
   /** The agent that created the Job: its id, or a hashed form when the id is no valid label value. */
   agent: "shardline.dev/agent",
   /** The Job's own name, on its pods: how the agent finds them for the log tail. */

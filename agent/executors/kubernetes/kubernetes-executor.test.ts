@@ -84,6 +84,7 @@ function context(shard = 3, init: { timeoutMs?: number; attempt?: number; job?: 
     assignment: { shard: { job, shard }, term: 1n, generation: 7n },
     // term * 2^32 + generation of the assignment, as the controller makes it.
     fencingToken: (1n << 32n) + 7n,
+    revision: 4n,
     traceContext: { traceparent: TRACEPARENT },
   });
 }
@@ -113,7 +114,7 @@ function envOf(job: KubeObject): Record<string, string> {
 }
 
 describe("KubernetesExecutor", () => {
-  it("creates a batch/v1 Job named after the execution, labelled for its job, shard and fire, with the execution context in its environment", async () => {
+  it("creates a batch/v1 Job named after the execution, labelled for its job, shard, fire and revision, with the execution context in its environment", async () => {
     const { executor, running } = agent("node-a", { owner: { name: "shardline-agent-x7k2p", uid: "3f1c", namespace: NS } });
     const ctx = context(3, { timeoutMs: 120_000 });
     const { name } = await started(executor, ctx);
@@ -125,6 +126,7 @@ describe("KubernetesExecutor", () => {
       "shardline.dev/shard": "3",
       "shardline.dev/fire-time": String(FIRE),
       "shardline.dev/attempt": "1",
+      "shardline.dev/revision": "4",
       "shardline.dev/agent": "node-a",
     });
     expect(job.metadata.annotations?.["shardline.dev/execution-id"]).toBe(ctx.executionId);
@@ -145,6 +147,7 @@ describe("KubernetesExecutor", () => {
       SHARDLINE_ATTEMPT: "1",
       SHARDLINE_AGENT_ID: "node-a",
       SHARDLINE_FENCING_TOKEN: "4294967303",
+      SHARDLINE_REVISION: "4",
       TRACEPARENT,
     });
     expect((await running(ctx.executionId)).state).toBe(ExecutionState.RUNNING);

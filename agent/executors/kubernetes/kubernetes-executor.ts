@@ -4,7 +4,7 @@ import { ExecutionContextSchema, type ExecutionContext } from "../../../shared/g
 import { ExecutionState } from "../../../shared/gen/shardline/v1/types_pb.js";
 import { attachTraceContext } from "../../../shared/telemetry/log-fields.js";
 import { Backoff } from "../../runtime/backoff.js";
-import { RunReports, type AbortState, type ExecutionRun, type Executor, type ReportOptions, type StopState } from "../execution-run.js";
+import { RunReports, runLogFields, type AbortState, type ExecutionRun, type Executor, type ReportOptions, type StopState } from "../execution-run.js";
 import { tailUtf8, trimLineBreaks, withTail } from "../output-tail.js";
 import { buildJob, containerSummary, jobNameFor, jobOutcome, unreportedSelector, type JobOutcome, type KubernetesRunConfig, type OwnerPod } from "./job-manifest.js";
 import { ANNOTATIONS, LABELS } from "./job-names.js";
@@ -187,7 +187,7 @@ class KubernetesRun implements ExecutionRun {
     this.#watch = watch;
     this.#recovered = recovered;
     this.#name = jobNameFor(context);
-    this.#log = options.logger.child({ executionId: context.executionId, job: context.job, shard: context.shard, kubernetesJob: this.#name });
+    this.#log = options.logger.child({ ...runLogFields(context), kubernetesJob: this.#name });
     this.#reports = new RunReports(context, options);
     this.#backoff = new Backoff({ ...(options.retry ?? { initialMs: 200, maxMs: 10_000 }), ...(options.random ? { random: options.random } : {}) });
   }

@@ -48,6 +48,7 @@ function run(script: ScriptInit, init: { timeoutMs?: number; allowed?: string[];
     timeoutMs: init.timeoutMs ?? 0,
     traceContext: init.traceparent ? { traceparent: init.traceparent } : {},
     fencingToken: TOKEN,
+    revision: 5n,
     script: { killGraceMs: 10_000, ...script },
   });
   const execution = executor.create(context);
@@ -125,7 +126,7 @@ describe("ScriptExecutor", () => {
   it("hands the execution context over as JSON on stdin and as SHARDLINE_* variables, with the job's env and args", async () => {
     const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     const done = await run(
-      { command: NODE, args: [fixture("report-context.mjs"), "--month", "current"], env: { REGION: "eu-1", SHARDLINE_JOB: "spoofed", SHARDLINE_FENCING_TOKEN: "99999999999" } },
+      { command: NODE, args: [fixture("report-context.mjs"), "--month", "current"], env: { REGION: "eu-1", SHARDLINE_JOB: "spoofed", SHARDLINE_FENCING_TOKEN: "99999999999", SHARDLINE_REVISION: "1" } },
       { traceparent },
     ).terminal;
     expect(done.state).toBe(ExecutionState.SUCCEEDED);
@@ -141,6 +142,7 @@ describe("ScriptExecutor", () => {
       attempt: 2,
       agentId: "agent-1",
       fencingToken: "12884901895",
+      revision: 5,
     });
     expect(seen.env).toEqual({
       SHARDLINE_EXECUTION_ID: `billing/${FIRE}/3/2`,
@@ -154,6 +156,8 @@ describe("ScriptExecutor", () => {
       SHARDLINE_AGENT_ID: "agent-1",
       // The token, not the job's env of the same name: a job cannot pass itself off as the shard's owner.
       SHARDLINE_FENCING_TOKEN: "12884901895",
+      // The revision the run executes, not the job's env of the same name.
+      SHARDLINE_REVISION: "5",
       TRACEPARENT: traceparent,
       REGION: "eu-1",
     });

@@ -7,6 +7,7 @@ import {
   RunReports,
   executionPayload,
   executionEnvironment,
+  runLogFields,
   type AbortState,
   type ExecutionRun,
   type Executor,
@@ -91,7 +92,7 @@ class ScriptRun implements ExecutionRun {
     readonly context: ExecutionContext,
     private readonly options: ScriptExecutorOptions,
   ) {
-    this.#log = options.logger.child({ executionId: context.executionId, job: context.job, shard: context.shard });
+    this.#log = options.logger.child(runLogFields(context));
     this.#reports = new RunReports(context, options);
   }
 

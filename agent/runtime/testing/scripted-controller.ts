@@ -236,7 +236,7 @@ export function assignment(job: string, shard: number, term: bigint, generation:
   return create(AssignmentSchema, { shard: { job, shard }, term, generation });
 }
 
-export type DispatchInit = Pick<MessageInitShape<typeof ExecutionContextSchema>, "handler" | "timeoutMs" | "script" | "http" | "fireTimeUnixMs" | "attempt" | "traceContext">;
+export type DispatchInit = Pick<MessageInitShape<typeof ExecutionContextSchema>, "handler" | "timeoutMs" | "script" | "http" | "fireTimeUnixMs" | "attempt" | "traceContext" | "revision">;
 
 export function dispatch(session: ScriptedSession, id: string, on: Assignment, init: DispatchInit = {}): void {
   const shard = on.shard!;
@@ -253,6 +253,7 @@ export function dispatch(session: ScriptedSession, id: string, on: Assignment, i
           parameter: "month=current",
           fireTimeUnixMs: init.fireTimeUnixMs ?? FIRE,
           attempt: init.attempt ?? 1,
+          revision: init.revision ?? 0n,
           handler: init.handler ?? (init.script || init.http ? "" : "work"),
           timeoutMs: init.timeoutMs ?? 0,
           assignment: on,
