@@ -8,7 +8,8 @@ import { type Client, createClient } from "../../shared/grpc/index.js";
 import { silentLogger } from "../../shared/logging.js";
 import { MetricsRegistry, PROMETHEUS_CONTENT_TYPE } from "../../shared/telemetry/metrics.js";
 import { type PrometheusSample, parsePrometheusText, sampleValue } from "../../shared/telemetry/testing/prometheus-text.js";
-import type { ExecutionRecord } from "../store/store.js";
+import type { ControllerCore } from "../core/controller-core.js";
+import type { ExecutionRecord, JobRecord } from "../store/store.js";
 import { type RunningController, startController } from "./controller.js";
 import { ControllerMetrics } from "./controller-metrics.js";
 import { rawAgent } from "./testing/raw-agent.js";
@@ -154,6 +155,50 @@ describe("the controller's /metrics", () => {
     expect(sampleValue(metrics, "shardline_fires_total", { shardline_job: "ticker" })).toBe(misfired + 1);
   });
 
+  it("shows each job's rollout step and phase, and counts finished executions by revision", async () => {
+    const sweep = (parameter: string) =>
+      `apiVersion: shardline.dev/v1\nkind: ShardedJob\nmetadata: {name: sweep}\nspec: {shards: 2, handler: work, parameter: ${parameter}, rollout: {steps: [{weight: 50}, {pause: {}}]}}\n`;
+    await admin.applyJob({ manifest: sweep("v1") });
+    let metrics = await scrape();
+    expect(sampleValue(metrics, "shardline_rollout_step", { shardline_job: "sweep" })).toBe(0);
+    expect(sampleValue(metrics, "shardline_rollout_phase", { shardline_job: "sweep", phase: "none" })).toBe(1);
+    await admin.applyJob({ manifest: sweep("v2") });
+    const agent = await connect("py-1", ["work"]);
+    await admin.triggerJob({ name: "sweep" });
+    const executions = [];
+    while (executions.length < 2) executions.push(...(await agent.next("dispatch")).executions);
+    const now = BigInt(Date.now());
+    agent.stream.send({
+      kind: {
+        case: "executionUpdates",
+        value: { updates: executions.map((e) => ({ executionId: e.executionId, state: e.revision === 2n ? ExecutionState.FAILED : ExecutionState.SUCCEEDED, startedAtUnixMs: now, finishedAtUnixMs: now })) },
+      },
+    });
+    await settled(agent);
+
+    metrics = await scrape();
+    expect(sampleValue(metrics, "shardline_rollout_step", { shardline_job: "sweep" })).toBe(2);
+    expect(Object.fromEntries(metrics.get("shardline_rollout_phase")!.map((sample) => [sample.labels.phase, sample.value]))).toEqual({
+      none: 0,
+      progressing: 0,
+      paused: 1,
+      completed: 0,
+      aborted: 0,
+    });
+    expect(sampleValue(metrics, "shardline_revision_executions_total", { shardline_job: "sweep", revision: "1", outcome: "succeeded" })).toBe(1);
+    expect(sampleValue(metrics, "shardline_revision_executions_total", { shardline_job: "sweep", revision: "2", outcome: "failed" })).toBe(1);
+
+    await admin.abortRollout({ job: "sweep" });
+    metrics = await scrape();
+    expect(sampleValue(metrics, "shardline_rollout_phase", { shardline_job: "sweep", phase: "aborted" })).toBe(1);
+    expect(sampleValue(metrics, "shardline_rollout_phase", { shardline_job: "sweep", phase: "paused" })).toBe(0);
+    // A deleted job's series say no phase at all.
+    await admin.deleteJob({ name: "sweep" });
+    metrics = await scrape();
+    expect(sampleValue(metrics, "shardline_rollout_step", { shardline_job: "sweep" })).toBe(0);
+    expect(metrics.get("shardline_rollout_phase")!.map((sample) => sample.value)).toEqual([0, 0, 0, 0, 0]);
+  });
+
   it("counts the time its event loop could not run, and the agent leases it extended for it", async () => {
     await admin.applyJob({ manifest: ROLLUP });
     await connect("py-1", ["work"]);
@@ -199,6 +244,34 @@ describe("ControllerMetrics", () => {
     // The restored trigger's start when it finished, and the new fire's when it started.
     expect(sampleValue(text, "shardline_fire_lag_seconds_count", { shardline_job: "j" })).toBe(2);
     expect(sampleValue(text, "shardline_fire_lag_seconds_sum", { shardline_job: "j" })).toBeCloseTo(0.003, 6);
+    await registry.shutdown();
+  });
+
+  it("keeps series of each job's newest revisions only, and shows rollouts only while it leads", async () => {
+    const registry = new MetricsRegistry({ serviceName: "test" });
+    let leading = false;
+    const core = { term: 3, agentLoads: () => [] } as unknown as ControllerCore;
+    const metrics = new ControllerMetrics(registry, { core: () => (leading ? core : undefined), sessions: () => undefined });
+    const job = (rollout?: JobRecord["rollout"]): JobRecord => ({ name: "j", manifest: "", spec: {} as JobRecord["spec"], paused: false, revision: 12, disabledShards: [], ...(rollout ? { rollout } : {}) });
+    const tally = { runs: 0, failures: 0, durationsMs: [] };
+    const paused = job({ stableRevision: 11, targetRevision: 12, phase: "paused", step: 3, stepStartedAt: 0, stepFires: 0, selectors: [], shards: [], since: 0, target: tally, stable: tally });
+    metrics.lead({ term: 3, jobs: [paused], cursors: new Map(), openExecutions: [], settledOfOpenFires: [], revisions: [] });
+    let text = parsePrometheusText(await registry.text());
+    expect(sampleValue(text, "shardline_rollout_step", { shardline_job: "j" })).toBe(0);
+    expect(sampleValue(text, "shardline_rollout_phase", { shardline_job: "j", phase: "paused" })).toBe(0);
+    leading = true;
+    text = parsePrometheusText(await registry.text());
+    expect(sampleValue(text, "shardline_rollout_step", { shardline_job: "j" })).toBe(4);
+    expect(sampleValue(text, "shardline_rollout_phase", { shardline_job: "j", phase: "paused" })).toBe(1);
+
+    // Revisions 1 to 12, one failed run each: the newest ten are kept; an older one seen later is not counted.
+    const runs = Array.from({ length: 12 }, (_, i) => record({ fireTime: 1000 + i, revision: i + 1, state: "failed" }));
+    metrics.observe({ persist: { executions: runs, jobs: [job()] }, messages: [], closes: [], events: [] });
+    metrics.observe({ persist: { executions: [record({ fireTime: 2000, revision: 1, state: "succeeded" })] }, messages: [], closes: [], events: [] });
+    text = parsePrometheusText(await registry.text());
+    expect(text.get("shardline_revision_executions_total")!.map((sample) => Number(sample.labels.revision)).sort((a, b) => a - b)).toEqual([3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    expect(sampleValue(text, "shardline_rollout_step", { shardline_job: "j" })).toBe(0);
+    expect(sampleValue(text, "shardline_rollout_phase", { shardline_job: "j", phase: "none" })).toBe(1);
     await registry.shutdown();
   });
 });

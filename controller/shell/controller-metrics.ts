@@ -4,7 +4,7 @@ import type { MetricsRegistry } from "../../shared/telemetry/metrics.js";
 import type { ControllerCore } from "../core/controller-core.js";
 import type { CoreEvent } from "../core/messages.js";
 import type { Effects } from "../core/outbox.js";
-import { type ExecutionRecord, type ExecutionStateName, type StoreSnapshot, TERMINAL_STATES } from "../store/store.js";
+import { type ExecutionRecord, type ExecutionStateName, type JobRecord, type RolloutPhase, type StoreSnapshot, TERMINAL_STATES } from "../store/store.js";
 import type { AgentSessions } from "./agent-sessions.js";
 
 /** What the gauges read: the leading core and its sessions, while this controller leads. */
@@ -20,6 +20,29 @@ interface OutcomeTally {
   readonly duration: HistogramSeries;
 }
 
+/** Executions of one revision of a job that ended in one state: its label set, made once, and its count. */
+interface RevisionOutcome {
+  readonly attributes: Attributes;
+  count: number;
+}
+
+/** A job's rollout phases as the phase gauge names them; "none" for a job that never rolled out in steps. */
+export const ROLLOUT_PHASES: readonly (RolloutPhase | "none")[] = ["none", "progressing", "paused", "completed", "aborted"];
+
+/** How many revisions of a job shardline_revision_executions keeps series for: the newest ones. */
+export const REVISIONS_COUNTED = 10;
+
+/** How a job's rollout stands, for the gauges, with its label sets made once. */
+interface RolloutGauge {
+  /** The step under way, from 1, as `shardline rollout status` shows it; 0 with no rollout. */
+  step: number;
+  /** Undefined once the job is deleted: every phase then says 0. */
+  phase: RolloutPhase | "none" | undefined;
+  readonly attributes: Attributes;
+  /** One label set per phase, ROLLOUT_PHASES' order. */
+  readonly phases: readonly Attributes[];
+}
+
 /** What is counted per job, with the `{job}` label set made once. */
 interface JobTally {
   readonly attributes: Attributes;
@@ -31,6 +54,8 @@ interface JobTally {
   misfires: number;
   moved: number;
   readonly outcomes: Map<ExecutionStateName, OutcomeTally>;
+  /** Finished executions by revision, then state: the newest REVISIONS_COUNTED revisions seen. */
+  readonly revisions: Map<number, Map<ExecutionStateName, RevisionOutcome>>;
   readonly lag: HistogramSeries;
   /** The last owner seen for each shard, to tell a move from a first assignment. */
   readonly owners: (string | undefined)[];
@@ -47,6 +72,8 @@ interface JobTally {
  */
 export class ControllerMetrics {
   private readonly jobs = new Map<string, JobTally>();
+  /** Each job's rollout, as the jobs saved say; of every job seen since the process started. */
+  private readonly rollouts = new Map<string, RolloutGauge>();
   /** The latest fire instant of each job in the snapshot a leadership began with, for tallies made later. */
   private readonly restoredFires = new Map<string, number>();
   private leaseExpiries = 0;
@@ -85,6 +112,9 @@ export class ControllerMetrics {
       unit: "s",
     });
     const extended = meter.createObservableCounter("shardline_leases_extended", { description: "Agent leases extended because the controller stalled" });
+    const byRevision = meter.createObservableCounter("shardline_revision_executions", {
+      description: "Executions finished, by job, the job revision they ran and outcome, for each job's newest revisions",
+    });
     meter.addBatchObservableCallback(
       (result) => {
         for (const job of this.jobs.values()) {
@@ -94,12 +124,13 @@ export class ControllerMetrics {
           result.observe(misfires, job.misfires, job.attributes);
           result.observe(moved, job.moved, job.attributes);
           for (const outcome of job.outcomes.values()) result.observe(executions, outcome.count, outcome.attributes);
+          for (const outcomes of job.revisions.values()) for (const outcome of outcomes.values()) result.observe(byRevision, outcome.count, outcome.attributes);
         }
         result.observe(leaseExpiries, this.leaseExpiries);
         result.observe(stalls, this.stallSeconds);
         result.observe(extended, this.leasesExtended);
       },
-      [fires, executions, failovers, retries, misfires, moved, leaseExpiries, stalls, extended],
+      [fires, executions, failovers, retries, misfires, moved, leaseExpiries, stalls, extended, byRevision],
     );
 
     const connected = meter.createObservableGauge("shardline_agents_connected", { description: "Agents with an open stream to this controller" });
@@ -107,6 +138,12 @@ export class ControllerMetrics {
     const queued = meter.createObservableGauge("shardline_send_queue_messages", { description: "Messages waiting in each agent's stream send queue, by agent" });
     const leader = meter.createObservableGauge("shardline_leader", { description: "1 while this controller leads, 0 while it follows" });
     const term = meter.createObservableGauge("shardline_term", { description: "The term this controller leads in; 0 while it follows" });
+    const rolloutStep = meter.createObservableGauge("shardline_rollout_step", {
+      description: "The step of each job's rollout under way, from 1 (the number of steps plus 1 once past the last); 0 for a job that never rolled out in steps, by job",
+    });
+    const rolloutPhase = meter.createObservableGauge("shardline_rollout_phase", {
+      description: "1 for the phase each job's rollout is in (none, progressing, paused, completed, aborted), 0 for the others, by job and phase",
+    });
     meter.addBatchObservableCallback(
       (result) => {
         const core = source.core();
@@ -119,8 +156,14 @@ export class ControllerMetrics {
         }
         result.observe(connected, agents);
         for (const queue of source.sessions()?.sendQueues() ?? []) result.observe(queued, queue.queued, { agent: queue.agent });
+        // The exporter keeps every series it was given: a follower, and a deleted job, say 0.
+        for (const rollout of this.rollouts.values()) {
+          const phase = core === undefined ? undefined : rollout.phase;
+          result.observe(rolloutStep, phase === undefined ? 0 : rollout.step, rollout.attributes);
+          ROLLOUT_PHASES.forEach((name, index) => result.observe(rolloutPhase, name === phase ? 1 : 0, rollout.phases[index]));
+        }
       },
-      [connected, shards, queued, leader, term],
+      [connected, shards, queued, leader, term, rolloutStep, rolloutPhase],
     );
   }
 
@@ -130,12 +173,19 @@ export class ControllerMetrics {
    */
   lead(snapshot: StoreSnapshot): void {
     this.lagRecorded.clear();
+    for (const rollout of this.rollouts.values()) rollout.phase = undefined;
+    for (const job of snapshot.jobs) this.observeJob(job);
     for (const [job, cursor] of snapshot.cursors) this.recordLastFire(job, cursor);
     for (const execution of snapshot.openExecutions) this.recordLastFire(execution.job, execution.fireTime);
   }
 
   /** Counts what one batch of the core's effects did; called once the batch is durable. */
   readonly observe = (effects: Effects): void => {
+    for (const name of effects.persist.deletedJobs ?? []) {
+      const rollout = this.rollouts.get(name);
+      if (rollout !== undefined) rollout.phase = undefined;
+    }
+    for (const job of effects.persist.jobs ?? []) this.observeJob(job);
     for (const execution of effects.persist.executions ?? []) this.observeExecution(execution);
     for (const event of effects.events) this.observeEvent(event);
   };
@@ -163,6 +213,7 @@ export class ControllerMetrics {
       job.outcomes.set(state, outcome);
     }
     outcome.count++;
+    if (execution.revision !== undefined) this.countRevision(job, execution.job, execution.revision, state);
     const { startedAt, finishedAt } = execution;
     if (startedAt === undefined) return;
     // Reported straight as finished (it ran too briefly for a "running" report of its own).
@@ -170,6 +221,36 @@ export class ControllerMetrics {
       job.lag.record(Math.max(0, startedAt - execution.fireTime) / 1000);
     }
     if (finishedAt !== undefined) outcome.duration.record(Math.max(0, finishedAt - startedAt) / 1000);
+  }
+
+  /** A job saved: its rollout's step and phase, for the gauges. */
+  private observeJob(record: JobRecord): void {
+    let gauge = this.rollouts.get(record.name);
+    if (gauge === undefined) {
+      const attributes = { shardline_job: record.name };
+      gauge = { step: 0, phase: "none", attributes, phases: ROLLOUT_PHASES.map((phase) => ({ ...attributes, phase })) };
+      this.rollouts.set(record.name, gauge);
+    }
+    gauge.step = record.rollout === undefined ? 0 : record.rollout.step + 1;
+    gauge.phase = record.rollout?.phase ?? "none";
+  }
+
+  private countRevision(job: JobTally, name: string, revision: number, state: ExecutionStateName): void {
+    let outcomes = job.revisions.get(revision);
+    if (outcomes === undefined) {
+      // Series for the newest revisions only: a job applied every day must not grow them without bound.
+      const oldest = Math.min(...job.revisions.keys());
+      if (job.revisions.size >= REVISIONS_COUNTED && revision < oldest) return;
+      if (job.revisions.size >= REVISIONS_COUNTED) job.revisions.delete(oldest);
+      outcomes = new Map();
+      job.revisions.set(revision, outcomes);
+    }
+    let outcome = outcomes.get(state);
+    if (outcome === undefined) {
+      outcome = { attributes: { shardline_job: name, revision: String(revision), outcome: state }, count: 0 };
+      outcomes.set(state, outcome);
+    }
+    outcome.count++;
   }
 
   private observeEvent(event: CoreEvent): void {
@@ -216,6 +297,7 @@ export class ControllerMetrics {
         misfires: 0,
         moved: 0,
         outcomes: new Map(),
+        revisions: new Map(),
         lag: this.lag.series(attributes),
         owners: [],
       };
