@@ -293,6 +293,19 @@ describe("rollouts", () => {
     expect(revisionsByCluster(second(h, agents), agents)).toEqual({ canary: [5], east: [2], west: [2] });
   });
 
+  it("applying the stable spec again ends the rollout: every shard runs the latest revision, which runs what the stable one ran", () => {
+    const h = new CoreHarness();
+    const agents = clusters(h);
+    const v1 = job([{ wave: { clusters: ["canary"] } }, { pause: {} }]);
+    h.apply(v1);
+    h.apply(changed(v1));
+    h.apply(v1);
+    expect(h.core.rollout("sweep")).toMatchObject({ phase: "completed", stableRevision: 3, reason: "revision 3 runs what stable revision 1 runs" });
+    const sent = second(h, agents);
+    expect(new Set(sent.map((c) => `${c.revision} ${c.parameter}`))).toEqual(new Set(["3 v1"]));
+    expect(h.events.some((e) => e.type === "rollout.ended")).toBe(true);
+  });
+
   it("resumes the same step after a controller restart, with the analysis figures so far", () => {
     const h = new CoreHarness();
     let agents = clusters(h);

@@ -25,6 +25,10 @@ export const stepArbitrary: fc.Arbitrary<Step> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("pause" as const), agent, ms: fc.integer({ min: 1, max: 5000 }) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("stall" as const), ms: fc.integer({ min: 1, max: 5000 }) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("clock-jump" as const), agent, ms: fc.integer({ min: -5000, max: 5000 }) }) },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant("revise" as const), bad: fc.boolean() }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant("promote" as const), full: fc.boolean() }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant("abort-rollout" as const) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant("retry-rollout" as const) }) },
 );
 
 export const scenarioArbitrary: fc.Arbitrary<Scenario> = fc.record({

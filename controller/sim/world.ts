@@ -24,7 +24,7 @@ import { ControllerCore } from "../core/controller-core.js";
 import type { AgentCommand, AssignmentRef, ExecutionContext, ExecutionUpdate } from "../core/messages.js";
 import { MemoryStore } from "../core/memory-store.js";
 import { testSpec } from "../core/testing/core-harness.js";
-import { TERMINAL_STATES, type ExecutionRecord, type ExecutionStateName } from "../store/store.js";
+import { TERMINAL_STATES, type ExecutionRecord, type ExecutionStateName, type JobRecord, type StoreBatch } from "../store/store.js";
 
 /** One thing that happens to the world, chosen by the scenario. */
 export type Step =
@@ -92,7 +92,17 @@ export type Step =
    * on the wall clock, come that much sooner (or later) for it, while its monotonic clock, which
    * the lease runs on, goes on as before. Bounded by the dispatch-ahead as in the runtime.
    */
-  | { kind: "clock-jump"; agent: number; ms: number };
+  | { kind: "clock-jump"; agent: number; ms: number }
+  /**
+   * The rolling job gets a new revision (a new parameter): a good one, or one whose runs all
+   * fail, which its rollout's analysis must abort before it leaves its first wave.
+   */
+  | { kind: "revise"; bad: boolean }
+  /** An operator promotes the rolling job's rollout (every remaining step with `full`). */
+  | { kind: "promote"; full: boolean }
+  /** An operator aborts the rolling job's rollout, or retries an aborted one. */
+  | { kind: "abort-rollout" }
+  | { kind: "retry-rollout" };
 
 export interface Scenario {
   /** Seeds what the steps leave to chance: run durations, reconnect backoffs. */
@@ -164,7 +174,17 @@ export function simJobs(daemons = false): JobSpec[] {
     // No re-runs: a lost run ends lost, with its reason.
     testSpec("no-rerun", { shards: 2, schedule: "*/3 * * * * *", failover: "off", misfire: "catch-up", maxCatchUp: 10 }),
     // Spread across the agents' two zones: placement by topology under the same faults.
-    testSpec("zoned", { shards: 4, schedule: "*/2 * * * * *", misfire: "catch-up", maxCatchUp: 10, placement: { selector: {}, spreadBy: ["zone"] } }),
+    testSpec(ROLLING_JOB, {
+      shards: 4,
+      schedule: "*/2 * * * * *",
+      misfire: "catch-up",
+      maxCatchUp: 10,
+      placement: { selector: {}, spreadBy: ["zone"] },
+      parameter: "rev-0",
+      rollout: {
+        steps: [{ wave: { matchLabels: { zone: "zone-a" } } }, { analysis: { minExecutions: 2, maxFailures: 0 } }, { weight: 50 }, { pause: { fires: 2 } }],
+      },
+    }),
     // A third of its runs fail (see finishRun) and are retried; once every shard of a fire has
     // ended, one agent runs its completion hook, fenced by its lease alone.
     testSpec("flaky", {
@@ -180,6 +200,17 @@ export function simJobs(daemons = false): JobSpec[] {
     ...(daemons ? [daemonSpec()] : []),
   ];
 }
+
+/**
+ * The job whose changes roll out (the `revise` steps): zone-a's agents first, an analysis that a
+ * bad revision (every run fails) cannot pass, then every shard after two fires.
+ */
+const ROLLING_JOB = "zoned";
+/** A revision whose parameter ends so fails every run. */
+const BAD = "-bad";
+const ROLLOUT_STEPS: ReadonlySet<Step["kind"]> = new Set(["revise", "promote", "abort-rollout", "retry-rollout"]);
+/** Steps that are admin calls: a stalled controller takes none. */
+const ADMIN_STEPS: ReadonlySet<Step["kind"]> = new Set(["edit", "delete", ...ROLLOUT_STEPS]);
 
 /** The daemon job: each shard runs for as long as an agent owns it; one run in five ends by itself and is started again. */
 const DAEMON_JOB = "consumer";
@@ -310,6 +341,12 @@ export class World {
   private readonly random: () => number;
   private sessionCount = 0;
   private instanceCount = 0;
+  /** Revisions the `revise` steps made. */
+  private revisions = 0;
+  /** Each job's record as last persisted: what invariant 8 compares a batch's new runs with. */
+  private readonly lastJobRecords = new Map<string, JobRecord>();
+  /** First attempts already seen persisted. */
+  private readonly firstAttempts = new Set<string>();
   /** Sessions of second processes under a held id: the controller must refuse them and send them nothing. */
   private readonly impostors = new Set<string>();
   /** Sessions the controller has open, by agent id. */
@@ -362,7 +399,9 @@ export class World {
     const agent = "agent" in step ? this.agents[step.agent % this.agents.length]! : undefined;
     // A stalled controller takes no admin call and says no Hello meanwhile (it would run the
     // core's timers before it heard of the stall); it can still be killed.
-    if (this.controllerStall !== undefined && (step.kind === "edit" || step.kind === "delete" || step.kind === "impostor" || step.kind === "resign")) return;
+    if (this.controllerStall !== undefined && (ADMIN_STEPS.has(step.kind) || step.kind === "impostor" || step.kind === "resign")) return;
+    // Nor does a controller that is not there (a leader dead, none elected yet).
+    if (this.controllerDownUntil !== undefined && ROLLOUT_STEPS.has(step.kind)) return;
     // Faults of the agent's own, which may cost it its lease whatever the grace (invariant 6).
     if (agent !== undefined && OWN_FAULTS.has(step.kind)) this.faulted.add(agent.id);
     switch (step.kind) {
@@ -438,6 +477,30 @@ export class World {
         this.check();
         return;
       }
+      case "revise": {
+        const index = this.jobs.findIndex((job) => job.name === ROLLING_JOB);
+        const spec = this.jobs[index]!;
+        const changed = { ...spec, parameter: `rev-${++this.revisions}${step.bad ? BAD : ""}` };
+        this.jobs[index] = changed;
+        this.core.applyJob(changed.name, changed, `name: ${changed.name}`, this.now);
+        this.flushController();
+        this.check();
+        return;
+      }
+      case "promote":
+      case "abort-rollout":
+      case "retry-rollout":
+        try {
+          if (step.kind === "promote") this.core.promoteRollout(ROLLING_JOB, step.full, "sim", this.now);
+          else if (step.kind === "abort-rollout") this.core.abortRollout(ROLLING_JOB, "sim", this.now);
+          else this.core.retryRollout(ROLLING_JOB, "sim", this.now);
+        } catch (error) {
+          // Nothing in progress (or nothing aborted) to act on: refused, as the CLI would be.
+          if (!(error instanceof ShardlineError && error.code === "failed-precondition")) throw error;
+        }
+        this.flushController();
+        this.check();
+        return;
       case "edit": {
         const spec = this.jobs[step.job % this.jobs.length]!;
         const changed = { ...spec, shards: step.shards };
@@ -566,6 +629,7 @@ export class World {
   private flushController(): void {
     for (;;) {
       const effects = this.core.take();
+      this.checkRevisions(effects.persist);
       this.durable.apply(effects.persist);
       for (const { session, command } of effects.messages) {
         if (this.impostors.has(session)) this.violation("7", `a second process under a held agent id was sent ${command.kind}`);
@@ -1032,7 +1096,7 @@ export class World {
       this.stepAgent(agent, { kind: "run-report", update: update(run.context.executionId, ExecutionState.TIMED_OUT, run.startAt, this.now, error) });
       return;
     }
-    const fails = run.context.job === "flaky" && run.context.fireOutcome === undefined && this.random() < 1 / 3;
+    const fails = (run.context.job === "flaky" && run.context.fireOutcome === undefined && this.random() < 1 / 3) || run.context.parameter.endsWith(BAD);
     const state = fails ? ExecutionState.FAILED : ExecutionState.SUCCEEDED;
     this.stepAgent(agent, { kind: "run-report", update: update(run.context.executionId, state, run.startAt, this.now, fails ? "failed by the simulator" : "") });
   }
@@ -1128,6 +1192,38 @@ export class World {
     }
   }
 
+  /**
+   * Invariant 8, as each batch is persisted: a fire's first attempt runs a revision its job's
+   * rollout had then (its stable or its target one, before or after this batch), and, when the
+   * rollout was aborted before this batch and still is, the stable one: an abort takes effect
+   * from the next fire. The records are then remembered for the next batch.
+   */
+  private checkRevisions(persist: StoreBatch): void {
+    const after = new Map((persist.jobs ?? []).map((job) => [job.name, job]));
+    for (const execution of persist.executions ?? []) {
+      if (execution.attempt !== 1 || this.firstAttempts.has(execution.id)) continue;
+      this.firstAttempts.add(execution.id);
+      const before = this.lastJobRecords.get(execution.job);
+      const now = after.get(execution.job) ?? before;
+      if (now === undefined || execution.revision === undefined) continue;
+      const allowed = new Set<number>();
+      for (const record of [before, now]) {
+        if (record === undefined) continue;
+        allowed.add(record.revision);
+        if (record.rollout !== undefined) allowed.add(record.rollout.stableRevision).add(record.rollout.targetRevision);
+      }
+      if (!allowed.has(execution.revision)) {
+        this.violation("8", `${execution.id} runs revision ${execution.revision}, which is neither the job's nor its rollout's (${[...allowed].join(", ")})`);
+      }
+      const aborted = before?.rollout?.phase === "aborted" && now.rollout?.phase === "aborted" && now.revision === before.revision;
+      if (aborted && execution.revision !== now.rollout!.stableRevision) {
+        this.violation("8", `${execution.id} runs revision ${execution.revision} after the rollout was aborted (stable: ${now.rollout!.stableRevision})`);
+      }
+    }
+    for (const [name, job] of after) this.lastJobRecords.set(name, job);
+    for (const name of persist.deletedJobs ?? []) this.lastJobRecords.delete(name);
+  }
+
   /** Whether some execution of a fire made before `instant` is not finished (daemon runs aside). */
   private openFireBefore(instant: number): boolean {
     for (const execution of this.durable.executions.values()) {
@@ -1173,6 +1269,13 @@ export class World {
       const key = `${execution.job}/${execution.fireTime}/${execution.shard}`;
       const before = latest.get(key);
       if (before === undefined || before.attempt < execution.attempt) latest.set(key, execution);
+    }
+    // Invariant 8: every attempt of a fire of a shard ran one revision.
+    const revisions = new Map<string, number | undefined>();
+    for (const execution of this.durable.executions.values()) {
+      const key = `${execution.job}/${execution.fireTime}/${execution.shard}`;
+      if (!revisions.has(key)) revisions.set(key, execution.revision);
+      else if (revisions.get(key) !== execution.revision) this.violation("8", `fire ${key} ran revisions ${revisions.get(key)} and ${execution.revision}`);
     }
     for (const [key, execution] of latest) {
       if (!TERMINAL_STATES.has(execution.state)) this.violation("3", `fire ${key} is still ${execution.state} ${this.now - faultsEnd} ms after the faults ended`);
