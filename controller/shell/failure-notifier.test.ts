@@ -4,7 +4,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { AdminService } from "../../shared/gen/shardline/v1/admin_service_pb.js";
 import { AgentService, type ConnectResponse } from "../../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
@@ -160,6 +160,7 @@ describe("failure webhooks", () => {
       queuePosition: null,
       fireComplete: false,
       waitingReason: null,
+      revision: 1,
     });
   });
 
@@ -220,6 +221,37 @@ describe("failure webhooks", () => {
     await hook.count(1);
     expect(hook.received.map((d) => d.body.id)).toEqual([loud]);
     expect(lines).toContainEqual(expect.objectContaining({ level: 40, job: "quiet", execution: quiet, msg: `execution ${quiet} of job quiet failed: disk full` }));
+  });
+
+  it("POSTs an aborted rollout, told apart by its event field, and logs one for a job without a webhook", async () => {
+    const hook = await receiver();
+    const { admin, lines } = await controller();
+    const rolling = (name: string, parameter: string, webhook?: { url: string }) =>
+      JSON.stringify({
+        apiVersion: "shardline.dev/v1",
+        kind: "ShardedJob",
+        metadata: { name },
+        spec: { handler: "work", parameter, rollout: { steps: [{ weight: 50 }, { pause: {} }] }, ...(webhook ? { onFailure: { webhook } } : {}) },
+      });
+    await admin.applyJob({ manifest: rolling("rollup", "v1", { url: hook.url }) });
+    await admin.applyJob({ manifest: rolling("rollup", "v2", { url: hook.url }) });
+    await admin.abortRollout({ job: "rollup" });
+    const [delivery] = await hook.count(1);
+    expect(delivery!.body).toEqual({
+      event: "rollout.aborted",
+      job: "rollup",
+      time: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) as string,
+      message: "rollup: rollout of revision 2 aborted: aborted by an operator; every shard runs revision 1 from its next fire",
+      stableRevision: 1,
+      targetRevision: 2,
+      reason: "aborted by an operator",
+    });
+
+    await admin.applyJob({ manifest: rolling("quiet", "v1") });
+    await admin.applyJob({ manifest: rolling("quiet", "v2") });
+    await admin.abortRollout({ job: "quiet" });
+    await vi.waitFor(() => expect(lines).toContainEqual(expect.objectContaining({ level: 40, job: "quiet", msg: expect.stringContaining("quiet: rollout of revision 2 aborted") as string })));
+    expect(hook.received).toHaveLength(1);
   });
 
   it("sends nothing for a succeeded or cancelled execution", async () => {

@@ -10,7 +10,7 @@ import { executionView } from "../../shared/execution-view.js";
 import { traceLogFields } from "./fire-tracing.js";
 import { RepeatedWarnings } from "./repeated-warnings.js";
 import { executionToProto } from "./proto-mapping.js";
-import type { Store } from "../store/store.js";
+import type { RolloutState, Store } from "../store/store.js";
 
 /** Delivery settings; the defaults are what a controller uses, tests shrink them. */
 export interface FailureNotifierSettings {
@@ -27,7 +27,7 @@ export interface FailureNotifierSettings {
 /** What a FailureNotifier reads and where it logs. */
 export interface FailureNotifierOptions extends FailureNotifierSettings {
   /** The jobs; getJob throws a not-found ShardlineError for a deleted one. */
-  core: { getJob(name: string): { record: { spec: JobSpec } } };
+  core: { getJob(name: string): { record: { spec: JobSpec; rollout?: RolloutState } } };
   /** Where the failed execution is read from; events are published after its commit. */
   store: Pick<Store, "getExecution">;
   logger: Logger;
@@ -47,7 +47,10 @@ const NOT_FAILURES = new Set(["succeeded", "cancelled"]);
 /** One webhook delivery under way. */
 interface Delivery {
   job: string;
-  executionId: string;
+  /** What it reports, for the logs: "execution ID", or "the rollout of revision N". */
+  subject: string;
+  /** Log fields that name it. */
+  fields: Record<string, unknown>;
   controller: AbortController;
   /** Why it was abandoned, once it was. */
   abandoned?: "dropped" | "stopping";
@@ -89,6 +92,10 @@ export class FailureNotifier {
   /** Give this to CoreDriver.onEvent. */
   readonly onEvent = (event: CoreEvent): void => {
     if (this.#stopped) return;
+    if (event.type === "rollout.aborted" && event.job !== undefined) {
+      this.#rolloutAborted(event.job, event);
+      return;
+    }
     const failures = FAILURE_STATES[event.type];
     const { job, executionId } = event;
     if (failures === undefined || job === undefined || executionId === undefined) return;
@@ -136,14 +143,52 @@ export class FailureNotifier {
       );
       return;
     }
-    const delivery: Delivery = { job, executionId, controller: new AbortController() };
+    await this.#send({ job, subject: `execution ${executionId}`, fields: { execution: executionId }, controller: new AbortController() }, webhook, JSON.stringify(executionView(executionToProto(execution))));
+  }
+
+  /**
+   * A rollout was aborted (by an analysis gate or by hand): the job's webhook gets it as JSON
+   * (`{"event": "rollout.aborted", "job", "time", "message", "stableRevision", "targetRevision",
+   * "reason"}`, told apart from an execution by `event`); a job without one, a warn line.
+   */
+  #rolloutAborted(job: string, event: CoreEvent): void {
+    let spec: JobSpec | undefined;
+    let rollout: RolloutState | undefined;
+    try {
+      spec = this.#spec(job);
+      rollout = spec === undefined ? undefined : this.#options.core.getJob(job).record.rollout;
+    } catch (error) {
+      this.#log.error({ err: error, job }, "could not read the job of an aborted rollout");
+      return;
+    }
+    const webhook = spec?.onFailure?.webhook;
+    if (webhook === undefined) {
+      this.#log.warn({ job, stableRevision: rollout?.stableRevision, targetRevision: rollout?.targetRevision, reason: rollout?.reason }, event.message);
+      return;
+    }
+    const body = {
+      event: "rollout.aborted",
+      job,
+      time: new Date(event.time).toISOString(),
+      message: event.message,
+      ...(rollout === undefined ? {} : { stableRevision: rollout.stableRevision, targetRevision: rollout.targetRevision, reason: rollout.reason ?? "" }),
+    };
+    const subject = `the rollout of revision ${rollout?.targetRevision ?? "?"}`;
+    const task = this.#send({ job, subject, fields: { rollout: rollout?.targetRevision }, controller: new AbortController() }, webhook, JSON.stringify(body)).catch((error: unknown) =>
+      this.#log.error({ err: error, job }, "could not report an aborted rollout"),
+    );
+    this.#track(task);
+  }
+
+  /** Delivers one webhook POST, counted among those under way (the oldest dropped past the limit). */
+  async #send(delivery: Delivery, webhook: { url: string; headers: Record<string, string> }, body: string): Promise<void> {
     this.#deliveries.add(delivery);
     if (this.#deliveries.size > this.#maxInFlight) {
       const oldest = this.#deliveries.values().next().value;
       if (oldest !== undefined) this.#abandon(oldest, "dropped");
     }
     try {
-      await this.#deliver(delivery, webhook, JSON.stringify(executionView(executionToProto(execution))));
+      await this.#deliver(delivery, webhook, body);
     } finally {
       this.#deliveries.delete(delivery);
     }
@@ -152,7 +197,7 @@ export class FailureNotifier {
   /** POSTs until a 2xx answer, the last attempt, or the delivery is abandoned. */
   async #deliver(delivery: Delivery, webhook: { url: string; headers: Record<string, string> }, body: string): Promise<void> {
     const { signal } = delivery.controller;
-    const fields = { job: delivery.job, execution: delivery.executionId, url: redacted(webhook.url) };
+    const fields = { job: delivery.job, ...delivery.fields, url: redacted(webhook.url) };
     let last = "";
     for (let attempt = 1; attempt <= this.#maxAttempts; attempt++) {
       if (attempt > 1) {
@@ -178,7 +223,7 @@ export class FailureNotifier {
     }
     this.#log.error(
       { ...fields, attempts: this.#maxAttempts, lastStatus: last },
-      `failure webhook for job ${delivery.job}, execution ${delivery.executionId} gave up after ${this.#maxAttempts} attempts; last: ${last}`,
+      `failure webhook for job ${delivery.job}, ${delivery.subject} gave up after ${this.#maxAttempts} attempts; last: ${last}`,
     );
   }
 
@@ -190,11 +235,11 @@ export class FailureNotifier {
   }
 
   #abandoned(delivery: Delivery, last: string): void {
-    const fields = { job: delivery.job, execution: delivery.executionId, lastStatus: last || undefined };
+    const fields = { job: delivery.job, ...delivery.fields, lastStatus: last || undefined };
     if (delivery.abandoned === "dropped") {
-      this.#log.error(fields, `failure webhook for job ${delivery.job}, execution ${delivery.executionId} dropped: more than ${this.#maxInFlight} deliveries under way`);
+      this.#log.error(fields, `failure webhook for job ${delivery.job}, ${delivery.subject} dropped: more than ${this.#maxInFlight} deliveries under way`);
     } else {
-      this.#log.warn(fields, `failure webhook for job ${delivery.job}, execution ${delivery.executionId} abandoned: the controller is stopping`);
+      this.#log.warn(fields, `failure webhook for job ${delivery.job}, ${delivery.subject} abandoned: the controller is stopping`);
     }
   }
 
