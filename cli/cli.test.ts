@@ -3,7 +3,7 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import type { Server } from "@grpc/grpc-js";
 import { ShardlineError } from "../shared/errors.js";
 import { AdminService, ShardAssignmentSchema, type ListExecutionsRequest } from "../shared/gen/shardline/v1/admin_service_pb.js";
-import { AgentSchema, AgentState, ExecutionSchema, ExecutionState, JobSchema, type Job } from "../shared/gen/shardline/v1/types_pb.js";
+import { AgentSchema, AgentState, ExecutionSchema, ExecutionState, JobSchema, RevisionSchema, RolloutStatusSchema, type Job } from "../shared/gen/shardline/v1/types_pb.js";
 import { addService, createServer, listen, shutdown } from "../shared/grpc/index.js";
 import { runAgent, type AgentModule, type AgentStartOptions } from "./commands/agent.js";
 import { runController, type ControllerStartOptions } from "./commands/controller.js";
@@ -47,11 +47,38 @@ function job(name: string, spec: Record<string, unknown>, fields: Omit<MessageIn
   return create(JobSchema, { name, manifest: `metadata: {name: ${name}}`, specJson: JSON.stringify({ name, ...spec }), revision: 1n, ...fields });
 }
 
+/** billing-rollup's rollout: revision 3 reached the canary, passed its analysis, and waits to be promoted. */
+const ROLLOUT = create(RolloutStatusSchema, {
+  phase: "paused",
+  currentRevision: 3n,
+  stableRevision: 2n,
+  targetRevision: 3n,
+  steps: ["wave: cluster in (canary)", "analysis: at least 2 runs, at most 0 failed", "pause: until promoted", "wave: cluster in (east)"],
+  step: 3,
+  stepStartedAtUnixMs: T0,
+  shardsByRevision: [
+    { revision: 2n, shards: [1] },
+    { revision: 3n, shards: [0, 2] },
+  ],
+  windowStartedAtUnixMs: T0,
+  target: { runs: 2, failures: 0, p95DurationMs: 1500n },
+  stable: { runs: 1, failures: 1 },
+  waiting: "paused until promoted (shardline rollout promote)",
+});
+
+/** billing-rollup's revisions, newest first: 3 rolls out, 2 undid a change back to 1's spec. */
+const REVISIONS = [
+  create(RevisionSchema, { job: "billing-rollup", revision: 3n, manifest: "metadata: {name: billing-rollup} # v3", specHash: "c".repeat(64), appliedAtUnixMs: T0 + 3000n, appliedBy: "alice" }),
+  create(RevisionSchema, { job: "billing-rollup", revision: 2n, manifest: "metadata: {name: billing-rollup} # v1", specHash: "a".repeat(64), appliedAtUnixMs: T0 + 2000n, appliedBy: "bob", undoOf: 1n }),
+  create(RevisionSchema, { job: "billing-rollup", revision: 1n, manifest: "metadata: {name: billing-rollup} # v1", specHash: "a".repeat(64), appliedAtUnixMs: T0 + 1000n }),
+];
+
 const JOBS = [
   job("billing-rollup", { schedule: "*/5 * * * * *", timeZone: "Asia/Shanghai", shards: 3, handler: "billing", strategy: "sticky", failover: "fenced" }, {
     nextFireUnixMs: T0 + 5000n,
     lastFireUnixMs: T0,
     revision: 3n,
+    rollout: ROLLOUT,
   }),
   job("reindex", { timeZone: "UTC", shards: 1, handler: "reindex", strategy: "balanced", failover: "off" }, { paused: true }),
 ];
@@ -93,6 +120,7 @@ const EXECUTIONS = [
     finishedAtUnixMs: T0 + 1502n,
     result: '{"rows":12}',
     cause: "schedule",
+    revision: 3n,
   }),
   create(ExecutionSchema, {
     id: `billing-rollup/${T0}/1/2`,
@@ -106,16 +134,24 @@ const EXECUTIONS = [
     finishedAtUnixMs: T0 + 300_003n,
     error: "timed out after 300 s",
     cause: "failover",
+    revision: 2n,
   }),
   create(ExecutionSchema, { id: `billing-rollup/${T0}/2/1`, job: "billing-rollup", shard: 2, fireTimeUnixMs: T0, attempt: 1, state: ExecutionState.PENDING, cause: "schedule" }),
 ];
 
 /** What the scripted controller was asked, for checking how flags become requests. */
-const asked: { listExecutions: ListExecutionsRequest[]; trigger: { name: string; shards: number[]; parameter: string }[]; drained: string[]; applied: number } = {
+const asked: {
+  listExecutions: ListExecutionsRequest[];
+  trigger: { name: string; shards: number[]; parameter: string }[];
+  drained: string[];
+  applied: number;
+  rollout: string[];
+} = {
   listExecutions: [],
   trigger: [],
   drained: [],
   applied: 0,
+  rollout: [],
 };
 
 let server: Server;
@@ -175,6 +211,31 @@ beforeAll(async () => {
       if (!execution) throw new ShardlineError("not-found", `execution "${id}" not found`);
       return { execution };
     },
+    getRollout: async ({ job: name }) => ({ rollout: known(name).rollout }),
+    promoteRollout: async ({ job: name, full }) => {
+      asked.rollout.push(`promote ${name} full=${full}`);
+      if (known(name).rollout === undefined) throw new ShardlineError("failed-precondition", `job ${name} has never rolled out a change: nothing to promote`);
+      return { rollout: { ...ROLLOUT, phase: "progressing", step: 4, waiting: "" } };
+    },
+    abortRollout: async ({ job: name }) => {
+      asked.rollout.push(`abort ${name}`);
+      known(name);
+      return { rollout: { ...ROLLOUT, phase: "aborted", reason: "aborted by bob", waiting: "", endedAtUnixMs: T0 + 9000n } };
+    },
+    retryRollout: async ({ job: name }) => {
+      known(name);
+      throw new ShardlineError("failed-precondition", `job ${name} has no rollout in progress: nothing to retry`);
+    },
+    undoRollout: async ({ job: name, toRevision }) => {
+      asked.rollout.push(`undo ${name} to=${toRevision}`);
+      known(name);
+      if (toRevision === 9n) {
+        throw new ShardlineError("not-found", `revision 9 of job ${name} not found: ...; run "shardline rollout history ${name}" to list them`);
+      }
+      const undoOf = toRevision === 0n ? 2n : toRevision;
+      return { job: { ...known(name), revision: 4n }, undoOf, changed: undoOf !== 3n, warnings: undoOf === 1n ? ["no connected agent declares handler billing"] : [] };
+    },
+    listRevisions: async ({ job: name }) => (known(name), { revisions: name === "billing-rollup" ? REVISIONS : [] }),
     watchEvents: async ({ job: only }, stream) => {
       const events = [
         { timeUnixMs: T0, type: "agent.joined", agent: "agent-a", message: "agent agent-a joined" },
@@ -263,6 +324,7 @@ describe("shardline get, against a controller on loopback", () => {
         queuePosition: null,
         fireComplete: false,
         waitingReason: null,
+        revision: 3,
       },
       {
         id: `billing-rollup/${T0}/1/2`,
@@ -280,6 +342,7 @@ describe("shardline get, against a controller on loopback", () => {
         queuePosition: null,
         fireComplete: false,
         waitingReason: null,
+        revision: 2,
       },
       {
         id: `billing-rollup/${T0}/2/1`,
@@ -297,6 +360,7 @@ describe("shardline get, against a controller on loopback", () => {
         queuePosition: null,
         fireComplete: false,
         waitingReason: null,
+        revision: null,
       },
     ]);
   });
@@ -319,9 +383,29 @@ describe("shardline get, against a controller on loopback", () => {
       upcomingFires: [],
       spec: { name: "billing-rollup", schedule: "*/5 * * * * *", timeZone: "Asia/Shanghai", shards: 3, handler: "billing", strategy: "sticky", failover: "fenced" },
       waitingReason: null,
+      rollout: {
+        job: "billing-rollup",
+        phase: "paused",
+        currentRevision: 3,
+        stableRevision: 2,
+        targetRevision: 3,
+        steps: ["wave: cluster in (canary)", "analysis: at least 2 runs, at most 0 failed", "pause: until promoted", "wave: cluster in (east)"],
+        step: 3,
+        stepStartedAt: "2026-01-01T00:00:00.000Z",
+        shardsByRevision: [
+          { revision: 2, shards: [1] },
+          { revision: 3, shards: [0, 2] },
+        ],
+        windowStartedAt: "2026-01-01T00:00:00.000Z",
+        target: { runs: 2, failures: 0, p95Ms: 1500 },
+        stable: { runs: 1, failures: 1, p95Ms: null },
+        reason: null,
+        endedAt: null,
+        waiting: "paused until promoted (shardline rollout promote)",
+      },
     };
     expect(jobs[0]).toEqual(expected);
-    expect(jobs[1]).toMatchObject({ name: "reindex", schedule: null, paused: true, nextFire: null, lastFire: null, revision: 1 });
+    expect(jobs[1]).toMatchObject({ name: "reindex", schedule: null, paused: true, nextFire: null, lastFire: null, revision: 1, rollout: null });
 
     const one = await shardline(["get", "job", "billing-rollup", "-o", "json"]);
     expect(one.code).toBe(0);
@@ -362,9 +446,9 @@ describe("shardline get, against a controller on loopback", () => {
       ].join("\n"),
     );
     const executions = (await shardline(["get", "executions"])).stdout.split("\n");
-    expect(executions[0]).toBe("ID                                 JOB              SHARD   ATTEMPT   AGENT     STATE       FIRE TIME              DURATION");
-    expect(executions[1]).toBe(`billing-rollup/${T0}/0/1   billing-rollup   0       1         agent-a   succeeded   2026-01-01T00:00:00Z   1.5s`);
-    expect(executions[3]).toBe(`billing-rollup/${T0}/2/1   billing-rollup   2       1         <none>    pending     2026-01-01T00:00:00Z   -`);
+    expect(executions[0]).toBe("ID                                 JOB              SHARD   ATTEMPT   REVISION   AGENT     STATE       FIRE TIME              DURATION");
+    expect(executions[1]).toBe(`billing-rollup/${T0}/0/1   billing-rollup   0       1         3          agent-a   succeeded   2026-01-01T00:00:00Z   1.5s`);
+    expect(executions[3]).toBe(`billing-rollup/${T0}/2/1   billing-rollup   2       1         <none>     <none>    pending     2026-01-01T00:00:00Z   -`);
   });
 
   it("turns --job, --agent, --state and --limit into the ListExecutions request, limit 100 by default", async () => {
@@ -463,6 +547,117 @@ describe("shardline apply, trigger, pause, resume, delete, drain, uncordon", () 
     expect((await shardline(["drain", "agent-b"])).stdout).toBe("agent/agent-b draining\n");
     expect((await shardline(["uncordon", "agent-b"])).stdout).toBe("agent/agent-b uncordoned\n");
     expect(asked.drained).toContain("agent-b");
+  });
+});
+
+describe("shardline rollout, describe job", () => {
+  it("shows a rollout's step, revisions, shards, gate figures and what it waits for", async () => {
+    const { code, stdout, stderr } = await shardline(["rollout", "status", "billing-rollup"]);
+    expect(stderr).toBe("");
+    expect(code).toBe(0);
+    expect(stdout).toBe(
+      [
+        "Job:        billing-rollup",
+        "Phase:      paused",
+        "Step:       3/4: pause: until promoted",
+        "Revisions:  current 3, stable 2, target 3",
+        "Shards:     revision 2: 1; revision 3: 0,2",
+        "Analysis:   since 2026-01-01T00:00:00Z: revision 3: 2 runs, 0 failed, p95 1.5s; revision 2: 1 run, 1 failed",
+        "Waiting:    paused until promoted (shardline rollout promote)",
+        "Steps:",
+        "  1. wave: cluster in (canary)",
+        "  2. analysis: at least 2 runs, at most 0 failed",
+        "> 3. pause: until promoted",
+        "  4. wave: cluster in (east)",
+        "",
+      ].join("\n"),
+    );
+    const json = await shardline(["rollout", "status", "billing-rollup", "-o", "json"]);
+    expect(JSON.parse(json.stdout)).toMatchObject({ job: "billing-rollup", phase: "paused", step: 3, target: { runs: 2, failures: 0, p95Ms: 1500 }, stable: { p95Ms: null } });
+  });
+
+  it("says a job without a rollout runs one revision, and a watch of it ends at once with 0", async () => {
+    const reindex = JOBS[1]!;
+    const saved = reindex.rollout;
+    reindex.rollout = create(RolloutStatusSchema, { phase: "none", currentRevision: 1n, stableRevision: 1n, targetRevision: 1n, shardsByRevision: [{ revision: 1n, shards: [0] }] });
+    try {
+      expect(await shardline(["rollout", "status", "reindex", "--watch"])).toEqual({
+        code: 0,
+        stdout: "Job:        reindex\nPhase:      none\nRevisions:  current 1 (nothing rolls out: every shard runs it)\nShards:     revision 1: 0\n",
+        stderr: "",
+      });
+    } finally {
+      reindex.rollout = saved;
+    }
+  });
+
+  it("promotes, aborts and undoes, saying what the rollout does now; the controller's refusals exit 4 and 3", async () => {
+    asked.rollout.length = 0;
+    expect(await shardline(["rollout", "promote", "billing-rollup", "--full"])).toEqual({
+      code: 0,
+      stdout: "job/billing-rollup rollout promoted (every step); now progressing at step 4/4: wave: cluster in (east)\n",
+      stderr: "",
+    });
+    expect((await shardline(["rollout", "abort", "billing-rollup"])).stdout).toBe(
+      "job/billing-rollup rollout aborted; now aborted: every shard runs revision 2 (aborted by bob)\n",
+    );
+    expect((await shardline(["rollout", "undo", "billing-rollup"])).stdout).toBe("job/billing-rollup rolled back to revision 2: now revision 4, on every shard from its next fire\n");
+    expect(await shardline(["rollout", "undo", "billing-rollup", "--to-revision", "1"])).toEqual({
+      code: 0,
+      stdout: "job/billing-rollup rolled back to revision 1: now revision 4, on every shard from its next fire\n",
+      stderr: "warning: job/billing-rollup: no connected agent declares handler billing\n",
+    });
+    expect((await shardline(["rollout", "undo", "billing-rollup", "--to-revision", "3"])).stdout).toBe("job/billing-rollup unchanged: revision 4 already runs revision 3's spec\n");
+    expect(asked.rollout).toEqual(["promote billing-rollup full=true", "abort billing-rollup", "undo billing-rollup to=0", "undo billing-rollup to=1", "undo billing-rollup to=3"]);
+
+    expect(await shardline(["rollout", "promote", "reindex"])).toEqual({ code: 4, stdout: "", stderr: "shardline: job reindex has never rolled out a change: nothing to promote\n" });
+    expect((await shardline(["rollout", "retry", "billing-rollup"])).code).toBe(4);
+    expect(await shardline(["rollout", "undo", "billing-rollup", "--to-revision", "9"])).toMatchObject({ code: 3, stderr: expect.stringContaining('run "shardline rollout history billing-rollup"') });
+    expect(await shardline(["rollout", "abort", "nope"])).toEqual({ code: 3, stdout: "", stderr: 'shardline: job "nope" not found; run "shardline get jobs" to list the jobs\n' });
+    expect((await shardline(["rollout", "undo", "billing-rollup", "--to-revision", "0"])).code).toBe(2);
+    expect((await shardline(["rollout", "status", "billing-rollup", "--timeout", "5"])).code).toBe(2);
+  });
+
+  it("lists revisions newest first, with who applied them, a short hash and which is current, stable or rolling out", async () => {
+    expect((await shardline(["rollout", "history", "billing-rollup"])).stdout).toBe(
+      [
+        "REVISION   APPLIED                BY       HASH           NOTE",
+        "3          2026-01-01T00:00:03Z   alice    cccccccccccc   current, rolling out, step 3/4",
+        "2          2026-01-01T00:00:02Z   bob      aaaaaaaaaaaa   stable, undo of 1",
+        "1          2026-01-01T00:00:01Z   <none>   aaaaaaaaaaaa",
+        "",
+      ].join("\n"),
+    );
+    const revisions = JSON.parse((await shardline(["rollout", "history", "billing-rollup", "-o", "json"])).stdout) as unknown[];
+    expect(revisions[1]).toEqual({
+      revision: 2,
+      appliedAt: "2026-01-01T00:00:02.000Z",
+      appliedBy: "bob",
+      hash: "a".repeat(64),
+      undoOf: 1,
+      current: false,
+      stable: true,
+      manifest: "metadata: {name: billing-rollup} # v1",
+    });
+    expect(await shardline(["rollout", "history", "reindex"])).toEqual({ code: 0, stdout: "", stderr: "No revisions of job/reindex kept.\n" });
+  });
+
+  it("describes a job with its rollout", async () => {
+    const { code, stdout } = await shardline(["describe", "job", "billing-rollup"]);
+    expect(code).toBe(0);
+    expect(stdout).toContain(
+      [
+        "Revision:     3",
+        "Last fire:    2026-01-01T00:00:00Z",
+        "Next fires:   <none>",
+        "",
+        "Rollout:",
+        "  Phase:      paused",
+        "  Step:       3/4: pause: until promoted",
+        "  Revisions:  current 3, stable 2, target 3",
+      ].join("\n"),
+    );
+    expect(stdout).toContain("  > 3. pause: until promoted\n");
   });
 });
 
@@ -610,6 +805,8 @@ describe("usage errors and exit codes", () => {
     expect(help.stdout()).toContain("Exit codes:");
     expect(help.stdout()).toContain("5  unavailable");
     expect(help.stdout()).toContain("7  denied");
+    expect(help.stdout()).toContain("8  rollout status --watch: the rollout was aborted");
+    expect(help.stdout()).toContain("9  rollout status --watch: --timeout passed");
     expect(help.stdout()).toContain("SHARDLINE_CONTROLLER");
     const getHelp = captureIo();
     expect(await runCli(["get", "--help"], getHelp.io)).toBe(0);

@@ -27,11 +27,30 @@ export const ExitCode = {
   runFailed: 6,
   /** The controller refused the caller: no token or an unknown one, or a role that may not do it. */
   denied: 7,
+  /** `rollout status --watch`: the rollout was aborted (by an analysis step, or by hand). */
+  rolloutAborted: 8,
+  /** `rollout status --watch`: --timeout passed while the rollout was still in progress. */
+  watchTimedOut: 9,
 } as const;
 
 /** `run --wait` finished with executions that did not succeed: exit 6, with this one line. */
 export class RunFailedError extends Error {
   override readonly name = "RunFailedError";
+}
+
+/** `rollout status --watch` saw the rollout aborted: exit 8, with this one line. */
+export class RolloutAbortedError extends Error {
+  override readonly name = "RolloutAbortedError";
+}
+
+/** `rollout status --watch` gave up at --timeout, the rollout still in progress: exit 9, with this one line. */
+export class WatchTimedOutError extends Error {
+  override readonly name = "WatchTimedOutError";
+}
+
+/** The failures that are outcomes a command reports in one line of its own, not errors. */
+export function isOutcomeError(error: unknown): error is RunFailedError | RolloutAbortedError | WatchTimedOutError {
+  return error instanceof RunFailedError || error instanceof RolloutAbortedError || error instanceof WatchTimedOutError;
 }
 
 /** One of the values of ExitCode. */
@@ -52,6 +71,8 @@ const byErrorCode: Record<ErrorCode, ExitCode> = {
 /** The exit code for a failure; anything that is not a ShardlineError is unexpected (1). */
 export function exitCodeOf(error: unknown): ExitCode {
   if (error instanceof RunFailedError) return ExitCode.runFailed;
+  if (error instanceof RolloutAbortedError) return ExitCode.rolloutAborted;
+  if (error instanceof WatchTimedOutError) return ExitCode.watchTimedOut;
   return error instanceof ShardlineError ? byErrorCode[error.code] : ExitCode.internal;
 }
 
@@ -66,4 +87,6 @@ export const EXIT_CODES_HELP = [
   "  5  unavailable: the controller cannot be reached (check --controller or SHARDLINE_CONTROLLER), or refused the call at a limit of its load (--admin-rate-limit, --max-jobs; the message names it); retry later",
   "  6  run --wait: the run finished but not every execution succeeded",
   "  7  denied (no token or an unknown one: check --token or SHARDLINE_TOKEN; or the token's role may not do this)",
+  "  8  rollout status --watch: the rollout was aborted",
+  "  9  rollout status --watch: --timeout passed while the rollout was still in progress",
 ].join("\n");

@@ -283,6 +283,7 @@ describe("resource views", () => {
       queuePosition: null,
       fireComplete: false,
       waitingReason: null,
+      revision: null,
     });
   });
 

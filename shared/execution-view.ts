@@ -53,6 +53,8 @@ export interface ExecutionView {
   fireComplete: boolean;
   /** Why a pending execution is not running yet; null when it is not waiting. */
   waitingReason: string | null;
+  /** The job revision it runs (the same for every attempt of its fire); null when recorded without one. */
+  revision: number | null;
 }
 
 /** Converts an API execution into its JSON view. */
@@ -73,6 +75,7 @@ export function executionView(execution: Execution): ExecutionView {
     queuePosition: execution.queuePosition === 0 ? null : execution.queuePosition,
     fireComplete: execution.fireComplete,
     waitingReason: emptyToNull(execution.waitingReason),
+    revision: execution.revision === 0n ? null : Number(execution.revision),
   };
 }
 

@@ -2,6 +2,7 @@ import type { Command } from "commander";
 import { ShardlineError } from "../../shared/errors.js";
 import { parseOutputFormat, renderDocument, renderTable, tableTime, NONE, type CliIo, type OutputFormat } from "../output.js";
 import { addControllerOption, withAdminClient, withNotFoundHint } from "./admin.js";
+import { rolloutText } from "./rollout.js";
 import { EXECUTION_COLUMNS, assignmentColumns, assignmentRows, assignmentView, executionView, jobView, type JobView } from "./resources.js";
 
 /** Recent executions shown by `describe job`. */
@@ -11,8 +12,8 @@ const RECENT = 10;
 export function registerDescribe(program: Command, io: CliIo): void {
   const command = program
     .command("describe")
-    .summary("show a job in full: schedule, next fires, assignment and recent executions")
-    .description("Show one job in full: its spec, its next five fires, which agent owns each shard, and its recent executions.")
+    .summary("show a job in full: schedule, next fires, rollout, assignment and recent executions")
+    .description("Show one job in full: its spec, its next five fires, its revision and rollout (as rollout status shows it), which agent owns each shard, and its recent executions.")
     .argument("<RESOURCE>", "job")
     .argument("<NAME>", "the job's name");
   addControllerOption(command)
@@ -44,7 +45,9 @@ async function describeJob(name: string, options: { controller?: string; output?
       io.stdout(renderDocument(document, options.output));
       return;
     }
-    const lines = [...summary(job), "", "Assignments:"];
+    const lines = [...summary(job)];
+    if (job.rollout !== null) lines.push("", "Rollout:", ...rolloutText(job.rollout).map((line) => `  ${line}`));
+    lines.push("", "Assignments:");
     const rows = assignmentRows(assignments, unassigned);
     lines.push(rows.length === 0 ? `  ${NONE}` : indent(renderTable(rows, assignmentColumns(rows))));
     lines.push("", `Recent executions (newest ${RECENT}):`);

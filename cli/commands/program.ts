@@ -3,7 +3,7 @@ import { ShardlineError } from "../../shared/errors.js";
 import { parseLogLevel, LOG_LEVELS } from "../../shared/logging.js";
 import { VERSION } from "../../shared/version.js";
 import { CONTROLLER_ENV, DEFAULT_CONTROLLER_ADDRESS } from "../controller-address.js";
-import { EXIT_CODES_HELP, ExitCode, RunFailedError, exitCodeOf } from "../exit-codes.js";
+import { EXIT_CODES_HELP, ExitCode, exitCodeOf, isOutcomeError } from "../exit-codes.js";
 import { oneLine, type CliIo } from "../output.js";
 import { registerAgent } from "./agent.js";
 import { registerAgentActions } from "./agent-actions.js";
@@ -13,6 +13,7 @@ import { registerDemo } from "./demo.js";
 import { registerEvents } from "./events.js";
 import { registerGet } from "./get.js";
 import { registerJobActions } from "./job-actions.js";
+import { registerRollout } from "./rollout.js";
 import { registerRun } from "./run.js";
 import { registerDescribe } from "./describe.js";
 import { registerExecutionActions } from "./execution-actions.js";
@@ -69,6 +70,7 @@ export function buildProgram(io: CliIo): Command {
   registerGet(program, io);
   registerJobActions(program, io);
   registerRun(program, io);
+  registerRollout(program, io);
   registerShardActions(program, io);
   registerExecutionActions(program, io);
   registerDescribe(program, io);
@@ -95,7 +97,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<ExitCo
 }
 
 function describeFailure(error: unknown): string {
-  if (error instanceof RunFailedError) return oneLine(error.message);
+  if (isOutcomeError(error)) return oneLine(error.message);
   if (error instanceof ShardlineError) {
     return error.code === "internal" ? `${oneLine(error.message)}; see the controller's or agent's log` : oneLine(error.message);
   }

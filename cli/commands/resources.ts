@@ -1,5 +1,5 @@
 import type { ShardAssignment, UnassignedShard } from "../../shared/gen/shardline/v1/admin_service_pb.js";
-import { AgentState, ExecutionState, type Agent, type Execution, type Job } from "../../shared/gen/shardline/v1/types_pb.js";
+import { AgentState, ExecutionState, type Agent, type Execution, type Job, type Revision, type RevisionTally, type RolloutStatus } from "../../shared/gen/shardline/v1/types_pb.js";
 import { ShardlineError } from "../../shared/errors.js";
 import { NONE, formatDuration, isoTime, tableTime, type Column } from "../output.js";
 import { EXECUTION_STATE_NAMES, executionStateName } from "../../shared/execution-view.js";
@@ -54,6 +54,59 @@ export interface JobView {
   spec: Record<string, unknown> | null;
   /** Why the job, or some of its shards, cannot run now; null when nothing stops it. */
   waitingReason: string | null;
+  /** How its rollout stands; null from a controller that sends none. */
+  rollout: RolloutView | null;
+}
+
+/** Finished runs of one revision in a rollout's analysis window. */
+export interface TallyView {
+  runs: number;
+  failures: number;
+  /** The 95th percentile duration of those runs, in ms; null when none was timed. */
+  p95Ms: number | null;
+}
+
+/** `shardline rollout status -o json` (and a job's `rollout`): how a job's rollout stands. */
+export interface RolloutView {
+  job: string;
+  /** none, progressing, paused, completed or aborted. */
+  phase: string;
+  currentRevision: number;
+  stableRevision: number;
+  targetRevision: number;
+  /** The target revision's steps, described; empty with phase none. */
+  steps: string[];
+  /** The step under way, from 1; steps.length + 1 once past the last; 0 with phase none. */
+  step: number;
+  stepStartedAt: string | null;
+  /** Which revision each shard's next fire runs. */
+  shardsByRevision: { revision: number; shards: number[] }[];
+  /** The analysis window: runs of fires since this instant count in `target` and `stable`. */
+  windowStartedAt: string | null;
+  target: TallyView;
+  stable: TallyView;
+  /** Why it was aborted or ended early; null otherwise. */
+  reason: string | null;
+  endedAt: string | null;
+  /** What the step under way waits for; null when nothing is in progress. */
+  waiting: string | null;
+}
+
+/** `shardline rollout history -o json`: one revision of a job. */
+export interface RevisionView {
+  revision: number;
+  appliedAt: string | null;
+  /** The token name that applied it; null when the controller checks no tokens. */
+  appliedBy: string | null;
+  /** sha256 of the spec, 64 hex digits. */
+  hash: string;
+  /** The revision an undo copied; null for an apply. */
+  undoOf: number | null;
+  /** True for the job's current revision (the latest). */
+  current: boolean;
+  /** True for the revision shards outside a rollout's waves run (the current one when nothing rolls out). */
+  stable: boolean;
+  manifest: string;
 }
 
 /** `shardline get agents -o json`: one agent. */
@@ -137,8 +190,72 @@ export function jobView(job: Job): JobView {
     upcomingFires: job.upcomingFiresUnixMs.map((t) => isoTime(t)!),
     spec,
     waitingReason: emptyToNull(job.waitingReason),
+    rollout: job.rollout === undefined ? null : rolloutView(job.name, job.rollout),
   };
 }
+
+export function rolloutView(job: string, status: RolloutStatus): RolloutView {
+  const tally = (t: RevisionTally | undefined): TallyView => ({ runs: t?.runs ?? 0, failures: t?.failures ?? 0, p95Ms: t?.p95DurationMs === undefined ? null : Number(t.p95DurationMs) });
+  return {
+    job,
+    phase: status.phase,
+    currentRevision: Number(status.currentRevision),
+    stableRevision: Number(status.stableRevision),
+    targetRevision: Number(status.targetRevision),
+    steps: [...status.steps],
+    step: status.step,
+    stepStartedAt: isoTime(status.stepStartedAtUnixMs),
+    shardsByRevision: status.shardsByRevision.map((entry) => ({ revision: Number(entry.revision), shards: [...entry.shards] })),
+    windowStartedAt: isoTime(status.windowStartedAtUnixMs),
+    target: tally(status.target),
+    stable: tally(status.stable),
+    reason: emptyToNull(status.reason),
+    endedAt: isoTime(status.endedAtUnixMs),
+    waiting: emptyToNull(status.waiting),
+  };
+}
+
+/** A revision as JSON; `rollout` says which revisions are current and stable. */
+export function revisionView(revision: Revision, rollout: RolloutView | null): RevisionView {
+  const number = Number(revision.revision);
+  return {
+    revision: number,
+    appliedAt: isoTime(revision.appliedAtUnixMs),
+    appliedBy: emptyToNull(revision.appliedBy),
+    hash: revision.specHash,
+    undoOf: revision.undoOf === 0n ? null : Number(revision.undoOf),
+    current: rollout !== null && number === rollout.currentRevision,
+    stable: rollout !== null && number === rollout.stableRevision,
+    manifest: revision.manifest,
+  };
+}
+
+/** Characters of a spec hash `rollout history` shows. */
+const SHORT_HASH = 12;
+
+/**
+ * The revisions table's NOTE: what the revision is to the job now (current, stable, the one
+ * rolling out or aborted) and where it came from (an undo).
+ */
+export function revisionNote(view: RevisionView, rollout: RolloutView | null): string {
+  const notes: string[] = [];
+  if (view.current) notes.push("current");
+  if (view.stable) notes.push("stable");
+  if (rollout !== null && view.revision === rollout.targetRevision && !view.stable) {
+    if (rollout.phase === "progressing" || rollout.phase === "paused") notes.push(`rolling out, step ${rollout.step}/${rollout.steps.length}`);
+    else if (rollout.phase === "aborted") notes.push("aborted");
+  }
+  if (view.undoOf !== null) notes.push(`undo of ${view.undoOf}`);
+  return notes.join(", ");
+}
+
+export const REVISION_COLUMNS: readonly Column<{ view: RevisionView; note: string }>[] = [
+  { header: "REVISION", value: (row) => String(row.view.revision) },
+  { header: "APPLIED", value: (row) => row.view.appliedAt?.replace(/\.\d{3}Z$/, "Z") ?? NONE },
+  { header: "BY", value: (row) => row.view.appliedBy ?? NONE },
+  { header: "HASH", value: (row) => row.view.hash.slice(0, SHORT_HASH) || NONE },
+  { header: "NOTE", value: (row) => row.note || "" },
+];
 
 export function agentView(agent: Agent): AgentView {
   return {
@@ -219,6 +336,7 @@ export const EXECUTION_COLUMNS: readonly Column<Execution>[] = [
   { header: "JOB", value: (execution) => execution.job },
   { header: "SHARD", value: (execution) => (execution.fireComplete ? "complete" : String(execution.shard)) },
   { header: "ATTEMPT", value: (execution) => String(execution.attempt) },
+  { header: "REVISION", value: (execution) => (execution.revision === 0n ? NONE : String(execution.revision)) },
   { header: "AGENT", value: (execution) => execution.agent || NONE },
   {
     header: "STATE",
