@@ -72,7 +72,7 @@ describe("job lifecycle through the shardline binary", () => {
     const ends = runs.filter((run) => run.event === "end");
     expect(ends).toHaveLength(3);
     for (const end of ends) expect(end.at).toBeLessThanOrEqual(completions[0]!.at);
-    expect((await shardline(["get", "executions", "--job", "rollup"], env)).stdout).toMatch(/ complete +1 +worker-1 +succeeded /);
+    expect((await shardline(["get", "executions", "--job", "rollup"], env)).stdout).toMatch(/ complete +1 +1 +worker-1 +succeeded /);
   });
 
   it("cancels a pending execution, and refuses to cancel it twice", async () => {
