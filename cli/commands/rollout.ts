@@ -44,7 +44,7 @@ export function registerRollout(program: Command, io: CliIo): void {
     .description(
       [
         "Show how a job's rollout stands: its phase (none, progressing, paused, completed, aborted), the step under way and what it is, the current, stable and target revisions, which shards run which revision, the analysis window's figures per revision (runs, failed, p95 duration), and what it waits for or why it was aborted.",
-        `With --watch, print it again each time it changes, until the rollout completes (exit 0) or is aborted (exit 8), or --timeout passes while it is still in progress (exit 9; default ${DEFAULT_WATCH_TIMEOUT_SECONDS} s). A job with no rollout in progress at all exits 0 at once. With -o json, --watch prints one JSON object per line.`,
+        `With --watch, print it again each time it changes, until the rollout completes (exit 0) or is aborted (exit 8), or --timeout passes while it is still in progress (exit 9; default ${DEFAULT_WATCH_TIMEOUT_SECONDS} s). A rollout already completed, or a job that never rolled one out, exits 0 at once. With -o json, --watch prints one JSON object per line.`,
       ].join("\n\n"),
     )
     .argument("<JOB>", "the job's name");
