@@ -72,7 +72,9 @@ export function rolloutView(core: CoreState, name: string): RolloutView {
   const byRevision = new Map<number, number[]>();
   for (const shard of job.shards) {
     const revision = Rollouts.revisionFor(core, job, shard);
-    byRevision.set(revision, [...(byRevision.get(revision) ?? []), shard.shard]);
+    const shards = byRevision.get(revision);
+    if (shards === undefined) byRevision.set(revision, [shard.shard]);
+    else shards.push(shard.shard);
   }
   const shardsByRevision = [...byRevision].sort(([a], [b]) => a - b).map(([revision, shards]) => ({ revision, shards }));
   if (rollout === undefined) {

@@ -293,6 +293,19 @@ describe("rollouts", () => {
     expect(revisionsByCluster(second(h, agents), agents)).toEqual({ canary: [5], east: [2], west: [2] });
   });
 
+  it("an undo after a completed rollout makes the new revision the stable one, as every shard runs it", () => {
+    const h = new CoreHarness();
+    const agents = clusters(h);
+    const v1 = job([{ weight: 100 }]);
+    h.apply(v1);
+    h.apply(changed(v1));
+    expect(h.core.rollout("sweep")).toMatchObject({ phase: "completed", stableRevision: 2 });
+    h.core.applyJob("sweep", v1, "name: sweep", h.now, { undoOf: 1 });
+    h.flush();
+    expect(h.core.rollout("sweep")).toMatchObject({ phase: "completed", currentRevision: 3, stableRevision: 3, targetRevision: 3, reason: "revision 3 applied at once (undo)" });
+    expect(new Set(second(h, agents).map((c) => c.revision))).toEqual(new Set([3]));
+  });
+
   it("applying the stable spec again ends the rollout: every shard runs the latest revision, which runs what the stable one ran", () => {
     const h = new CoreHarness();
     const agents = clusters(h);

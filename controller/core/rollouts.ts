@@ -59,7 +59,10 @@ export function onApply(core: CoreState, job: JobEntry, previous: JobEntry["reco
     return;
   }
   if (spec.rollout === undefined || immediate) {
-    if (before !== undefined && (inProgress(before) || before.phase === "aborted")) end(core, job, immediate ? `revision ${revision} applied at once (undo)` : `revision ${revision} has no spec.rollout`);
+    const why = immediate ? `revision ${revision} applied at once (undo)` : `revision ${revision} has no spec.rollout`;
+    if (before !== undefined && (inProgress(before) || before.phase === "aborted")) end(core, job, why);
+    // After a completed rollout, the record says the new revision is the stable one now.
+    else if (before !== undefined) setRollout(job, { ...before, stableRevision: revision, targetRevision: revision, reason: why });
     return;
   }
   start(core, job, stable, before !== undefined && inProgress(before) ? `revision ${revision} replaced revision ${before.targetRevision}` : undefined);
