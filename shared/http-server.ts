@@ -27,11 +27,26 @@ export interface HttpProbes {
    * every route is open.
    */
   authorize?(path: string, authorization: string | undefined, peer: string): void;
+  /**
+   * More routes: a request whose path starts with a route's `prefix` goes to its `handle`
+   * whatever its method, before `authorize` and the probes (the route checks its callers itself,
+   * and answers the paths under its prefix it does not know). The controller serves its
+   * AdminService over the Connect protocol this way.
+   */
+  routes?: readonly HttpRoute[];
+}
+
+/** A route of the HTTP port besides the probes: every path under `prefix`. */
+export interface HttpRoute {
+  /** E.g. `/shardline.v1.AdminService/`. */
+  prefix: string;
+  handle: RequestListener;
 }
 
 /**
  * The HTTP port of a controller or an agent (`--http`): `/healthz` says the process serves
- * requests, `/readyz` that it can do its job, `/metrics` its Prometheus metrics. With `tls`, it
+ * requests, `/readyz` that it can do its job, `/metrics` its Prometheus metrics, and `routes`
+ * whatever else the process serves there (the controller's AdminService). With `tls`, it
  * serves HTTPS with that certificate, and takes a renewed one when `tls` reads it (each refresh
  * interval); it asks no client certificate, even when `tls` verifies the gRPC port's clients:
  * probes and scrapers authenticate with tokens, or not at all.
@@ -40,6 +55,11 @@ export async function startHttpServer(hostPort: string, probes: HttpProbes, tls?
   const { host, port } = splitHostPort(hostPort, "--http");
   const handle: RequestListener = (request, response) => {
     const path = (request.url ?? "/").split("?")[0];
+    const route = probes.routes?.find((candidate) => path?.startsWith(candidate.prefix) === true);
+    if (route !== undefined) {
+      route.handle(request, response);
+      return;
+    }
     if (request.method !== "GET" && request.method !== "HEAD") {
       response.writeHead(405, { allow: "GET, HEAD" }).end();
       return;

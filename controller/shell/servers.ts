@@ -1,15 +1,28 @@
+import { setMaxListeners } from "node:events";
 import type { Server as HttpServer } from "node:http";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { type Server, status } from "@grpc/grpc-js";
 import { ShardlineError } from "../../shared/errors.js";
 import { AdminService } from "../../shared/gen/shardline/v1/admin_service_pb.js";
 import { AgentService, type ConnectRequestSchema, type ConnectResponseSchema } from "../../shared/gen/shardline/v1/agent_service_pb.js";
-import { addService, type CallContext, createServer, DEFAULT_MAX_RECEIVE_MESSAGE_BYTES, listen, type MessageStream, shutdown, toGrpcStatus } from "../../shared/grpc/index.js";
+import {
+  addService,
+  type CallContext,
+  createServer,
+  DEFAULT_MAX_CONCURRENT_CALLS,
+  DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
+  listen,
+  type MessageStream,
+  shutdown,
+  toGrpcStatus,
+} from "../../shared/grpc/index.js";
 import { splitHostPort, startHttpServer } from "../../shared/http-server.js";
 import type { Logger } from "../../shared/logging.js";
 import type { RateLimiter } from "../../shared/security/rate-limit.js";
 import type { TlsCertificates } from "../../shared/security/tls.js";
 import type { MetricsRegistry } from "../../shared/telemetry/metrics.js";
 import { type Authorization, authorizedAdmin } from "./authorization.js";
+import { ADMIN_ROUTE_PREFIX, AdminCallLimit, adminConnectRoutes } from "./connect-routes.js";
 import { type ControllerStatus, follow, followingAdmin } from "./following.js";
 import type { Part } from "./supervisor.js";
 
@@ -22,7 +35,7 @@ const GRPC_SHUTDOWN_GRACE_MS = 1000;
 export interface ServersOptions {
   /** `--listen`: the gRPC address for agents and admin clients. */
   listen: string;
-  /** `--http`: the address of /healthz, /readyz and /metrics. */
+  /** `--http`: the address of /healthz, /readyz, /metrics and the AdminService over Connect (HTTP/JSON). */
   http: string;
   /** Both ports serve TLS with it; without it, plaintext. */
   tls: TlsCertificates | undefined;
@@ -42,7 +55,8 @@ export interface ServersOptions {
 /**
  * The servers part: the gRPC port (the agents' stream and the admin service, routed to the
  * leader's implementations while this controller leads, to the follower's answers otherwise) and
- * the HTTP port (probes and metrics). Halting stops both taking calls; those under way get
+ * the HTTP port (probes, metrics, and the same AdminService over the Connect protocol: see
+ * connect-routes.ts). Halting stops both taking calls; those under way get
  * GRPC_SHUTDOWN_GRACE_MS, which is why the driver halts first: the agents' streams, which never
  * end on their own, are closed with a reason by then.
  */
@@ -51,11 +65,15 @@ export class Servers implements Part {
   readonly #options: ServersOptions;
   #grpc: Server | undefined;
   #http: HttpServer | undefined;
+  /** Aborted on halting: ends the HTTP port's watches (WatchEvents over Connect). */
+  readonly #httpShutdown = new AbortController();
   #grpcAddress: string | undefined;
   #httpAddress: string | undefined;
 
   constructor(options: ServersOptions) {
     this.#options = options;
+    // Each HTTP call under way listens to it (Connect links its context to it, and lets go when it ends).
+    setMaxListeners(0, this.#httpShutdown.signal);
   }
 
   /** The gRPC address it listens on, the port resolved (with `:0`); once started. */
@@ -85,7 +103,11 @@ export class Servers implements Part {
     this.#grpc = grpc;
     const onError = (error: unknown, method: string): void => logger.error({ err: error, method }, "internal error in a call");
     addService(grpc, AgentService, { connect: (stream: AgentStream, context: CallContext) => this.#connect(stream, context) }, { onError });
-    addService(grpc, AdminService, authorizedAdmin(followingAdmin(routing), authorization, adminLimiter), { onError });
+    // One AdminService for both ports: the HTTP port's Connect routes call this very object, and
+    // its calls at once count against the same limit as the gRPC port's.
+    const admin = authorizedAdmin(followingAdmin(routing), authorization, adminLimiter);
+    const callLimit = new AdminCallLimit(DEFAULT_MAX_CONCURRENT_CALLS);
+    addService(grpc, AdminService, callLimit.counting(admin), { onError, maxConcurrentCalls: DEFAULT_MAX_CONCURRENT_CALLS });
     const port = await listen(grpc, this.#options.listen, tls?.serverCredentials());
     const host = splitHostPort(this.#options.listen, "--listen").host;
     this.#grpcAddress = `${host.includes(":") ? `[${host}]` : host}:${port}`;
@@ -98,6 +120,18 @@ export class Servers implements Part {
         authorize: (path, header, peer) => {
           if (path === "/metrics") authorization.check(header, "viewer", "GET /metrics", peer);
         },
+        routes: [
+          {
+            prefix: ADMIN_ROUTE_PREFIX,
+            handle: adminConnectRoutes({
+              admin,
+              limit: callLimit,
+              maxReceiveMessageBytes: DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
+              shutdownSignal: this.#httpShutdown.signal,
+              onError,
+            }),
+          },
+        ],
       },
       tls,
     );
@@ -132,8 +166,14 @@ export class Servers implements Part {
     const http = this.#http;
     this.#grpc = undefined;
     this.#http = undefined;
+    this.#httpShutdown.abort(new ConnectError("the controller is shutting down", Code.Unavailable));
     if (grpc !== undefined) await shutdown(grpc, GRPC_SHUTDOWN_GRACE_MS);
-    if (http !== undefined) await new Promise<void>((resolve) => http.close(() => resolve()));
+    if (http !== undefined) {
+      // Calls under way over HTTP get the same grace; then their connections are cut.
+      const cut = setTimeout(() => http.closeAllConnections(), GRPC_SHUTDOWN_GRACE_MS);
+      await new Promise<void>((resolve) => http.close(() => resolve()));
+      clearTimeout(cut);
+    }
   }
 
   /** Nothing is left once halted. */
