@@ -37,12 +37,17 @@ describe("jobs with spec.kubernetes, through the shardline binary and a fake API
     dir = await mkdtemp(join(tmpdir(), "shardline-k8s-"));
     fake = await FakeKubeApiServer.start();
     await fake.kubeconfig(NS, join(dir, "kubeconfig"));
-    controller = new ControllerProcess(await freePort(), join(dir, "state.db"));
+    await writeFile(join(dir, "export.yaml"), MANIFEST);
+    await startController("state.db");
+  });
+
+  /** Starts a controller on a new store in `dir`, with `flags`, and applies the export job to it. */
+  const startController = async (store: string, flags: string[] = []) => {
+    controller = new ControllerProcess(await freePort(), join(dir, store), flags);
     await controller.start();
     env = { SHARDLINE_CONTROLLER: controller.address };
-    await writeFile(join(dir, "export.yaml"), MANIFEST);
     expect((await shardline(["apply", "-f", join(dir, "export.yaml")], env)).code).toBe(0);
-  });
+  };
 
   afterEach(async () => {
     for (const process of agents.splice(0)) await process.stop();
@@ -81,15 +86,30 @@ describe("jobs with spec.kubernetes, through the shardline binary and a fake API
     expect(fake.jobs(NS)).toEqual([]);
   });
 
-  it("an agent killed mid-execution takes its Jobs back when it comes back, and nothing runs twice", async () => {
+  /**
+   * Kills agent k8s-1 while both executions run as Kubernetes Jobs, and starts a new process under
+   * its id once `beforeComingBack` resolves. The new process lists the Jobs its predecessor left
+   * before it says Hello; once the controller has welcomed it (its Hello reported their runs), the
+   * Jobs succeed. Both executions must end as attempt 1, from the Jobs made before the kill: none
+   * deleted, none made again.
+   */
+  const killAndComeBack = async (beforeComingBack: () => Promise<void>) => {
     const first = agent("k8s-1");
     await waitFor("the agent to hold the shards", async () => ((await shardline(["get", "assignments", "-o", "json"], env)).stdout.includes("k8s-1") ? true : undefined));
+    const instanceOf = async () => (JSON.parse((await shardline(["get", "agents", "-o", "json"], env)).stdout) as { id: string; state: string; instanceId: string | null }[]).find((a) => a.id === "k8s-1");
+    const killed = (await instanceOf())!.instanceId;
     expect((await shardline(["trigger", "export"], env)).code).toBe(0);
     await waitFor("the executions to run", async () => ((await executions()).filter((e) => e.state === "running").length === 2 ? true : undefined));
+    const made = fake.jobs(NS).map((job) => job.metadata.name);
+    expect(made).toHaveLength(2);
     first.kill("SIGKILL");
     await first.exited;
+    await beforeComingBack();
     agent("k8s-1");
-    await waitFor("the Jobs to be watched again", async () => (fake.watchCount > 0 ? true : undefined));
+    await waitFor("the new process to be welcomed", async () => {
+      const view = await instanceOf();
+      return view !== undefined && view.state === "ready" && view.instanceId !== null && view.instanceId !== killed ? true : undefined;
+    });
     for (const job of fake.jobs(NS)) fake.succeed(NS, job.metadata.name, { log: "ok\n" });
     const done = await waitFor("both executions to succeed", async () => {
       const list = await executions();
@@ -99,7 +119,25 @@ describe("jobs with spec.kubernetes, through the shardline binary and a fake API
       [1, "succeeded"],
       [1, "succeeded"],
     ]);
-    expect(fake.jobs(NS)).toHaveLength(2);
+    expect(fake.jobs(NS).map((job) => job.metadata.name)).toEqual(made);
+    expect(fake.requests.filter((r) => r.method === "DELETE")).toEqual([]);
+  };
+
+  it("an agent killed mid-execution takes its Jobs back when it comes back after its lease lapsed, and nothing runs twice", async () => {
+    await killAndComeBack(async () => {
+      // Unknown for their disconnect grace: only a report of a process of the same agent settles them.
+      await waitFor("the executions to be unknown", async () => ((await executions()).filter((e) => e.state === "unknown").length === 2 ? true : undefined));
+    });
+  });
+
+  it("an agent killed mid-execution takes its Jobs back when it comes back within its old lease, and nothing runs twice", async () => {
+    // A lease the new process says Hello within however slowly it starts: it takes the id over
+    // while the old process's shards stay fenced, and the runs it reports are its own at once.
+    // On a new store: a controller restarted on the old one would give out no shard for a lease.
+    await controller.process!.stop();
+    await startController("long-lease.db", ["--lease-ttl", "10000"]);
+    await killAndComeBack(async () => {});
+    expect(controller.process!.output).toContain('"event":"agent.replaced"');
   });
 
   it("an agent back too late, after its shards moved on and its executions ran again elsewhere, deletes its old Jobs", async () => {

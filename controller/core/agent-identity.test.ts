@@ -114,6 +114,38 @@ describe("one process per agent id", () => {
     expect(restarted.dispatched.map((c) => c.executionId)).toEqual([gone!.replace(/\/1$/, "/2")]);
   });
 
+  it("keeps in a restarted process's snapshot the shard of a run it reports, which an agent would otherwise stop, and still fences it until the old lease is over", () => {
+    const { h, holder } = heldId();
+    h.core.triggerJob("job", [], undefined, h.now);
+    h.flush();
+    const [kept, gone] = holder.dispatched;
+    h.report("w-1", kept!.executionId, "running");
+    h.report("w-1", gone!.executionId, "running");
+    const before = h.core.listAssignments("job");
+    const claimed = before.filter((a) => a.shard === kept!.shard).map((a) => ({ job: a.job, shard: a.shard, term: a.term, generation: a.generation }));
+    h.crash("w-1");
+    // The new process found the Kubernetes Job of one run: it claims that run's shard and reports it running.
+    const restarted = h.connect("w-1", { instanceId: SECOND, held: claimed, executions: [{ executionId: kept!.executionId, state: "running" }] });
+
+    // An agent stops the runs of a shard its snapshot leaves out (a Kubernetes Job deleted, run again
+    // as attempt 2): the shard of the run it reported is in it, at the pair the run was dispatched under.
+    expect([...restarted.held.values()]).toEqual(claimed);
+    expect(restarted.revoked.size).toBe(0);
+    expect(restarted.cancelled).toEqual([]);
+    // Fenced all the same while the old process may be alive: nothing new on it, nothing moved.
+    h.core.triggerJob("job", [], undefined, h.now);
+    h.flush();
+    expect(restarted.dispatched).toEqual([]);
+    expect(h.core.listAssignments("job")).toEqual(before);
+
+    h.report("w-1", kept!.executionId, "succeeded");
+    expect(h.execution(kept!.executionId)).toMatchObject({ state: "succeeded", attempt: 1 });
+    h.run(LEASE_AND_MARGIN);
+    expect(restarted.shardsOf("job")).toEqual([0, 1]);
+    expect(h.core.listAssignments("job").every((a, i) => a.generation > before[i]!.generation)).toBe(true);
+    expect(h.execution(gone!.executionId)).toMatchObject({ state: "unknown" });
+  });
+
   it("moves a replaced process's shard of a deleted job only once that process's lease has expired, whatever the new one releases", () => {
     const { h } = heldId();
     const refs = h.core.listAssignments("job").map((a) => ({ job: a.job, shard: a.shard, term: a.term, generation: a.generation }));

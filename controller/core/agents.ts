@@ -6,7 +6,7 @@ import { ShardlineError } from "../../shared/errors.js";
 import { validateHello } from "./hello-rules.js";
 import type { AgentHello, AssignmentRef } from "./messages.js";
 import { at } from "./waiting-reasons.js";
-import type { AgentEntry } from "./model.js";
+import type { AgentEntry, ShardEntry } from "./model.js";
 import { CoreState, notFound } from "./core-state.js";
 import * as Executions from "./executions.js";
 import * as FireComplete from "./fire-complete.js";
@@ -353,9 +353,17 @@ export function expireLease(core: CoreState, agent: AgentEntry): void {
   Placement.agentsChanged(core);
 }
 
-/** Tells an agent its whole set of shards; revoking ones are revoked again after it. */
+/**
+ * Tells an agent its whole set of shards; revoking ones are revoked again after it. A replaced
+ * process's shards are left out while fenced, except one on which this process reported a run
+ * it took over (a Kubernetes Job): an agent stops the runs of a shard its snapshot leaves out,
+ * so leaving it out would stop the very run the controller adopted. It stays fenced all the same.
+ */
 export function sendSnapshot(core: CoreState, agent: AgentEntry): void {
-  const owned = [...agent.shards].filter((s) => agent.inherited?.shards.has(s) !== true);
+  const inherited = agent.inherited;
+  const fencedOut = (s: ShardEntry): boolean =>
+    inherited !== undefined && inherited.shards.has(s) && ![...s.running].some((id) => agent.executions.has(id) && !inherited.runs.has(id));
+  const owned = [...agent.shards].filter((s) => !fencedOut(s));
   core.outbox.send(agent.session, {
     kind: "assignments",
     snapshot: true,

@@ -426,7 +426,7 @@ export class FakeKubeApiServer {
       return this.#podLog(response, namespace, name!, query);
     }
     if (name === undefined) {
-      if (method === "GET" && watch) return this.#watch(request, response, resource, namespace, query);
+      if (method === "GET" && watch) return this.#watch(response, resource, namespace, query);
       if (method === "GET") return this.#sendList(response, resource, namespace, query);
       if (method === "POST" && resource === "jobs") return this.#createJob(response, namespace, body);
       return sendStatus(response, 405, "MethodNotAllowed", `${method} is not supported on ${resource}`);
@@ -583,7 +583,7 @@ export class FakeKubeApiServer {
     };
   }
 
-  #watch(request: IncomingMessage, response: ServerResponse, resource: Resource, namespace: string, query: Record<string, string>): void {
+  #watch(response: ServerResponse, resource: Resource, namespace: string, query: Record<string, string>): void {
     const selector = parseSelector(query.labelSelector ?? "");
     if (selector === undefined) return sendStatus(response, 400, "BadRequest", `unable to parse requirement: ${query.labelSelector}`);
     const from = query.resourceVersion === undefined || query.resourceVersion === "" || query.resourceVersion === "0" ? undefined : Number(query.resourceVersion);
@@ -604,7 +604,9 @@ export class FakeKubeApiServer {
     this.#watchers.add(watcher);
     const timeout = Number(query.timeoutSeconds ?? 0);
     if (timeout > 0) watcher.timer = setTimeout(() => this.#closeWatcher(watcher), timeout * 1000);
-    request.on("close", () => {
+    // The response's close, not the request's: the request was read to its end before this, and
+    // an IncomingMessage read to its end no longer says when its connection goes (a client killed).
+    response.on("close", () => {
       clearTimeout(watcher.timer);
       this.#watchers.delete(watcher);
     });
