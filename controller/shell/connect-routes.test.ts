@@ -1,4 +1,5 @@
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fromBinary, toBinary, create } from "@bufbuild/protobuf";
@@ -7,6 +8,7 @@ import { AdminService, ListJobsRequestSchema, ListJobsResponseSchema } from "../
 import { createClient } from "../../shared/grpc/index.js";
 import { silentLogger } from "../../shared/logging.js";
 import { MetricsRegistry } from "../../shared/telemetry/metrics.js";
+import { makeTestCertificates } from "../../test/harness/certificates.js";
 import type { EtcdLeadership } from "../store/etcd/etcd-leadership.js";
 import { Authorization } from "./authorization.js";
 import { type ControllerLimits, type RunningController, startController } from "./controller.js";
@@ -33,8 +35,9 @@ describe("the AdminService over Connect on the HTTP port", () => {
   let dir: string | undefined;
   let controller: RunningController | undefined;
   const cleanup: (() => Promise<void>)[] = [];
-  const start = async (tokens?: string, limits: Partial<ControllerLimits> = {}): Promise<RunningController> => {
+  const start = async (tokens?: string, limits: Partial<ControllerLimits> = {}, tls?: (dir: string) => Promise<{ cert: string; key: string; ca: string }>): Promise<RunningController> => {
     dir = await mkdtemp(join(tmpdir(), "shardline-connect-"));
+    const tlsFiles = tls === undefined ? undefined : await tls(dir);
     if (tokens !== undefined) await writeFile(join(dir, "tokens"), tokens);
     controller = await startController({
       listen: "127.0.0.1:0",
@@ -43,6 +46,7 @@ describe("the AdminService over Connect on the HTTP port", () => {
       logger: silentLogger(),
       limits,
       ...(tokens === undefined ? {} : { tokenFile: join(dir, "tokens") }),
+      ...(tlsFiles === undefined ? {} : { tls: tlsFiles }),
     });
     return controller;
   };
@@ -140,6 +144,37 @@ describe("the AdminService over Connect on the HTTP port", () => {
     // /metrics is unchanged: a viewer's.
     expect((await fetch(`http://${httpAddress}/metrics`)).status).toBe(401);
     expect((await fetch(`http://${httpAddress}/metrics`, { headers: { authorization: `Bearer ${VERA}` } })).status).toBe(200);
+  });
+
+  it("serves HTTPS with the controller's certificate; with mutual TLS and no token file it refuses every call, since the HTTP port asks for no certificate", async () => {
+    let ca = "";
+    const certificates = async (at: string) => {
+      const made = await makeTestCertificates(at);
+      ca = await readFile(made.ca.certFile, "utf8");
+      return { cert: made.server.cert, key: made.server.key, ca: made.ca.certFile };
+    };
+    const https = (address: string, token?: string) =>
+      new Promise<{ status: number; json: Record<string, unknown> }>((resolve, reject) => {
+        const headers: Record<string, string> = { "content-type": "application/json" };
+        if (token !== undefined) headers.authorization = `Bearer ${token}`;
+        const sent = httpsRequest(`https://${address}/shardline.v1.AdminService/ListJobs`, { method: "POST", ca, headers }, (response) => {
+          let text = "";
+          response.on("data", (chunk: Buffer) => (text += chunk.toString()));
+          response.on("end", () => resolve({ status: response.statusCode ?? 0, json: JSON.parse(text) as Record<string, unknown> }));
+        });
+        sent.on("error", reject);
+        sent.end("{}");
+      });
+    const open = await start(undefined, {}, certificates);
+    const refused = await https(open.httpAddress);
+    expect(refused.status).toBe(401);
+    expect(refused.json).toMatchObject({ code: "unauthenticated", message: expect.stringMatching(/^the admin API over HTTP needs tokens \(--token-file\)/) });
+    await open.stop();
+    await rm(dir!, { recursive: true, force: true });
+
+    const locked = await start(TOKENS, {}, certificates);
+    expect(await https(locked.httpAddress, VERA)).toMatchObject({ status: 200, json: { jobs: [] } });
+    expect((await https(locked.httpAddress)).status).toBe(401);
   });
 
   it("streams WatchEvents over Connect's server streaming", async () => {

@@ -124,7 +124,7 @@ export class Servers implements Part {
           {
             prefix: ADMIN_ROUTE_PREFIX,
             handle: adminConnectRoutes({
-              admin,
+              admin: tls?.verifiesPeers === true && !authorization.enabled ? refusingAdmin() : admin,
               limit: callLimit,
               maxReceiveMessageBytes: DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
               shutdownSignal: this.#httpShutdown.signal,
@@ -178,6 +178,26 @@ export class Servers implements Part {
 
   /** Nothing is left once halted. */
   async stop(): Promise<void> {}
+}
+
+/**
+ * The admin service the HTTP port serves when the controller admits admin callers by client
+ * certificate alone (mutual TLS, no token file): every call refused. The HTTP port asks for no
+ * client certificate, so serving the service there would let anyone who reaches it in.
+ */
+function refusingAdmin(): Record<string, unknown> {
+  const refusal = new ShardlineError(
+    "unauthenticated",
+    "the admin API over HTTP needs tokens (--token-file): this controller admits admin callers by client certificate (--tls-ca), which its HTTP port does not ask for; call its gRPC port",
+  );
+  return Object.fromEntries(
+    AdminService.methods.map((method) => [
+      method.localName,
+      async () => {
+        throw refusal;
+      },
+    ]),
+  );
 }
 
 function started(address: string | undefined): string {
