@@ -97,7 +97,8 @@ export interface AgentEntry {
  * The shards and runs of an agent's previous process, which lost its stream with its lease still
  * valid, when a new process took the id over: that process may still be alive (partitioned) and
  * running them until `until`, its lease's end in the controller's view. Until then the new process
- * is not sent those shards, no placement moves them, and those runs are not taken for lost.
+ * is not sent those shards (but for a shard on which it reported a run, which its snapshot keeps,
+ * fenced: agents.ts sendSnapshot), no placement moves them, and those runs are not taken for lost.
  */
 export interface InheritedFence {
   shards: Set<ShardEntry>;
