@@ -209,10 +209,14 @@ describe("rollouts", () => {
     const after = second(h, agents);
     expect(new Set(after.map((c) => c.revision))).toEqual(new Set([1]));
     expect(h.core.getJob("sweep").record.rollout!.phase).toBe("aborted");
+    expect(h.core.getJob("sweep").waitingReason).toMatch(
+      /^degraded: the rollout of revision 2 was aborted \(analysis at step 2: .*\); every shard runs revision 1 until a new revision is applied or shardline rollout retry sweep$/,
+    );
 
     h.core.retryRollout("sweep", "", h.now);
     h.flush();
     expect(h.core.rollout("sweep")).toMatchObject({ phase: "progressing", step: 2, target: { runs: 0 } });
+    expect(h.core.getJob("sweep").waitingReason).toBeUndefined();
     expect(revisionsByCluster(second(h, agents), agents)).toEqual({ canary: [2], east: [1], west: [1] });
   });
 

@@ -112,5 +112,11 @@ export function jobWaitingReason(core: CoreState, job: JobEntry): string | undef
     return owner !== undefined && (owner.lost || owner.inherited?.shards.has(s) === true);
   });
   if (fenced.length > 0) parts.push(`${fenced.length} shard${fenced.length === 1 ? " is" : "s are"} fenced until a lost owner's lease expires`);
+  const rollout = job.record.rollout;
+  if (rollout?.phase === "aborted") {
+    parts.push(
+      `degraded: the rollout of revision ${rollout.targetRevision} was aborted (${rollout.reason ?? "no reason recorded"}); every shard runs revision ${rollout.stableRevision} until a new revision is applied or shardline rollout retry ${name}`,
+    );
+  }
   return parts.length === 0 ? undefined : parts.join("; ");
 }
