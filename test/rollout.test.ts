@@ -124,8 +124,9 @@ describe("rollouts across three clusters, through the shardline binary", () => {
     const pausedText = (await cli("rollout", "status", "rollup")).stdout;
     expect(pausedText).toContain("Phase:      paused\n");
     expect(pausedText).toContain("> 4. pause: until promoted\n");
+    // East's shards run revision 3 from their next fire after the wave; west's do not, while paused.
+    await waitFor("east to run revision 3", async () => ((await executions()).some((e) => e.revision === 3 && e.agent === "east-1" && e.state === "succeeded") ? true : undefined));
     const beforePromote = await executions();
-    expect(beforePromote.some((e) => e.revision === 3 && e.agent === "east-1")).toBe(true);
     expect(beforePromote.some((e) => e.revision === 3 && e.agent === "west-1")).toBe(false);
 
     const promoted = await cli("rollout", "promote", "rollup");
