@@ -38,7 +38,7 @@ describe("trace context of executions", () => {
     h.flush();
 
     expect(tracing.calls.map((call) => call.execution)).toEqual(
-      executionIds.map((id, shard) => ({ id, job: "job", shard, shardCount: 4, fireTime, attempt: 1, cause: "trigger" })),
+      executionIds.map((id, shard) => ({ id, job: "job", shard, shardCount: 4, fireTime, attempt: 1, cause: "trigger", revision: 1 })),
     );
     expect(tracing.calls.every((call) => call.replaces === undefined)).toBe(true);
     const dispatched = [...a.dispatched, ...b.dispatched];

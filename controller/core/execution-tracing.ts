@@ -13,6 +13,8 @@ export interface TracedExecution {
   readonly fireTime: number;
   readonly attempt: number;
   readonly cause: ExecutionCause;
+  /** The job revision it runs; absent when unknown. */
+  readonly revision?: number;
 }
 
 /**

@@ -48,6 +48,7 @@ export function trace(core: CoreState, job: JobEntry, execution: ExecutionRecord
       fireTime: execution.fireTime,
       attempt: execution.attempt,
       cause: execution.cause,
+      ...(execution.revision === undefined ? {} : { revision: execution.revision }),
     },
     replaces,
   );

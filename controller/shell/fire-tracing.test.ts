@@ -100,7 +100,7 @@ describe("FireTracing", () => {
     expect(rerun.links).toHaveLength(1);
     expect(rerun.links[0]!.context.spanId).toBe(spanIdOf(lost.traceContext));
     expect(rerun.links[0]!.attributes).toEqual({ "shardline.execution_id": lost.executionId });
-    expect(rerun.attributes).toMatchObject({ "shardline.shard": lost.shard, "shardline.attempt": 2, "shardline.cause": "failover" });
+    expect(rerun.attributes).toMatchObject({ "shardline.shard": lost.shard, "shardline.attempt": 2, "shardline.cause": "failover", "shardline.job.revision": 1 });
     const context = h.execution(rerunId)!.traceContext!;
     expect(spanIdOf(context)).toBe(rerun.spanContext().spanId);
     expect(traceLogFields(context)).toEqual({ trace_id: fire.spanContext().traceId, span_id: rerun.spanContext().spanId });
@@ -139,7 +139,7 @@ describe("FireTracing", () => {
 
     const [retry] = tracing.spansNamed(RETRY_SPAN);
     expect(retry!.links.map((link) => link.context.spanId)).toEqual([spanIdOf(first!.traceContext)]);
-    expect(retry!.attributes).toMatchObject({ "shardline.attempt": 2, "shardline.cause": "retry" });
+    expect(retry!.attributes).toMatchObject({ "shardline.attempt": 2, "shardline.cause": "retry", "shardline.job.revision": 1 });
   });
 
   it("keeps the context of the latest fires only, and still traces the ones it forgot", () => {

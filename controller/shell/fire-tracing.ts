@@ -92,6 +92,8 @@ export class FireTracing implements ExecutionTracing {
       [ATTR.attempt]: execution.attempt,
       [ATTR.cause]: execution.cause,
       [ATTR.executionId]: execution.id,
+      // A fire's shards may run two revisions during a rollout: the fire's span has none, a run's has its own.
+      ...(execution.revision === undefined ? {} : { [ATTR.jobRevision]: execution.revision }),
     };
     const span = this.tracer.startSpan(
       execution.cause === "failover" ? FAILOVER_SPAN : RETRY_SPAN,
