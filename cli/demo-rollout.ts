@@ -9,6 +9,7 @@ import { AdminService, type WatchEventsResponse } from "../shared/gen/shardline/
 import { type Execution, ExecutionState, type RolloutStatus } from "../shared/gen/shardline/v1/types_pb.js";
 import { createClient } from "../shared/grpc/index.js";
 import { silentLogger } from "../shared/logging.js";
+import { clock, GLYPH, stopAgents } from "./demo.js";
 
 export interface RolloutDemoOptions {
   /** Stop by itself after this many seconds at most (default 60); it stops sooner once the story is told. */
@@ -41,18 +42,6 @@ spec:
       - wave: {clusters: [west]}
 `;
 }
-
-const GLYPH: Partial<Record<ExecutionState, string>> = {
-  [ExecutionState.PENDING]: "…",
-  [ExecutionState.RUNNING]: "▶",
-  [ExecutionState.SUCCEEDED]: "✓",
-  [ExecutionState.FAILED]: "✗",
-  [ExecutionState.LOST]: "✗",
-  [ExecutionState.MISFIRED]: "–",
-  [ExecutionState.CANCELLED]: "○",
-  [ExecutionState.TIMED_OUT]: "⧗",
-  [ExecutionState.UNKNOWN]: "?",
-};
 
 /**
  * Rollouts in one command (`shardline demo --rollout`): a controller on an embedded SQLite store,
@@ -124,16 +113,7 @@ export async function runRolloutDemo(options: RolloutDemoOptions = {}): Promise<
     }
   } finally {
     watch.abort();
-    await Promise.all(
-      agents.map(
-        (child) =>
-          new Promise<void>((resolve) => {
-            if (child.exitCode !== null || child.signalCode !== null) return resolve();
-            child.once("exit", () => resolve());
-            child.kill("SIGTERM");
-          }),
-      ),
-    );
+    await stopAgents(agents);
     const executions = (await admin.listExecutions({ job: "rollup", limit: 10_000 })).executions;
     admin.close();
     await controller.stop();
@@ -187,8 +167,4 @@ function summary(executions: Execution[]): string {
     lines.push(`revision ${revision} ran on ${clusters.length === 0 ? "no cluster" : clusters.join(", ")}: ${finished.length} runs, ${failed} failed`);
   }
   return lines.join("\n");
-}
-
-function clock(ms: number): string {
-  return new Date(ms).toISOString().slice(11, 23);
 }

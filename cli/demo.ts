@@ -32,7 +32,8 @@ spec:
   disconnectGraceSeconds: 0
 `;
 
-const GLYPH: Partial<Record<ExecutionState, string>> = {
+/** How the demos draw an execution's state. */
+export const GLYPH: Partial<Record<ExecutionState, string>> = {
   [ExecutionState.PENDING]: "…",
   [ExecutionState.RUNNING]: "▶",
   [ExecutionState.SUCCEEDED]: "✓",
@@ -133,16 +134,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
     }
   } finally {
     watch.abort();
-    await Promise.all(
-      [...agents.values()].map(
-        (child) =>
-          new Promise<void>((resolve) => {
-            if (child.exitCode !== null || child.signalCode !== null) return resolve();
-            child.once("exit", () => resolve());
-            child.kill("SIGTERM");
-          }),
-      ),
-    );
+    await stopAgents(agents.values());
     const executions = (await admin.listExecutions({ job: "sweep", limit: 10_000 })).executions;
     admin.close();
     await controller.stop();
@@ -192,6 +184,21 @@ function summary(executions: Execution[], failoverMs: number | undefined): strin
     .join("\n");
 }
 
-function clock(ms: number): string {
+/** Stops the demo's agent processes (SIGTERM) and resolves once every one has exited. */
+export async function stopAgents(children: Iterable<ChildProcess>): Promise<void> {
+  await Promise.all(
+    [...children].map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve();
+          child.once("exit", () => resolve());
+          child.kill("SIGTERM");
+        }),
+    ),
+  );
+}
+
+/** Unix ms as the demos show time: HH:MM:SS.mmm (UTC). */
+export function clock(ms: number): string {
   return new Date(ms).toISOString().slice(11, 23);
 }

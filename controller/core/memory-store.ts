@@ -8,6 +8,7 @@ import {
   type Store,
   type StoreBatch,
   type StoreSnapshot,
+  pinnedRevisions,
   TERMINAL_STATES,
 } from "./store-port.js";
 
@@ -22,23 +23,6 @@ function restoreOrder(a: ExecutionRecord, b: ExecutionRecord): number {
 }
 
 const isOpen = (e: ExecutionRecord): boolean => !TERMINAL_STATES.has(e.state);
-
-/** Each job's revisions that retention keeps whatever their age: its current one, its rollout's stable one, those open runs name. */
-function pinnedRevisions(jobs: Iterable<JobRecord>, openExecutions: Iterable<ExecutionRecord>): Map<string, Set<number>> {
-  const pinned = new Map<string, Set<number>>();
-  const pin = (job: string, revision: number | undefined): void => {
-    if (revision === undefined) return;
-    let set = pinned.get(job);
-    if (set === undefined) pinned.set(job, (set = new Set()));
-    set.add(revision);
-  };
-  for (const job of jobs) {
-    pin(job.name, job.revision);
-    pin(job.name, job.rollout?.stableRevision);
-  }
-  for (const e of openExecutions) pin(e.job, e.revision);
-  return pinned;
-}
 
 /**
  * The store port kept in memory, as etcd's raft ships `MemoryStorage` beside its `Storage`: what the

@@ -7,6 +7,7 @@ import type { JobEntry } from "./model.js";
 import type { RevisionTally, RolloutPhase } from "./store-port.js";
 import * as Revisions from "./revisions.js";
 import * as Rollouts from "./rollouts.js";
+import { whatRunsTake } from "./waiting-reasons.js";
 
 export interface TallyView {
   runs: number;
@@ -108,12 +109,8 @@ function waitingFor(core: CoreState, job: JobEntry, shardsByRevision: { revision
   const step = Revisions.specOf(job, rollout.targetRevision).rollout?.steps[rollout.step];
   if (step === undefined) return undefined;
   const onTarget = shardsByRevision.find((entry) => entry.revision === rollout.targetRevision)?.shards.length ?? 0;
-  const target = Revisions.specOf(job, rollout.targetRevision);
-  const runs = target.runs.kind === "handler" ? `handler "${target.runs.handler}"` : `the ${target.runs.kind} executor`;
-  const stuck =
-    onTarget === 0
-      ? `; no shard runs revision ${rollout.targetRevision} now: no shard's owner is in a wave reached so far and declares ${runs}`
-      : "";
+  const runs = whatRunsTake(Revisions.specOf(job, rollout.targetRevision).runs);
+  const stuck = onTarget === 0 ? `; no shard runs revision ${rollout.targetRevision} now: no shard's owner is in a wave reached so far and ${runs}` : "";
   if ("pause" in step) {
     if (step.pause.duration !== undefined) return `paused until ${new Date(rollout.stepStartedAt + durationMs(step.pause.duration)!).toISOString()}${stuck}`;
     if (step.pause.fires !== undefined) return `paused for ${step.pause.fires} fires (${rollout.stepFires} so far)${stuck}`;

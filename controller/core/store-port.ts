@@ -144,6 +144,27 @@ export interface ExecutionRecord {
   revision?: number;
 }
 
+/**
+ * The revisions each job pins, which retention keeps whatever the limit and a snapshot loads: its
+ * current one, its rollout's stable one, and each one an open execution names. Every store
+ * implements StoreSnapshot.revisions and RetentionPolicy.revisionsPerJob with it.
+ */
+export function pinnedRevisions(jobs: Iterable<JobRecord>, openExecutions: Iterable<ExecutionRecord>): Map<string, Set<number>> {
+  const pinned = new Map<string, Set<number>>();
+  const pin = (job: string, revision: number | undefined): void => {
+    if (revision === undefined) return;
+    let set = pinned.get(job);
+    if (set === undefined) pinned.set(job, (set = new Set()));
+    set.add(revision);
+  };
+  for (const job of jobs) {
+    pin(job.name, job.revision);
+    pin(job.name, job.rollout?.stableRevision);
+  }
+  for (const execution of openExecutions) pin(execution.job, execution.revision);
+  return pinned;
+}
+
 /** Everything one core step asks to make durable, written atomically. */
 export interface StoreBatch {
   /** Jobs created or changed. */

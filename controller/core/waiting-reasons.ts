@@ -42,6 +42,11 @@ function runnerOf(runs: ExecutorSpec): Runner {
   }
 }
 
+/** What an agent must do to run `runs`, completing "an agent that ...": `declares handler "x"`, `runs scripts`. */
+export function whatRunsTake(runs: ExecutorSpec): string {
+  return runnerOf(runs).does;
+}
+
 /** `zone=eu-1,tier=batch`: a selector as a user wrote it. */
 function selectorText(selector: Readonly<Record<string, string>>): string {
   return Object.entries(selector)

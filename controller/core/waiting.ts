@@ -3,7 +3,7 @@
  * shows.
  */
 import { FIRE_COMPLETE_SHARD } from "./store-port.js";
-import { at, whyNoAgentCanRun, whyNoAgentForHook, whyNoScheduledFires } from "./waiting-reasons.js";
+import { at, whatRunsTake, whyNoAgentCanRun, whyNoAgentForHook, whyNoScheduledFires } from "./waiting-reasons.js";
 import type { ShardEntry, JobEntry } from "./model.js";
 import { CoreState } from "./core-state.js";
 import * as Executions from "./executions.js";
@@ -81,8 +81,7 @@ export function shardWait(core: CoreState, job: JobEntry, shard: ShardEntry, hea
   if (first !== undefined && (head === undefined || first.id === head)) {
     const runs = Revisions.specOf(job, first.revision).runs;
     if (!Placement.runsIt(owner, runs)) {
-      const what = runs.kind === "handler" ? `handler ${JSON.stringify(runs.handler)}` : `the ${runs.kind} executor`;
-      return `its run is pinned to revision ${first.revision}, which runs ${what}, and its owner ${owner.id} does not declare it: it waits for an owner that does`;
+      return `its run is pinned to revision ${first.revision}, which needs an agent that ${whatRunsTake(runs)}, and its owner ${owner.id} is not one: it waits for an owner that is`;
     }
   }
   if (head !== undefined && shard.queue.length > 0 && shard.queue[0]!.id !== head) return "behind its earlier executions";

@@ -9,6 +9,7 @@ import {
   type Store,
   type StoreBatch,
   type StoreSnapshot,
+  pinnedRevisions,
   TERMINAL_STATES,
 } from "../store.js";
 import { manifestShaped } from "../../../shared/manifest/index.js";
@@ -511,26 +512,6 @@ function revisionKey(job: string, revision: number): string {
 function parseRevision(value: string): RevisionRecord {
   const record = JSON.parse(value) as RevisionRecord;
   return { ...record, spec: readStoredSpec(record.spec) };
-}
-
-/**
- * The revisions each job pins, which retention keeps and a snapshot loads: its current one, its
- * rollout's stable one, and each one an open execution names.
- */
-function pinnedRevisions(jobs: readonly JobRecord[], openExecutions: readonly ExecutionRecord[]): Map<string, Set<number>> {
-  const pinned = new Map<string, Set<number>>();
-  const pin = (job: string, revision: number | undefined): void => {
-    if (revision === undefined) return;
-    let set = pinned.get(job);
-    if (set === undefined) pinned.set(job, (set = new Set()));
-    set.add(revision);
-  };
-  for (const job of jobs) {
-    pin(job.name, job.revision);
-    pin(job.name, job.rollout?.stableRevision);
-  }
-  for (const e of openExecutions) pin(e.job, e.revision);
-  return pinned;
 }
 
 /** A limit of at least 0, whole or infinite. */
