@@ -28,6 +28,8 @@ export const ADMIN_METHOD_ROLES: Readonly<Record<string, AdminRole>> = {
   WatchEvents: "viewer",
   GetRollout: "viewer",
   ListRevisions: "viewer",
+  Watch: "viewer",
+  WhoAmI: "viewer",
   TriggerJob: "operator",
   PauseJob: "operator",
   ResumeJob: "operator",

@@ -5,9 +5,9 @@
 // The operator's side of the contract: jobs, agents, assignments, executions and events. The
 // command line, the web page and clients in any language use it.
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Agent, Execution, ExecutionState, Job, Revision, RolloutStatus } from "./types_pb.js";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Agent, Execution, ExecutionState, Job, Revision, RolloutStatus, ShardRef } from "./types_pb.js";
 import { file_shardline_v1_types } from "./types_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -15,7 +15,405 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shardline/v1/admin_service.proto.
  */
 export const file_shardline_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBzaGFyZGxpbmUvdjEvYWRtaW5fc2VydmljZS5wcm90bxIMc2hhcmRsaW5lLnYxIiAKEUdldFJvbGxvdXRSZXF1ZXN0EgsKA2pvYhgBIAEoCSJCChJHZXRSb2xsb3V0UmVzcG9uc2USLAoHcm9sbG91dBgBIAEoCzIbLnNoYXJkbGluZS52MS5Sb2xsb3V0U3RhdHVzIjIKFVByb21vdGVSb2xsb3V0UmVxdWVzdBILCgNqb2IYASABKAkSDAoEZnVsbBgCIAEoCCJGChZQcm9tb3RlUm9sbG91dFJlc3BvbnNlEiwKB3JvbGxvdXQYASABKAsyGy5zaGFyZGxpbmUudjEuUm9sbG91dFN0YXR1cyIiChNBYm9ydFJvbGxvdXRSZXF1ZXN0EgsKA2pvYhgBIAEoCSJEChRBYm9ydFJvbGxvdXRSZXNwb25zZRIsCgdyb2xsb3V0GAEgASgLMhsuc2hhcmRsaW5lLnYxLlJvbGxvdXRTdGF0dXMiIgoTUmV0cnlSb2xsb3V0UmVxdWVzdBILCgNqb2IYASABKAkiRAoUUmV0cnlSb2xsb3V0UmVzcG9uc2USLAoHcm9sbG91dBgBIAEoCzIbLnNoYXJkbGluZS52MS5Sb2xsb3V0U3RhdHVzIjYKElVuZG9Sb2xsb3V0UmVxdWVzdBILCgNqb2IYASABKAkSEwoLdG9fcmV2aXNpb24YAiABKAQiaQoTVW5kb1JvbGxvdXRSZXNwb25zZRIeCgNqb2IYASABKAsyES5zaGFyZGxpbmUudjEuSm9iEg8KB3VuZG9fb2YYAiABKAQSDwoHY2hhbmdlZBgDIAEoCBIQCgh3YXJuaW5ncxgEIAMoCSIjChRMaXN0UmV2aXNpb25zUmVxdWVzdBILCgNqb2IYASABKAkiQgoVTGlzdFJldmlzaW9uc1Jlc3BvbnNlEikKCXJldmlzaW9ucxgBIAMoCzIWLnNoYXJkbGluZS52MS5SZXZpc2lvbiI0ChZDYW5jZWxFeGVjdXRpb25SZXF1ZXN0EgoKAmlkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJGChdDYW5jZWxFeGVjdXRpb25SZXNwb25zZRIrCgVzdGF0ZRgBIAEoDjIcLnNoYXJkbGluZS52MS5FeGVjdXRpb25TdGF0ZSIxChNEaXNhYmxlU2hhcmRSZXF1ZXN0EgsKA2pvYhgBIAEoCRINCgVzaGFyZBgCIAEoDSIWChREaXNhYmxlU2hhcmRSZXNwb25zZSIwChJFbmFibGVTaGFyZFJlcXVlc3QSCwoDam9iGAEgASgJEg0KBXNoYXJkGAIgASgNIhUKE0VuYWJsZVNoYXJkUmVzcG9uc2UiIwoPQXBwbHlKb2JSZXF1ZXN0EhAKCG1hbmlmZXN0GAEgASgJIlUKEEFwcGx5Sm9iUmVzcG9uc2USHgoDam9iGAEgASgLMhEuc2hhcmRsaW5lLnYxLkpvYhIPCgdjaGFuZ2VkGAIgASgIEhAKCHdhcm5pbmdzGAMgAygJIh0KDUdldEpvYlJlcXVlc3QSDAoEbmFtZRgBIAEoCSIwCg5HZXRKb2JSZXNwb25zZRIeCgNqb2IYASABKAsyES5zaGFyZGxpbmUudjEuSm9iIhEKD0xpc3RKb2JzUmVxdWVzdCIzChBMaXN0Sm9ic1Jlc3BvbnNlEh8KBGpvYnMYASADKAsyES5zaGFyZGxpbmUudjEuSm9iIiAKEERlbGV0ZUpvYlJlcXVlc3QSDAoEbmFtZRgBIAEoCSITChFEZWxldGVKb2JSZXNwb25zZSJEChFUcmlnZ2VySm9iUmVxdWVzdBIMCgRuYW1lGAEgASgJEg4KBnNoYXJkcxgCIAMoDRIRCglwYXJhbWV0ZXIYAyABKAkiRgoSVHJpZ2dlckpvYlJlc3BvbnNlEhkKEWZpcmVfdGltZV91bml4X21zGAEgASgDEhUKDWV4ZWN1dGlvbl9pZHMYAiADKAkiHwoPUGF1c2VKb2JSZXF1ZXN0EgwKBG5hbWUYASABKAkiEgoQUGF1c2VKb2JSZXNwb25zZSIgChBSZXN1bWVKb2JSZXF1ZXN0EgwKBG5hbWUYASABKAkiEwoRUmVzdW1lSm9iUmVzcG9uc2UiEwoRTGlzdEFnZW50c1JlcXVlc3QiOQoSTGlzdEFnZW50c1Jlc3BvbnNlEiMKBmFnZW50cxgBIAMoCzITLnNoYXJkbGluZS52MS5BZ2VudCIfChFEcmFpbkFnZW50UmVxdWVzdBIKCgJpZBgBIAEoCSIUChJEcmFpbkFnZW50UmVzcG9uc2UiIgoUVW5jb3Jkb25BZ2VudFJlcXVlc3QSCgoCaWQYASABKAkiFwoVVW5jb3Jkb25BZ2VudFJlc3BvbnNlIiUKFkxpc3RBc3NpZ25tZW50c1JlcXVlc3QSCwoDam9iGAEgASgJInAKD1NoYXJkQXNzaWdubWVudBILCgNqb2IYASABKAkSDQoFc2hhcmQYAiABKA0SDQoFYWdlbnQYAyABKAkSDAoEdGVybRgEIAEoBBISCgpnZW5lcmF0aW9uGAUgASgEEhAKCHJldm9raW5nGAYgASgIIoABChdMaXN0QXNzaWdubWVudHNSZXNwb25zZRIyCgthc3NpZ25tZW50cxgBIAMoCzIdLnNoYXJkbGluZS52MS5TaGFyZEFzc2lnbm1lbnQSMQoKdW5hc3NpZ25lZBgCIAMoCzIdLnNoYXJkbGluZS52MS5VbmFzc2lnbmVkU2hhcmQiPQoPVW5hc3NpZ25lZFNoYXJkEgsKA2pvYhgBIAEoCRINCgVzaGFyZBgCIAEoDRIOCgZyZWFzb24YAyABKAkiuwEKFUxpc3RFeGVjdXRpb25zUmVxdWVzdBILCgNqb2IYASABKAkSDQoFbGltaXQYAiABKA0SDQoFYWdlbnQYAyABKAkSKwoFc3RhdGUYBCABKA4yHC5zaGFyZGxpbmUudjEuRXhlY3V0aW9uU3RhdGUSEgoFc2hhcmQYBSABKA1IAIgBARIVCg1zaW5jZV91bml4X21zGAYgASgDEhUKDXVudGlsX3VuaXhfbXMYByABKANCCAoGX3NoYXJkIkUKFkxpc3RFeGVjdXRpb25zUmVzcG9uc2USKwoKZXhlY3V0aW9ucxgBIAMoCzIXLnNoYXJkbGluZS52MS5FeGVjdXRpb24iIQoTR2V0RXhlY3V0aW9uUmVxdWVzdBIKCgJpZBgBIAEoCSJCChRHZXRFeGVjdXRpb25SZXNwb25zZRIqCglleGVjdXRpb24YASABKAsyFy5zaGFyZGxpbmUudjEuRXhlY3V0aW9uIiEKEldhdGNoRXZlbnRzUmVxdWVzdBILCgNqb2IYASABKAkiiwEKE1dhdGNoRXZlbnRzUmVzcG9uc2USFAoMdGltZV91bml4X21zGAEgASgDEgwKBHR5cGUYAiABKAkSCwoDam9iGAMgASgJEg0KBXNoYXJkGAQgASgNEg0KBWFnZW50GAUgASgJEhQKDGV4ZWN1dGlvbl9pZBgGIAEoCRIPCgdtZXNzYWdlGAcgASgJMpwPCgxBZG1pblNlcnZpY2USSQoIQXBwbHlKb2ISHS5zaGFyZGxpbmUudjEuQXBwbHlKb2JSZXF1ZXN0Gh4uc2hhcmRsaW5lLnYxLkFwcGx5Sm9iUmVzcG9uc2USQwoGR2V0Sm9iEhsuc2hhcmRsaW5lLnYxLkdldEpvYlJlcXVlc3QaHC5zaGFyZGxpbmUudjEuR2V0Sm9iUmVzcG9uc2USSQoITGlzdEpvYnMSHS5zaGFyZGxpbmUudjEuTGlzdEpvYnNSZXF1ZXN0Gh4uc2hhcmRsaW5lLnYxLkxpc3RKb2JzUmVzcG9uc2USTAoJRGVsZXRlSm9iEh4uc2hhcmRsaW5lLnYxLkRlbGV0ZUpvYlJlcXVlc3QaHy5zaGFyZGxpbmUudjEuRGVsZXRlSm9iUmVzcG9uc2USTwoKVHJpZ2dlckpvYhIfLnNoYXJkbGluZS52MS5UcmlnZ2VySm9iUmVxdWVzdBogLnNoYXJkbGluZS52MS5UcmlnZ2VySm9iUmVzcG9uc2USSQoIUGF1c2VKb2ISHS5zaGFyZGxpbmUudjEuUGF1c2VKb2JSZXF1ZXN0Gh4uc2hhcmRsaW5lLnYxLlBhdXNlSm9iUmVzcG9uc2USTAoJUmVzdW1lSm9iEh4uc2hhcmRsaW5lLnYxLlJlc3VtZUpvYlJlcXVlc3QaHy5zaGFyZGxpbmUudjEuUmVzdW1lSm9iUmVzcG9uc2USTwoKTGlzdEFnZW50cxIfLnNoYXJkbGluZS52MS5MaXN0QWdlbnRzUmVxdWVzdBogLnNoYXJkbGluZS52MS5MaXN0QWdlbnRzUmVzcG9uc2USTwoKRHJhaW5BZ2VudBIfLnNoYXJkbGluZS52MS5EcmFpbkFnZW50UmVxdWVzdBogLnNoYXJkbGluZS52MS5EcmFpbkFnZW50UmVzcG9uc2USWAoNVW5jb3Jkb25BZ2VudBIiLnNoYXJkbGluZS52MS5VbmNvcmRvbkFnZW50UmVxdWVzdBojLnNoYXJkbGluZS52MS5VbmNvcmRvbkFnZW50UmVzcG9uc2USXgoPTGlzdEFzc2lnbm1lbnRzEiQuc2hhcmRsaW5lLnYxLkxpc3RBc3NpZ25tZW50c1JlcXVlc3QaJS5zaGFyZGxpbmUudjEuTGlzdEFzc2lnbm1lbnRzUmVzcG9uc2USWwoOTGlzdEV4ZWN1dGlvbnMSIy5zaGFyZGxpbmUudjEuTGlzdEV4ZWN1dGlvbnNSZXF1ZXN0GiQuc2hhcmRsaW5lLnYxLkxpc3RFeGVjdXRpb25zUmVzcG9uc2USVQoMR2V0RXhlY3V0aW9uEiEuc2hhcmRsaW5lLnYxLkdldEV4ZWN1dGlvblJlcXVlc3QaIi5zaGFyZGxpbmUudjEuR2V0RXhlY3V0aW9uUmVzcG9uc2USVAoLV2F0Y2hFdmVudHMSIC5zaGFyZGxpbmUudjEuV2F0Y2hFdmVudHNSZXF1ZXN0GiEuc2hhcmRsaW5lLnYxLldhdGNoRXZlbnRzUmVzcG9uc2UwARJeCg9DYW5jZWxFeGVjdXRpb24SJC5zaGFyZGxpbmUudjEuQ2FuY2VsRXhlY3V0aW9uUmVxdWVzdBolLnNoYXJkbGluZS52MS5DYW5jZWxFeGVjdXRpb25SZXNwb25zZRJVCgxEaXNhYmxlU2hhcmQSIS5zaGFyZGxpbmUudjEuRGlzYWJsZVNoYXJkUmVxdWVzdBoiLnNoYXJkbGluZS52MS5EaXNhYmxlU2hhcmRSZXNwb25zZRJSCgtFbmFibGVTaGFyZBIgLnNoYXJkbGluZS52MS5FbmFibGVTaGFyZFJlcXVlc3QaIS5zaGFyZGxpbmUudjEuRW5hYmxlU2hhcmRSZXNwb25zZRJPCgpHZXRSb2xsb3V0Eh8uc2hhcmRsaW5lLnYxLkdldFJvbGxvdXRSZXF1ZXN0GiAuc2hhcmRsaW5lLnYxLkdldFJvbGxvdXRSZXNwb25zZRJbCg5Qcm9tb3RlUm9sbG91dBIjLnNoYXJkbGluZS52MS5Qcm9tb3RlUm9sbG91dFJlcXVlc3QaJC5zaGFyZGxpbmUudjEuUHJvbW90ZVJvbGxvdXRSZXNwb25zZRJVCgxBYm9ydFJvbGxvdXQSIS5zaGFyZGxpbmUudjEuQWJvcnRSb2xsb3V0UmVxdWVzdBoiLnNoYXJkbGluZS52MS5BYm9ydFJvbGxvdXRSZXNwb25zZRJVCgxSZXRyeVJvbGxvdXQSIS5zaGFyZGxpbmUudjEuUmV0cnlSb2xsb3V0UmVxdWVzdBoiLnNoYXJkbGluZS52MS5SZXRyeVJvbGxvdXRSZXNwb25zZRJSCgtVbmRvUm9sbG91dBIgLnNoYXJkbGluZS52MS5VbmRvUm9sbG91dFJlcXVlc3QaIS5zaGFyZGxpbmUudjEuVW5kb1JvbGxvdXRSZXNwb25zZRJYCg1MaXN0UmV2aXNpb25zEiIuc2hhcmRsaW5lLnYxLkxpc3RSZXZpc2lvbnNSZXF1ZXN0GiMuc2hhcmRsaW5lLnYxLkxpc3RSZXZpc2lvbnNSZXNwb25zZWIGcHJvdG8z", [file_shardline_v1_types]);
+  fileDesc("CiBzaGFyZGxpbmUvdjEvYWRtaW5fc2VydmljZS5wcm90bxIMc2hhcmRsaW5lLnYxIncKDFdhdGNoUmVxdWVzdBIoCgZ0b3BpY3MYASADKA4yGC5zaGFyZGxpbmUudjEuV2F0Y2hUb3BpYxILCgNqb2IYAiABKAkSDgoGY3Vyc29yGAMgASgJEiAKGGV4ZWN1dGlvbl9zbmFwc2hvdF9saW1pdBgEIAEoDSKdAwoNV2F0Y2hSZXNwb25zZRIOCgZjdXJzb3IYASABKAkSDQoFcmVzZXQYAiABKAgSDgoGc3luY2VkGAMgASgIEh8KBGpvYnMYBCADKAsyES5zaGFyZGxpbmUudjEuSm9iEhQKDGRlbGV0ZWRfam9icxgFIAMoCRIjCgZhZ2VudHMYBiADKAsyEy5zaGFyZGxpbmUudjEuQWdlbnQSFgoOcmVtb3ZlZF9hZ2VudHMYByADKAkSKQoGc2hhcmRzGAggAygLMhkuc2hhcmRsaW5lLnYxLlNoYXJkU3RhdHVzEi4KDnJlbW92ZWRfc2hhcmRzGAkgAygLMhYuc2hhcmRsaW5lLnYxLlNoYXJkUmVmEisKCmV4ZWN1dGlvbnMYCiADKAsyFy5zaGFyZGxpbmUudjEuRXhlY3V0aW9uEjEKBmV2ZW50cxgLIAMoCzIhLnNoYXJkbGluZS52MS5XYXRjaEV2ZW50c1Jlc3BvbnNlEi4KBnN0YXR1cxgMIAEoCzIeLnNoYXJkbGluZS52MS5Db250cm9sbGVyU3RhdHVzIqgBCgtTaGFyZFN0YXR1cxILCgNqb2IYASABKAkSDQoFc2hhcmQYAiABKA0SDQoFYWdlbnQYAyABKAkSEAoIcmV2b2tpbmcYBCABKAgSGQoRdW5hc3NpZ25lZF9yZWFzb24YBSABKAkSEAoIZGlzYWJsZWQYBiABKAgSLwoObGFzdF9leGVjdXRpb24YByABKAsyFy5zaGFyZGxpbmUudjEuRXhlY3V0aW9uIvsCChBDb250cm9sbGVyU3RhdHVzEgwKBHRlcm0YASABKAQSDwoHYWRkcmVzcxgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEhQKDHRpbWVfdW5peF9tcxgEIAEoAxIYChBmaXJlc19wZXJfc2Vjb25kGAUgASgBEh0KFWV4ZWN1dGlvbnNfcGVyX3NlY29uZBgGIAEoARIYChBhZ2VudHNfY29ubmVjdGVkGAcgASgNEhMKC2FnZW50c19sb3N0GAggASgNEhcKD2FnZW50c19jb3Jkb25lZBgJIAEoDRIMCgRqb2JzGAogASgNEhMKC2pvYnNfcGF1c2VkGAsgASgNEhoKEmV4ZWN1dGlvbnNfcnVubmluZxgMIAEoDRIaChJleGVjdXRpb25zX3BlbmRpbmcYDSABKA0SDgoGc2hhcmRzGA4gASgNEhkKEXNoYXJkc191bmFzc2lnbmVkGA8gASgNEhoKEnRyYWNlX3VybF90ZW1wbGF0ZRgQIAEoCSIPCg1XaG9BbUlSZXF1ZXN0Il4KDldob0FtSVJlc3BvbnNlEgwKBG5hbWUYASABKAkSDAoEcm9sZRgCIAEoCRIXCg9hbGxvd2VkX21ldGhvZHMYAyADKAkSFwoPdG9rZW5zX3JlcXVpcmVkGAQgASgIIiAKEUdldFJvbGxvdXRSZXF1ZXN0EgsKA2pvYhgBIAEoCSJCChJHZXRSb2xsb3V0UmVzcG9uc2USLAoHcm9sbG91dBgBIAEoCzIbLnNoYXJkbGluZS52MS5Sb2xsb3V0U3RhdHVzIjIKFVByb21vdGVSb2xsb3V0UmVxdWVzdBILCgNqb2IYASABKAkSDAoEZnVsbBgCIAEoCCJGChZQcm9tb3RlUm9sbG91dFJlc3BvbnNlEiwKB3JvbGxvdXQYASABKAsyGy5zaGFyZGxpbmUudjEuUm9sbG91dFN0YXR1cyIiChNBYm9ydFJvbGxvdXRSZXF1ZXN0EgsKA2pvYhgBIAEoCSJEChRBYm9ydFJvbGxvdXRSZXNwb25zZRIsCgdyb2xsb3V0GAEgASgLMhsuc2hhcmRsaW5lLnYxLlJvbGxvdXRTdGF0dXMiIgoTUmV0cnlSb2xsb3V0UmVxdWVzdBILCgNqb2IYASABKAkiRAoUUmV0cnlSb2xsb3V0UmVzcG9uc2USLAoHcm9sbG91dBgBIAEoCzIbLnNoYXJkbGluZS52MS5Sb2xsb3V0U3RhdHVzIjYKElVuZG9Sb2xsb3V0UmVxdWVzdBILCgNqb2IYASABKAkSEwoLdG9fcmV2aXNpb24YAiABKAQiaQoTVW5kb1JvbGxvdXRSZXNwb25zZRIeCgNqb2IYASABKAsyES5zaGFyZGxpbmUudjEuSm9iEg8KB3VuZG9fb2YYAiABKAQSDwoHY2hhbmdlZBgDIAEoCBIQCgh3YXJuaW5ncxgEIAMoCSIjChRMaXN0UmV2aXNpb25zUmVxdWVzdBILCgNqb2IYASABKAkiQgoVTGlzdFJldmlzaW9uc1Jlc3BvbnNlEikKCXJldmlzaW9ucxgBIAMoCzIWLnNoYXJkbGluZS52MS5SZXZpc2lvbiI0ChZDYW5jZWxFeGVjdXRpb25SZXF1ZXN0EgoKAmlkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJGChdDYW5jZWxFeGVjdXRpb25SZXNwb25zZRIrCgVzdGF0ZRgBIAEoDjIcLnNoYXJkbGluZS52MS5FeGVjdXRpb25TdGF0ZSIxChNEaXNhYmxlU2hhcmRSZXF1ZXN0EgsKA2pvYhgBIAEoCRINCgVzaGFyZBgCIAEoDSIWChREaXNhYmxlU2hhcmRSZXNwb25zZSIwChJFbmFibGVTaGFyZFJlcXVlc3QSCwoDam9iGAEgASgJEg0KBXNoYXJkGAIgASgNIhUKE0VuYWJsZVNoYXJkUmVzcG9uc2UiIwoPQXBwbHlKb2JSZXF1ZXN0EhAKCG1hbmlmZXN0GAEgASgJIlUKEEFwcGx5Sm9iUmVzcG9uc2USHgoDam9iGAEgASgLMhEuc2hhcmRsaW5lLnYxLkpvYhIPCgdjaGFuZ2VkGAIgASgIEhAKCHdhcm5pbmdzGAMgAygJIh0KDUdldEpvYlJlcXVlc3QSDAoEbmFtZRgBIAEoCSIwCg5HZXRKb2JSZXNwb25zZRIeCgNqb2IYASABKAsyES5zaGFyZGxpbmUudjEuSm9iIhEKD0xpc3RKb2JzUmVxdWVzdCIzChBMaXN0Sm9ic1Jlc3BvbnNlEh8KBGpvYnMYASADKAsyES5zaGFyZGxpbmUudjEuSm9iIiAKEERlbGV0ZUpvYlJlcXVlc3QSDAoEbmFtZRgBIAEoCSITChFEZWxldGVKb2JSZXNwb25zZSJEChFUcmlnZ2VySm9iUmVxdWVzdBIMCgRuYW1lGAEgASgJEg4KBnNoYXJkcxgCIAMoDRIRCglwYXJhbWV0ZXIYAyABKAkiRgoSVHJpZ2dlckpvYlJlc3BvbnNlEhkKEWZpcmVfdGltZV91bml4X21zGAEgASgDEhUKDWV4ZWN1dGlvbl9pZHMYAiADKAkiHwoPUGF1c2VKb2JSZXF1ZXN0EgwKBG5hbWUYASABKAkiEgoQUGF1c2VKb2JSZXNwb25zZSIgChBSZXN1bWVKb2JSZXF1ZXN0EgwKBG5hbWUYASABKAkiEwoRUmVzdW1lSm9iUmVzcG9uc2UiEwoRTGlzdEFnZW50c1JlcXVlc3QiOQoSTGlzdEFnZW50c1Jlc3BvbnNlEiMKBmFnZW50cxgBIAMoCzITLnNoYXJkbGluZS52MS5BZ2VudCIfChFEcmFpbkFnZW50UmVxdWVzdBIKCgJpZBgBIAEoCSIUChJEcmFpbkFnZW50UmVzcG9uc2UiIgoUVW5jb3Jkb25BZ2VudFJlcXVlc3QSCgoCaWQYASABKAkiFwoVVW5jb3Jkb25BZ2VudFJlc3BvbnNlIiUKFkxpc3RBc3NpZ25tZW50c1JlcXVlc3QSCwoDam9iGAEgASgJInAKD1NoYXJkQXNzaWdubWVudBILCgNqb2IYASABKAkSDQoFc2hhcmQYAiABKA0SDQoFYWdlbnQYAyABKAkSDAoEdGVybRgEIAEoBBISCgpnZW5lcmF0aW9uGAUgASgEEhAKCHJldm9raW5nGAYgASgIIoABChdMaXN0QXNzaWdubWVudHNSZXNwb25zZRIyCgthc3NpZ25tZW50cxgBIAMoCzIdLnNoYXJkbGluZS52MS5TaGFyZEFzc2lnbm1lbnQSMQoKdW5hc3NpZ25lZBgCIAMoCzIdLnNoYXJkbGluZS52MS5VbmFzc2lnbmVkU2hhcmQiPQoPVW5hc3NpZ25lZFNoYXJkEgsKA2pvYhgBIAEoCRINCgVzaGFyZBgCIAEoDRIOCgZyZWFzb24YAyABKAkiuwEKFUxpc3RFeGVjdXRpb25zUmVxdWVzdBILCgNqb2IYASABKAkSDQoFbGltaXQYAiABKA0SDQoFYWdlbnQYAyABKAkSKwoFc3RhdGUYBCABKA4yHC5zaGFyZGxpbmUudjEuRXhlY3V0aW9uU3RhdGUSEgoFc2hhcmQYBSABKA1IAIgBARIVCg1zaW5jZV91bml4X21zGAYgASgDEhUKDXVudGlsX3VuaXhfbXMYByABKANCCAoGX3NoYXJkIkUKFkxpc3RFeGVjdXRpb25zUmVzcG9uc2USKwoKZXhlY3V0aW9ucxgBIAMoCzIXLnNoYXJkbGluZS52MS5FeGVjdXRpb24iIQoTR2V0RXhlY3V0aW9uUmVxdWVzdBIKCgJpZBgBIAEoCSJCChRHZXRFeGVjdXRpb25SZXNwb25zZRIqCglleGVjdXRpb24YASABKAsyFy5zaGFyZGxpbmUudjEuRXhlY3V0aW9uIiEKEldhdGNoRXZlbnRzUmVxdWVzdBILCgNqb2IYASABKAkiiwEKE1dhdGNoRXZlbnRzUmVzcG9uc2USFAoMdGltZV91bml4X21zGAEgASgDEgwKBHR5cGUYAiABKAkSCwoDam9iGAMgASgJEg0KBXNoYXJkGAQgASgNEg0KBWFnZW50GAUgASgJEhQKDGV4ZWN1dGlvbl9pZBgGIAEoCRIPCgdtZXNzYWdlGAcgASgJKrsBCgpXYXRjaFRvcGljEhsKF1dBVENIX1RPUElDX1VOU1BFQ0lGSUVEEAASFAoQV0FUQ0hfVE9QSUNfSk9CUxABEhYKEldBVENIX1RPUElDX0FHRU5UUxACEhYKEldBVENIX1RPUElDX1NIQVJEUxADEhoKFldBVENIX1RPUElDX0VYRUNVVElPTlMQBBIWChJXQVRDSF9UT1BJQ19FVkVOVFMQBRIWChJXQVRDSF9UT1BJQ19TVEFUVVMQBjKlEAoMQWRtaW5TZXJ2aWNlEkkKCEFwcGx5Sm9iEh0uc2hhcmRsaW5lLnYxLkFwcGx5Sm9iUmVxdWVzdBoeLnNoYXJkbGluZS52MS5BcHBseUpvYlJlc3BvbnNlEkMKBkdldEpvYhIbLnNoYXJkbGluZS52MS5HZXRKb2JSZXF1ZXN0Ghwuc2hhcmRsaW5lLnYxLkdldEpvYlJlc3BvbnNlEkkKCExpc3RKb2JzEh0uc2hhcmRsaW5lLnYxLkxpc3RKb2JzUmVxdWVzdBoeLnNoYXJkbGluZS52MS5MaXN0Sm9ic1Jlc3BvbnNlEkwKCURlbGV0ZUpvYhIeLnNoYXJkbGluZS52MS5EZWxldGVKb2JSZXF1ZXN0Gh8uc2hhcmRsaW5lLnYxLkRlbGV0ZUpvYlJlc3BvbnNlEk8KClRyaWdnZXJKb2ISHy5zaGFyZGxpbmUudjEuVHJpZ2dlckpvYlJlcXVlc3QaIC5zaGFyZGxpbmUudjEuVHJpZ2dlckpvYlJlc3BvbnNlEkkKCFBhdXNlSm9iEh0uc2hhcmRsaW5lLnYxLlBhdXNlSm9iUmVxdWVzdBoeLnNoYXJkbGluZS52MS5QYXVzZUpvYlJlc3BvbnNlEkwKCVJlc3VtZUpvYhIeLnNoYXJkbGluZS52MS5SZXN1bWVKb2JSZXF1ZXN0Gh8uc2hhcmRsaW5lLnYxLlJlc3VtZUpvYlJlc3BvbnNlEk8KCkxpc3RBZ2VudHMSHy5zaGFyZGxpbmUudjEuTGlzdEFnZW50c1JlcXVlc3QaIC5zaGFyZGxpbmUudjEuTGlzdEFnZW50c1Jlc3BvbnNlEk8KCkRyYWluQWdlbnQSHy5zaGFyZGxpbmUudjEuRHJhaW5BZ2VudFJlcXVlc3QaIC5zaGFyZGxpbmUudjEuRHJhaW5BZ2VudFJlc3BvbnNlElgKDVVuY29yZG9uQWdlbnQSIi5zaGFyZGxpbmUudjEuVW5jb3Jkb25BZ2VudFJlcXVlc3QaIy5zaGFyZGxpbmUudjEuVW5jb3Jkb25BZ2VudFJlc3BvbnNlEl4KD0xpc3RBc3NpZ25tZW50cxIkLnNoYXJkbGluZS52MS5MaXN0QXNzaWdubWVudHNSZXF1ZXN0GiUuc2hhcmRsaW5lLnYxLkxpc3RBc3NpZ25tZW50c1Jlc3BvbnNlElsKDkxpc3RFeGVjdXRpb25zEiMuc2hhcmRsaW5lLnYxLkxpc3RFeGVjdXRpb25zUmVxdWVzdBokLnNoYXJkbGluZS52MS5MaXN0RXhlY3V0aW9uc1Jlc3BvbnNlElUKDEdldEV4ZWN1dGlvbhIhLnNoYXJkbGluZS52MS5HZXRFeGVjdXRpb25SZXF1ZXN0GiIuc2hhcmRsaW5lLnYxLkdldEV4ZWN1dGlvblJlc3BvbnNlElQKC1dhdGNoRXZlbnRzEiAuc2hhcmRsaW5lLnYxLldhdGNoRXZlbnRzUmVxdWVzdBohLnNoYXJkbGluZS52MS5XYXRjaEV2ZW50c1Jlc3BvbnNlMAESXgoPQ2FuY2VsRXhlY3V0aW9uEiQuc2hhcmRsaW5lLnYxLkNhbmNlbEV4ZWN1dGlvblJlcXVlc3QaJS5zaGFyZGxpbmUudjEuQ2FuY2VsRXhlY3V0aW9uUmVzcG9uc2USVQoMRGlzYWJsZVNoYXJkEiEuc2hhcmRsaW5lLnYxLkRpc2FibGVTaGFyZFJlcXVlc3QaIi5zaGFyZGxpbmUudjEuRGlzYWJsZVNoYXJkUmVzcG9uc2USUgoLRW5hYmxlU2hhcmQSIC5zaGFyZGxpbmUudjEuRW5hYmxlU2hhcmRSZXF1ZXN0GiEuc2hhcmRsaW5lLnYxLkVuYWJsZVNoYXJkUmVzcG9uc2USTwoKR2V0Um9sbG91dBIfLnNoYXJkbGluZS52MS5HZXRSb2xsb3V0UmVxdWVzdBogLnNoYXJkbGluZS52MS5HZXRSb2xsb3V0UmVzcG9uc2USWwoOUHJvbW90ZVJvbGxvdXQSIy5zaGFyZGxpbmUudjEuUHJvbW90ZVJvbGxvdXRSZXF1ZXN0GiQuc2hhcmRsaW5lLnYxLlByb21vdGVSb2xsb3V0UmVzcG9uc2USVQoMQWJvcnRSb2xsb3V0EiEuc2hhcmRsaW5lLnYxLkFib3J0Um9sbG91dFJlcXVlc3QaIi5zaGFyZGxpbmUudjEuQWJvcnRSb2xsb3V0UmVzcG9uc2USVQoMUmV0cnlSb2xsb3V0EiEuc2hhcmRsaW5lLnYxLlJldHJ5Um9sbG91dFJlcXVlc3QaIi5zaGFyZGxpbmUudjEuUmV0cnlSb2xsb3V0UmVzcG9uc2USUgoLVW5kb1JvbGxvdXQSIC5zaGFyZGxpbmUudjEuVW5kb1JvbGxvdXRSZXF1ZXN0GiEuc2hhcmRsaW5lLnYxLlVuZG9Sb2xsb3V0UmVzcG9uc2USWAoNTGlzdFJldmlzaW9ucxIiLnNoYXJkbGluZS52MS5MaXN0UmV2aXNpb25zUmVxdWVzdBojLnNoYXJkbGluZS52MS5MaXN0UmV2aXNpb25zUmVzcG9uc2USQgoFV2F0Y2gSGi5zaGFyZGxpbmUudjEuV2F0Y2hSZXF1ZXN0Ghsuc2hhcmRsaW5lLnYxLldhdGNoUmVzcG9uc2UwARJDCgZXaG9BbUkSGy5zaGFyZGxpbmUudjEuV2hvQW1JUmVxdWVzdBocLnNoYXJkbGluZS52MS5XaG9BbUlSZXNwb25zZWIGcHJvdG8z", [file_shardline_v1_types]);
+
+/**
+ * What to watch.
+ *
+ * @generated from message shardline.v1.WatchRequest
+ */
+export type WatchRequest = Message<"shardline.v1.WatchRequest"> & {
+  /**
+   * The topics to stream; empty means all of them.
+   *
+   * @generated from field: repeated shardline.v1.WatchTopic topics = 1;
+   */
+  topics: WatchTopic[];
+
+  /**
+   * Only this job's jobs, shards, executions and events (agents are not filtered); empty means
+   * all. An unknown job gives an empty snapshot, not NOT_FOUND: it may be applied later.
+   *
+   * @generated from field: string job = 2;
+   */
+  job: string;
+
+  /**
+   * Resume after this cursor (a WatchResponse.cursor of an earlier call); empty starts with a
+   * snapshot. A cursor this controller cannot resume from gives `reset` and a snapshot.
+   *
+   * @generated from field: string cursor = 3;
+   */
+  cursor: string;
+
+  /**
+   * For the EXECUTIONS topic: how many of the newest executions the snapshot holds; 0 means
+   * 100. At most 10,000 (more is INVALID_ARGUMENT).
+   *
+   * @generated from field: uint32 execution_snapshot_limit = 4;
+   */
+  executionSnapshotLimit: number;
+};
+
+/**
+ * Describes the message shardline.v1.WatchRequest.
+ * Use `create(WatchRequestSchema)` to create a new message.
+ */
+export const WatchRequestSchema: GenMessage<WatchRequest> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 0);
+
+/**
+ * A batch of changes. Apply them in order: within one message, removals come after upserts of
+ * the same kind.
+ *
+ * @generated from message shardline.v1.WatchResponse
+ */
+export type WatchResponse = Message<"shardline.v1.WatchResponse"> & {
+  /**
+   * Where this message leaves the stream: call Watch again with it to resume after it.
+   *
+   * @generated from field: string cursor = 1;
+   */
+  cursor: string;
+
+  /**
+   * Drop everything this watch showed before: a snapshot follows (the cursor could not be
+   * resumed from).
+   *
+   * @generated from field: bool reset = 2;
+   */
+  reset: boolean;
+
+  /**
+   * The snapshot is complete with this message: from here on, changes only.
+   *
+   * @generated from field: bool synced = 3;
+   */
+  synced: boolean;
+
+  /**
+   * Jobs created or changed (whole).
+   *
+   * @generated from field: repeated shardline.v1.Job jobs = 4;
+   */
+  jobs: Job[];
+
+  /**
+   * Names of jobs deleted.
+   *
+   * @generated from field: repeated string deleted_jobs = 5;
+   */
+  deletedJobs: string[];
+
+  /**
+   * Agents joined or changed (whole). lease_expires_unix_ms is refreshed with other changes
+   * only, not at every heartbeat: for a connected agent, read it as "renewed".
+   *
+   * @generated from field: repeated shardline.v1.Agent agents = 6;
+   */
+  agents: Agent[];
+
+  /**
+   * Ids of agents the controller forgot (gone past their lease).
+   *
+   * @generated from field: repeated string removed_agents = 7;
+   */
+  removedAgents: string[];
+
+  /**
+   * Shards whose owner, state or latest execution changed (whole).
+   *
+   * @generated from field: repeated shardline.v1.ShardStatus shards = 8;
+   */
+  shards: ShardStatus[];
+
+  /**
+   * Shards that no longer exist (their job was deleted or shrank).
+   *
+   * @generated from field: repeated shardline.v1.ShardRef removed_shards = 9;
+   */
+  removedShards: ShardRef[];
+
+  /**
+   * Executions created or changed (whole, as stored).
+   *
+   * @generated from field: repeated shardline.v1.Execution executions = 10;
+   */
+  executions: Execution[];
+
+  /**
+   * Events, oldest first.
+   *
+   * @generated from field: repeated shardline.v1.WatchEventsResponse events = 11;
+   */
+  events: WatchEventsResponse[];
+
+  /**
+   * The controller's status: in the snapshot, then once a second.
+   *
+   * @generated from field: shardline.v1.ControllerStatus status = 12;
+   */
+  status?: ControllerStatus | undefined;
+};
+
+/**
+ * Describes the message shardline.v1.WatchResponse.
+ * Use `create(WatchResponseSchema)` to create a new message.
+ */
+export const WatchResponseSchema: GenMessage<WatchResponse> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 1);
+
+/**
+ * One shard as a console shows it: who owns it and how its latest execution went.
+ *
+ * @generated from message shardline.v1.ShardStatus
+ */
+export type ShardStatus = Message<"shardline.v1.ShardStatus"> & {
+  /**
+   * The job's name.
+   *
+   * @generated from field: string job = 1;
+   */
+  job: string;
+
+  /**
+   * The shard's number.
+   *
+   * @generated from field: uint32 shard = 2;
+   */
+  shard: number;
+
+  /**
+   * The owning agent's id; empty when no agent owns it (see unassigned_reason).
+   *
+   * @generated from field: string agent = 3;
+   */
+  agent: string;
+
+  /**
+   * True while it is being handed back by its owner (revoked, not yet released).
+   *
+   * @generated from field: bool revoking = 4;
+   */
+  revoking: boolean;
+
+  /**
+   * Why no agent owns it; empty when one does (or the shard is disabled).
+   *
+   * @generated from field: string unassigned_reason = 5;
+   */
+  unassignedReason: string;
+
+  /**
+   * True when the shard is disabled (DisableShard).
+   *
+   * @generated from field: bool disabled = 6;
+   */
+  disabled: boolean;
+
+  /**
+   * The shard's latest execution the controller knows of (its newest fire's newest attempt);
+   * unset when none is known.
+   *
+   * @generated from field: shardline.v1.Execution last_execution = 7;
+   */
+  lastExecution?: Execution | undefined;
+};
+
+/**
+ * Describes the message shardline.v1.ShardStatus.
+ * Use `create(ShardStatusSchema)` to create a new message.
+ */
+export const ShardStatusSchema: GenMessage<ShardStatus> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 2);
+
+/**
+ * The controller as a console shows it.
+ *
+ * @generated from message shardline.v1.ControllerStatus
+ */
+export type ControllerStatus = Message<"shardline.v1.ControllerStatus"> & {
+  /**
+   * The controller's term (one more than any earlier controller of its store).
+   *
+   * @generated from field: uint64 term = 1;
+   */
+  term: bigint;
+
+  /**
+   * The address agents and clients reach this controller at (its --advertise address).
+   *
+   * @generated from field: string address = 2;
+   */
+  address: string;
+
+  /**
+   * This controller's version.
+   *
+   * @generated from field: string version = 3;
+   */
+  version: string;
+
+  /**
+   * When the status was taken, Unix milliseconds.
+   *
+   * @generated from field: int64 time_unix_ms = 4;
+   */
+  timeUnixMs: bigint;
+
+  /**
+   * Fires made per second, over the last ten seconds.
+   *
+   * @generated from field: double fires_per_second = 5;
+   */
+  firesPerSecond: number;
+
+  /**
+   * Executions finished per second, over the last ten seconds.
+   *
+   * @generated from field: double executions_per_second = 6;
+   */
+  executionsPerSecond: number;
+
+  /**
+   * Agents connected (ready to run).
+   *
+   * @generated from field: uint32 agents_connected = 7;
+   */
+  agentsConnected: number;
+
+  /**
+   * Agents lost: disconnected, within their lease.
+   *
+   * @generated from field: uint32 agents_lost = 8;
+   */
+  agentsLost: number;
+
+  /**
+   * Agents cordoned (drained), connected or not.
+   *
+   * @generated from field: uint32 agents_cordoned = 9;
+   */
+  agentsCordoned: number;
+
+  /**
+   * Jobs held.
+   *
+   * @generated from field: uint32 jobs = 10;
+   */
+  jobs: number;
+
+  /**
+   * Jobs paused.
+   *
+   * @generated from field: uint32 jobs_paused = 11;
+   */
+  jobsPaused: number;
+
+  /**
+   * Executions running now.
+   *
+   * @generated from field: uint32 executions_running = 12;
+   */
+  executionsRunning: number;
+
+  /**
+   * Executions pending now (waiting for an agent).
+   *
+   * @generated from field: uint32 executions_pending = 13;
+   */
+  executionsPending: number;
+
+  /**
+   * Shards of all jobs.
+   *
+   * @generated from field: uint32 shards = 14;
+   */
+  shards: number;
+
+  /**
+   * Enabled shards no agent owns.
+   *
+   * @generated from field: uint32 shards_unassigned = 15;
+   */
+  shardsUnassigned: number;
+
+  /**
+   * The controller's --trace-url-template: a link to a trace, with {traceId} standing for an
+   * execution's trace_id (for example "https://jaeger.example/trace/{traceId}"); empty when
+   * none is set.
+   *
+   * @generated from field: string trace_url_template = 16;
+   */
+  traceUrlTemplate: string;
+};
+
+/**
+ * Describes the message shardline.v1.ControllerStatus.
+ * Use `create(ControllerStatusSchema)` to create a new message.
+ */
+export const ControllerStatusSchema: GenMessage<ControllerStatus> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 3);
+
+/**
+ * Asks who the caller is.
+ *
+ * @generated from message shardline.v1.WhoAmIRequest
+ */
+export type WhoAmIRequest = Message<"shardline.v1.WhoAmIRequest"> & {
+};
+
+/**
+ * Describes the message shardline.v1.WhoAmIRequest.
+ * Use `create(WhoAmIRequestSchema)` to create a new message.
+ */
+export const WhoAmIRequestSchema: GenMessage<WhoAmIRequest> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 4);
+
+/**
+ * Who the caller is.
+ *
+ * @generated from message shardline.v1.WhoAmIResponse
+ */
+export type WhoAmIResponse = Message<"shardline.v1.WhoAmIResponse"> & {
+  /**
+   * The token's name (or the client certificate's identity); empty when the controller checks
+   * no tokens.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The caller's role: viewer, operator or admin. "admin" when the controller checks no tokens
+   * (anyone who reaches it may do everything, as with the CLI).
+   *
+   * @generated from field: string role = 2;
+   */
+  role: string;
+
+  /**
+   * The AdminService methods the caller may call, by their proto names (for example
+   * "TriggerJob"), sorted.
+   *
+   * @generated from field: repeated string allowed_methods = 3;
+   */
+  allowedMethods: string[];
+
+  /**
+   * True when the controller checks tokens (it was started with --token-file).
+   *
+   * @generated from field: bool tokens_required = 4;
+   */
+  tokensRequired: boolean;
+};
+
+/**
+ * Describes the message shardline.v1.WhoAmIResponse.
+ * Use `create(WhoAmIResponseSchema)` to create a new message.
+ */
+export const WhoAmIResponseSchema: GenMessage<WhoAmIResponse> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 5);
 
 /**
  * Asks how a job's rollout stands.
@@ -36,7 +434,7 @@ export type GetRolloutRequest = Message<"shardline.v1.GetRolloutRequest"> & {
  * Use `create(GetRolloutRequestSchema)` to create a new message.
  */
 export const GetRolloutRequestSchema: GenMessage<GetRolloutRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 0);
+  messageDesc(file_shardline_v1_admin_service, 6);
 
 /**
  * How the job's rollout stands.
@@ -57,7 +455,7 @@ export type GetRolloutResponse = Message<"shardline.v1.GetRolloutResponse"> & {
  * Use `create(GetRolloutResponseSchema)` to create a new message.
  */
 export const GetRolloutResponseSchema: GenMessage<GetRolloutResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 1);
+  messageDesc(file_shardline_v1_admin_service, 7);
 
 /**
  * Asks to promote a job's rollout.
@@ -86,7 +484,7 @@ export type PromoteRolloutRequest = Message<"shardline.v1.PromoteRolloutRequest"
  * Use `create(PromoteRolloutRequestSchema)` to create a new message.
  */
 export const PromoteRolloutRequestSchema: GenMessage<PromoteRolloutRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 2);
+  messageDesc(file_shardline_v1_admin_service, 8);
 
 /**
  * The rollout after the promotion.
@@ -107,7 +505,7 @@ export type PromoteRolloutResponse = Message<"shardline.v1.PromoteRolloutRespons
  * Use `create(PromoteRolloutResponseSchema)` to create a new message.
  */
 export const PromoteRolloutResponseSchema: GenMessage<PromoteRolloutResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 3);
+  messageDesc(file_shardline_v1_admin_service, 9);
 
 /**
  * Asks to abort a job's rollout.
@@ -128,7 +526,7 @@ export type AbortRolloutRequest = Message<"shardline.v1.AbortRolloutRequest"> & 
  * Use `create(AbortRolloutRequestSchema)` to create a new message.
  */
 export const AbortRolloutRequestSchema: GenMessage<AbortRolloutRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 4);
+  messageDesc(file_shardline_v1_admin_service, 10);
 
 /**
  * The rollout after the abort.
@@ -149,7 +547,7 @@ export type AbortRolloutResponse = Message<"shardline.v1.AbortRolloutResponse"> 
  * Use `create(AbortRolloutResponseSchema)` to create a new message.
  */
 export const AbortRolloutResponseSchema: GenMessage<AbortRolloutResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 5);
+  messageDesc(file_shardline_v1_admin_service, 11);
 
 /**
  * Asks to start an aborted rollout again.
@@ -170,7 +568,7 @@ export type RetryRolloutRequest = Message<"shardline.v1.RetryRolloutRequest"> & 
  * Use `create(RetryRolloutRequestSchema)` to create a new message.
  */
 export const RetryRolloutRequestSchema: GenMessage<RetryRolloutRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 6);
+  messageDesc(file_shardline_v1_admin_service, 12);
 
 /**
  * The rollout after the retry.
@@ -191,7 +589,7 @@ export type RetryRolloutResponse = Message<"shardline.v1.RetryRolloutResponse"> 
  * Use `create(RetryRolloutResponseSchema)` to create a new message.
  */
 export const RetryRolloutResponseSchema: GenMessage<RetryRolloutResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 7);
+  messageDesc(file_shardline_v1_admin_service, 13);
 
 /**
  * Asks to go back to an earlier revision of a job.
@@ -221,7 +619,7 @@ export type UndoRolloutRequest = Message<"shardline.v1.UndoRolloutRequest"> & {
  * Use `create(UndoRolloutRequestSchema)` to create a new message.
  */
 export const UndoRolloutRequestSchema: GenMessage<UndoRolloutRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 8);
+  messageDesc(file_shardline_v1_admin_service, 14);
 
 /**
  * The job after the undo.
@@ -265,7 +663,7 @@ export type UndoRolloutResponse = Message<"shardline.v1.UndoRolloutResponse"> & 
  * Use `create(UndoRolloutResponseSchema)` to create a new message.
  */
 export const UndoRolloutResponseSchema: GenMessage<UndoRolloutResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 9);
+  messageDesc(file_shardline_v1_admin_service, 15);
 
 /**
  * Asks for a job's revisions.
@@ -286,7 +684,7 @@ export type ListRevisionsRequest = Message<"shardline.v1.ListRevisionsRequest"> 
  * Use `create(ListRevisionsRequestSchema)` to create a new message.
  */
 export const ListRevisionsRequestSchema: GenMessage<ListRevisionsRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 10);
+  messageDesc(file_shardline_v1_admin_service, 16);
 
 /**
  * A job's revisions.
@@ -307,7 +705,7 @@ export type ListRevisionsResponse = Message<"shardline.v1.ListRevisionsResponse"
  * Use `create(ListRevisionsResponseSchema)` to create a new message.
  */
 export const ListRevisionsResponseSchema: GenMessage<ListRevisionsResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 11);
+  messageDesc(file_shardline_v1_admin_service, 17);
 
 /**
  * Asks to cancel an execution.
@@ -336,7 +734,7 @@ export type CancelExecutionRequest = Message<"shardline.v1.CancelExecutionReques
  * Use `create(CancelExecutionRequestSchema)` to create a new message.
  */
 export const CancelExecutionRequestSchema: GenMessage<CancelExecutionRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 12);
+  messageDesc(file_shardline_v1_admin_service, 18);
 
 /**
  * The cancel was accepted.
@@ -359,7 +757,7 @@ export type CancelExecutionResponse = Message<"shardline.v1.CancelExecutionRespo
  * Use `create(CancelExecutionResponseSchema)` to create a new message.
  */
 export const CancelExecutionResponseSchema: GenMessage<CancelExecutionResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 13);
+  messageDesc(file_shardline_v1_admin_service, 19);
 
 /**
  * Asks to disable one shard of a job.
@@ -387,7 +785,7 @@ export type DisableShardRequest = Message<"shardline.v1.DisableShardRequest"> & 
  * Use `create(DisableShardRequestSchema)` to create a new message.
  */
 export const DisableShardRequestSchema: GenMessage<DisableShardRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 14);
+  messageDesc(file_shardline_v1_admin_service, 20);
 
 /**
  * The shard is disabled. No fields: success is the OK status.
@@ -402,7 +800,7 @@ export type DisableShardResponse = Message<"shardline.v1.DisableShardResponse"> 
  * Use `create(DisableShardResponseSchema)` to create a new message.
  */
 export const DisableShardResponseSchema: GenMessage<DisableShardResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 15);
+  messageDesc(file_shardline_v1_admin_service, 21);
 
 /**
  * Asks to enable one shard of a job.
@@ -430,7 +828,7 @@ export type EnableShardRequest = Message<"shardline.v1.EnableShardRequest"> & {
  * Use `create(EnableShardRequestSchema)` to create a new message.
  */
 export const EnableShardRequestSchema: GenMessage<EnableShardRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 16);
+  messageDesc(file_shardline_v1_admin_service, 22);
 
 /**
  * The shard is enabled. No fields: success is the OK status.
@@ -445,7 +843,7 @@ export type EnableShardResponse = Message<"shardline.v1.EnableShardResponse"> & 
  * Use `create(EnableShardResponseSchema)` to create a new message.
  */
 export const EnableShardResponseSchema: GenMessage<EnableShardResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 17);
+  messageDesc(file_shardline_v1_admin_service, 23);
 
 /**
  * Asks to apply a manifest.
@@ -468,7 +866,7 @@ export type ApplyJobRequest = Message<"shardline.v1.ApplyJobRequest"> & {
  * Use `create(ApplyJobRequestSchema)` to create a new message.
  */
 export const ApplyJobRequestSchema: GenMessage<ApplyJobRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 18);
+  messageDesc(file_shardline_v1_admin_service, 24);
 
 /**
  * The applied job.
@@ -507,7 +905,7 @@ export type ApplyJobResponse = Message<"shardline.v1.ApplyJobResponse"> & {
  * Use `create(ApplyJobResponseSchema)` to create a new message.
  */
 export const ApplyJobResponseSchema: GenMessage<ApplyJobResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 19);
+  messageDesc(file_shardline_v1_admin_service, 25);
 
 /**
  * Asks for one job.
@@ -528,7 +926,7 @@ export type GetJobRequest = Message<"shardline.v1.GetJobRequest"> & {
  * Use `create(GetJobRequestSchema)` to create a new message.
  */
 export const GetJobRequestSchema: GenMessage<GetJobRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 20);
+  messageDesc(file_shardline_v1_admin_service, 26);
 
 /**
  * One job.
@@ -549,7 +947,7 @@ export type GetJobResponse = Message<"shardline.v1.GetJobResponse"> & {
  * Use `create(GetJobResponseSchema)` to create a new message.
  */
 export const GetJobResponseSchema: GenMessage<GetJobResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 21);
+  messageDesc(file_shardline_v1_admin_service, 27);
 
 /**
  * Asks for every job. No fields.
@@ -564,7 +962,7 @@ export type ListJobsRequest = Message<"shardline.v1.ListJobsRequest"> & {
  * Use `create(ListJobsRequestSchema)` to create a new message.
  */
 export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 22);
+  messageDesc(file_shardline_v1_admin_service, 28);
 
 /**
  * Every job, by name.
@@ -585,7 +983,7 @@ export type ListJobsResponse = Message<"shardline.v1.ListJobsResponse"> & {
  * Use `create(ListJobsResponseSchema)` to create a new message.
  */
 export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 23);
+  messageDesc(file_shardline_v1_admin_service, 29);
 
 /**
  * Asks to delete a job.
@@ -606,7 +1004,7 @@ export type DeleteJobRequest = Message<"shardline.v1.DeleteJobRequest"> & {
  * Use `create(DeleteJobRequestSchema)` to create a new message.
  */
 export const DeleteJobRequestSchema: GenMessage<DeleteJobRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 24);
+  messageDesc(file_shardline_v1_admin_service, 30);
 
 /**
  * The job was deleted. No fields: success is the OK status.
@@ -621,7 +1019,7 @@ export type DeleteJobResponse = Message<"shardline.v1.DeleteJobResponse"> & {
  * Use `create(DeleteJobResponseSchema)` to create a new message.
  */
 export const DeleteJobResponseSchema: GenMessage<DeleteJobResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 25);
+  messageDesc(file_shardline_v1_admin_service, 31);
 
 /**
  * Asks to fire a job now.
@@ -657,7 +1055,7 @@ export type TriggerJobRequest = Message<"shardline.v1.TriggerJobRequest"> & {
  * Use `create(TriggerJobRequestSchema)` to create a new message.
  */
 export const TriggerJobRequestSchema: GenMessage<TriggerJobRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 26);
+  messageDesc(file_shardline_v1_admin_service, 32);
 
 /**
  * The fire made.
@@ -687,7 +1085,7 @@ export type TriggerJobResponse = Message<"shardline.v1.TriggerJobResponse"> & {
  * Use `create(TriggerJobResponseSchema)` to create a new message.
  */
 export const TriggerJobResponseSchema: GenMessage<TriggerJobResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 27);
+  messageDesc(file_shardline_v1_admin_service, 33);
 
 /**
  * Asks to pause a job.
@@ -708,7 +1106,7 @@ export type PauseJobRequest = Message<"shardline.v1.PauseJobRequest"> & {
  * Use `create(PauseJobRequestSchema)` to create a new message.
  */
 export const PauseJobRequestSchema: GenMessage<PauseJobRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 28);
+  messageDesc(file_shardline_v1_admin_service, 34);
 
 /**
  * The job is paused. No fields: success is the OK status.
@@ -723,7 +1121,7 @@ export type PauseJobResponse = Message<"shardline.v1.PauseJobResponse"> & {
  * Use `create(PauseJobResponseSchema)` to create a new message.
  */
 export const PauseJobResponseSchema: GenMessage<PauseJobResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 29);
+  messageDesc(file_shardline_v1_admin_service, 35);
 
 /**
  * Asks to resume a job.
@@ -744,7 +1142,7 @@ export type ResumeJobRequest = Message<"shardline.v1.ResumeJobRequest"> & {
  * Use `create(ResumeJobRequestSchema)` to create a new message.
  */
 export const ResumeJobRequestSchema: GenMessage<ResumeJobRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 30);
+  messageDesc(file_shardline_v1_admin_service, 36);
 
 /**
  * The job is resumed. No fields: success is the OK status.
@@ -759,7 +1157,7 @@ export type ResumeJobResponse = Message<"shardline.v1.ResumeJobResponse"> & {
  * Use `create(ResumeJobResponseSchema)` to create a new message.
  */
 export const ResumeJobResponseSchema: GenMessage<ResumeJobResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 31);
+  messageDesc(file_shardline_v1_admin_service, 37);
 
 /**
  * Asks for every agent. No fields.
@@ -774,7 +1172,7 @@ export type ListAgentsRequest = Message<"shardline.v1.ListAgentsRequest"> & {
  * Use `create(ListAgentsRequestSchema)` to create a new message.
  */
 export const ListAgentsRequestSchema: GenMessage<ListAgentsRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 32);
+  messageDesc(file_shardline_v1_admin_service, 38);
 
 /**
  * Every agent.
@@ -795,7 +1193,7 @@ export type ListAgentsResponse = Message<"shardline.v1.ListAgentsResponse"> & {
  * Use `create(ListAgentsResponseSchema)` to create a new message.
  */
 export const ListAgentsResponseSchema: GenMessage<ListAgentsResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 33);
+  messageDesc(file_shardline_v1_admin_service, 39);
 
 /**
  * Asks to drain an agent.
@@ -816,7 +1214,7 @@ export type DrainAgentRequest = Message<"shardline.v1.DrainAgentRequest"> & {
  * Use `create(DrainAgentRequestSchema)` to create a new message.
  */
 export const DrainAgentRequestSchema: GenMessage<DrainAgentRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 34);
+  messageDesc(file_shardline_v1_admin_service, 40);
 
 /**
  * The agent is draining. No fields: success is the OK status.
@@ -831,7 +1229,7 @@ export type DrainAgentResponse = Message<"shardline.v1.DrainAgentResponse"> & {
  * Use `create(DrainAgentResponseSchema)` to create a new message.
  */
 export const DrainAgentResponseSchema: GenMessage<DrainAgentResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 35);
+  messageDesc(file_shardline_v1_admin_service, 41);
 
 /**
  * Asks to uncordon an agent.
@@ -852,7 +1250,7 @@ export type UncordonAgentRequest = Message<"shardline.v1.UncordonAgentRequest"> 
  * Use `create(UncordonAgentRequestSchema)` to create a new message.
  */
 export const UncordonAgentRequestSchema: GenMessage<UncordonAgentRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 36);
+  messageDesc(file_shardline_v1_admin_service, 42);
 
 /**
  * The agent may receive shards again. No fields: success is the OK status.
@@ -867,7 +1265,7 @@ export type UncordonAgentResponse = Message<"shardline.v1.UncordonAgentResponse"
  * Use `create(UncordonAgentResponseSchema)` to create a new message.
  */
 export const UncordonAgentResponseSchema: GenMessage<UncordonAgentResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 37);
+  messageDesc(file_shardline_v1_admin_service, 43);
 
 /**
  * Asks for assignments.
@@ -888,7 +1286,7 @@ export type ListAssignmentsRequest = Message<"shardline.v1.ListAssignmentsReques
  * Use `create(ListAssignmentsRequestSchema)` to create a new message.
  */
 export const ListAssignmentsRequestSchema: GenMessage<ListAssignmentsRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 38);
+  messageDesc(file_shardline_v1_admin_service, 44);
 
 /**
  * One shard's owner.
@@ -944,7 +1342,7 @@ export type ShardAssignment = Message<"shardline.v1.ShardAssignment"> & {
  * Use `create(ShardAssignmentSchema)` to create a new message.
  */
 export const ShardAssignmentSchema: GenMessage<ShardAssignment> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 39);
+  messageDesc(file_shardline_v1_admin_service, 45);
 
 /**
  * Assignments, by job and shard.
@@ -973,7 +1371,7 @@ export type ListAssignmentsResponse = Message<"shardline.v1.ListAssignmentsRespo
  * Use `create(ListAssignmentsResponseSchema)` to create a new message.
  */
 export const ListAssignmentsResponseSchema: GenMessage<ListAssignmentsResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 40);
+  messageDesc(file_shardline_v1_admin_service, 46);
 
 /**
  * A shard that no agent owns, and why.
@@ -1009,7 +1407,7 @@ export type UnassignedShard = Message<"shardline.v1.UnassignedShard"> & {
  * Use `create(UnassignedShardSchema)` to create a new message.
  */
 export const UnassignedShardSchema: GenMessage<UnassignedShard> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 41);
+  messageDesc(file_shardline_v1_admin_service, 47);
 
 /**
  * Asks for executions. Filters combine with AND; unset filters match everything.
@@ -1073,7 +1471,7 @@ export type ListExecutionsRequest = Message<"shardline.v1.ListExecutionsRequest"
  * Use `create(ListExecutionsRequestSchema)` to create a new message.
  */
 export const ListExecutionsRequestSchema: GenMessage<ListExecutionsRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 42);
+  messageDesc(file_shardline_v1_admin_service, 48);
 
 /**
  * Executions, newest fire first.
@@ -1094,7 +1492,7 @@ export type ListExecutionsResponse = Message<"shardline.v1.ListExecutionsRespons
  * Use `create(ListExecutionsResponseSchema)` to create a new message.
  */
 export const ListExecutionsResponseSchema: GenMessage<ListExecutionsResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 43);
+  messageDesc(file_shardline_v1_admin_service, 49);
 
 /**
  * Asks for one execution.
@@ -1115,7 +1513,7 @@ export type GetExecutionRequest = Message<"shardline.v1.GetExecutionRequest"> & 
  * Use `create(GetExecutionRequestSchema)` to create a new message.
  */
 export const GetExecutionRequestSchema: GenMessage<GetExecutionRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 44);
+  messageDesc(file_shardline_v1_admin_service, 50);
 
 /**
  * One execution.
@@ -1136,7 +1534,7 @@ export type GetExecutionResponse = Message<"shardline.v1.GetExecutionResponse"> 
  * Use `create(GetExecutionResponseSchema)` to create a new message.
  */
 export const GetExecutionResponseSchema: GenMessage<GetExecutionResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 45);
+  messageDesc(file_shardline_v1_admin_service, 51);
 
 /**
  * Asks to stream events.
@@ -1158,7 +1556,7 @@ export type WatchEventsRequest = Message<"shardline.v1.WatchEventsRequest"> & {
  * Use `create(WatchEventsRequestSchema)` to create a new message.
  */
 export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 46);
+  messageDesc(file_shardline_v1_admin_service, 52);
 
 /**
  * One event.
@@ -1223,7 +1621,70 @@ export type WatchEventsResponse = Message<"shardline.v1.WatchEventsResponse"> & 
  * Use `create(WatchEventsResponseSchema)` to create a new message.
  */
 export const WatchEventsResponseSchema: GenMessage<WatchEventsResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 47);
+  messageDesc(file_shardline_v1_admin_service, 53);
+
+/**
+ * A part of the live state a watch can ask for.
+ *
+ * @generated from enum shardline.v1.WatchTopic
+ */
+export enum WatchTopic {
+  /**
+   * Not a topic; refused.
+   *
+   * @generated from enum value: WATCH_TOPIC_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Jobs: created, changed (a fire moves next_fire and last_fire), deleted.
+   *
+   * @generated from enum value: WATCH_TOPIC_JOBS = 1;
+   */
+  JOBS = 1,
+
+  /**
+   * Agents: joined, changed (state, shards, running count), removed once forgotten.
+   *
+   * @generated from enum value: WATCH_TOPIC_AGENTS = 2;
+   */
+  AGENTS = 2,
+
+  /**
+   * Every shard of every job: its owner or why it has none, and its latest execution.
+   *
+   * @generated from enum value: WATCH_TOPIC_SHARDS = 3;
+   */
+  SHARDS = 3,
+
+  /**
+   * Executions as they are created and change state.
+   *
+   * @generated from enum value: WATCH_TOPIC_EXECUTIONS = 4;
+   */
+  EXECUTIONS = 4,
+
+  /**
+   * Events (as WatchEvents streams them); the snapshot holds the newest the controller keeps
+   * (up to 1,000).
+   *
+   * @generated from enum value: WATCH_TOPIC_EVENTS = 5;
+   */
+  EVENTS = 5,
+
+  /**
+   * The controller's status, once a second (and in the snapshot).
+   *
+   * @generated from enum value: WATCH_TOPIC_STATUS = 6;
+   */
+  STATUS = 6,
+}
+
+/**
+ * Describes the enum shardline.v1.WatchTopic.
+ */
+export const WatchTopicSchema: GenEnum<WatchTopic> = /*@__PURE__*/
+  enumDesc(file_shardline_v1_admin_service, 0);
 
 /**
  * Administration of a controller. Errors are gRPC statuses whose text says what was wrong and
@@ -1499,6 +1960,35 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof ListRevisionsRequestSchema;
     output: typeof ListRevisionsResponseSchema;
+  },
+  /**
+   * Streams the controller's live state, for consoles and `shardline get --watch`: first a
+   * snapshot of the topics asked for (ending with a message whose `synced` is true), then every
+   * change as it happens, batched, until the client cancels. Each message carries a cursor: a
+   * client that calls again with the last cursor it read gets what came after it, or, when the
+   * controller no longer holds that point (it restarted, or the gap is past what it keeps), a
+   * message with `reset` set and a fresh snapshot. A watcher that falls behind (more than 2,000
+   * messages or 16 MiB unread) is cut off with RESOURCE_EXHAUSTED, whose text says so; it calls
+   * again with its last cursor. Changes are coalesced: agents and jobs at most once a second
+   * each, shards at most four times a second, so a busy controller does not flood its watchers.
+   *
+   * @generated from rpc shardline.v1.AdminService.Watch
+   */
+  watch: {
+    methodKind: "server_streaming";
+    input: typeof WatchRequestSchema;
+    output: typeof WatchResponseSchema;
+  },
+  /**
+   * Says who the caller is and which AdminService methods its role allows: what a console needs
+   * to show only the actions the caller may take. Any caller may ask (viewer).
+   *
+   * @generated from rpc shardline.v1.AdminService.WhoAmI
+   */
+  whoAmI: {
+    methodKind: "unary";
+    input: typeof WhoAmIRequestSchema;
+    output: typeof WhoAmIResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_shardline_v1_admin_service, 0);
