@@ -4,9 +4,10 @@
 # benchmark's peer runs on redis-server; partition tests use ip netns (iproute2); the TLS tests
 # make certificates with openssl; the Python reference agent runs on Debian's grpcio, its stubs
 # made by protoc and grpc_python_plugin (python3-grpc-tools bundles a protoc too old for proto3
-# `optional`); the deploy manifests are rendered by kubectl. `npm test` (as its pretest) and
-# .ci/run both run this: it installs what is missing when it can (root, apt-get), and otherwise
-# stops at once, printing the one command to run.
+# `optional`); the deploy manifests are rendered by kubectl; the web console's browser tests and
+# screenshots drive Debian's chromium (playwright-core launches it; no browser is downloaded).
+# `npm test` (as its pretest) and .ci/run both run this: it installs what is missing when it can
+# (root, apt-get), and otherwise stops at once, printing the one command to run.
 set -euo pipefail
 
 missing=()
@@ -24,6 +25,7 @@ need protoc protobuf-compiler
 need grpc_python_plugin protobuf-compiler-grpc
 # Another package's kubectl may own the path; any kubectl will do.
 need kubectl kubernetes-client
+need chromium chromium
 if ! /usr/bin/python3 -c 'import grpc, google.protobuf' >/dev/null 2>&1; then missing+=(python3-grpcio python3-protobuf); fi
 [ -e /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 
