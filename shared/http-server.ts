@@ -34,6 +34,12 @@ export interface HttpProbes {
    * AdminService over the Connect protocol this way.
    */
   routes?: readonly HttpRoute[];
+  /**
+   * Answers a GET or HEAD whose path no probe answers, after `authorize` (the controller's web
+   * console: its page and assets); absent, such a path is 404. It answers the probes' own paths
+   * only when their probe is absent (`/metrics` without `metrics`), and should refuse them then.
+   */
+  fallback?: RequestListener;
 }
 
 /** A route of the HTTP port besides the probes: every path under `prefix`. */
@@ -45,8 +51,9 @@ export interface HttpRoute {
 
 /**
  * The HTTP port of a controller or an agent (`--http`): `/healthz` says the process serves
- * requests, `/readyz` that it can do its job, `/metrics` its Prometheus metrics, and `routes`
- * whatever else the process serves there (the controller's AdminService). With `tls`, it
+ * requests, `/readyz` that it can do its job, `/metrics` its Prometheus metrics, `routes`
+ * whatever else the process serves there (the controller's AdminService), and `fallback` the
+ * other GET and HEAD paths (the controller's web console). With `tls`, it
  * serves HTTPS with that certificate, and takes a renewed one when `tls` reads it (each refresh
  * interval); it asks no client certificate, even when `tls` verifies the gRPC port's clients:
  * probes and scrapers authenticate with tokens, or not at all.
@@ -95,6 +102,10 @@ export async function startHttpServer(hostPort: string, probes: HttpProbes, tls?
     }
     if (path === "/metrics" && probes.metrics !== undefined) {
       probes.metrics(request, response);
+      return;
+    }
+    if (probes.fallback !== undefined) {
+      probes.fallback(request, response);
       return;
     }
     response.writeHead(404, { "content-type": "text/plain" }).end("not found\n");

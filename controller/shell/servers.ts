@@ -23,6 +23,7 @@ import type { TlsCertificates } from "../../shared/security/tls.js";
 import type { MetricsRegistry } from "../../shared/telemetry/metrics.js";
 import { type Authorization, authorizedAdmin } from "./authorization.js";
 import { ADMIN_ROUTE_PREFIX, AdminCallLimit, adminConnectRoutes } from "./connect-routes.js";
+import { consoleAssets } from "./console-assets.js";
 import { type ControllerStatus, follow, followingAdmin } from "./following.js";
 import type { Part } from "./supervisor.js";
 
@@ -35,7 +36,7 @@ const GRPC_SHUTDOWN_GRACE_MS = 1000;
 export interface ServersOptions {
   /** `--listen`: the gRPC address for agents and admin clients. */
   listen: string;
-  /** `--http`: the address of /healthz, /readyz, /metrics and the AdminService over Connect (HTTP/JSON). */
+  /** `--http`: the address of /healthz, /readyz, /metrics, the AdminService over Connect (HTTP/JSON) and the web console. */
   http: string;
   /** Both ports serve TLS with it; without it, plaintext. */
   tls: TlsCertificates | undefined;
@@ -50,15 +51,17 @@ export interface ServersOptions {
   ready(): Promise<boolean>;
   metrics: MetricsRegistry;
   logger: Logger;
+  /** The built web console served at `/` (index.html and assets/); default: the package's dist/console/. */
+  consoleDir?: string;
 }
 
 /**
  * The servers part: the gRPC port (the agents' stream and the admin service, routed to the
  * leader's implementations while this controller leads, to the follower's answers otherwise) and
- * the HTTP port (probes, metrics, and the same AdminService over the Connect protocol: see
- * connect-routes.ts). Halting stops both taking calls; those under way get
- * GRPC_SHUTDOWN_GRACE_MS, which is why the driver halts first: the agents' streams, which never
- * end on their own, are closed with a reason by then.
+ * the HTTP port (probes, metrics, the same AdminService over the Connect protocol: see
+ * connect-routes.ts, and the web console: see console-assets.ts). Halting stops both taking
+ * calls; those under way get GRPC_SHUTDOWN_GRACE_MS, which is why the driver halts first: the
+ * agents' streams, which never end on their own, are closed with a reason by then.
  */
 export class Servers implements Part {
   readonly name = "servers";
@@ -132,6 +135,9 @@ export class Servers implements Part {
             }),
           },
         ],
+        // The web console's page and assets: open to all, like the probes (they hold no data; the
+        // page asks for a token before it calls the admin API).
+        fallback: consoleAssets(this.#options.consoleDir === undefined ? {} : { dir: this.#options.consoleDir }),
       },
       tls,
     );
