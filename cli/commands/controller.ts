@@ -49,6 +49,7 @@ export interface ControllerOptions {
   adminRateLimit?: number;
   maxJobs?: number;
   maxAgents?: number;
+  traceUrlTemplate?: string;
 }
 
 export const DEFAULT_STORE = "sqlite:./shardline.db";
@@ -117,6 +118,11 @@ export function registerController(program: Command, io: CliIo): void {
       "mutual TLS: every gRPC client (agents, the CLI) must present a certificate signed by this CA (PEM); the HTTP port asks for none; needs --tls-cert and --tls-key",
     )
     .option("--insecure", "serve plaintext on --listen and --http addresses other machines can reach (a service mesh that encrypts, a private network); without it, such an address needs --tls-cert")
+    .option(
+      "--trace-url-template <URL>",
+      "a link to a trace in your tracing UI, {traceId} standing for an execution's trace id (e.g. http://jaeger:16686/trace/{traceId}); the web console links each execution to it",
+      parseTraceUrlTemplate,
+    )
     .option("--tls-refresh-interval <SECONDS>", "how often the TLS files are read again, so that renewed ones are used without a restart (default: 60)", (value: string) =>
       parseSeconds(value, "--tls-refresh-interval", 0.1, 86_400),
     )
@@ -166,9 +172,24 @@ export function controllerStartOptions(options: ControllerOptions, logLevel: str
     retention: { maxPerJob: options.historyPerJob, maxAgeMs: Math.round(options.historyDays * 86_400_000), revisionsPerJob: options.revisionHistory },
     ...(options.strategy === undefined ? {} : { strategies: options.strategy }),
     ...(options.tokenFile === undefined ? {} : { tokenFile: options.tokenFile }),
+    ...(options.traceUrlTemplate === undefined ? {} : { traceUrlTemplate: options.traceUrlTemplate }),
     ...limitOptions(options),
     ...tlsOptions(options),
   };
+}
+
+/** --trace-url-template: an http(s) URL with {traceId} in it. */
+export function parseTraceUrlTemplate(value: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(value.replaceAll("{traceId}", "0"));
+  } catch {
+    url = undefined;
+  }
+  if (url === undefined || (url.protocol !== "http:" && url.protocol !== "https:") || !value.includes("{traceId}")) {
+    throw ShardlineError.invalid("--trace-url-template", value, "an http:// or https:// URL with {traceId} where the trace id goes, e.g. http://jaeger:16686/trace/{traceId}");
+  }
+  return value;
 }
 
 /** --tls-cert, --tls-key, --tls-ca and --tls-refresh-interval (checked by the controller before it listens). */

@@ -6,10 +6,11 @@ import { parseManifest } from "../../shared/manifest/index.js";
 import { MANIFEST_LIMIT_TEXT, MANIFEST_SIZE_ADVICE, MAX_MANIFEST_BYTES } from "../../shared/manifest/manifest-limits.js";
 import type { ControllerCore } from "../core/controller-core.js";
 import { checkStrategyLoaded } from "../core/sharding/custom-strategy.js";
-import type { CoreEvent } from "../core/messages.js";
+import { ADMIN_METHOD_ROLES, roleAllows } from "../../shared/security/roles.js";
 import type { ExecutionQuery, Store } from "../store/store.js";
 import type { CoreDriver } from "./core-driver.js";
-import { callerName } from "./authorization.js";
+import { callerName, callerOf } from "./authorization.js";
+import { eventToProto, type WatchHub } from "./watch-hub.js";
 import { agentToProto, executionToProto, jobToProto, revisionToProto, rolloutToProto, stateFromProto, stateToProto, toNumber } from "./proto-mapping.js";
 
 const MAX_LIMIT = 10_000;
@@ -37,6 +38,8 @@ export interface AdminServiceOptions {
   maxHistoryReads?: number;
   /** Jobs held at most: applying a new one past it is refused with RESOURCE_EXHAUSTED. Default DEFAULT_MAX_JOBS. */
   maxJobs?: number;
+  /** Serves Watch; without it, Watch is refused as not implemented. */
+  watchHub?: WatchHub;
 }
 
 /**
@@ -239,19 +242,26 @@ export function adminService(
       return { revisions: revisions.map(revisionToProto) };
     },
 
+    async watch(request, stream, context) {
+      if (options.watchHub === undefined) throw new ShardlineError("failed-precondition", "Watch is not served by this controller");
+      await options.watchHub.watch(request, stream, context);
+    },
+
+    async whoAmI(_request, context) {
+      const caller = callerOf(context);
+      const role = caller?.role ?? "admin";
+      const allowedMethods = Object.entries(ADMIN_METHOD_ROLES)
+        .filter(([, needed]) => roleAllows(role, needed))
+        .map(([method]) => method)
+        .sort();
+      return { name: caller?.name ?? "", role, allowedMethods, tokensRequired: caller !== undefined };
+    },
+
     async watchEvents(request, stream, context) {
       await new Promise<void>((resolve) => {
-        const unsubscribe = driver.onEvent((event: CoreEvent) => {
+        const unsubscribe = driver.onEvent((event) => {
           if (request.job !== "" && event.job !== request.job) return;
-          const sent = stream.send({
-            timeUnixMs: BigInt(event.time),
-            type: event.type,
-            job: event.job ?? "",
-            shard: event.shard ?? 0,
-            agent: event.agent ?? "",
-            executionId: event.executionId ?? "",
-            message: event.message,
-          });
+          const sent = stream.send(eventToProto(event));
           if (!sent || stream.queued > MAX_EVENTS_QUEUED) finish();
         });
         const finish = (): void => {

@@ -75,6 +75,11 @@ export function callerName(context: object): string {
   return callers.get(context)?.name ?? "";
 }
 
+/** The token holder that made an admin call, by the call's context; undefined when the controller checks no tokens. */
+export function callerOf(context: object): Readonly<TokenHolder> | undefined {
+  return callers.get(context);
+}
+
 /**
  * Wraps an AdminService implementation so that every method first checks the caller's role
  * (ADMIN_METHOD_ROLES), then takes a token from the caller's rate limit: a token's holder is

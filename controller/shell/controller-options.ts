@@ -55,6 +55,8 @@ export interface ControllerOptions {
    * for new connections without a restart. Without them, both ports are plaintext.
    */
   tls?: TlsFiles & { refreshIntervalMs?: number };
+  /** `--trace-url-template`: a link to a trace with {traceId} in it, which the console builds per execution. */
+  traceUrlTemplate?: string;
   /** Limits that keep one caller or a runaway fleet from exhausting the controller; see ControllerLimits. */
   limits?: Partial<ControllerLimits>;
 }

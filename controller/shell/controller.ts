@@ -117,6 +117,8 @@ export async function startController(options: ControllerOptions): Promise<Runni
     maxJobs: limits.maxJobs,
     retention: options.retention ?? DEFAULT_RETENTION,
     onFatal: fail,
+    address: () => leadership.advertised ?? servers.grpcAddress,
+    traceUrlTemplate: options.traceUrlTemplate ?? "",
   });
   const servers: Servers = new Servers({
     listen: options.listen,

@@ -43,6 +43,8 @@ describe("DriverPart", () => {
       logger: silentLogger(),
       metrics: new ControllerMetrics(new MetricsRegistry({ serviceName: "driver-part-test" }), { core: () => undefined, sessions: () => undefined }),
       failureWebhooks: undefined,
+      address: () => "127.0.0.1:7070",
+      traceUrlTemplate: "",
       customStrategies: new Map(),
       maxJobs: 100,
       retention: { maxPerJob: 10, maxAgeMs: 60_000, revisionsPerJob: 10 },

@@ -8,6 +8,7 @@ import { adminService } from "./admin-service.js";
 import { AgentSessions } from "./agent-sessions.js";
 import type { ControllerMetrics } from "./controller-metrics.js";
 import { CoreDriver } from "./core-driver.js";
+import { WatchHub } from "./watch-hub.js";
 import { FailureNotifier, type FailureNotifierSettings } from "./failure-notifier.js";
 import type { Leadership } from "./leadership.js";
 import type { StoreConnection } from "./store-connection.js";
@@ -30,6 +31,10 @@ export interface LeaderParts {
   retention: RetentionPolicy;
   /** The store failed: the controller must stop, so that nothing is sent that is not durable. */
   onFatal: (error: Error) => void;
+  /** The address clients reach this controller at (the status a Watch streams). */
+  address: () => string;
+  /** The --trace-url-template, or "". */
+  traceUrlTemplate: string;
 }
 
 /** What runs only while this controller leads: the core and everything around it. */
@@ -81,7 +86,8 @@ export async function startLeading(store: Store, parts: LeaderParts): Promise<Le
   }
   const notifier = new FailureNotifier({ ...failureWebhooks, core, store, logger });
   const unsubscribeNotifier = driver.onEvent(notifier.onEvent);
-  const admin = adminService(core, driver, store, customStrategies, { maxJobs }) as Record<string, unknown>;
+  const watchHub = new WatchHub({ core, driver, store, logger, address: parts.address, traceUrlTemplate: parts.traceUrlTemplate });
+  const admin = adminService(core, driver, store, customStrategies, { maxJobs, watchHub }) as Record<string, unknown>;
   let leasesEndWithin: number | undefined;
   const pruneTimer = setInterval(() => {
     store.prune(retention, Date.now()).catch((error: unknown) => logger.warn({ err: error }, "pruning execution history failed"));
@@ -97,6 +103,7 @@ export async function startLeading(store: Store, parts: LeaderParts): Promise<Le
       leasesEndWithin = core.leasesEndWithin(Date.now());
       clearInterval(pruneTimer);
       unsubscribeRenewed();
+      watchHub.stop(reason);
       driver.stop();
       sessions.closeAll(reason);
     },

@@ -19,6 +19,7 @@ import type { ExecutionUpdate as ExecutionUpdateMessage, ExecutionUpdates, Hello
 import { stateEnumOf, stateNameOf } from "../../shared/execution-state.js";
 import { DEFAULT_WIRE_BUDGET } from "../../shared/grpc/index.js";
 import { manifestShaped } from "../../shared/manifest/index.js";
+import { spanContextFromCarrier } from "../../shared/telemetry/tracing.js";
 import { type ExecutionRecord, type ExecutionStateName, FIRE_COMPLETE_SHARD, type RevisionRecord } from "../store/store.js";
 import type { AgentView, JobView, RolloutView } from "../core/controller-core.js";
 import type { TallyView } from "../core/rollout-view.js";
@@ -199,6 +200,7 @@ export function executionToProto(record: ExecutionRecord, queuePosition = 0, wai
     fireComplete: record.shard === FIRE_COMPLETE_SHARD,
     waitingReason,
     revision: BigInt(record.revision ?? 0),
+    traceId: record.traceContext === undefined ? "" : (spanContextFromCarrier(record.traceContext)?.traceId ?? ""),
   });
 }
 

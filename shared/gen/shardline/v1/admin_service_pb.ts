@@ -1968,7 +1968,7 @@ export const AdminService: GenService<{
    * client that calls again with the last cursor it read gets what came after it, or, when the
    * controller no longer holds that point (it restarted, or the gap is past what it keeps), a
    * message with `reset` set and a fresh snapshot. A watcher that falls behind (more than 2,000
-   * messages or 16 MiB unread) is cut off with RESOURCE_EXHAUSTED, whose text says so; it calls
+   * messages or 50,000 changes unread) is cut off with RESOURCE_EXHAUSTED, whose text says so; it calls
    * again with its last cursor. Changes are coalesced: agents and jobs at most once a second
    * each, shards at most four times a second, so a busy controller does not flood its watchers.
    *
