@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import type { Server } from "@grpc/grpc-js";
 import { ShardlineError } from "../shared/errors.js";
-import { AdminService, ShardAssignmentSchema, type ListExecutionsRequest } from "../shared/gen/shardline/v1/admin_service_pb.js";
+import { AdminService, ShardAssignmentSchema, type ListExecutionsRequest, WatchTopic } from "../shared/gen/shardline/v1/admin_service_pb.js";
 import { AgentSchema, AgentState, ExecutionSchema, ExecutionState, JobSchema, RevisionSchema, RolloutStatusSchema, type Job } from "../shared/gen/shardline/v1/types_pb.js";
 import { addService, createServer, listen, shutdown } from "../shared/grpc/index.js";
 import { runAgent, type AgentModule, type AgentStartOptions } from "./commands/agent.js";
@@ -236,12 +236,20 @@ beforeAll(async () => {
       return { job: { ...known(name), revision: 4n }, undoOf, changed: undoOf !== 3n, warnings: undoOf === 1n ? ["no connected agent declares handler billing"] : [] };
     },
     listRevisions: async ({ job: name }) => (known(name), { revisions: name === "billing-rollup" ? REVISIONS : [] }),
-    watchEvents: async ({ job: only }, stream) => {
-      const events = [
-        { timeUnixMs: T0, type: "agent.joined", agent: "agent-a", message: "agent agent-a joined" },
-        { timeUnixMs: T0 + 1n, type: "shard.moved", job: "billing-rollup", shard: 1, agent: "agent-b", message: "" },
-      ];
-      for (const event of events) if (only === "" || event.job === only) stream.send(event);
+    watch: async ({ job: only, topics }, stream) => {
+      if (topics.includes(WatchTopic.JOBS)) {
+        // The snapshot, one job changed, one deleted; then the stream ends.
+        stream.send({ cursor: "c.0", jobs: JOBS.slice(0, 2), synced: true });
+        stream.send({ cursor: "c.1", jobs: [{ ...JOBS[0]!, paused: true }] });
+        stream.send({ cursor: "c.2", deletedJobs: [JOBS[1]!.name] });
+      } else {
+        const events = [
+          { timeUnixMs: T0, type: "agent.joined", agent: "agent-a", message: "agent agent-a joined" },
+          { timeUnixMs: T0 + 1n, type: "shard.moved", job: "billing-rollup", shard: 1, agent: "agent-b", message: "" },
+        ];
+        stream.send({ cursor: "c.0", events: events.filter((event) => only === "" || event.job === only), synced: true });
+        stream.send({ cursor: "c.1", events: [{ timeUnixMs: T0 + 2n, type: "job.paused", job: "billing-rollup", message: "job billing-rollup paused" }] });
+      }
       await stream.drained();
     },
   });
@@ -661,13 +669,30 @@ describe("shardline rollout, describe job", () => {
   });
 });
 
+describe("shardline get --watch", () => {
+  it("prints the list, then each change: kubectl's watch events with -o json, rows with a table", async () => {
+    const [first, second] = [JOBS[0]!.name, JOBS[1]!.name];
+    const json = await shardline(["get", "jobs", "-w", "-o", "json"]);
+    expect(json.code).toBe(0);
+    const changes = json.stdout.trimEnd().split("\n").map((line) => JSON.parse(line) as { type: string; object: { name: string; paused: boolean } });
+    expect(changes.map(({ type, object }) => `${type} ${object.name} ${object.paused}`)).toEqual([`ADDED ${first} false`, `ADDED ${second} ${JOBS[1]!.paused}`, `MODIFIED ${first} true`, `DELETED ${second} ${JOBS[1]!.paused}`]);
+
+    const table = await shardline(["get", "jobs", "--watch"]);
+    const lines = table.stdout.trimEnd().split("\n");
+    expect(lines[0]).toMatch(/^NAME\s+SCHEDULE/);
+    expect(lines.slice(1).map((line) => line.split(/\s+/)[0])).toEqual([first, second, first, "DELETED"]);
+    expect(lines[4]).toMatch(new RegExp(`^DELETED ${second}\\s`));
+    expect(lines[3]).toMatch(/\strue\s/);
+  });
+});
+
 describe("shardline events", () => {
-  it("prints one line per event, TIME TYPE MESSAGE, until the stream ends", async () => {
-    const { code, stdout } = await shardline(["events", "--follow"]);
-    expect(code).toBe(0);
-    expect(stdout).toBe(
-      "2026-01-01T00:00:00Z agent.joined agent agent-a joined\n2026-01-01T00:00:00.001Z shard.moved job=billing-rollup shard=1 agent=agent-b\n",
-    );
+  it("prints the recent events, one line each, TIME TYPE MESSAGE, and with --follow (or -w) new ones until the stream ends", async () => {
+    const recent = "2026-01-01T00:00:00Z agent.joined agent agent-a joined\n2026-01-01T00:00:00.001Z shard.moved job=billing-rollup shard=1 agent=agent-b\n";
+    expect(await shardline(["events"])).toMatchObject({ code: 0, stdout: recent });
+    for (const follow of ["--follow", "-w"]) {
+      expect(await shardline(["events", follow])).toMatchObject({ code: 0, stdout: `${recent}2026-01-01T00:00:00.002Z job.paused job billing-rollup paused\n` });
+    }
   });
 
   it("prints one JSON object per line with -o json, filtered by --job", async () => {
@@ -680,11 +705,11 @@ describe("shardline events", () => {
   it("ends with success when interrupted", async () => {
     // A stream that never ends, so only the signal can stop the command.
     const endless = createServer();
-    addService(endless, AdminService, { watchEvents: (_request, _stream, context) => new Promise((resolve) => context.signal.addEventListener("abort", () => resolve())) });
+    addService(endless, AdminService, { watch: (_request, _stream, context) => new Promise((resolve) => context.signal.addEventListener("abort", () => resolve())) });
     const endlessAddress = `127.0.0.1:${await listen(endless, "127.0.0.1:0")}`;
     try {
       const capture = captureIo({ env: { SHARDLINE_CONTROLLER: endlessAddress } });
-      const running = runCli(["events"], capture.io);
+      const running = runCli(["events", "-w"], capture.io);
       await expect.poll(() => capture.listening()).toBe(1);
       capture.signal("SIGINT");
       expect(await running).toBe(0);

@@ -1,7 +1,8 @@
 import type { Command } from "commander";
-import type { WatchEventsResponse } from "../../shared/gen/shardline/v1/admin_service_pb.js";
+import { type WatchEventsResponse, WatchTopic } from "../../shared/gen/shardline/v1/admin_service_pb.js";
 import { isoTime, oneLine, parseOutputFormat, tableTime, type CliIo, type OutputFormat } from "../output.js";
-import { addControllerOption, withAdminClient } from "./admin.js";
+import { addControllerOption } from "./admin.js";
+import { followWatch } from "./watch.js";
 
 /** The flags of `shardline events`, parsed. */
 export interface EventsOptions {
@@ -9,6 +10,7 @@ export interface EventsOptions {
   job?: string;
   output?: OutputFormat;
   follow?: boolean;
+  watch?: boolean;
 }
 
 /** `shardline events -o json`: one event, one line. */
@@ -25,15 +27,16 @@ export interface EventView {
 export function registerEvents(program: Command, io: CliIo): void {
   const command = program
     .command("events")
-    .summary("stream the controller's events as they happen")
+    .summary("list the controller's recent events, or follow them with -w")
     .description(
       [
-        "Stream the controller's events as they happen, one line each: TIME TYPE MESSAGE.",
-        "Following is the default (the API only streams): the command runs until interrupted (Ctrl-C, exit 0) or until the controller ends the stream. --follow is accepted for kubectl habits.",
+        "List the controller's recent events (the newest 1,000 it keeps in memory, oldest first), one line each: TIME TYPE MESSAGE.",
+        "With -w (--watch, or -f, --follow), keeps printing events as they happen until interrupted (Ctrl-C, exit 0); if the stream ends (the controller stopped leading, or cut off a reader that fell behind), it resumes from where it stopped, through the new leader.",
       ].join("\n\n"),
     );
   addControllerOption(command)
-    .option("-f, --follow", "keep streaming new events (the default)")
+    .option("-w, --watch", "after the recent events, print new ones as they happen")
+    .option("-f, --follow", "the same as --watch, for kubectl habits")
     .option("--job <JOB>", "only events of this job")
     .option("-o, --output <FORMAT>", "json: one JSON object per line (default: text)", (value: string) => parseOutputFormat(value, ["json"]))
     .action(async (options: EventsOptions) => {
@@ -42,26 +45,18 @@ export function registerEvents(program: Command, io: CliIo): void {
 }
 
 /**
- * `shardline events`: prints events until SIGINT/SIGTERM (which ends the command with success) or
- * until the controller closes the stream.
+ * `shardline events`: prints the recent events, and with --watch/--follow new ones until
+ * SIGINT/SIGTERM (which ends the command with success), from AdminService.Watch.
  */
 export async function runEvents(options: EventsOptions, io: CliIo): Promise<void> {
-  const interrupted = new AbortController();
-  const unsubscribe = io.onSignal((signal) => interrupted.abort(signal));
-  try {
-    await withAdminClient(options, io, async (client) => {
-      try {
-        for await (const event of client.watchEvents({ job: options.job ?? "" }, { signal: interrupted.signal })) {
-          io.stdout(options.output === "json" ? `${JSON.stringify(eventView(event))}\n` : `${eventLine(event)}\n`);
-        }
-      } catch (error) {
-        // Being interrupted is how this command is meant to end.
-        if (!interrupted.signal.aborted) throw error;
-      }
-    });
-  } finally {
-    unsubscribe();
-  }
+  const follow = options.watch === true || options.follow === true;
+  let printed = 0;
+  await followWatch(options, io, { topics: [WatchTopic.EVENTS], job: options.job ?? "" }, (message) => {
+    for (const event of message.events) io.stdout(options.output === "json" ? `${JSON.stringify(eventView(event))}\n` : `${eventLine(event)}\n`);
+    printed += message.events.length;
+    if (message.synced && printed === 0) io.stderr(follow ? "No recent events; watching.\n" : "No recent events.\n");
+    return follow || !message.synced;
+  });
 }
 
 export function eventView(event: WatchEventsResponse): EventView {

@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { ShardlineError } from "../../shared/errors.js";
-import type { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
+import type { Execution, ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
 import { parseOutputFormat, renderDocument, renderTable, type CliIo, type Column, type OutputFormat } from "../output.js";
 import { addControllerOption, withAdminClient, withNotFoundHint, type AdminClient } from "./admin.js";
 import { parseInstant, parseInteger } from "./options.js";
@@ -16,6 +16,7 @@ import {
   jobView,
   parseExecutionState,
 } from "./resources.js";
+import { followWatch, SHARD_WATCH_COLUMNS, shardWatchView, WATCH_TOPIC_OF, WatchPrinter } from "./watch.js";
 
 /** What `shardline get` lists. */
 export type Resource = "jobs" | "agents" | "assignments" | "executions";
@@ -33,6 +34,7 @@ export interface GetOptions {
   since?: number;
   until?: number;
   limit?: number;
+  watch?: boolean;
 }
 
 /** Executions listed when --limit is not given, as the API does for 0. */
@@ -56,6 +58,9 @@ export function registerGet(program: Command, io: CliIo): void {
         "List jobs, agents, assignments or executions, as an aligned table by default.",
         "With NAME, shows one job (by name), one agent (by id) or one execution (by id); -o json and -o yaml then print a single object instead of an array, as kubectl does. For assignments, NAME is a job name and the output stays a list.",
         "Times in JSON and YAML are ISO-8601 strings, or null when there is none.",
+        "With -w (--watch), keeps printing what changes until interrupted (Ctrl-C, exit 0): first the list, then one row per change (DELETED before a row that is gone), " +
+          'or with -o json one line {"type":"ADDED|MODIFIED|DELETED","object":...} per change. "get assignments -w" shows every shard with its owner, or why it has none, and its latest execution. ' +
+          '"get executions -w" starts from the newest --limit executions of the job (or of all), then keeps to those the other filters match.',
       ].join("\n\n"),
     )
     .argument("<RESOURCE>", `one of ${RESOURCES.join(", ")}`)
@@ -71,6 +76,7 @@ export function registerGet(program: Command, io: CliIo): void {
     .option("--limit <N>", `executions: at most N, newest first (default: ${DEFAULT_EXECUTION_LIMIT}, at most ${MAX_EXECUTION_LIMIT})`, (value: string) =>
       parseInteger(value, "--limit", 1, MAX_EXECUTION_LIMIT),
     )
+    .option("-w, --watch", "after listing, print each change as it happens, until interrupted")
     .action(async (resource: string, name: string | undefined, options: GetOptions) => {
       await runGet(parseResource(resource), name, options, io);
     });
@@ -79,6 +85,10 @@ export function registerGet(program: Command, io: CliIo): void {
 /** `shardline get RESOURCE [NAME]`: fetches and prints in the requested format. */
 export async function runGet(resource: Resource, name: string | undefined, options: GetOptions, io: CliIo): Promise<void> {
   checkFlags(resource, name, options);
+  if (options.watch === true) {
+    await watchGet(resource, name, options, io);
+    return;
+  }
   await withAdminClient(options, io, async (client) => {
     switch (resource) {
       case "jobs":
@@ -149,6 +159,68 @@ async function getExecution(client: AdminClient, id: string, options: GetOptions
   printOne(io, options.output, executionView(response.execution), response.execution, EXECUTION_COLUMNS);
 }
 
+/**
+ * `get RESOURCE [NAME] -w`: the list and then its changes, from AdminService.Watch. The filters
+ * of executions apply to every change; a NAME keeps to that one job, agent or execution.
+ */
+async function watchGet(resource: Resource, name: string | undefined, options: GetOptions, io: CliIo): Promise<void> {
+  const job = resource === "jobs" ? (name ?? "") : resource === "assignments" ? (name ?? options.job ?? "") : (options.job ?? "");
+  const named = (key: string): boolean => name === undefined || resource === "assignments" || key === name;
+  const request = { topics: [WATCH_TOPIC_OF[resource]], job, executionSnapshotLimit: options.limit ?? DEFAULT_EXECUTION_LIMIT };
+  switch (resource) {
+    case "jobs": {
+      const printer = new WatchPrinter(io, options.output, JOB_COLUMNS, "jobs");
+      return followWatch(options, io, request, (message) => {
+        if (message.reset) printer.reset();
+        for (const job of message.jobs) if (named(job.name)) printer.upsert({ key: job.name, view: jobView(job), row: jobView(job) });
+        for (const gone of message.deletedJobs) printer.remove(gone);
+        if (message.synced) printer.synced();
+      });
+    }
+    case "agents": {
+      const printer = new WatchPrinter(io, options.output, AGENT_COLUMNS, "agents");
+      return followWatch(options, io, request, (message) => {
+        if (message.reset) printer.reset();
+        for (const agent of message.agents) if (named(agent.id)) printer.upsert({ key: agent.id, view: agentView(agent), row: agent });
+        for (const gone of message.removedAgents) printer.remove(gone);
+        if (message.synced) printer.synced();
+      });
+    }
+    case "assignments": {
+      const printer = new WatchPrinter(io, options.output, SHARD_WATCH_COLUMNS, "shards");
+      return followWatch(options, io, request, (message) => {
+        if (message.reset) printer.reset();
+        for (const shard of message.shards) {
+          const view = shardWatchView(shard);
+          if (options.agent === undefined || view.agent === options.agent) printer.upsert({ key: `${shard.job}/${shard.shard}`, view, row: view });
+          else printer.remove(`${shard.job}/${shard.shard}`);
+        }
+        for (const gone of message.removedShards) printer.remove(`${gone.job}/${gone.shard}`);
+        if (message.synced) printer.synced();
+      });
+    }
+    case "executions": {
+      const printer = new WatchPrinter(io, options.output, EXECUTION_COLUMNS, "executions");
+      const wanted = (execution: Execution): boolean =>
+        named(execution.id) &&
+        (options.agent === undefined || execution.agent === options.agent) &&
+        (options.state === undefined || execution.state === options.state) &&
+        (options.shard === undefined || execution.shard === options.shard) &&
+        (options.since === undefined || Number(execution.fireTimeUnixMs) >= options.since) &&
+        (options.until === undefined || Number(execution.fireTimeUnixMs) < options.until);
+      return followWatch(options, io, request, (message) => {
+        if (message.reset) printer.reset();
+        for (const execution of message.executions) {
+          if (wanted(execution)) printer.upsert({ key: execution.id, view: executionView(execution), row: execution });
+          // One that left the filter (a state filter: it moved on) is shown leaving.
+          else printer.remove(execution.id);
+        }
+        if (message.synced) printer.synced();
+      });
+    }
+  }
+}
+
 /** Prints a list: an array in JSON/YAML, rows in a table, or a note on stderr when it is empty. */
 function print<V, R>(io: CliIo, format: OutputFormat | undefined, views: V[], rows: readonly R[], columns: readonly Column<R>[], noun: string): void {
   if (format === "json" || format === "yaml") {
@@ -177,6 +249,7 @@ function checkFlags(resource: Resource, name: string | undefined, options: GetOp
     assignments: ["job", "agent"],
     executions: name === undefined ? ["job", "agent", "state", "limit", "shard", "since", "until"] : [],
   };
+  if (options.watch === true && name !== undefined && resource === "executions") accepted.executions = ["job"];
   for (const flag of given) {
     if (accepted[resource].includes(flag)) continue;
     const target = name === undefined ? `"get ${resource}"` : `"get ${resource} NAME"`;
