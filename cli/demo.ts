@@ -18,7 +18,12 @@ export interface DemoOptions {
 }
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const AGENTS = ["agent-a", "agent-b", "agent-c"];
+/** The demo's agents, in two clusters and three zones: the console's shard map groups them so. */
+const AGENTS: Record<string, string[]> = {
+  "agent-a": ["cluster=east", "zone=east-1"],
+  "agent-b": ["cluster=east", "zone=east-2"],
+  "agent-c": ["cluster=west", "zone=west-1"],
+};
 const VICTIM = "agent-b";
 const MANIFEST = `apiVersion: shardline.dev/v1
 kind: ShardedJob
@@ -68,7 +73,17 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
   const spawnAgent = (id: string): void => {
     const child = spawn(
       process.execPath,
-      [join(HERE, "main.js"), "agent", "--controller", controller.grpcAddress, "--id", id, "--handlers", join(HERE, "demo-handlers.js")],
+      [
+        join(HERE, "main.js"),
+        "agent",
+        "--controller",
+        controller.grpcAddress,
+        "--id",
+        id,
+        "--handlers",
+        join(HERE, "demo-handlers.js"),
+        ...(AGENTS[id] ?? []).flatMap((label) => ["--label", label]),
+      ],
       { stdio: ["ignore", logFile, logFile], env: { ...process.env, SHARDLINE_LOG_LEVEL: "info" } },
     );
     agents.set(id, child);
@@ -96,9 +111,11 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
   let victimShards: number[] = [];
   let failoverMs: number | undefined;
   let restarted = false;
+  const consoleUrl = `http://${controller.httpAddress}/`;
   out.write(`Shardline demo: controller ${controller.grpcAddress}, store ${join(dir, "demo.db")}, agent logs ${join(dir, "agents.log")}\n`);
+  out.write(`Web console: ${consoleUrl} (live while the demo runs: ${Math.round(durationMs / 1000)} s; "npm run demo -- --duration 600" to look longer)\n`);
   try {
-    for (const id of AGENTS) spawnAgent(id);
+    for (const id of Object.keys(AGENTS)) spawnAgent(id);
     await admin.applyJob({ manifest: MANIFEST });
     note("applied job sweep: 6 shards, every second");
     while (Date.now() - started < durationMs) {
@@ -127,7 +144,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
           note(`failover: every shard of ${VICTIM} ran elsewhere ${failoverMs} ms after the kill`);
         }
       }
-      const view = await render(admin, executions, events, controller.term);
+      const view = await render(admin, executions, events, controller.term, consoleUrl);
       if (live) out.write(`\x1b[H\x1b[2J${view}`);
       else if (Math.floor(elapsed / 1000) % 5 === 0) out.write(`${view}\n`);
       await new Promise((resolve) => setTimeout(resolve, 1000));
@@ -149,9 +166,15 @@ function interesting(event: WatchEventsResponse): boolean {
   );
 }
 
-async function render(admin: ReturnType<typeof createClient<typeof AdminService>>, executions: Execution[], events: string[], term: number): Promise<string> {
+async function render(
+  admin: ReturnType<typeof createClient<typeof AdminService>>,
+  executions: Execution[],
+  events: string[],
+  term: number,
+  consoleUrl: string,
+): Promise<string> {
   const agents = (await admin.listAgents({})).agents;
-  const lines = [`Shardline demo  ${clock(Date.now())}  term ${term}  (Ctrl-C to stop)`, "", "AGENT      STATE      SHARDS"];
+  const lines = [`Shardline demo  ${clock(Date.now())}  term ${term}  console ${consoleUrl}  (Ctrl-C to stop)`, "", "AGENT      STATE      SHARDS"];
   const states = ["?", "ready", "draining", "lost"];
   for (const agent of agents) {
     lines.push(`${agent.id.padEnd(10)} ${(states[agent.state] ?? "?").padEnd(10)} ${agent.shards.map((s) => s.shard).join(" ")}`);
