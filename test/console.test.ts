@@ -180,7 +180,9 @@ function visibleTestIds(page: ConsolePage): Promise<string[]> {
   );
 }
 
-describe("the web console in Debian's chromium, against a controller and four agents", () => {
+// Each case signs in and waits on the page and the CLI, each wait bounded by BROWSER_WAIT_MS: far
+// above what a case takes idle (a second or two), for a run beside the rest of the suite.
+describe("the web console in Debian's chromium, against a controller and four agents", { timeout: 90_000 }, () => {
   let cluster: ConsoleCluster;
   let browser: HeadlessChromium;
   const pages: ConsolePage[] = [];

@@ -101,7 +101,11 @@ export class ConsolePage {
       if (message.type() === "error") this.problems.push(`console error: ${message.text()}`);
     });
     page.on("pageerror", (error) => this.problems.push(`uncaught: ${error.stack ?? error.message}`));
-    page.on("requestfailed", (request) => this.problems.push(`request failed: ${request.method()} ${request.url()}: ${request.failure()?.errorText ?? "?"}`));
+    page.on("requestfailed", (request) => {
+      const reason = request.failure()?.errorText ?? "?";
+      // Leaving a page aborts its open streams (the console's Watch): that is no failure.
+      if (reason !== "net::ERR_ABORTED") this.problems.push(`request failed: ${request.method()} ${request.url()}: ${reason}`);
+    });
   }
 
   /** Opens `path` (a route of the console, e.g. `/jobs/sweep`) and waits for its document to load. */
