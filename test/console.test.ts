@@ -1,6 +1,7 @@
+import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { AdminService } from "../shared/gen/shardline/v1/admin_service_pb.js";
 import { AgentState } from "../shared/gen/shardline/v1/types_pb.js";
@@ -9,6 +10,9 @@ import { type ConsolePage, HeadlessChromium } from "./harness/browser.js";
 import { type AdminClient, CLI, freePort, requireBuiltCli, shardline, waitFor } from "./harness/processes.js";
 import { RECORDING_HANDLERS } from "./harness/shardline-env.js";
 import { spawnAgent, TrackedProcess } from "./harness/tracked-process.js";
+
+/** The built console the controller serves at `/`. */
+const CONSOLE_PAGE = join(dirname(CLI), "..", "console", "index.html");
 
 /** One token per role; the console signs in with the admin roles, the agents join with theirs. */
 const TOKENS = {
@@ -90,6 +94,7 @@ class ConsoleCluster {
 
   static async start(): Promise<ConsoleCluster> {
     requireBuiltCli();
+    if (!existsSync(CONSOLE_PAGE)) throw new Error(`${CONSOLE_PAGE} is missing: these tests load the built console; run \`npm run build\` first (npm test does)`);
     const dir = await mkdtemp(join(tmpdir(), "shardline-console-"));
     const tokens = join(dir, "tokens");
     await writeFile(tokens, (Object.keys(TOKENS) as (keyof typeof TOKENS)[]).map((role) => `${TOKENS[role]},${NAMES[role]},${role}\n`).join(""));
