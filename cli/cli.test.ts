@@ -333,6 +333,7 @@ describe("shardline get, against a controller on loopback", () => {
         fireComplete: false,
         waitingReason: null,
         revision: 3,
+        traceId: null,
       },
       {
         id: `billing-rollup/${T0}/1/2`,
@@ -351,6 +352,7 @@ describe("shardline get, against a controller on loopback", () => {
         fireComplete: false,
         waitingReason: null,
         revision: 2,
+        traceId: null,
       },
       {
         id: `billing-rollup/${T0}/2/1`,
@@ -369,6 +371,7 @@ describe("shardline get, against a controller on loopback", () => {
         fireComplete: false,
         waitingReason: null,
         revision: null,
+        traceId: null,
       },
     ]);
   });
@@ -666,6 +669,44 @@ describe("shardline rollout, describe job", () => {
       ].join("\n"),
     );
     expect(stdout).toContain("  > 3. pause: until promoted\n");
+  });
+});
+
+describe("shardline describe agent and execution", () => {
+  it("shows an agent in full, and says how to list them for an unknown one", async () => {
+    const { code, stdout } = await shardline(["describe", "agent", "agent-a"]);
+    expect(code).toBe(0);
+    expect(stdout).toBe(
+      [
+        "ID:           agent-a",
+        "State:        ready",
+        "Labels:       zone=eu-1",
+        "Handlers:     billing, reindex",
+        "Capacity:     2    Max concurrent: no limit    Running: 0",
+        "Connected:    2025-12-31T23:59:00Z",
+        "Lease until:  2026-01-01T00:00:02Z",
+        "Version:      0.1.0    Instance: <none>",
+        "Shards (2):",
+        "  billing-rollup/0  billing-rollup/2",
+        "",
+      ].join("\n"),
+    );
+    expect((await shardline(["describe", "agent", "agent-b"])).stdout).toContain("State:        draining (cordoned: gets no new shards; shardline uncordon to undo)\n");
+    expect(await shardline(["describe", "agent", "nope"])).toMatchObject({ code: 3, stderr: expect.stringContaining('agent "nope" not found; run "shardline get agents"') as string });
+  });
+
+  it("shows an execution in full; without a trace id there is no link, even with a template", async () => {
+    const id = `billing-rollup/${T0}/0/1`;
+    const { code, stdout } = await shardline(["describe", "execution", id, "--trace-url-template", "http://jaeger.example/trace/{traceId}"]);
+    expect(code).toBe(0);
+    expect(stdout).toContain(`ID:           ${id}\nJob:          billing-rollup    Shard: 0    Attempt: 1    Revision: 3\nState:        succeeded\n`);
+    expect(stdout).toContain("Finished:     2026-01-01T00:00:01.502Z (1.5s)\nResult:       {\"rows\":12}\nTrace:        none (the controller traces nothing)\n");
+    expect(stdout).not.toContain("Trace link");
+    expect(await shardline(["describe", "execution", id, "--trace-url-template", "jaeger/{traceId}"])).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining("--trace-url-template: \"jaeger/{traceId}\" is not allowed; expected an http:// or https:// URL with {traceId}") as string,
+    });
+    expect(await shardline(["describe", "pod", "x"])).toMatchObject({ code: 2, stderr: expect.stringContaining("expected job, agent or execution") as string });
   });
 });
 

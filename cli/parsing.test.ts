@@ -284,6 +284,7 @@ describe("resource views", () => {
       fireComplete: false,
       waitingReason: null,
       revision: null,
+      traceId: null,
     });
   });
 

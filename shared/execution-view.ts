@@ -55,6 +55,8 @@ export interface ExecutionView {
   waitingReason: string | null;
   /** The job revision it runs (the same for every attempt of its fire); null when recorded without one. */
   revision: number | null;
+  /** The W3C trace id of the trace it runs under; null when the controller traces nothing. */
+  traceId: string | null;
 }
 
 /** Converts an API execution into its JSON view. */
@@ -76,6 +78,7 @@ export function executionView(execution: Execution): ExecutionView {
     fireComplete: execution.fireComplete,
     waitingReason: emptyToNull(execution.waitingReason),
     revision: execution.revision === 0n ? null : Number(execution.revision),
+    traceId: emptyToNull(execution.traceId),
   };
 }
 

@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ExecutionState } from "../shared/gen/shardline/v1/types_pb.js";
 import { parsePrometheusText, type PrometheusSample, sampleValue } from "../shared/telemetry/testing/prometheus-text.js";
-import { type AdminClient, adminClient, CliProcess, freePort, requireBuiltCli, startAgent, waitFor } from "./harness/processes.js";
+import { type AdminClient, adminClient, CliProcess, freePort, requireBuiltCli, shardline, startAgent, waitFor } from "./harness/processes.js";
 
 // Traces, metrics and the dashboard, end to end: a real controller and a real agent process
 // export their spans over OTLP/HTTP to a receiver in this test, and serve /metrics.
@@ -205,6 +205,7 @@ class TracedCluster {
   admin!: AdminClient;
   controllerHttp = "";
   agentHttp = "";
+  grpc = "";
 
   async start(receiver: OtlpReceiver, protocol: "http/json" | "http/protobuf"): Promise<void> {
     this.dir = await mkdtemp(join(tmpdir(), "shardline-telemetry-"));
@@ -216,6 +217,7 @@ class TracedCluster {
       OTEL_BSP_SCHEDULE_DELAY: "50",
     };
     const grpc = `127.0.0.1:${await freePort()}`;
+    this.grpc = grpc;
     this.controllerHttp = `127.0.0.1:${await freePort()}`;
     this.agentHttp = `127.0.0.1:${await freePort()}`;
     this.controller = new CliProcess("controller", ["controller", "--listen", grpc, "--http", this.controllerHttp, "--store", `sqlite:${join(this.dir, "state.db")}`], env);
@@ -330,6 +332,18 @@ describe("telemetry of a real controller and agent", () => {
     expect(handlerSpans.map((span) => span.parentSpanId).sort()).toEqual(executionSpans.map((span) => span.spanId).sort());
     // Three fires, three traces.
     expect(new Set(fires.map((span) => span.traceId)).size).toBe(3);
+
+    // The trace id is in the API and the CLI: get -o json and -o wide, and describe, with a link.
+    const cli = (...args: string[]) => shardline(args, { SHARDLINE_CONTROLLER: cluster.grpc });
+    const printed = JSON.parse((await cli("get", "executions", "--job", "traced", "-o", "json")).stdout) as { id: string; traceId: string | null }[];
+    for (const id of traced) expect(printed.find((execution) => execution.id === id)?.traceId).toBe(fire!.traceId);
+    const wide = (await cli("get", "executions", "--job", "traced", "-o", "wide")).stdout.split("\n");
+    expect(wide[0]).toMatch(/\bTRACE$/);
+    expect(wide.find((line) => line.startsWith(`${traced[0]!} `))).toMatch(new RegExp(`\\s${fire!.traceId}$`));
+    const described = await cli("describe", "execution", traced[0]!, "--trace-url-template", "http://jaeger.example:16686/trace/{traceId}");
+    expect(described.stdout).toContain(`Trace:        ${fire!.traceId}\nTrace link:   http://jaeger.example:16686/trace/${fire!.traceId}\n`);
+    const fromEnv = await shardline(["describe", "execution", traced[0]!], { SHARDLINE_CONTROLLER: cluster.grpc, SHARDLINE_TRACE_URL_TEMPLATE: "https://tempo.example/t/{traceId}" });
+    expect(fromEnv.stdout).toContain(`Trace link:   https://tempo.example/t/${fire!.traceId}\n`);
 
     // Metrics: what the controller counted is what its history holds.
     const listed = (await cluster.admin.listExecutions({ limit: 1000 })).executions;

@@ -7,7 +7,7 @@ import type { startTracing as StartTracing } from "../../shared/telemetry/tracin
 import { DEFAULT_CONTROLLER_ADDRESS, DEFAULT_HTTP_ADDRESS, parseHostPort } from "../controller-address.js";
 import type { CliIo } from "../output.js";
 import { importPart, nextSignal } from "./lifecycle.js";
-import { parseInteger, parseSeconds, parseStore } from "./options.js";
+import { parseInteger, parseSeconds, parseStore, parseTraceUrlTemplate } from "./options.js";
 import { checkPlaintextListen } from "../../shared/security/listen-policy.js";
 import { tlsFiles } from "./admin.js";
 
@@ -176,20 +176,6 @@ export function controllerStartOptions(options: ControllerOptions, logLevel: str
     ...limitOptions(options),
     ...tlsOptions(options),
   };
-}
-
-/** --trace-url-template: an http(s) URL with {traceId} in it. */
-export function parseTraceUrlTemplate(value: string): string {
-  let url: URL | undefined;
-  try {
-    url = new URL(value.replaceAll("{traceId}", "0"));
-  } catch {
-    url = undefined;
-  }
-  if (url === undefined || (url.protocol !== "http:" && url.protocol !== "https:") || !value.includes("{traceId}")) {
-    throw ShardlineError.invalid("--trace-url-template", value, "an http:// or https:// URL with {traceId} where the trace id goes, e.g. http://jaeger:16686/trace/{traceId}");
-  }
-  return value;
 }
 
 /** --tls-cert, --tls-key, --tls-ca and --tls-refresh-interval (checked by the controller before it listens). */

@@ -131,3 +131,17 @@ export function parseInstant(value: string, field: string, now: number = Date.no
   }
   return parsed;
 }
+
+/** --trace-url-template: an http(s) URL with {traceId} in it. */
+export function parseTraceUrlTemplate(value: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(value.replaceAll("{traceId}", "0"));
+  } catch {
+    url = undefined;
+  }
+  if (url === undefined || (url.protocol !== "http:" && url.protocol !== "https:") || !value.includes("{traceId}")) {
+    throw ShardlineError.invalid("--trace-url-template", value, "an http:// or https:// URL with {traceId} where the trace id goes, e.g. http://jaeger:16686/trace/{traceId}");
+  }
+  return value;
+}

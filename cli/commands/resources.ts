@@ -349,6 +349,7 @@ export const EXECUTION_COLUMNS: readonly Column<Execution>[] = [
   { header: "FINISHED", value: (execution) => tableTime(execution.finishedAtUnixMs), wide: true },
   { header: "ERROR", value: (execution) => truncate(execution.error, ERROR_CELL_CHARS) || NONE, wide: true },
   { header: "WAITING", value: (execution) => execution.waitingReason || NONE, wide: true },
+  { header: "TRACE", value: (execution) => execution.traceId || NONE, wide: true },
 ];
 
 /** Finished minus started; "-" until both are known, since the table does not read the clock. */

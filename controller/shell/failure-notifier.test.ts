@@ -161,6 +161,7 @@ describe("failure webhooks", () => {
       fireComplete: false,
       waitingReason: null,
       revision: 1,
+      traceId: null,
     });
   });
 
