@@ -736,6 +736,14 @@ describe("shardline events", () => {
     }
   });
 
+  it("refuses an unknown --job at once, naming it (exit 3)", async () => {
+    expect(await shardline(["events", "--job", "no-such-job", "-w"])).toMatchObject({
+      code: 3,
+      stdout: "",
+      stderr: expect.stringMatching(/no-such-job.*not found.*shardline get jobs/) as string,
+    });
+  });
+
   it("prints one JSON object per line with -o json, filtered by --job", async () => {
     const { stdout } = await shardline(["events", "--job", "billing-rollup", "-o", "json"]);
     expect(stdout.trimEnd().split("\n").map((line) => JSON.parse(line) as unknown)).toEqual([

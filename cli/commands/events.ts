@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { type WatchEventsResponse, WatchTopic } from "../../shared/gen/shardline/v1/admin_service_pb.js";
 import { isoTime, oneLine, parseOutputFormat, tableTime, type CliIo, type OutputFormat } from "../output.js";
-import { addControllerOption } from "./admin.js";
+import { addControllerOption, withAdminClient, withNotFoundHint } from "./admin.js";
 import { followWatch } from "./watch.js";
 
 /** The flags of `shardline events`, parsed. */
@@ -50,6 +50,15 @@ export function registerEvents(program: Command, io: CliIo): void {
  */
 export async function runEvents(options: EventsOptions, io: CliIo): Promise<void> {
   const follow = options.watch === true || options.follow === true;
+  const job = options.job;
+  // A job that does not exist would have no events: say so at once rather than wait for none.
+  if (job !== undefined) {
+    await withAdminClient(options, io, (client) =>
+      client.getJob({ name: job }).catch((error: unknown) => {
+        throw withNotFoundHint(error, 'run "shardline get jobs" to list the jobs');
+      }),
+    );
+  }
   let printed = 0;
   await followWatch(options, io, { topics: [WatchTopic.EVENTS], job: options.job ?? "" }, (message) => {
     for (const event of message.events) io.stdout(options.output === "json" ? `${JSON.stringify(eventView(event))}\n` : `${eventLine(event)}\n`);
