@@ -235,11 +235,10 @@ describe("the web console in Debian's chromium, against a controller and four ag
     const page = await signedIn("viewer", "/");
     const live = new Set(await cluster.liveAgents());
     expect(live.size).toBe(AGENTS.length);
-    const expected = JOBS.flatMap((job) => Array.from({ length: job.shards }, (_, shard) => ({ job: job.name, shard, live: true })));
-    const drawn = async () =>
-      (await shardCells(page)).map((cell) => ({ job: cell.job, shard: cell.shard, live: live.has(cell.agent) })).sort((a, b) => a.job.localeCompare(b.job) || a.shard - b.shard);
-    const sorted = expected.sort((a, b) => a.job.localeCompare(b.job) || a.shard - b.shard);
-    await expect.poll(drawn, { timeout: BROWSER_WAIT_MS, interval: 250 }).toEqual(sorted);
+    const byShard = (a: { job: string; shard: number }, b: { job: string; shard: number }) => a.job.localeCompare(b.job) || a.shard - b.shard;
+    const expected = JOBS.flatMap((job) => Array.from({ length: job.shards }, (_, shard) => ({ job: job.name, shard, live: true }))).sort(byShard);
+    const drawn = async () => (await shardCells(page)).map((cell) => ({ job: cell.job, shard: cell.shard, live: live.has(cell.agent) })).sort(byShard);
+    await expect.poll(drawn, { timeout: BROWSER_WAIT_MS, interval: 250 }).toEqual(expected);
     for (const job of JOBS) {
       expect(await page.page.locator(`[data-testid="shard-cell"][data-job="${job.name}"]`).count()).toBe(job.shards);
     }
@@ -247,9 +246,8 @@ describe("the web console in Debian's chromium, against a controller and four ag
 
   it("trigger on a job's page makes executions of every shard, which the CLI lists", async () => {
     const job = JOBS[0];
-    const triggeredBefore = async () =>
-      new Set((await cluster.cliJson<ExecutionJson[]>("viewer", "executions", "--job", job.name, "--limit", "10000")).filter((e) => e.cause === "trigger").map((e) => e.id));
-    const before = await triggeredBefore();
+    const triggered = async () => (await cluster.cliJson<ExecutionJson[]>("viewer", "executions", "--job", job.name, "--limit", "10000")).filter((e) => e.cause === "trigger");
+    const before = new Set((await triggered()).map((e) => e.id));
     const page = await signedIn("operator", `/jobs/${job.name}`);
     await page.testId("job-page").waitFor({ timeout: BROWSER_WAIT_MS });
     await page.testId("action-trigger").click({ timeout: BROWSER_WAIT_MS });
@@ -260,18 +258,18 @@ describe("the web console in Debian's chromium, against a controller and four ag
     await page.testId("action-done").waitFor({ timeout: BROWSER_WAIT_MS });
     expect(await page.testId("action-error").count()).toBe(0);
 
-    const triggered = await waitFor(
+    const made = await waitFor(
       `the CLI to list a triggered execution of each of ${job.name}'s ${job.shards} shards`,
       async () => {
-        const listed = (await cluster.cliJson<ExecutionJson[]>("viewer", "executions", "--job", job.name, "--limit", "10000")).filter((e) => e.cause === "trigger" && !before.has(e.id));
+        const listed = (await triggered()).filter((e) => !before.has(e.id));
         return new Set(listed.map((e) => e.shard)).size === job.shards ? listed : undefined;
       },
       BROWSER_WAIT_MS,
     );
-    expect(triggered.map((e) => e.shard).sort((a, b) => a - b)).toEqual(Array.from({ length: job.shards }, (_, shard) => shard));
+    expect(made.map((e) => e.shard).sort((a, b) => a - b)).toEqual(Array.from({ length: job.shards }, (_, shard) => shard));
     // One trigger is one fire: every shard's execution serves the same instant.
-    expect(new Set(triggered.map((e) => e.fireTime)).size).toBe(1);
-    for (const execution of triggered) expect(execution.id).toMatch(new RegExp(`^${job.name}/\\d+/${execution.shard}/1$`));
+    expect(new Set(made.map((e) => e.fireTime)).size).toBe(1);
+    for (const execution of made) expect(execution.id).toMatch(new RegExp(`^${job.name}/\\d+/${execution.shard}/1$`));
   });
 
   it("shows a viewer no action buttons on a job's page or the agents page, where an operator sees them", async () => {
