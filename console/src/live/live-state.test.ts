@@ -92,4 +92,20 @@ describe("LiveState, the console's copy of a watch", () => {
     expect(state.lastFinishedFire("rollup").map((e) => e.id).sort()).toEqual(["rollup/1000/0/2", "rollup/1000/1/1"]);
     expect(state.lastFinishedFire("other")).toEqual([]);
   });
+
+  it("colours a shard by its run before when its latest is only dispatched ahead of its fire instant", () => {
+    const state = new LiveState();
+    const withRun = (run: ReturnType<typeof execution>) => create(ShardStatusSchema, { job: "rollup", shard: 0, agent: "w-1", lastExecution: run });
+    const ahead = (fire: number) => create(ExecutionSchema, { ...execution("rollup", 0, fire, ExecutionState.PENDING), agent: "w-1" });
+    state.apply(message({ synced: true, shards: [withRun(ahead(1000))] }));
+    // Nothing seen before it: the pending run is all there is.
+    expect(state.shownRun(state.shards.get(shardKey("rollup", 0))!)?.id).toBe("rollup/1000/0/1");
+    state.apply(message({ shards: [withRun(execution("rollup", 0, 1000, ExecutionState.FAILED))] }));
+    state.apply(message({ shards: [withRun(ahead(2000))] }));
+    expect(state.shownRun(state.shards.get(shardKey("rollup", 0))!)?.state).toBe(ExecutionState.FAILED);
+    // A pending run that waits for something (no owner, no slot) is shown as it is.
+    const waiting = create(ExecutionSchema, { ...execution("rollup", 0, 3000, ExecutionState.PENDING), waitingReason: "shard 0 has no owner" });
+    state.apply(message({ shards: [withRun(waiting)] }));
+    expect(state.shownRun(state.shards.get(shardKey("rollup", 0))!)?.id).toBe("rollup/3000/0/1");
+  });
 });

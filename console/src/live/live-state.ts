@@ -35,18 +35,27 @@ export class LiveState {
   #byJobVersion = -1;
   #finished = new Map<string, Execution[]>();
   #finishedVersion = -1;
+  /** Each shard's latest run seen that was more than dispatched ahead of its fire: see shownRun. */
+  readonly #settled = new Map<string, Execution>();
 
   /** Applies one message of a watch, at `now` (this browser's clock, ms); tells the listeners. */
   apply(message: WatchResponse, now: number = Date.now()): void {
     if (message.reset) this.clear();
     for (const job of message.jobs) this.jobs.set(job.name, job);
     for (const agent of message.agents) this.agents.set(agent.id, agent);
-    for (const shard of message.shards) this.shards.set(shardKey(shard.job, shard.shard), shard);
+    for (const shard of message.shards) {
+      const key = shardKey(shard.job, shard.shard);
+      this.shards.set(key, shard);
+      if (shard.lastExecution !== undefined && !awaitsItsInstant(shard.lastExecution)) this.#settled.set(key, shard.lastExecution);
+    }
     for (const execution of message.executions) this.executions.set(execution.id, execution);
     // Removals come after the upserts of the same kind (WatchResponse).
     for (const name of message.deletedJobs) this.#deleteJob(name);
     for (const id of message.removedAgents) this.agents.delete(id);
-    for (const ref of message.removedShards) this.shards.delete(shardKey(ref.job, ref.shard));
+    for (const ref of message.removedShards) {
+      this.shards.delete(shardKey(ref.job, ref.shard));
+      this.#settled.delete(shardKey(ref.job, ref.shard));
+    }
     if (message.events.length > 0) this.events = [...this.events, ...message.events].slice(-KEPT_EVENTS);
     if (this.executions.size > KEPT_EXECUTIONS * 1.25) this.#trimExecutions();
     if (message.status !== undefined) {
@@ -64,6 +73,7 @@ export class LiveState {
     this.jobs.clear();
     this.agents.clear();
     this.shards.clear();
+    this.#settled.clear();
     this.executions.clear();
     this.events = [];
     this.status = undefined;
@@ -74,6 +84,19 @@ export class LiveState {
   subscribe(listener: () => void): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
+  }
+
+  /**
+   * The run the map colours a shard by: its latest, except that a run merely dispatched ahead of
+   * its fire instant (pending, on its agent, waiting for nothing else) shows the shard's run
+   * before it when one was seen. A job firing every second always has such a run; amber all over
+   * the map would hide how the runs actually go.
+   */
+  shownRun(shard: ShardStatus): Execution | undefined {
+    const latest = shard.lastExecution;
+    if (latest === undefined || !awaitsItsInstant(latest)) return latest;
+    const settled = this.#settled.get(shardKey(shard.job, shard.shard));
+    return settled !== undefined && settled.fireTimeUnixMs < latest.fireTimeUnixMs ? settled : latest;
   }
 
   /** A job's shards, by number (indexed once per version). */
@@ -134,6 +157,11 @@ export class LiveState {
     this.executions.clear();
     for (const execution of newest) this.executions.set(execution.id, execution);
   }
+}
+
+/** A pending run on its agent that waits for nothing but its fire instant. */
+function awaitsItsInstant(execution: Execution): boolean {
+  return execution.state === ExecutionState.PENDING && execution.agent !== "" && execution.waitingReason === "";
 }
 
 /** A state no execution leaves (every one but PENDING, RUNNING and UNKNOWN). */

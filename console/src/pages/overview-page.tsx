@@ -40,7 +40,7 @@ export function OverviewPage() {
         {figure(status?.shardsUnassigned, "status-shards-unassigned", "shards unassigned", (status?.shardsUnassigned ?? 0) > 0 ? "figure-warn" : "")}
       </div>
       <MapLegend />
-      {!live.synced && live.version === 0 ? <p class="muted">Reading the shard map…</p> : <ShardMapView map={map} lookup={(job, shard) => live.shards.get(shardKey(job, shard))} />}
+      {!live.synced && live.version === 0 ? <p class="muted">Reading the shard map…</p> : <ShardMapView map={map} lookup={(job, shard) => live.shards.get(shardKey(job, shard))} runOf={(shard) => live.shownRun(shard)} />}
       <RecentEvents />
     </section>
   );

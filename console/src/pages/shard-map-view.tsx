@@ -1,5 +1,6 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import type { ShardStatus } from "../../../shared/gen/shardline/v1/admin_service_pb.js";
+import type { Execution } from "../../../shared/gen/shardline/v1/types_pb.js";
 import { agentStateName, executionStateName, LEGEND, toneOf } from "../model/states.js";
 import { DEFAULT_GEOMETRY, type MapColumn, type MapRow, type ShardMap, visibleRows } from "../model/shard-map.js";
 import { executionHref, jobHref, Link, navigate } from "../ui/router.js";
@@ -37,7 +38,7 @@ export function MapLegend() {
  * its latest run's colour. Only the rows in view (and a margin) are drawn, so a thousand agents
  * and ten thousand shards scroll as smoothly as ten; the row heights come from the map's model.
  */
-export function ShardMapView({ map, lookup }: { map: ShardMap; lookup(job: string, shard: number): ShardStatus | undefined }) {
+export function ShardMapView({ map, lookup, runOf }: { map: ShardMap; lookup(job: string, shard: number): ShardStatus | undefined; runOf(shard: ShardStatus): Execution | undefined }) {
   const scroller = useRef<HTMLDivElement>(null);
   const header = useRef<HTMLDivElement>(null);
   const [view, setView] = useState({ top: 0, height: 600 });
@@ -71,7 +72,8 @@ export function ShardMapView({ map, lookup }: { map: ShardMap; lookup(job: strin
     if (square === null) return;
     const job = square.dataset.job ?? "";
     const shard = lookup(job, Number(square.dataset.shard));
-    navigate(shard?.lastExecution === undefined ? jobHref(job) : executionHref(shard.lastExecution.id));
+    const run = shard === undefined ? undefined : runOf(shard);
+    navigate(run === undefined ? jobHref(job) : executionHref(run.id));
   };
 
   return (
@@ -88,7 +90,7 @@ export function ShardMapView({ map, lookup }: { map: ShardMap; lookup(job: strin
       </div>
       <div class="map-body" style={{ height: `${map.height}px`, width: `${width}px` }} onClick={open}>
         {map.rows.slice(start, end).map((row) => (
-          <MapLine key={row.key} row={row} columns={map.columns} widths={widths} />
+          <MapLine key={row.key} row={row} columns={map.columns} widths={widths} runOf={runOf} />
         ))}
       </div>
       {map.columns.length === 0 && <p class="muted map-empty">No jobs yet: apply one (shardline apply -f job.yaml) and its shards appear here.</p>}
@@ -96,7 +98,7 @@ export function ShardMapView({ map, lookup }: { map: ShardMap; lookup(job: strin
   );
 }
 
-function MapLine({ row, columns, widths }: { row: MapRow; columns: readonly MapColumn[]; widths: readonly number[] }) {
+function MapLine({ row, columns, widths, runOf }: { row: MapRow; columns: readonly MapColumn[]; widths: readonly number[]; runOf(shard: ShardStatus): Execution | undefined }) {
   const place = { top: `${row.top}px`, height: `${row.height}px` };
   if (row.kind === "group") {
     return (
@@ -125,20 +127,20 @@ function MapLine({ row, columns, widths }: { row: MapRow; columns: readonly MapC
         )}
       </div>
       {columns.map((column, i) => (
-        <Cell key={column.job} shards={row.cells.get(column.job)} agentId={row.agentId} perLine={column.perLine} width={widths[i]!} />
+        <Cell key={column.job} shards={row.cells.get(column.job)} agentId={row.agentId} perLine={column.perLine} width={widths[i]!} runOf={runOf} />
       ))}
     </div>
   );
 }
 
-function Cell({ shards, agentId, perLine, width }: { shards: readonly ShardStatus[] | undefined; agentId: string; perLine: number; width: number }) {
+function Cell({ shards, agentId, perLine, width, runOf }: { shards: readonly ShardStatus[] | undefined; agentId: string; perLine: number; width: number; runOf(shard: ShardStatus): Execution | undefined }) {
   const shown = shards?.slice(0, DEFAULT_GEOMETRY.maxSquares) ?? [];
   const hidden = (shards?.length ?? 0) - shown.length;
   return (
     <div class="map-cell" style={{ width: `${width}px` }}>
       <div class="squares" style={{ maxWidth: `${perLine * DEFAULT_GEOMETRY.pitch}px` }}>
         {shown.map((shard) => {
-          const state = executionStateName(shard.lastExecution?.state);
+          const state = executionStateName(runOf(shard)?.state);
           const classes = `sq tone-${toneOf(state)}${shard.revoking ? " revoking" : ""}${shard.disabled ? " disabled" : ""}`;
           const why = shard.unassignedReason === "" ? "" : ` — ${shard.unassignedReason}`;
           return (
