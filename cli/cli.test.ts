@@ -433,9 +433,10 @@ describe("shardline get, against a controller on loopback", () => {
   it("prints readable aligned tables, with more columns for -o wide", async () => {
     expect((await shardline(["get", "jobs"])).stdout).toBe(
       [
-        "NAME             SCHEDULE        SHARDS   HANDLER   PAUSED   NEXT FIRE              LAST FIRE",
-        "billing-rollup   */5 * * * * *   3        billing   false    2026-01-01T00:00:05Z   2026-01-01T00:00:00Z",
-        "reindex          <none>          1        reindex   true     <none>                 <none>",
+        // Times in the job's spec.timeZone (Asia/Shanghai), with its offset.
+        "NAME             SCHEDULE        SHARDS   HANDLER   PAUSED   NEXT FIRE                   LAST FIRE",
+        "billing-rollup   */5 * * * * *   3        billing   false    2026-01-01T08:00:05+08:00   2026-01-01T08:00:00+08:00",
+        "reindex          <none>          1        reindex   true     <none>                      <none>",
         "",
       ].join("\n"),
     );
@@ -457,9 +458,9 @@ describe("shardline get, against a controller on loopback", () => {
       ].join("\n"),
     );
     const executions = (await shardline(["get", "executions"])).stdout.split("\n");
-    expect(executions[0]).toBe("ID                                 JOB              SHARD   ATTEMPT   REVISION   AGENT     STATE       FIRE TIME              DURATION");
-    expect(executions[1]).toBe(`billing-rollup/${T0}/0/1   billing-rollup   0       1         3          agent-a   succeeded   2026-01-01T00:00:00Z   1.5s`);
-    expect(executions[3]).toBe(`billing-rollup/${T0}/2/1   billing-rollup   2       1         <none>     <none>    pending     2026-01-01T00:00:00Z   -`);
+    expect(executions[0]).toBe("ID                                 JOB              SHARD   ATTEMPT   REVISION   AGENT     STATE       FIRE TIME                   DURATION");
+    expect(executions[1]).toBe(`billing-rollup/${T0}/0/1   billing-rollup   0       1         3          agent-a   succeeded   2026-01-01T08:00:00+08:00   1.5s`);
+    expect(executions[3]).toBe(`billing-rollup/${T0}/2/1   billing-rollup   2       1         <none>     <none>    pending     2026-01-01T08:00:00+08:00   -`);
   });
 
   it("turns --job, --agent, --state and --limit into the ListExecutions request, limit 100 by default", async () => {
@@ -659,7 +660,7 @@ describe("shardline rollout, describe job", () => {
     expect(stdout).toContain(
       [
         "Revision:     3",
-        "Last fire:    2026-01-01T00:00:00Z",
+        "Last fire:    2026-01-01T08:00:00+08:00",
         "Next fires:   <none>",
         "",
         "Rollout:",
@@ -700,7 +701,7 @@ describe("shardline describe agent and execution", () => {
     const { code, stdout } = await shardline(["describe", "execution", id, "--trace-url-template", "http://jaeger.example/trace/{traceId}"]);
     expect(code).toBe(0);
     expect(stdout).toContain(`ID:           ${id}\nJob:          billing-rollup    Shard: 0    Attempt: 1    Revision: 3\nState:        succeeded\n`);
-    expect(stdout).toContain("Finished:     2026-01-01T00:00:01.502Z (1.5s)\nResult:       {\"rows\":12}\nTrace:        none (the controller traces nothing)\n");
+    expect(stdout).toContain("Finished:     2026-01-01T08:00:01.502+08:00 (1.5s)\nResult:       {\"rows\":12}\nTrace:        none (the controller traces nothing)\n");
     expect(stdout).not.toContain("Trace link");
     expect(await shardline(["describe", "execution", id, "--trace-url-template", "jaeger/{traceId}"])).toMatchObject({
       code: 2,

@@ -69,10 +69,43 @@ export function renderDocument(value: unknown, format: "json" | "yaml"): string 
 }
 
 
-/** An instant for a table cell: ISO-8601 without zero milliseconds, or `<none>`. */
-export function tableTime(unixMs: bigint | number): string {
+/**
+ * An instant for a table cell: ISO-8601 without zero milliseconds, or `<none>`; in UTC (`Z`), or
+ * with `timeZone` (a job's spec.timeZone) as that zone's wall-clock time and offset, e.g.
+ * `2026-01-01T08:00:00+08:00` for Asia/Shanghai.
+ */
+export function tableTime(unixMs: bigint | number, timeZone?: string | null): string {
   const iso = isoTime(unixMs);
-  return iso === null ? NONE : iso.replace(/\.000Z$/, "Z");
+  if (iso === null) return NONE;
+  if (timeZone === undefined || timeZone === null || timeZone === "UTC" || timeZone === "Etc/UTC") return iso.replace(/\.000Z$/, "Z");
+  const ms = Number(unixMs);
+  const parts = Object.fromEntries(zoneFormat(timeZone).formatToParts(new Date(ms)).map((part) => [part.type, part.value]));
+  // "GMT+08:00", or "GMT" for an offset of zero.
+  const offset = parts.timeZoneName === "GMT" ? "+00:00" : (parts.timeZoneName ?? "").replace(/^GMT/, "");
+  const millis = ms % 1000 === 0 ? "" : `.${String(((ms % 1000) + 1000) % 1000).padStart(3, "0")}`;
+  return `${parts.year}-${parts.month}-${parts.day}T${parts.hour === "24" ? "00" : parts.hour}:${parts.minute}:${parts.second}${millis}${offset}`;
+}
+
+const zoneFormats = new Map<string, Intl.DateTimeFormat>();
+
+/** The wall-clock parts and offset of an instant in `timeZone` (one formatter per zone). */
+function zoneFormat(timeZone: string): Intl.DateTimeFormat {
+  let format = zoneFormats.get(timeZone);
+  if (format === undefined) {
+    format = new Intl.DateTimeFormat("en-US", {
+      timeZone,
+      hourCycle: "h23",
+      year: "numeric",
+      month: "2-digit",
+      day: "2-digit",
+      hour: "2-digit",
+      minute: "2-digit",
+      second: "2-digit",
+      timeZoneName: "longOffset",
+    });
+    zoneFormats.set(timeZone, format);
+  }
+  return format;
 }
 
 /** How a table shows an empty cell, as kubectl does. */

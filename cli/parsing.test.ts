@@ -11,7 +11,7 @@ import { defaultAgentId, parseAgentId, parseAllowScript, parseInteger, parseLabe
 import { agentView, executionView, jobView, parseExecutionState } from "./commands/resources.js";
 import { parseHostPort, resolveControllerAddress } from "./controller-address.js";
 import { ExitCode, exitCodeOf } from "./exit-codes.js";
-import { formatDuration, isoTime, oneLine, parseOutputFormat, renderDocument, renderTable } from "./output.js";
+import { formatDuration, isoTime, oneLine, parseOutputFormat, renderDocument, renderTable, tableTime } from "./output.js";
 
 /** The ShardlineError a parser throws, so its message can be checked. */
 function failure(parse: () => unknown): ShardlineError {
@@ -364,5 +364,20 @@ describe("apply", () => {
     expect(triggerOutcome("j", { fireTimeUnixMs: 1_700_000_000_000n, executionIds: ["a", "b"] })).toBe(
       "job/j triggered: fire 2023-11-14T22:13:20Z, 2 executions",
     );
+  });
+});
+
+describe("tableTime in a job's zone", () => {
+  it("shows the zone's wall clock with its offset, UTC as Z, and milliseconds only when there are some", () => {
+    const instant = Date.UTC(2026, 0, 1, 0, 0, 5);
+    expect(tableTime(instant)).toBe("2026-01-01T00:00:05Z");
+    expect(tableTime(instant, "UTC")).toBe("2026-01-01T00:00:05Z");
+    expect(tableTime(instant, "Asia/Shanghai")).toBe("2026-01-01T08:00:05+08:00");
+    expect(tableTime(instant + 42, "America/New_York")).toBe("2025-12-31T19:00:05.042-05:00");
+    // Summer time moves the offset; a half-hour zone keeps its minutes; an offset of zero is +00:00.
+    expect(tableTime(Date.UTC(2026, 6, 1, 12), "Europe/Berlin")).toBe("2026-07-01T14:00:00+02:00");
+    expect(tableTime(Date.UTC(2026, 6, 1, 12), "Asia/Kolkata")).toBe("2026-07-01T17:30:00+05:30");
+    expect(tableTime(Date.UTC(2026, 0, 1, 12), "Europe/London")).toBe("2026-01-01T12:00:00+00:00");
+    expect(tableTime(0, "Asia/Shanghai")).toBe("<none>");
   });
 });

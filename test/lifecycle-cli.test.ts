@@ -160,7 +160,7 @@ describe("job lifecycle through the shardline binary", () => {
     const [pending] = await json(["get", "executions", "--job", "orphan", "--state", "pending", "--shard", "1"]);
     expect(pending!.waitingReason).toBe(`shard 1: no owner (${why})`);
     const wide = await shardline(["get", "executions", "--job", "orphan", "--state", "pending", "--shard", "1", "-o", "wide"], env);
-    expect(wide.stdout).toMatch(/WAITING\n/);
+    expect(wide.stdout).toMatch(/WAITING\s+TRACE\n/);
     expect(wide.stdout).toContain(`shard 1: no owner (${why})`);
 
     const described = await shardline(["describe", "job", "orphan"], env);

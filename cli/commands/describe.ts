@@ -4,7 +4,7 @@ import { formatDuration, parseOutputFormat, renderDocument, renderTable, tableTi
 import { addControllerOption, withAdminClient, withNotFoundHint } from "./admin.js";
 import { rolloutText } from "./rollout.js";
 import { parseTraceUrlTemplate } from "./options.js";
-import { EXECUTION_COLUMNS, agentStateName, agentView, assignmentColumns, assignmentRows, assignmentView, executionView, jobView, type JobView } from "./resources.js";
+import { agentStateName, executionColumns, agentView, assignmentColumns, assignmentRows, assignmentView, executionView, jobView, type JobView } from "./resources.js";
 
 /** Recent executions shown by `describe job`. */
 const RECENT = 10;
@@ -91,6 +91,11 @@ async function describeExecution(id: string, options: DescribeOptions, io: CliIo
     const execution = response.execution;
     if (execution === undefined) throw new ShardlineError("internal", `the controller answered GetExecution for "${id}" without an execution`);
     const view = executionView(execution);
+    // Times in the job's zone; a job deleted since shows them in UTC.
+    const zone = await client.getJob({ name: execution.job }).then(
+      (answer) => (answer.job === undefined ? undefined : (jobView(answer.job).timeZone ?? undefined)),
+      () => undefined,
+    );
     const traceUrl = template === undefined || view.traceId === null ? null : template.replaceAll("{traceId}", view.traceId);
     if (options.output === "json" || options.output === "yaml") {
       io.stdout(renderDocument({ ...view, traceUrl }, options.output));
@@ -103,9 +108,9 @@ async function describeExecution(id: string, options: DescribeOptions, io: CliIo
       `State:        ${view.state}${execution.queuePosition > 0 ? ` (#${execution.queuePosition} in line)` : ""}`,
       `Cause:        ${view.cause ?? NONE}`,
       `Agent:        ${view.agent ?? NONE}`,
-      `Fire time:    ${tableTime(execution.fireTimeUnixMs)}`,
-      `Started:      ${tableTime(execution.startedAtUnixMs)}`,
-      `Finished:     ${tableTime(execution.finishedAtUnixMs)}${duration}`,
+      `Fire time:    ${tableTime(execution.fireTimeUnixMs, zone)}`,
+      `Started:      ${tableTime(execution.startedAtUnixMs, zone)}`,
+      `Finished:     ${tableTime(execution.finishedAtUnixMs, zone)}${duration}`,
       ...(view.waitingReason === null ? [] : [`Waiting:      ${view.waitingReason}`]),
       ...(view.error === null ? [] : [`Error:        ${view.error}`]),
       ...(view.result === null ? [] : [`Result:       ${view.result}`]),
@@ -160,7 +165,7 @@ async function describeJob(name: string, options: DescribeOptions, io: CliIo): P
     const rows = assignmentRows(assignments, unassigned);
     lines.push(rows.length === 0 ? `  ${NONE}` : indent(renderTable(rows, assignmentColumns(rows))));
     lines.push("", `Recent executions (newest ${RECENT}):`);
-    lines.push(executions.length === 0 ? `  ${NONE}` : indent(renderTable(executions, EXECUTION_COLUMNS)));
+    lines.push(executions.length === 0 ? `  ${NONE}` : indent(renderTable(executions, executionColumns(() => job.timeZone ?? undefined))));
     io.stdout(`${lines.join("\n")}\n`);
   });
 }
@@ -171,7 +176,7 @@ function summary(job: JobView): string[] {
     const value = spec[key];
     return value === undefined || value === "" ? NONE : typeof value === "object" ? JSON.stringify(value) : String(value);
   };
-  const upcoming = job.upcomingFires.map((t) => tableTime(Date.parse(t)));
+  const upcoming = job.upcomingFires.map((t) => tableTime(Date.parse(t), job.timeZone));
   return [
     `Name:         ${job.name}`,
     `Schedule:     ${job.schedule ?? "none (manual triggers only)"}${job.schedule === null ? "" : ` in ${job.timeZone ?? "UTC"}`}`,
@@ -181,7 +186,7 @@ function summary(job: JobView): string[] {
     `Timeout:      ${field("timeoutSeconds")} s    Retries: ${field("retries")}`,
     `Paused:       ${job.paused}${spec.suspend === true ? " (suspended by spec)" : ""}`,
     `Revision:     ${job.revision}`,
-    `Last fire:    ${job.lastFire === null ? NONE : tableTime(Date.parse(job.lastFire))}`,
+    `Last fire:    ${job.lastFire === null ? NONE : tableTime(Date.parse(job.lastFire), job.timeZone)}`,
     `Next fires:   ${upcoming.length === 0 ? NONE : upcoming.join(", ")}`,
     ...(job.waitingReason === null ? [] : [`Waiting:      ${job.waitingReason}`]),
   ];

@@ -8,13 +8,14 @@ import {
   AGENT_COLUMNS,
   assignmentColumns,
   assignmentRows,
-  EXECUTION_COLUMNS,
   JOB_COLUMNS,
   agentView,
   assignmentView,
   executionView,
   jobView,
+  executionColumns,
   parseExecutionState,
+  zonesOf,
 } from "./resources.js";
 import { followWatch, SHARD_WATCH_COLUMNS, shardWatchView, WATCH_TOPIC_OF, WatchPrinter } from "./watch.js";
 
@@ -148,7 +149,7 @@ async function getExecutions(client: AdminClient, options: GetOptions, io: CliIo
     sinceUnixMs: BigInt(options.since ?? 0),
     untilUnixMs: BigInt(options.until ?? 0),
   });
-  print(io, options.output, executions.map(executionView), executions, EXECUTION_COLUMNS, "executions");
+  print(io, options.output, executions.map(executionView), executions, await executionColumnsFor(client, options.output, options.job), "executions");
 }
 
 async function getExecution(client: AdminClient, id: string, options: GetOptions, io: CliIo): Promise<void> {
@@ -156,7 +157,19 @@ async function getExecution(client: AdminClient, id: string, options: GetOptions
     throw withNotFoundHint(error, 'run "shardline get executions" to list recent executions');
   });
   if (!response.execution) throw new ShardlineError("internal", `the controller answered GetExecution for "${id}" without an execution`);
-  printOne(io, options.output, executionView(response.execution), response.execution, EXECUTION_COLUMNS);
+  printOne(io, options.output, executionView(response.execution), response.execution, await executionColumnsFor(client, options.output, response.execution.job));
+}
+
+/**
+ * The executions table's columns with times in each job's zone: the jobs are read only for a
+ * table, and only `job` when the executions are all that job's.
+ */
+async function executionColumnsFor(client: AdminClient, format: OutputFormat | undefined, job?: string): Promise<ReturnType<typeof executionColumns>> {
+  if (format === "json" || format === "yaml") return executionColumns();
+  if (job === undefined) return executionColumns(zonesOf((await client.listJobs({})).jobs));
+  // A job deleted since keeps its executions, shown in UTC.
+  const found = await client.getJob({ name: job }).then((answer) => answer.job, () => undefined);
+  return executionColumns(zonesOf(found === undefined ? [] : [found]));
 }
 
 /**
@@ -200,7 +213,8 @@ async function watchGet(resource: Resource, name: string | undefined, options: G
       });
     }
     case "executions": {
-      const printer = new WatchPrinter(io, options.output, EXECUTION_COLUMNS, "executions");
+      const columns = await withAdminClient(options, io, (client) => executionColumnsFor(client, options.output, options.job));
+      const printer = new WatchPrinter(io, options.output, columns, "executions");
       const wanted = (execution: Execution): boolean =>
         named(execution.id) &&
         (options.agent === undefined || execution.agent === options.agent) &&

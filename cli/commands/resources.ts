@@ -294,8 +294,8 @@ export const JOB_COLUMNS: readonly Column<JobView>[] = [
   { header: "SHARDS", value: (job) => (job.shards === null ? NONE : String(job.shards)) },
   { header: "HANDLER", value: (job) => job.handler ?? NONE },
   { header: "PAUSED", value: (job) => String(job.paused) },
-  { header: "NEXT FIRE", value: (job) => job.nextFire?.replace(/\.000Z$/, "Z") ?? NONE },
-  { header: "LAST FIRE", value: (job) => job.lastFire?.replace(/\.000Z$/, "Z") ?? NONE },
+  { header: "NEXT FIRE", value: (job) => (job.nextFire === null ? NONE : tableTime(Date.parse(job.nextFire), job.timeZone)) },
+  { header: "LAST FIRE", value: (job) => (job.lastFire === null ? NONE : tableTime(Date.parse(job.lastFire), job.timeZone)) },
   { header: "STRATEGY", value: (job) => stringField(job.spec, "strategy") ?? NONE, wide: true },
   { header: "FAILOVER", value: (job) => stringField(job.spec, "failover") ?? NONE, wide: true },
   { header: "REVISION", value: (job) => String(job.revision), wide: true },
@@ -331,6 +331,31 @@ export const ASSIGNMENT_COLUMNS: readonly Column<AssignmentRow>[] = [
 /** Longest error shown in a wide table; the whole text is in -o json. */
 const ERROR_CELL_CHARS = 60;
 
+/**
+ * The executions table's columns, with each execution's times in its job's time zone (`zoneOf`:
+ * the job's spec.timeZone, undefined for UTC or a job no longer there).
+ */
+export function executionColumns(zoneOf: (job: string) => string | undefined = () => undefined): readonly Column<Execution>[] {
+  return EXECUTION_COLUMNS.map((column) => {
+    const time = TIME_OF[column.header];
+    return time === undefined ? column : { ...column, value: (execution: Execution) => tableTime(time(execution), zoneOf(execution.job)) };
+  });
+}
+
+/** The executions table's time columns. */
+const TIME_OF: Readonly<Record<string, (execution: Execution) => bigint>> = {
+  "FIRE TIME": (execution) => execution.fireTimeUnixMs,
+  STARTED: (execution) => execution.startedAtUnixMs,
+  FINISHED: (execution) => execution.finishedAtUnixMs,
+};
+
+/** Each job's spec.timeZone by name, for executionColumns. */
+export function zonesOf(jobs: readonly Job[]): (job: string) => string | undefined {
+  const zones = new Map(jobs.map((job) => [job.name, jobView(job).timeZone ?? undefined]));
+  return (job) => zones.get(job);
+}
+
+/** The executions table's columns in UTC; executionColumns gives them in each job's zone. */
 export const EXECUTION_COLUMNS: readonly Column<Execution>[] = [
   { header: "ID", value: (execution) => execution.id },
   { header: "JOB", value: (execution) => execution.job },

@@ -6,7 +6,7 @@ import { RunFailedError } from "../exit-codes.js";
 import { renderDocument, renderTable, type CliIo } from "../output.js";
 import { addControllerOption, withAdminClient, withNotFoundHint, type AdminClient } from "./admin.js";
 import { parseSeconds, parseShardList } from "./options.js";
-import { EXECUTION_COLUMNS, executionStateName, executionView } from "./resources.js";
+import { executionColumns, executionStateName, executionView, zonesOf } from "./resources.js";
 import { triggerOutcome } from "./job-actions.js";
 
 /** How often `run --wait` looks at the run's executions. */
@@ -56,7 +56,7 @@ export function registerRun(program: Command, io: CliIo): void {
         const shards = new Set(fired.executionIds.map((id) => Number(id.split("/")[2])));
         const final = await waitForRun(client, job, fired.fireTimeUnixMs, shards, options.timeout);
         if (options.output === "json") io.stdout(renderDocument(final.map(executionView), "json"));
-        else io.stdout(renderTable(final, EXECUTION_COLUMNS));
+        else io.stdout(renderTable(final, executionColumns(zonesOf([(await client.getJob({ name: job })).job].filter((found) => found !== undefined)))));
         const failed = final.filter((e) => e.state !== ExecutionState.SUCCEEDED);
         if (failed.length > 0) {
           throw new RunFailedError(
