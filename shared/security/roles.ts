@@ -30,6 +30,8 @@ export const ADMIN_METHOD_ROLES: Readonly<Record<string, AdminRole>> = {
   ListRevisions: "viewer",
   Watch: "viewer",
   WhoAmI: "viewer",
+  GetVersion: "viewer",
+  ListAuditRecords: "viewer",
   TriggerJob: "operator",
   PauseJob: "operator",
   ResumeJob: "operator",
@@ -43,6 +45,7 @@ export const ADMIN_METHOD_ROLES: Readonly<Record<string, AdminRole>> = {
   RetryRollout: "operator",
   UndoRollout: "operator",
   ApplyJob: "admin",
+  ApplyJobs: "admin",
   DeleteJob: "admin",
 };
 
