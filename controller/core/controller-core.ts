@@ -115,6 +115,11 @@ export class ControllerCore {
     return Views.getJob(this.s, name);
   }
 
+  /** What applying `spec` to job `name` would do, changing nothing (see Views.previewApply). */
+  previewApply(name: string, spec: JobSpec, manifest: string): { view: JobView; changed: boolean; warnings: string[] } {
+    return Views.previewApply(this.s, name, spec, manifest);
+  }
+
   /** The enabled shards of `job` (every job when absent or "") that no agent owns, each with why. */
   listUnassigned(job?: string): UnassignedShardView[] {
     return Views.listUnassigned(this.s, job);

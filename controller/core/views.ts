@@ -1,7 +1,8 @@
 /** Read views for the admin API and metrics. */
-import { priorityOf } from "../../shared/manifest/job-spec.js";
+import { priorityOf, type JobSpec } from "../../shared/manifest/job-spec.js";
+import { specEquals } from "../../shared/manifest/index.js";
 import { nextFireAfter } from "../../shared/schedule.js";
-import type { ExecutionRecord } from "./store-port.js";
+import type { ExecutionRecord, JobRecord } from "./store-port.js";
 import { whyNoAgentCanRun } from "./waiting-reasons.js";
 import type { AgentView, AssignmentView, JobView, UnassignedShardView } from "./model.js";
 import { CoreState, notFound } from "./core-state.js";
@@ -100,6 +101,28 @@ export function applyWarnings(core: CoreState, name: string): string[] {
   const job = core.requireJob(name);
   const reason = whyNoAgentCanRun(job.record.spec, core.agents.values());
   return reason === undefined ? [] : [`no connected agent can run it now: ${reason}; its fires wait (spec.misfire: ${job.record.spec.misfire})`];
+}
+
+/**
+ * What applying `spec` would do, changing nothing (`apply --dry-run=server`): whether it changes
+ * the job, the job as it would be (its spec, manifest and revision; its fire times as they are
+ * now, since a changed schedule is read only when applied), and the warnings the apply would give.
+ */
+export function previewApply(core: CoreState, name: string, spec: JobSpec, manifest: string): { view: JobView; changed: boolean; warnings: string[] } {
+  const existing = core.jobs.get(name);
+  const reason = whyNoAgentCanRun(spec, core.agents.values());
+  const warnings = reason === undefined ? [] : [`no connected agent can run it now: ${reason}; its fires wait (spec.misfire: ${spec.misfire})`];
+  if (existing !== undefined && specEquals(existing.record.spec, spec)) return { view: getJob(core, name), changed: false, warnings };
+  const record: JobRecord = {
+    name,
+    manifest,
+    spec,
+    paused: existing?.record.paused ?? false,
+    revision: (existing?.record.revision ?? 0) + 1,
+    disabledShards: (existing?.record.disabledShards ?? []).filter((s) => s < spec.shards),
+  };
+  const view = existing === undefined ? { record, upcoming: [] } : { ...getJob(core, name), record };
+  return { view, changed: true, warnings };
 }
 
 export function listJobs(core: CoreState): JobView[] {

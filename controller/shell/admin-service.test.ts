@@ -340,3 +340,72 @@ describe("AdminService rollouts and revisions", () => {
     ]);
   });
 });
+
+const job = (name: string, shards = 2, extra = "") => `apiVersion: shardline.dev/v1\nkind: ShardedJob\nmetadata: {name: ${name}}\nspec: {shards: ${shards}, handler: work${extra}}`;
+
+describe("AdminService applies, dry runs and several manifests at once", () => {
+  it("answers a dry run with what would change and stores nothing", async () => {
+    const { alice } = await serveRollouts(false);
+    const fresh = await alice.applyJob({ manifest: job("rollup"), dryRun: true });
+    expect(fresh).toMatchObject({ changed: true, job: { name: "rollup", revision: 1n } });
+    expect(fresh.warnings).toEqual([expect.stringMatching(/^no connected agent can run it now: /)]);
+    expect((await alice.listJobs({})).jobs).toEqual([]);
+
+    await alice.applyJob({ manifest: job("rollup") });
+    expect(await alice.applyJob({ manifest: job("rollup"), dryRun: true })).toMatchObject({ changed: false, job: { revision: 1n } });
+    expect(await alice.applyJob({ manifest: job("rollup", 3), dryRun: true })).toMatchObject({ changed: true, job: { revision: 2n } });
+    expect((await alice.getJob({ name: "rollup" })).job).toMatchObject({ revision: 1n, specJson: expect.stringContaining('"shards":2') as string });
+    expect(await failure(alice.applyJob({ manifest: job("rollup", 0), dryRun: true }))).toMatchObject({ code: "invalid-argument", message: expect.stringMatching(/^spec\.shards: 0 is not allowed/) as string });
+  });
+
+  it("applies several manifests all or nothing: one bad one, a name twice or too many new jobs apply none", async () => {
+    const { alice } = await serveRollouts(false);
+    const applied = await alice.applyJobs({ manifests: [job("rollup"), job("reindex", 3)] });
+    expect(applied.results.map((r) => [r.job?.name, r.changed])).toEqual([
+      ["rollup", true],
+      ["reindex", true],
+    ]);
+
+    const bad = await failure(alice.applyJobs({ manifests: [job("rollup", 4), job("broken", 0)] }));
+    expect(bad).toEqual({ code: "invalid-argument", message: expect.stringMatching(/^manifests\[1\]: spec\.shards: 0 is not allowed.*; nothing was applied$/) as string });
+    const twice = await failure(alice.applyJobs({ manifests: [job("rollup", 4), job("rollup", 5)] }));
+    expect(twice.message).toMatch(/^manifests\[1\]\.metadata\.name: "rollup" is not allowed; expected each job once; manifests\[0\] names it too/);
+    expect(await failure(alice.applyJobs({ manifests: [] }))).toMatchObject({ code: "invalid-argument", message: expect.stringContaining("1 to 100") as string });
+    // None of the refused batches changed anything.
+    const stored = (await alice.listJobs({})).jobs.map((j) => [j.name, j.revision]);
+    expect(stored).toEqual([
+      ["reindex", 1n],
+      ["rollup", 1n],
+    ]);
+
+    const dry = await alice.applyJobs({ manifests: [job("rollup"), job("reindex", 4), job("new-one")], dryRun: true });
+    expect(dry.results.map((r) => r.changed)).toEqual([false, true, true]);
+    expect((await alice.listJobs({})).jobs).toHaveLength(2);
+  });
+
+  it("refuses a batch whose new jobs pass --max-jobs, applying none of them", async () => {
+    const store = new SqliteStore(":memory:");
+    const core = new ControllerCore(DEFAULT_CORE_CONFIG, await store.open(), Date.now());
+    const driver = new CoreDriver(core, store, silentLogger(), (error) => {
+      throw error;
+    });
+    await driver.start();
+    const server = createServer();
+    addService(server, AdminService, adminService(core, driver, store, new Map(), { maxJobs: 3 }));
+    const client = createClient(AdminService, `127.0.0.1:${await listen(server, "127.0.0.1:0")}`, { deadlineMs: 10_000 });
+    cleanups.push(async () => {
+      client.close();
+      await shutdown(server, 100);
+      driver.stop();
+      await store.close();
+    });
+    await client.applyJob({ manifest: job("a") });
+    // RESOURCE_EXHAUSTED reads as "unavailable" on the client: try again later.
+    expect(await failure(client.applyJobs({ manifests: [job("a", 3), job("b"), job("c"), job("d")] }))).toEqual({
+      code: "unavailable",
+      message: "manifests: this controller holds 1 jobs and 3 at most (--max-jobs), so 3 new ones do not fit; nothing was applied; delete some or raise the limit",
+    });
+    expect((await client.listJobs({})).jobs.map((j) => j.name)).toEqual(["a"]);
+    expect((await client.getVersion({})).api).toBe("shardline.v1");
+  });
+});

@@ -1,8 +1,9 @@
 import { ShardlineError } from "../../shared/errors.js";
-import { type AdminService, ListExecutionsResponseSchema } from "../../shared/gen/shardline/v1/admin_service_pb.js";
+import { AdminService, ListExecutionsResponseSchema } from "../../shared/gen/shardline/v1/admin_service_pb.js";
 import { ExecutionSchema, ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
 import { encodeRepeatedInSlices, type ServiceImpl } from "../../shared/grpc/index.js";
-import { parseManifest } from "../../shared/manifest/index.js";
+import { parseManifest, type ParsedManifest } from "../../shared/manifest/index.js";
+import { VERSION } from "../../shared/version.js";
 import { MANIFEST_LIMIT_TEXT, MANIFEST_SIZE_ADVICE, MAX_MANIFEST_BYTES } from "../../shared/manifest/manifest-limits.js";
 import type { ControllerCore } from "../core/controller-core.js";
 import { checkStrategyLoaded } from "../core/sharding/custom-strategy.js";
@@ -59,21 +60,49 @@ export function adminService(
   /** A job as the API shows it, with its rollout. */
   const jobOf = (name: string) => jobToProto(core.getJob(name), core.rollout(name));
   const rolloutOf = (job: string) => ({ rollout: rolloutToProto(core.rollout(job)) });
+  const maxJobs = options.maxJobs ?? DEFAULT_MAX_JOBS;
+  /** What an apply would do, changing nothing. */
+  const preview = ({ spec, manifest }: ParsedManifest) => {
+    const { view, changed, warnings } = core.previewApply(spec.name, spec, manifest);
+    return { job: jobToProto(view), changed, warnings };
+  };
   return {
     async applyJob(request, context) {
-      if (Buffer.byteLength(request.manifest) > MAX_MANIFEST_BYTES) {
-        throw ShardlineError.invalid("manifest", `${Buffer.byteLength(request.manifest)} bytes`, `at most ${MANIFEST_LIMIT_TEXT}; ${MANIFEST_SIZE_ADVICE}`);
-      }
-      const { spec, manifest } = parseManifest(request.manifest);
-      checkStrategyLoaded(spec.strategy, customStrategies);
-      const maxJobs = options.maxJobs ?? DEFAULT_MAX_JOBS;
-      const jobs = core.jobCount(spec.name);
-      if (jobs.total >= maxJobs && !jobs.exists) {
-        throw new ShardlineError("resource-exhausted", `manifest: this controller holds ${maxJobs} jobs, its most (--max-jobs); delete one or raise the limit`);
-      }
+      const parsed = checkedManifest(request.manifest, customStrategies);
+      const { spec, manifest } = parsed;
+      checkRoomFor([spec.name], core, maxJobs);
+      if (request.dryRun) return preview(parsed);
       const appliedBy = callerName(context);
       const { changed } = await driver.run((now) => core.applyJob(spec.name, spec, manifest, now, { appliedBy }));
       return { job: jobOf(spec.name), changed, warnings: core.applyWarnings(spec.name) };
+    },
+
+    async applyJobs(request, context) {
+      const count = request.manifests.length;
+      if (count < 1 || count > MAX_MANIFESTS_AT_ONCE) throw ShardlineError.invalid("manifests", `${count} manifests`, `1 to ${MAX_MANIFESTS_AT_ONCE}`);
+      // Every manifest is checked before anything is applied: all or nothing.
+      const parsed = request.manifests.map((text, index) => {
+        try {
+          return checkedManifest(text, customStrategies);
+        } catch (error) {
+          throw inManifest(error, index, undefined);
+        }
+      });
+      const names = parsed.map(({ spec }) => spec.name);
+      names.forEach((name, index) => {
+        const first = names.indexOf(name);
+        if (first !== index) throw ShardlineError.invalid(`manifests[${index}].metadata.name`, name, `each job once; manifests[${first}] names it too`);
+      });
+      checkRoomFor(names, core, maxJobs);
+      if (request.dryRun) return { results: parsed.map(preview) };
+      const appliedBy = callerName(context);
+      // One step: one batch, committed as one durable write.
+      const changed = await driver.run((now) => parsed.map(({ spec, manifest }) => core.applyJob(spec.name, spec, manifest, now, { appliedBy }).changed));
+      return { results: names.map((name, index) => ({ job: jobOf(name), changed: changed[index]!, warnings: core.applyWarnings(name) })) };
+    },
+
+    async getVersion() {
+      return { version: VERSION, api: AdminService.typeName.replace(/\.AdminService$/, "") };
     },
 
     async getJob(request) {
@@ -273,6 +302,39 @@ export function adminService(
       });
     },
   };
+}
+
+/** The most manifests one ApplyJobs takes. */
+export const MAX_MANIFESTS_AT_ONCE = 100;
+
+/** A manifest as ApplyJob checks it before anything changes: its size, its fields, its strategy. */
+function checkedManifest(text: string, customStrategies: ReadonlyMap<string, unknown>): ParsedManifest {
+  if (Buffer.byteLength(text) > MAX_MANIFEST_BYTES) {
+    throw ShardlineError.invalid("manifest", `${Buffer.byteLength(text)} bytes`, `at most ${MANIFEST_LIMIT_TEXT}; ${MANIFEST_SIZE_ADVICE}`);
+  }
+  const parsed = parseManifest(text);
+  checkStrategyLoaded(parsed.spec.strategy, customStrategies);
+  return parsed;
+}
+
+/** Refuses jobs past --max-jobs: those of `names` not held yet must fit. */
+function checkRoomFor(names: readonly string[], core: ControllerCore, maxJobs: number): void {
+  const added = names.filter((name) => !core.jobCount(name).exists).length;
+  const { total } = core.jobCount();
+  if (added === 0 || total + added <= maxJobs) return;
+  if (added === 1) throw new ShardlineError("resource-exhausted", `manifest: this controller holds ${total} jobs, its most (--max-jobs); delete one or raise the limit`);
+  throw new ShardlineError(
+    "resource-exhausted",
+    `manifests: this controller holds ${total} jobs and ${maxJobs} at most (--max-jobs), so ${added} new ones do not fit; nothing was applied; delete some or raise the limit`,
+  );
+}
+
+/** An error about one of ApplyJobs' manifests, naming it by its position (and job, when known). */
+function inManifest(error: unknown, index: number, job: string | undefined): unknown {
+  if (!(error instanceof ShardlineError)) return error;
+  const where = `manifests[${index}]${job === undefined ? "" : ` (job ${job})`}`;
+  const details = error.details.field === undefined ? error.details : { ...error.details, field: `manifests[${index}].${error.details.field}` };
+  return new ShardlineError(error.code, `${where}: ${error.message}; nothing was applied`, details, { cause: error });
 }
 
 /**
