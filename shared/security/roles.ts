@@ -32,6 +32,7 @@ export const ADMIN_METHOD_ROLES: Readonly<Record<string, AdminRole>> = {
   WhoAmI: "viewer",
   GetVersion: "viewer",
   ListAuditRecords: "viewer",
+  GetExecutionLogs: "viewer",
   TriggerJob: "operator",
   PauseJob: "operator",
   ResumeJob: "operator",

@@ -15,7 +15,138 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shardline/v1/admin_service.proto.
  */
 export const file_shardline_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBzaGFyZGxpbmUvdjEvYWRtaW5fc2VydmljZS5wcm90bxIMc2hhcmRsaW5lLnYxIjYKEEFwcGx5Sm9ic1JlcXVlc3QSEQoJbWFuaWZlc3RzGAEgAygJEg8KB2RyeV9ydW4YAiABKAgiRAoRQXBwbHlKb2JzUmVzcG9uc2USLwoHcmVzdWx0cxgBIAMoCzIeLnNoYXJkbGluZS52MS5BcHBseUpvYlJlc3BvbnNlIhMKEUdldFZlcnNpb25SZXF1ZXN0IjIKEkdldFZlcnNpb25SZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgJEgsKA2FwaRgCIAEoCSJfChdMaXN0QXVkaXRSZWNvcmRzUmVxdWVzdBINCgVsaW1pdBgBIAEoDRIVCg1zaW5jZV91bml4X21zGAIgASgDEg4KBmNhbGxlchgDIAEoCRIOCgZ0YXJnZXQYBCABKAkiRgoYTGlzdEF1ZGl0UmVjb3Jkc1Jlc3BvbnNlEioKB3JlY29yZHMYASADKAsyGS5zaGFyZGxpbmUudjEuQXVkaXRSZWNvcmQioAEKC0F1ZGl0UmVjb3JkEhQKDHRpbWVfdW5peF9tcxgBIAEoAxIOCgZjYWxsZXIYAiABKAkSDAoEcm9sZRgDIAEoCRIMCgRwZWVyGAQgASgJEg4KBm1ldGhvZBgFIAEoCRIOCgZ0YXJnZXQYBiABKAkSDwoHc3VtbWFyeRgHIAEoCRIPCgdvdXRjb21lGAggASgJEg0KBWVycm9yGAkgASgJIncKDFdhdGNoUmVxdWVzdBIoCgZ0b3BpY3MYASADKA4yGC5zaGFyZGxpbmUudjEuV2F0Y2hUb3BpYxILCgNqb2IYAiABKAkSDgoGY3Vyc29yGAMgASgJEiAKGGV4ZWN1dGlvbl9zbmFwc2hvdF9saW1pdBgEIAEoDSKdAwoNV2F0Y2hSZXNwb25zZRIOCgZjdXJzb3IYASABKAkSDQoFcmVzZXQYAiABKAgSDgoGc3luY2VkGAMgASgIEh8KBGpvYnMYBCADKAsyES5zaGFyZGxpbmUudjEuSm9iEhQKDGRlbGV0ZWRfam9icxgFIAMoCRIjCgZhZ2VudHMYBiADKAsyEy5zaGFyZGxpbmUudjEuQWdlbnQSFgoOcmVtb3ZlZF9hZ2VudHMYByADKAkSKQoGc2hhcmRzGAggAygLMhkuc2hhcmRsaW5lLnYxLlNoYXJkU3RhdHVzEi4KDnJlbW92ZWRfc2hhcmRzGAkgAygLMhYuc2hhcmRsaW5lLnYxLlNoYXJkUmVmEisKCmV4ZWN1dGlvbnMYCiADKAsyFy5zaGFyZGxpbmUudjEuRXhlY3V0aW9uEjEKBmV2ZW50cxgLIAMoCzIhLnNoYXJkbGluZS52MS5XYXRjaEV2ZW50c1Jlc3BvbnNlEi4KBnN0YXR1cxgMIAEoCzIeLnNoYXJkbGluZS52MS5Db250cm9sbGVyU3RhdHVzIqgBCgtTaGFyZFN0YXR1cxILCgNqb2IYASABKAkSDQoFc2hhcmQYAiABKA0SDQoFYWdlbnQYAyABKAkSEAoIcmV2b2tpbmcYBCABKAgSGQoRdW5hc3NpZ25lZF9yZWFzb24YBSABKAkSEAoIZGlzYWJsZWQYBiABKAgSLwoObGFzdF9leGVjdXRpb24YByABKAsyFy5zaGFyZGxpbmUudjEuRXhlY3V0aW9uIvsCChBDb250cm9sbGVyU3RhdHVzEgwKBHRlcm0YASABKAQSDwoHYWRkcmVzcxgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEhQKDHRpbWVfdW5peF9tcxgEIAEoAxIYChBmaXJlc19wZXJfc2Vjb25kGAUgASgBEh0KFWV4ZWN1dGlvbnNfcGVyX3NlY29uZBgGIAEoARIYChBhZ2VudHNfY29ubmVjdGVkGAcgASgNEhMKC2FnZW50c19sb3N0GAggASgNEhcKD2FnZW50c19jb3Jkb25lZBgJIAEoDRIMCgRqb2JzGAogASgNEhMKC2pvYnNfcGF1c2VkGAsgASgNEhoKEmV4ZWN1dGlvbnNfcnVubmluZxgMIAEoDRIaChJleGVjdXRpb25zX3BlbmRpbmcYDSABKA0SDgoGc2hhcmRzGA4gASgNEhkKEXNoYXJkc191bmFzc2lnbmVkGA8gASgNEhoKEnRyYWNlX3VybF90ZW1wbGF0ZRgQIAEoCSIPCg1XaG9BbUlSZXF1ZXN0Il4KDldob0FtSVJlc3BvbnNlEgwKBG5hbWUYASABKAkSDAoEcm9sZRgCIAEoCRIXCg9hbGxvd2VkX21ldGhvZHMYAyADKAkSFwoPdG9rZW5zX3JlcXVpcmVkGAQgASgIIiAKEUdldFJvbGxvdXRSZXF1ZXN0EgsKA2pvYhgBIAEoCSJCChJHZXRSb2xsb3V0UmVzcG9uc2USLAoHcm9sbG91dBgBIAEoCzIbLnNoYXJkbGluZS52MS5Sb2xsb3V0U3RhdHVzIjIKFVByb21vdGVSb2xsb3V0UmVxdWVzdBILCgNqb2IYASABKAkSDAoEZnVsbBgCIAEoCCJGChZQcm9tb3RlUm9sbG91dFJlc3BvbnNlEiwKB3JvbGxvdXQYASABKAsyGy5zaGFyZGxpbmUudjEuUm9sbG91dFN0YXR1cyIiChNBYm9ydFJvbGxvdXRSZXF1ZXN0EgsKA2pvYhgBIAEoCSJEChRBYm9ydFJvbGxvdXRSZXNwb25zZRIsCgdyb2xsb3V0GAEgASgLMhsuc2hhcmRsaW5lLnYxLlJvbGxvdXRTdGF0dXMiIgoTUmV0cnlSb2xsb3V0UmVxdWVzdBILCgNqb2IYASABKAkiRAoUUmV0cnlSb2xsb3V0UmVzcG9uc2USLAoHcm9sbG91dBgBIAEoCzIbLnNoYXJkbGluZS52MS5Sb2xsb3V0U3RhdHVzIjYKElVuZG9Sb2xsb3V0UmVxdWVzdBILCgNqb2IYASABKAkSEwoLdG9fcmV2aXNpb24YAiABKAQiaQoTVW5kb1JvbGxvdXRSZXNwb25zZRIeCgNqb2IYASABKAsyES5zaGFyZGxpbmUudjEuSm9iEg8KB3VuZG9fb2YYAiABKAQSDwoHY2hhbmdlZBgDIAEoCBIQCgh3YXJuaW5ncxgEIAMoCSIjChRMaXN0UmV2aXNpb25zUmVxdWVzdBILCgNqb2IYASABKAkiQgoVTGlzdFJldmlzaW9uc1Jlc3BvbnNlEikKCXJldmlzaW9ucxgBIAMoCzIWLnNoYXJkbGluZS52MS5SZXZpc2lvbiI0ChZDYW5jZWxFeGVjdXRpb25SZXF1ZXN0EgoKAmlkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJGChdDYW5jZWxFeGVjdXRpb25SZXNwb25zZRIrCgVzdGF0ZRgBIAEoDjIcLnNoYXJkbGluZS52MS5FeGVjdXRpb25TdGF0ZSIxChNEaXNhYmxlU2hhcmRSZXF1ZXN0EgsKA2pvYhgBIAEoCRINCgVzaGFyZBgCIAEoDSIWChREaXNhYmxlU2hhcmRSZXNwb25zZSIwChJFbmFibGVTaGFyZFJlcXVlc3QSCwoDam9iGAEgASgJEg0KBXNoYXJkGAIgASgNIhUKE0VuYWJsZVNoYXJkUmVzcG9uc2UiNAoPQXBwbHlKb2JSZXF1ZXN0EhAKCG1hbmlmZXN0GAEgASgJEg8KB2RyeV9ydW4YAiABKAgiVQoQQXBwbHlKb2JSZXNwb25zZRIeCgNqb2IYASABKAsyES5zaGFyZGxpbmUudjEuSm9iEg8KB2NoYW5nZWQYAiABKAgSEAoId2FybmluZ3MYAyADKAkiHQoNR2V0Sm9iUmVxdWVzdBIMCgRuYW1lGAEgASgJIjAKDkdldEpvYlJlc3BvbnNlEh4KA2pvYhgBIAEoCzIRLnNoYXJkbGluZS52MS5Kb2IiEQoPTGlzdEpvYnNSZXF1ZXN0IjMKEExpc3RKb2JzUmVzcG9uc2USHwoEam9icxgBIAMoCzIRLnNoYXJkbGluZS52MS5Kb2IiIAoQRGVsZXRlSm9iUmVxdWVzdBIMCgRuYW1lGAEgASgJIhMKEURlbGV0ZUpvYlJlc3BvbnNlIkQKEVRyaWdnZXJKb2JSZXF1ZXN0EgwKBG5hbWUYASABKAkSDgoGc2hhcmRzGAIgAygNEhEKCXBhcmFtZXRlchgDIAEoCSJGChJUcmlnZ2VySm9iUmVzcG9uc2USGQoRZmlyZV90aW1lX3VuaXhfbXMYASABKAMSFQoNZXhlY3V0aW9uX2lkcxgCIAMoCSIfCg9QYXVzZUpvYlJlcXVlc3QSDAoEbmFtZRgBIAEoCSISChBQYXVzZUpvYlJlc3BvbnNlIiAKEFJlc3VtZUpvYlJlcXVlc3QSDAoEbmFtZRgBIAEoCSITChFSZXN1bWVKb2JSZXNwb25zZSITChFMaXN0QWdlbnRzUmVxdWVzdCI5ChJMaXN0QWdlbnRzUmVzcG9uc2USIwoGYWdlbnRzGAEgAygLMhMuc2hhcmRsaW5lLnYxLkFnZW50Ih8KEURyYWluQWdlbnRSZXF1ZXN0EgoKAmlkGAEgASgJIhQKEkRyYWluQWdlbnRSZXNwb25zZSIiChRVbmNvcmRvbkFnZW50UmVxdWVzdBIKCgJpZBgBIAEoCSIXChVVbmNvcmRvbkFnZW50UmVzcG9uc2UiJQoWTGlzdEFzc2lnbm1lbnRzUmVxdWVzdBILCgNqb2IYASABKAkicAoPU2hhcmRBc3NpZ25tZW50EgsKA2pvYhgBIAEoCRINCgVzaGFyZBgCIAEoDRINCgVhZ2VudBgDIAEoCRIMCgR0ZXJtGAQgASgEEhIKCmdlbmVyYXRpb24YBSABKAQSEAoIcmV2b2tpbmcYBiABKAgigAEKF0xpc3RBc3NpZ25tZW50c1Jlc3BvbnNlEjIKC2Fzc2lnbm1lbnRzGAEgAygLMh0uc2hhcmRsaW5lLnYxLlNoYXJkQXNzaWdubWVudBIxCgp1bmFzc2lnbmVkGAIgAygLMh0uc2hhcmRsaW5lLnYxLlVuYXNzaWduZWRTaGFyZCI9Cg9VbmFzc2lnbmVkU2hhcmQSCwoDam9iGAEgASgJEg0KBXNoYXJkGAIgASgNEg4KBnJlYXNvbhgDIAEoCSK7AQoVTGlzdEV4ZWN1dGlvbnNSZXF1ZXN0EgsKA2pvYhgBIAEoCRINCgVsaW1pdBgCIAEoDRINCgVhZ2VudBgDIAEoCRIrCgVzdGF0ZRgEIAEoDjIcLnNoYXJkbGluZS52MS5FeGVjdXRpb25TdGF0ZRISCgVzaGFyZBgFIAEoDUgAiAEBEhUKDXNpbmNlX3VuaXhfbXMYBiABKAMSFQoNdW50aWxfdW5peF9tcxgHIAEoA0IICgZfc2hhcmQiRQoWTGlzdEV4ZWN1dGlvbnNSZXNwb25zZRIrCgpleGVjdXRpb25zGAEgAygLMhcuc2hhcmRsaW5lLnYxLkV4ZWN1dGlvbiIhChNHZXRFeGVjdXRpb25SZXF1ZXN0EgoKAmlkGAEgASgJIkIKFEdldEV4ZWN1dGlvblJlc3BvbnNlEioKCWV4ZWN1dGlvbhgBIAEoCzIXLnNoYXJkbGluZS52MS5FeGVjdXRpb24iIQoSV2F0Y2hFdmVudHNSZXF1ZXN0EgsKA2pvYhgBIAEoCSKLAQoTV2F0Y2hFdmVudHNSZXNwb25zZRIUCgx0aW1lX3VuaXhfbXMYASABKAMSDAoEdHlwZRgCIAEoCRILCgNqb2IYAyABKAkSDQoFc2hhcmQYBCABKA0SDQoFYWdlbnQYBSABKAkSFAoMZXhlY3V0aW9uX2lkGAYgASgJEg8KB21lc3NhZ2UYByABKAkquwEKCldhdGNoVG9waWMSGwoXV0FUQ0hfVE9QSUNfVU5TUEVDSUZJRUQQABIUChBXQVRDSF9UT1BJQ19KT0JTEAESFgoSV0FUQ0hfVE9QSUNfQUdFTlRTEAISFgoSV0FUQ0hfVE9QSUNfU0hBUkRTEAMSGgoWV0FUQ0hfVE9QSUNfRVhFQ1VUSU9OUxAEEhYKEldBVENIX1RPUElDX0VWRU5UUxAFEhYKEldBVENIX1RPUElDX1NUQVRVUxAGMqcSCgxBZG1pblNlcnZpY2USSQoIQXBwbHlKb2ISHS5zaGFyZGxpbmUudjEuQXBwbHlKb2JSZXF1ZXN0Gh4uc2hhcmRsaW5lLnYxLkFwcGx5Sm9iUmVzcG9uc2USQwoGR2V0Sm9iEhsuc2hhcmRsaW5lLnYxLkdldEpvYlJlcXVlc3QaHC5zaGFyZGxpbmUudjEuR2V0Sm9iUmVzcG9uc2USSQoITGlzdEpvYnMSHS5zaGFyZGxpbmUudjEuTGlzdEpvYnNSZXF1ZXN0Gh4uc2hhcmRsaW5lLnYxLkxpc3RKb2JzUmVzcG9uc2USTAoJRGVsZXRlSm9iEh4uc2hhcmRsaW5lLnYxLkRlbGV0ZUpvYlJlcXVlc3QaHy5zaGFyZGxpbmUudjEuRGVsZXRlSm9iUmVzcG9uc2USTwoKVHJpZ2dlckpvYhIfLnNoYXJkbGluZS52MS5UcmlnZ2VySm9iUmVxdWVzdBogLnNoYXJkbGluZS52MS5UcmlnZ2VySm9iUmVzcG9uc2USSQoIUGF1c2VKb2ISHS5zaGFyZGxpbmUudjEuUGF1c2VKb2JSZXF1ZXN0Gh4uc2hhcmRsaW5lLnYxLlBhdXNlSm9iUmVzcG9uc2USTAoJUmVzdW1lSm9iEh4uc2hhcmRsaW5lLnYxLlJlc3VtZUpvYlJlcXVlc3QaHy5zaGFyZGxpbmUudjEuUmVzdW1lSm9iUmVzcG9uc2USTwoKTGlzdEFnZW50cxIfLnNoYXJkbGluZS52MS5MaXN0QWdlbnRzUmVxdWVzdBogLnNoYXJkbGluZS52MS5MaXN0QWdlbnRzUmVzcG9uc2USTwoKRHJhaW5BZ2VudBIfLnNoYXJkbGluZS52MS5EcmFpbkFnZW50UmVxdWVzdBogLnNoYXJkbGluZS52MS5EcmFpbkFnZW50UmVzcG9uc2USWAoNVW5jb3Jkb25BZ2VudBIiLnNoYXJkbGluZS52MS5VbmNvcmRvbkFnZW50UmVxdWVzdBojLnNoYXJkbGluZS52MS5VbmNvcmRvbkFnZW50UmVzcG9uc2USXgoPTGlzdEFzc2lnbm1lbnRzEiQuc2hhcmRsaW5lLnYxLkxpc3RBc3NpZ25tZW50c1JlcXVlc3QaJS5zaGFyZGxpbmUudjEuTGlzdEFzc2lnbm1lbnRzUmVzcG9uc2USWwoOTGlzdEV4ZWN1dGlvbnMSIy5zaGFyZGxpbmUudjEuTGlzdEV4ZWN1dGlvbnNSZXF1ZXN0GiQuc2hhcmRsaW5lLnYxLkxpc3RFeGVjdXRpb25zUmVzcG9uc2USVQoMR2V0RXhlY3V0aW9uEiEuc2hhcmRsaW5lLnYxLkdldEV4ZWN1dGlvblJlcXVlc3QaIi5zaGFyZGxpbmUudjEuR2V0RXhlY3V0aW9uUmVzcG9uc2USVAoLV2F0Y2hFdmVudHMSIC5zaGFyZGxpbmUudjEuV2F0Y2hFdmVudHNSZXF1ZXN0GiEuc2hhcmRsaW5lLnYxLldhdGNoRXZlbnRzUmVzcG9uc2UwARJeCg9DYW5jZWxFeGVjdXRpb24SJC5zaGFyZGxpbmUudjEuQ2FuY2VsRXhlY3V0aW9uUmVxdWVzdBolLnNoYXJkbGluZS52MS5DYW5jZWxFeGVjdXRpb25SZXNwb25zZRJVCgxEaXNhYmxlU2hhcmQSIS5zaGFyZGxpbmUudjEuRGlzYWJsZVNoYXJkUmVxdWVzdBoiLnNoYXJkbGluZS52MS5EaXNhYmxlU2hhcmRSZXNwb25zZRJSCgtFbmFibGVTaGFyZBIgLnNoYXJkbGluZS52MS5FbmFibGVTaGFyZFJlcXVlc3QaIS5zaGFyZGxpbmUudjEuRW5hYmxlU2hhcmRSZXNwb25zZRJPCgpHZXRSb2xsb3V0Eh8uc2hhcmRsaW5lLnYxLkdldFJvbGxvdXRSZXF1ZXN0GiAuc2hhcmRsaW5lLnYxLkdldFJvbGxvdXRSZXNwb25zZRJbCg5Qcm9tb3RlUm9sbG91dBIjLnNoYXJkbGluZS52MS5Qcm9tb3RlUm9sbG91dFJlcXVlc3QaJC5zaGFyZGxpbmUudjEuUHJvbW90ZVJvbGxvdXRSZXNwb25zZRJVCgxBYm9ydFJvbGxvdXQSIS5zaGFyZGxpbmUudjEuQWJvcnRSb2xsb3V0UmVxdWVzdBoiLnNoYXJkbGluZS52MS5BYm9ydFJvbGxvdXRSZXNwb25zZRJVCgxSZXRyeVJvbGxvdXQSIS5zaGFyZGxpbmUudjEuUmV0cnlSb2xsb3V0UmVxdWVzdBoiLnNoYXJkbGluZS52MS5SZXRyeVJvbGxvdXRSZXNwb25zZRJSCgtVbmRvUm9sbG91dBIgLnNoYXJkbGluZS52MS5VbmRvUm9sbG91dFJlcXVlc3QaIS5zaGFyZGxpbmUudjEuVW5kb1JvbGxvdXRSZXNwb25zZRJYCg1MaXN0UmV2aXNpb25zEiIuc2hhcmRsaW5lLnYxLkxpc3RSZXZpc2lvbnNSZXF1ZXN0GiMuc2hhcmRsaW5lLnYxLkxpc3RSZXZpc2lvbnNSZXNwb25zZRJCCgVXYXRjaBIaLnNoYXJkbGluZS52MS5XYXRjaFJlcXVlc3QaGy5zaGFyZGxpbmUudjEuV2F0Y2hSZXNwb25zZTABEkMKBldob0FtSRIbLnNoYXJkbGluZS52MS5XaG9BbUlSZXF1ZXN0Ghwuc2hhcmRsaW5lLnYxLldob0FtSVJlc3BvbnNlEkwKCUFwcGx5Sm9icxIeLnNoYXJkbGluZS52MS5BcHBseUpvYnNSZXF1ZXN0Gh8uc2hhcmRsaW5lLnYxLkFwcGx5Sm9ic1Jlc3BvbnNlEk8KCkdldFZlcnNpb24SHy5zaGFyZGxpbmUudjEuR2V0VmVyc2lvblJlcXVlc3QaIC5zaGFyZGxpbmUudjEuR2V0VmVyc2lvblJlc3BvbnNlEmEKEExpc3RBdWRpdFJlY29yZHMSJS5zaGFyZGxpbmUudjEuTGlzdEF1ZGl0UmVjb3Jkc1JlcXVlc3QaJi5zaGFyZGxpbmUudjEuTGlzdEF1ZGl0UmVjb3Jkc1Jlc3BvbnNlYgZwcm90bzM", [file_shardline_v1_types]);
+  fileDesc("CiBzaGFyZGxpbmUvdjEvYWRtaW5fc2VydmljZS5wcm90bxIMc2hhcmRsaW5lLnYxIkgKF0dldEV4ZWN1dGlvbkxvZ3NSZXF1ZXN0EgoKAmlkGAEgASgJEhIKCmFmdGVyX2xpbmUYAiABKAQSDQoFbGltaXQYAyABKA0irAEKGEdldEV4ZWN1dGlvbkxvZ3NSZXNwb25zZRItCgVsaW5lcxgBIAMoCzIeLnNoYXJkbGluZS52MS5FeGVjdXRpb25Mb2dMaW5lEhEKCW5leHRfbGluZRgCIAEoBBIPCgdkcm9wcGVkGAMgASgEEhAKCGZpbmlzaGVkGAQgASgIEisKBXN0YXRlGAUgASgOMhwuc2hhcmRsaW5lLnYxLkV4ZWN1dGlvblN0YXRlIlYKEEV4ZWN1dGlvbkxvZ0xpbmUSDgoGbnVtYmVyGAEgASgEEhQKDHRpbWVfdW5peF9tcxgCIAEoAxIOCgZzdHJlYW0YAyABKAkSDAoEdGV4dBgEIAEoCSI2ChBBcHBseUpvYnNSZXF1ZXN0EhEKCW1hbmlmZXN0cxgBIAMoCRIPCgdkcnlfcnVuGAIgASgIIkQKEUFwcGx5Sm9ic1Jlc3BvbnNlEi8KB3Jlc3VsdHMYASADKAsyHi5zaGFyZGxpbmUudjEuQXBwbHlKb2JSZXNwb25zZSITChFHZXRWZXJzaW9uUmVxdWVzdCIyChJHZXRWZXJzaW9uUmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoCRILCgNhcGkYAiABKAkiXwoXTGlzdEF1ZGl0UmVjb3Jkc1JlcXVlc3QSDQoFbGltaXQYASABKA0SFQoNc2luY2VfdW5peF9tcxgCIAEoAxIOCgZjYWxsZXIYAyABKAkSDgoGdGFyZ2V0GAQgASgJIkYKGExpc3RBdWRpdFJlY29yZHNSZXNwb25zZRIqCgdyZWNvcmRzGAEgAygLMhkuc2hhcmRsaW5lLnYxLkF1ZGl0UmVjb3JkIqABCgtBdWRpdFJlY29yZBIUCgx0aW1lX3VuaXhfbXMYASABKAMSDgoGY2FsbGVyGAIgASgJEgwKBHJvbGUYAyABKAkSDAoEcGVlchgEIAEoCRIOCgZtZXRob2QYBSABKAkSDgoGdGFyZ2V0GAYgASgJEg8KB3N1bW1hcnkYByABKAkSDwoHb3V0Y29tZRgIIAEoCRINCgVlcnJvchgJIAEoCSJ3CgxXYXRjaFJlcXVlc3QSKAoGdG9waWNzGAEgAygOMhguc2hhcmRsaW5lLnYxLldhdGNoVG9waWMSCwoDam9iGAIgASgJEg4KBmN1cnNvchgDIAEoCRIgChhleGVjdXRpb25fc25hcHNob3RfbGltaXQYBCABKA0inQMKDVdhdGNoUmVzcG9uc2USDgoGY3Vyc29yGAEgASgJEg0KBXJlc2V0GAIgASgIEg4KBnN5bmNlZBgDIAEoCBIfCgRqb2JzGAQgAygLMhEuc2hhcmRsaW5lLnYxLkpvYhIUCgxkZWxldGVkX2pvYnMYBSADKAkSIwoGYWdlbnRzGAYgAygLMhMuc2hhcmRsaW5lLnYxLkFnZW50EhYKDnJlbW92ZWRfYWdlbnRzGAcgAygJEikKBnNoYXJkcxgIIAMoCzIZLnNoYXJkbGluZS52MS5TaGFyZFN0YXR1cxIuCg5yZW1vdmVkX3NoYXJkcxgJIAMoCzIWLnNoYXJkbGluZS52MS5TaGFyZFJlZhIrCgpleGVjdXRpb25zGAogAygLMhcuc2hhcmRsaW5lLnYxLkV4ZWN1dGlvbhIxCgZldmVudHMYCyADKAsyIS5zaGFyZGxpbmUudjEuV2F0Y2hFdmVudHNSZXNwb25zZRIuCgZzdGF0dXMYDCABKAsyHi5zaGFyZGxpbmUudjEuQ29udHJvbGxlclN0YXR1cyKoAQoLU2hhcmRTdGF0dXMSCwoDam9iGAEgASgJEg0KBXNoYXJkGAIgASgNEg0KBWFnZW50GAMgASgJEhAKCHJldm9raW5nGAQgASgIEhkKEXVuYXNzaWduZWRfcmVhc29uGAUgASgJEhAKCGRpc2FibGVkGAYgASgIEi8KDmxhc3RfZXhlY3V0aW9uGAcgASgLMhcuc2hhcmRsaW5lLnYxLkV4ZWN1dGlvbiL7AgoQQ29udHJvbGxlclN0YXR1cxIMCgR0ZXJtGAEgASgEEg8KB2FkZHJlc3MYAiABKAkSDwoHdmVyc2lvbhgDIAEoCRIUCgx0aW1lX3VuaXhfbXMYBCABKAMSGAoQZmlyZXNfcGVyX3NlY29uZBgFIAEoARIdChVleGVjdXRpb25zX3Blcl9zZWNvbmQYBiABKAESGAoQYWdlbnRzX2Nvbm5lY3RlZBgHIAEoDRITCgthZ2VudHNfbG9zdBgIIAEoDRIXCg9hZ2VudHNfY29yZG9uZWQYCSABKA0SDAoEam9icxgKIAEoDRITCgtqb2JzX3BhdXNlZBgLIAEoDRIaChJleGVjdXRpb25zX3J1bm5pbmcYDCABKA0SGgoSZXhlY3V0aW9uc19wZW5kaW5nGA0gASgNEg4KBnNoYXJkcxgOIAEoDRIZChFzaGFyZHNfdW5hc3NpZ25lZBgPIAEoDRIaChJ0cmFjZV91cmxfdGVtcGxhdGUYECABKAkiDwoNV2hvQW1JUmVxdWVzdCJeCg5XaG9BbUlSZXNwb25zZRIMCgRuYW1lGAEgASgJEgwKBHJvbGUYAiABKAkSFwoPYWxsb3dlZF9tZXRob2RzGAMgAygJEhcKD3Rva2Vuc19yZXF1aXJlZBgEIAEoCCIgChFHZXRSb2xsb3V0UmVxdWVzdBILCgNqb2IYASABKAkiQgoSR2V0Um9sbG91dFJlc3BvbnNlEiwKB3JvbGxvdXQYASABKAsyGy5zaGFyZGxpbmUudjEuUm9sbG91dFN0YXR1cyIyChVQcm9tb3RlUm9sbG91dFJlcXVlc3QSCwoDam9iGAEgASgJEgwKBGZ1bGwYAiABKAgiRgoWUHJvbW90ZVJvbGxvdXRSZXNwb25zZRIsCgdyb2xsb3V0GAEgASgLMhsuc2hhcmRsaW5lLnYxLlJvbGxvdXRTdGF0dXMiIgoTQWJvcnRSb2xsb3V0UmVxdWVzdBILCgNqb2IYASABKAkiRAoUQWJvcnRSb2xsb3V0UmVzcG9uc2USLAoHcm9sbG91dBgBIAEoCzIbLnNoYXJkbGluZS52MS5Sb2xsb3V0U3RhdHVzIiIKE1JldHJ5Um9sbG91dFJlcXVlc3QSCwoDam9iGAEgASgJIkQKFFJldHJ5Um9sbG91dFJlc3BvbnNlEiwKB3JvbGxvdXQYASABKAsyGy5zaGFyZGxpbmUudjEuUm9sbG91dFN0YXR1cyI2ChJVbmRvUm9sbG91dFJlcXVlc3QSCwoDam9iGAEgASgJEhMKC3RvX3JldmlzaW9uGAIgASgEImkKE1VuZG9Sb2xsb3V0UmVzcG9uc2USHgoDam9iGAEgASgLMhEuc2hhcmRsaW5lLnYxLkpvYhIPCgd1bmRvX29mGAIgASgEEg8KB2NoYW5nZWQYAyABKAgSEAoId2FybmluZ3MYBCADKAkiIwoUTGlzdFJldmlzaW9uc1JlcXVlc3QSCwoDam9iGAEgASgJIkIKFUxpc3RSZXZpc2lvbnNSZXNwb25zZRIpCglyZXZpc2lvbnMYASADKAsyFi5zaGFyZGxpbmUudjEuUmV2aXNpb24iNAoWQ2FuY2VsRXhlY3V0aW9uUmVxdWVzdBIKCgJpZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiRgoXQ2FuY2VsRXhlY3V0aW9uUmVzcG9uc2USKwoFc3RhdGUYASABKA4yHC5zaGFyZGxpbmUudjEuRXhlY3V0aW9uU3RhdGUiMQoTRGlzYWJsZVNoYXJkUmVxdWVzdBILCgNqb2IYASABKAkSDQoFc2hhcmQYAiABKA0iFgoURGlzYWJsZVNoYXJkUmVzcG9uc2UiMAoSRW5hYmxlU2hhcmRSZXF1ZXN0EgsKA2pvYhgBIAEoCRINCgVzaGFyZBgCIAEoDSIVChNFbmFibGVTaGFyZFJlc3BvbnNlIjQKD0FwcGx5Sm9iUmVxdWVzdBIQCghtYW5pZmVzdBgBIAEoCRIPCgdkcnlfcnVuGAIgASgIIlUKEEFwcGx5Sm9iUmVzcG9uc2USHgoDam9iGAEgASgLMhEuc2hhcmRsaW5lLnYxLkpvYhIPCgdjaGFuZ2VkGAIgASgIEhAKCHdhcm5pbmdzGAMgAygJIh0KDUdldEpvYlJlcXVlc3QSDAoEbmFtZRgBIAEoCSIwCg5HZXRKb2JSZXNwb25zZRIeCgNqb2IYASABKAsyES5zaGFyZGxpbmUudjEuSm9iIhEKD0xpc3RKb2JzUmVxdWVzdCIzChBMaXN0Sm9ic1Jlc3BvbnNlEh8KBGpvYnMYASADKAsyES5zaGFyZGxpbmUudjEuSm9iIiAKEERlbGV0ZUpvYlJlcXVlc3QSDAoEbmFtZRgBIAEoCSITChFEZWxldGVKb2JSZXNwb25zZSJEChFUcmlnZ2VySm9iUmVxdWVzdBIMCgRuYW1lGAEgASgJEg4KBnNoYXJkcxgCIAMoDRIRCglwYXJhbWV0ZXIYAyABKAkiRgoSVHJpZ2dlckpvYlJlc3BvbnNlEhkKEWZpcmVfdGltZV91bml4X21zGAEgASgDEhUKDWV4ZWN1dGlvbl9pZHMYAiADKAkiHwoPUGF1c2VKb2JSZXF1ZXN0EgwKBG5hbWUYASABKAkiEgoQUGF1c2VKb2JSZXNwb25zZSIgChBSZXN1bWVKb2JSZXF1ZXN0EgwKBG5hbWUYASABKAkiEwoRUmVzdW1lSm9iUmVzcG9uc2UiEwoRTGlzdEFnZW50c1JlcXVlc3QiOQoSTGlzdEFnZW50c1Jlc3BvbnNlEiMKBmFnZW50cxgBIAMoCzITLnNoYXJkbGluZS52MS5BZ2VudCIfChFEcmFpbkFnZW50UmVxdWVzdBIKCgJpZBgBIAEoCSIUChJEcmFpbkFnZW50UmVzcG9uc2UiIgoUVW5jb3Jkb25BZ2VudFJlcXVlc3QSCgoCaWQYASABKAkiFwoVVW5jb3Jkb25BZ2VudFJlc3BvbnNlIiUKFkxpc3RBc3NpZ25tZW50c1JlcXVlc3QSCwoDam9iGAEgASgJInAKD1NoYXJkQXNzaWdubWVudBILCgNqb2IYASABKAkSDQoFc2hhcmQYAiABKA0SDQoFYWdlbnQYAyABKAkSDAoEdGVybRgEIAEoBBISCgpnZW5lcmF0aW9uGAUgASgEEhAKCHJldm9raW5nGAYgASgIIoABChdMaXN0QXNzaWdubWVudHNSZXNwb25zZRIyCgthc3NpZ25tZW50cxgBIAMoCzIdLnNoYXJkbGluZS52MS5TaGFyZEFzc2lnbm1lbnQSMQoKdW5hc3NpZ25lZBgCIAMoCzIdLnNoYXJkbGluZS52MS5VbmFzc2lnbmVkU2hhcmQiPQoPVW5hc3NpZ25lZFNoYXJkEgsKA2pvYhgBIAEoCRINCgVzaGFyZBgCIAEoDRIOCgZyZWFzb24YAyABKAkiuwEKFUxpc3RFeGVjdXRpb25zUmVxdWVzdBILCgNqb2IYASABKAkSDQoFbGltaXQYAiABKA0SDQoFYWdlbnQYAyABKAkSKwoFc3RhdGUYBCABKA4yHC5zaGFyZGxpbmUudjEuRXhlY3V0aW9uU3RhdGUSEgoFc2hhcmQYBSABKA1IAIgBARIVCg1zaW5jZV91bml4X21zGAYgASgDEhUKDXVudGlsX3VuaXhfbXMYByABKANCCAoGX3NoYXJkIkUKFkxpc3RFeGVjdXRpb25zUmVzcG9uc2USKwoKZXhlY3V0aW9ucxgBIAMoCzIXLnNoYXJkbGluZS52MS5FeGVjdXRpb24iIQoTR2V0RXhlY3V0aW9uUmVxdWVzdBIKCgJpZBgBIAEoCSJCChRHZXRFeGVjdXRpb25SZXNwb25zZRIqCglleGVjdXRpb24YASABKAsyFy5zaGFyZGxpbmUudjEuRXhlY3V0aW9uIiEKEldhdGNoRXZlbnRzUmVxdWVzdBILCgNqb2IYASABKAkiiwEKE1dhdGNoRXZlbnRzUmVzcG9uc2USFAoMdGltZV91bml4X21zGAEgASgDEgwKBHR5cGUYAiABKAkSCwoDam9iGAMgASgJEg0KBXNoYXJkGAQgASgNEg0KBWFnZW50GAUgASgJEhQKDGV4ZWN1dGlvbl9pZBgGIAEoCRIPCgdtZXNzYWdlGAcgASgJKrsBCgpXYXRjaFRvcGljEhsKF1dBVENIX1RPUElDX1VOU1BFQ0lGSUVEEAASFAoQV0FUQ0hfVE9QSUNfSk9CUxABEhYKEldBVENIX1RPUElDX0FHRU5UUxACEhYKEldBVENIX1RPUElDX1NIQVJEUxADEhoKFldBVENIX1RPUElDX0VYRUNVVElPTlMQBBIWChJXQVRDSF9UT1BJQ19FVkVOVFMQBRIWChJXQVRDSF9UT1BJQ19TVEFUVVMQBjKKEwoMQWRtaW5TZXJ2aWNlEkkKCEFwcGx5Sm9iEh0uc2hhcmRsaW5lLnYxLkFwcGx5Sm9iUmVxdWVzdBoeLnNoYXJkbGluZS52MS5BcHBseUpvYlJlc3BvbnNlEkMKBkdldEpvYhIbLnNoYXJkbGluZS52MS5HZXRKb2JSZXF1ZXN0Ghwuc2hhcmRsaW5lLnYxLkdldEpvYlJlc3BvbnNlEkkKCExpc3RKb2JzEh0uc2hhcmRsaW5lLnYxLkxpc3RKb2JzUmVxdWVzdBoeLnNoYXJkbGluZS52MS5MaXN0Sm9ic1Jlc3BvbnNlEkwKCURlbGV0ZUpvYhIeLnNoYXJkbGluZS52MS5EZWxldGVKb2JSZXF1ZXN0Gh8uc2hhcmRsaW5lLnYxLkRlbGV0ZUpvYlJlc3BvbnNlEk8KClRyaWdnZXJKb2ISHy5zaGFyZGxpbmUudjEuVHJpZ2dlckpvYlJlcXVlc3QaIC5zaGFyZGxpbmUudjEuVHJpZ2dlckpvYlJlc3BvbnNlEkkKCFBhdXNlSm9iEh0uc2hhcmRsaW5lLnYxLlBhdXNlSm9iUmVxdWVzdBoeLnNoYXJkbGluZS52MS5QYXVzZUpvYlJlc3BvbnNlEkwKCVJlc3VtZUpvYhIeLnNoYXJkbGluZS52MS5SZXN1bWVKb2JSZXF1ZXN0Gh8uc2hhcmRsaW5lLnYxLlJlc3VtZUpvYlJlc3BvbnNlEk8KCkxpc3RBZ2VudHMSHy5zaGFyZGxpbmUudjEuTGlzdEFnZW50c1JlcXVlc3QaIC5zaGFyZGxpbmUudjEuTGlzdEFnZW50c1Jlc3BvbnNlEk8KCkRyYWluQWdlbnQSHy5zaGFyZGxpbmUudjEuRHJhaW5BZ2VudFJlcXVlc3QaIC5zaGFyZGxpbmUudjEuRHJhaW5BZ2VudFJlc3BvbnNlElgKDVVuY29yZG9uQWdlbnQSIi5zaGFyZGxpbmUudjEuVW5jb3Jkb25BZ2VudFJlcXVlc3QaIy5zaGFyZGxpbmUudjEuVW5jb3Jkb25BZ2VudFJlc3BvbnNlEl4KD0xpc3RBc3NpZ25tZW50cxIkLnNoYXJkbGluZS52MS5MaXN0QXNzaWdubWVudHNSZXF1ZXN0GiUuc2hhcmRsaW5lLnYxLkxpc3RBc3NpZ25tZW50c1Jlc3BvbnNlElsKDkxpc3RFeGVjdXRpb25zEiMuc2hhcmRsaW5lLnYxLkxpc3RFeGVjdXRpb25zUmVxdWVzdBokLnNoYXJkbGluZS52MS5MaXN0RXhlY3V0aW9uc1Jlc3BvbnNlElUKDEdldEV4ZWN1dGlvbhIhLnNoYXJkbGluZS52MS5HZXRFeGVjdXRpb25SZXF1ZXN0GiIuc2hhcmRsaW5lLnYxLkdldEV4ZWN1dGlvblJlc3BvbnNlElQKC1dhdGNoRXZlbnRzEiAuc2hhcmRsaW5lLnYxLldhdGNoRXZlbnRzUmVxdWVzdBohLnNoYXJkbGluZS52MS5XYXRjaEV2ZW50c1Jlc3BvbnNlMAESXgoPQ2FuY2VsRXhlY3V0aW9uEiQuc2hhcmRsaW5lLnYxLkNhbmNlbEV4ZWN1dGlvblJlcXVlc3QaJS5zaGFyZGxpbmUudjEuQ2FuY2VsRXhlY3V0aW9uUmVzcG9uc2USVQoMRGlzYWJsZVNoYXJkEiEuc2hhcmRsaW5lLnYxLkRpc2FibGVTaGFyZFJlcXVlc3QaIi5zaGFyZGxpbmUudjEuRGlzYWJsZVNoYXJkUmVzcG9uc2USUgoLRW5hYmxlU2hhcmQSIC5zaGFyZGxpbmUudjEuRW5hYmxlU2hhcmRSZXF1ZXN0GiEuc2hhcmRsaW5lLnYxLkVuYWJsZVNoYXJkUmVzcG9uc2USTwoKR2V0Um9sbG91dBIfLnNoYXJkbGluZS52MS5HZXRSb2xsb3V0UmVxdWVzdBogLnNoYXJkbGluZS52MS5HZXRSb2xsb3V0UmVzcG9uc2USWwoOUHJvbW90ZVJvbGxvdXQSIy5zaGFyZGxpbmUudjEuUHJvbW90ZVJvbGxvdXRSZXF1ZXN0GiQuc2hhcmRsaW5lLnYxLlByb21vdGVSb2xsb3V0UmVzcG9uc2USVQoMQWJvcnRSb2xsb3V0EiEuc2hhcmRsaW5lLnYxLkFib3J0Um9sbG91dFJlcXVlc3QaIi5zaGFyZGxpbmUudjEuQWJvcnRSb2xsb3V0UmVzcG9uc2USVQoMUmV0cnlSb2xsb3V0EiEuc2hhcmRsaW5lLnYxLlJldHJ5Um9sbG91dFJlcXVlc3QaIi5zaGFyZGxpbmUudjEuUmV0cnlSb2xsb3V0UmVzcG9uc2USUgoLVW5kb1JvbGxvdXQSIC5zaGFyZGxpbmUudjEuVW5kb1JvbGxvdXRSZXF1ZXN0GiEuc2hhcmRsaW5lLnYxLlVuZG9Sb2xsb3V0UmVzcG9uc2USWAoNTGlzdFJldmlzaW9ucxIiLnNoYXJkbGluZS52MS5MaXN0UmV2aXNpb25zUmVxdWVzdBojLnNoYXJkbGluZS52MS5MaXN0UmV2aXNpb25zUmVzcG9uc2USQgoFV2F0Y2gSGi5zaGFyZGxpbmUudjEuV2F0Y2hSZXF1ZXN0Ghsuc2hhcmRsaW5lLnYxLldhdGNoUmVzcG9uc2UwARJDCgZXaG9BbUkSGy5zaGFyZGxpbmUudjEuV2hvQW1JUmVxdWVzdBocLnNoYXJkbGluZS52MS5XaG9BbUlSZXNwb25zZRJMCglBcHBseUpvYnMSHi5zaGFyZGxpbmUudjEuQXBwbHlKb2JzUmVxdWVzdBofLnNoYXJkbGluZS52MS5BcHBseUpvYnNSZXNwb25zZRJPCgpHZXRWZXJzaW9uEh8uc2hhcmRsaW5lLnYxLkdldFZlcnNpb25SZXF1ZXN0GiAuc2hhcmRsaW5lLnYxLkdldFZlcnNpb25SZXNwb25zZRJhChBMaXN0QXVkaXRSZWNvcmRzEiUuc2hhcmRsaW5lLnYxLkxpc3RBdWRpdFJlY29yZHNSZXF1ZXN0GiYuc2hhcmRsaW5lLnYxLkxpc3RBdWRpdFJlY29yZHNSZXNwb25zZRJhChBHZXRFeGVjdXRpb25Mb2dzEiUuc2hhcmRsaW5lLnYxLkdldEV4ZWN1dGlvbkxvZ3NSZXF1ZXN0GiYuc2hhcmRsaW5lLnYxLkdldEV4ZWN1dGlvbkxvZ3NSZXNwb25zZWIGcHJvdG8z", [file_shardline_v1_types]);
+
+/**
+ * Asks for an execution's log.
+ *
+ * @generated from message shardline.v1.GetExecutionLogsRequest
+ */
+export type GetExecutionLogsRequest = Message<"shardline.v1.GetExecutionLogsRequest"> & {
+  /**
+   * The execution's id (Execution.id).
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Return the lines numbered from this one on (ExecutionLogLine.number); 0 for the whole log
+   * kept. A follower passes the last answer's next_line.
+   *
+   * @generated from field: uint64 after_line = 2;
+   */
+  afterLine: bigint;
+
+  /**
+   * At most this many lines in one answer, 1-10000; 0 means 10000. The rest come by calling
+   * again from next_line.
+   *
+   * @generated from field: uint32 limit = 3;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message shardline.v1.GetExecutionLogsRequest.
+ * Use `create(GetExecutionLogsRequestSchema)` to create a new message.
+ */
+export const GetExecutionLogsRequestSchema: GenMessage<GetExecutionLogsRequest> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 0);
+
+/**
+ * Part of an execution's log.
+ *
+ * @generated from message shardline.v1.GetExecutionLogsResponse
+ */
+export type GetExecutionLogsResponse = Message<"shardline.v1.GetExecutionLogsResponse"> & {
+  /**
+   * The lines kept from after_line on, oldest first, at most `limit`.
+   *
+   * @generated from field: repeated shardline.v1.ExecutionLogLine lines = 1;
+   */
+  lines: ExecutionLogLine[];
+
+  /**
+   * The line number to ask for next: one past the last line returned (after_line when none).
+   *
+   * @generated from field: uint64 next_line = 2;
+   */
+  nextLine: bigint;
+
+  /**
+   * How many lines before the first one kept the log no longer holds: dropped by the agent's or
+   * the controller's bounds, oldest first. A client shows "N earlier lines dropped".
+   *
+   * @generated from field: uint64 dropped = 3;
+   */
+  dropped: bigint;
+
+  /**
+   * The execution is in a terminal state and its agent has sent everything it will: when
+   * next_line has reached the log's end, nothing more will come.
+   *
+   * @generated from field: bool finished = 4;
+   */
+  finished: boolean;
+
+  /**
+   * The execution's state now.
+   *
+   * @generated from field: shardline.v1.ExecutionState state = 5;
+   */
+  state: ExecutionState;
+};
+
+/**
+ * Describes the message shardline.v1.GetExecutionLogsResponse.
+ * Use `create(GetExecutionLogsResponseSchema)` to create a new message.
+ */
+export const GetExecutionLogsResponseSchema: GenMessage<GetExecutionLogsResponse> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 1);
+
+/**
+ * One line of an execution's log.
+ *
+ * @generated from message shardline.v1.ExecutionLogLine
+ */
+export type ExecutionLogLine = Message<"shardline.v1.ExecutionLogLine"> & {
+  /**
+   * Its number in the execution's log, from 0. Numbers are consecutive unless lines were
+   * dropped or lost between them (a gap).
+   *
+   * @generated from field: uint64 number = 1;
+   */
+  number: bigint;
+
+  /**
+   * When it was written, Unix ms on the agent's clock; 0 when unknown.
+   *
+   * @generated from field: int64 time_unix_ms = 2;
+   */
+  timeUnixMs: bigint;
+
+  /**
+   * "log", "stdout", "stderr" or "pod" (see LogLine.stream).
+   *
+   * @generated from field: string stream = 3;
+   */
+  stream: string;
+
+  /**
+   * The line's text.
+   *
+   * @generated from field: string text = 4;
+   */
+  text: string;
+};
+
+/**
+ * Describes the message shardline.v1.ExecutionLogLine.
+ * Use `create(ExecutionLogLineSchema)` to create a new message.
+ */
+export const ExecutionLogLineSchema: GenMessage<ExecutionLogLine> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_admin_service, 2);
 
 /**
  * Asks to apply several manifests at once.
@@ -44,7 +175,7 @@ export type ApplyJobsRequest = Message<"shardline.v1.ApplyJobsRequest"> & {
  * Use `create(ApplyJobsRequestSchema)` to create a new message.
  */
 export const ApplyJobsRequestSchema: GenMessage<ApplyJobsRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 0);
+  messageDesc(file_shardline_v1_admin_service, 3);
 
 /**
  * What applying them did (or, with dry_run, would do).
@@ -65,7 +196,7 @@ export type ApplyJobsResponse = Message<"shardline.v1.ApplyJobsResponse"> & {
  * Use `create(ApplyJobsResponseSchema)` to create a new message.
  */
 export const ApplyJobsResponseSchema: GenMessage<ApplyJobsResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 1);
+  messageDesc(file_shardline_v1_admin_service, 4);
 
 /**
  * Asks for the controller's version.
@@ -80,7 +211,7 @@ export type GetVersionRequest = Message<"shardline.v1.GetVersionRequest"> & {
  * Use `create(GetVersionRequestSchema)` to create a new message.
  */
 export const GetVersionRequestSchema: GenMessage<GetVersionRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 2);
+  messageDesc(file_shardline_v1_admin_service, 5);
 
 /**
  * The controller's version.
@@ -109,7 +240,7 @@ export type GetVersionResponse = Message<"shardline.v1.GetVersionResponse"> & {
  * Use `create(GetVersionResponseSchema)` to create a new message.
  */
 export const GetVersionResponseSchema: GenMessage<GetVersionResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 3);
+  messageDesc(file_shardline_v1_admin_service, 6);
 
 /**
  * Asks for audit records. Filters combine with AND.
@@ -151,7 +282,7 @@ export type ListAuditRecordsRequest = Message<"shardline.v1.ListAuditRecordsRequ
  * Use `create(ListAuditRecordsRequestSchema)` to create a new message.
  */
 export const ListAuditRecordsRequestSchema: GenMessage<ListAuditRecordsRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 4);
+  messageDesc(file_shardline_v1_admin_service, 7);
 
 /**
  * Audit records, newest first.
@@ -172,7 +303,7 @@ export type ListAuditRecordsResponse = Message<"shardline.v1.ListAuditRecordsRes
  * Use `create(ListAuditRecordsResponseSchema)` to create a new message.
  */
 export const ListAuditRecordsResponseSchema: GenMessage<ListAuditRecordsResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 5);
+  messageDesc(file_shardline_v1_admin_service, 8);
 
 /**
  * One admin call as the audit trail keeps it.
@@ -250,7 +381,7 @@ export type AuditRecord = Message<"shardline.v1.AuditRecord"> & {
  * Use `create(AuditRecordSchema)` to create a new message.
  */
 export const AuditRecordSchema: GenMessage<AuditRecord> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 6);
+  messageDesc(file_shardline_v1_admin_service, 9);
 
 /**
  * What to watch.
@@ -295,7 +426,7 @@ export type WatchRequest = Message<"shardline.v1.WatchRequest"> & {
  * Use `create(WatchRequestSchema)` to create a new message.
  */
 export const WatchRequestSchema: GenMessage<WatchRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 7);
+  messageDesc(file_shardline_v1_admin_service, 10);
 
 /**
  * A batch of changes. Apply them in order: within one message, removals come after upserts of
@@ -396,7 +527,7 @@ export type WatchResponse = Message<"shardline.v1.WatchResponse"> & {
  * Use `create(WatchResponseSchema)` to create a new message.
  */
 export const WatchResponseSchema: GenMessage<WatchResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 8);
+  messageDesc(file_shardline_v1_admin_service, 11);
 
 /**
  * One shard as a console shows it: who owns it and how its latest execution went.
@@ -460,7 +591,7 @@ export type ShardStatus = Message<"shardline.v1.ShardStatus"> & {
  * Use `create(ShardStatusSchema)` to create a new message.
  */
 export const ShardStatusSchema: GenMessage<ShardStatus> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 9);
+  messageDesc(file_shardline_v1_admin_service, 12);
 
 /**
  * The controller as a console shows it.
@@ -588,7 +719,7 @@ export type ControllerStatus = Message<"shardline.v1.ControllerStatus"> & {
  * Use `create(ControllerStatusSchema)` to create a new message.
  */
 export const ControllerStatusSchema: GenMessage<ControllerStatus> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 10);
+  messageDesc(file_shardline_v1_admin_service, 13);
 
 /**
  * Asks who the caller is.
@@ -603,7 +734,7 @@ export type WhoAmIRequest = Message<"shardline.v1.WhoAmIRequest"> & {
  * Use `create(WhoAmIRequestSchema)` to create a new message.
  */
 export const WhoAmIRequestSchema: GenMessage<WhoAmIRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 11);
+  messageDesc(file_shardline_v1_admin_service, 14);
 
 /**
  * Who the caller is.
@@ -648,7 +779,7 @@ export type WhoAmIResponse = Message<"shardline.v1.WhoAmIResponse"> & {
  * Use `create(WhoAmIResponseSchema)` to create a new message.
  */
 export const WhoAmIResponseSchema: GenMessage<WhoAmIResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 12);
+  messageDesc(file_shardline_v1_admin_service, 15);
 
 /**
  * Asks how a job's rollout stands.
@@ -669,7 +800,7 @@ export type GetRolloutRequest = Message<"shardline.v1.GetRolloutRequest"> & {
  * Use `create(GetRolloutRequestSchema)` to create a new message.
  */
 export const GetRolloutRequestSchema: GenMessage<GetRolloutRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 13);
+  messageDesc(file_shardline_v1_admin_service, 16);
 
 /**
  * How the job's rollout stands.
@@ -690,7 +821,7 @@ export type GetRolloutResponse = Message<"shardline.v1.GetRolloutResponse"> & {
  * Use `create(GetRolloutResponseSchema)` to create a new message.
  */
 export const GetRolloutResponseSchema: GenMessage<GetRolloutResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 14);
+  messageDesc(file_shardline_v1_admin_service, 17);
 
 /**
  * Asks to promote a job's rollout.
@@ -719,7 +850,7 @@ export type PromoteRolloutRequest = Message<"shardline.v1.PromoteRolloutRequest"
  * Use `create(PromoteRolloutRequestSchema)` to create a new message.
  */
 export const PromoteRolloutRequestSchema: GenMessage<PromoteRolloutRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 15);
+  messageDesc(file_shardline_v1_admin_service, 18);
 
 /**
  * The rollout after the promotion.
@@ -740,7 +871,7 @@ export type PromoteRolloutResponse = Message<"shardline.v1.PromoteRolloutRespons
  * Use `create(PromoteRolloutResponseSchema)` to create a new message.
  */
 export const PromoteRolloutResponseSchema: GenMessage<PromoteRolloutResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 16);
+  messageDesc(file_shardline_v1_admin_service, 19);
 
 /**
  * Asks to abort a job's rollout.
@@ -761,7 +892,7 @@ export type AbortRolloutRequest = Message<"shardline.v1.AbortRolloutRequest"> & 
  * Use `create(AbortRolloutRequestSchema)` to create a new message.
  */
 export const AbortRolloutRequestSchema: GenMessage<AbortRolloutRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 17);
+  messageDesc(file_shardline_v1_admin_service, 20);
 
 /**
  * The rollout after the abort.
@@ -782,7 +913,7 @@ export type AbortRolloutResponse = Message<"shardline.v1.AbortRolloutResponse"> 
  * Use `create(AbortRolloutResponseSchema)` to create a new message.
  */
 export const AbortRolloutResponseSchema: GenMessage<AbortRolloutResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 18);
+  messageDesc(file_shardline_v1_admin_service, 21);
 
 /**
  * Asks to start an aborted rollout again.
@@ -803,7 +934,7 @@ export type RetryRolloutRequest = Message<"shardline.v1.RetryRolloutRequest"> & 
  * Use `create(RetryRolloutRequestSchema)` to create a new message.
  */
 export const RetryRolloutRequestSchema: GenMessage<RetryRolloutRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 19);
+  messageDesc(file_shardline_v1_admin_service, 22);
 
 /**
  * The rollout after the retry.
@@ -824,7 +955,7 @@ export type RetryRolloutResponse = Message<"shardline.v1.RetryRolloutResponse"> 
  * Use `create(RetryRolloutResponseSchema)` to create a new message.
  */
 export const RetryRolloutResponseSchema: GenMessage<RetryRolloutResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 20);
+  messageDesc(file_shardline_v1_admin_service, 23);
 
 /**
  * Asks to go back to an earlier revision of a job.
@@ -854,7 +985,7 @@ export type UndoRolloutRequest = Message<"shardline.v1.UndoRolloutRequest"> & {
  * Use `create(UndoRolloutRequestSchema)` to create a new message.
  */
 export const UndoRolloutRequestSchema: GenMessage<UndoRolloutRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 21);
+  messageDesc(file_shardline_v1_admin_service, 24);
 
 /**
  * The job after the undo.
@@ -898,7 +1029,7 @@ export type UndoRolloutResponse = Message<"shardline.v1.UndoRolloutResponse"> & 
  * Use `create(UndoRolloutResponseSchema)` to create a new message.
  */
 export const UndoRolloutResponseSchema: GenMessage<UndoRolloutResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 22);
+  messageDesc(file_shardline_v1_admin_service, 25);
 
 /**
  * Asks for a job's revisions.
@@ -919,7 +1050,7 @@ export type ListRevisionsRequest = Message<"shardline.v1.ListRevisionsRequest"> 
  * Use `create(ListRevisionsRequestSchema)` to create a new message.
  */
 export const ListRevisionsRequestSchema: GenMessage<ListRevisionsRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 23);
+  messageDesc(file_shardline_v1_admin_service, 26);
 
 /**
  * A job's revisions.
@@ -940,7 +1071,7 @@ export type ListRevisionsResponse = Message<"shardline.v1.ListRevisionsResponse"
  * Use `create(ListRevisionsResponseSchema)` to create a new message.
  */
 export const ListRevisionsResponseSchema: GenMessage<ListRevisionsResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 24);
+  messageDesc(file_shardline_v1_admin_service, 27);
 
 /**
  * Asks to cancel an execution.
@@ -969,7 +1100,7 @@ export type CancelExecutionRequest = Message<"shardline.v1.CancelExecutionReques
  * Use `create(CancelExecutionRequestSchema)` to create a new message.
  */
 export const CancelExecutionRequestSchema: GenMessage<CancelExecutionRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 25);
+  messageDesc(file_shardline_v1_admin_service, 28);
 
 /**
  * The cancel was accepted.
@@ -992,7 +1123,7 @@ export type CancelExecutionResponse = Message<"shardline.v1.CancelExecutionRespo
  * Use `create(CancelExecutionResponseSchema)` to create a new message.
  */
 export const CancelExecutionResponseSchema: GenMessage<CancelExecutionResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 26);
+  messageDesc(file_shardline_v1_admin_service, 29);
 
 /**
  * Asks to disable one shard of a job.
@@ -1020,7 +1151,7 @@ export type DisableShardRequest = Message<"shardline.v1.DisableShardRequest"> & 
  * Use `create(DisableShardRequestSchema)` to create a new message.
  */
 export const DisableShardRequestSchema: GenMessage<DisableShardRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 27);
+  messageDesc(file_shardline_v1_admin_service, 30);
 
 /**
  * The shard is disabled. No fields: success is the OK status.
@@ -1035,7 +1166,7 @@ export type DisableShardResponse = Message<"shardline.v1.DisableShardResponse"> 
  * Use `create(DisableShardResponseSchema)` to create a new message.
  */
 export const DisableShardResponseSchema: GenMessage<DisableShardResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 28);
+  messageDesc(file_shardline_v1_admin_service, 31);
 
 /**
  * Asks to enable one shard of a job.
@@ -1063,7 +1194,7 @@ export type EnableShardRequest = Message<"shardline.v1.EnableShardRequest"> & {
  * Use `create(EnableShardRequestSchema)` to create a new message.
  */
 export const EnableShardRequestSchema: GenMessage<EnableShardRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 29);
+  messageDesc(file_shardline_v1_admin_service, 32);
 
 /**
  * The shard is enabled. No fields: success is the OK status.
@@ -1078,7 +1209,7 @@ export type EnableShardResponse = Message<"shardline.v1.EnableShardResponse"> & 
  * Use `create(EnableShardResponseSchema)` to create a new message.
  */
 export const EnableShardResponseSchema: GenMessage<EnableShardResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 30);
+  messageDesc(file_shardline_v1_admin_service, 33);
 
 /**
  * Asks to apply a manifest.
@@ -1109,7 +1240,7 @@ export type ApplyJobRequest = Message<"shardline.v1.ApplyJobRequest"> & {
  * Use `create(ApplyJobRequestSchema)` to create a new message.
  */
 export const ApplyJobRequestSchema: GenMessage<ApplyJobRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 31);
+  messageDesc(file_shardline_v1_admin_service, 34);
 
 /**
  * The applied job.
@@ -1148,7 +1279,7 @@ export type ApplyJobResponse = Message<"shardline.v1.ApplyJobResponse"> & {
  * Use `create(ApplyJobResponseSchema)` to create a new message.
  */
 export const ApplyJobResponseSchema: GenMessage<ApplyJobResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 32);
+  messageDesc(file_shardline_v1_admin_service, 35);
 
 /**
  * Asks for one job.
@@ -1169,7 +1300,7 @@ export type GetJobRequest = Message<"shardline.v1.GetJobRequest"> & {
  * Use `create(GetJobRequestSchema)` to create a new message.
  */
 export const GetJobRequestSchema: GenMessage<GetJobRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 33);
+  messageDesc(file_shardline_v1_admin_service, 36);
 
 /**
  * One job.
@@ -1190,7 +1321,7 @@ export type GetJobResponse = Message<"shardline.v1.GetJobResponse"> & {
  * Use `create(GetJobResponseSchema)` to create a new message.
  */
 export const GetJobResponseSchema: GenMessage<GetJobResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 34);
+  messageDesc(file_shardline_v1_admin_service, 37);
 
 /**
  * Asks for every job. No fields.
@@ -1205,7 +1336,7 @@ export type ListJobsRequest = Message<"shardline.v1.ListJobsRequest"> & {
  * Use `create(ListJobsRequestSchema)` to create a new message.
  */
 export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 35);
+  messageDesc(file_shardline_v1_admin_service, 38);
 
 /**
  * Every job, by name.
@@ -1226,7 +1357,7 @@ export type ListJobsResponse = Message<"shardline.v1.ListJobsResponse"> & {
  * Use `create(ListJobsResponseSchema)` to create a new message.
  */
 export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 36);
+  messageDesc(file_shardline_v1_admin_service, 39);
 
 /**
  * Asks to delete a job.
@@ -1247,7 +1378,7 @@ export type DeleteJobRequest = Message<"shardline.v1.DeleteJobRequest"> & {
  * Use `create(DeleteJobRequestSchema)` to create a new message.
  */
 export const DeleteJobRequestSchema: GenMessage<DeleteJobRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 37);
+  messageDesc(file_shardline_v1_admin_service, 40);
 
 /**
  * The job was deleted. No fields: success is the OK status.
@@ -1262,7 +1393,7 @@ export type DeleteJobResponse = Message<"shardline.v1.DeleteJobResponse"> & {
  * Use `create(DeleteJobResponseSchema)` to create a new message.
  */
 export const DeleteJobResponseSchema: GenMessage<DeleteJobResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 38);
+  messageDesc(file_shardline_v1_admin_service, 41);
 
 /**
  * Asks to fire a job now.
@@ -1298,7 +1429,7 @@ export type TriggerJobRequest = Message<"shardline.v1.TriggerJobRequest"> & {
  * Use `create(TriggerJobRequestSchema)` to create a new message.
  */
 export const TriggerJobRequestSchema: GenMessage<TriggerJobRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 39);
+  messageDesc(file_shardline_v1_admin_service, 42);
 
 /**
  * The fire made.
@@ -1328,7 +1459,7 @@ export type TriggerJobResponse = Message<"shardline.v1.TriggerJobResponse"> & {
  * Use `create(TriggerJobResponseSchema)` to create a new message.
  */
 export const TriggerJobResponseSchema: GenMessage<TriggerJobResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 40);
+  messageDesc(file_shardline_v1_admin_service, 43);
 
 /**
  * Asks to pause a job.
@@ -1349,7 +1480,7 @@ export type PauseJobRequest = Message<"shardline.v1.PauseJobRequest"> & {
  * Use `create(PauseJobRequestSchema)` to create a new message.
  */
 export const PauseJobRequestSchema: GenMessage<PauseJobRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 41);
+  messageDesc(file_shardline_v1_admin_service, 44);
 
 /**
  * The job is paused. No fields: success is the OK status.
@@ -1364,7 +1495,7 @@ export type PauseJobResponse = Message<"shardline.v1.PauseJobResponse"> & {
  * Use `create(PauseJobResponseSchema)` to create a new message.
  */
 export const PauseJobResponseSchema: GenMessage<PauseJobResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 42);
+  messageDesc(file_shardline_v1_admin_service, 45);
 
 /**
  * Asks to resume a job.
@@ -1385,7 +1516,7 @@ export type ResumeJobRequest = Message<"shardline.v1.ResumeJobRequest"> & {
  * Use `create(ResumeJobRequestSchema)` to create a new message.
  */
 export const ResumeJobRequestSchema: GenMessage<ResumeJobRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 43);
+  messageDesc(file_shardline_v1_admin_service, 46);
 
 /**
  * The job is resumed. No fields: success is the OK status.
@@ -1400,7 +1531,7 @@ export type ResumeJobResponse = Message<"shardline.v1.ResumeJobResponse"> & {
  * Use `create(ResumeJobResponseSchema)` to create a new message.
  */
 export const ResumeJobResponseSchema: GenMessage<ResumeJobResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 44);
+  messageDesc(file_shardline_v1_admin_service, 47);
 
 /**
  * Asks for every agent. No fields.
@@ -1415,7 +1546,7 @@ export type ListAgentsRequest = Message<"shardline.v1.ListAgentsRequest"> & {
  * Use `create(ListAgentsRequestSchema)` to create a new message.
  */
 export const ListAgentsRequestSchema: GenMessage<ListAgentsRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 45);
+  messageDesc(file_shardline_v1_admin_service, 48);
 
 /**
  * Every agent.
@@ -1436,7 +1567,7 @@ export type ListAgentsResponse = Message<"shardline.v1.ListAgentsResponse"> & {
  * Use `create(ListAgentsResponseSchema)` to create a new message.
  */
 export const ListAgentsResponseSchema: GenMessage<ListAgentsResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 46);
+  messageDesc(file_shardline_v1_admin_service, 49);
 
 /**
  * Asks to drain an agent.
@@ -1457,7 +1588,7 @@ export type DrainAgentRequest = Message<"shardline.v1.DrainAgentRequest"> & {
  * Use `create(DrainAgentRequestSchema)` to create a new message.
  */
 export const DrainAgentRequestSchema: GenMessage<DrainAgentRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 47);
+  messageDesc(file_shardline_v1_admin_service, 50);
 
 /**
  * The agent is draining. No fields: success is the OK status.
@@ -1472,7 +1603,7 @@ export type DrainAgentResponse = Message<"shardline.v1.DrainAgentResponse"> & {
  * Use `create(DrainAgentResponseSchema)` to create a new message.
  */
 export const DrainAgentResponseSchema: GenMessage<DrainAgentResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 48);
+  messageDesc(file_shardline_v1_admin_service, 51);
 
 /**
  * Asks to uncordon an agent.
@@ -1493,7 +1624,7 @@ export type UncordonAgentRequest = Message<"shardline.v1.UncordonAgentRequest"> 
  * Use `create(UncordonAgentRequestSchema)` to create a new message.
  */
 export const UncordonAgentRequestSchema: GenMessage<UncordonAgentRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 49);
+  messageDesc(file_shardline_v1_admin_service, 52);
 
 /**
  * The agent may receive shards again. No fields: success is the OK status.
@@ -1508,7 +1639,7 @@ export type UncordonAgentResponse = Message<"shardline.v1.UncordonAgentResponse"
  * Use `create(UncordonAgentResponseSchema)` to create a new message.
  */
 export const UncordonAgentResponseSchema: GenMessage<UncordonAgentResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 50);
+  messageDesc(file_shardline_v1_admin_service, 53);
 
 /**
  * Asks for assignments.
@@ -1529,7 +1660,7 @@ export type ListAssignmentsRequest = Message<"shardline.v1.ListAssignmentsReques
  * Use `create(ListAssignmentsRequestSchema)` to create a new message.
  */
 export const ListAssignmentsRequestSchema: GenMessage<ListAssignmentsRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 51);
+  messageDesc(file_shardline_v1_admin_service, 54);
 
 /**
  * One shard's owner.
@@ -1585,7 +1716,7 @@ export type ShardAssignment = Message<"shardline.v1.ShardAssignment"> & {
  * Use `create(ShardAssignmentSchema)` to create a new message.
  */
 export const ShardAssignmentSchema: GenMessage<ShardAssignment> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 52);
+  messageDesc(file_shardline_v1_admin_service, 55);
 
 /**
  * Assignments, by job and shard.
@@ -1614,7 +1745,7 @@ export type ListAssignmentsResponse = Message<"shardline.v1.ListAssignmentsRespo
  * Use `create(ListAssignmentsResponseSchema)` to create a new message.
  */
 export const ListAssignmentsResponseSchema: GenMessage<ListAssignmentsResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 53);
+  messageDesc(file_shardline_v1_admin_service, 56);
 
 /**
  * A shard that no agent owns, and why.
@@ -1650,7 +1781,7 @@ export type UnassignedShard = Message<"shardline.v1.UnassignedShard"> & {
  * Use `create(UnassignedShardSchema)` to create a new message.
  */
 export const UnassignedShardSchema: GenMessage<UnassignedShard> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 54);
+  messageDesc(file_shardline_v1_admin_service, 57);
 
 /**
  * Asks for executions. Filters combine with AND; unset filters match everything.
@@ -1714,7 +1845,7 @@ export type ListExecutionsRequest = Message<"shardline.v1.ListExecutionsRequest"
  * Use `create(ListExecutionsRequestSchema)` to create a new message.
  */
 export const ListExecutionsRequestSchema: GenMessage<ListExecutionsRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 55);
+  messageDesc(file_shardline_v1_admin_service, 58);
 
 /**
  * Executions, newest fire first.
@@ -1735,7 +1866,7 @@ export type ListExecutionsResponse = Message<"shardline.v1.ListExecutionsRespons
  * Use `create(ListExecutionsResponseSchema)` to create a new message.
  */
 export const ListExecutionsResponseSchema: GenMessage<ListExecutionsResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 56);
+  messageDesc(file_shardline_v1_admin_service, 59);
 
 /**
  * Asks for one execution.
@@ -1756,7 +1887,7 @@ export type GetExecutionRequest = Message<"shardline.v1.GetExecutionRequest"> & 
  * Use `create(GetExecutionRequestSchema)` to create a new message.
  */
 export const GetExecutionRequestSchema: GenMessage<GetExecutionRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 57);
+  messageDesc(file_shardline_v1_admin_service, 60);
 
 /**
  * One execution.
@@ -1777,7 +1908,7 @@ export type GetExecutionResponse = Message<"shardline.v1.GetExecutionResponse"> 
  * Use `create(GetExecutionResponseSchema)` to create a new message.
  */
 export const GetExecutionResponseSchema: GenMessage<GetExecutionResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 58);
+  messageDesc(file_shardline_v1_admin_service, 61);
 
 /**
  * Asks to stream events.
@@ -1799,7 +1930,7 @@ export type WatchEventsRequest = Message<"shardline.v1.WatchEventsRequest"> & {
  * Use `create(WatchEventsRequestSchema)` to create a new message.
  */
 export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 59);
+  messageDesc(file_shardline_v1_admin_service, 62);
 
 /**
  * One event.
@@ -1864,7 +1995,7 @@ export type WatchEventsResponse = Message<"shardline.v1.WatchEventsResponse"> & 
  * Use `create(WatchEventsResponseSchema)` to create a new message.
  */
 export const WatchEventsResponseSchema: GenMessage<WatchEventsResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_admin_service, 60);
+  messageDesc(file_shardline_v1_admin_service, 63);
 
 /**
  * A part of the live state a watch can ask for.
@@ -2267,6 +2398,19 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof ListAuditRecordsRequestSchema;
     output: typeof ListAuditRecordsResponseSchema;
+  },
+  /**
+   * Returns an execution's log (what its run wrote, as its agent shipped it), from a line number
+   * on, and whether more can come: follow a running execution by calling again with next_line
+   * until finished is true (`shardline logs -f` does so twice a second). Kept with the execution
+   * and dropped with it by retention. NOT_FOUND for an unknown id (or one retention dropped).
+   *
+   * @generated from rpc shardline.v1.AdminService.GetExecutionLogs
+   */
+  getExecutionLogs: {
+    methodKind: "unary";
+    input: typeof GetExecutionLogsRequestSchema;
+    output: typeof GetExecutionLogsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_shardline_v1_admin_service, 0);

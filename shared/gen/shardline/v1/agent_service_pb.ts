@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shardline/v1/agent_service.proto.
  */
 export const file_shardline_v1_agent_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBzaGFyZGxpbmUvdjEvYWdlbnRfc2VydmljZS5wcm90bxIMc2hhcmRsaW5lLnYxIv0BCg5Db25uZWN0UmVxdWVzdBIkCgVoZWxsbxgBIAEoCzITLnNoYXJkbGluZS52MS5IZWxsb0gAEiwKCWhlYXJ0YmVhdBgCIAEoCzIXLnNoYXJkbGluZS52MS5IZWFydGJlYXRIABI7ChFleGVjdXRpb25fdXBkYXRlcxgDIAEoCzIeLnNoYXJkbGluZS52MS5FeGVjdXRpb25VcGRhdGVzSAASKAoHcmVsZWFzZRgEIAEoCzIVLnNoYXJkbGluZS52MS5SZWxlYXNlSAASKAoHZ29vZGJ5ZRgFIAEoCzIVLnNoYXJkbGluZS52MS5Hb29kYnllSABCBgoEa2luZCLJAgoFSGVsbG8SEAoIYWdlbnRfaWQYASABKAkSLwoGbGFiZWxzGAIgAygLMh8uc2hhcmRsaW5lLnYxLkhlbGxvLkxhYmVsc0VudHJ5EhAKCGNhcGFjaXR5GAMgASgNEhAKCGhhbmRsZXJzGAQgAygJEg8KB3ZlcnNpb24YBSABKAkSJgoEaGVsZBgGIAMoCzIYLnNoYXJkbGluZS52MS5Bc3NpZ25tZW50EjEKCmV4ZWN1dGlvbnMYByADKAsyHS5zaGFyZGxpbmUudjEuRXhlY3V0aW9uVXBkYXRlEhEKCWV4ZWN1dG9ycxgIIAMoCRIWCg5tYXhfY29uY3VycmVudBgJIAEoDRITCgtpbnN0YW5jZV9pZBgKIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIhgKCUhlYXJ0YmVhdBILCgNzZXEYASABKAQiQgoQRXhlY3V0aW9uVXBkYXRlcxIuCgd1cGRhdGVzGAEgAygLMh0uc2hhcmRsaW5lLnYxLkV4ZWN1dGlvblVwZGF0ZSKsAQoPRXhlY3V0aW9uVXBkYXRlEhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIrCgVzdGF0ZRgCIAEoDjIcLnNoYXJkbGluZS52MS5FeGVjdXRpb25TdGF0ZRIaChJzdGFydGVkX2F0X3VuaXhfbXMYAyABKAMSGwoTZmluaXNoZWRfYXRfdW5peF9tcxgEIAEoAxINCgVlcnJvchgFIAEoCRIOCgZyZXN1bHQYBiABKAkiOAoHUmVsZWFzZRItCgthc3NpZ25tZW50cxgBIAMoCzIYLnNoYXJkbGluZS52MS5Bc3NpZ25tZW50IhkKB0dvb2RieWUSDgoGcmVhc29uGAEgASgJIsMCCg9Db25uZWN0UmVzcG9uc2USDAoEdGVybRgBIAEoBBIoCgd3ZWxjb21lGAIgASgLMhUuc2hhcmRsaW5lLnYxLldlbGNvbWVIABIzCg1oZWFydGJlYXRfYWNrGAMgASgLMhouc2hhcmRsaW5lLnYxLkhlYXJ0YmVhdEFja0gAEjsKEWFzc2lnbm1lbnRfdXBkYXRlGAQgASgLMh4uc2hhcmRsaW5lLnYxLkFzc2lnbm1lbnRVcGRhdGVIABIqCghkaXNwYXRjaBgFIAEoCzIWLnNoYXJkbGluZS52MS5EaXNwYXRjaEgAEiYKBmNhbmNlbBgGIAEoCzIULnNoYXJkbGluZS52MS5DYW5jZWxIABIqCghyZWRpcmVjdBgHIAEoCzIWLnNoYXJkbGluZS52MS5SZWRpcmVjdEgAQgYKBGtpbmQiiQEKB1dlbGNvbWUSEgoKc2Vzc2lvbl9pZBgBIAEoCRIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYAiABKA0SFAoMbGVhc2VfdHRsX21zGAMgASgNEhoKEmNvbnRyb2xsZXJfdmVyc2lvbhgEIAEoCRIZChFkaXNwYXRjaF9haGVhZF9tcxgFIAEoDSJQCgxIZWFydGJlYXRBY2sSCwoDc2VxGAEgASgEEh0KFWxlYXNlX2V4cGlyZXNfdW5peF9tcxgCIAEoAxIUCgxsZWFzZV90dGxfbXMYAyABKA0idQoQQXNzaWdubWVudFVwZGF0ZRIQCghzbmFwc2hvdBgBIAEoCBIlCgNhZGQYAiADKAsyGC5zaGFyZGxpbmUudjEuQXNzaWdubWVudBIoCgZyZXZva2UYAyADKAsyGC5zaGFyZGxpbmUudjEuQXNzaWdubWVudCI+CghEaXNwYXRjaBIyCgpleGVjdXRpb25zGAEgAygLMh4uc2hhcmRsaW5lLnYxLkV4ZWN1dGlvbkNvbnRleHQilwUKEEV4ZWN1dGlvbkNvbnRleHQSFAoMZXhlY3V0aW9uX2lkGAEgASgJEgsKA2pvYhgCIAEoCRINCgVzaGFyZBgDIAEoDRITCgtzaGFyZF9jb3VudBgEIAEoDRIXCg9zaGFyZF9wYXJhbWV0ZXIYBSABKAkSEQoJcGFyYW1ldGVyGAYgASgJEhkKEWZpcmVfdGltZV91bml4X21zGAcgASgDEg8KB2F0dGVtcHQYCCABKA0SDwoHaGFuZGxlchgJIAEoCRISCgp0aW1lb3V0X21zGAogASgNEiwKCmFzc2lnbm1lbnQYCyABKAsyGC5zaGFyZGxpbmUudjEuQXNzaWdubWVudBJHCg10cmFjZV9jb250ZXh0GAwgAygLMjAuc2hhcmRsaW5lLnYxLkV4ZWN1dGlvbkNvbnRleHQuVHJhY2VDb250ZXh0RW50cnkSLAoGc2NyaXB0GA0gASgLMhwuc2hhcmRsaW5lLnYxLlNjcmlwdEV4ZWN1dG9yEigKBGh0dHAYDiABKAsyGi5zaGFyZGxpbmUudjEuSHR0cEV4ZWN1dG9yEg4KBmRhZW1vbhgPIAEoCBIvCgxmaXJlX291dGNvbWUYECABKAsyGS5zaGFyZGxpbmUudjEuRmlyZU91dGNvbWUSNAoKa3ViZXJuZXRlcxgRIAEoCzIgLnNoYXJkbGluZS52MS5LdWJlcm5ldGVzRXhlY3V0b3ISGwoTZGlzY29ubmVjdF9ncmFjZV9tcxgSIAEoDRIVCg1mZW5jaW5nX3Rva2VuGBMgASgEEhAKCHJldmlzaW9uGBQgASgEGjMKEVRyYWNlQ29udGV4dEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiOQoLRmlyZU91dGNvbWUSKgoGc2hhcmRzGAEgAygLMhouc2hhcmRsaW5lLnYxLlNoYXJkT3V0Y29tZSJvCgxTaGFyZE91dGNvbWUSDQoFc2hhcmQYASABKA0SKwoFc3RhdGUYAiABKA4yHC5zaGFyZGxpbmUudjEuRXhlY3V0aW9uU3RhdGUSFAoMZXhlY3V0aW9uX2lkGAMgASgJEg0KBWVycm9yGAQgASgJIqYBCg5TY3JpcHRFeGVjdXRvchIPCgdjb21tYW5kGAEgASgJEgwKBGFyZ3MYAiADKAkSMgoDZW52GAMgAygLMiUuc2hhcmRsaW5lLnYxLlNjcmlwdEV4ZWN1dG9yLkVudkVudHJ5EhUKDWtpbGxfZ3JhY2VfbXMYBCABKA0aKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLYAQoMSHR0cEV4ZWN1dG9yEg4KBm1ldGhvZBgBIAEoCRILCgN1cmwYAiABKAkSOAoHaGVhZGVycxgDIAMoCzInLnNoYXJkbGluZS52MS5IdHRwRXhlY3V0b3IuSGVhZGVyc0VudHJ5EgwKBGJvZHkYBCABKAkSGgoSY29ubmVjdF90aW1lb3V0X21zGAUgASgNEhcKD3JlYWRfdGltZW91dF9tcxgGIAEoDRouCgxIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKgAQoSS3ViZXJuZXRlc0V4ZWN1dG9yEhkKEXBvZF90ZW1wbGF0ZV9qc29uGAEgASgJEhUKDWJhY2tvZmZfbGltaXQYAiABKA0SIgoadHRsX3NlY29uZHNfYWZ0ZXJfZmluaXNoZWQYAyABKA0SFQoNbG9nX2NvbnRhaW5lchgEIAEoCRIdChVzdGFydF90aW1lb3V0X3NlY29uZHMYBSABKA0iLwoGQ2FuY2VsEhUKDWV4ZWN1dGlvbl9pZHMYASADKAkSDgoGcmVhc29uGAIgASgJIiIKCFJlZGlyZWN0EhYKDmxlYWRlcl9hZGRyZXNzGAEgASgJMloKDEFnZW50U2VydmljZRJKCgdDb25uZWN0Ehwuc2hhcmRsaW5lLnYxLkNvbm5lY3RSZXF1ZXN0Gh0uc2hhcmRsaW5lLnYxLkNvbm5lY3RSZXNwb25zZSgBMAFiBnByb3RvMw", [file_shardline_v1_types]);
+  fileDesc("CiBzaGFyZGxpbmUvdjEvYWdlbnRfc2VydmljZS5wcm90bxIMc2hhcmRsaW5lLnYxIv0BCg5Db25uZWN0UmVxdWVzdBIkCgVoZWxsbxgBIAEoCzITLnNoYXJkbGluZS52MS5IZWxsb0gAEiwKCWhlYXJ0YmVhdBgCIAEoCzIXLnNoYXJkbGluZS52MS5IZWFydGJlYXRIABI7ChFleGVjdXRpb25fdXBkYXRlcxgDIAEoCzIeLnNoYXJkbGluZS52MS5FeGVjdXRpb25VcGRhdGVzSAASKAoHcmVsZWFzZRgEIAEoCzIVLnNoYXJkbGluZS52MS5SZWxlYXNlSAASKAoHZ29vZGJ5ZRgFIAEoCzIVLnNoYXJkbGluZS52MS5Hb29kYnllSABCBgoEa2luZCLJAgoFSGVsbG8SEAoIYWdlbnRfaWQYASABKAkSLwoGbGFiZWxzGAIgAygLMh8uc2hhcmRsaW5lLnYxLkhlbGxvLkxhYmVsc0VudHJ5EhAKCGNhcGFjaXR5GAMgASgNEhAKCGhhbmRsZXJzGAQgAygJEg8KB3ZlcnNpb24YBSABKAkSJgoEaGVsZBgGIAMoCzIYLnNoYXJkbGluZS52MS5Bc3NpZ25tZW50EjEKCmV4ZWN1dGlvbnMYByADKAsyHS5zaGFyZGxpbmUudjEuRXhlY3V0aW9uVXBkYXRlEhEKCWV4ZWN1dG9ycxgIIAMoCRIWCg5tYXhfY29uY3VycmVudBgJIAEoDRITCgtpbnN0YW5jZV9pZBgKIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIhgKCUhlYXJ0YmVhdBILCgNzZXEYASABKAQiQgoQRXhlY3V0aW9uVXBkYXRlcxIuCgd1cGRhdGVzGAEgAygLMh0uc2hhcmRsaW5lLnYxLkV4ZWN1dGlvblVwZGF0ZSLVAQoPRXhlY3V0aW9uVXBkYXRlEhQKDGV4ZWN1dGlvbl9pZBgBIAEoCRIrCgVzdGF0ZRgCIAEoDjIcLnNoYXJkbGluZS52MS5FeGVjdXRpb25TdGF0ZRIaChJzdGFydGVkX2F0X3VuaXhfbXMYAyABKAMSGwoTZmluaXNoZWRfYXRfdW5peF9tcxgEIAEoAxINCgVlcnJvchgFIAEoCRIOCgZyZXN1bHQYBiABKAkSJwoDbG9nGAcgASgLMhouc2hhcmRsaW5lLnYxLkV4ZWN1dGlvbkxvZyJbCgxFeGVjdXRpb25Mb2cSEgoKZmlyc3RfbGluZRgBIAEoBBIkCgVsaW5lcxgCIAMoCzIVLnNoYXJkbGluZS52MS5Mb2dMaW5lEhEKCWtlcHRfZnJvbRgDIAEoBCI9CgdMb2dMaW5lEhQKDHRpbWVfdW5peF9tcxgBIAEoAxIOCgZzdHJlYW0YAiABKAkSDAoEdGV4dBgDIAEoCSI4CgdSZWxlYXNlEi0KC2Fzc2lnbm1lbnRzGAEgAygLMhguc2hhcmRsaW5lLnYxLkFzc2lnbm1lbnQiGQoHR29vZGJ5ZRIOCgZyZWFzb24YASABKAkiwwIKD0Nvbm5lY3RSZXNwb25zZRIMCgR0ZXJtGAEgASgEEigKB3dlbGNvbWUYAiABKAsyFS5zaGFyZGxpbmUudjEuV2VsY29tZUgAEjMKDWhlYXJ0YmVhdF9hY2sYAyABKAsyGi5zaGFyZGxpbmUudjEuSGVhcnRiZWF0QWNrSAASOwoRYXNzaWdubWVudF91cGRhdGUYBCABKAsyHi5zaGFyZGxpbmUudjEuQXNzaWdubWVudFVwZGF0ZUgAEioKCGRpc3BhdGNoGAUgASgLMhYuc2hhcmRsaW5lLnYxLkRpc3BhdGNoSAASJgoGY2FuY2VsGAYgASgLMhQuc2hhcmRsaW5lLnYxLkNhbmNlbEgAEioKCHJlZGlyZWN0GAcgASgLMhYuc2hhcmRsaW5lLnYxLlJlZGlyZWN0SABCBgoEa2luZCKJAQoHV2VsY29tZRISCgpzZXNzaW9uX2lkGAEgASgJEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgCIAEoDRIUCgxsZWFzZV90dGxfbXMYAyABKA0SGgoSY29udHJvbGxlcl92ZXJzaW9uGAQgASgJEhkKEWRpc3BhdGNoX2FoZWFkX21zGAUgASgNIlAKDEhlYXJ0YmVhdEFjaxILCgNzZXEYASABKAQSHQoVbGVhc2VfZXhwaXJlc191bml4X21zGAIgASgDEhQKDGxlYXNlX3R0bF9tcxgDIAEoDSJ1ChBBc3NpZ25tZW50VXBkYXRlEhAKCHNuYXBzaG90GAEgASgIEiUKA2FkZBgCIAMoCzIYLnNoYXJkbGluZS52MS5Bc3NpZ25tZW50EigKBnJldm9rZRgDIAMoCzIYLnNoYXJkbGluZS52MS5Bc3NpZ25tZW50Ij4KCERpc3BhdGNoEjIKCmV4ZWN1dGlvbnMYASADKAsyHi5zaGFyZGxpbmUudjEuRXhlY3V0aW9uQ29udGV4dCKXBQoQRXhlY3V0aW9uQ29udGV4dBIUCgxleGVjdXRpb25faWQYASABKAkSCwoDam9iGAIgASgJEg0KBXNoYXJkGAMgASgNEhMKC3NoYXJkX2NvdW50GAQgASgNEhcKD3NoYXJkX3BhcmFtZXRlchgFIAEoCRIRCglwYXJhbWV0ZXIYBiABKAkSGQoRZmlyZV90aW1lX3VuaXhfbXMYByABKAMSDwoHYXR0ZW1wdBgIIAEoDRIPCgdoYW5kbGVyGAkgASgJEhIKCnRpbWVvdXRfbXMYCiABKA0SLAoKYXNzaWdubWVudBgLIAEoCzIYLnNoYXJkbGluZS52MS5Bc3NpZ25tZW50EkcKDXRyYWNlX2NvbnRleHQYDCADKAsyMC5zaGFyZGxpbmUudjEuRXhlY3V0aW9uQ29udGV4dC5UcmFjZUNvbnRleHRFbnRyeRIsCgZzY3JpcHQYDSABKAsyHC5zaGFyZGxpbmUudjEuU2NyaXB0RXhlY3V0b3ISKAoEaHR0cBgOIAEoCzIaLnNoYXJkbGluZS52MS5IdHRwRXhlY3V0b3ISDgoGZGFlbW9uGA8gASgIEi8KDGZpcmVfb3V0Y29tZRgQIAEoCzIZLnNoYXJkbGluZS52MS5GaXJlT3V0Y29tZRI0CgprdWJlcm5ldGVzGBEgASgLMiAuc2hhcmRsaW5lLnYxLkt1YmVybmV0ZXNFeGVjdXRvchIbChNkaXNjb25uZWN0X2dyYWNlX21zGBIgASgNEhUKDWZlbmNpbmdfdG9rZW4YEyABKAQSEAoIcmV2aXNpb24YFCABKAQaMwoRVHJhY2VDb250ZXh0RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI5CgtGaXJlT3V0Y29tZRIqCgZzaGFyZHMYASADKAsyGi5zaGFyZGxpbmUudjEuU2hhcmRPdXRjb21lIm8KDFNoYXJkT3V0Y29tZRINCgVzaGFyZBgBIAEoDRIrCgVzdGF0ZRgCIAEoDjIcLnNoYXJkbGluZS52MS5FeGVjdXRpb25TdGF0ZRIUCgxleGVjdXRpb25faWQYAyABKAkSDQoFZXJyb3IYBCABKAkipgEKDlNjcmlwdEV4ZWN1dG9yEg8KB2NvbW1hbmQYASABKAkSDAoEYXJncxgCIAMoCRIyCgNlbnYYAyADKAsyJS5zaGFyZGxpbmUudjEuU2NyaXB0RXhlY3V0b3IuRW52RW50cnkSFQoNa2lsbF9ncmFjZV9tcxgEIAEoDRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBItgBCgxIdHRwRXhlY3V0b3ISDgoGbWV0aG9kGAEgASgJEgsKA3VybBgCIAEoCRI4CgdoZWFkZXJzGAMgAygLMicuc2hhcmRsaW5lLnYxLkh0dHBFeGVjdXRvci5IZWFkZXJzRW50cnkSDAoEYm9keRgEIAEoCRIaChJjb25uZWN0X3RpbWVvdXRfbXMYBSABKA0SFwoPcmVhZF90aW1lb3V0X21zGAYgASgNGi4KDEhlYWRlcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqABChJLdWJlcm5ldGVzRXhlY3V0b3ISGQoRcG9kX3RlbXBsYXRlX2pzb24YASABKAkSFQoNYmFja29mZl9saW1pdBgCIAEoDRIiChp0dGxfc2Vjb25kc19hZnRlcl9maW5pc2hlZBgDIAEoDRIVCg1sb2dfY29udGFpbmVyGAQgASgJEh0KFXN0YXJ0X3RpbWVvdXRfc2Vjb25kcxgFIAEoDSIvCgZDYW5jZWwSFQoNZXhlY3V0aW9uX2lkcxgBIAMoCRIOCgZyZWFzb24YAiABKAkiIgoIUmVkaXJlY3QSFgoObGVhZGVyX2FkZHJlc3MYASABKAkyWgoMQWdlbnRTZXJ2aWNlEkoKB0Nvbm5lY3QSHC5zaGFyZGxpbmUudjEuQ29ubmVjdFJlcXVlc3QaHS5zaGFyZGxpbmUudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_shardline_v1_types]);
 
 /**
  * One message from an agent to the controller.
@@ -306,6 +306,18 @@ export type ExecutionUpdate = Message<"shardline.v1.ExecutionUpdate"> & {
    * @generated from field: string result = 6;
    */
   result: string;
+
+  /**
+   * Lines the run wrote since the agent last sent any: its ctx.log lines, a script's stdout and
+   * stderr, a Kubernetes Job's pod log tail. An agent sends them with the run's next update,
+   * and while it runs with a RUNNING update (which the controller otherwise takes as a repeat)
+   * at most every half second or so, never one message per line; the terminal update carries
+   * the last ones. Unset when there is nothing new. A controller older than this field ignores
+   * it. See docs/protocol.md, "Execution logs".
+   *
+   * @generated from field: shardline.v1.ExecutionLog log = 7;
+   */
+  log?: ExecutionLog | undefined;
 };
 
 /**
@@ -314,6 +326,83 @@ export type ExecutionUpdate = Message<"shardline.v1.ExecutionUpdate"> & {
  */
 export const ExecutionUpdateSchema: GenMessage<ExecutionUpdate> = /*@__PURE__*/
   messageDesc(file_shardline_v1_agent_service, 4);
+
+/**
+ * Lines of one execution's log. Lines are numbered from 0 in the order the run wrote them, the
+ * dropped ones counted too, so a line sent twice (after a reconnect) is kept once, and the
+ * controller can say how many are missing.
+ *
+ * @generated from message shardline.v1.ExecutionLog
+ */
+export type ExecutionLog = Message<"shardline.v1.ExecutionLog"> & {
+  /**
+   * The number of lines[0]: how many lines the run had written before it. Below 2^53.
+   *
+   * @generated from field: uint64 first_line = 1;
+   */
+  firstLine: bigint;
+
+  /**
+   * The lines, in the order written. At most 10,000 in one ExecutionLog (INVALID_ARGUMENT
+   * beyond, naming the field); the controller cuts a line's text to its first 16,384 characters.
+   *
+   * @generated from field: repeated shardline.v1.LogLine lines = 2;
+   */
+  lines: LogLine[];
+
+  /**
+   * The number of the oldest line the agent still keeps for this execution: it dropped every
+   * line before it to stay within its bounds (size and count), oldest first, and the controller
+   * drops its copies of them too and shows "N earlier lines dropped" instead. 0: nothing dropped.
+   * At most first_line + the number of lines (INVALID_ARGUMENT beyond).
+   *
+   * @generated from field: uint64 kept_from = 3;
+   */
+  keptFrom: bigint;
+};
+
+/**
+ * Describes the message shardline.v1.ExecutionLog.
+ * Use `create(ExecutionLogSchema)` to create a new message.
+ */
+export const ExecutionLogSchema: GenMessage<ExecutionLog> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_agent_service, 5);
+
+/**
+ * One line an execution wrote.
+ *
+ * @generated from message shardline.v1.LogLine
+ */
+export type LogLine = Message<"shardline.v1.LogLine"> & {
+  /**
+   * When it was written, in Unix milliseconds on the agent's clock; 0 when unknown.
+   *
+   * @generated from field: int64 time_unix_ms = 1;
+   */
+  timeUnixMs: bigint;
+
+  /**
+   * Where it came from: "log" (the handler's ctx.log, its level first in the text), "stdout",
+   * "stderr", or "pod" (a Kubernetes Job's log tail). At most 16 characters; shown as it is.
+   *
+   * @generated from field: string stream = 2;
+   */
+  stream: string;
+
+  /**
+   * The line, without its line break.
+   *
+   * @generated from field: string text = 3;
+   */
+  text: string;
+};
+
+/**
+ * Describes the message shardline.v1.LogLine.
+ * Use `create(LogLineSchema)` to create a new message.
+ */
+export const LogLineSchema: GenMessage<LogLine> = /*@__PURE__*/
+  messageDesc(file_shardline_v1_agent_service, 6);
 
 /**
  * Shards the agent no longer runs. Send it only after the terminal updates of every run on those
@@ -339,7 +428,7 @@ export type Release = Message<"shardline.v1.Release"> & {
  * Use `create(ReleaseSchema)` to create a new message.
  */
 export const ReleaseSchema: GenMessage<Release> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_agent_service, 5);
+  messageDesc(file_shardline_v1_agent_service, 7);
 
 /**
  * Says the agent is leaving on purpose (SIGTERM, shutdown, drain). The stream stays open: the
@@ -363,7 +452,7 @@ export type Goodbye = Message<"shardline.v1.Goodbye"> & {
  * Use `create(GoodbyeSchema)` to create a new message.
  */
 export const GoodbyeSchema: GenMessage<Goodbye> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_agent_service, 6);
+  messageDesc(file_shardline_v1_agent_service, 8);
 
 /**
  * One message from the controller to an agent.
@@ -444,7 +533,7 @@ export type ConnectResponse = Message<"shardline.v1.ConnectResponse"> & {
  * Use `create(ConnectResponseSchema)` to create a new message.
  */
 export const ConnectResponseSchema: GenMessage<ConnectResponse> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_agent_service, 7);
+  messageDesc(file_shardline_v1_agent_service, 9);
 
 /**
  * Accepts an agent: sent once per stream, first, in answer to the Hello.
@@ -500,7 +589,7 @@ export type Welcome = Message<"shardline.v1.Welcome"> & {
  * Use `create(WelcomeSchema)` to create a new message.
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_agent_service, 8);
+  messageDesc(file_shardline_v1_agent_service, 10);
 
 /**
  * Renews the lease.
@@ -541,7 +630,7 @@ export type HeartbeatAck = Message<"shardline.v1.HeartbeatAck"> & {
  * Use `create(HeartbeatAckSchema)` to create a new message.
  */
 export const HeartbeatAckSchema: GenMessage<HeartbeatAck> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_agent_service, 9);
+  messageDesc(file_shardline_v1_agent_service, 11);
 
 /**
  * Changes to the agent's shards. Apply `add` first (as the whole set when snapshot is true),
@@ -586,7 +675,7 @@ export type AssignmentUpdate = Message<"shardline.v1.AssignmentUpdate"> & {
  * Use `create(AssignmentUpdateSchema)` to create a new message.
  */
 export const AssignmentUpdateSchema: GenMessage<AssignmentUpdate> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_agent_service, 10);
+  messageDesc(file_shardline_v1_agent_service, 12);
 
 /**
  * Executions to start. The controller coalesces the executions of one event-loop turn for one
@@ -609,7 +698,7 @@ export type Dispatch = Message<"shardline.v1.Dispatch"> & {
  * Use `create(DispatchSchema)` to create a new message.
  */
 export const DispatchSchema: GenMessage<Dispatch> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_agent_service, 11);
+  messageDesc(file_shardline_v1_agent_service, 13);
 
 /**
  * Everything an agent needs to run one execution.
@@ -801,7 +890,7 @@ export type ExecutionContext = Message<"shardline.v1.ExecutionContext"> & {
  * Use `create(ExecutionContextSchema)` to create a new message.
  */
 export const ExecutionContextSchema: GenMessage<ExecutionContext> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_agent_service, 12);
+  messageDesc(file_shardline_v1_agent_service, 14);
 
 /**
  * How every shard of one fire ended.
@@ -823,7 +912,7 @@ export type FireOutcome = Message<"shardline.v1.FireOutcome"> & {
  * Use `create(FireOutcomeSchema)` to create a new message.
  */
 export const FireOutcomeSchema: GenMessage<FireOutcome> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_agent_service, 13);
+  messageDesc(file_shardline_v1_agent_service, 15);
 
 /**
  * How one shard of a fire ended.
@@ -865,7 +954,7 @@ export type ShardOutcome = Message<"shardline.v1.ShardOutcome"> & {
  * Use `create(ShardOutcomeSchema)` to create a new message.
  */
 export const ShardOutcomeSchema: GenMessage<ShardOutcome> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_agent_service, 14);
+  messageDesc(file_shardline_v1_agent_service, 16);
 
 /**
  * Runs a command as a child process, without a shell, in a process group of its own. The
@@ -912,7 +1001,7 @@ export type ScriptExecutor = Message<"shardline.v1.ScriptExecutor"> & {
  * Use `create(ScriptExecutorSchema)` to create a new message.
  */
 export const ScriptExecutorSchema: GenMessage<ScriptExecutor> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_agent_service, 15);
+  messageDesc(file_shardline_v1_agent_service, 17);
 
 /**
  * Makes one HTTP request, on a fresh connection, without following redirects. A 2xx status is
@@ -972,7 +1061,7 @@ export type HttpExecutor = Message<"shardline.v1.HttpExecutor"> & {
  * Use `create(HttpExecutorSchema)` to create a new message.
  */
 export const HttpExecutorSchema: GenMessage<HttpExecutor> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_agent_service, 16);
+  messageDesc(file_shardline_v1_agent_service, 18);
 
 /**
  * Runs the execution as a Kubernetes batch/v1 Job in the agent's namespace, made from a pod
@@ -1029,7 +1118,7 @@ export type KubernetesExecutor = Message<"shardline.v1.KubernetesExecutor"> & {
  * Use `create(KubernetesExecutorSchema)` to create a new message.
  */
 export const KubernetesExecutorSchema: GenMessage<KubernetesExecutor> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_agent_service, 17);
+  messageDesc(file_shardline_v1_agent_service, 19);
 
 /**
  * Executions to stop.
@@ -1059,7 +1148,7 @@ export type Cancel = Message<"shardline.v1.Cancel"> & {
  * Use `create(CancelSchema)` to create a new message.
  */
 export const CancelSchema: GenMessage<Cancel> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_agent_service, 18);
+  messageDesc(file_shardline_v1_agent_service, 20);
 
 /**
  * Points an agent at the leader.
@@ -1082,7 +1171,7 @@ export type Redirect = Message<"shardline.v1.Redirect"> & {
  * Use `create(RedirectSchema)` to create a new message.
  */
 export const RedirectSchema: GenMessage<Redirect> = /*@__PURE__*/
-  messageDesc(file_shardline_v1_agent_service, 19);
+  messageDesc(file_shardline_v1_agent_service, 21);
 
 /**
  * The service agents connect to. An agent needs nothing else from the controller.
