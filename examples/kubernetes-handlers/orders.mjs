@@ -2,6 +2,8 @@
 // this file to /app/handlers/orders.mjs, and the agent loads it with
 // --handlers=/app/handlers/orders.mjs (agent-patch.yaml). Outside Kubernetes:
 //   ORDERS_API_URL=http://127.0.0.1:8080 shardline agent --handlers examples/kubernetes-handlers/orders.mjs
+/* global fetch -- Node's own since Node 18; the agent runs on Node 24 */
+import { URL, URLSearchParams } from "node:url";
 
 /** How far back a rollup looks: spec.parameter `window=15m` (or a trigger's --parameter); `m`, `h` or `d`. */
 function windowMs(parameter) {
