@@ -126,6 +126,8 @@ export function applyReport(core: CoreState, agent: AgentEntry, report: Executio
     });
     return;
   }
+  // Before the state: a terminal report carries its run's last lines.
+  if (report.log !== undefined) core.outbox.appendLog({ executionId: execution.id, ...report.log });
   if (report.state === "running") {
     if (execution.state !== "running") {
       if (DisconnectGrace.reported(core, execution.id)) {

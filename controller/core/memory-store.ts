@@ -1,5 +1,7 @@
 import { ShardlineError } from "../../shared/errors.js";
+import { mergeExecutionLog } from "./execution-log.js";
 import {
+  type ExecutionLogRecord,
   type ExecutionQuery,
   type ExecutionRecord,
   type JobRecord,
@@ -40,6 +42,8 @@ export class MemoryStore implements Store {
   executions = new Map<string, ExecutionRecord>();
   /** Each job's revisions by number. */
   revisions = new Map<string, Map<number, RevisionRecord>>();
+  /** Executions' logs by execution id. */
+  logs = new Map<string, ExecutionLogRecord>();
 
   /** Takes the next term and returns what a controller starts from. */
   snapshot(): StoreSnapshot {
@@ -84,6 +88,7 @@ export class MemoryStore implements Store {
     }
     for (const { job, fireTime } of batch.cursors ?? []) this.cursors.set(job, fireTime);
     for (const execution of batch.executions ?? []) this.executions.set(execution.id, structuredClone(execution));
+    for (const chunk of batch.logs ?? []) this.logs.set(chunk.executionId, mergeExecutionLog(this.logs.get(chunk.executionId), structuredClone(chunk)));
   }
 
   open(): Promise<StoreSnapshot> {
@@ -116,6 +121,11 @@ export class MemoryStore implements Store {
     return Promise.resolve(execution === undefined ? undefined : structuredClone(execution));
   }
 
+  getExecutionLog(id: string): Promise<ExecutionLogRecord | undefined> {
+    const log = this.logs.get(id);
+    return Promise.resolve(log === undefined ? undefined : structuredClone(log));
+  }
+
   listRevisions(job: string): Promise<RevisionRecord[]> {
     const held = [...(this.revisions.get(job)?.values() ?? [])];
     return Promise.resolve(held.sort((a, b) => b.revision - a.revision).map((r) => structuredClone(r)));
@@ -136,6 +146,7 @@ export class MemoryStore implements Store {
     if (invalid !== undefined) return Promise.reject(invalid);
     let deleted = 0;
     const drop = (e: ExecutionRecord): void => {
+      this.logs.delete(e.id);
       if (this.executions.delete(e.id)) deleted++;
     };
     const finished = [...this.executions.values()].filter((e) => !isOpen(e));

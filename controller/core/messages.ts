@@ -1,4 +1,4 @@
-import type { ExecutionStateName, ShardOutcome } from "./store-port.js";
+import type { ExecutionLogChunk, ExecutionStateName, ShardOutcome } from "./store-port.js";
 
 /** An assignment as the core speaks of it: shard of job, stamped (term, generation). */
 export interface AssignmentRef {
@@ -41,6 +41,8 @@ export interface ExecutionUpdate {
   finishedAt?: number;
   error?: string;
   result?: string;
+  /** Lines the run wrote since the agent last sent any (ExecutionUpdate.log); absent when none. */
+  log?: Omit<ExecutionLogChunk, "executionId">;
 }
 
 /** Everything an agent needs to run one execution. */

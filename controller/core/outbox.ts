@@ -1,5 +1,5 @@
 import type { ErrorCode } from "../../shared/errors.js";
-import type { ExecutionRecord, JobRecord, RevisionRecord, StoreBatch } from "./store-port.js";
+import type { ExecutionLogChunk, ExecutionRecord, JobRecord, RevisionRecord, StoreBatch } from "./store-port.js";
 import type { AgentCommand, CoreEvent } from "./messages.js";
 
 /** A message for one agent session. */
@@ -35,6 +35,7 @@ export class Outbox {
   private cursors = new Map<string, number>();
   private executions = new Map<string, ExecutionRecord>();
   private revisions: RevisionRecord[] = [];
+  private logs: ExecutionLogChunk[] = [];
   private messages: Outbound[] = [];
   private closes: SessionClose[] = [];
   private events: CoreEvent[] = [];
@@ -68,6 +69,11 @@ export class Outbox {
     this.executions.set(execution.id, { ...execution });
   }
 
+  /** Adds lines to an execution's log; every chunk is kept, in order (a store merges them). */
+  appendLog(chunk: ExecutionLogChunk): void {
+    this.logs.push(chunk);
+  }
+
   send(session: string, command: AgentCommand): void {
     this.messages.push({ session, command });
   }
@@ -87,6 +93,7 @@ export class Outbox {
       this.cursors.size === 0 &&
       this.executions.size === 0 &&
       this.revisions.length === 0 &&
+      this.logs.length === 0 &&
       this.messages.length === 0 &&
       this.closes.length === 0 &&
       this.events.length === 0
@@ -102,6 +109,7 @@ export class Outbox {
     }
     if (this.executions.size > 0) persist.executions = [...this.executions.values()];
     if (this.revisions.length > 0) persist.revisions = this.revisions;
+    if (this.logs.length > 0) persist.logs = this.logs;
     const effects: Effects = {
       persist,
       messages: this.messages,
@@ -113,6 +121,7 @@ export class Outbox {
     this.cursors = new Map();
     this.executions = new Map();
     this.revisions = [];
+    this.logs = [];
     this.messages = [];
     this.closes = [];
     this.events = [];

@@ -165,6 +165,40 @@ export function pinnedRevisions(jobs: Iterable<JobRecord>, openExecutions: Itera
   return pinned;
 }
 
+/** One line of an execution's log, as kept. */
+export interface ExecutionLogLine {
+  /** Its number in the execution's log, from 0 (see ExecutionLog.first_line). */
+  number: number;
+  /** Unix ms on the agent's clock; 0 when unknown. */
+  time: number;
+  /** "log", "stdout", "stderr" or "pod". */
+  stream: string;
+  text: string;
+}
+
+/** Lines an agent shipped for one execution (ExecutionUpdate.log, decoded and checked). */
+export interface ExecutionLogChunk {
+  executionId: string;
+  /** The number of lines[0]. */
+  firstLine: number;
+  lines: Omit<ExecutionLogLine, "number">[];
+  /** The agent dropped every line numbered below this one. */
+  keptFrom: number;
+}
+
+/** An execution's log as a store keeps it, beside the execution and pruned with it (execution-log.ts merges). */
+export interface ExecutionLogRecord {
+  executionId: string;
+  /** Every line numbered below this one is no longer held (dropped by a bound, oldest first). */
+  keptFrom: number;
+  /** One past the highest line number received. */
+  nextLine: number;
+  /** The characters of text held, for the controller's bound. */
+  chars: number;
+  /** Oldest first, ascending numbers (a gap where lines were lost on the way). */
+  lines: ExecutionLogLine[];
+}
+
 /** Everything one core step asks to make durable, written atomically. */
 export interface StoreBatch {
   /** Jobs created or changed. */
@@ -181,6 +215,8 @@ export interface StoreBatch {
   executions?: ExecutionRecord[];
   /** Revisions made (never changed afterwards). A deleted job's revisions go with it. */
   revisions?: RevisionRecord[];
+  /** Log lines to add to executions' logs, in the order received (merged by mergeExecutionLog). */
+  logs?: ExecutionLogChunk[];
 }
 
 /** What the controller loads when it starts. */
@@ -246,10 +282,15 @@ export interface Store {
   commit(batch: StoreBatch): Promise<void>;
   listExecutions(query: ExecutionQuery): Promise<ExecutionRecord[]>;
   getExecution(id: string): Promise<ExecutionRecord | undefined>;
+  /**
+   * An execution's log; undefined when it has none (or retention dropped it with its execution).
+   * Every durable store has it; a store without it (a test's fake) keeps no logs.
+   */
+  getExecutionLog?(id: string): Promise<ExecutionLogRecord | undefined>;
   /** A job's revisions kept, newest first. */
   listRevisions(job: string): Promise<RevisionRecord[]>;
   getRevision(job: string, revision: number): Promise<RevisionRecord | undefined>;
-  /** Deletes finished executions beyond the policy; returns how many. */
+  /** Deletes finished executions beyond the policy, and their logs; returns how many. */
   prune(policy: RetentionPolicy, now: number): Promise<number>;
   /**
    * Records, before a leader steps down on purpose, that the agent leases it granted all end

@@ -15,7 +15,14 @@ import {
   type RolloutStatus,
   RolloutStatusSchema,
 } from "../../shared/gen/shardline/v1/types_pb.js";
-import type { ExecutionUpdate as ExecutionUpdateMessage, ExecutionUpdates, Hello, Release } from "../../shared/gen/shardline/v1/agent_service_pb.js";
+import type {
+  ExecutionLog as ExecutionLogMessage,
+  ExecutionUpdate as ExecutionUpdateMessage,
+  ExecutionUpdates,
+  Hello,
+  Release,
+} from "../../shared/gen/shardline/v1/agent_service_pb.js";
+import { EXECUTION_LOG_LIMITS } from "../core/execution-log.js";
 import { stateEnumOf, stateNameOf } from "../../shared/execution-state.js";
 import { DEFAULT_WIRE_BUDGET } from "../../shared/grpc/index.js";
 import { manifestShaped } from "../../shared/manifest/index.js";
@@ -127,7 +134,34 @@ export function updateFromProto(update: ExecutionUpdateMessage, field: string, h
   // Free text, cut rather than refused: a handler's error message is not the agent's to bound.
   if (update.error !== "") report.error = update.error.slice(0, MAX_TEXT);
   if (update.result !== "") report.result = update.result.slice(0, MAX_TEXT);
+  if (update.log !== undefined && (update.log.lines.length > 0 || update.log.keptFrom > 0n)) report.log = logFromProto(update.log, `${field}.log`);
   return report;
+}
+
+/**
+ * An ExecutionLog, checked: its numbers must be possible, its lines at most a chunk's bound.
+ * Text is cut rather than refused, as error and result are: a run's output is not the agent's to
+ * bound, and the store's own bound (execution-log.ts) holds whatever an agent sends.
+ */
+function logFromProto(log: ExecutionLogMessage, field: string): NonNullable<ExecutionUpdate["log"]> {
+  const limits = EXECUTION_LOG_LIMITS;
+  if (log.lines.length > limits.maxLinesPerChunk) {
+    throw ShardlineError.invalid(`${field}.lines`, `${log.lines.length} lines`, `at most ${limits.maxLinesPerChunk} in one ExecutionLog`);
+  }
+  const firstLine = toNumber(log.firstLine, `${field}.first_line`);
+  const keptFrom = toNumber(log.keptFrom, `${field}.kept_from`);
+  if (firstLine + log.lines.length > Number.MAX_SAFE_INTEGER) {
+    throw ShardlineError.invalid(`${field}.first_line`, log.firstLine.toString(), `a number that leaves room for its ${log.lines.length} lines below 2^53`);
+  }
+  if (keptFrom > firstLine + log.lines.length) {
+    throw ShardlineError.invalid(`${field}.kept_from`, log.keptFrom.toString(), `at most first_line + the number of lines (${firstLine + log.lines.length})`);
+  }
+  const lines = log.lines.map((line, i) => ({
+    time: line.timeUnixMs === 0n ? 0 : unixMsFromProto(line.timeUnixMs, `${field}.lines[${i}].time_unix_ms`),
+    stream: line.stream.slice(0, limits.maxStreamChars),
+    text: line.text.slice(0, limits.maxLineChars),
+  }));
+  return { firstLine, lines, keptFrom };
 }
 
 /**

@@ -1,6 +1,7 @@
 import { type Namespace, Range } from "etcd3";
 import { ShardlineError } from "../../../shared/errors.js";
 import {
+  type ExecutionLogRecord,
   type ExecutionQuery,
   type ExecutionRecord,
   type JobRecord,
@@ -15,6 +16,7 @@ import {
 import { manifestShaped } from "../../../shared/manifest/index.js";
 import { readStoredSpec } from "../stored-spec.js";
 import { TERM_KEY } from "./etcd-leadership.js";
+import { mergeExecutionLog } from "../../core/execution-log.js";
 
 /**
  * Keys, relative to the store's namespace:
@@ -24,12 +26,15 @@ import { TERM_KEY } from "./etcd-leadership.js";
  *   are one prefix, and a restart reads only `open/`.
  * - `revisions/JOB/REVISION`: a RevisionRecord as JSON, the revision zero-padded so that a job's
  *   revisions are one prefix in number order. Deleted with the job.
+ * - `logs/ID`: an execution's log (controller/core/execution-log.ts) as JSON, for an execution
+ *   that wrote something; merged as each batch is applied, deleted by prune with the execution.
  * - `wal/TERM-SEQ`: a group of committed batches not yet applied to the keys above (see commit).
  * - `handover`: written by a leader stepping down on purpose, read and deleted by the next.
  * - `term`, `leader`: the election's (etcd-leadership.ts).
  */
 const WAL = "wal/";
 const REVISIONS = "revisions/";
+const LOGS = "logs/";
 /** How long the agent leases of a leader that stepped down on purpose still ran, in ms. */
 const HANDOVER_KEY = "handover";
 const WAL_PART = "wal-part/";
@@ -170,6 +175,13 @@ export class EtcdStore implements Store {
     return undefined;
   }
 
+  async getExecutionLog(id: string): Promise<ExecutionLogRecord | undefined> {
+    this.#readable();
+    await this.#applied;
+    const value = await this.#guard("read an execution's log", () => this.#ns.get(LOGS + id).string());
+    return value === null ? undefined : (JSON.parse(value) as ExecutionLogRecord);
+  }
+
   /** A job's revisions kept, newest first. */
   async listRevisions(job: string): Promise<RevisionRecord[]> {
     this.#readable();
@@ -209,13 +221,19 @@ export class EtcdStore implements Store {
         byJob.set(job, list);
       }
       const doomed: Writes = new Map();
+      const logs = new Set<string>();
       for (const list of byJob.values()) {
         list.sort(listingOrder);
         list.forEach((e, rank) => {
-          if (rank >= policy.maxPerJob || e.fireTime < now - policy.maxAgeMs) doomed.set(e.key, null);
+          if (rank >= policy.maxPerJob || e.fireTime < now - policy.maxAgeMs) {
+            doomed.set(e.key, null);
+            logs.add(e.key.slice("done/".length));
+          }
         });
       }
       const executions = doomed.size;
+      // A log goes with its execution; most executions have none, so only those held are deleted.
+      for (const key of await this.#readKeys(LOGS)) if (logs.has(key.slice(LOGS.length))) doomed.set(key, null);
       for (const key of await this.#revisionsBeyond(policy.revisionsPerJob)) doomed.set(key, null);
       await this.#write(doomed);
       return executions;
@@ -329,7 +347,9 @@ export class EtcdStore implements Store {
   }
 
   async #applyEntry(entry: string, batches: readonly StoreBatch[]): Promise<void> {
-    await this.#write(writesOf(batches, await this.#heldRevisions(batches)));
+    const writes = writesOf(batches, await this.#heldRevisions(batches));
+    for (const [key, log] of await this.#mergedLogs(batches)) writes.set(key, log);
+    await this.#write(writes);
     const cleanup: Writes = new Map([[entry, null]]);
     for (const key of await this.#readKeys(`${WAL_PART}${entry}/`)) cleanup.set(key, null);
     await this.#write(cleanup);
@@ -352,6 +372,25 @@ export class EtcdStore implements Store {
       held.set(job, new Set((await this.#readKeys(prefix)).map((key) => Number(key.slice(prefix.length)))));
     }
     return held;
+  }
+
+  /**
+   * The logs the batches add lines to, each merged with what etcd holds: read while applying, in
+   * the apply chain, so each merge starts from what every earlier entry left.
+   */
+  async #mergedLogs(batches: readonly StoreBatch[]): Promise<Map<string, string>> {
+    const merged = new Map<string, ExecutionLogRecord | undefined>();
+    for (const batch of batches) {
+      for (const chunk of batch.logs ?? []) {
+        const key = LOGS + chunk.executionId;
+        if (!merged.has(key)) {
+          const value = await this.#guard("read an execution's log", () => this.#ns.get(key).string());
+          merged.set(key, value === null ? undefined : (JSON.parse(value) as ExecutionLogRecord));
+        }
+        merged.set(key, mergeExecutionLog(merged.get(key), chunk));
+      }
+    }
+    return new Map([...merged].map(([key, log]) => [key, JSON.stringify(log)]));
   }
 
   /** Applies the WAL entries a previous leader left, in order, and drops parts without a manifest. */

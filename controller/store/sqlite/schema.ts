@@ -89,6 +89,15 @@ export const MIGRATIONS: readonly string[] = [
   -- The job's rollout state as a JSON object; NULL when it has none.
   ALTER TABLE jobs ADD COLUMN rollout TEXT;
   `,
+  `
+  -- An execution's log (controller/core/execution-log.ts: kept_from, next_line, chars, lines),
+  -- as a JSON object, bounded by the controller; a row only for an execution that wrote
+  -- something. No foreign key: prune deletes the logs of the executions it deletes.
+  CREATE TABLE execution_logs (
+    execution_id TEXT PRIMARY KEY,
+    log_json     TEXT NOT NULL
+  ) WITHOUT ROWID;
+  `,
 ];
 
 /** The schema version this code writes. */

@@ -5,6 +5,7 @@ import { ShardlineError } from "../../../shared/errors.js";
 import { OPEN_STATES } from "../../../shared/execution-state.js";
 import type {
   ExecutionCause,
+  ExecutionLogRecord,
   ExecutionQuery,
   ExecutionRecord,
   ExecutionStateName,
@@ -20,6 +21,7 @@ import { manifestShaped } from "../../../shared/manifest/index.js";
 import { readStoredSpec } from "../stored-spec.js";
 import { removeOwnerRecord, storeInUse, writeOwnerRecord } from "./owner-record.js";
 import { migrate } from "./schema.js";
+import { mergeExecutionLog } from "../../core/execution-log.js";
 
 /** The path better-sqlite3 reads as a private in-memory database (for tests). */
 export const IN_MEMORY = ":memory:";
@@ -127,6 +129,9 @@ interface Statements {
   getExecution: Database.Statement<[string], ExecutionRow>;
   pruneByAge: Database.Statement<[number]>;
   pruneByCount: Database.Statement<[number]>;
+  getLog: Database.Statement<[string], { log_json: string }>;
+  upsertLog: Database.Statement<[string, string]>;
+  pruneLogs: Database.Statement<[]>;
 }
 
 /**
@@ -238,6 +243,14 @@ export class SqliteFile {
     });
   }
 
+  /** An execution's log, if it wrote one and the file still holds it. */
+  getExecutionLog(id: string): ExecutionLogRecord | undefined {
+    return guard("read an execution's log", () => {
+      const row = this.s.getLog.get(id);
+      return row === undefined ? undefined : (JSON.parse(row.log_json) as ExecutionLogRecord);
+    });
+  }
+
   /** A job's revisions kept, newest first. */
   listRevisions(job: string): RevisionRecord[] {
     return guard("list revisions", () => this.s.listRevisions.all(job).map(toRevisionRecord));
@@ -272,6 +285,7 @@ export class SqliteFile {
           if (Number.isFinite(policy.maxAgeMs)) deleted += s.pruneByAge.run(now - policy.maxAgeMs).changes;
           if (Number.isFinite(policy.maxPerJob)) deleted += s.pruneByCount.run(policy.maxPerJob).changes;
           if (Number.isFinite(policy.revisionsPerJob)) s.pruneRevisions.run(policy.revisionsPerJob);
+          if (deleted > 0) s.pruneLogs.run();
           return deleted;
         })
         .immediate(),
@@ -380,6 +394,11 @@ function writeBatch(s: Statements, batch: StoreBatch): void {
       e.revision ?? null,
     );
   }
+  for (const chunk of batch.logs ?? []) {
+    const row = s.getLog.get(chunk.executionId);
+    const stored = row === undefined ? undefined : (JSON.parse(row.log_json) as ExecutionLogRecord);
+    s.upsertLog.run(chunk.executionId, JSON.stringify(mergeExecutionLog(stored, chunk)));
+  }
 }
 
 function prepareStatements(db: Database.Database): Statements {
@@ -452,6 +471,12 @@ function prepareStatements(db: Database.Database): Statements {
          ) WHERE rank > ?
        )`,
     ),
+    getLog: db.prepare("SELECT log_json FROM execution_logs WHERE execution_id = ?"),
+    upsertLog: db.prepare(
+      "INSERT INTO execution_logs (execution_id, log_json) VALUES (?, ?) ON CONFLICT (execution_id) DO UPDATE SET log_json = excluded.log_json",
+    ),
+    // A log goes with its execution: whatever prune deleted, by age or by count.
+    pruneLogs: db.prepare("DELETE FROM execution_logs WHERE execution_id NOT IN (SELECT id FROM executions)"),
   };
 }
 

@@ -354,7 +354,7 @@ describe("schema upgrades", () => {
 
   it("upgrades a file written before revisions were kept, keeping its rows, with no revision or rollout", async () => {
     const before = 5;
-    expect(SCHEMA_VERSION).toBe(before + 1);
+    expect(SCHEMA_VERSION).toBeGreaterThan(before);
     await mkdir(dirname(dbPath), { recursive: true });
     const old = new Database(dbPath);
     for (const step of MIGRATIONS.slice(0, before)) old.exec(step);

@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { ShardlineError } from "../../../shared/errors.js";
-import type { ExecutionQuery, ExecutionRecord, RetentionPolicy, RevisionRecord, Store, StoreBatch, StoreSnapshot } from "../store.js";
+import type { ExecutionLogRecord, ExecutionQuery, ExecutionRecord, RetentionPolicy, RevisionRecord, Store, StoreBatch, StoreSnapshot } from "../store.js";
 import type { WriterReply, WriterRequest, WriterResults } from "./writer-protocol.js";
 
 type Pending = { resolve: (value: unknown) => void; reject: (error: Error) => void };
@@ -58,6 +58,11 @@ export class SqliteStore implements Store {
   /** One execution by its id (`JOB/FIRE_UNIX_MS/SHARD/ATTEMPT`), if the store still holds it. */
   getExecution(id: string): Promise<ExecutionRecord | undefined> {
     return this.ask("get", { executionId: id });
+  }
+
+  /** An execution's log, if it wrote one and the store still holds it. */
+  getExecutionLog(id: string): Promise<ExecutionLogRecord | undefined> {
+    return this.ask("log", { executionId: id });
   }
 
   /** A job's revisions kept, newest first. */

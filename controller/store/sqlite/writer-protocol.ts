@@ -1,5 +1,5 @@
 import type { ErrorCode, ErrorDetails } from "../../../shared/errors.js";
-import type { ExecutionQuery, ExecutionRecord, RetentionPolicy, RevisionRecord, StoreBatch, StoreSnapshot } from "../store.js";
+import type { ExecutionLogRecord, ExecutionQuery, ExecutionRecord, RetentionPolicy, RevisionRecord, StoreBatch, StoreSnapshot } from "../store.js";
 
 /** What SqliteStore asks its writer thread, each with an id its reply carries back. */
 export type WriterRequest =
@@ -7,6 +7,7 @@ export type WriterRequest =
   | { id: number; op: "commit"; batch: StoreBatch }
   | { id: number; op: "list"; query: ExecutionQuery }
   | { id: number; op: "get"; executionId: string }
+  | { id: number; op: "log"; executionId: string }
   | { id: number; op: "revisions"; job: string }
   | { id: number; op: "revision"; job: string; revision: number }
   | { id: number; op: "prune"; policy: RetentionPolicy; now: number }
@@ -18,6 +19,7 @@ export interface WriterResults {
   commit: undefined;
   list: ExecutionRecord[];
   get: ExecutionRecord | undefined;
+  log: ExecutionLogRecord | undefined;
   revisions: RevisionRecord[];
   revision: RevisionRecord | undefined;
   prune: number;

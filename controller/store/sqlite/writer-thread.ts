@@ -51,6 +51,8 @@ function serve(request: Exclude<WriterRequest, { op: "commit" }>): unknown {
       return opened().listExecutions(request.query);
     case "get":
       return opened().getExecution(request.executionId);
+    case "log":
+      return opened().getExecutionLog(request.executionId);
     case "revisions":
       return opened().listRevisions(request.job);
     case "revision":

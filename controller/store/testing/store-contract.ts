@@ -373,6 +373,41 @@ export function describeStoreContract(name: string, opened: () => Promise<Store>
     });
   });
 
+  describe(`${name} execution logs`, () => {
+    const line = (text: string): { time: number; stream: string; text: string } => ({ time: 5, stream: "stdout", text });
+
+    it("keeps each line once across resends and drops what the agent dropped", async () => {
+      const s = await opened();
+      const run = execution({ job: "invoices", fireTime: 1000, state: "running" });
+      await s.commit({ executions: [run], logs: [{ executionId: run.id, firstLine: 0, keptFrom: 0, lines: [line("a"), line("b")] }] });
+      await s.commit({ logs: [{ executionId: run.id, firstLine: 1, keptFrom: 0, lines: [line("b"), line("c")] }] });
+      await s.commit({ logs: [{ executionId: run.id, firstLine: 3, keptFrom: 2, lines: [line("d")] }] });
+
+      const log = await s.getExecutionLog!(run.id);
+      expect(log?.lines.map((l) => [l.number, l.text])).toEqual([
+        [2, "c"],
+        [3, "d"],
+      ]);
+      expect(log?.keptFrom).toBe(2);
+      expect(log?.nextLine).toBe(4);
+      expect(await s.getExecutionLog!("invoices/1000/1/1")).toBeUndefined();
+    });
+
+    it("drops an execution's log with the execution when retention drops it", async () => {
+      const s = await opened();
+      const hour = 3_600_000;
+      const old = execution({ job: "invoices", fireTime: 1000, state: "succeeded" });
+      const kept = execution({ job: "invoices", fireTime: 5 * hour, state: "succeeded" });
+      await s.commit({
+        executions: [old, kept],
+        logs: [old, kept].map((e) => ({ executionId: e.id, firstLine: 0, keptFrom: 0, lines: [line(e.id)] })),
+      });
+      expect(await s.prune({ maxAgeMs: hour, maxPerJob: 1000, revisionsPerJob: 10 }, 5 * hour)).toBe(1);
+      expect(await s.getExecutionLog!(old.id)).toBeUndefined();
+      expect((await s.getExecutionLog!(kept.id))?.lines.map((l) => l.text)).toEqual([kept.id]);
+    });
+  });
+
   describe(`${name}.prune`, () => {
     const hour = 3_600_000;
     const now = 100 * hour;
