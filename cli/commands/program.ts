@@ -9,6 +9,7 @@ import { registerAgent } from "./agent.js";
 import { registerAgentActions } from "./agent-actions.js";
 import { registerApply } from "./apply.js";
 import { registerController } from "./controller.js";
+import { registerConvert } from "./convert.js";
 import { registerDemo } from "./demo.js";
 import { registerEvents } from "./events.js";
 import { registerGet } from "./get.js";
@@ -76,6 +77,7 @@ export function buildProgram(io: CliIo): Command {
   registerDescribe(program, io);
   registerAgentActions(program, io);
   registerEvents(program, io);
+  registerConvert(program, io);
   registerDemo(program);
   return program;
 }
