@@ -2,13 +2,14 @@ import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { cp, mkdir, mkdtemp, rm, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { basename, dirname, join, relative } from "node:path";
+import { basename, dirname, join, posix, relative } from "node:path";
 import { promisify } from "node:util";
 import { fileURLToPath } from "node:url";
 import { create } from "@bufbuild/protobuf";
 import * as k8s from "@kubernetes/client-node";
 import type { Command, Option } from "commander";
 import { pino } from "pino";
+import { parseAllDocuments } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectKubernetes } from "../agent/executors/kubernetes/kube-config.js";
 import { jobNameFor } from "../agent/executors/kubernetes/job-manifest.js";
@@ -352,6 +353,117 @@ describe("deploy/Dockerfile", () => {
   });
 });
 
+describe("examples/kubernetes-handlers", () => {
+  const EXAMPLE = join(ROOT, "examples", "kubernetes-handlers");
+  const dockerfile = readFileSync(join(EXAMPLE, "Dockerfile"), "utf8");
+  const stages = parseStages(dockerfile);
+  let objects: Manifest[];
+  let base: Manifest[];
+  const agentOf = (from: Manifest[]) => from.find((o): o is Workload => o.kind === "DaemonSet" && o.metadata.name === "shardline-agent")!;
+  const containerOf = (from: Manifest[]) => agentOf(from).spec.template.spec.containers[0]! as Container & { volumeMounts: { name: string; mountPath: string; readOnly?: boolean }[] };
+  const volumesOf = (from: Manifest[]) => agentOf(from).spec.template.spec.volumes! as { name: string; configMap?: { name: string; defaultMode?: number } }[];
+  /** What the patch adds to the agent container's args: the flags after the base's. */
+  const added = () => containerOf(objects).args!.slice(containerOf(base).args!.length);
+  const flag = (name: string) => added().find((arg) => arg.startsWith(`${name}=`))?.slice(name.length + 1);
+
+  beforeAll(async () => {
+    objects = await renderKustomization(EXAMPLE);
+    base = rendered.get("agent/daemonset")!;
+  }, 60_000);
+
+  it("renders objects that are valid against the Kubernetes schemas, with no unknown field", async () => {
+    for (const object of objects) {
+      const what = `${object.kind} ${object.metadata.name}`;
+      const Model = await modelOf(object);
+      expect(() => new Model(object).validate(), what).not.toThrow();
+      if (object.apiVersion !== "monitoring.coreos.com/v1") expect(unknownFields(object, clientModelName(object)), what).toEqual([]);
+    }
+  });
+
+  it("changes only the agent container of deploy/kustomize/agent/daemonset: its image, flags, env and mounts added, and the scripts' ConfigMap; RBAC as it was", () => {
+    const byId = (from: Manifest[]) => new Map(from.filter((o) => o.kind !== "ConfigMap").map((o) => [`${o.kind}/${o.metadata.name}`, o]));
+    const [ours, theirs] = [byId(objects), byId(base)];
+    expect([...ours.keys()].sort()).toEqual([...theirs.keys()].sort());
+    // Generated names end in a hash of the contents, which differs between kustomize versions.
+    const configMaps = (from: Manifest[]) => Object.fromEntries(from.filter((o) => o.kind === "ConfigMap").map((o) => [o.metadata.name.replace(/-[a-z0-9]{10}$/, ""), o.data]));
+    expect(configMaps(objects)).toEqual({ ...configMaps(base), "shardline-agent-scripts": expect.anything() });
+    for (const [id, object] of ours) {
+      if (id !== "DaemonSet/shardline-agent") expect(object, id).toEqual(theirs.get(id));
+    }
+
+    const [container, baseContainer] = [containerOf(objects), containerOf(base)];
+    // The image the Dockerfile's `docker build -t` line makes, in place of shardline:VERSION.
+    expect(container.image).toBe(/docker build -t (\S+)/.exec(dockerfile)![1]);
+    expect(container.args!.slice(0, baseContainer.args!.length)).toEqual(baseContainer.args);
+    expect(added().map((arg) => arg.split("=")[0])).toEqual(["--handlers", "--allow-script"]);
+    const program = buildProgram({ stdout: () => {}, stderr: () => {}, readStdin: async () => "", env: {}, onSignal: () => () => {} });
+    const agent = program.commands.find((c) => c.name() === "agent")!;
+    for (const arg of added()) {
+      const [name, ...value] = arg.split("=");
+      expect(() => optionOf(agent, name!)!.parseArg?.(value.join("="), undefined as never), arg).not.toThrow();
+    }
+    expect(container.env).toEqual([...baseContainer.env!, { name: "ORDERS_API_URL", value: expect.stringMatching(/^http:\/\//) }]);
+    expect(container.volumeMounts).toEqual([...baseContainer.volumeMounts, { name: "scripts", mountPath: expect.any(String), readOnly: true }]);
+    expect(volumesOf(objects).slice(0, -1)).toEqual(volumesOf(base));
+
+    // Everything else in the pod template, the DaemonSet's rollout and grace included, is the base's.
+    const rest = (from: Manifest[]) => {
+      const copy = structuredClone(agentOf(from));
+      const pod = copy.spec.template.spec;
+      const { image: _image, args: _args, env: _env, volumeMounts: _mounts, ...others } = pod.containers[0]! as Container & { volumeMounts: unknown };
+      pod.containers[0] = others as Container;
+      delete pod.volumes;
+      return copy;
+    };
+    expect(rest(objects)).toEqual(rest(base));
+  });
+
+  it("mounts the scripts' ConfigMap where --allow-script points, executable by the agent's user, and the script job names that path", async () => {
+    const mount = containerOf(objects).volumeMounts.find((m) => m.name === "scripts")!;
+    const volume = volumesOf(objects).find((v) => v.name === "scripts")!.configMap!;
+    const configMap = objects.find((o) => o.kind === "ConfigMap" && o.metadata.name === volume.name) as (Manifest & { data: Record<string, string> }) | undefined;
+    expect(configMap, `ConfigMap ${volume.name}`).toBeDefined();
+    const script = flag("--allow-script")!;
+    expect(dirname(script)).toBe(mount.mountPath);
+    expect(configMap!.data[basename(script)]).toBe(readFileSync(join(EXAMPLE, "scripts", basename(script)), "utf8"));
+    // The kubelet's files are root's: the agent (UID 1000) reads and runs them as "other".
+    expect((volume.defaultMode ?? 0o644) & 0o005).toBe(0o005);
+    const jobs = parseAllDocuments(readFileSync(join(EXAMPLE, "jobs.yaml"), "utf8")).map((d) => d.toJS() as { spec: { script?: { command: string }; handler?: string } });
+    expect(jobs.flatMap((j) => (j.spec.script ? [j.spec.script.command] : []))).toEqual([script]);
+    expect(jobs.flatMap((j) => (j.spec.handler ? [j.spec.handler] : []))).toEqual(Object.keys((await import(join(EXAMPLE, basename(flag("--handlers")!)))).default as object));
+  });
+
+  it("builds FROM the Shardline image of this version, installs the module's dependencies on the Node that image runs, and puts the module where --handlers points", () => {
+    const args = dockerArgs(dockerfile);
+    const expand = (text: string) => text.replace(/\$\{(\w+)\}/g, (_match, name: string) => args.get(name) ?? `\${${name}}`);
+    expect(expand(stages.at(-1)!.from)).toMatch(new RegExp(`/shardline:${VERSION.replaceAll(".", "\\.")}$`));
+    // The Shardline image's user and entrypoint stay.
+    expect(stages.at(-1)!.instructions.map((i) => i.op).filter((op) => ["USER", "ENTRYPOINT", "CMD"].includes(op))).toEqual([]);
+    const shardline = readFileSync(join(ROOT, "deploy", "Dockerfile"), "utf8");
+    const shardlineRuntime = parseStages(shardline).at(-1)!.from.replace(/\$\{(\w+)\}/g, (_match, name: string) => dockerArgs(shardline).get(name)!);
+    const deps = stages[0]!;
+    expect(expand(deps.from)).toBe(shardlineRuntime);
+    expect(deps.instructions.filter((i) => i.op === "RUN").map((i) => i.args)).toEqual([expect.stringMatching(/^npm ci --omit=dev\b/)]);
+
+    const ignore = readFileSync(join(EXAMPLE, ".dockerignore"), "utf8");
+    for (const stage of stages) {
+      for (const copy of stage.instructions.filter((i) => i.op === "COPY" && !i.args.startsWith("--from="))) {
+        for (const source of copy.args.split(/\s+/).slice(0, -1)) {
+          expect(existsSync(join(EXAMPLE, source)), `COPY ${source}`).toBe(true);
+          expect(ignored(ignore, source), `COPY ${source} is excluded by .dockerignore`).toBe(false);
+        }
+      }
+    }
+    expect(contextFileOf(EXAMPLE, stages, stages.length - 1, flag("--handlers")!)).toBe("orders.mjs");
+
+    // npm ci refuses a lock out of step with package.json.
+    const pkg = JSON.parse(readFileSync(join(EXAMPLE, "package.json"), "utf8")) as { name: string; version: string; dependencies?: Record<string, string> };
+    const lock = JSON.parse(readFileSync(join(EXAMPLE, "package-lock.json"), "utf8")) as { name: string; packages: Record<string, { name?: string; version?: string; dependencies?: Record<string, string> }> };
+    expect(lock.packages[""]).toMatchObject({ name: pkg.name, version: pkg.version });
+    expect(lock.packages[""]!.dependencies ?? {}).toEqual(pkg.dependencies ?? {});
+  });
+});
+
 /** The Kubernetes executor's requests in a run that succeeds, one cancelled, and a recovery, as RBAC `group/resource:verb`. */
 async function verbsTheExecutorUses(): Promise<Set<string>> {
   const fake = await FakeKubeApiServer.start();
@@ -662,4 +774,46 @@ async function until(probe: () => Promise<boolean>, what: string, timeoutMs = 15
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/** A Dockerfile's ARG defaults. */
+function dockerArgs(text: string): Map<string, string> {
+  return new Map([...text.matchAll(/^ARG (\w+)=(\S+)$/gm)].map((m) => [m[1]!, m[2]!]));
+}
+
+/**
+ * The file of the build context (relative to `context`) that ends up at `path` in the image of
+ * stage `index`, following COPY --from back through earlier stages; undefined if no COPY puts a
+ * file there. A later COPY to the same path wins, as in the image.
+ */
+function contextFileOf(context: string, stages: Stage[], index: number, path: string): string | undefined {
+  let workdir = "/";
+  const copies: { from?: string; sources: string[]; dest: string; intoDirectory: boolean }[] = [];
+  for (const instruction of stages[index]!.instructions) {
+    if (instruction.op === "WORKDIR") workdir = posix.resolve(workdir, instruction.args);
+    if (instruction.op !== "COPY") continue;
+    const words = instruction.args.split(/\s+/);
+    const from = words[0]!.startsWith("--from=") ? words.shift()!.slice("--from=".length) : undefined;
+    const dest = words.pop()!;
+    copies.push({ ...(from === undefined ? {} : { from }), sources: words, dest: posix.resolve(workdir, dest), intoDirectory: dest.endsWith("/") || words.length > 1 });
+  }
+  for (const copy of copies.reverse()) {
+    for (const source of copy.sources) {
+      // A directory's contents go into dest; a file goes into dest as itself, or becomes dest.
+      const under = path.startsWith(`${copy.dest}/`) ? path.slice(copy.dest.length + 1) : undefined;
+      const asFile = copy.intoDirectory ? (path === posix.join(copy.dest, posix.basename(source)) ? source : undefined) : path === copy.dest ? source : undefined;
+      if (copy.from !== undefined) {
+        const stage = stages.findIndex((s) => s.name === copy.from);
+        const found =
+          (under === undefined ? undefined : contextFileOf(context, stages, stage, posix.join(source, under))) ??
+          (asFile === undefined ? undefined : contextFileOf(context, stages, stage, asFile));
+        if (found !== undefined) return found;
+      } else if (existsSync(join(context, source)) && statSync(join(context, source)).isDirectory()) {
+        if (under !== undefined && existsSync(join(context, source, under))) return posix.join(source, under);
+      } else if (asFile !== undefined) {
+        return posix.normalize(asFile);
+      }
+    }
+  }
+  return undefined;
 }
