@@ -13,6 +13,7 @@ import type { CoreDriver } from "./core-driver.js";
 import { callerName, callerOf } from "./authorization.js";
 import { eventToProto, type WatchHub } from "./watch-hub.js";
 import { agentToProto, executionToProto, jobToProto, revisionToProto, rolloutToProto, stateFromProto, stateToProto, toNumber } from "./proto-mapping.js";
+import { executionLogsService } from "./execution-logs-service.js";
 
 const MAX_LIMIT = 10_000;
 /** A watcher that falls this far behind is cut off rather than buffering without bound. */
@@ -67,6 +68,7 @@ export function adminService(
     return { job: jobToProto(view), changed, warnings };
   };
   return {
+    ...executionLogsService(driver, store, historyReads),
     async applyJob(request, context) {
       const parsed = checkedManifest(request.manifest, customStrategies);
       const { spec, manifest } = parsed;
