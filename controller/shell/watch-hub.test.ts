@@ -245,6 +245,37 @@ describe("AdminService.Watch: the live view", () => {
     expect((await store.getExecution(fired.executionIds[0]!))?.state).toBe("pending");
   });
 
+  it("reports the fires made in the last ten seconds from the first status on, each fire once", async () => {
+    const store = new SqliteStore(":memory:");
+    const core = new ControllerCore(DEFAULT_CORE_CONFIG, await store.open(), Date.now());
+    const driver = new CoreDriver(core, store, silentLogger(), (error) => {
+      throw error;
+    });
+    await driver.start();
+    cleanup.push(() => store.close(), () => driver.stop());
+    // Manual fires only: every fire is the test's.
+    await driver.run((now) => core.applyJob("rollup", testSpec("rollup", { shards: 3, schedule: undefined }), "", now));
+    for (let fire = 0; fire < 3; fire++) await driver.run((now) => core.triggerJob("rollup", [], undefined, now));
+    // The hub's clock stands still: ten seconds' window, so each fire counts 0.1 a second.
+    const at = Date.now();
+    const hub = new WatchHub({ core, driver, store, logger: silentLogger(), address: () => "here", traceUrlTemplate: "", clock: () => at });
+    cleanup.push(() => hub.stop("the test is over"));
+    const statuses: { fires: number; executions: number }[] = [];
+    const stream = { send: (message: { status?: { firesPerSecond: number; executionsPerSecond: number } }) => {
+      if (message.status !== undefined) statuses.push({ fires: message.status.firesPerSecond, executions: message.status.executionsPerSecond });
+      return true;
+    }, queued: 0, drained: () => Promise.resolve(), closed: false };
+    const abort = new AbortController();
+    cleanup.push(() => abort.abort());
+    void hub.watch(create(WatchRequestSchema, { topics: [WatchTopic.STATUS] }), stream as never, { signal: abort.signal } as never).catch(() => {});
+    await waitFor("the snapshot's status", () => (statuses.length > 0 ? true : undefined));
+    expect(statuses[0]!.fires).toBeCloseTo(0.3);
+    // Two more fires of three executions each: the fires count once each, however many records they store.
+    for (let fire = 0; fire < 2; fire++) await driver.run((now) => core.triggerJob("rollup", [], undefined, now));
+    await waitFor("a status after the new fires", () => (statuses.at(-1)!.fires > 0.45 ? true : undefined));
+    expect(statuses.at(-1)!.fires).toBeCloseTo(0.5);
+  });
+
   it("says who the caller is and what it may do", async () => {
     const open = await start();
     expect(await open.whoAmI({})).toMatchObject({ name: "", role: "admin", tokensRequired: false });

@@ -179,6 +179,8 @@ export class WatchHub {
   readonly #samples: [number, number, number][] = [];
   #fires = 0;
   #finished = 0;
+  /** The fires counted lately ("job@fireTime" to when), so a fire's records stored in several batches count once. */
+  readonly #firesSeen = new Map<string, number>();
 
   constructor(options: WatchHubOptions) {
     this.#options = options;
@@ -274,6 +276,7 @@ export class WatchHub {
       await this.#driver.idle();
       const stored = await this.#store.listExecutions({ limit: SEED_EXECUTIONS });
       for (const record of stored) this.#noteLatest(record);
+      this.#seedRates(stored);
       this.#executions.clear();
       this.#events.length = 0;
       this.#recompute(true);
@@ -306,6 +309,9 @@ export class WatchHub {
     this.#executions.clear();
     this.#events.length = 0;
     this.#samples.length = 0;
+    this.#firesSeen.clear();
+    this.#fires = 0;
+    this.#finished = 0;
     this.#shardsWithNewExecutions.clear();
   }
 
@@ -337,22 +343,46 @@ export class WatchHub {
     if ((jobs?.length ?? 0) > 0 || (cursors?.length ?? 0) > 0 || (deletedJobs?.length ?? 0) > 0) this.#jobsStale = true;
     if ((deletedJobs?.length ?? 0) > 0) this.#shardsStale = true;
     if (executions !== undefined && executions.length > 0) {
-      let lastFire = "";
+      const now = this.#clock();
       for (const record of executions) {
         this.#executions.set(record.id, record);
         if (this.#noteLatest(record)) this.#shardsWithNewExecutions.add(`${record.job}/${record.shard}`);
-        if (TERMINAL_STATES.has(record.state)) this.#finished++;
-        else if (record.attempt === 1 && record.state === "pending") {
-          // A fire's executions are made together: counted once per job and instant.
-          const fire = `${record.job}@${record.fireTime}`;
-          if (fire !== lastFire) this.#fires++;
-          lastFire = fire;
-        }
+        this.#count(record, now);
       }
       // Running counts changed.
       this.#agentsStale = true;
     }
     this.#flushSoon();
+  }
+
+  /** Counts a stored record for the rates: a fire when its first attempt is first seen, an execution when it finished. */
+  #count(record: ExecutionRecord, at: number): void {
+    if (TERMINAL_STATES.has(record.state)) this.#finished++;
+    if (record.attempt !== 1) return;
+    const fire = `${record.job}@${record.fireTime}`;
+    if (this.#firesSeen.has(fire)) return;
+    this.#firesSeen.set(fire, at);
+    this.#fires++;
+  }
+
+  /**
+   * Starts the rates from the stored executions the hub read when it started: the fires made and
+   * the executions finished in the last RATE_WINDOW_MS before now count as if followed, so the
+   * first status a watch gets already says how busy the controller is.
+   */
+  #seedRates(stored: readonly ExecutionRecord[]): void {
+    const now = this.#clock();
+    const since = now - RATE_WINDOW_MS;
+    this.#samples.length = 0;
+    this.#samples.push([since, 0, 0]);
+    for (const record of stored) {
+      // A fire's instant may lie a little ahead (triggers in one millisecond get the next ones).
+      if (record.fireTime >= since && record.attempt === 1 && !this.#firesSeen.has(`${record.job}@${record.fireTime}`)) {
+        this.#firesSeen.set(`${record.job}@${record.fireTime}`, now);
+        this.#fires++;
+      }
+      if (TERMINAL_STATES.has(record.state) && (record.finishedAt ?? 0) >= since) this.#finished++;
+    }
   }
 
   /** Notes a stored execution as its shard's newest if it is; true when it became so (or changed). */
@@ -514,6 +544,11 @@ export class WatchHub {
     const now = this.#clock();
     this.#samples.push([now, this.#fires, this.#finished]);
     while (this.#samples.length > 2 && this.#samples[1]![0] <= now - RATE_WINDOW_MS) this.#samples.shift();
+    for (const [fire, at] of this.#firesSeen) {
+      // Oldest first: the rest are newer.
+      if (at > now - 2 * RATE_WINDOW_MS) break;
+      this.#firesSeen.delete(fire);
+    }
     const [since, firesThen, finishedThen] = this.#samples[0]!;
     const seconds = (now - since) / 1000;
     let connected = 0;
