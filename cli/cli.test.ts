@@ -44,7 +44,8 @@ async function shardline(args: string[], options: { stdin?: string } = {}) {
 const T0 = 1_767_225_600_000n; // 2026-01-01T00:00:00Z
 
 function job(name: string, spec: Record<string, unknown>, fields: Omit<MessageInitShape<typeof JobSchema>, "$typeName"> = {}): Job {
-  return create(JobSchema, { name, manifest: `metadata: {name: ${name}}`, specJson: JSON.stringify({ name, ...spec }), revision: 1n, ...fields });
+  const manifest = `apiVersion: shardline.dev/v1\nkind: ShardedJob\nmetadata: {name: ${name}}\nspec: ${JSON.stringify(spec)}\n`;
+  return create(JobSchema, { name, manifest, specJson: JSON.stringify({ name, ...spec }), revision: 1n, ...fields });
 }
 
 /** billing-rollup's rollout: revision 3 reached the canary, passed its analysis, and waits to be promoted. */
@@ -169,17 +170,33 @@ beforeAll(async () => {
     if (!found) throw new ShardlineError("not-found", `job "${name}" not found`);
     return found;
   };
+  const applyOne = (manifest: string) => {
+    const name = /name: ([a-z-]+)/.exec(manifest)?.[1] ?? "";
+    if (name === "new-job") return { job: job("new-job", {}, { revision: 1n }), changed: true };
+    if (name === "warned-job") {
+      return { job: job("warned-job", {}, { revision: 1n }), changed: true, warnings: ["no connected agent runs handler nightly", "spec.schedule fires every second"] };
+    }
+    if (name === "billing-rollup") return { job: { ...known(name), revision: 4n }, changed: true };
+    if (name === "reindex") return { job: known(name), changed: false };
+    throw ShardlineError.invalid("metadata.name", name, "a DNS-1123 label");
+  };
   addService(server, AdminService, {
     applyJob: async ({ manifest }) => {
       asked.applied++;
-      const name = /name: ([a-z-]+)/.exec(manifest)?.[1] ?? "";
-      if (name === "new-job") return { job: job("new-job", {}, { revision: 1n }), changed: true };
-      if (name === "warned-job") {
-        return { job: job("warned-job", {}, { revision: 1n }), changed: true, warnings: ["no connected agent runs handler nightly", "spec.schedule fires every second"] };
-      }
-      if (name === "billing-rollup") return { job: { ...known(name), revision: 4n }, changed: true };
-      if (name === "reindex") return { job: known(name), changed: false };
-      throw ShardlineError.invalid("metadata.name", name, "a DNS-1123 label");
+      return applyOne(manifest);
+    },
+    // All or nothing, as the controller does: every manifest is checked before any counts as applied.
+    applyJobs: async ({ manifests }) => {
+      const results = manifests.map((manifest, index) => {
+        try {
+          return applyOne(manifest);
+        } catch (error) {
+          if (!(error instanceof ShardlineError)) throw error;
+          throw new ShardlineError(error.code, `manifests[${index}]: ${error.message}; nothing was applied`, error.details);
+        }
+      });
+      asked.applied += manifests.length;
+      return { results };
     },
     getJob: async ({ name }) => ({ job: known(name) }),
     listJobs: async () => ({ jobs: JOBS }),
@@ -376,47 +393,49 @@ describe("shardline get, against a controller on loopback", () => {
     ]);
   });
 
-  it("prints jobs as an array, and one job as a single object when named", async () => {
+  it("prints jobs as kubectl does: a List of the manifests as applied, each with its status apart; one job as a single object", async () => {
     const list = await shardline(["get", "jobs", "-o", "json"]);
-    const jobs = JSON.parse(list.stdout) as unknown[];
-    expect(jobs).toHaveLength(2);
+    const printed = JSON.parse(list.stdout) as { apiVersion: string; kind: string; items: unknown[] };
+    expect(printed).toMatchObject({ apiVersion: "v1", kind: "List" });
+    expect(printed.items).toHaveLength(2);
     const expected = {
-      name: "billing-rollup",
-      schedule: "*/5 * * * * *",
-      timeZone: "Asia/Shanghai",
-      shards: 3,
-      handler: "billing",
-      paused: false,
-      nextFire: "2026-01-01T00:00:05.000Z",
-      lastFire: "2026-01-01T00:00:00.000Z",
-      revision: 3,
-      disabledShards: [],
-      upcomingFires: [],
-      spec: { name: "billing-rollup", schedule: "*/5 * * * * *", timeZone: "Asia/Shanghai", shards: 3, handler: "billing", strategy: "sticky", failover: "fenced" },
-      waitingReason: null,
-      rollout: {
-        job: "billing-rollup",
-        phase: "paused",
-        currentRevision: 3,
-        stableRevision: 2,
-        targetRevision: 3,
-        steps: ["wave: cluster in (canary)", "analysis: at least 2 runs, at most 0 failed", "pause: until promoted", "wave: cluster in (east)"],
-        step: 3,
-        stepStartedAt: "2026-01-01T00:00:00.000Z",
-        shardsByRevision: [
-          { revision: 2, shards: [1] },
-          { revision: 3, shards: [0, 2] },
-        ],
-        windowStartedAt: "2026-01-01T00:00:00.000Z",
-        target: { runs: 2, failures: 0, p95Ms: 1500 },
-        stable: { runs: 1, failures: 1, p95Ms: null },
-        reason: null,
-        endedAt: null,
-        waiting: "paused until promoted (shardline rollout promote)",
+      apiVersion: "shardline.dev/v1",
+      kind: "ShardedJob",
+      metadata: { name: "billing-rollup" },
+      spec: { schedule: "*/5 * * * * *", timeZone: "Asia/Shanghai", shards: 3, handler: "billing", strategy: "sticky", failover: "fenced" },
+      status: {
+        revision: 3,
+        paused: false,
+        nextFire: "2026-01-01T00:00:05.000Z",
+        lastFire: "2026-01-01T00:00:00.000Z",
+        upcomingFires: [],
+        disabledShards: [],
+        waitingReason: null,
+        rollout: {
+          job: "billing-rollup",
+          phase: "paused",
+          currentRevision: 3,
+          stableRevision: 2,
+          targetRevision: 3,
+          steps: ["wave: cluster in (canary)", "analysis: at least 2 runs, at most 0 failed", "pause: until promoted", "wave: cluster in (east)"],
+          step: 3,
+          stepStartedAt: "2026-01-01T00:00:00.000Z",
+          shardsByRevision: [
+            { revision: 2, shards: [1] },
+            { revision: 3, shards: [0, 2] },
+          ],
+          windowStartedAt: "2026-01-01T00:00:00.000Z",
+          target: { runs: 2, failures: 0, p95Ms: 1500 },
+          stable: { runs: 1, failures: 1, p95Ms: null },
+          reason: null,
+          endedAt: null,
+          waiting: "paused until promoted (shardline rollout promote)",
+        },
       },
     };
-    expect(jobs[0]).toEqual(expected);
-    expect(jobs[1]).toMatchObject({ name: "reindex", schedule: null, paused: true, nextFire: null, lastFire: null, revision: 1, rollout: null });
+    expect(printed.items[0]).toEqual(expected);
+    expect(printed.items[1]).toMatchObject({ metadata: { name: "reindex" }, spec: { shards: 1 }, status: { paused: true, nextFire: null, lastFire: null, revision: 1, rollout: null } });
+    expect((await shardline(["get", "jobs", "-o", "name"])).stdout).toBe("job/billing-rollup\njob/reindex\n");
 
     const one = await shardline(["get", "job", "billing-rollup", "-o", "json"]);
     expect(one.code).toBe(0);
@@ -716,8 +735,8 @@ describe("shardline get --watch", () => {
     const [first, second] = [JOBS[0]!.name, JOBS[1]!.name];
     const json = await shardline(["get", "jobs", "-w", "-o", "json"]);
     expect(json.code).toBe(0);
-    const changes = json.stdout.trimEnd().split("\n").map((line) => JSON.parse(line) as { type: string; object: { name: string; paused: boolean } });
-    expect(changes.map(({ type, object }) => `${type} ${object.name} ${object.paused}`)).toEqual([`ADDED ${first} false`, `ADDED ${second} ${JOBS[1]!.paused}`, `MODIFIED ${first} true`, `DELETED ${second} ${JOBS[1]!.paused}`]);
+    const changes = json.stdout.trimEnd().split("\n").map((line) => JSON.parse(line) as { type: string; object: { metadata: { name: string }; status: { paused: boolean } } });
+    expect(changes.map(({ type, object }) => `${type} ${object.metadata.name} ${object.status.paused}`)).toEqual([`ADDED ${first} false`, `ADDED ${second} ${JOBS[1]!.paused}`, `MODIFIED ${first} true`, `DELETED ${second} ${JOBS[1]!.paused}`]);
 
     const table = await shardline(["get", "jobs", "--watch"]);
     const lines = table.stdout.trimEnd().split("\n");
@@ -773,7 +792,7 @@ describe("usage errors and exit codes", () => {
   it.each([
     [["frobnicate"], /^shardline: unknown command 'frobnicate'; expected one of: controller, agent, apply, get, .*\n$/],
     [[], /^shardline: no command given; expected one of: controller, agent, apply, get, .*\n$/],
-    [["get", "jobs", "-o", "xml"], /^shardline: -o: "xml" is not allowed; expected json, yaml, wide\n$/],
+    [["get", "jobs", "-o", "xml"], /^shardline: -o: "xml" is not allowed; expected json, yaml, wide, name\n$/],
     [["get", "jobs", "--bogus"], /^shardline: unknown option '--bogus'; "shardline get" accepts --controller, --token, --tls-ca, --tls-cert, --tls-key, --output, .*\n$/],
     [["get", "jobs", "--controller", "nocolon"], /^shardline: --controller: "nocolon" is not allowed; expected HOST:PORT.*\n$/],
     [["get", "jobs", "--controller", "127.0.0.1:99999"], /^shardline: --controller: "127.0.0.1:99999" is not allowed; expected HOST:PORT.*\n$/],
@@ -820,7 +839,7 @@ describe("usage errors and exit codes", () => {
     const dead = `127.0.0.1:${port}`;
     const capture = captureIo({ env: { SHARDLINE_CONTROLLER: `${dead},${address}` } });
     expect(await runCli(["get", "jobs", "-o", "json"], capture.io)).toBe(0);
-    expect(JSON.parse(capture.stdout()).map((j: { name: string }) => j.name)).toEqual(["billing-rollup", "reindex"]);
+    expect((JSON.parse(capture.stdout()) as { items: { metadata: { name: string } }[] }).items.map((j) => j.metadata.name)).toEqual(["billing-rollup", "reindex"]);
 
     const none = captureIo({ env: { SHARDLINE_CONTROLLER: `${dead},${dead}` } });
     expect(await runCli(["get", "jobs"], none.io)).toBe(5);
@@ -838,7 +857,7 @@ describe("usage errors and exit codes", () => {
     try {
       const capture = captureIo({ env: { SHARDLINE_CONTROLLER: followerAddress } });
       expect(await runCli(["get", "jobs", "-o", "json"], capture.io)).toBe(0);
-      expect(JSON.parse(capture.stdout())).toHaveLength(2);
+      expect((JSON.parse(capture.stdout()) as { items: unknown[] }).items).toHaveLength(2);
     } finally {
       await shutdown(follower, 0);
     }

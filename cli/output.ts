@@ -21,11 +21,11 @@ export interface CliIo {
   onSignal(listener: (signal: NodeJS.Signals) => void): () => void;
 }
 
-/** How `get` prints resources: an aligned table (default), a wider table, JSON or YAML. */
-export type OutputFormat = "table" | "wide" | "json" | "yaml";
+/** How `get` prints resources: an aligned table (default), a wider table, JSON, YAML, or only their names (KIND/NAME). */
+export type OutputFormat = "table" | "wide" | "json" | "yaml" | "name";
 
 /** The values `-o` accepts. */
-export const OUTPUT_FORMATS = ["json", "yaml", "wide"] as const;
+export const OUTPUT_FORMATS = ["json", "yaml", "wide", "name"] as const;
 
 /** Checks an `-o` value against the formats a command supports. */
 export function parseOutputFormat(value: string, accepted: readonly string[] = OUTPUT_FORMATS): OutputFormat {

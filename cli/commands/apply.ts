@@ -1,8 +1,9 @@
 import { readFile } from "node:fs/promises";
 import type { Command } from "commander";
-import { isScalar, parseAllDocuments, parseDocument } from "yaml";
+import { isScalar, parseAllDocuments, parseDocument, stringify as stringifyYaml } from "yaml";
 import { ShardlineError } from "../../shared/errors.js";
 import type { ApplyJobResponse } from "../../shared/gen/shardline/v1/admin_service_pb.js";
+import { parseManifest } from "../../shared/manifest/index.js";
 import { MANIFEST_LIMIT_TEXT, MANIFEST_SIZE_ADVICE, MAX_MANIFEST_BYTES } from "../../shared/manifest/manifest-limits.js";
 import type { CliIo } from "../output.js";
 import { addControllerOption, withAdminClient } from "./admin.js";
@@ -11,6 +12,16 @@ import { addControllerOption, withAdminClient } from "./admin.js";
 export interface ApplyOptions {
   file: string;
   controller?: string;
+  /** none (apply), server (the controller validates and says what would change), client (checked here only). */
+  dryRun?: DryRun;
+}
+
+/** `--dry-run` values, as kubectl has them. */
+export type DryRun = "none" | "server" | "client";
+
+function parseDryRun(value: string): DryRun {
+  if (value !== "none" && value !== "server" && value !== "client") throw ShardlineError.invalid("--dry-run", value, "server, client or none");
+  return value;
 }
 
 export function registerApply(program: Command, io: CliIo): void {
@@ -18,11 +29,17 @@ export function registerApply(program: Command, io: CliIo): void {
     .command("apply")
     .summary("create or update jobs from a manifest")
     .description(
-      "Create or update jobs from a ShardedJob manifest (YAML or JSON). A file holding several YAML documents separated by --- applies each in turn. Prints job/NAME created, configured or unchanged for each, and the controller's warnings on stderr. A manifest may hold at most 256 KiB: a file with a larger one is refused whole, before anything is sent.",
+      [
+        "Create or update jobs from a ShardedJob manifest (YAML or JSON). Prints job/NAME created, configured or unchanged for each, and the controller's warnings on stderr.",
+        "A file holding several YAML documents separated by ---, or a List (what get jobs -o yaml prints), is applied all or nothing: the controller checks every manifest first, then applies all of them in one write, or none. A manifest's status (get -o yaml prints one) is left aside, as kubectl does.",
+        "A manifest may hold at most 256 KiB: a file with a larger one is refused whole, before anything is sent.",
+        "--dry-run=server: the controller checks the manifests and says what would change; nothing is stored. --dry-run=client: the manifests are checked here only, without a controller.",
+      ].join("\n\n"),
     )
-    .requiredOption("-f, --file <FILE>", "the manifest file, or - for standard input");
-  addControllerOption(command).action(async (options: ApplyOptions) => {
-    await runApply(options, io);
+    .requiredOption("-f, --file <FILE>", "the manifest file, or - for standard input")
+    .option("--dry-run [MODE]", "server (default when given without a value) or client: check, and say what would change, without applying; none: apply", parseDryRun);
+  addControllerOption(command).action(async (options: Omit<ApplyOptions, "dryRun"> & { dryRun?: DryRun | true }) => {
+    await runApply({ ...options, dryRun: options.dryRun === true ? "server" : (options.dryRun ?? "none") }, io);
   });
 }
 
@@ -38,13 +55,48 @@ export async function runApply(options: ApplyOptions, io: CliIo): Promise<void> 
     throw ShardlineError.invalid("--file", options.file, "a file holding a ShardedJob manifest; this one is empty");
   }
   checkManifestSizes(options.file, manifests);
-  await withAdminClient(options, io, async (client) => {
-    for (const manifest of manifests) {
-      const response = await client.applyJob({ manifest });
-      io.stdout(`${applyOutcome(response)}\n`);
-      for (const warning of applyWarnings(response)) io.stderr(`${warning}\n`);
+  const dryRun = options.dryRun ?? "none";
+  if (dryRun === "client") {
+    for (const [index, manifest] of manifests.entries()) {
+      const { spec } = inDocument(options.file, index, manifests.length, () => parseManifest(manifest));
+      io.stdout(`job/${spec.name} checked (client dry run)\n`);
+    }
+    return;
+  }
+  const responses = await withAdminClient(options, io, async (client) => {
+    if (manifests.length === 1) return [await client.applyJob({ manifest: manifests[0]!, dryRun: dryRun === "server" })];
+    try {
+      return (await client.applyJobs({ manifests, dryRun: dryRun === "server" })).results;
+    } catch (error) {
+      throw documentError(error, options.file, manifests.length);
     }
   });
+  for (const response of responses) {
+    io.stdout(`${applyOutcome(response)}${dryRun === "server" ? " (server dry run)" : ""}\n`);
+    for (const warning of applyWarnings(response)) io.stderr(`${warning}\n`);
+  }
+}
+
+/** What `run` threw, as an error about document `index` of the file (when there are several). */
+function inDocument<T>(file: string, index: number, count: number, run: () => T): T {
+  try {
+    return run();
+  } catch (error) {
+    if (!(error instanceof ShardlineError) || count === 1) throw error;
+    throw new ShardlineError(error.code, `${whereIn(file, index, count)}: ${error.message}`, error.details, { cause: error });
+  }
+}
+
+/** The controller's "manifests[I]: ..." as "--file NAME, document I+1 of N: ...". */
+function documentError(error: unknown, file: string, count: number): unknown {
+  if (!(error instanceof ShardlineError)) return error;
+  const match = /^manifests\[(\d+)\](?: \(job [^)]*\))?: (.*)$/s.exec(error.message);
+  if (match === null) return error;
+  return new ShardlineError(error.code, `${whereIn(file, Number(match[1]), count)}: ${match[2]}`, error.details, { cause: error });
+}
+
+function whereIn(file: string, index: number, count: number): string {
+  return `--file ${file === "-" ? "standard input" : JSON.stringify(file)}, document ${index + 1} of ${count}`;
 }
 
 /** The controller's warnings about an applied job, one line each: `warning: job/NAME: TEXT`. */
@@ -105,8 +157,41 @@ export function splitManifests(text: string): string[] {
   const filled = documents.filter(
     (document) => document.contents !== null && !(isScalar(document.contents) && document.contents.value === null),
   );
+  const printed = filled.map(fromPrinted);
+  if (printed.some((manifests) => manifests.some((manifest) => manifest !== undefined))) {
+    return filled.flatMap((document, index) => printed[index]!.map((manifest) => manifest ?? document.toString()));
+  }
   if (filled.length <= 1) return filled.length === 0 ? [] : [text];
   return filled.map((document) => document.toString());
+}
+
+/**
+ * What `get -o yaml|json` printed, made appliable again: a List's items, each without its
+ * status; a single object without its status. undefined for a document that is neither (a
+ * manifest as written, kept as its text).
+ */
+function fromPrinted(document: ReturnType<typeof parseAllDocuments>[number]): (string | undefined)[] {
+  let value: unknown;
+  try {
+    value = document.toJS({ maxAliasCount: 10 });
+  } catch {
+    // The controller says what is wrong with it.
+    return [undefined];
+  }
+  if (!isObject(value)) return [undefined];
+  if (value.kind === "List" && Array.isArray(value.items)) {
+    return value.items.map((item: unknown) => (isObject(item) ? stringifyYaml(withoutStatus(item)) : stringifyYaml(item)));
+  }
+  return "status" in value ? [stringifyYaml(withoutStatus(value))] : [undefined];
+}
+
+function withoutStatus(object: Record<string, unknown>): Record<string, unknown> {
+  const { status: _status, ...rest } = object;
+  return rest;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 async function readManifest(file: string, io: CliIo): Promise<string> {

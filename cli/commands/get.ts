@@ -12,6 +12,8 @@ import {
   agentView,
   assignmentView,
   executionView,
+  jobList,
+  jobObject,
   jobView,
   executionColumns,
   parseExecutionState,
@@ -67,7 +69,9 @@ export function registerGet(program: Command, io: CliIo): void {
     .argument("<RESOURCE>", `one of ${RESOURCES.join(", ")}`)
     .argument("[NAME]", "the job name, agent id or execution id to show");
   addControllerOption(command)
-    .option("-o, --output <FORMAT>", "json, yaml or wide (default: a table)", (value: string) => parseOutputFormat(value))
+    .option("-o, --output <FORMAT>", "json, yaml, wide or name (default: a table); a job's json and yaml are its manifest as applied, with its status apart, so they apply back", (value: string) =>
+      parseOutputFormat(value),
+    )
     .option("--job <JOB>", "executions and assignments: only this job's")
     .option("--agent <AGENT>", "executions and assignments: only those on this agent")
     .option("--state <STATE>", "executions: only those in this state (pending, running, unknown, succeeded, failed, timed-out, cancelled, lost, misfired)", parseExecutionState)
@@ -106,8 +110,12 @@ export async function runGet(resource: Resource, name: string | undefined, optio
 
 async function getJobs(client: AdminClient, options: GetOptions, io: CliIo): Promise<void> {
   const { jobs } = await client.listJobs({});
+  if (options.output === "json" || options.output === "yaml") {
+    io.stdout(renderDocument(jobList(jobs), options.output));
+    return;
+  }
   const views = jobs.map(jobView);
-  print(io, options.output, views, views, JOB_COLUMNS, "jobs");
+  print(io, options.output, views, views, JOB_COLUMNS, "jobs", (view) => `job/${view.name}`);
 }
 
 async function getJob(client: AdminClient, name: string, options: GetOptions, io: CliIo): Promise<void> {
@@ -116,19 +124,19 @@ async function getJob(client: AdminClient, name: string, options: GetOptions, io
   });
   if (!response.job) throw new ShardlineError("internal", `the controller answered GetJob for "${name}" without a job`);
   const view = jobView(response.job);
-  printOne(io, options.output, view, view, JOB_COLUMNS);
+  printOne(io, options.output, jobObject(response.job), view, JOB_COLUMNS, `job/${view.name}`);
 }
 
 async function getAgents(client: AdminClient, id: string | undefined, options: GetOptions, io: CliIo): Promise<void> {
   const { agents } = await client.listAgents({});
   if (id === undefined) {
-    print(io, options.output, agents.map(agentView), agents, AGENT_COLUMNS, "agents");
+    print(io, options.output, agents.map(agentView), agents, AGENT_COLUMNS, "agents", (agent) => `agent/${agent.id}`);
     return;
   }
   // The API has no GetAgent: the list is small, so pick the one asked for here.
   const agent = agents.find((candidate) => candidate.id === id);
   if (!agent) throw new ShardlineError("not-found", `agent "${id}" not found; run "shardline get agents" to list the agents`);
-  printOne(io, options.output, agentView(agent), agent, AGENT_COLUMNS);
+  printOne(io, options.output, agentView(agent), agent, AGENT_COLUMNS, `agent/${agent.id}`);
 }
 
 async function getAssignments(client: AdminClient, job: string | undefined, options: GetOptions, io: CliIo): Promise<void> {
@@ -136,7 +144,7 @@ async function getAssignments(client: AdminClient, job: string | undefined, opti
   const shown = options.agent === undefined ? assignments : assignments.filter((assignment) => assignment.agent === options.agent);
   // The table shows the shards nobody owns too, each with why; -o json keeps to owned shards (see describe job).
   const rows = assignmentRows(shown, options.agent === undefined ? unassigned : []);
-  print(io, options.output, shown.map(assignmentView), rows, assignmentColumns(rows), "assignments");
+  print(io, options.output, shown.map(assignmentView), rows, assignmentColumns(rows), "assignments", (row) => `assignment/${row.job}/${row.shard}`);
 }
 
 async function getExecutions(client: AdminClient, options: GetOptions, io: CliIo): Promise<void> {
@@ -149,7 +157,7 @@ async function getExecutions(client: AdminClient, options: GetOptions, io: CliIo
     sinceUnixMs: BigInt(options.since ?? 0),
     untilUnixMs: BigInt(options.until ?? 0),
   });
-  print(io, options.output, executions.map(executionView), executions, await executionColumnsFor(client, options.output, options.job), "executions");
+  print(io, options.output, executions.map(executionView), executions, await executionColumnsFor(client, options.output, options.job), "executions", (execution) => `execution/${execution.id}`);
 }
 
 async function getExecution(client: AdminClient, id: string, options: GetOptions, io: CliIo): Promise<void> {
@@ -157,7 +165,7 @@ async function getExecution(client: AdminClient, id: string, options: GetOptions
     throw withNotFoundHint(error, 'run "shardline get executions" to list recent executions');
   });
   if (!response.execution) throw new ShardlineError("internal", `the controller answered GetExecution for "${id}" without an execution`);
-  printOne(io, options.output, executionView(response.execution), response.execution, await executionColumnsFor(client, options.output, response.execution.job));
+  printOne(io, options.output, executionView(response.execution), response.execution, await executionColumnsFor(client, options.output, response.execution.job), `execution/${id}`);
 }
 
 /**
@@ -165,7 +173,7 @@ async function getExecution(client: AdminClient, id: string, options: GetOptions
  * table, and only `job` when the executions are all that job's.
  */
 async function executionColumnsFor(client: AdminClient, format: OutputFormat | undefined, job?: string): Promise<ReturnType<typeof executionColumns>> {
-  if (format === "json" || format === "yaml") return executionColumns();
+  if (format === "json" || format === "yaml" || format === "name") return executionColumns();
   if (job === undefined) return executionColumns(zonesOf((await client.listJobs({})).jobs));
   // A job deleted since keeps its executions, shown in UTC.
   const found = await client.getJob({ name: job }).then((answer) => answer.job, () => undefined);
@@ -185,7 +193,7 @@ async function watchGet(resource: Resource, name: string | undefined, options: G
       const printer = new WatchPrinter(io, options.output, JOB_COLUMNS, "jobs");
       return followWatch(options, io, request, (message) => {
         if (message.reset) printer.reset();
-        for (const job of message.jobs) if (named(job.name)) printer.upsert({ key: job.name, view: jobView(job), row: jobView(job) });
+        for (const job of message.jobs) if (named(job.name)) printer.upsert({ key: job.name, view: jobObject(job), row: jobView(job) });
         for (const gone of message.deletedJobs) printer.remove(gone);
         if (message.synced) printer.synced();
       });
@@ -235,10 +243,17 @@ async function watchGet(resource: Resource, name: string | undefined, options: G
   }
 }
 
-/** Prints a list: an array in JSON/YAML, rows in a table, or a note on stderr when it is empty. */
-function print<V, R>(io: CliIo, format: OutputFormat | undefined, views: V[], rows: readonly R[], columns: readonly Column<R>[], noun: string): void {
+/**
+ * Prints a list: an array in JSON/YAML, KIND/NAME lines with -o name (`nameOf` each row), rows in
+ * a table, or a note on stderr when it is empty.
+ */
+function print<V, R>(io: CliIo, format: OutputFormat | undefined, views: V[], rows: readonly R[], columns: readonly Column<R>[], noun: string, nameOf: (row: R) => string): void {
   if (format === "json" || format === "yaml") {
     io.stdout(renderDocument(views, format));
+    return;
+  }
+  if (format === "name") {
+    io.stdout(rows.map((row) => `${nameOf(row)}\n`).join(""));
     return;
   }
   if (rows.length === 0) {
@@ -248,9 +263,10 @@ function print<V, R>(io: CliIo, format: OutputFormat | undefined, views: V[], ro
   io.stdout(renderTable(rows, columns, format === "wide"));
 }
 
-/** Prints one resource: a single object in JSON/YAML, a one-row table otherwise. */
-function printOne<V, R>(io: CliIo, format: OutputFormat | undefined, view: V, row: R, columns: readonly Column<R>[]): void {
+/** Prints one resource: a single object in JSON/YAML, KIND/NAME with -o name, a one-row table otherwise. */
+function printOne<V, R>(io: CliIo, format: OutputFormat | undefined, view: V, row: R, columns: readonly Column<R>[], name: string): void {
   if (format === "json" || format === "yaml") io.stdout(renderDocument(view, format));
+  else if (format === "name") io.stdout(`${name}\n`);
   else io.stdout(renderTable([row], columns, format === "wide"));
 }
 

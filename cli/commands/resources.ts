@@ -1,6 +1,8 @@
 import type { ShardAssignment, UnassignedShard } from "../../shared/gen/shardline/v1/admin_service_pb.js";
 import { AgentState, ExecutionState, type Agent, type Execution, type Job, type Revision, type RevisionTally, type RolloutStatus } from "../../shared/gen/shardline/v1/types_pb.js";
+import { parse as parseYaml } from "yaml";
 import { ShardlineError } from "../../shared/errors.js";
+import { MANIFEST_API_VERSION, MANIFEST_KIND } from "../../shared/manifest/index.js";
 import { NONE, formatDuration, isoTime, tableTime, type Column } from "../output.js";
 import { EXECUTION_STATE_NAMES, executionStateName } from "../../shared/execution-view.js";
 
@@ -192,6 +194,78 @@ export function jobView(job: Job): JobView {
     waitingReason: emptyToNull(job.waitingReason),
     rollout: job.rollout === undefined ? null : rolloutView(job.name, job.rollout),
   };
+}
+
+/**
+ * A job as `get -o yaml|json` prints it, the way kubectl prints an object: the manifest as it was
+ * applied (apiVersion, kind, metadata, spec: `get -o yaml | apply -f -` applies it back
+ * unchanged) and, apart, its `status`, which apply leaves aside.
+ */
+export interface JobObject {
+  apiVersion: string;
+  kind: string;
+  metadata: Record<string, unknown>;
+  spec: Record<string, unknown>;
+  status: JobStatusView;
+}
+
+/** A job's status in its JobObject: what the controller says of it, none of it applied. */
+export interface JobStatusView {
+  revision: number;
+  paused: boolean;
+  nextFire: string | null;
+  lastFire: string | null;
+  /** The next scheduled fires, up to five, as ISO-8601 times. */
+  upcomingFires: string[];
+  disabledShards: number[];
+  waitingReason: string | null;
+  rollout: RolloutView | null;
+}
+
+/** A list of jobs as `get jobs -o yaml|json` prints it (kubectl's List): `apply -f` takes it back. */
+export interface JobList {
+  apiVersion: "v1";
+  kind: "List";
+  items: JobObject[];
+}
+
+export function jobObject(job: Job): JobObject {
+  const view = jobView(job);
+  const applied = appliedManifest(job);
+  return {
+    apiVersion: typeof applied.apiVersion === "string" ? applied.apiVersion : MANIFEST_API_VERSION,
+    kind: typeof applied.kind === "string" ? applied.kind : MANIFEST_KIND,
+    metadata: isRecord(applied.metadata) ? applied.metadata : { name: job.name },
+    spec: isRecord(applied.spec) ? applied.spec : (view.spec ?? {}),
+    status: {
+      revision: view.revision,
+      paused: view.paused,
+      nextFire: view.nextFire,
+      lastFire: view.lastFire,
+      upcomingFires: view.upcomingFires,
+      disabledShards: view.disabledShards,
+      waitingReason: view.waitingReason,
+      rollout: view.rollout,
+    },
+  };
+}
+
+export function jobList(jobs: readonly Job[]): JobList {
+  return { apiVersion: "v1", kind: "List", items: jobs.map(jobObject) };
+}
+
+/** The manifest a job was applied with, as data; {} when the controller sent none that reads. */
+function appliedManifest(job: Job): Record<string, unknown> {
+  try {
+    const document: unknown = parseYaml(job.manifest);
+    return isRecord(document) ? document : {};
+  } catch {
+    return {};
+  }
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 export function rolloutView(job: string, status: RolloutStatus): RolloutView {

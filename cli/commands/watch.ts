@@ -135,7 +135,7 @@ export class WatchPrinter<R> {
   synced(): void {
     const items = this.#snapshot ?? [];
     this.#snapshot = undefined;
-    if (this.format === "json" || this.format === "yaml") {
+    if (this.format === "json" || this.format === "yaml" || this.format === "name") {
       for (const item of items) this.#print("ADDED", item);
       return;
     }
@@ -148,6 +148,10 @@ export class WatchPrinter<R> {
   }
 
   #print(change: WatchChange, item: WatchedItem<R>): void {
+    if (this.format === "name") {
+      this.io.stdout(`${this.noun.replace(/s$/, "")}/${item.key}\n`);
+      return;
+    }
     if (this.format === "json") {
       this.io.stdout(`${JSON.stringify({ type: change, object: item.view })}\n`);
       return;
