@@ -113,7 +113,7 @@ describe("shardline convert elasticjob, applied and fired through the binary", (
     expect((await shardline(["trigger", "invoice-export"], cli)).code).toBe(0);
     const exports = await everyShardSucceeded("invoice-export", 2);
     expect(exports.map((execution) => execution.cause)).toEqual(["trigger", "trigger"]);
-  });
+  }, 180_000);
 
   it("converts the Spring Boot properties into one file per job, and the job applies and fires", async () => {
     const dir = join(env.dir, "from-properties");
