@@ -51,7 +51,9 @@ export class ReportBook {
   takeBatch(nextSeq: bigint): ExecutionUpdate[] {
     const ended = new Set<string>();
     for (const update of this.#outbox) if (update.state !== ExecutionState.RUNNING) ended.add(update.executionId);
-    const updates = ended.size === 0 ? this.#outbox : this.#outbox.filter((u) => u.state !== ExecutionState.RUNNING || !ended.has(u.executionId));
+    // A RUNNING that carries log lines stays: its lines are not in the terminal update.
+    const updates =
+      ended.size === 0 ? this.#outbox : this.#outbox.filter((u) => u.state !== ExecutionState.RUNNING || !ended.has(u.executionId) || u.log !== undefined);
     this.#outbox = [];
     for (const update of updates) {
       const pending = this.#unconfirmed.get(update.executionId);

@@ -58,7 +58,8 @@ export class ExecutionListening {
   readonly report: ReportSink = (update) => {
     const run = this.#runs.get(update.executionId);
     if (update.state === ExecutionState.RUNNING) {
-      if (run?.runningReported) return;
+      // The work's own RUNNING is not repeated, but one carrying log lines goes on.
+      if (run?.runningReported && update.log === undefined) return;
       if (run) run.runningReported = true;
       this.#options.report(update);
       return;
@@ -158,6 +159,10 @@ class ListenedRun implements ExecutionRun {
       () => this.#startWork(),
       (error: unknown) => this.#endEarly(this.#failedState(error), `beforeExecution: ${errorText(error)}`),
     );
+  }
+
+  flushLog(): void {
+    if (this.#phase === "work") this.#inner.flushLog?.();
   }
 
   stop(state: StopState, reason: string): void {

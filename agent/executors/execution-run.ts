@@ -4,6 +4,7 @@ import { executionStateName } from "../../shared/execution-view.js";
 import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
 import { LeaseLostError, type HandlerContext } from "../sdk.js";
 import { truncateUtf8 } from "./output-tail.js";
+import { DEFAULT_LOG_BOUNDS, ExecutionLogBuffer, type ExecutionLogBounds } from "./execution-log-buffer.js";
 
 /** The states an execution can be stopped with from outside. */
 export type StopState = ExecutionState.CANCELLED | ExecutionState.LOST;
@@ -39,6 +40,12 @@ export interface ExecutionRun {
    * report is no longer reported.
    */
   stop(state: StopState, reason: string): void;
+  /**
+   * Ships the lines the run wrote since the last time, with a RUNNING update, while it runs; the
+   * agent calls it on a short timer (--log-flush-interval) so a follower sees them live. The
+   * terminal update carries the last lines by itself.
+   */
+  flushLog?(): void;
 }
 
 /** Turns execution contexts into runs: one executor per kind of work. */
@@ -58,6 +65,8 @@ export interface ReportOptions {
   report: ReportSink;
   /** Wall clock in Unix ms, for started/finished stamps. Default Date.now. */
   wallClock?: () => number;
+  /** How much of each execution's log to keep (--log-max-bytes, --log-max-lines). Default DEFAULT_LOG_BOUNDS. */
+  logBounds?: ExecutionLogBounds;
 }
 
 /**
@@ -71,6 +80,8 @@ export class RunReports {
   #startedAt = 0;
   #running = false;
   #finished = false;
+  /** Made at the first line written: a run that writes nothing costs nothing. */
+  #log: ExecutionLogBuffer | undefined;
 
   constructor(context: ExecutionContext, options: ReportOptions) {
     this.#context = context;
@@ -106,12 +117,26 @@ export class RunReports {
     this.#options.report(this.#update(ExecutionState.RUNNING, {}));
   }
 
+  /** The run's log, for its executor to write lines into (made on first use). */
+  get log(): ExecutionLogBuffer {
+    return (this.#log ??= new ExecutionLogBuffer(this.#options.logBounds ?? DEFAULT_LOG_BOUNDS, this.#wallClock));
+  }
+
+  /** Reports RUNNING again with the lines written since the last report, if any (ExecutionRun.flushLog). */
+  flushLog(): void {
+    if (this.#finished || !this.#running || this.#log === undefined || !this.#log.pending) return;
+    const update = this.#update(ExecutionState.RUNNING, {});
+    update.log = this.#log.takeUnsent();
+    if (update.log !== undefined) this.#options.report(update);
+  }
+
   /** Reports the terminal state; false when one was reported already. */
   finish(state: ExecutionState, fields: { error?: string; result?: string }): boolean {
     if (this.#finished) return false;
     this.#finished = true;
     const update = this.#update(state, fields);
     update.finishedAtUnixMs = BigInt(Math.trunc(this.#wallClock()));
+    update.log = this.#log?.takeUnsent(true);
     this.#options.report(update);
     return true;
   }
@@ -128,6 +153,7 @@ export class RunReports {
       finishedAtUnixMs: 0n,
       error: truncateUtf8(fields.error ?? "", limit),
       result: truncateUtf8(fields.result ?? "", limit),
+      log: undefined,
     };
     return update;
   }

@@ -142,6 +142,10 @@ class ObservedRun implements ExecutionRun {
     otelContext.with(active, () => this.#inner.start(carrier));
   }
 
+  flushLog(): void {
+    this.#inner.flushLog?.();
+  }
+
   stop(state: StopState, reason: string): void {
     this.#inner.stop(state, reason);
   }

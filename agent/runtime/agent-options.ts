@@ -1,3 +1,5 @@
+import { DEFAULT_LOG_BOUNDS, type ExecutionLogBounds } from "../executors/execution-log-buffer.js";
+import { EXECUTION_LOG_LIMITS } from "../../shared/execution-log-limits.js";
 import { pino, type Logger } from "pino";
 import { ShardlineError } from "../../shared/errors.js";
 import { TlsCertificates, type TlsFiles } from "../../shared/security/tls.js";
@@ -77,6 +79,18 @@ export interface AgentOptions {
   reconnect?: { initialMs?: number; maxMs?: number; welcomeTimeoutMs?: number };
   /** Longest result text reported, in UTF-8 bytes. Default 4096, the contract's limit. */
   maxResultBytes?: number;
+  /**
+   * How much of each execution's log (ctx.log, a script's stdout and stderr, a pod's log tail)
+   * the agent keeps and ships; past either bound the oldest lines are dropped, and the log says
+   * how many. Default 64 KiB and 1,000 lines (DEFAULT_LOG_BOUNDS); maxBytes at most 1 MiB and
+   * maxLines at most 10,000, the controller's own bounds.
+   */
+  logBounds?: Partial<ExecutionLogBounds>;
+  /**
+   * How often a running execution's new log lines are shipped, in ms (default 500): batched
+   * with a RUNNING update, never one message per line. The terminal update carries the rest.
+   */
+  logFlushIntervalMs?: number;
   /** Where the agent logs. Default a silent logger. */
   logger?: Logger;
   /**
@@ -122,6 +136,8 @@ export interface ResolvedAgentOptions {
   drainGraceMs: number;
   reconnect: { initialMs: number; maxMs: number; welcomeTimeoutMs: number };
   maxResultBytes: number;
+  logBounds: ExecutionLogBounds;
+  logFlushIntervalMs: number;
   logger: Logger;
   metrics: MetricsRegistry | undefined;
   clock: Clock;
@@ -157,6 +173,17 @@ export function resolveAgentOptions(options: AgentOptions): ResolvedAgentOptions
   const maxResultBytes = options.maxResultBytes ?? MAX_RESULT_BYTES;
   if (!Number.isInteger(maxResultBytes) || maxResultBytes < 0 || maxResultBytes > MAX_RESULT_BYTES) {
     throw ShardlineError.invalid("maxResultBytes", maxResultBytes, `an integer from 0 to ${MAX_RESULT_BYTES}`);
+  }
+  const logBounds = { ...DEFAULT_LOG_BOUNDS, ...options.logBounds };
+  if (!Number.isInteger(logBounds.maxBytes) || logBounds.maxBytes < 1 || logBounds.maxBytes > EXECUTION_LOG_LIMITS.maxChars) {
+    throw ShardlineError.invalid("logBounds.maxBytes", logBounds.maxBytes, `an integer from 1 to ${EXECUTION_LOG_LIMITS.maxChars}`);
+  }
+  if (!Number.isInteger(logBounds.maxLines) || logBounds.maxLines < 1 || logBounds.maxLines > EXECUTION_LOG_LIMITS.maxLines) {
+    throw ShardlineError.invalid("logBounds.maxLines", logBounds.maxLines, `an integer from 1 to ${EXECUTION_LOG_LIMITS.maxLines}`);
+  }
+  const logFlushIntervalMs = options.logFlushIntervalMs ?? 500;
+  if (!Number.isInteger(logFlushIntervalMs) || logFlushIntervalMs < 10 || logFlushIntervalMs > 60_000) {
+    throw ShardlineError.invalid("logFlushIntervalMs", logFlushIntervalMs, "an integer number of milliseconds from 10 to 60000");
   }
   const initialMs = options.reconnect?.initialMs ?? 100;
   const maxMs = options.reconnect?.maxMs ?? 5_000;
@@ -196,6 +223,8 @@ export function resolveAgentOptions(options: AgentOptions): ResolvedAgentOptions
     drainGraceMs,
     reconnect: { initialMs, maxMs, welcomeTimeoutMs },
     maxResultBytes,
+    logBounds,
+    logFlushIntervalMs,
     logger,
     metrics: options.metrics,
     clock: options.clock ?? { now: () => performance.now() },

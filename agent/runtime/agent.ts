@@ -135,6 +135,7 @@ export class Agent {
   /** Set while effects are carried out: a step made meanwhile leaves its effects to that loop. */
   #carryingOut = false;
   #timer: NodeJS.Timeout | undefined;
+  #logFlush: NodeJS.Timeout | undefined;
   #timerAt: number | undefined;
 
   /** The address the current channel (and stream) goes to. */
@@ -179,7 +180,7 @@ export class Agent {
     const leaseValid = (): boolean => this.#core.leaseValid(this.#options.clock.now());
     const listening = listeners && new ExecutionListening({ listeners, report, agentId, leaseValid, maxResultBytes, logger: this.#log });
     const listened = (executor: Executor): Executor => telemetry.wrap(listening?.wrap(executor) ?? executor);
-    const reporting = { maxResultBytes, report: listening?.report ?? report };
+    const reporting = { maxResultBytes, logBounds: this.#options.logBounds, report: listening?.report ?? report };
     this.#handlers = listened(new HandlerExecutor({ ...reporting, agentId, leaseValid, handlers: this.#options.handlers, logger: this.#log }));
     // Built even with an empty allow-list, so a stray script job fails naming what is allowed.
     this.#scripts = listened(new ScriptExecutor({ ...reporting, agentId, allowed: this.#options.allowScripts, logger: this.#log }));
@@ -281,6 +282,12 @@ export class Agent {
     if (this.#stopped) throw new ShardlineError("failed-precondition", `agent ${this.id} was stopped; create a new Agent to start again`);
     if (this.#started) return;
     this.#started = true;
+    // Running executions' new log lines go out together on this beat, with RUNNING updates,
+    // never one message per line; unref'd, so it keeps no process alive.
+    this.#logFlush = setInterval(() => {
+      for (const run of this.#runs.values()) run.flushLog?.();
+    }, this.#options.logFlushIntervalMs);
+    this.#logFlush.unref();
     if (this.#kubernetesJobs === undefined) this.#step({ kind: "start" });
     else void this.#recoverThenConnect(this.#kubernetesJobs);
   }
@@ -689,6 +696,7 @@ export class Agent {
 
   /** Clears every timer and closes the stream and the channel. */
   #shutDown(reason: string): void {
+    clearInterval(this.#logFlush);
     clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#timerAt = undefined;

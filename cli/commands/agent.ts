@@ -1,3 +1,4 @@
+import { EXECUTION_LOG_LIMITS } from "../../shared/execution-log-limits.js";
 import { hostname } from "node:os";
 import type { Command } from "commander";
 import { ShardlineError } from "../../shared/errors.js";
@@ -31,6 +32,7 @@ export interface AgentStartOptions {
   capacity?: number;
   maxConcurrent?: number;
   drainGraceMs?: number;
+  logBounds?: { maxBytes?: number; maxLines?: number };
   logger?: unknown;
   /** The Kubernetes executor's API server access (connectKubernetes) and the agent's pod, with --kubernetes. */
   kubernetes?: { access: unknown; owner?: KubernetesOwner };
@@ -87,6 +89,8 @@ export interface AgentOptions {
   capacity?: number;
   maxConcurrent?: number;
   drainGrace?: number;
+  logMaxBytes?: number;
+  logMaxLines?: number;
   http?: string;
   kubernetes?: boolean;
   kubernetesNamespace?: string;
@@ -160,6 +164,12 @@ export function registerAgent(program: Command, io: CliIo): void {
     )
     .option("--drain-grace <SECONDS>", "how long a drain waits for running executions before handing them back", (value: string) =>
       parseSeconds(value, "--drain-grace", 0, 86_400),
+    )
+    .option("--log-max-bytes <BYTES>", "each execution's log kept and sent (ctx.log, a script's stdout and stderr), in bytes; past it the oldest lines are dropped (default: 65536)", (value: string) =>
+      parseInteger(value, "--log-max-bytes", 1, EXECUTION_LOG_LIMITS.maxChars),
+    )
+    .option("--log-max-lines <N>", "each execution's log kept and sent, in lines; past it the oldest are dropped (default: 1000)", (value: string) =>
+      parseInteger(value, "--log-max-lines", 1, EXECUTION_LOG_LIMITS.maxLines),
     )
     .option("--http <HOST:PORT>", "serve /healthz, /readyz (welcomed and holding a valid lease; else 503 saying why) and /metrics (Prometheus) here (port 0: any free port; default: none)", (value: string) =>
       parseHostPort(value, "--http", { listen: true }),
@@ -248,6 +258,9 @@ export function agentStartOptions(options: AgentOptions, io: CliIo, host: string
     ...(options.capacity === undefined ? {} : { capacity: options.capacity }),
     ...(options.maxConcurrent === undefined ? {} : { maxConcurrent: options.maxConcurrent }),
     ...(options.drainGrace === undefined ? {} : { drainGraceMs: Math.round(options.drainGrace * 1000) }),
+    ...(options.logMaxBytes === undefined && options.logMaxLines === undefined
+      ? {}
+      : { logBounds: { ...(options.logMaxBytes === undefined ? {} : { maxBytes: options.logMaxBytes }), ...(options.logMaxLines === undefined ? {} : { maxLines: options.logMaxLines }) } }),
     ...(options.http === undefined ? {} : { http: options.http }),
     ...tokenOption(options.token, io.env),
     ...tlsOption(options),

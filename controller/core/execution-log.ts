@@ -3,21 +3,10 @@
  * (ExecutionUpdate.log), merged into what the store keeps for the execution. Pure: each store
  * calls `mergeExecutionLog` inside its commit, so a log costs nothing where a run writes none.
  */
+import { EXECUTION_LOG_LIMITS } from "../../shared/execution-log-limits.js";
 import type { ExecutionLogChunk, ExecutionLogRecord } from "./store-port.js";
 
-/** What the controller keeps of one execution's log at most, whatever its agent's bounds say. */
-export const EXECUTION_LOG_LIMITS = {
-  /** Lines kept per execution; the oldest go first. */
-  maxLines: 10_000,
-  /** Characters of text kept per execution (1 MiB of ASCII); the oldest lines go first. */
-  maxChars: 1 << 20,
-  /** Lines one ExecutionLog may carry (more is INVALID_ARGUMENT). */
-  maxLinesPerChunk: 10_000,
-  /** A line's text is cut to this many characters. */
-  maxLineChars: 16_384,
-  /** A line's stream name is cut to this many characters. */
-  maxStreamChars: 16,
-} as const;
+export { EXECUTION_LOG_LIMITS };
 
 /**
  * The log after `chunk`: lines before its `keptFrom` dropped (its agent dropped them), lines

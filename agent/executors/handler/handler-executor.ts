@@ -3,6 +3,7 @@ import { ShardlineError } from "../../../shared/errors.js";
 import type { ExecutionContext } from "../../../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState } from "../../../shared/gen/shardline/v1/types_pb.js";
 import { attachTraceContext } from "../../../shared/telemetry/log-fields.js";
+import { capturedLogger } from "./captured-logger.js";
 import type { HandlerMap } from "../../sdk.js";
 import {
   RunReports,
@@ -100,7 +101,8 @@ class HandlerRun implements ExecutionRun {
       // Called synchronously, not in a .then(), and before RUNNING is reported: everything
       // before the handler is fire lag, for this run and for every run starting after it.
       const { agentId, leaseValid } = this.options;
-      outcome = Promise.resolve(handler(handlerContextOf(context, { agentId, signal: this.#controller.signal, log: this.#log, leaseValid }, traceContext)));
+      const log = capturedLogger(this.#log, () => this.#reports.log);
+      outcome = Promise.resolve(handler(handlerContextOf(context, { agentId, signal: this.#controller.signal, log, leaseValid }, traceContext)));
     } catch (error) {
       outcome = Promise.reject(error);
     }
@@ -123,6 +125,10 @@ class HandlerRun implements ExecutionRun {
 
   stop(state: StopState, reason: string): void {
     this.#abort(state, reason);
+  }
+
+  flushLog(): void {
+    this.#reports.flushLog();
   }
 
   #abort(state: AbortState, reason: string): void {

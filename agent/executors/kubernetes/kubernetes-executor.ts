@@ -358,6 +358,8 @@ class KubernetesRun implements ExecutionRun {
     });
     const logContainer = container || firstContainer(pod);
     const tail = pod === undefined ? "" : await this.#logTail(pod, logContainer);
+    // The pod's log tail is the execution's log too: the Job's pod writes it, not the agent.
+    this.#reports.log.write("pod", tail);
     const max = this.#reports.maxBytes;
     if (outcome.state === "succeeded") {
       this.#finish(ExecutionState.SUCCEEDED, { result: trimLineBreaks(tail) });

@@ -15,6 +15,7 @@ import {
   type StopState,
 } from "../execution-run.js";
 import { OutputTail, trimLineBreaks, withTail } from "../output-tail.js";
+import { StringDecoder } from "node:string_decoder";
 
 /** What a ScriptExecutor needs from the agent. */
 export interface ScriptExecutorOptions extends ReportOptions {
@@ -126,8 +127,17 @@ class ScriptRun implements ExecutionRun {
       return;
     }
     this.#child = child;
-    child.stdout.on("data", (chunk: Buffer) => this.#stdout.push(chunk));
-    child.stderr.on("data", (chunk: Buffer) => this.#stderr.push(chunk));
+    // Decoded apart from the tails: a chunk may end inside a character.
+    const stdoutText = new StringDecoder("utf8");
+    const stderrText = new StringDecoder("utf8");
+    child.stdout.on("data", (chunk: Buffer) => {
+      this.#stdout.push(chunk);
+      this.#reports.log.write("stdout", stdoutText.write(chunk));
+    });
+    child.stderr.on("data", (chunk: Buffer) => {
+      this.#stderr.push(chunk);
+      this.#reports.log.write("stderr", stderrText.write(chunk));
+    });
     // A script that exits without reading its stdin closes the pipe under the write: EPIPE is expected.
     child.stdin.on("error", (error) => this.#log.debug({ err: error }, "the script did not read its stdin"));
     child.on("error", (error) => this.#onError(error));
@@ -142,6 +152,10 @@ class ScriptRun implements ExecutionRun {
     if (timeoutMs > 0) {
       this.#timeoutTimer = setTimeout(() => this.#abort(ExecutionState.TIMED_OUT, `timed out after ${timeoutMs} ms`), timeoutMs);
     }
+  }
+
+  flushLog(): void {
+    this.#reports.flushLog();
   }
 
   stop(state: StopState, reason: string): void {
