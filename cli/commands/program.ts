@@ -18,6 +18,7 @@ import { registerRollout } from "./rollout.js";
 import { registerRun } from "./run.js";
 import { registerDescribe } from "./describe.js";
 import { registerExecutionActions } from "./execution-actions.js";
+import { registerLogs } from "./logs.js";
 import { registerShardActions } from "./shard-actions.js";
 
 /** Code of the usage error for `shardline` with no command (commander would print the whole help). */
@@ -74,6 +75,7 @@ export function buildProgram(io: CliIo): Command {
   registerRollout(program, io);
   registerShardActions(program, io);
   registerExecutionActions(program, io);
+  registerLogs(program, io);
   registerDescribe(program, io);
   registerAgentActions(program, io);
   registerEvents(program, io);
