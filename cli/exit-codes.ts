@@ -31,6 +31,8 @@ export const ExitCode = {
   rolloutAborted: 8,
   /** `rollout status --watch`: --timeout passed while the rollout was still in progress. */
   watchTimedOut: 9,
+  /** `diff`: applying the file would change something (kubectl says 1; here 1 is an internal error). */
+  differs: 10,
 } as const;
 
 /** `run --wait` finished with executions that did not succeed: exit 6, with this one line. */
@@ -48,9 +50,14 @@ export class WatchTimedOutError extends Error {
   override readonly name = "WatchTimedOutError";
 }
 
+/** `diff` found what applying the file would change: exit 10, with this one line on stderr. */
+export class DiffersError extends Error {
+  override readonly name = "DiffersError";
+}
+
 /** The failures that are outcomes a command reports in one line of its own, not errors. */
-export function isOutcomeError(error: unknown): error is RunFailedError | RolloutAbortedError | WatchTimedOutError {
-  return error instanceof RunFailedError || error instanceof RolloutAbortedError || error instanceof WatchTimedOutError;
+export function isOutcomeError(error: unknown): error is RunFailedError | RolloutAbortedError | WatchTimedOutError | DiffersError {
+  return error instanceof RunFailedError || error instanceof RolloutAbortedError || error instanceof WatchTimedOutError || error instanceof DiffersError;
 }
 
 /** One of the values of ExitCode. */
@@ -73,6 +80,7 @@ export function exitCodeOf(error: unknown): ExitCode {
   if (error instanceof RunFailedError) return ExitCode.runFailed;
   if (error instanceof RolloutAbortedError) return ExitCode.rolloutAborted;
   if (error instanceof WatchTimedOutError) return ExitCode.watchTimedOut;
+  if (error instanceof DiffersError) return ExitCode.differs;
   return error instanceof ShardlineError ? byErrorCode[error.code] : ExitCode.internal;
 }
 
@@ -89,4 +97,5 @@ export const EXIT_CODES_HELP = [
   "  7  denied (no token or an unknown one: check --token or SHARDLINE_TOKEN; or the token's role may not do this)",
   "  8  rollout status --watch: the rollout was aborted",
   "  9  rollout status --watch: --timeout passed while the rollout was still in progress",
+  " 10  diff: applying the file would change something",
 ].join("\n");

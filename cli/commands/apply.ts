@@ -194,7 +194,7 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
-async function readManifest(file: string, io: CliIo): Promise<string> {
+export async function readManifest(file: string, io: CliIo): Promise<string> {
   if (file === "-") return io.readStdin();
   try {
     return await readFile(file, "utf8");

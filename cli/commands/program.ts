@@ -10,7 +10,12 @@ import { registerAgentActions } from "./agent-actions.js";
 import { registerApply } from "./apply.js";
 import { registerController } from "./controller.js";
 import { registerConvert } from "./convert.js";
+import { registerCompletion } from "./completion.js";
 import { registerDemo } from "./demo.js";
+import { registerDiff } from "./diff.js";
+import { registerEdit } from "./edit.js";
+import { registerExplain } from "./explain.js";
+import { registerVersion } from "./version.js";
 import { registerEvents } from "./events.js";
 import { registerGet } from "./get.js";
 import { registerJobActions } from "./job-actions.js";
@@ -80,6 +85,11 @@ export function buildProgram(io: CliIo): Command {
   registerAgentActions(program, io);
   registerEvents(program, io);
   registerConvert(program, io);
+  registerDiff(program, io);
+  registerEdit(program, io);
+  registerExplain(program, io);
+  registerVersion(program, io);
+  registerCompletion(program, io);
   registerDemo(program);
   return program;
 }

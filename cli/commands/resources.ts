@@ -328,6 +328,8 @@ export const REVISION_COLUMNS: readonly Column<{ view: RevisionView; note: strin
   { header: "APPLIED", value: (row) => row.view.appliedAt?.replace(/\.\d{3}Z$/, "Z") ?? NONE },
   { header: "BY", value: (row) => row.view.appliedBy ?? NONE },
   { header: "HASH", value: (row) => row.view.hash.slice(0, SHORT_HASH) || NONE },
+  { header: "SPEC HASH", value: (row) => row.view.hash || NONE, wide: true },
+  { header: "UNDO OF", value: (row) => (row.view.undoOf === null ? NONE : String(row.view.undoOf)), wide: true },
   { header: "NOTE", value: (row) => row.note || "" },
 ];
 

@@ -132,7 +132,7 @@ export function registerRollout(program: Command, io: CliIo): void {
     )
     .argument("<JOB>", "the job's name");
   addControllerOption(history)
-    .option("-o, --output <FORMAT>", "json or yaml (default: a table)", (value: string) => parseOutputFormat(value, ["json", "yaml"]))
+    .option("-o, --output <FORMAT>", "json, yaml or wide (default: a table)", (value: string) => parseOutputFormat(value, ["json", "yaml", "wide"]))
     .action(async (job: string, options: { controller?: string; output?: OutputFormat }) => {
       await withAdminClient(options, io, async (client) => {
         const { revisions } = await client.listRevisions({ job }).catch(hinted);
@@ -147,7 +147,7 @@ export function registerRollout(program: Command, io: CliIo): void {
           io.stderr(`No revisions of job/${job} kept.\n`);
           return;
         }
-        io.stdout(renderTable(views.map((view) => ({ view, note: revisionNote(view, rollout) })), REVISION_COLUMNS));
+        io.stdout(renderTable(views.map((view) => ({ view, note: revisionNote(view, rollout) })), REVISION_COLUMNS, options.output === "wide"));
       });
     });
 }

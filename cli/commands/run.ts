@@ -18,7 +18,7 @@ interface RunOptions {
   parameter?: string;
   wait?: boolean;
   timeout?: number;
-  output?: "json";
+  output?: "json" | "wide";
 }
 
 /** Registers `shardline run JOB`: a one-off run of a job, optionally waited for. */
@@ -40,9 +40,9 @@ export function registerRun(program: Command, io: CliIo): void {
     .option("--timeout <SECONDS>", "with --wait: give up waiting after this long (default: no limit)", (value: string) =>
       parseSeconds(value, "--timeout", 0.1, 31_536_000),
     )
-    .option("-o, --output <FORMAT>", "json: print the final executions as JSON (with --wait)", (value: string) => {
-      if (value !== "json") throw ShardlineError.invalid("-o", value, "json");
-      return "json" as const;
+    .option("-o, --output <FORMAT>", "with --wait: json (the final executions as JSON) or wide (a wider table)", (value: string) => {
+      if (value !== "json" && value !== "wide") throw ShardlineError.invalid("-o", value, "json, wide");
+      return value;
     })
     .action(async (job: string, options: RunOptions) => {
       await withAdminClient(options, io, async (client) => {
@@ -56,7 +56,7 @@ export function registerRun(program: Command, io: CliIo): void {
         const shards = new Set(fired.executionIds.map((id) => Number(id.split("/")[2])));
         const final = await waitForRun(client, job, fired.fireTimeUnixMs, shards, options.timeout);
         if (options.output === "json") io.stdout(renderDocument(final.map(executionView), "json"));
-        else io.stdout(renderTable(final, executionColumns(zonesOf([(await client.getJob({ name: job })).job].filter((found) => found !== undefined)))));
+        else io.stdout(renderTable(final, executionColumns(zonesOf([(await client.getJob({ name: job })).job].filter((found) => found !== undefined))), options.output === "wide"));
         const failed = final.filter((e) => e.state !== ExecutionState.SUCCEEDED);
         if (failed.length > 0) {
           throw new RunFailedError(
