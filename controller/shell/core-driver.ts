@@ -274,6 +274,7 @@ function hasWrites(batch: StoreBatch): boolean {
     (batch.jobs?.length ?? 0) > 0 ||
     (batch.deletedJobs?.length ?? 0) > 0 ||
     (batch.cursors?.length ?? 0) > 0 ||
-    (batch.executions?.length ?? 0) > 0
+    (batch.executions?.length ?? 0) > 0 ||
+    (batch.logs?.length ?? 0) > 0
   );
 }
