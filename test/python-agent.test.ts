@@ -257,6 +257,10 @@ describe("the Python reference agent beside TypeScript agents", () => {
     expect(agent?.labels).toEqual({ lang: "python" });
     expect(agent?.handlers).toContain("billing-rollup");
     await waitForOutput(cluster.agent(PY_AGENT), `execution ${succeeded.id} succeeded`, "py-1 to log the execution's outcome");
+    // Its handler's ctx.log line, sent with the terminal update, is the execution's log.
+    const logs = await cluster.admin!.getExecutionLogs({ id: succeeded.id });
+    expect(logs.finished).toBe(true);
+    expect(logs.lines.map((l) => [l.stream, l.text])).toEqual([["log", expect.stringMatching(/^INFO rolling up shard \d for the fire of /)]]);
   });
 
   it("lets the Python admin client apply a job, trigger it and list its executions", async () => {

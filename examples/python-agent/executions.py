@@ -19,6 +19,7 @@ write conditional on `ctx.fencing_token` (docs/fencing.md): a process paused pas
 import asyncio
 import inspect
 import json
+import collections
 import logging
 import threading
 import time
@@ -30,6 +31,10 @@ from stubs import State, agent_pb
 
 # ExecutionUpdate.result and .error: at most 4 KiB of UTF-8.
 MAX_TEXT_BYTES = 4096
+# An execution's log as this agent keeps it: its newest 1,000 lines (the TypeScript agent's
+# default), each cut to 16 KiB, as docs/protocol.md "Execution logs" says.
+MAX_LOG_LINES = 1000
+MAX_LINE_BYTES = 16384
 
 
 class LeaseLostError(Exception):
@@ -142,7 +147,7 @@ class Run:
             agent_id=agent_id,
             fencing_token=context.fencing_token,
             cancelled=self._cancelled,
-            log=log.getChild(context.execution_id),
+            log=self._captured_log(log.getChild(context.execution_id)),
             lease_valid=lease_valid,
             trace_context=dict(context.trace_context),
             fire_outcome=_fire_outcome(context),
@@ -233,7 +238,19 @@ class Run:
                 timer.cancel()
         update = self._update(state, error=error, result=result)
         update.finished_at_unix_ms = now_ms()
+        # This agent sends an execution's log once, with its terminal update: the simplest agent
+        # the protocol allows (the TypeScript agent also sends lines while the run goes on).
+        self.ctx.log.removeHandler(self._log_lines)
+        log = self._log_lines.take()
+        if log is not None:
+            update.log.CopyFrom(log)
         self._report(update)
+
+    def _captured_log(self, log: logging.Logger) -> logging.Logger:
+        """ctx.log, whose lines also go into the execution's log (docs/protocol.md "Execution logs")."""
+        self._log_lines = RunLog()
+        log.addHandler(self._log_lines)
+        return log
 
     def _update(self, state: int, error: str = "", result: str = "") -> agent_pb.ExecutionUpdate:
         return agent_pb.ExecutionUpdate(
@@ -243,6 +260,31 @@ class Run:
             error=truncate_utf8(error),
             result=truncate_utf8(result),
         )
+
+
+class RunLog(logging.Handler):
+    """The lines a handler logs with ctx.log, the newest MAX_LOG_LINES kept (the oldest dropped,
+    counted in kept_from). Handlers log from their own thread; deque appends are thread-safe."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lines: collections.deque = collections.deque(maxlen=MAX_LOG_LINES)
+        self._count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = f"{record.levelname} {record.getMessage()}"
+        except Exception:  # a bad format string must not fail the handler
+            text = f"{record.levelname} {record.msg}"
+        self._lines.append(agent_pb.LogLine(time_unix_ms=int(record.created * 1000), stream="log", text=truncate_utf8(text, MAX_LINE_BYTES)))
+        self._count += 1
+
+    def take(self) -> "agent_pb.ExecutionLog | None":
+        lines = list(self._lines)
+        if not lines:
+            return None
+        first = self._count - len(lines)
+        return agent_pb.ExecutionLog(first_line=first, kept_from=first, lines=lines)
 
 
 def render_result(value: Any) -> str:
