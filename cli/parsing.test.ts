@@ -175,8 +175,8 @@ describe("flag values", () => {
 
   it("rejects a lease no longer than the heartbeat interval, counting the defaults", () => {
     const base = { listen: "127.0.0.1:0", http: "127.0.0.1:0", store: "sqlite::memory:" };
-    const flags = { ...base, historyPerJob: 50, historyDays: 2, revisionHistory: 10 };
-    const retention = { maxPerJob: 50, maxAgeMs: 2 * 86_400_000, revisionsPerJob: 10 };
+    const flags = { ...base, historyPerJob: 50, historyDays: 2, revisionHistory: 10, auditRetentionDays: 30, auditMaxRecords: 500 };
+    const retention = { maxPerJob: 50, maxAgeMs: 2 * 86_400_000, revisionsPerJob: 10, audit: { maxAgeMs: 30 * 86_400_000, maxRecords: 500 } };
     expect(controllerStartOptions({ ...flags, heartbeatInterval: 100, leaseTtl: 400 }, "debug")).toEqual({
       ...base,
       heartbeatIntervalMs: 100,
@@ -190,7 +190,7 @@ describe("flag values", () => {
   });
 
   it("passes every --strategy NAME=MODULE through to the controller, in order", () => {
-    const flags = { listen: "127.0.0.1:0", http: "127.0.0.1:0", store: "sqlite::memory:", historyPerJob: 50, historyDays: 2, revisionHistory: 10 };
+    const flags = { listen: "127.0.0.1:0", http: "127.0.0.1:0", store: "sqlite::memory:", historyPerJob: 50, historyDays: 2, revisionHistory: 10, auditRetentionDays: 90, auditMaxRecords: 100_000 };
     const strategy = collectStrategy("zeta=/opt/zeta.mjs", collectStrategy("by-region=./examples/strategies/by-region.mjs"));
     expect(controllerStartOptions({ ...flags, strategy }, undefined).strategies).toEqual([
       { name: "by-region", modulePath: "./examples/strategies/by-region.mjs" },

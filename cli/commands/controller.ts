@@ -39,6 +39,8 @@ export interface ControllerOptions {
   historyPerJob: number;
   historyDays: number;
   revisionHistory: number;
+  auditRetentionDays: number;
+  auditMaxRecords: number;
   strategy?: { name: string; modulePath: string }[];
   tokenFile?: string;
   tlsCert?: string;
@@ -88,6 +90,10 @@ export function registerController(program: Command, io: CliIo): void {
       (value: string) => parseInteger(value, "--revision-history", 1, 1000),
       10,
     )
+    .option("--audit-retention-days <DAYS>", "audit records (every mutating admin call, every refused one) older than this are deleted", (value: string) =>
+      parseSeconds(value, "--audit-retention-days", 0.001, 36500),
+    90)
+    .option("--audit-max-records <N>", "audit records kept at most, the oldest deleted first", (value: string) => parseInteger(value, "--audit-max-records", 1, 100_000_000), 100_000)
     .option("--lease-ttl <MS>", `how long an agent's lease lasts after an ack, in ms; more than the heartbeat interval (default: ${DEFAULT_LEASE_TTL_MS})`, (value: string) =>
       parseInteger(value, "--lease-ttl", 20, 600_000),
     )
@@ -169,7 +175,12 @@ export function controllerStartOptions(options: ControllerOptions, logLevel: str
     ...(options.leaseTtl === undefined ? {} : { leaseTtlMs: options.leaseTtl }),
     ...(options.disconnectGrace === undefined ? {} : { disconnectGraceMs: Math.round(options.disconnectGrace * 1000) }),
     ...(logLevel === undefined ? {} : { logLevel }),
-    retention: { maxPerJob: options.historyPerJob, maxAgeMs: Math.round(options.historyDays * 86_400_000), revisionsPerJob: options.revisionHistory },
+    retention: {
+      maxPerJob: options.historyPerJob,
+      maxAgeMs: Math.round(options.historyDays * 86_400_000),
+      revisionsPerJob: options.revisionHistory,
+      audit: { maxAgeMs: Math.round(options.auditRetentionDays * 86_400_000), maxRecords: options.auditMaxRecords },
+    },
     ...(options.strategy === undefined ? {} : { strategies: options.strategy }),
     ...(options.tokenFile === undefined ? {} : { tokenFile: options.tokenFile }),
     ...(options.traceUrlTemplate === undefined ? {} : { traceUrlTemplate: options.traceUrlTemplate }),

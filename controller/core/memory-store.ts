@@ -1,6 +1,9 @@
 import { ShardlineError } from "../../shared/errors.js";
 import { mergeExecutionLog } from "./execution-log.js";
 import {
+  auditMatches,
+  type AuditQuery,
+  type AuditRecord,
   type ExecutionLogRecord,
   type ExecutionQuery,
   type ExecutionRecord,
@@ -44,6 +47,8 @@ export class MemoryStore implements Store {
   revisions = new Map<string, Map<number, RevisionRecord>>();
   /** Executions' logs by execution id. */
   logs = new Map<string, ExecutionLogRecord>();
+  /** The audit trail, oldest first. */
+  audit: AuditRecord[] = [];
 
   /** Takes the next term and returns what a controller starts from. */
   snapshot(): StoreSnapshot {
@@ -89,6 +94,7 @@ export class MemoryStore implements Store {
     for (const { job, fireTime } of batch.cursors ?? []) this.cursors.set(job, fireTime);
     for (const execution of batch.executions ?? []) this.executions.set(execution.id, structuredClone(execution));
     for (const chunk of batch.logs ?? []) this.logs.set(chunk.executionId, mergeExecutionLog(this.logs.get(chunk.executionId), structuredClone(chunk)));
+    for (const record of batch.audit ?? []) this.audit.push({ ...record });
   }
 
   open(): Promise<StoreSnapshot> {
@@ -126,6 +132,11 @@ export class MemoryStore implements Store {
     return Promise.resolve(log === undefined ? undefined : structuredClone(log));
   }
 
+  listAudit(query: AuditQuery): Promise<AuditRecord[]> {
+    const matches = this.audit.filter((record) => auditMatches(record, query));
+    return Promise.resolve(matches.reverse().slice(0, query.limit).map((record) => ({ ...record })));
+  }
+
   listRevisions(job: string): Promise<RevisionRecord[]> {
     const held = [...(this.revisions.get(job)?.values() ?? [])];
     return Promise.resolve(held.sort((a, b) => b.revision - a.revision).map((r) => structuredClone(r)));
@@ -158,6 +169,11 @@ export class MemoryStore implements Store {
     for (const [job, held] of this.revisions) {
       const beyond = [...held.keys()].sort((a, b) => b - a).slice(policy.revisionsPerJob);
       for (const revision of beyond) if (!pinned.get(job)?.has(revision)) held.delete(revision);
+    }
+    if (policy.audit !== undefined) {
+      const { maxAgeMs, maxRecords } = policy.audit;
+      this.audit = this.audit.filter((record) => record.time >= now - maxAgeMs);
+      this.audit = this.audit.slice(Math.max(0, this.audit.length - maxRecords));
     }
     return Promise.resolve(deleted);
   }

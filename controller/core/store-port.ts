@@ -217,6 +217,48 @@ export interface StoreBatch {
   revisions?: RevisionRecord[];
   /** Log lines to add to executions' logs, in the order received (merged by mergeExecutionLog). */
   logs?: ExecutionLogChunk[];
+  /** Admin calls for the audit trail: written by the shell's AuditTrail, never by the core. */
+  audit?: AuditRecord[];
+}
+
+/** One admin call as the audit trail keeps it (the API's AuditRecord). */
+export interface AuditRecord {
+  /** When the controller answered it, Unix ms. */
+  time: number;
+  /** The token's name; "" when the controller checks no tokens. */
+  caller: string;
+  /** The caller's role; "" when none is known. */
+  role: string;
+  /** The client's address. */
+  peer: string;
+  /** The AdminService method, e.g. "PauseJob". */
+  method: string;
+  /** A job name, an agent id or an execution id; "" when none. */
+  target: string;
+  /** What it changed, in words. */
+  summary: string;
+  /** "ok", or the error's code as the API names it ("permission_denied", ...). */
+  outcome: string;
+  /** The error's text when outcome is not "ok", else "". */
+  error: string;
+}
+
+/** Which audit records to list: newest first, at most `limit`, each filter an AND. */
+export interface AuditQuery {
+  limit: number;
+  /** At or after this instant, Unix ms. */
+  since?: number;
+  caller?: string;
+  target?: string;
+}
+
+/** True when `record` passes `query`'s filters (not its limit): the one definition the stores share. */
+export function auditMatches(record: AuditRecord, query: AuditQuery): boolean {
+  return (
+    (query.since === undefined || record.time >= query.since) &&
+    (query.caller === undefined || record.caller === query.caller) &&
+    (query.target === undefined || record.target === query.target)
+  );
 }
 
 /** What the controller loads when it starts. */
@@ -271,6 +313,8 @@ export interface RetentionPolicy {
    * rollout's stable one and any an open execution names are kept beyond it.
    */
   revisionsPerJob: number;
+  /** The audit trail's own retention: records older than maxAgeMs, and those past the maxRecords newest, are dropped. */
+  audit?: { maxAgeMs: number; maxRecords: number };
 }
 
 /**
@@ -287,6 +331,11 @@ export interface Store {
    * Every durable store has it; a store without it (a test's fake) keeps no logs.
    */
   getExecutionLog?(id: string): Promise<ExecutionLogRecord | undefined>;
+  /**
+   * The audit trail, newest first. Every durable store has it; a store without it (a test's
+   * fake) keeps no audit records.
+   */
+  listAudit?(query: AuditQuery): Promise<AuditRecord[]>;
   /** A job's revisions kept, newest first. */
   listRevisions(job: string): Promise<RevisionRecord[]>;
   getRevision(job: string, revision: number): Promise<RevisionRecord | undefined>;

@@ -103,6 +103,21 @@ export function adminService(
       return { results: names.map((name, index) => ({ job: jobOf(name), changed: changed[index]!, warnings: core.applyWarnings(name) })) };
     },
 
+    async listAuditRecords(request) {
+      if (request.limit > MAX_LIMIT) throw ShardlineError.invalid("limit", request.limit, `0 (meaning 100) to ${MAX_LIMIT}`);
+      if (store.listAudit === undefined) return { records: [] };
+      await driver.idle();
+      const records = await store.listAudit({
+        limit: request.limit === 0 ? 100 : request.limit,
+        ...(request.sinceUnixMs === 0n ? {} : { since: toNumber(request.sinceUnixMs, "since_unix_ms") }),
+        ...(request.caller === "" ? {} : { caller: request.caller }),
+        ...(request.target === "" ? {} : { target: request.target }),
+      });
+      return {
+        records: records.map(({ time, caller, role, peer, method, target, summary, outcome, error }) => ({ timeUnixMs: BigInt(time), caller, role, peer, method, target, summary, outcome, error })),
+      };
+    },
+
     async getVersion() {
       return { version: VERSION, api: AdminService.typeName.replace(/\.AdminService$/, "") };
     },

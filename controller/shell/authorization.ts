@@ -56,6 +56,16 @@ export class Authorization {
     return holder;
   }
 
+  /**
+   * Who holds the token in `authorization` (a bearer header), whatever it may do; undefined with
+   * no token, an unknown one, or no token file. Nothing is logged: the audit trail names callers
+   * with it, refused ones included.
+   */
+  identify(authorization: string | undefined): TokenHolder | undefined {
+    const token = bearerToken(authorization);
+    return token === undefined ? undefined : this.tokens?.authenticate(token);
+  }
+
   /** check() for a gRPC call, reading the `authorization` header of its metadata. */
   checkCall(metadata: Metadata, needed: Role, what: string, peer: string): Caller {
     const value = metadata.get("authorization")[0];

@@ -3,6 +3,7 @@ import type { TlsFiles } from "../../shared/security/tls.js";
 import type { StrategyModule } from "../core/sharding/custom-strategy.js";
 import type { RetentionPolicy } from "../store/store.js";
 import { DEFAULT_MAX_JOBS } from "./admin-service.js";
+import { DEFAULT_AUDIT_RETENTION } from "./audit-trail.js";
 import type { FailureNotifierSettings } from "./failure-notifier.js";
 
 /** How to run a controller. */
@@ -76,9 +77,10 @@ export const DEFAULT_LIMITS: ControllerLimits = { adminCallsPerSecond: 200, maxJ
 
 /**
  * What is kept unless `retention` says otherwise: 1,000 finished executions per job, for 7 days,
- * and each job's 10 newest revisions (and those still in use).
+ * each job's 10 newest revisions (and those still in use), and the audit trail's newest 100,000
+ * records, for 90 days.
  */
-export const DEFAULT_RETENTION: RetentionPolicy = { maxPerJob: 1000, maxAgeMs: 7 * 24 * 3600 * 1000, revisionsPerJob: 10 };
+export const DEFAULT_RETENTION: RetentionPolicy = { maxPerJob: 1000, maxAgeMs: 7 * 24 * 3600 * 1000, revisionsPerJob: 10, audit: DEFAULT_AUDIT_RETENTION };
 
 /** The TTL of the leader's etcd lease unless `leaderTtlSeconds` says otherwise. */
 export const DEFAULT_LEADER_TTL_SECONDS = 2;

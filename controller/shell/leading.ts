@@ -8,6 +8,7 @@ import { adminService } from "./admin-service.js";
 import { AgentSessions } from "./agent-sessions.js";
 import type { ControllerMetrics } from "./controller-metrics.js";
 import { CoreDriver } from "./core-driver.js";
+import { AuditTrail, auditEvent } from "./audit-trail.js";
 import { WatchHub } from "./watch-hub.js";
 import { FailureNotifier, type FailureNotifierSettings } from "./failure-notifier.js";
 import type { Leadership } from "./leadership.js";
@@ -43,6 +44,8 @@ export interface Leading {
   sessions: AgentSessions;
   admin: Record<string, unknown>;
   store: Store;
+  /** The audit trail of this leadership: the admin calls answered while it leads. */
+  audit: AuditTrail;
   /** Stops the core and closes the agents' streams: nothing more is decided or sent. */
   halt(reason: string): void;
   /**
@@ -87,6 +90,7 @@ export async function startLeading(store: Store, parts: LeaderParts): Promise<Le
   const notifier = new FailureNotifier({ ...failureWebhooks, core, store, logger });
   const unsubscribeNotifier = driver.onEvent(notifier.onEvent);
   const watchHub = new WatchHub({ core, driver, store, logger, address: parts.address, traceUrlTemplate: parts.traceUrlTemplate });
+  const audit = new AuditTrail(store, logger, (record) => watchHub.note(auditEvent(record)));
   const admin = adminService(core, driver, store, customStrategies, { maxJobs, watchHub }) as Record<string, unknown>;
   let leasesEndWithin: number | undefined;
   const pruneTimer = setInterval(() => {
@@ -98,6 +102,7 @@ export async function startLeading(store: Store, parts: LeaderParts): Promise<Le
     core,
     sessions,
     admin,
+    audit,
     store,
     halt: (reason) => {
       leasesEndWithin = core.leasesEndWithin(Date.now());
@@ -109,6 +114,7 @@ export async function startLeading(store: Store, parts: LeaderParts): Promise<Le
     },
     close: async () => {
       await driver.idle();
+      await audit.idle();
       unsubscribeMetrics();
       unsubscribeNotifier();
       // Before the store closes: the notifier reads failed executions from it.

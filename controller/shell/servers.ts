@@ -22,6 +22,7 @@ import type { RateLimiter } from "../../shared/security/rate-limit.js";
 import type { TlsCertificates } from "../../shared/security/tls.js";
 import type { MetricsRegistry } from "../../shared/telemetry/metrics.js";
 import { type Authorization, authorizedAdmin } from "./authorization.js";
+import { auditedAdmin } from "./audit-trail.js";
 import { ADMIN_ROUTE_PREFIX, AdminCallLimit, adminConnectRoutes } from "./connect-routes.js";
 import { consoleAssets } from "./console-assets.js";
 import { type ControllerStatus, follow, followingAdmin } from "./following.js";
@@ -108,7 +109,12 @@ export class Servers implements Part {
     addService(grpc, AgentService, { connect: (stream: AgentStream, context: CallContext) => this.#connect(stream, context) }, { onError });
     // One AdminService for both ports: the HTTP port's Connect routes call this very object, and
     // its calls at once count against the same limit as the gRPC port's.
-    const admin = authorizedAdmin(followingAdmin(routing), authorization, adminLimiter);
+    // Outermost, the audit trail: it sees every call's outcome, refusals included.
+    const admin = auditedAdmin(authorizedAdmin(followingAdmin(routing), authorization, adminLimiter), {
+      authorization,
+      trail: () => routing.leading()?.audit,
+      logger,
+    });
     const callLimit = new AdminCallLimit(DEFAULT_MAX_CONCURRENT_CALLS);
     addService(grpc, AdminService, callLimit.counting(admin), { onError, maxConcurrentCalls: DEFAULT_MAX_CONCURRENT_CALLS });
     const port = await listen(grpc, this.#options.listen, tls?.serverCredentials());

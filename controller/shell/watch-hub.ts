@@ -192,6 +192,11 @@ export class WatchHub {
     this.#unsubscribe = [options.driver.onEvent((event) => this.#onEvent(event)), options.driver.onApplied((effects) => this.#onApplied(effects))];
   }
 
+  /** Publishes an event that does not come from the core (an audit record), as the core's events are. */
+  note(event: CoreEvent): void {
+    this.#onEvent(event);
+  }
+
   /** The newest events kept, oldest first. */
   recentEvents(job = ""): CoreEvent[] {
     const ordered = [...this.#recentEvents.slice(this.#recentNext), ...this.#recentEvents.slice(0, this.#recentNext)];

@@ -1,6 +1,9 @@
 import { type Namespace, Range } from "etcd3";
 import { ShardlineError } from "../../../shared/errors.js";
 import {
+  auditMatches,
+  type AuditQuery,
+  type AuditRecord,
   type ExecutionLogRecord,
   type ExecutionQuery,
   type ExecutionRecord,
@@ -28,6 +31,8 @@ import { mergeExecutionLog } from "../../core/execution-log.js";
  *   revisions are one prefix in number order. Deleted with the job.
  * - `logs/ID`: an execution's log (controller/core/execution-log.ts) as JSON, for an execution
  *   that wrote something; merged as each batch is applied, deleted by prune with the execution.
+ * - `audit/TIME-ENTRY-N`: an audit record as JSON, the time zero-padded so that the trail is one
+ *   prefix in time order; pruned by the audit retention.
  * - `wal/TERM-SEQ`: a group of committed batches not yet applied to the keys above (see commit).
  * - `handover`: written by a leader stepping down on purpose, read and deleted by the next.
  * - `term`, `leader`: the election's (etcd-leadership.ts).
@@ -35,6 +40,7 @@ import { mergeExecutionLog } from "../../core/execution-log.js";
 const WAL = "wal/";
 const REVISIONS = "revisions/";
 const LOGS = "logs/";
+const AUDIT = "audit/";
 /** How long the agent leases of a leader that stepped down on purpose still ran, in ms. */
 const HANDOVER_KEY = "handover";
 const WAL_PART = "wal-part/";
@@ -182,6 +188,27 @@ export class EtcdStore implements Store {
     return value === null ? undefined : (JSON.parse(value) as ExecutionLogRecord);
   }
 
+  /** The audit trail, newest first: read backwards from the newest, a page at a time, until `limit` match. */
+  async listAudit(query: AuditQuery): Promise<AuditRecord[]> {
+    this.#readable();
+    await this.#applied;
+    const found: AuditRecord[] = [];
+    const range = Range.prefix(AUDIT);
+    const start = query.since === undefined ? range.start : Buffer.from(auditKey(query.since, ""));
+    let end: Buffer = range.end;
+    while (found.length < query.limit) {
+      const page = await this.#guard("read the audit trail", () => this.#ns.getAll().inRange(new Range(start, end)).sort("Key", "Descend").limit(PAGE).exec());
+      for (const kv of page.kvs) {
+        const record = JSON.parse(kv.value.toString()) as AuditRecord;
+        if (auditMatches(record, query)) found.push(record);
+        if (found.length >= query.limit) break;
+      }
+      if (!page.more || page.kvs.length === 0) break;
+      end = page.kvs[page.kvs.length - 1]!.key;
+    }
+    return found;
+  }
+
   /** A job's revisions kept, newest first. */
   async listRevisions(job: string): Promise<RevisionRecord[]> {
     this.#readable();
@@ -235,6 +262,13 @@ export class EtcdStore implements Store {
       // A log goes with its execution; most executions have none, so only those held are deleted.
       for (const key of await this.#readKeys(LOGS)) if (logs.has(key.slice(LOGS.length))) doomed.set(key, null);
       for (const key of await this.#revisionsBeyond(policy.revisionsPerJob)) doomed.set(key, null);
+      if (policy.audit !== undefined) {
+        const keys = await this.#readKeys(AUDIT);
+        const cutoff = auditKey(now - policy.audit.maxAgeMs, "");
+        keys.forEach((key, index) => {
+          if (key < cutoff || index < keys.length - policy.audit!.maxRecords) doomed.set(key, null);
+        });
+      }
       await this.#write(doomed);
       return executions;
     });
@@ -349,6 +383,9 @@ export class EtcdStore implements Store {
   async #applyEntry(entry: string, batches: readonly StoreBatch[]): Promise<void> {
     const writes = writesOf(batches, await this.#heldRevisions(batches));
     for (const [key, log] of await this.#mergedLogs(batches)) writes.set(key, log);
+    // The WAL entry's name makes each record's key unique, and the same when an entry is applied again.
+    let n = 0;
+    for (const batch of batches) for (const record of batch.audit ?? []) writes.set(auditKey(record.time, `${entry.slice(WAL.length)}-${n++}`), JSON.stringify(record));
     await this.#write(writes);
     const cleanup: Writes = new Map([[entry, null]]);
     for (const key of await this.#readKeys(`${WAL_PART}${entry}/`)) cleanup.set(key, null);
@@ -543,6 +580,11 @@ function asStoreError(action: string, error: unknown): ShardlineError {
 }
 
 /** A job's revision's key: `revisions/JOB/REVISION`, zero-padded. */
+/** An audit record's key: its time zero-padded (so keys sort in time order), then what makes it unique. */
+function auditKey(time: number, unique: string): string {
+  return `${AUDIT}${String(Math.max(0, Math.trunc(time))).padStart(15, "0")}-${unique}`;
+}
+
 function revisionKey(job: string, revision: number): string {
   return `${REVISIONS}${job}/${pad(revision)}`;
 }

@@ -98,6 +98,23 @@ export const MIGRATIONS: readonly string[] = [
     log_json     TEXT NOT NULL
   ) WITHOUT ROWID;
   `,
+  `
+  -- The audit trail: every mutating admin call answered and every call refused for its caller,
+  -- in the order recorded (seq); pruned by its own retention.
+  CREATE TABLE audit (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    time    INTEGER NOT NULL,
+    caller  TEXT NOT NULL,
+    role    TEXT NOT NULL,
+    peer    TEXT NOT NULL,
+    method  TEXT NOT NULL,
+    target  TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    error   TEXT NOT NULL
+  );
+  CREATE INDEX audit_by_time ON audit (time);
+  `,
 ];
 
 /** The schema version this code writes. */

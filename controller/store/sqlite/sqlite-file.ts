@@ -4,6 +4,8 @@ import Database from "better-sqlite3";
 import { ShardlineError } from "../../../shared/errors.js";
 import { OPEN_STATES } from "../../../shared/execution-state.js";
 import type {
+  AuditQuery,
+  AuditRecord,
   ExecutionCause,
   ExecutionLogRecord,
   ExecutionQuery,
@@ -109,6 +111,9 @@ type ExecutionParams = [
   number | null,
 ];
 
+/** The audit table's columns, named as AuditRecord's fields. */
+const AUDIT_COLUMNS = "time, caller, role, peer, method, target, summary, outcome, error";
+
 /** The statements prepared once per open file. */
 interface Statements {
   bumpTerm: Database.Statement<[], { term: number }>;
@@ -132,6 +137,9 @@ interface Statements {
   getLog: Database.Statement<[string], { log_json: string }>;
   upsertLog: Database.Statement<[string, string]>;
   pruneLogs: Database.Statement<[]>;
+  insertAudit: Database.Statement<[number, string, string, string, string, string, string, string, string]>;
+  pruneAuditByAge: Database.Statement<[number]>;
+  pruneAuditByCount: Database.Statement<[number]>;
 }
 
 /**
@@ -251,6 +259,25 @@ export class SqliteFile {
     });
   }
 
+  /** The audit trail matching every given filter, newest first, at most `limit`. */
+  listAudit(query: AuditQuery): AuditRecord[] {
+    if (!Number.isSafeInteger(query.limit) || query.limit < 0) throw ShardlineError.invalid("limit", query.limit, "an integer of at least 0");
+    const clauses: string[] = [];
+    const params: unknown[] = [];
+    const filter = (value: unknown, clause: string): void => {
+      if (value === undefined) return;
+      clauses.push(clause);
+      params.push(value);
+    };
+    filter(query.since, "time >= ?");
+    filter(query.caller, "caller = ?");
+    filter(query.target, "target = ?");
+    const where = clauses.length === 0 ? "" : `WHERE ${clauses.join(" AND ")}`;
+    return guard("list the audit trail", () =>
+      this.db.prepare<unknown[], AuditRecord>(`SELECT ${AUDIT_COLUMNS} FROM audit ${where} ORDER BY seq DESC LIMIT ?`).all(...params, query.limit),
+    );
+  }
+
   /** A job's revisions kept, newest first. */
   listRevisions(job: string): RevisionRecord[] {
     return guard("list revisions", () => this.s.listRevisions.all(job).map(toRevisionRecord));
@@ -286,6 +313,10 @@ export class SqliteFile {
           if (Number.isFinite(policy.maxPerJob)) deleted += s.pruneByCount.run(policy.maxPerJob).changes;
           if (Number.isFinite(policy.revisionsPerJob)) s.pruneRevisions.run(policy.revisionsPerJob);
           if (deleted > 0) s.pruneLogs.run();
+          if (policy.audit !== undefined) {
+            if (Number.isFinite(policy.audit.maxAgeMs)) s.pruneAuditByAge.run(now - policy.audit.maxAgeMs);
+            if (Number.isFinite(policy.audit.maxRecords)) s.pruneAuditByCount.run(policy.audit.maxRecords);
+          }
           return deleted;
         })
         .immediate(),
@@ -394,6 +425,7 @@ function writeBatch(s: Statements, batch: StoreBatch): void {
       e.revision ?? null,
     );
   }
+  for (const a of batch.audit ?? []) s.insertAudit.run(a.time, a.caller, a.role, a.peer, a.method, a.target, a.summary, a.outcome, a.error);
   for (const chunk of batch.logs ?? []) {
     const row = s.getLog.get(chunk.executionId);
     const stored = row === undefined ? undefined : (JSON.parse(row.log_json) as ExecutionLogRecord);
@@ -477,6 +509,10 @@ function prepareStatements(db: Database.Database): Statements {
     ),
     // A log goes with its execution: whatever prune deleted, by age or by count.
     pruneLogs: db.prepare("DELETE FROM execution_logs WHERE execution_id NOT IN (SELECT id FROM executions)"),
+    insertAudit: db.prepare(`INSERT INTO audit (${AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+    pruneAuditByAge: db.prepare("DELETE FROM audit WHERE time < ?"),
+    // Keeps the newest N: deletes from the oldest up to the (N+1)th newest.
+    pruneAuditByCount: db.prepare("DELETE FROM audit WHERE seq <= (SELECT seq FROM audit ORDER BY seq DESC LIMIT 1 OFFSET ?)"),
   };
 }
 

@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { ShardlineError } from "../../../shared/errors.js";
-import type { ExecutionLogRecord, ExecutionQuery, ExecutionRecord, RetentionPolicy, RevisionRecord, Store, StoreBatch, StoreSnapshot } from "../store.js";
+import type { AuditQuery, AuditRecord, ExecutionLogRecord, ExecutionQuery, ExecutionRecord, RetentionPolicy, RevisionRecord, Store, StoreBatch, StoreSnapshot } from "../store.js";
 import type { WriterReply, WriterRequest, WriterResults } from "./writer-protocol.js";
 
 type Pending = { resolve: (value: unknown) => void; reject: (error: Error) => void };
@@ -63,6 +63,11 @@ export class SqliteStore implements Store {
   /** An execution's log, if it wrote one and the store still holds it. */
   getExecutionLog(id: string): Promise<ExecutionLogRecord | undefined> {
     return this.ask("log", { executionId: id });
+  }
+
+  /** The audit trail, newest first. */
+  listAudit(query: AuditQuery): Promise<AuditRecord[]> {
+    return this.ask("audit", { query });
   }
 
   /** A job's revisions kept, newest first. */

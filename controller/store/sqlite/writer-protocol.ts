@@ -1,5 +1,5 @@
 import type { ErrorCode, ErrorDetails } from "../../../shared/errors.js";
-import type { ExecutionLogRecord, ExecutionQuery, ExecutionRecord, RetentionPolicy, RevisionRecord, StoreBatch, StoreSnapshot } from "../store.js";
+import type { AuditQuery, AuditRecord, ExecutionLogRecord, ExecutionQuery, ExecutionRecord, RetentionPolicy, RevisionRecord, StoreBatch, StoreSnapshot } from "../store.js";
 
 /** What SqliteStore asks its writer thread, each with an id its reply carries back. */
 export type WriterRequest =
@@ -8,6 +8,7 @@ export type WriterRequest =
   | { id: number; op: "list"; query: ExecutionQuery }
   | { id: number; op: "get"; executionId: string }
   | { id: number; op: "log"; executionId: string }
+  | { id: number; op: "audit"; query: AuditQuery }
   | { id: number; op: "revisions"; job: string }
   | { id: number; op: "revision"; job: string; revision: number }
   | { id: number; op: "prune"; policy: RetentionPolicy; now: number }
@@ -20,6 +21,7 @@ export interface WriterResults {
   list: ExecutionRecord[];
   get: ExecutionRecord | undefined;
   log: ExecutionLogRecord | undefined;
+  audit: AuditRecord[];
   revisions: RevisionRecord[];
   revision: RevisionRecord | undefined;
   prune: number;

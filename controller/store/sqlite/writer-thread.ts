@@ -53,6 +53,8 @@ function serve(request: Exclude<WriterRequest, { op: "commit" }>): unknown {
       return opened().getExecution(request.executionId);
     case "log":
       return opened().getExecutionLog(request.executionId);
+    case "audit":
+      return opened().listAudit(request.query);
     case "revisions":
       return opened().listRevisions(request.job);
     case "revision":

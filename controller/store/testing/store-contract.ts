@@ -2,7 +2,7 @@ import { expect, describe, it, beforeEach } from "vitest";
 import { ShardlineError } from "../../../shared/errors.js";
 import type { JobSpec } from "../../../shared/manifest/job-spec.js";
 import { testSpec } from "../../core/testing/core-harness.js";
-import type { ExecutionRecord, JobRecord, RevisionRecord, RolloutState, Store, StoreSnapshot } from "../store.js";
+import type { AuditRecord, ExecutionRecord, JobRecord, RevisionRecord, RolloutState, Store, StoreSnapshot } from "../store.js";
 
 // What every Store backend must do alike, run by each backend's tests, with the records they share.
 
@@ -405,6 +405,42 @@ export function describeStoreContract(name: string, opened: () => Promise<Store>
       expect(await s.prune({ maxAgeMs: hour, maxPerJob: 1000, revisionsPerJob: 10 }, 5 * hour)).toBe(1);
       expect(await s.getExecutionLog!(old.id)).toBeUndefined();
       expect((await s.getExecutionLog!(kept.id))?.lines.map((l) => l.text)).toEqual([kept.id]);
+    });
+  });
+
+  describe(`${name} audit trail`, () => {
+    const record = (time: number, fields: Partial<AuditRecord> = {}): AuditRecord => ({
+      time,
+      caller: "alice",
+      role: "admin",
+      peer: "127.0.0.1:5000",
+      method: "PauseJob",
+      target: "invoices",
+      summary: "paused",
+      outcome: "ok",
+      error: "",
+      ...fields,
+    });
+
+    it("lists the audit trail newest first, filtered, and prunes it by its own age and count", async () => {
+      const s = await opened();
+      const a = record(1000);
+      const b = record(2000, { caller: "bob", method: "TriggerJob", summary: "triggered every shard: 2 executions" });
+      const c = record(2000, { caller: "", role: "", method: "DeleteJob", target: "reports", outcome: "permission_denied", error: "DeleteJob: vera has role viewer" });
+      await s.commit({ audit: [a] });
+      await s.commit({ audit: [b, c] });
+      expect(await s.listAudit!({ limit: 10 })).toEqual([c, b, a]);
+      expect(await s.listAudit!({ limit: 2 })).toEqual([c, b]);
+      expect(await s.listAudit!({ limit: 10, caller: "bob" })).toEqual([b]);
+      expect(await s.listAudit!({ limit: 10, target: "invoices", since: 1500 })).toEqual([b]);
+
+      const d = record(5000);
+      const e = record(5500, { method: "ResumeJob", summary: "resumed" });
+      const f = record(5900, { method: "PauseJob" });
+      await s.commit({ audit: [d, e, f] });
+      await s.prune({ maxAgeMs: Infinity, maxPerJob: Infinity, revisionsPerJob: Infinity, audit: { maxAgeMs: 3500, maxRecords: 2 } }, 6000);
+      // Age drops what came before 2500 (a, b, c); count keeps the two newest of the rest.
+      expect(await s.listAudit!({ limit: 10 })).toEqual([f, e]);
     });
   });
 
