@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { AdminService } from "../shared/gen/shardline/v1/admin_service_pb.js";
 import { AgentState } from "../shared/gen/shardline/v1/types_pb.js";
@@ -46,6 +47,9 @@ spec:
   handler: work
 `;
 
+/** Handlers that write their execution's log with ctx.log (test/execution-logs.test.ts runs them too). */
+const LOGGING_HANDLERS = join(dirname(fileURLToPath(import.meta.url)), "fixtures", "logging-handlers.mjs");
+
 /** What a wait in the browser may take on a loaded two-core machine: far above what it takes idle. */
 const BROWSER_WAIT_MS = 30_000;
 /** A shard moves once its killed owner's 2 s lease has lapsed; the console then redraws it. */
@@ -57,6 +61,7 @@ interface ExecutionJson {
   shard: number;
   fireTime: string;
   cause: string | null;
+  state: string;
 }
 
 /** `shardline get agents -o json`: the fields these tests read. */
@@ -354,5 +359,47 @@ describe("the web console in Debian's chromium, against a controller and four ag
     expect(await page.testId("signin-error").textContent()).toContain("the token is not one this controller knows");
     const shown = await visibleTestIds(page);
     expect(shown.filter((id) => !["signin", "token", "signin-submit", "signin-error"].includes(id))).toEqual([]);
+  });
+
+  // Last: its job and its fifth agent would change what the map and the agents pages show.
+  it("follows a running execution's log on its page, each line with its time, until the run ends", async () => {
+    const gate = join(cluster.dir, "slow-gate");
+    const file = join(cluster.dir, "slow.yaml");
+    await writeFile(file, `apiVersion: shardline.dev/v1\nkind: ShardedJob\nmetadata: {name: slow}\nspec:\n  shards: 1\n  handler: slow-logger\n  parameter: ${JSON.stringify(gate)}\n`);
+    // The only agent with the handler, so the only one the job's shard can go to.
+    const logger = spawnAgent({ name: "logger", controller: cluster.grpcAddress, handlers: LOGGING_HANDLERS, env: { SHARDLINE_TOKEN: TOKENS.agent } });
+    try {
+      expect((await cluster.cli("admin", "apply", "-f", file)).code).toBe(0);
+      expect((await cluster.cli("operator", "trigger", "slow")).code).toBe(0);
+      const id = await waitFor(
+        "slow's execution to run",
+        async () => (await cluster.cliJson<ExecutionJson[]>("viewer", "executions", "--job", "slow")).find((e) => e.state === "running")?.id,
+        BROWSER_WAIT_MS,
+      );
+      const page = await signedIn("viewer", `/executions/${encodeURIComponent(id)}`);
+      const texts = () => page.page.$$eval('[data-testid="log-line"] .log-text', (lines) => lines.map((line) => line.textContent ?? ""));
+      // The handler ticks until the gate opens: ticks shown one after another came while the page followed.
+      const ticks = async () => (await texts()).filter((text) => /^INFO tick \d+$/.test(text)).length;
+      await expect.poll(ticks, { timeout: BROWSER_WAIT_MS, interval: 250 }).toBeGreaterThanOrEqual(2);
+      const seen = await ticks();
+      await expect.poll(ticks, { timeout: BROWSER_WAIT_MS, interval: 250 }).toBeGreaterThan(seen);
+      expect(await page.testId("log-status").textContent()).toBe("following…");
+
+      await writeFile(gate, "");
+      await expect.poll(async () => (await texts()).at(-1), { timeout: BROWSER_WAIT_MS, interval: 250 }).toBe("WARN the gate opened: done");
+      await expect.poll(() => page.testId("log-status").textContent(), { timeout: BROWSER_WAIT_MS, interval: 250 }).toBe("complete");
+      const shown = await texts();
+      expect(shown.slice(0, -1)).toEqual(Array.from({ length: shown.length - 1 }, (_, i) => `INFO tick ${i + 1}`));
+      const lines = await page.page.$$eval('[data-testid="execution-log"] [data-testid="log-line"]', (elements) =>
+        elements.map((element) => ({ stream: element.getAttribute("data-stream"), time: element.querySelector(".log-time")?.textContent })),
+      );
+      expect(lines).toHaveLength(shown.length);
+      for (const line of lines) expect(line).toEqual({ stream: "log", time: expect.stringMatching(/^\d\d:\d\d:\d\d\.\d{3}$/) as unknown });
+      expect(await page.page.locator('[data-testid="log-dropped"], [data-testid="log-missing"]').count()).toBe(0);
+    } finally {
+      await writeFile(gate, "");
+      await cluster.cli("admin", "delete", "slow");
+      await logger.stop();
+    }
   });
 });

@@ -3,7 +3,7 @@ import { mkdirSync, openSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { stopAgents } from "../cli/demo.js";
 import { startController } from "../controller/shell/controller.js";
 import { AdminService } from "../shared/gen/shardline/v1/admin_service_pb.js";
@@ -15,8 +15,9 @@ import { type ConsolePage, HeadlessChromium } from "../test/harness/browser.js";
 /**
  * The console's screenshots in docs/console/ (`npm run screenshots`), made from a real run: a
  * controller on an embedded SQLite store with a token file, eight agent processes in three
- * clusters running the demo's handlers, four jobs (one whose every run fails, one paused), and
- * one agent killed with SIGKILL, whose shards the others take over before the pages are shot.
+ * clusters running the demo's handlers (each writing a few log lines), four jobs (one whose
+ * every run fails, one paused), and one agent killed with SIGKILL, whose shards the others take
+ * over before the pages are shot.
  * Each page is opened in Debian's chromium at 1280x800 in the light scheme, signed in as an admin.
  */
 
@@ -24,6 +25,29 @@ const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const CLI = join(ROOT, "dist", "cli", "main.js");
 const HANDLERS = join(ROOT, "dist", "cli", "demo-handlers.js");
 const OUT = join(ROOT, "docs", "console");
+
+/**
+ * The demo's handlers, each writing its execution's log first (the demo's own write none), so the
+ * execution page is shot with a log. Written beside the run's state, as a module the agents load.
+ */
+const LOGGING_HANDLERS = `import demo from ${JSON.stringify(pathToFileURL(HANDLERS).href)};
+export default {
+  async rollup(ctx) {
+    ctx.log.info({ parameter: ctx.parameter, revision: ctx.revision }, "rollup started");
+    ctx.log.info({ rows: 1200 + 250 * ctx.shard }, "ledger rows read");
+    try {
+      return await demo.rollup(ctx);
+    } catch (error) {
+      ctx.log.error("rollup failed: " + error.message);
+      throw error;
+    }
+  },
+  async sweep(ctx) {
+    ctx.log.info({ shard: ctx.shard }, "sweep started");
+    return demo.sweep(ctx);
+  },
+};
+`;
 
 const TOKENS = { admin: "screenshots-admin-0123456789abcdef", agent: "screenshots-agent-0123456789abcdef" };
 
@@ -66,6 +90,8 @@ const WAIT_MS = 30_000;
 async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "shardline-screenshots-"));
   await writeFile(join(dir, "tokens"), `${TOKENS.admin},alice,admin\n${TOKENS.agent},agents,agent\n`);
+  const handlers = join(dir, "handlers.mjs");
+  await writeFile(handlers, LOGGING_HANDLERS);
   const controller = await startController({
     listen: "127.0.0.1:0",
     http: "127.0.0.1:0",
@@ -79,7 +105,7 @@ async function main(): Promise<void> {
   let browser: HeadlessChromium | undefined;
   try {
     for (const agent of AGENTS) {
-      const args = [CLI, "agent", "--controller", controller.grpcAddress, "--id", agent.id, "--label", `cluster=${agent.cluster}`, "--label", `zone=${agent.zone}`, "--handlers", HANDLERS];
+      const args = [CLI, "agent", "--controller", controller.grpcAddress, "--id", agent.id, "--label", `cluster=${agent.cluster}`, "--label", `zone=${agent.zone}`, "--handlers", handlers];
       agents.set(agent.id, spawn(process.execPath, args, { stdio: ["ignore", logFile, logFile], env: { ...process.env, SHARDLINE_TOKEN: TOKENS.agent, SHARDLINE_LOG_LEVEL: "info" } }));
     }
     await until("the eight agents to connect", async () => (await admin.listAgents({})).agents.filter((a) => a.state === AgentState.READY).length === AGENTS.length);
@@ -122,7 +148,10 @@ async function main(): Promise<void> {
     // Filtered to the agent of a failed run: its jobs' runs, red among green.
     await show(page, `/executions?agent=${encodeURIComponent(failed.agent)}`, async () => page.testId("execution-row").first().waitFor({ timeout: WAIT_MS }));
     await shoot(page, "executions.png");
-    await show(page, `/executions/${encodeURIComponent(failed.id)}`, async () => page.testId("execution-page").waitFor({ timeout: WAIT_MS }));
+    await show(page, `/executions/${encodeURIComponent(failed.id)}`, async () => {
+      await page.testId("execution-page").waitFor({ timeout: WAIT_MS });
+      await until("the execution's log to be read to its end", async () => (await page.testId("log-status").textContent()) === "complete");
+    });
     await shoot(page, "execution.png");
     const listed = (await admin.listAgents({})).agents.length;
     await show(page, "/agents", async () => count(page, "agent-row", listed));

@@ -9,6 +9,15 @@ export function formatTime(ms: bigint | number): string {
   return `${date.getFullYear()}-${two(date.getMonth() + 1)}-${two(date.getDate())} ${two(date.getHours())}:${two(date.getMinutes())}:${two(date.getSeconds())}`;
 }
 
+/** A Unix-ms instant's time of day in this browser's zone, to the millisecond: `16:59:03.042`; dashes for 0 (unknown). */
+export function formatClock(ms: bigint | number): string {
+  const value = Number(ms);
+  if (value === 0) return "--:--:--.---";
+  const date = new Date(value);
+  const pad = (n: number, width = 2): string => String(n).padStart(width, "0");
+  return `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}.${pad(date.getMilliseconds(), 3)}`;
+}
+
 /** A duration in words a table can hold: `850 ms`, `4.2 s`, `3 min 5 s`, `2 h 10 min`, `3 d 4 h`. */
 export function formatDuration(ms: number): string {
   const value = Math.max(0, ms);

@@ -4,6 +4,7 @@ import { formatTime } from "../model/format.js";
 import { executionStateName, isOpen } from "../model/states.js";
 import { traceUrl } from "../model/trace-link.js";
 import { ActionButton } from "../ui/action-button.js";
+import { ExecutionLog } from "../ui/execution-log.js";
 import { runDuration, StateBadge } from "../ui/execution-table.js";
 import { jobHref, Link } from "../ui/router.js";
 import { useSession } from "../ui/session.js";
@@ -13,7 +14,7 @@ import { useNow } from "../ui/use-now.js";
 /** How often an open execution is asked again while its page is shown. */
 const OPEN_REFRESH_MS = 2000;
 
-/** One execution: when and where it ran, how it ended and why, and its trace. */
+/** One execution: when and where it ran, how it ended and why, its trace and its log. */
 export function ExecutionPage({ id }: { id: string }) {
   const { client, live } = useSession();
   const now = useNow();
@@ -101,10 +102,7 @@ function Details({ execution, now, template }: { execution: Execution; now: numb
           <pre class="output">{execution.result}</pre>
         </section>
       )}
-      <section class="card">
-        <h2>Logs</h2>
-        <p class="muted">logs: not recorded by this controller version</p>
-      </section>
+      <ExecutionLog id={execution.id} />
     </>
   );
 }
