@@ -52,6 +52,9 @@ export interface ControllerOptions {
   maxJobs?: number;
   maxAgents?: number;
   traceUrlTemplate?: string;
+  jobsFrom?: "kubernetes";
+  jobsNamespace?: string[];
+  kubeconfig?: string;
 }
 
 export const DEFAULT_STORE = "sqlite:./shardline.db";
@@ -124,6 +127,12 @@ export function registerController(program: Command, io: CliIo): void {
       "mutual TLS: every gRPC client (agents, the CLI) must present a certificate signed by this CA (PEM); the HTTP port asks for none; needs --tls-cert and --tls-key",
     )
     .option("--insecure", "serve plaintext on --listen and --http addresses other machines can reach (a service mesh that encrypts, a private network); without it, such an address needs --tls-cert")
+    .option("--jobs-from <SOURCE>", "kubernetes: also follow ShardedJob objects of the API server (apply, change, delete with kubectl or GitOps; status written back); see docs/kubernetes.md", (value: string) => {
+      if (value !== "kubernetes") throw ShardlineError.invalid("--jobs-from", value, "kubernetes");
+      return value;
+    })
+    .option("--jobs-namespace <NAMESPACE>", "with --jobs-from kubernetes: a namespace whose ShardedJobs are followed; repeatable (default: every namespace)", (value: string, previous: string[] = []) => [...previous, value])
+    .option("--kubeconfig <FILE>", "with --jobs-from kubernetes: the kubeconfig to reach the API server with (default: $KUBECONFIG, else the pod's service account)")
     .option(
       "--trace-url-template <URL>",
       "a link to a trace in your tracing UI, {traceId} standing for an execution's trace id (e.g. http://jaeger:16686/trace/{traceId}); the web console links each execution to it",
@@ -184,9 +193,20 @@ export function controllerStartOptions(options: ControllerOptions, logLevel: str
     ...(options.strategy === undefined ? {} : { strategies: options.strategy }),
     ...(options.tokenFile === undefined ? {} : { tokenFile: options.tokenFile }),
     ...(options.traceUrlTemplate === undefined ? {} : { traceUrlTemplate: options.traceUrlTemplate }),
+    ...jobsFromOptions(options),
     ...limitOptions(options),
     ...tlsOptions(options),
   };
+}
+
+/** --jobs-from, --jobs-namespace and --kubeconfig; the latter two need the first. */
+function jobsFromOptions(options: ControllerOptions): Pick<ControllerStartOptions, "jobsFrom"> {
+  if (options.jobsFrom === undefined) {
+    const stray = options.jobsNamespace !== undefined ? "--jobs-namespace" : options.kubeconfig !== undefined ? "--kubeconfig" : undefined;
+    if (stray !== undefined) throw new ShardlineError("invalid-argument", `${stray} applies with --jobs-from kubernetes only; add it, or leave ${stray} out`, { field: stray });
+    return {};
+  }
+  return { jobsFrom: { kind: "kubernetes", namespaces: options.jobsNamespace ?? [], ...(options.kubeconfig === undefined ? {} : { kubeconfig: options.kubeconfig }) } };
 }
 
 /** --tls-cert, --tls-key, --tls-ca and --tls-refresh-interval (checked by the controller before it listens). */

@@ -158,6 +158,13 @@ export class ControllerCore {
     return Views.agentOfSession(this.s, session);
   }
 
+  /** How many executions of `job` are not finished yet (pending, running or unknown). */
+  openExecutionsOf(job: string): number {
+    let count = 0;
+    for (const execution of this.s.open.values()) if (execution.job === job) count++;
+    return count;
+  }
+
   /** An execution not yet finished, if the core holds it. */
   openExecution(id: string): ExecutionRecord | undefined {
     return Views.openExecution(this.s, id);

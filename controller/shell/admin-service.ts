@@ -3,6 +3,7 @@ import { AdminService, ListExecutionsResponseSchema } from "../../shared/gen/sha
 import { ExecutionSchema, ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
 import { encodeRepeatedInSlices, type ServiceImpl } from "../../shared/grpc/index.js";
 import { parseManifest, type ParsedManifest } from "../../shared/manifest/index.js";
+import { readDocument } from "../../shared/manifest/read-document.js";
 import { VERSION } from "../../shared/version.js";
 import { MANIFEST_LIMIT_TEXT, MANIFEST_SIZE_ADVICE, MAX_MANIFEST_BYTES } from "../../shared/manifest/manifest-limits.js";
 import type { ControllerCore } from "../core/controller-core.js";
@@ -11,6 +12,7 @@ import { ADMIN_METHOD_ROLES, roleAllows } from "../../shared/security/roles.js";
 import type { ExecutionQuery, Store } from "../store/store.js";
 import type { CoreDriver } from "./core-driver.js";
 import { callerName, callerOf } from "./authorization.js";
+import { shardedJobOf } from "./kube-jobs.js";
 import { eventToProto, type WatchHub } from "./watch-hub.js";
 import { agentToProto, executionToProto, jobToProto, revisionToProto, rolloutToProto, stateFromProto, stateToProto, toNumber } from "./proto-mapping.js";
 import { executionLogsService } from "./execution-logs-service.js";
@@ -70,7 +72,7 @@ export function adminService(
   return {
     ...executionLogsService(driver, store, historyReads),
     async applyJob(request, context) {
-      const parsed = checkedManifest(request.manifest, customStrategies);
+      const parsed = checkedManifest(request.manifest, customStrategies, core);
       const { spec, manifest } = parsed;
       checkRoomFor([spec.name], core, maxJobs);
       if (request.dryRun) return preview(parsed);
@@ -85,7 +87,7 @@ export function adminService(
       // Every manifest is checked before anything is applied: all or nothing.
       const parsed = request.manifests.map((text, index) => {
         try {
-          return checkedManifest(text, customStrategies);
+          return checkedManifest(text, customStrategies, core);
         } catch (error) {
           throw inManifest(error, index, undefined);
         }
@@ -131,6 +133,7 @@ export function adminService(
     },
 
     async deleteJob(request) {
+      refuseManaged(core, request.name, "deleted");
       await driver.run((now) => core.deleteJob(request.name, now));
       return {};
     },
@@ -258,6 +261,7 @@ export function adminService(
 
     async undoRollout(request, context) {
       const name = request.job;
+      refuseManaged(core, name, "undone");
       core.getJob(name);
       // Every revision applied so far is in the store before it is read.
       await driver.idle();
@@ -324,14 +328,40 @@ export function adminService(
 /** The most manifests one ApplyJobs takes. */
 export const MAX_MANIFESTS_AT_ONCE = 100;
 
+/**
+ * Refuses to change through the admin API a job that follows a ShardedJob of the API server
+ * (--jobs-from kubernetes): the object is where it is managed.
+ */
+function refuseManaged(core: ControllerCore, name: string, what: string): void {
+  const from = shardedJobOf(name);
+  if (from === undefined || !core.jobCount(name).exists) return;
+  throw new ShardlineError(
+    "failed-precondition",
+    `job ${name} follows the ShardedJob ${from.name} in namespace ${from.namespace}, and is managed there: it cannot be ${what} here; change the object instead (kubectl edit shardedjob ${from.name} -n ${from.namespace}, or your GitOps repository)`,
+    { field: "metadata.name", value: name },
+  );
+}
+
 /** A manifest as ApplyJob checks it before anything changes: its size, its fields, its strategy. */
-function checkedManifest(text: string, customStrategies: ReadonlyMap<string, unknown>): ParsedManifest {
+function checkedManifest(text: string, customStrategies: ReadonlyMap<string, unknown>, core?: ControllerCore): ParsedManifest {
   if (Buffer.byteLength(text) > MAX_MANIFEST_BYTES) {
     throw ShardlineError.invalid("manifest", `${Buffer.byteLength(text)} bytes`, `at most ${MANIFEST_LIMIT_TEXT}; ${MANIFEST_SIZE_ADVICE}`);
   }
+  // A ShardedJob's job (NAMESPACE.NAME) is refused for where it is managed, not for its dot.
+  if (core !== undefined) refuseManaged(core, rawName(text), "applied");
   const parsed = parseManifest(text);
   checkStrategyLoaded(parsed.spec.strategy, customStrategies);
   return parsed;
+}
+
+/** metadata.name as a manifest's text says it, before any check; "" when it says none that reads. */
+function rawName(text: string): string {
+  try {
+    const document = readDocument(text) as { metadata?: { name?: unknown } } | null;
+    return typeof document?.metadata?.name === "string" ? document.metadata.name : "";
+  } catch {
+    return "";
+  }
 }
 
 /** Refuses jobs past --max-jobs: those of `names` not held yet must fit. */

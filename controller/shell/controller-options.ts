@@ -56,6 +56,13 @@ export interface ControllerOptions {
    * for new connections without a restart. Without them, both ports are plaintext.
    */
   tls?: TlsFiles & { refreshIntervalMs?: number };
+  /**
+   * `--jobs-from kubernetes`: follow ShardedJob objects of the API server (in `namespaces`, or
+   * every namespace when empty), reached with `kubeconfig` (default $KUBECONFIG, else the pod's
+   * service account, else ~/.kube/config). `statusEveryMs` and `timesEveryMs`: see
+   * KubeJobsOptions (defaults 2 s and 60 s).
+   */
+  jobsFrom?: { kind: "kubernetes"; namespaces: readonly string[]; kubeconfig?: string; context?: string; statusEveryMs?: number; timesEveryMs?: number };
   /** `--trace-url-template`: a link to a trace with {traceId} in it, which the console builds per execution. */
   traceUrlTemplate?: string;
   /** Limits that keep one caller or a runaway fleet from exhausting the controller; see ControllerLimits. */

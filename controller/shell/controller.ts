@@ -14,6 +14,7 @@ import { Authorization } from "./authorization.js";
 import { type ControllerLimits, type ControllerOptions, DEFAULT_LEADER_TTL_SECONDS, DEFAULT_LIMITS, DEFAULT_RETENTION } from "./controller-options.js";
 import { ControllerMetrics } from "./controller-metrics.js";
 import { FireTracing } from "./fire-tracing.js";
+import type { KubeJobsOptions } from "./kube-jobs.js";
 import { DriverPart } from "./leading.js";
 import { EtcdElection, type Leadership, SingleWriter } from "./leadership.js";
 import { Servers } from "./servers.js";
@@ -38,6 +39,18 @@ export interface RunningController {
   stop(): Promise<void>;
   /** Resolves when the controller stops for a reason of its own (a store failure, a lost leadership). */
   readonly failed: Promise<Error>;
+}
+
+/** The API server access --jobs-from kubernetes needs, from its kubeconfig (or the pod's service account). */
+async function kubeJobsOptions(jobsFrom: NonNullable<ControllerOptions["jobsFrom"]>): Promise<KubeJobsOptions> {
+  const { connectKubernetes } = await import("../../agent/executors/kubernetes/kube-config.js");
+  const access = await connectKubernetes({ ...(jobsFrom.kubeconfig === undefined ? {} : { kubeconfig: jobsFrom.kubeconfig }), ...(jobsFrom.context === undefined ? {} : { context: jobsFrom.context }) });
+  return {
+    client: access.client,
+    namespaces: jobsFrom.namespaces,
+    ...(jobsFrom.statusEveryMs === undefined ? {} : { statusEveryMs: jobsFrom.statusEveryMs }),
+    ...(jobsFrom.timesEveryMs === undefined ? {} : { timesEveryMs: jobsFrom.timesEveryMs }),
+  };
 }
 
 /** Probes read the store with a point read of an id no execution has, which costs the same on every backend. */
@@ -76,6 +89,8 @@ export async function startController(options: ControllerOptions): Promise<Runni
     onReloadError: (error) => logger.error({ err: error }, "the TLS files changed but cannot be used"),
   });
   const limits: ControllerLimits = { ...DEFAULT_LIMITS, ...options.limits };
+  // Checked before anything starts: a controller told to follow the API server that cannot reach its configuration fails at once.
+  const kubeJobs = options.jobsFrom === undefined ? undefined : await kubeJobsOptions(options.jobsFrom);
   const adminLimiter =
     limits.adminCallsPerSecond > 0 ? new RateLimiter({ perSecond: limits.adminCallsPerSecond, burst: 2 * limits.adminCallsPerSecond }) : undefined;
 
@@ -119,6 +134,7 @@ export async function startController(options: ControllerOptions): Promise<Runni
     onFatal: fail,
     address: () => leadership.advertised ?? servers.grpcAddress,
     traceUrlTemplate: options.traceUrlTemplate ?? "",
+    ...(kubeJobs === undefined ? {} : { kubeJobs }),
   });
   const servers: Servers = new Servers({
     listen: options.listen,

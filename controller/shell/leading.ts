@@ -9,6 +9,7 @@ import { AgentSessions } from "./agent-sessions.js";
 import type { ControllerMetrics } from "./controller-metrics.js";
 import { CoreDriver } from "./core-driver.js";
 import { AuditTrail, auditEvent } from "./audit-trail.js";
+import { KubeJobSource, type KubeJobsOptions } from "./kube-jobs.js";
 import { WatchHub } from "./watch-hub.js";
 import { FailureNotifier, type FailureNotifierSettings } from "./failure-notifier.js";
 import type { Leadership } from "./leadership.js";
@@ -36,6 +37,8 @@ export interface LeaderParts {
   address: () => string;
   /** The --trace-url-template, or "". */
   traceUrlTemplate: string;
+  /** --jobs-from kubernetes: the ShardedJobs this leader follows; absent, none. */
+  kubeJobs?: KubeJobsOptions;
 }
 
 /** What runs only while this controller leads: the core and everything around it. */
@@ -98,6 +101,8 @@ export async function startLeading(store: Store, parts: LeaderParts): Promise<Le
   }, PRUNE_EVERY_MS);
   pruneTimer.unref();
   await driver.start();
+  const kubeJobs = parts.kubeJobs === undefined ? undefined : new KubeJobSource(parts.kubeJobs, core, driver, logger, customStrategies);
+  kubeJobs?.start();
   return {
     core,
     sessions,
@@ -108,6 +113,7 @@ export async function startLeading(store: Store, parts: LeaderParts): Promise<Le
       leasesEndWithin = core.leasesEndWithin(Date.now());
       clearInterval(pruneTimer);
       unsubscribeRenewed();
+      kubeJobs?.stop();
       watchHub.stop(reason);
       driver.stop();
       sessions.closeAll(reason);

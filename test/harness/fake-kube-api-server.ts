@@ -34,9 +34,11 @@ export interface RecordedRequest {
   query: Record<string, string>;
   /** The request's JSON body, when it had one. */
   body?: unknown;
+  /** When it arrived, Unix ms. */
+  at: number;
 }
 
-type Resource = "jobs" | "pods";
+type Resource = "jobs" | "pods" | "shardedjobs";
 type EventType = "ADDED" | "MODIFIED" | "DELETED";
 
 interface StoredEvent {
@@ -107,7 +109,9 @@ const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0
  */
 export class FakeKubeApiServer {
   readonly requests: RecordedRequest[] = [];
-  readonly #objects: Record<Resource, Map<string, KubeObject>> = { jobs: new Map(), pods: new Map() };
+  readonly #objects: Record<Resource, Map<string, KubeObject>> = { jobs: new Map(), pods: new Map(), shardedjobs: new Map() };
+  /** Events (core/v1) posted, as created. */
+  readonly events: KubeObject[] = [];
   readonly #logs = new Map<string, Map<string, string>>();
   /** Nodes by name (cluster-scoped; only GET is served). */
   readonly #nodes = new Map<string, KubeObject>();
@@ -192,6 +196,79 @@ export class FakeKubeApiServer {
   /** From now on, requests for `resource` (e.g. "nodes") are answered 403, as RBAC would. */
   forbid(resource: string): void {
     this.#forbidden.add(resource);
+  }
+
+  /**
+   * Creates or updates a ShardedJob as kubectl apply would: a new one gets generation 1; a
+   * change of its spec (or labels) bumps the generation; its status is kept.
+   */
+  applyShardedJob(namespace: string, manifest: { metadata: { name: string; labels?: Record<string, string> }; spec: Record<string, unknown> }): KubeObject {
+    const key = `${namespace}/${manifest.metadata.name}`;
+    const stored = this.#objects.shardedjobs.get(key);
+    if (stored === undefined) {
+      const created: KubeObject = {
+        apiVersion: "shardline.dev/v1",
+        kind: "ShardedJob",
+        metadata: { name: manifest.metadata.name, namespace, uid: randomUUID(), resourceVersion: "", creationTimestamp: timestamp(), generation: 1, ...(manifest.metadata.labels === undefined ? {} : { labels: { ...manifest.metadata.labels } }) },
+        spec: clone(manifest.spec),
+      };
+      return this.#write("shardedjobs", created, "ADDED");
+    }
+    if (JSON.stringify(stored.spec) === JSON.stringify(manifest.spec) && JSON.stringify(stored.metadata.labels ?? {}) === JSON.stringify(manifest.metadata.labels ?? {})) return clone(stored);
+    const generation = (stored.metadata.generation ?? 1) + 1;
+    return this.#write("shardedjobs", { ...stored, metadata: { ...stored.metadata, generation, labels: { ...manifest.metadata.labels } }, spec: clone(manifest.spec) }, "MODIFIED");
+  }
+
+  /** Deletes a ShardedJob as kubectl delete would: at once without finalizers, else marked deleting until they are removed. */
+  deleteShardedJob(namespace: string, name: string): void {
+    const stored = this.#objects.shardedjobs.get(`${namespace}/${name}`);
+    if (stored === undefined) return;
+    if ((stored.metadata.finalizers ?? []).length === 0) this.#remove("shardedjobs", stored);
+    else if (stored.metadata.deletionTimestamp === undefined) this.#write("shardedjobs", { ...stored, metadata: { ...stored.metadata, deletionTimestamp: timestamp() } }, "MODIFIED");
+  }
+
+  /** A stored ShardedJob, or undefined. */
+  shardedJob(namespace: string, name: string): KubeObject | undefined {
+    return clone(this.#objects.shardedjobs.get(`${namespace}/${name}`));
+  }
+
+  /**
+   * A client's write to a ShardedJob: a merge patch (or replace) of the object (its spec,
+   * metadata.labels and metadata.finalizers; removing the last finalizer of an object being
+   * deleted deletes it), or of its status subresource (status only, generation unchanged).
+   */
+  #writeShardedJob(response: ServerResponse, request: IncomingMessage, method: string, namespace: string, name: string, status: boolean, body: unknown): void {
+    const stored = this.#objects.shardedjobs.get(`${namespace}/${name}`);
+    if (stored === undefined) return sendStatus(response, 404, "NotFound", `shardedjobs.shardline.dev "${name}" not found`, { name, resource: "shardedjobs" });
+    let next: KubeObject;
+    if (method === "PATCH") {
+      if (request.headers["content-type"] !== "application/merge-patch+json") {
+        return sendStatus(response, 415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/merge-patch+json");
+      }
+      next = mergePatch(clone(stored), body) as KubeObject;
+    } else if (method === "PUT") {
+      const given = body as KubeObject;
+      if (given.metadata?.resourceVersion !== undefined && given.metadata.resourceVersion !== stored.metadata.resourceVersion) {
+        return sendStatus(response, 409, "Conflict", `Operation cannot be fulfilled on shardedjobs.shardline.dev "${name}": the object has been modified; please apply your changes to the latest version and try again`);
+      }
+      next = clone(given);
+    } else {
+      return sendStatus(response, 405, "MethodNotAllowed", `${method} is not supported on shardedjobs/${name}`);
+    }
+    // The status subresource changes the status only; the object's endpoint never changes it.
+    const written: KubeObject = status
+      ? { ...clone(stored), status: clone(next.status ?? {}) }
+      : {
+          ...clone(stored),
+          spec: clone(next.spec ?? {}),
+          metadata: { ...clone(stored.metadata), labels: clone(next.metadata?.labels ?? {}), finalizers: clone(next.metadata?.finalizers ?? []) },
+        };
+    if (!status && JSON.stringify(written.spec) !== JSON.stringify(stored.spec)) written.metadata.generation = (stored.metadata.generation ?? 1) + 1;
+    if (written.metadata.deletionTimestamp !== undefined && (written.metadata.finalizers ?? []).length === 0) {
+      this.#remove("shardedjobs", written);
+      return sendJson(response, 200, written);
+    }
+    sendJson(response, 200, this.#write("shardedjobs", written, "MODIFIED"));
   }
 
   /** A stored Job, or undefined. */
@@ -402,7 +479,7 @@ export class FakeKubeApiServer {
       }
     }
     const method = request.method ?? "GET";
-    this.requests.push({ method, path: url.pathname, query, ...(body === undefined ? {} : { body }) });
+    this.requests.push({ method, path: url.pathname, query, ...(body === undefined ? {} : { body }), at: Date.now() });
     if (request.headers.authorization !== `Bearer ${this.#token}`) return sendStatus(response, 401, "Unauthorized", "Unauthorized");
 
     const node = /^\/api\/v1\/nodes\/([^/]+)$/.exec(url.pathname);
@@ -417,9 +494,17 @@ export class FakeKubeApiServer {
       if (stored === undefined) return sendStatus(response, 404, "NotFound", `nodes "${name}" not found`);
       return sendJson(response, 200, stored);
     }
+    const eventsPath = /^\/api\/v1\/namespaces\/([^/]+)\/events$/.exec(url.pathname);
+    if (eventsPath && method === "POST") {
+      const event = body as KubeObject;
+      const stored = { ...clone(event), metadata: { ...clone(event.metadata), namespace: eventsPath[1]!, uid: randomUUID(), resourceVersion: String(++this.#rv), creationTimestamp: timestamp() } };
+      this.events.push(stored);
+      return sendJson(response, 201, stored);
+    }
     const route = matchRoute(url.pathname);
     if (route === undefined) return sendStatus(response, 404, "NotFound", "the server could not find the requested resource");
     const { resource, namespace, name, log } = route;
+    if (resource === "shardedjobs" && name !== undefined && method !== "GET") return this.#writeShardedJob(response, request, method, namespace, name, route.status === true, body);
     const watch = query.watch === "1" || query.watch === "true";
     if (log) {
       if (method !== "GET") return sendStatus(response, 405, "MethodNotAllowed", `${method} is not supported on pods/log`);
@@ -562,9 +647,10 @@ export class FakeKubeApiServer {
   #sendList(response: ServerResponse, resource: Resource, namespace: string, query: Record<string, string>): void {
     const selector = parseSelector(query.labelSelector ?? "");
     if (selector === undefined) return sendStatus(response, 400, "BadRequest", `unable to parse requirement: ${query.labelSelector}`);
-    const kind = resource === "jobs" ? "JobList" : "PodList";
+    const kind = resource === "jobs" ? "JobList" : resource === "pods" ? "PodList" : "ShardedJobList";
+    const apiVersion = resource === "jobs" ? "batch/v1" : resource === "pods" ? "v1" : "shardline.dev/v1";
     // The answer is what the store holds now, even when held back and sent later.
-    const list = { kind, apiVersion: resource === "jobs" ? "batch/v1" : "v1", metadata: { resourceVersion: String(this.#rv) }, items: this.#list(resource, namespace, selector) };
+    const list = { kind, apiVersion, metadata: { resourceVersion: String(this.#rv) }, items: this.#list(resource, namespace, selector) };
     const gate = this.#listGate;
     if (gate === undefined) return sendJson(response, 200, list);
     void gate.then(() => sendJson(response, 200, list));
@@ -602,6 +688,11 @@ export class FakeKubeApiServer {
       for (const event of this.#history) if (event.rv > from) this.#send(watcher, event);
     }
     this.#watchers.add(watcher);
+    // A bookmark at once, as the API server sends them now and then to a watch that asked: the
+    // resourceVersion a watch resumed from now would start at.
+    if (query.allowWatchBookmarks === "true" && resource === "shardedjobs") {
+      response.write(`${JSON.stringify({ type: "BOOKMARK", object: { kind: "ShardedJob", apiVersion: "shardline.dev/v1", metadata: { resourceVersion: String(this.#rv) } } })}\n`);
+    }
     const timeout = Number(query.timeoutSeconds ?? 0);
     if (timeout > 0) watcher.timer = setTimeout(() => this.#closeWatcher(watcher), timeout * 1000);
     // The response's close, not the request's: the request was read to its end before this, and
@@ -620,7 +711,7 @@ export class FakeKubeApiServer {
 
   /** Sends one event to a watcher, as the event its selector sees. */
   #send(watcher: Watcher, event: StoredEvent): void {
-    if (event.resource !== watcher.resource || event.object.metadata.namespace !== watcher.namespace) return;
+    if (event.resource !== watcher.resource || (watcher.namespace !== "" && event.object.metadata.namespace !== watcher.namespace)) return;
     const now = matches(watcher.selector, event.object.metadata.labels);
     let type: EventType | undefined = now ? event.type : undefined;
     if (event.type === "MODIFIED" && event.previous !== undefined) {
@@ -663,13 +754,18 @@ export class FakeKubeApiServer {
 
   #list(resource: Resource, namespace: string, selector: Requirement[]): KubeObject[] {
     return [...this.#objects[resource].values()]
-      .filter((object) => object.metadata.namespace === namespace && matches(selector, object.metadata.labels))
+      .filter((object) => (namespace === "" || object.metadata.namespace === namespace) && matches(selector, object.metadata.labels))
       .sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : 1))
       .map(clone);
   }
 }
 
-function matchRoute(path: string): { resource: Resource; namespace: string; name?: string; log: boolean } | undefined {
+function matchRoute(path: string): { resource: Resource; namespace: string; name?: string; log: boolean; status?: boolean } | undefined {
+  const all = /^\/apis\/shardline\.dev\/v1\/shardedjobs$/.exec(path);
+  // Every namespace's: namespace "" (a list or a watch only).
+  if (all) return { resource: "shardedjobs", namespace: "", log: false };
+  const sharded = /^\/apis\/shardline\.dev\/v1\/namespaces\/([^/]+)\/shardedjobs(?:\/([^/]+)(\/status)?)?$/.exec(path);
+  if (sharded) return { resource: "shardedjobs", namespace: sharded[1]!, ...(sharded[2] === undefined ? {} : { name: sharded[2] }), log: false, status: sharded[3] !== undefined };
   const jobs = /^\/apis\/batch\/v1\/namespaces\/([^/]+)\/jobs(?:\/([^/]+))?$/.exec(path);
   if (jobs) return { resource: "jobs", namespace: jobs[1]!, ...(jobs[2] === undefined ? {} : { name: jobs[2] }), log: false };
   const pods = /^\/api\/v1\/namespaces\/([^/]+)\/pods(?:\/([^/]+)(\/log)?)?$/.exec(path);
@@ -741,7 +837,7 @@ function containerNames(pod: KubeObject): string[] {
 }
 
 function resourceName(resource: Resource): string {
-  return resource === "jobs" ? "jobs.batch" : "pods";
+  return resource === "jobs" ? "jobs.batch" : resource === "shardedjobs" ? "shardedjobs.shardline.dev" : "pods";
 }
 
 function sendJson(response: ServerResponse, code: number, body: unknown): void {

@@ -11,6 +11,20 @@ export type JobListener = (job: KubeObject | undefined) => void;
 export interface JobWatchOptions {
   client: KubeClient;
   namespace: string;
+  /**
+   * The collection watched; default the namespace's Jobs. Another kind's (the controller's
+   * ShardedJobs, in one namespace or all) is watched the same way.
+   */
+  path?: string;
+  /** An object's key for follow() and onChange; default its name (one namespace). */
+  keyOf?: (object: KubeObject) => string;
+  /**
+   * Told of every object seen changed, and (with undefined) of every one seen gone, whoever
+   * follows; with it, the watch runs from start() until close().
+   */
+  onChange?: (key: string, object: KubeObject | undefined) => void;
+  /** Told of the keys of every list answered, after onChange heard of each: what exists now. */
+  onListed?: (keys: ReadonlySet<string>) => void;
   /** The label selector of the Jobs to keep track of. */
   selector: string;
   logger: Logger;
@@ -81,7 +95,7 @@ export class JobWatch {
     return () => {
       listeners.delete(listener);
       if (listeners.size === 0) this.#listeners.delete(name);
-      if (this.#listeners.size === 0) this.#stop();
+      if (this.#listeners.size === 0 && this.#options.onChange === undefined) this.#stop();
     };
   }
 
@@ -92,15 +106,21 @@ export class JobWatch {
   observe(job: KubeObject): void {
     const uid = job.metadata.uid;
     if (uid !== undefined && this.#tombstones.has(uid)) return;
-    if (!this.#jobs.has(job.metadata.name)) {
-      this.#jobs.set(job.metadata.name, job);
-      this.#recordedAt.set(job.metadata.name, ++this.#clock);
+    const key = this.#keyOf(job);
+    if (!this.#jobs.has(key)) {
+      this.#jobs.set(key, job);
+      this.#recordedAt.set(key, ++this.#clock);
     }
   }
 
   /** The named Job as last seen, or undefined. */
   get(name: string): KubeObject | undefined {
     return this.#jobs.get(name);
+  }
+
+  /** Starts listing and watching (for onChange) if it is not running. */
+  start(): void {
+    if (!this.#running) this.#start();
   }
 
   /** Stops watching, whoever still follows. */
@@ -157,12 +177,12 @@ export class JobWatch {
   async #list(current: () => boolean): Promise<void> {
     const { client, namespace, selector } = this.#options;
     const sentAt = ++this.#clock;
-    const list = await client.json<KubeList>({ method: "GET", path: paths.jobs(namespace), query: { labelSelector: selector } });
+    const list = await client.json<KubeList>({ method: "GET", path: this.#options.path ?? paths.jobs(namespace), query: { labelSelector: selector } });
     if (!current()) return;
     this.#backoff.reset();
     const seen = new Set<string>();
     for (const job of list.items) {
-      seen.add(job.metadata.name);
+      seen.add(this.#keyOf(job));
       this.#set(job);
     }
     // Gone while nobody watched: deleted, or (for this selector) reported. Not one recorded after
@@ -171,6 +191,7 @@ export class JobWatch {
       if (!seen.has(name) && (this.#recordedAt.get(name) ?? 0) < sentAt) this.#delete(job);
     }
     this.#resourceVersion = list.metadata.resourceVersion;
+    this.#options.onListed?.(seen);
   }
 
   async #watchOnce(current: () => boolean): Promise<void> {
@@ -180,7 +201,7 @@ export class JobWatch {
     const abort = new AbortController();
     this.#abort = abort;
     await client.watch(
-      paths.jobs(namespace),
+      this.#options.path ?? paths.jobs(namespace),
       { labelSelector: selector, resourceVersion: this.#resourceVersion, timeoutSeconds, allowWatchBookmarks: true },
       (timeoutSeconds + 15) * 1000,
       abort.signal,
@@ -195,15 +216,20 @@ export class JobWatch {
     if (version) this.#resourceVersion = version;
   }
 
+  #keyOf(job: KubeObject): string {
+    return this.#options.keyOf?.(job) ?? job.metadata.name;
+  }
+
   #set(job: KubeObject): void {
-    const name = job.metadata.name;
+    const name = this.#keyOf(job);
     this.#jobs.set(name, job);
     this.#recordedAt.set(name, ++this.#clock);
     for (const listener of [...(this.#listeners.get(name) ?? [])]) listener(job);
+    this.#options.onChange?.(name, job);
   }
 
   #delete(job: KubeObject): void {
-    const name = job.metadata.name;
+    const name = this.#keyOf(job);
     const known = this.#jobs.get(name);
     // A DELETED for an older Job of the same name (another uid) says nothing about this one.
     if (known !== undefined && job.metadata.uid !== undefined && known.metadata.uid !== undefined && known.metadata.uid !== job.metadata.uid) return;
@@ -215,5 +241,6 @@ export class JobWatch {
       if (this.#tombstones.size > MAX_TOMBSTONES) this.#tombstones.delete(this.#tombstones.values().next().value!);
     }
     for (const listener of [...(this.#listeners.get(name) ?? [])]) listener(undefined);
+    this.#options.onChange?.(name, undefined);
   }
 }
