@@ -98,6 +98,10 @@ describe("--jobs-from kubernetes: ShardedJob objects are jobs, with their status
     await waitFor("the Degraded status", () => (condition(fake.shardedJob("team-a", "billing"), "Degraded")?.reason === "InvalidSpec" ? true : undefined));
     expect(condition(fake.shardedJob("team-a", "billing"), "Degraded")?.message).toMatch(/^spec\.shards: 0 is not allowed/);
     expect(fake.events.map((event) => `${String(event.reason)} ${String((event.involvedObject as { name: string }).name)}`)).toContain("InvalidSpec billing");
+    // Another invalid change soon after is no second Event: one a reason per object per ten minutes.
+    fake.applyShardedJob("team-a", { metadata: { name: "billing" }, spec: { shards: -1, handler: "work" } });
+    await waitFor("the second invalid change seen", () => (condition(fake.shardedJob("team-a", "billing"), "Degraded")?.message.startsWith("spec.shards: -1") ? true : undefined));
+    expect(fake.events.filter((event) => event.reason === "InvalidSpec")).toHaveLength(1);
     expect((await client.getJob({ name: "team-a.billing" })).job?.revision).toBe(2n);
 
     // The admin API refuses to change it, naming where it is managed.

@@ -17,7 +17,7 @@ export const FINALIZER = "shardline.dev/executions";
 export const DEFAULT_STATUS_EVERY_MS = 2_000;
 /** Default of KubeJobsOptions.timesEveryMs. */
 export const DEFAULT_TIMES_EVERY_MS = 60_000;
-/** The same event about the same object is posted at most once in this long. */
+/** Events of one reason about one object are posted at most once in this long; the others are counted into the next. */
 const EVENT_REPEAT_MS = 10 * 60_000;
 
 /** The core events that become Kubernetes Events on their job's ShardedJob: reason and type. */
@@ -99,7 +99,8 @@ interface Followed {
 export class KubeJobSource {
   readonly #followed = new Map<string, Followed>();
   readonly #watches: JobWatch[];
-  readonly #posted = new Map<string, number>();
+  /** Per object and reason: when an Event was last posted, and how many were held back since. */
+  readonly #posted = new Map<string, { at: number; held: number }>();
   readonly #unsubscribe: (() => void)[] = [];
   #statusTimer: NodeJS.Timeout | undefined;
   #stopped = false;
@@ -233,14 +234,23 @@ export class KubeJobSource {
     if (followed !== undefined) this.#postEvent(followed, kind.reason, kind.type, event.message);
   }
 
-  /** Posts an Event on the ShardedJob, unless the same one was posted in the last EVENT_REPEAT_MS. */
-  #postEvent(followed: Followed, reason: string, type: "Normal" | "Warning", message: string): void {
-    const key = `${followed.namespace}/${followed.name}/${reason}/${message}`;
+  /**
+   * Posts an Event on the ShardedJob, as Kubernetes' own event correlation would: one of a reason
+   * per object per EVENT_REPEAT_MS (a job misfiring every second makes one, not one a second);
+   * the next says how many were held back meanwhile (the controller's log and event stream have
+   * each of them).
+   */
+  #postEvent(followed: Followed, reason: string, type: "Normal" | "Warning", text: string): void {
+    const key = `${followed.namespace}/${followed.name}/${reason}`;
     const now = Date.now();
     const last = this.#posted.get(key);
-    if (last !== undefined && now - last < EVENT_REPEAT_MS) return;
-    this.#posted.set(key, now);
-    for (const [old, at] of this.#posted) if (now - at >= EVENT_REPEAT_MS) this.#posted.delete(old);
+    if (last !== undefined && now - last.at < EVENT_REPEAT_MS) {
+      last.held++;
+      return;
+    }
+    const message = last === undefined || last.held === 0 ? text : `${text} (and ${last.held} more like it since ${new Date(last.at).toISOString()})`;
+    this.#posted.set(key, { at: now, held: 0 });
+    for (const [old, { at }] of this.#posted) if (now - at >= 2 * EVENT_REPEAT_MS) this.#posted.delete(old);
     const time = new Date(now).toISOString();
     const body = {
       apiVersion: "v1",
