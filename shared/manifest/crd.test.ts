@@ -70,7 +70,9 @@ describe(CRD_PATH, () => {
     expect(Object.keys((conditions.items as SchemaNode).properties as object)).toEqual(["type", "status", "reason", "message", "lastTransitionTime", "observedGeneration"]);
   });
 
-  it("is the same object shardedJobCrd() returns", () => {
+  it("is the same object shardedJobCrd() returns, read as YAML 1.1 as kubectl reads it", () => {
     expect(crd).toEqual(shardedJobCrd());
+    // A plain `off` (spec.failover's enum) is false in YAML 1.1.
+    expect(parse(committed, { version: "1.1" })).toEqual(shardedJobCrd());
   });
 });
