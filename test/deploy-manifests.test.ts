@@ -1,6 +1,6 @@
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
-import { cp, mkdir, mkdtemp, rm, symlink } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, dirname, join, posix, relative } from "node:path";
 import { promisify } from "node:util";
@@ -9,7 +9,7 @@ import { create } from "@bufbuild/protobuf";
 import * as k8s from "@kubernetes/client-node";
 import type { Command, Option } from "commander";
 import { pino } from "pino";
-import { parseAllDocuments } from "yaml";
+import { parse, parseAllDocuments } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectKubernetes } from "../agent/executors/kubernetes/kube-config.js";
 import { jobNameFor } from "../agent/executors/kubernetes/job-manifest.js";
@@ -19,7 +19,8 @@ import { buildProgram } from "../cli/commands/program.js";
 import { ExecutionContextSchema } from "../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState } from "../shared/gen/shardline/v1/types_pb.js";
 import { FakeKubeApiServer } from "./harness/fake-kube-api-server.js";
-import { renderKustomization, type Manifest } from "./harness/kustomize.js";
+import { CRD_PATH } from "../shared/manifest/crd.js";
+import { controllerRbacRules, rbacGrants, renderKustomization, type Manifest } from "./harness/kustomize.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const KUSTOMIZE = join(ROOT, "deploy", "kustomize");
@@ -65,6 +66,11 @@ describe("deploy/kustomize", () => {
         "overlays/ha",
         "overlays/multi-cluster/east",
         "overlays/multi-cluster/west",
+        "crd",
+        "components/prometheus-operator",
+        "components/etcd",
+        "components/controller-rbac-namespaced",
+        "components/controller-rbac-cluster",
       ]),
     );
   });
@@ -87,7 +93,7 @@ describe("deploy/kustomize", () => {
     const namespaces = objects.filter((o) => o.kind === "Namespace").map((o) => o.metadata.name);
     expect(namespaces).toEqual(["shardline"]);
     const ids = new Set<string>();
-    const clusterScoped = new Set(["Namespace", "ClusterRole", "ClusterRoleBinding"]);
+    const clusterScoped = new Set(["Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"]);
     for (const object of objects.filter((o) => o.kind !== "Namespace")) {
       expect(object.metadata.namespace, `${object.kind} ${object.metadata.name}`).toBe(clusterScoped.has(object.kind) ? undefined : "shardline");
       const id = `${object.kind}/${object.metadata.name}`;
@@ -141,7 +147,7 @@ describe("deploy/kustomize", () => {
   it.each(OVERLAYS)("%s runs the shardline image of this version, as a non-root user, with flags and values the CLI accepts", (dir) => {
     const objects = rendered.get(dir)!;
     const program = buildProgram({ stdout: () => {}, stderr: () => {}, readStdin: async () => "", env: {}, onSignal: () => () => {} });
-    for (const workload of objects.filter(isWorkload)) {
+    for (const workload of objects.filter(isShardlineWorkload)) {
       const pod = workload.spec.template.spec;
       expect(pod.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: imageUser() });
       for (const container of pod.containers) {
@@ -189,7 +195,7 @@ describe("deploy/kustomize", () => {
   });
 
   it.each(OVERLAYS)("%s gives each pod the time its shutdown takes: preStop, then the drain", (dir) => {
-    for (const workload of rendered.get(dir)!.filter(isWorkload)) {
+    for (const workload of rendered.get(dir)!.filter(isShardlineWorkload)) {
       const pod = workload.spec.template.spec;
       const container = pod.containers[0]!;
       const preStop = container.lifecycle?.preStop?.exec?.command ?? [];
@@ -283,6 +289,139 @@ describe("deploy/kustomize", () => {
     expect(settings(west).controller).not.toBe(settings(east).controller);
     const external = east.find((o) => o.kind === "Service" && (o.spec as { type?: string }).type === "LoadBalancer")!;
     expect((external.spec as { ports: { port: number }[] }).ports.map((p) => p.port)).toEqual([Number(settings(west).controller!.split(":").at(-1))]);
+  });
+});
+
+/** The optional parts an overlay may add to its bases (each only adds objects). */
+const OPTIONAL_PARTS = ["components/prometheus-operator", "components/controller-rbac-namespaced", "components/controller-rbac-cluster"];
+
+/**
+ * Renders a kustomization made the way a user adds optional parts: `overlay` and `parts` as its
+ * bases, in the overlay's namespace, from a directory outside the repository (paths relative,
+ * as kubectl 1.20 requires).
+ */
+async function renderWith(overlay: string, parts: string[]): Promise<Manifest[]> {
+  const dir = await mkdtemp(join(tmpdir(), "shardline-overlay-"));
+  try {
+    const bases = [overlay, ...parts].map((base) => `  - ${relative(dir, join(KUSTOMIZE, base))}`).join("\n");
+    await writeFile(join(dir, "kustomization.yaml"), `apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: shardline\nbases:\n${bases}\n`);
+    return await renderKustomization(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+describe("deploy/kustomize: the ShardedJob CRD and the optional parts", () => {
+  const committedCrd = parse(readFileSync(join(ROOT, CRD_PATH), "utf8")) as Manifest;
+
+  it.each(["overlays/single-cluster", "overlays/ha", "overlays/multi-cluster/east"])("%s installs the ShardedJob CRD as npm run schema wrote it", (dir) => {
+    const crds = rendered.get(dir)!.filter((o) => o.kind === "CustomResourceDefinition");
+    expect(crds).toEqual([committedCrd]);
+  });
+
+  it("leaves the CRD out of the agents-only cluster, where no controller would follow a ShardedJob", () => {
+    expect(rendered.get("overlays/multi-cluster/west")!.filter((o) => o.kind === "CustomResourceDefinition")).toEqual([]);
+  });
+
+  it("includes no ServiceMonitor in any base or overlay: the Prometheus Operator is optional", () => {
+    const withMonitors = KUSTOMIZATIONS.filter((dir) => dir !== "components/prometheus-operator" && rendered.get(dir)!.some((o) => o.kind === "ServiceMonitor"));
+    expect(withMonitors).toEqual([]);
+    expect(rendered.get("components/prometheus-operator")!.map((o) => `${o.kind}/${o.metadata.name}`).sort()).toEqual(["ServiceMonitor/shardline-agent", "ServiceMonitor/shardline-controller"]);
+  });
+
+  it.each(OVERLAYS)("%s takes every optional part added to its bases, and the ServiceMonitors find their Services and ports", async (dir) => {
+    const parts = dir.endsWith("west") ? ["components/prometheus-operator"] : OPTIONAL_PARTS.filter((part) => !part.endsWith("cluster"));
+    const objects = await renderWith(dir, parts);
+    const ids = objects.map((o) => `${o.kind}/${o.metadata.namespace ?? ""}/${o.metadata.name}`);
+    expect(new Set(ids).size).toBe(ids.length);
+    const base = rendered.get(dir)!;
+    expect(objects.length).toBe(base.length + parts.reduce((sum, part) => sum + rendered.get(part)!.length, 0));
+    for (const monitor of objects.filter((o) => o.kind === "ServiceMonitor")) {
+      const spec = monitor.spec as { selector: { matchLabels: Record<string, string> }; endpoints: { port: string; path: string }[] };
+      const services = objects.filter((o) => o.kind === "Service" && matches(spec.selector.matchLabels, o.metadata.labels ?? {}));
+      if (dir.endsWith("west") && monitor.metadata.name === "shardline-controller") {
+        // West runs no controller: its monitor finds nothing, which Prometheus takes as no target.
+        expect(services).toEqual([]);
+        continue;
+      }
+      expect(services.length, `${dir}: ServiceMonitor ${monitor.metadata.name}`).toBeGreaterThan(0);
+      for (const service of services) for (const endpoint of spec.endpoints) expect((service.spec as { ports: { name: string }[] }).ports.map((p) => p.name)).toContain(endpoint.port);
+    }
+  });
+
+  it("grants the controller the same rules namespaced and cluster-wide: ShardedJobs, their status and Events, nothing else", async () => {
+    const namespaced = await controllerRbacRules("namespaced");
+    const cluster = await controllerRbacRules("cluster");
+    expect(cluster).toEqual(namespaced);
+    expect(rbacGrants(namespaced)).toEqual(
+      new Set([
+        "shardline.dev/shardedjobs:get",
+        "shardline.dev/shardedjobs:list",
+        "shardline.dev/shardedjobs:watch",
+        "shardline.dev/shardedjobs:update",
+        "shardline.dev/shardedjobs:patch",
+        "shardline.dev/shardedjobs/status:update",
+        "shardline.dev/shardedjobs/status:patch",
+        "events.k8s.io/events:create",
+        "events.k8s.io/events:patch",
+      ]),
+    );
+    // As a user adds them: beside an overlay, which holds the account they bind.
+    const account = [{ kind: "ServiceAccount", name: "shardline-controller", namespace: "shardline" }];
+    type Binding = Manifest & { roleRef: { kind: string; name: string }; subjects: unknown[] };
+    const bindingIn = async (part: string, kind: string) => (await renderWith("overlays/single-cluster", [part])).find((o) => o.kind === kind && o.metadata.name === "shardline-controller") as Binding;
+    const roleBinding = await bindingIn("components/controller-rbac-namespaced", "RoleBinding");
+    const clusterBinding = await bindingIn("components/controller-rbac-cluster", "ClusterRoleBinding");
+    expect([roleBinding.metadata.namespace, roleBinding.roleRef, roleBinding.subjects]).toEqual(["shardline", { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "shardline-controller" }, account]);
+    expect([clusterBinding.roleRef, clusterBinding.subjects]).toEqual([{ apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "shardline-controller" }, account]);
+    // Both bind the account every controller workload runs as.
+    for (const dir of ["controller/sqlite", "controller/etcd"]) {
+      expect(rendered.get(dir)!.filter(isShardlineWorkload).map((w) => w.spec.template.spec.serviceAccountName)).toEqual(["shardline-controller"]);
+    }
+  });
+
+  it("runs, in the HA overlay, the three-member etcd the controllers' store names, one member per node, each with its own volume", () => {
+    const objects = rendered.get("overlays/ha")!;
+    type StatefulSet = Workload & {
+      spec: Workload["spec"] & {
+        replicas: number;
+        serviceName: string;
+        podManagementPolicy: string;
+        volumeClaimTemplates: { metadata: { name: string }; spec: { accessModes: string[] } }[];
+        template: { spec: PodSpec & { affinity?: { podAntiAffinity?: { requiredDuringSchedulingIgnoredDuringExecution?: { topologyKey: string; labelSelector: { matchLabels: Record<string, string> } }[] } } } };
+      };
+    };
+    const etcd = objects.find((o) => o.kind === "StatefulSet") as StatefulSet;
+    expect(etcd.metadata.name).toBe("etcd");
+    expect(etcd.spec).toMatchObject({ replicas: 3, serviceName: "etcd", podManagementPolicy: "Parallel" });
+    const container = etcd.spec.template.spec.containers[0]! as Container & { volumeMounts: { name: string; mountPath: string }[] };
+    // A pinned 3.5 patch release, never a moving tag.
+    expect(container.image).toMatch(/^[a-z0-9.\-/]+\/etcd:v3\.5\.\d+$/);
+    expect(etcd.spec.volumeClaimTemplates.map((t) => [t.metadata.name, t.spec.accessModes])).toEqual([["data", ["ReadWriteOnce"]]]);
+    const dataDir = container.args!.find((a) => a.startsWith("--data-dir="))!.split("=")[1]!;
+    expect(container.volumeMounts.some((m) => m.name === "data" && dataDir.startsWith(`${m.mountPath}/`))).toBe(true);
+    const antiAffinity = etcd.spec.template.spec.affinity?.podAntiAffinity?.requiredDuringSchedulingIgnoredDuringExecution ?? [];
+    expect(antiAffinity.map((term) => [term.topologyKey, matches(term.labelSelector.matchLabels, etcd.spec.template.metadata.labels)])).toEqual([["kubernetes.io/hostname", true]]);
+
+    const headless = objects.find((o) => o.kind === "Service" && o.metadata.name === etcd.spec.serviceName)!;
+    expect(headless.spec).toMatchObject({ clusterIP: "None", publishNotReadyAddresses: true });
+    const budget = objects.find((o) => o.kind === "PodDisruptionBudget" && matches((o.spec as { selector: { matchLabels: Record<string, string> } }).selector.matchLabels, etcd.spec.template.metadata.labels))!;
+    expect(budget.spec).toMatchObject({ minAvailable: 2 });
+
+    // The flags as each member's pod sees them, $(POD_NAME) and $(POD_NAMESPACE) expanded.
+    const flagsOf = (member: string) =>
+      new Map(container.args!.map((arg) => arg.replaceAll("$(POD_NAME)", member).replaceAll("$(POD_NAMESPACE)", "shardline").split(/=(.*)/s).slice(0, 2) as [string, string]));
+    const members = [0, 1, 2].map((n) => `etcd-${n}`);
+    const peers = members.map((member) => `${member}=${flagsOf(member).get("--initial-advertise-peer-urls")}`);
+    for (const member of members) {
+      expect(flagsOf(member).get("--name")).toBe(member);
+      expect(flagsOf(member).get("--initial-cluster")).toBe(peers.join(","));
+      expect(flagsOf(member).get("--initial-cluster-state")).toBe("new");
+    }
+    expect(peers[0]).toBe("etcd-0=http://etcd-0.etcd.shardline.svc:2380");
+    const store = objects.find((o) => o.kind === "ConfigMap" && o.metadata.name.startsWith("shardline-controller"))!.data as { store: string };
+    const clientUrls = members.map((member) => flagsOf(member).get("--advertise-client-urls")!.replace(/^http:\/\//, ""));
+    expect(store.store).toBe(`etcd://${clientUrls.join(",")}`);
   });
 });
 
@@ -585,6 +724,11 @@ function unknownFields(value: unknown, type: string, path = ""): string[] {
 
 function isWorkload(object: Manifest): object is Workload {
   return object.kind === "Deployment" || object.kind === "DaemonSet" || object.kind === "StatefulSet";
+}
+
+/** The controller's and the agents' workloads, which run the shardline image (etcd's does not). */
+function isShardlineWorkload(object: Manifest): object is Workload {
+  return isWorkload(object) && object.metadata.labels?.["app.kubernetes.io/name"] === "shardline";
 }
 
 function matches(selector: Record<string, string>, labels: Record<string, string>): boolean {

@@ -1,4 +1,6 @@
 import { spawn } from "node:child_process";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { parseAllDocuments } from "yaml";
 
 /** A rendered Kubernetes object, as plain JSON. */
@@ -42,4 +44,46 @@ export async function renderKustomization(directory: string): Promise<Manifest[]
     const object = document.toJS() as Manifest | null;
     return object === null ? [] : [object];
   });
+}
+
+/** One rule of a Role or ClusterRole. */
+export type PolicyRule = { apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] };
+
+/** The repository's kustomize directory. */
+export const KUSTOMIZE_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "deploy", "kustomize");
+
+/**
+ * The two ways the controller may follow ShardedJobs: a Role and RoleBinding in its own
+ * namespace, or a ClusterRole and ClusterRoleBinding for every namespace. Each is a kustomization
+ * an overlay adds to its bases.
+ */
+export const CONTROLLER_RBAC = {
+  namespaced: join(KUSTOMIZE_ROOT, "components", "controller-rbac-namespaced"),
+  cluster: join(KUSTOMIZE_ROOT, "components", "controller-rbac-cluster"),
+} as const;
+
+/**
+ * The rules the controller's Role (`namespaced`) or ClusterRole (`cluster`) grants, as rendered
+ * by `kubectl kustomize`: what a test compares with the requests the controller makes.
+ */
+export async function controllerRbacRules(scope: keyof typeof CONTROLLER_RBAC): Promise<PolicyRule[]> {
+  const kind = scope === "namespaced" ? "Role" : "ClusterRole";
+  const objects = await renderKustomization(CONTROLLER_RBAC[scope]);
+  const role = objects.find((object) => object.kind === kind && object.metadata.name === "shardline-controller");
+  if (role === undefined) throw new Error(`${CONTROLLER_RBAC[scope]} renders no ${kind} shardline-controller`);
+  return (role as Manifest & { rules: PolicyRule[] }).rules;
+}
+
+/**
+ * Rules as the set of `group/resource:verb` they grant ("" is the core group), e.g.
+ * `shardline.dev/shardedjobs/status:patch`; a request is allowed when its triple is in the set.
+ * Rules limited to resourceNames are refused here: none of Shardline's roles needs them.
+ */
+export function rbacGrants(rules: PolicyRule[]): Set<string> {
+  const granted = new Set<string>();
+  for (const rule of rules) {
+    if (rule.resourceNames !== undefined) throw new Error(`a rule limited to resourceNames (${rule.resourceNames.join(", ")}): rbacGrants does not model it`);
+    for (const group of rule.apiGroups) for (const resource of rule.resources) for (const verb of rule.verbs) granted.add(`${group}/${resource}:${verb}`);
+  }
+  return granted;
 }
