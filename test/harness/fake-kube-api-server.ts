@@ -36,6 +36,8 @@ export interface RecordedRequest {
   body?: unknown;
   /** When it arrived, Unix ms. */
   at: number;
+  /** The bearer token it came with: which client (kubeconfig) made it. */
+  token: string;
 }
 
 type Resource = "jobs" | "pods" | "shardedjobs";
@@ -131,6 +133,8 @@ export class FakeKubeApiServer {
   /** How long a deleted pod stays, with its deletionTimestamp, before it is gone. */
   podTerminationMs = 0;
   readonly #token: string;
+  /** More tokens it takes (kubeconfig's `token`), so that tests tell clients apart by the requests' tokens. */
+  readonly #otherTokens = new Set<string>();
   readonly #maxHistory: number;
 
   private constructor(options: { token: string; maxHistory: number }) {
@@ -168,14 +172,15 @@ export class FakeKubeApiServer {
    * A kubeconfig for this server, as YAML, with `namespace` as the context's namespace. Written
    * to `path` when given (for KUBECONFIG).
    */
-  async kubeconfig(namespace: string, path?: string): Promise<string> {
+  async kubeconfig(namespace: string, path?: string, token = this.#token): Promise<string> {
+    if (token !== this.#token) this.#otherTokens.add(token);
     const text = [
       "apiVersion: v1",
       "kind: Config",
       "clusters:",
       // Plain HTTP on loopback: client-node accepts an http server only with TLS verification off.
       `- name: fake\n  cluster: {server: "${this.url}", insecure-skip-tls-verify: true}`,
-      `users:\n- name: fake\n  user: {token: "${this.#token}"}`,
+      `users:\n- name: fake\n  user: {token: "${token}"}`,
       `contexts:\n- name: fake\n  context: {cluster: fake, user: fake, namespace: ${namespace}}`,
       "current-context: fake",
       "",
@@ -479,8 +484,9 @@ export class FakeKubeApiServer {
       }
     }
     const method = request.method ?? "GET";
-    this.requests.push({ method, path: url.pathname, query, ...(body === undefined ? {} : { body }), at: Date.now() });
-    if (request.headers.authorization !== `Bearer ${this.#token}`) return sendStatus(response, 401, "Unauthorized", "Unauthorized");
+    const token = (request.headers.authorization ?? "").replace(/^Bearer /, "");
+    this.requests.push({ method, path: url.pathname, query, ...(body === undefined ? {} : { body }), at: Date.now(), token });
+    if (token !== this.#token && !this.#otherTokens.has(token)) return sendStatus(response, 401, "Unauthorized", "Unauthorized");
 
     const node = /^\/api\/v1\/nodes\/([^/]+)$/.exec(url.pathname);
     const resourceOf = node ? "nodes" : (matchRoute(url.pathname)?.resource ?? "");
