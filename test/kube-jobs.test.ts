@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -10,7 +10,9 @@ import { ExecutionState } from "../shared/gen/shardline/v1/types_pb.js";
 import { createClient, type Client } from "../shared/grpc/index.js";
 import { silentLogger } from "../shared/logging.js";
 import { FakeKubeApiServer, type KubeObject } from "./harness/fake-kube-api-server.js";
-import { waitFor } from "./harness/processes.js";
+import { CliProcess, freePort, requireBuiltCli, shardline, startAgent, waitFor } from "./harness/processes.js";
+
+const FIXTURES = join(import.meta.dirname, "fixtures");
 
 interface Status {
   observedGeneration?: number;
@@ -165,4 +167,48 @@ describe("--jobs-from kubernetes: ShardedJob objects are jobs, with their status
     await waitFor("the new generation written at once", () => (statusOf(fake.shardedJob("team-c", "first")).observedGeneration === 2 ? true : undefined));
     expect(writes()).toBeGreaterThan(before);
   }, 90_000);
+});
+
+describe("ShardedJobs and shardline apply side by side, through the binaries", () => {
+  it("fires a job from the API server and one from apply; apply and delete of the former fail naming where it is managed", async () => {
+    requireBuiltCli();
+    const dir = await mkdtemp(join(tmpdir(), "shardline-kube-side-"));
+    const fake = await FakeKubeApiServer.start();
+    const processes: CliProcess[] = [];
+    try {
+      const kubeconfig = join(dir, "kubeconfig");
+      await fake.kubeconfig("default", kubeconfig);
+      const grpc = `127.0.0.1:${await freePort()}`;
+      const controller = new CliProcess("controller", ["controller", "--listen", grpc, "--http", `127.0.0.1:${await freePort()}`, "--store", `sqlite:${join(dir, "state.db")}`, "--jobs-from", "kubernetes", "--kubeconfig", kubeconfig]);
+      processes.push(controller);
+      const env = { SHARDLINE_CONTROLLER: grpc };
+      await waitFor("the controller", async () => {
+        if (!controller.running) throw new Error(`the controller exited:\n${controller.output}`);
+        return (await shardline(["get", "jobs"], env)).code === 0 ? true : undefined;
+      });
+      processes.push(startAgent(grpc, "w-1", join(FIXTURES, "recording-handlers.mjs"), { SHARDLINE_TEST_RECORD: join(dir, "record.jsonl") }));
+
+      await writeFile(join(dir, "cli.yaml"), "apiVersion: shardline.dev/v1\nkind: ShardedJob\nmetadata: {name: from-cli}\nspec: {shards: 1, handler: work}\n");
+      expect((await shardline(["apply", "-f", join(dir, "cli.yaml")], env)).stdout).toBe("job/from-cli created\n");
+      fake.applyShardedJob("team-a", { metadata: { name: "billing" }, spec: { shards: 2, handler: "work" } });
+      await waitFor("the ShardedJob's job", async () => ((await shardline(["get", "job", "team-a.billing"], env)).code === 0 ? true : undefined));
+
+      for (const job of ["from-cli", "team-a.billing"]) {
+        const run = await shardline(["run", job, "--wait", "--timeout", "60"], env);
+        expect(run.code, run.stderr).toBe(0);
+      }
+
+      await writeFile(join(dir, "managed.yaml"), "apiVersion: shardline.dev/v1\nkind: ShardedJob\nmetadata: {name: team-a.billing}\nspec: {shards: 5, handler: work}\n");
+      const applied = await shardline(["apply", "-f", join(dir, "managed.yaml")], env);
+      expect(applied.code).toBe(4);
+      expect(applied.stderr).toMatch(/^shardline: job team-a\.billing follows the ShardedJob billing in namespace team-a, and is managed there: it cannot be applied here; change the object instead \(kubectl edit shardedjob billing -n team-a/);
+      const deleted = await shardline(["delete", "team-a.billing"], env);
+      expect(deleted.code).toBe(4);
+      expect(deleted.stderr).toContain("it cannot be deleted here");
+    } finally {
+      for (const process of processes) await process.stop();
+      await fake.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
 });
