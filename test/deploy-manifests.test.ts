@@ -355,15 +355,11 @@ describe("deploy/kustomize: the ShardedJob CRD and the optional parts", () => {
     expect(cluster).toEqual(namespaced);
     expect(rbacGrants(namespaced)).toEqual(
       new Set([
-        "shardline.dev/shardedjobs:get",
         "shardline.dev/shardedjobs:list",
         "shardline.dev/shardedjobs:watch",
-        "shardline.dev/shardedjobs:update",
         "shardline.dev/shardedjobs:patch",
-        "shardline.dev/shardedjobs/status:update",
         "shardline.dev/shardedjobs/status:patch",
         "events.k8s.io/events:create",
-        "events.k8s.io/events:patch",
       ]),
     );
     // As a user adds them: beside an overlay, which holds the account they bind.

@@ -9,7 +9,8 @@ import { AdminService } from "../shared/gen/shardline/v1/admin_service_pb.js";
 import { ExecutionState } from "../shared/gen/shardline/v1/types_pb.js";
 import { createClient, type Client } from "../shared/grpc/index.js";
 import { silentLogger } from "../shared/logging.js";
-import { FakeKubeApiServer, type KubeObject } from "./harness/fake-kube-api-server.js";
+import { FakeKubeApiServer, type KubeObject, type RecordedRequest } from "./harness/fake-kube-api-server.js";
+import { controllerRbacRules, rbacGrants } from "./harness/kustomize.js";
 import { CliProcess, freePort, requireBuiltCli, shardline, startAgent, waitFor } from "./harness/processes.js";
 
 const FIXTURES = join(import.meta.dirname, "fixtures");
@@ -25,6 +26,16 @@ interface Status {
 }
 
 const statusOf = (object: KubeObject | undefined): Status => (object?.status ?? {}) as Status;
+
+/** What RBAC must allow for a request the controller made: `group/resource:verb`. */
+export function grantNeeded(request: RecordedRequest): string {
+  const match = /^\/apis\/([^/]+)\/v1(?:\/namespaces\/[^/]+)?\/([^/]+)(?:\/([^/]+)(?:\/(status))?)?$/.exec(request.path);
+  if (match === null) throw new Error(`a request the RBAC check does not know: ${request.method} ${request.path}`);
+  const [, group, resource, name, sub] = match;
+  const verb =
+    request.method === "GET" ? (request.query.watch !== undefined ? "watch" : name === undefined ? "list" : "get") : request.method === "POST" ? "create" : request.method === "PUT" ? "update" : request.method.toLowerCase();
+  return `${group}/${resource}${sub === undefined ? "" : `/${sub}`}:${verb}`;
+}
 const condition = (object: KubeObject | undefined, type: string) => statusOf(object).conditions?.find((c) => c.type === type);
 
 /** ShardedJobs followed from a (fake) API server by a controller started with --jobs-from kubernetes. */
@@ -99,7 +110,7 @@ describe("--jobs-from kubernetes: ShardedJob objects are jobs, with their status
     fake.applyShardedJob("team-a", { metadata: { name: "billing" }, spec: { shards: 0, handler: "work" } });
     await waitFor("the Degraded status", () => (condition(fake.shardedJob("team-a", "billing"), "Degraded")?.reason === "InvalidSpec" ? true : undefined));
     expect(condition(fake.shardedJob("team-a", "billing"), "Degraded")?.message).toMatch(/^spec\.shards: 0 is not allowed/);
-    expect(fake.events.map((event) => `${String(event.reason)} ${String((event.involvedObject as { name: string }).name)}`)).toContain("InvalidSpec billing");
+    expect(fake.events.map((event) => `${String(event.reason)} ${String((event.regarding as { name: string }).name)}`)).toContain("InvalidSpec billing");
     // Another invalid change soon after is no second Event: one a reason per object per ten minutes.
     fake.applyShardedJob("team-a", { metadata: { name: "billing" }, spec: { shards: -1, handler: "work" } });
     await waitFor("the second invalid change seen", () => (condition(fake.shardedJob("team-a", "billing"), "Degraded")?.message.startsWith("spec.shards: -1") ? true : undefined));
@@ -117,6 +128,10 @@ describe("--jobs-from kubernetes: ShardedJob objects are jobs, with their status
     // Jobs applied through the CLI keep working beside them.
     await client.applyJob({ manifest: "apiVersion: shardline.dev/v1\nkind: ShardedJob\nmetadata: {name: cli-job}\nspec: {shards: 1, handler: work}\n" });
     expect((await client.listJobs({})).jobs.map((j) => j.name).sort()).toEqual(["cli-job", "team-a.billing"]);
+
+    // Its ClusterRole (deploy/kustomize) grants exactly what the controller asked for: every
+    // request it made, and nothing it did not use.
+    expect(new Set(fake.requests.map(grantNeeded))).toEqual(rbacGrants(await controllerRbacRules("cluster")));
   }, 90_000);
 
   it("keeps a deleted ShardedJob until its running execution has ended, then lets it go", async () => {

@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
 import { JobWatch } from "../../agent/executors/kubernetes/job-watch.js";
 import type { KubeClient, KubeObject } from "../../agent/executors/kubernetes/kube-client.js";
 import { ShardlineError } from "../../shared/errors.js";
@@ -251,22 +252,23 @@ export class KubeJobSource {
     const message = last === undefined || last.held === 0 ? text : `${text} (and ${last.held} more like it since ${new Date(last.at).toISOString()})`;
     this.#posted.set(key, { at: now, held: 0 });
     for (const [old, { at }] of this.#posted) if (now - at >= 2 * EVENT_REPEAT_MS) this.#posted.delete(old);
-    const time = new Date(now).toISOString();
+    // events.k8s.io/v1: eventTime is a MicroTime, with six digits of fraction.
+    const eventTime = new Date(now).toISOString().replace(/\.(\d{3})Z$/, ".$1000Z");
     const body = {
-      apiVersion: "v1",
+      apiVersion: "events.k8s.io/v1",
       kind: "Event",
       metadata: { name: `${followed.name}.${randomBytes(8).toString("hex")}`, namespace: followed.namespace },
-      involvedObject: { apiVersion: MANIFEST_API_VERSION, kind: MANIFEST_KIND, name: followed.name, namespace: followed.namespace, uid: followed.uid },
+      eventTime,
+      reportingController: "shardline.dev/controller",
+      reportingInstance: hostname(),
+      action: reason,
       reason,
-      message: message.slice(0, 1024),
+      regarding: { apiVersion: MANIFEST_API_VERSION, kind: MANIFEST_KIND, name: followed.name, namespace: followed.namespace, uid: followed.uid },
+      note: message.slice(0, 1024),
       type,
-      source: { component: "shardline-controller" },
-      firstTimestamp: time,
-      lastTimestamp: time,
-      count: 1,
     };
     void this.options.client
-      .json({ method: "POST", path: `/api/v1/namespaces/${encodeURIComponent(followed.namespace)}/events`, body })
+      .json({ method: "POST", path: `/apis/events.k8s.io/v1/namespaces/${encodeURIComponent(followed.namespace)}/events`, body })
       .catch((error: unknown) => this.#warn(error, `${followed.namespace}/${followed.name}`));
   }
 

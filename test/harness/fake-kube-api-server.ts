@@ -112,7 +112,7 @@ const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0
 export class FakeKubeApiServer {
   readonly requests: RecordedRequest[] = [];
   readonly #objects: Record<Resource, Map<string, KubeObject>> = { jobs: new Map(), pods: new Map(), shardedjobs: new Map() };
-  /** Events (core/v1) posted, as created. */
+  /** Events (events.k8s.io/v1) posted, as created. */
   readonly events: KubeObject[] = [];
   readonly #logs = new Map<string, Map<string, string>>();
   /** Nodes by name (cluster-scoped; only GET is served). */
@@ -500,7 +500,7 @@ export class FakeKubeApiServer {
       if (stored === undefined) return sendStatus(response, 404, "NotFound", `nodes "${name}" not found`);
       return sendJson(response, 200, stored);
     }
-    const eventsPath = /^\/api\/v1\/namespaces\/([^/]+)\/events$/.exec(url.pathname);
+    const eventsPath = /^\/apis\/events\.k8s\.io\/v1\/namespaces\/([^/]+)\/events$/.exec(url.pathname);
     if (eventsPath && method === "POST") {
       const event = body as KubeObject;
       const stored = { ...clone(event), metadata: { ...clone(event.metadata), namespace: eventsPath[1]!, uid: randomUUID(), resourceVersion: String(++this.#rv), creationTimestamp: timestamp() } };
