@@ -231,13 +231,15 @@ describe("deploy/kustomize", () => {
     expect(binding.subjects).toEqual(agentAccount);
     expect(grantsOf(role)).toEqual(await verbsTheExecutorUses());
 
-    const clusterRoles = objects.filter((o) => o.kind === "ClusterRole");
+    // The agent's: get on nodes (the controller's own ClusterRole is checked below).
+    const clusterRoles = objects.filter((o) => o.kind === "ClusterRole" && o.metadata.name.startsWith("shardline-agent"));
     expect(clusterRoles.map((o) => o.metadata.name)).toEqual(["shardline-agent-nodes"]);
     expect(grantsOf(clusterRoles[0]!)).toEqual(await verbsNodeLabelsUse());
-    const clusterBindings = objects.filter((o) => o.kind === "ClusterRoleBinding") as Binding[];
+    const clusterBindings = (objects.filter((o) => o.kind === "ClusterRoleBinding") as Binding[]).filter((b) => b.roleRef.name.startsWith("shardline-agent"));
     expect(clusterBindings.map((b) => [b.roleRef.kind, b.roleRef.name, b.subjects])).toEqual([["ClusterRole", "shardline-agent-nodes", agentAccount]]);
+    // The controller's pods get a token: they follow ShardedJobs (--jobs-from kubernetes).
     const controllerAccount = objects.find((o) => o.kind === "ServiceAccount" && o.metadata.name === "shardline-controller")!;
-    expect(controllerAccount.automountServiceAccountToken).toBe(false);
+    expect(controllerAccount.automountServiceAccountToken).toBe(true);
   });
 
   it("runs the same agent container as a DaemonSet and as a Deployment, and the same controller on SQLite and etcd", () => {
@@ -367,7 +369,8 @@ describe("deploy/kustomize: the ShardedJob CRD and the optional parts", () => {
     type Binding = Manifest & { roleRef: { kind: string; name: string }; subjects: unknown[] };
     const bindingIn = async (part: string, kind: string) => (await renderWith("overlays/single-cluster", [part])).find((o) => o.kind === kind && o.metadata.name === "shardline-controller") as Binding;
     const roleBinding = await bindingIn("components/controller-rbac-namespaced", "RoleBinding");
-    const clusterBinding = await bindingIn("components/controller-rbac-cluster", "ClusterRoleBinding");
+    // The overlays bind the cluster-wide one already.
+    const clusterBinding = rendered.get("overlays/single-cluster")!.find((o) => o.kind === "ClusterRoleBinding" && o.metadata.name === "shardline-controller") as Binding;
     expect([roleBinding.metadata.namespace, roleBinding.roleRef, roleBinding.subjects]).toEqual(["shardline", { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "shardline-controller" }, account]);
     expect([clusterBinding.roleRef, clusterBinding.subjects]).toEqual([{ apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "shardline-controller" }, account]);
     // Both bind the account every controller workload runs as.
