@@ -171,3 +171,28 @@ describe("work that outlives an agent's process", () => {
     expect(h.connect("a", { held, executions: running.map((executionId) => ({ executionId, state: "running" as const })) }).cancelled).toEqual([]);
   });
 });
+
+describe("execution logs", () => {
+  const line = (text: string) => ({ time: 0, stream: "log" as const, text });
+
+  it("stores the lines a report carries with it, and none of a report it ignores (another agent's, or of a run already closed)", () => {
+    const { h } = twoAgents();
+    const [id] = h.core.triggerJob("job", [0], undefined, h.now).executionIds;
+    h.flush();
+    const owner = h.execution(id!)!.agent;
+    const other = owner === "a" ? "b" : "a";
+    const send = (agent: string, state: "running" | "succeeded", texts: string[], firstLine: number) => {
+      h.core.executionUpdates(h.agents.get(agent)!.session, [{ executionId: id!, state, startedAt: h.now, log: { firstLine, keptFrom: 0, lines: texts.map(line) } }], h.now);
+      h.flush();
+    };
+    send(owner, "running", ["one", "two"], 0);
+    // Another agent's report of the run, lines and all, changes nothing.
+    send(other, "running", ["forged"], 2);
+    send(owner, "succeeded", ["three"], 2);
+    // A report of the run now closed, from its own agent, is stale too.
+    send(owner, "succeeded", ["late"], 3);
+    const log = h.durable.logs.get(id!);
+    expect(log?.lines.map((l) => `${l.number} ${l.text}`)).toEqual(["0 one", "1 two", "2 three"]);
+    expect(h.events.filter((e) => e.type === "execution.stale-report")).toHaveLength(2);
+  });
+});
