@@ -276,6 +276,28 @@ describe("AdminService.Watch: the live view", () => {
     expect(statuses.at(-1)!.fires).toBeCloseTo(0.5);
   });
 
+  it("ends a watch still reading its start UNAVAILABLE when the controller stops leading, and starts nothing after", async () => {
+    const store = new SqliteStore(":memory:");
+    const core = new ControllerCore(DEFAULT_CORE_CONFIG, await store.open(), Date.now());
+    const driver = new CoreDriver(core, store, silentLogger(), (error) => {
+      throw error;
+    });
+    await driver.start();
+    cleanup.push(() => store.close(), () => driver.stop());
+    // The hub's first read of the store waits for the test.
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const gated = Object.assign(Object.create(store) as SqliteStore, { listExecutions: async (query: Parameters<SqliteStore["listExecutions"]>[0]) => (await gate, store.listExecutions(query)) });
+    const hub = new WatchHub({ core, driver, store: gated, logger: silentLogger(), address: () => "here", traceUrlTemplate: "" });
+    const sent: unknown[] = [];
+    const stream = { send: (message: unknown) => sent.push(message) > 0, queued: 0, drained: () => Promise.resolve(), closed: false };
+    const watching = hub.watch(create(WatchRequestSchema, {}), stream as never, { signal: new AbortController().signal } as never);
+    hub.stop("the controller stopped leading");
+    release();
+    await expect(watching).rejects.toThrow(/^the controller stopped leading; watch again/);
+    expect(sent).toEqual([]);
+  });
+
   it("says who the caller is and what it may do", async () => {
     const open = await start();
     expect(await open.whoAmI({})).toMatchObject({ name: "", role: "admin", tokensRequired: false });

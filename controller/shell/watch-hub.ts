@@ -220,6 +220,9 @@ export class WatchHub {
       if (context.signal.aborted) resolve();
       context.signal.addEventListener("abort", () => resolve(), { once: true });
     });
+    // It may fail (cut off, the controller stopping) while the snapshot is still being read: it
+    // is awaited below, and must not count as unhandled meanwhile.
+    ended.catch(() => {});
     const watcher: Watcher = {
       topics,
       job: request.job,
@@ -280,6 +283,8 @@ export class WatchHub {
       this.#collecting = true;
       await this.#driver.idle();
       const stored = await this.#store.listExecutions({ limit: SEED_EXECUTIONS });
+      // Stopped meanwhile (the controller stopped leading): nothing more to start.
+      if (this.#stopped !== undefined) return;
       for (const record of stored) this.#noteLatest(record);
       this.#seedRates(stored);
       this.#executions.clear();
