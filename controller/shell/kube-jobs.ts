@@ -107,6 +107,8 @@ export class KubeJobSource {
   #stopped = false;
   /** Finalizers being removed, by key, so a second event does not remove it twice. */
   readonly #finishing = new Set<string>();
+  /** Per object, the handling of its latest change: the next waits for it, so changes apply in order. */
+  readonly #queues = new Map<string, Promise<void>>();
 
   constructor(
     private readonly options: KubeJobsOptions,
@@ -125,7 +127,7 @@ export class KubeJobSource {
           selector: "",
           logger,
           keyOf: (object) => `${object.metadata.namespace ?? ""}/${object.metadata.name}`,
-          onChange: (key, object) => void this.#onChange(key, object).catch((error: unknown) => this.#warn(error, key)),
+          onChange: (key, object) => this.#enqueue(key, () => this.#onChange(key, object)),
           onListed: (keys) => this.#onListed(namespace, keys),
         }),
     );
@@ -144,6 +146,19 @@ export class KubeJobSource {
     clearInterval(this.#statusTimer);
     for (const unsubscribe of this.#unsubscribe.splice(0)) unsubscribe();
     for (const watch of this.#watches) watch.close();
+  }
+
+  /**
+   * Runs `task` after the tasks queued for the same object: an object's changes are applied in
+   * the order seen, so an older spec whose finalizer write is still on its way is never applied
+   * after a newer one.
+   */
+  #enqueue(key: string, task: () => Promise<void>): void {
+    const next = (this.#queues.get(key) ?? Promise.resolve()).then(task).catch((error: unknown) => this.#warn(error, key));
+    this.#queues.set(key, next);
+    void next.then(() => {
+      if (this.#queues.get(key) === next) this.#queues.delete(key);
+    });
   }
 
   async #onChange(key: string, object: KubeObject | undefined): Promise<void> {
@@ -193,7 +208,8 @@ export class KubeJobSource {
     for (const view of this.core.listJobs()) {
       const from = shardedJobOf(view.record.name);
       if (from === undefined || (namespace !== undefined && from.namespace !== namespace)) continue;
-      if (!keys.has(`${from.namespace}/${from.name}`)) void this.#deleteJob(view.record.name).catch((error: unknown) => this.#warn(error, view.record.name));
+      const key = `${from.namespace}/${from.name}`;
+      if (!keys.has(key)) this.#enqueue(key, () => this.#deleteJob(view.record.name));
     }
   }
 
