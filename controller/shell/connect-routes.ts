@@ -22,7 +22,7 @@ import {
  * The AdminService over the Connect protocol (https://connectrpc.com/docs/protocol), on the
  * controller's HTTP port: `POST /shardline.v1.AdminService/<Method>` with a JSON body
  * (`content-type: application/json`, protobuf's JSON mapping) or a binary one
- * (`application/proto`); WatchEvents as a Connect server stream (`application/connect+json` or
+ * (`application/proto`); Watch and WatchEvents as Connect server streams (`application/connect+json` or
  * `application/connect+proto`). Any HTTP client in any language can call it.
  *
  * There is one implementation: these routes call the very object the gRPC server was given
