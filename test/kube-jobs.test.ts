@@ -10,6 +10,7 @@ import { ExecutionState } from "../shared/gen/shardline/v1/types_pb.js";
 import { createClient, type Client } from "../shared/grpc/index.js";
 import { silentLogger } from "../shared/logging.js";
 import { FakeKubeApiServer, type KubeObject, type RecordedRequest } from "./harness/fake-kube-api-server.js";
+import { argoHealth } from "./harness/argocd-health.js";
 import { controllerRbacRules, rbacGrants } from "./harness/kustomize.js";
 import { CliProcess, freePort, requireBuiltCli, shardline, startAgent, waitFor } from "./harness/processes.js";
 
@@ -91,6 +92,11 @@ describe("--jobs-from kubernetes: ShardedJob objects are jobs, with their status
       return object?.metadata.finalizers?.includes("shardline.dev/executions") && condition(object, "Ready")?.status === "True" ? true : undefined;
     });
     expect(statusOf(fake.shardedJob("team-a", "billing"))).toMatchObject({ observedGeneration: 1, shards: 2, readyShards: 2, owners: { "w-1": 2 }, currentRevision: 1 });
+    // Argo CD's health check (deploy/gitops) reads that as Healthy; and, as long as a newer
+    // generation has not been seen by the controller, as Progressing.
+    const healthy = fake.shardedJob("team-a", "billing")!;
+    expect(await argoHealth(healthy)).toMatchObject({ status: "Healthy" });
+    expect(await argoHealth({ ...healthy, metadata: { ...healthy.metadata, generation: 2 } })).toMatchObject({ status: "Progressing" });
 
     const fired = await client.triggerJob({ name: "team-a.billing", shards: [] });
     await waitFor("the trigger's runs", async () => {
@@ -110,6 +116,7 @@ describe("--jobs-from kubernetes: ShardedJob objects are jobs, with their status
     fake.applyShardedJob("team-a", { metadata: { name: "billing" }, spec: { shards: 0, handler: "work" } });
     await waitFor("the Degraded status", () => (condition(fake.shardedJob("team-a", "billing"), "Degraded")?.reason === "InvalidSpec" ? true : undefined));
     expect(condition(fake.shardedJob("team-a", "billing"), "Degraded")?.message).toMatch(/^spec\.shards: 0 is not allowed/);
+    expect(await argoHealth(fake.shardedJob("team-a", "billing"))).toEqual({ status: "Degraded", message: expect.stringMatching(/^InvalidSpec: spec\.shards: 0 is not allowed/) as string });
     expect(fake.events.map((event) => `${String(event.reason)} ${String((event.regarding as { name: string }).name)}`)).toContain("InvalidSpec billing");
     // Another invalid change soon after is no second Event: one a reason per object per ten minutes.
     fake.applyShardedJob("team-a", { metadata: { name: "billing" }, spec: { shards: -1, handler: "work" } });

@@ -25,6 +25,8 @@ need protoc protobuf-compiler
 need grpc_python_plugin protobuf-compiler-grpc
 # Another package's kubectl may own the path; any kubectl will do.
 need kubectl kubernetes-client
+# The Argo CD health check (deploy/gitops/argocd-health.lua) is Lua, run by the ShardedJob tests.
+need lua5.4 lua5.4
 need chromium chromium
 if ! /usr/bin/python3 -c 'import grpc, google.protobuf' >/dev/null 2>&1; then missing+=(python3-grpcio python3-protobuf); fi
 [ -e /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
