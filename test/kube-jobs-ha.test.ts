@@ -5,7 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RunningController, startController } from "../controller/shell/controller.js";
 import { silentLogger } from "../shared/logging.js";
 import { EtcdServer } from "./harness/etcd.js";
-import { FakeKubeApiServer } from "./harness/fake-kube-api-server.js";
+import { FakeKubeApiServer, grantNeeded } from "./harness/fake-kube-api-server.js";
+import { controllerRbacRules, rbacGrants } from "./harness/kustomize.js";
 import { waitFor } from "./harness/processes.js";
 
 /** Two replicas on etcd following ShardedJobs: only the leader writes, and the next leader takes over. */
@@ -60,5 +61,11 @@ describe("--jobs-from kubernetes with replicas", () => {
     await waitFor("the new leader's status", () => ((fake.shardedJob("team-a", "rollup")?.status as { observedGeneration?: number } | undefined)?.observedGeneration === 2 ? true : undefined), 30_000);
     const after = fake.requests.filter((r) => r.method === "PATCH" && r.path.endsWith("/status")).at(-1);
     expect(after?.token).toBe("replica-two");
+
+    // Following one namespace, the controllers asked only for what a Role in it grants: a
+    // namespace-scoped install works.
+    expect(fake.requests.every((r) => r.path.includes("/namespaces/team-a/"))).toBe(true);
+    const granted = rbacGrants(await controllerRbacRules("namespaced"));
+    expect(fake.requests.map(grantNeeded).filter((grant) => !granted.has(grant))).toEqual([]);
   }, 90_000);
 });

@@ -9,7 +9,7 @@ import { AdminService } from "../shared/gen/shardline/v1/admin_service_pb.js";
 import { ExecutionState } from "../shared/gen/shardline/v1/types_pb.js";
 import { createClient, type Client } from "../shared/grpc/index.js";
 import { silentLogger } from "../shared/logging.js";
-import { FakeKubeApiServer, type KubeObject, type RecordedRequest } from "./harness/fake-kube-api-server.js";
+import { FakeKubeApiServer, grantNeeded, type KubeObject } from "./harness/fake-kube-api-server.js";
 import { argoHealth } from "./harness/argocd-health.js";
 import { controllerRbacRules, rbacGrants } from "./harness/kustomize.js";
 import { CliProcess, freePort, requireBuiltCli, shardline, startAgent, waitFor } from "./harness/processes.js";
@@ -28,15 +28,6 @@ interface Status {
 
 const statusOf = (object: KubeObject | undefined): Status => (object?.status ?? {}) as Status;
 
-/** What RBAC must allow for a request the controller made: `group/resource:verb`. */
-export function grantNeeded(request: RecordedRequest): string {
-  const match = /^\/apis\/([^/]+)\/v1(?:\/namespaces\/[^/]+)?\/([^/]+)(?:\/([^/]+)(?:\/(status))?)?$/.exec(request.path);
-  if (match === null) throw new Error(`a request the RBAC check does not know: ${request.method} ${request.path}`);
-  const [, group, resource, name, sub] = match;
-  const verb =
-    request.method === "GET" ? (request.query.watch !== undefined ? "watch" : name === undefined ? "list" : "get") : request.method === "POST" ? "create" : request.method === "PUT" ? "update" : request.method.toLowerCase();
-  return `${group}/${resource}${sub === undefined ? "" : `/${sub}`}:${verb}`;
-}
 const condition = (object: KubeObject | undefined, type: string) => statusOf(object).conditions?.find((c) => c.type === type);
 
 /** ShardedJobs followed from a (fake) API server by a controller started with --jobs-from kubernetes. */

@@ -891,3 +891,13 @@ function timestamp(): string {
 function clone<T>(value: T): T {
   return value === undefined ? value : (structuredClone(value) as T);
 }
+
+/** What RBAC must allow for a request the controller made: `group/resource:verb`. */
+export function grantNeeded(request: RecordedRequest): string {
+  const match = /^\/apis\/([^/]+)\/v1(?:\/namespaces\/[^/]+)?\/([^/]+)(?:\/([^/]+)(?:\/(status))?)?$/.exec(request.path);
+  if (match === null) throw new Error(`a request the RBAC check does not know: ${request.method} ${request.path}`);
+  const [, group, resource, name, sub] = match;
+  const verb =
+    request.method === "GET" ? (request.query.watch !== undefined ? "watch" : name === undefined ? "list" : "get") : request.method === "POST" ? "create" : request.method === "PUT" ? "update" : request.method.toLowerCase();
+  return `${group}/${resource}${sub === undefined ? "" : `/${sub}`}:${verb}`;
+}
