@@ -23,6 +23,7 @@ interface Status {
   owners?: Record<string, number>;
   lastOutcome?: string | null;
   currentRevision?: number;
+  stableRevision?: number;
   conditions?: { type: string; status: string; reason: string; message: string }[];
 }
 
@@ -130,6 +131,24 @@ describe("--jobs-from kubernetes: ShardedJob objects are jobs, with their status
     // Its ClusterRole (deploy/kustomize) grants exactly what the controller asked for: every
     // request it made, and nothing it did not use.
     expect(new Set(fake.requests.map(grantNeeded))).toEqual(rbacGrants(await controllerRbacRules("cluster")));
+  }, 90_000);
+
+  it("says Progressing while a change rolls out, and Ready again once it is promoted through", async () => {
+    const client = await start();
+    const spec = (parameter: string) => ({ shards: 4, handler: "work", parameter, rollout: { steps: [{ weight: 50 }, { pause: {} }] } });
+    fake.applyShardedJob("team-d", { metadata: { name: "sweep" }, spec: spec("one") });
+    await waitFor("Ready at revision 1", () => (condition(fake.shardedJob("team-d", "sweep"), "Ready")?.status === "True" ? true : undefined));
+    fake.applyShardedJob("team-d", { metadata: { name: "sweep" }, spec: spec("two") });
+    await waitFor("Progressing while the rollout pauses", () => (condition(fake.shardedJob("team-d", "sweep"), "Progressing")?.status === "True" ? true : undefined));
+    expect(condition(fake.shardedJob("team-d", "sweep"), "Progressing")).toMatchObject({ reason: "RolloutInProgress", message: expect.stringMatching(/^rollout to revision 2: /) as string });
+    expect(statusOf(fake.shardedJob("team-d", "sweep"))).toMatchObject({ currentRevision: 2, stableRevision: 1 });
+    expect(await argoHealth(fake.shardedJob("team-d", "sweep"))).toMatchObject({ status: "Progressing" });
+    // Steering the rollout is allowed through the admin API: it changes no spec.
+    await client.promoteRollout({ job: "team-d.sweep", full: true });
+    await waitFor("stable again", () => {
+      const status = statusOf(fake.shardedJob("team-d", "sweep"));
+      return condition(fake.shardedJob("team-d", "sweep"), "Progressing")?.status === "False" && status.stableRevision === 2 ? true : undefined;
+    });
   }, 90_000);
 
   it("keeps a deleted ShardedJob until its running execution has ended, then lets it go", async () => {
