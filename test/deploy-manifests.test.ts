@@ -237,9 +237,17 @@ describe("deploy/kustomize", () => {
     expect(grantsOf(clusterRoles[0]!)).toEqual(await verbsNodeLabelsUse());
     const clusterBindings = (objects.filter((o) => o.kind === "ClusterRoleBinding") as Binding[]).filter((b) => b.roleRef.name.startsWith("shardline-agent"));
     expect(clusterBindings.map((b) => [b.roleRef.kind, b.roleRef.name, b.subjects])).toEqual([["ClusterRole", "shardline-agent-nodes", agentAccount]]);
-    // The controller's pods get a token: they follow ShardedJobs (--jobs-from kubernetes).
+    // The controller's pods get a token: they follow ShardedJobs (--jobs-from kubernetes), and a
+    // pod without one would not start (no Kubernetes configuration).
     const controllerAccount = objects.find((o) => o.kind === "ServiceAccount" && o.metadata.name === "shardline-controller")!;
     expect(controllerAccount.automountServiceAccountToken).toBe(true);
+    for (const dir of ["controller/sqlite", "controller/etcd"]) {
+      for (const workload of rendered.get(dir)!.filter(isShardlineWorkload)) {
+        const pod = workload.spec.template.spec as { automountServiceAccountToken?: boolean; containers: { args?: string[] }[] };
+        expect(pod.containers[0]!.args, `${dir}: ${workload.metadata.name}`).toContain("--jobs-from=kubernetes");
+        expect(pod.automountServiceAccountToken, `${dir}: ${workload.metadata.name} mounts no token`).not.toBe(false);
+      }
+    }
   });
 
   it("runs the same agent container as a DaemonSet and as a Deployment, and the same controller on SQLite and etcd", () => {
