@@ -99,6 +99,18 @@ describe("AdminService.Watch: the live view", () => {
     dir = undefined;
   });
 
+  /** A core and its driver on an in-memory SQLite store, for a hub built by the test itself. */
+  async function inMemoryCore(): Promise<{ store: SqliteStore; core: ControllerCore; driver: CoreDriver }> {
+    const store = new SqliteStore(":memory:");
+    const core = new ControllerCore(DEFAULT_CORE_CONFIG, await store.open(), Date.now());
+    const driver = new CoreDriver(core, store, silentLogger(), (error) => {
+      throw error;
+    });
+    await driver.start();
+    cleanup.push(() => store.close(), () => driver.stop());
+    return { store, core, driver };
+  }
+
   async function start(tokens?: string): Promise<Client<typeof AdminService>> {
     dir = await mkdtemp(join(tmpdir(), "shardline-watch-"));
     if (tokens !== undefined) await writeFile(join(dir, "tokens"), tokens);
@@ -214,13 +226,7 @@ describe("AdminService.Watch: the live view", () => {
   });
 
   it("cuts off a watcher that leaves its messages unread, and the controller goes on", async () => {
-    const store = new SqliteStore(":memory:");
-    const core = new ControllerCore(DEFAULT_CORE_CONFIG, await store.open(), Date.now());
-    const driver = new CoreDriver(core, store, silentLogger(), (error) => {
-      throw error;
-    });
-    await driver.start();
-    cleanup.push(() => store.close(), () => driver.stop());
+    const { store, core, driver } = await inMemoryCore();
     const hub = new WatchHub({ core, driver, store, logger: silentLogger(), address: () => "here", traceUrlTemplate: "", limits: { unreadMessages: 1_000, unreadChanges: 50 } });
     cleanup.push(() => hub.stop("the test is over"));
     await driver.run((now) => core.applyJob("rollup", testSpec("rollup", { shards: 10 }), "", now));
@@ -246,13 +252,7 @@ describe("AdminService.Watch: the live view", () => {
   });
 
   it("reports the fires made in the last ten seconds from the first status on, each fire once", async () => {
-    const store = new SqliteStore(":memory:");
-    const core = new ControllerCore(DEFAULT_CORE_CONFIG, await store.open(), Date.now());
-    const driver = new CoreDriver(core, store, silentLogger(), (error) => {
-      throw error;
-    });
-    await driver.start();
-    cleanup.push(() => store.close(), () => driver.stop());
+    const { store, core, driver } = await inMemoryCore();
     // Manual fires only: every fire is the test's.
     await driver.run((now) => core.applyJob("rollup", testSpec("rollup", { shards: 3, schedule: undefined }), "", now));
     for (let fire = 0; fire < 3; fire++) await driver.run((now) => core.triggerJob("rollup", [], undefined, now));
@@ -277,13 +277,7 @@ describe("AdminService.Watch: the live view", () => {
   });
 
   it("ends a watch still reading its start UNAVAILABLE when the controller stops leading, and starts nothing after", async () => {
-    const store = new SqliteStore(":memory:");
-    const core = new ControllerCore(DEFAULT_CORE_CONFIG, await store.open(), Date.now());
-    const driver = new CoreDriver(core, store, silentLogger(), (error) => {
-      throw error;
-    });
-    await driver.start();
-    cleanup.push(() => store.close(), () => driver.stop());
+    const { store, core, driver } = await inMemoryCore();
     // The hub's first read of the store waits for the test.
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));

@@ -111,6 +111,19 @@ type ExecutionParams = [
   number | null,
 ];
 
+/**
+ * A listing's WHERE clause from the filters given (a filter whose value is undefined is left out)
+ * and its parameters, the limit last. Throws for a limit that is not a count.
+ */
+function filtered(limit: number, filters: readonly [unknown, string][]): { where: string; params: unknown[] } {
+  if (!Number.isSafeInteger(limit) || limit < 0) throw ShardlineError.invalid("limit", limit, "an integer of at least 0");
+  const given = filters.filter(([value]) => value !== undefined);
+  return {
+    where: given.length === 0 ? "" : `WHERE ${given.map(([, clause]) => clause).join(" AND ")}`,
+    params: [...given.map(([value]) => value), limit],
+  };
+}
+
 /** The audit table's columns, named as AuditRecord's fields. */
 const AUDIT_COLUMNS = "time, caller, role, peer, method, target, summary, outcome, error";
 
@@ -154,7 +167,8 @@ interface Statements {
  */
 export class SqliteFile {
   /** Listing statements by the set of filters used, so each shape is prepared once. */
-  private readonly listings = new Map<string, Database.Statement<unknown[], ExecutionRow>>();
+  /** Listing statements by their SQL, prepared on first use (one per combination of filters). */
+  private readonly listings = new Map<string, Database.Statement<unknown[], unknown>>();
 
   private constructor(
     readonly path: string,
@@ -212,35 +226,29 @@ export class SqliteFile {
 
   /** The execution history matching every given filter, newest fire first, at most `limit`. */
   listExecutions(query: ExecutionQuery): ExecutionRecord[] {
-    if (!Number.isSafeInteger(query.limit) || query.limit < 0) {
-      throw ShardlineError.invalid("limit", query.limit, "an integer of at least 0");
+    const { where, params } = filtered(query.limit, [
+      [query.job, "job = ?"],
+      [query.shard, "shard = ?"],
+      [query.agent, "agent = ?"],
+      [query.state, "state = ?"],
+      [query.since, "fire_time >= ?"],
+      [query.until, "fire_time < ?"],
+    ]);
+    return guard("list executions", () =>
+      this.#listing<ExecutionRow>(`SELECT ${EXECUTION_COLUMNS} FROM executions ${where} ORDER BY ${EXECUTION_ORDER} LIMIT ?`)
+        .all(...params)
+        .map(toExecutionRecord),
+    );
+  }
+
+  /** The prepared statement of a listing's SQL, prepared once. */
+  #listing<Row>(sql: string): Database.Statement<unknown[], Row> {
+    let statement = this.listings.get(sql);
+    if (statement === undefined) {
+      statement = this.db.prepare<unknown[], unknown>(sql);
+      this.listings.set(sql, statement);
     }
-    const clauses: string[] = [];
-    const params: unknown[] = [];
-    const filter = (value: unknown, clause: string): void => {
-      if (value === undefined) return;
-      clauses.push(clause);
-      params.push(value);
-    };
-    filter(query.job, "job = ?");
-    filter(query.shard, "shard = ?");
-    filter(query.agent, "agent = ?");
-    filter(query.state, "state = ?");
-    filter(query.since, "fire_time >= ?");
-    filter(query.until, "fire_time < ?");
-    params.push(query.limit);
-    const key = clauses.join(" AND ");
-    return guard("list executions", () => {
-      let statement = this.listings.get(key);
-      if (statement === undefined) {
-        const where = key === "" ? "" : `WHERE ${key}`;
-        statement = this.db.prepare<unknown[], ExecutionRow>(
-          `SELECT ${EXECUTION_COLUMNS} FROM executions ${where} ORDER BY ${EXECUTION_ORDER} LIMIT ?`,
-        );
-        this.listings.set(key, statement);
-      }
-      return statement.all(...params).map(toExecutionRecord);
-    });
+    return statement as Database.Statement<unknown[], Row>;
   }
 
   /** One execution by its id (`JOB/FIRE_UNIX_MS/SHARD/ATTEMPT`), if the file still holds it. */
@@ -261,21 +269,12 @@ export class SqliteFile {
 
   /** The audit trail matching every given filter, newest first, at most `limit`. */
   listAudit(query: AuditQuery): AuditRecord[] {
-    if (!Number.isSafeInteger(query.limit) || query.limit < 0) throw ShardlineError.invalid("limit", query.limit, "an integer of at least 0");
-    const clauses: string[] = [];
-    const params: unknown[] = [];
-    const filter = (value: unknown, clause: string): void => {
-      if (value === undefined) return;
-      clauses.push(clause);
-      params.push(value);
-    };
-    filter(query.since, "time >= ?");
-    filter(query.caller, "caller = ?");
-    filter(query.target, "target = ?");
-    const where = clauses.length === 0 ? "" : `WHERE ${clauses.join(" AND ")}`;
-    return guard("list the audit trail", () =>
-      this.db.prepare<unknown[], AuditRecord>(`SELECT ${AUDIT_COLUMNS} FROM audit ${where} ORDER BY seq DESC LIMIT ?`).all(...params, query.limit),
-    );
+    const { where, params } = filtered(query.limit, [
+      [query.since, "time >= ?"],
+      [query.caller, "caller = ?"],
+      [query.target, "target = ?"],
+    ]);
+    return guard("list the audit trail", () => this.#listing<AuditRecord>(`SELECT ${AUDIT_COLUMNS} FROM audit ${where} ORDER BY seq DESC LIMIT ?`).all(...params));
   }
 
   /** A job's revisions kept, newest first. */
