@@ -39,7 +39,7 @@ export function rssBytes(pid: number): number {
   return Number(match[1]) * 1024;
 }
 
-/** A controller child process on a loopback port with its own SQLite file. */
+/** A controller child process on a loopback port with its own store (a store URL: `sqlite:PATH`, `etcd:...`). */
 export class ControllerProcess {
   private child: ChildProcess | undefined;
   private output = "";
@@ -50,14 +50,14 @@ export class ControllerProcess {
     this.admin = createClient(AdminService, address);
   }
 
-  static async start(storePath: string, flags: string[] = []): Promise<ControllerProcess> {
+  static async start(store: string, flags: string[] = []): Promise<ControllerProcess> {
     const controller = new ControllerProcess(`127.0.0.1:${await freePort()}`);
     const http = `127.0.0.1:${await freePort()}`;
     // For profiling the controller under the benchmark's load, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
     const nodeArgs = process.env.SHARDLINE_BENCH_CONTROLLER_NODE_ARGS?.split(" ").filter((a) => a !== "") ?? [];
     const child = spawn(
       process.execPath,
-      [...nodeArgs, CLI, "--log-level", "warn", "controller", "--listen", controller.address, "--http", http, "--store", `sqlite:${storePath}`, ...flags],
+      [...nodeArgs, CLI, "--log-level", "warn", "controller", "--listen", controller.address, "--http", http, "--store", store, ...flags],
       { stdio: ["ignore", "pipe", "pipe"] },
     );
     controller.child = child;

@@ -21,7 +21,8 @@ export type LoadCommand =
   /** The lags recorded so far; with `reset`, forgotten in the same step. */
   | { type: "lags"; reset?: boolean }
   | { type: "count" }
-  | { type: "reset" }
+  /** Forgets lags and counts; with `progress`, sends a `count` report at the end of every turn in which runs finished. */
+  | { type: "reset"; progress?: boolean }
   | { type: "holdings" }
   | { type: "drain" }
   /** Stops one agent at once, without a goodbye, as a crash would: if this process runs it. */
@@ -48,6 +49,19 @@ function nowMs(): number {
 let lags: number[] = [];
 let finished = 0;
 let lastFinishedAt = 0;
+/** Whether the parent follows `finished` through `count` reports sent as runs finish, not asked for. */
+let progress = false;
+let progressDue = false;
+
+/** One `count` report at the end of this turn, however many runs finish in it. */
+function reportProgress(): void {
+  if (!progress || progressDue) return;
+  progressDue = true;
+  setImmediate(() => {
+    progressDue = false;
+    send({ type: "count", finished, lastFinishedAt });
+  });
+}
 const agents: Agent[] = [];
 const held = new Map<string, number>();
 let lastChangeAt = 0;
@@ -65,6 +79,7 @@ const handlers = {
     lags.push(nowMs() - ctx.fireTime.getTime());
     finished++;
     lastFinishedAt = nowMs();
+    reportProgress();
   },
   async hold(ctx: HandlerContext): Promise<void> {
     send({ type: "run-start", job: ctx.job, shard: ctx.shard, agent: ctx.agentId, at: nowMs() });
@@ -124,6 +139,7 @@ async function handle(command: LoadCommand): Promise<void> {
       lags = [];
       finished = 0;
       lastFinishedAt = 0;
+      progress = command.progress === true;
       return;
     case "holdings": {
       let total = 0;

@@ -15,7 +15,7 @@ export interface DrainResult {
  * (as on SIGTERM) in the middle, and every shard of every fire around it is accounted for.
  */
 export async function shardlineDrainMisses(dir: string, options: { agents: number; shards: number; seconds: number }): Promise<DrainResult> {
-  const controller = await ControllerProcess.start(join(dir, "drain.db"));
+  const controller = await ControllerProcess.start(`sqlite:${join(dir, "drain.db")}`);
   const loads = await startLoad(controller.address, "dr", options.agents, options.agents);
   try {
     await agentsReady(controller.admin, options.agents);

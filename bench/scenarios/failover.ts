@@ -24,7 +24,7 @@ const LEASE_TTL_MS = 2_000;
  * next round.
  */
 export async function shardlineFailover(dir: string, options: FailoverOptions): Promise<FailoverResult> {
-  const controller = await ControllerProcess.start(join(dir, "failover.db"), ["--lease-ttl", String(LEASE_TTL_MS)]);
+  const controller = await ControllerProcess.start(`sqlite:${join(dir, "failover.db")}`, ["--lease-ttl", String(LEASE_TTL_MS)]);
   const loads: LoadProcess[] = [];
   const starts: Extract<LoadReport, { type: "run-start" }>[] = [];
   const spawnAgent = (index: number): LoadProcess => {

@@ -41,7 +41,7 @@ export interface FireLagResult {
  * handler starts minus the fire instant. Fresh controller and store.
  */
 export async function shardlineFireLag(dir: string, options: FireLagOptions): Promise<FireLagResult> {
-  const controller = await ControllerProcess.start(join(dir, `fire-lag-${options.firesPerSecond}.db`));
+  const controller = await ControllerProcess.start(`sqlite:${join(dir, `fire-lag-${options.firesPerSecond}.db`)}`);
   const loads = await startLoad(controller.address, "lag", options.agents, options.processes);
   try {
     await agentsReady(controller.admin, options.agents);

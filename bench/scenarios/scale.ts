@@ -30,7 +30,7 @@ export interface ScaleResult {
  * and how long placing and re-placing shards takes.
  */
 export async function shardlineScale(dir: string, options: ScaleOptions): Promise<ScaleResult> {
-  const controller = await ControllerProcess.start(join(dir, "scale.db"), [
+  const controller = await ControllerProcess.start(`sqlite:${join(dir, "scale.db")}`, [
     "--heartbeat-interval",
     String(options.heartbeatIntervalMs),
     "--lease-ttl",

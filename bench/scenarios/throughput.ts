@@ -1,8 +1,11 @@
 import { join } from "node:path";
-import { agentsReady, ControllerProcess, manifest, startLoad, until } from "../harness.js";
+import { type CpuReading, CpuMeter } from "../cpu.js";
+import { agentsReady, ControllerProcess, type LoadProcess, manifest, startLoad, until } from "../harness.js";
 
 /** Triggers whose executions may be outstanding at once. */
 const IN_FLIGHT = 5;
+/** The longest a run may take to see every execution it asked for, before it fails saying how many arrived. */
+const RUN_TIMEOUT_MS = 300_000;
 
 export interface ThroughputOptions {
   agents: number;
@@ -10,21 +13,30 @@ export interface ThroughputOptions {
   /** Executions in all: triggers of a job of `shardsPerTrigger` shards, sent back to back. */
   executions: number;
   shardsPerTrigger: number;
+  /** Extra controller flags, such as another store. */
+  controllerFlags?: string[];
+  /** The controller's store; a fresh SQLite file in `dir` unless given. */
+  store?: string;
 }
 
 export interface ThroughputResult {
   executions: number;
   seconds: number;
   perSecond: number;
+  /** CPU time of the controller (every thread) and of the load processes from the first trigger to the last run's end. */
+  cpu: CpuReading;
+  /** Microseconds of CPU per execution, every process together. */
+  cpuMicrosEach: number;
 }
 
 /**
  * Dispatch throughput: one job of many shards with no-op handlers, triggered again as soon as
  * fewer than IN_FLIGHT triggers' executions are outstanding; time from the first trigger until
- * the agents have run every execution.
+ * the agents have run every execution, and the CPU every process spent meanwhile.
  */
 export async function shardlineThroughput(dir: string, options: ThroughputOptions): Promise<ThroughputResult> {
-  const controller = await ControllerProcess.start(join(dir, `throughput-${options.agents}.db`));
+  const store = options.store ?? `sqlite:${join(dir, `throughput-${options.agents}-${Date.now()}.db`)}`;
+  const controller = await ControllerProcess.start(store, options.controllerFlags ?? []);
   const loads = await startLoad(controller.address, "tp", options.agents, options.processes);
   try {
     await agentsReady(controller.admin, options.agents);
@@ -34,34 +46,72 @@ export async function shardlineThroughput(dir: string, options: ThroughputOption
     await until("every shard to be assigned", async () =>
       (await controller.admin.listAssignments({ job: "throughput" })).assignments.length >= options.shardsPerTrigger ? true : undefined,
     );
-    for (const load of loads) load.send({ type: "reset" });
+    const finished = new FinishedCount(loads);
     const triggers = Math.ceil(options.executions / options.shardsPerTrigger);
     const executions = triggers * options.shardsPerTrigger;
+    const meter = new CpuMeter([{ name: "controller", pid: controller.pid }, ...loads.map((load) => ({ name: "agents", pid: load.pid }))]).start();
     const started = performance.timeOrigin + performance.now();
-    const finished = async (): Promise<number> =>
-      (await Promise.all(loads.map((load) => load.ask({ type: "count" }, "count")))).reduce((sum, r) => sum + r.finished, 0);
     // A closed loop: at most IN_FLIGHT triggers' executions outstanding, as a steady producer
     // would keep it, rather than tens of thousands queued at once.
     for (let i = 0; i < triggers; i++) {
-      if (i >= IN_FLIGHT) {
-        const needed = (i - IN_FLIGHT + 1) * options.shardsPerTrigger;
-        await until(`${needed} executions to finish`, async () => ((await finished()) >= needed ? true : undefined), 300_000, 2);
-      }
+      if (i >= IN_FLIGHT) await finished.reach((i - IN_FLIGHT + 1) * options.shardsPerTrigger);
       await controller.admin.triggerJob({ name: "throughput" });
     }
-    const counts = await until(
-      `${executions} executions to finish`,
-      async () => {
-        const replies = await Promise.all(loads.map((load) => load.ask({ type: "count" }, "count")));
-        return replies.reduce((sum, r) => sum + r.finished, 0) >= executions ? replies : undefined;
-      },
-      300_000,
-      10,
-    );
-    const seconds = (Math.max(...counts.map((r) => r.lastFinishedAt)) - started) / 1000;
-    return { executions, seconds, perSecond: executions / seconds };
+    await finished.reach(executions);
+    const cpu = meter.stop();
+    const seconds = (finished.lastFinishedAt - started) / 1000;
+    return { executions, seconds, perSecond: executions / seconds, cpu, cpuMicrosEach: (cpu.totalSeconds * 1e6) / executions };
   } finally {
     await Promise.all(loads.map((load) => load.stop()));
     await controller.stop();
+  }
+}
+
+/** The runs the load processes have finished, as they report them (each at the end of a turn in which some finished). */
+class FinishedCount {
+  readonly #byLoad = new Map<LoadProcess, number>();
+  #lastFinishedAt = 0;
+  #waiter: { target: number; resolve: () => void } | undefined;
+
+  constructor(loads: readonly LoadProcess[]) {
+    for (const load of loads) {
+      this.#byLoad.set(load, 0);
+      load.onReport((report) => {
+        if (report.type !== "count") return;
+        this.#byLoad.set(load, report.finished);
+        this.#lastFinishedAt = Math.max(this.#lastFinishedAt, report.lastFinishedAt);
+        if (this.#waiter !== undefined && this.total >= this.#waiter.target) this.#waiter.resolve();
+      });
+      load.send({ type: "reset", progress: true });
+    }
+  }
+
+  get total(): number {
+    let sum = 0;
+    for (const count of this.#byLoad.values()) sum += count;
+    return sum;
+  }
+
+  /** When the last run counted so far finished, by the wall clock of its load process. */
+  get lastFinishedAt(): number {
+    return this.#lastFinishedAt;
+  }
+
+  /** Resolves once `target` runs have finished; fails after RUN_TIMEOUT_MS naming how many had. */
+  async reach(target: number): Promise<void> {
+    if (this.total >= target) return;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.#waiter = { target, resolve };
+        timer = setTimeout(
+          () => reject(new Error(`benchmark: ${this.total} of ${target} executions had finished after ${RUN_TIMEOUT_MS} ms`)),
+          RUN_TIMEOUT_MS,
+        );
+      });
+    } finally {
+      clearTimeout(timer);
+      this.#waiter = undefined;
+    }
   }
 }

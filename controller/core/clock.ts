@@ -20,10 +20,16 @@ export function tick(core: CoreState, now: number): void {
 
 export function advance(core: CoreState, now: number): void {
   if (now > core.now) core.now = now;
+  // Fires held back by an earlier batch's budget go first, in the order they fell due.
+  let next = 0;
+  while (next < core.heldFires.length && core.fireBudget > 0) onTimer(core, core.heldFires[next++]!);
+  if (next > 0) core.heldFires = core.heldFires.slice(next);
   for (;;) {
     const timer = core.timers.popDue(core.now);
     if (timer === undefined) return;
-    onTimer(core, timer);
+    // Past the batch's budget a fire waits for the next batch; every other timer runs.
+    if (timer.kind === "fire" && core.fireBudget <= 0) core.heldFires.push(timer);
+    else onTimer(core, timer);
   }
 }
 
@@ -32,8 +38,7 @@ export function onTimer(core: CoreState, timer: TimerKind): void {
     case "fire": {
       const job = core.jobs.get(timer.job);
       if (job === undefined || job.fireToken !== timer.token || job.nextFire !== timer.fireTime) return;
-      Fires.fire(core, job, timer.fireTime, "schedule");
-      Fires.scheduleNext(core, job, timer.fireTime);
+      Fires.scheduledFire(core, job, timer.fireTime);
       return;
     }
     case "lease": {

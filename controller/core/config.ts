@@ -35,6 +35,13 @@ export interface CoreConfig {
    * only after. 0: a lapse aborts runs at once, and they re-run right after the lease.
    */
   disconnectGraceMs: number;
+  /**
+   * The most executions scheduled fires make in one batch (the steps of one event-loop turn);
+   * fires due beyond it wait for the next batch, so that a controller behind its schedule still
+   * reads heartbeats and reports between them. A fire is never split: one larger than this goes
+   * alone. Other timers (leases, retries, grace) are never held back.
+   */
+  maxFireExecutionsPerBatch: number;
   /** Strategies loaded from user modules, by the NAME in `spec.strategy: custom:NAME`. */
   customStrategies?: ReadonlyMap<string, ShardingStrategy>;
 }
@@ -46,4 +53,5 @@ export const DEFAULT_CORE_CONFIG: CoreConfig = {
   maxMissedFiresRecorded: 100,
   dispatchAheadMs: 250,
   disconnectGraceMs: 15_000,
+  maxFireExecutionsPerBatch: 2000,
 };

@@ -65,15 +65,26 @@ export class ControllerCore {
 
   /** The earliest instant at which `tick` has work to do. */
   nextDeadline(): number | undefined {
-    return this.s.timers.peek();
+    // Fires held back for the next batch are due now, unless the shell holds every fire.
+    return this.s.heldFires.length > 0 && this.s.fireBudget > 0 ? this.s.now : this.s.timers.peek();
+  }
+
+  /** Ends a hold of take({ holdFires: true }): the fires due meanwhile are made at the next tick. */
+  releaseFires(): void {
+    this.s.fireBudget = this.s.config.maxFireExecutionsPerBatch;
   }
 
   /**
    * Collects what the steps since the last call decided, placing shards first if any of them
    * asked to: placement is computed once per batch of steps, not once per step, since it costs
    * O(jobs x agents) and a fleet connecting or leaving brings many steps in one turn.
+   *
+   * The next batch may make up to config.maxFireExecutionsPerBatch executions of scheduled
+   * fires; with `holdFires` (the shell's store is behind), none until releaseFires(): fires due
+   * meanwhile wait, and one made a whole period late is a missed fire (Fires.scheduledFire).
    */
-  take(): Effects {
+  take(options: { holdFires?: boolean } = {}): Effects {
+    this.s.fireBudget = options.holdFires === true ? 0 : this.s.config.maxFireExecutionsPerBatch;
     if (this.s.reconcilePending) {
       this.s.reconcilePending = false;
       Placement.reconcileAll(this.s);
@@ -109,6 +120,11 @@ export class ControllerCore {
   /** How many jobs there are, and whether one is named `name`: cheap, unlike listJobs. */
   jobCount(name?: string): { total: number; exists: boolean } {
     return Views.jobCount(this.s, name);
+  }
+
+  /** A job's record as it is now (spec, revision, rollout), or undefined: cheap, for every event, unlike getJob's view. */
+  jobRecord(name: string): JobRecord | undefined {
+    return this.s.jobs.get(name)?.record;
   }
 
   getJob(name: string): JobView {

@@ -4,7 +4,7 @@ import type { CoreConfig } from "./config.js";
 import { type ExecutionTracing } from "./execution-tracing.js";
 import type { AssignmentRef, CoreEvent } from "./messages.js";
 import { Outbox } from "./outbox.js";
-import { TimerQueue } from "./timer-queue.js";
+import { type TimerKind, TimerQueue } from "./timer-queue.js";
 import type { AgentEntry, ShardEntry, JobEntry, FireProgress } from "./model.js";
 import type { UnknownRun } from "./disconnect-grace.js";
 
@@ -33,6 +33,10 @@ export class CoreState {
   /** When each waiting execution joined its queue: first in, first out within a priority. */
   readonly queuedAt = new Map<string, number>();
   queueSeq = 0;
+  /** Executions scheduled fires may still make in this batch (config.maxFireExecutionsPerBatch); take() refills it. */
+  fireBudget: number;
+  /** Fire timers due but past a batch's budget, in the order they fell due: the next batch starts with them. */
+  heldFires: Extract<TimerKind, { kind: "fire" }>[] = [];
   readonly timers = new TimerQueue();
   /** The instant each job's rollout timer is armed for (rollouts.ts), so a pause arms one. */
   readonly rolloutTimers = new Map<string, number>();
@@ -57,7 +61,9 @@ export class CoreState {
     public now: number,
     /** Until then no shard is given to an agent that does not claim it: see the facade's constructor. */
     readonly startupGraceUntil: number,
-  ) {}
+  ) {
+    this.fireBudget = config.maxFireExecutionsPerBatch;
+  }
 
   emit(
     type: string,

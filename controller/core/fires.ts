@@ -3,7 +3,7 @@ import { fireTimesBetween, nextFireAfter } from "../../shared/schedule.js";
 import type { ExecutionCause, ExecutionRecord } from "./store-port.js";
 import { executionId } from "./execution-id.js";
 import { NO_TRACING, type TraceCarrier } from "./execution-tracing.js";
-import { admitLateFire, planMissedFires } from "./misfire.js";
+import { admitLateFire, type MisfireKind, planMissedFires } from "./misfire.js";
 import type { ShardEntry, JobEntry } from "./model.js";
 import { CoreState } from "./core-state.js";
 import { fireKey } from "./fire-complete.js";
@@ -80,6 +80,26 @@ export function fire(core: CoreState,  job: JobEntry, fireTime: number, cause: E
   return ids;
 }
 
+/**
+ * A scheduled fire's timer, at `core.now`. A controller a whole schedule period or more behind
+ * (a starved CPU, a long pause) does not make every instant it missed one after another, each
+ * finding its shards still busy with the one before: the instants due by now are missed fires,
+ * and the misfire policy picks which run, as after downtime. So a controller past its capacity
+ * makes fewer fires rather than falling further behind, and keeps its agents' leases.
+ */
+export function scheduledFire(core: CoreState, job: JobEntry, fireTime: number): void {
+  const spec = job.record.spec;
+  // Timers fire dispatchAheadMs early: only one past its instant can be a period behind.
+  const following = core.now > fireTime ? nextFireAfter(spec.schedule!, spec.timeZone, fireTime) : undefined;
+  if (following !== undefined && following <= core.now) {
+    core.fireBudget -= catchUp(core, job, fireTime - 1, "behind", "missed while the controller was behind its schedule (a starved CPU or a long pause)");
+    scheduleNext(core, job, Math.max(core.now, job.cursor ?? core.now));
+    return;
+  }
+  core.fireBudget -= Math.max(1, fire(core, job, fireTime, "schedule").length);
+  scheduleNext(core, job, fireTime);
+}
+
 /** Starts an execution now if its shard can, else queues or misfires it per the job's spec. */
 export function enqueue(core: CoreState, job: JobEntry, shard: ShardEntry, execution: ExecutionRecord): void {
   if (!Executions.canStartNow(core, job, shard)) {
@@ -87,7 +107,7 @@ export function enqueue(core: CoreState, job: JobEntry, shard: ShardEntry, execu
     const admission = admitLateFire(job.record.spec, execution.cause, waiting);
     if (!admission.admit) {
       const wait = Waiting.shardWait(core, job, shard);
-      misfire(core, execution, wait === undefined ? admission.reason : `${admission.reason}: ${wait}`);
+      misfire(core, execution, "shard", wait === undefined ? admission.reason : `${admission.reason}: ${wait}`);
       return;
     }
   }
@@ -102,7 +122,12 @@ export function enqueue(core: CoreState, job: JobEntry, shard: ShardEntry, execu
   Executions.dispatchShard(core, shard);
 }
 
-export function misfire(core: CoreState, execution: ExecutionRecord, reason: string): void {
+/**
+ * Records an execution as misfired. `kind` says why, for counting: its shard could not start it
+ * on time (`shard`), no controller was running at its instant (`down`), or the controller was
+ * behind its schedule (`behind`); `reason` says it in words.
+ */
+export function misfire(core: CoreState, execution: ExecutionRecord, kind: MisfireKind, reason: string): void {
   execution.state = "misfired";
   execution.error = reason;
   execution.finishedAt = core.now;
@@ -112,6 +137,7 @@ export function misfire(core: CoreState, execution: ExecutionRecord, reason: str
     job: execution.job,
     shard: execution.shard,
     executionId: execution.id,
+    misfire: kind,
   });
 }
 
@@ -131,33 +157,44 @@ export function scheduleNext(core: CoreState, job: JobEntry, after: number): voi
 export function catchUpMissedFires(core: CoreState, job: JobEntry): void {
   const spec = job.record.spec;
   if (spec.schedule !== undefined && job.cursor !== undefined && !job.record.paused && !spec.suspend) {
-    const limit = core.config.maxMissedFiresRecorded + spec.maxCatchUp;
-    const missed = fireTimesBetween(spec.schedule, spec.timeZone, job.cursor, core.now, limit);
-    if (missed.length > 0) {
-      const plan = planMissedFires(spec, missed);
-      const recorded = plan.misfire.slice(-core.config.maxMissedFiresRecorded);
-      if (missed.length >= limit || recorded.length < plan.misfire.length) {
-        core.emit("job.misfired", `job ${job.record.name} missed more fires than are recorded one by one`, {
-          job: job.record.name,
-        });
-      }
-      for (const fireTime of recorded) {
-        for (const shard of job.shards) {
-          const revision = Rollouts.revisionFor(core, job, shard);
-          misfire(core, 
-            newExecution(core, job, shard.shard, fireTime, 1, "schedule", Revisions.specOf(job, revision).parameter, revision),
-            `missed while no controller was running (spec.misfire: ${spec.misfire})`,
-          );
-        }
-      }
-      const last = missed[missed.length - 1]!;
-      if (plan.run.length === 0) {
-        job.cursor = last;
-        job.lastIssuedFire = Math.max(job.lastIssuedFire, last);
-        core.outbox.saveCursor(job.record.name, last);
-      }
-      for (const fireTime of plan.run) fire(core, job, fireTime, "misfire");
-    }
+    catchUp(core, job, job.cursor, "down", "missed while no controller was running");
   }
   scheduleNext(core, job, Math.max(core.now, job.cursor ?? core.now));
+}
+
+/**
+ * The fires of a job's schedule after `after` and due by now, missed: the misfire policy picks
+ * those to run (cause `misfire`), and the rest are recorded as misfired, the latest
+ * maxMissedFiresRecorded one by one and any older ones in a single event. Returns how many
+ * executions it made, run or recorded.
+ */
+function catchUp(core: CoreState, job: JobEntry, after: number, kind: MisfireKind, why: string): number {
+  const spec = job.record.spec;
+  const limit = core.config.maxMissedFiresRecorded + spec.maxCatchUp;
+  const missed = fireTimesBetween(spec.schedule!, spec.timeZone, after, core.now, limit);
+  if (missed.length === 0) return 0;
+  const plan = planMissedFires(spec, missed);
+  const recorded = plan.misfire.slice(-core.config.maxMissedFiresRecorded);
+  if (missed.length >= limit || recorded.length < plan.misfire.length) {
+    core.emit("job.misfired", `job ${job.record.name} missed more fires than are recorded one by one (${why})`, {
+      job: job.record.name,
+      misfire: kind,
+    });
+  }
+  let made = 0;
+  for (const fireTime of recorded) {
+    for (const shard of job.shards) {
+      const revision = Rollouts.revisionFor(core, job, shard);
+      misfire(core, newExecution(core, job, shard.shard, fireTime, 1, "schedule", Revisions.specOf(job, revision).parameter, revision), kind, `${why} (spec.misfire: ${spec.misfire})`);
+      made++;
+    }
+  }
+  const last = missed[missed.length - 1]!;
+  if (plan.run.length === 0) {
+    job.cursor = last;
+    job.lastIssuedFire = Math.max(job.lastIssuedFire, last);
+    core.outbox.saveCursor(job.record.name, last);
+  }
+  for (const fireTime of plan.run) made += fire(core, job, fireTime, "misfire").length;
+  return made;
 }

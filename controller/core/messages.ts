@@ -1,4 +1,5 @@
 import type { ExecutionLogChunk, ExecutionStateName, ShardOutcome } from "./store-port.js";
+import type { MisfireKind } from "./misfire.js";
 
 /** An assignment as the core speaks of it: shard of job, stamped (term, generation). */
 export interface AssignmentRef {
@@ -96,6 +97,8 @@ export interface CoreEvent {
   executionId?: string;
   /** For execution events: the execution's state after the event. */
   state?: ExecutionStateName;
+  /** For execution.misfired and job.misfired: why, in a word (MisfireKind). */
+  misfire?: MisfireKind;
   /** For controller.stalled: how long the controller could not run, and how many leases it extended. */
   stall?: { ms: number; leasesExtended: number };
   message: string;

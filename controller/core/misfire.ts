@@ -7,6 +7,13 @@ export interface MisfireSpec {
   maxCatchUp: number;
 }
 
+/**
+ * Why an execution misfired, for counting: its shard could not start it on time (`shard`), no
+ * controller was running at its instant (`down`), or the controller was a whole schedule period
+ * or more behind (`behind`).
+ */
+export type MisfireKind = "shard" | "down" | "behind";
+
 export type Admission = { admit: true } | { admit: false; reason: string };
 
 /**

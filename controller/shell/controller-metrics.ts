@@ -51,7 +51,8 @@ interface JobTally {
   fires: number;
   failovers: number;
   retries: number;
-  misfires: number;
+  /** By why they misfired (MisfireKind): the `{job, reason}` label set made once each. */
+  readonly misfires: Map<string, { count: number; readonly attributes: Attributes }>;
   moved: number;
   readonly outcomes: Map<ExecutionStateName, OutcomeTally>;
   /** Finished executions by revision, then state: the newest REVISIONS_COUNTED revisions seen. */
@@ -104,7 +105,9 @@ export class ControllerMetrics {
     });
     const failovers = meter.createObservableCounter("shardline_failovers", { description: "Lost executions run again on another agent, by job" });
     const retries = meter.createObservableCounter("shardline_retries", { description: "Failed or timed-out executions retried, by job" });
-    const misfires = meter.createObservableCounter("shardline_misfires", { description: "Executions of fires recorded as misfired, by job" });
+    const misfires = meter.createObservableCounter("shardline_misfires", {
+      description: "Executions of fires recorded as misfired, by job and reason (shard: it could not start on time; down: no controller ran; behind: the controller was a schedule period or more behind)",
+    });
     const moved = meter.createObservableCounter("shardline_shards_moved", { description: "Shards assigned to an agent other than their previous owner, by job" });
     const leaseExpiries = meter.createObservableCounter("shardline_lease_expiries", { description: "Agent leases that expired (agents lost without a goodbye)" });
     const stalls = meter.createObservableCounter("shardline_controller_stall_seconds", {
@@ -121,7 +124,7 @@ export class ControllerMetrics {
           result.observe(fires, job.fires, job.attributes);
           result.observe(failovers, job.failovers, job.attributes);
           result.observe(retries, job.retries, job.attributes);
-          result.observe(misfires, job.misfires, job.attributes);
+          for (const misfired of job.misfires.values()) result.observe(misfires, misfired.count, misfired.attributes);
           result.observe(moved, job.moved, job.attributes);
           for (const outcome of job.outcomes.values()) result.observe(executions, outcome.count, outcome.attributes);
           for (const outcomes of job.revisions.values()) for (const outcome of outcomes.values()) result.observe(byRevision, outcome.count, outcome.attributes);
@@ -261,9 +264,17 @@ export class ControllerMetrics {
       case "execution.retry":
         this.job(event.job!).retries++;
         return;
-      case "execution.misfired":
-        this.job(event.job!).misfires++;
+      case "execution.misfired": {
+        const job = this.job(event.job!);
+        const reason = event.misfire ?? "shard";
+        let misfired = job.misfires.get(reason);
+        if (misfired === undefined) {
+          misfired = { count: 0, attributes: { ...job.attributes, reason } };
+          job.misfires.set(reason, misfired);
+        }
+        misfired.count++;
         return;
+      }
       case "agent.lease-expired":
         this.leaseExpiries++;
         return;
@@ -294,7 +305,7 @@ export class ControllerMetrics {
         fires: 0,
         failovers: 0,
         retries: 0,
-        misfires: 0,
+        misfires: new Map(),
         moved: 0,
         outcomes: new Map(),
         revisions: new Map(),

@@ -13,6 +13,10 @@ export type Deliver = (messages: Outbound[], closes: SessionClose[]) => void;
 const TURN_CHECK_MS = 100;
 /** A gap past the check's period by more than this is a stall the core hears of. */
 const STALL_THRESHOLD_MS = 150;
+/** Batches handed to the store and not yet durable past which new fires wait (see flush). */
+const STORE_BEHIND_BATCHES = 2;
+/** How late the ticker may run before the event loop counts as behind, and new fires wait (see flush). */
+const LOOP_BEHIND_MS = 200;
 
 /**
  * Runs the core against the real clock and carries out its effects, in this order
@@ -48,6 +52,11 @@ export class CoreDriver {
   /** A commit failed: nothing more is sent. */
   private failed = false;
   /** The number of the batch that steps go into now, and of the last batch sent. */
+  /** Batches handed to the store and not yet durable. */
+  private unsettled = 0;
+  /** Whether the ticker last ran LOOP_BEHIND_MS late or more: the loop has more to do than it can. */
+  private loopBehind = false;
+  private lastTick = 0;
   private collecting = 1;
   private sent = 0;
   /** Per agent session: the batch of its last message that may write (anything but a heartbeat). */
@@ -69,7 +78,13 @@ export class CoreDriver {
   /** Flushes what the core decided at construction (missed fires) and arms its first timer. */
   start(): Promise<void> {
     this.lastTurn = this.clock();
-    this.ticker = setInterval(() => this.noteTurn(this.clock()), TURN_CHECK_MS);
+    this.lastTick = this.lastTurn;
+    this.ticker = setInterval(() => {
+      const now = this.clock();
+      this.noteLoopLag(now - this.lastTick - TURN_CHECK_MS);
+      this.lastTick = now;
+      this.noteTurn(now);
+    }, TURN_CHECK_MS);
     this.ticker.unref();
     return this.schedule();
   }
@@ -168,10 +183,19 @@ export class CoreDriver {
 
   private flush(): Promise<void> {
     const batch = this.collecting++;
-    const effects = this.takeAcksDue(this.core.take());
+    // A store or an event loop behind holds new fires back until it catches up: past its
+    // capacity the controller makes fewer fires, rather than queueing commits, reports and the
+    // heartbeats behind them without bound until every agent's lease lapses.
+    const effects = this.takeAcksDue(this.core.take({ holdFires: this.behind }));
     const durable = hasWrites(effects.persist) ? this.store.commit(effects.persist) : undefined;
-    // Awaited in turn below; this only keeps a failure from counting as unhandled meanwhile.
-    durable?.catch(() => {});
+    if (durable !== undefined) {
+      this.unsettled++;
+      // A failure is awaited in turn below; this only counts the batch out and keeps it from counting as unhandled meanwhile.
+      durable.then(
+        () => this.settled(),
+        () => {},
+      );
+    }
     this.pipeline = this.pipeline.then(async () => {
       await this.apply(effects, durable);
       this.sent = batch;
@@ -248,6 +272,31 @@ export class CoreDriver {
     const traceContext = event.executionId === undefined ? undefined : savedExecution(event.executionId)?.traceContext;
     const fields = { event: event.type, job: event.job, shard: event.shard, agent: event.agent, execution: event.executionId, ...traceLogFields(traceContext) };
     this.logger[level](fields, event.message);
+  }
+
+  /** The store is STORE_BEHIND_BATCHES commits behind, or the event loop LOOP_BEHIND_MS. */
+  private get behind(): boolean {
+    return this.unsettled >= STORE_BEHIND_BATCHES || this.loopBehind;
+  }
+
+  /** A batch is durable: fires held while the store was behind go ahead once it has caught up. */
+  private settled(): void {
+    this.unsettled--;
+    if (this.unsettled === STORE_BEHIND_BATCHES - 1) this.releaseFires();
+  }
+
+  /** The ticker ran `lateMs` after its period: fires wait while the loop is behind, and go ahead once it has caught up. */
+  private noteLoopLag(lateMs: number): void {
+    const behind = lateMs >= LOOP_BEHIND_MS;
+    if (behind === this.loopBehind) return;
+    this.loopBehind = behind;
+    if (!behind) this.releaseFires();
+  }
+
+  private releaseFires(): void {
+    if (this.behind || this.stopped) return;
+    this.core.releaseFires();
+    this.armTimer();
   }
 
   private armTimer(): void {

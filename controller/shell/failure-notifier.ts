@@ -26,8 +26,8 @@ export interface FailureNotifierSettings {
 
 /** What a FailureNotifier reads and where it logs. */
 export interface FailureNotifierOptions extends FailureNotifierSettings {
-  /** The jobs; getJob throws a not-found ShardlineError for a deleted one. */
-  core: { getJob(name: string): { record: { spec: JobSpec; rollout?: RolloutState } } };
+  /** The jobs; jobRecord is undefined for a deleted one. */
+  core: { jobRecord(name: string): { spec: JobSpec; rollout?: RolloutState } | undefined };
   /** Where the failed execution is read from; events are published after its commit. */
   store: Pick<Store, "getExecution">;
   logger: Logger;
@@ -101,14 +101,7 @@ export class FailureNotifier {
     if (failures === undefined || job === undefined || executionId === undefined) return;
     if (event.type === "execution.finished" && event.state !== undefined && NOT_FAILURES.has(event.state)) return;
     // The spec as it is now: the job may be deleted or changed by the time the store answers.
-    let spec: JobSpec | undefined;
-    try {
-      spec = this.#spec(job);
-    } catch (error) {
-      // Thrown here it would reach the driver that publishes the event, and stop its pipeline.
-      this.#log.error({ err: error, job, execution: executionId }, "could not read the job of a failed execution");
-      return;
-    }
+    const spec = this.#options.core.jobRecord(job)?.spec;
     const task = this.#handle(job, executionId, failures, spec).catch((error: unknown) =>
       this.#log.error({ err: error, job, execution: executionId }, "could not act on a failed execution"),
     );
@@ -152,15 +145,9 @@ export class FailureNotifier {
    * "reason"}`, told apart from an execution by `event`); a job without one, a warn line.
    */
   #rolloutAborted(job: string, event: CoreEvent): void {
-    let spec: JobSpec | undefined;
-    let rollout: RolloutState | undefined;
-    try {
-      spec = this.#spec(job);
-      rollout = spec === undefined ? undefined : this.#options.core.getJob(job).record.rollout;
-    } catch (error) {
-      this.#log.error({ err: error, job }, "could not read the job of an aborted rollout");
-      return;
-    }
+    const record = this.#options.core.jobRecord(job);
+    const spec = record?.spec;
+    const rollout = record?.rollout;
     const webhook = spec?.onFailure?.webhook;
     if (webhook === undefined) {
       this.#log.warn({ job, stableRevision: rollout?.stableRevision, targetRevision: rollout?.targetRevision, reason: rollout?.reason }, event.message);
@@ -240,15 +227,6 @@ export class FailureNotifier {
       this.#log.error(fields, `failure webhook for job ${delivery.job}, ${delivery.subject} dropped: more than ${this.#maxInFlight} deliveries under way`);
     } else {
       this.#log.warn(fields, `failure webhook for job ${delivery.job}, ${delivery.subject} abandoned: the controller is stopping`);
-    }
-  }
-
-  #spec(job: string): JobSpec | undefined {
-    try {
-      return this.#options.core.getJob(job).record.spec;
-    } catch (error) {
-      if (error instanceof ShardlineError && error.code === "not-found") return undefined;
-      throw error;
     }
   }
 

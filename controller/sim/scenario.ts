@@ -24,6 +24,7 @@ export const stepArbitrary: fc.Arbitrary<Step> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("delay" as const), agent, ms: fc.integer({ min: 0, max: 800 }) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("pause" as const), agent, ms: fc.integer({ min: 1, max: 5000 }) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("stall" as const), ms: fc.integer({ min: 1, max: 5000 }) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant("store-behind" as const), ms: fc.integer({ min: 1, max: 5000 }) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("clock-jump" as const), agent, ms: fc.integer({ min: -5000, max: 5000 }) }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant("revise" as const), bad: fc.boolean() }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("promote" as const), full: fc.boolean() }) },
@@ -40,6 +41,8 @@ export const scenarioArbitrary: fc.Arbitrary<Scenario> = fc.record({
   // No grace (runs abort at a lapse, as before there was one), a short one, and one longer
   // than any control-plane outage here (invariant 6).
   graceMs: fc.constantFrom(0, 2_000, 8_000),
+  // Small budgets split a fire's batch of jobs over several batches (Clock.advance).
+  fireBudget: fc.constantFrom(1, 3, 2_000),
 });
 
 /** Runs one scenario; throws the first broken invariant with the steps that led to it. */

@@ -88,6 +88,12 @@ export type Step =
    */
   | { kind: "stall"; ms: number }
   /**
+   * The controller's store falls behind for `ms`: the shell holds new fires back meanwhile
+   * (take({ holdFires })), then releases them. Fires due in between are made late, or recorded as
+   * missed when a whole schedule period late.
+   */
+  | { kind: "store-behind"; ms: number }
+  /**
    * The agent's wall clock steps by `ms` (an NTP correction, a VM restored): fire instants, read
    * on the wall clock, come that much sooner (or later) for it, while its monotonic clock, which
    * the lease runs on, goes on as before. Bounded by the dispatch-ahead as in the runtime.
@@ -126,6 +132,8 @@ export interface Scenario {
    * a started run goes on on an agent whose lease lapsed. Absent: the config's.
    */
   graceMs?: number;
+  /** The controller's CoreConfig.maxFireExecutionsPerBatch for this scenario; small ones split fires over batches. Absent: the config's. */
+  fireBudget?: number;
 }
 
 /** The largest clock rate error the simulator gives an agent: 1,000 ppm, 20x a poor crystal. */
@@ -326,6 +334,8 @@ export class World {
   private controllerDownUntil: number | undefined;
   /** While the controller's process stalls: since when, and until when (the stall step). */
   private controllerStall: { since: number; until: number } | undefined;
+  /** While the store is behind (a store-behind step): the controller's shell holds new fires back. */
+  private firesHeldUntil: number | undefined;
   /** The controllers' addresses (three replicas with leaderLeases, else one), and which leads. */
   private readonly replicas: readonly string[];
   private leader = 0;
@@ -376,7 +386,11 @@ export class World {
     readonly scenario: Scenario,
     config: CoreConfig = DEFAULT_CORE_CONFIG,
   ) {
-    this.config = scenario.graceMs === undefined ? config : { ...config, disconnectGraceMs: scenario.graceMs };
+    this.config = {
+      ...config,
+      ...(scenario.graceMs === undefined ? {} : { disconnectGraceMs: scenario.graceMs }),
+      ...(scenario.fireBudget === undefined ? {} : { maxFireExecutionsPerBatch: scenario.fireBudget }),
+    };
     this.random = prng(scenario.seed);
     this.replicas = scenario.leaderLeases === true ? REPLICAS : ["controller"];
     this.agents = scenario.drifts.map((drift, i) => new SimAgent(`agent-${i}`, drift, this.newInstance(), this.addressesOf(i), this.random));
@@ -452,6 +466,9 @@ export class World {
         if (this.scenario.leaderLeases !== true && this.controllerDownUntil === undefined && this.controllerStall === undefined && step.ms > 0) {
           this.controllerStall = { since: this.now, until: this.now + step.ms };
         }
+        return;
+      case "store-behind":
+        if (step.ms > 0) this.firesHeldUntil = Math.max(this.firesHeldUntil ?? 0, this.now + step.ms);
         return;
       case "impostor":
         this.impostor(agent!);
@@ -578,6 +595,12 @@ export class World {
         this.core.tick(this.now);
         this.flushController();
       });
+      if (this.firesHeldUntil !== undefined) {
+        consider(this.firesHeldUntil, () => {
+          this.firesHeldUntil = undefined;
+          this.core.releaseFires();
+        });
+      }
       consider(this.nextRenewalAt, () => this.renewLeadership());
     }
     for (const agent of this.agents) {
@@ -628,7 +651,7 @@ export class World {
 
   private flushController(): void {
     for (;;) {
-      const effects = this.core.take();
+      const effects = this.core.take({ holdFires: this.firesHeldUntil !== undefined });
       this.checkRevisions(effects.persist);
       this.durable.apply(effects.persist);
       for (const { session, command } of effects.messages) {
