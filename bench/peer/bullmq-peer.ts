@@ -5,98 +5,24 @@
  * made before it returns, so they can run one after another in one process against one Redis.
  */
 import { type ChildProcess, fork } from "node:child_process";
-import { randomUUID } from "node:crypto";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { type Job, type Processor, Queue, Worker, type WorkerOptions } from "bullmq";
+import type { Job, WorkerOptions } from "bullmq";
 import { until } from "../harness.js";
+import { STEP_TIMEOUT_MS, inScope, nowMs, within } from "./bullmq-scope.js";
 import type { StallWorkerConfig, StallWorkerReport } from "./bullmq-stall-worker.js";
 import type { RedisServer } from "./redis-server.js";
+
+export { bullmqThroughput, bullmqThroughputGrid, bullmqThroughputPoint } from "./bullmq-throughput.js";
+export type { BullmqThroughputGrid, BullmqThroughputResult, BullmqThroughputVariant } from "./bullmq-throughput.js";
 
 const STALL_WORKER = join(dirname(fileURLToPath(import.meta.url)), "bullmq-stall-worker.js");
 
 /** The repeat interval of every scheduler in bullmqRepeatLag, as in Shardline's lag benchmark. */
 const EVERY_MS = 1000;
-/** Jobs per addBulk call: large enough to amortise round trips, small enough for one Lua call. */
-const ADD_CHUNK = 1000;
-/** Longest wait for a close, an obliterate or a child's report before the run fails. */
-const STEP_TIMEOUT_MS = 30_000;
-
-/** Wall-clock milliseconds with a fraction: lags are often below one millisecond. */
-function nowMs(): number {
-  return performance.timeOrigin + performance.now();
-}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Settles like `promise`, or rejects after `ms` saying what did not happen. */
-function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`benchmark: gave up waiting for ${what} after ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-/**
- * One measurement's BullMQ objects: one queue and its workers, with every `error` event kept (an
- * EventEmitter without an error listener would crash the process instead) and failing the run.
- */
-class BullmqScope {
-  readonly name = `shardline-bench-${randomUUID()}`;
-  readonly queue: Queue;
-  private readonly workers: Worker[] = [];
-  private failure: Error | undefined;
-
-  constructor(private readonly redis: RedisServer) {
-    // A fresh options object per client: BullMQ adjusts the one it is given.
-    this.queue = new Queue(this.name, { connection: { ...redis.connection } });
-    this.queue.on("error", (error) => this.fail("queue", error));
-  }
-
-  worker(processor: Processor, options: Omit<WorkerOptions, "connection"> = {}): Worker {
-    const worker = new Worker(this.name, processor, { ...options, connection: { ...this.redis.connection } });
-    worker.on("error", (error) => this.fail("worker", error));
-    worker.on("failed", (job, error) => this.fail(`job ${job?.id}`, error));
-    this.workers.push(worker);
-    return worker;
-  }
-
-  /** Throws the first error any queue, worker or job reported. */
-  check(): void {
-    if (this.failure !== undefined) throw this.failure;
-  }
-
-  /** Closes the workers, then deletes the queue's keys and closes it; each step bounded. */
-  async close(): Promise<void> {
-    await within(Promise.all(this.workers.map((worker) => worker.close())), STEP_TIMEOUT_MS, `the workers of ${this.name} to close`);
-    await within(this.queue.obliterate({ force: true }), STEP_TIMEOUT_MS, `${this.name} to be obliterated`);
-    await within(this.queue.close(), STEP_TIMEOUT_MS, `${this.name} to close`);
-  }
-
-  private fail(source: string, error: Error): void {
-    this.failure ??= new Error(`BullMQ ${source} in ${this.name} failed: ${error.message}`, { cause: error });
-  }
-}
-
-/** Runs `body` in a fresh scope and closes the scope whatever happens, never hiding body's error. */
-async function inScope<T>(redis: RedisServer, body: (scope: BullmqScope) => Promise<T>): Promise<T> {
-  const scope = new BullmqScope(redis);
-  let result: T;
-  try {
-    result = await body(scope);
-  } catch (error) {
-    try {
-      await scope.close();
-    } catch (closeError) {
-      throw new AggregateError([error, closeError], `${String(error)} (and cleaning up failed too: ${String(closeError)})`);
-    }
-    throw error;
-  }
-  await scope.close();
-  return result;
 }
 
 /**
@@ -180,46 +106,6 @@ export async function bullmqRepeatLag(
       for (let i = 1; i < seen.length; i++) missedRuns += skippedSlots(seen[i - 1]!, seen[i]!, measureFrom, measureUntil);
     }
     return { lagsMs, missedRuns };
-  });
-}
-
-/**
- * Throughput of one BullMQ Worker with `concurrency` and a no-op processor: `jobs` jobs added with
- * addBulk in chunks of 1000, timed from the first add to the last `completed` event. Completed
- * jobs are kept, BullMQ's default. Fails if they have not all completed within `timeoutMs`
- * (default 300 s) of the first add.
- */
-export async function bullmqThroughput(
-  redis: RedisServer,
-  options: { jobs: number; concurrency: number; timeoutMs?: number },
-): Promise<{ jobs: number; seconds: number; perSecond: number }> {
-  const timeoutMs = options.timeoutMs ?? 300_000;
-  return inScope(redis, async (scope) => {
-    let completed = 0;
-    let lastCompletedAt = 0;
-    const worker = scope.worker(async () => {}, { concurrency: options.concurrency });
-    worker.on("completed", () => {
-      completed++;
-      lastCompletedAt = nowMs();
-    });
-    await within(worker.waitUntilReady(), STEP_TIMEOUT_MS, "the BullMQ worker to connect");
-
-    const firstAddAt = nowMs();
-    const deadline = Date.now() + timeoutMs;
-    const overdue = (): Error =>
-      new Error(`benchmark: BullMQ completed ${completed} of ${options.jobs} jobs (concurrency ${options.concurrency}) in the ${timeoutMs} ms allowed`);
-    for (let added = 0; added < options.jobs; added += ADD_CHUNK) {
-      if (Date.now() >= deadline) throw overdue();
-      const chunk = Array.from({ length: Math.min(ADD_CHUNK, options.jobs - added) }, () => ({ name: "noop", data: {} }));
-      await within(scope.queue.addBulk(chunk), STEP_TIMEOUT_MS, `BullMQ to add jobs ${added + 1}-${added + chunk.length}`);
-    }
-    while (completed < options.jobs) {
-      scope.check();
-      if (Date.now() >= deadline) throw overdue();
-      await sleep(10);
-    }
-    const seconds = (lastCompletedAt - firstAddAt) / 1000;
-    return { jobs: options.jobs, seconds, perSecond: options.jobs / seconds };
   });
 }
 

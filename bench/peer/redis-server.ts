@@ -13,6 +13,8 @@ import { freePort } from "../harness.js";
 export interface RedisServer {
   readonly host: "127.0.0.1";
   readonly port: number;
+  /** The redis-server process, for metering its CPU (bench/cpu.ts). */
+  readonly pid: number;
   /** `redis://127.0.0.1:<port>`, for clients that take a URL. */
   readonly url: string;
   /** What BullMQ's Queue, Worker and QueueEvents take as `connection`: each makes its own client. */
@@ -94,6 +96,8 @@ async function launch(dir: string, port: number): Promise<RedisServer> {
   return {
     host: "127.0.0.1",
     port,
+    // Set once spawned: a child that never got a pid emitted "error" and was rejected above.
+    pid: child.pid!,
     url: `redis://127.0.0.1:${port}`,
     connection: { host: "127.0.0.1", port },
     async stop() {
