@@ -8,7 +8,11 @@ export interface BenchSizes {
   repeat: { schedules: number; workers: number; seconds: number; warmupSeconds: number };
   /** A long run at a steady rate, for memory: RSS sampled every `sampleEverySeconds`. */
   soak: { firesPerSecond: number; agents: number; processes: number; seconds: number; warmupSeconds: number; sampleEverySeconds: number };
-  throughput: { agents: number[]; executions: number; shardsPerTrigger: number };
+  /**
+   * Executions per second and CPU per execution at each agent count, beside the transport's floor
+   * at the same counts, and BullMQ at its best over a grid of worker processes x concurrency.
+   */
+  throughput: { agents: number[]; executions: number; shardsPerTrigger: number; peerProcesses: number[]; peerConcurrency: number[] };
   failover: { rounds: number; agents: number; shards: number };
   /** Leaders SIGKILLed in turn among three controller replicas on etcd, with agents each in `processes` load processes. */
   leaderFailover: { rounds: number; agents: number; processes: number; shards: number };
@@ -21,10 +25,10 @@ export interface BenchSizes {
 export const BENCH_SIZES: Record<BenchMode, BenchSizes> = {
   full: {
     movement: [[9, 4], [100, 10], [1000, 30]],
-    fireLag: { rates: [100, 1000, 5000], agents: 10, processes: 2, seconds: 20, warmupSeconds: 3 },
+    fireLag: { rates: [100, 1000, 5000, 10000, 20000], agents: 10, processes: 2, seconds: 20, warmupSeconds: 3 },
     repeat: { schedules: 10, workers: 10, seconds: 20, warmupSeconds: 3 },
     soak: { firesPerSecond: 1000, agents: 10, processes: 2, seconds: 600, warmupSeconds: 10, sampleEverySeconds: 30 },
-    throughput: { agents: [1, 10, 100], executions: 50_000, shardsPerTrigger: 1000 },
+    throughput: { agents: [1, 10, 100], executions: 50_000, shardsPerTrigger: 1000, peerProcesses: [1, 2, 4], peerConcurrency: [10, 100, 500] },
     failover: { rounds: 6, agents: 4, shards: 12 },
     leaderFailover: { rounds: 5, agents: 3, processes: 3, shards: 6 },
     stall: {},
@@ -33,10 +37,10 @@ export const BENCH_SIZES: Record<BenchMode, BenchSizes> = {
   },
   quick: {
     movement: [[9, 4], [100, 10]],
-    fireLag: { rates: [100, 1000, 5000], agents: 10, processes: 2, seconds: 5, warmupSeconds: 2 },
+    fireLag: { rates: [100, 1000, 5000, 10000], agents: 10, processes: 2, seconds: 5, warmupSeconds: 2 },
     repeat: { schedules: 10, workers: 10, seconds: 6, warmupSeconds: 2 },
     soak: { firesPerSecond: 1000, agents: 10, processes: 2, seconds: 15, warmupSeconds: 2, sampleEverySeconds: 5 },
-    throughput: { agents: [1, 10, 100], executions: 10_000, shardsPerTrigger: 1000 },
+    throughput: { agents: [1, 10, 100], executions: 10_000, shardsPerTrigger: 1000, peerProcesses: [1, 2], peerConcurrency: [50, 200] },
     failover: { rounds: 2, agents: 4, shards: 12 },
     leaderFailover: { rounds: 2, agents: 3, processes: 3, shards: 6 },
     stall: {},
@@ -48,7 +52,8 @@ export const BENCH_SIZES: Record<BenchMode, BenchSizes> = {
     fireLag: { rates: [20], agents: 2, processes: 1, seconds: 2, warmupSeconds: 1 },
     repeat: { schedules: 2, workers: 2, seconds: 2, warmupSeconds: 1 },
     soak: { firesPerSecond: 20, agents: 2, processes: 1, seconds: 2, warmupSeconds: 1, sampleEverySeconds: 1 },
-    throughput: { agents: [1], executions: 200, shardsPerTrigger: 100 },
+    // Enough executions for a CPU per execution the test suite can hold beside the committed one.
+    throughput: { agents: [1], executions: 10_000, shardsPerTrigger: 1000, peerProcesses: [1], peerConcurrency: [100] },
     failover: { rounds: 1, agents: 2, shards: 4 },
     leaderFailover: { rounds: 1, agents: 2, processes: 2, shards: 4 },
     stall: { lockDurationMs: 1000, stalledIntervalMs: 500 },

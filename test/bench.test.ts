@@ -62,6 +62,19 @@ describe("npm run bench (its smallest run)", () => {
     );
   });
 
+  it("holds CPU per execution beside the committed figure: a warning past +25%, never a failure", async () => {
+    const name = "CPU per execution, 1 agent";
+    const committed = (JSON.parse(await readFile(join(ROOT, "bench", "results", "latest.json"), "utf8")) as BenchRow[]).find((r) => r.name === name);
+    const measured = (JSON.parse(await readFile(join(out, "latest.json"), "utf8")) as BenchRow[]).find((r) => r.name === name);
+    expect(committed, `bench/results/latest.json has no "${name}" row: commit a full run's results`).toBeDefined();
+    expect(measured, `the smoke run wrote no "${name}" row`).toBeDefined();
+    const ratio = measured!.value / committed!.value;
+    const line = `${name}: ${measured!.value} us in this run, ${committed!.value} us committed (bench/results/latest.json): ${ratio.toFixed(2)}x`;
+    // A shared machine moves this figure; a regression shows as a warning to look into, not a red build.
+    if (ratio > 1.25) console.warn(`WARNING: ${line}, past the +25% the suite watches for`);
+    else console.log(line);
+  });
+
   it("writes latest.md with one table row per figure, naming the command", async () => {
     const rows = JSON.parse(await readFile(join(out, "latest.json"), "utf8")) as BenchRow[];
     const md = await readFile(join(out, "latest.md"), "utf8");
