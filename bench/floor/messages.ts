@@ -12,12 +12,13 @@ import { fencingToken } from "../../controller/core/disconnect-grace.js";
 import { executionId } from "../../controller/core/execution-id.js";
 import type { ExecutionContext } from "../../controller/core/messages.js";
 import { dispatchParts } from "../../controller/shell/agent-sessions.js";
-import { assignmentToProto } from "../../controller/shell/proto-mapping.js";
+import { encodeDispatch } from "../../controller/shell/dispatch-encoding.js";
 import type { ConnectRequestSchema, ConnectResponseSchema, ExecutionUpdateSchema } from "../../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
 import { partsWithin } from "../../shared/grpc/message-parts.js";
+import type { EncodedMessage } from "../../shared/grpc/service-definition.js";
 
-export type ControllerMessage = MessageInitShape<typeof ConnectResponseSchema>;
+export type ControllerMessage = MessageInitShape<typeof ConnectResponseSchema> | EncodedMessage<typeof ConnectResponseSchema>;
 export type AgentMessage = MessageInitShape<typeof ConnectRequestSchema>;
 export type UpdateInit = MessageInitShape<typeof ExecutionUpdateSchema>;
 
@@ -86,36 +87,10 @@ export function executionContext(fire: FloorFire, shard: number): ExecutionConte
 
 /**
  * The Dispatch messages that carry `executions` to one agent: split by the controller's
- * dispatchParts, each part mapped as the controller's toResponse maps a dispatch of a handler
- * job (no script, http, kubernetes or fire outcome, which a no-op job's runs never have).
+ * dispatchParts, each part encoded by the controller's own encodeDispatch.
  */
-export function dispatchMessages(executions: readonly ExecutionContext[], term = FLOOR_TERM): ControllerMessage[] {
-  return dispatchParts(executions).map((part) => ({
-    term: BigInt(term),
-    kind: {
-      case: "dispatch",
-      value: {
-        executions: part.map((e) => ({
-          executionId: e.executionId,
-          job: e.job,
-          shard: e.shard,
-          shardCount: e.shardCount,
-          shardParameter: e.shardParameter,
-          parameter: e.parameter,
-          fireTimeUnixMs: BigInt(e.fireTime),
-          attempt: e.attempt,
-          handler: e.handler,
-          timeoutMs: e.timeoutMs,
-          disconnectGraceMs: e.disconnectGraceMs,
-          fencingToken: e.fencingToken,
-          revision: BigInt(e.revision),
-          ...(e.assignment === undefined ? {} : { assignment: assignmentToProto(e.assignment) }),
-          traceContext: e.traceContext,
-          daemon: e.daemon === true,
-        })),
-      },
-    },
-  }));
+export function dispatchMessages(executions: readonly ExecutionContext[], term = FLOOR_TERM): EncodedMessage<typeof ConnectResponseSchema>[] {
+  return dispatchParts(executions).map((part) => encodeDispatch(term, part));
 }
 
 /**

@@ -12,7 +12,8 @@ import { MESSAGE_BUDGET_BYTES, partsWithin } from "../../shared/grpc/message-par
 import type { Outbound, SessionClose } from "../core/outbox.js";
 import type { CoreDriver } from "./core-driver.js";
 import { type AgentRequest, AgentStreamProtocol } from "./agent-stream-protocol.js";
-import { assignmentToProto, stateToProto } from "./proto-mapping.js";
+import { encodeDispatch, executionToProto } from "./dispatch-encoding.js";
+import { assignmentToProto } from "./proto-mapping.js";
 
 type AgentStream = MessageStream<typeof ConnectRequestSchema, typeof ConnectResponseSchema>;
 type Response = MessageInitShape<typeof ConnectResponseSchema>;
@@ -246,7 +247,8 @@ export class AgentSessions {
   private sendOne(session: string, command: AgentCommand): boolean {
     const stream = this.streams.get(session);
     if (stream === undefined) return false;
-    if (stream.send(toResponse(this.core.term, command))) return true;
+    const message = command.kind === "dispatch" ? encodeDispatch(this.core.term, command.executions) : toResponse(this.core.term, command);
+    if (stream.send(message)) return true;
     // Not full: the agent half-closed (it said goodbye) and the stream ends once what is queued
     // is out; its onClose tells the core. Nothing is lost that the agent still wanted.
     if (stream.queued < stream.maxQueued) return true;
@@ -370,47 +372,8 @@ function toResponse(term: number, command: AgentCommand): Response {
         },
       };
     case "dispatch":
-      return {
-        ...base,
-        kind: {
-          case: "dispatch",
-          value: {
-            executions: command.executions.map((e) => ({
-              executionId: e.executionId,
-              job: e.job,
-              shard: e.shard,
-              shardCount: e.shardCount,
-              shardParameter: e.shardParameter,
-              parameter: e.parameter,
-              fireTimeUnixMs: BigInt(e.fireTime),
-              attempt: e.attempt,
-              handler: e.handler,
-              timeoutMs: e.timeoutMs,
-              disconnectGraceMs: e.disconnectGraceMs,
-              fencingToken: e.fencingToken,
-              revision: BigInt(e.revision),
-              ...(e.assignment === undefined ? {} : { assignment: assignmentToProto(e.assignment) }),
-              traceContext: e.traceContext,
-              ...(e.script === undefined ? {} : { script: e.script }),
-              ...(e.http === undefined ? {} : { http: e.http }),
-              ...(e.kubernetes === undefined ? {} : { kubernetes: e.kubernetes }),
-              daemon: e.daemon === true,
-              ...(e.fireOutcome === undefined
-                ? {}
-                : {
-                    fireOutcome: {
-                      shards: e.fireOutcome.map((o) => ({
-                        shard: o.shard,
-                        state: stateToProto(o.state),
-                        executionId: o.executionId,
-                        error: o.error ?? "",
-                      })),
-                    },
-                  }),
-            })),
-          },
-        },
-      };
+      // What encodeDispatch sends, as a message (sendOne sends the bytes).
+      return { ...base, kind: { case: "dispatch", value: { executions: command.executions.map(executionToProto) } } };
     case "cancel":
       return { ...base, kind: { case: "cancel", value: { executionIds: command.executionIds, reason: command.reason } } };
   }

@@ -2,7 +2,7 @@ import { status, type ClientDuplexStream, type ServerDuplexStream } from "@grpc/
 import type { DescMessage, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 import type { Readable, Writable } from "node:stream";
 import { ShardlineError } from "../errors.js";
-import { MalformedMessage, encodeMessage } from "./service-definition.js";
+import { EncodedMessage, MalformedMessage, encodeMessage } from "./service-definition.js";
 import { toGrpcStatus, type GrpcStatus } from "./status.js";
 
 /** Default bound of a stream's send queue, in messages. */
@@ -63,7 +63,7 @@ export interface MessageStream<In extends DescMessage, Out extends DescMessage> 
    * nothing, when the queue already holds maxQueued messages or the stream is ending or closed.
    * Throws when the message cannot be encoded: that is the caller's bug, not the peer's.
    */
-  send(message: MessageInitShape<Out>): boolean;
+  send(message: MessageInitShape<Out> | EncodedMessage<Out>): boolean;
   /**
    * Finishes sending after the queued messages. The server ends the call with OK; the client
    * half-closes and keeps receiving until the server's status.
@@ -300,9 +300,9 @@ abstract class DuplexMessageStream<In extends DescMessage, Out extends DescMessa
     this.#drainListeners.push(listener);
   }
 
-  send(message: MessageInitShape<Out>): boolean {
+  send(message: MessageInitShape<Out> | EncodedMessage<Out>): boolean {
     if (!this.queue.open) return false;
-    return this.queue.push(encodeMessage(this.output, message));
+    return this.queue.push(message instanceof EncodedMessage ? message.bytes : encodeMessage(this.output, message));
   }
 
   abstract end(): void;

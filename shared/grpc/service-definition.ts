@@ -52,6 +52,16 @@ export function encodeMessage<Desc extends DescMessage>(schema: Desc, message: M
 }
 
 /**
+ * A message of `Desc` its sender encoded itself (a hot message framed with the library's writer
+ * from parts encoded once), sent as it is: a stream's send takes one in place of the message.
+ */
+export class EncodedMessage<Desc extends DescMessage = DescMessage> {
+  /** Only for the type: an EncodedMessage of one message type does not stand for another. */
+  declare readonly schema: Desc;
+  constructor(readonly bytes: Buffer) {}
+}
+
+/**
  * A serialiser that also accepts bytes already encoded by encodeMessage. Streams and handlers
  * encode at send time, so a message that cannot be encoded fails in its sender's hands instead of
  * ending the call with an INTERNAL the sender never sees.
