@@ -19,6 +19,7 @@ import { shardlineFireLag } from "./scenarios/fire-lag.js";
 import { shardlineLeaderFailover } from "./scenarios/leader-failover.js";
 import { shardMovement } from "./scenarios/movement.js";
 import { shardlineScale } from "./scenarios/scale.js";
+import { etcdThroughput } from "./scenarios/etcd-throughput.js";
 import { transportFloor } from "./scenarios/floor.js";
 import { shardlineThroughput } from "./scenarios/throughput.js";
 import { BENCH_SIZES, type BenchMode } from "./sizes.js";
@@ -131,6 +132,16 @@ async function runBench(mode: BenchMode, out: string): Promise<void> {
       rows.push(row(`transport floor: executions per second, ${of}`, floor.perSecond, "executions/s", "higher"));
     }
 
+    const { members } = size.etcd;
+    log(`throughput on etcd (${members} members)`);
+    const onEtcd = await etcdThroughput(dir, size.etcd);
+    const etcdSplit = Object.entries(onEtcd.shardline.cpu.byName).map(([name, seconds]) => `${name} ${((seconds * 1e6) / onEtcd.shardline.executions).toFixed(1)}`).join(", ");
+    log(`  ${Math.round(onEtcd.shardline.perSecond)}/s, ${onEtcd.shardline.cpuMicrosEach.toFixed(1)} us CPU per execution (${etcdSplit}); etcd alone ${Math.round(onEtcd.etcdKeysPerSecond)} keys/s`);
+    rows.push(row(`etcd store (${members} members): executions per second, 1 agent`, onEtcd.shardline.perSecond, "executions/s", "higher"));
+    rows.push(row(`etcd store (${members} members): CPU per execution, 1 agent, etcd's included`, onEtcd.shardline.cpuMicrosEach, "us", "lower"));
+    rows.push(row(`etcd store (${members} members): etcd's own floor, keys written per second in transactions of 100 puts`, onEtcd.etcdKeysPerSecond, "keys/s", "higher"));
+    rows.push(row(`etcd store (${members} members): executions per second per key etcd writes per second`, onEtcd.shardline.perSecond / onEtcd.etcdKeysPerSecond, "x", "higher"));
+
     // BullMQ's stalled-job recovery is 45-75 s of waiting on its own timers, not work: Shardline's
     // failover and drain scenarios run meanwhile, which keeps --quick within its budget.
     log("failover after SIGKILL, while BullMQ's stalled-job recovery waits");
@@ -220,6 +231,8 @@ function targetOf(name: string): string | undefined {
   if (name.startsWith("executions per second, 100 agents")) return ">= 40,000; >= 2x BullMQ";
   if (name.startsWith("executions per second")) return ">= 2x BullMQ";
   if (/^CPU per execution, \d+ agents?, over the transport floor/.test(name)) return "<= 2";
+  // Each execution is about two keys (its record open, then finished) and its share of a WAL entry.
+  if (/^etcd store .*: executions per second per key/.test(name)) return ">= 0.33";
   if (/^CPU per execution, (1 agent|100 agents)$/.test(name)) return "<= 40 us";
   if (name.startsWith("failover after SIGKILL")) return "<= lease + 100 ms";
   if (name.startsWith("leader failover (etcd), SIGKILL of the leader to every shard running again")) return "<= 3 s";

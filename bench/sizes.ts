@@ -13,6 +13,8 @@ export interface BenchSizes {
    * at the same counts, and BullMQ at its best over a grid of worker processes x concurrency.
    */
   throughput: { agents: number[]; executions: number; shardsPerTrigger: number; peerProcesses: number[]; peerConcurrency: number[] };
+  /** Throughput with the controller on an etcd cluster of `members`, beside etcd's own key write rate. */
+  etcd: { agents: number; executions: number; shardsPerTrigger: number; members: number };
   failover: { rounds: number; agents: number; shards: number };
   /** Leaders SIGKILLed in turn among three controller replicas on etcd, with agents each in `processes` load processes. */
   leaderFailover: { rounds: number; agents: number; processes: number; shards: number };
@@ -29,6 +31,7 @@ export const BENCH_SIZES: Record<BenchMode, BenchSizes> = {
     repeat: { schedules: 10, workers: 10, seconds: 20, warmupSeconds: 3 },
     soak: { firesPerSecond: 1000, agents: 10, processes: 2, seconds: 600, warmupSeconds: 10, sampleEverySeconds: 30 },
     throughput: { agents: [1, 10, 100], executions: 50_000, shardsPerTrigger: 1000, peerProcesses: [1, 2, 4], peerConcurrency: [10, 100, 500] },
+    etcd: { agents: 1, executions: 20_000, shardsPerTrigger: 1000, members: 3 },
     failover: { rounds: 6, agents: 4, shards: 12 },
     leaderFailover: { rounds: 5, agents: 3, processes: 3, shards: 6 },
     stall: {},
@@ -41,6 +44,7 @@ export const BENCH_SIZES: Record<BenchMode, BenchSizes> = {
     repeat: { schedules: 10, workers: 10, seconds: 6, warmupSeconds: 2 },
     soak: { firesPerSecond: 1000, agents: 10, processes: 2, seconds: 15, warmupSeconds: 2, sampleEverySeconds: 5 },
     throughput: { agents: [1, 10, 100], executions: 10_000, shardsPerTrigger: 1000, peerProcesses: [1, 2], peerConcurrency: [50, 200] },
+    etcd: { agents: 1, executions: 5_000, shardsPerTrigger: 1000, members: 3 },
     failover: { rounds: 2, agents: 4, shards: 12 },
     leaderFailover: { rounds: 2, agents: 3, processes: 3, shards: 6 },
     stall: {},
@@ -54,6 +58,7 @@ export const BENCH_SIZES: Record<BenchMode, BenchSizes> = {
     soak: { firesPerSecond: 20, agents: 2, processes: 1, seconds: 2, warmupSeconds: 1, sampleEverySeconds: 1 },
     // Enough executions for a CPU per execution the test suite can hold beside the committed one.
     throughput: { agents: [1], executions: 10_000, shardsPerTrigger: 1000, peerProcesses: [1], peerConcurrency: [100] },
+    etcd: { agents: 1, executions: 1000, shardsPerTrigger: 500, members: 3 },
     failover: { rounds: 1, agents: 2, shards: 4 },
     leaderFailover: { rounds: 1, agents: 2, processes: 2, shards: 4 },
     stall: { lockDurationMs: 1000, stalledIntervalMs: 500 },

@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { type CpuReading, CpuMeter } from "../cpu.js";
+import { type CpuReading, CpuMeter, type MeteredProcess } from "../cpu.js";
 import { agentsReady, ControllerProcess, type LoadProcess, manifest, startLoad, until } from "../harness.js";
 
 /** Triggers whose executions may be outstanding at once. */
@@ -17,6 +17,8 @@ export interface ThroughputOptions {
   controllerFlags?: string[];
   /** The controller's store; a fresh SQLite file in `dir` unless given. */
   store?: string;
+  /** More processes whose CPU counts, such as the store's own (etcd's members). */
+  meter?: MeteredProcess[];
 }
 
 export interface ThroughputResult {
@@ -49,7 +51,7 @@ export async function shardlineThroughput(dir: string, options: ThroughputOption
     const finished = new FinishedCount(loads);
     const triggers = Math.ceil(options.executions / options.shardsPerTrigger);
     const executions = triggers * options.shardsPerTrigger;
-    const meter = new CpuMeter([{ name: "controller", pid: controller.pid }, ...loads.map((load) => ({ name: "agents", pid: load.pid }))]).start();
+    const meter = new CpuMeter([{ name: "controller", pid: controller.pid }, ...loads.map((load) => ({ name: "agents", pid: load.pid })), ...(options.meter ?? [])]).start();
     const started = performance.timeOrigin + performance.now();
     // A closed loop: at most IN_FLIGHT triggers' executions outstanding, as a steady producer
     // would keep it, rather than tens of thousands queued at once.
