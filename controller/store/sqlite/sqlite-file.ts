@@ -16,7 +16,6 @@ import type {
   RevisionRecord,
   RolloutState,
   ShardOutcome,
-  StoreBatch,
   StoreSnapshot,
 } from "../store.js";
 import { manifestShaped } from "../../../shared/manifest/index.js";
@@ -24,6 +23,8 @@ import { readStoredSpec } from "../stored-spec.js";
 import { removeOwnerRecord, storeInUse, writeOwnerRecord } from "./owner-record.js";
 import { migrate } from "./schema.js";
 import { mergeExecutionLog } from "../../core/execution-log.js";
+import { ColumnReader, type ExecutionColumns, RowKind } from "./execution-columns.js";
+import type { CommitBatch } from "./writer-protocol.js";
 
 /** The path better-sqlite3 reads as a private in-memory database (for tests). */
 export const IN_MEMORY = ":memory:";
@@ -90,26 +91,30 @@ interface RevisionRow {
   undo_of: number | null;
 }
 
+/** An execution's parameters; a required one is null only in a malformed record, which then fails its NOT NULL constraint. */
 type ExecutionParams = [
-  string,
-  string,
+  string | null,
+  string | null,
   number,
   number,
   number,
-  string,
-  string,
+  string | null,
+  string | null,
   number | null,
   number | null,
   string | null,
   string | null,
-  string,
-  string,
+  string | null,
+  string | null,
   number | null,
   string | null,
   string | null,
   number | null,
   number | null,
 ];
+
+/** An update of an open execution: state, started_at, finished_at, error, result, not_before, fire_outcome, grace_ms, revision, then its id. */
+type ExecutionUpdateParams = [string | null, number | null, number | null, string | null, string | null, number | null, string | null, number | null, number | null, string | null];
 
 /**
  * A listing's WHERE clause from the filters given (a filter whose value is undefined is left out)
@@ -144,6 +149,8 @@ interface Statements {
   pruneRevisions: Database.Statement<[number]>;
   upsertCursor: Database.Statement<[string, number]>;
   upsertExecution: Database.Statement<ExecutionParams>;
+  updateExecution: Database.Statement<ExecutionUpdateParams>;
+  updateExecutionAndAgent: Database.Statement<[string | null, ...ExecutionUpdateParams]>;
   getExecution: Database.Statement<[string], ExecutionRow>;
   pruneByAge: Database.Statement<[number]>;
   pruneByCount: Database.Statement<[number]>;
@@ -213,7 +220,7 @@ export class SqliteFile {
    * Writes the batches, in order, in one transaction: all of them or, when one fails, none.
    * Batches that reach the writer together share one sync to disk (group commit).
    */
-  commit(batches: readonly StoreBatch[]): void {
+  commit(batches: readonly CommitBatch[]): void {
     const { db, s } = this;
     guard("commit a batch", () =>
       db
@@ -369,7 +376,7 @@ function isCount(value: number): boolean {
  * One batch's writes: jobs, then revisions (one already held stays as it is), then deleted jobs
  * with their revisions (also those the batch made), cursors and executions.
  */
-function writeBatch(s: Statements, batch: StoreBatch): void {
+function writeBatch(s: Statements, batch: CommitBatch): void {
   for (const job of batch.jobs ?? []) {
     s.upsertJob.run(
       job.name,
@@ -402,33 +409,53 @@ function writeBatch(s: Statements, batch: StoreBatch): void {
   for (const cursor of batch.cursors ?? []) {
     s.upsertCursor.run(cursor.job, cursor.fireTime);
   }
-  for (const e of batch.executions ?? []) {
-    s.upsertExecution.run(
-      e.id,
-      e.job,
-      e.shard,
-      e.fireTime,
-      e.attempt,
-      e.agent,
-      e.state,
-      e.startedAt ?? null,
-      e.finishedAt ?? null,
-      e.error ?? null,
-      e.result ?? null,
-      e.cause,
-      e.parameter,
-      e.notBefore ?? null,
-      e.fireOutcome === undefined ? null : JSON.stringify(e.fireOutcome),
-      e.traceContext === undefined ? null : JSON.stringify(e.traceContext),
-      e.disconnectGraceMs ?? null,
-      e.revision ?? null,
-    );
-  }
+  if (batch.executions !== undefined) writeExecutions(s, batch.executions);
   for (const a of batch.audit ?? []) s.insertAudit.run(a.time, a.caller, a.role, a.peer, a.method, a.target, a.summary, a.outcome, a.error);
   for (const chunk of batch.logs ?? []) {
     const row = s.getLog.get(chunk.executionId);
     const stored = row === undefined ? undefined : (JSON.parse(row.log_json) as ExecutionLogRecord);
     s.upsertLog.run(chunk.executionId, JSON.stringify(mergeExecutionLog(stored, chunk)));
+  }
+}
+
+/**
+ * Writes each row of `c`, in order: a whole row by the upsert, an update of an open execution by
+ * the UPDATE of what changes. An update that finds no row means the store's side was wrong about
+ * the file (see OpenExecutions): the commit fails rather than lose the record.
+ */
+function writeExecutions(s: Statements, c: ExecutionColumns): void {
+  const e = new ColumnReader(c);
+  while (e.next()) {
+    if (e.kind === RowKind.whole) {
+      s.upsertExecution.run(
+        e.id,
+        e.job,
+        e.shard,
+        e.fireTime,
+        e.attempt,
+        e.agent,
+        e.state,
+        e.startedAt,
+        e.finishedAt,
+        e.error,
+        e.result,
+        e.cause,
+        e.parameter,
+        e.notBefore,
+        e.fireOutcome,
+        e.traceContext,
+        e.graceMs,
+        e.revision,
+      );
+      continue;
+    }
+    const changed =
+      e.kind === RowKind.update
+        ? s.updateExecution.run(e.state, e.startedAt, e.finishedAt, e.error, e.result, e.notBefore, e.fireOutcome, e.graceMs, e.revision, e.id)
+        : s.updateExecutionAndAgent.run(e.agent, e.state, e.startedAt, e.finishedAt, e.error, e.result, e.notBefore, e.fireOutcome, e.graceMs, e.revision, e.id);
+    if (changed.changes !== 1) {
+      throw new ShardlineError("internal", `SQLite store: execution ${e.id} was written as open but the file does not hold it`, { field: "executions", value: e.id ?? "" });
+    }
   }
 }
 
@@ -488,6 +515,16 @@ function prepareStatements(db: Database.Database): Statements {
          started_at = excluded.started_at, finished_at = excluded.finished_at, error = excluded.error,
          result = excluded.result, not_before = excluded.not_before, fire_outcome = excluded.fire_outcome,
          grace_ms = excluded.grace_ms, revision = excluded.revision`,
+    ),
+    // What the upsert's update sets, of an execution the file holds (see OpenExecutions): without
+    // agent, SQLite leaves executions_by_agent alone.
+    updateExecution: db.prepare(
+      `UPDATE executions SET state = ?, started_at = ?, finished_at = ?, error = ?, result = ?, not_before = ?,
+         fire_outcome = ?, grace_ms = ?, revision = ? WHERE id = ?`,
+    ),
+    updateExecutionAndAgent: db.prepare(
+      `UPDATE executions SET agent = ?, state = ?, started_at = ?, finished_at = ?, error = ?, result = ?, not_before = ?,
+         fire_outcome = ?, grace_ms = ?, revision = ? WHERE id = ?`,
     ),
     getExecution: db.prepare(`SELECT ${EXECUTION_COLUMNS} FROM executions WHERE id = ?`),
     pruneByAge: db.prepare(

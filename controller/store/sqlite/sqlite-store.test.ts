@@ -513,6 +513,97 @@ describe("SqliteStore.commit", () => {
     const { snapshot } = await reopen(s);
     expect(snapshot.cursors).toEqual(new Map([["tick", 1]]));
   });
+
+  it("fails a batch it cannot hand to its thread, and every later one, writing none of them", async () => {
+    const s = store();
+    await s.open();
+    await s.commit({ cursors: [{ job: "tick", fireTime: 1 }] });
+    const unwritable = { ...execution({ job: "tick", fireTime: 2000 }), traceContext: { traceparent: 1n } } as unknown as ExecutionRecord;
+    const err = await rejection(s.commit({ executions: [unwritable], cursors: [{ job: "tick", fireTime: 2 }] }));
+    expect(err.code).toBe("unavailable");
+    expect(err.message).toContain("BigInt");
+    expect((await rejection(s.commit({ cursors: [{ job: "tick", fireTime: 3 }] }))).message).toBe(err.message);
+    const { snapshot } = await reopen(s);
+    expect(snapshot.cursors).toEqual(new Map([["tick", 1]]));
+  });
+});
+
+describe("SqliteStore.commit of executions it wrote before", () => {
+  it("updates an open execution's changing columns and keeps those its id fixes as first written", async () => {
+    const s = store();
+    await s.open();
+    const pending = execution({ job: "invoices", fireTime: 1000, state: "pending", agent: "", parameter: "eu", cause: "trigger", revision: 2, traceContext: { traceparent: "00-a-b-01" } });
+    await s.commit({ executions: [pending] });
+    const running = { ...pending, agent: "agent-a", state: "running" as const, startedAt: 1001, disconnectGraceMs: 15_000 };
+    await s.commit({ executions: [running] });
+    // A later record that also says other things about what the id fixes: those stay as first written.
+    const done = { ...running, state: "failed" as const, finishedAt: 1500, error: "exit 3", result: "partial", parameter: "us", cause: "retry" as const, traceContext: { traceparent: "00-c-d-01" }, revision: 3 };
+    await s.commit({ executions: [done] });
+
+    const stored = { ...done, parameter: "eu", cause: "trigger" as const, traceContext: { traceparent: "00-a-b-01" } };
+    expect(await s.getExecution(pending.id)).toStrictEqual(stored);
+    expect(await s.listExecutions({ agent: "agent-a", limit: 10 })).toStrictEqual([stored]);
+    expect(await s.listExecutions({ state: "failed", limit: 10 })).toStrictEqual([stored]);
+    expect(await s.listExecutions({ agent: "", limit: 10 })).toEqual([]);
+    expect((await reopen(s)).snapshot.openExecutions).toEqual([]);
+  });
+
+  it("clears an update's optional columns the record no longer has, and moves it to a new agent", async () => {
+    const s = store();
+    await s.open();
+    const retry = execution({ job: "invoices", fireTime: 1000, state: "pending", agent: "agent-a", notBefore: 5000, error: "earlier" });
+    await s.commit({ executions: [retry] });
+    const { notBefore: _n, error: _e, ...withoutThem } = retry;
+    const moved = { ...withoutThem, agent: "agent-b", state: "running" as const, startedAt: 6000 };
+    await s.commit({ executions: [moved] });
+    expect(await s.getExecution(retry.id)).toStrictEqual(moved);
+    expect(ids(await s.listExecutions({ agent: "agent-b", limit: 10 }))).toEqual([retry.id]);
+    expect(await s.listExecutions({ agent: "agent-a", limit: 10 })).toEqual([]);
+    expect((await reopen(s)).snapshot.openExecutions).toStrictEqual([moved]);
+  });
+
+  it("writes several records of one execution in one batch, and in a group of batches, in the order given", async () => {
+    const s = store();
+    await s.open();
+    const pending = execution({ job: "invoices", fireTime: 1000, state: "pending", agent: "" });
+    const running = { ...pending, state: "running" as const, agent: "agent-a", startedAt: 1001 };
+    const lost = { ...running, state: "lost" as const, finishedAt: 1002 };
+    const unknown = { ...running, state: "unknown" as const };
+    await s.commit({ executions: [pending, running, lost, unknown] });
+    expect(await s.getExecution(pending.id)).toStrictEqual(unknown);
+    const succeeded = { ...running, state: "succeeded" as const, finishedAt: 1003 };
+    await Promise.all([s.commit({ executions: [running] }), s.commit({ executions: [succeeded] }), s.commit({ executions: [unknown, lost] })]);
+    expect(await s.getExecution(pending.id)).toStrictEqual(lost);
+    expect((await reopen(s)).snapshot.openExecutions).toEqual([]);
+  });
+
+  it("updates the open executions of the snapshot it opened with", async () => {
+    const s = store();
+    await s.open();
+    const running = execution({ job: "invoices", fireTime: 1000, state: "running", agent: "agent-a", startedAt: 1001 });
+    await s.commit({ executions: [running] });
+    const { store: again } = await reopen(s);
+    const done = { ...running, state: "succeeded" as const, finishedAt: 1500 };
+    await again.commit({ executions: [done] });
+    expect(await again.getExecution(running.id)).toStrictEqual(done);
+  });
+
+  it("keeps text as it was given: quotes, control characters, non-ASCII and empty strings", async () => {
+    const s = store();
+    await s.open();
+    const odd = execution({
+      job: "invoices",
+      fireTime: 1000,
+      state: "running",
+      agent: "agent-ä",
+      parameter: "",
+      traceContext: { traceparent: "00-\"q\"\\-\n-01", tracestate: "名前=値,🚀=1" },
+    });
+    await s.commit({ executions: [odd] });
+    const done = { ...odd, state: "failed" as const, error: "line 1\nline 2\t\"quoted\" \\ 🚀 \u0000", result: "", finishedAt: 2000 };
+    await s.commit({ executions: [done] });
+    expect(await s.getExecution(odd.id)).toStrictEqual(done);
+  });
 });
 
 

@@ -3,7 +3,8 @@ import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { ShardlineError } from "../../../shared/errors.js";
 import type { AuditQuery, AuditRecord, ExecutionLogRecord, ExecutionQuery, ExecutionRecord, RetentionPolicy, RevisionRecord, Store, StoreBatch, StoreSnapshot } from "../store.js";
-import type { WriterReply, WriterRequest, WriterResults } from "./writer-protocol.js";
+import { OpenExecutions, toColumns } from "./execution-columns.js";
+import type { CommitBatch, WriterReply, WriterRequest, WriterResults } from "./writer-protocol.js";
 
 type Pending = { resolve: (value: unknown) => void; reject: (error: Error) => void };
 
@@ -21,6 +22,13 @@ export class SqliteStore implements Store {
   private readonly pending = new Map<number, Pending>();
   private nextId = 0;
   private state: "new" | "open" | "closed" = "new";
+  /** Why a batch could not be handed to the thread: every later commit fails with it, as the thread's own failures do. */
+  private handOverFailure: ShardlineError | undefined;
+  /**
+   * The executions the file holds open, as of the batches handed over so far. Those of the
+   * snapshot are not in it: their next write is an upsert, as every write was before.
+   */
+  private readonly openInFile = new OpenExecutions();
 
   /** @param path a file path (its directory is created on open), or `:memory:`. */
   constructor(readonly path: string) {}
@@ -47,7 +55,17 @@ export class SqliteStore implements Store {
 
   /** Writes the whole batch in one transaction; resolves once it is on disk, rejects having written nothing. */
   commit(batch: StoreBatch): Promise<void> {
-    return this.ask("commit", { batch });
+    if (this.state !== "open") return this.notOpen();
+    if (this.handOverFailure !== undefined) return Promise.reject(this.handOverFailure);
+    let crossing: CommitBatch;
+    try {
+      const { executions, ...rest } = batch;
+      crossing = executions === undefined ? rest : { ...rest, executions: toColumns(executions, this.openInFile) };
+    } catch (err) {
+      this.handOverFailure = new ShardlineError("unavailable", `SQLite store: could not commit a batch: ${err instanceof Error ? err.message : String(err)}`, {}, { cause: err });
+      return Promise.reject(this.handOverFailure);
+    }
+    return this.ask("commit", { batch: crossing });
   }
 
   /** The execution history matching every given filter, newest fire first, at most `limit`. */
@@ -107,9 +125,7 @@ export class SqliteStore implements Store {
     fields: Omit<Extract<WriterRequest, { op: K }>, "id" | "op">,
   ): Promise<WriterResults[K]> {
     const worker = this.worker;
-    if (this.state !== "open" || worker === undefined) {
-      return Promise.reject(new ShardlineError("failed-precondition", `the SQLite store at ${this.path} is not open`));
-    }
+    if (this.state !== "open" || worker === undefined) return this.notOpen();
     const id = ++this.nextId;
     return new Promise<WriterResults[K]>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (value: unknown) => void, reject });
@@ -117,6 +133,10 @@ export class SqliteStore implements Store {
       if (this.pending.size === 1) worker.ref();
       worker.postMessage({ id, op, ...fields });
     });
+  }
+
+  private notOpen(): Promise<never> {
+    return Promise.reject(new ShardlineError("failed-precondition", `the SQLite store at ${this.path} is not open`));
   }
 
   private startWorker(): Worker {
