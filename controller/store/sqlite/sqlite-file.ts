@@ -32,6 +32,15 @@ export const IN_MEMORY = ":memory:";
 /** The states the store treats as open; everything else is terminal and may be pruned. */
 const OPEN_STATES_SQL = `(${OPEN_STATES.map((state) => `'${state}'`).join(", ")})`;
 
+/**
+ * The condition of executions_by_state (schema migration 9): a query by a state other than
+ * succeeded says it too, as SQLite uses a partial index only for a query that names its condition.
+ */
+const IN_STATE_INDEX = "state <> 'succeeded'";
+
+/** Open executions, by executions_by_state. */
+const OPEN = `state IN ${OPEN_STATES_SQL} AND ${IN_STATE_INDEX}`;
+
 const EXECUTION_COLUMNS =
   "id, job, shard, fire_time, attempt, agent, state, started_at, finished_at, error, result, cause, parameter, not_before, fire_outcome, trace_context, grace_ms, revision";
 
@@ -44,7 +53,7 @@ const REVISION_COLUMNS = "job, revision, manifest, spec_json, hash, applied_at, 
 const PINNED_REVISIONS = `
   SELECT name, revision FROM jobs
   UNION SELECT name, json_extract(rollout, '$.stableRevision') FROM jobs WHERE json_extract(rollout, '$.stableRevision') IS NOT NULL
-  UNION SELECT job, revision FROM executions WHERE state IN ${OPEN_STATES_SQL} AND revision IS NOT NULL`;
+  UNION SELECT job, revision FROM executions WHERE ${OPEN} AND revision IS NOT NULL`;
 
 /** Newest fire first; within a fire, shards in order and the latest attempt first. */
 const EXECUTION_ORDER = "fire_time DESC, shard ASC, attempt DESC";
@@ -127,6 +136,22 @@ function filtered(limit: number, filters: readonly [unknown, string][]): { where
     where: given.length === 0 ? "" : `WHERE ${given.map(([, clause]) => clause).join(" AND ")}`,
     params: [...given.map(([value]) => value), limit],
   };
+}
+
+/**
+ * An execution listing's SQL and parameters: every given filter, newest fire first, the limit last.
+ * Throws for a limit that is not a count.
+ */
+export function executionListing(query: ExecutionQuery): { sql: string; params: unknown[] } {
+  const { where, params } = filtered(query.limit, [
+    [query.job, "job = ?"],
+    [query.shard, "shard = ?"],
+    [query.agent, "agent = ?"],
+    [query.state, query.state === "succeeded" ? "state = ?" : `state = ? AND ${IN_STATE_INDEX}`],
+    [query.since, "fire_time >= ?"],
+    [query.until, "fire_time < ?"],
+  ]);
+  return { sql: `SELECT ${EXECUTION_COLUMNS} FROM executions ${where} ORDER BY ${EXECUTION_ORDER} LIMIT ?`, params };
 }
 
 /** The audit table's columns, named as AuditRecord's fields. */
@@ -233,19 +258,8 @@ export class SqliteFile {
 
   /** The execution history matching every given filter, newest fire first, at most `limit`. */
   listExecutions(query: ExecutionQuery): ExecutionRecord[] {
-    const { where, params } = filtered(query.limit, [
-      [query.job, "job = ?"],
-      [query.shard, "shard = ?"],
-      [query.agent, "agent = ?"],
-      [query.state, "state = ?"],
-      [query.since, "fire_time >= ?"],
-      [query.until, "fire_time < ?"],
-    ]);
-    return guard("list executions", () =>
-      this.#listing<ExecutionRow>(`SELECT ${EXECUTION_COLUMNS} FROM executions ${where} ORDER BY ${EXECUTION_ORDER} LIMIT ?`)
-        .all(...params)
-        .map(toExecutionRecord),
-    );
+    const { sql, params } = executionListing(query);
+    return guard("list executions", () => this.#listing<ExecutionRow>(sql).all(...params).map(toExecutionRecord));
   }
 
   /** The prepared statement of a listing's SQL, prepared once. */
@@ -467,13 +481,13 @@ function prepareStatements(db: Database.Database): Statements {
     allJobs: db.prepare("SELECT name, manifest, spec_json, paused, revision, disabled_shards, rollout FROM jobs ORDER BY name"),
     allCursors: db.prepare("SELECT job, fire_time FROM cursors"),
     openExecutions: db.prepare(
-      `SELECT ${EXECUTION_COLUMNS} FROM executions WHERE state IN ${OPEN_STATES_SQL}
+      `SELECT ${EXECUTION_COLUMNS} FROM executions WHERE ${OPEN}
        ORDER BY fire_time, shard, attempt`,
     ),
     // Walks from the open executions (few) to their fires' other rows through executions_by_job.
     settledOfOpenFires: db.prepare(
       `SELECT ${EXECUTION_COLUMNS.split(", ").map((c) => `e.${c}`).join(", ")}
-       FROM (SELECT DISTINCT job, fire_time FROM executions WHERE state IN ${OPEN_STATES_SQL}) AS f
+       FROM (SELECT DISTINCT job, fire_time FROM executions WHERE ${OPEN}) AS f
        JOIN executions AS e ON e.job = f.job AND e.fire_time = f.fire_time
        WHERE e.state NOT IN ${OPEN_STATES_SQL}
        ORDER BY e.fire_time, e.shard, e.attempt`,

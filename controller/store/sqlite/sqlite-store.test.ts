@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type ExecutionRecord, type ExecutionStateName, FIRE_COMPLETE_SHARD, type JobRecord } from "../store.js";
 import { describeStoreContract, execution, ids, job, rejection, revision, rollout, spec, specStoredBeforeRuns } from "../testing/store-contract.js";
 import { MIGRATIONS, SCHEMA_VERSION } from "./schema.js";
+import { executionListing } from "./sqlite-file.js";
 import { SqliteStore } from "./sqlite-store.js";
 
 let dir: string;
@@ -352,6 +353,29 @@ describe("schema upgrades", () => {
     check.close();
   });
 
+  it("upgrades a file whose executions_by_state held every state, keeping its rows and what each state lists", async () => {
+    const before = 8;
+    await mkdir(dirname(dbPath), { recursive: true });
+    const old = new Database(dbPath);
+    for (const step of MIGRATIONS.slice(0, before)) old.exec(step);
+    old.pragma(`user_version = ${before}`);
+    const states: ExecutionStateName[] = ["pending", "running", "succeeded", "failed", "succeeded", "unknown", "lost"];
+    const rows = states.map((state, shard) => execution({ job: "a", fireTime: 2000, shard, state }));
+    const insert = old.prepare("INSERT INTO executions (id, job, shard, fire_time, attempt, agent, state, cause, parameter) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    for (const e of rows) insert.run(e.id, e.job, e.shard, e.fireTime, e.attempt, e.agent, e.state, e.cause, e.parameter);
+    old.close();
+
+    const s = store();
+    const snapshot = await s.open();
+    expect(ids(snapshot.openExecutions)).toEqual(ids(rows.filter((e) => ["pending", "running", "unknown"].includes(e.state))));
+    for (const state of new Set(states)) expect(await s.listExecutions({ state, limit: 10 })).toEqual(rows.filter((e) => e.state === state));
+    await s.close();
+    const check = new Database(dbPath, { readonly: true });
+    const index = check.prepare("SELECT sql FROM sqlite_master WHERE name = 'executions_by_state'").get() as { sql: string };
+    check.close();
+    expect(index.sql).toContain("WHERE state <> 'succeeded'");
+  });
+
   it("upgrades a file written before revisions were kept, keeping its rows, with no revision or rollout", async () => {
     const before = 5;
     expect(SCHEMA_VERSION).toBeGreaterThan(before);
@@ -525,6 +549,33 @@ describe("SqliteStore.commit", () => {
     expect((await rejection(s.commit({ cursors: [{ job: "tick", fireTime: 3 }] }))).message).toBe(err.message);
     const { snapshot } = await reopen(s);
     expect(snapshot.cursors).toEqual(new Map([["tick", 1]]));
+  });
+});
+
+describe("execution listings", () => {
+  it("walk an index for every combination of filters, never the whole table", async () => {
+    const s = store();
+    await s.open();
+    await s.commit({ executions: [execution({ job: "invoices", fireTime: 1000 }), execution({ job: "invoices", fireTime: 1000, shard: 1, state: "failed" })] });
+    await s.close();
+    const raw = new Database(dbPath, { readonly: true });
+    const filters = { job: "invoices", shard: 1, agent: "agent-a", state: "failed", since: 500, until: 2000 } as const;
+    const names = Object.keys(filters) as (keyof typeof filters)[];
+    try {
+      for (let chosen = 0; chosen < 1 << names.length; chosen++) {
+        for (const state of ["failed", "pending", "succeeded"] as const) {
+          const query = Object.fromEntries(names.filter((_, i) => chosen & (1 << i)).map((name) => [name, name === "state" ? state : filters[name]]));
+          const { sql, params } = executionListing({ ...query, limit: 10 });
+          const plan = (raw.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...params) as { detail: string }[]).map((row) => row.detail);
+          // Listed by job, agent or a state in executions_by_state: a search of an index by it; else a walk of one in listing order.
+          const selective = "job" in query || "agent" in query || ("state" in query && state !== "succeeded");
+          const walk = selective ? /^SEARCH executions USING INDEX executions_by_/ : /^(SEARCH|SCAN) executions USING INDEX executions_by_/;
+          expect(plan.some((step) => walk.test(step)), `${JSON.stringify(query)}: ${plan.join(" / ")}`).toBe(true);
+        }
+      }
+    } finally {
+      raw.close();
+    }
   });
 });
 
