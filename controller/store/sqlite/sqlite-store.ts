@@ -13,7 +13,8 @@ type Pending = { resolve: (value: unknown) => void; reject: (error: Error) => vo
  * open, so a second store on the file, in this process or another, is refused naming the holder
  * (see sqlite-file.ts and owner-record.ts); the lock goes with the process. The file lives on a
  * thread of its own (writer-thread.ts), so statements and syncs to disk never block the event
- * loop, and commits queued during a sync share the next one. A commit resolves once its batch is
+ * loop, and commits queued during a sync share the next one. A commit's executions cross to it as
+ * columns, an open one's update as only what changes (execution-columns.ts). A commit resolves once its batch is
  * on disk, so the shell may dispatch what it wrote; batches reach the disk in the order they
  * were committed, and after a failed commit every later one fails too.
  */
