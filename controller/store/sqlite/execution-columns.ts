@@ -201,8 +201,9 @@ export class ColumnReader {
   }
 }
 
-/** A string JSON.stringify writes as it is, between quotes: nothing to escape. */
-const VERBATIM = /^[^"\\\u0000-\u001f\ud800-\udfff]*$/;
+/** What JSON.stringify escapes in a string: a quote, a backslash, a control character, a surrogate. */
+// eslint-disable-next-line no-control-regex -- control characters are what it looks for
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
 
 /**
  * JSON.stringify(context), byte for byte, without its generic path for the usual context of a
@@ -214,7 +215,7 @@ export function traceContextJson(context: Record<string, string>): string {
   let json = "{";
   for (const key of Object.keys(context)) {
     const value = context[key];
-    if (typeof value !== "string" || !VERBATIM.test(key) || !VERBATIM.test(value)) return JSON.stringify(context);
+    if (typeof value !== "string" || NEEDS_ESCAPE.test(key) || NEEDS_ESCAPE.test(value)) return JSON.stringify(context);
     json += json.length === 1 ? `"${key}":"${value}"` : `,"${key}":"${value}"`;
   }
   return `${json}}`;
