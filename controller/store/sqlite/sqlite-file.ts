@@ -16,7 +16,6 @@ import type {
   RevisionRecord,
   RolloutState,
   ShardOutcome,
-  StoreBatch,
   StoreSnapshot,
 } from "../store.js";
 import { manifestShaped } from "../../../shared/manifest/index.js";
@@ -24,12 +23,23 @@ import { readStoredSpec } from "../stored-spec.js";
 import { removeOwnerRecord, storeInUse, writeOwnerRecord } from "./owner-record.js";
 import { migrate } from "./schema.js";
 import { mergeExecutionLog } from "../../core/execution-log.js";
+import { ColumnReader, type ExecutionColumns, RowKind } from "./execution-columns.js";
+import type { CommitBatch } from "./writer-protocol.js";
 
 /** The path better-sqlite3 reads as a private in-memory database (for tests). */
 export const IN_MEMORY = ":memory:";
 
 /** The states the store treats as open; everything else is terminal and may be pruned. */
 const OPEN_STATES_SQL = `(${OPEN_STATES.map((state) => `'${state}'`).join(", ")})`;
+
+/**
+ * The condition of executions_by_state (schema migration 9): a query by a state other than
+ * succeeded says it too, as SQLite uses a partial index only for a query that names its condition.
+ */
+const IN_STATE_INDEX = "state <> 'succeeded'";
+
+/** Open executions, by executions_by_state. */
+const OPEN = `state IN ${OPEN_STATES_SQL} AND ${IN_STATE_INDEX}`;
 
 const EXECUTION_COLUMNS =
   "id, job, shard, fire_time, attempt, agent, state, started_at, finished_at, error, result, cause, parameter, not_before, fire_outcome, trace_context, grace_ms, revision";
@@ -43,7 +53,7 @@ const REVISION_COLUMNS = "job, revision, manifest, spec_json, hash, applied_at, 
 const PINNED_REVISIONS = `
   SELECT name, revision FROM jobs
   UNION SELECT name, json_extract(rollout, '$.stableRevision') FROM jobs WHERE json_extract(rollout, '$.stableRevision') IS NOT NULL
-  UNION SELECT job, revision FROM executions WHERE state IN ${OPEN_STATES_SQL} AND revision IS NOT NULL`;
+  UNION SELECT job, revision FROM executions WHERE ${OPEN} AND revision IS NOT NULL`;
 
 /** Newest fire first; within a fire, shards in order and the latest attempt first. */
 const EXECUTION_ORDER = "fire_time DESC, shard ASC, attempt DESC";
@@ -90,26 +100,30 @@ interface RevisionRow {
   undo_of: number | null;
 }
 
+/** An execution's parameters; a required one is null only in a malformed record, which then fails its NOT NULL constraint. */
 type ExecutionParams = [
-  string,
-  string,
+  string | null,
+  string | null,
   number,
   number,
   number,
-  string,
-  string,
+  string | null,
+  string | null,
   number | null,
   number | null,
   string | null,
   string | null,
-  string,
-  string,
+  string | null,
+  string | null,
   number | null,
   string | null,
   string | null,
   number | null,
   number | null,
 ];
+
+/** An update of an open execution: state, started_at, finished_at, error, result, not_before, fire_outcome, grace_ms, revision, then its id. */
+type ExecutionUpdateParams = [string | null, number | null, number | null, string | null, string | null, number | null, string | null, number | null, number | null, string | null];
 
 /**
  * A listing's WHERE clause from the filters given (a filter whose value is undefined is left out)
@@ -122,6 +136,22 @@ function filtered(limit: number, filters: readonly [unknown, string][]): { where
     where: given.length === 0 ? "" : `WHERE ${given.map(([, clause]) => clause).join(" AND ")}`,
     params: [...given.map(([value]) => value), limit],
   };
+}
+
+/**
+ * An execution listing's SQL and parameters: every given filter, newest fire first, the limit last.
+ * Throws for a limit that is not a count.
+ */
+export function executionListing(query: ExecutionQuery): { sql: string; params: unknown[] } {
+  const { where, params } = filtered(query.limit, [
+    [query.job, "job = ?"],
+    [query.shard, "shard = ?"],
+    [query.agent, "agent = ?"],
+    [query.state, query.state === "succeeded" ? "state = ?" : `state = ? AND ${IN_STATE_INDEX}`],
+    [query.since, "fire_time >= ?"],
+    [query.until, "fire_time < ?"],
+  ]);
+  return { sql: `SELECT ${EXECUTION_COLUMNS} FROM executions ${where} ORDER BY ${EXECUTION_ORDER} LIMIT ?`, params };
 }
 
 /** The audit table's columns, named as AuditRecord's fields. */
@@ -144,6 +174,8 @@ interface Statements {
   pruneRevisions: Database.Statement<[number]>;
   upsertCursor: Database.Statement<[string, number]>;
   upsertExecution: Database.Statement<ExecutionParams>;
+  updateExecution: Database.Statement<ExecutionUpdateParams>;
+  updateExecutionAndAgent: Database.Statement<[string | null, ...ExecutionUpdateParams]>;
   getExecution: Database.Statement<[string], ExecutionRow>;
   pruneByAge: Database.Statement<[number]>;
   pruneByCount: Database.Statement<[number]>;
@@ -213,7 +245,7 @@ export class SqliteFile {
    * Writes the batches, in order, in one transaction: all of them or, when one fails, none.
    * Batches that reach the writer together share one sync to disk (group commit).
    */
-  commit(batches: readonly StoreBatch[]): void {
+  commit(batches: readonly CommitBatch[]): void {
     const { db, s } = this;
     guard("commit a batch", () =>
       db
@@ -226,19 +258,8 @@ export class SqliteFile {
 
   /** The execution history matching every given filter, newest fire first, at most `limit`. */
   listExecutions(query: ExecutionQuery): ExecutionRecord[] {
-    const { where, params } = filtered(query.limit, [
-      [query.job, "job = ?"],
-      [query.shard, "shard = ?"],
-      [query.agent, "agent = ?"],
-      [query.state, "state = ?"],
-      [query.since, "fire_time >= ?"],
-      [query.until, "fire_time < ?"],
-    ]);
-    return guard("list executions", () =>
-      this.#listing<ExecutionRow>(`SELECT ${EXECUTION_COLUMNS} FROM executions ${where} ORDER BY ${EXECUTION_ORDER} LIMIT ?`)
-        .all(...params)
-        .map(toExecutionRecord),
-    );
+    const { sql, params } = executionListing(query);
+    return guard("list executions", () => this.#listing<ExecutionRow>(sql).all(...params).map(toExecutionRecord));
   }
 
   /** The prepared statement of a listing's SQL, prepared once. */
@@ -369,7 +390,7 @@ function isCount(value: number): boolean {
  * One batch's writes: jobs, then revisions (one already held stays as it is), then deleted jobs
  * with their revisions (also those the batch made), cursors and executions.
  */
-function writeBatch(s: Statements, batch: StoreBatch): void {
+function writeBatch(s: Statements, batch: CommitBatch): void {
   for (const job of batch.jobs ?? []) {
     s.upsertJob.run(
       job.name,
@@ -402,33 +423,53 @@ function writeBatch(s: Statements, batch: StoreBatch): void {
   for (const cursor of batch.cursors ?? []) {
     s.upsertCursor.run(cursor.job, cursor.fireTime);
   }
-  for (const e of batch.executions ?? []) {
-    s.upsertExecution.run(
-      e.id,
-      e.job,
-      e.shard,
-      e.fireTime,
-      e.attempt,
-      e.agent,
-      e.state,
-      e.startedAt ?? null,
-      e.finishedAt ?? null,
-      e.error ?? null,
-      e.result ?? null,
-      e.cause,
-      e.parameter,
-      e.notBefore ?? null,
-      e.fireOutcome === undefined ? null : JSON.stringify(e.fireOutcome),
-      e.traceContext === undefined ? null : JSON.stringify(e.traceContext),
-      e.disconnectGraceMs ?? null,
-      e.revision ?? null,
-    );
-  }
+  if (batch.executions !== undefined) writeExecutions(s, batch.executions);
   for (const a of batch.audit ?? []) s.insertAudit.run(a.time, a.caller, a.role, a.peer, a.method, a.target, a.summary, a.outcome, a.error);
   for (const chunk of batch.logs ?? []) {
     const row = s.getLog.get(chunk.executionId);
     const stored = row === undefined ? undefined : (JSON.parse(row.log_json) as ExecutionLogRecord);
     s.upsertLog.run(chunk.executionId, JSON.stringify(mergeExecutionLog(stored, chunk)));
+  }
+}
+
+/**
+ * Writes each row of `c`, in order: a whole row by the upsert, an update of an open execution by
+ * the UPDATE of what changes. An update that finds no row means the store's side was wrong about
+ * the file (see OpenExecutions): the commit fails rather than lose the record.
+ */
+function writeExecutions(s: Statements, c: ExecutionColumns): void {
+  const e = new ColumnReader(c);
+  while (e.next()) {
+    if (e.kind === RowKind.whole) {
+      s.upsertExecution.run(
+        e.id,
+        e.job,
+        e.shard,
+        e.fireTime,
+        e.attempt,
+        e.agent,
+        e.state,
+        e.startedAt,
+        e.finishedAt,
+        e.error,
+        e.result,
+        e.cause,
+        e.parameter,
+        e.notBefore,
+        e.fireOutcome,
+        e.traceContext,
+        e.graceMs,
+        e.revision,
+      );
+      continue;
+    }
+    const changed =
+      e.kind === RowKind.update
+        ? s.updateExecution.run(e.state, e.startedAt, e.finishedAt, e.error, e.result, e.notBefore, e.fireOutcome, e.graceMs, e.revision, e.id)
+        : s.updateExecutionAndAgent.run(e.agent, e.state, e.startedAt, e.finishedAt, e.error, e.result, e.notBefore, e.fireOutcome, e.graceMs, e.revision, e.id);
+    if (changed.changes !== 1) {
+      throw new ShardlineError("internal", `SQLite store: execution ${e.id} was written as open but the file does not hold it`, { field: "executions", value: e.id ?? "" });
+    }
   }
 }
 
@@ -440,13 +481,13 @@ function prepareStatements(db: Database.Database): Statements {
     allJobs: db.prepare("SELECT name, manifest, spec_json, paused, revision, disabled_shards, rollout FROM jobs ORDER BY name"),
     allCursors: db.prepare("SELECT job, fire_time FROM cursors"),
     openExecutions: db.prepare(
-      `SELECT ${EXECUTION_COLUMNS} FROM executions WHERE state IN ${OPEN_STATES_SQL}
+      `SELECT ${EXECUTION_COLUMNS} FROM executions WHERE ${OPEN}
        ORDER BY fire_time, shard, attempt`,
     ),
     // Walks from the open executions (few) to their fires' other rows through executions_by_job.
     settledOfOpenFires: db.prepare(
       `SELECT ${EXECUTION_COLUMNS.split(", ").map((c) => `e.${c}`).join(", ")}
-       FROM (SELECT DISTINCT job, fire_time FROM executions WHERE state IN ${OPEN_STATES_SQL}) AS f
+       FROM (SELECT DISTINCT job, fire_time FROM executions WHERE ${OPEN}) AS f
        JOIN executions AS e ON e.job = f.job AND e.fire_time = f.fire_time
        WHERE e.state NOT IN ${OPEN_STATES_SQL}
        ORDER BY e.fire_time, e.shard, e.attempt`,
@@ -488,6 +529,16 @@ function prepareStatements(db: Database.Database): Statements {
          started_at = excluded.started_at, finished_at = excluded.finished_at, error = excluded.error,
          result = excluded.result, not_before = excluded.not_before, fire_outcome = excluded.fire_outcome,
          grace_ms = excluded.grace_ms, revision = excluded.revision`,
+    ),
+    // What the upsert's update sets, of an execution the file holds (see OpenExecutions): without
+    // agent, SQLite leaves executions_by_agent alone.
+    updateExecution: db.prepare(
+      `UPDATE executions SET state = ?, started_at = ?, finished_at = ?, error = ?, result = ?, not_before = ?,
+         fire_outcome = ?, grace_ms = ?, revision = ? WHERE id = ?`,
+    ),
+    updateExecutionAndAgent: db.prepare(
+      `UPDATE executions SET agent = ?, state = ?, started_at = ?, finished_at = ?, error = ?, result = ?, not_before = ?,
+         fire_outcome = ?, grace_ms = ?, revision = ? WHERE id = ?`,
     ),
     getExecution: db.prepare(`SELECT ${EXECUTION_COLUMNS} FROM executions WHERE id = ?`),
     pruneByAge: db.prepare(

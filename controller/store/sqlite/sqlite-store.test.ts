@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type ExecutionRecord, type ExecutionStateName, FIRE_COMPLETE_SHARD, type JobRecord } from "../store.js";
 import { describeStoreContract, execution, ids, job, rejection, revision, rollout, spec, specStoredBeforeRuns } from "../testing/store-contract.js";
 import { MIGRATIONS, SCHEMA_VERSION } from "./schema.js";
+import { executionListing } from "./sqlite-file.js";
 import { SqliteStore } from "./sqlite-store.js";
 
 let dir: string;
@@ -352,6 +353,29 @@ describe("schema upgrades", () => {
     check.close();
   });
 
+  it("upgrades a file whose executions_by_state held every state, keeping its rows and what each state lists", async () => {
+    const before = 8;
+    await mkdir(dirname(dbPath), { recursive: true });
+    const old = new Database(dbPath);
+    for (const step of MIGRATIONS.slice(0, before)) old.exec(step);
+    old.pragma(`user_version = ${before}`);
+    const states: ExecutionStateName[] = ["pending", "running", "succeeded", "failed", "succeeded", "unknown", "lost"];
+    const rows = states.map((state, shard) => execution({ job: "a", fireTime: 2000, shard, state }));
+    const insert = old.prepare("INSERT INTO executions (id, job, shard, fire_time, attempt, agent, state, cause, parameter) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    for (const e of rows) insert.run(e.id, e.job, e.shard, e.fireTime, e.attempt, e.agent, e.state, e.cause, e.parameter);
+    old.close();
+
+    const s = store();
+    const snapshot = await s.open();
+    expect(ids(snapshot.openExecutions)).toEqual(ids(rows.filter((e) => ["pending", "running", "unknown"].includes(e.state))));
+    for (const state of new Set(states)) expect(await s.listExecutions({ state, limit: 10 })).toEqual(rows.filter((e) => e.state === state));
+    await s.close();
+    const check = new Database(dbPath, { readonly: true });
+    const index = check.prepare("SELECT sql FROM sqlite_master WHERE name = 'executions_by_state'").get() as { sql: string };
+    check.close();
+    expect(index.sql).toContain("WHERE state <> 'succeeded'");
+  });
+
   it("upgrades a file written before revisions were kept, keeping its rows, with no revision or rollout", async () => {
     const before = 5;
     expect(SCHEMA_VERSION).toBeGreaterThan(before);
@@ -512,6 +536,124 @@ describe("SqliteStore.commit", () => {
     expect((await rejection(s.commit({ cursors: [{ job: "tick", fireTime: 4 }] }))).code).toBe("unavailable");
     const { snapshot } = await reopen(s);
     expect(snapshot.cursors).toEqual(new Map([["tick", 1]]));
+  });
+
+  it("fails a batch it cannot hand to its thread, and every later one, writing none of them", async () => {
+    const s = store();
+    await s.open();
+    await s.commit({ cursors: [{ job: "tick", fireTime: 1 }] });
+    const unwritable = { ...execution({ job: "tick", fireTime: 2000 }), traceContext: { traceparent: 1n } } as unknown as ExecutionRecord;
+    const err = await rejection(s.commit({ executions: [unwritable], cursors: [{ job: "tick", fireTime: 2 }] }));
+    expect(err.code).toBe("unavailable");
+    expect(err.message).toContain("BigInt");
+    expect((await rejection(s.commit({ cursors: [{ job: "tick", fireTime: 3 }] }))).message).toBe(err.message);
+    const { snapshot } = await reopen(s);
+    expect(snapshot.cursors).toEqual(new Map([["tick", 1]]));
+  });
+});
+
+describe("execution listings", () => {
+  it("walk an index for every combination of filters, never the whole table", async () => {
+    const s = store();
+    await s.open();
+    await s.commit({ executions: [execution({ job: "invoices", fireTime: 1000 }), execution({ job: "invoices", fireTime: 1000, shard: 1, state: "failed" })] });
+    await s.close();
+    const raw = new Database(dbPath, { readonly: true });
+    const filters = { job: "invoices", shard: 1, agent: "agent-a", state: "failed", since: 500, until: 2000 } as const;
+    const names = Object.keys(filters) as (keyof typeof filters)[];
+    try {
+      for (let chosen = 0; chosen < 1 << names.length; chosen++) {
+        for (const state of ["failed", "pending", "succeeded"] as const) {
+          const query = Object.fromEntries(names.filter((_, i) => chosen & (1 << i)).map((name) => [name, name === "state" ? state : filters[name]]));
+          const { sql, params } = executionListing({ ...query, limit: 10 });
+          const plan = (raw.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...params) as { detail: string }[]).map((row) => row.detail);
+          // Listed by job, agent or a state in executions_by_state: a search of an index by it; else a walk of one in listing order.
+          const selective = "job" in query || "agent" in query || ("state" in query && state !== "succeeded");
+          const walk = selective ? /^SEARCH executions USING INDEX executions_by_/ : /^(SEARCH|SCAN) executions USING INDEX executions_by_/;
+          expect(plan.some((step) => walk.test(step)), `${JSON.stringify(query)}: ${plan.join(" / ")}`).toBe(true);
+        }
+      }
+    } finally {
+      raw.close();
+    }
+  });
+});
+
+describe("SqliteStore.commit of executions it wrote before", () => {
+  it("updates an open execution's changing columns and keeps those its id fixes as first written", async () => {
+    const s = store();
+    await s.open();
+    const pending = execution({ job: "invoices", fireTime: 1000, state: "pending", agent: "", parameter: "eu", cause: "trigger", revision: 2, traceContext: { traceparent: "00-a-b-01" } });
+    await s.commit({ executions: [pending] });
+    const running = { ...pending, agent: "agent-a", state: "running" as const, startedAt: 1001, disconnectGraceMs: 15_000 };
+    await s.commit({ executions: [running] });
+    // A later record that also says other things about what the id fixes: those stay as first written.
+    const done = { ...running, state: "failed" as const, finishedAt: 1500, error: "exit 3", result: "partial", parameter: "us", cause: "retry" as const, traceContext: { traceparent: "00-c-d-01" }, revision: 3 };
+    await s.commit({ executions: [done] });
+
+    const stored = { ...done, parameter: "eu", cause: "trigger" as const, traceContext: { traceparent: "00-a-b-01" } };
+    expect(await s.getExecution(pending.id)).toStrictEqual(stored);
+    expect(await s.listExecutions({ agent: "agent-a", limit: 10 })).toStrictEqual([stored]);
+    expect(await s.listExecutions({ state: "failed", limit: 10 })).toStrictEqual([stored]);
+    expect(await s.listExecutions({ agent: "", limit: 10 })).toEqual([]);
+    expect((await reopen(s)).snapshot.openExecutions).toEqual([]);
+  });
+
+  it("clears an update's optional columns the record no longer has, and moves it to a new agent", async () => {
+    const s = store();
+    await s.open();
+    const retry = execution({ job: "invoices", fireTime: 1000, state: "pending", agent: "agent-a", notBefore: 5000, error: "earlier" });
+    await s.commit({ executions: [retry] });
+    const { notBefore: _n, error: _e, ...withoutThem } = retry;
+    const moved = { ...withoutThem, agent: "agent-b", state: "running" as const, startedAt: 6000 };
+    await s.commit({ executions: [moved] });
+    expect(await s.getExecution(retry.id)).toStrictEqual(moved);
+    expect(ids(await s.listExecutions({ agent: "agent-b", limit: 10 }))).toEqual([retry.id]);
+    expect(await s.listExecutions({ agent: "agent-a", limit: 10 })).toEqual([]);
+    expect((await reopen(s)).snapshot.openExecutions).toStrictEqual([moved]);
+  });
+
+  it("writes several records of one execution in one batch, and in a group of batches, in the order given", async () => {
+    const s = store();
+    await s.open();
+    const pending = execution({ job: "invoices", fireTime: 1000, state: "pending", agent: "" });
+    const running = { ...pending, state: "running" as const, agent: "agent-a", startedAt: 1001 };
+    const lost = { ...running, state: "lost" as const, finishedAt: 1002 };
+    const unknown = { ...running, state: "unknown" as const };
+    await s.commit({ executions: [pending, running, lost, unknown] });
+    expect(await s.getExecution(pending.id)).toStrictEqual(unknown);
+    const succeeded = { ...running, state: "succeeded" as const, finishedAt: 1003 };
+    await Promise.all([s.commit({ executions: [running] }), s.commit({ executions: [succeeded] }), s.commit({ executions: [unknown, lost] })]);
+    expect(await s.getExecution(pending.id)).toStrictEqual(lost);
+    expect((await reopen(s)).snapshot.openExecutions).toEqual([]);
+  });
+
+  it("updates the open executions of the snapshot it opened with", async () => {
+    const s = store();
+    await s.open();
+    const running = execution({ job: "invoices", fireTime: 1000, state: "running", agent: "agent-a", startedAt: 1001 });
+    await s.commit({ executions: [running] });
+    const { store: again } = await reopen(s);
+    const done = { ...running, state: "succeeded" as const, finishedAt: 1500 };
+    await again.commit({ executions: [done] });
+    expect(await again.getExecution(running.id)).toStrictEqual(done);
+  });
+
+  it("keeps text as it was given: quotes, control characters, non-ASCII and empty strings", async () => {
+    const s = store();
+    await s.open();
+    const odd = execution({
+      job: "invoices",
+      fireTime: 1000,
+      state: "running",
+      agent: "agent-ä",
+      parameter: "",
+      traceContext: { traceparent: "00-\"q\"\\-\n-01", tracestate: "名前=値,🚀=1" },
+    });
+    await s.commit({ executions: [odd] });
+    const done = { ...odd, state: "failed" as const, error: "line 1\nline 2\t\"quoted\" \\ 🚀 \u0000", result: "", finishedAt: 2000 };
+    await s.commit({ executions: [done] });
+    expect(await s.getExecution(odd.id)).toStrictEqual(done);
   });
 });
 

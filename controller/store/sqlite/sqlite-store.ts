@@ -3,7 +3,8 @@ import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { ShardlineError } from "../../../shared/errors.js";
 import type { AuditQuery, AuditRecord, ExecutionLogRecord, ExecutionQuery, ExecutionRecord, RetentionPolicy, RevisionRecord, Store, StoreBatch, StoreSnapshot } from "../store.js";
-import type { WriterReply, WriterRequest, WriterResults } from "./writer-protocol.js";
+import { OpenExecutions, toColumns } from "./execution-columns.js";
+import type { CommitBatch, WriterReply, WriterRequest, WriterResults } from "./writer-protocol.js";
 
 type Pending = { resolve: (value: unknown) => void; reject: (error: Error) => void };
 
@@ -12,7 +13,8 @@ type Pending = { resolve: (value: unknown) => void; reject: (error: Error) => vo
  * open, so a second store on the file, in this process or another, is refused naming the holder
  * (see sqlite-file.ts and owner-record.ts); the lock goes with the process. The file lives on a
  * thread of its own (writer-thread.ts), so statements and syncs to disk never block the event
- * loop, and commits queued during a sync share the next one. A commit resolves once its batch is
+ * loop, and commits queued during a sync share the next one. A commit's executions cross to it as
+ * columns, an open one's update as only what changes (execution-columns.ts). A commit resolves once its batch is
  * on disk, so the shell may dispatch what it wrote; batches reach the disk in the order they
  * were committed, and after a failed commit every later one fails too.
  */
@@ -21,6 +23,13 @@ export class SqliteStore implements Store {
   private readonly pending = new Map<number, Pending>();
   private nextId = 0;
   private state: "new" | "open" | "closed" = "new";
+  /** Why a batch could not be handed to the thread: every later commit fails with it, as the thread's own failures do. */
+  private handOverFailure: ShardlineError | undefined;
+  /**
+   * The executions the file holds open, as of the batches handed over so far. Those of the
+   * snapshot are not in it: their next write is an upsert, as every write was before.
+   */
+  private readonly openInFile = new OpenExecutions();
 
   /** @param path a file path (its directory is created on open), or `:memory:`. */
   constructor(readonly path: string) {}
@@ -47,7 +56,17 @@ export class SqliteStore implements Store {
 
   /** Writes the whole batch in one transaction; resolves once it is on disk, rejects having written nothing. */
   commit(batch: StoreBatch): Promise<void> {
-    return this.ask("commit", { batch });
+    if (this.state !== "open") return this.notOpen();
+    if (this.handOverFailure !== undefined) return Promise.reject(this.handOverFailure);
+    let crossing: CommitBatch;
+    try {
+      const { executions, ...rest } = batch;
+      crossing = executions === undefined ? rest : { ...rest, executions: toColumns(executions, this.openInFile) };
+    } catch (err) {
+      this.handOverFailure = new ShardlineError("unavailable", `SQLite store: could not commit a batch: ${err instanceof Error ? err.message : String(err)}`, {}, { cause: err });
+      return Promise.reject(this.handOverFailure);
+    }
+    return this.ask("commit", { batch: crossing });
   }
 
   /** The execution history matching every given filter, newest fire first, at most `limit`. */
@@ -107,9 +126,7 @@ export class SqliteStore implements Store {
     fields: Omit<Extract<WriterRequest, { op: K }>, "id" | "op">,
   ): Promise<WriterResults[K]> {
     const worker = this.worker;
-    if (this.state !== "open" || worker === undefined) {
-      return Promise.reject(new ShardlineError("failed-precondition", `the SQLite store at ${this.path} is not open`));
-    }
+    if (this.state !== "open" || worker === undefined) return this.notOpen();
     const id = ++this.nextId;
     return new Promise<WriterResults[K]>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (value: unknown) => void, reject });
@@ -117,6 +134,10 @@ export class SqliteStore implements Store {
       if (this.pending.size === 1) worker.ref();
       worker.postMessage({ id, op, ...fields });
     });
+  }
+
+  private notOpen(): Promise<never> {
+    return Promise.reject(new ShardlineError("failed-precondition", `the SQLite store at ${this.path} is not open`));
   }
 
   private startWorker(): Worker {

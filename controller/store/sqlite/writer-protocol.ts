@@ -1,10 +1,14 @@
 import type { ErrorCode, ErrorDetails } from "../../../shared/errors.js";
 import type { AuditQuery, AuditRecord, ExecutionLogRecord, ExecutionQuery, ExecutionRecord, RetentionPolicy, RevisionRecord, StoreBatch, StoreSnapshot } from "../store.js";
+import type { ExecutionColumns } from "./execution-columns.js";
+
+/** A StoreBatch as it crosses to the writer thread: its executions as columns. */
+export type CommitBatch = Omit<StoreBatch, "executions"> & { executions?: ExecutionColumns };
 
 /** What SqliteStore asks its writer thread, each with an id its reply carries back. */
 export type WriterRequest =
   | { id: number; op: "open"; path: string }
-  | { id: number; op: "commit"; batch: StoreBatch }
+  | { id: number; op: "commit"; batch: CommitBatch }
   | { id: number; op: "list"; query: ExecutionQuery }
   | { id: number; op: "get"; executionId: string }
   | { id: number; op: "log"; executionId: string }

@@ -10,9 +10,8 @@
  */
 import { parentPort, receiveMessageOnPort, type MessagePort } from "node:worker_threads";
 import { ShardlineError } from "../../../shared/errors.js";
-import type { StoreBatch } from "../store.js";
 import { SqliteFile } from "./sqlite-file.js";
-import type { WriterError, WriterReply, WriterRequest } from "./writer-protocol.js";
+import type { CommitBatch, WriterError, WriterReply, WriterRequest } from "./writer-protocol.js";
 
 const port: MessagePort = parentPort ?? fail("writer-thread.js runs only as a worker thread of SqliteStore");
 let file: SqliteFile | undefined;
@@ -70,7 +69,7 @@ function serve(request: Exclude<WriterRequest, { op: "commit" }>): unknown {
   }
 }
 
-function commitGroup(ids: number[], batches: StoreBatch[]): void {
+function commitGroup(ids: number[], batches: CommitBatch[]): void {
   let error = commitFailure;
   if (error === undefined) {
     try {
