@@ -17,6 +17,7 @@ import {
   isLeaseLost,
   runLogFields,
 } from "./execution-run.js";
+import { RunAbort } from "./run-abort.js";
 
 /** What ExecutionListening needs from the agent. */
 export interface ExecutionListeningOptions {
@@ -90,8 +91,11 @@ class ListenedRun implements ExecutionRun {
   readonly #inner: ExecutionRun;
   readonly #options: ExecutionListeningOptions;
   readonly #reports: RunReports;
-  readonly #controller = new AbortController();
-  readonly #log: Logger;
+  readonly #abort = new RunAbort();
+  /** The run's logger, made when a hook reads ctx.log or a line is logged. */
+  #log: Logger | undefined;
+  /** The trace context its lines fall back to, once started. */
+  #logTraceContext: Readonly<Record<string, string>> | undefined;
   #ctx: HandlerContext;
   readonly #clock: () => number;
   #phase: Phase = "new";
@@ -108,7 +112,6 @@ class ListenedRun implements ExecutionRun {
     this.#inner = inner;
     this.#options = options;
     this.#clock = options.clock ?? (() => performance.now());
-    this.#log = options.logger.child(runLogFields(context));
     this.#ctx = handlerContextOf(context, this.#contextParts());
     // Reports what happens before the work starts: RUNNING, a failing beforeExecution, a stop.
     this.#reports = new RunReports(context, { maxResultBytes: options.maxResultBytes, report, ...(options.wallClock ? { wallClock: options.wallClock } : {}) });
@@ -130,7 +133,8 @@ class ListenedRun implements ExecutionRun {
       this.#traceContext = traceContext;
       this.#ctx = handlerContextOf(this.context, this.#contextParts(), traceContext);
     }
-    attachTraceContext(this.#log, traceContext ?? this.context.traceContext);
+    this.#logTraceContext = traceContext ?? this.context.traceContext;
+    if (this.#log !== undefined) attachTraceContext(this.#log, this.#logTraceContext);
     const before = this.#options.listeners.beforeExecution;
     if (before === undefined) {
       this.#phase = "work";
@@ -177,7 +181,7 @@ class ListenedRun implements ExecutionRun {
     const state = outcomeState(update.state);
     // The same meaning as a handler's signal: aborted when the execution was, not when it failed.
     if (state === "timed-out" || state === "cancelled" || state === "lost") {
-      this.#controller.abort(new ShardlineError("unavailable", `execution ${this.context.executionId} aborted: ${update.error}`));
+      this.#abort.abort(new ShardlineError("unavailable", `execution ${this.context.executionId} aborted: ${update.error}`));
     }
     const after = this.#options.listeners.afterExecution;
     if (after === undefined) return;
@@ -202,7 +206,15 @@ class ListenedRun implements ExecutionRun {
   }
 
   #contextParts(): HandlerContextParts {
-    return { agentId: this.#options.agentId, signal: this.#controller.signal, log: this.#log, leaseValid: this.#options.leaseValid };
+    return { agentId: this.#options.agentId, abort: this.#abort, log: () => this.#logger(), leaseValid: this.#options.leaseValid };
+  }
+
+  #logger(): Logger {
+    if (this.#log === undefined) {
+      this.#log = this.#options.logger.child(runLogFields(this.context));
+      if (this.#logTraceContext !== undefined) attachTraceContext(this.#log, this.#logTraceContext);
+    }
+    return this.#log;
   }
 
   #startWork(): void {
@@ -221,7 +233,7 @@ class ListenedRun implements ExecutionRun {
   }
 
   #afterFailed(error: unknown): void {
-    this.#log.error({ err: error }, "afterExecution failed; the execution's outcome stands");
+    this.#logger().error({ err: error }, "afterExecution failed; the execution's outcome stands");
   }
 }
 

@@ -169,6 +169,38 @@ describe("HandlerExecutor", () => {
     expect(execution.finished).toBe(true);
   });
 
+  it("gives a handler that first reads ctx.signal after the stop a signal aborted with the stop's reason", async () => {
+    let ctx: HandlerContext | undefined;
+    const release = deferred();
+    const { execution, terminal } = run({
+      work: async (given) => {
+        ctx = given;
+        await release.promise;
+      },
+    });
+    execution.stop(ExecutionState.CANCELLED, "cancelled by an operator");
+    expect(await terminal).toMatchObject({ state: ExecutionState.CANCELLED });
+    const signal = ctx!.signal;
+    expect(signal.aborted).toBe(true);
+    expect(String(signal.reason)).toMatch(/cancelled by an operator/);
+    expect(ctx!.signal).toBe(signal);
+    expect(() => ctx!.assertLease()).toThrow(LeaseLostError);
+    release.resolve();
+  });
+
+  it("keeps ctx.signal and ctx.log in a spread of the context, the same as the context's own", async () => {
+    let seen: { original: HandlerContext; spread: HandlerContext } | undefined;
+    const { terminal } = run({
+      work: (ctx) => {
+        seen = { original: ctx, spread: { ...ctx } };
+      },
+    });
+    await terminal;
+    expect(seen!.spread.signal).toBe(seen!.original.signal);
+    expect(seen!.spread.log).toBe(seen!.original.log);
+    expect(Object.keys(seen!.spread)).toEqual(expect.arrayContaining(["signal", "log", "assertLease", "traceContext"]));
+  });
+
   it("reports LOST when fenced", async () => {
     const { execution, terminal } = run({ work: (ctx) => new Promise((resolve) => ctx.signal.addEventListener("abort", resolve)) });
     execution.stop(ExecutionState.LOST, "fenced: no heartbeat ack within the lease");
