@@ -6,17 +6,16 @@ import { attachTraceContext } from "../../shared/telemetry/log-fields.js";
 import type { ExecutionListeners, ExecutionOutcome, ExecutionOutcomeState, HandlerContext } from "../sdk.js";
 import {
   RunReports,
-  handlerContextOf,
   type AbortState,
   type ExecutionRun,
   type Executor,
-  type HandlerContextParts,
   type LeaseCheck,
   type ReportSink,
   type StopState,
   isLeaseLost,
   runLogFields,
 } from "./execution-run.js";
+import { handlerContextOf, type HandlerContextParts } from "./handler-context.js";
 import { RunAbort } from "./run-abort.js";
 
 /** What ExecutionListening needs from the agent. */

@@ -1,10 +1,7 @@
-import type { Logger } from "pino";
 import type { ExecutionContext, ExecutionUpdate } from "../../shared/gen/shardline/v1/agent_service_pb.js";
-import { executionStateName } from "../../shared/execution-view.js";
 import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
-import { LeaseLostError, type HandlerContext } from "../sdk.js";
+import { LeaseLostError } from "../sdk.js";
 import { truncateUtf8 } from "./output-tail.js";
-import type { RunAbort } from "./run-abort.js";
 import { DEFAULT_LOG_BOUNDS, ExecutionLogBuffer, type ExecutionLogBounds } from "./execution-log-buffer.js";
 
 /** The states an execution can be stopped with from outside. */
@@ -192,82 +189,6 @@ export function runLogFields(context: ExecutionContext): { executionId: string; 
  * HandlerContext.assertLease asks the agent.
  */
 export type LeaseCheck = () => boolean;
-
-/** What a HandlerContext is made of besides the execution context: the run's own parts. */
-export interface HandlerContextParts {
-  agentId: string;
-  /** Aborts when the run is stopped; assertLease refuses once it has. Its signal is made when first read. */
-  abort: RunAbort;
-  /** The run's logger (ctx.log), asked for when the handler first reads it; the same one every time. */
-  log: () => Logger;
-  leaseValid: LeaseCheck;
-}
-
-/**
- * The HandlerContext of an execution: what its handler and the agent's listeners receive.
- * `signal` and `log` are read through getters, so that a run whose handler reads neither makes
- * neither; they are own enumerable properties all the same, so a spread of ctx keeps them.
- */
-export function handlerContextOf(
-  context: ExecutionContext,
-  parts: HandlerContextParts,
-  traceContext: Readonly<Record<string, string>> = context.traceContext,
-): HandlerContext {
-  const { agentId, abort, log, leaseValid } = parts;
-  const ctx: { -readonly [K in keyof HandlerContext]: HandlerContext[K] } = {
-    job: context.job,
-    shard: context.shard,
-    shardCount: context.shardCount,
-    shardParameter: context.shardParameter,
-    parameter: context.parameter,
-    fireTime: new Date(Number(context.fireTimeUnixMs)),
-    executionId: context.executionId,
-    attempt: context.attempt,
-    get signal() {
-      return abort.signal;
-    },
-    agentId,
-    fencingToken: context.fencingToken,
-    revision: Number(context.revision),
-    assertLease: () => assertLease(context, abort, leaseValid),
-    traceContext: { ...traceContext },
-    get log() {
-      return log();
-    },
-  };
-  if (context.fireOutcome !== undefined) {
-    ctx.fireOutcome = context.fireOutcome.shards.map((o) => ({
-      shard: o.shard,
-      state: executionStateName(o.state),
-      executionId: o.executionId,
-      ...(o.error === "" ? {} : { error: o.error }),
-    }));
-  }
-  return ctx;
-}
-
-/**
- * HandlerContext.assertLease: an aborted run is refused first (its outcome is reported already,
- * whatever the lease says), then a run whose agent's lease has lapsed, which may go on for its
- * disconnect grace but must not act: its shard may have another owner by now.
- */
-function assertLease(context: ExecutionContext, abort: RunAbort, leaseValid: LeaseCheck): void {
-  const { executionId, fencingToken } = context;
-  if (abort.aborted) {
-    const reason = abort.reason;
-    const why = reason instanceof Error ? reason.message : `execution ${executionId} was aborted`;
-    throw new LeaseLostError(why, executionId, fencingToken, "aborted", { cause: reason });
-  }
-  if (!leaseValid()) {
-    const shard = context.fireOutcome === undefined ? `shard ${context.job}/${context.shard}` : `job ${context.job}`;
-    throw new LeaseLostError(
-      `execution ${executionId}: the agent's lease lapsed, so ${shard} may belong to another agent now (fencing token ${fencingToken})`,
-      executionId,
-      fencingToken,
-      "lease-lapsed",
-    );
-  }
-}
 
 /** True when `error`, or an error it wraps as its cause, is this execution's LeaseLostError. */
 export function isLeaseLost(error: unknown, executionId: string): boolean {

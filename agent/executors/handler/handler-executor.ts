@@ -4,11 +4,11 @@ import type { ExecutionContext } from "../../../shared/gen/shardline/v1/agent_se
 import { ExecutionState } from "../../../shared/gen/shardline/v1/types_pb.js";
 import { attachTraceContext } from "../../../shared/telemetry/log-fields.js";
 import { capturedLogger } from "./captured-logger.js";
+import { handlerContextOf } from "../handler-context.js";
 import { RunAbort } from "../run-abort.js";
 import type { HandlerMap } from "../../sdk.js";
 import {
   RunReports,
-  handlerContextOf,
   isLeaseLost,
   runLogFields,
   type AbortState,
