@@ -84,13 +84,13 @@ export class ExecutionListening {
 /** Where a listened run is: not started, in beforeExecution, doing the work, or over. */
 type Phase = "new" | "before" | "work" | "done";
 
-class ListenedRun implements ExecutionRun {
+class ListenedRun implements ExecutionRun, HandlerContextParts {
   /** Set by ExecutionListening once RUNNING went out, so the work's own RUNNING is not repeated. */
   runningReported = false;
   readonly #inner: ExecutionRun;
   readonly #options: ExecutionListeningOptions;
   readonly #reports: RunReports;
-  readonly #abort = new RunAbort();
+  readonly abort = new RunAbort();
   /** The run's logger, made when a hook reads ctx.log or a line is logged. */
   #log: Logger | undefined;
   /** The trace context its lines fall back to, once started. */
@@ -111,7 +111,7 @@ class ListenedRun implements ExecutionRun {
     this.#inner = inner;
     this.#options = options;
     this.#clock = options.clock ?? (() => performance.now());
-    this.#ctx = handlerContextOf(context, this.#contextParts());
+    this.#ctx = handlerContextOf(context, this);
     // Reports what happens before the work starts: RUNNING, a failing beforeExecution, a stop.
     this.#reports = new RunReports(context, { maxResultBytes: options.maxResultBytes, report, ...(options.wallClock ? { wallClock: options.wallClock } : {}) });
   }
@@ -130,7 +130,7 @@ class ListenedRun implements ExecutionRun {
     if (traceContext !== undefined && traceContext !== this.context.traceContext) {
       // The hooks see the trace context the work runs under, as the handler does.
       this.#traceContext = traceContext;
-      this.#ctx = handlerContextOf(this.context, this.#contextParts(), traceContext);
+      this.#ctx = handlerContextOf(this.context, this, traceContext);
     }
     this.#logTraceContext = traceContext ?? this.context.traceContext;
     if (this.#log !== undefined) attachTraceContext(this.#log, this.#logTraceContext);
@@ -180,7 +180,7 @@ class ListenedRun implements ExecutionRun {
     const state = outcomeState(update.state);
     // The same meaning as a handler's signal: aborted when the execution was, not when it failed.
     if (state === "timed-out" || state === "cancelled" || state === "lost") {
-      this.#abort.abort(new ShardlineError("unavailable", `execution ${this.context.executionId} aborted: ${update.error}`));
+      this.abort.abort(new ShardlineError("unavailable", `execution ${this.context.executionId} aborted: ${update.error}`));
     }
     const after = this.#options.listeners.afterExecution;
     if (after === undefined) return;
@@ -204,8 +204,16 @@ class ListenedRun implements ExecutionRun {
     return isLeaseLost(error, this.context.executionId) ? ExecutionState.LOST : ExecutionState.FAILED;
   }
 
-  #contextParts(): HandlerContextParts {
-    return { agentId: this.#options.agentId, abort: this.#abort, log: () => this.#logger(), leaseValid: this.#options.leaseValid };
+  get agentId(): string {
+    return this.#options.agentId;
+  }
+
+  get leaseValid(): LeaseCheck {
+    return this.#options.leaseValid;
+  }
+
+  handlerLog(): Logger {
+    return this.#logger();
   }
 
   #logger(): Logger {

@@ -5,14 +5,14 @@ import { LeaseLostError, type FireShardOutcome, type HandlerContext } from "../s
 import type { LeaseCheck } from "./execution-run.js";
 import type { RunAbort } from "./run-abort.js";
 
-/** What a HandlerContext is made of besides the execution context: the run's own parts. */
+/** What a HandlerContext is made of besides the execution context: the run's own parts (the run itself gives them). */
 export interface HandlerContextParts {
-  agentId: string;
+  readonly agentId: string;
   /** Aborts when the run is stopped; assertLease refuses once it has. Its signal is made when first read. */
-  abort: RunAbort;
+  readonly abort: RunAbort;
+  readonly leaseValid: LeaseCheck;
   /** The run's logger (ctx.log), asked for when first read; the same one every time. */
-  log: () => Logger;
-  leaseValid: LeaseCheck;
+  handlerLog(): Logger;
 }
 
 /** The HandlerContext of an execution: what its handler and the agent's listeners receive. */
@@ -34,8 +34,7 @@ let lazyParts: { signal: PropertyDescriptor; log: PropertyDescriptor };
  * getters would be made per run, and leave it a slow dictionary object).
  */
 class RunContext implements HandlerContext {
-  readonly #abort: RunAbort;
-  readonly #log: () => Logger;
+  readonly #parts: HandlerContextParts;
   // Declared, not defined as class fields: the constructor makes each, in the order of the plain
   // object this was before (a JSON of ctx, Object.keys(ctx) read the same).
   declare readonly job: string;
@@ -56,9 +55,7 @@ class RunContext implements HandlerContext {
   declare readonly fireOutcome?: readonly FireShardOutcome[];
 
   constructor(context: ExecutionContext, parts: HandlerContextParts, traceContext: Readonly<Record<string, string>>) {
-    const { agentId, abort, log, leaseValid } = parts;
-    this.#abort = abort;
-    this.#log = log;
+    this.#parts = parts;
     this.job = context.job;
     this.shard = context.shard;
     this.shardCount = context.shardCount;
@@ -68,10 +65,10 @@ class RunContext implements HandlerContext {
     this.executionId = context.executionId;
     this.attempt = context.attempt;
     Object.defineProperty(this, "signal", lazyParts.signal);
-    this.agentId = agentId;
+    this.agentId = parts.agentId;
     this.fencingToken = context.fencingToken;
     this.revision = Number(context.revision);
-    this.assertLease = () => assertLease(context, abort, leaseValid);
+    this.assertLease = () => assertLease(context, parts.abort, parts.leaseValid);
     this.traceContext = { ...traceContext };
     Object.defineProperty(this, "log", lazyParts.log);
     if (context.fireOutcome !== undefined) {
@@ -88,7 +85,7 @@ class RunContext implements HandlerContext {
     lazyParts = {
       signal: {
         get(this: RunContext) {
-          return this.#abort.signal;
+          return this.#parts.abort.signal;
         },
         set: replaceWith("signal"),
         enumerable: true,
@@ -96,7 +93,7 @@ class RunContext implements HandlerContext {
       },
       log: {
         get(this: RunContext) {
-          return this.#log();
+          return this.#parts.handlerLog();
         },
         set: replaceWith("log"),
         enumerable: true,

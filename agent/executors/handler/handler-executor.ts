@@ -4,7 +4,7 @@ import type { ExecutionContext } from "../../../shared/gen/shardline/v1/agent_se
 import { ExecutionState } from "../../../shared/gen/shardline/v1/types_pb.js";
 import { attachTraceContext } from "../../../shared/telemetry/log-fields.js";
 import { capturedLogger } from "./captured-logger.js";
-import { handlerContextOf } from "../handler-context.js";
+import { handlerContextOf, type HandlerContextParts } from "../handler-context.js";
 import { RunAbort } from "../run-abort.js";
 import type { HandlerMap } from "../../sdk.js";
 import {
@@ -58,8 +58,8 @@ export class HandlerExecutor implements Executor {
   }
 }
 
-class HandlerRun implements ExecutionRun {
-  readonly #abort = new RunAbort();
+class HandlerRun implements ExecutionRun, HandlerContextParts {
+  readonly abort = new RunAbort();
   readonly #reports: RunReports;
   /** The run's logger, made at its first line: most runs log nothing. */
   #log: Logger | undefined;
@@ -104,8 +104,7 @@ class HandlerRun implements ExecutionRun {
     try {
       // Called synchronously, not in a .then(), and before RUNNING is reported: everything
       // before the handler is fire lag, for this run and for every run starting after it.
-      const { agentId, leaseValid } = this.options;
-      outcome = Promise.resolve(handler(handlerContextOf(context, { agentId, abort: this.#abort, log: () => this.#ctxLog(), leaseValid }, traceContext)));
+      outcome = Promise.resolve(handler(handlerContextOf(context, this, traceContext)));
     } catch (error) {
       outcome = Promise.reject(error);
     }
@@ -145,7 +144,15 @@ class HandlerRun implements ExecutionRun {
     return this.#log;
   }
 
-  #ctxLog(): Logger {
+  get agentId(): string {
+    return this.options.agentId;
+  }
+
+  get leaseValid(): LeaseCheck {
+    return this.options.leaseValid;
+  }
+
+  handlerLog(): Logger {
     return (this.#handlerLog ??= capturedLogger(this.#logger(), () => this.#reports.log));
   }
 
@@ -154,12 +161,12 @@ class HandlerRun implements ExecutionRun {
     // Report first: an abort listener in the handler must not be able to run before the
     // terminal state is settled, or a handler that returns on abort would read as SUCCEEDED.
     this.#finish(state, { error: reason });
-    this.#abort.abort(new ShardlineError("unavailable", `execution ${this.context.executionId} aborted: ${reason}`));
+    this.abort.abort(new ShardlineError("unavailable", `execution ${this.context.executionId} aborted: ${reason}`));
   }
 
   /** The handler's promise settled after the execution was over: logged when it had been aborted, its outcome discarded. */
   #late(how: string): void {
-    if (this.#abort.aborted) {
+    if (this.abort.aborted) {
       this.#logger().warn({ handler: this.context.handler }, `handler ${how} after it was aborted; its outcome is discarded`);
     }
   }
