@@ -75,7 +75,8 @@ export class RunReports {
   readonly #context: ExecutionContext;
   readonly #options: ReportOptions;
   readonly #wallClock: () => number;
-  #startedAt = 0;
+  /** When RUNNING was reported, as every later update of the run carries it. */
+  #startedAt = 0n;
   #running = false;
   #finished = false;
   /** Made at the first line written: a run that writes nothing costs nothing. */
@@ -111,7 +112,7 @@ export class RunReports {
   running(startedAt = this.#wallClock()): void {
     if (this.#finished || this.#running) return;
     this.#running = true;
-    this.#startedAt = startedAt;
+    this.#startedAt = BigInt(Math.trunc(startedAt));
     this.#options.report(this.#update(ExecutionState.RUNNING, {}));
   }
 
@@ -147,7 +148,7 @@ export class RunReports {
       $typeName: "shardline.v1.ExecutionUpdate",
       executionId: this.#context.executionId,
       state,
-      startedAtUnixMs: BigInt(Math.trunc(this.#startedAt)),
+      startedAtUnixMs: this.#startedAt,
       finishedAtUnixMs: 0n,
       error: truncateUtf8(fields.error ?? "", limit),
       result: truncateUtf8(fields.result ?? "", limit),

@@ -544,8 +544,9 @@ export class Agent {
   #onReport(update: ExecutionUpdate): void {
     if (update.state !== ExecutionState.RUNNING) this.#runs.delete(update.executionId);
     this.#core.step({ kind: "run-report", update }, this.#options.clock.now());
-    // Before the core's effects, which may send it (ahead of a Release).
-    this.#events.emit("execution", update);
+    // Before the core's effects, which may send it (ahead of a Release). Only when listened to:
+    // emit() gathers its arguments into an array even for nobody, twice a run.
+    if (this.#events.listenerCount("execution") > 0) this.#events.emit("execution", update);
     this.#carryOut();
   }
 
