@@ -158,18 +158,15 @@ export class AgentCore {
 
   /** When to step `tick` next (monotonic ms), or undefined when nothing is due. */
   nextDeadline(): number | undefined {
-    let next: number | undefined;
-    const consider = (at: number | undefined): void => {
-      if (at !== undefined && (next === undefined || at < next)) next = at;
-    };
+    // Asked after every step the driver takes (several per run): no closure, no allocation.
     if (this.#stopped) return undefined;
-    if (!this.#streamOpen) consider(this.#reconnect.connectAt);
-    if (!this.#fence.fenced && this.#lease.expiresAt !== Number.NEGATIVE_INFINITY) consider(this.#lease.expiresAt);
-    consider(this.#fence.nextDeadline());
-    if (this.#streamOpen && !this.#closing && !this.#welcomed) consider(this.#welcomeDeadline);
-    if (this.#streamOpen && !this.#closing && this.#welcomed) consider(this.#nextHeartbeatAt);
-    consider(this.#drain?.graceEndsAt);
-    consider(this.#drain?.endAt);
+    let next: number | undefined;
+    if (!this.#streamOpen) next = earlier(next, this.#reconnect.connectAt);
+    if (!this.#fence.fenced && this.#lease.expiresAt !== Number.NEGATIVE_INFINITY) next = earlier(next, this.#lease.expiresAt);
+    next = earlier(next, this.#fence.nextDeadline());
+    if (this.#streamOpen && !this.#closing && !this.#welcomed) next = earlier(next, this.#welcomeDeadline);
+    if (this.#streamOpen && !this.#closing && this.#welcomed) next = earlier(next, this.#nextHeartbeatAt);
+    if (this.#drain !== undefined) next = earlier(earlier(next, this.#drain.graceEndsAt), this.#drain.endAt);
     return next;
   }
 
@@ -508,6 +505,11 @@ export class AgentCore {
     this.#stopAll(ExecutionState.LOST, "the agent stopped");
   }
 
+}
+
+/** The sooner of two deadlines, either of which may be absent. */
+function earlier(a: number | undefined, b: number | undefined): number | undefined {
+  return b === undefined || (a !== undefined && a <= b) ? a : b;
 }
 
 /** An assignment's plain ref, without the held flags. */

@@ -59,7 +59,7 @@ export function comparePairs(a: { term: bigint; generation: bigint }, b: { term:
  * ignored as a whole (see acceptTerm). Pure bookkeeping: it starts, stops and sends nothing.
  */
 export class AssignmentTable {
-  #held = new Map<string, HeldAssignment>();
+  #held = new ShardMap<HeldAssignment>();
   #highestTerm = 0n;
 
   /** The highest controller term seen on any message. */
@@ -86,35 +86,32 @@ export class AssignmentTable {
   applyRefs(update: { snapshot: boolean; add: readonly AssignmentRef[]; revoke: readonly AssignmentRef[] }): AssignmentChanges {
     const changes: AssignmentChanges = { added: [], dropped: [], revoked: [], unknownRevokes: [], ignored: [] };
     if (update.snapshot) {
-      const next = new Map<string, HeldAssignment>();
+      const next = new ShardMap<HeldAssignment>();
       for (const ref of update.add) {
-        const key = shardKey(ref.job, ref.shard);
         const held: HeldAssignment = { ...ref, revoking: false };
-        const before = this.#held.get(key);
+        const before = this.#held.get(ref.job, ref.shard);
         if (before === undefined || comparePairs(before, ref) !== 0) changes.added.push(held);
-        next.set(key, held);
+        next.set(held);
       }
-      for (const [key, before] of this.#held) {
-        if (!next.has(key)) changes.dropped.push(before);
+      for (const before of this.#held.values()) {
+        if (next.get(before.job, before.shard) === undefined) changes.dropped.push(before);
       }
       this.#held = next;
     } else {
       for (const ref of update.add) {
-        const key = shardKey(ref.job, ref.shard);
-        const before = this.#held.get(key);
+        const before = this.#held.get(ref.job, ref.shard);
         const order = before === undefined ? 1 : comparePairs(ref, before);
         if (order < 0) {
           changes.ignored.push(ref);
         } else if (order > 0) {
           const held: HeldAssignment = { ...ref, revoking: false };
-          this.#held.set(key, held);
+          this.#held.set(held);
           changes.added.push(held);
         }
       }
     }
     for (const ref of update.revoke) {
-      const key = shardKey(ref.job, ref.shard);
-      const before = this.#held.get(key);
+      const before = this.#held.get(ref.job, ref.shard);
       if (before === undefined) {
         changes.unknownRevokes.push(ref);
         continue;
@@ -125,7 +122,7 @@ export class AssignmentTable {
       }
       // The release must carry the revoke's pair, which may be newer than the one held.
       const revoking: HeldAssignment = { ...ref, revoking: true };
-      this.#held.set(key, revoking);
+      this.#held.set(revoking);
       changes.revoked.push(revoking);
     }
     return changes;
@@ -136,28 +133,27 @@ export class AssignmentTable {
    * it (a Kubernetes Job): the next Hello claims it, and the controller's snapshot settles it.
    */
   restore(ref: AssignmentRef): void {
-    const key = shardKey(ref.job, ref.shard);
-    const before = this.#held.get(key);
-    if (before === undefined || comparePairs(ref, before) > 0) this.#held.set(key, { ...ref, revoking: false });
+    const before = this.#held.get(ref.job, ref.shard);
+    if (before === undefined || comparePairs(ref, before) > 0) this.#held.set({ ...ref, revoking: false });
   }
 
   /** The assignment held for a shard, if any. */
   get(job: string, shard: number): HeldAssignment | undefined {
-    return this.#held.get(shardKey(job, shard));
+    return this.#held.get(job, shard);
   }
 
   /** True when exactly this (job, shard, term, generation) is held and not being revoked. */
   holds(ref: AssignmentRef): boolean {
-    const held = this.#held.get(shardKey(ref.job, ref.shard));
+    const held = this.#held.get(ref.job, ref.shard);
     return held !== undefined && !held.revoking && comparePairs(held, ref) === 0;
   }
 
   /** Marks every held shard revoking (the agent is leaving) and returns them. */
   revokeAll(): HeldAssignment[] {
     const revoked: HeldAssignment[] = [];
-    for (const [key, held] of this.#held) {
+    for (const held of this.#held.values()) {
       const revoking = held.revoking ? held : { ...held, revoking: true };
-      this.#held.set(key, revoking);
+      this.#held.set(revoking);
       revoked.push(revoking);
     }
     return revoked;
@@ -165,7 +161,7 @@ export class AssignmentTable {
 
   /** Forgets a shard (released, or dropped). */
   remove(job: string, shard: number): void {
-    this.#held.delete(shardKey(job, shard));
+    this.#held.delete(job, shard);
   }
 
   /** Every held shard, ordered by job then shard. */
@@ -176,6 +172,43 @@ export class AssignmentTable {
   /** How many shards are held. */
   get size(): number {
     return this.#held.size;
+  }
+}
+
+/**
+ * Values by (job, shard). Looked up through a map per job, so that a lookup (on every dispatched
+ * run and every ended one) builds no `job/shard` key string to hash; iterated in the order first
+ * put, as one map keyed by that string would be (puts and deletes are rare: assignment changes).
+ */
+class ShardMap<V extends { readonly job: string; readonly shard: number }> {
+  readonly #jobs = new Map<string, Map<number, V>>();
+  readonly #ordered = new Map<string, V>();
+
+  get size(): number {
+    return this.#ordered.size;
+  }
+
+  get(job: string, shard: number): V | undefined {
+    return this.#jobs.get(job)?.get(shard);
+  }
+
+  /** Puts `value` under its own job and shard, replacing what was there (in its place). */
+  set(value: V): void {
+    let shards = this.#jobs.get(value.job);
+    if (shards === undefined) this.#jobs.set(value.job, (shards = new Map()));
+    shards.set(value.shard, value);
+    this.#ordered.set(shardKey(value.job, value.shard), value);
+  }
+
+  delete(job: string, shard: number): void {
+    const shards = this.#jobs.get(job);
+    if (shards === undefined || !shards.delete(shard)) return;
+    if (shards.size === 0) this.#jobs.delete(job);
+    this.#ordered.delete(shardKey(job, shard));
+  }
+
+  values(): IterableIterator<V> {
+    return this.#ordered.values();
   }
 }
 

@@ -48,6 +48,31 @@ describe("ReportBook", () => {
     expect(book.unconfirmedCount).toBe(0);
   });
 
+  it("confirms batches in the order sent, each by its own heartbeat's ack", () => {
+    const book = new ReportBook();
+    book.add(report("a", ExecutionState.SUCCEEDED));
+    book.takeBatch(1n);
+    book.add(report("b", ExecutionState.FAILED));
+    book.takeBatch(1n);
+    book.add(report("c", ExecutionState.SUCCEEDED));
+    book.takeBatch(2n);
+    book.confirm(1n);
+    expect(book.forHello().map((u) => u.executionId)).toEqual(["c"]);
+  });
+
+  it("confirms a report that a newer one of its execution replaced only with the newer one's batch", () => {
+    const book = new ReportBook();
+    book.add(report("a", ExecutionState.SUCCEEDED));
+    book.takeBatch(1n);
+    const newer = report("a", ExecutionState.LOST);
+    book.add(newer);
+    book.confirm(1n);
+    expect(book.unconfirmedCount).toBe(1);
+    book.takeBatch(2n);
+    book.confirm(2n);
+    expect(book.unconfirmedCount).toBe(0);
+  });
+
   it("never confirms a report that was not sent", () => {
     const book = new ReportBook();
     book.add(report("a", ExecutionState.SUCCEEDED));

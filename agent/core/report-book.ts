@@ -9,10 +9,10 @@ import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
  */
 export const HELLO_SEQ = 0n;
 
-interface Unconfirmed {
-  update: ExecutionUpdate;
-  /** Confirmed by the ack of this seq on the current stream; undefined while not sent on it. */
-  confirmSeq: bigint | undefined;
+/** Reports sent in one message (or listed in the Hello): confirmed by the ack of `seq`. */
+interface SentBatch {
+  seq: bigint;
+  updates: readonly ExecutionUpdate[];
 }
 
 /**
@@ -23,12 +23,19 @@ interface Unconfirmed {
  * Unconfirmed reports go into the next Hello. Pure bookkeeping.
  */
 export class ReportBook {
-  readonly #unconfirmed = new Map<string, Unconfirmed>();
+  /** The latest terminal report of each execution, until confirmed. */
+  readonly #unconfirmed = new Map<string, ExecutionUpdate>();
+  /**
+   * What was sent on the current stream, by the seq whose ack confirms it, in the order sent (so
+   * seqs never decrease): an ack confirms a prefix. A report counts as confirmed only while it is
+   * still its execution's latest.
+   */
+  #sent: SentBatch[] = [];
   #outbox: ExecutionUpdate[] = [];
 
   /** Takes a report; returns true when the outbox was empty (a flush is due at the turn's end). */
   add(update: ExecutionUpdate): boolean {
-    if (update.state !== ExecutionState.RUNNING) this.#unconfirmed.set(update.executionId, { update, confirmSeq: undefined });
+    if (update.state !== ExecutionState.RUNNING) this.#unconfirmed.set(update.executionId, update);
     this.#outbox.push(update);
     return this.#outbox.length === 1;
   }
@@ -55,10 +62,7 @@ export class ReportBook {
     const updates =
       ended.size === 0 ? this.#outbox : this.#outbox.filter((u) => u.state !== ExecutionState.RUNNING || !ended.has(u.executionId) || u.log !== undefined);
     this.#outbox = [];
-    for (const update of updates) {
-      const pending = this.#unconfirmed.get(update.executionId);
-      if (pending && pending.update === update) pending.confirmSeq = nextSeq;
-    }
+    if (ended.size > 0) this.#sent.push({ seq: nextSeq, updates });
     return updates;
   }
 
@@ -70,24 +74,25 @@ export class ReportBook {
   /** The unconfirmed reports for a Hello, each then confirmed by its Welcome; the outbox is dropped, the Hello covers it. */
   forHello(): ExecutionUpdate[] {
     this.#outbox = [];
-    const updates: ExecutionUpdate[] = [];
-    for (const pending of this.#unconfirmed.values()) {
-      updates.push(pending.update);
-      pending.confirmSeq = HELLO_SEQ;
-    }
+    const updates = [...this.#unconfirmed.values()];
+    this.#sent = [{ seq: HELLO_SEQ, updates }];
     return updates;
   }
 
   /** The ack of `seq` (or the Welcome, for HELLO_SEQ) arrived: what was sent before it is confirmed. */
   confirm(seq: bigint): void {
-    for (const [id, pending] of this.#unconfirmed) {
-      if (pending.confirmSeq !== undefined && pending.confirmSeq <= seq) this.#unconfirmed.delete(id);
+    let confirmed = 0;
+    for (; confirmed < this.#sent.length && this.#sent[confirmed]!.seq <= seq; confirmed++) {
+      for (const update of this.#sent[confirmed]!.updates) {
+        if (this.#unconfirmed.get(update.executionId) === update) this.#unconfirmed.delete(update.executionId);
+      }
     }
+    if (confirmed > 0) this.#sent.splice(0, confirmed);
   }
 
   /** The stream ended: nothing sent on it will be confirmed; the next Hello lists it all again. */
   streamEnded(): void {
     this.#outbox = [];
-    for (const pending of this.#unconfirmed.values()) pending.confirmSeq = undefined;
+    this.#sent = [];
   }
 }

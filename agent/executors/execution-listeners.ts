@@ -6,17 +6,17 @@ import { attachTraceContext } from "../../shared/telemetry/log-fields.js";
 import type { ExecutionListeners, ExecutionOutcome, ExecutionOutcomeState, HandlerContext } from "../sdk.js";
 import {
   RunReports,
-  handlerContextOf,
   type AbortState,
   type ExecutionRun,
   type Executor,
-  type HandlerContextParts,
   type LeaseCheck,
   type ReportSink,
   type StopState,
   isLeaseLost,
   runLogFields,
 } from "./execution-run.js";
+import { handlerContextOf, type HandlerContextParts } from "./handler-context.js";
+import { RunAbort } from "./run-abort.js";
 
 /** What ExecutionListening needs from the agent. */
 export interface ExecutionListeningOptions {
@@ -84,14 +84,17 @@ export class ExecutionListening {
 /** Where a listened run is: not started, in beforeExecution, doing the work, or over. */
 type Phase = "new" | "before" | "work" | "done";
 
-class ListenedRun implements ExecutionRun {
+class ListenedRun implements ExecutionRun, HandlerContextParts {
   /** Set by ExecutionListening once RUNNING went out, so the work's own RUNNING is not repeated. */
   runningReported = false;
   readonly #inner: ExecutionRun;
   readonly #options: ExecutionListeningOptions;
   readonly #reports: RunReports;
-  readonly #controller = new AbortController();
-  readonly #log: Logger;
+  readonly abort = new RunAbort();
+  /** The run's logger, made when a hook reads ctx.log or a line is logged. */
+  #log: Logger | undefined;
+  /** The trace context its lines fall back to, once started. */
+  #logTraceContext: Readonly<Record<string, string>> | undefined;
   #ctx: HandlerContext;
   readonly #clock: () => number;
   #phase: Phase = "new";
@@ -108,8 +111,7 @@ class ListenedRun implements ExecutionRun {
     this.#inner = inner;
     this.#options = options;
     this.#clock = options.clock ?? (() => performance.now());
-    this.#log = options.logger.child(runLogFields(context));
-    this.#ctx = handlerContextOf(context, this.#contextParts());
+    this.#ctx = handlerContextOf(context, this);
     // Reports what happens before the work starts: RUNNING, a failing beforeExecution, a stop.
     this.#reports = new RunReports(context, { maxResultBytes: options.maxResultBytes, report, ...(options.wallClock ? { wallClock: options.wallClock } : {}) });
   }
@@ -128,9 +130,10 @@ class ListenedRun implements ExecutionRun {
     if (traceContext !== undefined && traceContext !== this.context.traceContext) {
       // The hooks see the trace context the work runs under, as the handler does.
       this.#traceContext = traceContext;
-      this.#ctx = handlerContextOf(this.context, this.#contextParts(), traceContext);
+      this.#ctx = handlerContextOf(this.context, this, traceContext);
     }
-    attachTraceContext(this.#log, traceContext ?? this.context.traceContext);
+    this.#logTraceContext = traceContext ?? this.context.traceContext;
+    if (this.#log !== undefined) attachTraceContext(this.#log, this.#logTraceContext);
     const before = this.#options.listeners.beforeExecution;
     if (before === undefined) {
       this.#phase = "work";
@@ -177,7 +180,7 @@ class ListenedRun implements ExecutionRun {
     const state = outcomeState(update.state);
     // The same meaning as a handler's signal: aborted when the execution was, not when it failed.
     if (state === "timed-out" || state === "cancelled" || state === "lost") {
-      this.#controller.abort(new ShardlineError("unavailable", `execution ${this.context.executionId} aborted: ${update.error}`));
+      this.abort.abort(new ShardlineError("unavailable", `execution ${this.context.executionId} aborted: ${update.error}`));
     }
     const after = this.#options.listeners.afterExecution;
     if (after === undefined) return;
@@ -201,8 +204,24 @@ class ListenedRun implements ExecutionRun {
     return isLeaseLost(error, this.context.executionId) ? ExecutionState.LOST : ExecutionState.FAILED;
   }
 
-  #contextParts(): HandlerContextParts {
-    return { agentId: this.#options.agentId, signal: this.#controller.signal, log: this.#log, leaseValid: this.#options.leaseValid };
+  get agentId(): string {
+    return this.#options.agentId;
+  }
+
+  get leaseValid(): LeaseCheck {
+    return this.#options.leaseValid;
+  }
+
+  handlerLog(): Logger {
+    return this.#logger();
+  }
+
+  #logger(): Logger {
+    if (this.#log === undefined) {
+      this.#log = this.#options.logger.child(runLogFields(this.context));
+      if (this.#logTraceContext !== undefined) attachTraceContext(this.#log, this.#logTraceContext);
+    }
+    return this.#log;
   }
 
   #startWork(): void {
@@ -221,7 +240,7 @@ class ListenedRun implements ExecutionRun {
   }
 
   #afterFailed(error: unknown): void {
-    this.#log.error({ err: error }, "afterExecution failed; the execution's outcome stands");
+    this.#logger().error({ err: error }, "afterExecution failed; the execution's outcome stands");
   }
 }
 

@@ -1,8 +1,6 @@
-import type { Logger } from "pino";
 import type { ExecutionContext, ExecutionUpdate } from "../../shared/gen/shardline/v1/agent_service_pb.js";
-import { executionStateName } from "../../shared/execution-view.js";
 import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
-import { LeaseLostError, type HandlerContext } from "../sdk.js";
+import { LeaseLostError } from "../sdk.js";
 import { truncateUtf8 } from "./output-tail.js";
 import { DEFAULT_LOG_BOUNDS, ExecutionLogBuffer, type ExecutionLogBounds } from "./execution-log-buffer.js";
 
@@ -77,7 +75,8 @@ export class RunReports {
   readonly #context: ExecutionContext;
   readonly #options: ReportOptions;
   readonly #wallClock: () => number;
-  #startedAt = 0;
+  /** When RUNNING was reported, as every later update of the run carries it. */
+  #startedAt = 0n;
   #running = false;
   #finished = false;
   /** Made at the first line written: a run that writes nothing costs nothing. */
@@ -113,7 +112,7 @@ export class RunReports {
   running(startedAt = this.#wallClock()): void {
     if (this.#finished || this.#running) return;
     this.#running = true;
-    this.#startedAt = startedAt;
+    this.#startedAt = BigInt(Math.trunc(startedAt));
     this.#options.report(this.#update(ExecutionState.RUNNING, {}));
   }
 
@@ -149,7 +148,7 @@ export class RunReports {
       $typeName: "shardline.v1.ExecutionUpdate",
       executionId: this.#context.executionId,
       state,
-      startedAtUnixMs: BigInt(Math.trunc(this.#startedAt)),
+      startedAtUnixMs: this.#startedAt,
       finishedAtUnixMs: 0n,
       error: truncateUtf8(fields.error ?? "", limit),
       result: truncateUtf8(fields.result ?? "", limit),
@@ -192,73 +191,6 @@ export function runLogFields(context: ExecutionContext): { executionId: string; 
  */
 export type LeaseCheck = () => boolean;
 
-/** What a HandlerContext is made of besides the execution context: the run's own parts. */
-export interface HandlerContextParts {
-  agentId: string;
-  /** Aborts when the run is stopped; assertLease refuses once it has. */
-  signal: AbortSignal;
-  log: Logger;
-  leaseValid: LeaseCheck;
-}
-
-/** The HandlerContext of an execution: what its handler and the agent's listeners receive. */
-export function handlerContextOf(
-  context: ExecutionContext,
-  parts: HandlerContextParts,
-  traceContext: Readonly<Record<string, string>> = context.traceContext,
-): HandlerContext {
-  const { agentId, signal, log, leaseValid } = parts;
-  return {
-    job: context.job,
-    shard: context.shard,
-    shardCount: context.shardCount,
-    shardParameter: context.shardParameter,
-    parameter: context.parameter,
-    fireTime: new Date(Number(context.fireTimeUnixMs)),
-    executionId: context.executionId,
-    attempt: context.attempt,
-    signal,
-    agentId,
-    fencingToken: context.fencingToken,
-    revision: Number(context.revision),
-    assertLease: () => assertLease(context, signal, leaseValid),
-    traceContext: { ...traceContext },
-    log,
-    ...(context.fireOutcome === undefined
-      ? {}
-      : {
-          fireOutcome: context.fireOutcome.shards.map((o) => ({
-            shard: o.shard,
-            state: executionStateName(o.state),
-            executionId: o.executionId,
-            ...(o.error === "" ? {} : { error: o.error }),
-          })),
-        }),
-  };
-}
-
-/**
- * HandlerContext.assertLease: an aborted run is refused first (its outcome is reported already,
- * whatever the lease says), then a run whose agent's lease has lapsed, which may go on for its
- * disconnect grace but must not act: its shard may have another owner by now.
- */
-function assertLease(context: ExecutionContext, signal: AbortSignal, leaseValid: LeaseCheck): void {
-  const { executionId, fencingToken } = context;
-  if (signal.aborted) {
-    const why = signal.reason instanceof Error ? signal.reason.message : `execution ${executionId} was aborted`;
-    throw new LeaseLostError(why, executionId, fencingToken, "aborted", { cause: signal.reason });
-  }
-  if (!leaseValid()) {
-    const shard = context.fireOutcome === undefined ? `shard ${context.job}/${context.shard}` : `job ${context.job}`;
-    throw new LeaseLostError(
-      `execution ${executionId}: the agent's lease lapsed, so ${shard} may belong to another agent now (fencing token ${fencingToken})`,
-      executionId,
-      fencingToken,
-      "lease-lapsed",
-    );
-  }
-}
-
 /** True when `error`, or an error it wraps as its cause, is this execution's LeaseLostError. */
 export function isLeaseLost(error: unknown, executionId: string): boolean {
   // A handler may wrap the refusal as another error's cause; bounded, should a chain loop.
@@ -270,8 +202,13 @@ export function isLeaseLost(error: unknown, executionId: string): boolean {
 
 /** The fire time as ISO 8601 text, e.g. 2023-11-14T22:13:20.000Z. */
 export function fireTimeIso(context: ExecutionContext): string {
-  return new Date(Number(context.fireTimeUnixMs)).toISOString();
+  const fireTime = context.fireTimeUnixMs;
+  // The shards of one fire come together, and toISOString costs a microsecond: the last is kept.
+  if (fireTime !== lastIso.fireTime) lastIso = { fireTime, text: new Date(Number(fireTime)).toISOString() };
+  return lastIso.text;
 }
+
+let lastIso: { fireTime: bigint | undefined; text: string } = { fireTime: undefined, text: "" };
 
 /**
  * The execution context as environment variables, for work that runs outside this process (a

@@ -13,7 +13,7 @@ import { startInMemoryTracing, type InMemoryTracing } from "../../shared/telemet
 import type { ExecutionListeners, HandlerContext, HandlerMap } from "../sdk.js";
 import { ExecutionListening } from "./execution-listeners.js";
 import type { ExecutionRun, Executor, ReportSink } from "./execution-run.js";
-import { EXECUTION_SPAN, ExecutionTelemetry } from "./execution-telemetry.js";
+import { EXECUTION_SPAN, ExecutionTelemetry, type ExecutionMetrics } from "./execution-telemetry.js";
 import { HandlerExecutor } from "./handler/handler-executor.js";
 import { HttpExecutor } from "./http/http-executor.js";
 import { ScriptExecutor } from "./script/script-executor.js";
@@ -58,6 +58,7 @@ interface RunOptions {
   timeoutMs?: number;
   traceContext?: Record<string, string>;
   start?: boolean;
+  metrics?: ExecutionMetrics;
 }
 
 /**
@@ -72,7 +73,7 @@ function run(options: RunOptions = {}) {
   const agentReport: ReportSink = (update) => {
     if (update.state !== ExecutionState.RUNNING) onTerminal(update);
   };
-  const telemetry = new ExecutionTelemetry({ agentId: "agent-1", report: agentReport });
+  const telemetry = new ExecutionTelemetry({ agentId: "agent-1", report: agentReport, ...(options.metrics ? { metrics: options.metrics } : {}) });
   const listening = options.listeners && new ExecutionListening({ listeners: options.listeners, report: telemetry.report, agentId: "agent-1", leaseValid: () => true, maxResultBytes: 4096, logger });
   const reporting = { maxResultBytes: 4096, report: listening?.report ?? telemetry.report };
   const kind = options.kind ?? "handler";
@@ -293,5 +294,35 @@ describe("ExecutionTelemetry with tracing off", () => {
     expect(handled.lines.find((line) => line.msg === "working")).toMatchObject({ trace_id: TRACE_ID, span_id: FIRE_SPAN_ID });
     const script = await run({ kind: "script", script: { command: process.execPath, args: ["-e", "process.stdout.write(process.env.TRACEPARENT)"] } }).terminal;
     expect(script.result).toBe(TRACEPARENT);
+  });
+});
+
+describe("ExecutionTelemetry's metrics", () => {
+  /** Records what the telemetry counts: starts by job, ends by job and state, with whether a duration came. */
+  function recordingMetrics() {
+    const counted: string[] = [];
+    const metrics: ExecutionMetrics = {
+      started: (job) => void counted.push(`started ${job}`),
+      ended: (job, state, durationSeconds) =>
+        void counted.push(`ended ${job} ${ExecutionState[state]} ${durationSeconds === undefined ? "untimed" : durationSeconds >= 0 ? "timed" : "negative"}`),
+    };
+    return { counted, metrics };
+  }
+
+  it("counts a run that started, with its duration, and one stopped before its start, without", async () => {
+    const { counted, metrics } = recordingMetrics();
+    await run({ handlers: { work: () => "ok" }, metrics }).terminal;
+    const stopped = run({ handlers: { work: () => "never" }, metrics, start: false });
+    stopped.execution.stop(ExecutionState.CANCELLED, "cancelled while waiting for its instant");
+    await stopped.terminal;
+    expect(counted).toEqual(["started billing", "ended billing SUCCEEDED timed", "ended billing CANCELLED untimed"]);
+  });
+
+  it("counts traced runs alike, and ends their spans", async () => {
+    const tracing = traced();
+    const { counted, metrics } = recordingMetrics();
+    await run({ handlers: { work: () => "ok" }, metrics }).terminal;
+    expect(counted).toEqual(["started billing", "ended billing SUCCEEDED timed"]);
+    expect(onlyExecutionSpan(tracing).ended).toBe(true);
   });
 });

@@ -62,12 +62,13 @@ export class ExecutionTelemetry {
       metrics: options.metrics,
       wallClock: options.wallClock ?? wallClockMs,
       clock: options.clock ?? (() => performance.now()),
+      runs: this.#runs,
     };
   }
 
   /** The report sink to give the executors (or the listeners' layer in between). */
   readonly report: ReportSink = (update) => {
-    if (update.state !== ExecutionState.RUNNING) {
+    if (update.state !== ExecutionState.RUNNING && this.#runs.size > 0) {
       const run = this.#runs.get(update.executionId);
       if (run !== undefined) {
         this.#runs.delete(update.executionId);
@@ -83,7 +84,8 @@ export class ExecutionTelemetry {
     return {
       create: (context) => {
         const run = new ObservedRun(context, executor.create(context), this.#scope);
-        this.#runs.set(context.executionId, run);
+        // Counted however it ends, started or not.
+        if (this.#scope.metrics !== undefined) this.#runs.set(context.executionId, run);
         return run;
       },
     };
@@ -96,11 +98,19 @@ interface RunScope {
   metrics: ExecutionMetrics | undefined;
   wallClock: () => number;
   clock: () => number;
+  /**
+   * Where a run is found when its terminal report comes, to count it and end its span: every run
+   * when there are metrics; without, only a run that made a span (untraced, unmeasured runs are
+   * not kept at all).
+   */
+  runs: Map<string, ObservedRun>;
 }
 
 class ObservedRun implements ExecutionRun {
   readonly #inner: ExecutionRun;
   readonly #scope: RunScope;
+  #started = false;
+  /** The monotonic clock at the start, for the duration; read only when there are metrics. */
   #startedAt: number | undefined;
   #span: Span | undefined;
 
@@ -123,11 +133,14 @@ class ObservedRun implements ExecutionRun {
 
   start(): void {
     // Stopped before its instant came: nothing starts, nothing is measured.
-    if (this.#startedAt !== undefined || this.#inner.finished) return;
+    if (this.#started || this.#inner.finished) return;
+    this.#started = true;
     const scope = this.#scope;
     const { context } = this;
-    this.#startedAt = scope.clock();
-    scope.metrics?.started(context.job, isOnTimeMeasure(context) ? (scope.wallClock() - Number(context.fireTimeUnixMs)) / 1000 : undefined);
+    if (scope.metrics !== undefined) {
+      this.#startedAt = scope.clock();
+      scope.metrics.started(context.job, isOnTimeMeasure(context) ? (scope.wallClock() - Number(context.fireTimeUnixMs)) / 1000 : undefined);
+    }
     const tracer = registeredTracer(TRACER_NAME, VERSION);
     if (tracer === undefined) {
       this.#inner.start();
@@ -136,6 +149,7 @@ class ObservedRun implements ExecutionRun {
     const parent = extractTraceContext(context.traceContext, ROOT_CONTEXT);
     const span = tracer.startSpan(EXECUTION_SPAN, { kind: SpanKind.CONSUMER, attributes: spanAttributes(context, scope.agentId) }, parent);
     this.#span = span;
+    if (scope.metrics === undefined) scope.runs.set(context.executionId, this);
     const active = trace.setSpan(parent, span);
     const carrier = injectTraceContext(active);
     // The work's synchronous part, and every callback and promise it schedules, run in the span's context.
@@ -153,7 +167,8 @@ class ObservedRun implements ExecutionRun {
   /** The terminal report is on its way to the agent. Called by ExecutionTelemetry. */
   ended(update: ExecutionUpdate): void {
     const startedAt = this.#startedAt;
-    this.#scope.metrics?.ended(this.context.job, update.state, startedAt === undefined ? undefined : (this.#scope.clock() - startedAt) / 1000);
+    const metrics = this.#scope.metrics;
+    if (metrics !== undefined) metrics.ended(this.context.job, update.state, startedAt === undefined ? undefined : (this.#scope.clock() - startedAt) / 1000);
     const span = this.#span;
     if (span === undefined) return;
     this.#span = undefined;

@@ -47,7 +47,7 @@ import { ScriptExecutor } from "../executors/script/script-executor.js";
 import { idHeldError } from "./agent-identity.js";
 import { AgentMetrics } from "./agent-metrics.js";
 import { resolveAgentOptions, type AgentOptions, type ResolvedAgentOptions } from "./agent-options.js";
-import { processStarts } from "./on-time-starts.js";
+import { processStarts, type Starter } from "./on-time-starts.js";
 import { ConnectFailures } from "./connect-failures.js";
 
 /**
@@ -127,8 +127,10 @@ export class Agent {
   readonly #metrics: AgentMetrics | undefined;
   /** The executors' runs of the executions the core holds. */
   readonly #runs = new Map<string, ExecutionRun>();
-  /** While a Dispatch is stepped: its contexts and executors, for the runs the core holds. */
-  #dispatching: Map<string, { context: ExecutionContext; executor: Executor }> | undefined;
+  /** While a Dispatch is stepped: its contexts that an executor here can run, for the runs the core holds. */
+  #dispatching: Map<string, ExecutionContext> | undefined;
+  /** Steps the start of a held run at its instant (processStarts calls it). */
+  readonly #dueStarts: Starter = { start: (executionId) => this.#step({ kind: "start-due", executionId }) };
   /** Resolved when the last run ends. */
   #idleWaiters: (() => void)[] = [];
   #flushScheduled: NodeJS.Immediate | undefined;
@@ -501,16 +503,17 @@ export class Agent {
     const runs: DispatchedRun[] = [];
     for (const context of dispatch.executions) {
       const executor = this.#executorFor(context);
-      if (typeof executor !== "string") this.#dispatching.set(context.executionId, { context, executor });
-      runs.push({
+      const run: DispatchedRun = {
         executionId: context.executionId,
         job: context.job,
         assignment: context.assignment?.shard ? refOf(context.assignment) : undefined,
         hook: context.fireOutcome !== undefined,
         fireTimeUnixMs: Number(context.fireTimeUnixMs),
         graceMs: context.disconnectGraceMs,
-        ...(typeof executor === "string" ? { unrunnable: executor } : {}),
-      });
+      };
+      if (typeof executor === "string") run.unrunnable = executor;
+      else this.#dispatching.set(context.executionId, context);
+      runs.push(run);
     }
     try {
       this.#step({ ...decoded, runs });
@@ -521,11 +524,12 @@ export class Agent {
 
   /** A run the core now holds: prepared now, started at its instant by this process's wall clock. */
   #hold(executionId: string, fireTimeUnixMs: number, maxWaitMs: number): void {
-    const dispatched = this.#dispatching?.get(executionId);
-    if (dispatched === undefined) return;
-    this.#runs.set(executionId, dispatched.executor.create(dispatched.context));
+    const context = this.#dispatching?.get(executionId);
+    const executor = context && this.#executorFor(context);
+    if (context === undefined || executor === undefined || typeof executor === "string") return;
+    this.#runs.set(executionId, executor.create(context));
     // The core checks the lease at the start: a start overdue past the lease fences instead.
-    processStarts.add(fireTimeUnixMs, maxWaitMs, { start: () => this.#step({ kind: "start-due", executionId }) });
+    processStarts.add(fireTimeUnixMs, maxWaitMs, this.#dueStarts, executionId);
   }
 
   /** The executor the context asks for, or why this agent has none for it. */
@@ -540,8 +544,9 @@ export class Agent {
   #onReport(update: ExecutionUpdate): void {
     if (update.state !== ExecutionState.RUNNING) this.#runs.delete(update.executionId);
     this.#core.step({ kind: "run-report", update }, this.#options.clock.now());
-    // Before the core's effects, which may send it (ahead of a Release).
-    this.#events.emit("execution", update);
+    // Before the core's effects, which may send it (ahead of a Release). Only when listened to:
+    // emit() gathers its arguments into an array even for nobody, twice a run.
+    if (this.#events.listenerCount("execution") > 0) this.#events.emit("execution", update);
     this.#carryOut();
   }
 
@@ -666,7 +671,14 @@ export class Agent {
         // Results and errors run to 4 KiB each: a thousand runs ending in one turn would make one
         // message over the controller's 4 MiB limit, and the stream would fail again after every
         // reconnect. In order, before the next heartbeat, so the core's confirmation still holds.
-        for (const part of partsWithin(message.updates, updateBytes)) this.#send({ kind: { case: "executionUpdates", value: { updates: part } } });
+        // Whole messages, not init shapes: the encoder then takes them as they are, without
+        // copying every update into a new message first.
+        for (const part of partsWithin(message.updates, updateBytes)) {
+          this.#send({
+            $typeName: "shardline.v1.ConnectRequest",
+            kind: { case: "executionUpdates", value: { $typeName: "shardline.v1.ExecutionUpdates", updates: part } },
+          });
+        }
         return;
       case "release":
         return this.#send({ kind: { case: "release", value: { assignments: message.assignments.map(toAssignment) } } });

@@ -1,24 +1,15 @@
 import { describe, expect, it } from "vitest";
-import type { ExecutionRun } from "../executors/execution-run.js";
-import { OnTimeStarts, wallClockMs } from "./on-time-starts.js";
+import { OnTimeStarts, wallClockMs, type Starter } from "./on-time-starts.js";
 
-/** A run that records when it was started, and can be stopped before. */
-function recordingRun(log: { id: string; at: number }[], id: string): ExecutionRun & { stopped: boolean; halt(): void } {
-  const run = {
-    stopped: false,
-    context: {} as ExecutionRun["context"],
-    finished: false,
-    start(): void {
-      if (!run.stopped) log.push({ id, at: wallClockMs() });
-    },
-    stop(): void {
-      run.stopped = true;
-    },
-    halt(): void {
-      run.stop();
+/** Starts runs by recording when each was started; a run stopped before its start records nothing. */
+function recordingStarter(log: { id: string; at: number }[]): Starter & { stopped: Set<string> } {
+  const stopped = new Set<string>();
+  return {
+    stopped,
+    start(id: string): void {
+      if (!stopped.has(id)) log.push({ id, at: wallClockMs() });
     },
   };
-  return run;
 }
 
 async function until(condition: () => boolean, what: string): Promise<void> {
@@ -35,7 +26,8 @@ describe("OnTimeStarts", () => {
     const log: { id: string; at: number }[] = [];
     const now = wallClockMs();
     const instants = [now + 15, now + 15, now + 40, now + 3];
-    instants.forEach((at, i) => starts.add(at, 250, recordingRun(log, `r${i}`)));
+    const starter = recordingStarter(log);
+    instants.forEach((at, i) => starts.add(at, 250, starter, `r${i}`));
     await until(() => log.length === 4, "every run to start");
     for (const { id, at } of log) expect(at).toBeGreaterThanOrEqual(instants[Number(id.slice(1))]!);
     expect(log.map((r) => r.id)).toEqual(["r3", "r0", "r1", "r2"]);
@@ -44,14 +36,14 @@ describe("OnTimeStarts", () => {
   it("starts a run whose instant has passed at once", () => {
     const starts = new OnTimeStarts();
     const log: { id: string; at: number }[] = [];
-    starts.add(wallClockMs() - 5, 250, recordingRun(log, "late"));
+    starts.add(wallClockMs() - 5, 250, recordingStarter(log), "late");
     expect(log.map((r) => r.id)).toEqual(["late"]);
   });
 
   it("waits no longer than the most it was told, however far its instant (a clock behind)", async () => {
     const starts = new OnTimeStarts();
     const log: { id: string; at: number }[] = [];
-    starts.add(wallClockMs() + 3_600_000, 20, recordingRun(log, "skewed"));
+    starts.add(wallClockMs() + 3_600_000, 20, recordingStarter(log), "skewed");
     await until(() => log.length === 1, "the run to start");
   });
 
@@ -59,10 +51,10 @@ describe("OnTimeStarts", () => {
     const starts = new OnTimeStarts();
     const log: { id: string; at: number }[] = [];
     const at = wallClockMs() + 10;
-    const stopped = recordingRun(log, "stopped");
-    starts.add(at, 250, stopped);
-    starts.add(at, 250, recordingRun(log, "kept"));
-    stopped.halt();
+    const starter = recordingStarter(log);
+    starts.add(at, 250, starter, "stopped");
+    starts.add(at, 250, starter, "kept");
+    starter.stopped.add("stopped");
     await until(() => log.length === 1, "the kept run to start");
     await new Promise((resolve) => setTimeout(resolve, 20));
     expect(log.map((r) => r.id)).toEqual(["kept"]);

@@ -1,13 +1,18 @@
-
-/** What waits for its instant: a run, or the agent's check of its lease around one. */
-export interface Startable {
-  start(): void;
+/**
+ * What starts the runs that waited for their instant: each is named by an id, so that a process
+ * with tens of thousands of runs a second makes no object per run to wait.
+ */
+export interface Starter {
+  /** The instant of run `id` came; a run stopped meanwhile ignores its start. */
+  start(id: string): void;
 }
 
 interface Group {
   /** Wall-clock Unix ms at which the group starts: its fire instant, or sooner on a skewed clock. */
   startAt: number;
-  runs: Startable[];
+  /** Who starts each run of the group, beside its id, in the order added. */
+  starters: Starter[];
+  ids: string[];
 }
 
 /**
@@ -23,22 +28,23 @@ export class OnTimeStarts {
   constructor(private readonly wallClock: () => number = wallClockMs) {}
 
   /**
-   * Starts `run` at `fireTime` (Unix ms), now if that has passed, and in any case no later than
-   * `maxWaitMs` from now: the longest the controller dispatches ahead, so that a skewed clock
-   * cannot hold work back. A run stopped meanwhile ignores its start.
+   * Has `starter` start run `id` at `fireTime` (Unix ms), now if that has passed, and in any case
+   * no later than `maxWaitMs` from now: the longest the controller dispatches ahead, so that a
+   * skewed clock cannot hold work back.
    */
-  add(fireTime: number, maxWaitMs: number, run: Startable): void {
-    const now = this.wallClock();
+  add(fireTime: number, maxWaitMs: number, starter: Starter, id: string): void {
     const group = this.#groups.get(fireTime);
     if (group !== undefined) {
-      group.runs.push(run);
+      group.starters.push(starter);
+      group.ids.push(id);
       return;
     }
+    const now = this.wallClock();
     if (fireTime <= now) {
-      run.start();
+      starter.start(id);
       return;
     }
-    const created: Group = { startAt: Math.min(fireTime, now + maxWaitMs), runs: [run] };
+    const created: Group = { startAt: Math.min(fireTime, now + maxWaitMs), starters: [starter], ids: [id] };
     this.#groups.set(fireTime, created);
     this.#arm(fireTime, created);
   }
@@ -47,7 +53,7 @@ export class OnTimeStarts {
     const remaining = group.startAt - this.wallClock();
     if (remaining <= 0) {
       this.#groups.delete(fireTime);
-      for (const run of group.runs) run.start();
+      for (let i = 0; i < group.ids.length; i++) group.starters[i]!.start(group.ids[i]!);
     } else if (remaining <= POLL_WITHIN_MS) {
       // Timers count whole milliseconds by the event loop's coarser clock, so one wakes up to a
       // millisecond early or late: the last stretch is polled, once per event-loop turn.

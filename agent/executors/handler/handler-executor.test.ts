@@ -1,7 +1,7 @@
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
-import { ExecutionContextSchema, type ExecutionUpdate } from "../../../shared/gen/shardline/v1/agent_service_pb.js";
+import { ExecutionContextSchema, type ExecutionUpdate, type FireOutcomeSchema } from "../../../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState } from "../../../shared/gen/shardline/v1/types_pb.js";
 import { LeaseLostError, type HandlerContext, type HandlerMap } from "../../sdk.js";
 import { HandlerExecutor, renderResult } from "./handler-executor.js";
@@ -19,7 +19,11 @@ interface TestLease {
  * Runs one execution and collects its reports; `terminal` resolves with the terminal one. The
  * lease is valid unless the test passes one it changes.
  */
-function run(handlers: HandlerMap, init: { handler?: string; timeoutMs?: number; lease?: TestLease } = {}, maxResultBytes = 4096) {
+function run(
+  handlers: HandlerMap,
+  init: { handler?: string; timeoutMs?: number; lease?: TestLease; fireOutcome?: MessageInitShape<typeof FireOutcomeSchema> } = {},
+  maxResultBytes = 4096,
+) {
   const lease = init.lease ?? { valid: true };
   const reports: ExecutionUpdate[] = [];
   let onTerminal!: (update: ExecutionUpdate) => void;
@@ -62,6 +66,7 @@ function run(handlers: HandlerMap, init: { handler?: string; timeoutMs?: number;
     traceContext: { traceparent: "00-abc-def-01" },
     fencingToken: TOKEN,
     revision: 3n,
+    ...(init.fireOutcome === undefined ? {} : { fireOutcome: init.fireOutcome }),
   });
   const execution = executor.create(context);
   execution.start();
@@ -167,6 +172,78 @@ describe("HandlerExecutor", () => {
     // The handler resolved on abort; that must not turn the run into a success.
     expect(await terminal).toMatchObject({ state: ExecutionState.CANCELLED, error: "cancelled by an operator", result: "" });
     expect(execution.finished).toBe(true);
+  });
+
+  it("gives a handler that first reads ctx.signal after the stop a signal aborted with the stop's reason", async () => {
+    let ctx: HandlerContext | undefined;
+    const release = deferred();
+    const { execution, terminal } = run({
+      work: async (given) => {
+        ctx = given;
+        await release.promise;
+      },
+    });
+    execution.stop(ExecutionState.CANCELLED, "cancelled by an operator");
+    expect(await terminal).toMatchObject({ state: ExecutionState.CANCELLED });
+    const signal = ctx!.signal;
+    expect(signal.aborted).toBe(true);
+    expect(String(signal.reason)).toMatch(/cancelled by an operator/);
+    expect(ctx!.signal).toBe(signal);
+    expect(() => ctx!.assertLease()).toThrow(LeaseLostError);
+    release.resolve();
+  });
+
+  it("keeps ctx.signal and ctx.log in a spread of the context, the same as the context's own", async () => {
+    let seen: { original: HandlerContext; spread: HandlerContext } | undefined;
+    const { terminal } = run({
+      work: (ctx) => {
+        seen = { original: ctx, spread: { ...ctx } };
+      },
+    });
+    await terminal;
+    expect(seen!.spread.signal).toBe(seen!.original.signal);
+    expect(seen!.spread.log).toBe(seen!.original.log);
+    expect(Object.keys(seen!.original)).toEqual([
+      "job",
+      "shard",
+      "shardCount",
+      "shardParameter",
+      "parameter",
+      "fireTime",
+      "executionId",
+      "attempt",
+      "signal",
+      "agentId",
+      "fencingToken",
+      "revision",
+      "assertLease",
+      "traceContext",
+      "log",
+    ]);
+    const replaced = new AbortController().signal;
+    (seen!.original as { signal: AbortSignal }).signal = replaced;
+    expect(seen!.original.signal).toBe(replaced);
+  });
+
+  it("tells a completion hook how every shard of its fire ended", async () => {
+    let seen: HandlerContext | undefined;
+    const { terminal } = run(
+      { work: (ctx) => void (seen = ctx) },
+      {
+        fireOutcome: {
+          shards: [
+            { shard: 0, state: ExecutionState.SUCCEEDED, executionId: "billing/1/0/1" },
+            { shard: 1, state: ExecutionState.FAILED, executionId: "billing/1/1/2", error: "disk full" },
+          ],
+        },
+      },
+    );
+    await terminal;
+    expect(seen?.fireOutcome).toEqual([
+      { shard: 0, state: "succeeded", executionId: "billing/1/0/1" },
+      { shard: 1, state: "failed", executionId: "billing/1/1/2", error: "disk full" },
+    ]);
+    expect(Object.keys(seen!).at(-1)).toBe("fireOutcome");
   });
 
   it("reports LOST when fenced", async () => {

@@ -4,10 +4,11 @@ import type { ExecutionContext } from "../../../shared/gen/shardline/v1/agent_se
 import { ExecutionState } from "../../../shared/gen/shardline/v1/types_pb.js";
 import { attachTraceContext } from "../../../shared/telemetry/log-fields.js";
 import { capturedLogger } from "./captured-logger.js";
+import { handlerContextOf, type HandlerContextParts } from "../handler-context.js";
+import { RunAbort } from "../run-abort.js";
 import type { HandlerMap } from "../../sdk.js";
 import {
   RunReports,
-  handlerContextOf,
   isLeaseLost,
   runLogFields,
   type AbortState,
@@ -57,10 +58,15 @@ export class HandlerExecutor implements Executor {
   }
 }
 
-class HandlerRun implements ExecutionRun {
-  readonly #controller = new AbortController();
-  readonly #log: Logger;
+class HandlerRun implements ExecutionRun, HandlerContextParts {
+  readonly abort = new RunAbort();
   readonly #reports: RunReports;
+  /** The run's logger, made at its first line: most runs log nothing. */
+  #log: Logger | undefined;
+  /** ctx.log: the run's logger, capturing into the execution's log; made when the handler reads it. */
+  #handlerLog: Logger | undefined;
+  /** The trace context the work runs under, for lines logged outside its span. */
+  #traceContext: Readonly<Record<string, string>> | undefined;
   #timer: NodeJS.Timeout | undefined;
   #value: unknown;
   #begun = false;
@@ -69,7 +75,6 @@ class HandlerRun implements ExecutionRun {
     readonly context: ExecutionContext,
     private readonly options: HandlerExecutorOptions,
   ) {
-    this.#log = options.logger.child(runLogFields(context));
     this.#reports = new RunReports(context, options);
   }
 
@@ -90,19 +95,16 @@ class HandlerRun implements ExecutionRun {
       this.#finish(ExecutionState.FAILED, { error: `no handler named ${JSON.stringify(context.handler)} on this agent` });
       return;
     }
-    // Lines logged outside the execution's span (a timeout, a stop) still name its trace.
-    attachTraceContext(this.#log, traceContext);
+    this.#traceContext = traceContext;
     const startedAt = this.#reports.stampStart();
     if (context.timeoutMs > 0) {
-      this.#timer = setTimeout(() => this.#abort(ExecutionState.TIMED_OUT, `timed out after ${context.timeoutMs} ms`), context.timeoutMs);
+      this.#timer = setTimeout(() => this.#abortRun(ExecutionState.TIMED_OUT, `timed out after ${context.timeoutMs} ms`), context.timeoutMs);
     }
     let outcome: Promise<unknown>;
     try {
       // Called synchronously, not in a .then(), and before RUNNING is reported: everything
       // before the handler is fire lag, for this run and for every run starting after it.
-      const { agentId, leaseValid } = this.options;
-      const log = capturedLogger(this.#log, () => this.#reports.log);
-      outcome = Promise.resolve(handler(handlerContextOf(context, { agentId, signal: this.#controller.signal, log, leaseValid }, traceContext)));
+      outcome = Promise.resolve(handler(handlerContextOf(context, this, traceContext)));
     } catch (error) {
       outcome = Promise.reject(error);
     }
@@ -110,48 +112,67 @@ class HandlerRun implements ExecutionRun {
     // from now, so RUNNING still comes first.
     this.#reports.running(startedAt);
     outcome.then(
-      (value) =>
-        this.#settled(() => {
-          // Kept before the report, which listeners hear synchronously.
-          this.#value = value;
-          this.#finish(ExecutionState.SUCCEEDED, { result: renderResult(value) });
-        }, "returned"),
+      (value) => {
+        if (this.#reports.finished) return this.#late("returned");
+        // Kept before the report, which listeners hear synchronously.
+        this.#value = value;
+        this.#finish(ExecutionState.SUCCEEDED, { result: renderResult(value) });
+      },
       (error: unknown) => {
+        if (this.#reports.finished) return this.#late(`threw: ${errorText(error)}`);
         const state = isLeaseLost(error, context.executionId) ? ExecutionState.LOST : ExecutionState.FAILED;
-        this.#settled(() => this.#finish(state, { error: errorText(error) }), `threw: ${errorText(error)}`);
+        this.#finish(state, { error: errorText(error) });
       },
     );
   }
 
   stop(state: StopState, reason: string): void {
-    this.#abort(state, reason);
+    this.#abortRun(state, reason);
   }
 
   flushLog(): void {
     this.#reports.flushLog();
   }
 
-  #abort(state: AbortState, reason: string): void {
+  /** The run's logger, bound to the execution and, outside any span, naming its trace. */
+  #logger(): Logger {
+    if (this.#log === undefined) {
+      this.#log = this.options.logger.child(runLogFields(this.context));
+      // Lines logged outside the execution's span (a timeout, a stop) still name its trace.
+      if (this.#traceContext !== undefined) attachTraceContext(this.#log, this.#traceContext);
+    }
+    return this.#log;
+  }
+
+  get agentId(): string {
+    return this.options.agentId;
+  }
+
+  get leaseValid(): LeaseCheck {
+    return this.options.leaseValid;
+  }
+
+  handlerLog(): Logger {
+    return (this.#handlerLog ??= capturedLogger(this.#logger(), () => this.#reports.log));
+  }
+
+  #abortRun(state: AbortState, reason: string): void {
     if (this.#reports.finished) return;
     // Report first: an abort listener in the handler must not be able to run before the
     // terminal state is settled, or a handler that returns on abort would read as SUCCEEDED.
     this.#finish(state, { error: reason });
-    this.#controller.abort(new ShardlineError("unavailable", `execution ${this.context.executionId} aborted: ${reason}`));
+    this.abort.abort(new ShardlineError("unavailable", `execution ${this.context.executionId} aborted: ${reason}`));
   }
 
-  /** The handler's promise settled: report it, or log it when the execution was already over. */
-  #settled(report: () => void, how: string): void {
-    if (!this.#reports.finished) {
-      report();
-      return;
-    }
-    if (this.#controller.signal.aborted) {
-      this.#log.warn({ handler: this.context.handler }, `handler ${how} after it was aborted; its outcome is discarded`);
+  /** The handler's promise settled after the execution was over: logged when it had been aborted, its outcome discarded. */
+  #late(how: string): void {
+    if (this.abort.aborted) {
+      this.#logger().warn({ handler: this.context.handler }, `handler ${how} after it was aborted; its outcome is discarded`);
     }
   }
 
   #finish(state: ExecutionState, fields: { error?: string; result?: string }): void {
-    clearTimeout(this.#timer);
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#reports.finish(state, fields);
   }
 }
