@@ -12,7 +12,8 @@ export interface MisfireSpec {
  * controller was running at its instant (`down`), or the controller was a whole schedule period
  * or more behind (`behind`).
  */
-export type MisfireKind = "shard" | "down" | "behind";
+export const MISFIRE_KINDS = ["shard", "down", "behind"] as const;
+export type MisfireKind = (typeof MISFIRE_KINDS)[number];
 
 export type Admission = { admit: true } | { admit: false; reason: string };
 

@@ -144,13 +144,16 @@ describe("the controller's /metrics", () => {
     const agent = await connect("py-1", ["tick"]);
     // The first run never finishes, so the fires after it misfire.
     await agent.next("dispatch");
-    await expect.poll(async () => sampleValue(await scrape(), "shardline_misfires_total", { shardline_job: "ticker" }), { timeout: 10_000, interval: 200 }).toBeGreaterThan(0);
+    await expect.poll(async () => sampleValue(await scrape(), "shardline_misfires_total", { shardline_job: "ticker", reason: "shard" }), { timeout: 10_000, interval: 200 }).toBeGreaterThan(0);
     await admin.pauseJob({ name: "ticker" });
     await settled(agent);
 
     const metrics = await scrape();
     const misfired = (await admin.listExecutions({ job: "ticker", state: ExecutionState.MISFIRED, limit: 1000 })).executions.length;
-    expect(sampleValue(metrics, "shardline_misfires_total", { shardline_job: "ticker" })).toBe(misfired);
+    expect(sampleValue(metrics, "shardline_misfires_total", { shardline_job: "ticker", reason: "shard" })).toBe(misfired);
+    // Each reason's series exists from 0: the shard was busy, neither behind nor down.
+    expect(sampleValue(metrics, "shardline_misfires_total", { shardline_job: "ticker", reason: "behind" })).toBe(0);
+    expect((metrics.get("shardline_misfires_total") ?? []).filter((s) => s.labels.shardline_job === "ticker").map((s) => s.labels.reason).sort()).toEqual(["behind", "down", "shard"]);
     expect(sampleValue(metrics, "shardline_executions_total", { shardline_job: "ticker", outcome: "misfired" })).toBe(misfired);
     expect(sampleValue(metrics, "shardline_fires_total", { shardline_job: "ticker" })).toBe(misfired + 1);
   });

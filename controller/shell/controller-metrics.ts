@@ -3,6 +3,7 @@ import type { BoundHistogram, HistogramSeries } from "../../shared/telemetry/bou
 import type { MetricsRegistry } from "../../shared/telemetry/metrics.js";
 import type { ControllerCore } from "../core/controller-core.js";
 import type { CoreEvent } from "../core/messages.js";
+import { MISFIRE_KINDS } from "../core/misfire.js";
 import type { Effects } from "../core/outbox.js";
 import { type ExecutionRecord, type ExecutionStateName, type JobRecord, type RolloutPhase, type StoreSnapshot, TERMINAL_STATES } from "../store/store.js";
 import type { AgentSessions } from "./agent-sessions.js";
@@ -266,13 +267,7 @@ export class ControllerMetrics {
         return;
       case "execution.misfired": {
         const job = this.job(event.job!);
-        const reason = event.misfire ?? "shard";
-        let misfired = job.misfires.get(reason);
-        if (misfired === undefined) {
-          misfired = { count: 0, attributes: { ...job.attributes, reason } };
-          job.misfires.set(reason, misfired);
-        }
-        misfired.count++;
+        job.misfires.get(event.misfire ?? "shard")!.count++;
         return;
       }
       case "agent.lease-expired":
@@ -305,7 +300,8 @@ export class ControllerMetrics {
         fires: 0,
         failovers: 0,
         retries: 0,
-        misfires: new Map(),
+        // Every reason from 0, so that each series exists before its first misfire.
+        misfires: new Map(MISFIRE_KINDS.map((reason) => [reason, { count: 0, attributes: { ...attributes, reason } }])),
         moved: 0,
         outcomes: new Map(),
         revisions: new Map(),
