@@ -26,6 +26,10 @@ import { BENCH_SIZES, type BenchMode } from "./sizes.js";
 
 const BULLMQ = "BullMQ 5.81 on Redis";
 const ELASTICJOB_LAYOUT = "balanced (ElasticJob AVG_ALLOCATION)";
+/** Executions of the run the test suite's guard compares with the committed figure. */
+const GUARD_EXECUTIONS = 10_000;
+/** That run's row; test/bench.test.ts reads it by this name. */
+const GUARD_ROW = `CPU per execution, 1 agent, a fresh run of ${GUARD_EXECUTIONS.toLocaleString("en-US")} (the test suite's guard)`;
 /** The lag under which a fire rate counts as within capacity, for the saturation row. */
 const SATURATION_P99_MS = 100;
 
@@ -134,6 +138,12 @@ async function runBench(mode: BenchMode, out: string): Promise<void> {
       rows.push(row(`transport floor: CPU per execution, ${of}`, floor.cpuMicrosEach, "us", "lower"));
       rows.push(row(`transport floor: executions per second, ${of}`, floor.perSecond, "executions/s", "higher"));
     }
+
+    // The suite's guard (test/bench.test.ts): the same short run in every mode, so that the smoke
+    // run's figure compares with the committed one like with like, warm-up included.
+    log(`throughput with 1 agent, a fresh run of ${GUARD_EXECUTIONS}`);
+    const guard = await shardlineThroughput(dir, { agents: 1, processes: 1, executions: GUARD_EXECUTIONS, shardsPerTrigger: 1000 });
+    rows.push(row(GUARD_ROW, guard.cpuMicrosEach, "us", "lower"));
 
     const { members } = size.etcd;
     log(`throughput on etcd (${members} members)`);

@@ -56,8 +56,7 @@ export const BENCH_SIZES: Record<BenchMode, BenchSizes> = {
     fireLag: { rates: [20], agents: 2, processes: 1, seconds: 2, warmupSeconds: 1 },
     repeat: { schedules: 2, workers: 2, seconds: 2, warmupSeconds: 1 },
     soak: { firesPerSecond: 20, agents: 2, processes: 1, seconds: 2, warmupSeconds: 1, sampleEverySeconds: 1 },
-    // Enough executions for a CPU per execution the test suite can hold beside the committed one.
-    throughput: { agents: [1], executions: 10_000, shardsPerTrigger: 1000, peerProcesses: [1], peerConcurrency: [100] },
+    throughput: { agents: [1], executions: 2000, shardsPerTrigger: 1000, peerProcesses: [1], peerConcurrency: [100] },
     etcd: { agents: 1, executions: 1000, shardsPerTrigger: 500, members: 3 },
     failover: { rounds: 1, agents: 2, shards: 4 },
     leaderFailover: { rounds: 1, agents: 2, processes: 2, shards: 4 },
