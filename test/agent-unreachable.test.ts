@@ -65,7 +65,11 @@ describe("an agent that cannot reach its controller", () => {
     started.push(controller.process!);
     await waitFor("the agent to be ready", async () => ((await readyz(http)).status === 200 ? true : undefined));
     expect((await readyz(http)).text).toBe("ready\n");
-    const reached = agent.messages().filter((m) => m.startsWith("reached the controller"));
+    // Said as it connects; the line may reach this process's pipe after the HTTP answer does.
+    const reached = await waitFor("the agent to say it reached the controller", () => {
+      const lines = agent.messages().filter((m) => m.startsWith("reached the controller"));
+      return lines.length > 0 ? lines : undefined;
+    });
     expect(reached).toHaveLength(1);
     expect(reached[0]).toMatch(new RegExp(`^reached the controller at 127\\.0\\.0\\.1:${port} after \\d+ failed attempts? over `));
     // Not one line per attempt: the same failure is said again only after a minute, with the count.
