@@ -762,6 +762,6 @@ function toAssignment(ref: AssignmentRef): Assignment {
 }
 
 /** An upper estimate of an update's encoded size: its texts (up to 3 bytes per UTF-16 unit) and 256 for the rest. */
-function updateBytes(update: ExecutionUpdate): number {
+export function updateBytes(update: Pick<ExecutionUpdate, "executionId" | "result" | "error">): number {
   return 256 + 3 * (update.executionId.length + update.result.length + update.error.length);
 }

@@ -16,11 +16,13 @@ import { encodeDispatch } from "../../controller/shell/dispatch-encoding.js";
 import type { ConnectRequestSchema, ConnectResponseSchema, ExecutionUpdateSchema } from "../../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
 import { partsWithin } from "../../shared/grpc/message-parts.js";
+import { updateBytes } from "../../agent/runtime/agent.js";
 import type { EncodedMessage } from "../../shared/grpc/service-definition.js";
 
 export type ControllerMessage = MessageInitShape<typeof ConnectResponseSchema> | EncodedMessage<typeof ConnectResponseSchema>;
 export type AgentMessage = MessageInitShape<typeof ConnectRequestSchema>;
-export type UpdateInit = MessageInitShape<typeof ExecutionUpdateSchema>;
+/** An update as the floor agents send it: the texts the agent's size estimate reads are always set. */
+export type UpdateInit = MessageInitShape<typeof ExecutionUpdateSchema> & { executionId: string; result: string; error: string };
 
 /** The job the floor's executions belong to: the throughput scenario's, so that ids are as long. */
 export const FLOOR_JOB = "throughput";
@@ -98,17 +100,11 @@ export function dispatchMessages(executions: readonly ExecutionContext[], term =
  * only this, with both times (agent/core/report-book.ts).
  */
 export function succeeded(id: string, startedAt: number, finishedAt: number): UpdateInit {
-  return { executionId: id, state: ExecutionState.SUCCEEDED, startedAtUnixMs: BigInt(startedAt), finishedAtUnixMs: BigInt(finishedAt) };
+  return { executionId: id, state: ExecutionState.SUCCEEDED, startedAtUnixMs: BigInt(startedAt), finishedAtUnixMs: BigInt(finishedAt), result: "", error: "" };
 }
 
-/**
- * The agent's upper estimate of an update's encoded size, as agent/runtime/agent.ts makes it
- * (its updateBytes, which it does not export): its texts at up to 3 bytes per UTF-16 unit, and
- * 256 for the rest.
- */
-export function updateBytes(update: UpdateInit): number {
-  return 256 + 3 * ((update.executionId?.length ?? 0) + (update.result?.length ?? 0) + (update.error?.length ?? 0));
-}
+/** The agent's own upper estimate of an update's encoded size, by which it splits a batch. */
+export { updateBytes };
 
 /** The ExecutionUpdates messages of one turn's batch, split as the agent splits it. */
 export function updateMessages(updates: readonly UpdateInit[]): AgentMessage[] {

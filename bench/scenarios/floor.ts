@@ -1,9 +1,8 @@
 import { CpuMeter, microsecondsEach, type MeteredProcess } from "../cpu.js";
 import type { EchoTally, FloorAgentCount } from "../floor/ipc.js";
+import { IN_FLIGHT, type ThroughputOptions } from "./throughput.js";
 import { type EchoControllerProcess, type FloorAgentProcess, startEchoController, startFloorAgents } from "../floor/floor-processes.js";
 
-/** Triggers whose executions may be outstanding at once: the throughput scenario's bound. */
-const IN_FLIGHT = 5;
 /** How long the agents have to connect and be welcomed. */
 const WELCOME_TIMEOUT_MS = 60_000;
 /** How long a fire may take to come back whole after the previous one did (or after the first trigger). */
@@ -11,13 +10,8 @@ const FIRE_TIMEOUT_MS = 60_000;
 /** How long a child has to answer a tally or a count. */
 const ANSWER_TIMEOUT_MS = 10_000;
 
-export interface TransportFloorOptions {
-  agents: number;
-  processes: number;
-  /** Executions in all: fires of `shardsPerTrigger` executions, rounded up to whole fires. */
-  executions: number;
-  shardsPerTrigger: number;
-}
+/** The throughput scenario's shape: executions in all, rounded up to whole fires of `shardsPerTrigger`. */
+export type TransportFloorOptions = Pick<ThroughputOptions, "agents" | "processes" | "executions" | "shardsPerTrigger">;
 
 export interface TransportFloorResult {
   executions: number;

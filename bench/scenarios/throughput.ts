@@ -1,9 +1,9 @@
 import { join } from "node:path";
-import { type CpuReading, CpuMeter, type MeteredProcess } from "../cpu.js";
+import { type CpuReading, CpuMeter, type MeteredProcess, microsecondsEach } from "../cpu.js";
 import { agentsReady, ControllerProcess, type LoadProcess, manifest, startLoad, until } from "../harness.js";
 
-/** Triggers whose executions may be outstanding at once. */
-const IN_FLIGHT = 5;
+/** Triggers whose executions may be outstanding at once (the transport floor keeps the same bound). */
+export const IN_FLIGHT = 5;
 /** The longest a run may take to see every execution it asked for, before it fails saying how many arrived. */
 const RUN_TIMEOUT_MS = 300_000;
 
@@ -62,7 +62,7 @@ export async function shardlineThroughput(dir: string, options: ThroughputOption
     await finished.reach(executions);
     const cpu = meter.stop();
     const seconds = (finished.lastFinishedAt - started) / 1000;
-    return { executions, seconds, perSecond: executions / seconds, cpu, cpuMicrosEach: (cpu.totalSeconds * 1e6) / executions };
+    return { executions, seconds, perSecond: executions / seconds, cpu, cpuMicrosEach: microsecondsEach(cpu, executions) };
   } finally {
     await Promise.all(loads.map((load) => load.stop()));
     await controller.stop();
