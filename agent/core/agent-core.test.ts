@@ -79,7 +79,7 @@ describe("AgentCore", () => {
     ]);
   });
 
-  it("refuses a dispatch for a shard it does not hold, of another generation, being revoked, or while shutting down, reporting it LOST", () => {
+  it("refuses a dispatch for a shard it does not hold, of another generation, being revoked, or once its Goodbye was read, reporting it LOST", () => {
     const h = new Harness();
     h.connect(shard(0), shard(1));
     // A run still going keeps the revoked shard held, and not to be run on.
@@ -93,7 +93,10 @@ describe("AgentCore", () => {
       ["c", ExecutionState.LOST, "the agent is releasing job/1 at (1, 1)"],
       ["d", ExecutionState.LOST, "the dispatch names no assignment"],
     ]);
+    // Once the controller has read its Goodbye (the ack of the heartbeat after it), a leaving
+    // agent takes no new work.
     h.step({ kind: "drain", reason: "SIGTERM" });
+    h.step({ kind: "heartbeat-ack", term: 1n, seq: 1n, leaseTtlMs: 0 });
     const refused = h.dispatch(run("e", shard(0)));
     expect(refused.find((e) => e.kind === "report")).toMatchObject({ update: { executionId: "e", error: "the agent is shutting down" } });
   });

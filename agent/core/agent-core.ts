@@ -83,11 +83,13 @@ export class AgentCore {
       runs: this.#runs,
       reports: this.#reports,
       get welcomed() { return core.#welcomed; },
+      get awaitingWelcome() { return core.#streamOpen && !core.#welcomed && !core.#closing; },
       get seqSent() { return core.#seq; },
       get seqAcked() { return core.#ackedSeq; },
       get stopped() { return core.#stopped; },
       get lastStepAt() { return core.#lastStepAt; },
-      get shuttingDown() { return core.#drain !== undefined || core.#stopped; },
+      get takesCrossedDispatch() { return core.#drain?.takesCrossedDispatch === true; },
+      get shuttingDown() { return core.#stopped || (core.#drain !== undefined && !core.#drain.takesCrossedDispatch); },
       get fenced() { return core.#fence.fenced; },
       get dispatchAheadMs() { return core.#dispatchAheadMs; },
       emit: (effect) => this.#effects.push(effect),
@@ -412,13 +414,17 @@ export class AgentCore {
     for (const dropped of changes.dropped) {
       this.#stopOn(dropped, ExecutionState.LOST, `shard ${shardKey(dropped.job, dropped.shard)} is no longer assigned to this agent`);
     }
-    // A leaving agent gives back whatever it is handed.
-    const revoked = this.#drain ? this.#table.revokeAll() : changes.revoked;
     const releases: AssignmentRef[] = [...changes.unknownRevokes];
-    for (const held of revoked) {
-      if (this.#runs.countOn(held) === 0) {
-        this.#table.remove(held.job, held.shard);
-        releases.push(held);
+    if (this.#drain) {
+      // A leaving agent gives back whatever it is handed, once the controller has read its
+      // Goodbye (the drain releases it then).
+      this.#table.revokeAll();
+    } else {
+      for (const held of changes.revoked) {
+        if (this.#runs.countOn(held) === 0) {
+          this.#table.remove(held.job, held.shard);
+          releases.push(held);
+        }
       }
     }
     this.#release(releases);
@@ -455,13 +461,14 @@ export class AgentCore {
   }
 
   #runEnded(run: HeldRun): void {
+    // A leaving agent's shards go back as the drain says.
+    if (this.#drain) return this.#drain.maybeEnd(undefined);
     const held = this.#table.get(run.job, run.shard);
     if (held?.revoking && this.#runs.countOn(held) === 0) {
       this.#table.remove(held.job, held.shard);
       this.#release([held]);
       this.#effects.push({ kind: "assignments-changed" });
     }
-    this.#drain?.maybeEnd(undefined);
   }
 
   #stopOn(shard: HeldAssignment, state: StopState, reason: string): void {

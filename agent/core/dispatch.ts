@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { ExecutionUpdateSchema, type ExecutionUpdate } from "../../shared/gen/shardline/v1/agent_service_pb.js";
 import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
-import { shardKey, type AssignmentRef, type AssignmentTable } from "./assignment-table.js";
+import { comparePairs, shardKey, type AssignmentRef, type AssignmentTable } from "./assignment-table.js";
 import type { AgentEffect, DispatchedRun } from "./events.js";
 import { NO_SHARD, type RunBook } from "./run-book.js";
 
@@ -9,7 +9,12 @@ import { NO_SHARD, type RunBook } from "./run-book.js";
 export interface DispatchPort {
   readonly table: AssignmentTable;
   readonly runs: RunBook;
-  /** Draining or stopped: nothing new is taken on. */
+  /**
+   * Draining, and the controller may not have read the Goodbye yet (nor the grace ended): a
+   * Dispatch it sent before reading it still runs.
+   */
+  readonly takesCrossedDispatch: boolean;
+  /** Stopped, or draining and past taking even such a Dispatch: nothing new is taken on. */
   readonly shuttingDown: boolean;
   readonly stopped: boolean;
   readonly fenced: boolean;
@@ -92,6 +97,10 @@ function refusalOf(port: DispatchPort, run: DispatchedRun, now: number): string 
   const held = port.table.get(wanted.job, wanted.shard);
   const named = `${shardKey(wanted.job, wanted.shard)} at (${wanted.term}, ${wanted.generation})`;
   if (held === undefined) return `the agent does not hold ${named}`;
+  // Sent before the controller read the Goodbye, for a shard only the drain itself revoked: it
+  // runs, as it would have had it come before the Goodbye. (A revoke from the controller comes
+  // after every dispatch it sent for the shard.)
+  if (port.takesCrossedDispatch && comparePairs(held, wanted) === 0) return undefined;
   return held.revoking
     ? `the agent is releasing ${named}`
     : `the agent holds ${shardKey(held.job, held.shard)} at (${held.term}, ${held.generation}), not ${named}`;

@@ -13,6 +13,8 @@ export interface DrainPort {
   readonly runs: RunBook;
   readonly reports: ReportBook;
   readonly welcomed: boolean;
+  /** A stream is open and its Hello sent, the Welcome not come yet. */
+  readonly awaitingWelcome: boolean;
   readonly stopped: boolean;
   /** The sequence number of the last heartbeat sent on this stream. */
   readonly seqSent: bigint;
@@ -38,13 +40,14 @@ export interface DrainPort {
 
 /**
  * A graceful leave (docs/protocol.md, step 10, "Goodbye: leaving"): every shard is revoked at
- * once, a Goodbye tells the controller, each shard is released as its last run ends, and once
- * nothing runs and a heartbeat sent after the Goodbye is acked (so the controller has read it,
- * and whatever it sent before has arrived) the agent half-closes and waits for the controller
- * to end the stream. Runs still
- * going when the grace ends are aborted LOST; an agent that has no controller to tell leaves
- * without a word, since its lease moves its shards without it. Pure: the caller passes every
- * time in.
+ * once and a Goodbye tells the controller. Until the controller has read it (a heartbeat sent
+ * after the Goodbye is acked, so whatever it sent before has arrived) the agent releases nothing
+ * and takes a Dispatch for a shard at the pair it holds, as it would have before the Goodbye: a
+ * shard released at once would leave a run dispatched just before it to be refused and lost.
+ * Then each shard is released as its last run ends, and once nothing runs the agent half-closes
+ * and waits for the controller to end the stream. Runs still going when the grace ends are
+ * aborted LOST; an agent that has no controller to tell leaves without a word, since its lease
+ * moves its shards without it. Pure: the caller passes every time in.
  */
 export class Drain {
   readonly #port: DrainPort;
@@ -76,6 +79,24 @@ export class Drain {
     return this.#graceEndsAt;
   }
 
+  /**
+   * The controller has read the Goodbye on this stream, and everything it sent before reading it
+   * has arrived: a heartbeat sent after the Goodbye was acked. From then on it sends no new work,
+   * and a shard nothing runs on may be released.
+   */
+  get goodbyeRead(): boolean {
+    const port = this.#port;
+    return port.welcomed && this.#goodbyeAfterSeq !== undefined && port.seqAcked > this.#goodbyeAfterSeq;
+  }
+
+  /**
+   * A Dispatch the controller sent before it read the Goodbye may still come, and runs if it
+   * names a shard at the pair held: until the Goodbye is read, the grace ends, or the drain ends.
+   */
+  get takesCrossedDispatch(): boolean {
+    return !this.#ending && this.#graceEndsAt !== undefined && !this.goodbyeRead;
+  }
+
   /** When to stop waiting for the controller to end the half-closed stream. */
   get endAt(): number | undefined {
     return this.#endAt;
@@ -101,6 +122,8 @@ export class Drain {
 
   /** The stream ended: after the half-close that ends the drain, and so it does with nothing to hand back. */
   streamClosed(): void {
+    // The next stream's controller is told again, and read again.
+    this.#goodbyeAfterSeq = undefined;
     if (this.#ending || this.#nothingToHandBack()) this.#finish();
   }
 
@@ -111,16 +134,17 @@ export class Drain {
   }
 
   /**
-   * Once nothing runs and a controller is listening, release the rest and half-close. `now` is
-   * undefined when a report or an assignment change, which carry no time, brought this about.
+   * Once the controller has read the Goodbye, releases each shard nothing runs on, and once
+   * nothing runs at all, half-closes. `now` is undefined when a report or an assignment change,
+   * which carry no time, brought this about.
    */
   maybeEnd(now: number | undefined): void {
     const port = this.#port;
-    if (this.#ending || port.stopped || port.runs.size > 0 || !port.welcomed) return;
-    // An add, a revoke or a dispatch the controller sent before it read the Goodbye may still be
-    // on its way; it must find a stream that takes the Release or the report it calls for.
-    if (this.#goodbyeAfterSeq === undefined || port.seqAcked <= this.#goodbyeAfterSeq) return;
+    // Before that, an add or a dispatch the controller sent before it read the Goodbye may still
+    // be on its way: it must find its shard held and a stream that takes what it calls for.
+    if (this.#ending || port.stopped || !this.goodbyeRead) return;
     this.#releaseIdle();
+    if (port.runs.size > 0) return;
     port.flush();
     this.#ending = true;
     this.#graceEndsAt = undefined;
@@ -134,9 +158,8 @@ export class Drain {
     this.#port.flush();
     this.#port.send({ kind: "goodbye", reason: this.#reason });
     this.#goodbyeAfterSeq = this.#port.seqSent;
-    // Its ack, one round trip away, is the one the half-close waits for.
+    // Its ack, one round trip away, is the one the releases and the half-close wait for.
     this.#port.heartbeat(now);
-    this.#releaseIdle();
   }
 
   /** Releases every revoking shard with nothing running, if any. */
@@ -156,11 +179,13 @@ export class Drain {
 
   /**
    * A draining agent with no controller to talk to, nothing running and no report to deliver
-   * has nothing to wait for: its lease moves its shards without it.
+   * has nothing to wait for: its lease moves its shards without it. One whose Hello is out waits
+   * for the Welcome (or the Welcome timeout): a controller that reads the Hello grants it shards
+   * and runs, which only a Goodbye hands back at once.
    */
   #nothingToHandBack(): boolean {
     const port = this.#port;
-    return !port.welcomed && port.runs.size === 0 && port.reports.unconfirmedCount === 0;
+    return !port.welcomed && !port.awaitingWelcome && port.runs.size === 0 && port.reports.unconfirmedCount === 0;
   }
 
   #graceOver(now: number): void {

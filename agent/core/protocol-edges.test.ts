@@ -69,19 +69,27 @@ describe("a run dispatched ahead of its fire instant when the agent drains", () 
     expect(kinds(h.step({ kind: "start-due", executionId: "ahead" }))).toEqual([]);
   });
 
-  it("refuses a dispatch that crossed its Goodbye, reporting it LOST after the Goodbye", () => {
+  it("runs a dispatch that crossed its Goodbye, keeping its shard until it reports, and refuses one that comes after the controller read the Goodbye", () => {
     const h = new Harness();
-    h.connect(shard(0));
-    h.dispatch(run("going", shard(0), 0));
-    h.step({ kind: "start-due", executionId: "going" });
+    h.connect(shard(0), shard(1));
     const goodbye = h.step({ kind: "drain", reason: "SIGTERM" });
     expect(sent(goodbye)).toEqual([
       { kind: "goodbye", reason: "SIGTERM" },
       { kind: "heartbeat", seq: 1n },
     ]);
+    // Sent before the controller read the Goodbye, for a shard the agent holds at that pair: it
+    // runs at its instant, as it would have had it come before the Goodbye.
     const crossed = h.dispatch(run("crossed", shard(0)));
-    expect(reports(crossed)).toEqual([["crossed", ExecutionState.LOST, "the agent is shutting down"]]);
-    expect(sent(h.step({ kind: "flush" })).map((m) => m.kind)).toEqual(["execution-updates"]);
+    expect(kinds(crossed)).toEqual(["hold-run"]);
+    // The controller has read the Goodbye: the idle shard goes back, the other waits for its run.
+    expect(sent(h.step({ kind: "heartbeat-ack", term: 1n, seq: 1n, leaseTtlMs: 0 }))).toEqual([{ kind: "release", assignments: [shard(1)] }]);
+    const late = h.dispatch(run("late", shard(0)));
+    expect(reports(late)).toEqual([["late", ExecutionState.LOST, "the agent is shutting down"]]);
+    h.now = 200;
+    expect(kinds(h.step({ kind: "start-due", executionId: "crossed" }))).toEqual(["start-run"]);
+    const done = h.report("crossed", ExecutionState.SUCCEEDED);
+    expect(sent(done).map((m) => m.kind)).toEqual(["execution-updates", "release"]);
+    expect(kinds(done)).toContain("half-close");
   });
 });
 
@@ -93,17 +101,25 @@ describe("the end of a drain", () => {
     expect(kinds(h.step({ kind: "heartbeat-ack", term: 1n, seq: 1n, leaseTtlMs: 0 }))).toEqual(["half-close"]);
   });
 
-  it("hands back at once a shard added after its Goodbye (an add that crossed it), and answers a revoke of one it released with a Release", () => {
+  it("hands back a shard added after its Goodbye (an add that crossed it) once the controller has read the Goodbye, and answers a revoke of one it released with a Release", () => {
     const h = new Harness();
     h.connect(shard(0));
     h.dispatch(run("going", shard(0), 0));
     h.step({ kind: "start-due", executionId: "going" });
     h.step({ kind: "drain", reason: "SIGTERM" });
-    expect(sent(h.step({ kind: "assignments", term: 1n, snapshot: false, add: [shard(1)], revoke: [] }))).toEqual([{ kind: "release", assignments: [shard(1)] }]);
-    // The controller's answer to the Goodbye revokes both: shard 0 waits for its run, shard 1 is gone.
-    const revokes = h.step({ kind: "assignments", term: 1n, snapshot: false, add: [], revoke: [shard(0), shard(1)] });
-    expect(sent(revokes)).toEqual([{ kind: "release", assignments: [shard(1)] }]);
+    // A dispatch for it may follow the add: it is held until the controller has read the Goodbye.
+    expect(sent(h.step({ kind: "assignments", term: 1n, snapshot: false, add: [shard(1)], revoke: [] }))).toEqual([]);
+    expect(h.core.shards()).toEqual([
+      { ...shard(0), revoking: true },
+      { ...shard(1), revoking: true },
+    ]);
+    // The controller's answer to the Goodbye revokes both; then it acks the heartbeat sent after
+    // the Goodbye: shard 0 waits for its run, shard 1 goes back.
+    expect(sent(h.step({ kind: "assignments", term: 1n, snapshot: false, add: [], revoke: [shard(0), shard(1)] }))).toEqual([]);
+    expect(sent(h.step({ kind: "heartbeat-ack", term: 1n, seq: 1n, leaseTtlMs: 0 }))).toEqual([{ kind: "release", assignments: [shard(1)] }]);
     expect(h.core.shards()).toEqual([{ ...shard(0), revoking: true }]);
+    // A revoke of a shard it no longer holds is answered at once.
+    expect(sent(h.step({ kind: "assignments", term: 1n, snapshot: false, add: [], revoke: [shard(1)] }))).toEqual([{ kind: "release", assignments: [shard(1)] }]);
   });
 
   // The stream is ordered and the controller acks a heartbeat only after it has handled what came
@@ -116,12 +132,13 @@ describe("the end of a drain", () => {
     expect(sent(drain)).toEqual([
       { kind: "goodbye", reason: "SIGTERM" },
       { kind: "heartbeat", seq: 1n },
-      { kind: "release", assignments: [shard(0)] },
     ]);
     expect(kinds(drain)).not.toContain("half-close");
     // An add the controller sent before it read the Goodbye still finds a stream that takes a Release.
-    expect(sent(h.step({ kind: "assignments", term: 1n, snapshot: false, add: [shard(1)], revoke: [] }))).toEqual([{ kind: "release", assignments: [shard(1)] }]);
-    expect(kinds(h.step({ kind: "heartbeat-ack", term: 1n, seq: 1n, leaseTtlMs: 0 }))).toContain("half-close");
+    expect(sent(h.step({ kind: "assignments", term: 1n, snapshot: false, add: [shard(1)], revoke: [] }))).toEqual([]);
+    const read = h.step({ kind: "heartbeat-ack", term: 1n, seq: 1n, leaseTtlMs: 0 });
+    expect(sent(read)).toEqual([{ kind: "release", assignments: [shard(0), shard(1)] }]);
+    expect(kinds(read)).toContain("half-close");
   });
 });
 

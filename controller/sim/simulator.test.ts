@@ -125,6 +125,14 @@ describe("the deterministic simulator", () => {
         graceMs: 0,
       },
     ],
+    [
+      "a Dispatch that crosses a leaving agent's Goodbye on a slow link runs on that agent, which releases nothing before the controller has read the Goodbye",
+      { seed: 0, drifts: [0, 0, 0], steps: [{ kind: "delay", agent: 0, ms: 150 }, { kind: "advance", ms: 800 }, { kind: "drain", agent: 0 }] },
+    ],
+    [
+      "an agent asked to leave while its Hello waits for a stalled controller waits for the Welcome and says Goodbye, rather than leave shards and runs to its lease",
+      { seed: 0, drifts: [0, 0, 0], steps: [{ kind: "stall", ms: 749 }, { kind: "drain", agent: 0 }], daemons: true, graceMs: 0, fireBudget: 1 },
+    ],
   ];
   for (const [name, scenario] of regressions) {
     it(name, () => {

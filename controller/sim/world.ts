@@ -8,7 +8,8 @@
  * in docs/architecture.md, "Invariants") are checked after every event: 1, one acting owner per
  * shard; 2, one agent running each fire of a shard; 3, every fire accounted for, none started
  * twice; 4, nothing finished or recorded ever lost; 7, one process per agent id, at each
- * impostor step; 9, a reason for every wait, after each advance.
+ * impostor step; 9, a reason for every wait, after each advance; 10, no run lost to a graceful
+ * drain, at the end.
  */
 import { create } from "@bufbuild/protobuf";
 import { ExecutionUpdateSchema, type ExecutionUpdate as UpdateMessage } from "../../shared/gen/shardline/v1/agent_service_pb.js";
@@ -160,6 +161,12 @@ const SETTLE_MS = 20_000;
 const SETTLE_EXTRA_MS = 20_000;
 /** The steps that are faults of the agent itself rather than of the control plane (invariant 6). */
 const OWN_FAULTS: ReadonlySet<Step["kind"]> = new Set(["crash", "drop", "partition", "slow", "impostor", "drain", "delay", "pause"]);
+/**
+ * Faults of the agent's own that may lose a run whatever its lease: its process dies, its stream
+ * drops, another process takes its id (invariant 10). A partition, a pause, a delay or slow
+ * heartbeats lose one only by lapsing its lease, which the invariant checks for itself.
+ */
+const LOSING_FAULTS: ReadonlySet<Step["kind"]> = new Set(["crash", "restart", "drop", "impostor"]);
 /** A grace longer than any control-plane outage the steps make, so invariant 6 must hold under it. */
 const GRACE_OVER_OUTAGES_MS = 8_000;
 /** With leaderLeases: the leader's etcd lease TTL, its renewal period, and how early it stops acting. */
@@ -375,6 +382,10 @@ export class World {
   private readonly jobs: JobSpec[];
   /** Agents that had a fault of their own (a partition, a pause, ...): see invariant 6. */
   private readonly faulted = new Set<string>();
+  /** Which kinds of fault of its own each agent had: see invariant 10. */
+  private readonly ownFaults = new Map<string, Set<Step["kind"]>>();
+  /** Agents whose lease lapsed at some point, whatever the cause: see invariant 10. */
+  private readonly fencedAgents = new Set<string>();
   /** When each job's shard count changed, for the final accounting. */
   private readonly edits: number[] = [];
   /** While each job is deleted: from when, to when it was applied again (open while deleted). */
@@ -417,7 +428,10 @@ export class World {
     // Nor does a controller that is not there (a leader dead, none elected yet).
     if (this.controllerDownUntil !== undefined && ROLLOUT_STEPS.has(step.kind)) return;
     // Faults of the agent's own, which may cost it its lease whatever the grace (invariant 6).
-    if (agent !== undefined && OWN_FAULTS.has(step.kind)) this.faulted.add(agent.id);
+    if (agent !== undefined && OWN_FAULTS.has(step.kind)) {
+      this.faulted.add(agent.id);
+      this.ownFaults.set(agent.id, (this.ownFaults.get(agent.id) ?? new Set()).add(step.kind));
+    }
     switch (step.kind) {
       case "advance":
         this.advanceTo(this.now + step.ms);
@@ -553,6 +567,7 @@ export class World {
     }
     this.accountForFires(faultsEnd);
     this.checkGraceKept();
+    this.checkDrainsLoseNothing();
   }
 
   // The event loop of the world.
@@ -980,10 +995,12 @@ export class World {
         // The runtime closes the stream at once; the next one goes to the leader.
         if (agent.session !== undefined) this.agentStreamClosed(agent);
         return;
+      case "fenced":
+        this.fencedAgents.add(agent.id);
+        return;
       // What the runtime only says (logs, events, metrics).
       case "report":
       case "welcomed":
-      case "fenced":
       case "unfenced":
       case "assignments-changed":
       case "log":
@@ -1277,6 +1294,25 @@ export class World {
       if (execution.state !== "lost" || execution.cause === "daemon" || fast || this.faulted.has(execution.agent)) continue;
       if (!/^fenced:/.test(execution.error ?? "")) continue;
       this.violation("6", `${execution.id} was aborted on ${execution.agent}, which had no fault of its own, by a control-plane outage shorter than the grace: ${execution.error}`);
+    }
+  }
+
+  /**
+   * Invariant 10: a graceful drain loses no run. An agent asked to leave (SIGTERM) lost no run
+   * but to its drain grace running out: nothing it held, nothing dispatched to it before the
+   * controller read its Goodbye (a Dispatch that crossed the Goodbye runs on the leaving agent).
+   * Not counted: daemon runs, which end with their shard; an agent that had a fault that loses
+   * runs anyway (LOSING_FAULTS); one whose lease lapsed at some point (a partition, a pause, a
+   * control-plane outage), whose runs invariant 6 covers.
+   */
+  private checkDrainsLoseNothing(): void {
+    for (const execution of this.durable.executions.values()) {
+      if (execution.state !== "lost" || execution.cause === "daemon") continue;
+      const faults = this.ownFaults.get(execution.agent);
+      if (faults === undefined || !faults.has("drain") || [...faults].some((kind) => LOSING_FAULTS.has(kind))) continue;
+      // A lapsed lease (a control-plane outage: a stall, a leader change) is not the drain's doing.
+      if (this.fencedAgents.has(execution.agent) || /drain grace of \d+ ms passed/.test(execution.error ?? "")) continue;
+      this.violation("10", `${execution.id} was lost on ${execution.agent}, which drained (no fault that loses runs, no lapsed lease): ${execution.error}`);
     }
   }
 

@@ -56,6 +56,7 @@ class AgentOptions:
 class Drain:
     reason: str
     grace_timer: asyncio.TimerHandle | None = None
+    grace_over: bool = False
     # Half-closed: the drain ends when the controller ends the stream.
     ending: bool = False
     end_timer: asyncio.TimerHandle | None = None
@@ -496,13 +497,16 @@ class Agent:
             self._log.debug("ignored an older assignment %s", ref)
         for held in changes.dropped:
             self._stop_runs_on(held, State.LOST, f"shard {held.job}/{held.shard} is no longer assigned to this agent")
-        # A leaving agent gives back whatever it is handed.
-        revoked = self._table.revoke_all() if self._drain is not None else changes.revoked
         releases = list(changes.unknown_revokes)
-        for held in revoked:
-            if self._runs_on(held) == 0:
-                self._table.remove(held)
-                releases.append(held)
+        if self._drain is not None:
+            # A leaving agent gives back whatever it is handed, once the controller has read its
+            # Goodbye (_maybe_end_drain releases it then).
+            self._table.revoke_all()
+        else:
+            for held in changes.revoked:
+                if self._runs_on(held) == 0:
+                    self._table.remove(held)
+                    releases.append(held)
         if changes.added or changes.dropped or changes.revoked:
             self._log.info(
                 "shards%s: %s",
@@ -576,7 +580,7 @@ class Agent:
 
     def _refusal(self, context: agent_pb.ExecutionContext) -> str | None:
         """Why a dispatched execution may not run here, or None when it may."""
-        if self._drain is not None or self._stopped:
+        if self._stopped or (self._drain is not None and not self._takes_crossed_dispatch()):
             return "the agent is shutting down"
         if self._lease_lapsed():
             return "the agent holds no valid lease"
@@ -590,6 +594,11 @@ class Agent:
         held = self._table.get(wanted.job, wanted.shard)
         if held is None:
             return f"the agent does not hold {wanted}"
+        # Sent before the controller read the Goodbye, for a shard only the drain itself revoked:
+        # it runs, as it would have had it come before the Goodbye. (A revoke from the controller
+        # comes after every dispatch it sent for the shard.)
+        if self._takes_crossed_dispatch() and held.pair == wanted.pair:
+            return None
         if held.revoking:
             return f"the agent is releasing {wanted}"
         return f"the agent holds {held}, not {wanted}"
@@ -623,12 +632,14 @@ class Agent:
             self._run_ended(run)
 
     def _run_ended(self, run: Run) -> None:
+        if self._drain is not None:
+            self._maybe_end_drain()  # a leaving agent's shards go back as the drain says
+            return
         key = _shard_of(run)
         held = self._table.get(*key) if key is not None else None
         if held is not None and held.revoking and self._runs_on(held) == 0:
             self._table.remove(held)
             self._release([held])
-        self._maybe_end_drain()
 
     def _flush(self) -> None:
         """Sends the reports waiting in the outbox. Before the Welcome they wait for it; without
@@ -664,9 +675,9 @@ class Agent:
     # ----- leaving -------------------------------------------------------------------------
 
     def drain(self, reason: str) -> None:
-        """Leaves gracefully (SIGTERM): Goodbye, let runs finish (up to the drain grace), release
-        each shard as it goes idle, half-close once a heartbeat sent after the Goodbye is acked,
-        and stop once the controller ends the stream."""
+        """Leaves gracefully (SIGTERM): Goodbye, let runs finish (up to the drain grace); once a
+        heartbeat sent after the Goodbye is acked, release each shard as it goes idle and
+        half-close when nothing runs; stop once the controller ends the stream."""
         if self._drain is not None or self._stopped:
             return
         self._drain = Drain(reason)
@@ -700,23 +711,43 @@ class Agent:
         self._flush()
         self._send(agent_pb.ConnectRequest(goodbye=agent_pb.Goodbye(reason=self._drain.reason)))
         self._log.info("said goodbye (%s); handing back %d shard(s)", self._drain.reason, len(self._table))
-        # The ack of this heartbeat, one round trip away, is what the half-close waits for.
+        # The ack of this heartbeat, one round trip away, is what the releases and the half-close
+        # wait for.
         stream.goodbye_after_seq = stream.seq
         self._send_heartbeat(stream, time.monotonic())
-        self._release_idle()
+
+    def _goodbye_read(self) -> bool:
+        """The controller has read the Goodbye on this stream, and everything it sent before
+        reading it has arrived: a heartbeat sent after the Goodbye was acked. From then on it sends
+        no new work, and a shard nothing runs on may be released."""
+        stream = self._stream
+        return (
+            self._drain is not None
+            and stream is not None
+            and stream.welcomed
+            and stream.goodbye_after_seq is not None
+            and stream.acked_seq > stream.goodbye_after_seq
+        )
+
+    def _takes_crossed_dispatch(self) -> bool:
+        """A Dispatch the controller sent before it read the Goodbye may still come, and runs if
+        it names a shard at the pair held: until the Goodbye is read, the grace ends, or the drain
+        ends."""
+        drain = self._drain
+        return drain is not None and not drain.ending and not drain.grace_over and not self._goodbye_read()
 
     def _maybe_end_drain(self) -> None:
-        """Once nothing runs, and the controller has acked a heartbeat sent after the Goodbye:
-        release the rest and half-close. The controller acks a heartbeat only after handling
-        everything before it, so by then it has read the Goodbye, and whatever it sent before
-        reading it (an add, a revoke, a Dispatch) has arrived and been answered here: a Release,
-        a refusal. After the half-close nothing could be answered."""
+        """Once the controller has acked a heartbeat sent after the Goodbye, release each shard
+        nothing runs on, and once nothing runs at all, half-close. The controller acks a heartbeat
+        only after handling everything before it, so by then it has read the Goodbye, and whatever
+        it sent before reading it (an add, a revoke, a Dispatch) has arrived and been answered
+        here: a held run, a Release. After the half-close nothing could be answered."""
         drain, stream = self._drain, self._stream
-        if drain is None or drain.ending or self._stopped or self._runs or stream is None or not stream.welcomed:
-            return
-        if stream.goodbye_after_seq is None or stream.acked_seq <= stream.goodbye_after_seq:
+        if drain is None or drain.ending or self._stopped or stream is None or not self._goodbye_read():
             return
         self._release_idle()
+        if self._runs:
+            return
         self._flush()
         drain.ending = True
         for timer in (drain.grace_timer, self._heartbeat_timer):
@@ -728,14 +759,16 @@ class Agent:
 
     def _nothing_to_hand_back(self) -> bool:
         """Draining with no controller to talk to, nothing running and no report to deliver:
-        the lease moves the shards without this agent."""
-        welcomed = self._stream is not None and self._stream.welcomed
-        return self._drain is not None and not welcomed and not self._runs and not self._unconfirmed
+        the lease moves the shards without this agent. With a stream open (its Hello out, the
+        Welcome not come yet) it waits: a controller that reads the Hello grants it shards and
+        runs, which only a Goodbye hands back at once."""
+        return self._drain is not None and self._stream is None and not self._runs and not self._unconfirmed
 
     def _drain_grace_over(self) -> None:
         drain = self._drain
         if drain is None or drain.ending or self._stopped:
             return
+        drain.grace_over = True
         self._log.warning("drain grace over: aborting %d run(s)", len(self._runs))
         for run in list(self._runs.values()):
             run.stop(State.LOST, f"the agent is shutting down; the drain grace of {self.options.drain_grace_s:g} s passed")
