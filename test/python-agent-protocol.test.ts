@@ -106,6 +106,30 @@ describe("the Python reference agent against a scripted controller", () => {
     expect(released.sort()).toEqual(["py-job/0@1,1", "py-job/1@1,2"]);
   });
 
+  it("told to leave while its Hello waits for a Welcome, waits for it, says Goodbye and hands back the shards it was granted meanwhile", async () => {
+    const controller = await ScriptedController.start();
+    agent = startPythonAgent(stubs, AGENT, ["--controller", controller.address]);
+    const session = await controller.nextSession();
+    agent.kill("SIGTERM");
+    await waitFor("py-1 to start draining", () => (agent!.output.includes("draining (SIGTERM)") ? true : undefined));
+    // The controller answers the Hello late, granting a shard: only a Goodbye hands it back at once.
+    welcome(session, LONG_LEASE_MS);
+    const granted = assignment("py-job", 0, 1n, 1n);
+    session.snapshot(granted);
+    session.autoAck = false;
+    await Promise.race([
+      session.take("goodbye"),
+      session.closed.then((ended) => Promise.reject(new Error(`the stream ended (${ended.code} ${ended.details}) without a Goodbye`))),
+    ]);
+    const goodbyeAt = indexOf(session, "goodbye");
+    const after = await session.take("heartbeat", (_, index) => index > goodbyeAt);
+    session.send({ case: "heartbeatAck", value: { seq: after.seq } });
+    expect((await session.closed).code).toBe(status.OK);
+    expect(await agent.exited).toEqual({ code: 0, signal: null });
+    const released = session.received.flatMap((m) => (m.kind.case === "release" ? m.kind.value.assignments.map((a) => `${a.shard?.job}/${a.shard?.shard}`) : []));
+    expect(released).toEqual(["py-job/0"]);
+  });
+
   it("lets a started run with a disconnect grace go on past the lapse, and aborts it LOST when the grace ends with no Welcome", async () => {
     const handlers = join(stubs, "wait_handlers.py");
     await writeFile(handlers, WAIT_HANDLERS);
