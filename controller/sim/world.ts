@@ -166,7 +166,7 @@ const OWN_FAULTS: ReadonlySet<Step["kind"]> = new Set(["crash", "drop", "partiti
  * drops, another process takes its id (invariant 10). A partition, a pause, a delay or slow
  * heartbeats lose one only by lapsing its lease, which the invariant checks for itself.
  */
-const LOSING_FAULTS: ReadonlySet<Step["kind"]> = new Set(["crash", "restart", "drop", "impostor"]);
+const LOSING_FAULTS: ReadonlySet<Step["kind"]> = new Set(["crash", "drop", "impostor"]);
 /** A grace longer than any control-plane outage the steps make, so invariant 6 must hold under it. */
 const GRACE_OVER_OUTAGES_MS = 8_000;
 /** With leaderLeases: the leader's etcd lease TTL, its renewal period, and how early it stops acting. */
@@ -1303,7 +1303,7 @@ export class World {
    * controller read its Goodbye (a Dispatch that crossed the Goodbye runs on the leaving agent).
    * Not counted: daemon runs, which end with their shard; an agent that had a fault that loses
    * runs anyway (LOSING_FAULTS); one whose lease lapsed at some point (a partition, a pause, a
-   * control-plane outage), whose runs invariant 6 covers.
+   * control-plane outage), which is invariant 6's to judge.
    */
   private checkDrainsLoseNothing(): void {
     for (const execution of this.durable.executions.values()) {
