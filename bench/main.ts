@@ -22,14 +22,10 @@ import { shardlineScale } from "./scenarios/scale.js";
 import { etcdThroughput } from "./scenarios/etcd-throughput.js";
 import { transportFloor } from "./scenarios/floor.js";
 import { shardlineThroughput } from "./scenarios/throughput.js";
-import { BENCH_SIZES, type BenchMode } from "./sizes.js";
+import { BENCH_SIZES, type BenchMode, GUARD_EXECUTIONS, GUARD_ROW } from "./sizes.js";
 
 const BULLMQ = "BullMQ 5.81 on Redis";
 const ELASTICJOB_LAYOUT = "balanced (ElasticJob AVG_ALLOCATION)";
-/** Executions of the run the test suite's guard compares with the committed figure. */
-const GUARD_EXECUTIONS = 10_000;
-/** That run's row; test/bench.test.ts reads it by this name. */
-const GUARD_ROW = `CPU per execution, 1 agent, a fresh run of ${GUARD_EXECUTIONS.toLocaleString("en-US")} (the test suite's guard)`;
 /** The lag under which a fire rate counts as within capacity, for the saturation row. */
 const SATURATION_P99_MS = 100;
 

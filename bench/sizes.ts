@@ -65,3 +65,8 @@ export const BENCH_SIZES: Record<BenchMode, BenchSizes> = {
     scale: { agents: 10, processes: 2, jobs: 2, shardsPerJob: 50, heartbeatIntervalMs: 500, leaseTtlMs: 2000 },
   },
 };
+
+/** Executions of the run the test suite's guard compares with the committed figure: the same in every mode. */
+export const GUARD_EXECUTIONS = 10_000;
+/** That run's row, by which test/bench.test.ts finds it in both results. */
+export const GUARD_ROW = `CPU per execution, 1 agent, a fresh run of ${GUARD_EXECUTIONS.toLocaleString("en-US")} (the test suite's guard)`;

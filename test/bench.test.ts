@@ -6,6 +6,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BenchRow } from "../bench/report.js";
+import { GUARD_ROW } from "../bench/sizes.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const BENCH = join(ROOT, "dist", "bench", "main.js");
@@ -64,7 +65,7 @@ describe("npm run bench (its smallest run)", () => {
 
   it("holds CPU per execution beside the committed figure: a warning past +25%, never a failure", async () => {
     // The same run in every mode (bench/main.ts): the smoke run's figure compares with the full run's.
-    const name = "CPU per execution, 1 agent, a fresh run of 10,000 (the test suite's guard)";
+    const name = GUARD_ROW;
     const committed = (JSON.parse(await readFile(join(ROOT, "bench", "results", "latest.json"), "utf8")) as BenchRow[]).find((r) => r.name === name);
     const measured = (JSON.parse(await readFile(join(out, "latest.json"), "utf8")) as BenchRow[]).find((r) => r.name === name);
     expect(committed, `bench/results/latest.json has no "${name}" row: commit a full run's results`).toBeDefined();

@@ -84,7 +84,7 @@ export class Drain {
    * has arrived: a heartbeat sent after the Goodbye was acked. From then on it sends no new work,
    * and a shard nothing runs on may be released.
    */
-  get goodbyeRead(): boolean {
+  get #goodbyeRead(): boolean {
     const port = this.#port;
     return port.welcomed && this.#goodbyeAfterSeq !== undefined && port.seqAcked > this.#goodbyeAfterSeq;
   }
@@ -94,7 +94,7 @@ export class Drain {
    * names a shard at the pair held: until the Goodbye is read, the grace ends, or the drain ends.
    */
   get takesCrossedDispatch(): boolean {
-    return !this.#ending && this.#graceEndsAt !== undefined && !this.goodbyeRead;
+    return !this.#ending && this.#graceEndsAt !== undefined && !this.#goodbyeRead;
   }
 
   /** When to stop waiting for the controller to end the half-closed stream. */
@@ -142,7 +142,7 @@ export class Drain {
     const port = this.#port;
     // Before that, an add or a dispatch the controller sent before it read the Goodbye may still
     // be on its way: it must find its shard held and a stream that takes what it calls for.
-    if (this.#ending || port.stopped || !this.goodbyeRead) return;
+    if (this.#ending || port.stopped || !this.#goodbyeRead) return;
     this.#releaseIdle();
     if (port.runs.size > 0) return;
     port.flush();

@@ -8,7 +8,8 @@ import { ConnectRequestSchema, ConnectResponseSchema } from "../../shared/gen/sh
 import { ExecutionState } from "../../shared/gen/shardline/v1/types_pb.js";
 import { MESSAGE_BUDGET_BYTES } from "../../shared/grpc/message-parts.js";
 import type * as FloorScenario from "../scenarios/floor.js";
-import { dispatchMessages, executionContext, fireTraceContext, roundRobinShards, succeeded, updateBytes, updateMessages } from "./messages.js";
+import { updateBytes } from "../../agent/runtime/agent.js";
+import { dispatchMessages, executionContext, fireTraceContext, roundRobinShards, succeeded, updateMessages } from "./messages.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 /** The built scenario: its children are forked from the built .js files beside it. */

@@ -103,9 +103,6 @@ export function succeeded(id: string, startedAt: number, finishedAt: number): Up
   return { executionId: id, state: ExecutionState.SUCCEEDED, startedAtUnixMs: BigInt(startedAt), finishedAtUnixMs: BigInt(finishedAt), result: "", error: "" };
 }
 
-/** The agent's own upper estimate of an update's encoded size, by which it splits a batch. */
-export { updateBytes };
-
 /** The ExecutionUpdates messages of one turn's batch, split as the agent splits it. */
 export function updateMessages(updates: readonly UpdateInit[]): AgentMessage[] {
   return partsWithin(updates, updateBytes).map((part) => ({ kind: { case: "executionUpdates", value: { updates: part } } }));

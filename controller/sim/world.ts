@@ -380,9 +380,7 @@ export class World {
   private readonly finished = new Map<string, string>();
   private readonly cursors = new Map<string, number>();
   private readonly jobs: JobSpec[];
-  /** Agents that had a fault of their own (a partition, a pause, ...): see invariant 6. */
-  private readonly faulted = new Set<string>();
-  /** Which kinds of fault of its own each agent had: see invariant 10. */
+  /** Which kinds of fault of its own each agent had (a partition, a pause, ...): see invariants 6 and 10. */
   private readonly ownFaults = new Map<string, Set<Step["kind"]>>();
   /** Agents whose lease lapsed at some point, whatever the cause: see invariant 10. */
   private readonly fencedAgents = new Set<string>();
@@ -428,10 +426,7 @@ export class World {
     // Nor does a controller that is not there (a leader dead, none elected yet).
     if (this.controllerDownUntil !== undefined && ROLLOUT_STEPS.has(step.kind)) return;
     // Faults of the agent's own, which may cost it its lease whatever the grace (invariant 6).
-    if (agent !== undefined && OWN_FAULTS.has(step.kind)) {
-      this.faulted.add(agent.id);
-      this.ownFaults.set(agent.id, (this.ownFaults.get(agent.id) ?? new Set()).add(step.kind));
-    }
+    if (agent !== undefined && OWN_FAULTS.has(step.kind)) this.ownFaults.set(agent.id, (this.ownFaults.get(agent.id) ?? new Set()).add(step.kind));
     switch (step.kind) {
       case "advance":
         this.advanceTo(this.now + step.ms);
@@ -1291,7 +1286,7 @@ export class World {
     for (const execution of this.durable.executions.values()) {
       // A daemon run, and a run of a failover: fast job, have no grace: they stop at a lapse.
       const fast = this.jobs.find((job) => job.name === execution.job)?.failover === "fast";
-      if (execution.state !== "lost" || execution.cause === "daemon" || fast || this.faulted.has(execution.agent)) continue;
+      if (execution.state !== "lost" || execution.cause === "daemon" || fast || this.ownFaults.has(execution.agent)) continue;
       if (!/^fenced:/.test(execution.error ?? "")) continue;
       this.violation("6", `${execution.id} was aborted on ${execution.agent}, which had no fault of its own, by a control-plane outage shorter than the grace: ${execution.error}`);
     }
