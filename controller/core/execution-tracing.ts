@@ -32,9 +32,14 @@ export interface ExecutionTracing {
   contextFor(execution: TracedExecution, replaces?: Readonly<TraceCarrier>): TraceCarrier;
 }
 
-const EMPTY: TraceCarrier = Object.freeze({}) as TraceCarrier;
+/**
+ * The carrier of an execution that is not traced: one object, so that every execution of a fire
+ * carries the same one and the Dispatch encoder, which compares a fire's fields by identity,
+ * encodes the fire's part once (controller/shell/dispatch-encoding.ts).
+ */
+export const NOT_TRACED: TraceCarrier = Object.freeze({}) as TraceCarrier;
 
 /** Traces nothing, at no cost: every execution gets the empty carrier. */
 export const NO_TRACING: ExecutionTracing = {
-  contextFor: () => EMPTY,
+  contextFor: () => NOT_TRACED,
 };

@@ -18,6 +18,7 @@ import * as DisconnectGrace from "./disconnect-grace.js";
 import * as Placement from "./placement.js";
 import * as Revisions from "./revisions.js";
 import * as Rollouts from "./rollouts.js";
+import { NOT_TRACED } from "./execution-tracing.js";
 
 export function executionUpdates(core: CoreState, session: string, reports: readonly ExecutionUpdate[], now: number): void {
   Clock.advance(core, now);
@@ -346,7 +347,7 @@ export function dispatchShard(core: CoreState, shard: ShardEntry, max = Infinity
       disconnectGraceMs,
       fencingToken: DisconnectGrace.fencingToken(shard.term, shard.generation),
       assignment: { job: shard.job, shard: shard.shard, term: shard.term, generation: shard.generation },
-      traceContext: execution.traceContext ?? {},
+      traceContext: execution.traceContext ?? NOT_TRACED,
       ...executorOf(runSpec),
       ...(execution.cause === "daemon" ? { daemon: true } : {}),
     });
@@ -354,12 +355,30 @@ export function dispatchShard(core: CoreState, shard: ShardEntry, max = Infinity
   if (contexts.length > 0) core.outbox.send(agent.session, { kind: "dispatch", executions: contexts });
 }
 
+type ExecutorPart = Pick<ExecutionContext, "handler" | "script" | "http" | "kubernetes">;
+
+/**
+ * Each spec's executor part, made once per `runs` of a spec rather than per dispatched
+ * execution: a fire's executions then carry one object, which the Dispatch encoder compares by
+ * identity to encode the fire's part once (controller/shell/dispatch-encoding.ts), and a pod
+ * template is turned into JSON once.
+ */
+const executorParts = new WeakMap<JobSpec["runs"], ExecutorPart>();
+
 /**
  * The executor part of an execution's context, from what the job runs. `handler` is "" for the
  * other kinds, as the proto's ExecutionContext has always carried it.
  */
-export function executorOf(spec: JobSpec): Pick<ExecutionContext, "handler" | "script" | "http" | "kubernetes"> {
-  const runs = spec.runs;
+export function executorOf(spec: JobSpec): ExecutorPart {
+  let part = executorParts.get(spec.runs);
+  if (part === undefined) {
+    part = executorPart(spec.runs);
+    executorParts.set(spec.runs, part);
+  }
+  return part;
+}
+
+function executorPart(runs: JobSpec["runs"]): ExecutorPart {
   switch (runs.kind) {
     case "handler":
       return { handler: runs.handler };
@@ -378,19 +397,11 @@ export function executorOf(spec: JobSpec): Pick<ExecutionContext, "handler" | "s
   }
 }
 
-/** Each spec's pod template is turned into JSON once, not per dispatched execution. */
-export const podTemplates = new WeakMap<KubernetesSpec, NonNullable<ExecutionContext["kubernetes"]>>();
-
-export function kubernetesContext(kubernetes: KubernetesSpec): NonNullable<ExecutionContext["kubernetes"]> {
-  let context = podTemplates.get(kubernetes);
-  if (context === undefined) {
-    const { template, backoffLimit, ttlSecondsAfterFinished, logContainer } = kubernetes;
-    // Specs stored before startTimeoutSeconds existed get its default.
-    const startTimeoutSeconds = kubernetes.startTimeoutSeconds ?? DEFAULT_START_TIMEOUT_SECONDS;
-    context = { podTemplateJson: JSON.stringify(template), backoffLimit, ttlSecondsAfterFinished, logContainer, startTimeoutSeconds };
-    podTemplates.set(kubernetes, context);
-  }
-  return context;
+function kubernetesContext(kubernetes: KubernetesSpec): NonNullable<ExecutionContext["kubernetes"]> {
+  const { template, backoffLimit, ttlSecondsAfterFinished, logContainer } = kubernetes;
+  // Specs stored before startTimeoutSeconds existed get its default.
+  const startTimeoutSeconds = kubernetes.startTimeoutSeconds ?? DEFAULT_START_TIMEOUT_SECONDS;
+  return { podTemplateJson: JSON.stringify(template), backoffLimit, ttlSecondsAfterFinished, logContainer, startTimeoutSeconds };
 }
 
 /** Open executions' ids by the agent they were dispatched to. */

@@ -13,6 +13,7 @@ import * as Rollouts from "./rollouts.js";
 import * as Executions from "./executions.js";
 import * as Placement from "./placement.js";
 import * as DisconnectGrace from "./disconnect-grace.js";
+import { NOT_TRACED } from "./execution-tracing.js";
 
 /**
  * Counts the execution's shard as finished in its fire; when it was the last one, queues the
@@ -91,7 +92,7 @@ export function dispatchFireCompletes(core: CoreState): void {
       disconnectGraceMs,
       // A hook run holds no assignment: the newest one made so far fences it against earlier runs.
       fencingToken: DisconnectGrace.fencingToken(core.term, core.generation),
-      traceContext: run.traceContext ?? {},
+      traceContext: run.traceContext ?? NOT_TRACED,
       fireOutcome: run.fireOutcome ?? [],
     });
   }

@@ -99,3 +99,31 @@ describe("schedules in a named time zone", () => {
     ]);
   });
 });
+
+describe("a fire's executions share its fields", () => {
+  // The Dispatch encoder compares a fire's fields by identity and encodes them once for a run of
+  // executions that share them (controller/shell/dispatch-encoding.ts): a carrier or an executor
+  // object made per execution would have it encode the fire again for every execution.
+  it("gives every execution of an untraced fire one trace carrier and one executor object", () => {
+    const h = new CoreHarness();
+    const a = h.connect("a", { capacity: 100, handlers: [], executors: ["script"] });
+    h.apply(testSpec("job", { shards: 8, handler: "", script: { command: "report", args: ["x"], env: {}, killGraceSeconds: 10 } }));
+    h.run(1000);
+    expect(a.dispatched.length).toBe(8);
+    const [first, ...rest] = a.dispatched;
+    expect(first!.script).toBeDefined();
+    for (const context of rest) {
+      expect(context.traceContext).toBe(first!.traceContext);
+      expect(context.script).toBe(first!.script);
+    }
+  });
+
+  it("gives the next fire of the same spec the same executor object", () => {
+    const h = new CoreHarness();
+    const a = h.connect("a", { capacity: 100, handlers: [], executors: ["script"] });
+    h.apply(testSpec("job", { shards: 2, overlap: "allow", handler: "", script: { command: "report", args: [], env: {}, killGraceSeconds: 10 } }));
+    h.run(2000);
+    expect(new Set(a.dispatched.map((c) => c.fireTime)).size).toBe(2);
+    expect(new Set(a.dispatched.map((c) => c.script)).size).toBe(1);
+  });
+});
