@@ -50,7 +50,8 @@ export class ControllerProcess {
     this.admin = createClient(AdminService, address);
   }
 
-  static async start(store: string, flags: string[] = []): Promise<ControllerProcess> {
+  /** `env`: variables over this process's own, such as the OTEL_* ones that turn tracing on. */
+  static async start(store: string, flags: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<ControllerProcess> {
     const controller = new ControllerProcess(`127.0.0.1:${await freePort()}`);
     const http = `127.0.0.1:${await freePort()}`;
     // For profiling the controller under the benchmark's load, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
@@ -58,7 +59,7 @@ export class ControllerProcess {
     const child = spawn(
       process.execPath,
       [...nodeArgs, CLI, "--log-level", "warn", "controller", "--listen", controller.address, "--http", http, "--store", store, ...flags],
-      { stdio: ["ignore", "pipe", "pipe"] },
+      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } },
     );
     controller.child = child;
     const keep = (chunk: Buffer): void => {
@@ -99,6 +100,12 @@ export class ControllerProcess {
 }
 
 /** A load-generator process running `ids.length` agents. */
+export interface LoadOptions {
+  maxConcurrent?: number;
+  /** Variables over this process's own, such as the OTEL_* ones that turn tracing on. */
+  env?: NodeJS.ProcessEnv;
+}
+
 export class LoadProcess {
   private readonly child: ChildProcess;
   private readonly waiters: { type: LoadReport["type"]; resolve: (report: LoadReport) => void }[] = [];
@@ -108,18 +115,19 @@ export class LoadProcess {
   constructor(
     controller: string,
     readonly ids: string[],
-    options: { maxConcurrent?: number } = {},
+    options: LoadOptions = {},
   ) {
     // For profiling the agents' side, as SHARDLINE_BENCH_CONTROLLER_NODE_ARGS does the controller's.
     const execArgv = process.env.SHARDLINE_BENCH_LOAD_NODE_ARGS?.split(" ").filter((a) => a !== "") ?? [];
-    this.child = fork(LOAD_AGENTS, [], { stdio: ["ignore", "inherit", "inherit", "ipc"], serialization: "advanced", execArgv });
+    const { env, ...start } = options;
+    this.child = fork(LOAD_AGENTS, [], { stdio: ["ignore", "inherit", "inherit", "ipc"], serialization: "advanced", execArgv, env: { ...process.env, ...env } });
     this.exited = new Promise((resolve) => this.child.once("exit", () => resolve()));
     this.child.on("message", (report: LoadReport) => {
       for (const listener of this.listeners) listener(report);
       const index = this.waiters.findIndex((w) => w.type === report.type);
       if (index >= 0) this.waiters.splice(index, 1)[0]!.resolve(report);
     });
-    this.send({ type: "start", controller, ids, ...options });
+    this.send({ type: "start", controller, ids, ...start });
   }
 
   get pid(): number {
@@ -170,7 +178,7 @@ export class LoadProcess {
 }
 
 /** Starts `count` agents named `prefix-N` over `processes` load processes, and waits until each process has started its agents. */
-export async function startLoad(controller: string, prefix: string, count: number, processes: number, options: { maxConcurrent?: number } = {}): Promise<LoadProcess[]> {
+export async function startLoad(controller: string, prefix: string, count: number, processes: number, options: LoadOptions = {}): Promise<LoadProcess[]> {
   const groups: string[][] = Array.from({ length: Math.min(processes, count) }, () => []);
   for (let i = 0; i < count; i++) groups[i % groups.length]!.push(`${prefix}-${i}`);
   const loads = groups.map((ids) => new LoadProcess(controller, ids, options));

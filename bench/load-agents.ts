@@ -13,6 +13,7 @@
  */
 import { Agent } from "../agent/runtime/agent.js";
 import { silentLogger } from "../shared/logging.js";
+import { startTracing, type TracingHandle } from "../shared/telemetry/tracing.js";
 import type { HandlerContext } from "../agent/sdk.js";
 
 /** What the parent sends. */
@@ -63,6 +64,7 @@ function reportProgress(): void {
   });
 }
 const agents: Agent[] = [];
+let tracing: TracingHandle | undefined;
 const held = new Map<string, number>();
 let lastChangeAt = 0;
 /** The term of the controller that last welcomed each agent. */
@@ -109,6 +111,8 @@ process.on("message", (command: LoadCommand) => {
 async function handle(command: LoadCommand): Promise<void> {
   switch (command.type) {
     case "start":
+      // As `shardline agent` does: on when the OTEL_* variables say so, else a no-op tracer.
+      tracing = await startTracing({ serviceName: "shardline-agent", env: process.env });
       for (const id of command.ids) {
         const agent = new Agent({
           controller: command.controller,
@@ -163,6 +167,7 @@ async function handle(command: LoadCommand): Promise<void> {
     }
     case "stop":
       await Promise.all(agents.map((agent) => agent.stop()));
+      await tracing?.shutdown();
       send({ type: "stopped" });
       process.exit(0);
   }

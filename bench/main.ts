@@ -22,6 +22,7 @@ import { shardlineScale } from "./scenarios/scale.js";
 import { etcdThroughput } from "./scenarios/etcd-throughput.js";
 import { transportFloor } from "./scenarios/floor.js";
 import { shardlineThroughput } from "./scenarios/throughput.js";
+import { startOtlpSink, tracingEnv } from "./otlp-sink.js";
 import { BENCH_SIZES, type BenchMode, GUARD_EXECUTIONS, GUARD_ROW } from "./sizes.js";
 
 const BULLMQ = "BullMQ 5.81 on Redis";
@@ -119,11 +120,20 @@ async function runBench(mode: BenchMode, out: string): Promise<void> {
       rows.push(row(`BullMQ best ${variant}: jobs per second (${describePeer(best)})`, best.perSecond, "jobs/s", "higher"));
       rows.push(row(`BullMQ best ${variant}: CPU per job (${describePeer(best)})`, best.cpuMicrosecondsPerJob, "us", "lower"));
     }
+    // The rows above run as Shardline runs by default: metrics on, tracing off until an exporter is
+    // configured. The traced rows turn it on in the controller and the agents, with the SDK's
+    // defaults, exporting to a collector stand-in on loopback.
+    const sink = await startOtlpSink();
     for (const agents of size.throughput.agents) {
       const of = `${agents} agent${agents === 1 ? "" : "s"}`;
       const processes = Math.min(agents, 2);
       log(`throughput with ${of}`);
       const result = await shardlineThroughput(dir, { agents, processes, executions, shardsPerTrigger });
+      log(`throughput with ${of}, traced`);
+      const exported = sink.received.requests;
+      const traced = await shardlineThroughput(dir, { agents, processes, executions, shardsPerTrigger, env: tracingEnv(sink) });
+      if (sink.received.requests === exported) throw new Error(`benchmark: the traced run with ${of} exported no span to ${sink.endpoint}`);
+      log(`  traced: ${Math.round(traced.perSecond)}/s, ${traced.cpuMicrosEach.toFixed(1)} us CPU per execution`);
       log(`transport floor with ${of}`);
       const floor = await transportFloor({ agents, processes, executions, shardsPerTrigger });
       const split = Object.entries(result.cpu.byName).map(([name, seconds]) => `${name} ${((seconds * 1e6) / result.executions).toFixed(1)}`).join(", ");
@@ -133,7 +143,10 @@ async function runBench(mode: BenchMode, out: string): Promise<void> {
       rows.push(row(`CPU per execution, ${of}, over the transport floor`, result.cpuMicrosEach / floor.cpuMicrosEach, "x", "lower"));
       rows.push(row(`transport floor: CPU per execution, ${of}`, floor.cpuMicrosEach, "us", "lower"));
       rows.push(row(`transport floor: executions per second, ${of}`, floor.perSecond, "executions/s", "higher"));
+      rows.push(row(`executions per second, ${of}, traced (OTLP to a local collector)`, traced.perSecond, "executions/s", "higher"));
+      rows.push(row(`CPU per execution, ${of}, traced (OTLP to a local collector)`, traced.cpuMicrosEach, "us", "lower"));
     }
+    await sink.close();
 
     // The suite's guard (test/bench.test.ts): the same short run in every mode, so that the smoke
     // run's figure compares with the committed one like with like, warm-up included.

@@ -19,6 +19,8 @@ export interface ThroughputOptions {
   store?: string;
   /** More processes whose CPU counts, such as the store's own (etcd's members). */
   meter?: MeteredProcess[];
+  /** Variables for the controller and the load processes, such as the OTEL_* ones that turn tracing on. */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface ThroughputResult {
@@ -38,8 +40,8 @@ export interface ThroughputResult {
  */
 export async function shardlineThroughput(dir: string, options: ThroughputOptions): Promise<ThroughputResult> {
   const store = options.store ?? `sqlite:${join(dir, `throughput-${options.agents}-${Date.now()}.db`)}`;
-  const controller = await ControllerProcess.start(store, options.controllerFlags ?? []);
-  const loads = await startLoad(controller.address, "tp", options.agents, options.processes);
+  const controller = await ControllerProcess.start(store, options.controllerFlags ?? [], options.env);
+  const loads = await startLoad(controller.address, "tp", options.agents, options.processes, { env: options.env ?? {} });
   try {
     await agentsReady(controller.admin, options.agents);
     await controller.admin.applyJob({
