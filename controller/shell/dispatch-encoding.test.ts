@@ -2,6 +2,7 @@ import { create, equals, fromBinary, toBinary } from "@bufbuild/protobuf";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { ConnectResponseSchema } from "../../shared/gen/shardline/v1/agent_service_pb.js";
+import { readDispatchResponse } from "../../shared/grpc/connect-response-decoding.js";
 import type { ExecutionContext } from "../core/messages.js";
 import { encodeDispatch, executionToProto } from "./dispatch-encoding.js";
 
@@ -67,6 +68,20 @@ describe("encodeDispatch", () => {
         const decoded = fromBinary(ConnectResponseSchema, encodeDispatch(term, executions).bytes);
         const whole = create(ConnectResponseSchema, { term: BigInt(term), kind: { case: "dispatch", value: { executions: executions.map(executionToProto) } } });
         expect(equals(ConnectResponseSchema, decoded, fromBinary(ConnectResponseSchema, toBinary(ConnectResponseSchema, whole)))).toBe(true);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("is read by the agent's decoder without the library, as the library decodes it", () => {
+    fc.assert(
+      fc.property(fires, fc.integer({ min: 0, max: 2 ** 31 }), (generated, term) => {
+        const bytes = encodeDispatch(term, executionsOf(generated)).bytes;
+        const read = readDispatchResponse(bytes);
+        expect(read).toBeDefined();
+        const expected = fromBinary(ConnectResponseSchema, bytes);
+        expect(equals(ConnectResponseSchema, read!, expected)).toBe(true);
+        expect(read).toStrictEqual(expected);
       }),
       { numRuns: 300 },
     );
