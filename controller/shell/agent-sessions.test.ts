@@ -814,3 +814,37 @@ describe("a stream that says the id of a connected agent", () => {
     }
   });
 });
+
+describe("a batch's messages to each agent", () => {
+  it("go out as one Dispatch per agent for a fire whose shards alternate between agents in the core's order", async () => {
+    const controller = await startController({ listen: "127.0.0.1:0", http: "127.0.0.1:0", store: "sqlite::memory:", logger: silentLogger(), leaseTtlMs: 15_000 });
+    const admin = createClient(AdminService, controller.grpcAddress, { deadlineMs: 10_000 });
+    const peers = ["a", "b", "c"].map(() => rawAgent(controller.grpcAddress));
+    try {
+      for (const [i, peer] of peers.entries()) {
+        peer.stream.send(hello(`agent-${i}`, { handlers: ["work"], capacity: 100 }));
+        await peer.next("welcome");
+      }
+      await admin.applyJob({ manifest: manifest("spread", "work", 30) });
+      const owners = await waitFor("every shard to be placed", async () => {
+        const assignments = (await admin.listAssignments({ job: "spread" })).assignments;
+        return assignments.length === 30 && assignments.every((a) => !a.revoking) ? new Map(assignments.map((a) => [a.shard, a.agent])) : undefined;
+      });
+      // The core makes a fire's executions shard by shard: when neighbouring shards have different
+      // owners, its messages to one agent are not next to each other.
+      const switches = [...owners.keys()].sort((x, y) => x - y).filter((shard) => shard > 0 && owners.get(shard) !== owners.get(shard - 1)).length;
+      expect(switches).toBeGreaterThan(2);
+      for (const peer of peers) peer.inbox.splice(0);
+      await admin.triggerJob({ name: "spread" });
+      for (const [i, peer] of peers.entries()) {
+        const dispatch = await peer.next("dispatch");
+        const mine = [...owners].filter(([, agent]) => agent === `agent-${i}`).map(([shard]) => shard);
+        expect(dispatch.executions.map((e) => e.shard).sort((x, y) => x - y)).toEqual(mine.sort((x, y) => x - y));
+      }
+    } finally {
+      for (const peer of peers) peer.close();
+      admin.close();
+      await controller.stop();
+    }
+  });
+});
