@@ -99,13 +99,14 @@ export class ControllerProcess {
   }
 }
 
-/** A load-generator process running `ids.length` agents. */
+/** How a load process's agents are made, and its environment. */
 export interface LoadOptions {
   maxConcurrent?: number;
   /** Variables over this process's own, such as the OTEL_* ones that turn tracing on. */
   env?: NodeJS.ProcessEnv;
 }
 
+/** A load-generator process running `ids.length` agents. */
 export class LoadProcess {
   private readonly child: ChildProcess;
   private readonly waiters: { type: LoadReport["type"]; resolve: (report: LoadReport) => void }[] = [];
